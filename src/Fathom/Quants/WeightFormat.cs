@@ -1,0 +1,44 @@
+namespace Fathom.Quants;
+
+/// <summary>
+/// The type traits of one ggml weight type: its block layout, dequantization, quantization and the dot product of
+/// a weight row with an activation row in this type's partner activation format (ggml's <c>vec_dot_type</c>).
+/// One instance per type lives in <see cref="TypeTraits"/>; model code never names a concrete format.
+/// </summary>
+public abstract class WeightFormat
+{
+    public abstract GgmlType Type { get; }
+
+    public GgmlTypeLayout Layout => GgmlTypes.Layout(Type);
+
+    /// <summary>The format activations are quantized to before <see cref="Dot"/> (Q8_0, Q8_1, Q8_K, F32, ...).</summary>
+    public abstract GgmlType DotActivationType { get; }
+
+    /// <summary>True when ggml refuses to quantize this type without an importance matrix.</summary>
+    public virtual bool RequiresImportance => false;
+
+    /// <summary>Decodes whole blocks of one row to floats; bit-exact with ggml's <c>to_float</c>.</summary>
+    public abstract void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values);
+
+    /// <summary>
+    /// Encodes one row (a whole number of blocks). <paramref name="importance"/> is empty or holds one weight per
+    /// element of the row (an importance-matrix column), as ggml's <c>quant_weights</c>.
+    /// </summary>
+    public abstract void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance);
+
+    /// <summary>Dot product of <paramref name="n"/> elements: a weight row of this type with an activation row of <see cref="DotActivationType"/>.</summary>
+    public float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n) => Dot(weights, activations, n, BestPath);
+
+    /// <summary>The same dot product through one chosen instruction-set path, so tests can compare every path with the scalar one.</summary>
+    public abstract float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path);
+
+    /// <summary>Paths this format implements; a requested path it lacks falls back to the widest one below it.</summary>
+    public abstract IReadOnlyList<KernelPath> ImplementedPaths { get; }
+
+    /// <summary>The widest implemented path this CPU supports.</summary>
+    public KernelPath BestPath => _bestPath ??= ImplementedPaths.Where(KernelPaths.IsSupported).Max();
+
+    private KernelPath? _bestPath;
+
+    public override string ToString() => Layout.Name;
+}
