@@ -30,4 +30,18 @@ public unsafe class GgmlTypeLayoutTests
             Assert.Equal(layout.Name.ToLowerInvariant(), name.ToLowerInvariant());
         }
     }
+
+    [Fact]
+    public void GgmlReferenceRoundTripsQ8_0()
+    {
+        var values = new float[64];
+        for (int i = 0; i < values.Length; i++) values[i] = MathF.Sin(i) * 3;
+        byte[] blocks = GgmlQuants.Quantize(GgmlType.Q8_0, values, 1, 64);
+        float[] back = GgmlQuants.Dequantize(GgmlType.Q8_0, blocks, 64);
+        for (int i = 0; i < values.Length; i++) Assert.Equal(values[i], back[i], 0.02f);
+        Assert.Equal(GgmlType.Q8_K, GgmlQuants.DotActivationType(GgmlType.Q4_K));
+        byte[] act = GgmlQuants.QuantizeActivations(GgmlType.Q8_0, values);
+        float dot = GgmlQuants.Dot(GgmlType.Q8_0, blocks, act, 64);
+        Assert.Equal(values.Sum(v => v * v), dot, 0.5f);
+    }
 }
