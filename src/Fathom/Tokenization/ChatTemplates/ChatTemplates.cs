@@ -53,30 +53,30 @@ public static class ChatTemplates
 
     private static ChatTemplateDetection DetectDeepSeek(string text, string? bosText)
     {
+        bool markerAfterUser = text.Contains("is_last_user", StringComparison.Ordinal);
         var variant = new DeepSeekTemplateVariant(
             SystemPrompts: text.Contains("is_first_sp", StringComparison.Ordinal) ? DeepSeekSystemPrompts.JoinAll : DeepSeekSystemPrompts.LastOnly,
-            ToolCallLayout: text.Contains("'tool_calls' in message", StringComparison.Ordinal) ? DeepSeekToolCallLayout.HasToolCalls : DeepSeekToolCallLayout.ContentIsNull,
+            ToolCallLayout: markerAfterUser || text.Contains("'tool_calls' in message", StringComparison.Ordinal)
+                ? DeepSeekToolCallLayout.HasToolCalls
+                : DeepSeekToolCallLayout.ContentIsNull,
             StripsEarlierReasoning: text.Contains("</think>", StringComparison.Ordinal),
             ToolOutputSeparator: ContainsLiteral(text, "'\n<｜tool▁output▁begin｜>'") ? "\n" : "",
             GenerationPrompt: ContainsLiteral(text, "'<｜Assistant｜><think>\n'")
                 ? DeepSeekTemplateVariant.ThinkingGenerationPrompt
-                : DeepSeekTemplateVariant.AssistantMarker);
+                : DeepSeekTemplateVariant.AssistantMarker,
+            TurnLayout: markerAfterUser ? DeepSeekTurnLayout.MarkerAfterUser : DeepSeekTurnLayout.MarkerBeforeAssistant);
         var template = new DeepSeekChatTemplate(variant, bosText ?? DeepSeekChatTemplate.BeginOfSentence);
 
-        // The V3-0324 / R1-0528 layout writes <｜Assistant｜> after every user turn; it is not rendered natively yet.
-        if (text.Contains("is_last_user", StringComparison.Ordinal))
+        bool knownLayout = markerAfterUser
+            ? text.Contains("'<｜User｜>' + message['content'] + '<｜Assistant｜>'", StringComparison.Ordinal)
+            : variant.ToolCallLayout == DeepSeekToolCallLayout.HasToolCalls || text.Contains("message['content'] is none", StringComparison.Ordinal);
+        if (!knownLayout)
             return new(ChatTemplateFamily.Unrecognized, template, false,
-                "DeepSeek template with the is_last_user layout (V3-0324/R1-0528), which Fathom does not render exactly; using the closest DeepSeek variant");
-
-        bool hasKnownToolLayout = variant.ToolCallLayout == DeepSeekToolCallLayout.HasToolCalls
-            || text.Contains("message['content'] is none", StringComparison.Ordinal);
-        if (!hasKnownToolLayout)
-            return new(ChatTemplateFamily.Unrecognized, template, false,
-                "DeepSeek markers, but neither known tool-call layout; using the closest DeepSeek variant");
+                "DeepSeek markers, but not one of the known DeepSeek layouts; using the closest DeepSeek variant");
 
         string name = template.Family == ChatTemplateFamily.DeepSeekR1 ? "DeepSeek-R1" : "DeepSeek-V3";
         return new(template.Family, template, true,
-            $"<｜User｜>/<｜Assistant｜> markers ({name}: {variant.SystemPrompts} system prompts, {variant.ToolCallLayout} tool calls, "
+            $"<｜User｜>/<｜Assistant｜> markers ({name}: {variant.TurnLayout}, {variant.SystemPrompts} system prompts, {variant.ToolCallLayout} tool calls, "
             + $"{(variant.StripsEarlierReasoning ? "strips" : "keeps")} earlier reasoning, {(template.OpensThinking ? "opens" : "does not open")} <think>)");
     }
 

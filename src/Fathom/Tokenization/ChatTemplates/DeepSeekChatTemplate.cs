@@ -43,6 +43,11 @@ public sealed class DeepSeekChatTemplate : ChatTemplate
     {
         output.Append(BosText(options));
         AppendSystemPrompt(output, messages);
+        if (Variant.TurnLayout == DeepSeekTurnLayout.MarkerAfterUser)
+        {
+            RenderMarkerAfterUser(output, messages, addGenerationPrompt);
+            return;
+        }
 
         // The templates' namespace flags. "first call written" and "first output written" are never reset, as released.
         bool inToolOutputs = false, firstCallWritten = false, firstOutputWritten = false;
@@ -95,6 +100,71 @@ public sealed class DeepSeekChatTemplate : ChatTemplate
         if (inToolOutputs)
             output.Append(ToolOutputsEnd);
         if (addGenerationPrompt && !inToolOutputs)
+            output.Append(Variant.GenerationPrompt);
+    }
+
+    /// <summary>The V3-0324 / R1-0528 layout: the user turn writes the assistant marker, tool-call state resets per turn.</summary>
+    private void RenderMarkerAfterUser(StringBuilder output, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        bool inToolOutputs = false, lastWasUser = false, firstOutputWritten = false;
+        foreach (var message in messages)
+        {
+            switch (message.Role)
+            {
+                case ChatRole.User:
+                    inToolOutputs = false;
+                    lastWasUser = true;
+                    output.Append(UserMarker).Append(message.Content).Append(AssistantMarker);
+                    break;
+                case ChatRole.Assistant when message.ToolCalls is { } calls:
+                    lastWasUser = false;
+                    if (inToolOutputs)
+                        output.Append(ToolOutputsEnd);
+                    inToolOutputs = false;
+                    firstOutputWritten = false;
+                    output.Append(message.Content).Append(ToolCallsBegin);
+                    for (int c = 0; c < calls.Count; c++)
+                    {
+                        if (c > 0)
+                            output.Append('\n');
+                        AppendCall(output, calls[c]);
+                    }
+                    output.Append(ToolCallsEnd).Append(EndOfSentence);
+                    break;
+                case ChatRole.Assistant:
+                    lastWasUser = false;
+                    if (inToolOutputs)
+                    {
+                        output.Append(ToolOutputsEnd).Append(message.Content).Append(EndOfSentence);
+                        inToolOutputs = false;
+                    }
+                    else
+                    {
+                        string content = message.Content!;
+                        if (Variant.StripsEarlierReasoning)
+                            content = JinjaText.AfterLast(content, "</think>");
+                        output.Append(content).Append(EndOfSentence);
+                    }
+                    break;
+                case ChatRole.Tool:
+                    lastWasUser = false;
+                    inToolOutputs = true;
+                    if (!firstOutputWritten)
+                    {
+                        output.Append(ToolOutputsBegin).Append(ToolOutputBegin);
+                        firstOutputWritten = true;
+                    }
+                    else
+                    {
+                        output.Append(Variant.ToolOutputSeparator).Append(ToolOutputBegin);
+                    }
+                    output.Append(message.Content).Append(ToolOutputEnd);
+                    break;
+            }
+        }
+        if (inToolOutputs)
+            output.Append(ToolOutputsEnd);
+        if (addGenerationPrompt && !lastWasUser && !inToolOutputs)
             output.Append(Variant.GenerationPrompt);
     }
 

@@ -23,6 +23,19 @@ public enum DeepSeekToolCallLayout
     HasToolCalls,
 }
 
+/// <summary>Where a DeepSeek template writes the <c>&lt;｜Assistant｜&gt;</c> marker.</summary>
+public enum DeepSeekTurnLayout
+{
+    /// <summary>Before each assistant turn and as the generation prompt (DeepSeek-V3, R1, the distills).</summary>
+    MarkerBeforeAssistant,
+
+    /// <summary>
+    /// Right after each user turn, so a prompt ending in a user turn already ends with the marker and the generation
+    /// prompt is written only after other turns (DeepSeek-V3-0324 and R1-0528, whose templates track <c>is_last_user</c>).
+    /// </summary>
+    MarkerAfterUser,
+}
+
 /// <summary>
 /// The switches that tell the DeepSeek-V3, R1 and R1-distill templates apart. They share one structure and differ
 /// only in these points; <see cref="ChatTemplates.Detect"/> reads them from a GGUF's template text.
@@ -32,7 +45,8 @@ public sealed record DeepSeekTemplateVariant(
     DeepSeekToolCallLayout ToolCallLayout,
     bool StripsEarlierReasoning,
     string ToolOutputSeparator,
-    string GenerationPrompt)
+    string GenerationPrompt,
+    DeepSeekTurnLayout TurnLayout = DeepSeekTurnLayout.MarkerBeforeAssistant)
 {
     public const string AssistantMarker = "<｜Assistant｜>";
     public const string ThinkingGenerationPrompt = AssistantMarker + "<think>\n";
@@ -40,6 +54,10 @@ public sealed record DeepSeekTemplateVariant(
     /// <summary>deepseek-ai/DeepSeek-V3.</summary>
     public static DeepSeekTemplateVariant V3 { get; } =
         new(DeepSeekSystemPrompts.JoinAll, DeepSeekToolCallLayout.ContentIsNull, false, "\n", AssistantMarker);
+
+    /// <summary>deepseek-ai/DeepSeek-V3-0324.</summary>
+    public static DeepSeekTemplateVariant V3March2025 { get; } =
+        new(DeepSeekSystemPrompts.JoinAll, DeepSeekToolCallLayout.HasToolCalls, false, "\n", AssistantMarker, DeepSeekTurnLayout.MarkerAfterUser);
 
     /// <summary>deepseek-ai/DeepSeek-R1 as first released (the generation prompt does not open <c>&lt;think&gt;</c>).</summary>
     public static DeepSeekTemplateVariant R1 { get; } =

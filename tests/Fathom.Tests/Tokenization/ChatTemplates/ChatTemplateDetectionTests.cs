@@ -43,6 +43,7 @@ public class ChatTemplateDetectionTests
 
     [Theory]
     [InlineData("deepseek-v3", "V3")]
+    [InlineData("deepseek-v3-0324", "V3March2025")]
     [InlineData("deepseek-r1", "R1")]
     [InlineData("deepseek-r1-think", "R1Thinking")]
     [InlineData("deepseek-r1-distill", "R1Distill")]
@@ -89,13 +90,15 @@ public class ChatTemplateDetectionTests
     }
 
     [Fact]
-    public void DeepSeekLastUserLayoutIsReportedAsNotRenderedExactly()
+    public void UnknownDeepSeekLayoutIsReportedAsNotRenderedExactly()
     {
-        // The V3-0324 / R1-0528 templates track ns.is_last_user and write <｜Assistant｜> after each user turn.
+        // DeepSeek markers, but a tool-call condition none of the known templates uses.
         string text = ChatTemplateReference.Template("deepseek-v3").GetProperty("template").GetString()!
-            .Replace("is_first_sp=true)", "is_first_sp=true, is_last_user=false)", StringComparison.Ordinal);
+            .Replace("message['content'] is none", "message['tool_calls'] | length > 0", StringComparison.Ordinal);
         var detection = ChatTemplates.Detect(text);
         Assert.False(detection.IsRecognized);
-        Assert.Contains("is_last_user", detection.Reason);
+        Assert.Equal(ChatTemplateFamily.Unrecognized, detection.Family);
+        Assert.IsType<DeepSeekChatTemplate>(detection.Template);
+        Assert.Contains("not one of the known DeepSeek layouts", detection.Reason);
     }
 }
