@@ -40,10 +40,13 @@ public static class ChatTemplates
         return Fallback("the chat template matches no known family", bosText, eosText);
     }
 
-    /// <summary>The renderer for a family in its most recent released form.</summary>
+    /// <summary>
+    /// The renderer for a family in its newest released form that has a reference rendering: DeepSeek-V3-0324,
+    /// DeepSeek-R1 (updated, opens <c>&lt;think&gt;</c>), Qwen2.5, Qwen3, Llama 3.1.
+    /// </summary>
     public static ChatTemplate ForFamily(ChatTemplateFamily family, string? bosText = null) => family switch
     {
-        ChatTemplateFamily.DeepSeekV3 => new DeepSeekChatTemplate(DeepSeekTemplateVariant.V3, bosText ?? DeepSeekChatTemplate.BeginOfSentence),
+        ChatTemplateFamily.DeepSeekV3 => new DeepSeekChatTemplate(DeepSeekTemplateVariant.V3March2025, bosText ?? DeepSeekChatTemplate.BeginOfSentence),
         ChatTemplateFamily.DeepSeekR1 => new DeepSeekChatTemplate(DeepSeekTemplateVariant.R1Thinking, bosText ?? DeepSeekChatTemplate.BeginOfSentence),
         ChatTemplateFamily.ChatML => new ChatMLChatTemplate(),
         ChatTemplateFamily.Qwen3 => new Qwen3ChatTemplate(),

@@ -58,12 +58,12 @@ public class ChatTemplateDetectionTests
     [Fact]
     public void ForFamilyRendersLikeTheNewestReleasedTemplate()
     {
-        var conversation = ChatTemplateReference.Conversation("reasoning-in-earlier-turn");
-        foreach (var (id, family) in new[] { ("deepseek-v3", ChatTemplateFamily.DeepSeekV3), ("deepseek-r1-think", ChatTemplateFamily.DeepSeekR1), ("qwen2.5", ChatTemplateFamily.ChatML), ("qwen3", ChatTemplateFamily.Qwen3), ("llama-3.1", ChatTemplateFamily.Llama3) })
+        var conversation = ChatTemplateReference.Conversation("reasoning-several-turns");
+        foreach (var (id, family) in new[] { ("deepseek-v3-0324", ChatTemplateFamily.DeepSeekV3), ("deepseek-r1-think", ChatTemplateFamily.DeepSeekR1), ("qwen2.5", ChatTemplateFamily.ChatML), ("qwen3", ChatTemplateFamily.Qwen3), ("llama-3.1", ChatTemplateFamily.Llama3) })
         {
             var template = ChatTemplateReference.Template(id);
             string expected = template.GetProperty("renderings").EnumerateArray().Single(r =>
-                r.GetProperty("conversation").GetString() == "reasoning-in-earlier-turn" && r.GetProperty("addGenerationPrompt").GetBoolean()).GetProperty("output").GetString()!;
+                r.GetProperty("conversation").GetString() == "reasoning-several-turns" && r.GetProperty("addGenerationPrompt").GetBoolean()).GetProperty("output").GetString()!;
             var renderer = ChatTemplates.ForFamily(family);
             Assert.Equal(expected, renderer.Render(ChatTemplateReference.Messages(conversation), true, ChatTemplateReference.Options(template, conversation)));
         }
