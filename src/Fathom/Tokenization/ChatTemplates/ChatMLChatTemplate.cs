@@ -13,11 +13,11 @@ public sealed class ChatMLChatTemplate : ChatTemplate
     internal const string ImStart = "<|im_start|>";
     internal const string ImEnd = "<|im_end|>";
 
-    internal const string ToolsPreamble =
+    private const string ToolsPreamble =
         "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" +
         "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
 
-    internal const string ToolsPostamble =
+    private const string ToolsPostamble =
         "\n</tools>\n\nFor each function call, return a json object with function name and arguments within " +
         "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
 
@@ -34,23 +34,7 @@ public sealed class ChatMLChatTemplate : ChatTemplate
 
     private protected override void RenderCore(StringBuilder output, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, ChatTemplateOptions options)
     {
-        bool leadingSystem = messages[0].Role == ChatRole.System;
-        if (options.Tools is { Count: > 0 } tools)
-        {
-            output.Append(ImStart).Append("system\n");
-            output.Append(leadingSystem ? messages[0].Content : DefaultSystemPrompt);
-            output.Append("\n\n").Append(ToolsPreamble);
-            AppendTools(output, tools);
-            output.Append(ToolsPostamble).Append(ImEnd).Append('\n');
-        }
-        else if (leadingSystem)
-        {
-            output.Append(ImStart).Append("system\n").Append(messages[0].Content).Append(ImEnd).Append('\n');
-        }
-        else if (DefaultSystemPrompt is not null)
-        {
-            output.Append(ImStart).Append("system\n").Append(DefaultSystemPrompt).Append(ImEnd).Append('\n');
-        }
+        AppendSystemBlock(output, messages, options.Tools, DefaultSystemPrompt);
 
         for (int i = 0; i < messages.Count; i++)
         {
@@ -85,12 +69,29 @@ public sealed class ChatMLChatTemplate : ChatTemplate
             output.Append(ImStart).Append("assistant\n");
     }
 
-    internal static void AppendTools(StringBuilder output, IReadOnlyList<ChatToolDefinition> tools)
+    /// <summary>
+    /// The leading system block: the conversation's first system message (else the default prompt, if any), followed
+    /// by the tool list when tools are offered. The first system message is not written again in the turn loop.
+    /// </summary>
+    internal static void AppendSystemBlock(StringBuilder output, IReadOnlyList<ChatMessage> messages, IReadOnlyList<ChatToolDefinition>? tools, string? defaultSystemPrompt)
     {
-        foreach (var tool in tools)
+        string? systemPrompt = messages[0].Role == ChatRole.System ? messages[0].Content : defaultSystemPrompt;
+        if (tools is { Count: > 0 })
         {
-            output.Append('\n');
-            JinjaJson.Append(output, tool.Json);
+            output.Append(ImStart).Append("system\n");
+            if (systemPrompt is not null)
+                output.Append(systemPrompt).Append("\n\n");
+            output.Append(ToolsPreamble);
+            foreach (var tool in tools)
+            {
+                output.Append('\n');
+                JinjaJson.Append(output, tool.Json);
+            }
+            output.Append(ToolsPostamble).Append(ImEnd).Append('\n');
+        }
+        else if (systemPrompt is not null)
+        {
+            output.Append(ImStart).Append("system\n").Append(systemPrompt).Append(ImEnd).Append('\n');
         }
     }
 

@@ -76,24 +76,12 @@ public sealed class DeepSeekChatTemplate : ChatTemplate
                     }
                     else
                     {
-                        string content = message.Content!;
-                        if (Variant.StripsEarlierReasoning)
-                            content = JinjaText.AfterLast(content, "</think>");
-                        output.Append(AssistantMarker).Append(content).Append(EndOfSentence);
+                        output.Append(AssistantMarker).Append(AnswerText(message.Content!)).Append(EndOfSentence);
                     }
                     break;
                 case ChatRole.Tool:
                     inToolOutputs = true;
-                    if (!firstOutputWritten)
-                    {
-                        output.Append(ToolOutputsBegin).Append(ToolOutputBegin);
-                        firstOutputWritten = true;
-                    }
-                    else
-                    {
-                        output.Append(Variant.ToolOutputSeparator).Append(ToolOutputBegin);
-                    }
-                    output.Append(message.Content).Append(ToolOutputEnd);
+                    AppendToolOutput(output, message.Content!, ref firstOutputWritten);
                     break;
             }
         }
@@ -140,25 +128,13 @@ public sealed class DeepSeekChatTemplate : ChatTemplate
                     }
                     else
                     {
-                        string content = message.Content!;
-                        if (Variant.StripsEarlierReasoning)
-                            content = JinjaText.AfterLast(content, "</think>");
-                        output.Append(content).Append(EndOfSentence);
+                        output.Append(AnswerText(message.Content!)).Append(EndOfSentence);
                     }
                     break;
                 case ChatRole.Tool:
                     lastWasUser = false;
                     inToolOutputs = true;
-                    if (!firstOutputWritten)
-                    {
-                        output.Append(ToolOutputsBegin).Append(ToolOutputBegin);
-                        firstOutputWritten = true;
-                    }
-                    else
-                    {
-                        output.Append(Variant.ToolOutputSeparator).Append(ToolOutputBegin);
-                    }
-                    output.Append(message.Content).Append(ToolOutputEnd);
+                    AppendToolOutput(output, message.Content!, ref firstOutputWritten);
                     break;
             }
         }
@@ -166,6 +142,25 @@ public sealed class DeepSeekChatTemplate : ChatTemplate
             output.Append(ToolOutputsEnd);
         if (addGenerationPrompt && !lastWasUser && !inToolOutputs)
             output.Append(Variant.GenerationPrompt);
+    }
+
+    /// <summary>An assistant answer as written back into the prompt: R1 templates keep only the text after the last <c>&lt;/think&gt;</c>.</summary>
+    private string AnswerText(string content) =>
+        Variant.StripsEarlierReasoning ? JinjaText.AfterLast(content, "</think>") : content;
+
+    /// <summary>A tool result; the first of the conversation opens the outputs block (never reopened, as released).</summary>
+    private void AppendToolOutput(StringBuilder output, string content, ref bool firstOutputWritten)
+    {
+        if (!firstOutputWritten)
+        {
+            output.Append(ToolOutputsBegin);
+            firstOutputWritten = true;
+        }
+        else
+        {
+            output.Append(Variant.ToolOutputSeparator);
+        }
+        output.Append(ToolOutputBegin).Append(content).Append(ToolOutputEnd);
     }
 
     private void AppendSystemPrompt(StringBuilder output, IReadOnlyList<ChatMessage> messages)

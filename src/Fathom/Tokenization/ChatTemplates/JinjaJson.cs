@@ -34,54 +34,38 @@ internal static class JinjaJson
                 break;
             case JsonValueKind.Array:
             {
-                int count = value.GetArrayLength();
-                if (count == 0 || indent == 0)
+                output.Append('[');
+                bool first = true;
+                foreach (var item in value.EnumerateArray())
                 {
-                    output.Append('[');
-                    bool first = true;
-                    foreach (var item in value.EnumerateArray())
-                    {
-                        if (!first)
-                            output.Append(itemSeparator);
-                        first = false;
-                        Append(output, item, indent, depth + 1);
-                    }
-                    output.Append(']');
-                }
-                else
-                {
-                    output.Append('[');
-                    bool first = true;
-                    foreach (var item in value.EnumerateArray())
-                    {
-                        if (!first)
-                            output.Append(itemSeparator);
-                        first = false;
+                    if (!first)
+                        output.Append(itemSeparator);
+                    first = false;
+                    if (indent > 0)
                         NewLine(output, indent, depth + 1);
-                        Append(output, item, indent, depth + 1);
-                    }
-                    NewLine(output, indent, depth);
-                    output.Append(']');
+                    Append(output, item, indent, depth + 1);
                 }
+                if (indent > 0 && !first)
+                    NewLine(output, indent, depth);
+                output.Append(']');
                 break;
             }
             case JsonValueKind.Object:
             {
                 output.Append('{');
-                bool first = true, any = false;
+                bool first = true;
                 foreach (var property in value.EnumerateObject())
                 {
                     if (!first)
                         output.Append(itemSeparator);
                     first = false;
-                    any = true;
                     if (indent > 0)
                         NewLine(output, indent, depth + 1);
                     JinjaText.AppendJsonString(output, property.Name);
                     output.Append(": ");
                     Append(output, property.Value, indent, depth + 1);
                 }
-                if (indent > 0 && any)
+                if (indent > 0 && !first)
                     NewLine(output, indent, depth);
                 output.Append('}');
                 break;

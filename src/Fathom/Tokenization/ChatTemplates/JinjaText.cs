@@ -40,12 +40,6 @@ internal static class JinjaText
         return at < 0 ? text : text[..at];
     }
 
-    public static string TrimStart(string text, char c) => text.TrimStart(c);
-
-    public static string TrimEnd(string text, char c) => text.TrimEnd(c);
-
-    public static string TrimBoth(string text, char c) => text.Trim(c);
-
     /// <summary><c>tojson</c> of a string: JavaScript's <c>JSON.stringify</c> (no ASCII escaping).</summary>
     public static void AppendJsonString(StringBuilder output, string text)
     {

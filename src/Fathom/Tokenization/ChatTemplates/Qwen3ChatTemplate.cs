@@ -21,20 +21,7 @@ public sealed class Qwen3ChatTemplate : ChatTemplate
 
     private protected override void RenderCore(StringBuilder output, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, ChatTemplateOptions options)
     {
-        bool leadingSystem = messages[0].Role == ChatRole.System;
-        if (options.Tools is { Count: > 0 } tools)
-        {
-            output.Append(ImStart).Append("system\n");
-            if (leadingSystem)
-                output.Append(messages[0].Content).Append("\n\n");
-            output.Append(ChatMLChatTemplate.ToolsPreamble);
-            ChatMLChatTemplate.AppendTools(output, tools);
-            output.Append(ChatMLChatTemplate.ToolsPostamble).Append(ImEnd).Append('\n');
-        }
-        else if (leadingSystem)
-        {
-            output.Append(ImStart).Append("system\n").Append(messages[0].Content).Append(ImEnd).Append('\n');
-        }
+        ChatMLChatTemplate.AppendSystemBlock(output, messages, options.Tools, defaultSystemPrompt: null);
 
         int lastQueryIndex = LastQueryIndex(messages);
         for (int i = 0; i < messages.Count; i++)
@@ -93,13 +80,14 @@ public sealed class Qwen3ChatTemplate : ChatTemplate
         else if (content.Contains("</think>", StringComparison.Ordinal))
         {
             string original = content;
-            content = JinjaText.TrimStart(JinjaText.AfterLast(original, "</think>"), '\n');
-            reasoning = JinjaText.TrimStart(JinjaText.AfterLast(JinjaText.TrimEnd(JinjaText.BeforeFirst(original, "</think>"), '\n'), "<think>"), '\n');
+            // Python's lstrip('\n') / rstrip('\n') are TrimStart('\n') / TrimEnd('\n').
+            content = JinjaText.AfterLast(original, "</think>").TrimStart('\n');
+            reasoning = JinjaText.AfterLast(JinjaText.BeforeFirst(original, "</think>").TrimEnd('\n'), "<think>").TrimStart('\n');
         }
 
         output.Append(ImStart).Append("assistant\n");
         if (keepReasoning && (isLast || reasoning.Length > 0))
-            output.Append("<think>\n").Append(JinjaText.TrimBoth(reasoning, '\n')).Append("\n</think>\n\n").Append(JinjaText.TrimStart(content, '\n'));
+            output.Append("<think>\n").Append(reasoning.Trim('\n')).Append("\n</think>\n\n").Append(content.TrimStart('\n'));
         else
             output.Append(content);
 
