@@ -48,13 +48,13 @@ public sealed class GgufValue : IEquatable<GgufValue>
     // ---- construction ----
 
     public static GgufValue FromUInt8(byte v) => new(GgufValueType.UInt8, v);
-    public static GgufValue FromInt8(sbyte v) => new(GgufValueType.Int8, unchecked((ulong)v));
+    public static GgufValue FromInt8(sbyte v) => new(GgufValueType.Int8, unchecked((ulong)(long)v));
     public static GgufValue FromUInt16(ushort v) => new(GgufValueType.UInt16, v);
-    public static GgufValue FromInt16(short v) => new(GgufValueType.Int16, unchecked((ulong)v));
+    public static GgufValue FromInt16(short v) => new(GgufValueType.Int16, unchecked((ulong)(long)v));
     public static GgufValue FromUInt32(uint v) => new(GgufValueType.UInt32, v);
-    public static GgufValue FromInt32(int v) => new(GgufValueType.Int32, unchecked((ulong)v));
+    public static GgufValue FromInt32(int v) => new(GgufValueType.Int32, unchecked((ulong)(long)v));
     public static GgufValue FromUInt64(ulong v) => new(GgufValueType.UInt64, v);
-    public static GgufValue FromInt64(long v) => new(GgufValueType.Int64, unchecked((ulong)v));
+    public static GgufValue FromInt64(long v) => new(GgufValueType.Int64, unchecked((ulong)(long)v));
     public static GgufValue FromFloat32(float v) => new(GgufValueType.Float32, BitConverter.SingleToUInt32Bits(v));
     public static GgufValue FromFloat64(double v) => new(GgufValueType.Float64, BitConverter.DoubleToUInt64Bits(v));
     public static GgufValue FromBool(bool v) => new(GgufValueType.Bool, v ? 1UL : 0UL);
@@ -162,10 +162,28 @@ public sealed class GgufValue : IEquatable<GgufValue>
 
     /// <summary>The elements of an array whose element type is exactly <typeparamref name="T"/> (byte for UInt8,
     /// float for Float32, string for String, GgufValue for arrays of arrays...), without copying.</summary>
-    public ReadOnlySpan<T> AsSpan<T>() => _ref as T[] ?? throw WrongType($"an array of {typeof(T).Name}");
+    public ReadOnlySpan<T> AsSpan<T>() =>
+        IsArray && ClrElementType(ElementType) == typeof(T) ? (T[])_ref! : throw WrongType($"an array of {typeof(T).Name}");
+
+    private static Type ClrElementType(GgufValueType type) => type switch
+    {
+        GgufValueType.UInt8 => typeof(byte),
+        GgufValueType.Int8 => typeof(sbyte),
+        GgufValueType.UInt16 => typeof(ushort),
+        GgufValueType.Int16 => typeof(short),
+        GgufValueType.UInt32 => typeof(uint),
+        GgufValueType.Int32 => typeof(int),
+        GgufValueType.UInt64 => typeof(ulong),
+        GgufValueType.Int64 => typeof(long),
+        GgufValueType.Float32 => typeof(float),
+        GgufValueType.Float64 => typeof(double),
+        GgufValueType.Bool => typeof(bool),
+        GgufValueType.String => typeof(string),
+        _ => typeof(GgufValue),
+    };
 
     public IReadOnlyList<string> AsStringArray() =>
-        _ref is string[] strings ? Array.AsReadOnly(strings) : throw WrongType("an array of String");
+        IsArray && ElementType == GgufValueType.String ? Array.AsReadOnly((string[])_ref!) : throw WrongType("an array of String");
 
     /// <summary>An array of any integer type as Int32 values (copied, each checked to fit).</summary>
     public int[] AsInt32Array() => ConvertIntegers("Int32", int.MinValue, int.MaxValue, v => (int)v);
@@ -174,8 +192,9 @@ public sealed class GgufValue : IEquatable<GgufValue>
 
     public long[] AsInt64Array()
     {
-        if (_ref is ulong[] u)
+        if (IsArray && ElementType == GgufValueType.UInt64)
         {
+            var u = (ulong[])_ref!;
             var result = new long[u.Length];
             for (int i = 0; i < u.Length; i++)
                 result[i] = u[i] <= long.MaxValue ? (long)u[i] : throw OutOfRange("Int64", i);
@@ -187,10 +206,10 @@ public sealed class GgufValue : IEquatable<GgufValue>
     /// <summary>An array of Float32, Float64 or integers as single-precision floats (copied).</summary>
     public float[] AsFloatArray()
     {
-        switch (_ref)
+        switch (IsArray ? ElementType : Type)
         {
-            case float[] f: return (float[])f.Clone();
-            case double[] d: return Array.ConvertAll(d, x => (float)x);
+            case GgufValueType.Float32 when IsArray: return (float[])((float[])_ref!).Clone();
+            case GgufValueType.Float64 when IsArray: return Array.ConvertAll((double[])_ref!, x => (float)x);
             default:
                 if (!IsArray || !GgufValueTypes.IsInteger(ElementType)) throw WrongType("an array of numbers");
                 var result = new float[Count];
@@ -204,22 +223,23 @@ public sealed class GgufValue : IEquatable<GgufValue>
     {
         if (_ref is not Array array) throw WrongType("an array");
         if ((uint)index >= (uint)array.Length) throw new ArgumentOutOfRangeException(nameof(index));
-        return array switch
+        // Dispatch on the element type, not the CLR array type: the runtime lets an int[] pass as a uint[] (and
+        // sbyte[] as byte[], ...), so type patterns would confuse signed and unsigned arrays.
+        return ElementType switch
         {
-            byte[] a => FromUInt8(a[index]),
-            sbyte[] a => FromInt8(a[index]),
-            ushort[] a => FromUInt16(a[index]),
-            short[] a => FromInt16(a[index]),
-            uint[] a => FromUInt32(a[index]),
-            int[] a => FromInt32(a[index]),
-            ulong[] a => FromUInt64(a[index]),
-            long[] a => FromInt64(a[index]),
-            float[] a => FromFloat32(a[index]),
-            double[] a => FromFloat64(a[index]),
-            bool[] a => FromBool(a[index]),
-            string[] a => FromString(a[index]),
-            GgufValue[] a => a[index],
-            _ => throw new InvalidOperationException("unreachable: unknown array storage"),
+            GgufValueType.UInt8 => FromUInt8(((byte[])array)[index]),
+            GgufValueType.Int8 => FromInt8(((sbyte[])array)[index]),
+            GgufValueType.UInt16 => FromUInt16(((ushort[])array)[index]),
+            GgufValueType.Int16 => FromInt16(((short[])array)[index]),
+            GgufValueType.UInt32 => FromUInt32(((uint[])array)[index]),
+            GgufValueType.Int32 => FromInt32(((int[])array)[index]),
+            GgufValueType.UInt64 => FromUInt64(((ulong[])array)[index]),
+            GgufValueType.Int64 => FromInt64(((long[])array)[index]),
+            GgufValueType.Float32 => FromFloat32(((float[])array)[index]),
+            GgufValueType.Float64 => FromFloat64(((double[])array)[index]),
+            GgufValueType.Bool => FromBool(((bool[])array)[index]),
+            GgufValueType.String => FromString(((string[])array)[index]),
+            _ => ((GgufValue[])array)[index],
         };
     }
 
@@ -289,12 +309,12 @@ public sealed class GgufValue : IEquatable<GgufValue>
         if (Type != other.Type) return false;
         if (!IsArray) return Type == GgufValueType.String ? (string)_ref! == (string)other._ref! : _raw == other._raw;
         if (ElementType != other.ElementType || Count != other.Count) return false;
-        return (_ref, other._ref) switch
+        return ElementType switch
         {
-            (float[] a, float[] b) => a.AsSpan().SequenceEqual(b, BitEquality.Instance),
-            (double[] a, double[] b) => a.AsSpan().SequenceEqual(b, BitEquality.Instance),
-            (string[] a, string[] b) => a.AsSpan().SequenceEqual(b),
-            (GgufValue[] a, GgufValue[] b) => a.AsSpan().SequenceEqual(b),
+            GgufValueType.Float32 => ((float[])_ref!).AsSpan().SequenceEqual((float[])other._ref!, BitEquality.Instance),
+            GgufValueType.Float64 => ((double[])_ref!).AsSpan().SequenceEqual((double[])other._ref!, BitEquality.Instance),
+            GgufValueType.String => ((string[])_ref!).AsSpan().SequenceEqual((string[])other._ref!),
+            GgufValueType.Array => ((GgufValue[])_ref!).AsSpan().SequenceEqual((GgufValue[])other._ref!),
             _ => Enumerable.Range(0, Count).All(i => ElementAt(i).Equals(other.ElementAt(i))),
         };
     }
