@@ -8,7 +8,7 @@ namespace Fathom.Gguf;
 /// A GGUF model opened for reading: metadata and tensor table parsed and validated, tensor data left in place in a
 /// read-only memory mapping (zero copy). Opening the first part of a split model (<c>NAME-00001-of-0000N.gguf</c>)
 /// opens every part as one model: metadata from the first part, tensors from all. Dispose to unmap; pointers and
-/// spans from this object are invalid afterwards.
+/// spans from this object are invalid afterwards. Reading (metadata, tensor table, data) is safe from many threads.
 /// </summary>
 public sealed unsafe class GgufFile : IDisposable
 {
@@ -184,16 +184,14 @@ public sealed unsafe class GgufFile : IDisposable
         public static MappedPart Map(string path)
         {
             var part = new MappedPart { Name = path };
+            FileStream? stream = null;
             try
             {
-                var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+                stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
                 part.Length = stream.Length;
-                if (part.Length == 0)
-                {
-                    stream.Dispose();
-                    throw new GgufFormatException(path, "header", 0, "file is empty");
-                }
+                if (part.Length == 0) throw new GgufFormatException(path, "header", 0, "file is empty");
                 part._file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                stream = null; // the mapping owns it now
                 part._view = part._file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
                 byte* p = null;
                 part._view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
@@ -203,6 +201,7 @@ public sealed unsafe class GgufFile : IDisposable
             }
             catch
             {
+                stream?.Dispose();
                 part.Dispose();
                 throw;
             }

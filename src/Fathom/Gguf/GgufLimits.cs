@@ -27,6 +27,16 @@ public static class GgufLimits
     /// <summary>Most dimensions of a tensor (ggml's GGML_MAX_DIMS).</summary>
     public const int MaxDimensions = 4;
 
+    /// <summary>Most tensors in one file (DeepSeek-R1 has about 1,000; this bounds the tensor table's allocation
+    /// even in files large enough to hold more entries).</summary>
+    public const long MaxTensorCount = 1 << 20;
+
+    /// <summary>Most metadata entries in one file.</summary>
+    public const long MaxKeyValueCount = 1 << 20;
+
+    /// <summary>Most elements in one array (real vocabularies and merge lists hold a few hundred thousand).</summary>
+    public const long MaxArrayLength = 1 << 26;
+
     /// <summary>Deepest nesting of arrays: an array holding arrays is depth 2.</summary>
     public const int MaxArrayDepth = 4;
 

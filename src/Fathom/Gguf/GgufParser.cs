@@ -51,8 +51,8 @@ internal sealed unsafe class GgufParser
                 ? $"version 0x{version:X8} looks byte-swapped: big-endian GGUF files are not supported"
                 : $"GGUF version {version} is not supported (2 and 3 are)");
 
-        long tensorCount = ReadCount("header.tensor_count", GgufLimits.MinTensorInfoSize);
-        long kvCount = ReadCount("header.metadata_kv_count", GgufLimits.MinKeyValueSize);
+        long tensorCount = ReadCount("header.tensor_count", GgufLimits.MinTensorInfoSize, GgufLimits.MaxTensorCount);
+        long kvCount = ReadCount("header.metadata_kv_count", GgufLimits.MinKeyValueSize, GgufLimits.MaxKeyValueCount);
 
         GgufMetadata metadata = ReadMetadata(kvCount);
         int alignment = ReadAlignment(metadata);
@@ -87,11 +87,12 @@ internal sealed unsafe class GgufParser
     private uint ReadU32(string field, string? detail = null) => Read<uint>(field, detail);
 
     /// <summary>A signed 64-bit count whose items take at least <paramref name="minItemSize"/> bytes each.</summary>
-    private long ReadCount(string field, int minItemSize)
+    private long ReadCount(string field, int minItemSize, long limit)
     {
         long at = _pos;
         long count = Read<long>(field);
         if (count < 0) throw Error(field, at, $"count {count} is negative");
+        if (count > limit) throw Error(field, at, $"count {count} exceeds the limit of {limit}");
         if (count > Remaining / minItemSize)
             throw Error(field, at, $"count {count} cannot fit in the {Remaining} bytes left (each item needs at least {minItemSize})");
         return count;
@@ -174,9 +175,9 @@ internal sealed unsafe class GgufParser
         long at = _pos;
         ulong count = Read<ulong>(field, "(array length)");
         int minSize = GgufValueTypes.MinimumSize(elementType);
+        if (count > GgufLimits.MaxArrayLength) throw Error(field, at, $"array of {count} values exceeds the limit of {GgufLimits.MaxArrayLength}");
         if (count > (ulong)(Remaining / minSize))
             throw Error(field, at, $"array of {count} {elementType} values cannot fit in the {Remaining} bytes left");
-        if (count > int.MaxValue) throw Error(field, at, $"array of {count} values exceeds the limit of {int.MaxValue}");
         int n = (int)count;
         switch (elementType)
         {

@@ -11,7 +11,7 @@ public sealed class GgufHostileFileTests
     public static TheoryData<string> Cases =>
     [
         "empty", "short header", "bad magic", "version 1", "version 0", "byte-swapped version", "version 4",
-        "negative tensor count", "huge tensor count", "huge kv count", "key length beyond EOF", "empty key",
+        "negative tensor count", "huge tensor count", "tensor count above limit", "array above limit", "huge kv count", "key length beyond EOF", "empty key",
         "key longer than limit", "string value beyond EOF", "unknown value type", "huge array count",
         "array of huge strings", "arrays nested too deep", "duplicate key", "bool not 0 or 1",
         "alignment not u32", "alignment not power of two", "unknown ggml type", "removed ggml type", "five dims",
@@ -48,6 +48,11 @@ public sealed class GgufHostileFileTests
             case "version 4": return (b.Header(version: 4).ToArray(), "header.version", 4);
             case "negative tensor count": return (b.Header(tensors: -1).ToArray(), "header.tensor_count", 8);
             case "huge tensor count": return (b.Header(tensors: long.MaxValue).Zeros(100).ToArray(), "header.tensor_count", 8);
+            case "tensor count above limit": return (b.Header(tensors: GgufLimits.MaxTensorCount + 1).Zeros(100).ToArray(), "header.tensor_count", 8);
+            case "array above limit":
+                b.Header(kvs: 1).Str("big").U32((uint)GgufValueType.Array).U32((uint)GgufValueType.UInt8);
+                at = b.Position;
+                return (b.U64((ulong)GgufLimits.MaxArrayLength + 1).Zeros(64).ToArray(), "big", at);
             case "huge kv count": return (b.Header(kvs: 1L << 40).Zeros(100).ToArray(), "header.metadata_kv_count", 16);
             case "key length beyond EOF": return (b.Header(kvs: 1).U64(1000).Zeros(20).ToArray(), "metadata key #0", 24);
             case "empty key": return (b.Header(kvs: 1).Str("").U32(4).U32(1).Zeros(8).ToArray(), "metadata key #0", 24);
