@@ -213,7 +213,12 @@ public sealed class GgufValue : IEquatable<GgufValue>
             default:
                 if (!IsArray || !GgufValueTypes.IsInteger(ElementType)) throw WrongType("an array of numbers");
                 var result = new float[Count];
-                for (int i = 0; i < result.Length; i++) result[i] = (float)ElementAt(i).AsDouble();
+                bool unsigned64 = ElementType == GgufValueType.UInt64;
+                for (int i = 0; i < result.Length; i++)
+                {
+                    ulong raw = RawIntegerAt(i);
+                    result[i] = unsigned64 ? raw : unchecked((long)raw);
+                }
                 return result;
         }
     }
@@ -260,18 +265,33 @@ public sealed class GgufValue : IEquatable<GgufValue>
 
     private T[] ConvertIntegers<T>(string target, long min, long max, Func<long, T> convert)
     {
-        if (!IsArray || !GgufValueTypes.IsInteger(ElementType)) throw WrongType($"an array of integers");
+        if (!IsArray || !GgufValueTypes.IsInteger(ElementType)) throw WrongType("an array of integers");
+        if (_ref is T[] same && ClrElementType(ElementType) == typeof(T)) return (T[])same.Clone();
         var result = new T[Count];
+        bool unsigned64 = ElementType == GgufValueType.UInt64;
         for (int i = 0; i < result.Length; i++)
         {
-            GgufValue item = ElementAt(i);
-            if (item.Type == GgufValueType.UInt64 && item._raw > (ulong)max) throw OutOfRange(target, i);
-            long v = unchecked((long)item._raw);
-            if (item.Type != GgufValueType.UInt64 && (v < min || v > max)) throw OutOfRange(target, i);
+            ulong raw = RawIntegerAt(i);
+            long v = unchecked((long)raw);
+            if (unsigned64 ? raw > (ulong)max : v < min || v > max) throw OutOfRange(target, i);
             result[i] = convert(v);
         }
         return result;
     }
+
+    /// <summary>Element <paramref name="i"/> of an integer array, sign- or zero-extended like a scalar's raw bits.</summary>
+    private ulong RawIntegerAt(int i) => ElementType switch
+    {
+        GgufValueType.UInt8 => ((byte[])_ref!)[i],
+        GgufValueType.Int8 => unchecked((ulong)(long)((sbyte[])_ref!)[i]),
+        GgufValueType.UInt16 => ((ushort[])_ref!)[i],
+        GgufValueType.Int16 => unchecked((ulong)(long)((short[])_ref!)[i]),
+        GgufValueType.UInt32 => ((uint[])_ref!)[i],
+        GgufValueType.Int32 => unchecked((ulong)(long)((int[])_ref!)[i]),
+        GgufValueType.UInt64 => ((ulong[])_ref!)[i],
+        GgufValueType.Int64 => unchecked((ulong)((long[])_ref!)[i]),
+        _ => throw new InvalidOperationException("unreachable: not an integer array"),
+    };
 
     private InvalidCastException WrongType(string wanted) => new($"expected {wanted}, found {Describe()}");
 

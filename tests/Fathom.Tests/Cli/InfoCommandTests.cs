@@ -106,7 +106,7 @@ public sealed class InfoCommandTests : IDisposable
         var (code, output, err) = Run("info", bad);
         Assert.Equal(2, code);
         Assert.Equal("", output);
-        Assert.Equal(1, err.TrimEnd().Split('\n').Length);
+        Assert.Single(err.TrimEnd().Split('\n'));
         Assert.StartsWith("error: ", err);
         Assert.Contains("bad.gguf", err);
         Assert.Contains("version 1", err);
@@ -115,7 +115,7 @@ public sealed class InfoCommandTests : IDisposable
         string missing = Path.Combine(_dir, "missing.gguf");
         (code, _, err) = Run("info", missing);
         Assert.Equal(1, code);
-        Assert.Equal(1, err.TrimEnd().Split('\n').Length);
+        Assert.Single(err.TrimEnd().Split('\n'));
         Assert.Contains("missing.gguf", err);
 
         string empty = Path.Combine(_dir, "empty.gguf");
