@@ -45,6 +45,17 @@ public sealed class GgufGgmlInteropTests : IDisposable
     }
 
     [Fact]
+    public void OurWriterAndGgmlsWriterProduceTheSameBytes()
+    {
+        var metadata = GgufSamples.FlatMetadata();
+        var tensors = GgufSamples.Tensors(seed: 3);
+        string ours = Path.Combine(_dir, "ours.gguf"), theirs = Path.Combine(_dir, "theirs.gguf");
+        GgufSamples.Writer(metadata, tensors).WriteTo(ours);
+        GgmlGguf.Write(theirs, metadata, tensors.Select(t => new GgmlGguf.TensorData(t.Name, t.Type, t.Shape, t.Data)).ToList());
+        Assert.Equal(File.ReadAllBytes(theirs), File.ReadAllBytes(ours));
+    }
+
+    [Fact]
     public void NestedArraysAreOursAloneGgmlRefusesThem()
     {
         string path = Path.Combine(_dir, "nested.gguf");
