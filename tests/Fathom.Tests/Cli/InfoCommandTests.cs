@@ -99,6 +99,55 @@ public sealed class InfoCommandTests : IDisposable
     }
 
     [Fact]
+    public void DeepSeekStyleModelReportsMlaMoeAndBitsPerGroup()
+    {
+        const string a = "deepseek2";
+        var writer = new GgufWriter()
+            .Set(GgufKeys.General.Architecture, a).Set(GgufKeys.General.Name, "mini-deepseek")
+            .Set(GgufKeys.Arch.BlockCount(a), 2u).Set(GgufKeys.Arch.ContextLength(a), 4096u)
+            .Set(GgufKeys.Arch.EmbeddingLength(a), 256u).Set(GgufKeys.Arch.FeedForwardLength(a), 512u)
+            .Set(GgufKeys.Arch.AttentionHeadCount(a), 4u).Set(GgufKeys.Arch.AttentionHeadCountKv(a), 1u)
+            .Set(GgufKeys.Arch.AttentionLayerNormRmsEpsilon(a), 1e-6f)
+            .Set(GgufKeys.Arch.AttentionQLoraRank(a), 128u).Set(GgufKeys.Arch.AttentionKvLoraRank(a), 64u)
+            .Set(GgufKeys.Arch.AttentionKeyLength(a), 96u).Set(GgufKeys.Arch.AttentionValueLength(a), 64u)
+            .Set(GgufKeys.Arch.AttentionKeyLengthMla(a), 96u).Set(GgufKeys.Arch.AttentionValueLengthMla(a), 64u)
+            .Set(GgufKeys.Arch.RopeDimensionCount(a), 32u)
+            .Set(GgufKeys.Arch.ExpertCount(a), 4u).Set(GgufKeys.Arch.ExpertUsedCount(a), 2u).Set(GgufKeys.Arch.ExpertSharedCount(a), 1u)
+            .Set(GgufKeys.Arch.ExpertFeedForwardLength(a), 256u).Set(GgufKeys.Arch.LeadingDenseBlockCount(a), 1u)
+            .Set(GgufKeys.Arch.ExpertGatingFunc(a), 2u).Set(GgufKeys.Arch.ExpertWeightsNorm(a), true).Set(GgufKeys.Arch.ExpertWeightsScale(a), 2.5f)
+            .Set(GgufKeys.Arch.ExpertGroupCount(a), 2u).Set(GgufKeys.Arch.ExpertGroupUsedCount(a), 1u)
+            .Set(GgufKeys.Arch.VocabSize(a), 1000u);
+        // Sizes from ggml's block layouts: Q4_K 144 bytes per 256 weights (4.5 bits), Q8_0 34 per 32 (8.5 bits).
+        writer.AddTensor("blk.0.attn_q_a.weight", [256, 128], Fathom.Quants.GgmlType.Q8_0, new byte[34 * 8 * 128]);
+        writer.AddTensor("blk.1.ffn_gate_exps.weight", [256, 256, 4], Fathom.Quants.GgmlType.Q4_K, new byte[144 * 256 * 4]);
+        writer.AddTensor("blk.1.ffn_up_shexp.weight", [256, 256], Fathom.Quants.GgmlType.Q8_0, new byte[34 * 8 * 256]);
+        writer.AddTensor("blk.1.ffn_gate_inp.weight", [256, 4], Fathom.Quants.GgmlType.F32, new byte[4 * 256 * 4]);
+        string path = Path.Combine(_dir, "mini-deepseek.gguf");
+        writer.WriteTo(path);
+
+        var (code, json, err) = Run("info", path, "--json");
+        Assert.True(code == 0, err);
+        using JsonDocument doc = JsonDocument.Parse(json);
+        JsonElement hp = doc.RootElement.GetProperty("hyperparameters");
+        JsonElement mla = hp.GetProperty("mla"), moe = hp.GetProperty("moe");
+        Assert.Equal((128, 64, 64, 32, 64), (mla.GetProperty("qLoraRank").GetInt32(), mla.GetProperty("kvLoraRank").GetInt32(),
+            mla.GetProperty("qkNopeHeadDim").GetInt32(), mla.GetProperty("qkRopeHeadDim").GetInt32(), mla.GetProperty("vHeadDim").GetInt32()));
+        Assert.Equal("Sigmoid", moe.GetProperty("gatingFunction").GetString());
+        Assert.Equal((4, 2, 1, 1), (moe.GetProperty("expertCount").GetInt32(), moe.GetProperty("expertUsedCount").GetInt32(),
+            moe.GetProperty("sharedExpertCount").GetInt32(), moe.GetProperty("leadingDenseBlockCount").GetInt32()));
+
+        var groups = doc.RootElement.GetProperty("groups").EnumerateArray()
+            .ToDictionary(g => g.GetProperty("group").GetString()!, g => g.GetProperty("bitsPerWeight").GetDouble());
+        Assert.Equal(new Dictionary<string, double> { ["Attention"] = 8.5, ["RoutedExperts"] = 4.5, ["SharedExperts"] = 8.5, ["RouterAndNorms"] = 32 }, groups);
+        Assert.Null(doc.RootElement.GetProperty("tokenizer").GetString());
+
+        (code, string text, err) = Run("info", path);
+        Assert.True(code == 0, err);
+        Assert.Contains("4 routed (2 per token) + 1 shared", text);
+        Assert.Contains("Sigmoid", text);
+    }
+
+    [Fact]
     public void BadFilesGiveOneLineErrorsAndNonZeroExitCodes()
     {
         string bad = Path.Combine(_dir, "bad.gguf");
