@@ -103,6 +103,7 @@ internal sealed class BpeMerger
     internal void EncodeLarge(ReadOnlySpan<byte> piece, List<int> output)
     {
         int n = piece.Length;
+        if (n == 0) return;
         var ids = new int[n];
         var next = new int[n];
         var prev = new int[n];

@@ -128,6 +128,8 @@ public sealed class Tokenizer
     }
 
     public TokenizerModel Model => _model;
+    internal BpeMerger Merger => _merger;
+    internal PreTokenizer PreTokenizer => _preTokenizer;
     public int VocabSize => _types.Length;
     public int? BosId => _model.BosId;
     public int? EosId => _model.EosId;
