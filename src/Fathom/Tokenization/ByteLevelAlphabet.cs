@@ -15,34 +15,24 @@ internal static class ByteLevelAlphabet
     /// <summary>The byte a byte-level char stands for, or -1 when the char is not in the alphabet.</summary>
     public static int ToByte(char c) => c < s_charToByte.Length ? s_charToByte[c] : -1;
 
-    /// <summary>Decodes a byte-level string; chars outside the alphabet are kept as their UTF-8 bytes.</summary>
-    public static byte[] Decode(string text)
+    /// <summary>Decodes a byte-level string into <paramref name="output"/>; chars outside the alphabet are kept as their UTF-8 bytes.</summary>
+    public static void Decode(string text, System.Buffers.IBufferWriter<byte> output)
     {
-        var bytes = new List<byte>(text.Length);
-        Span<byte> utf8 = stackalloc byte[4];
+        var span = output.GetSpan(text.Length * 3);
+        int written = 0;
         for (int i = 0; i < text.Length; i++)
         {
             int b = ToByte(text[i]);
             if (b >= 0)
             {
-                bytes.Add((byte)b);
+                span[written++] = (byte)b;
                 continue;
             }
-            int n = char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])
-                ? System.Text.Encoding.UTF8.GetBytes(text.AsSpan(i++, 2), utf8)
-                : System.Text.Encoding.UTF8.GetBytes(text.AsSpan(i, 1), utf8);
-            for (int k = 0; k < n; k++) bytes.Add(utf8[k]);
+            int charCount = char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]) ? 2 : 1;
+            written += System.Text.Encoding.UTF8.GetBytes(text.AsSpan(i, charCount), span[written..]);
+            i += charCount - 1;
         }
-        return bytes.ToArray();
-    }
-
-    /// <summary>Encodes raw bytes as a byte-level string.</summary>
-    public static string Encode(ReadOnlySpan<byte> bytes)
-    {
-        return string.Create(bytes.Length, bytes.ToArray(), static (dst, src) =>
-        {
-            for (int i = 0; i < src.Length; i++) dst[i] = s_byteToChar[src[i]];
-        });
+        output.Advance(written);
     }
 
     private static bool IsPrintable(int b) => (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);

@@ -42,18 +42,23 @@ public sealed class Tokenizer
         for (int id = 0; id < count; id++) _idsByText.TryAdd(model.Tokens[id], id);
 
         _byteOffsets = new int[count + 1];
-        var bytes = new List<byte[]>(count);
-        long total = 0;
+        var bytes = new ArrayBufferWriter<byte>(count * 8);
         for (int id = 0; id < count; id++)
         {
-            byte[] b = IsAddedType(_types[id]) ? Encoding.UTF8.GetBytes(model.Tokens[id]) : ByteLevelAlphabet.Decode(model.Tokens[id]);
-            bytes.Add(b);
-            total += b.Length;
-            if (total > int.MaxValue) throw new InvalidDataException("Token texts too large.");
-            _byteOffsets[id + 1] = (int)total;
+            string text = model.Tokens[id];
+            if (IsAddedType(_types[id]))
+            {
+                int n = Encoding.UTF8.GetBytes(text, bytes.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length)));
+                bytes.Advance(n);
+            }
+            else
+            {
+                ByteLevelAlphabet.Decode(text, bytes);
+            }
+            if (bytes.WrittenCount > int.MaxValue - 64) throw new InvalidDataException("Token texts too large.");
+            _byteOffsets[id + 1] = bytes.WrittenCount;
         }
-        _bytes = new byte[total];
-        for (int id = 0; id < count; id++) bytes[id].CopyTo(_bytes, _byteOffsets[id]);
+        _bytes = bytes.WrittenSpan.ToArray();
 
         var byteTokens = new int[256];
         for (int b = 0; b < 256; b++)
@@ -63,16 +68,21 @@ public sealed class Tokenizer
         }
 
         var merges = new List<(int, int, int)>(model.Merges.Length);
+        var lookup = _idsByText.GetAlternateLookup<ReadOnlySpan<char>>();
+        char[] joined = new char[256];
         for (int rank = 0; rank < model.Merges.Length; rank++)
         {
-            string merge = model.Merges[rank];
+            string merge = model.Merges[rank] ?? throw new InvalidDataException($"Merge {rank} is null.");
             // As llama.cpp: split at the first space after the first char.
             int space = merge.Length > 1 ? merge.IndexOf(' ', 1) : -1;
             if (space < 0) throw new InvalidDataException($"Merge {rank} '{merge}' has no separating space.");
-            string left = merge[..space], right = merge[(space + 1)..];
+            ReadOnlySpan<char> left = merge.AsSpan(0, space), right = merge.AsSpan(space + 1);
+            if (joined.Length < merge.Length) joined = new char[merge.Length];
+            left.CopyTo(joined);
+            right.CopyTo(joined.AsSpan(space));
             // Merges whose parts or result are not tokens can never apply; they keep their rank slot.
-            if (_idsByText.TryGetValue(left, out int l) && _idsByText.TryGetValue(right, out int r)
-                && _idsByText.TryGetValue(left + right, out int result))
+            if (lookup.TryGetValue(left, out int l) && lookup.TryGetValue(right, out int r)
+                && lookup.TryGetValue(joined.AsSpan(0, merge.Length - 1), out int result))
                 merges.Add((l, r, result));
             else
                 merges.Add((-1, -1, -1));
