@@ -23,9 +23,20 @@ internal sealed class BpeMerger
     {
         if (byteTokens.Length != 256) throw new ArgumentException("256 byte tokens expected.", nameof(byteTokens));
         _byteTokens = byteTokens;
-        _merges = new Dictionary<long, Merge>(merges.Count);
+        _merges = new Dictionary<long, Merge>(merges.Count, PairComparer.Instance);
         for (int rank = 0; rank < merges.Count; rank++)
             _merges.TryAdd(Key(merges[rank].Left, merges[rank].Right), new Merge(rank, merges[rank].Result));
+    }
+
+    /// <summary>
+    /// long's own hash is (low ^ high), i.e. left ^ right, which collides heavily for token-id pairs;
+    /// a multiplicative (Fibonacci) hash spreads them.
+    /// </summary>
+    private sealed class PairComparer : IEqualityComparer<long>
+    {
+        public static readonly PairComparer Instance = new();
+        public bool Equals(long x, long y) => x == y;
+        public int GetHashCode(long key) => (int)(((ulong)key * 0x9E3779B97F4A7C15UL) >> 32);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -11,7 +11,7 @@ namespace Fathom.Tokenization;
 public sealed class Tokenizer
 {
     private const int CacheMaxPieceChars = 64;
-    private const int CacheCapacity = 1 << 16;
+    private const int CacheCapacity = 1 << 17;
 
     // Texts llama.cpp treats as end of generation besides EOS/EOT.
     private static readonly string[] s_endOfGenerationTexts =
@@ -31,6 +31,7 @@ public sealed class Tokenizer
     private readonly HashSet<int> _endOfGeneration;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheLookup;
+    private int _cacheAdds;
 
     private Tokenizer(TokenizerModel model)
     {
@@ -207,9 +208,12 @@ public sealed class Tokenizer
         pieces.RemoveRange(first, pieces.Count - first);
     }
 
+    /// <summary>Benchmarks switch the per-piece cache off to measure the BPE itself.</summary>
+    internal bool CacheEnabled { get; set; } = true;
+
     private void EncodePiece(ReadOnlySpan<char> piece, List<int> output)
     {
-        bool cacheable = piece.Length <= CacheMaxPieceChars;
+        bool cacheable = CacheEnabled && piece.Length <= CacheMaxPieceChars;
         if (cacheable && _cacheLookup.TryGetValue(piece, out var cached))
         {
             output.AddRange(cached);
@@ -232,7 +236,12 @@ public sealed class Tokenizer
 
         if (cacheable)
         {
-            if (_cache.Count >= CacheCapacity) _cache.Clear();
+            // Bounded: start over when full (ConcurrentDictionary.Count takes every lock, so count adds ourselves).
+            if (Interlocked.Increment(ref _cacheAdds) > CacheCapacity)
+            {
+                _cache.Clear();
+                Interlocked.Exchange(ref _cacheAdds, 0);
+            }
             _cache.TryAdd(piece.ToString(), output.GetRange(start, output.Count - start).ToArray());
         }
     }
