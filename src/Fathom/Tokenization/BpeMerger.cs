@@ -7,10 +7,11 @@ namespace Fathom.Tokenization;
 /// pair with the lowest merge rank (leftmost on ties) is merged until no pair has a merge, as in Hugging Face
 /// tokenizers' <c>Word::merge_all</c>.
 /// </summary>
+[SkipLocalsInit] // the stackalloc'd symbol arrays are fully written before they are read
 internal sealed class BpeMerger
 {
     /// <summary>Pieces up to this many bytes use the quadratic in-place merge; longer ones use a heap.</summary>
-    internal const int SmallPieceLimit = 128;
+    internal const int SmallPieceLimit = 48;
 
     private readonly Dictionary<long, Merge> _merges;
     private readonly int[] _byteTokens;
@@ -108,43 +109,84 @@ internal sealed class BpeMerger
     }
 
     /// <summary>
-    /// Linked symbols plus a min-heap of candidate pairs keyed on (rank, position); stale entries are skipped
-    /// when popped. O(n log n), for long pieces from untrusted text.
+    /// Linked symbols plus a binary min-heap of candidate pairs keyed on (rank, position); stale entries are
+    /// skipped when popped. O(n log n), for long pieces from untrusted text. Buffers come from the array pool.
     /// </summary>
     internal void EncodeLarge(ReadOnlySpan<byte> piece, List<int> output)
     {
         int n = piece.Length;
         if (n == 0) return;
-        var ids = new int[n];
-        var next = new int[n];
-        var prev = new int[n];
-        for (int i = 0; i < n; i++)
+        var pool = System.Buffers.ArrayPool<int>.Shared;
+        int[] ids = pool.Rent(n), next = pool.Rent(n), prev = pool.Rent(n);
+        // Each merge pushes at most two pairs, so n - 1 initial pairs plus 2 per merge bound the heap.
+        var heap = System.Buffers.ArrayPool<Candidate>.Shared.Rent(3 * n);
+        int heapCount = 0;
+        try
         {
-            ids[i] = _byteTokens[piece[i]];
-            next[i] = i + 1 < n ? i + 1 : -1;
-            prev[i] = i - 1;
-        }
-        var heap = new PriorityQueue<(int Pos, int Left, int Right, int Result), long>();
-        void Push(int pos)
-        {
-            int right = next[pos];
-            if (right >= 0 && TryGetMerge(ids[pos], ids[right], out var merge))
-                heap.Enqueue((pos, ids[pos], ids[right], merge.Result), ((long)merge.Rank << 32) | (uint)pos);
-        }
-        for (int i = 0; i + 1 < n; i++) Push(i);
+            for (int i = 0; i < n; i++)
+            {
+                ids[i] = _byteTokens[piece[i]];
+                next[i] = i + 1 < n ? i + 1 : -1;
+                prev[i] = i - 1;
+            }
+            for (int i = 0; i + 1 < n; i++) Push(heap, ref heapCount, ids, i, i + 1);
 
-        while (heap.TryDequeue(out var top, out _))
-        {
-            int right = next[top.Pos];
-            // Stale: the left symbol was removed or changed, or its right neighbour changed.
-            if (ids[top.Pos] != top.Left || right < 0 || ids[right] != top.Right) continue;
-            ids[top.Pos] = top.Result;
-            ids[right] = -1;
-            next[top.Pos] = next[right];
-            if (next[right] >= 0) prev[next[right]] = top.Pos;
-            if (prev[top.Pos] >= 0) Push(prev[top.Pos]);
-            Push(top.Pos);
+            while (heapCount > 0)
+            {
+                var top = Pop(heap, ref heapCount);
+                int right = next[top.Pos];
+                // Stale: the left symbol was removed or changed, or its right neighbour changed.
+                if (ids[top.Pos] != top.Left || right < 0 || ids[right] != top.Right) continue;
+                ids[top.Pos] = top.Result;
+                ids[right] = -1;
+                next[top.Pos] = next[right];
+                if (next[right] >= 0) prev[next[right]] = top.Pos;
+                if (prev[top.Pos] >= 0) Push(heap, ref heapCount, ids, prev[top.Pos], top.Pos);
+                if (next[top.Pos] >= 0) Push(heap, ref heapCount, ids, top.Pos, next[top.Pos]);
+            }
+            for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
         }
-        for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
+        finally
+        {
+            pool.Return(ids);
+            pool.Return(next);
+            pool.Return(prev);
+            System.Buffers.ArrayPool<Candidate>.Shared.Return(heap);
+        }
+    }
+
+    internal readonly record struct Candidate(long Priority, int Pos, int Left, int Right, int Result);
+
+    private void Push(Candidate[] heap, ref int count, int[] ids, int pos, int right)
+    {
+        if (!TryGetMerge(ids[pos], ids[right], out var merge)) return;
+        var item = new Candidate(((long)merge.Rank << 32) | (uint)pos, pos, ids[pos], ids[right], merge.Result);
+        int i = count++;
+        while (i > 0)
+        {
+            int parent = (i - 1) >> 1;
+            if (heap[parent].Priority <= item.Priority) break;
+            heap[i] = heap[parent];
+            i = parent;
+        }
+        heap[i] = item;
+    }
+
+    private static Candidate Pop(Candidate[] heap, ref int count)
+    {
+        var top = heap[0];
+        var last = heap[--count];
+        int i = 0;
+        while (true)
+        {
+            int child = 2 * i + 1;
+            if (child >= count) break;
+            if (child + 1 < count && heap[child + 1].Priority < heap[child].Priority) child++;
+            if (last.Priority <= heap[child].Priority) break;
+            heap[i] = heap[child];
+            i = child;
+        }
+        if (count > 0) heap[i] = last;
+        return top;
     }
 }

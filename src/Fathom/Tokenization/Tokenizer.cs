@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Fathom.Tokenization;
@@ -211,6 +212,7 @@ public sealed class Tokenizer
     /// <summary>Benchmarks switch the per-piece cache off to measure the BPE itself.</summary>
     internal bool CacheEnabled { get; set; } = true;
 
+    [SkipLocalsInit] // the UTF-8 buffer is written before it is read
     private void EncodePiece(ReadOnlySpan<char> piece, List<int> output)
     {
         bool cacheable = CacheEnabled && piece.Length <= CacheMaxPieceChars;
