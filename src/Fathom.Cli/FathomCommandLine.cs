@@ -10,6 +10,7 @@ public static class FathomCommandLine
     {
         var root = new RootCommand("Fathom: run DeepSeek reasoning models (R1, V3 and the distills) from GGUF files, in .NET.");
         root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
         return root;
     }
 

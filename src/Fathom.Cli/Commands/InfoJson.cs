@@ -35,6 +35,7 @@ public static class InfoJson
             ["bosTokenId"] = t.BosTokenId,
             ["eosTokenId"] = t.EosTokenId,
             ["hasChatTemplate"] = t.HasChatTemplate,
+            ["chatTemplateFamily"] = t.ChatTemplateFamily?.ToString(),
         } : null,
         ["tensors"] = Array(s.Tensors.Select(x => new JsonObject
         {

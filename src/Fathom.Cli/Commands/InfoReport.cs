@@ -71,7 +71,7 @@ public static class InfoReport
         Row(table, "vocabulary", Num(t.VocabSize));
         Row(table, "merges", Num(t.MergeCount));
         Row(table, "BOS / EOS", $"{t.BosTokenId?.ToString(CultureInfo.InvariantCulture) ?? "-"} / {t.EosTokenId?.ToString(CultureInfo.InvariantCulture) ?? "-"}");
-        Row(table, "chat template", t.HasChatTemplate ? "yes" : "no");
+        Row(table, "chat template", t.ChatTemplateFamily is { } family ? $"yes ({family})" : "no");
         return table;
     }
 

@@ -1,3 +1,4 @@
+using Fathom.Tokenization;
 using Fathom.Gguf;
 using Fathom.Quants;
 
@@ -13,7 +14,9 @@ public sealed record SizeSummary(string Label, int TensorCount, long Parameters,
 }
 
 /// <summary>The tokenizer as the metadata describes it.</summary>
-public sealed record TokenizerSummary(string? Model, string? Pre, int VocabSize, int MergeCount, long? BosTokenId, long? EosTokenId, bool HasChatTemplate);
+/// <param name="ChatTemplateFamily">The family Fathom recognizes in <c>tokenizer.chat_template</c>, or null when the file has none.</param>
+public sealed record TokenizerSummary(string? Model, string? Pre, int VocabSize, int MergeCount, long? BosTokenId, long? EosTokenId,
+    bool HasChatTemplate, ChatTemplateFamily? ChatTemplateFamily);
 
 /// <summary>
 /// What a GGUF model is: files, architecture, hyperparameters, tokenizer, tensors and their sizes by group and by type.
@@ -99,6 +102,15 @@ public sealed class ModelSummary
         int merges = m.ContainsKey(GgufKeys.Tokenizer.Merges) ? m.GetArrayLength(GgufKeys.Tokenizer.Merges) : 0;
         long? bos = m.TryGetInt64(GgufKeys.Tokenizer.BosTokenId, out long b) ? b : null;
         long? eos = m.TryGetInt64(GgufKeys.Tokenizer.EosTokenId, out long e) ? e : null;
-        return new TokenizerSummary(model, pre, vocab, merges, bos, eos, m.ContainsKey(GgufKeys.Tokenizer.ChatTemplate));
+        ChatTemplateFamily? family = m.TryGetString(GgufKeys.Tokenizer.ChatTemplate, out string? template)
+            ? ChatTemplates.Detect(template, TokenText(m, bos), TokenText(m, eos)).Family
+            : null;
+        return new TokenizerSummary(model, pre, vocab, merges, bos, eos, template is not null, family);
+    }
+
+    private static string? TokenText(GgufMetadata m, long? id)
+    {
+        if (id is not long i || !m.TryGetValue(GgufKeys.Tokenizer.Tokens, out GgufValue? tokens) || i < 0 || i >= tokens.Count) return null;
+        return tokens.ElementAt((int)i).AsString();
     }
 }
