@@ -29,16 +29,18 @@ public sealed unsafe class Q4_0Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ4_0> b = MemoryMarshal.Cast<byte, BlockQ4_0>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var eight = Vector128.Create((sbyte)8);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            Span<float> y = values.Slice(i * BlockQ4_0.Values, BlockQ4_0.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ4_0*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                y[j] = ((q & 0x0F) - 8) * d;
-                y[j + 16] = ((q >> 4) - 8) * d;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore((q & low).AsSByte() - eight, d, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte() - eight, d, dst + i * 32 + 16);
             }
         }
     }

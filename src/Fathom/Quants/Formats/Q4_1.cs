@@ -30,16 +30,18 @@ public sealed unsafe class Q4_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ4_1> b = MemoryMarshal.Cast<byte, BlockQ4_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
-            Span<float> y = values.Slice(i * BlockQ4_1.Values, BlockQ4_1.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ4_1*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                y[j] = (q & 0x0F) * d + m;
-                y[j + 16] = (q >> 4) * d + m;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore((q & low).AsSByte(), d, m, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte(), d, m, dst + i * 32 + 16);
             }
         }
     }

@@ -30,19 +30,20 @@ public sealed unsafe class Q5_0Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ5_0> b = MemoryMarshal.Cast<byte, BlockQ5_0>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var high = Vector128.Create((byte)0xF0);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            uint qh = b[i].Qh;
-            Span<float> y = values.Slice(i * BlockQ5_0.Values, BlockQ5_0.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ5_0*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
-                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-                y[j] = (q0 - 16) * d;
-                y[j + 16] = (q1 - 16) * d;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                uint qh = b[i].Qh;
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
+                Int8Simd.ScaleStore(((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(), d, dst + i * 32);
+                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte(), d, dst + i * 32 + 16);
             }
         }
     }

@@ -31,19 +31,20 @@ public sealed unsafe class Q5_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ5_1> b = MemoryMarshal.Cast<byte, BlockQ5_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var bit4 = Vector128.Create((byte)0x10);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
-            uint qh = b[i].Qh;
-            Span<float> y = values.Slice(i * BlockQ5_1.Values, BlockQ5_1.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ5_1*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
-                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-                y[j] = q0 * d + m;
-                y[j + 16] = q1 * d + m;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
+                uint qh = b[i].Qh;
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore(((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(), d, m, dst + i * 32);
+                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte(), d, m, dst + i * 32 + 16);
             }
         }
     }

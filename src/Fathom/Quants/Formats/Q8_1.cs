@@ -31,12 +31,16 @@ public sealed unsafe class Q8_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ8_1> b = MemoryMarshal.Cast<byte, BlockQ8_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            Span<float> y = values.Slice(i * BlockQ8_1.Values, BlockQ8_1.Values);
-            for (int j = 0; j < BlockQ8_1.Values; j++) y[j] = b[i].Qs[j] * d;
+            var b = (BlockQ8_1*)src;
+            for (int i = 0; i < nb; i++)
+            {
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
+            }
         }
     }
 

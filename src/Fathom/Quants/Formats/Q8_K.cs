@@ -33,12 +33,16 @@ public sealed unsafe class Q8_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ8_K> b = MemoryMarshal.Cast<byte, BlockQ8_K>(blocks);
-        for (int i = 0; i < nb; i++)
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = b[i].D;
-            Span<float> y = values.Slice(i * BlockQ8_K.Values, BlockQ8_K.Values);
-            for (int j = 0; j < BlockQ8_K.Values; j++) y[j] = d * b[i].Qs[j];
+            var b = (BlockQ8_K*)src;
+            for (int i = 0; i < nb; i++)
+            {
+                var d = Vector128.Create(b[i].D);
+                for (int j = 0; j < BlockQ8_K.Values; j += 16)
+                    Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + j), d, dst + i * BlockQ8_K.Values + j);
+            }
         }
     }
 
