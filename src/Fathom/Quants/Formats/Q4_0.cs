@@ -117,7 +117,7 @@ public sealed unsafe class Q4_0Format : WeightFormat
                 int q = x[i].Qs[j];
                 sumi += ((q & 0x0F) - 8) * y[i].Qs[j] + ((q >> 4) - 8) * y[i].Qs[j + 16];
             }
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
@@ -126,16 +126,16 @@ public sealed unsafe class Q4_0Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var eight = Vector128.Create((sbyte)8);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector128<sbyte> lo = (q & low).AsSByte() - eight;
             Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte() - eight;
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ4_0* x, BlockQ8_0* y, int nb)
@@ -149,7 +149,7 @@ public sealed unsafe class Q4_0Format : WeightFormat
             // Low nibbles fill the lower 16 lanes (values 0..15), high nibbles the upper (16..31).
             Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
             Vector256<int> dot = Int8Simd.DotQuadsAvx2(both.AsSByte() - eight, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
             acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
         }
         return Vector256.Sum(acc);

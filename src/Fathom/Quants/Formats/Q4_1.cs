@@ -122,7 +122,7 @@ public sealed unsafe class Q4_1Format : WeightFormat
                 int q = x[i].Qs[j];
                 sumi += (q & 0x0F) * y[i].Qs[j] + (q >> 4) * y[i].Qs[j + 16];
             }
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
         return sum;
     }
@@ -130,16 +130,18 @@ public sealed unsafe class Q4_1Format : WeightFormat
     private static float DotPortable(BlockQ4_1* x, BlockQ8_1* y, int nb)
     {
         var low = Vector128.Create((byte)0x0F);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
+        float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector128<sbyte> lo = (q & low).AsSByte();
             Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
-        return sum;
+        return Vector128.Sum(sum) + minTerms;
     }
 
     private static float DotAvx2(BlockQ4_1* x, BlockQ8_1* y, int nb)
@@ -149,11 +151,11 @@ public sealed unsafe class Q4_1Format : WeightFormat
         float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
-            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
             Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
             acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
         }
         return Vector256.Sum(acc) + minTerms;

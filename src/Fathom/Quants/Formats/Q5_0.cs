@@ -132,7 +132,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
                 int q1 = ((q >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
                 sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
             }
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
@@ -142,7 +142,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var high = Vector128.Create((byte)0xF0);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             uint qh = x[i].Qh;
@@ -150,9 +150,9 @@ public sealed unsafe class Q5_0Format : WeightFormat
             Vector128<sbyte> lo = ((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte();
             Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ5_0* x, BlockQ8_0* y, int nb)
@@ -166,7 +166,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
             Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
             Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(x[i].Qh), high);
             Vector256<int> dot = Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
             acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
         }
         return Vector256.Sum(acc);

@@ -138,7 +138,7 @@ public sealed unsafe class Q5_1Format : WeightFormat
                 int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
                 sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
             }
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
         return sum;
     }
@@ -147,7 +147,8 @@ public sealed unsafe class Q5_1Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var bit4 = Vector128.Create((byte)0x10);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
+        float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
             uint qh = x[i].Qh;
@@ -155,9 +156,10 @@ public sealed unsafe class Q5_1Format : WeightFormat
             Vector128<sbyte> lo = ((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte();
             Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
-        return sum;
+        return Vector128.Sum(sum) + minTerms;
     }
 
     private static float DotAvx2(BlockQ5_1* x, BlockQ8_1* y, int nb)
@@ -168,12 +170,12 @@ public sealed unsafe class Q5_1Format : WeightFormat
         float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
-            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
             Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x[i].Qh) & bit4;
             Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
             acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
         }
         return Vector256.Sum(acc) + minTerms;

@@ -80,21 +80,21 @@ public sealed unsafe class Q8_1Format : WeightFormat
         {
             int sumi = 0;
             for (int j = 0; j < BlockQ8_1.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
 
     private static float DotPortable(BlockQ8_1* x, BlockQ8_1* y, int nb)
     {
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             Vector128<int> acc = Int8Simd.DotPortable(Vector128.Load(x[i].Qs), Vector128.Load(y[i].Qs))
                                + Int8Simd.DotPortable(Vector128.Load(x[i].Qs + 16), Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ8_1* x, BlockQ8_1* y, int nb)
@@ -103,7 +103,7 @@ public sealed unsafe class Q8_1Format : WeightFormat
         for (int i = 0; i < nb; i++)
         {
             Vector256<int> q = Int8Simd.DotQuadsAvx2(Vector256.Load(x[i].Qs), Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
             acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(q), acc);
         }
         return Vector256.Sum(acc);
