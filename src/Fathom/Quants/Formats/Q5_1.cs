@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -164,20 +165,31 @@ public sealed unsafe class Q5_1Format : WeightFormat
 
     private static float DotAvx2(BlockQ5_1* x, BlockQ8_1* y, int nb)
     {
-        var low = Vector256.Create((byte)0x0F);
-        var bit4 = Vector256.Create((byte)0x10);
-        Vector256<float> acc = Vector256<float>.Zero;
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
         float minTerms = 0;
-        for (int i = 0; i < nb; i++)
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
+        {
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S) + Fp16.Lookup(x[i + 1].M) * Fp16.Lookup(y[i + 1].S);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
+        }
+        if (i < nb)
         {
             minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-            Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x[i].Qh) & bit4;
-            Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
         }
-        return Vector256.Sum(acc) + minTerms;
+        return Vector256.Sum(acc0 + acc1) + minTerms;
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ5_1* x, BlockQ8_1* y)
+    {
+        Vector128<byte> q = Vector128.Load(x->Qs);
+        Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x->Qh) & Vector256.Create((byte)0x10);
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y->Qs)));
     }
 }
