@@ -17,19 +17,20 @@ public sealed unsafe class BF16Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<ushort> b = MemoryMarshal.Cast<byte, ushort>(blocks);
-        Span<uint> bits = MemoryMarshal.Cast<float, uint>(values);
-        int i = 0;
-        if (Vector128.IsHardwareAccelerated)
+        int n = values.Length, i = 0;
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            for (; i + 8 <= values.Length; i += 8)
+            var b = (ushort*)src;
+            var y = (uint*)dst;
+            for (; i + 8 <= n; i += 8)
             {
-                (Vector128<uint> lo, Vector128<uint> hi) = Vector128.Widen(Vector128.Create(b.Slice(i, 8)));
-                (lo << 16).CopyTo(bits.Slice(i, 4));
-                (hi << 16).CopyTo(bits.Slice(i + 4, 4));
+                (Vector128<uint> lo, Vector128<uint> hi) = Vector128.Widen(Vector128.Load(b + i));
+                (lo << 16).Store(y + i);
+                (hi << 16).Store(y + i + 4);
             }
+            for (; i < n; i++) dst[i] = Bf16.ToSingle(b[i]);
         }
-        for (; i < values.Length; i++) values[i] = Bf16.ToSingle(b[i]);
     }
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
