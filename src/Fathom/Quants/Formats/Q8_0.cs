@@ -47,11 +47,23 @@ public sealed unsafe class Q8_0Format : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         RowGuard.Importance(importance, values.Length);
-        Span<BlockQ8_0> b = MemoryMarshal.Cast<byte, BlockQ8_0>(blocks);
-        for (int i = 0; i < nb; i++)
-            b[i].D = QuantizeBlock(values.Slice(i * BlockQ8_0.Values, BlockQ8_0.Values), ref b[i].Qs[0], out _, out _);
+        Quantize(values, blocks, BestPath);
+    }
+
+    /// <summary>The encoder through a chosen path (Scalar, or Avx2 where supported), so tests can hold both to ggml.</summary>
+    internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        fixed (float* x = values)
+        fixed (byte* dst = blocks)
+        {
+            var b = (BlockQ8_0*)dst;
+            for (int i = 0; i < nb; i++)
+                b[i].D = simd ? QuantizeBlockAvx2(x + i * BlockQ8_0.Values, b[i].Qs, out _, out _)
+                              : QuantizeBlock(new ReadOnlySpan<float>(x + i * BlockQ8_0.Values, BlockQ8_0.Values), ref b[i].Qs[0], out _, out _);
+        }
     }
 
     /// <summary>
@@ -73,6 +85,37 @@ public sealed unsafe class Q8_0Format : WeightFormat
             q[j] = (sbyte)Math.Clamp(v, sbyte.MinValue, sbyte.MaxValue);
         }
         return Fp16.FromSingle(d);
+    }
+
+    /// <summary><see cref="QuantizeBlock"/> for 32 values with AVX2, the instruction sequence of ggml's quantize_row_q8_0.</summary>
+    internal static ushort QuantizeBlockAvx2(float* x, sbyte* qs, out float d, out int sum)
+    {
+        Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8), v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
+        Vector256<float> signBit = Vector256.Create(-0f);
+        Vector256<float> maxAbs = Avx.Max(Avx.Max(Avx.AndNot(signBit, v0), Avx.AndNot(signBit, v1)), Avx.Max(Avx.AndNot(signBit, v2), Avx.AndNot(signBit, v3)));
+        Vector128<float> max4 = Sse.Max(maxAbs.GetUpper(), maxAbs.GetLower());
+        max4 = Sse.Max(max4, Sse.MoveHighToLow(max4, max4));
+        max4 = Sse.MaxScalar(max4, Sse3.MoveHighAndDuplicate(max4));
+        float amax = max4.ToScalar();
+        d = amax / 127f;
+        var id = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+        // vcvtps2dq after rounding half to even; out-of-range values become int.MinValue, as in ggml.
+        Vector256<int> i0 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v0, id)));
+        Vector256<int> i1 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v1, id)));
+        Vector256<int> i2 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v2, id)));
+        Vector256<int> i3 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v3, id)));
+        sum = Vector256.Sum((i0 + i1) + (i2 + i3));
+        PackStore(i0, i1, i2, i3, qs);
+        return Fp16.FromSingle(d);
+    }
+
+    /// <summary>Narrows 32 int32 to int8 with saturation and stores them in order (packs work per 128-bit lane, the permute restores the order).</summary>
+    internal static void PackStore(Vector256<int> i0, Vector256<int> i1, Vector256<int> i2, Vector256<int> i3, sbyte* destination)
+    {
+        Vector256<short> s01 = Avx2.PackSignedSaturate(i0, i1);
+        Vector256<short> s23 = Avx2.PackSignedSaturate(i2, i3);
+        Vector256<sbyte> bytes = Avx2.PackSignedSaturate(s01, s23);
+        Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte().Store(destination);
     }
 
     /// <summary>

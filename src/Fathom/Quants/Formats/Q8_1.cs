@@ -47,13 +47,27 @@ public sealed unsafe class Q8_1Format : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         RowGuard.Importance(importance, values.Length);
-        Span<BlockQ8_1> b = MemoryMarshal.Cast<byte, BlockQ8_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        Quantize(values, blocks, BestPath);
+    }
+
+    /// <summary>The encoder through a chosen path (Scalar, or Avx2 where supported), so tests can hold both to ggml.</summary>
+    internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        fixed (float* x = values)
+        fixed (byte* dst = blocks)
         {
-            b[i].D = Q8_0Format.QuantizeBlock(values.Slice(i * BlockQ8_1.Values, BlockQ8_1.Values), ref b[i].Qs[0], out float d, out int sum);
-            b[i].S = Fp16.FromSingle(d * sum);
+            var b = (BlockQ8_1*)dst;
+            for (int i = 0; i < nb; i++)
+            {
+                float d;
+                int sum;
+                b[i].D = simd ? Q8_0Format.QuantizeBlockAvx2(x + i * BlockQ8_1.Values, b[i].Qs, out d, out sum)
+                              : Q8_0Format.QuantizeBlock(new ReadOnlySpan<float>(x + i * BlockQ8_1.Values, BlockQ8_1.Values), ref b[i].Qs[0], out d, out sum);
+                b[i].S = Fp16.FromSingle(d * sum);
+            }
         }
     }
 
