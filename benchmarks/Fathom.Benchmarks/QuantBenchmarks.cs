@@ -120,3 +120,67 @@ public unsafe class QuantDequantizeBenchmarks : QuantBenchmarkBase
         return Output[0];
     }
 }
+
+/// <summary>
+/// Activation encoding (what every matmul does to its input row first): 16 MiB of floats in rows of 4096 encoded to
+/// each activation format, Fathom's Quantize against ggml's CPU from_float.
+/// </summary>
+public unsafe class QuantActivationBenchmarks
+{
+    private const int RowLength = 4096;
+    private const int Rows = (16 << 20) / sizeof(float) / RowLength;
+
+    [ParamsSource(nameof(Types))]
+    public GgmlType Type { get; set; }
+
+    public static IEnumerable<GgmlType> Types =>
+        TypeTraits.All.Select(f => f.DotActivationType).Distinct().Where(t =>
+        {
+            try
+            {
+                WeightFormat f = TypeTraits.For(t);
+                f.Quantize(new float[RowLength], new byte[f.Layout.RowBytes(RowLength)], []);
+                return true;
+            }
+            catch (NotImplementedException)
+            {
+                return false;
+            }
+        });
+
+    private WeightFormat _format = null!;
+    private float[] _values = null!;
+    private byte[] _output = null!;
+    private int _rowBytes;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _format = TypeTraits.For(Type);
+        _rowBytes = (int)_format.Layout.RowBytes(RowLength);
+        _output = new byte[_rowBytes];
+        var rng = new Random(2);
+        _values = new float[Rows * RowLength];
+        for (int i = 0; i < _values.Length; i++) _values[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 97 == 0 ? 20 : 1);
+    }
+
+    [Benchmark(Baseline = true, Description = "ggml from_float")]
+    public byte Ggml()
+    {
+        var fromFloat = GgmlQuants.FromFloatPointer(Type);
+        fixed (float* x = _values)
+        fixed (byte* y = _output)
+        {
+            for (int r = 0; r < Rows; r++) fromFloat(x + (long)r * RowLength, y, RowLength);
+        }
+        return _output[0];
+    }
+
+    [Benchmark(Description = "Fathom Quantize")]
+    public byte Fathom()
+    {
+        ReadOnlySpan<float> values = _values;
+        for (int r = 0; r < Rows; r++) _format.Quantize(values.Slice(r * RowLength, RowLength), _output, []);
+        return _output[0];
+    }
+}
