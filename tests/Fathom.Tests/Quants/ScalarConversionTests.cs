@@ -70,6 +70,19 @@ public unsafe class ScalarConversionTests
     }
 
     [Fact]
+    public void Bf16RowEncoder_MatchesGgml_OnAnyBits()
+    {
+        var rng = new Random(6);
+        var values = new float[4099]; // odd length: the vector loop and its scalar tail
+        for (int i = 0; i < values.Length; i++)
+            values[i] = BitConverter.UInt32BitsToSingle((uint)rng.Next() | (uint)(rng.Next(2) << 31) | (i % 5 == 0 ? 0x7f800000u : 0u));
+        byte[] expected = GgmlQuants.QuantizeActivations(GgmlType.BF16, values);
+        var actual = new byte[expected.Length];
+        TypeTraits.For(GgmlType.BF16).Quantize(values, actual, []);
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
     public void NearestInt_RoundsHalfToEven()
     {
         var rng = new Random(5);
