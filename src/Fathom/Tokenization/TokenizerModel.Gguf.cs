@@ -47,6 +47,24 @@ public sealed partial record TokenizerModel
         };
     }
 
+    /// <summary>Writes this tokenizer as the <c>tokenizer.ggml.*</c> keys llama.cpp reads (the inverse of <see cref="FromGguf"/>).</summary>
+    public void WriteTo(GgufWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Set(GgufKeys.Tokenizer.Model, Model);
+        writer.Set(GgufKeys.Tokenizer.Pre, Pre);
+        writer.Set(GgufKeys.Tokenizer.Tokens, Tokens);
+        writer.Set(GgufKeys.Tokenizer.TokenType, Array.ConvertAll(Types, t => (int)t));
+        writer.Set(GgufKeys.Tokenizer.Merges, Merges);
+        if (BosId is int bos) writer.Set(GgufKeys.Tokenizer.BosTokenId, (uint)bos);
+        if (EosId is int eos) writer.Set(GgufKeys.Tokenizer.EosTokenId, (uint)eos);
+        if (EotId is int eot) writer.Set(GgufKeys.Tokenizer.EotTokenId, (uint)eot);
+        if (PadId is int pad) writer.Set(GgufKeys.Tokenizer.PaddingTokenId, (uint)pad);
+        if (UnkId is int unk) writer.Set(GgufKeys.Tokenizer.UnknownTokenId, (uint)unk);
+        writer.Set(GgufKeys.Tokenizer.AddBosToken, AddBos);
+        writer.Set(GgufKeys.Tokenizer.AddEosToken, AddEos);
+    }
+
     private static int? Id(GgufMetadata metadata, string key, int vocabSize)
     {
         if (!metadata.TryGetInt64(key, out long id)) return null;
