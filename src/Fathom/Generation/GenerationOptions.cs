@@ -12,6 +12,8 @@ public sealed record GenerationOptions
     public bool StartsInReasoning { get; init; }
     /// <summary>Split reasoning from the answer; when false all text is answer.</summary>
     public bool SplitReasoning { get; init; } = true;
+    /// <summary>Keep a copy of the logits of the last prompt position in <see cref="GenerationResult.PromptLogits"/>.</summary>
+    public bool KeepPromptLogits { get; init; }
 }
 
 /// <summary>Why generation ended.</summary>
@@ -45,6 +47,8 @@ public sealed record GenerationResult
     public required TimeSpan PromptTime { get; init; }
     public required TimeSpan GenerationTime { get; init; }
     public required ulong Seed { get; init; }
+    /// <summary>Logits of the last prompt position, when <see cref="GenerationOptions.KeepPromptLogits"/> asked for them.</summary>
+    public float[]? PromptLogits { get; init; }
 
     public double PromptTokensPerSecond => PromptTokensEvaluated / Math.Max(PromptTime.TotalSeconds, 1e-9);
     public double GenerationTokensPerSecond => OutputTokens.Count / Math.Max(GenerationTime.TotalSeconds, 1e-9);
