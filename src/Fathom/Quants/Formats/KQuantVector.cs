@@ -1,0 +1,41 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Fathom.Quants.Formats;
+
+/// <summary>Small vector building blocks of the K-quant dot kernels.</summary>
+internal static class KQuantVector
+{
+    /// <summary>
+    /// Portable (Vector128 only) products of 16 unsigned levels (at most 127) with 16 int8 activations, folded
+    /// into four int32 partial sums. The int16 pair sums stay below 2·127·128, so nothing saturates.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> DotU8I8(Vector128<byte> levels, Vector128<sbyte> activations)
+    {
+        (Vector128<ushort> l0, Vector128<ushort> l1) = Vector128.Widen(levels);
+        (Vector128<short> a0, Vector128<short> a1) = Vector128.Widen(activations);
+        Vector128<short> pairs = l0.AsInt16() * a0 + l1.AsInt16() * a1;
+        (Vector128<int> p0, Vector128<int> p1) = Vector128.Widen(pairs);
+        return p0 + p1;
+    }
+
+    /// <summary>Sum of the eight lanes of an AVX float accumulator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum(Vector256<float> v)
+    {
+        Vector128<float> s = v.GetLower() + v.GetUpper();
+        s += Sse.MoveHighToLow(s, s);
+        s += Sse.Shuffle(s, s, 1);
+        return s.ToScalar();
+    }
+
+    /// <summary>Sums of adjacent pairs of the sixteen int16 group sums of a Q8_K block: the sums of its eight 32-value groups.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector128<short> Q8KPairSums(byte* activationBlock)
+    {
+        var sums = (short*)(activationBlock + KQuantBlocks.Q8KGroupSums);
+        return Ssse3.HorizontalAdd(Sse2.LoadVector128(sums), Sse2.LoadVector128(sums + 8));
+    }
+}
