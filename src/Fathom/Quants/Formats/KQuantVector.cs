@@ -38,4 +38,29 @@ internal static class KQuantVector
         var sums = (short*)(activationBlock + KQuantBlocks.Q8KGroupSums);
         return Ssse3.HorizontalAdd(Sse2.LoadVector128(sums), Sse2.LoadVector128(sums + 8));
     }
+
+    /// <summary>
+    /// For formats with sixteen 16-value groups: the int16 scales of groups 8h … 8h+7 (<paramref name="half"/> = h)
+    /// repeated in both 128-bit lanes, ready for <see cref="PickGroupScales"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<short> GroupScalesHalf(Vector256<short> allScales, int half) =>
+        half == 0 ? Avx2.Permute2x128(allScales, allScales, 0x00) : Avx2.Permute2x128(allScales, allScales, 0x11);
+
+    /// <summary>
+    /// Scales for the 32 values of one 2-group slice: lane 0 (values 0–15) gets group 2k, lane 1 (values 16–31)
+    /// group 2k+1, each broadcast to every int16 of its lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<short> PickGroupScales(Vector256<short> scalesHalf, int k)
+    {
+        // Byte pairs (4k, 4k+1) in lane 0 and (4k+2, 4k+3) in lane 1 select int16 scale 2k and 2k+1 of that lane.
+        Vector256<short> mask = Vector256.Create(Vector128.Create((short)(0x0100 + 0x0404 * k)), Vector128.Create((short)(0x0302 + 0x0404 * k)));
+        return Avx2.Shuffle(scalesHalf.AsByte(), mask.AsByte()).AsInt16();
+    }
+
+    /// <summary>The sixteen int16 group sums of a Q8_K block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<short> Q8KGroupSums(byte* activationBlock) =>
+        Avx.LoadVector256((short*)(activationBlock + KQuantBlocks.Q8KGroupSums));
 }
