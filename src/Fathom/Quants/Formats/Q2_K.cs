@@ -34,7 +34,11 @@ public sealed class Q2_KFormat : WeightFormat
             {
                 int sc = block[ScalesOffset + g];
                 float step = d * (sc & 0xF), offset = dmin * (sc >> 4);
-                for (int l = 0; l < 16; l++) y[16 * g + l] = step * Level(block, 16 * g + l) - offset;
+                // Group g: values 16g…16g+15 are bit pair (g/2)%4 of qs bytes 32·(g/8) + 16·(g%2) + l.
+                ReadOnlySpan<byte> q = block.Slice(LevelsOffset + 32 * (g >> 3) + 16 * (g & 1), 16);
+                int shift = 2 * ((g >> 1) & 3);
+                Span<float> yg = y.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) yg[l] = step * ((q[l] >> shift) & 3) - offset;
             }
         }
     }

@@ -37,7 +37,12 @@ public sealed class Q3_KFormat : WeightFormat
             for (int g = 0; g < 16; g++)
             {
                 float step = d * KQuantScales.ReadQ3Scale(scales, g);
-                for (int l = 0; l < 16; l++) y[16 * g + l] = step * Level(block, 16 * g + l);
+                // Group g: low bits are bit pair (g/2)%4 of qs bytes 32·(g/8) + 16·(g%2) + l, the high bit is bit g/2 of hmask byte 16·(g%2) + l.
+                ReadOnlySpan<byte> q = block.Slice(LevelsOffset + 32 * (g >> 3) + 16 * (g & 1), 16);
+                ReadOnlySpan<byte> hm = block.Slice(HighMaskOffset + 16 * (g & 1), 16);
+                int shift = 2 * ((g >> 1) & 3), bit = g >> 1;
+                Span<float> yg = y.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) yg[l] = step * (((q[l] >> shift) & 3) - (((hm[l] >> bit) & 1) ^ 1) * 4);
             }
         }
     }

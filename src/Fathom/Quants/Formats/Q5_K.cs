@@ -41,7 +41,10 @@ public sealed class Q5_KFormat : WeightFormat
             {
                 KQuantScales.ReadScaleMin(scales, sub, out int sc, out int m);
                 float step = d * sc, offset = dmin * m;
-                for (int l = 0; l < 32; l++) y[32 * sub + l] = step * Level(block, 32 * sub + l) - offset;
+                ReadOnlySpan<byte> q = block.Slice(LevelsOffset + 32 * (sub >> 1), 32), qh = block.Slice(HighOffset, 32);
+                int shift = 4 * (sub & 1);
+                Span<float> ys = y.Slice(32 * sub, 32);
+                for (int l = 0; l < 32; l++) ys[l] = step * (((q[l] >> shift) & 0xF) | (((qh[l] >> sub) & 1) << 4)) - offset;
             }
         }
     }

@@ -34,8 +34,20 @@ public sealed class Q6_KFormat : WeightFormat
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * KQuantBlocks.SuperBlock, KQuantBlocks.SuperBlock);
             float d = KQuantBlocks.ReadHalf(block, DOffset);
-            for (int v = 0; v < KQuantBlocks.SuperBlock; v++)
-                y[v] = d * (sbyte)block[ScalesOffset + v / 16] * (Level(block, v) - 32);
+            for (int half = 0; half < 2; half++)
+            {
+                ReadOnlySpan<byte> ql = block.Slice(LowOffset + 64 * half, 64), qh = block.Slice(HighOffset + 32 * half, 32);
+                ReadOnlySpan<byte> sc = block.Slice(ScalesOffset + 8 * half, 8);
+                Span<float> yh = y.Slice(128 * half, 128);
+                for (int l = 0; l < 32; l++)
+                {
+                    int g = l >> 4;
+                    yh[l] = d * (sbyte)sc[g] * (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+                    yh[l + 32] = d * (sbyte)sc[g + 2] * (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    yh[l + 64] = d * (sbyte)sc[g + 4] * (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    yh[l + 96] = d * (sbyte)sc[g + 6] * (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
         }
     }
 
