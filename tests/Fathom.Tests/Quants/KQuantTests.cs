@@ -129,6 +129,18 @@ public class KQuantTests
         Assert.Equal(0f, format.Dot(extreme, activations, 0, KernelPath.Scalar));
     }
 
+    [Fact]
+    public void HalfConversionIsExactForEveryBitPattern()
+    {
+        for (int bits = 0; bits <= ushort.MaxValue; bits++)
+        {
+            float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
+            float actual = Fathom.Quants.Formats.KQuantBlocks.HalfToFloat((ushort)bits);
+            if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"0x{bits:X4}");
+            else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual), $"0x{bits:X4}: {expected} vs {actual}");
+        }
+    }
+
     [Theory, MemberData(nameof(Types))]
     public void RejectsRowsThatAreNotWholeBlocks(GgmlType type)
     {

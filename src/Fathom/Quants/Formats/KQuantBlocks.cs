@@ -25,11 +25,28 @@ internal static class KQuantBlocks
     public static readonly IReadOnlyList<KernelPath> DotPaths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) =>
-        (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
+    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe float ReadHalf(byte* p) => (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(p));
+    public static unsafe float ReadHalf(byte* p) => HalfToFloat(Unsafe.ReadUnaligned<ushort>(p));
+
+    /// <summary>
+    /// Exact fp16 → fp32 without branches on the common path (the kernels convert two scales per block): the
+    /// exponent and mantissa moved into fp32 position and rescaled by 2^112 give every zero, subnormal and normal
+    /// value exactly; only infinities and NaNs (exponent 31) need their exponent forced to 255.
+    /// </summary>
+    private static readonly float TwoPow112 = BitConverter.UInt32BitsToSingle((127 + 112) << 23);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HalfToFloat(ushort half)
+    {
+        uint magnitude = (uint)(half & 0x7FFF) << 13;
+        uint sign = (uint)(half & 0x8000) << 16;
+        uint bits = magnitude >= 0x0F800000
+            ? magnitude | 0x7F800000
+            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(magnitude) * TwoPow112);
+        return BitConverter.UInt32BitsToSingle(bits | sign);
+    }
 
     /// <summary>Stores <paramref name="value"/> as fp16 (round to nearest even, as ggml's GGML_FP32_TO_FP16).</summary>
     public static void WriteHalf(Span<byte> bytes, int offset, float value) =>
@@ -78,8 +95,12 @@ internal static class KQuantBlocks
     /// <summary>The widest of <see cref="DotPaths"/> at or below <paramref name="requested"/> that this CPU runs.</summary>
     public static KernelPath Resolve(KernelPath requested)
     {
-        if (requested >= KernelPath.Avx2 && KernelPaths.IsSupported(KernelPath.Avx2)) return KernelPath.Avx2;
-        if (requested >= KernelPath.Portable && KernelPaths.IsSupported(KernelPath.Portable)) return KernelPath.Portable;
+        if (requested >= KernelPath.Avx2 && HasAvx2) return KernelPath.Avx2;
+        if (requested >= KernelPath.Portable && HasVector128) return KernelPath.Portable;
         return KernelPath.Scalar;
     }
+
+    // Read once so the per-row dispatch is two compares (the JIT folds static readonly values).
+    private static readonly bool HasAvx2 = KernelPaths.IsSupported(KernelPath.Avx2);
+    private static readonly bool HasVector128 = KernelPaths.IsSupported(KernelPath.Portable);
 }

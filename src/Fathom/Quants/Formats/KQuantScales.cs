@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Fathom.Quants.Formats;
 
@@ -83,18 +84,18 @@ internal static class KQuantScales
         }
     }
 
-    /// <summary>Unpacks all sixteen Q3_K scales, still biased by 32, into 16 bytes (as ggml's kmask shuffle).</summary>
+    /// <summary>Unpacks all sixteen Q3_K scales, still biased by 32, into the bytes of a vector (kept in registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe void UnpackQ3Scales(byte* packed, byte* biased16)
+    public static unsafe Vector128<byte> UnpackQ3Scales(byte* packed)
     {
         const uint low4 = 0x0f0f0f0f, low2 = 0x03030303;
         uint a = Unsafe.ReadUnaligned<uint>(packed);
         uint b = Unsafe.ReadUnaligned<uint>(packed + 4);
         uint c = Unsafe.ReadUnaligned<uint>(packed + 8);
-        var out32 = (uint*)biased16;
-        out32[0] = (a & low4) | ((c & low2) << 4);
-        out32[1] = (b & low4) | (((c >> 2) & low2) << 4);
-        out32[2] = ((a >> 4) & low4) | (((c >> 4) & low2) << 4);
-        out32[3] = ((b >> 4) & low4) | (((c >> 6) & low2) << 4);
+        return Vector128.Create(
+            (a & low4) | ((c & low2) << 4),
+            (b & low4) | (((c >> 2) & low2) << 4),
+            ((a >> 4) & low4) | (((c >> 4) & low2) << 4),
+            ((b >> 4) & low4) | (((c >> 6) & low2) << 4)).AsByte();
     }
 }

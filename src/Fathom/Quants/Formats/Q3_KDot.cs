@@ -38,7 +38,6 @@ internal static unsafe class Q3_KDot
         fixed (byte* ap = activations)
         {
             float sum = 0;
-            byte* biased = stackalloc byte[16];
             Vector128<byte> low2 = Vector128.Create((byte)0x03), one = Vector128.Create((byte)0x01);
             for (int i = 0; i < blocks; i++)
             {
@@ -46,7 +45,7 @@ internal static unsafe class Q3_KDot
                 byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
                 sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
                 short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
-                KQuantScales.UnpackQ3Scales(w + ScalesOffset, biased);
+                Vector128<byte> biased = KQuantScales.UnpackQ3Scales(w + ScalesOffset);
                 int offset = 0;
                 for (int g = 0; g < 16; g++) offset += (biased[g] - 32) * groupSums[g];
 
@@ -79,14 +78,12 @@ internal static unsafe class Q3_KDot
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<byte> bias = Vector128.Create((byte)32);
             Vector256<byte> low2 = Vector256.Create((byte)0x03), bit2 = Vector256.Create((byte)0x04);
-            byte* biased = stackalloc byte[16];
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
                 byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
                 sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
-                KQuantScales.UnpackQ3Scales(w + ScalesOffset, biased);
-                Vector256<short> scales = Avx2.ConvertToVector256Int16((Sse2.LoadVector128(biased) - bias).AsSByte());
+                Vector256<short> scales = Avx2.ConvertToVector256Int16((KQuantScales.UnpackQ3Scales(w + ScalesOffset) - bias).AsSByte());
                 // 4·Σ sc_g·(Σx)_g, subtracted once instead of per value.
                 Vector256<int> sumi = Vector256<int>.Zero - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 2);
                 // hmask bit k of each byte belongs to slice k; shift the next bit into place after each slice.
