@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Fathom.Quants;
+using Fathom.Quants.Formats;
 using Fathom.Tests.Reference;
 
 namespace Fathom.Tests.Quants;
@@ -135,7 +136,7 @@ public class KQuantTests
         for (int bits = 0; bits <= ushort.MaxValue; bits++)
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
-            float actual = Fathom.Quants.Formats.KQuantBlocks.HalfToFloat((ushort)bits);
+            float actual = KQuantBlocks.HalfToFloat((ushort)bits);
             if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"0x{bits:X4}");
             else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual), $"0x{bits:X4}: {expected} vs {actual}");
         }
@@ -179,15 +180,36 @@ public class KQuantTests
         }
     }
 
+    /// <summary>Both the vector decoder (what Dequantize runs here) and the scalar reference decoder match ggml bit for bit.</summary>
     private static void AssertDecodesLikeGgml(GgmlType type, byte[] blocks, int count)
     {
         float[] expected = GgmlQuants.Dequantize(type, blocks, count);
         var actual = new float[count];
         TypeTraits.For(type).Dequantize(blocks, actual);
-        for (int i = 0; i < count; i++)
+        AssertBitwiseEqual(type, "Dequantize", expected, actual);
+        var scalar = new float[count];
+        ScalarDecoder(type)(blocks, scalar, count / 256);
+        AssertBitwiseEqual(type, "DequantizeScalar", expected, scalar);
+    }
+
+    private delegate void Decoder(ReadOnlySpan<byte> blocks, Span<float> values, int count);
+
+    private static Decoder ScalarDecoder(GgmlType type) => type switch
+    {
+        GgmlType.Q2_K => Q2_KFormat.DequantizeScalar,
+        GgmlType.Q3_K => Q3_KFormat.DequantizeScalar,
+        GgmlType.Q4_K => Q4_KFormat.DequantizeScalar,
+        GgmlType.Q5_K => Q5_KFormat.DequantizeScalar,
+        GgmlType.Q6_K => Q6_KFormat.DequantizeScalar,
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
+    private static void AssertBitwiseEqual(GgmlType type, string decoder, float[] expected, float[] actual)
+    {
+        for (int i = 0; i < expected.Length; i++)
         {
             if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
-                Assert.Fail($"{type} value {i} (block {i / 256}): ggml {expected[i]:R}, Fathom {actual[i]:R}");
+                Assert.Fail($"{type} {decoder} value {i} (block {i / 256}): ggml {expected[i]:R}, Fathom {actual[i]:R}");
         }
     }
 

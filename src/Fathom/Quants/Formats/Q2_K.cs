@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
 /// <summary>
@@ -24,6 +27,13 @@ public sealed class Q2_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
+        else DequantizeScalar(blocks, values, count);
+    }
+
+    /// <summary>The reference decoder, ggml's dequantize_row_q2_k value for value.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
         for (int i = 0; i < count; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
@@ -39,6 +49,28 @@ public sealed class Q2_KFormat : WeightFormat
                 int shift = 2 * ((g >> 1) & 3);
                 Span<float> yg = y.Slice(16 * g, 16);
                 for (int l = 0; l < 16; l++) yg[l] = step * ((q[l] >> shift) & 3) - offset;
+            }
+        }
+    }
+
+    private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
+        fixed (byte* bp = blocks)
+        fixed (float* yp = values)
+        {
+            Vector128<byte> low2 = Vector128.Create((byte)0x03);
+            for (int i = 0; i < count; i++)
+            {
+                byte* block = bp + (long)i * BlockBytes;
+                float* y = yp + (long)i * KQuantBlocks.SuperBlock;
+                float d = KQuantBlocks.ReadHalf(block + DOffset), dmin = KQuantBlocks.ReadHalf(block + DMinOffset);
+                for (int g = 0; g < 16; g++)
+                {
+                    int sc = block[ScalesOffset + g];
+                    Vector128<byte> bits = Sse2.LoadVector128(block + LevelsOffset + 32 * (g >> 3) + 16 * (g & 1));
+                    Vector128<byte> levels = (bits >>> (2 * ((g >> 1) & 3))) & low2;
+                    KQuantDecode.StoreAffine16(levels, d * (sc & 0xF), dmin * (sc >> 4), y + 16 * g);
+                }
             }
         }
     }

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
 /// <summary>
@@ -28,6 +31,13 @@ public sealed class Q3_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
+        else DequantizeScalar(blocks, values, count);
+    }
+
+    /// <summary>The reference decoder, ggml's dequantize_row_q3_k value for value.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
         for (int i = 0; i < count; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
@@ -43,6 +53,32 @@ public sealed class Q3_KFormat : WeightFormat
                 int shift = 2 * ((g >> 1) & 3), bit = g >> 1;
                 Span<float> yg = y.Slice(16 * g, 16);
                 for (int l = 0; l < 16; l++) yg[l] = step * (((q[l] >> shift) & 3) - (((hm[l] >> bit) & 1) ^ 1) * 4);
+            }
+        }
+    }
+
+    private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
+        fixed (byte* bp = blocks)
+        fixed (float* yp = values)
+        {
+            Vector128<byte> low2 = Vector128.Create((byte)0x03), one = Vector128.Create((byte)0x01), four = Vector128.Create((byte)0x04);
+            for (int i = 0; i < count; i++)
+            {
+                byte* block = bp + (long)i * BlockBytes;
+                float* y = yp + (long)i * KQuantBlocks.SuperBlock;
+                float d = KQuantBlocks.ReadHalf(block + DOffset);
+                Vector128<sbyte> scales = (KQuantScales.UnpackQ3Scales(block + ScalesOffset) - Vector128.Create((byte)32)).AsSByte();
+                for (int g = 0; g < 16; g++)
+                {
+                    Vector128<byte> bits = Sse2.LoadVector128(block + LevelsOffset + 32 * (g >> 3) + 16 * (g & 1));
+                    Vector128<byte> highMask = Sse2.LoadVector128(block + HighMaskOffset + 16 * (g & 1));
+                    Vector128<byte> low = (bits >>> (2 * ((g >> 1) & 3))) & low2;
+                    Vector128<byte> high = (highMask >>> (g >> 1)) & one;
+                    // q = low − 4 where the hmask bit is clear.
+                    Vector128<sbyte> levels = (low - Sse2.AndNot(Sse2.ShiftLeftLogical(high.AsUInt16(), 2).AsByte(), four)).AsSByte();
+                    KQuantDecode.StoreScaled16(levels, d * scales.GetElement(g), y + 16 * g);
+                }
             }
         }
     }

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
 /// <summary>
@@ -20,6 +23,13 @@ public sealed class Q4_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
+        else DequantizeScalar(blocks, values, count);
+    }
+
+    /// <summary>The reference decoder, ggml's dequantize_row_q4_k value for value.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
         for (int i = 0; i < count; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
@@ -38,6 +48,30 @@ public sealed class Q4_KFormat : WeightFormat
                 {
                     out0[l] = d0 * (q[l] & 0xF) - o0;
                     out1[l] = d1 * (q[l] >> 4) - o1;
+                }
+            }
+        }
+    }
+
+    private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
+        fixed (byte* bp = blocks)
+        fixed (float* yp = values)
+        {
+            Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
+            for (int i = 0; i < count; i++)
+            {
+                byte* block = bp + (long)i * BlockBytes;
+                float* y = yp + (long)i * KQuantBlocks.SuperBlock;
+                float d = KQuantBlocks.ReadHalf(block + DOffset), dmin = KQuantBlocks.ReadHalf(block + DMinOffset);
+                ReadOnlySpan<byte> scales = new(block + ScalesOffset, 12);
+                for (int chunk = 0; chunk < 4; chunk++)
+                {
+                    KQuantScales.ReadScaleMin(scales, 2 * chunk, out int sc0, out int m0);
+                    KQuantScales.ReadScaleMin(scales, 2 * chunk + 1, out int sc1, out int m1);
+                    Vector256<byte> bits = Avx.LoadVector256(block + LevelsOffset + 32 * chunk);
+                    KQuantDecode.StoreAffine32(bits & lowNibble, d * sc0, dmin * m0, y + 64 * chunk);
+                    KQuantDecode.StoreAffine32(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble, d * sc1, dmin * m1, y + 64 * chunk + 32);
                 }
             }
         }

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
 /// <summary>
@@ -30,6 +33,13 @@ public sealed class Q5_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
+        else DequantizeScalar(blocks, values, count);
+    }
+
+    /// <summary>The reference decoder, ggml's dequantize_row_q5_k value for value.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
         for (int i = 0; i < count; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
@@ -45,6 +55,34 @@ public sealed class Q5_KFormat : WeightFormat
                 int shift = 4 * (sub & 1);
                 Span<float> ys = y.Slice(32 * sub, 32);
                 for (int l = 0; l < 32; l++) ys[l] = step * (((q[l] >> shift) & 0xF) | (((qh[l] >> sub) & 1) << 4)) - offset;
+            }
+        }
+    }
+
+    private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
+        fixed (byte* bp = blocks)
+        fixed (float* yp = values)
+        {
+            Vector256<byte> lowNibble = Vector256.Create((byte)0x0F), bit4 = Vector256.Create((byte)0x10);
+            for (int i = 0; i < count; i++)
+            {
+                byte* block = bp + (long)i * BlockBytes;
+                float* y = yp + (long)i * KQuantBlocks.SuperBlock;
+                float d = KQuantBlocks.ReadHalf(block + DOffset), dmin = KQuantBlocks.ReadHalf(block + DMinOffset);
+                ReadOnlySpan<byte> scales = new(block + ScalesOffset, 12);
+                Vector256<ushort> highBits = Avx.LoadVector256(block + HighOffset).AsUInt16();
+                for (int chunk = 0; chunk < 4; chunk++)
+                {
+                    KQuantScales.ReadScaleMin(scales, 2 * chunk, out int sc0, out int m0);
+                    KQuantScales.ReadScaleMin(scales, 2 * chunk + 1, out int sc1, out int m1);
+                    Vector256<byte> bits = Avx.LoadVector256(block + LevelsOffset + 32 * chunk);
+                    Vector256<byte> low = (bits & lowNibble) | (Avx2.ShiftLeftLogical(highBits, 4).AsByte() & bit4);
+                    Vector256<byte> high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble) | (Avx2.ShiftLeftLogical(highBits, 3).AsByte() & bit4);
+                    highBits = Avx2.ShiftRightLogical(highBits, 2);
+                    KQuantDecode.StoreAffine32(low, d * sc0, dmin * m0, y + 64 * chunk);
+                    KQuantDecode.StoreAffine32(high, d * sc1, dmin * m1, y + 64 * chunk + 32);
+                }
             }
         }
     }

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
 /// <summary>
@@ -29,6 +32,13 @@ public sealed class Q6_KFormat : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
+        else DequantizeScalar(blocks, values, count);
+    }
+
+    /// <summary>The reference decoder, ggml's dequantize_row_q6_k value for value.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
         for (int i = 0; i < count; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
@@ -46,6 +56,41 @@ public sealed class Q6_KFormat : WeightFormat
                     yh[l + 32] = d * (sbyte)sc[g + 2] * (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
                     yh[l + 64] = d * (sbyte)sc[g + 4] * (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
                     yh[l + 96] = d * (sbyte)sc[g + 6] * (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+        }
+    }
+
+    private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
+    {
+        fixed (byte* bp = blocks)
+        fixed (float* yp = values)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F), low2 = Vector128.Create((byte)0x03), bias = Vector128.Create((byte)32);
+            for (int i = 0; i < count; i++)
+            {
+                byte* block = bp + (long)i * BlockBytes;
+                float* y = yp + (long)i * KQuantBlocks.SuperBlock;
+                float d = KQuantBlocks.ReadHalf(block + DOffset);
+                sbyte* sc = (sbyte*)(block + ScalesOffset);
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int h = 0; h < 2; h++)
+                    {
+                        Vector128<byte> ql0 = Sse2.LoadVector128(block + LowOffset + 64 * half + 16 * h);
+                        Vector128<byte> ql1 = Sse2.LoadVector128(block + LowOffset + 64 * half + 32 + 16 * h);
+                        Vector128<byte> qh = Sse2.LoadVector128(block + HighOffset + 32 * half + 16 * h);
+                        Vector128<byte> q0 = (ql0 & low4) | ((qh & low2) << 4);
+                        Vector128<byte> q1 = (ql1 & low4) | (((qh >>> 2) & low2) << 4);
+                        Vector128<byte> q2 = (ql0 >>> 4) | (((qh >>> 4) & low2) << 4);
+                        Vector128<byte> q3 = (ql1 >>> 4) | ((qh >>> 6) << 4);
+                        int g = 8 * half + h;
+                        float* yh = y + 128 * half + 16 * h;
+                        KQuantDecode.StoreScaled16((q0 - bias).AsSByte(), d * sc[g], yh);
+                        KQuantDecode.StoreScaled16((q1 - bias).AsSByte(), d * sc[g + 2], yh + 32);
+                        KQuantDecode.StoreScaled16((q2 - bias).AsSByte(), d * sc[g + 4], yh + 64);
+                        KQuantDecode.StoreScaled16((q3 - bias).AsSByte(), d * sc[g + 6], yh + 96);
+                    }
                 }
             }
         }
