@@ -85,12 +85,14 @@ internal static unsafe class Q2_KDot
                 byte* w = wp + (long)i * BlockBytes;
                 byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
                 sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
-                float ad = *(float*)a;
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                // (d·a, dmin·a) from the two fp16 fields at once.
+                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
 
                 Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
                 Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
                 Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
-                acc = Fma.MultiplyAdd(Vector256.Create(-ad * KQuantBlocks.ReadHalf(w + DMinOffset)), Avx.ConvertToVector256Single(minProducts), acc);
+                acc = Fma.MultiplyAddNegated(Avx2.BroadcastScalarToVector256(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01)), Avx.ConvertToVector256Single(minProducts), acc);
 
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
                 Vector256<int> sumi = Vector256<int>.Zero;
@@ -108,7 +110,7 @@ internal static unsafe class Q2_KDot
                           + Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2))
                           + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3));
                 }
-                acc = Fma.MultiplyAdd(Vector256.Create(ad * KQuantBlocks.ReadHalf(w + DOffset)), Avx.ConvertToVector256Single(sumi), acc);
+                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
         }

@@ -82,6 +82,7 @@ internal static unsafe class Q3_KDot
             {
                 byte* w = wp + (long)i * BlockBytes;
                 byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
+                KQuantVector.PrefetchAhead(w, BlockBytes);
                 sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
                 Vector256<short> scales = Avx2.ConvertToVector256Int16((KQuantScales.UnpackQ3Scales(w + ScalesOffset) - bias).AsSByte());
                 // 4·Σ sc_g·(Σx)_g, subtracted once instead of per value.

@@ -90,12 +90,14 @@ internal static unsafe class Q4_KDot
             {
                 byte* w = wp + (long)i * BlockBytes;
                 byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                float ad = *(float*)a;
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                // (d·a, dmin·a) from the two fp16 fields at once.
+                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
                 KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
 
                 Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
                 Vector128<int> minProducts = Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a));
-                accMins = Fma.MultiplyAdd(Vector128.Create(-ad * KQuantBlocks.ReadHalf(w + DMinOffset)), Sse2.ConvertToVector128Single(minProducts), accMins);
+                accMins = Fma.MultiplyAddNegated(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01), Sse2.ConvertToVector128Single(minProducts), accMins);
 
                 Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
                 Vector256<byte> scalePairs = Vector256.Create(scales16, scales16).AsByte();
@@ -116,7 +118,7 @@ internal static unsafe class Q4_KDot
                     pick = Avx2.Add(pick, nextScale);
                     sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyAddAdjacent(pLow, scaleLow), Avx2.MultiplyAddAdjacent(pHigh, scaleHigh)));
                 }
-                acc = Fma.MultiplyAdd(Vector256.Create(ad * KQuantBlocks.ReadHalf(w + DOffset)), Avx.ConvertToVector256Single(sumi), acc);
+                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
             }
             accMins += Sse.MoveHighToLow(accMins, accMins);
             accMins += Sse.Shuffle(accMins, accMins, 1);
