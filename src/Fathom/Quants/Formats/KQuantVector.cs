@@ -100,7 +100,7 @@ internal static class KQuantVector
     /// repeated in both 128-bit lanes, ready for <see cref="PickGroupScales"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<short> GroupScalesHalf(Vector256<short> allScales, int half) =>
+    public static Vector256<short> GroupScalesHalf(Vector256<short> allScales, [ConstantExpected(Min = 0, Max = 1)] int half) =>
         half == 0 ? Avx2.Permute2x128(allScales, allScales, 0x00) : Avx2.Permute2x128(allScales, allScales, 0x11);
 
     /// <summary>
@@ -108,7 +108,7 @@ internal static class KQuantVector
     /// group 2k+1, each broadcast to every int16 of its lane.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<short> PickGroupScales(Vector256<short> scalesHalf, int k)
+    public static Vector256<short> PickGroupScales(Vector256<short> scalesHalf, [ConstantExpected(Min = 0, Max = 3)] int k)
     {
         // Byte pairs (4k, 4k+1) in lane 0 and (4k+2, 4k+3) in lane 1 select int16 scale 2k and 2k+1 of that lane.
         Vector256<short> mask = Vector256.Create(Vector128.Create((short)(0x0100 + 0x0404 * k)), Vector128.Create((short)(0x0302 + 0x0404 * k)));
