@@ -17,6 +17,7 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 internal static unsafe class Q2_KDot
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float Scalar(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         float sum = 0;
@@ -40,6 +41,7 @@ internal static unsafe class Q2_KDot
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float WithVector128(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
@@ -78,6 +80,7 @@ internal static unsafe class Q2_KDot
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)] // keeps the kernel's own inlining budget for its helpers
     public static float WithAvx2(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
