@@ -45,21 +45,6 @@ internal static class KQuantVector
         if (blockBytes > 192) Sse.Prefetch0(ahead + 192);
     }
 
-    /// <summary>
-    /// Two adjacent fp16 fields (d, dmin) → floats in lanes 0 and 1, exactly as <see cref="KQuantBlocks.HalfToFloat"/>:
-    /// magnitude bits moved into fp32 position and rescaled by 2^112, exponent 31 forced to 255, sign restored.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector128<float> HalfPairToFloats(byte* pair)
-    {
-        Vector128<uint> halves = Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<uint>(pair)).AsUInt16()).AsUInt32();
-        Vector128<uint> magnitude = (halves & Vector128.Create(0x7FFFu)) << 13;
-        Vector128<uint> sign = (halves & Vector128.Create(0x8000u)) << 16;
-        Vector128<uint> finite = (magnitude.AsSingle() * Vector128.Create(0x77800000u).AsSingle()).AsUInt32();
-        Vector128<uint> special = Vector128.GreaterThan(magnitude.AsInt32(), Vector128.Create(0x0F7FFFFF)).AsUInt32();
-        return (Vector128.ConditionalSelect(special, magnitude | Vector128.Create(0x7F800000u), finite) | sign).AsSingle();
-    }
-
     /// <summary>Byte shuffle that broadcasts int16 element <paramref name="k"/> of each lane to the whole lane (constant for constant k).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> BroadcastInt16Mask([ConstantExpected(Min = 0, Max = 7)] int k) => Vector256.Create((short)(0x0100 + 0x0202 * k)).AsByte();

@@ -92,17 +92,18 @@ internal static unsafe class Q2_KDot
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                // (d·a, dmin·a) from the two fp16 fields at once.
-                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
+                Vector256<float> ad = Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * ad;
+                Vector256<float> minScale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * ad;
 
                 Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
                 Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
                 Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
-                acc = Fma.MultiplyAddNegated(Avx2.BroadcastScalarToVector256(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01)), Avx.ConvertToVector256Single(minProducts), acc);
+                acc = Fma.MultiplyAddNegated(minScale, Avx.ConvertToVector256Single(minProducts), acc);
 
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
                 Vector256<int> sumi = Half(w, a, 0, scales) + Half(w, a, 1, scales);
-                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
         }
