@@ -32,11 +32,6 @@ internal static class KQuantBlocks
     public static unsafe float ReadHalf(byte* p) => HalfToFloat(Unsafe.ReadUnaligned<ushort>(p));
 
     /// <summary>
-    /// Exact fp16 → fp32 without branches on the common path (the kernels convert two scales per block): the
-    /// exponent and mantissa moved into fp32 position and rescaled by 2^112 give every zero, subnormal and normal
-    /// value exactly; only infinities and NaNs (exponent 31) need their exponent forced to 255.
-    /// </summary>
-    /// <summary>
     /// fp16 → fp32 for all 65536 bit patterns (256 KiB, built once from <see cref="HalfToFloat"/>). The AVX2 dot
     /// kernels read their per-block scales here: one load instead of a dozen integer and float operations, which
     /// matters most for Q2_K; real weights use few distinct exponents, so the lines in use stay cached.
@@ -53,6 +48,11 @@ internal static class KQuantBlocks
         return table;
     }
 
+    /// <summary>
+    /// Exact fp16 → fp32 without branches on the common path (used by the scalar and Vector128 paths and to build
+    /// <see cref="HalfTable"/>): the exponent and mantissa moved into fp32 position and rescaled by 2^112 give every
+    /// zero, subnormal and normal value exactly; only infinities and NaNs (exponent 31) need their exponent forced to 255.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HalfToFloat(ushort half)
     {
