@@ -62,14 +62,36 @@ internal static class KQuantVector
         return bit.AsByte();
     }
 
+    /// <summary>
+    /// The per-super-block work Q4_K and Q5_K share: unpacks the eight 6-bit (scale, min) pairs, adds
+    /// −dmin·a·Σ m_j·(Σx)_j (<paramref name="minScale"/> = dmin·a in every lane) to <paramref name="accMins"/>, and
+    /// returns the eight scales as int16 repeated in both lanes, for <see cref="BroadcastInt16Mask"/> shuffles.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<byte> SubBlockScales(byte* scaleField, byte* activationBlock, Vector128<float> minScale, ref Vector128<float> accMins)
+    {
+        KQuantScales.UnpackScaleMins(scaleField, out ulong scales, out ulong mins);
+        Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
+        Vector128<int> minProducts = Sse2.MultiplyAddAdjacent(mins16, Q8KPairSums(activationBlock));
+        accMins = Fma.MultiplyAddNegated(minScale, Sse2.ConvertToVector128Single(minProducts), accMins);
+        Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+        return Vector256.Create(scales16, scales16).AsByte();
+    }
+
+    /// <summary>Sum of the four lanes of an SSE float accumulator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum(Vector128<float> v)
+    {
+        v += Sse.MoveHighToLow(v, v);
+        v += Sse.Shuffle(v, v, 1);
+        return v.ToScalar();
+    }
+
     /// <summary>Sum of the eight lanes of an AVX float accumulator.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalSum(Vector256<float> v)
     {
-        Vector128<float> s = v.GetLower() + v.GetUpper();
-        s += Sse.MoveHighToLow(s, s);
-        s += Sse.Shuffle(s, s, 1);
-        return s.ToScalar();
+        return HorizontalSum(v.GetLower() + v.GetUpper());
     }
 
     /// <summary>Sums of adjacent pairs of the sixteen int16 group sums of a Q8_K block: the sums of its eight 32-value groups.</summary>

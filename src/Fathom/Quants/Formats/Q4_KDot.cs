@@ -98,20 +98,11 @@ internal static unsafe class Q4_KDot
                 float ad = *(float*)a;
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
                 Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
-
-                Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
-                Vector128<int> minProducts = Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a));
-                accMins = Fma.MultiplyAddNegated(minScale, Sse2.ConvertToVector128Single(minProducts), accMins);
-
-                Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
-                Vector256<byte> scalePairs = Vector256.Create(scales16, scales16).AsByte();
+                Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs) + Chunk(w, a, 1, scalePairs)) + (Chunk(w, a, 2, scalePairs) + Chunk(w, a, 3, scalePairs));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
-            accMins += Sse.MoveHighToLow(accMins, accMins);
-            accMins += Sse.Shuffle(accMins, accMins, 1);
-            return KQuantVector.HorizontalSum(acc) + accMins.ToScalar();
+            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
         }
     }
 
