@@ -182,6 +182,18 @@ public class IqLowBitTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void KernelHalfConversionIsExactForEveryBitPattern()
+    {
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
+            float actual = Fathom.Quants.Formats.LowBitIq.IqKernels.HalfToFloat((ushort)bits);
+            if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"0x{bits:x4}");
+            else Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(actual));
+        }
+    }
+
+    [Fact]
     public void DequantizeRejectsShortInput()
     {
         WeightFormat f = TypeTraits.For(GgmlType.IQ2_XXS);
