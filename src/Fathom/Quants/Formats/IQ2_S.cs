@@ -21,7 +21,9 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.IQ2_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     private static int GridIndex(byte* x, int run) => x[2 + run] | ((x[HighBitsOffset + run / 4] << (8 - 2 * (run % 4))) & 0x300);
 
@@ -121,7 +123,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),

@@ -21,7 +21,9 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ2_XS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -112,7 +114,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
