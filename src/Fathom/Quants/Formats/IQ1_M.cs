@@ -294,18 +294,18 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
     }
 
     /// <summary>
-    /// One 32-value group: four rows of the weighted table times activations, each 16 values scaled by lanes
-    /// <paramref name="lo"/> and <paramref name="hi"/> of <paramref name="scales"/> (int32 lanes holding 2l+1 twice).
+    /// One 32-value group: four rows of the weighted table times activations, the first 16 values scaled by int16
+    /// <paramref name="ib"/> of the low lane of <paramref name="scales"/>, the second 16 by the same int16 of the high lane.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<int> scales, int ib, int lo, int hi)
+    private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<byte> scales, int ib)
     {
         qs += 4 * ib;
         uint h = Unsafe.ReadUnaligned<ushort>(qh + 2 * ib); // four nibbles: grid index bits 8-10 and the delta sign, per run
         Vector256<byte> w = Vector256.Create(table[qs[0] | ((h << 8) & 0xf00)], table[qs[1] | ((h << 4) & 0xf00)],
             table[qs[2] | (h & 0xf00)], table[qs[3] | ((h >> 4) & 0xf00)]).AsByte();
         Vector256<short> dot = Avx2.MultiplyAddAdjacent(w, Avx.LoadVector256(q8 + 32 * ib));
-        Vector256<int> scale = Avx2.PermuteVar8x32(scales, Vector256.Create(lo, lo, lo, lo, hi, hi, hi, hi));
+        Vector256<byte> scale = Avx2.Shuffle(scales, Vector256.Create((ushort)(0x0100 * (2 * ib + 1) + 2 * ib)).AsByte());
         return Avx2.MultiplyAddAdjacent(dot, scale.AsInt16());
     }
 
@@ -314,7 +314,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
     /// (s = ±1 the delta sign), so 8·Σ q·(grid + s/8) = Σ q·w - 9·Σ q: one vpmaddubsw per 32 values, and the -9·Σ q
     /// term of a whole block is one vpmaddwd of Q8_K's sixteen block sums. The sixteen 16-value scales are unpacked
     /// once per block (groups 0-3, 8-11 in one vector, 4-7, 12-15 in the other, so that one vpackusdw puts them in
-    /// block-sum order); vpermd then gives each 32-value group its pair.
+    /// block-sum order), then split even/odd across the two 128-bit lanes so each group needs one in-lane shuffle.
     /// </summary>
     internal static float DotAvx2(byte* x, byte* y, int nb)
     {
@@ -323,6 +323,9 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         Vector256<uint> shifts = Vector256.Create(0u, 3, 6, 9, 0, 3, 6, 9);
         Vector256<int> evenWords = Vector256.Create(0, 0, 0, 0, 2, 2, 2, 2), oddWords = Vector256.Create(1, 1, 1, 1, 3, 3, 3, 3);
         Vector256<int> seven = Vector256.Create(7), one = Vector256.Create(1);
+        // Per 128-bit lane: int16 words 0, 2, 4, 6 then 1, 3, 5, 7.
+        Vector256<byte> evenOdd = Vector256.Create((byte)0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             ushort* sc = (ushort*)(x + ScalesOffset);
@@ -336,13 +339,14 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
             Vector256<short> ls16 = Avx2.PackUnsignedSaturate(lsA, lsB).AsInt16(); // groups 0..15 in order
             Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.BlockSumsOffset)), ls16);
             sumi = Avx2.Subtract(Vector256<int>.Zero, Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3))); // -9·Σ ls·bsum
-            Vector256<int> pairsA = Avx2.Or(lsA, Avx2.ShiftLeftLogical(lsA, 16)), pairsB = Avx2.Or(lsB, Avx2.ShiftLeftLogical(lsB, 16));
-
+            // Even 16-value groups' scales into the low lane, odd ones into the high lane: then one in-lane vpshufb
+            // gives 32-value group ib its pair (a lane-crossing vpermd per group would cost more).
+            Vector256<byte> scales = Avx2.Permute4x64(Avx2.Shuffle(ls16.AsByte(), evenOdd).AsUInt64(), 0b11_01_10_00).AsByte();
             Vector256<int> groups = Avx2.Add(
-                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, pairsA, 0, 0, 1), Group(table, qs, qh, q8, pairsA, 1, 2, 3)),
-                    Avx2.Add(Group(table, qs, qh, q8, pairsB, 2, 0, 1), Group(table, qs, qh, q8, pairsB, 3, 2, 3))),
-                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, pairsA, 4, 4, 5), Group(table, qs, qh, q8, pairsA, 5, 6, 7)),
-                    Avx2.Add(Group(table, qs, qh, q8, pairsB, 6, 4, 5), Group(table, qs, qh, q8, pairsB, 7, 6, 7))));
+                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, scales, 0), Group(table, qs, qh, q8, scales, 1)),
+                    Avx2.Add(Group(table, qs, qh, q8, scales, 2), Group(table, qs, qh, q8, scales, 3))),
+                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, scales, 4), Group(table, qs, qh, q8, scales, 5)),
+                    Avx2.Add(Group(table, qs, qh, q8, scales, 6), Group(table, qs, qh, q8, scales, 7))));
             float d = BlockScale(sc) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
