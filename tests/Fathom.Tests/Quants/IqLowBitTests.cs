@@ -181,6 +181,15 @@ public class IqLowBitTests(ITestOutputHelper output)
         Assert.All(expected.AsSpan(0, 256).ToArray(), v => Assert.Equal(0f, v));
     }
 
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void ImportanceRequirementAndActivationTypeMatchGgml(GgmlType type)
+    {
+        WeightFormat format = TypeTraits.For(type);
+        Assert.Equal(GgmlQuants.RequiresImportance(type), format.RequiresImportance);
+        Assert.Equal(GgmlQuants.DotActivationType(type), format.DotActivationType);
+    }
+
     [Fact]
     public void KernelHalfConversionIsExactForEveryBitPattern()
     {
