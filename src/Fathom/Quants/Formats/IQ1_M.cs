@@ -297,35 +297,34 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         return sumf;
     }
 
-    /// <summary>Vector128 only: as the scalar path, sixteen products per step; run sums of q8 for the delta term.</summary>
+    /// <summary>
+    /// Vector128 only. Per 16 values, 8·grid·q + (±q by each run's delta sign) is formed in int16 lanes (at most
+    /// 8·254 + 254 in magnitude), which is 8·Σ q·(grid ± 1/8): the delta term needs no second product.
+    /// </summary>
     internal static float DotPortable(byte* x, byte* y, int nb)
     {
         ulong* grid = IqKernelTables.Iq1Grid;
-        ulong* signs = IqKernelTables.SignsPlusMinusOne;
-        float delta = QuantTables.Iq1mDelta;
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             ushort* sc = (ushort*)(x + ScalesOffset);
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            Vector128<int> sumi1 = Vector128<int>.Zero, sumi2 = Vector128<int>.Zero;
+            Vector128<int> sumi = Vector128<int>.Zero;
             for (int ib = 0; ib < 16; ib++, q8 += 16)
             {
                 int ls = 2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1;
                 int qh = x[HighBitsOffset + ib];
-                Vector128<short> products = IQ1_SFormat.SignedProducts(
-                    Vector128.Create(grid[x[2 * ib] | ((qh & 7) << 8)], grid[x[2 * ib + 1] | ((qh & 0x70) << 4)]), q8);
-                // Delta signs per run as ±1 bytes: bit 0 of the sign-table index covers run 0's first byte, and so on.
-                Vector128<short> deltas = IQ1_SFormat.SignedProducts(
-                    Vector128.Create(signs[(qh & 8) != 0 ? 0xff : 0], signs[(qh & 0x80) != 0 ? 0xff : 0]), q8);
-                (Vector128<int> lo, Vector128<int> hi) = Vector128.Widen(products);
-                sumi1 += (lo + hi) * ls;
-                (lo, hi) = Vector128.Widen(deltas);
-                sumi2 += (lo + hi) * ls;
+                (Vector128<short> q0, Vector128<short> q1) = Vector128.Widen(Vector128.Load(q8));
+                (Vector128<short> g0, Vector128<short> g1) = Vector128.Widen(
+                    Vector128.Create(grid[x[2 * ib] | ((qh & 7) << 8)], grid[x[2 * ib + 1] | ((qh & 0x70) << 4)]).AsSByte());
+                Vector128<short> m0 = Vector128.Create((short)-((qh >> 3) & 1)), m1 = Vector128.Create((short)-((qh >> 7) & 1));
+                Vector128<short> v = ((g0 * q0 + g1 * q1) << 3) + ((q0 ^ m0) - m0) + ((q1 ^ m1) - m1);
+                (Vector128<int> lo, Vector128<int> hi) = Vector128.Widen(v);
+                sumi += (lo + hi) * ls;
             }
-            sumf += BlockScale(sc) * *(float*)y * (Vector128.Sum(sumi1) + delta * Vector128.Sum(sumi2));
+            sumf += BlockScale(sc) * *(float*)y * Vector128.Sum(sumi);
         }
-        return sumf;
+        return 0.125f * sumf;
     }
 
     /// <summary>
