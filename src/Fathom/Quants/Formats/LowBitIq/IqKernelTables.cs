@@ -20,8 +20,6 @@ internal static unsafe class IqKernelTables
     public static readonly ulong* EvenSignsPlusMinusOne = Pin(Expand(128, k => QuantTables.KsignsIq2xs[k], 0x01, 0xFF));
     /// <summary>The same signs as eight bytes of 0 (keep) / 0xFF (negate).</summary>
     public static readonly ulong* EvenSignsMask = Pin(Expand(128, k => QuantTables.KsignsIq2xs[k], 0x00, 0xFF));
-    /// <summary>A full sign byte (IQ2_S) as eight bytes of +1 / -1.</summary>
-    public static readonly ulong* SignsPlusMinusOne = Pin(Expand(256, k => (byte)k, 0x01, 0xFF));
     /// <summary>A full sign byte (IQ2_S) as eight bytes of 0 / 0xFF.</summary>
     public static readonly ulong* SignsMask = Pin(Expand(256, k => (byte)k, 0x00, 0xFF));
 
