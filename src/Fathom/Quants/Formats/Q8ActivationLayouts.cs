@@ -13,6 +13,15 @@ internal static class Q8KLayout
     public const int ScaleOffset = 0;
     public const int QuantsOffset = 4;
     public const int SumsOffset = 260;
+
+    /// <summary>The sum of a block's 256 quants, from its 16 partial sums.</summary>
+    public static unsafe int QuantSum(byte* block)
+    {
+        short* bsums = (short*)(block + SumsOffset);
+        int total = 0;
+        for (int i = 0; i < 16; i++) total += bsums[i];
+        return total;
+    }
 }
 
 /// <summary>Byte layout of ggml's <c>block_q8_0</c>: <c>f16 d; int8 qs[32]</c>.</summary>

@@ -1,11 +1,177 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
+/// <summary>
+/// TQ1_0: ternary super-blocks of 256 values in 1.6875 bits each, <c>uint8 qs[48]; uint8 qh[4]; f16 d</c>. A byte packs
+/// five trits (four in qh) as a base-3 fixed-point fraction: trit n of byte b is ((b·3ⁿ mod 256)·3) >> 8, value d·(trit−1).
+/// qs[m] (m &lt; 32) holds values 32n + m, qs[32 + m] values 160 + 16n + m, qh[j] values 240 + 4n + j.
+/// Dots with Q8_K activations. Unsloth's "Dynamic 2.0" GGUFs use it.
+/// </summary>
 public sealed class TQ1_0Format : WeightFormat
 {
+    private const int BlockSize = 256;
+    private const int BlockBytes = 54;
+    private const int HighOffset = 48;
+    private const int ScaleOffset = 52;
+
+    private static ReadOnlySpan<byte> PowersOf3 => [1, 3, 9, 27, 81, 243];
+
     public override GgmlType Type => GgmlType.TQ1_0;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    /// <summary>Trit <paramref name="n"/> (most significant first) of a packed byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Trit(byte packed, int n) => ((byte)(packed * PowersOf3[n]) * 3) >> 8;
+
+    /// <summary>The value index and packed byte of trit n of byte position p (0..51) of a block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ValueIndex(int p, int n) => p < 32 ? 32 * n + p : p < 48 ? 160 + 16 * n + (p - 32) : 240 + 4 * n + (p - 48);
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        for (int ib = 0; ib < nb; ib++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
+            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block[ScaleOffset..]));
+            Span<float> y = values.Slice(ib * BlockSize, BlockSize);
+            for (int p = 0; p < 52; p++)
+                for (int n = 0; n < (p < 48 ? 5 : 4); n++)
+                    y[ValueIndex(p, n)] = (Trit(block[p], n) - 1) * d;
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        Span<sbyte> trits = stackalloc sbyte[BlockSize];
+        for (int ib = 0; ib < nb; ib++)
+        {
+            Span<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
+            ushort d = TernaryQuantizer.Fit(values.Slice(ib * BlockSize, BlockSize),
+                importance.IsEmpty ? default : importance.Slice(ib * BlockSize, BlockSize), trits);
+            for (int p = 0; p < 52; p++)
+            {
+                int digits = p < 48 ? 5 : 4;
+                int number = 0;
+                for (int n = 0; n < digits; n++) number = 3 * number + trits[ValueIndex(p, n)] + 1;
+                if (digits == 4) number *= 3; // four trits sit in the top four of five base-3 places
+                // The fixed-point fraction number/243, rounded up so that the decoder's truncation recovers each digit.
+                block[p] = (byte)((number * 256 + 242) / 243);
+            }
+            BinaryPrimitives.WriteUInt16LittleEndian(block[ScaleOffset..], d);
+        }
+    }
+
+    public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            return FormatGuards.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(w, a, nb),
+                KernelPath.Portable => DotPortable(w, a, nb),
+                _ => DotScalar(w, a, nb),
+            };
+        }
+    }
+
+    private static unsafe float DotScalar(byte* w, byte* a, int nb)
+    {
+        float sum = 0;
+        for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            int sumi = 0;
+            for (int p = 0; p < 52; p++)
+                for (int n = 0; n < (p < 48 ? 5 : 4); n++)
+                    sumi += (Trit(w[p], n) - 1) * q8[ValueIndex(p, n)];
+            sum += sumi * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+        }
+        return sum;
+    }
+
+    // Trits without multiplies: b·3ⁿ⁺¹ mod 256 is t + t + t in wrapping byte adds, and the trit of t is
+    // (t > 85) + (t > 170), the thresholds where 3t crosses 256 and 512.
+
+    private static unsafe float DotPortable(byte* w, byte* a, int nb)
+    {
+        Vector128<byte> first = Vector128.Create((byte)85), second = Vector128.Create((byte)170);
+        float sum = 0;
+        for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            Vector128<byte> t0 = Vector128.Load(w), t1 = Vector128.Load(w + 16), t2 = Vector128.Load(w + 32);
+            Vector128<byte> th = Vector128.Create(*(uint*)(w + HighOffset)).AsByte() * HighPowers;
+            Vector128<int> sumi = Vector128<int>.Zero;
+            for (int n = 0; n < 5; n++)
+            {
+                sumi += PortableInt8.Dot(Trits(t0), Vector128.Load(q8 + 32 * n));
+                sumi += PortableInt8.Dot(Trits(t1), Vector128.Load(q8 + 32 * n + 16));
+                sumi += PortableInt8.Dot(Trits(t2), Vector128.Load(q8 + 160 + 16 * n));
+                t0 = t0 + t0 + t0;
+                t1 = t1 + t1 + t1;
+                t2 = t2 + t2 + t2;
+            }
+            sumi += PortableInt8.Dot(Trits(th), Vector128.Load(q8 + 240));
+            sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+        }
+        return sum;
+
+        Vector128<byte> Trits(Vector128<byte> t) =>
+            (Vector128.GreaterThan(t, first) & Vector128<byte>.One) + (Vector128.GreaterThan(t, second) & Vector128<byte>.One);
+    }
+
+    /// <summary>Byte k of the qh vector (value 240 + k) is qh[k % 4]·3^(k / 4).</summary>
+    private static readonly Vector128<byte> HighPowers = Vector128.Create((byte)1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+
+    private static unsafe float DotAvx2(byte* w, byte* a, int nb)
+    {
+        Vector256<byte> first = Vector256.Create((byte)86), second = Vector256.Create((byte)171);
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            Vector256<byte> t = Avx.LoadVector256(w);
+            Vector256<short> p = Vector256<short>.Zero;
+            for (int n = 0; n < 5; n++)
+            {
+                p += Avx2.MultiplyAddAdjacent(Trits(t), Avx.LoadVector256(q8 + 32 * n));
+                t = Avx2.Add(Avx2.Add(t, t), t);
+            }
+            // qs[32..47]: low lane trit n, high lane trit n+1, so each vector meets 32 consecutive activations.
+            Vector128<byte> u = Sse2.LoadVector128(w + 32);
+            Vector256<byte> v = Vector256.Create(u, Sse2.Add(Sse2.Add(u, u), u));
+            for (int n = 0; n < 4; n += 2)
+            {
+                p += Avx2.MultiplyAddAdjacent(Trits(v), Avx.LoadVector256(q8 + 160 + 16 * n));
+                v = Avx2.Add(Avx2.Add(v, v), v);
+                v = Avx2.Add(Avx2.Add(v, v), v);
+            }
+            // Trit 4 of qs[32..47] (values 224..239) beside the four trits of qh (values 240..255).
+            Vector128<byte> h = Vector128.Create(*(uint*)(w + HighOffset)).AsByte();
+            Vector128<byte> h3 = Sse2.Add(Sse2.Add(h, h), h);
+            Vector128<byte> h9 = Sse2.Add(Sse2.Add(h3, h3), h3);
+            Vector128<byte> h27 = Sse2.Add(Sse2.Add(h9, h9), h9);
+            Vector128<int> powers = Avx2.Blend(Avx2.Blend(h.AsInt32(), h3.AsInt32(), 0b0010), Avx2.Blend(h9.AsInt32(), h27.AsInt32(), 0b1000), 0b1100);
+            p += Avx2.MultiplyAddAdjacent(Trits(Vector256.Create(v.GetLower(), powers.AsByte())), Avx.LoadVector256(q8 + 224));
+            // Each 16-bit lane gathers 8 pair sums of at most 2·2·128: no overflow. Trits are value + 1, hence the bsums.
+            Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
+            float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
+        }
+        return Vector256.Sum(acc);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        Vector256<byte> Trits(Vector256<byte> t) =>
+            Avx2.Subtract(Avx2.Subtract(Vector256<byte>.Zero, Avx2.CompareEqual(Avx2.Max(t, first), t)), Avx2.CompareEqual(Avx2.Max(t, second), t));
+    }
 }
