@@ -47,7 +47,7 @@ public sealed class IQ4_NLFormat : WeightFormat
             ReadOnlySpan<float> x = values.Slice(ib * BlockSize, BlockSize);
             ReadOnlySpan<float> imp = importance.IsEmpty ? default : importance.Slice(ib * BlockSize, BlockSize);
             Span<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
-            Iq4NonLinear.FitWeights(x, imp, Iq4NonLinear.Sigma2(x), weights);
+            ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
             float scale = Iq4NonLinear.BestScale(x, weights);
             ushort dBits = FormatGuards.ToHalf(scale);
             // Levels are assigned under the stored (f16-rounded) scale, the one dequantization will use.

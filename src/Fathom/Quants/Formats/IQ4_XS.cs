@@ -69,7 +69,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             ReadOnlySpan<float> imp = importance.IsEmpty ? default : importance.Slice(ibl * BlockSize, BlockSize);
             Span<byte> block = blocks.Slice(ibl * BlockBytes, BlockBytes);
             block.Clear();
-            Iq4NonLinear.FitWeights(x, imp, Iq4NonLinear.Sigma2(x), weights);
+            ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
 
             float maxScale = 0;
             for (int ib = 0; ib < 8; ib++)

@@ -37,26 +37,6 @@ internal static class Iq4NonLinear
     }
 
     /// <summary>
-    /// Fills the per-value fitting weights of one group: the importance times sqrt(sigma² + x²) when an importance
-    /// is given (sigma² = twice the mean square of the super-block), else x², as ggml does.
-    /// </summary>
-    public static void FitWeights(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, float sigma2, Span<float> weights)
-    {
-        if (importance.IsEmpty)
-            for (int j = 0; j < x.Length; j++) weights[j] = x[j] * x[j];
-        else
-            for (int j = 0; j < x.Length; j++) weights[j] = importance[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
-    }
-
-    /// <summary>Twice the mean square of <paramref name="x"/>, the sigma² of <see cref="FitWeights"/>.</summary>
-    public static float Sigma2(ReadOnlySpan<float> x)
-    {
-        float sum = 0;
-        foreach (float v in x) sum += v * v;
-        return sum * 2f / x.Length;
-    }
-
-    /// <summary>
     /// The least-squares scale of one group: tries inverse scales that put the largest magnitude on or near either
     /// extreme level, assigns nearest levels, and keeps the scale with the largest explained weighted energy.
     /// Returns 0 for a group of (near) zeros.
