@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Fathom.Quants;
 using Fathom.Quants.Tables;
 using Fathom.Tests.Reference;
+using Xunit.Abstractions;
 
 namespace Fathom.Tests.Quants;
 
@@ -10,7 +11,7 @@ namespace Fathom.Tests.Quants;
 /// quantizations, on random block bytes and on blocks sweeping every grid entry, sign pattern and scale), quantization
 /// error no worse than ggml's on the same rows, and every dot-product path against the scalar one and ggml's vec_dot.
 /// </summary>
-public class Iq3Iq4TernaryTests
+public class Iq3Iq4TernaryTests(ITestOutputHelper output)
 {
     public static TheoryData<GgmlType> Types => new() { GgmlType.IQ3_XXS, GgmlType.IQ3_S, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.TQ1_0, GgmlType.TQ2_0 };
 
@@ -181,6 +182,7 @@ public class Iq3Iq4TernaryTests
                 float[] theirValues = GgmlQuants.Dequantize(type, theirs, values.Length);
                 double ourError = Rmse(values, ourValues, importance);
                 double theirError = Rmse(values, theirValues, importance);
+                output.WriteLine($"{type} {name} importance={useImportance}: RMSE ratio Fathom/ggml {ourError / theirError:F4}");
                 Assert.True(ourError <= 1.02 * theirError,
                     $"{type} {name} importance={useImportance}: Fathom RMSE {ourError:G6} vs ggml {theirError:G6} (ratio {ourError / theirError:F4})");
             }

@@ -41,6 +41,7 @@ public sealed class IQ4_NLFormat : WeightFormat
     {
         int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
         Span<float> weights = stackalloc float[BlockSize];
+        Span<float> metric = stackalloc float[BlockSize];
         Span<byte> indices = stackalloc byte[BlockSize];
         for (int ib = 0; ib < nb; ib++)
         {
@@ -48,7 +49,8 @@ public sealed class IQ4_NLFormat : WeightFormat
             ReadOnlySpan<float> imp = importance.IsEmpty ? default : importance.Slice(ib * BlockSize, BlockSize);
             Span<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
             ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
-            float scale = Iq4NonLinear.BestScale(x, weights);
+            Iq4NonLinear.MetricWeights(imp, metric);
+            float scale = Iq4NonLinear.BestScale(x, weights, metric, indices);
             ushort dBits = FormatGuards.ToHalf(scale);
             // Levels are assigned under the stored (f16-rounded) scale, the one dequantization will use.
             Iq4NonLinear.Assign(x, weights, FormatGuards.Half(dBits), indices);

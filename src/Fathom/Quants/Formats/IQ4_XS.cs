@@ -60,6 +60,7 @@ public sealed class IQ4_XSFormat : WeightFormat
     {
         int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
         Span<float> weights = stackalloc float[BlockSize];
+        Span<float> metric = stackalloc float[BlockSize];
         Span<float> scales = stackalloc float[8];
         Span<byte> indices = stackalloc byte[32];
         Span<byte> trial = stackalloc byte[32];
@@ -70,11 +71,12 @@ public sealed class IQ4_XSFormat : WeightFormat
             Span<byte> block = blocks.Slice(ibl * BlockBytes, BlockBytes);
             block.Clear();
             ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
+            Iq4NonLinear.MetricWeights(imp, metric);
 
             float maxScale = 0;
             for (int ib = 0; ib < 8; ib++)
             {
-                scales[ib] = Iq4NonLinear.BestScale(x.Slice(32 * ib, 32), weights.Slice(32 * ib, 32));
+                scales[ib] = Iq4NonLinear.BestScale(x.Slice(32 * ib, 32), weights.Slice(32 * ib, 32), metric.Slice(32 * ib, 32), trial);
                 if (MathF.Abs(scales[ib]) > MathF.Abs(maxScale)) maxScale = scales[ib];
             }
 
@@ -87,7 +89,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             for (int ib = 0; ib < 8; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
-                ReadOnlySpan<float> wb = weights.Slice(32 * ib, 32);
+                ReadOnlySpan<float> wb = metric.Slice(32 * ib, 32);
                 int nearest = Math.Clamp(FormatGuards.NearestInt(inverse * scales[ib]), -32, 31);
                 // Rounding the group scale to d's grid moves the level boundaries; the neighbouring steps sometimes fit better.
                 int best = nearest;

@@ -36,7 +36,10 @@ internal static class Iq3Quantizer
         Span<bool> onGrid = stackalloc bool[8];
         Span<bool> trialOnGrid = stackalloc bool[8];
 
+        Span<float> metric = stackalloc float[BlockSize];
         ImportanceFit.Weights(x, importance, ImportanceFit.Sigma2(x), weights);
+        // The search above fits with ggml's weights; the final choices minimise the error that matters, Σ importance·(x − y)².
+        if (importance.IsEmpty) metric.Fill(1); else importance.CopyTo(metric);
         for (int i = 0; i < BlockSize; i++) sqrtWeights[i] = MathF.Sqrt(weights[i]);
         SplitSigns(x, weights, variant.EvenSigns, xval, signs);
 
@@ -97,7 +100,7 @@ internal static class Iq3Quantizer
             return 0;
         }
 
-        ushort dBits = ChooseSuperScale(index, xval, weights, entries, maxScale, variant.Fudge, groupScales);
+        ushort dBits = ChooseSuperScale(index, xval, metric, entries, maxScale, variant.Fudge, groupScales);
         float d = FormatGuards.Half(dBits);
 
         // Re-fit each group of four to its final scale, keeping whichever entry has the lower weighted error.
@@ -108,11 +111,11 @@ internal static class Iq3Quantizer
             for (int k = 0; k < 8; k++)
             {
                 int slot = 8 * ib + k;
-                ReadOnlySpan<float> xq = xval.Slice(4 * slot, 4), wq = weights.Slice(4 * slot, 4);
+                ReadOnlySpan<float> xq = xval.Slice(4 * slot, 4), wq = metric.Slice(4 * slot, 4);
                 int candidate = index.Nearest(xq, wq, 1 / scale, scale, out _);
                 if (index.Error(candidate, xq, wq, scale) < index.Error(entries[slot], xq, wq, scale)) entries[slot] = (ushort)candidate;
             }
-            groupScales[ib] = (byte)BestGroupScale(index, xval.Slice(32 * ib, 32), weights.Slice(32 * ib, 32), entries.Slice(8 * ib, 8), d);
+            groupScales[ib] = (byte)BestGroupScale(index, xval.Slice(32 * ib, 32), metric.Slice(32 * ib, 32), entries.Slice(8 * ib, 8), d);
         }
         return dBits;
     }

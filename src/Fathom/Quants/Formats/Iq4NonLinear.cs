@@ -76,6 +76,23 @@ internal static class Iq4NonLinear
         return bestScale;
     }
 
+    /// <summary>
+    /// <see cref="BestScale"/> under ggml's fitting weights and under the error metric's own weights (importance, or
+    /// 1); returns whichever has the smaller metric error.
+    /// </summary>
+    public static float BestScale(ReadOnlySpan<float> x, ReadOnlySpan<float> fitWeights, ReadOnlySpan<float> metricWeights, Span<byte> scratch)
+    {
+        float a = BestScale(x, fitWeights);
+        float b = BestScale(x, metricWeights);
+        return Assign(x, metricWeights, a, scratch) <= Assign(x, metricWeights, b, scratch) ? a : b;
+    }
+
+    /// <summary>The weights of the error being minimised: the importance, or 1 without one.</summary>
+    public static void MetricWeights(ReadOnlySpan<float> importance, Span<float> weights)
+    {
+        if (importance.IsEmpty) weights.Fill(1); else importance.CopyTo(weights);
+    }
+
     /// <summary>Assigns each value its nearest level under <paramref name="scale"/>; returns the weighted squared error.</summary>
     public static float Assign(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, float scale, Span<byte> indices)
     {
