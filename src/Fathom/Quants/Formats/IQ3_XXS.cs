@@ -80,7 +80,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        int nb = FormatGuards.DotBlocks(GgmlType.IQ3_XXS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         fixed (uint* grid = QuantTables.Iq3xxsGrid)

@@ -61,7 +61,7 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_NL, BlockSize, BlockBytes, Q8_0Layout.BlockBytes, weights, activations, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {

@@ -115,7 +115,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
@@ -173,9 +173,6 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     private static unsafe float DotAvx2(byte* w, byte* a, int nb)
     {
-        Vector256<sbyte> table = Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable);
-        Vector256<uint> nibbleShift = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
-        Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         Vector256<float> acc = Vector256<float>.Zero;
         for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
         {
@@ -184,31 +181,36 @@ public sealed class IQ4_XSFormat : WeightFormat
             // All eight 6-bit scales at once: low nibbles from scales_l, high pairs from scales_h, then minus 32.
             uint sl = *(uint*)(w + ScalesLowOffset);
             uint sh = *(ushort*)(w + ScalesHighOffset);
-            Vector256<int> scales = Avx2.ShiftRightLogicalVariable(Vector256.Create(sl), LowScaleShift).AsInt32() & Vector256.Create(0xF)
-                | (Avx2.ShiftRightLogicalVariable(Vector256.Create(sh), HighScaleShift).AsInt32() & Vector256.Create(3)) << 4;
+            Vector256<int> scales = (Avx2.ShiftRightLogicalVariable(Vector256.Create(sl), LowScaleShift).AsInt32() & Vector256.Create(0xF))
+                | ((Avx2.ShiftRightLogicalVariable(Vector256.Create(sh), HighScaleShift).AsInt32() & Vector256.Create(3)) << 4);
             scales -= Vector256.Create(32);
             // Each lane holds its scale in both 16-bit halves, the form vpmaddwd multiplies pairs of products by.
             scales = (scales & Vector256.Create(0xFFFF)) | (scales << 16);
-            Vector256<int> sum0 = Vector256<int>.Zero, sum1 = Vector256<int>.Zero;
-            for (int ib = 0; ib < 8; ib += 2)
-            {
-                Vector256<short> p0 = Avx2Int8.Products(Levels32(q4 + 16 * ib), Avx.LoadVector256(q8 + 32 * ib));
-                Vector256<short> p1 = Avx2Int8.Products(Levels32(q4 + 16 * ib + 16), Avx.LoadVector256(q8 + 32 * ib + 32));
-                sum0 += Avx2.MultiplyAddAdjacent(p0, Avx2.PermuteVar8x32(scales, Vector256.Create(ib)).AsInt16());
-                sum1 += Avx2.MultiplyAddAdjacent(p1, Avx2.PermuteVar8x32(scales, Vector256.Create(ib + 1)).AsInt16());
-            }
+            // Unrolled so that every group's scale broadcast uses a constant permutation.
+            Vector256<int> sum0 = Group(q4, q8, scales, Vector256.Create(0));
+            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, scales, Vector256.Create(1));
+            sum0 += Group(q4 + 32, q8 + 64, scales, Vector256.Create(2));
+            sum1 += Group(q4 + 48, q8 + 96, scales, Vector256.Create(3));
+            sum0 += Group(q4 + 64, q8 + 128, scales, Vector256.Create(4));
+            sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
+            sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
+            sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
             float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);
+    }
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        Vector256<sbyte> Levels32(byte* packed)
-        {
-            Vector256<byte> q = Avx2.BroadcastVector128ToVector256(packed);
-            Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(q.AsUInt32(), nibbleShift).AsByte() & lowNibble;
-            return Avx2.Shuffle(table, idx.AsSByte());
-        }
+    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scales, Vector256<int> groupIndex)
+    {
+        // Low lane: the 16 low nibbles (values 0..15); high lane: the 16 high nibbles (values 16..31).
+        Vector256<byte> packed = Avx2.BroadcastVector128ToVector256(q4);
+        Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(packed.AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
+        Vector256<sbyte> levels = Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
+        Vector256<short> products = Avx2Int8.Products(levels, Avx.LoadVector256(q8));
+        return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
     }
 
     private static readonly Vector256<uint> LowScaleShift = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28);

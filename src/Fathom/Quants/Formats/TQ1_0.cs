@@ -70,7 +70,7 @@ public sealed class TQ1_0Format : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        int nb = FormatGuards.DotBlocks(GgmlType.TQ1_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
@@ -103,7 +103,6 @@ public sealed class TQ1_0Format : WeightFormat
 
     private static unsafe float DotPortable(byte* w, byte* a, int nb)
     {
-        Vector128<byte> first = Vector128.Create((byte)85), second = Vector128.Create((byte)170);
         float sum = 0;
         for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
         {
@@ -124,17 +123,17 @@ public sealed class TQ1_0Format : WeightFormat
             sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
-
-        Vector128<byte> Trits(Vector128<byte> t) =>
-            (Vector128.GreaterThan(t, first) & Vector128<byte>.One) + (Vector128.GreaterThan(t, second) & Vector128<byte>.One);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> Trits(Vector128<byte> t) =>
+        (Vector128.GreaterThan(t, Vector128.Create((byte)85)) & Vector128<byte>.One) + (Vector128.GreaterThan(t, Vector128.Create((byte)170)) & Vector128<byte>.One);
 
     /// <summary>Byte k of the qh vector (value 240 + k) is qh[k % 4]·3^(k / 4).</summary>
     private static readonly Vector128<byte> HighPowers = Vector128.Create((byte)1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
 
     private static unsafe float DotAvx2(byte* w, byte* a, int nb)
     {
-        Vector256<byte> first = Vector256.Create((byte)86), second = Vector256.Create((byte)171);
         Vector256<short> ones = Vector256.Create((short)1);
         Vector256<float> acc = Vector256<float>.Zero;
         for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
@@ -170,8 +169,11 @@ public sealed class TQ1_0Format : WeightFormat
         }
         return Vector256.Sum(acc);
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        Vector256<byte> Trits(Vector256<byte> t) =>
-            Avx2.Subtract(Avx2.Subtract(Vector256<byte>.Zero, Avx2.CompareEqual(Avx2.Max(t, first), t)), Avx2.CompareEqual(Avx2.Max(t, second), t));
     }
+
+    /// <summary>(t ≥ 86) + (t ≥ 171) per byte: unsigned compares as max-and-equal, each true lane −1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Trits(Vector256<byte> t) =>
+        Avx2.Subtract(Avx2.Subtract(Vector256<byte>.Zero, Avx2.CompareEqual(Avx2.Max(t, Vector256.Create((byte)86)), t)),
+            Avx2.CompareEqual(Avx2.Max(t, Vector256.Create((byte)171)), t));
 }

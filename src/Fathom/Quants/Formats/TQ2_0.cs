@@ -55,7 +55,7 @@ public sealed class TQ2_0Format : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(Layout, DotActivationType, weights, activations, n);
+        int nb = FormatGuards.DotBlocks(GgmlType.TQ2_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
