@@ -156,8 +156,6 @@ public sealed class IQ3_SFormat : WeightFormat
         // Sign byte k of a group goes to bytes 8k..8k+7; each byte then tests its own bit.
         Vector256<sbyte> spread = Vector256.Create((sbyte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         Vector256<byte> bits = Vector256.Create(0x8040201008040201UL).AsByte();
-        Vector256<int> highShift = Vector256.Create(8, 7, 6, 5, 4, 3, 2, 1);
-        Vector256<int> nineBits = Vector256.Create(0x100);
         Vector256<float> acc = Vector256<float>.Zero;
         for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
         {
@@ -178,10 +176,12 @@ public sealed class IQ3_SFormat : WeightFormat
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         Vector256<byte> Grid32(int ib)
         {
-            // Nine-bit indices: eight low bytes widened, plus bit k of qh moved to bit 8 of lane k; then one gather.
-            Vector256<int> low = Avx2.ConvertToVector256Int32(w + IndexOffset + 8 * ib);
-            Vector256<int> high = Avx2.ShiftLeftLogicalVariable(Vector256.Create((int)w[HighOffset + ib]), highShift.AsUInt32()) & nineBits;
-            return Avx2.GatherVector256(grid, low | high, 4).AsByte();
+            // Nine-bit indices from qs and one qh bit each; eight scalar loads beat vpgatherdd on common cores.
+            byte* qs = w + IndexOffset + 8 * ib;
+            uint qh = w[HighOffset + ib];
+            return Vector256.Create(
+                grid[qs[0] | (qh << 8 & 256)], grid[qs[1] | (qh << 7 & 256)], grid[qs[2] | (qh << 6 & 256)], grid[qs[3] | (qh << 5 & 256)],
+                grid[qs[4] | (qh << 4 & 256)], grid[qs[5] | (qh << 3 & 256)], grid[qs[6] | (qh << 2 & 256)], grid[qs[7] | (qh << 1 & 256)]).AsByte();
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -171,9 +171,9 @@ public sealed class TQ1_0Format : WeightFormat
 
     }
 
-    /// <summary>(t ≥ 86) + (t ≥ 171) per byte: unsigned compares as max-and-equal, each true lane −1.</summary>
+    /// <summary>(t ≥ 86) + (t ≥ 171) per byte, as min(t ⊖ 85, 1) + min(t ⊖ 170, 1) with saturating subtraction.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Trits(Vector256<byte> t) =>
-        Avx2.Subtract(Avx2.Subtract(Vector256<byte>.Zero, Avx2.CompareEqual(Avx2.Max(t, Vector256.Create((byte)86)), t)),
-            Avx2.CompareEqual(Avx2.Max(t, Vector256.Create((byte)171)), t));
+        Avx2.Add(Avx2.Min(Avx2.SubtractSaturate(t, Vector256.Create((byte)85)), Vector256<byte>.One),
+            Avx2.Min(Avx2.SubtractSaturate(t, Vector256.Create((byte)170)), Vector256<byte>.One));
 }
