@@ -37,11 +37,7 @@ public class Iq3Iq4TernaryTests(ITestOutputHelper output)
         var rng = new Random(23 + (int)type);
         GgmlTypeLayout layout = GgmlTypes.Layout(type);
         int nb = 64;
-        var blocks = new byte[nb * layout.BytesPerBlock];
-        rng.NextBytes(blocks);
-        foreach (int offset in ScaleOffsets(type))
-            for (int ib = 0; ib < nb; ib++)
-                BinaryPrimitives.WriteUInt16LittleEndian(blocks.AsSpan(ib * layout.BytesPerBlock + offset), BitConverter.HalfToUInt16Bits((Half)(rng.NextSingle() * 2 - 1)));
+        byte[] blocks = RandomBlocks(type, nb * layout.BlockSize, rng);
         AssertDequantizesLikeGgml(type, blocks, nb * layout.BlockSize);
     }
 
@@ -233,6 +229,30 @@ public class Iq3Iq4TernaryTests(ITestOutputHelper output)
         }
     }
 
+    [Theory, MemberData(nameof(Types))]
+    public void DotOnArbitraryCodesMatchesScalarAndGgml(GgmlType type)
+    {
+        // Random block bytes reach codes no quantizer writes (TQ2_0's 3, every IQ3 index and sign pattern, every byte's trits).
+        WeightFormat format = TypeTraits.For(type);
+        var rng = new Random(61 + (int)type);
+        const int n = 2048;
+        byte[] weights = RandomBlocks(type, n, rng);
+        float[] x = HeavyTailed(rng, n);
+        byte[] activations = GgmlQuants.QuantizeActivations(format.DotActivationType, x);
+        float[] wq = GgmlQuants.Dequantize(type, weights, n);
+        double magnitude = 0;
+        for (int i = 0; i < n; i++) magnitude += Math.Abs((double)wq[i] * x[i]);
+        double tolerance = 1e-5 * magnitude + 1e-6;
+
+        float scalar = format.Dot(weights, activations, n, KernelPath.Scalar);
+        Assert.True(Math.Abs(scalar - GgmlQuants.Dot(type, weights, activations, n)) <= tolerance, $"{type}: scalar vs ggml");
+        foreach (KernelPath path in format.ImplementedPaths.Where(KernelPaths.IsSupported))
+        {
+            float result = format.Dot(weights, activations, n, path);
+            Assert.True(Math.Abs(result - scalar) <= tolerance, $"{type} {path}: {result} vs scalar {scalar}");
+        }
+    }
+
     [Fact]
     public void Iq4XsAndIq4NlImplementVectorPaths()
     {
@@ -254,6 +274,18 @@ public class Iq3Iq4TernaryTests(ITestOutputHelper output)
         for (int i = 0; i < count; i++)
             if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
                 Assert.Fail($"{type} value {i}: ggml {expected[i]:R}, Fathom {actual[i]:R}");
+    }
+
+    /// <summary>Random block bytes for <paramref name="count"/> values, with finite f16 scales in [−1, 1].</summary>
+    private static byte[] RandomBlocks(GgmlType type, int count, Random rng)
+    {
+        GgmlTypeLayout layout = GgmlTypes.Layout(type);
+        var blocks = new byte[layout.RowBytes(count)];
+        rng.NextBytes(blocks);
+        foreach (int offset in ScaleOffsets(type))
+            for (int ib = 0; ib < count / layout.BlockSize; ib++)
+                BinaryPrimitives.WriteUInt16LittleEndian(blocks.AsSpan(ib * layout.BytesPerBlock + offset), BitConverter.HalfToUInt16Bits((Half)(rng.NextSingle() * 2 - 1)));
+        return blocks;
     }
 
     /// <summary>Byte offsets of the f16 scales inside one block of each type.</summary>
