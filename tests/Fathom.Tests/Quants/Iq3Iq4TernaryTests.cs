@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Fathom.Quants;
+using Fathom.Quants.Formats;
 using Fathom.Quants.Tables;
 using Fathom.Tests.Reference;
 using Xunit.Abstractions;
@@ -270,10 +271,29 @@ public class Iq3Iq4TernaryTests(ITestOutputHelper output)
     {
         float[] expected = GgmlQuants.Dequantize(type, blocks, count);
         var actual = new float[count];
-        TypeTraits.For(type).Dequantize(blocks, actual);
-        for (int i = 0; i < count; i++)
-            if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
-                Assert.Fail($"{type} value {i}: ggml {expected[i]:R}, Fathom {actual[i]:R}");
+        WeightFormat format = TypeTraits.For(type);
+        format.Dequantize(blocks, actual);
+        AssertSameBits("best", actual);
+        // Formats with an AVX2 decoder keep a scalar one for other CPUs; check that too.
+        Action<bool>? decode = format switch
+        {
+            IQ3_XXSFormat f => avx2 => f.Dequantize(blocks, actual, avx2),
+            IQ3_SFormat f => avx2 => f.Dequantize(blocks, actual, avx2),
+            TQ1_0Format f => avx2 => f.Dequantize(blocks, actual, avx2),
+            TQ2_0Format f => avx2 => f.Dequantize(blocks, actual, avx2),
+            _ => null,
+        };
+        if (decode is null) return;
+        Array.Clear(actual);
+        decode(false);
+        AssertSameBits("scalar", actual);
+
+        void AssertSameBits(string decoder, float[] values)
+        {
+            for (int i = 0; i < count; i++)
+                if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(values[i]))
+                    Assert.Fail($"{type} ({decoder} decoder) value {i}: ggml {expected[i]:R}, Fathom {values[i]:R}");
+        }
     }
 
     /// <summary>Random block bytes for <paramref name="count"/> values, with finite f16 scales in [−1, 1].</summary>

@@ -33,26 +33,35 @@ public sealed class IQ3_SFormat : WeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe int GroupMultiplier(byte* block, int ib) => 2 * ((block[ScaleOffset + ib / 2] >> (4 * (ib % 2))) & 0xF) + 1;
 
-    public override unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Dequantize(blocks, values, Avx2Dequantize.IsSupported);
+
+    /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
+    internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
         int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
         uint[] grid = QuantTables.Iq3sGrid;
         fixed (byte* start = blocks)
+        fixed (float* output = values)
         {
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
                 float d = FormatGuards.Half(*(ushort*)block);
-                Span<float> y = values.Slice(ibl * BlockSize, BlockSize);
+                float* y = output + ibl * BlockSize;
                 for (int ib = 0; ib < 8; ib++)
                 {
                     float db = d * GroupMultiplier(block, ib);
-                    for (int k = 8 * ib; k < 8 * ib + 8; k++)
+                    for (int k = 8 * ib; k < 8 * ib + 8; k += 2, y += 8)
                     {
-                        uint entry = grid[Entry(block, k)];
                         int signs = block[SignOffset + k / 2];
-                        for (int j = 0; j < 4; j++)
-                            y[4 * k + j] = db * (byte)(entry >> (8 * j)) * ((signs & (1 << (4 * (k % 2) + j))) != 0 ? -1f : 1f);
+                        ulong magnitudes = grid[Entry(block, k)] | (ulong)grid[Entry(block, k + 1)] << 32;
+                        if (useAvx2 && Avx2Dequantize.IsSupported)
+                        {
+                            Avx2Dequantize.SignedMagnitudes(magnitudes, signs, db, y);
+                            continue;
+                        }
+                        for (int j = 0; j < 8; j++)
+                            y[j] = db * (byte)(magnitudes >> (8 * j)) * ((signs & (1 << j)) != 0 ? -1f : 1f);
                     }
                 }
             }

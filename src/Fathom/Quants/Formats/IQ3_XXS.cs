@@ -25,31 +25,38 @@ public sealed class IQ3_XXSFormat : WeightFormat
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Dequantize(blocks, values, Avx2Dequantize.IsSupported);
+
+    /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
+    internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
         int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
         uint[] grid = QuantTables.Iq3xxsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
-        for (int ibl = 0; ibl < nb; ibl++)
+        fixed (byte* start = blocks)
+        fixed (float* output = values)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(ibl * BlockBytes, BlockBytes);
-            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block));
-            Span<float> y = values.Slice(ibl * BlockSize, BlockSize);
-            for (int ib = 0; ib < 8; ib++)
+            for (int ibl = 0; ibl < nb; ibl++)
             {
-                uint word = BinaryPrimitives.ReadUInt32LittleEndian(block[(WordOffset + 4 * ib)..]);
-                float db = d * (0.5f + (word >> 28)) * 0.5f;
-                for (int l = 0; l < 4; l++)
+                byte* block = start + ibl * BlockBytes;
+                float d = FormatGuards.Half(*(ushort*)block);
+                float* y = output + ibl * BlockSize;
+                for (int ib = 0; ib < 8; ib++)
                 {
-                    int signs = ksigns[(word >> (7 * l)) & 127];
-                    for (int half = 0; half < 2; half++)
+                    uint word = *(uint*)(block + WordOffset + 4 * ib);
+                    float db = d * (0.5f + (word >> 28)) * 0.5f;
+                    byte* idx = block + IndexOffset + 8 * ib;
+                    for (int l = 0; l < 4; l++, y += 8)
                     {
-                        uint entry = grid[block[IndexOffset + 8 * ib + 2 * l + half]];
-                        for (int j = 0; j < 4; j++)
+                        int signs = ksigns[(word >> (7 * l)) & 127];
+                        ulong magnitudes = grid[idx[2 * l]] | (ulong)grid[idx[2 * l + 1]] << 32;
+                        if (useAvx2 && Avx2Dequantize.IsSupported)
                         {
-                            int bit = 4 * half + j;
-                            y[32 * ib + 8 * l + bit] = db * (byte)(entry >> (8 * j)) * ((signs & (1 << bit)) != 0 ? -1f : 1f);
+                            Avx2Dequantize.SignedMagnitudes(magnitudes, signs, db, y);
+                            continue;
                         }
+                        for (int j = 0; j < 8; j++)
+                            y[j] = db * (byte)(magnitudes >> (8 * j)) * ((signs & (1 << j)) != 0 ? -1f : 1f);
                     }
                 }
             }

@@ -32,17 +32,38 @@ public sealed class TQ1_0Format : WeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ValueIndex(int p, int n) => p < 32 ? 32 * n + p : p < 48 ? 160 + 16 * n + (p - 32) : 240 + 4 * n + (p - 48);
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Dequantize(blocks, values, Avx2Dequantize.IsSupported);
+
+    /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
+    internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
         int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
-        for (int ib = 0; ib < nb; ib++)
+        fixed (byte* start = blocks)
+        fixed (float* output = values)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
-            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block[ScaleOffset..]));
-            Span<float> y = values.Slice(ib * BlockSize, BlockSize);
-            for (int p = 0; p < 52; p++)
-                for (int n = 0; n < (p < 48 ? 5 : 4); n++)
-                    y[ValueIndex(p, n)] = (Trit(block[p], n) - 1) * d;
+            for (int ib = 0; ib < nb; ib++)
+            {
+                byte* block = start + ib * BlockBytes;
+                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float* y = output + ib * BlockSize;
+                if (useAvx2 && Avx2Dequantize.IsSupported)
+                {
+                    TritVectors(block, out Vector256<byte> t0, out Vector256<byte> t1, out Vector256<byte> t2, out Vector256<byte> t3,
+                        out Vector256<byte> t4, out Vector256<byte> t5, out Vector256<byte> t6, out Vector256<byte> t7);
+                    Avx2Dequantize.OffsetCodes(t0, d, y);
+                    Avx2Dequantize.OffsetCodes(t1, d, y + 32);
+                    Avx2Dequantize.OffsetCodes(t2, d, y + 64);
+                    Avx2Dequantize.OffsetCodes(t3, d, y + 96);
+                    Avx2Dequantize.OffsetCodes(t4, d, y + 128);
+                    Avx2Dequantize.OffsetCodes(t5, d, y + 160);
+                    Avx2Dequantize.OffsetCodes(t6, d, y + 192);
+                    Avx2Dequantize.OffsetCodes(t7, d, y + 224);
+                    continue;
+                }
+                for (int p = 0; p < 52; p++)
+                    for (int n = 0; n < (p < 48 ? 5 : 4); n++)
+                        y[ValueIndex(p, n)] = (Trit(block[p], n) - 1) * d;
+            }
         }
     }
 
@@ -139,36 +160,53 @@ public sealed class TQ1_0Format : WeightFormat
         for (int ib = 0; ib < nb; ib++, w += BlockBytes, a += Q8KLayout.BlockBytes)
         {
             sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
-            Vector256<byte> t = Avx.LoadVector256(w);
-            Vector256<short> p = Vector256<short>.Zero;
-            for (int n = 0; n < 5; n++)
-            {
-                p += Avx2.MultiplyAddAdjacent(Trits(t), Avx.LoadVector256(q8 + 32 * n));
-                t = Avx2.Add(Avx2.Add(t, t), t);
-            }
-            // qs[32..47]: low lane trit n, high lane trit n+1, so each vector meets 32 consecutive activations.
-            Vector128<byte> u = Sse2.LoadVector128(w + 32);
-            Vector256<byte> v = Vector256.Create(u, Sse2.Add(Sse2.Add(u, u), u));
-            for (int n = 0; n < 4; n += 2)
-            {
-                p += Avx2.MultiplyAddAdjacent(Trits(v), Avx.LoadVector256(q8 + 160 + 16 * n));
-                v = Avx2.Add(Avx2.Add(v, v), v);
-                v = Avx2.Add(Avx2.Add(v, v), v);
-            }
-            // Trit 4 of qs[32..47] (values 224..239) beside the four trits of qh (values 240..255).
-            Vector128<byte> h = Vector128.Create(*(uint*)(w + HighOffset)).AsByte();
-            Vector128<byte> h3 = Sse2.Add(Sse2.Add(h, h), h);
-            Vector128<byte> h9 = Sse2.Add(Sse2.Add(h3, h3), h3);
-            Vector128<byte> h27 = Sse2.Add(Sse2.Add(h9, h9), h9);
-            Vector128<int> powers = Avx2.Blend(Avx2.Blend(h.AsInt32(), h3.AsInt32(), 0b0010), Avx2.Blend(h9.AsInt32(), h27.AsInt32(), 0b1000), 0b1100);
-            p += Avx2.MultiplyAddAdjacent(Trits(Vector256.Create(v.GetLower(), powers.AsByte())), Avx.LoadVector256(q8 + 224));
-            // Each 16-bit lane gathers 8 pair sums of at most 2·2·128: no overflow. Trits are value + 1, hence the bsums.
+            TritVectors(w, out Vector256<byte> t0, out Vector256<byte> t1, out Vector256<byte> t2, out Vector256<byte> t3,
+                out Vector256<byte> t4, out Vector256<byte> t5, out Vector256<byte> t6, out Vector256<byte> t7);
+            // Each 16-bit lane gathers 8 pair sums of at most 2·2·128: no overflow.
+            Vector256<short> p = Avx2.MultiplyAddAdjacent(t0, Avx.LoadVector256(q8)) + Avx2.MultiplyAddAdjacent(t1, Avx.LoadVector256(q8 + 32))
+                + Avx2.MultiplyAddAdjacent(t2, Avx.LoadVector256(q8 + 64)) + Avx2.MultiplyAddAdjacent(t3, Avx.LoadVector256(q8 + 96))
+                + Avx2.MultiplyAddAdjacent(t4, Avx.LoadVector256(q8 + 128)) + Avx2.MultiplyAddAdjacent(t5, Avx.LoadVector256(q8 + 160))
+                + Avx2.MultiplyAddAdjacent(t6, Avx.LoadVector256(q8 + 192)) + Avx2.MultiplyAddAdjacent(t7, Avx.LoadVector256(q8 + 224));
+            // Trits are value + 1, hence the activation sums (bsums).
             Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
             float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
         }
         return Vector256.Sum(acc);
+    }
 
+    /// <summary>The 256 trits (0..2) of a block as eight vectors in value order: t_k holds values 32k..32k+31.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void TritVectors(byte* block, out Vector256<byte> t0, out Vector256<byte> t1, out Vector256<byte> t2, out Vector256<byte> t3,
+        out Vector256<byte> t4, out Vector256<byte> t5, out Vector256<byte> t6, out Vector256<byte> t7)
+    {
+        // qs[0..31]: trit n of every byte is one run of 32 consecutive values.
+        Vector256<byte> t = Avx.LoadVector256(block);
+        t0 = Trits(t);
+        t = Avx2.Add(Avx2.Add(t, t), t);
+        t1 = Trits(t);
+        t = Avx2.Add(Avx2.Add(t, t), t);
+        t2 = Trits(t);
+        t = Avx2.Add(Avx2.Add(t, t), t);
+        t3 = Trits(t);
+        t = Avx2.Add(Avx2.Add(t, t), t);
+        t4 = Trits(t);
+        // qs[32..47]: low lane trit n, high lane trit n+1, so each vector covers 32 consecutive values.
+        Vector128<byte> u = Sse2.LoadVector128(block + 32);
+        Vector256<byte> v = Vector256.Create(u, Sse2.Add(Sse2.Add(u, u), u));
+        t5 = Trits(v);
+        v = Avx2.Add(Avx2.Add(v, v), v);
+        v = Avx2.Add(Avx2.Add(v, v), v);
+        t6 = Trits(v);
+        v = Avx2.Add(Avx2.Add(v, v), v);
+        v = Avx2.Add(Avx2.Add(v, v), v);
+        // Trit 4 of qs[32..47] (values 224..239) beside the four trits of qh (value 240 + k is qh[k % 4]·3^(k / 4)).
+        Vector128<byte> h = Vector128.Create(*(uint*)(block + HighOffset)).AsByte();
+        Vector128<byte> h3 = Sse2.Add(Sse2.Add(h, h), h);
+        Vector128<byte> h9 = Sse2.Add(Sse2.Add(h3, h3), h3);
+        Vector128<byte> h27 = Sse2.Add(Sse2.Add(h9, h9), h9);
+        Vector128<int> powers = Avx2.Blend(Avx2.Blend(h.AsInt32(), h3.AsInt32(), 0b0010), Avx2.Blend(h9.AsInt32(), h27.AsInt32(), 0b1000), 0b1100);
+        t7 = Trits(Vector256.Create(v.GetLower(), powers.AsByte()));
     }
 
     /// <summary>(t ≥ 86) + (t ≥ 171) per byte, as min(t ⊖ 85, 1) + min(t ⊖ 170, 1) with saturating subtraction.</summary>

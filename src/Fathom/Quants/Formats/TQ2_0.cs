@@ -18,18 +18,38 @@ public sealed class TQ2_0Format : WeightFormat
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Dequantize(blocks, values, Avx2Dequantize.IsSupported);
+
+    /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
+    internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
         int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
-        for (int ib = 0; ib < nb; ib++)
+        fixed (byte* start = blocks)
+        fixed (float* output = values)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
-            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block[ScaleOffset..]));
-            Span<float> y = values.Slice(ib * BlockSize, BlockSize);
-            for (int h = 0; h < 2; h++)
-                for (int l = 0; l < 4; l++)
-                    for (int m = 0; m < 32; m++)
-                        y[128 * h + 32 * l + m] = (((block[32 * h + m] >> (2 * l)) & 3) - 1) * d;
+            for (int ib = 0; ib < nb; ib++)
+            {
+                byte* block = start + ib * BlockBytes;
+                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float* y = output + ib * BlockSize;
+                if (useAvx2 && Avx2Dequantize.IsSupported)
+                {
+                    for (int h = 0; h < 2; h++)
+                    {
+                        Vector256<ushort> q = Avx.LoadVector256(block + 32 * h).AsUInt16();
+                        Vector256<byte> three = Vector256.Create((byte)3);
+                        Avx2Dequantize.OffsetCodes(q.AsByte() & three, d, y + 128 * h);
+                        Avx2Dequantize.OffsetCodes(Avx2.ShiftRightLogical(q, 2).AsByte() & three, d, y + 128 * h + 32);
+                        Avx2Dequantize.OffsetCodes(Avx2.ShiftRightLogical(q, 4).AsByte() & three, d, y + 128 * h + 64);
+                        Avx2Dequantize.OffsetCodes(Avx2.ShiftRightLogical(q, 6).AsByte() & three, d, y + 128 * h + 96);
+                    }
+                    continue;
+                }
+                for (int h = 0; h < 2; h++)
+                    for (int l = 0; l < 4; l++)
+                        for (int m = 0; m < 32; m++)
+                            y[128 * h + 32 * l + m] = (((block[32 * h + m] >> (2 * l)) & 3) - 1) * d;
+            }
         }
     }
 
