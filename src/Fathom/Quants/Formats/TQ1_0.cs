@@ -176,23 +176,28 @@ public sealed class TQ1_0Format : WeightFormat
     }
 
     /// <summary>The 256 trits (0..2) of a block as eight vectors in value order: t_k holds values 32k..32k+31.</summary>
+    /// <remarks>
+    /// Bytes are carried as s = t + 128 (mod 256) so that signed compares test the unsigned thresholds; s follows the
+    /// same wrapping ×3 as t, since 3(t + 128) ≡ 3t + 128 (mod 256).
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void TritVectors(byte* block, out Vector256<byte> t0, out Vector256<byte> t1, out Vector256<byte> t2, out Vector256<byte> t3,
         out Vector256<byte> t4, out Vector256<byte> t5, out Vector256<byte> t6, out Vector256<byte> t7)
     {
+        Vector256<byte> bias = Vector256.Create((byte)0x80);
         // qs[0..31]: trit n of every byte is one run of 32 consecutive values.
-        Vector256<byte> t = Avx.LoadVector256(block);
-        t0 = Trits(t);
-        t = Avx2.Add(Avx2.Add(t, t), t);
-        t1 = Trits(t);
-        t = Avx2.Add(Avx2.Add(t, t), t);
-        t2 = Trits(t);
-        t = Avx2.Add(Avx2.Add(t, t), t);
-        t3 = Trits(t);
-        t = Avx2.Add(Avx2.Add(t, t), t);
-        t4 = Trits(t);
+        Vector256<byte> s = Avx.LoadVector256(block) ^ bias;
+        t0 = Trits(s);
+        s = Avx2.Add(Avx2.Add(s, s), s);
+        t1 = Trits(s);
+        s = Avx2.Add(Avx2.Add(s, s), s);
+        t2 = Trits(s);
+        s = Avx2.Add(Avx2.Add(s, s), s);
+        t3 = Trits(s);
+        s = Avx2.Add(Avx2.Add(s, s), s);
+        t4 = Trits(s);
         // qs[32..47]: low lane trit n, high lane trit n+1, so each vector covers 32 consecutive values.
-        Vector128<byte> u = Sse2.LoadVector128(block + 32);
+        Vector128<byte> u = Sse2.LoadVector128(block + 32) ^ bias.GetLower();
         Vector256<byte> v = Vector256.Create(u, Sse2.Add(Sse2.Add(u, u), u));
         t5 = Trits(v);
         v = Avx2.Add(Avx2.Add(v, v), v);
@@ -206,12 +211,12 @@ public sealed class TQ1_0Format : WeightFormat
         Vector128<byte> h9 = Sse2.Add(Sse2.Add(h3, h3), h3);
         Vector128<byte> h27 = Sse2.Add(Sse2.Add(h9, h9), h9);
         Vector128<int> powers = Avx2.Blend(Avx2.Blend(h.AsInt32(), h3.AsInt32(), 0b0010), Avx2.Blend(h9.AsInt32(), h27.AsInt32(), 0b1000), 0b1100);
-        t7 = Trits(Vector256.Create(v.GetLower(), powers.AsByte()));
+        t7 = Trits(Vector256.Create(v.GetLower(), powers.AsByte() ^ bias.GetLower()));
     }
 
-    /// <summary>(t ≥ 86) + (t ≥ 171) per byte, as min(t ⊖ 85, 1) + min(t ⊖ 170, 1) with saturating subtraction.</summary>
+    /// <summary>(t ≥ 86) + (t ≥ 171) per byte, given s = t + 128: two signed compares, each true lane −1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Trits(Vector256<byte> t) =>
-        Avx2.Add(Avx2.Min(Avx2.SubtractSaturate(t, Vector256.Create((byte)85)), Vector256<byte>.One),
-            Avx2.Min(Avx2.SubtractSaturate(t, Vector256.Create((byte)170)), Vector256<byte>.One));
+    private static Vector256<byte> Trits(Vector256<byte> s) =>
+        Avx2.Subtract(Vector256<sbyte>.Zero,
+            Avx2.Add(Avx2.CompareGreaterThan(s.AsSByte(), Vector256.Create((sbyte)(85 - 128))), Avx2.CompareGreaterThan(s.AsSByte(), Vector256.Create((sbyte)(170 - 128))))).AsByte();
 }
