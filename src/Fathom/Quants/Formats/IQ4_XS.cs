@@ -1,11 +1,218 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
+/// <summary>
+/// IQ4_XS: super-blocks of 256 values, <c>f16 d; uint16 scales_h; uint8 scales_l[4]; uint8 qs[128]</c>. Each group
+/// of 32 has a 6-bit scale ls (low 4 bits in scales_l, high 2 in scales_h) and value = d·(ls−32)·level[nibble],
+/// nibbles packed as in IQ4_NL. Dots with Q8_K activations.
+/// </summary>
 public sealed class IQ4_XSFormat : WeightFormat
 {
+    private const int BlockSize = 256;
+    private const int BlockBytes = 136;
+    private const int ScalesHighOffset = 2;
+    private const int ScalesLowOffset = 4;
+    private const int QuantsOffset = 8;
+
     public override GgmlType Type => GgmlType.IQ4_XS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    /// <summary>The signed 6-bit scale (ls − 32) of group <paramref name="ib"/> of a super-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe int GroupScale(byte* block, int ib)
+    {
+        int low = (block[ScalesLowOffset + ib / 2] >> (4 * (ib % 2))) & 0xF;
+        int high = (*(ushort*)(block + ScalesHighOffset) >> (2 * ib)) & 3;
+        return (low | (high << 4)) - 32;
+    }
+
+    public override unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        sbyte[] levels = Iq4NonLinear.Levels;
+        fixed (byte* start = blocks)
+        {
+            for (int ibl = 0; ibl < nb; ibl++)
+            {
+                byte* block = start + ibl * BlockBytes;
+                float d = FormatGuards.Half(*(ushort*)block);
+                Span<float> y = values.Slice(ibl * BlockSize, BlockSize);
+                for (int ib = 0; ib < 8; ib++)
+                {
+                    float dl = d * GroupScale(block, ib);
+                    byte* q4 = block + QuantsOffset + 16 * ib;
+                    for (int j = 0; j < 16; j++)
+                    {
+                        y[32 * ib + j] = dl * levels[q4[j] & 0xF];
+                        y[32 * ib + j + 16] = dl * levels[q4[j] >> 4];
+                    }
+                }
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        Span<float> weights = stackalloc float[BlockSize];
+        Span<float> metric = stackalloc float[BlockSize];
+        Span<float> scales = stackalloc float[8];
+        Span<byte> indices = stackalloc byte[32];
+        Span<byte> trial = stackalloc byte[32];
+        for (int ibl = 0; ibl < nb; ibl++)
+        {
+            ReadOnlySpan<float> x = values.Slice(ibl * BlockSize, BlockSize);
+            ReadOnlySpan<float> imp = importance.IsEmpty ? default : importance.Slice(ibl * BlockSize, BlockSize);
+            Span<byte> block = blocks.Slice(ibl * BlockBytes, BlockBytes);
+            block.Clear();
+            ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
+            Iq4NonLinear.MetricWeights(imp, metric);
+
+            float maxScale = 0;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                scales[ib] = Iq4NonLinear.BestScale(x.Slice(32 * ib, 32), weights.Slice(32 * ib, 32), metric.Slice(32 * ib, 32), trial);
+                if (MathF.Abs(scales[ib]) > MathF.Abs(maxScale)) maxScale = scales[ib];
+            }
+
+            // The largest group scale maps to ls−32 = −32, the widest 6-bit step, keeping its sign.
+            ushort dBits = FormatGuards.ToHalf(-maxScale / 32);
+            float d = FormatGuards.Half(dBits);
+            BinaryPrimitives.WriteUInt16LittleEndian(block, dBits);
+            float inverse = d != 0 ? 1 / d : 0;
+            ushort scalesHigh = 0;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
+                ReadOnlySpan<float> wb = metric.Slice(32 * ib, 32);
+                int nearest = Math.Clamp(FormatGuards.NearestInt(inverse * scales[ib]), -32, 31);
+                // Rounding the group scale to d's grid moves the level boundaries; the neighbouring steps sometimes fit better.
+                int best = nearest;
+                float bestError = float.MaxValue;
+                for (int l = Math.Max(-32, nearest - 1); l <= Math.Min(31, nearest + 1); l++)
+                {
+                    float error = Iq4NonLinear.Assign(xb, wb, d * l, trial);
+                    if (error < bestError)
+                    {
+                        bestError = error;
+                        best = l;
+                        trial.CopyTo(indices);
+                    }
+                }
+                int ls = best + 32;
+                block[ScalesLowOffset + ib / 2] |= (byte)((ls & 0xF) << (4 * (ib % 2)));
+                scalesHigh |= (ushort)((ls >> 4) << (2 * ib));
+                Iq4NonLinear.Pack32(indices, block.Slice(QuantsOffset + 16 * ib, 16));
+            }
+            BinaryPrimitives.WriteUInt16LittleEndian(block[ScalesHighOffset..], scalesHigh);
+        }
+    }
+
+    public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            return FormatGuards.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(w, a, nb),
+                KernelPath.Portable => DotPortable(w, a, nb),
+                _ => DotScalar(w, a, nb),
+            };
+        }
+    }
+
+    private static unsafe float DotScalar(byte* w, byte* a, int nb)
+    {
+        sbyte[] levels = Iq4NonLinear.Levels;
+        float sum = 0;
+        for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            int sumi = 0;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                byte* q4 = w + QuantsOffset + 16 * ib;
+                int group = 0;
+                for (int j = 0; j < 16; j++)
+                    group += q8[32 * ib + j] * levels[q4[j] & 0xF] + q8[32 * ib + j + 16] * levels[q4[j] >> 4];
+                sumi += group * GroupScale(w, ib);
+            }
+            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+        }
+        return sum;
+    }
+
+    private static unsafe float DotPortable(byte* w, byte* a, int nb)
+    {
+        Vector128<sbyte> table = Iq4NonLinear.LevelTable;
+        Vector128<byte> lowNibble = Vector128.Create((byte)0x0F);
+        float sum = 0;
+        for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            Vector128<int> sumi = Vector128<int>.Zero;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                Vector128<byte> q4 = Vector128.Load(w + QuantsOffset + 16 * ib);
+                Vector128<sbyte> lo = Vector128.ShuffleNative(table, (q4 & lowNibble).AsSByte());
+                Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
+                Vector128<int> group = PortableInt8.Dot(lo, Vector128.Load(q8 + 32 * ib)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 32 * ib + 16));
+                sumi += group * GroupScale(w, ib);
+            }
+            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
+        }
+        return sum;
+    }
+
+    private static unsafe float DotAvx2(byte* w, byte* a, int nb)
+    {
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            byte* q4 = w + QuantsOffset;
+            // All eight 6-bit scales at once: low nibbles from scales_l, high pairs from scales_h, then minus 32.
+            uint sl = *(uint*)(w + ScalesLowOffset);
+            uint sh = *(ushort*)(w + ScalesHighOffset);
+            Vector256<int> scales = (Avx2.ShiftRightLogicalVariable(Vector256.Create(sl), LowScaleShift).AsInt32() & Vector256.Create(0xF))
+                | ((Avx2.ShiftRightLogicalVariable(Vector256.Create(sh), HighScaleShift).AsInt32() & Vector256.Create(3)) << 4);
+            scales -= Vector256.Create(32);
+            // Each lane holds its scale in both 16-bit halves, the form vpmaddwd multiplies pairs of products by.
+            scales = (scales & Vector256.Create(0xFFFF)) | (scales << 16);
+            // Unrolled so that every group's scale broadcast uses a constant permutation.
+            Vector256<int> sum0 = Group(q4, q8, scales, Vector256.Create(0));
+            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, scales, Vector256.Create(1));
+            sum0 += Group(q4 + 32, q8 + 64, scales, Vector256.Create(2));
+            sum1 += Group(q4 + 48, q8 + 96, scales, Vector256.Create(3));
+            sum0 += Group(q4 + 64, q8 + 128, scales, Vector256.Create(4));
+            sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
+            sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
+            sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
+            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scales, Vector256<int> groupIndex)
+    {
+        // Low lane: the 16 low nibbles (values 0..15); high lane: the 16 high nibbles (values 16..31).
+        Vector256<byte> packed = Avx2.BroadcastVector128ToVector256(q4);
+        Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(packed.AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
+        Vector256<sbyte> levels = Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
+        Vector256<short> products = Avx2Int8.Products(levels, Avx.LoadVector256(q8));
+        return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
+    }
+
+    private static readonly Vector256<uint> LowScaleShift = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28);
+    private static readonly Vector256<uint> HighScaleShift = Vector256.Create(0u, 2, 4, 6, 8, 10, 12, 14);
 }

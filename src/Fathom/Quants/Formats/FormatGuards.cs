@@ -1,0 +1,84 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Fathom.Quants.Formats;
+
+/// <summary>Argument checks and small conversions shared by the IQ3/IQ4/ternary formats.</summary>
+internal static class FormatGuards
+{
+    /// <summary>Checks a dot product's row lengths; returns the number of blocks. Cheap enough for every row call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int DotBlocks(GgmlType type, int blockSize, int blockBytes, int activationBlockBytes,
+        ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n)
+    {
+        int nb = n / blockSize;
+        if (n < 0 || nb * blockSize != n || weights.Length < (long)nb * blockBytes || activations.Length < (long)nb * activationBlockBytes)
+            ThrowBadDot(type, weights.Length, activations.Length, n);
+        return nb;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowBadDot(GgmlType type, int weightBytes, int activationBytes, int n)
+    {
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, "Element count must not be negative.");
+        GgmlTypeLayout weight = GgmlTypes.Layout(type);
+        GgmlTypeLayout activation = GgmlTypes.Layout(TypeTraits.For(type).DotActivationType);
+        long needWeights = weight.RowBytes(n), needActivations = activation.RowBytes(n);
+        if (weightBytes < needWeights)
+            throw new ArgumentException($"{weight.Name} row of {n} elements needs {needWeights} bytes, got {weightBytes}.", "weights");
+        throw new ArgumentException($"{activation.Name} row of {n} elements needs {needActivations} bytes, got {activationBytes}.", "activations");
+    }
+
+    /// <summary>Checks a dequantization's lengths; returns the number of blocks.</summary>
+    public static int DequantizeBlocks(GgmlTypeLayout layout, ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        long bytes = layout.RowBytes(values.Length);
+        if (blocks.Length < bytes)
+            throw new ArgumentException($"{values.Length} {layout.Name} values need {bytes} bytes, got {blocks.Length}.", nameof(blocks));
+        return values.Length / layout.BlockSize;
+    }
+
+    /// <summary>Checks a quantization's lengths; returns the number of blocks.</summary>
+    public static int QuantizeBlocks(GgmlTypeLayout layout, ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        long bytes = layout.RowBytes(values.Length);
+        if (blocks.Length < bytes)
+            throw new ArgumentException($"{values.Length} {layout.Name} values need {bytes} bytes, got {blocks.Length}.", nameof(blocks));
+        if (!importance.IsEmpty && importance.Length != values.Length)
+            throw new ArgumentException($"Importance must be empty or hold one weight per value ({values.Length}), got {importance.Length}.", nameof(importance));
+        return values.Length / layout.BlockSize;
+    }
+
+    /// <summary>The kernel path to run: the requested one, or the widest narrower one this CPU supports.</summary>
+    /// <remarks>IsSupported checks are JIT-time constants, so this costs nothing per call.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static KernelPath Resolve(KernelPath requested)
+    {
+        if (requested >= KernelPath.Avx2 && Avx2.IsSupported && Fma.IsSupported) return KernelPath.Avx2;
+        if (requested >= KernelPath.Portable && Vector128.IsHardwareAccelerated) return KernelPath.Portable;
+        return KernelPath.Scalar;
+    }
+
+    /// <summary>f16 to f32 by table: the kernels convert two scales per block, and the software conversion costs more
+    /// than the block's arithmetic (ggml's CPU backend uses F16C, which .NET does not expose).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Half(ushort bits) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(HalfTable), bits);
+
+    private static readonly float[] HalfTable = BuildHalfTable();
+
+    private static float[] BuildHalfTable()
+    {
+        var table = new float[65536];
+        for (int i = 0; i < table.Length; i++) table[i] = (float)BitConverter.UInt16BitsToHalf((ushort)i);
+        return table;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ushort ToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
+
+    /// <summary>ggml's <c>nearest_int</c>: round half to even.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int NearestInt(float value) => (int)MathF.Round(value);
+}
