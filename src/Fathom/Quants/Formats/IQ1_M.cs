@@ -371,7 +371,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
             Vector256<int> lsA = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, evenWords), shifts), seven), 1), one);
             Vector256<int> lsB = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, oddWords), shifts), seven), 1), one);
             Vector256<short> ls16 = Avx2.PackUnsignedSaturate(lsA, lsB).AsInt16(); // groups 0..15 in order
-            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.BlockSumsOffset)), ls16);
+            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.SumsOffset)), ls16);
             sumi = Avx2.Subtract(Vector256<int>.Zero, Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3))); // -9·Σ ls·bsum
             // Even 16-value groups' scales into the low lane, odd ones into the high lane: then one in-lane vpshufb
             // gives 32-value group ib its pair (a lane-crossing vpermd per group would cost more).

@@ -233,7 +233,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            short* bsums = (short*)(y + Q8KLayout.BlockSumsOffset);
+            short* bsums = (short*)(y + Q8KLayout.SumsOffset);
             byte* qs = x + 2;
             ushort* qh = (ushort*)(x + HighBitsOffset);
             int sumi = 0, sumi1 = 0;
@@ -265,7 +265,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            short* bsums = (short*)(y + Q8KLayout.BlockSumsOffset);
+            short* bsums = (short*)(y + Q8KLayout.SumsOffset);
             byte* qs = x + 2;
             ushort* qh = (ushort*)(x + HighBitsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
@@ -316,7 +316,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
             Vector128<short> ls = Sse2.Or(Sse2.And(Sse2.ShiftRightLogical(h, 11), scaleMask), one);
             Vector128<short> coef = Sse2.MultiplyLow(ls, Sse2.Add(minusSeven, Sse2.ShiftLeftLogical(Sse2.ShiftRightArithmetic(h, 15), 1)));
             Vector256<short> coefPairs = Vector256.Create(Sse2.UnpackLow(coef, coef), Sse2.UnpackHigh(coef, coef));
-            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.BlockSumsOffset)), coefPairs);
+            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.SumsOffset)), coefPairs);
 
             // 8·ls = 16·((h >> 12) & 7) + 8 of all eight groups in both 128-bit lanes; one vpshufb per group spreads its own.
             Vector256<short> scales8 = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(Avx2.BroadcastVector128ToVector256((short*)qh), 8), Vector256.Create((short)0x70)), Vector256.Create((short)8));
