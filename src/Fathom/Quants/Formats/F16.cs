@@ -1,11 +1,86 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class F16Format : WeightFormat
+/// <summary>F16: IEEE binary16 values; encoding rounds to nearest even like ggml's. Its dot pairs with F16 activations.</summary>
+public sealed unsafe class F16Format : WeightFormat
 {
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private readonly KernelDispatch _dispatch = new(Paths);
+
     public override GgmlType Type => GgmlType.F16;
     public override GgmlType DotActivationType => GgmlType.F16;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(blocks)[..values.Length], values);
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        RowGuard.Importance(importance, values.Length);
+        TensorPrimitives.ConvertToHalf(values, MemoryMarshal.Cast<byte, Half>(blocks)[..values.Length]);
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        RowGuard.Dot(this, weights.Length, activations.Length, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            return _dispatch.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2((ushort*)w, (ushort*)a, n),
+                KernelPath.Portable => DotPortable((ushort*)w, (ushort*)a, n),
+                _ => DotScalar((ushort*)w, (ushort*)a, n),
+            };
+        }
+    }
+
+    /// <summary>Accumulates in double, as ggml's scalar vec_dot_f16 does.</summary>
+    private static float DotScalar(ushort* x, ushort* y, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += (double)Fp16.ToSingle(x[i]) * Fp16.ToSingle(y[i]);
+        return (float)sum;
+    }
+
+    private static float DotPortable(ushort* x, ushort* y, int n)
+    {
+        Vector128<float> a0 = Vector128<float>.Zero, a1 = a0;
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+        {
+            (Vector128<uint> xl, Vector128<uint> xh) = Vector128.Widen(Vector128.Load(x + i));
+            (Vector128<uint> yl, Vector128<uint> yh) = Vector128.Widen(Vector128.Load(y + i));
+            a0 = Vector128.FusedMultiplyAdd(Fp16.Widen(xl), Fp16.Widen(yl), a0);
+            a1 = Vector128.FusedMultiplyAdd(Fp16.Widen(xh), Fp16.Widen(yh), a1);
+        }
+        float sum = Vector128.Sum(a0 + a1);
+        for (; i < n; i++) sum += Fp16.ToSingle(x[i]) * Fp16.ToSingle(y[i]);
+        return sum;
+    }
+
+    private static float DotAvx2(ushort* x, ushort* y, int n)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            a0 = Fma.MultiplyAdd(Widen(x + i), Widen(y + i), a0);
+            a1 = Fma.MultiplyAdd(Widen(x + i + 8), Widen(y + i + 8), a1);
+        }
+        for (; i + 8 <= n; i += 8) a0 = Fma.MultiplyAdd(Widen(x + i), Widen(y + i), a0);
+        float sum = Vector256.Sum(a0 + a1);
+        for (; i < n; i++) sum += Fp16.ToSingle(x[i]) * Fp16.ToSingle(y[i]);
+        return sum;
+    }
+
+    private static Vector256<float> Widen(ushort* p) => Fp16.Widen(Avx2.ConvertToVector256Int32(p).AsUInt32());
 }

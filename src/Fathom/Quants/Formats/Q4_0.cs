@@ -1,11 +1,155 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class Q4_0Format : WeightFormat
+/// <summary>ggml's block_q4_0: fp16 scale, then 16 bytes whose low nibbles are values 0..15 and high nibbles values 16..31.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal unsafe struct BlockQ4_0
 {
+    public const int Values = 32;
+    public ushort D;
+    public fixed byte Qs[Values / 2];
+}
+
+/// <summary>
+/// Q4_0: symmetric 4-bit blocks of 32, x = d·(q − 8). The scale maps the value of largest magnitude to −8 so the
+/// asymmetric range −8..7 is used in full. With importance, ggml's weighted scale search (make_qx_quants).
+/// </summary>
+public sealed unsafe class Q4_0Format : WeightFormat
+{
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private readonly KernelDispatch _dispatch = new(Paths);
+
     public override GgmlType Type => GgmlType.Q4_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        ReadOnlySpan<BlockQ4_0> b = MemoryMarshal.Cast<byte, BlockQ4_0>(blocks);
+        for (int i = 0; i < nb; i++)
+        {
+            float d = Fp16.ToSingle(b[i].D);
+            Span<float> y = values.Slice(i * BlockQ4_0.Values, BlockQ4_0.Values);
+            for (int j = 0; j < 16; j++)
+            {
+                int q = b[i].Qs[j];
+                y[j] = ((q & 0x0F) - 8) * d;
+                y[j + 16] = ((q >> 4) - 8) * d;
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        RowGuard.Importance(importance, values.Length);
+        Span<BlockQ4_0> b = MemoryMarshal.Cast<byte, BlockQ4_0>(blocks);
+        if (importance.IsEmpty)
+        {
+            for (int i = 0; i < nb; i++) QuantizeBlock(values.Slice(i * 32, 32), ref b[i]);
+            return;
+        }
+        float sigma2 = QuantMath.MeanSquare(values);
+        Span<float> weight = stackalloc float[32];
+        Span<byte> levels = stackalloc byte[32];
+        for (int i = 0; i < nb; i++)
+        {
+            ReadOnlySpan<float> x = values.Slice(i * 32, 32);
+            ReadOnlySpan<float> qw = importance.Slice(i * 32, 32);
+            for (int j = 0; j < 32; j++) weight[j] = qw[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
+            float d = QuantMath.MakeQxQuants(8, x, levels, 1, weight);
+            b[i].D = Fp16.FromSingle(d);
+            for (int j = 0; j < 16; j++) b[i].Qs[j] = (byte)(levels[j] | (levels[j + 16] << 4));
+        }
+    }
+
+    /// <summary>ggml's quantize_row_q4_0_ref for one block.</summary>
+    private static void QuantizeBlock(ReadOnlySpan<float> x, ref BlockQ4_0 block)
+    {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+        {
+            if (amax < MathF.Abs(x[j])) { amax = MathF.Abs(x[j]); max = x[j]; }
+        }
+        float d = max / -8;
+        float id = d != 0 ? 1f / d : 0f;
+        block.D = Fp16.FromSingle(d);
+        for (int j = 0; j < 16; j++)
+        {
+            // Truncation after +8.5 rounds to nearest; the largest value lands on 16 and is clamped to 15.
+            int q0 = Math.Min(15, (int)(x[j] * id + 8.5f));
+            int q1 = Math.Min(15, (int)(x[j + 16] * id + 8.5f));
+            block.Qs[j] = (byte)(q0 | (q1 << 4));
+        }
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            var x = (BlockQ4_0*)w;
+            var y = (BlockQ8_0*)a;
+            return _dispatch.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    private static float DotScalar(BlockQ4_0* x, BlockQ8_0* y, int nb)
+    {
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            int sumi = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int q = x[i].Qs[j];
+                sumi += ((q & 0x0F) - 8) * y[i].Qs[j] + ((q >> 4) - 8) * y[i].Qs[j + 16];
+            }
+            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+        }
+        return sum;
+    }
+
+    private static float DotPortable(BlockQ4_0* x, BlockQ8_0* y, int nb)
+    {
+        var low = Vector128.Create((byte)0x0F);
+        var eight = Vector128.Create((sbyte)8);
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            Vector128<sbyte> lo = (q & low).AsSByte() - eight;
+            Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte() - eight;
+            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
+            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+        }
+        return sum;
+    }
+
+    private static float DotAvx2(BlockQ4_0* x, BlockQ8_0* y, int nb)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        var eight = Vector256.Create((sbyte)8);
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++)
+        {
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            // Low nibbles fill the lower 16 lanes (values 0..15), high nibbles the upper (16..31).
+            Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
+            Vector256<int> dot = Int8Simd.DotQuadsAvx2(both.AsSByte() - eight, Vector256.Load(y[i].Qs));
+            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+        }
+        return Vector256.Sum(acc);
+    }
 }

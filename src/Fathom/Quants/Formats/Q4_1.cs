@@ -1,11 +1,159 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class Q4_1Format : WeightFormat
+/// <summary>ggml's block_q4_1: fp16 scale d and minimum m, then 32 nibbles (low nibbles values 0..15, high 16..31).</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal unsafe struct BlockQ4_1
 {
+    public const int Values = 32;
+    public ushort D;
+    public ushort M;
+    public fixed byte Qs[Values / 2];
+}
+
+/// <summary>
+/// Q4_1: asymmetric 4-bit blocks of 32, x = d·q + m. Without importance the block's range is split in 15 steps;
+/// with importance, ggml's weighted least-squares search over scale and minimum (make_qkx3_quants).
+/// </summary>
+public sealed unsafe class Q4_1Format : WeightFormat
+{
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private readonly KernelDispatch _dispatch = new(Paths);
+
     public override GgmlType Type => GgmlType.Q4_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        ReadOnlySpan<BlockQ4_1> b = MemoryMarshal.Cast<byte, BlockQ4_1>(blocks);
+        for (int i = 0; i < nb; i++)
+        {
+            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
+            Span<float> y = values.Slice(i * BlockQ4_1.Values, BlockQ4_1.Values);
+            for (int j = 0; j < 16; j++)
+            {
+                int q = b[i].Qs[j];
+                y[j] = (q & 0x0F) * d + m;
+                y[j + 16] = (q >> 4) * d + m;
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        RowGuard.Importance(importance, values.Length);
+        Span<BlockQ4_1> b = MemoryMarshal.Cast<byte, BlockQ4_1>(blocks);
+        if (importance.IsEmpty)
+        {
+            for (int i = 0; i < nb; i++) QuantizeBlock(values.Slice(i * 32, 32), ref b[i]);
+            return;
+        }
+        float sigma2 = QuantMath.MeanSquare(values);
+        Span<float> weight = stackalloc float[32];
+        Span<byte> levels = stackalloc byte[32];
+        Span<byte> scratch = stackalloc byte[32];
+        for (int i = 0; i < nb; i++)
+        {
+            ReadOnlySpan<float> x = values.Slice(i * 32, 32);
+            ReadOnlySpan<float> qw = importance.Slice(i * 32, 32);
+            for (int j = 0; j < 32; j++) weight[j] = qw[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
+            float d = QuantMath.MakeQkx3Quants(15, x, weight, levels, out float negatedMin, scratch, -0.9f, 0.05f, 36, false);
+            b[i].D = Fp16.FromSingle(d);
+            b[i].M = Fp16.FromSingle(-negatedMin);
+            for (int j = 0; j < 16; j++) b[i].Qs[j] = (byte)(levels[j] | (levels[j + 16] << 4));
+        }
+    }
+
+    /// <summary>ggml's quantize_row_q4_1_ref for one block.</summary>
+    private static void QuantizeBlock(ReadOnlySpan<float> x, ref BlockQ4_1 block)
+    {
+        float min = float.MaxValue, max = -float.MaxValue;
+        for (int j = 0; j < 32; j++)
+        {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        float d = (max - min) / 15;
+        float id = d != 0 ? 1f / d : 0f;
+        block.D = Fp16.FromSingle(d);
+        block.M = Fp16.FromSingle(min);
+        for (int j = 0; j < 16; j++)
+        {
+            int q0 = Math.Min(15, (int)((x[j] - min) * id + 0.5f));
+            int q1 = Math.Min(15, (int)((x[j + 16] - min) * id + 0.5f));
+            block.Qs[j] = (byte)(q0 | (q1 << 4));
+        }
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            var x = (BlockQ4_1*)w;
+            var y = (BlockQ8_1*)a;
+            return _dispatch.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    // Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·(dy·Σ qy), and the activation block carries s = dy·Σ qy.
+    private static float DotScalar(BlockQ4_1* x, BlockQ8_1* y, int nb)
+    {
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            int sumi = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int q = x[i].Qs[j];
+                sumi += (q & 0x0F) * y[i].Qs[j] + (q >> 4) * y[i].Qs[j + 16];
+            }
+            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+        }
+        return sum;
+    }
+
+    private static float DotPortable(BlockQ4_1* x, BlockQ8_1* y, int nb)
+    {
+        var low = Vector128.Create((byte)0x0F);
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            Vector128<sbyte> lo = (q & low).AsSByte();
+            Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte();
+            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
+            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+        }
+        return sum;
+    }
+
+    private static float DotAvx2(BlockQ4_1* x, BlockQ8_1* y, int nb)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        Vector256<float> acc = Vector256<float>.Zero;
+        float minTerms = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
+            Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(y[i].Qs));
+            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+        }
+        return Vector256.Sum(acc) + minTerms;
+    }
 }

@@ -1,11 +1,180 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class Q5_1Format : WeightFormat
+/// <summary>ggml's block_q5_1: fp16 scale d and minimum m, 32 fifth bits, 16 bytes of low nibbles.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal unsafe struct BlockQ5_1
 {
+    public const int Values = 32;
+    public ushort D;
+    public ushort M;
+    public uint Qh;
+    public fixed byte Qs[Values / 2];
+}
+
+/// <summary>
+/// Q5_1: asymmetric 5-bit blocks of 32, x = d·q + m. Without importance the range is split in 31 steps; with
+/// importance, ggml's weighted least-squares search over scale and minimum (make_qkx3_quants).
+/// </summary>
+public sealed unsafe class Q5_1Format : WeightFormat
+{
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private readonly KernelDispatch _dispatch = new(Paths);
+
     public override GgmlType Type => GgmlType.Q5_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        ReadOnlySpan<BlockQ5_1> b = MemoryMarshal.Cast<byte, BlockQ5_1>(blocks);
+        for (int i = 0; i < nb; i++)
+        {
+            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
+            uint qh = b[i].Qh;
+            Span<float> y = values.Slice(i * BlockQ5_1.Values, BlockQ5_1.Values);
+            for (int j = 0; j < 16; j++)
+            {
+                int q = b[i].Qs[j];
+                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
+                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+                y[j] = q0 * d + m;
+                y[j + 16] = q1 * d + m;
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        RowGuard.Importance(importance, values.Length);
+        Span<BlockQ5_1> b = MemoryMarshal.Cast<byte, BlockQ5_1>(blocks);
+        Span<byte> levels = stackalloc byte[32];
+        if (importance.IsEmpty)
+        {
+            for (int i = 0; i < nb; i++)
+            {
+                RoundBlock(values.Slice(i * 32, 32), levels, out b[i].D, out b[i].M);
+                Pack(levels, ref b[i]);
+            }
+            return;
+        }
+        float sigma2 = QuantMath.MeanSquare(values);
+        Span<float> weight = stackalloc float[32];
+        Span<byte> scratch = stackalloc byte[32];
+        for (int i = 0; i < nb; i++)
+        {
+            ReadOnlySpan<float> x = values.Slice(i * 32, 32);
+            ReadOnlySpan<float> qw = importance.Slice(i * 32, 32);
+            for (int j = 0; j < 32; j++) weight[j] = qw[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
+            float d = QuantMath.MakeQkx3Quants(31, x, weight, levels, out float negatedMin, scratch, -0.9f, 0.05f, 36, false);
+            b[i].D = Fp16.FromSingle(d);
+            b[i].M = Fp16.FromSingle(-negatedMin);
+            Pack(levels, ref b[i]);
+        }
+    }
+
+    /// <summary>ggml's quantize_row_q5_1_ref for one block.</summary>
+    private static void RoundBlock(ReadOnlySpan<float> x, Span<byte> levels, out ushort dBits, out ushort mBits)
+    {
+        float min = float.MaxValue, max = -float.MaxValue;
+        for (int j = 0; j < 32; j++)
+        {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        float d = (max - min) / 31;
+        float id = d != 0 ? 1f / d : 0f;
+        for (int j = 0; j < 32; j++) levels[j] = (byte)Math.Min(31, (int)((x[j] - min) * id + 0.5f));
+        dBits = Fp16.FromSingle(d);
+        mBits = Fp16.FromSingle(min);
+    }
+
+    private static void Pack(ReadOnlySpan<byte> levels, ref BlockQ5_1 block)
+    {
+        uint qh = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            block.Qs[j] = (byte)((levels[j] & 0x0F) | ((levels[j + 16] & 0x0F) << 4));
+            qh |= (uint)(levels[j] >> 4) << j;
+            qh |= (uint)(levels[j + 16] >> 4) << (j + 16);
+        }
+        block.Qh = qh;
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            var x = (BlockQ5_1*)w;
+            var y = (BlockQ8_1*)a;
+            return _dispatch.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    private static float DotScalar(BlockQ5_1* x, BlockQ8_1* y, int nb)
+    {
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            uint qh = x[i].Qh;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int q = x[i].Qs[j];
+                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
+                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+                sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
+            }
+            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+        }
+        return sum;
+    }
+
+    private static float DotPortable(BlockQ5_1* x, BlockQ8_1* y, int nb)
+    {
+        var low = Vector128.Create((byte)0x0F);
+        var bit4 = Vector128.Create((byte)0x10);
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            uint qh = x[i].Qh;
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            Vector128<sbyte> lo = ((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte();
+            Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte();
+            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
+            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+        }
+        return sum;
+    }
+
+    private static float DotAvx2(BlockQ5_1* x, BlockQ8_1* y, int nb)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        var bit4 = Vector256.Create((byte)0x10);
+        Vector256<float> acc = Vector256<float>.Zero;
+        float minTerms = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            Vector128<byte> q = Vector128.Load(x[i].Qs);
+            Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
+            Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x[i].Qh) & bit4;
+            Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y[i].Qs));
+            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+        }
+        return Vector256.Sum(acc) + minTerms;
+    }
 }

@@ -1,11 +1,132 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class Q8_KFormat : WeightFormat
+/// <summary>ggml's block_q8_K: float scale, 256 int8 values, and the sums of each 16 values (K-quant kernels fold their minimums with them).</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+internal unsafe struct BlockQ8_K
 {
+    public const int Values = 256;
+    public const int Groups = Values / 16;
+    public float D;
+    public fixed sbyte Qs[Values];
+    public fixed short Bsums[Groups];
+}
+
+/// <summary>
+/// Q8_K: the activation format of the K-quants and IQ types, 256 values per block, x = d·q with a float d.
+/// <see cref="Quantize"/> matches ggml's CPU <c>quantize_row_q8_K</c> bit for bit: the value of largest magnitude
+/// maps to −127 exactly (so |q| ≤ 127 and the int8 SIMD products never saturate). ggml has no Q8_K·Q8_K kernel;
+/// Fathom's is there so the format is complete.
+/// </summary>
+public sealed unsafe class Q8_KFormat : WeightFormat
+{
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private readonly KernelDispatch _dispatch = new(Paths);
+
     public override GgmlType Type => GgmlType.Q8_K;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        ReadOnlySpan<BlockQ8_K> b = MemoryMarshal.Cast<byte, BlockQ8_K>(blocks);
+        for (int i = 0; i < nb; i++)
+        {
+            float d = b[i].D;
+            Span<float> y = values.Slice(i * BlockQ8_K.Values, BlockQ8_K.Values);
+            for (int j = 0; j < BlockQ8_K.Values; j++) y[j] = d * b[i].Qs[j];
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        RowGuard.Importance(importance, values.Length);
+        Span<BlockQ8_K> b = MemoryMarshal.Cast<byte, BlockQ8_K>(blocks);
+        for (int i = 0; i < nb; i++) QuantizeBlock(values.Slice(i * BlockQ8_K.Values, BlockQ8_K.Values), ref b[i]);
+    }
+
+    private static void QuantizeBlock(ReadOnlySpan<float> x, ref BlockQ8_K block)
+    {
+        float amax = 0, max = 0;
+        for (int j = 0; j < BlockQ8_K.Values; j++)
+        {
+            float ax = MathF.Abs(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        if (amax == 0)
+        {
+            block.D = 0;
+            MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref block, 1)).Clear();
+            return;
+        }
+        float iscale = -127f / max;
+        for (int j = 0; j < BlockQ8_K.Values; j++) block.Qs[j] = (sbyte)Math.Min(127, QuantMath.NearestInt(iscale * x[j]));
+        for (int g = 0; g < BlockQ8_K.Groups; g++)
+        {
+            int sum = 0;
+            for (int j = 0; j < 16; j++) sum += block.Qs[g * 16 + j];
+            block.Bsums[g] = (short)sum;
+        }
+        block.D = 1 / iscale;
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        fixed (byte* w = weights)
+        fixed (byte* a = activations)
+        {
+            var x = (BlockQ8_K*)w;
+            var y = (BlockQ8_K*)a;
+            return _dispatch.Resolve(path) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    private static float DotScalar(BlockQ8_K* x, BlockQ8_K* y, int nb)
+    {
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            int sumi = 0;
+            for (int j = 0; j < BlockQ8_K.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
+            sum += x[i].D * y[i].D * sumi;
+        }
+        return sum;
+    }
+
+    private static float DotPortable(BlockQ8_K* x, BlockQ8_K* y, int nb)
+    {
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            Vector128<int> acc = Vector128<int>.Zero;
+            for (int j = 0; j < BlockQ8_K.Values; j += 16)
+                acc += Int8Simd.DotPortable(Vector128.Load(x[i].Qs + j), Vector128.Load(y[i].Qs + j));
+            sum += x[i].D * y[i].D * Vector128.Sum(acc);
+        }
+        return sum;
+    }
+
+    private static float DotAvx2(BlockQ8_K* x, BlockQ8_K* y, int nb)
+    {
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++)
+        {
+            Vector256<int> sumi = Vector256<int>.Zero;
+            for (int j = 0; j < BlockQ8_K.Values; j += 32)
+                sumi += Int8Simd.DotQuadsAvx2(Vector256.Load(x[i].Qs + j), Vector256.Load(y[i].Qs + j));
+            acc = Fma.MultiplyAdd(Vector256.Create(x[i].D * y[i].D), Avx.ConvertToVector256Single(sumi), acc);
+        }
+        return Vector256.Sum(acc);
+    }
 }

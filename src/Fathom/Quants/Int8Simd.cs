@@ -1,0 +1,62 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Fathom.Quants;
+
+/// <summary>SIMD pieces of the integer dot products: int8 pair sums and bit-to-byte expansion.</summary>
+internal static class Int8Simd
+{
+    /// <summary>
+    /// Sums of x·y over each group of four bytes (vpmaddubsw then vpmaddwd). vpmaddubsw wants one unsigned operand,
+    /// so |x| takes x's place and x's sign moves onto y. Exact while y ∈ [−127, 127] (every activation quantizer's
+    /// range), since then no int16 pair sum saturates.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> DotQuadsAvx2(Vector256<sbyte> x, Vector256<sbyte> y)
+    {
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(x), Avx2.Sign(y, x));
+        return Avx2.MultiplyAddAdjacent(pairs, Vector256<short>.One);
+    }
+
+    /// <summary>Sums of x·y over groups of four bytes for an unsigned x ∈ [0, 127] (no sign trick needed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> DotQuadsUnsignedAvx2(Vector256<byte> x, Vector256<sbyte> y)
+    {
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(x, y);
+        return Avx2.MultiplyAddAdjacent(pairs, Vector256<short>.One);
+    }
+
+    /// <summary>Four int32 partial sums of 16 int8 products, through widening only (Vector128, any ISA). Exact.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> DotPortable(Vector128<sbyte> x, Vector128<sbyte> y)
+    {
+        (Vector128<short> xl, Vector128<short> xh) = Vector128.Widen(x);
+        (Vector128<short> yl, Vector128<short> yh) = Vector128.Widen(y);
+        // |int8·int8| ≤ 16384 fits int16; pair sums might not, so widen before adding.
+        (Vector128<int> a, Vector128<int> b) = Vector128.Widen(xl * yl);
+        (Vector128<int> c, Vector128<int> d) = Vector128.Widen(xh * yh);
+        return (a + b) + (c + d);
+    }
+
+    /// <summary>Byte j of the result is 0xFF where bit j of <paramref name="bits"/> is set, else 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> BitsToBytesAvx2(uint bits)
+    {
+        // Spread byte k of the word over result bytes 8k..8k+7, then test one bit per byte.
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(bits).AsByte(),
+            Vector256.Create(0x0000000000000000UL, 0x0101010101010101UL, 0x0202020202020202UL, 0x0303030303030303UL).AsByte());
+        Vector256<byte> mask = Vector256.Create(0x8040201008040201UL).AsByte();
+        return Vector256.Equals(spread & mask, mask);
+    }
+
+    /// <inheritdoc cref="BitsToBytesAvx2"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<byte> BitsToBytes(uint bits16)
+    {
+        Vector128<byte> spread = Vector128.Shuffle(Vector128.Create(bits16).AsByte(),
+            Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+        Vector128<byte> mask = Vector128.Create(0x8040201008040201UL).AsByte();
+        return Vector128.Equals(spread & mask, mask);
+    }
+}
