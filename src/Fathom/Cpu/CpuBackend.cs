@@ -114,20 +114,6 @@ public sealed unsafe class CpuBackend : IComputeBackend
         }
     }
 
-    /// <summary>Numerically stable softmax in place (max subtracted, sum in double as ggml).</summary>
-    public static void Softmax(Span<float> values)
-    {
-        float max = TensorPrimitives.Max(values);
-        double sum = 0;
-        for (int i = 0; i < values.Length; i++)
-        {
-            float e = MathF.Exp(values[i] - max);
-            values[i] = e;
-            sum += e;
-        }
-        TensorPrimitives.Multiply(values, (float)(1.0 / sum), values);
-    }
-
     private int Pieces(int rows) => Math.Min(rows, Threads * PiecesPerThread);
 
     public void Dispose() => _pool.Dispose();
@@ -207,7 +193,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
             Span<float> scores = _scores[worker].AsSpan(0, length);
             for (int p = 0; p < length; p++)
                 scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(_keys + (long)p * _keyStride + kvHead * s.KeyDim, s.KeyDim)) * s.Scale;
-            Softmax(scores);
+            VectorMath.Softmax(scores);
             var o = new Span<float>(_output + ((long)token * s.Heads + head) * s.ValueDim, s.ValueDim);
             o.Clear();
             for (int p = 0; p < length; p++)

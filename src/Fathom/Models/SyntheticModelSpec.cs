@@ -31,6 +31,10 @@ public sealed record SyntheticModelSpec
     public float RmsEpsilon { get; init; } = 1e-6f;
 
     // deepseek2 (MLA + MoE)
+    /// <summary>
+    /// 0 writes a plain <c>attn_q</c> (DeepSeek-V2-Lite). llama.cpp only accepts that with 27 layers: it reads
+    /// <c>attention.q_lora_rank</c> as required unless the model has V2-Lite's layer count.
+    /// </summary>
     public int QLoraRank { get; init; }
     public int KvLoraRank { get; init; } = 64;
     public int QkNopeHeadDim { get; init; } = 32;
