@@ -91,7 +91,7 @@ internal sealed class WorkerPool : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _start.Release(_threads.Length);
+        if (_threads.Length > 0) _start.Release(_threads.Length);
         foreach (Thread t in _threads) t.Join();
         _start.Dispose();
         _done.Dispose();

@@ -14,6 +14,13 @@ public static class ModelTestKit
         return path;
     }
 
+    public static byte[] Bytes(GgufWriter writer)
+    {
+        using var stream = new MemoryStream();
+        writer.WriteTo(stream);
+        return stream.ToArray();
+    }
+
     /// <summary>‖a − b‖ / ‖b‖.</summary>
     public static double RelativeL2(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
