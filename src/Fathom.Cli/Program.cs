@@ -1,2 +1,4 @@
 // The `fathom` command. Each verb lives in Commands/<Verb>Command.cs and only wires options to the engine.
-return 0;
+using Fathom.Cli;
+
+return FathomCommandLine.Invoke(args, Console.Out, Console.Error);

@@ -68,21 +68,23 @@ internal sealed unsafe class GgufParser
 
     // ---- primitives ----
 
-    private void Need(long bytes, string field)
-    {
-        if (bytes > Remaining) throw Error(field, _pos, $"needs {bytes} bytes but the file ends {Remaining} bytes later");
-    }
+    private static readonly string[] DimensionFields = ["ne[0]", "ne[1]", "ne[2]", "ne[3]"];
 
+    /// <summary>Reads one little-endian value; <paramref name="detail"/> is joined to the field name only for an error,
+    /// so the tensor loop builds no strings on the good path.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private T Read<T>(string field) where T : unmanaged
+    private T Read<T>(string field, string? detail = null) where T : unmanaged
     {
-        Need(sizeof(T), field);
+        if (sizeof(T) > Remaining) throw Truncated(sizeof(T), detail is null ? field : $"{field} {detail}");
         T value = Unsafe.ReadUnaligned<T>(_data + _pos);
         _pos += sizeof(T);
         return value;
     }
 
-    private uint ReadU32(string field) => Read<uint>(field);
+    private GgufFormatException Truncated(long bytes, string field) =>
+        Error(field, _pos, $"needs {bytes} bytes but the file ends {Remaining} bytes later");
+
+    private uint ReadU32(string field, string? detail = null) => Read<uint>(field, detail);
 
     /// <summary>A signed 64-bit count whose items take at least <paramref name="minItemSize"/> bytes each.</summary>
     private long ReadCount(string field, int minItemSize)
@@ -133,7 +135,7 @@ internal sealed unsafe class GgufParser
     private GgufValueType ReadValueType(string field)
     {
         long at = _pos;
-        uint id = ReadU32(field + " (value type)");
+        uint id = ReadU32(field, "(value type)");
         return GgufValueTypes.IsDefined(id) ? (GgufValueType)id : throw Error(field, at, $"unknown value type {id}");
     }
 
@@ -168,9 +170,9 @@ internal sealed unsafe class GgufParser
     private GgufValue ReadArray(string field, int depth)
     {
         if (depth > GgufLimits.MaxArrayDepth) throw Error(field, _pos, $"arrays nested deeper than {GgufLimits.MaxArrayDepth} levels");
-        GgufValueType elementType = ReadValueType(field + " (array element type)");
+        GgufValueType elementType = ReadValueType(field);
         long at = _pos;
-        ulong count = Read<ulong>(field + " (array length)");
+        ulong count = Read<ulong>(field, "(array length)");
         int minSize = GgufValueTypes.MinimumSize(elementType);
         if (count > (ulong)(Remaining / minSize))
             throw Error(field, at, $"array of {count} {elementType} values cannot fit in the {Remaining} bytes left");
@@ -248,7 +250,8 @@ internal sealed unsafe class GgufParser
             if (!names.Add(name)) throw Error($"tensor '{name}'", at, "duplicate tensor name");
 
             long dimsAt = _pos;
-            uint dims = ReadU32($"tensor '{name}' n_dims");
+            string tensor = $"tensor '{name}'";
+            uint dims = ReadU32(tensor, "n_dims");
             if (dims is 0 or > GgufLimits.MaxDimensions)
                 throw Error($"tensor '{name}' n_dims", dimsAt, $"{dims} dimensions; 1 to {GgufLimits.MaxDimensions} are allowed");
             var shape = new long[dims];
@@ -256,7 +259,7 @@ internal sealed unsafe class GgufParser
             for (int d = 0; d < dims; d++)
             {
                 long dimAt = _pos;
-                long ne = Read<long>($"tensor '{name}' ne[{d}]");
+                long ne = Read<long>(tensor, DimensionFields[d]);
                 if (ne < 1) throw Error($"tensor '{name}' ne[{d}]", dimAt, $"dimension {ne} is not positive");
                 if (elements > long.MaxValue / ne)
                     throw Error($"tensor '{name}' shape", dimsAt, $"element count of shape [{string.Join(", ", shape[..d])}, {ne}, …] overflows 64 bits");
@@ -265,7 +268,7 @@ internal sealed unsafe class GgufParser
             }
 
             long typeAt = _pos;
-            uint typeId = ReadU32($"tensor '{name}' type");
+            uint typeId = ReadU32(tensor, "type");
             if (!GgmlTypes.IsKnown(typeId)) throw Error($"tensor '{name}' type", typeAt, $"unknown ggml type id {typeId}");
             GgmlTypeLayout layout = GgmlTypes.Layout((GgmlType)typeId);
             if (shape[0] % layout.BlockSize != 0)
@@ -276,7 +279,7 @@ internal sealed unsafe class GgufParser
             long byteSize = rowBytes * rows;
 
             long offsetAt = _pos;
-            ulong offset = Read<ulong>($"tensor '{name}' offset");
+            ulong offset = Read<ulong>(tensor, "offset");
             if (offset > (ulong)_length) throw Error($"tensor '{name}' offset", offsetAt, $"data offset {offset} is past the end of the {_length}-byte file");
             if (offset % (ulong)alignment != 0)
                 throw Error($"tensor '{name}' offset", offsetAt, $"data offset {offset} is not a multiple of the alignment {alignment}");

@@ -127,4 +127,28 @@ public sealed class GgufRoundTripTests : IDisposable
         file.Dispose();
         Assert.Throws<ObjectDisposedException>(() => file.GetTensorData(file.Tensors[0]));
     }
+
+    [Fact]
+    public void TensorsOver2GiBAreReachableByPointerNotBySpan()
+    {
+        // A sparse file: the header and a 2 GiB + 32 byte I8 tensor that the file system need not store.
+        long elements = (1L << 31) + 32;
+        var header = new RawGguf().Header(tensors: 1).TensorInfo("huge", [elements], GgmlType.I8, 0).PadTo(32).ToArray();
+        string path = Path.Combine(_dir, "huge.gguf");
+        using (var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
+        {
+            stream.Write(header);
+            stream.SetLength(header.Length + elements);
+        }
+        using GgufFile file = GgufFile.Open(path);
+        GgufTensorInfo huge = file.GetTensor("huge");
+        Assert.Equal(elements, huge.ByteSize);
+        var e = Assert.Throws<InvalidOperationException>(() => file.GetTensorData(huge));
+        Assert.Contains("GetTensorPointer", e.Message);
+        unsafe
+        {
+            byte* p = file.GetTensorPointer(huge);
+            Assert.Equal(0, p[elements - 1]);
+        }
+    }
 }

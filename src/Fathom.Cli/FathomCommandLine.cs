@@ -1,0 +1,18 @@
+using System.CommandLine;
+using Fathom.Cli.Commands;
+
+namespace Fathom.Cli;
+
+/// <summary>The root command and its verbs; <see cref="Invoke"/> is what <c>Program</c> and in-process tests call.</summary>
+public static class FathomCommandLine
+{
+    public static RootCommand Create()
+    {
+        var root = new RootCommand("Fathom: run DeepSeek reasoning models (R1, V3 and the distills) from GGUF files, in .NET.");
+        root.Subcommands.Add(InfoCommand.Create());
+        return root;
+    }
+
+    public static int Invoke(string[] args, TextWriter output, TextWriter error) =>
+        Create().Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+}
