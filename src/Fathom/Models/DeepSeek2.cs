@@ -25,35 +25,33 @@ public sealed class DeepSeek2 : Model
     private readonly FeedForwardLayer[] _feedForward;
     private readonly Rope _rope;
     private readonly AttentionShape _shape;
+    private readonly MixtureOfExperts? _moe;
     private readonly int _nope, _rot, _qkHead, _vHead, _kvLora;
 
-    public DeepSeek2(GgufFile file, ModelConfig config, IComputeBackend backend, bool ownsFile = false)
+    public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
         : base(file, config, backend, ownsFile)
     {
-        ModelConfig c = config;
-        int d = c.Embedding, heads = c.Heads;
-        bool split = c.KeyLengthMla > 0;
-        // Files in the absorbed layout describe one latent "head" in key_length/value_length and the real head
-        // sizes in the *_mla keys; older files describe the decompressed heads directly.
-        _qkHead = split ? c.KeyLengthMla : c.KeyLength;
-        _vHead = split ? c.ValueLengthMla : c.ValueLength;
-        _rot = c.RopeDimensions;
-        _nope = _qkHead - _rot;
-        _kvLora = c.KvLoraRank;
-        if (_nope <= 0 || _vHead <= 0)
-            throw new GgufFormatException(file.Path, c.Architecture, -1, $"query head of {_qkHead} leaves no room beside {_rot} rotary dimensions");
-        if (split && (c.KeyLength != _kvLora + _rot || c.ValueLength != _kvLora))
-            throw new GgufFormatException(file.Path, c.Architecture, -1,
-                $"absorbed-MLA key/value lengths {c.KeyLength}/{c.ValueLength} should be kv_lora_rank+n_rot/kv_lora_rank = {_kvLora + _rot}/{_kvLora}");
+        // The hyperparameters have checked the MLA sizes against each other and against both file layouts.
+        MultiHeadLatentAttention mla = config.Mla
+            ?? throw new GgufFormatException(file.Path, GgufKeys.Arch.AttentionKvLoraRank("deepseek2"), -1, "deepseek2 needs MLA hyperparameters");
+        _moe = config.Moe;
+        int d = config.EmbeddingLength, heads = config.HeadCount;
+        _qkHead = mla.QkHeadDim;
+        _vHead = mla.VHeadDim;
+        _rot = mla.QkRopeHeadDim;
+        _nope = mla.QkNopeHeadDim;
+        _kvLora = mla.KvLoraRank;
+        if (config.Rope.DimensionCount != _rot)
+            throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeDimensionCount("deepseek2"), -1, $"{config.Rope.DimensionCount} rotary dimensions; MLA's rotary part is {_rot}");
 
-        _attention = new AttentionLayer[c.Layers];
-        _feedForward = new FeedForwardLayer[c.Layers];
-        for (int i = 0; i < c.Layers; i++)
+        _attention = new AttentionLayer[config.BlockCount];
+        _feedForward = new FeedForwardLayer[config.BlockCount];
+        for (int i = 0; i < config.BlockCount; i++)
         {
             string p = $"blk.{i}.";
-            bool qLora = c.QLoraRank > 0;
+            bool qLora = mla.QLoraRank > 0;
             WeightMatrix[] kB, vB;
-            if (Tensors.Has(p + "attn_k_b.weight"))
+            if (mla.AbsorbedLayout)
             {
                 kB = Tensors.Stack(p + "attn_k_b.weight", _nope, _kvLora, heads);
                 vB = Tensors.Stack(p + "attn_v_b.weight", _kvLora, _vHead, heads);
@@ -64,31 +62,31 @@ public sealed class DeepSeek2 : Model
             }
             _attention[i] = new AttentionLayer(
                 Tensors.Vector(p + "attn_norm.weight", d),
-                qLora ? Tensors.Matrix(p + "attn_q_a.weight", d, c.QLoraRank) : null,
-                qLora ? Tensors.Vector(p + "attn_q_a_norm.weight", c.QLoraRank) : null,
-                qLora ? Tensors.Matrix(p + "attn_q_b.weight", c.QLoraRank, heads * _qkHead) : Tensors.Matrix(p + "attn_q.weight", d, heads * _qkHead),
+                qLora ? Tensors.Matrix(p + "attn_q_a.weight", d, mla.QLoraRank) : null,
+                qLora ? Tensors.Vector(p + "attn_q_a_norm.weight", mla.QLoraRank) : null,
+                qLora ? Tensors.Matrix(p + "attn_q_b.weight", mla.QLoraRank, heads * _qkHead) : Tensors.Matrix(p + "attn_q.weight", d, heads * _qkHead),
                 Tensors.Matrix(p + "attn_kv_a_mqa.weight", d, _kvLora + _rot),
                 Tensors.Vector(p + "attn_kv_a_norm.weight", _kvLora),
                 kB, vB,
                 Tensors.Matrix(p + "attn_output.weight", heads * _vHead, d));
 
             float[] ffnNorm = Tensors.Vector(p + "ffn_norm.weight", d);
-            if (i < c.LeadingDenseBlocks || c.Experts == 0)
+            if (_moe is null || i < _moe.LeadingDenseBlockCount)
             {
                 _feedForward[i] = new FeedForwardLayer(ffnNorm,
-                    Tensors.Matrix(p + "ffn_gate.weight", d, c.FeedForward),
-                    Tensors.Matrix(p + "ffn_up.weight", d, c.FeedForward),
-                    Tensors.Matrix(p + "ffn_down.weight", c.FeedForward, d), null);
+                    Tensors.Matrix(p + "ffn_gate.weight", d, config.FeedForwardLength),
+                    Tensors.Matrix(p + "ffn_up.weight", d, config.FeedForwardLength),
+                    Tensors.Matrix(p + "ffn_down.weight", config.FeedForwardLength, d), null);
             }
             else
             {
-                int ff = c.ExpertFeedForward, shared = c.ExpertFeedForward * c.SharedExperts;
+                int ff = _moe.ExpertFeedForwardLength, shared = ff * _moe.SharedExpertCount, experts = _moe.ExpertCount;
                 var moe = new MoeWeights(
-                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, c.Experts),
-                    Tensors.OptionalVector(p + "exp_probs_b.bias", c.Experts),
-                    Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, c.Experts),
-                    Tensors.Stack(p + "ffn_up_exps.weight", d, ff, c.Experts),
-                    Tensors.Stack(p + "ffn_down_exps.weight", ff, d, c.Experts));
+                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
+                    Tensors.OptionalVector(p + "exp_probs_b.bias", experts),
+                    Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, experts),
+                    Tensors.Stack(p + "ffn_up_exps.weight", d, ff, experts),
+                    Tensors.Stack(p + "ffn_down_exps.weight", ff, d, experts));
                 _feedForward[i] = new FeedForwardLayer(ffnNorm,
                     shared > 0 ? Tensors.Matrix(p + "ffn_gate_shexp.weight", d, shared) : null,
                     shared > 0 ? Tensors.Matrix(p + "ffn_up_shexp.weight", d, shared) : null,
@@ -96,7 +94,7 @@ public sealed class DeepSeek2 : Model
             }
         }
 
-        (_rope, float attentionScale) = BuildRope(c, _rot, _qkHead);
+        (_rope, float attentionScale) = BuildRope(file, config.Rope, _qkHead);
         _shape = new AttentionShape(heads, 1, _kvLora + _rot, _kvLora, attentionScale);
     }
 
@@ -106,21 +104,28 @@ public sealed class DeepSeek2 : Model
     /// <c>(1 + 0.1·mscale_all_dim·ln factor)²</c>, while the rotated values keep magnitude 1 (with a zero
     /// multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does the scale).
     /// </summary>
-    private static (Rope Rope, float Scale) BuildRope(ModelConfig c, int rot, int qkHead)
+    private static (Rope Rope, float Scale) BuildRope(GgufFile file, RopeParameters r, int qkHead)
     {
         float baseScale = 1f / MathF.Sqrt(qkHead);
-        if (c.RopeScaling != "yarn")
+        switch (r.ScalingType)
         {
-            float linear = c.RopeScaling == "linear" ? 1f / c.RopeScalingFactor : 1f;
-            return (new Rope(RopeStyle.Normal, rot, c.RopeBase, linear), baseScale);
+            case RopeScalingType.None:
+                return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase), baseScale);
+            case RopeScalingType.Linear:
+                return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / r.ScalingFactor), baseScale);
+            case RopeScalingType.Yarn when r.OriginalContextLength > 0:
+                break;
+            default:
+                throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeScalingType("deepseek2"), -1,
+                    $"RoPE scaling {r.ScalingType} needs rope.scaling.original_context_length or is not supported");
         }
-        float factor = c.RopeScalingFactor;
+        float factor = r.ScalingFactor;
         float logFactor = MathF.Log(factor);
-        float mscaleAllDim = c.YarnLogMultiplier / 0.1f;
+        float mscaleAllDim = r.YarnLogMultiplier / 0.1f;
         float magnitude = mscaleAllDim != 0 ? 1f : YarnMscale(factor, 1f);
         float mscale = magnitude * (1f + 0.1f * mscaleAllDim * logFactor);
-        var yarn = new YarnParameters(c.RopeOriginalContext, magnitude);
-        return (new Rope(RopeStyle.Normal, rot, c.RopeBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
+        var yarn = new YarnParameters(r.OriginalContextLength, magnitude);
+        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
     }
 
     private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
@@ -151,30 +156,30 @@ public sealed class DeepSeek2 : Model
 
     protected override KvCache CreateCache(int contextSize) =>
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
-        new(Config.Layers, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
+        new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
 
     protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
     {
-        int d = Config.Embedding;
+        int d = Config.EmbeddingLength;
         Span<float> h = session.Scratch("norm", tokens * d);
-        Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsEpsilon);
+        Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsNormEpsilon);
         Attention(_attention[layer], session, h, x, tokens, firstPosition, session.Cache[layer]);
 
         FeedForwardLayer f = _feedForward[layer];
-        Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsEpsilon);
+        Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
         if (f.Moe is { } moe) Experts(moe, session, h, x, tokens);
         if (f.Gate is not null) FeedForward(session, h, x, tokens, f.Gate, f.Up!, f.Down!);
     }
 
     private void Attention(AttentionLayer w, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens, int firstPosition, KvLayerCache cache)
     {
-        int heads = Config.Heads, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
+        int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
         Span<float> q = session.Scratch("q", tokens * qRow);
         if (w.QueryA is not null)
         {
             Span<float> qa = session.Scratch("q_a", tokens * w.QueryA.Rows);
             Backend.MatMul(w.QueryA, h, qa, tokens);
-            Backend.RmsNorm(qa, w.QueryANorm!, qa, tokens, Config.RmsEpsilon);
+            Backend.RmsNorm(qa, w.QueryANorm!, qa, tokens, Config.RmsNormEpsilon);
             Backend.MatMul(w.Query, qa, q, tokens);
         }
         else
@@ -190,7 +195,7 @@ public sealed class DeepSeek2 : Model
         for (int t = 0; t < tokens; t++)
         {
             Span<float> row = cache.KeyRow(firstPosition + t);
-            Backend.RmsNorm(kv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsEpsilon);
+            Backend.RmsNorm(kv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
             kv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
         }
 
@@ -224,15 +229,15 @@ public sealed class DeepSeek2 : Model
             for (int t = 0; t < tokens; t++)
                 headOut.Slice(t * _vHead, _vHead).CopyTo(values.Slice((t * heads + hd) * _vHead, _vHead));
         }
-        Span<float> projected = session.Scratch("attn_out", tokens * Config.Embedding);
+        Span<float> projected = session.Scratch("attn_out", tokens * Config.EmbeddingLength);
         Backend.MatMul(w.Output, values, projected, tokens);
         TensorPrimitives.Add(x, projected, x);
     }
 
     private void Experts(MoeWeights moe, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens)
     {
-        ModelConfig c = Config;
-        int experts = c.Experts, used = c.ExpertsUsed, d = c.Embedding;
+        MixtureOfExperts c = _moe!;
+        int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
         Span<float> logits = session.Scratch("router", tokens * experts);
         Backend.MatMul(moe.Router, h, logits, tokens);
 
@@ -243,11 +248,11 @@ public sealed class DeepSeek2 : Model
         for (int t = 0; t < tokens; t++)
         {
             Span<float> probs = logits.Slice(t * experts, experts);
-            if (c.ExpertGating == ExpertGating.Softmax) VectorMath.Softmax(probs);
+            if (c.GatingFunction == ExpertGatingFunction.Softmax) VectorMath.Softmax(probs);
             else VectorMath.Sigmoid(probs);
             probs.CopyTo(selection);
             if (moe.SelectionBias is not null) TensorPrimitives.Add(selection, moe.SelectionBias, selection);
-            if (c.ExpertGroups > 1 && c.ExpertGroupsUsed < c.ExpertGroups) MaskWeakGroups(selection, c.ExpertGroups, c.ExpertGroupsUsed);
+            if (c.GroupCount > 1 && c.GroupUsedCount < c.GroupCount) MaskWeakGroups(selection, c.GroupCount, c.GroupUsedCount);
 
             Span<float> w = chosenWeights.Slice(t * used, used);
             Span<float> ids = chosen.Slice(t * used, used);
@@ -258,19 +263,19 @@ public sealed class DeepSeek2 : Model
                 w[k] = probs[best];
                 selection[best] = float.NegativeInfinity;
             }
-            if (c.ExpertWeightsNorm)
+            if (c.WeightsNormalized)
             {
                 float sum = MathF.Max(TensorPrimitives.Sum(w), 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
                 TensorPrimitives.Divide(w, sum, w);
             }
-            TensorPrimitives.Multiply(w, c.ExpertWeightsScale, w);
+            TensorPrimitives.Multiply(w, c.WeightsScale, w);
         }
 
         // Run each expert once over the tokens routed to it.
         Span<float> batch = session.Scratch("expert_in", tokens * d);
         Span<float> output = session.Scratch("expert_out", tokens * d);
-        Span<float> gate = session.Scratch("expert_gate", tokens * c.ExpertFeedForward);
-        Span<float> up = session.Scratch("expert_up", tokens * c.ExpertFeedForward);
+        Span<float> gate = session.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
+        Span<float> up = session.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
         int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
         Span<int> members = rented.AsSpan(0, tokens);
         Span<float> memberWeights = session.Scratch("expert_member_weights", tokens);
@@ -291,7 +296,7 @@ public sealed class DeepSeek2 : Model
                 if (m == 0) continue;
                 Backend.MatMul(moe.Gate[e], batch, gate, m);
                 Backend.MatMul(moe.Up[e], batch, up, m);
-                Backend.SiluMul(gate[..(m * c.ExpertFeedForward)], up);
+                Backend.SiluMul(gate[..(m * c.ExpertFeedForwardLength)], up);
                 Backend.MatMul(moe.Down[e], gate, output, m);
                 for (int i = 0; i < m; i++)
                 {

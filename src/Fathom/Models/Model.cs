@@ -15,14 +15,14 @@ public abstract class Model : IDisposable
     private readonly WeightMatrix _output;
     private readonly bool _ownsFile;
 
-    protected Model(GgufFile file, ModelConfig config, IComputeBackend backend, bool ownsFile)
+    protected Model(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile)
     {
         File = file;
         Config = config;
         Backend = backend;
         _ownsFile = ownsFile;
         Tensors = new ModelTensors(file);
-        int d = config.Embedding;
+        int d = config.EmbeddingLength;
         _embedding = Tensors.Matrix("token_embd.weight", d, config.VocabSize);
         _outputNorm = Tensors.Vector("output_norm.weight", d);
         // Models with tied embeddings have no output.weight: the embedding matrix is the output projection.
@@ -30,7 +30,7 @@ public abstract class Model : IDisposable
     }
 
     public GgufFile File { get; }
-    public ModelConfig Config { get; }
+    public ModelHyperparameters Config { get; }
     public IComputeBackend Backend { get; }
     protected ModelTensors Tensors { get; }
     public int VocabSize => Config.VocabSize;
@@ -58,16 +58,16 @@ public abstract class Model : IDisposable
             if ((uint)token >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {VocabSize}");
         session.EnsureRoom(n);
 
-        int d = Config.Embedding;
+        int d = Config.EmbeddingLength;
         Span<float> x = session.Scratch("x", n * d);
         for (int t = 0; t < n; t++) _embedding.DequantizeRow(tokens[t], x.Slice(t * d, d));
 
-        for (int layer = 0; layer < Config.Layers; layer++)
+        for (int layer = 0; layer < Config.BlockCount; layer++)
             Block(layer, session, x, n, session.Position);
 
         Span<float> last = x.Slice((n - outputs) * d, outputs * d);
         Span<float> normed = session.Scratch("output_norm", outputs * d);
-        Backend.RmsNorm(last, _outputNorm, normed, outputs, Config.RmsEpsilon);
+        Backend.RmsNorm(last, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
         Backend.MatMul(_output, normed, logits, outputs);
         session.Advance(n);
     }

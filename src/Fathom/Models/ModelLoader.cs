@@ -7,8 +7,6 @@ namespace Fathom.Models;
 /// <summary>Opens a GGUF model and builds the architecture its <c>general.architecture</c> names.</summary>
 public static class ModelLoader
 {
-    public static IReadOnlyList<string> Architectures { get; } = ["llama", "qwen2", "deepseek2"];
-
     /// <summary>Opens <paramref name="path"/> (the first part of a split model) and loads it on the CPU; the model owns the file.</summary>
     public static Model Load(string path, ModelOptions? options = null)
     {
@@ -43,14 +41,14 @@ public static class ModelLoader
     /// <summary>Loads a model onto a given backend (the model disposes it).</summary>
     public static Model Load(GgufFile file, IComputeBackend backend, bool ownsFile = false)
     {
-        ModelConfig config = ModelConfig.Read(file.Metadata);
+        // Reading the hyperparameters also rejects architectures Fathom does not run, naming the key.
+        ModelHyperparameters config = ModelHyperparameters.FromMetadata(file.Metadata);
         return config.Architecture switch
         {
-            "llama" => new Llama(file, config, backend, ownsFile),
-            "qwen2" => new Qwen2(file, config, backend, ownsFile),
-            "deepseek2" => new DeepSeek2(file, config, backend, ownsFile),
-            string other => throw new NotSupportedException(
-                $"{file.Path}: architecture '{other}' is not supported; Fathom runs {string.Join(", ", Architectures)}."),
+            ModelArchitecture.Llama => new Llama(file, config, backend, ownsFile),
+            ModelArchitecture.Qwen2 => new Qwen2(file, config, backend, ownsFile),
+            ModelArchitecture.DeepSeek2 => new DeepSeek2(file, config, backend, ownsFile),
+            _ => throw new NotSupportedException($"{file.Path}: architecture {config.Architecture} has no forward pass"),
         };
     }
 }

@@ -114,7 +114,7 @@ public sealed class ModelForwardTests
         SyntheticModelSpec spec = LlamaCppAgreementTests.Spec("llama") with { Heads = 8, KvHeads = 3 };
         using GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(spec)));
         var e = Assert.Throws<GgufFormatException>(() => ModelLoader.Load(file));
-        Assert.Contains("not a multiple", e.Message);
+        Assert.Contains("head_count_kv", e.Message);
     }
 
     [Fact]
