@@ -1,0 +1,118 @@
+using System.Buffers.Binary;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static Fathom.Quants.Formats.Q2_KFormat;
+
+namespace Fathom.Quants.Formats;
+
+/// <summary>
+/// Q2_K × Q8_K dot kernels. Per super-block: d·a·Σ_g sc_g·(q·x)_g − dmin·a·Σ_g m_g·(Σx)_g, the offsets taken from
+/// the Q8_K group sums, which match Q2_K's 16-value groups.
+/// </summary>
+internal static unsafe class Q2_KDot
+{
+    public static float Scalar(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        float sum = 0;
+        for (int i = 0; i < blocks; i++)
+        {
+            ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            int levelSum = 0, minSum = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                int sc = w[ScalesOffset + g];
+                minSum += (sc >> 4) * BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 2 * g)..]);
+                int dot = 0;
+                for (int l = 0; l < 16; l++)
+                    dot += Level(w, 16 * g + l) * (sbyte)a[KQuantBlocks.Q8KValues + 16 * g + l];
+                levelSum += (sc & 0xF) * dot;
+            }
+            float ad = BinaryPrimitives.ReadSingleLittleEndian(a);
+            sum += ad * KQuantBlocks.ReadHalf(w, DOffset) * levelSum - ad * KQuantBlocks.ReadHalf(w, DMinOffset) * minSum;
+        }
+        return sum;
+    }
+
+    public static float WithVector128(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            float sum = 0;
+            Vector128<byte> low2 = Vector128.Create((byte)0x03);
+            for (int i = 0; i < blocks; i++)
+            {
+                byte* w = wp + (long)i * BlockBytes;
+                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
+                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                byte* scales = w + ScalesOffset;
+                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                int minSum = 0;
+                for (int g = 0; g < 16; g++) minSum += (scales[g] >> 4) * groupSums[g];
+
+                Vector128<int> acc = Vector128<int>.Zero;
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int h = 0; h < 2; h++)
+                    {
+                        Vector128<byte> bits = Vector128.Load(w + LevelsOffset + 32 * half + 16 * h);
+                        sbyte* xs = x + 128 * half + 16 * h;
+                        byte* sc = scales + 8 * half + h;
+                        acc += KQuantVector.DotU8I8(bits & low2, Vector128.Load(xs)) * (sc[0] & 0xF)
+                             + KQuantVector.DotU8I8((bits >>> 2) & low2, Vector128.Load(xs + 32)) * (sc[2] & 0xF)
+                             + KQuantVector.DotU8I8((bits >>> 4) & low2, Vector128.Load(xs + 64)) * (sc[4] & 0xF)
+                             + KQuantVector.DotU8I8(bits >>> 6, Vector128.Load(xs + 96)) * (sc[6] & 0xF);
+                    }
+                }
+                float ad = *(float*)a;
+                sum += ad * KQuantBlocks.ReadHalf(w + DOffset) * Vector128.Sum(acc) - ad * KQuantBlocks.ReadHalf(w + DMinOffset) * minSum;
+            }
+            return sum;
+        }
+    }
+
+    public static float WithAvx2(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector256<byte> low2 = Vector256.Create((byte)0x03);
+            for (int i = 0; i < blocks; i++)
+            {
+                byte* w = wp + (long)i * BlockBytes;
+                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
+                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                // (d·a, dmin·a) from the two fp16 fields at once.
+                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
+
+                Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
+                Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
+                Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
+                acc = Fma.MultiplyAddNegated(Avx2.BroadcastScalarToVector256(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01)), Avx.ConvertToVector256Single(minProducts), acc);
+
+                Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
+                Vector256<int> sumi = Vector256<int>.Zero;
+                for (int half = 0; half < 2; half++)
+                {
+                    Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
+                    Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
+                    sbyte* xs = x + 128 * half;
+                    Vector256<short> p0 = Avx2.MultiplyAddAdjacent(bits & low2, Avx.LoadVector256(xs));
+                    Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2, Avx.LoadVector256(xs + 32));
+                    Vector256<short> p2 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx.LoadVector256(xs + 64));
+                    Vector256<short> p3 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 6).AsByte() & low2, Avx.LoadVector256(xs + 96));
+                    sumi += Avx2.MultiplyAddAdjacent(p0, KQuantVector.PickGroupScales(groupScales, 0))
+                          + Avx2.MultiplyAddAdjacent(p1, KQuantVector.PickGroupScales(groupScales, 1))
+                          + Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2))
+                          + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3));
+                }
+                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
+            }
+            return KQuantVector.HorizontalSum(acc);
+        }
+    }
+}

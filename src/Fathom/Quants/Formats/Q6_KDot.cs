@@ -1,0 +1,125 @@
+using System.Buffers.Binary;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static Fathom.Quants.Formats.Q6_KFormat;
+
+namespace Fathom.Quants.Formats;
+
+/// <summary>
+/// Q6_K × Q8_K dot kernels. Per super-block: d·a·Σ_g sc_g·Σ (q − 32)·x. The vector paths multiply the unsigned
+/// levels q and subtract 32·Σ_g sc_g·(Σx)_g using the Q8_K group sums, which match Q6_K's 16-value groups.
+/// </summary>
+internal static unsafe class Q6_KDot
+{
+    public static float Scalar(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        float sum = 0;
+        for (int i = 0; i < blocks; i++)
+        {
+            ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            int total = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                int dot = 0;
+                for (int l = 0; l < 16; l++)
+                {
+                    int v = 16 * g + l;
+                    dot += (Level(w, v) - 32) * (sbyte)a[KQuantBlocks.Q8KValues + v];
+                }
+                total += (sbyte)w[ScalesOffset + g] * dot;
+            }
+            sum += BinaryPrimitives.ReadSingleLittleEndian(a) * KQuantBlocks.ReadHalf(w, DOffset) * total;
+        }
+        return sum;
+    }
+
+    public static float WithVector128(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            float sum = 0;
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F), low2 = Vector128.Create((byte)0x03);
+            for (int i = 0; i < blocks; i++)
+            {
+                byte* w = wp + (long)i * BlockBytes;
+                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
+                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                sbyte* scales = (sbyte*)(w + ScalesOffset);
+                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                int offset = 0;
+                for (int g = 0; g < 16; g++) offset += scales[g] * groupSums[g];
+
+                Vector128<int> acc = Vector128<int>.Zero;
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int h = 0; h < 2; h++)
+                    {
+                        Vector128<byte> ql0 = Vector128.Load(w + LowOffset + 64 * half + 16 * h);
+                        Vector128<byte> ql1 = Vector128.Load(w + LowOffset + 64 * half + 32 + 16 * h);
+                        Vector128<byte> qh = Vector128.Load(w + HighOffset + 32 * half + 16 * h);
+                        Vector128<byte> q0 = (ql0 & low4) | ((qh & low2) << 4);
+                        Vector128<byte> q1 = (ql1 & low4) | (((qh >>> 2) & low2) << 4);
+                        Vector128<byte> q2 = (ql0 >>> 4) | (((qh >>> 4) & low2) << 4);
+                        Vector128<byte> q3 = (ql1 >>> 4) | ((qh >>> 6) << 4);
+                        sbyte* xs = x + 128 * half + 16 * h;
+                        int g = 8 * half + h;
+                        acc += KQuantVector.DotU8I8(q0, Vector128.Load(xs)) * scales[g]
+                             + KQuantVector.DotU8I8(q1, Vector128.Load(xs + 32)) * scales[g + 2]
+                             + KQuantVector.DotU8I8(q2, Vector128.Load(xs + 64)) * scales[g + 4]
+                             + KQuantVector.DotU8I8(q3, Vector128.Load(xs + 96)) * scales[g + 6];
+                    }
+                }
+                sum += *(float*)a * KQuantBlocks.ReadHalf(w + DOffset) * (Vector128.Sum(acc) - 32 * offset);
+            }
+            return sum;
+        }
+    }
+
+    public static float WithAvx2(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector256<byte> low4 = Vector256.Create((byte)0x0F);
+            Vector256<byte> bits01 = Vector256.Create((byte)0x03), bits23 = Vector256.Create((byte)0x0C);
+            Vector256<byte> bits45 = Vector256.Create((byte)0x30), bits67 = Vector256.Create((byte)0xC0);
+            for (int i = 0; i < blocks; i++)
+            {
+                byte* w = wp + (long)i * BlockBytes;
+                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
+                // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
+                Vector256<int> sumi = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
+                sumi = Vector256<int>.Zero - sumi;
+                for (int half = 0; half < 2; half++)
+                {
+                    Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
+                    Vector256<byte> qh = Avx.LoadVector256(w + HighOffset + 32 * half);
+                    Vector256<byte> ql0 = Avx.LoadVector256(w + LowOffset + 64 * half);
+                    Vector256<byte> ql1 = Avx.LoadVector256(w + LowOffset + 64 * half + 32);
+                    // Shifts act on 16-bit lanes; every masked field stays inside its byte.
+                    Vector256<byte> q0 = (ql0 & low4) | Avx2.ShiftLeftLogical((qh & bits01).AsUInt16(), 4).AsByte();
+                    Vector256<byte> q1 = (ql1 & low4) | Avx2.ShiftLeftLogical((qh & bits23).AsUInt16(), 2).AsByte();
+                    Vector256<byte> q2 = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low4) | (qh & bits45);
+                    Vector256<byte> q3 = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftRightLogical((qh & bits67).AsUInt16(), 2).AsByte();
+                    sbyte* xs = x + 128 * half;
+                    Vector256<short> p0 = Avx2.MultiplyAddAdjacent(q0, Avx.LoadVector256(xs));
+                    Vector256<short> p1 = Avx2.MultiplyAddAdjacent(q1, Avx.LoadVector256(xs + 32));
+                    Vector256<short> p2 = Avx2.MultiplyAddAdjacent(q2, Avx.LoadVector256(xs + 64));
+                    Vector256<short> p3 = Avx2.MultiplyAddAdjacent(q3, Avx.LoadVector256(xs + 96));
+                    sumi += Avx2.MultiplyAddAdjacent(p0, KQuantVector.PickGroupScales(groupScales, 0))
+                          + Avx2.MultiplyAddAdjacent(p1, KQuantVector.PickGroupScales(groupScales, 1))
+                          + Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2))
+                          + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3));
+                }
+                acc = Fma.MultiplyAdd(Vector256.Create(*(float*)a * KQuantBlocks.ReadHalf(w + DOffset)), Avx.ConvertToVector256Single(sumi), acc);
+            }
+            return KQuantVector.HorizontalSum(acc);
+        }
+    }
+}
