@@ -1,11 +1,347 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Fathom.Quants.Formats.LowBitIq;
+using Fathom.Quants.Tables;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class IQ1_MFormat : WeightFormat
+/// <summary>
+/// IQ1_M, 1.75 bits per weight: <c>uint8 qs[32]; uint8 qh[16]; uint8 scales[8]</c>. Each 8 values are one entry of
+/// the 2048-entry ternary grid (8 bits in qs, 3 in a qh nibble whose 4th bit is that run's delta sign); each 16
+/// values have a 3-bit scale l. The four uint16 scale words carry 12 bits of scales and, in their top nibbles, the
+/// fp16 block scale d. A value is d·(2l+1)·(grid ± 1/8).
+/// </summary>
+public sealed unsafe class IQ1_MFormat : WeightFormat
 {
+    private const int BlockBytes = 56;
+    private const int HighBitsOffset = 32;
+    private const int ScalesOffset = 48;
+
     public override GgmlType Type => GgmlType.IQ1_M;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    /// <summary>The fp16 block scale assembled from the top nibbles of the four scale words.</summary>
+    private static float BlockScale(ushort* sc) =>
+        IqKernels.HalfToFloat((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_M");
+        ulong[] grid = QuantTables.Iq1sGrid;
+        float delta = QuantTables.Iq1mDelta;
+        fixed (byte* first = blocks)
+        {
+            for (int i = 0; i < nb; i++)
+            {
+                byte* x = first + i * BlockBytes;
+                ushort* sc = (ushort*)(x + ScalesOffset);
+                Span<float> y = values.Slice(i * 256, 256);
+                float d = BlockScale(sc);
+                for (int ib = 0; ib < 16; ib++)
+                {
+                    float dl = d * (2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1);
+                    int qh = x[HighBitsOffset + ib];
+                    for (int k = 0; k < 2; k++)
+                    {
+                        int nibble = qh >> (4 * k);
+                        ulong g = grid[x[2 * ib + k] | ((nibble & 7) << 8)];
+                        float shift = (nibble & 8) != 0 ? -delta : delta;
+                        for (int j = 0; j < 8; j++) y[16 * ib + 8 * k + j] = dl * ((sbyte)(byte)(g >> (8 * j)) + shift);
+                    }
+                }
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ1_M");
+        IqGridIndex grid = IqGridIndex.Iq1;
+        int zeroEntry = Iq1TernaryQuantizer.ZeroEntry(grid);
+        float delta = QuantTables.Iq1mDelta;
+        ReadOnlySpan<float> plus = [-1 + delta, delta, 1 + delta];
+        ReadOnlySpan<float> minus = [-1 - delta, -delta, 1 - delta];
+        Span<float> weights = stackalloc float[256], keys = stackalloc float[16];
+        // Prefix sums over the sorted order, kept apart for the two 8-runs since each has its own delta sign.
+        Span<float> sumx = stackalloc float[2 * 17], sumw = stackalloc float[2 * 17];
+        Span<float> scales = stackalloc float[16];
+        Span<int> order = stackalloc int[16], entries = stackalloc int[2], shifts = stackalloc int[16];
+        Span<sbyte> levels = stackalloc sbyte[16];
+        for (int ibl = 0; ibl < nb; ibl++)
+        {
+            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
+            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
+            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
+            y.Clear();
+            float sigma2 = 0;
+            foreach (float v in x) sigma2 += v * v;
+            sigma2 = 2 * sigma2 / 256;
+            float maxScale = 0;
+            for (int ib = 0; ib < 16; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(16 * ib, 16);
+                Span<float> weight = weights.Slice(16 * ib, 16);
+                Iq1TernaryQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(16 * ib, 16), sigma2, weight);
+                float max = 0;
+                foreach (float v in xb) max = MathF.Max(max, MathF.Abs(v));
+                if (max < 1e-7f)
+                {
+                    scales[ib] = 0;
+                    shifts[ib] = 0;
+                    entries.Fill(zeroEntry);
+                    Store(y, ib, entries);
+                    continue;
+                }
+                Iq1TernaryQuantizer.SortedOrder(xb, order, keys);
+                sumx[0] = sumw[0] = sumx[17] = sumw[17] = 0;
+                for (int j = 0; j < 16; j++)
+                {
+                    int i = order[j];
+                    bool firstRun = i < 8;
+                    float wx = weight[i] * xb[i], w = weight[i];
+                    sumx[j + 1] = sumx[j] + (firstRun ? wx : 0);
+                    sumw[j + 1] = sumw[j] + (firstRun ? w : 0);
+                    sumx[17 + j + 1] = sumx[17 + j] + (firstRun ? 0 : wx);
+                    sumw[17 + j + 1] = sumw[17 + j] + (firstRun ? 0 : w);
+                }
+                // Shift choice k: bit 1 set = first run shifted by -delta, bit 0 set = second run by -delta.
+                float best = -float.MaxValue, scale = max;
+                int bestI1 = 0, bestI2 = 0, bestK = 0;
+                for (int i1 = 0; i1 <= 16; i1++)
+                {
+                    for (int i2 = i1; i2 <= 16; i2++)
+                    {
+                        for (int k = 0; k < 4; k++)
+                        {
+                            ReadOnlySpan<float> first = k < 2 ? plus : minus, second = (k & 1) == 0 ? plus : minus;
+                            float sumqx = Segments(sumx[..17], first, i1, i2) + Segments(sumx[17..], second, i1, i2);
+                            float sumq2 = SquaredSegments(sumw[..17], first, i1, i2) + SquaredSegments(sumw[17..], second, i1, i2);
+                            if (sumq2 > 0 && sumqx * sumqx > best * sumq2)
+                            {
+                                scale = sumqx / sumq2; best = scale * sumqx;
+                                bestI1 = i1; bestI2 = i2; bestK = k;
+                            }
+                        }
+                    }
+                }
+                for (int j = 0; j < 16; j++) levels[order[j]] = (sbyte)(j < bestI1 ? 0 : j < bestI2 ? 1 : 2);
+                if (scale < 0)
+                {
+                    for (int j = 0; j < 16; j++) levels[j] = (sbyte)(2 - levels[j]);
+                    scale = -scale;
+                    bestK = 3 - bestK;
+                }
+                bool allOnGrid = true;
+                for (int k = 0; k < 2; k++)
+                {
+                    ReadOnlySpan<float> shifted = Shifted(bestK, k, plus, minus);
+                    entries[k] = Iq1TernaryQuantizer.EntryFor(grid, levels.Slice(8 * k, 8), xb.Slice(8 * k, 8), weight.Slice(8 * k, 8), scale, shifted, out bool onGrid);
+                    allOnGrid &= onGrid;
+                }
+                if (!allOnGrid)
+                {
+                    float sumqx = 0, sumq2 = 0;
+                    for (int i = 0; i < 16; i++)
+                    {
+                        float q = Shifted(bestK, i / 8, plus, minus)[levels[i]];
+                        sumqx += weight[i] * q * xb[i];
+                        sumq2 += weight[i] * q * q;
+                    }
+                    if (sumqx > 0 && sumq2 > 0) scale = sumqx / sumq2;
+                }
+                Store(y, ib, entries);
+                scales[ib] = scale;
+                shifts[ib] = bestK;
+                maxScale = MathF.Max(maxScale, scale);
+            }
+            if (maxScale == 0)
+            {
+                y.Clear();
+                continue;
+            }
+
+            // Scale codes first, then the block scale refitted by least squares over the final codes and grid points.
+            float d = maxScale / 15, id = 1 / d;
+            float sumqxBlock = 0, sumq2Block = 0;
+            for (int ib = 0; ib < 16; ib++)
+            {
+                int l = Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 7);
+                int word = ScalesOffset + 2 * (ib / 4);
+                BinaryPrimitives.WriteUInt16LittleEndian(y[word..], (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(y[word..]) | (l << (3 * (ib % 4)))));
+                y[HighBitsOffset + ib] |= (byte)(((shifts[ib] & 2) != 0 ? 0x08 : 0) | ((shifts[ib] & 1) != 0 ? 0x80 : 0));
+                for (int k = 0; k < 2; k++)
+                {
+                    ReadOnlySpan<float> shifted = Shifted(shifts[ib], k, plus, minus);
+                    int entry = y[2 * ib + k] | (((y[HighBitsOffset + ib] >> (4 * k)) & 7) << 8);
+                    ReadOnlySpan<sbyte> p = grid.LevelsOf(entry);
+                    for (int j = 0; j < 8; j++)
+                    {
+                        int i = 16 * ib + 8 * k + j;
+                        float q = shifted[p[j]] * (2 * l + 1);
+                        sumqxBlock += weights[i] * q * x[i];
+                        sumq2Block += weights[i] * q * q;
+                    }
+                }
+            }
+            if (sumq2Block > 0) d = sumqxBlock / sumq2Block;
+            ushort half = IqKernels.FloatToHalf(d * 1.1125f);
+            for (int k = 0; k < 4; k++)
+            {
+                int word = ScalesOffset + 2 * k;
+                int bits = BinaryPrimitives.ReadUInt16LittleEndian(y[word..]) | (((half >> (4 * k)) & 0xf) << 12);
+                BinaryPrimitives.WriteUInt16LittleEndian(y[word..], (ushort)bits);
+            }
+        }
+    }
+
+    private static ReadOnlySpan<float> Shifted(int k, int run, ReadOnlySpan<float> plus, ReadOnlySpan<float> minus) =>
+        (run == 0 ? (k & 2) == 0 : (k & 1) == 0) ? plus : minus;
+
+    private static float Segments(ReadOnlySpan<float> prefix, ReadOnlySpan<float> q, int i1, int i2) =>
+        prefix[i1] * q[0] + (prefix[i2] - prefix[i1]) * q[1] + (prefix[16] - prefix[i2]) * q[2];
+
+    private static float SquaredSegments(ReadOnlySpan<float> prefix, ReadOnlySpan<float> q, int i1, int i2) =>
+        prefix[i1] * q[0] * q[0] + (prefix[i2] - prefix[i1]) * q[1] * q[1] + (prefix[16] - prefix[i2]) * q[2] * q[2];
+
+    private static void Store(Span<byte> y, int ib, ReadOnlySpan<int> entries)
+    {
+        y[2 * ib] = (byte)entries[0];
+        y[2 * ib + 1] = (byte)entries[1];
+        y[HighBitsOffset + ib] = (byte)((entries[0] >> 8) | ((entries[1] >> 8) << 4));
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ1_M");
+        fixed (byte* x = weights)
+        fixed (byte* y = activations)
+        {
+            return IqKernels.Resolve(path, ImplementedPaths) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    internal static float DotScalar(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq1Grid;
+        float delta = QuantTables.Iq1mDelta;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            ushort* sc = (ushort*)(x + ScalesOffset);
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            int sumi1 = 0, sumi2 = 0;
+            for (int ib = 0; ib < 16; ib++)
+            {
+                int ls = 2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1;
+                int qh = x[HighBitsOffset + ib];
+                int sum1 = 0, sum2 = 0;
+                for (int k = 0; k < 2; k++, q8 += 8)
+                {
+                    int nibble = qh >> (4 * k);
+                    sbyte* g = (sbyte*)(grid + (x[2 * ib + k] | ((nibble & 7) << 8)));
+                    int lsum1 = 0, lsum2 = 0;
+                    for (int j = 0; j < 8; j++) { lsum1 += q8[j] * g[j]; lsum2 += q8[j]; }
+                    sum1 += lsum1;
+                    sum2 += (nibble & 8) != 0 ? -lsum2 : lsum2;
+                }
+                sumi1 += ls * sum1;
+                sumi2 += ls * sum2;
+            }
+            sumf += BlockScale(sc) * *(float*)y * (sumi1 + delta * sumi2);
+        }
+        return sumf;
+    }
+
+    /// <summary>Vector128 only: as the scalar path, sixteen products per step; run sums of q8 for the delta term.</summary>
+    internal static float DotPortable(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq1Grid;
+        ulong* signs = IqKernelTables.SignsPlusMinusOne;
+        float delta = QuantTables.Iq1mDelta;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            ushort* sc = (ushort*)(x + ScalesOffset);
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector128<int> sumi1 = Vector128<int>.Zero, sumi2 = Vector128<int>.Zero;
+            for (int ib = 0; ib < 16; ib++, q8 += 16)
+            {
+                int ls = 2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1;
+                int qh = x[HighBitsOffset + ib];
+                Vector128<short> products = IQ1_SFormat.SignedProducts(
+                    Vector128.Create(grid[x[2 * ib] | ((qh & 7) << 8)], grid[x[2 * ib + 1] | ((qh & 0x70) << 4)]), q8);
+                // Delta signs per run as ±1 bytes: bit 0 of the sign-table index covers run 0's first byte, and so on.
+                Vector128<short> deltas = IQ1_SFormat.SignedProducts(
+                    Vector128.Create(signs[(qh & 8) != 0 ? 0xff : 0], signs[(qh & 0x80) != 0 ? 0xff : 0]), q8);
+                (Vector128<int> lo, Vector128<int> hi) = Vector128.Widen(products);
+                sumi1 += (lo + hi) * ls;
+                (lo, hi) = Vector128.Widen(deltas);
+                sumi2 += (lo + hi) * ls;
+            }
+            sumf += BlockScale(sc) * *(float*)y * (Vector128.Sum(sumi1) + delta * Vector128.Sum(sumi2));
+        }
+        return sumf;
+    }
+
+    /// <summary>One 32-value group: four table rows times activations, scaled per 16 by lanes (2·ib, 2·ib + 1) mod 8 of <paramref name="pairs"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<int> pairs, int ib)
+    {
+        qs += 4 * ib;
+        int h0 = qh[2 * ib], h1 = qh[2 * ib + 1];
+        Vector256<byte> w = Vector256.Create(table[qs[0] | ((h0 & 0xf) << 8)], table[qs[1] | ((h0 & 0xf0) << 4)],
+            table[qs[2] | ((h1 & 0xf) << 8)], table[qs[3] | ((h1 & 0xf0) << 4)]).AsByte();
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(w, Avx.LoadVector256(q8 + 32 * ib));
+        int lo = 2 * (ib % 4), hi = lo + 1;
+        Vector256<int> scale = Avx2.PermuteVar8x32(pairs, Vector256.Create(lo, lo, lo, lo, hi, hi, hi, hi));
+        return Avx2.MultiplyAddAdjacent(dot, scale.AsInt16());
+    }
+
+    /// <summary>
+    /// AVX2. A 4096-entry table indexed by grid index and delta-sign bit holds w = 8·(grid+1) + 1 + s ∈ [0, 18]
+    /// (s = ±1 the delta sign), so 8·Σ q·(grid + s/8) = Σ q·w - 9·Σ q: one vpmaddubsw per 32 values, and the -9·Σ q
+    /// term of a whole block comes from Q8_K's sixteen block sums. The sixteen 16-value scales of a block are
+    /// unpacked once into two vectors; vpermd picks each group's pair.
+    /// </summary>
+    internal static float DotAvx2(byte* x, byte* y, int nb)
+    {
+        ulong* table = IqKernelTables.Iq1mWeighted;
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<uint> shifts = Vector256.Create(0u, 3, 6, 9, 0, 3, 6, 9);
+        Vector256<int> firstWords = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1), lastWords = Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3);
+        Vector256<int> seven = Vector256.Create(7), one = Vector256.Create(1);
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            ushort* sc = (ushort*)(x + ScalesOffset);
+            byte* qs = x, qh = x + HighBitsOffset;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+
+            // Scales 2l+1 of 16-value groups 0..7 and 8..15 as int32, and the same in both int16 halves for vpmaddwd.
+            Vector256<int> words = Vector256.Create(Sse41.ConvertToVector128Int32(sc), Vector128<int>.Zero);
+            Vector256<int> ls0 = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, firstWords), shifts), seven), 1), one);
+            Vector256<int> ls1 = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, lastWords), shifts), seven), 1), one);
+            Vector256<int> pairs0 = Avx2.Or(ls0, Avx2.ShiftLeftLogical(ls0, 16)), pairs1 = Avx2.Or(ls1, Avx2.ShiftLeftLogical(ls1, 16));
+
+            short* bsums = (short*)(y + Q8KLayout.BlockSumsOffset);
+            Vector256<int> sumi = Avx2.Subtract(Vector256<int>.Zero,
+                Avx2.Add(Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(bsums), ls0), Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(bsums + 8), ls1)));
+            sumi = Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3)); // ·9
+
+            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs0, 0), Group(table, qs, qh, q8, pairs0, 1)));
+            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs0, 2), Group(table, qs, qh, q8, pairs0, 3)));
+            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs1, 4), Group(table, qs, qh, q8, pairs1, 5)));
+            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs1, 6), Group(table, qs, qh, q8, pairs1, 7)));
+            float d = BlockScale(sc) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
+        }
+        return 0.125f * IqKernels.HorizontalSum(acc);
+    }
 }

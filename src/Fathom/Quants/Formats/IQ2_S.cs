@@ -1,11 +1,216 @@
+using System.Buffers.Binary;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Fathom.Quants.Formats.LowBitIq;
+using Fathom.Quants.Tables;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class IQ2_SFormat : WeightFormat
+/// <summary>
+/// IQ2_S, 2.5625 bits per weight: <c>half d; uint8 qs[64]; uint8 qh[8]; uint8 scales[8]</c>. The first 32 bytes of
+/// qs are the low 8 bits of 10-bit indices into the 1024-entry grid (qh adds 2 bits per 8 values), the next 32 are
+/// full sign bytes; each 16 values share a 4-bit scale l: a value is d·(0.5 + l)/4 · grid · sign.
+/// </summary>
+public sealed unsafe class IQ2_SFormat : WeightFormat
 {
+    private const int BlockBytes = 82;
+    private const int SignsOffset = 2 + 32;
+    private const int HighBitsOffset = 66;
+    private const int ScalesOffset = 74;
+    private static readonly Iq2LatticeQuantizer.Search SearchSettings = new(Tries: 9, ReferenceFromLeastSquares: false, RequantizeAll: false);
+
     public override GgmlType Type => GgmlType.IQ2_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    private static int GridIndex(byte* x, int run) => x[2 + run] | ((x[HighBitsOffset + run / 4] << (8 - 2 * (run % 4))) & 0x300);
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        ulong[] grid = QuantTables.Iq2sGrid;
+        fixed (byte* first = blocks)
+        {
+            for (int i = 0; i < nb; i++)
+            {
+                byte* x = first + i * BlockBytes;
+                Span<float> y = values.Slice(i * 256, 256);
+                float d = IqKernels.HalfToFloat(*(ushort*)x);
+                for (int ib = 0; ib < 8; ib++)
+                {
+                    byte sc = x[ScalesOffset + ib];
+                    float db0 = d * (0.5f + (sc & 0xf)) * 0.25f;
+                    float db1 = d * (0.5f + (sc >> 4)) * 0.25f;
+                    for (int l = 0; l < 4; l++)
+                    {
+                        int run = 4 * ib + l;
+                        ulong g = grid[GridIndex(x, run)];
+                        byte signs = x[SignsOffset + run];
+                        float db = l < 2 ? db0 : db1;
+                        for (int j = 0; j < 8; j++)
+                            y[8 * run + j] = db * (byte)(g >> (8 * j)) * ((signs >> j & 1) != 0 ? -1f : 1f);
+                    }
+                }
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_S");
+        IqGridIndex grid = IqGridIndex.Iq2s;
+        Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
+        Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
+        Span<int> entries = stackalloc int[2];
+        Span<byte> signs = stackalloc byte[2];
+        for (int ibl = 0; ibl < nb; ibl++)
+        {
+            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
+            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
+            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
+            y.Clear();
+            float sigma2 = 0;
+            foreach (float v in x) sigma2 += v * v;
+            sigma2 = 2 * sigma2 / 256;
+            float maxScale = 0;
+            for (int ib = 0; ib < 16; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(16 * ib, 16);
+                Iq2LatticeQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(16 * ib, 16), sigma2, 0.25f, weight);
+                for (int i = 0; i < 16; i++) waux[i] = MathF.Sqrt(weight[i]);
+                Iq2LatticeQuantizer.SplitSigns(xb, weight, xval, signs, evenParity: false);
+                float max = 0;
+                foreach (float v in xval) max = MathF.Max(max, v);
+                if (max < 1e-8f)
+                {
+                    scales[ib] = 0;
+                    continue;
+                }
+                float scale = Iq2LatticeQuantizer.QuantizeGroup(grid, SearchSettings, xval, weight, waux, entries, levels, trial);
+                if (scale < 0)
+                {
+                    scale = -scale;
+                    for (int k = 0; k < 2; k++) signs[k] = (byte)~signs[k];
+                }
+                for (int k = 0; k < 2; k++)
+                {
+                    int run = 2 * ib + k;
+                    y[2 + run] = (byte)entries[k];
+                    y[HighBitsOffset + run / 4] |= (byte)((entries[k] >> 8) << (2 * (run % 4)));
+                    y[SignsOffset + run] = signs[k];
+                }
+                scales[ib] = scale;
+                maxScale = MathF.Max(maxScale, scale);
+            }
+            if (maxScale == 0)
+            {
+                y.Clear();
+                continue;
+            }
+            float d = maxScale / 31;
+            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d * 0.9875f));
+            float id = 1 / d;
+            for (int ib = 0; ib < 16; ib++)
+                y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
+        }
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_S");
+        fixed (byte* x = weights)
+        fixed (byte* y = activations)
+        {
+            return IqKernels.Resolve(path, ImplementedPaths) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    internal static float DotScalar(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2sGrid;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            int bsum = 0;
+            for (int ib = 0; ib < 16; ib++)
+            {
+                int ls = 2 * ((x[ScalesOffset + ib / 2] >> (4 * (ib % 2))) & 0xf) + 1;
+                int sumi = 0;
+                for (int l = 0; l < 2; l++, q8 += 8)
+                {
+                    int run = 2 * ib + l;
+                    byte* g = (byte*)(grid + GridIndex(x, run));
+                    int signs = x[SignsOffset + run];
+                    for (int j = 0; j < 8; j++) sumi += g[j] * q8[j] * ((signs >> j & 1) != 0 ? -1 : 1);
+                }
+                bsum += sumi * ls;
+            }
+            sumf += d * bsum;
+        }
+        return 0.125f * sumf;
+    }
+
+    /// <summary>Vector128 only: one 16-value half-group (one scale) per step.</summary>
+    internal static float DotPortable(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2sGrid;
+        ulong* masks = IqKernelTables.SignsMask;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector128<int> sumi = Vector128<int>.Zero;
+            for (int ib = 0; ib < 16; ib++, q8 += 16)
+            {
+                int ls = 2 * ((x[ScalesOffset + ib / 2] >> (4 * (ib % 2))) & 0xf) + 1;
+                int run = 2 * ib;
+                Vector128<short> products = IQ2_XXSFormat.Iq2PortableProducts(
+                    Vector128.Create(grid[GridIndex(x, run)], grid[GridIndex(x, run + 1)]),
+                    Vector128.Create(masks[x[SignsOffset + run]], masks[x[SignsOffset + run + 1]]), q8);
+                (Vector128<int> lo, Vector128<int> hi) = Vector128.Widen(products);
+                sumi += (lo + hi) * ls;
+            }
+            sumf += d * Vector128.Sum(sumi);
+        }
+        return 0.125f * sumf;
+    }
+
+    /// <summary>AVX2: as IQ2_XS, with full sign bytes expanded through a 256-entry table.</summary>
+    internal static float DotAvx2(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2sGrid;
+        ulong* signs = IqKernelTables.SignsPlusMinusOne;
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            byte* qs = x + 2, sg = x + SignsOffset, qh = x + HighBitsOffset, sc = x + ScalesOffset;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector256<int> sum1 = Vector256<int>.Zero, sum2 = Vector256<int>.Zero;
+            for (int ib = 0; ib < 8; ib += 2, qs += 8, sg += 8, q8 += 64)
+            {
+                int h1 = qh[ib], h2 = qh[ib + 1];
+                Vector256<byte> g1 = Vector256.Create(grid[qs[0] | ((h1 << 8) & 0x300)], grid[qs[1] | ((h1 << 6) & 0x300)],
+                    grid[qs[2] | ((h1 << 4) & 0x300)], grid[qs[3] | ((h1 << 2) & 0x300)]).AsByte();
+                Vector256<byte> g2 = Vector256.Create(grid[qs[4] | ((h2 << 8) & 0x300)], grid[qs[5] | ((h2 << 6) & 0x300)],
+                    grid[qs[6] | ((h2 << 4) & 0x300)], grid[qs[7] | ((h2 << 2) & 0x300)]).AsByte();
+                Vector256<sbyte> s1 = Vector256.Create(signs[sg[0]], signs[sg[1]], signs[sg[2]], signs[sg[3]]).AsSByte();
+                Vector256<sbyte> s2 = Vector256.Create(signs[sg[4]], signs[sg[5]], signs[sg[6]], signs[sg[7]]).AsSByte();
+                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(g1, Avx2.Sign(Avx.LoadVector256(q8), s1));
+                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(g2, Avx2.Sign(Avx.LoadVector256(q8 + 32), s2));
+                sum1 = Avx2.Add(sum1, Avx2.MultiplyAddAdjacent(dot1, IQ2_XSFormat.HalfScales(sc[ib])));
+                sum2 = Avx2.Add(sum2, Avx2.MultiplyAddAdjacent(dot2, IQ2_XSFormat.HalfScales(sc[ib + 1])));
+            }
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sum1, sum2)), acc);
+        }
+        return 0.125f * IqKernels.HorizontalSum(acc);
+    }
 }

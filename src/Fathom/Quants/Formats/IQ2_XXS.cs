@@ -1,11 +1,225 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Fathom.Quants.Formats.LowBitIq;
+using Fathom.Quants.Tables;
+
 namespace Fathom.Quants.Formats;
 
-public sealed class IQ2_XXSFormat : WeightFormat
+/// <summary>
+/// IQ2_XXS, 2.0625 bits per weight: <c>half d; uint16 qs[32]</c>. Each 32-element group takes 8 bytes: four 8-bit
+/// indices into the 256-entry grid, then a uint32 of four 7-bit sign indices (ksigns_iq2xs completes even parity)
+/// and a 4-bit scale l in the top bits; a value is d·(0.5 + l)/4 · grid · sign.
+/// </summary>
+public sealed unsafe class IQ2_XXSFormat : WeightFormat
 {
+    private const int BlockBytes = 66;
+    private static readonly Iq2LatticeQuantizer.Search SearchSettings = new(Tries: 6, ReferenceFromLeastSquares: true, RequantizeAll: true);
+
     public override GgmlType Type => GgmlType.IQ2_XXS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar];
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => throw new NotImplementedException();
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) => throw new NotImplementedException();
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) => throw new NotImplementedException();
+    public override bool RequiresImportance => true;
+    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        ulong[] grid = QuantTables.Iq2xxsGrid;
+        byte[] ksigns = QuantTables.KsignsIq2xs;
+        for (int i = 0; i < nb; i++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
+            Span<float> y = values.Slice(i * 256, 256);
+            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            for (int ib = 0; ib < 8; ib++)
+            {
+                ReadOnlySpan<byte> group = block.Slice(2 + 8 * ib, 8);
+                uint signsAndScale = BinaryPrimitives.ReadUInt32LittleEndian(group[4..]);
+                float db = d * (0.5f + (signsAndScale >> 28)) * 0.25f;
+                for (int l = 0; l < 4; l++)
+                {
+                    ulong g = grid[group[l]];
+                    byte signs = ksigns[(signsAndScale >> (7 * l)) & 127];
+                    for (int j = 0; j < 8; j++)
+                        y[32 * ib + 8 * l + j] = db * (byte)(g >> (8 * j)) * ((signs >> j & 1) != 0 ? -1f : 1f);
+                }
+            }
+        }
+    }
+
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_XXS");
+        IqGridIndex grid = IqGridIndex.Iq2xxs;
+        Span<float> weight = stackalloc float[32], waux = stackalloc float[32], xval = stackalloc float[32], scales = stackalloc float[8];
+        Span<sbyte> levels = stackalloc sbyte[32], trial = stackalloc sbyte[32];
+        Span<int> entries = stackalloc int[4];
+        Span<byte> signs = stackalloc byte[4];
+        Span<uint> words = stackalloc uint[16];
+        for (int ibl = 0; ibl < nb; ibl++)
+        {
+            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
+            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
+            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
+            words.Clear();
+            float sigma2 = 0;
+            foreach (float v in x) sigma2 += v * v;
+            sigma2 /= 256;
+            float maxScale = 0;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
+                Iq2LatticeQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(32 * ib, 32), sigma2, 0.25f, weight);
+                for (int i = 0; i < 32; i++) waux[i] = MathF.Sqrt(weight[i]);
+                Iq2LatticeQuantizer.SplitSigns(xb, weight, xval, signs, evenParity: true);
+                float max = 0;
+                foreach (float v in xval) max = MathF.Max(max, v);
+                if (max < 1e-15f)
+                {
+                    scales[ib] = 0;
+                    continue;
+                }
+                float scale = Iq2LatticeQuantizer.QuantizeGroup(grid, SearchSettings, xval, weight, waux, entries, levels, trial);
+                if (scale < 0)
+                {
+                    scale = -scale;
+                    for (int k = 0; k < 4; k++) signs[k] = (byte)~signs[k];
+                }
+                for (int k = 0; k < 4; k++)
+                {
+                    words[2 * ib] |= (uint)entries[k] << (8 * k);
+                    words[2 * ib + 1] |= (uint)(signs[k] & 127) << (7 * k);
+                }
+                scales[ib] = scale;
+                maxScale = MathF.Max(maxScale, scale);
+            }
+            if (maxScale == 0)
+            {
+                y.Clear();
+                continue;
+            }
+            float d = maxScale / 31;
+            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d));
+            float id = 1 / d;
+            for (int ib = 0; ib < 8; ib++)
+                words[2 * ib + 1] |= (uint)Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << 28;
+            MemoryMarshal.AsBytes(words).CopyTo(y[2..]);
+        }
+    }
+
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_XXS");
+        fixed (byte* x = weights)
+        fixed (byte* y = activations)
+        {
+            return IqKernels.Resolve(path, ImplementedPaths) switch
+            {
+                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Portable => DotPortable(x, y, nb),
+                _ => DotScalar(x, y, nb),
+            };
+        }
+    }
+
+    internal static float DotScalar(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2xxsGrid;
+        byte[] ksigns = QuantTables.KsignsIq2xs;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            int bsum = 0;
+            for (int ib = 0; ib < 8; ib++)
+            {
+                byte* group = x + 2 + 8 * ib;
+                uint signsAndScale = Unsafe.ReadUnaligned<uint>(group + 4);
+                int ls = 2 * (int)(signsAndScale >> 28) + 1;
+                int sumi = 0;
+                for (int l = 0; l < 4; l++, q8 += 8)
+                {
+                    byte* g = (byte*)(grid + group[l]);
+                    int signs = ksigns[(signsAndScale >> (7 * l)) & 127];
+                    for (int j = 0; j < 8; j++) sumi += g[j] * q8[j] * ((signs >> j & 1) != 0 ? -1 : 1);
+                }
+                bsum += sumi * ls;
+            }
+            sumf += d * bsum;
+        }
+        return 0.125f * sumf;
+    }
+
+    /// <summary>Vector128 only: grid bytes and sign-flipped activations widened to int16 products.</summary>
+    internal static float DotPortable(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2xxsGrid;
+        ulong* masks = IqKernelTables.EvenSignsMask;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector128<int> sumi = Vector128<int>.Zero;
+            for (int ib = 0; ib < 8; ib++, q8 += 32)
+            {
+                byte* group = x + 2 + 8 * ib;
+                uint s = Unsafe.ReadUnaligned<uint>(group + 4);
+                Vector128<short> products =
+                    Iq2PortableProducts(Vector128.Create(grid[group[0]], grid[group[1]]), Vector128.Create(masks[s & 127], masks[(s >> 7) & 127]), q8)
+                    + Iq2PortableProducts(Vector128.Create(grid[group[2]], grid[group[3]]), Vector128.Create(masks[(s >> 14) & 127], masks[(s >> 21) & 127]), q8 + 16);
+                (Vector128<int> lo, Vector128<int> hi) = Vector128.Widen(products);
+                sumi += (lo + hi) * (2 * (int)(s >> 28) + 1);
+            }
+            sumf += d * Vector128.Sum(sumi);
+        }
+        return 0.125f * sumf;
+    }
+
+    /// <summary>Sixteen products grid·sign·q8, pairwise summed into eight int16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<short> Iq2PortableProducts(Vector128<ulong> grid, Vector128<ulong> negateMask, sbyte* q8)
+    {
+        Vector128<sbyte> m = negateMask.AsSByte();
+        Vector128<sbyte> q = (Vector128.Load(q8) ^ m) - m;
+        (Vector128<short> qlo, Vector128<short> qhi) = Vector128.Widen(q);
+        (Vector128<short> glo, Vector128<short> ghi) = Vector128.Widen(grid.AsSByte());
+        return glo * qlo + ghi * qhi;
+    }
+
+    /// <summary>
+    /// AVX2: per 32-element group the four grid rows and four sign patterns are gathered into 256-bit registers,
+    /// vpsignb applies the signs to the activations, vpmaddubsw multiplies (grid bytes are unsigned) and vpmaddwd
+    /// applies the group scale; one FMA per block folds in the block scales.
+    /// </summary>
+    internal static float DotAvx2(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2xxsGrid;
+        ulong* signs = IqKernelTables.EvenSignsPlusMinusOne;
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            byte* q2 = x + 2;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector256<int> sum1 = Vector256<int>.Zero, sum2 = Vector256<int>.Zero;
+            for (int ib = 0; ib < 8; ib += 2, q2 += 16, q8 += 64)
+            {
+                uint s1 = Unsafe.ReadUnaligned<uint>(q2 + 4), s2 = Unsafe.ReadUnaligned<uint>(q2 + 12);
+                Vector256<byte> g1 = Vector256.Create(grid[q2[0]], grid[q2[1]], grid[q2[2]], grid[q2[3]]).AsByte();
+                Vector256<byte> g2 = Vector256.Create(grid[q2[8]], grid[q2[9]], grid[q2[10]], grid[q2[11]]).AsByte();
+                Vector256<sbyte> sg1 = Vector256.Create(signs[s1 & 127], signs[(s1 >> 7) & 127], signs[(s1 >> 14) & 127], signs[(s1 >> 21) & 127]).AsSByte();
+                Vector256<sbyte> sg2 = Vector256.Create(signs[s2 & 127], signs[(s2 >> 7) & 127], signs[(s2 >> 14) & 127], signs[(s2 >> 21) & 127]).AsSByte();
+                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(g1, Avx2.Sign(Avx.LoadVector256(q8), sg1));
+                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(g2, Avx2.Sign(Avx.LoadVector256(q8 + 32), sg2));
+                sum1 = Avx2.Add(sum1, Avx2.MultiplyAddAdjacent(dot1, Vector256.Create((short)(2 * (s1 >> 28) + 1))));
+                sum2 = Avx2.Add(sum2, Avx2.MultiplyAddAdjacent(dot2, Vector256.Create((short)(2 * (s2 >> 28) + 1))));
+            }
+            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sum1, sum2)), acc);
+        }
+        return 0.125f * IqKernels.HorizontalSum(acc);
+    }
 }
