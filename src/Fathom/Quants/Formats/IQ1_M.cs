@@ -21,7 +21,9 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.IQ1_M;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     /// <summary>The fp16 block scale assembled from the top nibbles of the four scale words.</summary>
     private static float BlockScale(ushort* sc) =>
@@ -219,7 +221,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
@@ -291,56 +293,62 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         return sumf;
     }
 
-    /// <summary>One 32-value group: four table rows times activations, scaled per 16 by lanes (2·ib, 2·ib + 1) mod 8 of <paramref name="pairs"/>.</summary>
+    /// <summary>
+    /// One 32-value group: four rows of the weighted table times activations, the first 16 values scaled by int16
+    /// <paramref name="ib"/> of the low lane of <paramref name="scales"/>, the second 16 by the same int16 of the high lane.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<int> pairs, int ib)
+    private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<byte> scales, int ib)
     {
         qs += 4 * ib;
-        int h0 = qh[2 * ib], h1 = qh[2 * ib + 1];
-        Vector256<byte> w = Vector256.Create(table[qs[0] | ((h0 & 0xf) << 8)], table[qs[1] | ((h0 & 0xf0) << 4)],
-            table[qs[2] | ((h1 & 0xf) << 8)], table[qs[3] | ((h1 & 0xf0) << 4)]).AsByte();
+        uint h = Unsafe.ReadUnaligned<ushort>(qh + 2 * ib); // four nibbles: grid index bits 8-10 and the delta sign, per run
+        Vector256<byte> w = Vector256.Create(table[qs[0] | ((h << 8) & 0xf00)], table[qs[1] | ((h << 4) & 0xf00)],
+            table[qs[2] | (h & 0xf00)], table[qs[3] | ((h >> 4) & 0xf00)]).AsByte();
         Vector256<short> dot = Avx2.MultiplyAddAdjacent(w, Avx.LoadVector256(q8 + 32 * ib));
-        int lo = 2 * (ib % 4), hi = lo + 1;
-        Vector256<int> scale = Avx2.PermuteVar8x32(pairs, Vector256.Create(lo, lo, lo, lo, hi, hi, hi, hi));
+        Vector256<byte> scale = Avx2.Shuffle(scales, Vector256.Create((ushort)(0x0100 * (2 * ib + 1) + 2 * ib)).AsByte());
         return Avx2.MultiplyAddAdjacent(dot, scale.AsInt16());
     }
 
     /// <summary>
     /// AVX2. A 4096-entry table indexed by grid index and delta-sign bit holds w = 8·(grid+1) + 1 + s ∈ [0, 18]
     /// (s = ±1 the delta sign), so 8·Σ q·(grid + s/8) = Σ q·w - 9·Σ q: one vpmaddubsw per 32 values, and the -9·Σ q
-    /// term of a whole block comes from Q8_K's sixteen block sums. The sixteen 16-value scales of a block are
-    /// unpacked once into two vectors; vpermd picks each group's pair.
+    /// term of a whole block is one vpmaddwd of Q8_K's sixteen block sums. The sixteen 16-value scales are unpacked
+    /// once per block (groups 0-3, 8-11 in one vector, 4-7, 12-15 in the other, so that one vpackusdw puts them in
+    /// block-sum order), then split even/odd across the two 128-bit lanes so each group needs one in-lane shuffle.
     /// </summary>
     internal static float DotAvx2(byte* x, byte* y, int nb)
     {
         ulong* table = IqKernelTables.Iq1mWeighted;
         Vector256<float> acc = Vector256<float>.Zero;
         Vector256<uint> shifts = Vector256.Create(0u, 3, 6, 9, 0, 3, 6, 9);
-        Vector256<int> firstWords = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1), lastWords = Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3);
+        Vector256<int> evenWords = Vector256.Create(0, 0, 0, 0, 2, 2, 2, 2), oddWords = Vector256.Create(1, 1, 1, 1, 3, 3, 3, 3);
         Vector256<int> seven = Vector256.Create(7), one = Vector256.Create(1);
+        // Per 128-bit lane: int16 words 0, 2, 4, 6 then 1, 3, 5, 7.
+        Vector256<byte> evenOdd = Vector256.Create((byte)0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             ushort* sc = (ushort*)(x + ScalesOffset);
             byte* qs = x, qh = x + HighBitsOffset;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
 
-            // Scales 2l+1 of 16-value groups 0..7 and 8..15 as int32, and the same in both int16 halves for vpmaddwd.
-            Vector256<int> words = Vector256.Create(Sse41.ConvertToVector128Int32(sc), Vector128<int>.Zero);
-            Vector256<int> ls0 = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, firstWords), shifts), seven), 1), one);
-            Vector256<int> ls1 = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, lastWords), shifts), seven), 1), one);
-            Vector256<int> pairs0 = Avx2.Or(ls0, Avx2.ShiftLeftLogical(ls0, 16)), pairs1 = Avx2.Or(ls1, Avx2.ShiftLeftLogical(ls1, 16));
-
-            short* bsums = (short*)(y + Q8KLayout.BlockSumsOffset);
-            Vector256<int> sumi = Avx2.Subtract(Vector256<int>.Zero,
-                Avx2.Add(Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(bsums), ls0), Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(bsums + 8), ls1)));
-            sumi = Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3)); // ·9
-
-            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs0, 0), Group(table, qs, qh, q8, pairs0, 1)));
-            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs0, 2), Group(table, qs, qh, q8, pairs0, 3)));
-            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs1, 4), Group(table, qs, qh, q8, pairs1, 5)));
-            sumi = Avx2.Add(sumi, Avx2.Add(Group(table, qs, qh, q8, pairs1, 6), Group(table, qs, qh, q8, pairs1, 7)));
+            Vector128<int> scaleWords = Sse41.ConvertToVector128Int32(sc);
+            Vector256<int> words = Vector256.Create(scaleWords, scaleWords);
+            Vector256<int> lsA = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, evenWords), shifts), seven), 1), one);
+            Vector256<int> lsB = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, oddWords), shifts), seven), 1), one);
+            Vector256<short> ls16 = Avx2.PackUnsignedSaturate(lsA, lsB).AsInt16(); // groups 0..15 in order
+            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.BlockSumsOffset)), ls16);
+            sumi = Avx2.Subtract(Vector256<int>.Zero, Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3))); // -9·Σ ls·bsum
+            // Even 16-value groups' scales into the low lane, odd ones into the high lane: then one in-lane vpshufb
+            // gives 32-value group ib its pair (a lane-crossing vpermd per group would cost more).
+            Vector256<byte> scales = Avx2.Permute4x64(Avx2.Shuffle(ls16.AsByte(), evenOdd).AsUInt64(), 0b11_01_10_00).AsByte();
+            Vector256<int> groups = Avx2.Add(
+                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, scales, 0), Group(table, qs, qh, q8, scales, 1)),
+                    Avx2.Add(Group(table, qs, qh, q8, scales, 2), Group(table, qs, qh, q8, scales, 3))),
+                Avx2.Add(Avx2.Add(Group(table, qs, qh, q8, scales, 4), Group(table, qs, qh, q8, scales, 5)),
+                    Avx2.Add(Group(table, qs, qh, q8, scales, 6), Group(table, qs, qh, q8, scales, 7))));
             float d = BlockScale(sc) * *(float*)y;
-            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);
     }

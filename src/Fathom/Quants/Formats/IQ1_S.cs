@@ -20,7 +20,9 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ1_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -181,7 +183,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
@@ -283,22 +285,29 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
             Vector256<short> coefPairs = Vector256.Create(Sse2.UnpackLow(coef, coef), Sse2.UnpackHigh(coef, coef));
             Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.BlockSumsOffset)), coefPairs);
 
-            for (int ib = 0; ib < 8; ib += 2, qs += 8, q8 += 64)
-            {
-                int h1 = qh[ib], h2 = qh[ib + 1];
-                Vector256<byte> u1 = Vector256.Create(grid[qs[0] | ((h1 << 8) & 0x700)], grid[qs[1] | ((h1 << 5) & 0x700)],
-                    grid[qs[2] | ((h1 << 2) & 0x700)], grid[qs[3] | ((h1 >> 1) & 0x700)]).AsByte();
-                Vector256<byte> u2 = Vector256.Create(grid[qs[4] | ((h2 << 8) & 0x700)], grid[qs[5] | ((h2 << 5) & 0x700)],
-                    grid[qs[6] | ((h2 << 2) & 0x700)], grid[qs[7] | ((h2 >> 1) & 0x700)]).AsByte();
-                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(u1, Avx.LoadVector256(q8));
-                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(u2, Avx.LoadVector256(q8 + 32));
-                Vector256<int> p1 = Avx2.MultiplyAddAdjacent(dot1, Vector256.Create((short)(16 * ((h1 >> 12) & 7) + 8)));
-                Vector256<int> p2 = Avx2.MultiplyAddAdjacent(dot2, Vector256.Create((short)(16 * ((h2 >> 12) & 7) + 8)));
-                sumi = Avx2.Add(sumi, Avx2.Add(p1, p2));
-            }
+            // 8·ls = 16·((h >> 12) & 7) + 8 of all eight groups in both 128-bit lanes; one vpshufb per group spreads its own.
+            Vector256<short> scales8 = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(Avx2.BroadcastVector128ToVector256((short*)qh), 8), Vector256.Create((short)0x70)), Vector256.Create((short)8));
+            Vector256<int> groups = Avx2.Add(
+                Avx2.Add(Avx2.Add(Group(grid, qs, qh, q8, scales8, 0), Group(grid, qs, qh, q8, scales8, 1)),
+                    Avx2.Add(Group(grid, qs, qh, q8, scales8, 2), Group(grid, qs, qh, q8, scales8, 3))),
+                Avx2.Add(Avx2.Add(Group(grid, qs, qh, q8, scales8, 4), Group(grid, qs, qh, q8, scales8, 5)),
+                    Avx2.Add(Group(grid, qs, qh, q8, scales8, 6), Group(grid, qs, qh, q8, scales8, 7))));
             float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
-            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);
+    }
+
+    /// <summary>One 32-value group: Σ (grid+1)·q8 by vpmaddubsw, times 8·ls picked from <paramref name="scales8"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Group(ulong* grid, byte* qs, ushort* qh, sbyte* q8, Vector256<short> scales8, int ib)
+    {
+        uint h = qh[ib];
+        byte* q = qs + 4 * ib;
+        Vector256<byte> u = Vector256.Create(grid[q[0] | ((h << 8) & 0x700)], grid[q[1] | ((h << 5) & 0x700)],
+            grid[q[2] | ((h << 2) & 0x700)], grid[q[3] | ((h >> 1) & 0x700)]).AsByte();
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(u, Avx.LoadVector256(q8 + 32 * ib));
+        Vector256<short> scale = Avx2.Shuffle(scales8.AsByte(), Vector256.Create((ushort)(0x8000 | (2 * ib))).AsByte()).AsInt16();
+        return Avx2.MultiplyAddAdjacent(dot, scale);
     }
 }

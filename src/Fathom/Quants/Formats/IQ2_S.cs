@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Fathom.Quants.Formats.LowBitIq;
@@ -21,7 +22,9 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.IQ2_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     private static int GridIndex(byte* x, int run) => x[2 + run] | ((x[HighBitsOffset + run / 4] << (8 - 2 * (run % 4))) & 0x300);
 
@@ -121,7 +124,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
@@ -183,34 +186,40 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         return 0.125f * sumf;
     }
 
-    /// <summary>AVX2: as IQ2_XS, with full sign bytes expanded through a 256-entry table.</summary>
+    /// <summary>AVX2: as IQ2_XS; the full sign bytes are expanded in SIMD (broadcast, vpshufb, bit test).</summary>
     internal static float DotAvx2(byte* x, byte* y, int nb)
     {
         ulong* grid = IqKernelTables.Iq2sGrid;
-        ulong* signs = IqKernelTables.SignsPlusMinusOne;
         Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<byte> signSpread = Vector256.Create(
+            (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        Vector256<byte> bitMasks = Vector256.Create(0x8040201008040201UL).AsByte();
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            byte* qs = x + 2, sg = x + SignsOffset, qh = x + HighBitsOffset, sc = x + ScalesOffset;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            Vector256<int> sum1 = Vector256<int>.Zero, sum2 = Vector256<int>.Zero;
-            for (int ib = 0; ib < 8; ib += 2, qs += 8, sg += 8, q8 += 64)
-            {
-                int h1 = qh[ib], h2 = qh[ib + 1];
-                Vector256<byte> g1 = Vector256.Create(grid[qs[0] | ((h1 << 8) & 0x300)], grid[qs[1] | ((h1 << 6) & 0x300)],
-                    grid[qs[2] | ((h1 << 4) & 0x300)], grid[qs[3] | ((h1 << 2) & 0x300)]).AsByte();
-                Vector256<byte> g2 = Vector256.Create(grid[qs[4] | ((h2 << 8) & 0x300)], grid[qs[5] | ((h2 << 6) & 0x300)],
-                    grid[qs[6] | ((h2 << 4) & 0x300)], grid[qs[7] | ((h2 << 2) & 0x300)]).AsByte();
-                Vector256<sbyte> s1 = Vector256.Create(signs[sg[0]], signs[sg[1]], signs[sg[2]], signs[sg[3]]).AsSByte();
-                Vector256<sbyte> s2 = Vector256.Create(signs[sg[4]], signs[sg[5]], signs[sg[6]], signs[sg[7]]).AsSByte();
-                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(g1, Avx2.Sign(Avx.LoadVector256(q8), s1));
-                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(g2, Avx2.Sign(Avx.LoadVector256(q8 + 32), s2));
-                sum1 = Avx2.Add(sum1, Avx2.MultiplyAddAdjacent(dot1, IQ2_XSFormat.HalfScales(sc[ib])));
-                sum2 = Avx2.Add(sum2, Avx2.MultiplyAddAdjacent(dot2, IQ2_XSFormat.HalfScales(sc[ib + 1])));
-            }
+            Vector256<byte> scales = IQ2_XSFormat.OddScales(x + ScalesOffset);
+            Vector256<int> sum = Avx2.Add(
+                Avx2.Add(Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 0), Group(grid, x, q8, scales, signSpread, bitMasks, 1)),
+                    Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 2), Group(grid, x, q8, scales, signSpread, bitMasks, 3))),
+                Avx2.Add(Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 4), Group(grid, x, q8, scales, signSpread, bitMasks, 5)),
+                    Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 6), Group(grid, x, q8, scales, signSpread, bitMasks, 7))));
             float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
-            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sum1, sum2)), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Group(ulong* grid, byte* x, sbyte* q8, Vector256<byte> scales, Vector256<byte> signSpread, Vector256<byte> bitMasks, int ib)
+    {
+        byte* qs = x + 2 + 4 * ib, sg = x + SignsOffset + 4 * ib;
+        uint h = x[HighBitsOffset + ib];
+        Vector256<byte> g = Vector256.Create(grid[qs[0] | ((h << 8) & 0x300)], grid[qs[1] | ((h << 6) & 0x300)],
+            grid[qs[2] | ((h << 4) & 0x300)], grid[qs[3] | ((h << 2) & 0x300)]).AsByte();
+        // The four sign bytes are contiguous: one broadcast load, each byte spread over its 8 values, bits tested.
+        Vector256<byte> bits = Avx2.Shuffle(Avx2.BroadcastScalarToVector256((uint*)sg).AsByte(), signSpread);
+        Vector256<sbyte> s = Avx2.Or(Avx2.CompareEqual(Avx2.And(bits, bitMasks), bitMasks), Vector256.Create((byte)1)).AsSByte();
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(g, Avx2.Sign(Avx.LoadVector256(q8 + 32 * ib), s));
+        return Avx2.MultiplyAddAdjacent(dot, IQ2_XSFormat.ScaleOf(scales, ib));
     }
 }

@@ -21,7 +21,9 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ2_XS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -112,7 +114,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
@@ -184,28 +186,43 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             ushort* q2 = (ushort*)(x + 2);
-            byte* sc = x + ScalesOffset;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            Vector256<int> sum1 = Vector256<int>.Zero, sum2 = Vector256<int>.Zero;
-            for (int ib = 0; ib < 8; ib += 2, q2 += 8, q8 += 64)
-            {
-                Vector256<byte> g1 = Vector256.Create(grid[q2[0] & 511], grid[q2[1] & 511], grid[q2[2] & 511], grid[q2[3] & 511]).AsByte();
-                Vector256<byte> g2 = Vector256.Create(grid[q2[4] & 511], grid[q2[5] & 511], grid[q2[6] & 511], grid[q2[7] & 511]).AsByte();
-                Vector256<sbyte> s1 = Vector256.Create(signs[q2[0] >> 9], signs[q2[1] >> 9], signs[q2[2] >> 9], signs[q2[3] >> 9]).AsSByte();
-                Vector256<sbyte> s2 = Vector256.Create(signs[q2[4] >> 9], signs[q2[5] >> 9], signs[q2[6] >> 9], signs[q2[7] >> 9]).AsSByte();
-                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(g1, Avx2.Sign(Avx.LoadVector256(q8), s1));
-                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(g2, Avx2.Sign(Avx.LoadVector256(q8 + 32), s2));
-                sum1 = Avx2.Add(sum1, Avx2.MultiplyAddAdjacent(dot1, HalfScales(sc[ib])));
-                sum2 = Avx2.Add(sum2, Avx2.MultiplyAddAdjacent(dot2, HalfScales(sc[ib + 1])));
-            }
+            Vector256<byte> scales = OddScales(x + ScalesOffset);
+            Vector256<int> sum = Avx2.Add(
+                Avx2.Add(Avx2.Add(Group(grid, signs, q2, q8, scales, 0), Group(grid, signs, q2, q8, scales, 1)),
+                    Avx2.Add(Group(grid, signs, q2, q8, scales, 2), Group(grid, signs, q2, q8, scales, 3))),
+                Avx2.Add(Avx2.Add(Group(grid, signs, q2, q8, scales, 4), Group(grid, signs, q2, q8, scales, 5)),
+                    Avx2.Add(Group(grid, signs, q2, q8, scales, 6), Group(grid, signs, q2, q8, scales, 7))));
             float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
-            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sum1, sum2)), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);
     }
 
-    /// <summary>2l+1 of the low nibble in the low 128-bit lane, of the high nibble in the high lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<short> HalfScales(byte sc) =>
-        Vector256.Create(Vector128.Create((short)(2 * (sc & 0xf) + 1)), Vector128.Create((short)(2 * (sc >> 4) + 1)));
+    private static Vector256<int> Group(ulong* grid, ulong* signs, ushort* q2, sbyte* q8, Vector256<byte> scales, int ib)
+    {
+        ushort* q = q2 + 4 * ib;
+        Vector256<byte> g = Vector256.Create(grid[q[0] & 511u], grid[q[1] & 511u], grid[q[2] & 511u], grid[q[3] & 511u]).AsByte();
+        Vector256<sbyte> s = Vector256.Create(signs[q[0] >> 9], signs[q[1] >> 9], signs[q[2] >> 9], signs[q[3] >> 9]).AsSByte();
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(g, Avx2.Sign(Avx.LoadVector256(q8 + 32 * ib), s));
+        return Avx2.MultiplyAddAdjacent(dot, ScaleOf(scales, ib));
+    }
+
+    /// <summary>
+    /// The eight scale bytes of a block as odd scales 2l+1, low nibbles in the low 128-bit lane and high nibbles in
+    /// the high lane, so that <see cref="ScaleOf"/> needs one in-lane shuffle per 32-value group.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> OddScales(byte* scales)
+    {
+        Vector256<ulong> v = Vector256.Create(Unsafe.ReadUnaligned<ulong>(scales));
+        Vector256<byte> nibbles = Avx2.And(Avx2.ShiftRightLogicalVariable(v, Vector256.Create(0ul, 0, 4, 4)).AsByte(), Vector256.Create((byte)0x0f));
+        return Avx2.Or(Avx2.Add(nibbles, nibbles), Vector256.Create((byte)1));
+    }
+
+    /// <summary>Group <paramref name="ib"/>'s two scales spread over the int16 lanes of their 128-bit halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ScaleOf(Vector256<byte> oddScales, int ib) =>
+        Avx2.Shuffle(oddScales, Vector256.Create((ushort)(0x8000 | ib)).AsByte()).AsInt16();
 }

@@ -21,7 +21,9 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ2_XXS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    public override IReadOnlyList<KernelPath> ImplementedPaths { get; } = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -115,7 +117,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Resolve(path, ImplementedPaths) switch
+            return IqKernels.Pick(Resolution, path) switch
             {
                 KernelPath.Avx2 => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
@@ -200,26 +202,42 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2xxsGrid;
         ulong* signs = IqKernelTables.EvenSignsPlusMinusOne;
         Vector256<float> acc = Vector256<float>.Zero;
+        // vpshufb controls that spread the low byte of dword 1 (group 0 of a pair) or dword 3 (group 1) over all int16 lanes.
+        Vector256<byte> firstScale = Vector256.Create((ushort)0x8004).AsByte(), secondScale = Vector256.Create((ushort)0x800c).AsByte();
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
             byte* q2 = x + 2;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
-            Vector256<int> sum1 = Vector256<int>.Zero, sum2 = Vector256<int>.Zero;
-            for (int ib = 0; ib < 8; ib += 2, q2 += 16, q8 += 64)
-            {
-                uint s1 = Unsafe.ReadUnaligned<uint>(q2 + 4), s2 = Unsafe.ReadUnaligned<uint>(q2 + 12);
-                Vector256<byte> g1 = Vector256.Create(grid[q2[0]], grid[q2[1]], grid[q2[2]], grid[q2[3]]).AsByte();
-                Vector256<byte> g2 = Vector256.Create(grid[q2[8]], grid[q2[9]], grid[q2[10]], grid[q2[11]]).AsByte();
-                Vector256<sbyte> sg1 = Vector256.Create(signs[s1 & 127], signs[(s1 >> 7) & 127], signs[(s1 >> 14) & 127], signs[(s1 >> 21) & 127]).AsSByte();
-                Vector256<sbyte> sg2 = Vector256.Create(signs[s2 & 127], signs[(s2 >> 7) & 127], signs[(s2 >> 14) & 127], signs[(s2 >> 21) & 127]).AsSByte();
-                Vector256<short> dot1 = Avx2.MultiplyAddAdjacent(g1, Avx2.Sign(Avx.LoadVector256(q8), sg1));
-                Vector256<short> dot2 = Avx2.MultiplyAddAdjacent(g2, Avx2.Sign(Avx.LoadVector256(q8 + 32), sg2));
-                sum1 = Avx2.Add(sum1, Avx2.MultiplyAddAdjacent(dot1, Vector256.Create((short)(2 * (s1 >> 28) + 1))));
-                sum2 = Avx2.Add(sum2, Avx2.MultiplyAddAdjacent(dot2, Vector256.Create((short)(2 * (s2 >> 28) + 1))));
-            }
+            // Fully unrolled: eight independent groups the out-of-order core can overlap. The group scales 2l+1 of a
+            // pair of groups come from one broadcast load ((w >> 27) | 1 == 2·(w >> 28) + 1 for the scale word w)
+            // and reach each group's int16 lanes with one vpshufb, instead of a broadcast from a general register.
+            Vector256<int> sum = Avx2.Add(
+                Avx2.Add(Pair(grid, signs, q2, q8, 0, firstScale, secondScale), Pair(grid, signs, q2, q8, 1, firstScale, secondScale)),
+                Avx2.Add(Pair(grid, signs, q2, q8, 2, firstScale, secondScale), Pair(grid, signs, q2, q8, 3, firstScale, secondScale)));
             float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
-            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sum1, sum2)), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Pair(ulong* grid, ulong* signs, byte* q2, sbyte* q8, int pair, Vector256<byte> firstScale, Vector256<byte> secondScale)
+    {
+        Vector256<byte> scales = Avx2.Or(Avx2.ShiftRightLogical(Avx2.BroadcastVector128ToVector256((uint*)(q2 + 16 * pair)), 27), Vector256.Create(1u)).AsByte();
+        return Avx2.Add(
+            Group(grid, signs, q2, q8, 2 * pair, Avx2.Shuffle(scales, firstScale).AsInt16()),
+            Group(grid, signs, q2, q8, 2 * pair + 1, Avx2.Shuffle(scales, secondScale).AsInt16()));
+    }
+
+    /// <summary>One 32-value group: Σ grid·sign·q8 per int32 lane pair, times the group scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Group(ulong* grid, ulong* signs, byte* q2, sbyte* q8, int ib, Vector256<short> scale)
+    {
+        byte* g = q2 + 8 * ib;
+        uint s = Unsafe.ReadUnaligned<uint>(g + 4);
+        Vector256<byte> values = Vector256.Create(grid[g[0]], grid[g[1]], grid[g[2]], grid[g[3]]).AsByte();
+        Vector256<sbyte> sign = Vector256.Create(signs[s & 127], signs[(s >> 7) & 127], signs[(s >> 14) & 127], signs[(s >> 21) & 127]).AsSByte();
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(values, Avx2.Sign(Avx.LoadVector256(q8 + 32 * ib), sign));
+        return Avx2.MultiplyAddAdjacent(dot, scale);
     }
 }

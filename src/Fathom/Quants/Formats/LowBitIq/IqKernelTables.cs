@@ -26,14 +26,14 @@ internal static unsafe class IqKernelTables
     public static readonly ulong* SignsMask = Pin(Expand(256, k => (byte)k, 0x00, 0xFF));
 
     /// <summary>IQ1_S: the grid plus one, bytes in {0, 1, 2}; the lost -1 comes back through Q8_K's block sums.</summary>
-    public static readonly ulong* Iq1Unsigned = Pin(ShiftIq1(4096 / 2, withDelta: false));
+    public static readonly ulong* Iq1Unsigned = Pin(ShiftIq1(2048));
 
     /// <summary>
     /// IQ1_M: indexed by the 11-bit grid index plus the delta-sign bit (bit 11). Bytes hold 8·(g+1) + 1 + s with
     /// s = +1 for delta +1/8 and -1 for -1/8, so 8·(g + s/8) = byte - 9: an unsigned byte in [0, 18], the -9 comes
     /// back through Q8_K's block sums.
     /// </summary>
-    public static readonly ulong* Iq1mWeighted = Pin(ShiftIq1(4096, withDelta: true));
+    public static readonly ulong* Iq1mWeighted = Pin(WeightIq1m());
 
     private static ulong* Pin(ulong[] values)
     {
@@ -55,20 +55,31 @@ internal static unsafe class IqKernelTables
         return table;
     }
 
-    private static ulong[] ShiftIq1(int count, bool withDelta)
+    private static ulong[] ShiftIq1(int count)
     {
         ulong[] grid = QuantTables.Iq1sGrid;
         var table = new ulong[count];
         for (int k = 0; k < count; k++)
         {
-            ulong entry = grid[k & 2047];
+            ulong v = 0;
+            for (int j = 0; j < 8; j++) v |= (ulong)(byte)((sbyte)(byte)(grid[k] >> (8 * j)) + 1) << (8 * j);
+            table[k] = v;
+        }
+        return table;
+    }
+
+    private static ulong[] WeightIq1m()
+    {
+        ulong[] grid = QuantTables.Iq1sGrid;
+        var table = new ulong[4096];
+        for (int k = 0; k < table.Length; k++)
+        {
             bool negativeDelta = (k & 2048) != 0;
             ulong v = 0;
             for (int j = 0; j < 8; j++)
             {
-                int g = (sbyte)(byte)(entry >> (8 * j));
-                int b = withDelta ? 8 * (g + 1) + (negativeDelta ? 0 : 2) : g + 1;
-                v |= (ulong)(byte)b << (8 * j);
+                int g = (sbyte)(byte)(grid[k & 2047] >> (8 * j));
+                v |= (ulong)(byte)(8 * (g + 1) + (negativeDelta ? 0 : 2)) << (8 * j);
             }
             table[k] = v;
         }

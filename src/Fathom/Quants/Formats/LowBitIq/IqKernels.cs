@@ -16,6 +16,19 @@ internal static class IqKernels
         return best;
     }
 
+    /// <summary>For every requested path, the one <see cref="Resolve"/> picks: computed once so a dot call only indexes.</summary>
+    public static KernelPath[] ResolutionTable(IReadOnlyList<KernelPath> implemented)
+    {
+        KernelPath[] all = Enum.GetValues<KernelPath>();
+        var table = new KernelPath[(int)all.Max() + 1];
+        foreach (KernelPath requested in all) table[(int)requested] = Resolve(requested, implemented);
+        return table;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static KernelPath Pick(KernelPath[] table, KernelPath requested) =>
+        (uint)requested < (uint)table.Length ? table[(int)requested] : table[^1];
+
     /// <summary>Validates a dot product's operands and returns the number of 256-element blocks.</summary>
     public static int CheckDot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, int weightBlockBytes, string typeName)
     {
