@@ -18,8 +18,9 @@ public sealed class CpuBackendTests
         WeightFormat format = TypeTraits.For(type);
         long rowBytes = format.Layout.RowBytes(columns);
         byte[] bytes = GC.AllocateArray<byte>(checked((int)(rowBytes * rows)), pinned: true);
+        float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, columns).ToArray() : [];
         for (int r = 0; r < rows; r++)
-            format.Quantize(values.AsSpan(r * columns, columns), bytes.AsSpan((int)(r * rowBytes), (int)rowBytes), []);
+            format.Quantize(values.AsSpan(r * columns, columns), bytes.AsSpan((int)(r * rowBytes), (int)rowBytes), importance);
         fixed (byte* p = bytes)
             return (WeightMatrix.InPlace("w", type, p, rows, columns), bytes);
     }
@@ -30,9 +31,12 @@ public sealed class CpuBackendTests
     [InlineData(GgmlType.F16, 2)]
     [InlineData(GgmlType.Q8_0, 2)]
     [InlineData(GgmlType.Q4_0, 3)]
+    [InlineData(GgmlType.Q5_0, 2)]
+    [InlineData(GgmlType.Q4_K, 2)]
+    [InlineData(GgmlType.Q6_K, 2)]
     public void MatMulEqualsRowDotsOfTheDequantizedWeightWithTheQuantizedActivation(GgmlType type, int threads)
     {
-        const int rows = 37, columns = 256, tokens = 5;
+        const int rows = 37, columns = 768, tokens = 5;
         (WeightMatrix w, byte[] keep) = Quantized(type, Random(rows * columns, 1), rows, columns);
         float[] x = Random(tokens * columns, 2, 3f);
         float[] y = new float[tokens * rows];
