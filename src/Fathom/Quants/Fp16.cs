@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Fathom.Quants;
@@ -12,8 +13,45 @@ public static class Fp16
     /// <summary>2¹¹²: moves a binary16 exponent (bias 15) to a binary32 exponent (bias 127).</summary>
     private const float ExponentRebias = 5.192296858534828e33f;
 
+    /// <summary>
+    /// Exact widening, without the branches of the <see cref="Half"/> conversion (block scales are converted in every
+    /// dot-product step): shift exponent and mantissa into place and rebias; only zero/subnormal and Inf/NaN inputs,
+    /// rare in scales, take a branch.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+    public static float ToSingle(ushort bits)
+    {
+        const uint ShiftedExponent = 0x7c00u << 13;
+        uint u = (bits & 0x7fffu) << 13;
+        uint exponent = u & ShiftedExponent;
+        u += (127 - 15) << 23;
+        if (exponent == ShiftedExponent)
+        {
+            u += (128 - 16) << 23; // Inf/NaN: all-ones exponent, mantissa kept
+        }
+        else if (exponent == 0)
+        {
+            // Zero or subnormal: build 2⁻¹⁴·(1 + m) and subtract the implicit 2⁻¹⁴, all in exact arithmetic.
+            u += 1 << 23;
+            u = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(u) - 6.103515625e-05f);
+        }
+        return BitConverter.UInt32BitsToSingle(u | ((uint)(bits & 0x8000) << 16));
+    }
+
+    /// <summary>All 65 536 widenings, for the per-block scales of the dot kernels: one load beats the bit
+    /// manipulation there, and real scales span few exponents, so few cache lines of the table stay hot.</summary>
+    private static readonly float[] Table = BuildTable();
+
+    private static float[] BuildTable()
+    {
+        var table = new float[65536];
+        for (int i = 0; i < table.Length; i++) table[i] = ToSingle((ushort)i);
+        return table;
+    }
+
+    /// <summary>Table lookup of <see cref="ToSingle"/>, bit-identical.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Lookup(ushort bits) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Table), bits);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ushort FromSingle(float value) => BitConverter.HalfToUInt16Bits((Half)value);

@@ -59,4 +59,30 @@ internal static class Int8Simd
         Vector128<byte> mask = Vector128.Create(0x8040201008040201UL).AsByte();
         return Vector128.Equals(spread & mask, mask);
     }
+
+    /// <summary>Stores d·q + m for 16 int8 values q (multiply, then add: the rounding of ggml's scalar decoders).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void ScaleStore(Vector128<sbyte> q, Vector128<float> d, Vector128<float> m, float* destination)
+    {
+        (Vector128<short> lo, Vector128<short> hi) = Vector128.Widen(q);
+        (Vector128<int> a, Vector128<int> b) = Vector128.Widen(lo);
+        (Vector128<int> c, Vector128<int> e) = Vector128.Widen(hi);
+        (Vector128.ConvertToSingle(a) * d + m).Store(destination);
+        (Vector128.ConvertToSingle(b) * d + m).Store(destination + 4);
+        (Vector128.ConvertToSingle(c) * d + m).Store(destination + 8);
+        (Vector128.ConvertToSingle(e) * d + m).Store(destination + 12);
+    }
+
+    /// <summary>Stores d·q for 16 int8 values q.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void ScaleStore(Vector128<sbyte> q, Vector128<float> d, float* destination)
+    {
+        (Vector128<short> lo, Vector128<short> hi) = Vector128.Widen(q);
+        (Vector128<int> a, Vector128<int> b) = Vector128.Widen(lo);
+        (Vector128<int> c, Vector128<int> e) = Vector128.Widen(hi);
+        (Vector128.ConvertToSingle(a) * d).Store(destination);
+        (Vector128.ConvertToSingle(b) * d).Store(destination + 4);
+        (Vector128.ConvertToSingle(c) * d).Store(destination + 8);
+        (Vector128.ConvertToSingle(e) * d).Store(destination + 12);
+    }
 }

@@ -110,4 +110,6 @@ public static unsafe class GgmlQuants
     public static delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void> VecDotPointer(GgmlType type) => CpuTraits(type)->VecDot;
 
     public static delegate* unmanaged<void*, float*, long, void> ToFloatPointer(GgmlType type) => GetTraits((int)type)->ToFloat;
+
+    public static delegate* unmanaged<float*, void*, long, void> FromFloatPointer(GgmlType type) => CpuTraits(type)->FromFloat;
 }

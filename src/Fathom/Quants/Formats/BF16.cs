@@ -17,27 +17,45 @@ public sealed unsafe class BF16Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<ushort> b = MemoryMarshal.Cast<byte, ushort>(blocks);
-        Span<uint> bits = MemoryMarshal.Cast<float, uint>(values);
-        int i = 0;
-        if (Vector128.IsHardwareAccelerated)
+        int n = values.Length, i = 0;
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            for (; i + 8 <= values.Length; i += 8)
+            var b = (ushort*)src;
+            var y = (uint*)dst;
+            for (; i + 8 <= n; i += 8)
             {
-                (Vector128<uint> lo, Vector128<uint> hi) = Vector128.Widen(Vector128.Create(b.Slice(i, 8)));
-                (lo << 16).CopyTo(bits.Slice(i, 4));
-                (hi << 16).CopyTo(bits.Slice(i + 4, 4));
+                (Vector128<uint> lo, Vector128<uint> hi) = Vector128.Widen(Vector128.Load(b + i));
+                (lo << 16).Store(y + i);
+                (hi << 16).Store(y + i + 4);
             }
+            for (; i < n; i++) dst[i] = Bf16.ToSingle(b[i]);
         }
-        for (; i < values.Length; i++) values[i] = Bf16.ToSingle(b[i]);
     }
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
         RowGuard.Blocks(Layout, values.Length, blocks.Length);
         RowGuard.Importance(importance, values.Length);
-        Span<ushort> b = MemoryMarshal.Cast<byte, ushort>(blocks);
-        for (int i = 0; i < values.Length; i++) b[i] = Bf16.FromSingle(values[i]);
+        int n = values.Length, i = 0;
+        fixed (float* src = values)
+        fixed (byte* dst = blocks)
+        {
+            var x = (uint*)src;
+            var b = (ushort*)dst;
+            for (; i + 8 <= n; i += 8)
+                Vector128.Narrow(Round(Vector128.Load(x + i)), Round(Vector128.Load(x + i + 4))).Store(b + i);
+            for (; i < n; i++) b[i] = Bf16.FromSingle(src[i]);
+        }
+    }
+
+    /// <summary><see cref="Bf16.FromSingle"/> on four lanes (result in the low 16 bits of each).</summary>
+    private static Vector128<uint> Round(Vector128<uint> u)
+    {
+        Vector128<uint> isNaN = Vector128.GreaterThan(u & Vector128.Create(0x7fffffffu), Vector128.Create(0x7f800000u));
+        Vector128<uint> rounded = (u + Vector128.Create(0x7fffu) + ((u >> 16) & Vector128<uint>.One)) >> 16;
+        Vector128<uint> quietNaN = (u >> 16) | Vector128.Create(64u);
+        return Vector128.ConditionalSelect(isNaN, quietNaN, rounded);
     }
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -29,16 +30,18 @@ public sealed unsafe class Q4_0Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ4_0> b = MemoryMarshal.Cast<byte, BlockQ4_0>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var eight = Vector128.Create((sbyte)8);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            Span<float> y = values.Slice(i * BlockQ4_0.Values, BlockQ4_0.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ4_0*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                y[j] = ((q & 0x0F) - 8) * d;
-                y[j + 16] = ((q >> 4) - 8) * d;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore((q & low).AsSByte() - eight, d, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte() - eight, d, dst + i * 32 + 16);
             }
         }
     }
@@ -115,7 +118,7 @@ public sealed unsafe class Q4_0Format : WeightFormat
                 int q = x[i].Qs[j];
                 sumi += ((q & 0x0F) - 8) * y[i].Qs[j] + ((q >> 4) - 8) * y[i].Qs[j + 16];
             }
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
@@ -124,32 +127,40 @@ public sealed unsafe class Q4_0Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var eight = Vector128.Create((sbyte)8);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector128<sbyte> lo = (q & low).AsSByte() - eight;
             Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte() - eight;
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ4_0* x, BlockQ8_0* y, int nb)
     {
-        var low = Vector256.Create((byte)0x0F);
-        var eight = Vector256.Create((sbyte)8);
-        Vector256<float> acc = Vector256<float>.Zero;
-        for (int i = 0; i < nb; i++)
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            // Low nibbles fill the lower 16 lanes (values 0..15), high nibbles the upper (16..31).
-            Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-            Vector256<int> dot = Int8Simd.DotQuadsAvx2(both.AsSByte() - eight, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc);
+        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ4_0* x, BlockQ8_0* y)
+    {
+        Vector128<byte> q = Vector128.Load(x->Qs);
+        // Low nibbles fill the lower 16 lanes (values 0..15), high nibbles the upper (16..31).
+        Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+        Vector256<int> dot = Int8Simd.DotQuadsAvx2(both.AsSByte() - Vector256.Create((sbyte)8), Vector256.Load(y->Qs));
+        return Avx.ConvertToVector256Single(dot);
     }
 }

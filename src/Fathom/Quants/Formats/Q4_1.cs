@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -30,16 +31,18 @@ public sealed unsafe class Q4_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ4_1> b = MemoryMarshal.Cast<byte, BlockQ4_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
-            Span<float> y = values.Slice(i * BlockQ4_1.Values, BlockQ4_1.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ4_1*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                y[j] = (q & 0x0F) * d + m;
-                y[j + 16] = (q >> 4) * d + m;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore((q & low).AsSByte(), d, m, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte(), d, m, dst + i * 32 + 16);
             }
         }
     }
@@ -120,7 +123,7 @@ public sealed unsafe class Q4_1Format : WeightFormat
                 int q = x[i].Qs[j];
                 sumi += (q & 0x0F) * y[i].Qs[j] + (q >> 4) * y[i].Qs[j + 16];
             }
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
         return sum;
     }
@@ -128,32 +131,46 @@ public sealed unsafe class Q4_1Format : WeightFormat
     private static float DotPortable(BlockQ4_1* x, BlockQ8_1* y, int nb)
     {
         var low = Vector128.Create((byte)0x0F);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
+        float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
             Vector128<byte> q = Vector128.Load(x[i].Qs);
             Vector128<sbyte> lo = (q & low).AsSByte();
             Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
-        return sum;
+        return Vector128.Sum(sum) + minTerms;
     }
 
     private static float DotAvx2(BlockQ4_1* x, BlockQ8_1* y, int nb)
     {
-        var low = Vector256.Create((byte)0x0F);
-        Vector256<float> acc = Vector256<float>.Zero;
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
         float minTerms = 0;
-        for (int i = 0; i < nb; i++)
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-            Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S) + Fp16.Lookup(x[i + 1].M) * Fp16.Lookup(y[i + 1].S);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc) + minTerms;
+        if (i < nb)
+        {
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        }
+        return Vector256.Sum(acc0 + acc1) + minTerms;
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ4_1* x, BlockQ8_1* y)
+    {
+        Vector128<byte> q = Vector128.Load(x->Qs);
+        Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(y->Qs)));
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -30,19 +31,20 @@ public sealed unsafe class Q5_0Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ5_0> b = MemoryMarshal.Cast<byte, BlockQ5_0>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var high = Vector128.Create((byte)0xF0);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            uint qh = b[i].Qh;
-            Span<float> y = values.Slice(i * BlockQ5_0.Values, BlockQ5_0.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ5_0*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
-                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-                y[j] = (q0 - 16) * d;
-                y[j + 16] = (q1 - 16) * d;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                uint qh = b[i].Qh;
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
+                Int8Simd.ScaleStore(((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(), d, dst + i * 32);
+                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte(), d, dst + i * 32 + 16);
             }
         }
     }
@@ -131,7 +133,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
                 int q1 = ((q >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
                 sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
             }
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
@@ -141,7 +143,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var high = Vector128.Create((byte)0xF0);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             uint qh = x[i].Qh;
@@ -149,25 +151,33 @@ public sealed unsafe class Q5_0Format : WeightFormat
             Vector128<sbyte> lo = ((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte();
             Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ5_0* x, BlockQ8_0* y, int nb)
     {
-        var low = Vector256.Create((byte)0x0F);
-        var high = Vector256.Create((byte)0xF0);
-        Vector256<float> acc = Vector256<float>.Zero;
-        for (int i = 0; i < nb; i++)
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-            Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(x[i].Qh), high);
-            Vector256<int> dot = Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc);
+        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ5_0* x, BlockQ8_0* y)
+    {
+        Vector128<byte> q = Vector128.Load(x->Qs);
+        Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+        // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
+        Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(x->Qh), Vector256.Create((byte)0xF0));
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(y->Qs)));
     }
 }

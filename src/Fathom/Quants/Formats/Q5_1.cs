@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -31,19 +32,20 @@ public sealed unsafe class Q5_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ5_1> b = MemoryMarshal.Cast<byte, BlockQ5_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        var low = Vector128.Create((byte)0x0F);
+        var bit4 = Vector128.Create((byte)0x10);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D), m = Fp16.ToSingle(b[i].M);
-            uint qh = b[i].Qh;
-            Span<float> y = values.Slice(i * BlockQ5_1.Values, BlockQ5_1.Values);
-            for (int j = 0; j < 16; j++)
+            var b = (BlockQ5_1*)src;
+            for (int i = 0; i < nb; i++)
             {
-                int q = b[i].Qs[j];
-                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
-                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-                y[j] = q0 * d + m;
-                y[j + 16] = q1 * d + m;
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
+                uint qh = b[i].Qh;
+                Vector128<byte> q = Vector128.Load(b[i].Qs);
+                Int8Simd.ScaleStore(((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(), d, m, dst + i * 32);
+                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte(), d, m, dst + i * 32 + 16);
             }
         }
     }
@@ -137,7 +139,7 @@ public sealed unsafe class Q5_1Format : WeightFormat
                 int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
                 sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
             }
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * sumi + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
         return sum;
     }
@@ -146,7 +148,8 @@ public sealed unsafe class Q5_1Format : WeightFormat
     {
         var low = Vector128.Create((byte)0x0F);
         var bit4 = Vector128.Create((byte)0x10);
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
+        float minTerms = 0;
         for (int i = 0; i < nb; i++)
         {
             uint qh = x[i].Qh;
@@ -154,27 +157,39 @@ public sealed unsafe class Q5_1Format : WeightFormat
             Vector128<sbyte> lo = ((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte();
             Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte();
             Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D) * Vector128.Sum(acc) + Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
         }
-        return sum;
+        return Vector128.Sum(sum) + minTerms;
     }
 
     private static float DotAvx2(BlockQ5_1* x, BlockQ8_1* y, int nb)
     {
-        var low = Vector256.Create((byte)0x0F);
-        var bit4 = Vector256.Create((byte)0x10);
-        Vector256<float> acc = Vector256<float>.Zero;
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
         float minTerms = 0;
-        for (int i = 0; i < nb; i++)
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            minTerms += Fp16.ToSingle(x[i].M) * Fp16.ToSingle(y[i].S);
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-            Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x[i].Qh) & bit4;
-            Vector256<int> dot = Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(dot), acc);
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S) + Fp16.Lookup(x[i + 1].M) * Fp16.Lookup(y[i + 1].S);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc) + minTerms;
+        if (i < nb)
+        {
+            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        }
+        return Vector256.Sum(acc0 + acc1) + minTerms;
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ5_1* x, BlockQ8_1* y)
+    {
+        Vector128<byte> q = Vector128.Load(x->Qs);
+        Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x->Qh) & Vector256.Create((byte)0x10);
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y->Qs)));
     }
 }

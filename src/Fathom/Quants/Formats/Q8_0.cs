@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -31,22 +32,38 @@ public sealed unsafe class Q8_0Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ8_0> b = MemoryMarshal.Cast<byte, BlockQ8_0>(blocks);
-        for (int i = 0; i < nb; i++)
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            Span<float> y = values.Slice(i * BlockQ8_0.Values, BlockQ8_0.Values);
-            for (int j = 0; j < BlockQ8_0.Values; j++) y[j] = b[i].Qs[j] * d;
+            var b = (BlockQ8_0*)src;
+            for (int i = 0; i < nb; i++)
+            {
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
+            }
         }
     }
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         RowGuard.Importance(importance, values.Length);
-        Span<BlockQ8_0> b = MemoryMarshal.Cast<byte, BlockQ8_0>(blocks);
-        for (int i = 0; i < nb; i++)
-            b[i].D = QuantizeBlock(values.Slice(i * BlockQ8_0.Values, BlockQ8_0.Values), ref b[i].Qs[0], out _, out _);
+        Quantize(values, blocks, BestPath);
+    }
+
+    /// <summary>The encoder through a chosen path (Scalar, or Avx2 where supported), so tests can hold both to ggml.</summary>
+    internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        fixed (float* x = values)
+        fixed (byte* dst = blocks)
+        {
+            var b = (BlockQ8_0*)dst;
+            for (int i = 0; i < nb; i++)
+                b[i].D = simd ? QuantizeBlockAvx2(x + i * BlockQ8_0.Values, b[i].Qs, out _, out _)
+                              : QuantizeBlock(new ReadOnlySpan<float>(x + i * BlockQ8_0.Values, BlockQ8_0.Values), ref b[i].Qs[0], out _, out _);
+        }
     }
 
     /// <summary>
@@ -68,6 +85,37 @@ public sealed unsafe class Q8_0Format : WeightFormat
             q[j] = (sbyte)Math.Clamp(v, sbyte.MinValue, sbyte.MaxValue);
         }
         return Fp16.FromSingle(d);
+    }
+
+    /// <summary><see cref="QuantizeBlock"/> for 32 values with AVX2, the instruction sequence of ggml's quantize_row_q8_0.</summary>
+    internal static ushort QuantizeBlockAvx2(float* x, sbyte* qs, out float d, out int sum)
+    {
+        Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8), v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
+        Vector256<float> signBit = Vector256.Create(-0f);
+        Vector256<float> maxAbs = Avx.Max(Avx.Max(Avx.AndNot(signBit, v0), Avx.AndNot(signBit, v1)), Avx.Max(Avx.AndNot(signBit, v2), Avx.AndNot(signBit, v3)));
+        Vector128<float> max4 = Sse.Max(maxAbs.GetUpper(), maxAbs.GetLower());
+        max4 = Sse.Max(max4, Sse.MoveHighToLow(max4, max4));
+        max4 = Sse.MaxScalar(max4, Sse3.MoveHighAndDuplicate(max4));
+        float amax = max4.ToScalar();
+        d = amax / 127f;
+        var id = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+        // vcvtps2dq after rounding half to even; out-of-range values become int.MinValue, as in ggml.
+        Vector256<int> i0 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v0, id)));
+        Vector256<int> i1 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v1, id)));
+        Vector256<int> i2 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v2, id)));
+        Vector256<int> i3 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Avx.Multiply(v3, id)));
+        sum = Vector256.Sum((i0 + i1) + (i2 + i3));
+        PackStore(i0, i1, i2, i3, qs);
+        return Fp16.FromSingle(d);
+    }
+
+    /// <summary>Narrows 32 int32 to int8 with saturation and stores them in order (packs work per 128-bit lane, the permute restores the order).</summary>
+    internal static void PackStore(Vector256<int> i0, Vector256<int> i1, Vector256<int> i2, Vector256<int> i3, sbyte* destination)
+    {
+        Vector256<short> s01 = Avx2.PackSignedSaturate(i0, i1);
+        Vector256<short> s23 = Avx2.PackSignedSaturate(i2, i3);
+        Vector256<sbyte> bytes = Avx2.PackSignedSaturate(s01, s23);
+        Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte().Store(destination);
     }
 
     /// <summary>
@@ -104,32 +152,41 @@ public sealed unsafe class Q8_0Format : WeightFormat
         {
             int sumi = 0;
             for (int j = 0; j < BlockQ8_0.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
 
     private static float DotPortable(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             Vector128<int> acc = Int8Simd.DotPortable(Vector128.Load(x[i].Qs), Vector128.Load(y[i].Qs))
                                + Int8Simd.DotPortable(Vector128.Load(x[i].Qs + 16), Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
-        Vector256<float> acc = Vector256<float>.Zero;
-        for (int i = 0; i < nb; i++)
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            Vector256<int> q = Int8Simd.DotQuadsAvx2(Vector256.Load(x[i].Qs), Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(q), acc);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc);
+        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ8_0* x, BlockQ8_0* y)
+    {
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2(Vector256.Load(x->Qs), Vector256.Load(y->Qs)));
     }
 }

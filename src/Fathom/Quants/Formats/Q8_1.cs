@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -31,24 +32,42 @@ public sealed unsafe class Q8_1Format : WeightFormat
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        ReadOnlySpan<BlockQ8_1> b = MemoryMarshal.Cast<byte, BlockQ8_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
         {
-            float d = Fp16.ToSingle(b[i].D);
-            Span<float> y = values.Slice(i * BlockQ8_1.Values, BlockQ8_1.Values);
-            for (int j = 0; j < BlockQ8_1.Values; j++) y[j] = b[i].Qs[j] * d;
+            var b = (BlockQ8_1*)src;
+            for (int i = 0; i < nb; i++)
+            {
+                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
+                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
+            }
         }
     }
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         RowGuard.Importance(importance, values.Length);
-        Span<BlockQ8_1> b = MemoryMarshal.Cast<byte, BlockQ8_1>(blocks);
-        for (int i = 0; i < nb; i++)
+        Quantize(values, blocks, BestPath);
+    }
+
+    /// <summary>The encoder through a chosen path (Scalar, or Avx2 where supported), so tests can hold both to ggml.</summary>
+    internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
+    {
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
+        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        fixed (float* x = values)
+        fixed (byte* dst = blocks)
         {
-            b[i].D = Q8_0Format.QuantizeBlock(values.Slice(i * BlockQ8_1.Values, BlockQ8_1.Values), ref b[i].Qs[0], out float d, out int sum);
-            b[i].S = Fp16.FromSingle(d * sum);
+            var b = (BlockQ8_1*)dst;
+            for (int i = 0; i < nb; i++)
+            {
+                float d;
+                int sum;
+                b[i].D = simd ? Q8_0Format.QuantizeBlockAvx2(x + i * BlockQ8_1.Values, b[i].Qs, out d, out sum)
+                              : Q8_0Format.QuantizeBlock(new ReadOnlySpan<float>(x + i * BlockQ8_1.Values, BlockQ8_1.Values), ref b[i].Qs[0], out d, out sum);
+                b[i].S = Fp16.FromSingle(d * sum);
+            }
         }
     }
 
@@ -76,32 +95,41 @@ public sealed unsafe class Q8_1Format : WeightFormat
         {
             int sumi = 0;
             for (int j = 0; j < BlockQ8_1.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
-            sum += sumi * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
         return sum;
     }
 
     private static float DotPortable(BlockQ8_1* x, BlockQ8_1* y, int nb)
     {
-        float sum = 0;
+        Vector128<float> sum = Vector128<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             Vector128<int> acc = Int8Simd.DotPortable(Vector128.Load(x[i].Qs), Vector128.Load(y[i].Qs))
                                + Int8Simd.DotPortable(Vector128.Load(x[i].Qs + 16), Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.Sum(acc) * (Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
+            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
         }
-        return sum;
+        return Vector128.Sum(sum);
     }
 
     private static float DotAvx2(BlockQ8_1* x, BlockQ8_1* y, int nb)
     {
-        Vector256<float> acc = Vector256<float>.Zero;
-        for (int i = 0; i < nb; i++)
+        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
+        int i = 0;
+        for (; i + 2 <= nb; i += 2)
         {
-            Vector256<int> q = Int8Simd.DotQuadsAvx2(Vector256.Load(x[i].Qs), Vector256.Load(y[i].Qs));
-            var d = Vector256.Create(Fp16.ToSingle(x[i].D) * Fp16.ToSingle(y[i].D));
-            acc = Fma.MultiplyAdd(d, Avx.ConvertToVector256Single(q), acc);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
         }
-        return Vector256.Sum(acc);
+        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockDot(BlockQ8_1* x, BlockQ8_1* y)
+    {
+        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2(Vector256.Load(x->Qs), Vector256.Load(y->Qs)));
     }
 }

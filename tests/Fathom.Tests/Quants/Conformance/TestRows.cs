@@ -45,6 +45,25 @@ public static class TestRows
         return row;
     }
 
+    /// <summary>
+    /// Gaussian rows where every 32 values hold the largest magnitude twice, with opposite signs in varying order:
+    /// encoders that take the sign of the first extreme (Q8_K, Q4_0) must pick the same one ggml picks.
+    /// </summary>
+    public static float[] OppositeExtremes(int n, int seed)
+    {
+        float[] row = Gaussian(n, seed);
+        var rng = new Random(seed + 1);
+        for (int start = 0; start + 32 <= n; start += 32)
+        {
+            int a = start + rng.Next(32), b = start + rng.Next(32);
+            if (a == b) b = start + (a - start + 1) % 32;
+            float big = 8 + rng.NextSingle();
+            row[a] = big;
+            row[b] = -big;
+        }
+        return row;
+    }
+
     public static float[] Scaled(float[] row, float factor) => row.Select(v => v * factor).ToArray();
 
     private static float NextGaussian(Random rng)

@@ -51,6 +51,7 @@ public class WeightFormatConformanceTests(ITestOutputHelper output)
         {
             ("gaussian", TestRows.Gaussian(RowLength, 1)),
             ("heavy-tailed", TestRows.HeavyTailed(RowLength, 2)),
+            ("opposite extremes", TestRows.OppositeExtremes(RowLength, 4)),
             ("zeros", new float[RowLength]),
         };
         // Small and large magnitudes drive block scales to fp16 subnormals and towards (and past) the fp16 maximum.
@@ -126,6 +127,7 @@ public class WeightFormatConformanceTests(ITestOutputHelper output)
             ("gaussian", TestRows.Gaussian(RowLength, 31)),
             ("heavy-tailed", TestRows.HeavyTailed(RowLength, 32)),
             ("ties", TestRows.Ties(RowLength)),
+            ("opposite extremes", TestRows.OppositeExtremes(RowLength, 35)),
             ("zeros", new float[RowLength]),
             ("tiny", TestRows.Scaled(TestRows.Gaussian(RowLength, 33), 1e-40f)),
             ("huge", TestRows.Scaled(TestRows.Gaussian(RowLength, 34), 1e30f)),
