@@ -31,8 +31,8 @@ internal static class KQuantVector
 
     /// <summary>
     /// Prefetches the cache lines of the weight block <see cref="PrefetchDistance"/> bytes ahead. Weight rows
-    /// stream from memory once per token; hinting them ahead keeps the loads off the critical path even when the
-    /// hardware prefetcher lags (measured: up to 1.7× on Q2_K rows larger than the caches).
+    /// stream from memory once per token; hinting them ahead keeps the loads off the critical path when the
+    /// hardware prefetcher lags, which mattered most for Q2_K (the least work per byte) on rows beyond the caches.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void PrefetchAhead(byte* block, int blockBytes)
@@ -43,21 +43,6 @@ internal static class KQuantVector
         if (blockBytes > 64) Sse.Prefetch0(ahead + 64);
         if (blockBytes > 128) Sse.Prefetch0(ahead + 128);
         if (blockBytes > 192) Sse.Prefetch0(ahead + 192);
-    }
-
-    /// <summary>
-    /// Two adjacent fp16 fields (d, dmin) → floats in lanes 0 and 1, exactly as <see cref="KQuantBlocks.HalfToFloat"/>:
-    /// magnitude bits moved into fp32 position and rescaled by 2^112, exponent 31 forced to 255, sign restored.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector128<float> HalfPairToFloats(byte* pair)
-    {
-        Vector128<uint> halves = Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<uint>(pair)).AsUInt16()).AsUInt32();
-        Vector128<uint> magnitude = (halves & Vector128.Create(0x7FFFu)) << 13;
-        Vector128<uint> sign = (halves & Vector128.Create(0x8000u)) << 16;
-        Vector128<uint> finite = (magnitude.AsSingle() * Vector128.Create(0x77800000u).AsSingle()).AsUInt32();
-        Vector128<uint> special = Vector128.GreaterThan(magnitude.AsInt32(), Vector128.Create(0x0F7FFFFF)).AsUInt32();
-        return (Vector128.ConditionalSelect(special, magnitude | Vector128.Create(0x7F800000u), finite) | sign).AsSingle();
     }
 
     /// <summary>Byte shuffle that broadcasts int16 element <paramref name="k"/> of each lane to the whole lane (constant for constant k).</summary>
@@ -100,7 +85,7 @@ internal static class KQuantVector
     /// repeated in both 128-bit lanes, ready for <see cref="PickGroupScales"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<short> GroupScalesHalf(Vector256<short> allScales, int half) =>
+    public static Vector256<short> GroupScalesHalf(Vector256<short> allScales, [ConstantExpected(Min = 0, Max = 1)] int half) =>
         half == 0 ? Avx2.Permute2x128(allScales, allScales, 0x00) : Avx2.Permute2x128(allScales, allScales, 0x11);
 
     /// <summary>
@@ -108,7 +93,7 @@ internal static class KQuantVector
     /// group 2k+1, each broadcast to every int16 of its lane.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<short> PickGroupScales(Vector256<short> scalesHalf, int k)
+    public static Vector256<short> PickGroupScales(Vector256<short> scalesHalf, [ConstantExpected(Min = 0, Max = 3)] int k)
     {
         // Byte pairs (4k, 4k+1) in lane 0 and (4k+2, 4k+3) in lane 1 select int16 scale 2k and 2k+1 of that lane.
         Vector256<short> mask = Vector256.Create(Vector128.Create((short)(0x0100 + 0x0404 * k)), Vector128.Create((short)(0x0302 + 0x0404 * k)));

@@ -1,7 +1,13 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using static Fathom.Quants.Formats.Q2_KFormat;
+
+// Shift counts and shuffle masks here are built from [ConstantExpected] arguments that are literals at every
+// call site once the helpers are inlined; the analyzer cannot see through the arithmetic on them.
+#pragma warning disable CA1857
 
 namespace Fathom.Quants.Formats;
 
@@ -11,6 +17,7 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 internal static unsafe class Q2_KDot
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float Scalar(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         float sum = 0;
@@ -34,6 +41,7 @@ internal static unsafe class Q2_KDot
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float WithVector128(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
@@ -72,6 +80,7 @@ internal static unsafe class Q2_KDot
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)] // keeps the kernel's own inlining budget for its helpers
     public static float WithAvx2(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
@@ -79,40 +88,40 @@ internal static unsafe class Q2_KDot
         {
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<byte> low4 = Vector128.Create((byte)0x0F);
-            Vector256<byte> low2 = Vector256.Create((byte)0x03);
-            for (int i = 0; i < blocks; i++)
+            byte* w = wp, a = ap;
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
             {
-                byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                // (d·a, dmin·a) from the two fp16 fields at once.
-                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
+                Vector256<float> ad = Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * ad;
+                Vector256<float> minScale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * ad;
 
                 Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
                 Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
                 Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
-                acc = Fma.MultiplyAddNegated(Avx2.BroadcastScalarToVector256(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01)), Avx.ConvertToVector256Single(minProducts), acc);
+                acc = Fma.MultiplyAddNegated(minScale, Avx.ConvertToVector256Single(minProducts), acc);
 
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
-                Vector256<int> sumi = Vector256<int>.Zero;
-                for (int half = 0; half < 2; half++)
-                {
-                    Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
-                    Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
-                    sbyte* xs = x + 128 * half;
-                    Vector256<short> p0 = Avx2.MultiplyAddAdjacent(bits & low2, Avx.LoadVector256(xs));
-                    Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2, Avx.LoadVector256(xs + 32));
-                    Vector256<short> p2 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx.LoadVector256(xs + 64));
-                    Vector256<short> p3 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 6).AsByte() & low2, Avx.LoadVector256(xs + 96));
-                    sumi += Avx2.MultiplyAddAdjacent(p0, KQuantVector.PickGroupScales(groupScales, 0))
-                          + Avx2.MultiplyAddAdjacent(p1, KQuantVector.PickGroupScales(groupScales, 1))
-                          + Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2))
-                          + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3));
-                }
-                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
+                Vector256<int> sumi = Half(w, a, 0, scales) + Half(w, a, 1, scales);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
         }
+    }
+
+    /// <summary>Σ sc·q·x over the 128 values of one half (qs bytes 32h…32h+31, groups 8h…8h+7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Half(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)
+    {
+        Vector256<byte> low2 = Vector256.Create((byte)0x03);
+        Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
+        Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
+        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 128 * half);
+        Vector256<short> p0 = Avx2.MultiplyAddAdjacent(bits & low2, Avx.LoadVector256(x));
+        Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2, Avx.LoadVector256(x + 32));
+        Vector256<short> p2 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx.LoadVector256(x + 64));
+        Vector256<short> p3 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 6).AsByte() & low2, Avx.LoadVector256(x + 96));
+        return (Avx2.MultiplyAddAdjacent(p0, KQuantVector.PickGroupScales(groupScales, 0)) + Avx2.MultiplyAddAdjacent(p1, KQuantVector.PickGroupScales(groupScales, 1)))
+             + (Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2)) + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3)));
     }
 }

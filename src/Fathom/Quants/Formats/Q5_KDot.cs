@@ -17,6 +17,7 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 internal static unsafe class Q5_KDot
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float Scalar(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         float sum = 0;
@@ -42,6 +43,7 @@ internal static unsafe class Q5_KDot
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static float WithVector128(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
@@ -80,6 +82,7 @@ internal static unsafe class Q5_KDot
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)] // keeps the kernel's own inlining budget for its helpers
     public static float WithAvx2(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
     {
         fixed (byte* wp = weights)
@@ -91,20 +94,21 @@ internal static unsafe class Q5_KDot
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                // (d·a, dmin·a) from the two fp16 fields at once.
-                Vector128<float> scaleAndMin = KQuantVector.HalfPairToFloats(w + DOffset) * Vector128.Create(*(float*)a);
+                float ad = *(float*)a;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
 
                 Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
                 Vector128<int> minProducts = Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a));
-                accMins = Fma.MultiplyAddNegated(Sse.Shuffle(scaleAndMin, scaleAndMin, 0b01_01_01_01), Sse2.ConvertToVector128Single(minProducts), accMins);
+                accMins = Fma.MultiplyAddNegated(minScale, Sse2.ConvertToVector128Single(minProducts), accMins);
 
                 Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
                 Vector256<byte> scalePairs = Vector256.Create(scales16, scales16).AsByte();
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighOffset);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs, highBits) + Chunk(w, a, 1, scalePairs, highBits))
                                     + (Chunk(w, a, 2, scalePairs, highBits) + Chunk(w, a, 3, scalePairs, highBits));
-                acc = Fma.MultiplyAdd(Avx2.BroadcastScalarToVector256(scaleAndMin), Avx.ConvertToVector256Single(sumi), acc);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             accMins += Sse.MoveHighToLow(accMins, accMins);
             accMins += Sse.Shuffle(accMins, accMins, 1);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -61,6 +62,7 @@ public sealed class Q6_KFormat : WeightFormat
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static unsafe void DequantizeAvx2(ReadOnlySpan<byte> blocks, Span<float> values, int count)
     {
         fixed (byte* bp = blocks)
