@@ -138,6 +138,22 @@ public class IqLowBitTests(ITestOutputHelper output)
         return values;
     }
 
+    /// <summary>The scalar reference decoder (the public one takes the AVX2 decoder where the CPU has it).</summary>
+    private static float[] ScalarDequantize(GgmlType type, byte[] blocks, int count)
+    {
+        var values = new float[count];
+        switch (type)
+        {
+            case GgmlType.IQ1_S: Fathom.Quants.Formats.IQ1_SFormat.DequantizeScalar(blocks, values); break;
+            case GgmlType.IQ1_M: Fathom.Quants.Formats.IQ1_MFormat.DequantizeScalar(blocks, values); break;
+            case GgmlType.IQ2_XXS: Fathom.Quants.Formats.IQ2_XXSFormat.DequantizeScalar(blocks, values); break;
+            case GgmlType.IQ2_XS: Fathom.Quants.Formats.IQ2_XSFormat.DequantizeScalar(blocks, values); break;
+            case GgmlType.IQ2_S: Fathom.Quants.Formats.IQ2_SFormat.DequantizeScalar(blocks, values); break;
+            default: throw new ArgumentOutOfRangeException(nameof(type));
+        }
+        return values;
+    }
+
     [Theory]
     [MemberData(nameof(Types))]
     public void DequantizeMatchesGgmlOnGgmlQuantizedRows(GgmlType type)
@@ -147,7 +163,9 @@ public class IqLowBitTests(ITestOutputHelper output)
         float[] values = HeavyTailed(rng, rows * RowLength);
         float[] importance = Importance(rng, RowLength);
         byte[] blocks = GgmlQuants.Quantize(type, values, rows, RowLength, importance);
-        AssertBitExact(GgmlQuants.Dequantize(type, blocks, values.Length), FathomDequantize(type, blocks, values.Length));
+        float[] expected = GgmlQuants.Dequantize(type, blocks, values.Length);
+        AssertBitExact(expected, FathomDequantize(type, blocks, values.Length));
+        AssertBitExact(expected, ScalarDequantize(type, blocks, values.Length));
     }
 
     [Theory]
@@ -161,7 +179,9 @@ public class IqLowBitTests(ITestOutputHelper output)
         for (int entry = 0; entry < GridSize(type); entry++)
             SetGridIndex(type, data.AsSpan(entry / 32 * blockBytes, blockBytes), entry % 32, entry);
         int count = blocks * 256;
-        AssertBitExact(GgmlQuants.Dequantize(type, data, count), FathomDequantize(type, data, count));
+        float[] expected = GgmlQuants.Dequantize(type, data, count);
+        AssertBitExact(expected, FathomDequantize(type, data, count));
+        AssertBitExact(expected, ScalarDequantize(type, data, count));
     }
 
     [Theory]
@@ -178,7 +198,17 @@ public class IqLowBitTests(ITestOutputHelper output)
         int count = data.Length / blockBytes * 256;
         float[] expected = GgmlQuants.Dequantize(type, data, count);
         AssertBitExact(expected, FathomDequantize(type, data, count));
+        AssertBitExact(expected, ScalarDequantize(type, data, count));
         Assert.All(expected.AsSpan(0, 256).ToArray(), v => Assert.Equal(0f, v));
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void ImportanceRequirementAndActivationTypeMatchGgml(GgmlType type)
+    {
+        WeightFormat format = TypeTraits.For(type);
+        Assert.Equal(GgmlQuants.RequiresImportance(type), format.RequiresImportance);
+        Assert.Equal(GgmlQuants.DotActivationType(type), format.DotActivationType);
     }
 
     [Fact]

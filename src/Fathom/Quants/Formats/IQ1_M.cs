@@ -31,6 +31,41 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
+        if (!Avx2.IsSupported)
+        {
+            DequantizeScalar(blocks, values);
+            return;
+        }
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_M");
+        fixed (byte* x = blocks)
+        fixed (float* y = values)
+            DequantizeAvx2(x, y, nb);
+    }
+
+    internal static void DequantizeAvx2(byte* x, float* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq1Grid;
+        float delta = QuantTables.Iq1mDelta;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
+        {
+            ushort* sc = (ushort*)(x + ScalesOffset);
+            float d = BlockScale(sc);
+            for (int ib = 0; ib < 16; ib++)
+            {
+                Vector256<float> dl = Vector256.Create(d * (2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1));
+                int qh = x[HighBitsOffset + ib];
+                for (int k = 0; k < 2; k++)
+                {
+                    int nibble = qh >> (4 * k);
+                    IqRunsAvx2.StoreShifted(y + 16 * ib + 8 * k, grid + (x[2 * ib + k] | ((nibble & 7) << 8)), (nibble & 8) != 0 ? -delta : delta, dl);
+                }
+            }
+        }
+    }
+
+    /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
         int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_M");
         ulong[] grid = QuantTables.Iq1sGrid;
         float delta = QuantTables.Iq1mDelta;

@@ -26,6 +26,39 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
+        if (!Avx2.IsSupported)
+        {
+            DequantizeScalar(blocks, values);
+            return;
+        }
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
+        fixed (byte* x = blocks)
+        fixed (float* y = values)
+            DequantizeAvx2(x, y, nb);
+    }
+
+    internal static void DequantizeAvx2(byte* x, float* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq1Grid;
+        float delta = QuantTables.Iq1sDelta;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            ushort* qh = (ushort*)(x + HighBitsOffset);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                int h = qh[ib];
+                Vector256<float> dl = Vector256.Create(d * (2 * ((h >> 12) & 7) + 1));
+                float shift = (h & 0x8000) != 0 ? -delta : delta;
+                for (int l = 0; l < 4; l++)
+                    IqRunsAvx2.StoreShifted(y + 32 * ib + 8 * l, grid + (x[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)), shift, dl);
+            }
+        }
+    }
+
+    /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
         int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
         ulong[] grid = QuantTables.Iq1sGrid;
         float delta = QuantTables.Iq1sDelta;

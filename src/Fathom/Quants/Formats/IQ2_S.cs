@@ -30,6 +30,40 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
+        if (!Avx2.IsSupported)
+        {
+            DequantizeScalar(blocks, values);
+            return;
+        }
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        fixed (byte* x = blocks)
+        fixed (float* y = values)
+            DequantizeAvx2(x, y, nb);
+    }
+
+    internal static void DequantizeAvx2(byte* x, float* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2sGrid, masks = IqKernelTables.SignsMask;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                byte sc = x[ScalesOffset + ib];
+                Vector256<float> db0 = Vector256.Create(d * (0.5f + (sc & 0xf)) * 0.25f);
+                Vector256<float> db1 = Vector256.Create(d * (0.5f + (sc >> 4)) * 0.25f);
+                for (int l = 0; l < 4; l++)
+                {
+                    int run = 4 * ib + l;
+                    IqRunsAvx2.StoreSigned(y + 8 * run, grid + GridIndex(x, run), masks + x[SignsOffset + run], l < 2 ? db0 : db1);
+                }
+            }
+        }
+    }
+
+    /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
         int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
         ulong[] grid = QuantTables.Iq2sGrid;
         fixed (byte* first = blocks)

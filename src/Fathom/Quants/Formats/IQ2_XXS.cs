@@ -27,6 +27,37 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
+        if (!Avx2.IsSupported)
+        {
+            DequantizeScalar(blocks, values);
+            return;
+        }
+        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        fixed (byte* x = blocks)
+        fixed (float* y = values)
+            DequantizeAvx2(x, y, nb);
+    }
+
+    internal static void DequantizeAvx2(byte* x, float* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2xxsGrid, masks = IqKernelTables.EvenSignsMask;
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
+        {
+            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                byte* group = x + 2 + 8 * ib;
+                uint s = Unsafe.ReadUnaligned<uint>(group + 4);
+                Vector256<float> db = Vector256.Create(d * (0.5f + (s >> 28)) * 0.25f);
+                for (int l = 0; l < 4; l++)
+                    IqRunsAvx2.StoreSigned(y + 32 * ib + 8 * l, grid + group[l], masks + ((s >> (7 * l)) & 127), db);
+            }
+        }
+    }
+
+    /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
+    internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
         int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
         ulong[] grid = QuantTables.Iq2xxsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
