@@ -16,7 +16,7 @@ public sealed class QuantizedAgreementTests(ITestOutputHelper output)
     private const int PromptLength = 8;
     private const int TotalTokens = 32;
 
-    public static TheoryData<string> Variants => new() { "llama-q8_0", "qwen2-q4_k", "llama-q6_k", "deepseek2-v3-q8_0", "deepseek2-r1-q4_k-q6_k" };
+    public static TheoryData<string> Variants => new() { "llama-q8_0", "qwen2-q4_k", "llama-q6_k", "deepseek2-v3-q8_0", "deepseek2-r1-q4_k-q6_k", "deepseek2-r1-iq1_s-mix" };
 
     private static SyntheticModelSpec Spec(string variant) => variant switch
     {
@@ -29,6 +29,7 @@ public sealed class QuantizedAgreementTests(ITestOutputHelper output)
         {
             VocabSize = 512, TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
         },
+        "deepseek2-r1-iq1_s-mix" => SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512 },
         _ => throw new ArgumentException(variant),
     };
 

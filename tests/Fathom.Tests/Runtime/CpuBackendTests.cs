@@ -34,6 +34,8 @@ public sealed class CpuBackendTests
     [InlineData(GgmlType.Q5_0, 2)]
     [InlineData(GgmlType.Q4_K, 2)]
     [InlineData(GgmlType.Q6_K, 2)]
+    [InlineData(GgmlType.IQ1_S, 2)]
+    [InlineData(GgmlType.IQ2_XXS, 2)]
     public void MatMulEqualsRowDotsOfTheDequantizedWeightWithTheQuantizedActivation(GgmlType type, int threads)
     {
         const int rows = 37, columns = 768, tokens = 5;
@@ -59,7 +61,8 @@ public sealed class CpuBackendTests
                 double expected = 0, magnitude = 0;
                 for (int i = 0; i < columns; i++) { expected += (double)row[i] * xq[i]; magnitude += Math.Abs((double)row[i] * xq[i]); }
                 Assert.True(Math.Abs(y[t * rows + r] - expected) <= 1e-5 * magnitude + 1e-6,
-                    $"{type} token {t} row {r}: {y[t * rows + r]} vs {expected}");
+                    $"{type} token {t} row {r}: {y[t * rows + r]} vs {expected}; direct dots: " +
+                    string.Join(", ", w.Format.ImplementedPaths.Select(p => $"{p} {w.Format.Dot(w.Row(r), actBytes, columns, p)}")));
             }
         }
         GC.KeepAlive(keep);
