@@ -10,6 +10,10 @@ namespace Fathom.Quants.Formats.LowBitIq;
 /// </summary>
 internal static unsafe class IqKernelTables
 {
+    // First, because static fields initialize in textual order. The pinned copies must stay reachable: an
+    // unreferenced array on the pinned heap is collected like any other, and the kernels would read freed memory.
+    private static readonly List<ulong[]> Pinned = [];
+
     public static readonly ulong* Iq2xxsGrid = Pin(QuantTables.Iq2xxsGrid);
     public static readonly ulong* Iq2xsGrid = Pin(QuantTables.Iq2xsGrid);
     public static readonly ulong* Iq2sGrid = Pin(QuantTables.Iq2sGrid);
@@ -37,6 +41,7 @@ internal static unsafe class IqKernelTables
     {
         ulong[] pinned = GC.AllocateUninitializedArray<ulong>(values.Length, pinned: true);
         values.CopyTo(pinned, 0);
+        lock (Pinned) Pinned.Add(pinned);
         return (ulong*)Unsafe.AsPointer(ref pinned[0]);
     }
 

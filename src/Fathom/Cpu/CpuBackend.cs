@@ -1,0 +1,203 @@
+using System.Numerics.Tensors;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cpu;
+
+/// <summary>
+/// The CPU implementation of <see cref="IComputeBackend"/>: weights are multiplied in place in their own format
+/// through <see cref="WeightFormat.Dot"/>, split over output rows across a <see cref="WorkerPool"/>; vector
+/// operations use <see cref="TensorPrimitives"/>. Scratch buffers grow to the largest batch seen and are reused.
+/// </summary>
+public sealed unsafe class CpuBackend : IComputeBackend
+{
+    // Pieces per thread: enough that uneven rows balance, few enough that claiming stays cheap.
+    private const int PiecesPerThread = 4;
+
+    private readonly WorkerPool _pool;
+    private readonly MatMulWork _matMul = new();
+    private readonly QuantizeWork _quantize = new();
+    private readonly AttentionWork _attention;
+    private byte[] _activations = GC.AllocateArray<byte>(1 << 16, pinned: true);
+
+    /// <param name="threads">Threads to compute with; 0 or less means one per logical processor.</param>
+    public CpuBackend(int threads = 0)
+    {
+        _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
+        _attention = new AttentionWork(_pool.Threads);
+    }
+
+    public int Threads => _pool.Threads;
+
+    public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
+    {
+        int n = weight.Columns;
+        if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
+        if (output.Length < (long)tokens * weight.Rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{weight.Rows} needed");
+        WeightFormat activationFormat = TypeTraits.For(weight.Format.DotActivationType);
+        long activationRowBytes = activationFormat.Layout.RowBytes(n);
+        fixed (float* x = input)
+        fixed (float* y = output)
+        {
+            byte* activations;
+            if (activationFormat.Type == GgmlType.F32)
+            {
+                activations = (byte*)x;
+            }
+            else
+            {
+                long needed = checked(activationRowBytes * tokens);
+                if (_activations.Length < needed) _activations = GC.AllocateArray<byte>(checked((int)needed), pinned: true);
+                fixed (byte* a = _activations)
+                {
+                    _quantize.Set(activationFormat, x, n, a, activationRowBytes);
+                    _pool.Run(_quantize, tokens);
+                    activations = a; // the array is pinned, so the address stays valid after this block
+                }
+            }
+            _matMul.Set(weight, activations, activationRowBytes, tokens, y, Pieces(weight.Rows));
+            _pool.Run(_matMul, _matMul.PieceCount);
+        }
+    }
+
+    public void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon)
+    {
+        int n = weight.Length;
+        for (int t = 0; t < tokens; t++)
+        {
+            ReadOnlySpan<float> x = input.Slice(t * n, n);
+            Span<float> y = output.Slice(t * n, n);
+            // Sum of squares in double, as ggml does, so long rows lose no precision.
+            double sum = 0;
+            foreach (float v in x) sum += v * v;
+            float scale = 1f / MathF.Sqrt((float)(sum / n) + epsilon);
+            TensorPrimitives.Multiply(x, scale, y);
+            TensorPrimitives.Multiply(y, weight, y);
+        }
+    }
+
+    public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition)
+    {
+        int half = rope.Dimensions / 2;
+        Span<float> cos = stackalloc float[half];
+        Span<float> sin = stackalloc float[half];
+        for (int t = 0; t < tokens; t++)
+        {
+            rope.Angles(firstPosition + t, cos, sin);
+            for (int h = 0; h < heads; h++)
+                rope.Rotate(values.Slice(t * rowStride + h * headStride + offset, rope.Dimensions), cos, sin);
+        }
+    }
+
+    public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    public void Attention(ReadOnlySpan<float> queries, KvLayerCache cache, Span<float> output, in AttentionShape shape, int firstPosition, int tokens)
+    {
+        shape.Validate(cache);
+        if (firstPosition + tokens > cache.Capacity) throw new ContextFullException(firstPosition, tokens, cache.Capacity);
+        if (queries.Length < (long)tokens * shape.Heads * shape.KeyDim || output.Length < (long)tokens * shape.Heads * shape.ValueDim)
+            throw new ArgumentException("attention buffers are smaller than the batch");
+        fixed (float* q = queries)
+        fixed (float* o = output)
+        fixed (float* k = cache.Keys)
+        fixed (float* v = cache.Values)
+        {
+            _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+            _pool.Run(_attention, tokens * shape.Heads);
+        }
+    }
+
+    private int Pieces(int rows) => Math.Min(rows, Threads * PiecesPerThread);
+
+    public void Dispose() => _pool.Dispose();
+
+    private sealed class QuantizeWork : IParallelWork
+    {
+        private WeightFormat _format = null!;
+        private float* _input;
+        private int _n;
+        private byte* _output;
+        private long _rowBytes;
+
+        public void Set(WeightFormat format, float* input, int n, byte* output, long rowBytes)
+        {
+            _format = format; _input = input; _n = n; _output = output; _rowBytes = rowBytes;
+        }
+
+        public void Execute(int token, int worker) =>
+            _format.Quantize(new ReadOnlySpan<float>(_input + (long)token * _n, _n), new Span<byte>(_output + token * _rowBytes, (int)_rowBytes), []);
+    }
+
+    private sealed class MatMulWork : IParallelWork
+    {
+        private WeightMatrix _weight = null!;
+        private byte* _activations;
+        private long _activationRowBytes;
+        private int _tokens;
+        private float* _output;
+
+        public int PieceCount { get; private set; }
+
+        public void Set(WeightMatrix weight, byte* activations, long activationRowBytes, int tokens, float* output, int pieces)
+        {
+            _weight = weight; _activations = activations; _activationRowBytes = activationRowBytes; _tokens = tokens; _output = output;
+            PieceCount = pieces;
+        }
+
+        public void Execute(int piece, int worker)
+        {
+            int rows = _weight.Rows, n = _weight.Columns;
+            int first = (int)((long)rows * piece / PieceCount), end = (int)((long)rows * (piece + 1) / PieceCount);
+            WeightFormat format = _weight.Format;
+            int weightRowBytes = (int)_weight.RowBytes, activationRowBytes = (int)_activationRowBytes;
+            for (int r = first; r < end; r++)
+            {
+                var w = new ReadOnlySpan<byte>(_weight.RowPointer(r), weightRowBytes);
+                // Tokens innermost: the weight row stays in cache while every token's activations pass by.
+                for (int t = 0; t < _tokens; t++)
+                    _output[(long)t * rows + r] = format.Dot(w, new ReadOnlySpan<byte>(_activations + t * _activationRowBytes, activationRowBytes), n);
+            }
+        }
+    }
+
+    private sealed class AttentionWork(int workers) : IParallelWork
+    {
+        private readonly float[][] _scores = new float[workers][];
+        private AttentionShape _shape;
+        private float* _queries, _output, _keys, _values;
+        private int _keyStride, _valueStride, _firstPosition;
+
+        public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens)
+        {
+            _shape = shape; _queries = queries; _output = output; _keys = keys; _keyStride = keyStride;
+            _values = values; _valueStride = valueStride; _firstPosition = firstPosition;
+            int longest = firstPosition + tokens;
+            for (int i = 0; i < _scores.Length; i++)
+                if (_scores[i] is null || _scores[i].Length < longest) _scores[i] = new float[Math.Max(longest, 256)];
+        }
+
+        public void Execute(int index, int worker)
+        {
+            AttentionShape s = _shape;
+            int token = index / s.Heads, head = index % s.Heads;
+            int kvHead = head / (s.Heads / s.KvHeads);
+            int length = _firstPosition + token + 1; // causal: this token sees itself and everything before
+            var q = new ReadOnlySpan<float>(_queries + ((long)token * s.Heads + head) * s.KeyDim, s.KeyDim);
+            Span<float> scores = _scores[worker].AsSpan(0, length);
+            for (int p = 0; p < length; p++)
+                scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(_keys + (long)p * _keyStride + kvHead * s.KeyDim, s.KeyDim)) * s.Scale;
+            VectorMath.Softmax(scores);
+            var o = new Span<float>(_output + ((long)token * s.Heads + head) * s.ValueDim, s.ValueDim);
+            o.Clear();
+            for (int p = 0; p < length; p++)
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(_values + (long)p * _valueStride + kvHead * s.ValueDim, s.ValueDim), scores[p], o, o);
+        }
+    }
+}

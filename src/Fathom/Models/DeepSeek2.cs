@@ -1,0 +1,350 @@
+using System.Numerics.Tensors;
+using Fathom.Gguf;
+using Fathom.Runtime;
+
+namespace Fathom.Models;
+
+/// <summary>
+/// The deepseek2 architecture (DeepSeek-V2, V3, R1): multi-head latent attention run in absorbed form, and
+/// mixture-of-experts feed-forwards after the leading dense blocks.
+/// <para>
+/// MLA: each token is compressed to a latent of <c>kv_lora_rank</c> values plus one shared rotary key of
+/// <c>n_rot</c> values, and only that row is cached. A query head's non-rotary part is moved into latent space
+/// through that head's <c>k_b</c> (so scores are latent·absorbed-query + rotary·rotary), attention averages latent
+/// rows, and the head's <c>v_b</c> decompresses the average into the head's value.
+/// </para>
+/// <para>
+/// MoE: router logits go through softmax (V2) or sigmoid (V3/R1); experts are chosen by those scores plus the
+/// optional <c>exp_probs_b</c> bias, within the best expert groups, and weighted by the unbiased scores
+/// (optionally normalized, then scaled). Shared experts run for every token.
+/// </para>
+/// </summary>
+public sealed class DeepSeek2 : Model
+{
+    private readonly AttentionLayer[] _attention;
+    private readonly FeedForwardLayer[] _feedForward;
+    private readonly Rope _rope;
+    private readonly AttentionShape _shape;
+    private readonly MixtureOfExperts? _moe;
+    private readonly int _nope, _rot, _qkHead, _vHead, _kvLora;
+
+    public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
+        : base(file, config, backend, ownsFile)
+    {
+        // The hyperparameters have checked the MLA sizes against each other and against both file layouts.
+        MultiHeadLatentAttention mla = config.Mla
+            ?? throw new GgufFormatException(file.Path, GgufKeys.Arch.AttentionKvLoraRank("deepseek2"), -1, "deepseek2 needs MLA hyperparameters");
+        _moe = config.Moe;
+        int d = config.EmbeddingLength, heads = config.HeadCount;
+        _qkHead = mla.QkHeadDim;
+        _vHead = mla.VHeadDim;
+        _rot = mla.QkRopeHeadDim;
+        _nope = mla.QkNopeHeadDim;
+        _kvLora = mla.KvLoraRank;
+        if (config.Rope.DimensionCount != _rot)
+            throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeDimensionCount("deepseek2"), -1, $"{config.Rope.DimensionCount} rotary dimensions; MLA's rotary part is {_rot}");
+
+        _attention = new AttentionLayer[config.BlockCount];
+        _feedForward = new FeedForwardLayer[config.BlockCount];
+        for (int i = 0; i < config.BlockCount; i++)
+        {
+            string p = $"blk.{i}.";
+            bool qLora = mla.QLoraRank > 0;
+            WeightMatrix[] kB, vB;
+            if (mla.AbsorbedLayout)
+            {
+                kB = Tensors.Stack(p + "attn_k_b.weight", _nope, _kvLora, heads);
+                vB = Tensors.Stack(p + "attn_v_b.weight", _kvLora, _vHead, heads);
+            }
+            else
+            {
+                (kB, vB) = SplitKvB(p + "attn_kv_b.weight", heads);
+            }
+            _attention[i] = new AttentionLayer(
+                Tensors.Vector(p + "attn_norm.weight", d),
+                qLora ? Tensors.Matrix(p + "attn_q_a.weight", d, mla.QLoraRank) : null,
+                qLora ? Tensors.Vector(p + "attn_q_a_norm.weight", mla.QLoraRank) : null,
+                qLora ? Tensors.Matrix(p + "attn_q_b.weight", mla.QLoraRank, heads * _qkHead) : Tensors.Matrix(p + "attn_q.weight", d, heads * _qkHead),
+                Tensors.Matrix(p + "attn_kv_a_mqa.weight", d, _kvLora + _rot),
+                Tensors.Vector(p + "attn_kv_a_norm.weight", _kvLora),
+                kB, vB,
+                Tensors.Matrix(p + "attn_output.weight", heads * _vHead, d));
+
+            float[] ffnNorm = Tensors.Vector(p + "ffn_norm.weight", d);
+            if (_moe is null || i < _moe.LeadingDenseBlockCount)
+            {
+                _feedForward[i] = new FeedForwardLayer(ffnNorm,
+                    Tensors.Matrix(p + "ffn_gate.weight", d, config.FeedForwardLength),
+                    Tensors.Matrix(p + "ffn_up.weight", d, config.FeedForwardLength),
+                    Tensors.Matrix(p + "ffn_down.weight", config.FeedForwardLength, d), null);
+            }
+            else
+            {
+                int ff = _moe.ExpertFeedForwardLength, shared = ff * _moe.SharedExpertCount, experts = _moe.ExpertCount;
+                var moe = new MoeWeights(
+                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
+                    Tensors.OptionalVector(p + "exp_probs_b.bias", experts),
+                    Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, experts),
+                    Tensors.Stack(p + "ffn_up_exps.weight", d, ff, experts),
+                    Tensors.Stack(p + "ffn_down_exps.weight", ff, d, experts));
+                _feedForward[i] = new FeedForwardLayer(ffnNorm,
+                    shared > 0 ? Tensors.Matrix(p + "ffn_gate_shexp.weight", d, shared) : null,
+                    shared > 0 ? Tensors.Matrix(p + "ffn_up_shexp.weight", d, shared) : null,
+                    shared > 0 ? Tensors.Matrix(p + "ffn_down_shexp.weight", shared, d) : null, moe);
+            }
+        }
+
+        (_rope, float attentionScale) = BuildRope(file, config.Rope, _qkHead);
+        _shape = new AttentionShape(heads, 1, _kvLora + _rot, _kvLora, attentionScale);
+    }
+
+    /// <summary>
+    /// RoPE and the attention scale, with llama.cpp's YaRN treatment of DeepSeek: angles blend interpolation and
+    /// extrapolation; <c>rope.scaling.yarn_log_multiplier</c> is 0.1·mscale_all_dim, and the softmax scale gains
+    /// <c>(1 + 0.1·mscale_all_dim·ln factor)²</c>, while the rotated values keep magnitude 1 (with a zero
+    /// multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does the scale).
+    /// </summary>
+    private static (Rope Rope, float Scale) BuildRope(GgufFile file, RopeParameters r, int qkHead)
+    {
+        float baseScale = 1f / MathF.Sqrt(qkHead);
+        switch (r.ScalingType)
+        {
+            case RopeScalingType.None:
+                return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase), baseScale);
+            case RopeScalingType.Linear:
+                return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / r.ScalingFactor), baseScale);
+            case RopeScalingType.Yarn when r.OriginalContextLength > 0:
+                break;
+            default:
+                throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeScalingType("deepseek2"), -1,
+                    $"RoPE scaling {r.ScalingType} needs rope.scaling.original_context_length or is not supported");
+        }
+        float factor = r.ScalingFactor;
+        float logFactor = MathF.Log(factor);
+        float mscaleAllDim = r.YarnLogMultiplier / 0.1f;
+        float magnitude = mscaleAllDim != 0 ? 1f : YarnMscale(factor, 1f);
+        float mscale = magnitude * (1f + 0.1f * mscaleAllDim * logFactor);
+        var yarn = new YarnParameters(r.OriginalContextLength, magnitude);
+        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
+    }
+
+    private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
+
+    /// <summary>
+    /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
+    /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. The value rows are used in place; the
+    /// key rows are transposed once here so queries can be absorbed (a head's k_b maps a query to latent space).
+    /// </summary>
+    private (WeightMatrix[] KB, WeightMatrix[] VB) SplitKvB(string name, int heads)
+    {
+        int perHead = _nope + _vHead;
+        WeightMatrix kvB = Tensors.Matrix(name, _kvLora, (long)heads * perHead);
+        float[] all = Tensors.Dequantize(name, _kvLora, (long)heads * perHead);
+        var kB = new WeightMatrix[heads];
+        var vB = new WeightMatrix[heads];
+        var transposed = new float[_kvLora * _nope];
+        for (int h = 0; h < heads; h++)
+        {
+            for (int j = 0; j < _nope; j++)
+                for (int l = 0; l < _kvLora; l++)
+                    transposed[l * _nope + j] = all[((long)h * perHead + j) * _kvLora + l];
+            kB[h] = WeightMatrix.FromFloats($"{name}.k[{h}]", transposed, _kvLora, _nope);
+            vB[h] = kvB.SliceRows(h * perHead + _nope, _vHead, $"{name}.v[{h}]");
+        }
+        return (kB, vB);
+    }
+
+    protected override KvCache CreateCache(int contextSize) =>
+        // One row per token: the normalized latent (also the value) followed by the rotated shared key.
+        new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
+
+    protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
+    {
+        int d = Config.EmbeddingLength;
+        Span<float> h = session.Scratch("norm", tokens * d);
+        Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsNormEpsilon);
+        Attention(_attention[layer], session, h, x, tokens, firstPosition, session.Cache[layer]);
+
+        FeedForwardLayer f = _feedForward[layer];
+        Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
+        if (f.Moe is { } moe) Experts(moe, session, h, x, tokens);
+        if (f.Gate is not null) FeedForward(session, h, x, tokens, f.Gate, f.Up!, f.Down!);
+    }
+
+    private void Attention(AttentionLayer w, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens, int firstPosition, KvLayerCache cache)
+    {
+        int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
+        Span<float> q = session.Scratch("q", tokens * qRow);
+        if (w.QueryA is not null)
+        {
+            Span<float> qa = session.Scratch("q_a", tokens * w.QueryA.Rows);
+            Backend.MatMul(w.QueryA, h, qa, tokens);
+            Backend.RmsNorm(qa, w.QueryANorm!, qa, tokens, Config.RmsNormEpsilon);
+            Backend.MatMul(w.Query, qa, q, tokens);
+        }
+        else
+        {
+            Backend.MatMul(w.Query, h, q, tokens);
+        }
+        Backend.Rope(_rope, q, tokens, heads, qRow, _qkHead, _nope, firstPosition);
+
+        // Compress this batch's tokens and cache them: normalized latent, then the rotated shared key.
+        Span<float> kv = session.Scratch("kv_a", tokens * latentRow);
+        Backend.MatMul(w.KvA, h, kv, tokens);
+        Backend.Rope(_rope, kv, tokens, 1, latentRow, latentRow, _kvLora, firstPosition);
+        for (int t = 0; t < tokens; t++)
+        {
+            Span<float> row = cache.KeyRow(firstPosition + t);
+            Backend.RmsNorm(kv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
+            kv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
+        }
+
+        // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
+        Span<float> absorbed = session.Scratch("q_absorbed", tokens * heads * latentRow);
+        Span<float> headIn = session.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
+        Span<float> headOut = session.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
+        for (int hd = 0; hd < heads; hd++)
+        {
+            for (int t = 0; t < tokens; t++)
+                q.Slice(t * qRow + hd * _qkHead, _nope).CopyTo(headIn.Slice(t * _nope, _nope));
+            Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
+            for (int t = 0; t < tokens; t++)
+            {
+                Span<float> dst = absorbed.Slice((t * heads + hd) * latentRow, latentRow);
+                headOut.Slice(t * _kvLora, _kvLora).CopyTo(dst);
+                q.Slice(t * qRow + hd * _qkHead + _nope, _rot).CopyTo(dst[_kvLora..]);
+            }
+        }
+
+        Span<float> latent = session.Scratch("attn_latent", tokens * heads * _kvLora);
+        Backend.Attention(absorbed, cache, latent, _shape, firstPosition, tokens);
+
+        // Decompress each head's attended latent into its value through v_b.
+        Span<float> values = session.Scratch("attn_values", tokens * heads * _vHead);
+        for (int hd = 0; hd < heads; hd++)
+        {
+            for (int t = 0; t < tokens; t++)
+                latent.Slice((t * heads + hd) * _kvLora, _kvLora).CopyTo(headIn.Slice(t * _kvLora, _kvLora));
+            Backend.MatMul(w.VB[hd], headIn, headOut, tokens);
+            for (int t = 0; t < tokens; t++)
+                headOut.Slice(t * _vHead, _vHead).CopyTo(values.Slice((t * heads + hd) * _vHead, _vHead));
+        }
+        Span<float> projected = session.Scratch("attn_out", tokens * Config.EmbeddingLength);
+        Backend.MatMul(w.Output, values, projected, tokens);
+        TensorPrimitives.Add(x, projected, x);
+    }
+
+    private void Experts(MoeWeights moe, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens)
+    {
+        MixtureOfExperts c = _moe!;
+        int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
+        Span<float> logits = session.Scratch("router", tokens * experts);
+        Backend.MatMul(moe.Router, h, logits, tokens);
+
+        // Route every token: chosen experts and their weights.
+        Span<float> chosenWeights = session.Scratch("route_weights", tokens * used);
+        Span<float> chosen = session.Scratch("route_experts", tokens * used); // expert ids, stored as floats
+        Span<float> selection = session.Scratch("route_selection", experts);
+        for (int t = 0; t < tokens; t++)
+        {
+            Span<float> probs = logits.Slice(t * experts, experts);
+            if (c.GatingFunction == ExpertGatingFunction.Softmax) VectorMath.Softmax(probs);
+            else VectorMath.Sigmoid(probs);
+            probs.CopyTo(selection);
+            if (moe.SelectionBias is not null) TensorPrimitives.Add(selection, moe.SelectionBias, selection);
+            if (c.GroupCount > 1 && c.GroupUsedCount < c.GroupCount) MaskWeakGroups(selection, c.GroupCount, c.GroupUsedCount);
+
+            Span<float> w = chosenWeights.Slice(t * used, used);
+            Span<float> ids = chosen.Slice(t * used, used);
+            for (int k = 0; k < used; k++)
+            {
+                int best = TensorPrimitives.IndexOfMax(selection);
+                ids[k] = best;
+                w[k] = probs[best];
+                selection[best] = float.NegativeInfinity;
+            }
+            if (c.WeightsNormalized)
+            {
+                float sum = MathF.Max(TensorPrimitives.Sum(w), 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+                TensorPrimitives.Divide(w, sum, w);
+            }
+            TensorPrimitives.Multiply(w, c.WeightsScale, w);
+        }
+
+        // Run each expert once over the tokens routed to it.
+        Span<float> batch = session.Scratch("expert_in", tokens * d);
+        Span<float> output = session.Scratch("expert_out", tokens * d);
+        Span<float> gate = session.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
+        Span<float> up = session.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
+        int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        Span<int> members = rented.AsSpan(0, tokens);
+        Span<float> memberWeights = session.Scratch("expert_member_weights", tokens);
+        try
+        {
+            for (int e = 0; e < experts; e++)
+            {
+                int m = 0;
+                for (int t = 0; t < tokens; t++)
+                    for (int k = 0; k < used; k++)
+                        if ((int)chosen[t * used + k] == e)
+                        {
+                            members[m] = t;
+                            memberWeights[m] = chosenWeights[t * used + k];
+                            h.Slice(t * d, d).CopyTo(batch.Slice(m * d, d));
+                            m++;
+                        }
+                if (m == 0) continue;
+                Backend.MatMul(moe.Gate[e], batch, gate, m);
+                Backend.MatMul(moe.Up[e], batch, up, m);
+                Backend.SiluMul(gate[..(m * c.ExpertFeedForwardLength)], up);
+                Backend.MatMul(moe.Down[e], gate, output, m);
+                for (int i = 0; i < m; i++)
+                {
+                    Span<float> xr = x.Slice(members[i] * d, d);
+                    TensorPrimitives.MultiplyAdd(output.Slice(i * d, d), memberWeights[i], xr, xr);
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<int>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>
+    /// Group-limited routing (DeepSeek-V3): a group scores the sum of its two best selection scores; experts
+    /// outside the best <paramref name="keep"/> groups are excluded.
+    /// </summary>
+    private static void MaskWeakGroups(Span<float> selection, int groups, int keep)
+    {
+        int size = selection.Length / groups;
+        Span<float> groupScores = stackalloc float[groups];
+        for (int g = 0; g < groups; g++)
+        {
+            Span<float> members = selection.Slice(g * size, size);
+            int first = TensorPrimitives.IndexOfMax(members);
+            float second = float.NegativeInfinity;
+            for (int i = 0; i < size; i++)
+                if (i != first && members[i] > second) second = members[i];
+            groupScores[g] = members[first] + (size > 1 ? second : 0f);
+        }
+        Span<bool> kept = stackalloc bool[groups];
+        for (int round = 0; round < keep; round++)
+        {
+            int best = TensorPrimitives.IndexOfMax(groupScores);
+            kept[best] = true;
+            groupScores[best] = float.NegativeInfinity;
+        }
+        for (int g = 0; g < groups; g++)
+            if (!kept[g]) selection.Slice(g * size, size).Fill(float.NegativeInfinity);
+    }
+
+    private sealed record AttentionLayer(
+        float[] AttentionNorm, WeightMatrix? QueryA, float[]? QueryANorm, WeightMatrix Query,
+        WeightMatrix KvA, float[] KvANorm, WeightMatrix[] KB, WeightMatrix[] VB, WeightMatrix Output);
+
+    private sealed record MoeWeights(WeightMatrix Router, float[]? SelectionBias, WeightMatrix[] Gate, WeightMatrix[] Up, WeightMatrix[] Down);
+
+    /// <summary>A dense SwiGLU block, or a MoE block whose optional Gate/Up/Down are the shared experts.</summary>
+    private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe);
+}

@@ -1,0 +1,101 @@
+using Fathom.Gguf;
+using Fathom.Runtime;
+
+namespace Fathom.Models;
+
+/// <summary>
+/// The llama architecture (and the DeepSeek-R1 Llama distills): pre-norm blocks of grouped-query attention with
+/// RoPE and a SwiGLU feed-forward. Llama-3 files may carry <c>rope_freqs</c>, per-frequency divisors of the angles.
+/// </summary>
+public class Llama : Model
+{
+    private readonly Layer[] _layers;
+    private readonly Rope _rope;
+    private readonly AttentionShape _attention;
+
+    public Llama(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
+        : this(file, config, backend, ownsFile, RopeStyle.Normal, withBiases: false)
+    {
+    }
+
+    protected Llama(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile, RopeStyle ropeStyle, bool withBiases)
+        : base(file, config, backend, ownsFile)
+    {
+        int d = config.EmbeddingLength, headDim = config.KeyLength, kvDim = config.HeadCountKv * headDim;
+        if (config.KeyLength != config.ValueLength)
+            throw new GgufFormatException(file.Path, GgufKeys.Arch.AttentionValueLength(config.Architecture.GgufName()), -1, "key and value head sizes differ");
+        _layers = new Layer[config.BlockCount];
+        for (int i = 0; i < config.BlockCount; i++)
+        {
+            string p = $"blk.{i}.";
+            _layers[i] = new Layer(
+                Tensors.Vector(p + "attn_norm.weight", d),
+                Tensors.Matrix(p + "attn_q.weight", d, config.HeadCount * headDim),
+                Tensors.Matrix(p + "attn_k.weight", d, kvDim),
+                Tensors.Matrix(p + "attn_v.weight", d, kvDim),
+                withBiases ? Tensors.Vector(p + "attn_q.bias", config.HeadCount * headDim) : Tensors.OptionalVector(p + "attn_q.bias", config.HeadCount * headDim),
+                withBiases ? Tensors.Vector(p + "attn_k.bias", kvDim) : Tensors.OptionalVector(p + "attn_k.bias", kvDim),
+                withBiases ? Tensors.Vector(p + "attn_v.bias", kvDim) : Tensors.OptionalVector(p + "attn_v.bias", kvDim),
+                Tensors.Matrix(p + "attn_output.weight", config.HeadCount * headDim, d),
+                Tensors.Vector(p + "ffn_norm.weight", d),
+                Tensors.Matrix(p + "ffn_gate.weight", d, config.FeedForwardLength),
+                Tensors.Matrix(p + "ffn_up.weight", d, config.FeedForwardLength),
+                Tensors.Matrix(p + "ffn_down.weight", config.FeedForwardLength, d));
+        }
+        RopeParameters r = config.Rope;
+        if (r.ScalingType is not (RopeScalingType.None or RopeScalingType.Linear))
+            throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeScalingType(config.Architecture.GgufName()), -1,
+                $"RoPE scaling {r.ScalingType} is not supported for {config.Architecture.GgufName()}");
+        float[]? factors = Tensors.OptionalVector("rope_freqs.weight", r.DimensionCount / 2);
+        float scale = r.ScalingType == RopeScalingType.Linear ? 1f / r.ScalingFactor : 1f;
+        _rope = new Rope(ropeStyle, r.DimensionCount, r.FreqBase, scale, factors);
+        _attention = new AttentionShape(config.HeadCount, config.HeadCountKv, headDim, headDim, 1f / MathF.Sqrt(headDim));
+    }
+
+    protected override KvCache CreateCache(int contextSize)
+    {
+        int kvDim = Config.HeadCountKv * Config.KeyLength;
+        return new KvCache(Config.BlockCount, contextSize, kvDim, kvDim, valuesShareKeys: false);
+    }
+
+    protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
+    {
+        Layer w = _layers[layer];
+        ModelHyperparameters c = Config;
+        int d = c.EmbeddingLength, headDim = c.KeyLength, qDim = c.HeadCount * headDim, kvDim = c.HeadCountKv * headDim;
+        KvLayerCache cache = session.Cache[layer];
+
+        Span<float> h = session.Scratch("norm", tokens * d);
+        Span<float> q = session.Scratch("q", tokens * qDim);
+        Span<float> k = session.Scratch("k", tokens * kvDim);
+        Span<float> v = session.Scratch("v", tokens * kvDim);
+        Span<float> attention = session.Scratch("attn", tokens * qDim);
+        Span<float> projected = session.Scratch("attn_out", tokens * d);
+
+        Backend.RmsNorm(x, w.AttentionNorm, h, tokens, c.RmsNormEpsilon);
+        Backend.MatMul(w.Query, h, q, tokens);
+        Backend.MatMul(w.Key, h, k, tokens);
+        Backend.MatMul(w.Value, h, v, tokens);
+        if (w.QueryBias is not null) AddBias(q, w.QueryBias, tokens);
+        if (w.KeyBias is not null) AddBias(k, w.KeyBias, tokens);
+        if (w.ValueBias is not null) AddBias(v, w.ValueBias, tokens);
+        Backend.Rope(_rope, q, tokens, c.HeadCount, qDim, headDim, 0, firstPosition);
+        Backend.Rope(_rope, k, tokens, c.HeadCountKv, kvDim, headDim, 0, firstPosition);
+        for (int t = 0; t < tokens; t++)
+        {
+            k.Slice(t * kvDim, kvDim).CopyTo(cache.KeyRow(firstPosition + t));
+            v.Slice(t * kvDim, kvDim).CopyTo(cache.ValueRow(firstPosition + t));
+        }
+        Backend.Attention(q, cache, attention, _attention, firstPosition, tokens);
+        Backend.MatMul(w.Output, attention, projected, tokens);
+        System.Numerics.Tensors.TensorPrimitives.Add(x, projected, x);
+
+        Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
+        FeedForward(session, h, x, tokens, w.Gate, w.Up, w.Down);
+    }
+
+    private sealed record Layer(
+        float[] AttentionNorm, WeightMatrix Query, WeightMatrix Key, WeightMatrix Value,
+        float[]? QueryBias, float[]? KeyBias, float[]? ValueBias, WeightMatrix Output,
+        float[] FeedForwardNorm, WeightMatrix Gate, WeightMatrix Up, WeightMatrix Down);
+}

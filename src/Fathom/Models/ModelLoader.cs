@@ -1,0 +1,54 @@
+using Fathom.Cpu;
+using Fathom.Gguf;
+using Fathom.Runtime;
+
+namespace Fathom.Models;
+
+/// <summary>Opens a GGUF model and builds the architecture its <c>general.architecture</c> names.</summary>
+public static class ModelLoader
+{
+    /// <summary>Opens <paramref name="path"/> (the first part of a split model) and loads it on the CPU; the model owns the file.</summary>
+    public static Model Load(string path, ModelOptions? options = null)
+    {
+        GgufFile file = GgufFile.Open(path);
+        try
+        {
+            return Load(file, options, ownsFile: true);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a model from an open file on the CPU backend; the caller keeps the file open while the model is used.</summary>
+    public static Model Load(GgufFile file, ModelOptions? options = null, bool ownsFile = false)
+    {
+        options ??= new ModelOptions();
+        var backend = new CpuBackend(options.Threads);
+        try
+        {
+            return Load(file, backend, ownsFile);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a model onto a given backend (the model disposes it).</summary>
+    public static Model Load(GgufFile file, IComputeBackend backend, bool ownsFile = false)
+    {
+        // Reading the hyperparameters also rejects architectures Fathom does not run, naming the key.
+        ModelHyperparameters config = ModelHyperparameters.FromMetadata(file.Metadata);
+        return config.Architecture switch
+        {
+            ModelArchitecture.Llama => new Llama(file, config, backend, ownsFile),
+            ModelArchitecture.Qwen2 => new Qwen2(file, config, backend, ownsFile),
+            ModelArchitecture.DeepSeek2 => new DeepSeek2(file, config, backend, ownsFile),
+            _ => throw new NotSupportedException($"{file.Path}: architecture {config.Architecture} has no forward pass"),
+        };
+    }
+}

@@ -1,0 +1,51 @@
+namespace Fathom.Runtime;
+
+/// <summary>
+/// The operations a model's forward pass is made of. Activations are row-major: <c>tokens</c> rows, one per
+/// token of the batch. A backend owns its threads; one forward pass uses it at a time.
+/// </summary>
+public interface IComputeBackend : IDisposable
+{
+    /// <summary>Threads the backend computes with.</summary>
+    int Threads { get; }
+
+    /// <summary>
+    /// <c>output[t, r] = weight.Row(r) · input[t]</c> for every token <c>t</c>: each input row is converted once
+    /// to the weight's activation format, then dotted with every weight row.
+    /// </summary>
+    void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens);
+
+    /// <summary>Each row of <paramref name="input"/> divided by its root mean square, times <paramref name="weight"/>.</summary>
+    void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
+
+    /// <summary>
+    /// Rotates <paramref name="heads"/> head slices of every token row: head <c>h</c> of token <c>t</c> starts at
+    /// <c>t * rowStride + h * headStride + offset</c> and is at position <c>firstPosition + t</c>.
+    /// </summary>
+    void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition);
+
+    /// <summary><c>gate = silu(gate) * up</c>, element-wise (the SwiGLU feed-forward's activation).</summary>
+    void SiluMul(Span<float> gate, ReadOnlySpan<float> up);
+
+    /// <summary>
+    /// Causal attention of <paramref name="tokens"/> queries at positions <c>firstPosition..</c> over the cached
+    /// keys/values of positions <c>0..position</c> (the new tokens' rows must already be in the cache).
+    /// <paramref name="queries"/> holds <c>Heads × KeyDim</c> per token; <paramref name="output"/> <c>Heads × ValueDim</c>.
+    /// </summary>
+    void Attention(ReadOnlySpan<float> queries, KvLayerCache cache, Span<float> output, in AttentionShape shape, int firstPosition, int tokens);
+}
+
+/// <summary>
+/// Head layout of one attention: query head <c>h</c> reads cache head <c>h / (Heads / KvHeads)</c>; keys of
+/// <see cref="KeyDim"/> and values of <see cref="ValueDim"/> per cache head; scores are multiplied by <see cref="Scale"/>.
+/// </summary>
+public readonly record struct AttentionShape(int Heads, int KvHeads, int KeyDim, int ValueDim, float Scale)
+{
+    public void Validate(KvLayerCache cache)
+    {
+        if (Heads <= 0 || KvHeads <= 0 || Heads % KvHeads != 0)
+            throw new InvalidOperationException($"{Heads} query heads cannot share {KvHeads} key/value heads");
+        if ((long)KvHeads * KeyDim > cache.KeyWidth || (long)KvHeads * ValueDim > cache.ValueWidth)
+            throw new InvalidOperationException("attention heads do not fit the cache rows");
+    }
+}

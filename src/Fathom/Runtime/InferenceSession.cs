@@ -1,0 +1,50 @@
+namespace Fathom.Runtime;
+
+/// <summary>
+/// One sequence being generated: its KV cache, how many positions are filled, and the scratch buffers its forward
+/// passes reuse (so decoding allocates nothing). Sessions of one model are independent; each is used by one
+/// caller at a time.
+/// </summary>
+public sealed class InferenceSession
+{
+    private readonly Dictionary<string, float[]> _scratch = new(StringComparer.Ordinal);
+
+    public InferenceSession(KvCache cache) => Cache = cache;
+
+    public KvCache Cache { get; }
+
+    /// <summary>Positions already in the cache; the next token goes at this position.</summary>
+    public int Position { get; private set; }
+
+    public int Capacity => Cache.Capacity;
+    public int Remaining => Capacity - Position;
+
+    /// <summary>Forgets the sequence (the cache is overwritten from position 0).</summary>
+    public void Reset() => Position = 0;
+
+    /// <summary>Drops the last positions so they can be recomputed (e.g. after a rejected draft).</summary>
+    public void Truncate(int position)
+    {
+        if (position < 0 || position > Position) throw new ArgumentOutOfRangeException(nameof(position));
+        Position = position;
+    }
+
+    /// <summary>Throws <see cref="ContextFullException"/> unless <paramref name="tokens"/> more positions fit.</summary>
+    public void EnsureRoom(int tokens)
+    {
+        if (tokens > Remaining) throw new ContextFullException(Position, tokens, Capacity);
+    }
+
+    internal void Advance(int tokens) => Position += tokens;
+
+    /// <summary>A named pinned buffer of at least <paramref name="length"/> floats, kept for the next pass.</summary>
+    public Span<float> Scratch(string name, int length)
+    {
+        if (!_scratch.TryGetValue(name, out float[]? buffer) || buffer.Length < length)
+        {
+            buffer = GC.AllocateArray<float>(length, pinned: true);
+            _scratch[name] = buffer;
+        }
+        return buffer.AsSpan(0, length);
+    }
+}
