@@ -11,6 +11,9 @@ public static class FathomCommandLine
         var root = new RootCommand("Fathom: run DeepSeek reasoning models (R1, V3 and the distills) from GGUF files, in .NET.");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
         return root;
     }
 

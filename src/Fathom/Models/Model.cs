@@ -69,7 +69,7 @@ public abstract class Model : IDisposable
         Span<float> normed = session.Scratch("output_norm", outputs * d);
         Backend.RmsNorm(last, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
         Backend.MatMul(_output, normed, logits, outputs);
-        session.Advance(n);
+        session.Advance(tokens);
     }
 
     /// <summary>Allocating convenience form of <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/>.</summary>

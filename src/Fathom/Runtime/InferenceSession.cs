@@ -8,6 +8,7 @@ namespace Fathom.Runtime;
 public sealed class InferenceSession
 {
     private readonly Dictionary<string, float[]> _scratch = new(StringComparer.Ordinal);
+    private int[] _tokens = [];
 
     public InferenceSession(KvCache cache) => Cache = cache;
 
@@ -35,7 +36,24 @@ public sealed class InferenceSession
         if (tokens > Remaining) throw new ContextFullException(Position, tokens, Capacity);
     }
 
-    internal void Advance(int tokens) => Position += tokens;
+    /// <summary>The tokens in the cache, position by position.</summary>
+    public ReadOnlySpan<int> Tokens => _tokens.AsSpan(0, Position);
+
+    /// <summary>How many leading tokens of <paramref name="tokens"/> the cache already holds (a chat re-sends its history).</summary>
+    public int CommonPrefixLength(IReadOnlyList<int> tokens)
+    {
+        int n = Math.Min(Position, tokens.Count), i = 0;
+        while (i < n && _tokens[i] == tokens[i]) i++;
+        return i;
+    }
+
+    internal void Advance(ReadOnlySpan<int> tokens)
+    {
+        if (_tokens.Length < Position + tokens.Length)
+            Array.Resize(ref _tokens, Math.Max(Position + tokens.Length, Math.Min(Capacity, Math.Max(64, _tokens.Length * 2))));
+        tokens.CopyTo(_tokens.AsSpan(Position));
+        Position += tokens.Length;
+    }
 
     /// <summary>A named pinned buffer of at least <paramref name="length"/> floats, kept for the next pass.</summary>
     public Span<float> Scratch(string name, int length)

@@ -1,0 +1,28 @@
+using Fathom.Gguf;
+using Fathom.Runtime;
+
+namespace Fathom.Cli.Commands;
+
+/// <summary>Turns the engine's expected failures into one-line messages and exit codes, never stack traces.</summary>
+internal static class CommandErrors
+{
+    /// <summary>Exit codes: 1 a file cannot be opened, 2 bad input (file, arguments, context), 0 success.</summary>
+    public static int Guard(TextWriter error, Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException)
+        {
+            error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is GgufFormatException or InvalidDataException or NotSupportedException or ArgumentException
+                                      or ContextFullException or Tokenization.ChatTemplateException)
+        {
+            error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+}
