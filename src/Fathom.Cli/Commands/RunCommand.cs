@@ -49,7 +49,7 @@ public static class RunCommand
     }
 
     /// <summary>The conversation state of one terminal chat.</summary>
-    internal sealed class Chat(LoadedModel model, InferenceSession session, SamplingOptions initialSampling, int maxTokens, string? systemPrompt)
+    public sealed class Chat(LoadedModel model, InferenceSession session, SamplingOptions initialSampling, int maxTokens, string? systemPrompt)
     {
         private readonly List<ChatMessage> _messages = [];
         private SamplingOptions _sampling = initialSampling;

@@ -3,7 +3,7 @@ using Fathom.Generation;
 namespace Fathom.Cli.Commands;
 
 /// <summary>Writes streamed output to a terminal: reasoning dimmed (or hidden), the answer plain.</summary>
-internal sealed class StreamingConsole(TextWriter output, bool showReasoning)
+public sealed class StreamingConsole(TextWriter output, bool showReasoning)
 {
     private const string Dim = "\u001b[2m", Reset = "\u001b[0m";
     private OutputChannel? _current;

@@ -1,0 +1,102 @@
+using Fathom.Generation;
+using Fathom.Models;
+using Fathom.Models.Synthesis;
+using Fathom.Runtime;
+using Fathom.Tests.Models;
+
+namespace Fathom.Tests.Generation;
+
+/// <summary>The generate loop on a small synthesized DeepSeek-V3-style model.</summary>
+public sealed class GeneratorTests : IDisposable
+{
+    private readonly string _path = ModelTestKit.Synthesize(LlamaCppAgreementTests.Spec("deepseek2-v3"));
+    private readonly LoadedModel _model;
+
+    public GeneratorTests() => _model = LoadedModel.Open(_path, new ModelOptions { Threads = 2 });
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        File.Delete(_path);
+    }
+
+    private static readonly GenerationOptions Greedy = new() { MaxTokens = 20, Sampling = SamplingOptions.Greedy, SplitReasoning = false };
+
+    [Fact]
+    public void GreedyGenerationFollowsTheModelsArgmax()
+    {
+        int[] prompt = ModelTestKit.Prompt(_model.Model.VocabSize, 6, seed: 3);
+        GenerationResult result = _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy);
+        (List<int> expected, _) = ModelTestKit.Greedy(_model.Model, prompt, prompt.Length + result.OutputTokens.Count);
+        Assert.Equal(expected.Skip(prompt.Length), result.OutputTokens);
+        Assert.True(result.OutputTokens.Count == 20 || result.FinishReason == FinishReason.EndOfGeneration);
+        Assert.Equal(_model.Tokenizer.Decode(result.OutputTokens.ToArray(), skipSpecial: true), result.Text);
+    }
+
+    [Fact]
+    public void SameSeedSameOutput()
+    {
+        int[] prompt = ModelTestKit.Prompt(_model.Model.VocabSize, 5, seed: 4);
+        GenerationResult Run(ulong seed) => _model.Generator.Generate(_model.CreateSession(64), prompt,
+            Greedy with { Sampling = new SamplingOptions { Temperature = 1.5f, TopP = 1f, Seed = seed } });
+        Assert.Equal(Run(9).OutputTokens, Run(9).OutputTokens);
+        Assert.NotEqual(Run(9).OutputTokens, Run(10).OutputTokens);
+    }
+
+    [Fact]
+    public void ASecondTurnReusesTheCachedPrefixAndMatchesAFreshSession()
+    {
+        int[] first = ModelTestKit.Prompt(_model.Model.VocabSize, 6, seed: 5);
+        InferenceSession session = _model.CreateSession(128);
+        GenerationResult turn1 = _model.Generator.Generate(session, first, Greedy with { MaxTokens = 8 });
+        int[] second = [.. first, .. turn1.OutputTokens, .. ModelTestKit.Prompt(_model.Model.VocabSize, 4, seed: 6)];
+
+        GenerationResult reused = _model.Generator.Generate(session, second, Greedy);
+        GenerationResult fresh = _model.Generator.Generate(_model.CreateSession(128), second, Greedy);
+        Assert.Equal(fresh.OutputTokens, reused.OutputTokens);
+        Assert.True(reused.PromptTokensEvaluated < second.Length, $"evaluated {reused.PromptTokensEvaluated} of {second.Length}");
+        Assert.Equal(second.Length, fresh.PromptTokensEvaluated);
+    }
+
+    [Fact]
+    public void StopStringEndsTheTextBeforeIt()
+    {
+        int[] prompt = ModelTestKit.Prompt(_model.Model.VocabSize, 6, seed: 7);
+        GenerationResult full = _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy);
+        Assert.True(full.Text.Length >= 6, $"need some text to cut: '{full.Text}'");
+        string stop = full.Text.Substring(full.Text.Length / 2, 3);
+        string expected = full.Text[..full.Text.IndexOf(stop, StringComparison.Ordinal)];
+
+        GenerationResult stopped = _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy with { Stop = [stop] });
+        Assert.Equal(FinishReason.Stop, stopped.FinishReason);
+        Assert.Equal(expected, stopped.Text);
+    }
+
+    [Fact]
+    public void AFullContextEndsGenerationAndATooLongPromptIsRefused()
+    {
+        int[] prompt = ModelTestKit.Prompt(_model.Model.VocabSize, 6, seed: 8);
+        GenerationResult result = _model.Generator.Generate(_model.CreateSession(10), prompt, Greedy);
+        Assert.Equal(FinishReason.ContextFull, result.FinishReason);
+        Assert.Equal(5, result.OutputTokens.Count); // 6 prompt + 4 evaluated outputs fill 10 positions; the 5th is sampled from the last logits
+        Assert.Throws<ContextFullException>(() => _model.Generator.Generate(_model.CreateSession(4), prompt, Greedy));
+    }
+
+    [Fact]
+    public void PromptLogitsAreTheModelsLastPositionLogits()
+    {
+        int[] prompt = ModelTestKit.Prompt(_model.Model.VocabSize, 6, seed: 9);
+        GenerationResult result = _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy with { MaxTokens = 1, KeepPromptLogits = true });
+        float[] expected = _model.Model.Forward(_model.CreateSession(64), prompt);
+        Assert.Equal(expected, result.PromptLogits);
+    }
+
+    [Fact]
+    public void ChatPromptsUseTheDeepSeekTemplate()
+    {
+        IReadOnlyList<int> ids = _model.TokenizeChat([Fathom.Tokenization.ChatMessage.User("hello")]);
+        string text = _model.Tokenizer.Decode(ids.ToArray());
+        Assert.StartsWith("<｜begin▁of▁sentence｜><｜User｜>hello<｜Assistant｜>", text);
+        Assert.Equal(_model.Tokenizer.BosId, ids[0]);
+    }
+}
