@@ -28,21 +28,17 @@ public abstract unsafe class QuantBenchmarkBase
 
     public abstract IEnumerable<GgmlType> Types { get; }
 
-    /// <summary>Types Fathom implements (placeholders throw) and ggml has the counterpart for.</summary>
-    protected static IEnumerable<GgmlType> Implemented(Func<GgmlType, bool> ggmlHas) =>
-        TypeTraits.All.Where(f => IsImplemented(f) && ggmlHas(f.Type)).Select(f => f.Type);
-
-    private static bool IsImplemented(WeightFormat format)
+    /// <summary>
+    /// Types ggml has the counterpart for, or only those named in FATHOM_BENCH_TYPES (comma-separated, e.g.
+    /// "Q4_K,IQ1_S") to run a subset.
+    /// </summary>
+    protected static IEnumerable<GgmlType> Implemented(Func<GgmlType, bool> ggmlHas)
     {
-        try
-        {
-            format.Dequantize(new byte[format.Layout.RowBytes(RowLength)], new float[RowLength]);
-            return true;
-        }
-        catch (NotImplementedException)
-        {
-            return false;
-        }
+        string? only = Environment.GetEnvironmentVariable("FATHOM_BENCH_TYPES");
+        HashSet<GgmlType>? subset = string.IsNullOrWhiteSpace(only)
+            ? null
+            : [.. only.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Enum.Parse<GgmlType>)];
+        return TypeTraits.All.Select(f => f.Type).Where(t => ggmlHas(t) && (subset is null || subset.Contains(t)));
     }
 
     [GlobalSetup]
