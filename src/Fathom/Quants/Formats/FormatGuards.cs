@@ -61,23 +61,6 @@ internal static class FormatGuards
         return KernelPath.Scalar;
     }
 
-    /// <summary>f16 to f32 by table: the kernels convert two scales per block, and the software conversion costs more
-    /// than the block's arithmetic (ggml's CPU backend uses F16C, which .NET does not expose).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Half(ushort bits) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(HalfTable), bits);
-
-    private static readonly float[] HalfTable = BuildHalfTable();
-
-    private static float[] BuildHalfTable()
-    {
-        var table = new float[65536];
-        for (int i = 0; i < table.Length; i++) table[i] = (float)BitConverter.UInt16BitsToHalf((ushort)i);
-        return table;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort ToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
-
     /// <summary>ggml's <c>nearest_int</c>: round half to even.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int NearestInt(float value) => (int)MathF.Round(value);

@@ -27,7 +27,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     /// <summary>The fp16 block scale assembled from the top nibbles of the four scale words.</summary>
     private static float BlockScale(ushort* sc) =>
-        IqKernels.HalfToFloat((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+        Fp16.ToSingle((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -224,7 +224,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
                 }
             }
             if (sumq2Block > 0) d = sumqxBlock / sumq2Block;
-            ushort half = IqKernels.FloatToHalf(d * 1.1125f);
+            ushort half = Fp16.FromSingle(d * 1.1125f);
             for (int k = 0; k < 4; k++)
             {
                 int word = ScalesOffset + 2 * k;

@@ -43,7 +43,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         float delta = QuantTables.Iq1sDelta;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             ushort* qh = (ushort*)(x + HighBitsOffset);
             for (int ib = 0; ib < 8; ib++)
             {
@@ -66,7 +66,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 int h = BinaryPrimitives.ReadUInt16LittleEndian(block[(HighBitsOffset + 2 * ib)..]);
@@ -188,7 +188,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 15;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d * 1.125f));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d * 1.125f));
             float id = 1 / d;
             for (int ib = 0; ib < 8; ib++)
             {
@@ -251,7 +251,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 sumi += ls * lsum;
                 sumi1 += ls * sign * (bsums[2 * ib] + bsums[2 * ib + 1]);
             }
-            sumf += IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y * (sumi + delta * sumi1);
+            sumf += Fp16.ToSingle(*(ushort*)x) * *(float*)y * (sumi + delta * sumi1);
         }
         return sumf;
     }
@@ -281,7 +281,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 sumi += (lo + hi) * ls;
                 sumi1 += ls * ((h & 0x8000) != 0 ? -1 : 1) * (bsums[2 * ib] + bsums[2 * ib + 1]);
             }
-            sumf += IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y * (Vector128.Sum(sumi) + delta * sumi1);
+            sumf += Fp16.ToSingle(*(ushort*)x) * *(float*)y * (Vector128.Sum(sumi) + delta * sumi1);
         }
         return sumf;
     }
@@ -325,7 +325,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                     Avx2.Add(Group(grid, qs, qh, q8, scales8, 2), Group(grid, qs, qh, q8, scales8, 3))),
                 Avx2.Add(Avx2.Add(Group(grid, qs, qh, q8, scales8, 4), Group(grid, qs, qh, q8, scales8, 5)),
                     Avx2.Add(Group(grid, qs, qh, q8, scales8, 6), Group(grid, qs, qh, q8, scales8, 7))));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);

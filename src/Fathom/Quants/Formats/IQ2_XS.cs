@@ -43,7 +43,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2xsGrid, masks = IqKernelTables.EvenSignsMask;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             ushort* q2 = (ushort*)(x + 2);
             for (int ib = 0; ib < 8; ib++)
             {
@@ -69,7 +69,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 byte sc = block[ScalesOffset + ib];
@@ -136,7 +136,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
             float id = 1 / d;
             for (int ib = 0; ib < 16; ib++)
                 y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
@@ -165,7 +165,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             ushort* q2 = (ushort*)(x + 2);
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             int bsum = 0;
@@ -195,7 +195,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             ushort* q2 = (ushort*)(x + 2);
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
@@ -228,7 +228,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
                     Avx2.Add(Group(grid, signs, q2, q8, scales, 2), Group(grid, signs, q2, q8, scales, 3))),
                 Avx2.Add(Avx2.Add(Group(grid, signs, q2, q8, scales, 4), Group(grid, signs, q2, q8, scales, 5)),
                     Avx2.Add(Group(grid, signs, q2, q8, scales, 6), Group(grid, signs, q2, q8, scales, 7))));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);

@@ -43,7 +43,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2xxsGrid, masks = IqKernelTables.EvenSignsMask;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             for (int ib = 0; ib < 8; ib++)
             {
                 byte* group = x + 2 + 8 * ib;
@@ -65,7 +65,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 ReadOnlySpan<byte> group = block.Slice(2 + 8 * ib, 8);
@@ -134,7 +134,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
             float id = 1 / d;
             for (int ib = 0; ib < 8; ib++)
                 words[2 * ib + 1] |= (uint)Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << 28;
@@ -164,7 +164,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             int bsum = 0;
             for (int ib = 0; ib < 8; ib++)
@@ -194,7 +194,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
             for (int ib = 0; ib < 8; ib++, q8 += 32)
@@ -245,7 +245,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
             Vector256<int> sum = Avx2.Add(
                 Avx2.Add(Pair(grid, signs, q2, q8, 0, firstScale, secondScale), Pair(grid, signs, q2, q8, 1, firstScale, secondScale)),
                 Avx2.Add(Pair(grid, signs, q2, q8, 2, firstScale, secondScale), Pair(grid, signs, q2, q8, 3, firstScale, secondScale)));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * IqKernels.HorizontalSum(acc);

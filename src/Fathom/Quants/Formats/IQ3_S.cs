@@ -46,7 +46,7 @@ public sealed class IQ3_SFormat : WeightFormat
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)block);
+                float d = Fp16.Lookup(*(ushort*)block);
                 float* y = output + ibl * BlockSize;
                 for (int ib = 0; ib < 8; ib++)
                 {
@@ -131,7 +131,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 }
                 sumi += group * GroupMultiplier(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -155,7 +155,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 Vector128<int> group = PortableInt8.Dot(g0, (a0 ^ m0) - m0) + PortableInt8.Dot(g1, (a1 ^ m1) - m1);
                 sumi += Vector128.Sum(group) * GroupMultiplier(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -177,7 +177,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 sum0 += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)GroupMultiplier(w, ib)));
                 sum1 += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)GroupMultiplier(w, ib + 1)));
             }
-            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);

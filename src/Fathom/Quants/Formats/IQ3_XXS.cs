@@ -39,7 +39,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)block);
+                float d = Fp16.Lookup(*(ushort*)block);
                 float* y = output + ibl * BlockSize;
                 for (int ib = 0; ib < 8; ib++)
                 {
@@ -127,7 +127,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
                 }
                 sumi += group * (2 * (int)(word >> 28) + 1);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         // The group scale is d·(2ls+1)/4.
         return 0.25f * sum;
@@ -152,7 +152,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
                 Vector128<int> group = PortableInt8.Dot(g0, (a0 ^ m0) - m0) + PortableInt8.Dot(g1, (a1 ^ m1) - m1);
                 sumi += Vector128.Sum(group) * (2 * (int)(word >> 28) + 1);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return 0.25f * sum;
     }
@@ -173,7 +173,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
                 sum0 += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)(2 * (word0 >> 28) + 1)));
                 sum1 += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)(2 * (word1 >> 28) + 1)));
             }
-            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return 0.25f * Vector256.Sum(acc);

@@ -26,7 +26,7 @@ public sealed class IQ4_NLFormat : WeightFormat
         for (int ib = 0; ib < nb; ib++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
-            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.Lookup(BinaryPrimitives.ReadUInt16LittleEndian(block));
             Span<float> y = values.Slice(ib * BlockSize, BlockSize);
             for (int j = 0; j < 16; j++)
             {
@@ -51,9 +51,9 @@ public sealed class IQ4_NLFormat : WeightFormat
             ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
             Iq4NonLinear.MetricWeights(imp, metric);
             float scale = Iq4NonLinear.BestScale(x, weights, metric, indices);
-            ushort dBits = FormatGuards.ToHalf(scale);
+            ushort dBits = Fp16.FromSingle(scale);
             // Levels are assigned under the stored (f16-rounded) scale, the one dequantization will use.
-            Iq4NonLinear.Assign(x, weights, FormatGuards.Half(dBits), indices);
+            Iq4NonLinear.Assign(x, weights, Fp16.Lookup(dBits), indices);
             BinaryPrimitives.WriteUInt16LittleEndian(block, dBits);
             Iq4NonLinear.Pack32(indices, block[2..]);
         }
@@ -85,7 +85,7 @@ public sealed class IQ4_NLFormat : WeightFormat
             int sumi = 0;
             for (int j = 0; j < 16; j++)
                 sumi += q8[j] * levels[q4[j] & 0xF] + q8[j + 16] * levels[q4[j] >> 4];
-            sum += FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a) * sumi;
         }
         return sum;
     }
@@ -102,7 +102,7 @@ public sealed class IQ4_NLFormat : WeightFormat
             Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
             sbyte* q8 = (sbyte*)(a + Q8_0Layout.QuantsOffset);
             Vector128<int> sumi = PortableInt8.Dot(lo, Vector128.Load(q8)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 16));
-            sum += FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a) * Vector128.Sum(sumi);
+            sum += Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a) * Vector128.Sum(sumi);
         }
         return sum;
     }
@@ -120,8 +120,8 @@ public sealed class IQ4_NLFormat : WeightFormat
             Vector256<int> s0 = Avx2.MultiplyAddAdjacent(Avx2Int8.Products(Levels32(w + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.QuantsOffset))), ones);
             Vector256<int> s1 = Avx2.MultiplyAddAdjacent(
                 Avx2Int8.Products(Levels32(w + BlockBytes + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.BlockBytes + Q8_0Layout.QuantsOffset))), ones);
-            float d0 = FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a);
-            float d1 = FormatGuards.Half(*(ushort*)(w + BlockBytes)) * FormatGuards.Half(*(ushort*)(a + Q8_0Layout.BlockBytes));
+            float d0 = Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a);
+            float d1 = Fp16.Lookup(*(ushort*)(w + BlockBytes)) * Fp16.Lookup(*(ushort*)(a + Q8_0Layout.BlockBytes));
             acc0 = Fma.MultiplyAdd(Vector256.Create(d0), Avx.ConvertToVector256Single(s0), acc0);
             acc1 = Fma.MultiplyAdd(Vector256.Create(d1), Avx.ConvertToVector256Single(s1), acc1);
         }

@@ -40,7 +40,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)block);
+                float d = Fp16.Lookup(*(ushort*)block);
                 Span<float> y = values.Slice(ibl * BlockSize, BlockSize);
                 for (int ib = 0; ib < 8; ib++)
                 {
@@ -81,8 +81,8 @@ public sealed class IQ4_XSFormat : WeightFormat
             }
 
             // The largest group scale maps to ls−32 = −32, the widest 6-bit step, keeping its sign.
-            ushort dBits = FormatGuards.ToHalf(-maxScale / 32);
-            float d = FormatGuards.Half(dBits);
+            ushort dBits = Fp16.FromSingle(-maxScale / 32);
+            float d = Fp16.Lookup(dBits);
             BinaryPrimitives.WriteUInt16LittleEndian(block, dBits);
             float inverse = d != 0 ? 1 / d : 0;
             ushort scalesHigh = 0;
@@ -144,7 +144,7 @@ public sealed class IQ4_XSFormat : WeightFormat
                     group += q8[32 * ib + j] * levels[q4[j] & 0xF] + q8[32 * ib + j + 16] * levels[q4[j] >> 4];
                 sumi += group * GroupScale(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -166,7 +166,7 @@ public sealed class IQ4_XSFormat : WeightFormat
                 Vector128<int> group = PortableInt8.Dot(lo, Vector128.Load(q8 + 32 * ib)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 32 * ib + 16));
                 sumi += group * GroupScale(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
         }
         return sum;
     }
@@ -195,7 +195,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
             sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
             sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
-            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);

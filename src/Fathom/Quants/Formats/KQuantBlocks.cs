@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace Fathom.Quants.Formats;
 
@@ -26,47 +25,14 @@ internal static class KQuantBlocks
     public static readonly IReadOnlyList<KernelPath> DotPaths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
+    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe float ReadHalf(byte* p) => HalfToFloat(Unsafe.ReadUnaligned<ushort>(p));
-
-    /// <summary>
-    /// fp16 → fp32 for all 65536 bit patterns (256 KiB, built once from <see cref="HalfToFloat"/>). The AVX2 dot
-    /// kernels read their per-block scales here: one load instead of a dozen integer and float operations, which
-    /// matters most for Q2_K; real weights use few distinct exponents, so the lines in use stay cached.
-    /// </summary>
-    public static readonly unsafe float* HalfTable = BuildHalfTable();
-
-    // 2^112 as bits, not a static field: BuildHalfTable runs during static initialization and must not see it unset.
-    private const uint TwoPow112Bits = (127 + 112) << 23;
-
-    private static unsafe float* BuildHalfTable()
-    {
-        var table = (float*)NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
-        for (int bits = 0; bits <= ushort.MaxValue; bits++) table[bits] = HalfToFloat((ushort)bits);
-        return table;
-    }
-
-    /// <summary>
-    /// Exact fp16 → fp32 without branches on the common path (used by the scalar and Vector128 paths and to build
-    /// <see cref="HalfTable"/>): the exponent and mantissa moved into fp32 position and rescaled by 2^112 give every
-    /// zero, subnormal and normal value exactly; only infinities and NaNs (exponent 31) need their exponent forced to 255.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HalfToFloat(ushort half)
-    {
-        uint magnitude = (uint)(half & 0x7FFF) << 13;
-        uint sign = (uint)(half & 0x8000) << 16;
-        uint bits = magnitude >= 0x0F800000
-            ? magnitude | 0x7F800000
-            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(magnitude) * BitConverter.UInt32BitsToSingle(TwoPow112Bits));
-        return BitConverter.UInt32BitsToSingle(bits | sign);
-    }
+    public static unsafe float ReadHalf(byte* p) => Fp16.ToSingle(Unsafe.ReadUnaligned<ushort>(p));
 
     /// <summary>Stores <paramref name="value"/> as fp16 (round to nearest even, as ggml's GGML_FP32_TO_FP16).</summary>
     public static void WriteHalf(Span<byte> bytes, int offset, float value) =>
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes[offset..], BitConverter.HalfToUInt16Bits((Half)value));
+        BinaryPrimitives.WriteUInt16LittleEndian(bytes[offset..], Fp16.FromSingle(value));
 
     /// <summary>The value a stored fp16 field reads back as; quantizers use it so later steps see what decoders see.</summary>
     public static float RoundToHalf(float value) => (float)(Half)value;

@@ -93,8 +93,8 @@ internal static unsafe class Q2_KDot
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 Vector256<float> ad = Vector256.Create(*(float*)a);
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * ad;
-                Vector256<float> minScale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * ad;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * ad;
+                Vector256<float> minScale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DMinOffset)) * ad;
 
                 Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
                 Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);

@@ -95,7 +95,7 @@ internal static unsafe class Q3_KDot
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 2);
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighMaskOffset);
                 Vector256<int> sumi = (Half(w, a, 0, scales, highBits) + Half(w, a, 1, scales, highBits)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);

@@ -96,8 +96,8 @@ internal static unsafe class Q4_KDot
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs) + Chunk(w, a, 1, scalePairs)) + (Chunk(w, a, 2, scalePairs) + Chunk(w, a, 3, scalePairs));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);

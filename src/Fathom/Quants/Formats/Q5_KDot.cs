@@ -95,8 +95,8 @@ internal static unsafe class Q5_KDot
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighOffset);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs, highBits) + Chunk(w, a, 1, scalePairs, highBits))

@@ -100,7 +100,7 @@ internal static unsafe class Q6_KDot
                 // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);

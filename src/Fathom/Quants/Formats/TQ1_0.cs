@@ -44,7 +44,7 @@ public sealed class TQ1_0Format : WeightFormat
             for (int ib = 0; ib < nb; ib++)
             {
                 byte* block = start + ib * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float d = Fp16.Lookup(*(ushort*)(block + ScaleOffset));
                 float* y = output + ib * BlockSize;
                 if (useAvx2 && Avx2Dequantize.IsSupported)
                 {
@@ -114,7 +114,7 @@ public sealed class TQ1_0Format : WeightFormat
             for (int p = 0; p < 52; p++)
                 for (int n = 0; n < (p < 48 ? 5 : 4); n++)
                     sumi += (Trit(w[p], n) - 1) * q8[ValueIndex(p, n)];
-            sum += sumi * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += sumi * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -141,7 +141,7 @@ public sealed class TQ1_0Format : WeightFormat
                 t2 = t2 + t2 + t2;
             }
             sumi += PortableInt8.Dot(Trits(th), Vector128.Load(q8 + 240));
-            sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -169,7 +169,7 @@ public sealed class TQ1_0Format : WeightFormat
                 + Avx2.MultiplyAddAdjacent(t6, Avx.LoadVector256(q8 + 192)) + Avx2.MultiplyAddAdjacent(t7, Avx.LoadVector256(q8 + 224));
             // Trits are value + 1, hence the activation sums (bsums).
             Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
-            float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
         }
         return Vector256.Sum(acc);

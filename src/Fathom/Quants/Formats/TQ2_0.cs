@@ -30,7 +30,7 @@ public sealed class TQ2_0Format : WeightFormat
             for (int ib = 0; ib < nb; ib++)
             {
                 byte* block = start + ib * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float d = Fp16.Lookup(*(ushort*)(block + ScaleOffset));
                 float* y = output + ib * BlockSize;
                 if (useAvx2 && Avx2Dequantize.IsSupported)
                 {
@@ -99,7 +99,7 @@ public sealed class TQ2_0Format : WeightFormat
                 for (int l = 0; l < 4; l++)
                     for (int m = 0; m < 32; m++)
                         sumi += q8[128 * h + 32 * l + m] * (((w[32 * h + m] >> (2 * l)) & 3) - 1);
-            sum += sumi * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += sumi * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -121,7 +121,7 @@ public sealed class TQ2_0Format : WeightFormat
                     sumi += PortableInt8.Dot(Vector128.ShiftRightLogical(q, 2 * l) & three, Vector128.Load(q8h + 32 * l));
             }
             int offset = Q8KLayout.QuantSum(a);
-            sum += (Vector128.Sum(sumi) - offset) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += (Vector128.Sum(sumi) - offset) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -147,7 +147,7 @@ public sealed class TQ2_0Format : WeightFormat
             }
             // Codes are value + 1: subtract the activation sum (from bsums) once per block.
             Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
-            float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
         }
         return Vector256.Sum(acc);

@@ -66,32 +66,6 @@ internal static class IqKernels
         return count;
     }
 
-    /// <summary>
-    /// Exact fp16 → fp32, inlined: the runtime's Half conversion is an out-of-line call, which in a kernel loop also
-    /// forces every vector accumulator to be spilled around it.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HalfToFloat(ushort bits)
-    {
-        uint sign = (uint)(bits & 0x8000) << 16;
-        uint magnitude = bits & 0x7fffu;
-        float value;
-        if (magnitude >= 0x0400)
-        {
-            // Normal (or, with exponent 31, infinity/NaN): rebias the exponent from 15 to 127.
-            uint f = magnitude >= 0x7c00 ? (magnitude << 13) | 0x7f800000 : (magnitude << 13) + ((127 - 15) << 23);
-            value = BitConverter.UInt32BitsToSingle(f);
-        }
-        else
-        {
-            value = magnitude * (1f / 16777216f); // subnormal or zero: mantissa · 2^-24, exact
-        }
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(value) | sign);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort FloatToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
-
     /// <summary>ggml's nearest_int: round half to even.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int NearestInt(float value) => (int)MathF.Round(value);
