@@ -60,8 +60,4 @@ internal static class FormatGuards
         if (requested >= KernelPath.Portable && Vector128.IsHardwareAccelerated) return KernelPath.Portable;
         return KernelPath.Scalar;
     }
-
-    /// <summary>ggml's <c>nearest_int</c>: round half to even.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int NearestInt(float value) => (int)MathF.Round(value);
 }

@@ -90,7 +90,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             {
                 ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
                 ReadOnlySpan<float> wb = metric.Slice(32 * ib, 32);
-                int nearest = Math.Clamp(FormatGuards.NearestInt(inverse * scales[ib]), -32, 31);
+                int nearest = Math.Clamp(QuantMath.RoundHalfToEven(inverse * scales[ib]), -32, 31);
                 // Rounding the group scale to d's grid moves the level boundaries; the neighbouring steps sometimes fit better.
                 int best = nearest;
                 float bestError = float.MaxValue;

@@ -127,12 +127,12 @@ public sealed class Q6_KFormat : WeightFormat
             float d = KQuantBlocks.RoundToHalf(1 / iscale);
             for (int g = 0; g < 16; g++)
             {
-                int sc = Math.Min(127, KQuantSearch.RoundToInt(iscale * scales[g]));
+                int sc = Math.Min(127, QuantMath.NearestInt(iscale * scales[g]));
                 block[ScalesOffset + g] = (byte)(sbyte)sc;
                 float step = d * (sbyte)sc;
                 if (step == 0) continue;
                 for (int l = 0; l < 16; l++)
-                    levels[16 * g + l] = (sbyte)(Math.Clamp(KQuantSearch.RoundToInt(x[16 * g + l] / step), -32, 31) + 32);
+                    levels[16 * g + l] = (sbyte)(Math.Clamp(QuantMath.NearestInt(x[16 * g + l] / step), -32, 31) + 32);
             }
             for (int half = 0; half < 2; half++)
             {

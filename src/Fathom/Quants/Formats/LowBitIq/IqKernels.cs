@@ -66,10 +66,6 @@ internal static class IqKernels
         return count;
     }
 
-    /// <summary>ggml's nearest_int: round half to even.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int NearestInt(float value) => (int)MathF.Round(value);
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalSum(Vector256<float> v)
     {
