@@ -4,19 +4,13 @@ using System.Runtime.CompilerServices;
 namespace Fathom.Quants.Formats;
 
 /// <summary>
-/// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, the byte layout of
-/// their Q8_K activation partner, fp16 scale fields, and argument checks and path choice for the dot kernels.
+/// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, fp16 scale fields,
+/// and argument checks and path choice for the dot kernels (their Q8_K activations are laid out by <see cref="Q8KLayout"/>).
 /// </summary>
 internal static class KQuantBlocks
 {
     /// <summary>Values per super-block (ggml's QK_K).</summary>
     public const int SuperBlock = 256;
-
-    /// <summary>Q8_K block: <c>float d; int8 qs[256]; int16 bsums[16]</c> where bsums are sums of 16-value groups.</summary>
-    public const int Q8KBytes = 292;
-    public const int Q8KScale = 0;
-    public const int Q8KValues = 4;
-    public const int Q8KGroupSums = 260;
 
     /// <summary>ggml's GROUP_MAX_EPS: groups whose largest magnitude is below this quantize to zero.</summary>
     public const float GroupMaxEps = 1e-15f;
@@ -69,8 +63,8 @@ internal static class KQuantBlocks
         int blocks = n / SuperBlock;
         if (weights.Length < (long)blocks * layout.BytesPerBlock)
             throw new ArgumentException($"{layout.Name}: {n} weights need {(long)blocks * layout.BytesPerBlock} bytes, got {weights.Length}.", nameof(weights));
-        if (activations.Length < (long)blocks * Q8KBytes)
-            throw new ArgumentException($"Q8_K: {n} activations need {(long)blocks * Q8KBytes} bytes, got {activations.Length}.", nameof(activations));
+        if (activations.Length < (long)blocks * Q8KLayout.BlockBytes)
+            throw new ArgumentException($"Q8_K: {n} activations need {(long)blocks * Q8KLayout.BlockBytes} bytes, got {activations.Length}.", nameof(activations));
         return blocks;
     }
 
