@@ -384,6 +384,6 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
             float d = BlockScale(sc) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 }

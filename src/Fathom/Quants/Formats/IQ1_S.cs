@@ -328,7 +328,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
             float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     /// <summary>One 32-value group: Σ (grid+1)·q8 by vpmaddubsw, times 8·ls picked from <paramref name="scales8"/>.</summary>

@@ -231,7 +231,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
             float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

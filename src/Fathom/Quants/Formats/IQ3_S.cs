@@ -152,7 +152,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 Vector128<sbyte> m0 = Vector128.Create(signMasks[s[0]], signMasks[s[1]]).AsSByte();
                 Vector128<sbyte> m1 = Vector128.Create(signMasks[s[2]], signMasks[s[3]]).AsSByte();
                 Vector128<sbyte> a0 = Vector128.Load(q8), a1 = Vector128.Load(q8 + 16);
-                Vector128<int> group = PortableInt8.Dot(g0, (a0 ^ m0) - m0) + PortableInt8.Dot(g1, (a1 ^ m1) - m1);
+                Vector128<int> group = Int8Simd.DotPortable(g0, (a0 ^ m0) - m0) + Int8Simd.DotPortable(g1, (a1 ^ m1) - m1);
                 sumi += Vector128.Sum(group) * GroupMultiplier(w, ib);
             }
             sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;

@@ -149,7 +149,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
                 Vector128<sbyte> m0 = Vector128.Create(signMasks[word & 127], signMasks[(word >> 7) & 127]).AsSByte();
                 Vector128<sbyte> m1 = Vector128.Create(signMasks[(word >> 14) & 127], signMasks[(word >> 21) & 127]).AsSByte();
                 Vector128<sbyte> a0 = Vector128.Load(q8), a1 = Vector128.Load(q8 + 16);
-                Vector128<int> group = PortableInt8.Dot(g0, (a0 ^ m0) - m0) + PortableInt8.Dot(g1, (a1 ^ m1) - m1);
+                Vector128<int> group = Int8Simd.DotPortable(g0, (a0 ^ m0) - m0) + Int8Simd.DotPortable(g1, (a1 ^ m1) - m1);
                 sumi += Vector128.Sum(group) * (2 * (int)(word >> 28) + 1);
             }
             sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;

@@ -101,7 +101,7 @@ public sealed class IQ4_NLFormat : WeightFormat
             Vector128<sbyte> lo = Vector128.ShuffleNative(table, (q4 & lowNibble).AsSByte());
             Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
             sbyte* q8 = (sbyte*)(a + Q8_0Layout.QuantsOffset);
-            Vector128<int> sumi = PortableInt8.Dot(lo, Vector128.Load(q8)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 16));
+            Vector128<int> sumi = Int8Simd.DotPortable(lo, Vector128.Load(q8)) + Int8Simd.DotPortable(hi, Vector128.Load(q8 + 16));
             sum += Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a) * Vector128.Sum(sumi);
         }
         return sum;
@@ -117,9 +117,9 @@ public sealed class IQ4_NLFormat : WeightFormat
         int ib = 0;
         for (; ib + 1 < nb; ib += 2, w += 2 * BlockBytes, a += 2 * Q8_0Layout.BlockBytes)
         {
-            Vector256<int> s0 = Avx2.MultiplyAddAdjacent(Avx2Int8.Products(Levels32(w + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.QuantsOffset))), ones);
+            Vector256<int> s0 = Avx2.MultiplyAddAdjacent(Int8Simd.PairProductsAvx2(Levels32(w + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.QuantsOffset))), ones);
             Vector256<int> s1 = Avx2.MultiplyAddAdjacent(
-                Avx2Int8.Products(Levels32(w + BlockBytes + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.BlockBytes + Q8_0Layout.QuantsOffset))), ones);
+                Int8Simd.PairProductsAvx2(Levels32(w + BlockBytes + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.BlockBytes + Q8_0Layout.QuantsOffset))), ones);
             float d0 = Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a);
             float d1 = Fp16.Lookup(*(ushort*)(w + BlockBytes)) * Fp16.Lookup(*(ushort*)(a + Q8_0Layout.BlockBytes));
             acc0 = Fma.MultiplyAdd(Vector256.Create(d0), Avx.ConvertToVector256Single(s0), acc0);

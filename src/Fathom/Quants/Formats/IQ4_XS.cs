@@ -163,7 +163,7 @@ public sealed class IQ4_XSFormat : WeightFormat
                 Vector128<byte> q4 = Vector128.Load(w + QuantsOffset + 16 * ib);
                 Vector128<sbyte> lo = Vector128.ShuffleNative(table, (q4 & lowNibble).AsSByte());
                 Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
-                Vector128<int> group = PortableInt8.Dot(lo, Vector128.Load(q8 + 32 * ib)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 32 * ib + 16));
+                Vector128<int> group = Int8Simd.DotPortable(lo, Vector128.Load(q8 + 32 * ib)) + Int8Simd.DotPortable(hi, Vector128.Load(q8 + 32 * ib + 16));
                 sumi += group * GroupScale(w, ib);
             }
             sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
@@ -209,7 +209,7 @@ public sealed class IQ4_XSFormat : WeightFormat
         Vector256<byte> packed = Avx2.BroadcastVector128ToVector256(q4);
         Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(packed.AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
         Vector256<sbyte> levels = Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
-        Vector256<short> products = Avx2Int8.Products(levels, Avx.LoadVector256(q8));
+        Vector256<short> products = Int8Simd.PairProductsAvx2(levels, Avx.LoadVector256(q8));
         return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
     }
 

@@ -133,14 +133,14 @@ public sealed class TQ1_0Format : WeightFormat
             Vector128<int> sumi = Vector128<int>.Zero;
             for (int n = 0; n < 5; n++)
             {
-                sumi += PortableInt8.Dot(Trits(t0), Vector128.Load(q8 + 32 * n));
-                sumi += PortableInt8.Dot(Trits(t1), Vector128.Load(q8 + 32 * n + 16));
-                sumi += PortableInt8.Dot(Trits(t2), Vector128.Load(q8 + 160 + 16 * n));
+                sumi += Int8Simd.DotPortable(Trits(t0), Vector128.Load(q8 + 32 * n));
+                sumi += Int8Simd.DotPortable(Trits(t1), Vector128.Load(q8 + 32 * n + 16));
+                sumi += Int8Simd.DotPortable(Trits(t2), Vector128.Load(q8 + 160 + 16 * n));
                 t0 = t0 + t0 + t0;
                 t1 = t1 + t1 + t1;
                 t2 = t2 + t2 + t2;
             }
-            sumi += PortableInt8.Dot(Trits(th), Vector128.Load(q8 + 240));
+            sumi += Int8Simd.DotPortable(Trits(th), Vector128.Load(q8 + 240));
             sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;

@@ -118,7 +118,7 @@ public sealed class TQ2_0Format : WeightFormat
                 Vector128<byte> q = Vector128.Load(w + 16 * h);
                 sbyte* q8h = q8 + 128 * (h / 2) + 16 * (h % 2);
                 for (int l = 0; l < 4; l++)
-                    sumi += PortableInt8.Dot(Vector128.ShiftRightLogical(q, 2 * l) & three, Vector128.Load(q8h + 32 * l));
+                    sumi += Int8Simd.DotPortable(Vector128.ShiftRightLogical(q, 2 * l) & three, Vector128.Load(q8h + 32 * l));
             }
             int offset = Q8KLayout.QuantSum(a);
             sum += (Vector128.Sum(sumi) - offset) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));

@@ -65,13 +65,4 @@ internal static class IqKernels
             throw new ArgumentException($"{typeName}: {values.Length} values need {(long)count * blockBytes} bytes, got {blocks.Length}.", nameof(blocks));
         return count;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HorizontalSum(Vector256<float> v)
-    {
-        Vector128<float> s = v.GetLower() + v.GetUpper();
-        s += Sse.MoveHighToLow(s, s);
-        s += Sse.Shuffle(s, s, 0b01);
-        return s.ToScalar();
-    }
 }
