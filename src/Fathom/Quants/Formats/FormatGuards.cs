@@ -1,11 +1,8 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Fathom.Quants.Formats;
 
-/// <summary>Argument checks and small conversions shared by the IQ3/IQ4/ternary formats.</summary>
+/// <summary>Argument checks shared by the IQ3/IQ4/ternary formats.</summary>
 internal static class FormatGuards
 {
     /// <summary>Checks a dot product's row lengths; returns the number of blocks. Cheap enough for every row call.</summary>
@@ -49,15 +46,5 @@ internal static class FormatGuards
         if (!importance.IsEmpty && importance.Length != values.Length)
             throw new ArgumentException($"Importance must be empty or hold one weight per value ({values.Length}), got {importance.Length}.", nameof(importance));
         return values.Length / layout.BlockSize;
-    }
-
-    /// <summary>The kernel path to run: the requested one, or the widest narrower one this CPU supports.</summary>
-    /// <remarks>IsSupported checks are JIT-time constants, so this costs nothing per call.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static KernelPath Resolve(KernelPath requested)
-    {
-        if (requested >= KernelPath.Avx2 && Avx2.IsSupported && Fma.IsSupported) return KernelPath.Avx2;
-        if (requested >= KernelPath.Portable && Vector128.IsHardwareAccelerated) return KernelPath.Portable;
-        return KernelPath.Scalar;
     }
 }

@@ -99,7 +99,7 @@ public sealed class IQ3_SFormat : WeightFormat
         fixed (uint* grid = QuantTables.Iq3sGrid)
         fixed (ulong* signMasks = Iq3Signs.Masks)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb, grid),
                 KernelPath.Portable => DotPortable(w, a, nb, grid, signMasks),

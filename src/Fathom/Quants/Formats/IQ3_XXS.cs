@@ -93,7 +93,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
         fixed (uint* grid = QuantTables.Iq3xxsGrid)
         fixed (ulong* signMasks = Iq3Signs.EvenMasks)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb, grid, signMasks),
                 KernelPath.Portable => DotPortable(w, a, nb, grid, signMasks),

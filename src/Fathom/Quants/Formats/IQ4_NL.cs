@@ -65,7 +65,7 @@ public sealed class IQ4_NLFormat : WeightFormat
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),

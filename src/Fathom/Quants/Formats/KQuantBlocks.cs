@@ -5,7 +5,7 @@ namespace Fathom.Quants.Formats;
 
 /// <summary>
 /// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, fp16 scale fields,
-/// and argument checks and path choice for the dot kernels (their Q8_K activations are laid out by <see cref="Q8KLayout"/>).
+/// and argument checks for the dot kernels (their Q8_K activations are laid out by <see cref="Q8KLayout"/>).
 /// </summary>
 internal static class KQuantBlocks
 {
@@ -67,16 +67,4 @@ internal static class KQuantBlocks
             throw new ArgumentException($"Q8_K: {n} activations need {(long)blocks * Q8KLayout.BlockBytes} bytes, got {activations.Length}.", nameof(activations));
         return blocks;
     }
-
-    /// <summary>The widest of <see cref="DotPaths"/> at or below <paramref name="requested"/> that this CPU runs.</summary>
-    public static KernelPath Resolve(KernelPath requested)
-    {
-        if (requested >= KernelPath.Avx2 && HasAvx2) return KernelPath.Avx2;
-        if (requested >= KernelPath.Portable && HasVector128) return KernelPath.Portable;
-        return KernelPath.Scalar;
-    }
-
-    // Read once so the per-row dispatch is two compares (the JIT folds static readonly values).
-    private static readonly bool HasAvx2 = KernelPaths.IsSupported(KernelPath.Avx2);
-    private static readonly bool HasVector128 = KernelPaths.IsSupported(KernelPath.Portable);
 }

@@ -119,7 +119,7 @@ public sealed class Q5_KFormat : WeightFormat
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
         int count = KQuantBlocks.CheckDot(Layout, weights, activations, n);
-        return KQuantBlocks.Resolve(path) switch
+        return KernelDispatch.UpToAvx2(path) switch
         {
             KernelPath.Avx2 => Q5_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q5_KDot.WithVector128(weights, activations, count),

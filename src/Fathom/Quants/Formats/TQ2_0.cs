@@ -79,7 +79,7 @@ public sealed class TQ2_0Format : WeightFormat
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),

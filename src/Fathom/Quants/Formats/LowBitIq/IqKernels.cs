@@ -1,27 +1,16 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Fathom.Quants.Formats.LowBitIq;
 
-/// <summary>Argument checks, path choice and small vector helpers shared by the IQ1/IQ2 dot kernels.</summary>
+/// <summary>Argument checks and the path table shared by the IQ1/IQ2 dot kernels.</summary>
 internal static class IqKernels
 {
-    /// <summary>The widest path at or below <paramref name="requested"/> that the format implements and this CPU runs.</summary>
-    public static KernelPath Resolve(KernelPath requested, IReadOnlyList<KernelPath> implemented)
-    {
-        KernelPath best = KernelPath.Scalar;
-        foreach (KernelPath p in implemented)
-            if (p <= requested && p > best && KernelPaths.IsSupported(p)) best = p;
-        return best;
-    }
-
-    /// <summary>For every requested path, the one <see cref="Resolve"/> picks: computed once so a dot call only indexes.</summary>
+    /// <summary>For every requested path, the one <see cref="KernelDispatch.Widest"/> picks: computed once so a dot call only indexes.</summary>
     public static KernelPath[] ResolutionTable(IReadOnlyList<KernelPath> implemented)
     {
         KernelPath[] all = Enum.GetValues<KernelPath>();
         var table = new KernelPath[(int)all.Max() + 1];
-        foreach (KernelPath requested in all) table[(int)requested] = Resolve(requested, implemented);
+        foreach (KernelPath requested in all) table[(int)requested] = KernelDispatch.Widest(requested, implemented);
         return table;
     }
 
