@@ -31,7 +31,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_S), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -59,7 +59,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_S), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq1sGrid;
         float delta = QuantTables.Iq1sDelta;
         for (int i = 0; i < nb; i++)
@@ -83,7 +83,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ1_S), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq1;
         int zeroEntry = Iq1TernaryQuantizer.ZeroEntry(grid);
         float delta = QuantTables.Iq1sDelta;
@@ -212,7 +212,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Dot(GgmlType.IQ1_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {

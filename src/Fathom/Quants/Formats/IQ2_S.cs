@@ -35,7 +35,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_S), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -64,7 +64,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_S), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2sGrid;
         fixed (byte* first = blocks)
         {
@@ -94,7 +94,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_S), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2s;
         Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
         Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
@@ -154,7 +154,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Dot(GgmlType.IQ2_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {

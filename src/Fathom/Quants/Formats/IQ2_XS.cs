@@ -32,7 +32,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XS), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -62,7 +62,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XS), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2xsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
         for (int i = 0; i < nb; i++)
@@ -90,7 +90,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XS), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2xs;
         Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
         Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
@@ -145,7 +145,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Dot(GgmlType.IQ2_XS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {

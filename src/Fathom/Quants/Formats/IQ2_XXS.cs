@@ -32,7 +32,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XXS), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -58,7 +58,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XXS), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2xxsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
         for (int i = 0; i < nb; i++)
@@ -84,7 +84,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XXS), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2xxs;
         Span<float> weight = stackalloc float[32], waux = stackalloc float[32], xval = stackalloc float[32], scales = stackalloc float[8];
         Span<sbyte> levels = stackalloc sbyte[32], trial = stackalloc sbyte[32];
@@ -144,7 +144,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Dot(GgmlType.IQ2_XXS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {

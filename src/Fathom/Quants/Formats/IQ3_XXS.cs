@@ -30,7 +30,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
     /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
     internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         uint[] grid = QuantTables.Iq3xxsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
         fixed (byte* start = blocks)
@@ -65,7 +65,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<ushort> entries = stackalloc ushort[64];
         Span<byte> signs = stackalloc byte[32];
         Span<byte> groupScales = stackalloc byte[8];
@@ -87,7 +87,7 @@ public sealed class IQ3_XXSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ3_XXS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ3_XXS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         fixed (uint* grid = QuantTables.Iq3xxsGrid)

@@ -21,7 +21,7 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         sbyte[] levels = Iq4NonLinear.Levels;
         for (int ib = 0; ib < nb; ib++)
         {
@@ -39,7 +39,7 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<float> weights = stackalloc float[BlockSize];
         Span<float> metric = stackalloc float[BlockSize];
         Span<byte> indices = stackalloc byte[BlockSize];
@@ -61,7 +61,7 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_NL, BlockSize, BlockBytes, Q8_0Layout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ4_NL, BlockSize, BlockBytes, Q8_0Layout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {

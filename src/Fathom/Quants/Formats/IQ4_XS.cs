@@ -33,7 +33,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         sbyte[] levels = Iq4NonLinear.Levels;
         fixed (byte* start = blocks)
         {
@@ -58,7 +58,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<float> weights = stackalloc float[BlockSize];
         Span<float> metric = stackalloc float[BlockSize];
         Span<float> scales = stackalloc float[8];
@@ -115,7 +115,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {

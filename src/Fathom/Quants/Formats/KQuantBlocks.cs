@@ -5,7 +5,8 @@ namespace Fathom.Quants.Formats;
 
 /// <summary>
 /// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, fp16 scale fields,
-/// and argument checks for the dot kernels (their Q8_K activations are laid out by <see cref="Q8KLayout"/>).
+/// and the exact-length row check of their encoders (their Q8_K activations are laid out by <see cref="Q8KLayout"/>;
+/// dot and decode arguments are checked by <see cref="RowGuard"/>).
 /// </summary>
 internal static class KQuantBlocks
 {
@@ -41,30 +42,6 @@ internal static class KQuantBlocks
             throw new ArgumentException($"{layout.Name}: {values.Length} values need {(long)blocks * layout.BytesPerBlock} bytes, got {blockBytes}.");
         if (!importance.IsEmpty && importance.Length != values.Length)
             throw new ArgumentException($"importance must be empty or hold one weight per value ({values.Length}), got {importance.Length}.", nameof(importance));
-        return blocks;
-    }
-
-    /// <summary>Number of super-blocks to decode, after checking that whole blocks fill <paramref name="values"/>.</summary>
-    public static int CheckDequantize(GgmlTypeLayout layout, ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (values.Length % SuperBlock != 0)
-            throw new ArgumentException($"{layout.Name} decodes whole blocks of {SuperBlock} values, got room for {values.Length}.", nameof(values));
-        int count = values.Length / SuperBlock;
-        if (blocks.Length < (long)count * layout.BytesPerBlock)
-            throw new ArgumentException($"{layout.Name}: {values.Length} values need {(long)count * layout.BytesPerBlock} bytes, got {blocks.Length}.", nameof(blocks));
-        return count;
-    }
-
-    /// <summary>Number of super-blocks in a dot product of <paramref name="n"/> values, after checking both rows hold them.</summary>
-    public static int CheckDot(GgmlTypeLayout layout, ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n)
-    {
-        if (n < 0 || n % SuperBlock != 0)
-            throw new ArgumentException($"{layout.Name} dot products take whole blocks of {SuperBlock} values, got {n}.", nameof(n));
-        int blocks = n / SuperBlock;
-        if (weights.Length < (long)blocks * layout.BytesPerBlock)
-            throw new ArgumentException($"{layout.Name}: {n} weights need {(long)blocks * layout.BytesPerBlock} bytes, got {weights.Length}.", nameof(weights));
-        if (activations.Length < (long)blocks * Q8KLayout.BlockBytes)
-            throw new ArgumentException($"Q8_K: {n} activations need {(long)blocks * Q8KLayout.BlockBytes} bytes, got {activations.Length}.", nameof(activations));
         return blocks;
     }
 }
