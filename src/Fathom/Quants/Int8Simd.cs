@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Fathom.Quants;
 
-/// <summary>SIMD pieces of the integer dot products: int8 pair sums and bit-to-byte expansion.</summary>
+/// <summary>SIMD pieces of the integer dot products: int8 products and pair sums, bit-to-byte expansion, int8 → float stores.</summary>
 internal static class Int8Simd
 {
     /// <summary>
@@ -13,11 +13,16 @@ internal static class Int8Simd
     /// range), since then no int16 pair sum saturates.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> DotQuadsAvx2(Vector256<sbyte> x, Vector256<sbyte> y)
-    {
-        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(x), Avx2.Sign(y, x));
-        return Avx2.MultiplyAddAdjacent(pairs, Vector256<short>.One);
-    }
+    public static Vector256<int> DotQuadsAvx2(Vector256<sbyte> x, Vector256<sbyte> y) =>
+        Avx2.MultiplyAddAdjacent(PairProductsAvx2(x, y), Vector256<short>.One);
+
+    /// <summary>
+    /// Adjacent-pair sums of x·y for signed x, y as 16 int16 lanes (vpmaddubsw of |x| and y carrying x's sign, as in
+    /// <see cref="DotQuadsAvx2"/>). Each sum stays below 2·127·128 while y ∈ [−127, 127], clear of saturation.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<short> PairProductsAvx2(Vector256<sbyte> x, Vector256<sbyte> y) =>
+        Avx2.MultiplyAddAdjacent(Avx2.Abs(x), Avx2.Sign(y, x));
 
     /// <summary>Sums of x·y over groups of four bytes for an unsigned x ∈ [0, 127] (no sign trick needed).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -36,6 +41,17 @@ internal static class Int8Simd
         // |int8·int8| ≤ 16384 fits int16; pair sums might not, so widen before adding.
         (Vector128<int> a, Vector128<int> b) = Vector128.Widen(xl * yl);
         (Vector128<int> c, Vector128<int> d) = Vector128.Widen(xh * yh);
+        return (a + b) + (c + d);
+    }
+
+    /// <summary>Four int32 partial sums of 16 products u·y for unsigned u ≤ 255 (each product fits int16: 255·128). Exact.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> DotPortable(Vector128<byte> u, Vector128<sbyte> y)
+    {
+        (Vector128<ushort> uLo, Vector128<ushort> uHi) = Vector128.Widen(u);
+        (Vector128<short> yLo, Vector128<short> yHi) = Vector128.Widen(y);
+        (Vector128<int> a, Vector128<int> b) = Vector128.Widen(uLo.AsInt16() * yLo);
+        (Vector128<int> c, Vector128<int> d) = Vector128.Widen(uHi.AsInt16() * yHi);
         return (a + b) + (c + d);
     }
 

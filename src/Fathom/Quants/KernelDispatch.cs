@@ -1,3 +1,7 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Fathom.Quants;
 
 /// <summary>
@@ -12,13 +16,28 @@ public sealed class KernelDispatch
     {
         KernelPath[] all = Enum.GetValues<KernelPath>();
         _resolved = new KernelPath[all.Length];
-        foreach (KernelPath requested in all)
-        {
-            KernelPath best = KernelPath.Scalar;
-            foreach (KernelPath p in implemented)
-                if (p <= requested && p > best && KernelPaths.IsSupported(p)) best = p;
-            _resolved[(int)requested] = best;
-        }
+        foreach (KernelPath requested in all) _resolved[(int)requested] = Widest(requested, implemented);
+    }
+
+    /// <summary>The widest of <paramref name="implemented"/> at or below <paramref name="requested"/> that this CPU runs.</summary>
+    public static KernelPath Widest(KernelPath requested, IReadOnlyList<KernelPath> implemented)
+    {
+        KernelPath best = KernelPath.Scalar;
+        foreach (KernelPath p in implemented)
+            if (p <= requested && p > best && KernelPaths.IsSupported(p)) best = p;
+        return best;
+    }
+
+    /// <summary>
+    /// <see cref="Widest"/> for kernels that implement exactly Scalar, Portable and Avx2 (the K-quant, IQ3/IQ4 and
+    /// ternary dots), without a table: the IsSupported checks are JIT-time constants, so this costs nothing per call.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static KernelPath UpToAvx2(KernelPath requested)
+    {
+        if (requested >= KernelPath.Avx2 && Avx2.IsSupported && Fma.IsSupported) return KernelPath.Avx2;
+        if (requested >= KernelPath.Portable && Vector128.IsHardwareAccelerated) return KernelPath.Portable;
+        return KernelPath.Scalar;
     }
 
     public KernelPath Resolve(KernelPath requested) =>

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Fathom.Quants;
 
 /// <summary>
@@ -13,12 +15,20 @@ public static class QuantMath
     /// Round to nearest, ties to even, the way ggml's <c>nearest_int</c> does it: adding 1.5·2²³ makes the FPU round
     /// away the fraction, and the integer sits in the low mantissa bits. Valid for |value| ≤ 2²².
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int NearestInt(float value)
     {
         float shifted = value + 12582912f;
         int bits = BitConverter.SingleToInt32Bits(shifted);
         return (bits & 0x007fffff) - 0x00400000;
     }
+
+    /// <summary>
+    /// Round to nearest, ties to even, with no range limit (<see cref="NearestInt"/>'s bit trick is only valid for
+    /// |value| ≤ 2²²): what the IQ and ternary quantizers use.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int RoundHalfToEven(float value) => (int)MathF.Round(value);
 
     /// <summary>
     /// Symmetric quantization of a group to levels −nmax..nmax−1 (stored as 0..2·nmax−1) with a search over 19 trial

@@ -217,7 +217,7 @@ public class IqLowBitTests(ITestOutputHelper output)
         for (int bits = 0; bits < 65536; bits++)
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
-            float actual = Fathom.Quants.Formats.LowBitIq.IqKernels.HalfToFloat((ushort)bits);
+            float actual = Fp16.ToSingle((ushort)bits);
             if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"0x{bits:x4}");
             else Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(actual));
         }

@@ -136,7 +136,7 @@ public unsafe class KQuantTests
         for (int bits = 0; bits <= ushort.MaxValue; bits++)
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
-            foreach (float actual in (float[])[KQuantBlocks.HalfToFloat((ushort)bits), ReadHalfTable(bits)])
+            foreach (float actual in (float[])[Fp16.ToSingle((ushort)bits), ReadHalfTable(bits)])
             {
                 if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"0x{bits:X4}");
                 else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual), $"0x{bits:X4}: {expected} vs {actual}");
@@ -144,7 +144,7 @@ public unsafe class KQuantTests
         }
     }
 
-    private static unsafe float ReadHalfTable(int bits) => KQuantBlocks.HalfTable[bits];
+    private static unsafe float ReadHalfTable(int bits) => Fp16.Table[bits];
 
     [Theory, MemberData(nameof(Types))]
     public void RejectsRowsThatAreNotWholeBlocks(GgmlType type)

@@ -27,7 +27,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     /// <summary>The fp16 block scale assembled from the top nibbles of the four scale words.</summary>
     private static float BlockScale(ushort* sc) =>
-        IqKernels.HalfToFloat((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+        Fp16.ToSingle((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -36,7 +36,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_M");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_M), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -66,7 +66,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_M");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_M), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq1sGrid;
         float delta = QuantTables.Iq1mDelta;
         fixed (byte* first = blocks)
@@ -95,7 +95,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ1_M");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ1_M), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq1;
         int zeroEntry = Iq1TernaryQuantizer.ZeroEntry(grid);
         float delta = QuantTables.Iq1mDelta;
@@ -224,7 +224,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
                 }
             }
             if (sumq2Block > 0) d = sumqxBlock / sumq2Block;
-            ushort half = IqKernels.FloatToHalf(d * 1.1125f);
+            ushort half = Fp16.FromSingle(d * 1.1125f);
             for (int k = 0; k < 4; k++)
             {
                 int word = ScalesOffset + 2 * k;
@@ -252,7 +252,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ1_M");
+        int nb = RowGuard.Dot(GgmlType.IQ1_M, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
@@ -384,6 +384,6 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
             float d = BlockScale(sc) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 }

@@ -31,7 +31,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_S), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -43,7 +43,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         float delta = QuantTables.Iq1sDelta;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             ushort* qh = (ushort*)(x + HighBitsOffset);
             for (int ib = 0; ib < 8; ib++)
             {
@@ -59,14 +59,14 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_S), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq1sGrid;
         float delta = QuantTables.Iq1sDelta;
         for (int i = 0; i < nb; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 int h = BinaryPrimitives.ReadUInt16LittleEndian(block[(HighBitsOffset + 2 * ib)..]);
@@ -83,7 +83,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ1_S), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq1;
         int zeroEntry = Iq1TernaryQuantizer.ZeroEntry(grid);
         float delta = QuantTables.Iq1sDelta;
@@ -188,7 +188,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 15;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d * 1.125f));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d * 1.125f));
             float id = 1 / d;
             for (int ib = 0; ib < 8; ib++)
             {
@@ -212,7 +212,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ1_S");
+        int nb = RowGuard.Dot(GgmlType.IQ1_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
@@ -251,7 +251,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 sumi += ls * lsum;
                 sumi1 += ls * sign * (bsums[2 * ib] + bsums[2 * ib + 1]);
             }
-            sumf += IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y * (sumi + delta * sumi1);
+            sumf += Fp16.ToSingle(*(ushort*)x) * *(float*)y * (sumi + delta * sumi1);
         }
         return sumf;
     }
@@ -281,7 +281,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                 sumi += (lo + hi) * ls;
                 sumi1 += ls * ((h & 0x8000) != 0 ? -1 : 1) * (bsums[2 * ib] + bsums[2 * ib + 1]);
             }
-            sumf += IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y * (Vector128.Sum(sumi) + delta * sumi1);
+            sumf += Fp16.ToSingle(*(ushort*)x) * *(float*)y * (Vector128.Sum(sumi) + delta * sumi1);
         }
         return sumf;
     }
@@ -325,10 +325,10 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
                     Avx2.Add(Group(grid, qs, qh, q8, scales8, 2), Group(grid, qs, qh, q8, scales8, 3))),
                 Avx2.Add(Avx2.Add(Group(grid, qs, qh, q8, scales8, 4), Group(grid, qs, qh, q8, scales8, 5)),
                     Avx2.Add(Group(grid, qs, qh, q8, scales8, 6), Group(grid, qs, qh, q8, scales8, 7))));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     /// <summary>One 32-value group: Σ (grid+1)·q8 by vpmaddubsw, times 8·ls picked from <paramref name="scales8"/>.</summary>

@@ -35,7 +35,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_S), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -46,7 +46,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2sGrid, masks = IqKernelTables.SignsMask;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             for (int ib = 0; ib < 8; ib++)
             {
                 byte sc = x[ScalesOffset + ib];
@@ -64,7 +64,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_S), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2sGrid;
         fixed (byte* first = blocks)
         {
@@ -72,7 +72,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
             {
                 byte* x = first + i * BlockBytes;
                 Span<float> y = values.Slice(i * 256, 256);
-                float d = IqKernels.HalfToFloat(*(ushort*)x);
+                float d = Fp16.ToSingle(*(ushort*)x);
                 for (int ib = 0; ib < 8; ib++)
                 {
                     byte sc = x[ScalesOffset + ib];
@@ -94,7 +94,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_S), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2s;
         Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
         Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
@@ -145,7 +145,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d * 0.9875f));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d * 0.9875f));
             float id = 1 / d;
             for (int ib = 0; ib < 16; ib++)
                 y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
@@ -154,7 +154,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_S");
+        int nb = RowGuard.Dot(GgmlType.IQ2_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
@@ -173,7 +173,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             int bsum = 0;
             for (int ib = 0; ib < 16; ib++)
@@ -202,7 +202,7 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
             for (int ib = 0; ib < 16; ib++, q8 += 16)
@@ -237,10 +237,10 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
                     Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 2), Group(grid, x, q8, scales, signSpread, bitMasks, 3))),
                 Avx2.Add(Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 4), Group(grid, x, q8, scales, signSpread, bitMasks, 5)),
                     Avx2.Add(Group(grid, x, q8, scales, signSpread, bitMasks, 6), Group(grid, x, q8, scales, signSpread, bitMasks, 7))));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

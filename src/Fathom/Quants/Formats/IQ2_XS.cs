@@ -32,7 +32,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XS), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -43,7 +43,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2xsGrid, masks = IqKernelTables.EvenSignsMask;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             ushort* q2 = (ushort*)(x + 2);
             for (int ib = 0; ib < 8; ib++)
             {
@@ -62,14 +62,14 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XS), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2xsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
         for (int i = 0; i < nb; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 byte sc = block[ScalesOffset + ib];
@@ -90,7 +90,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XS), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2xs;
         Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
         Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
@@ -136,7 +136,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
             float id = 1 / d;
             for (int ib = 0; ib < 16; ib++)
                 y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
@@ -145,7 +145,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_XS");
+        int nb = RowGuard.Dot(GgmlType.IQ2_XS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
@@ -165,7 +165,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             ushort* q2 = (ushort*)(x + 2);
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             int bsum = 0;
@@ -195,7 +195,7 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             ushort* q2 = (ushort*)(x + 2);
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
@@ -228,10 +228,10 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
                     Avx2.Add(Group(grid, signs, q2, q8, scales, 2), Group(grid, signs, q2, q8, scales, 3))),
                 Avx2.Add(Avx2.Add(Group(grid, signs, q2, q8, scales, 4), Group(grid, signs, q2, q8, scales, 5)),
                     Avx2.Add(Group(grid, signs, q2, q8, scales, 6), Group(grid, signs, q2, q8, scales, 7))));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

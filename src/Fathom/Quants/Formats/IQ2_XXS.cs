@@ -32,7 +32,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
             DequantizeScalar(blocks, values);
             return;
         }
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XXS), values.Length, blocks.Length);
         fixed (byte* x = blocks)
         fixed (float* y = values)
             DequantizeAvx2(x, y, nb);
@@ -43,7 +43,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         ulong* grid = IqKernelTables.Iq2xxsGrid, masks = IqKernelTables.EvenSignsMask;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += 256)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x);
+            float d = Fp16.ToSingle(*(ushort*)x);
             for (int ib = 0; ib < 8; ib++)
             {
                 byte* group = x + 2 + 8 * ib;
@@ -58,14 +58,14 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     /// <summary>The plain reference decoder, as ggml's dequantize_row; the AVX2 decoder is tested against it.</summary>
     internal static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = IqKernels.CheckDequantize(blocks, values, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XXS), values.Length, blocks.Length);
         ulong[] grid = QuantTables.Iq2xxsGrid;
         byte[] ksigns = QuantTables.KsignsIq2xs;
         for (int i = 0; i < nb; i++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(i * BlockBytes, BlockBytes);
             Span<float> y = values.Slice(i * 256, 256);
-            float d = IqKernels.HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 ReadOnlySpan<byte> group = block.Slice(2 + 8 * ib, 8);
@@ -84,7 +84,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = IqKernels.CheckQuantize(values, blocks, importance, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XXS), values, blocks.Length, importance);
         IqGridIndex grid = IqGridIndex.Iq2xxs;
         Span<float> weight = stackalloc float[32], waux = stackalloc float[32], xval = stackalloc float[32], scales = stackalloc float[8];
         Span<sbyte> levels = stackalloc sbyte[32], trial = stackalloc sbyte[32];
@@ -134,7 +134,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
                 continue;
             }
             float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, IqKernels.FloatToHalf(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
             float id = 1 / d;
             for (int ib = 0; ib < 8; ib++)
                 words[2 * ib + 1] |= (uint)Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << 28;
@@ -144,7 +144,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = IqKernels.CheckDot(weights, activations, n, BlockBytes, "IQ2_XXS");
+        int nb = RowGuard.Dot(GgmlType.IQ2_XXS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
@@ -164,7 +164,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             int bsum = 0;
             for (int ib = 0; ib < 8; ib++)
@@ -194,7 +194,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         float sumf = 0;
         for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
         {
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
             Vector128<int> sumi = Vector128<int>.Zero;
             for (int ib = 0; ib < 8; ib++, q8 += 32)
@@ -245,10 +245,10 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
             Vector256<int> sum = Avx2.Add(
                 Avx2.Add(Pair(grid, signs, q2, q8, 0, firstScale, secondScale), Pair(grid, signs, q2, q8, 1, firstScale, secondScale)),
                 Avx2.Add(Pair(grid, signs, q2, q8, 2, firstScale, secondScale), Pair(grid, signs, q2, q8, 3, firstScale, secondScale)));
-            float d = IqKernels.HalfToFloat(*(ushort*)x) * *(float*)y;
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
-        return 0.125f * IqKernels.HorizontalSum(acc);
+        return 0.125f * KQuantVector.HorizontalSum(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -38,7 +38,7 @@ public sealed class IQ3_SFormat : WeightFormat
     /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
     internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         uint[] grid = QuantTables.Iq3sGrid;
         fixed (byte* start = blocks)
         fixed (float* output = values)
@@ -46,7 +46,7 @@ public sealed class IQ3_SFormat : WeightFormat
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)block);
+                float d = Fp16.Lookup(*(ushort*)block);
                 float* y = output + ibl * BlockSize;
                 for (int ib = 0; ib < 8; ib++)
                 {
@@ -70,7 +70,7 @@ public sealed class IQ3_SFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<ushort> entries = stackalloc ushort[64];
         Span<byte> signs = stackalloc byte[32];
         Span<byte> groupScales = stackalloc byte[8];
@@ -93,13 +93,13 @@ public sealed class IQ3_SFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ3_S, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ3_S, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         fixed (uint* grid = QuantTables.Iq3sGrid)
         fixed (ulong* signMasks = Iq3Signs.Masks)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb, grid),
                 KernelPath.Portable => DotPortable(w, a, nb, grid, signMasks),
@@ -131,7 +131,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 }
                 sumi += group * GroupMultiplier(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -152,10 +152,10 @@ public sealed class IQ3_SFormat : WeightFormat
                 Vector128<sbyte> m0 = Vector128.Create(signMasks[s[0]], signMasks[s[1]]).AsSByte();
                 Vector128<sbyte> m1 = Vector128.Create(signMasks[s[2]], signMasks[s[3]]).AsSByte();
                 Vector128<sbyte> a0 = Vector128.Load(q8), a1 = Vector128.Load(q8 + 16);
-                Vector128<int> group = PortableInt8.Dot(g0, (a0 ^ m0) - m0) + PortableInt8.Dot(g1, (a1 ^ m1) - m1);
+                Vector128<int> group = Int8Simd.DotPortable(g0, (a0 ^ m0) - m0) + Int8Simd.DotPortable(g1, (a1 ^ m1) - m1);
                 sumi += Vector128.Sum(group) * GroupMultiplier(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -177,7 +177,7 @@ public sealed class IQ3_SFormat : WeightFormat
                 sum0 += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)GroupMultiplier(w, ib)));
                 sum1 += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)GroupMultiplier(w, ib + 1)));
             }
-            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);

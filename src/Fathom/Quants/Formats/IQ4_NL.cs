@@ -21,12 +21,12 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         sbyte[] levels = Iq4NonLinear.Levels;
         for (int ib = 0; ib < nb; ib++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(ib * BlockBytes, BlockBytes);
-            float d = FormatGuards.Half(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            float d = Fp16.Lookup(BinaryPrimitives.ReadUInt16LittleEndian(block));
             Span<float> y = values.Slice(ib * BlockSize, BlockSize);
             for (int j = 0; j < 16; j++)
             {
@@ -39,7 +39,7 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<float> weights = stackalloc float[BlockSize];
         Span<float> metric = stackalloc float[BlockSize];
         Span<byte> indices = stackalloc byte[BlockSize];
@@ -51,9 +51,9 @@ public sealed class IQ4_NLFormat : WeightFormat
             ImportanceFit.Weights(x, imp, ImportanceFit.Sigma2(x), weights);
             Iq4NonLinear.MetricWeights(imp, metric);
             float scale = Iq4NonLinear.BestScale(x, weights, metric, indices);
-            ushort dBits = FormatGuards.ToHalf(scale);
+            ushort dBits = Fp16.FromSingle(scale);
             // Levels are assigned under the stored (f16-rounded) scale, the one dequantization will use.
-            Iq4NonLinear.Assign(x, weights, FormatGuards.Half(dBits), indices);
+            Iq4NonLinear.Assign(x, weights, Fp16.Lookup(dBits), indices);
             BinaryPrimitives.WriteUInt16LittleEndian(block, dBits);
             Iq4NonLinear.Pack32(indices, block[2..]);
         }
@@ -61,11 +61,11 @@ public sealed class IQ4_NLFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_NL, BlockSize, BlockBytes, Q8_0Layout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ4_NL, BlockSize, BlockBytes, Q8_0Layout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),
@@ -85,7 +85,7 @@ public sealed class IQ4_NLFormat : WeightFormat
             int sumi = 0;
             for (int j = 0; j < 16; j++)
                 sumi += q8[j] * levels[q4[j] & 0xF] + q8[j + 16] * levels[q4[j] >> 4];
-            sum += FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a) * sumi;
         }
         return sum;
     }
@@ -101,8 +101,8 @@ public sealed class IQ4_NLFormat : WeightFormat
             Vector128<sbyte> lo = Vector128.ShuffleNative(table, (q4 & lowNibble).AsSByte());
             Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
             sbyte* q8 = (sbyte*)(a + Q8_0Layout.QuantsOffset);
-            Vector128<int> sumi = PortableInt8.Dot(lo, Vector128.Load(q8)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 16));
-            sum += FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a) * Vector128.Sum(sumi);
+            Vector128<int> sumi = Int8Simd.DotPortable(lo, Vector128.Load(q8)) + Int8Simd.DotPortable(hi, Vector128.Load(q8 + 16));
+            sum += Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a) * Vector128.Sum(sumi);
         }
         return sum;
     }
@@ -117,11 +117,11 @@ public sealed class IQ4_NLFormat : WeightFormat
         int ib = 0;
         for (; ib + 1 < nb; ib += 2, w += 2 * BlockBytes, a += 2 * Q8_0Layout.BlockBytes)
         {
-            Vector256<int> s0 = Avx2.MultiplyAddAdjacent(Avx2Int8.Products(Levels32(w + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.QuantsOffset))), ones);
+            Vector256<int> s0 = Avx2.MultiplyAddAdjacent(Int8Simd.PairProductsAvx2(Levels32(w + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.QuantsOffset))), ones);
             Vector256<int> s1 = Avx2.MultiplyAddAdjacent(
-                Avx2Int8.Products(Levels32(w + BlockBytes + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.BlockBytes + Q8_0Layout.QuantsOffset))), ones);
-            float d0 = FormatGuards.Half(*(ushort*)w) * FormatGuards.Half(*(ushort*)a);
-            float d1 = FormatGuards.Half(*(ushort*)(w + BlockBytes)) * FormatGuards.Half(*(ushort*)(a + Q8_0Layout.BlockBytes));
+                Int8Simd.PairProductsAvx2(Levels32(w + BlockBytes + 2), Avx.LoadVector256((sbyte*)(a + Q8_0Layout.BlockBytes + Q8_0Layout.QuantsOffset))), ones);
+            float d0 = Fp16.Lookup(*(ushort*)w) * Fp16.Lookup(*(ushort*)a);
+            float d1 = Fp16.Lookup(*(ushort*)(w + BlockBytes)) * Fp16.Lookup(*(ushort*)(a + Q8_0Layout.BlockBytes));
             acc0 = Fma.MultiplyAdd(Vector256.Create(d0), Avx.ConvertToVector256Single(s0), acc0);
             acc1 = Fma.MultiplyAdd(Vector256.Create(d1), Avx.ConvertToVector256Single(s1), acc1);
         }

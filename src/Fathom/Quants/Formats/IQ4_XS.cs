@@ -33,14 +33,14 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         sbyte[] levels = Iq4NonLinear.Levels;
         fixed (byte* start = blocks)
         {
             for (int ibl = 0; ibl < nb; ibl++)
             {
                 byte* block = start + ibl * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)block);
+                float d = Fp16.Lookup(*(ushort*)block);
                 Span<float> y = values.Slice(ibl * BlockSize, BlockSize);
                 for (int ib = 0; ib < 8; ib++)
                 {
@@ -58,7 +58,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<float> weights = stackalloc float[BlockSize];
         Span<float> metric = stackalloc float[BlockSize];
         Span<float> scales = stackalloc float[8];
@@ -81,8 +81,8 @@ public sealed class IQ4_XSFormat : WeightFormat
             }
 
             // The largest group scale maps to ls−32 = −32, the widest 6-bit step, keeping its sign.
-            ushort dBits = FormatGuards.ToHalf(-maxScale / 32);
-            float d = FormatGuards.Half(dBits);
+            ushort dBits = Fp16.FromSingle(-maxScale / 32);
+            float d = Fp16.Lookup(dBits);
             BinaryPrimitives.WriteUInt16LittleEndian(block, dBits);
             float inverse = d != 0 ? 1 / d : 0;
             ushort scalesHigh = 0;
@@ -90,7 +90,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             {
                 ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
                 ReadOnlySpan<float> wb = metric.Slice(32 * ib, 32);
-                int nearest = Math.Clamp(FormatGuards.NearestInt(inverse * scales[ib]), -32, 31);
+                int nearest = Math.Clamp(QuantMath.RoundHalfToEven(inverse * scales[ib]), -32, 31);
                 // Rounding the group scale to d's grid moves the level boundaries; the neighbouring steps sometimes fit better.
                 int best = nearest;
                 float bestError = float.MaxValue;
@@ -115,11 +115,11 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),
@@ -144,7 +144,7 @@ public sealed class IQ4_XSFormat : WeightFormat
                     group += q8[32 * ib + j] * levels[q4[j] & 0xF] + q8[32 * ib + j + 16] * levels[q4[j] >> 4];
                 sumi += group * GroupScale(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * sumi;
         }
         return sum;
     }
@@ -163,10 +163,10 @@ public sealed class IQ4_XSFormat : WeightFormat
                 Vector128<byte> q4 = Vector128.Load(w + QuantsOffset + 16 * ib);
                 Vector128<sbyte> lo = Vector128.ShuffleNative(table, (q4 & lowNibble).AsSByte());
                 Vector128<sbyte> hi = Vector128.ShuffleNative(table, Vector128.ShiftRightLogical(q4, 4).AsSByte());
-                Vector128<int> group = PortableInt8.Dot(lo, Vector128.Load(q8 + 32 * ib)) + PortableInt8.Dot(hi, Vector128.Load(q8 + 32 * ib + 16));
+                Vector128<int> group = Int8Simd.DotPortable(lo, Vector128.Load(q8 + 32 * ib)) + Int8Simd.DotPortable(hi, Vector128.Load(q8 + 32 * ib + 16));
                 sumi += group * GroupScale(w, ib);
             }
-            sum += FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
+            sum += Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset) * Vector128.Sum(sumi);
         }
         return sum;
     }
@@ -195,7 +195,7 @@ public sealed class IQ4_XSFormat : WeightFormat
             sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
             sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
             sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
-            float d = FormatGuards.Half(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);
@@ -209,7 +209,7 @@ public sealed class IQ4_XSFormat : WeightFormat
         Vector256<byte> packed = Avx2.BroadcastVector128ToVector256(q4);
         Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(packed.AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
         Vector256<sbyte> levels = Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
-        Vector256<short> products = Avx2Int8.Products(levels, Avx.LoadVector256(q8));
+        Vector256<short> products = Int8Simd.PairProductsAvx2(levels, Avx.LoadVector256(q8));
         return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
     }
 

@@ -99,7 +99,7 @@ internal sealed class Iq3GridIndex
         for (int i = 0; i < 4; i++)
         {
             // Levels sit at odd multiples 2l+1 of the scale.
-            int l = Math.Clamp(FormatGuards.NearestInt(0.5f * (inverseScale * x[i] - 1)), 0, 7);
+            int l = Math.Clamp(QuantMath.RoundHalfToEven(0.5f * (inverseScale * x[i] - 1)), 0, 7);
             point |= l << (3 * i);
         }
         int entry = _entryOfPoint[point];

@@ -101,7 +101,7 @@ internal static class Iq3Quantizer
         }
 
         ushort dBits = ChooseSuperScale(index, xval, metric, entries, maxScale, variant.Fudge, groupScales);
-        float d = FormatGuards.Half(dBits);
+        float d = Fp16.Lookup(dBits);
 
         // Re-fit each group of four to its final scale, keeping whichever entry has the lower weighted error.
         for (int ib = 0; ib < Groups; ib++)
@@ -194,13 +194,13 @@ internal static class Iq3Quantizer
         for (int ib = 0; ib < Groups; ib++)
             (b[ib], c[ib]) = Moments(index, entries.Slice(8 * ib, 8), xval.Slice(32 * ib, 32), weights.Slice(32 * ib, 32));
 
-        ushort bestBits = FormatGuards.ToHalf(maxScale / 31 * fudge);
+        ushort bestBits = Fp16.FromSingle(maxScale / 31 * fudge);
         float bestError = float.MaxValue;
         for (int step = -12; step <= 12; step++)
         {
             // step 0 is ggml's own choice, so the search can only improve on it.
-            ushort bits = FormatGuards.ToHalf(maxScale / 31 * (fudge + 0.01f * step));
-            float d = FormatGuards.Half(bits);
+            ushort bits = Fp16.FromSingle(maxScale / 31 * (fudge + 0.01f * step));
+            float d = Fp16.Lookup(bits);
             float total = 0;
             for (int ib = 0; ib < Groups; ib++)
             {
@@ -213,7 +213,7 @@ internal static class Iq3Quantizer
                 bestBits = bits;
             }
         }
-        float chosen = FormatGuards.Half(bestBits);
+        float chosen = Fp16.Lookup(bestBits);
         for (int ib = 0; ib < Groups; ib++) groupScales[ib] = (byte)BestGroupScale(b[ib], c[ib], chosen, out _);
         return bestBits;
     }

@@ -44,8 +44,8 @@ internal static class KQuantAffineEncoder
             for (int j = 0; j < SubBlocks; j++)
             {
                 // As ggml: the rounded level is taken modulo 256 before clamping to 63.
-                scaleLevels[j] = Math.Min((byte)63, (byte)KQuantSearch.RoundToInt(inverseScale * scales[j]));
-                minLevels[j] = Math.Min((byte)63, (byte)KQuantSearch.RoundToInt(inverseMin * mins[j]));
+                scaleLevels[j] = Math.Min((byte)63, (byte)QuantMath.NearestInt(inverseScale * scales[j]));
+                minLevels[j] = Math.Min((byte)63, (byte)QuantMath.NearestInt(inverseMin * mins[j]));
             }
             d = maxScale / 63f;
             dmin = maxMin / 63f;
@@ -86,7 +86,7 @@ internal static class KQuantAffineEncoder
             if (step == 0) continue;
             float offset = dmin * m;
             for (int l = 0; l < SubBlock; l++)
-                levels[SubBlock * j + l] = (byte)Math.Clamp(KQuantSearch.RoundToInt((x[SubBlock * j + l] + offset) / step), 0, nmax);
+                levels[SubBlock * j + l] = (byte)Math.Clamp(QuantMath.NearestInt((x[SubBlock * j + l] + offset) / step), 0, nmax);
         }
         return (d, dmin);
     }

@@ -1,23 +1,17 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace Fathom.Quants.Formats;
 
 /// <summary>
-/// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, the byte layout of
-/// their Q8_K activation partner, fp16 scale fields, and argument checks and path choice for the dot kernels.
+/// Facts shared by the K-quant super-block formats (Q2_K … Q6_K): the 256-value super-block, fp16 scale fields,
+/// and the exact-length row check of their encoders (their Q8_K activations are laid out by <see cref="Q8KLayout"/>;
+/// dot and decode arguments are checked by <see cref="RowGuard"/>).
 /// </summary>
 internal static class KQuantBlocks
 {
     /// <summary>Values per super-block (ggml's QK_K).</summary>
     public const int SuperBlock = 256;
-
-    /// <summary>Q8_K block: <c>float d; int8 qs[256]; int16 bsums[16]</c> where bsums are sums of 16-value groups.</summary>
-    public const int Q8KBytes = 292;
-    public const int Q8KScale = 0;
-    public const int Q8KValues = 4;
-    public const int Q8KGroupSums = 260;
 
     /// <summary>ggml's GROUP_MAX_EPS: groups whose largest magnitude is below this quantize to zero.</summary>
     public const float GroupMaxEps = 1e-15f;
@@ -26,47 +20,14 @@ internal static class KQuantBlocks
     public static readonly IReadOnlyList<KernelPath> DotPaths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
+    public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe float ReadHalf(byte* p) => HalfToFloat(Unsafe.ReadUnaligned<ushort>(p));
-
-    /// <summary>
-    /// fp16 → fp32 for all 65536 bit patterns (256 KiB, built once from <see cref="HalfToFloat"/>). The AVX2 dot
-    /// kernels read their per-block scales here: one load instead of a dozen integer and float operations, which
-    /// matters most for Q2_K; real weights use few distinct exponents, so the lines in use stay cached.
-    /// </summary>
-    public static readonly unsafe float* HalfTable = BuildHalfTable();
-
-    // 2^112 as bits, not a static field: BuildHalfTable runs during static initialization and must not see it unset.
-    private const uint TwoPow112Bits = (127 + 112) << 23;
-
-    private static unsafe float* BuildHalfTable()
-    {
-        var table = (float*)NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
-        for (int bits = 0; bits <= ushort.MaxValue; bits++) table[bits] = HalfToFloat((ushort)bits);
-        return table;
-    }
-
-    /// <summary>
-    /// Exact fp16 → fp32 without branches on the common path (used by the scalar and Vector128 paths and to build
-    /// <see cref="HalfTable"/>): the exponent and mantissa moved into fp32 position and rescaled by 2^112 give every
-    /// zero, subnormal and normal value exactly; only infinities and NaNs (exponent 31) need their exponent forced to 255.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HalfToFloat(ushort half)
-    {
-        uint magnitude = (uint)(half & 0x7FFF) << 13;
-        uint sign = (uint)(half & 0x8000) << 16;
-        uint bits = magnitude >= 0x0F800000
-            ? magnitude | 0x7F800000
-            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(magnitude) * BitConverter.UInt32BitsToSingle(TwoPow112Bits));
-        return BitConverter.UInt32BitsToSingle(bits | sign);
-    }
+    public static unsafe float ReadHalf(byte* p) => Fp16.ToSingle(Unsafe.ReadUnaligned<ushort>(p));
 
     /// <summary>Stores <paramref name="value"/> as fp16 (round to nearest even, as ggml's GGML_FP32_TO_FP16).</summary>
     public static void WriteHalf(Span<byte> bytes, int offset, float value) =>
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes[offset..], BitConverter.HalfToUInt16Bits((Half)value));
+        BinaryPrimitives.WriteUInt16LittleEndian(bytes[offset..], Fp16.FromSingle(value));
 
     /// <summary>The value a stored fp16 field reads back as; quantizers use it so later steps see what decoders see.</summary>
     public static float RoundToHalf(float value) => (float)(Half)value;
@@ -83,40 +44,4 @@ internal static class KQuantBlocks
             throw new ArgumentException($"importance must be empty or hold one weight per value ({values.Length}), got {importance.Length}.", nameof(importance));
         return blocks;
     }
-
-    /// <summary>Number of super-blocks to decode, after checking that whole blocks fill <paramref name="values"/>.</summary>
-    public static int CheckDequantize(GgmlTypeLayout layout, ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (values.Length % SuperBlock != 0)
-            throw new ArgumentException($"{layout.Name} decodes whole blocks of {SuperBlock} values, got room for {values.Length}.", nameof(values));
-        int count = values.Length / SuperBlock;
-        if (blocks.Length < (long)count * layout.BytesPerBlock)
-            throw new ArgumentException($"{layout.Name}: {values.Length} values need {(long)count * layout.BytesPerBlock} bytes, got {blocks.Length}.", nameof(blocks));
-        return count;
-    }
-
-    /// <summary>Number of super-blocks in a dot product of <paramref name="n"/> values, after checking both rows hold them.</summary>
-    public static int CheckDot(GgmlTypeLayout layout, ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n)
-    {
-        if (n < 0 || n % SuperBlock != 0)
-            throw new ArgumentException($"{layout.Name} dot products take whole blocks of {SuperBlock} values, got {n}.", nameof(n));
-        int blocks = n / SuperBlock;
-        if (weights.Length < (long)blocks * layout.BytesPerBlock)
-            throw new ArgumentException($"{layout.Name}: {n} weights need {(long)blocks * layout.BytesPerBlock} bytes, got {weights.Length}.", nameof(weights));
-        if (activations.Length < (long)blocks * Q8KBytes)
-            throw new ArgumentException($"Q8_K: {n} activations need {(long)blocks * Q8KBytes} bytes, got {activations.Length}.", nameof(activations));
-        return blocks;
-    }
-
-    /// <summary>The widest of <see cref="DotPaths"/> at or below <paramref name="requested"/> that this CPU runs.</summary>
-    public static KernelPath Resolve(KernelPath requested)
-    {
-        if (requested >= KernelPath.Avx2 && HasAvx2) return KernelPath.Avx2;
-        if (requested >= KernelPath.Portable && HasVector128) return KernelPath.Portable;
-        return KernelPath.Scalar;
-    }
-
-    // Read once so the per-row dispatch is two compares (the JIT folds static readonly values).
-    private static readonly bool HasAvx2 = KernelPaths.IsSupported(KernelPath.Avx2);
-    private static readonly bool HasVector128 = KernelPaths.IsSupported(KernelPath.Portable);
 }

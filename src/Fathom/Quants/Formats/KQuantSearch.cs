@@ -10,10 +10,6 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 internal static class KQuantSearch
 {
-    /// <summary>Round to nearest, ties to even, exactly as ggml's nearest_int (valid for |x| ≤ 2^22).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int RoundToInt(float x) => (BitConverter.SingleToInt32Bits(x + 12582912f) & 0x007fffff) - 0x00400000;
-
     /// <summary>
     /// Symmetric levels in [-nmax, nmax-1] with the scale's sign chosen so the largest magnitude maps to -nmax
     /// (make_qx_quants, rmse_type 1). Weights are <paramref name="weights"/> or, when empty, x². Writes levels
@@ -38,7 +34,7 @@ internal static class KQuantSearch
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++)
         {
-            int l = Math.Clamp(RoundToInt(iscale * x[i]), -nmax, nmax - 1);
+            int l = Math.Clamp(QuantMath.NearestInt(iscale * x[i]), -nmax, nmax - 1);
             levels[i] = (sbyte)(l + nmax);
             float w = weighted ? weights[i] : x[i] * x[i];
             sumlx += w * x[i] * l;
@@ -54,7 +50,7 @@ internal static class KQuantSearch
             sumlx = suml2 = 0;
             for (int i = 0; i < n; i++)
             {
-                int l = Math.Clamp(RoundToInt(iscale * x[i]), -nmax, nmax - 1);
+                int l = Math.Clamp(QuantMath.NearestInt(iscale * x[i]), -nmax, nmax - 1);
                 float w = weighted ? weights[i] : x[i] * x[i];
                 sumlx += w * x[i] * l;
                 suml2 += w * l * l;
@@ -62,7 +58,7 @@ internal static class KQuantSearch
             if (suml2 > 0 && sumlx * sumlx > best * suml2)
             {
                 for (int i = 0; i < n; i++)
-                    levels[i] = (sbyte)(nmax + Math.Clamp(RoundToInt(iscale * x[i]), -nmax, nmax - 1));
+                    levels[i] = (sbyte)(nmax + Math.Clamp(QuantMath.NearestInt(iscale * x[i]), -nmax, nmax - 1));
                 scale = sumlx / suml2;
                 best = scale * sumlx;
             }
@@ -92,7 +88,7 @@ internal static class KQuantSearch
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++)
         {
-            int l = Math.Clamp(RoundToInt(iscale * x[i]), -nmax, nmax - 1);
+            int l = Math.Clamp(QuantMath.NearestInt(iscale * x[i]), -nmax, nmax - 1);
             levels[i] = (sbyte)l;
             float w = x[i] * x[i];
             sumlx += w * x[i] * l;
@@ -107,7 +103,7 @@ internal static class KQuantSearch
                 float slx = sumlx - w * x[i] * levels[i];
                 if (slx <= 0) continue;
                 float sl2 = suml2 - w * levels[i] * levels[i];
-                int l = Math.Clamp(RoundToInt(x[i] * sl2 / slx), -nmax, nmax - 1);
+                int l = Math.Clamp(QuantMath.NearestInt(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (l == levels[i]) continue;
                 slx += w * x[i] * l;
                 sl2 += w * l * l;
@@ -160,7 +156,7 @@ internal static class KQuantSearch
         float bestError = 0;
         for (int i = 0; i < n; i++)
         {
-            int l = Math.Clamp(RoundToInt(iscale * (x[i] - lo)), 0, nmax);
+            int l = Math.Clamp(QuantMath.NearestInt(iscale * (x[i] - lo)), 0, nmax);
             levels[i] = (byte)l;
             float diff = scale * l + lo - x[i];
             float w = weighted ? weights[i] : x[i] * x[i];
@@ -174,7 +170,7 @@ internal static class KQuantSearch
             {
                 // lo is the fitted offset so far and may sit near hi, so guard the product before rounding.
                 float v = iscale * (x[i] - lo);
-                int l = v > 0 ? RoundToInt(MathF.Min(v, nmax)) : 0;
+                int l = v > 0 ? QuantMath.NearestInt(MathF.Min(v, nmax)) : 0;
                 scratch[i] = (byte)l;
                 float w = weighted ? weights[i] : x[i] * x[i];
                 sumL += w * l;
@@ -228,7 +224,7 @@ internal static class KQuantSearch
         float bestError = 0;
         for (int i = 0; i < n; i++)
         {
-            float diff = x[i] - scale * RoundToInt(iscale * x[i]);
+            float diff = x[i] - scale * QuantMath.NearestInt(iscale * x[i]);
             bestError += weights[i] * diff * diff;
         }
         for (int step = -4; step <= 4; step++)
@@ -239,7 +235,7 @@ internal static class KQuantSearch
             float error = 0;
             for (int i = 0; i < n; i++)
             {
-                int l = Math.Min(nmax, RoundToInt(trial * x[i]));
+                int l = Math.Min(nmax, QuantMath.NearestInt(trial * x[i]));
                 float diff = x[i] - trialScale * l;
                 error += weights[i] * diff * diff;
             }
@@ -252,7 +248,7 @@ internal static class KQuantSearch
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++)
         {
-            int l = Math.Min(nmax, RoundToInt(iscale * x[i]));
+            int l = Math.Min(nmax, QuantMath.NearestInt(iscale * x[i]));
             levels[i] = (byte)l;
             sumlx += weights[i] * x[i] * l;
             suml2 += weights[i] * l * l;
@@ -266,7 +262,7 @@ internal static class KQuantSearch
                 float slx = sumlx - w * x[i] * levels[i];
                 float sl2 = suml2 - w * levels[i] * levels[i];
                 if (!(slx > 0 && sl2 > 0)) continue;
-                int l = Math.Min(nmax, RoundToInt(x[i] * sl2 / slx));
+                int l = Math.Min(nmax, QuantMath.NearestInt(x[i] * sl2 / slx));
                 if (l == levels[i]) continue;
                 slx += w * x[i] * l;
                 sl2 += w * l * l;

@@ -98,7 +98,7 @@ internal static class KQuantVector
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Vector128<short> Q8KPairSums(byte* activationBlock)
     {
-        var sums = (short*)(activationBlock + KQuantBlocks.Q8KGroupSums);
+        var sums = (short*)(activationBlock + Q8KLayout.SumsOffset);
         return Ssse3.HorizontalAdd(Sse2.LoadVector128(sums), Sse2.LoadVector128(sums + 8));
     }
 
@@ -125,5 +125,5 @@ internal static class KQuantVector
     /// <summary>The sixteen int16 group sums of a Q8_K block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Vector256<short> Q8KGroupSums(byte* activationBlock) =>
-        Avx.LoadVector256((short*)(activationBlock + KQuantBlocks.Q8KGroupSums));
+        Avx.LoadVector256((short*)(activationBlock + Q8KLayout.SumsOffset));
 }

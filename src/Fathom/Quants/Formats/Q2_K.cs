@@ -27,7 +27,7 @@ public sealed class Q2_KFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        int count = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
         else DequantizeScalar(blocks, values, count);
     }
@@ -109,8 +109,8 @@ public sealed class Q2_KFormat : WeightFormat
                 float inverseMin = maxMin > 0 ? 15f / maxMin : 0f;
                 for (int g = 0; g < 16; g++)
                 {
-                    scaleLevels[g] = (byte)KQuantSearch.RoundToInt(inverseScale * scales[g]);
-                    minLevels[g] = (byte)KQuantSearch.RoundToInt(inverseMin * mins[g]);
+                    scaleLevels[g] = (byte)QuantMath.NearestInt(inverseScale * scales[g]);
+                    minLevels[g] = (byte)QuantMath.NearestInt(inverseMin * mins[g]);
                 }
                 d = maxScale / 15f;
                 dmin = maxMin / 15f;
@@ -149,7 +149,7 @@ public sealed class Q2_KFormat : WeightFormat
                 if (step == 0) continue;
                 float offset = dmin * (packed >> 4);
                 for (int l = 0; l < 16; l++)
-                    levels[16 * g + l] = (byte)Math.Clamp(KQuantSearch.RoundToInt((x[16 * g + l] + offset) / step), 0, 3);
+                    levels[16 * g + l] = (byte)Math.Clamp(QuantMath.NearestInt((x[16 * g + l] + offset) / step), 0, 3);
             }
             for (int half = 0; half < 2; half++)
                 for (int l = 0; l < 32; l++)
@@ -162,8 +162,8 @@ public sealed class Q2_KFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int count = KQuantBlocks.CheckDot(Layout, weights, activations, n);
-        return KQuantBlocks.Resolve(path) switch
+        int count = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        return KernelDispatch.UpToAvx2(path) switch
         {
             KernelPath.Avx2 => Q2_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q2_KDot.WithVector128(weights, activations, count),

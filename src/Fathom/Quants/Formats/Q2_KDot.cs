@@ -24,15 +24,15 @@ internal static unsafe class Q2_KDot
         for (int i = 0; i < blocks; i++)
         {
             ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
-            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * Q8KLayout.BlockBytes, Q8KLayout.BlockBytes);
             int levelSum = 0, minSum = 0;
             for (int g = 0; g < 16; g++)
             {
                 int sc = w[ScalesOffset + g];
-                minSum += (sc >> 4) * BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 2 * g)..]);
+                minSum += (sc >> 4) * BinaryPrimitives.ReadInt16LittleEndian(a[(Q8KLayout.SumsOffset + 2 * g)..]);
                 int dot = 0;
                 for (int l = 0; l < 16; l++)
-                    dot += Level(w, 16 * g + l) * (sbyte)a[KQuantBlocks.Q8KValues + 16 * g + l];
+                    dot += Level(w, 16 * g + l) * (sbyte)a[Q8KLayout.QuantsOffset + 16 * g + l];
                 levelSum += (sc & 0xF) * dot;
             }
             float ad = BinaryPrimitives.ReadSingleLittleEndian(a);
@@ -52,10 +52,10 @@ internal static unsafe class Q2_KDot
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                byte* a = ap + (long)i * Q8KLayout.BlockBytes;
+                sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset);
                 byte* scales = w + ScalesOffset;
-                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                short* groupSums = (short*)(a + Q8KLayout.SumsOffset);
                 int minSum = 0;
                 for (int g = 0; g < 16; g++) minSum += (scales[g] >> 4) * groupSums[g];
 
@@ -89,12 +89,12 @@ internal static unsafe class Q2_KDot
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<byte> low4 = Vector128.Create((byte)0x0F);
             byte* w = wp, a = ap;
-            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 Vector256<float> ad = Vector256.Create(*(float*)a);
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * ad;
-                Vector256<float> minScale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * ad;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * ad;
+                Vector256<float> minScale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DMinOffset)) * ad;
 
                 Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
                 Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
@@ -116,7 +116,7 @@ internal static unsafe class Q2_KDot
         Vector256<byte> low2 = Vector256.Create((byte)0x03);
         Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
-        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 128 * half);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
         Vector256<short> p0 = Avx2.MultiplyAddAdjacent(bits & low2, Avx.LoadVector256(x));
         Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2, Avx.LoadVector256(x + 32));
         Vector256<short> p2 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx.LoadVector256(x + 64));

@@ -31,7 +31,7 @@ public sealed class Q3_KFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        int count = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
         else DequantizeScalar(blocks, values, count);
     }
@@ -117,7 +117,7 @@ public sealed class Q3_KFormat : WeightFormat
                 {
                     float iscale = -32f / maxScale;
                     for (int g = 0; g < 16; g++)
-                        scaleLevels[g] = (sbyte)(Math.Clamp((int)(sbyte)KQuantSearch.RoundToInt(iscale * scales[g]), -32, 31) + 32);
+                        scaleLevels[g] = (sbyte)(Math.Clamp((int)(sbyte)QuantMath.NearestInt(iscale * scales[g]), -32, 31) + 32);
                     d = 1 / iscale;
                 }
                 else
@@ -156,7 +156,7 @@ public sealed class Q3_KFormat : WeightFormat
                 float step = d * KQuantScales.ReadQ3Scale(packedScales, g);
                 if (step == 0) continue;
                 for (int l = 0; l < 16; l++)
-                    levels[16 * g + l] = (sbyte)(Math.Clamp(KQuantSearch.RoundToInt(x[16 * g + l] / step), -4, 3) + 4);
+                    levels[16 * g + l] = (sbyte)(Math.Clamp(QuantMath.NearestInt(x[16 * g + l] / step), -4, 3) + 4);
             }
             // Biased levels 0–7: bit 2 goes to hmask (bit k of byte l for value 32k + l), bits 0–1 to qs.
             for (int v = 0; v < KQuantBlocks.SuperBlock; v++)
@@ -178,8 +178,8 @@ public sealed class Q3_KFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int count = KQuantBlocks.CheckDot(Layout, weights, activations, n);
-        return KQuantBlocks.Resolve(path) switch
+        int count = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        return KernelDispatch.UpToAvx2(path) switch
         {
             KernelPath.Avx2 => Q3_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q3_KDot.WithVector128(weights, activations, count),

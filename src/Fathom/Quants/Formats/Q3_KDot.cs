@@ -24,14 +24,14 @@ internal static unsafe class Q3_KDot
         for (int i = 0; i < blocks; i++)
         {
             ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
-            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * Q8KLayout.BlockBytes, Q8KLayout.BlockBytes);
             ReadOnlySpan<byte> scales = w.Slice(ScalesOffset, 12);
             int total = 0;
             for (int g = 0; g < 16; g++)
             {
                 int dot = 0;
                 for (int l = 0; l < 16; l++)
-                    dot += Level(w, 16 * g + l) * (sbyte)a[KQuantBlocks.Q8KValues + 16 * g + l];
+                    dot += Level(w, 16 * g + l) * (sbyte)a[Q8KLayout.QuantsOffset + 16 * g + l];
                 total += KQuantScales.ReadQ3Scale(scales, g) * dot;
             }
             sum += BinaryPrimitives.ReadSingleLittleEndian(a) * KQuantBlocks.ReadHalf(w, DOffset) * total;
@@ -50,9 +50,9 @@ internal static unsafe class Q3_KDot
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
-                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                byte* a = ap + (long)i * Q8KLayout.BlockBytes;
+                sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset);
+                short* groupSums = (short*)(a + Q8KLayout.SumsOffset);
                 Vector128<byte> biased = KQuantScales.UnpackQ3Scales(w + ScalesOffset);
                 int offset = 0;
                 for (int g = 0; g < 16; g++) offset += (biased[g] - 32) * groupSums[g];
@@ -87,7 +87,7 @@ internal static unsafe class Q3_KDot
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<byte> bias = Vector128.Create((byte)32);
             byte* w = wp, a = ap;
-            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 Vector256<short> scales = Avx2.ConvertToVector256Int16((KQuantScales.UnpackQ3Scales(w + ScalesOffset) - bias).AsSByte());
@@ -95,7 +95,7 @@ internal static unsafe class Q3_KDot
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 2);
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighMaskOffset);
                 Vector256<int> sumi = (Half(w, a, 0, scales, highBits) + Half(w, a, 1, scales, highBits)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
@@ -113,7 +113,7 @@ internal static unsafe class Q3_KDot
         Vector256<byte> u1 = (Avx2.ShiftRightLogical(bits, 2).AsByte() & low2) | KQuantVector.MoveBit(highBits, 4 * half + 1, 2);
         Vector256<byte> u2 = (Avx2.ShiftRightLogical(bits, 4).AsByte() & low2) | KQuantVector.MoveBit(highBits, 4 * half + 2, 2);
         Vector256<byte> u3 = (Avx2.ShiftRightLogical(bits, 6).AsByte() & low2) | KQuantVector.MoveBit(highBits, 4 * half + 3, 2);
-        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 128 * half);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
         Vector256<short> p0 = Avx2.MultiplyAddAdjacent(u0, Avx.LoadVector256(x));
         Vector256<short> p1 = Avx2.MultiplyAddAdjacent(u1, Avx.LoadVector256(x + 32));
         Vector256<short> p2 = Avx2.MultiplyAddAdjacent(u2, Avx.LoadVector256(x + 64));

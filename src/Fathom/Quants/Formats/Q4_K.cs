@@ -23,7 +23,7 @@ public sealed class Q4_KFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        int count = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
         else DequantizeScalar(blocks, values, count);
     }
@@ -100,8 +100,8 @@ public sealed class Q4_KFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int count = KQuantBlocks.CheckDot(Layout, weights, activations, n);
-        return KQuantBlocks.Resolve(path) switch
+        int count = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        return KernelDispatch.UpToAvx2(path) switch
         {
             KernelPath.Avx2 => Q4_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q4_KDot.WithVector128(weights, activations, count),

@@ -24,15 +24,15 @@ internal static unsafe class Q4_KDot
         for (int i = 0; i < blocks; i++)
         {
             ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
-            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
-            ReadOnlySpan<sbyte> x = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(a.Slice(KQuantBlocks.Q8KValues, 256));
+            ReadOnlySpan<byte> a = activations.Slice(i * Q8KLayout.BlockBytes, Q8KLayout.BlockBytes);
+            ReadOnlySpan<sbyte> x = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(a.Slice(Q8KLayout.QuantsOffset, 256));
             ReadOnlySpan<byte> scales = w.Slice(ScalesOffset, 12);
             int levelSum = 0, minSum = 0;
             for (int j = 0; j < 8; j++)
             {
                 KQuantScales.ReadScaleMin(scales, j, out int sc, out int m);
-                int groupSum = BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 4 * j)..])
-                             + BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 4 * j + 2)..]);
+                int groupSum = BinaryPrimitives.ReadInt16LittleEndian(a[(Q8KLayout.SumsOffset + 4 * j)..])
+                             + BinaryPrimitives.ReadInt16LittleEndian(a[(Q8KLayout.SumsOffset + 4 * j + 2)..]);
                 minSum += m * groupSum;
                 int shift = 4 * (j & 1);
                 ReadOnlySpan<byte> q = w.Slice(LevelsOffset + 32 * (j >> 1), 32);
@@ -57,9 +57,9 @@ internal static unsafe class Q4_KDot
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
-                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                byte* a = ap + (long)i * Q8KLayout.BlockBytes;
+                sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset);
+                short* groupSums = (short*)(a + Q8KLayout.SumsOffset);
                 KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
                 int minSum = 0;
                 for (int j = 0; j < 8; j++) minSum += (int)((mins >> (8 * j)) & 0xFF) * (groupSums[2 * j] + groupSums[2 * j + 1]);
@@ -92,12 +92,12 @@ internal static unsafe class Q4_KDot
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<float> accMins = Vector128<float>.Zero;
             byte* w = wp, a = ap;
-            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs) + Chunk(w, a, 1, scalePairs)) + (Chunk(w, a, 2, scalePairs) + Chunk(w, a, 3, scalePairs));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
@@ -112,7 +112,7 @@ internal static unsafe class Q4_KDot
     {
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
-        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 64 * chunk);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk);
         Vector256<short> pLow = Avx2.MultiplyAddAdjacent(bits & lowNibble, Avx.LoadVector256(x));
         Vector256<short> pHigh = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble, Avx.LoadVector256(x + 32));
         Vector256<short> scaleLow = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk)).AsInt16();

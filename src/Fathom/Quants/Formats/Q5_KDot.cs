@@ -24,17 +24,17 @@ internal static unsafe class Q5_KDot
         for (int i = 0; i < blocks; i++)
         {
             ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
-            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * Q8KLayout.BlockBytes, Q8KLayout.BlockBytes);
             ReadOnlySpan<byte> scales = w.Slice(ScalesOffset, 12);
             int levelSum = 0, minSum = 0;
             for (int j = 0; j < 8; j++)
             {
                 KQuantScales.ReadScaleMin(scales, j, out int sc, out int m);
-                int groupSum = BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 4 * j)..])
-                             + BinaryPrimitives.ReadInt16LittleEndian(a[(KQuantBlocks.Q8KGroupSums + 4 * j + 2)..]);
+                int groupSum = BinaryPrimitives.ReadInt16LittleEndian(a[(Q8KLayout.SumsOffset + 4 * j)..])
+                             + BinaryPrimitives.ReadInt16LittleEndian(a[(Q8KLayout.SumsOffset + 4 * j + 2)..]);
                 minSum += m * groupSum;
                 int dot = 0;
-                for (int l = 0; l < 32; l++) dot += Level(w, 32 * j + l) * (sbyte)a[KQuantBlocks.Q8KValues + 32 * j + l];
+                for (int l = 0; l < 32; l++) dot += Level(w, 32 * j + l) * (sbyte)a[Q8KLayout.QuantsOffset + 32 * j + l];
                 levelSum += sc * dot;
             }
             float ad = BinaryPrimitives.ReadSingleLittleEndian(a);
@@ -54,9 +54,9 @@ internal static unsafe class Q5_KDot
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
-                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                byte* a = ap + (long)i * Q8KLayout.BlockBytes;
+                sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset);
+                short* groupSums = (short*)(a + Q8KLayout.SumsOffset);
                 KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
                 int minSum = 0;
                 for (int j = 0; j < 8; j++) minSum += (int)((mins >> (8 * j)) & 0xFF) * (groupSums[2 * j] + groupSums[2 * j + 1]);
@@ -91,12 +91,12 @@ internal static unsafe class Q5_KDot
             Vector256<float> acc = Vector256<float>.Zero;
             Vector128<float> accMins = Vector128<float>.Zero;
             byte* w = wp, a = ap;
-            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(KQuantBlocks.HalfTable + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighOffset);
                 Vector256<int> sumi = (Chunk(w, a, 0, scalePairs, highBits) + Chunk(w, a, 1, scalePairs, highBits))
@@ -115,7 +115,7 @@ internal static unsafe class Q5_KDot
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
         Vector256<byte> low = (bits & lowNibble) | KQuantVector.MoveBit(highBits, 2 * chunk, 4);
         Vector256<byte> high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble) | KQuantVector.MoveBit(highBits, 2 * chunk + 1, 4);
-        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 64 * chunk);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk);
         Vector256<short> pLow = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x));
         Vector256<short> pHigh = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
         Vector256<short> scaleLow = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk)).AsInt16();

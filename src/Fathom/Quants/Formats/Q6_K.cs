@@ -32,7 +32,7 @@ public sealed class Q6_KFormat : WeightFormat
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
-        int count = KQuantBlocks.CheckDequantize(Layout, blocks, values);
+        int count = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         if (KQuantDecode.IsAccelerated) DequantizeAvx2(blocks, values, count);
         else DequantizeScalar(blocks, values, count);
     }
@@ -127,12 +127,12 @@ public sealed class Q6_KFormat : WeightFormat
             float d = KQuantBlocks.RoundToHalf(1 / iscale);
             for (int g = 0; g < 16; g++)
             {
-                int sc = Math.Min(127, KQuantSearch.RoundToInt(iscale * scales[g]));
+                int sc = Math.Min(127, QuantMath.NearestInt(iscale * scales[g]));
                 block[ScalesOffset + g] = (byte)(sbyte)sc;
                 float step = d * (sbyte)sc;
                 if (step == 0) continue;
                 for (int l = 0; l < 16; l++)
-                    levels[16 * g + l] = (sbyte)(Math.Clamp(KQuantSearch.RoundToInt(x[16 * g + l] / step), -32, 31) + 32);
+                    levels[16 * g + l] = (sbyte)(Math.Clamp(QuantMath.NearestInt(x[16 * g + l] / step), -32, 31) + 32);
             }
             for (int half = 0; half < 2; half++)
             {
@@ -150,8 +150,8 @@ public sealed class Q6_KFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int count = KQuantBlocks.CheckDot(Layout, weights, activations, n);
-        return KQuantBlocks.Resolve(path) switch
+        int count = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        return KernelDispatch.UpToAvx2(path) switch
         {
             KernelPath.Avx2 => Q6_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q6_KDot.WithVector128(weights, activations, count),

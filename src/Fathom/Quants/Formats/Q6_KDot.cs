@@ -24,7 +24,7 @@ internal static unsafe class Q6_KDot
         for (int i = 0; i < blocks; i++)
         {
             ReadOnlySpan<byte> w = weights.Slice(i * BlockBytes, BlockBytes);
-            ReadOnlySpan<byte> a = activations.Slice(i * KQuantBlocks.Q8KBytes, KQuantBlocks.Q8KBytes);
+            ReadOnlySpan<byte> a = activations.Slice(i * Q8KLayout.BlockBytes, Q8KLayout.BlockBytes);
             int total = 0;
             for (int g = 0; g < 16; g++)
             {
@@ -32,7 +32,7 @@ internal static unsafe class Q6_KDot
                 for (int l = 0; l < 16; l++)
                 {
                     int v = 16 * g + l;
-                    dot += (Level(w, v) - 32) * (sbyte)a[KQuantBlocks.Q8KValues + v];
+                    dot += (Level(w, v) - 32) * (sbyte)a[Q8KLayout.QuantsOffset + v];
                 }
                 total += (sbyte)w[ScalesOffset + g] * dot;
             }
@@ -52,10 +52,10 @@ internal static unsafe class Q6_KDot
             for (int i = 0; i < blocks; i++)
             {
                 byte* w = wp + (long)i * BlockBytes;
-                byte* a = ap + (long)i * KQuantBlocks.Q8KBytes;
-                sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues);
+                byte* a = ap + (long)i * Q8KLayout.BlockBytes;
+                sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset);
                 sbyte* scales = (sbyte*)(w + ScalesOffset);
-                short* groupSums = (short*)(a + KQuantBlocks.Q8KGroupSums);
+                short* groupSums = (short*)(a + Q8KLayout.SumsOffset);
                 int offset = 0;
                 for (int g = 0; g < 16; g++) offset += scales[g] * groupSums[g];
 
@@ -93,14 +93,14 @@ internal static unsafe class Q6_KDot
         {
             Vector256<float> acc = Vector256<float>.Zero;
             byte* w = wp, a = ap;
-            for (int i = 0; i < blocks; i++, w += BlockBytes, a += KQuantBlocks.Q8KBytes)
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
                 // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(KQuantBlocks.HalfTable + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
@@ -121,7 +121,7 @@ internal static unsafe class Q6_KDot
         Vector256<byte> q1 = (ql1 & low4) | Avx2.ShiftLeftLogical((qh & Vector256.Create((byte)0x0C)).AsUInt16(), 2).AsByte();
         Vector256<byte> q2 = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low4) | (qh & Vector256.Create((byte)0x30));
         Vector256<byte> q3 = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftRightLogical((qh & Vector256.Create((byte)0xC0)).AsUInt16(), 2).AsByte();
-        sbyte* x = (sbyte*)(a + KQuantBlocks.Q8KValues + 128 * half);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
         Vector256<short> p0 = Avx2.MultiplyAddAdjacent(q0, Avx.LoadVector256(x));
         Vector256<short> p1 = Avx2.MultiplyAddAdjacent(q1, Avx.LoadVector256(x + 32));
         Vector256<short> p2 = Avx2.MultiplyAddAdjacent(q2, Avx.LoadVector256(x + 64));

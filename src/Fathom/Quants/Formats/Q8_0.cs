@@ -14,6 +14,15 @@ internal unsafe struct BlockQ8_0
     public fixed sbyte Qs[Values];
 }
 
+/// <summary>Byte offsets in <see cref="BlockQ8_0"/>, for kernels that walk Q8_0 rows as bytes: <c>f16 d; int8 qs[32]</c>.</summary>
+internal static class Q8_0Layout
+{
+    public const int BlockSize = BlockQ8_0.Values;
+    public const int BlockBytes = 34;
+    public const int ScaleOffset = 0;
+    public const int QuantsOffset = 2;
+}
+
 /// <summary>
 /// Q8_0: symmetric 8-bit blocks of 32, x = d·q. Also the activation format of Q4_0, Q5_0 and Q8_0 itself, so
 /// <see cref="Quantize"/> follows ggml's CPU <c>quantize_row_q8_0</c> (the x86 SIMD one the matmul uses: scale

@@ -17,6 +17,28 @@ internal unsafe struct BlockQ8_K
 }
 
 /// <summary>
+/// Byte offsets in <see cref="BlockQ8_K"/>, for the K-quant, IQ and ternary dot kernels that walk Q8_K rows as bytes:
+/// <c>float d; int8 qs[256]; int16 bsums[16]</c> (bsums[i] is the sum of qs[16i..16i+15]).
+/// </summary>
+internal static class Q8KLayout
+{
+    public const int BlockSize = BlockQ8_K.Values;
+    public const int BlockBytes = 292;
+    public const int ScaleOffset = 0;
+    public const int QuantsOffset = 4;
+    public const int SumsOffset = 260;
+
+    /// <summary>The sum of a block's 256 quants, from its 16 partial sums.</summary>
+    public static unsafe int QuantSum(byte* block)
+    {
+        short* bsums = (short*)(block + SumsOffset);
+        int total = 0;
+        for (int i = 0; i < 16; i++) total += bsums[i];
+        return total;
+    }
+}
+
+/// <summary>
 /// Q8_K: the activation format of the K-quants and IQ types, 256 values per block, x = d·q with a float d.
 /// <see cref="Quantize"/> matches ggml's CPU <c>quantize_row_q8_K</c> bit for bit: the value of largest magnitude
 /// maps to −127 exactly (so |q| ≤ 127 and the int8 SIMD products never saturate). ggml has no Q8_K·Q8_K kernel;

@@ -37,14 +37,14 @@ public sealed class TQ1_0Format : WeightFormat
     /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
     internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         fixed (byte* start = blocks)
         fixed (float* output = values)
         {
             for (int ib = 0; ib < nb; ib++)
             {
                 byte* block = start + ib * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float d = Fp16.Lookup(*(ushort*)(block + ScaleOffset));
                 float* y = output + ib * BlockSize;
                 if (useAvx2 && Avx2Dequantize.IsSupported)
                 {
@@ -69,7 +69,7 @@ public sealed class TQ1_0Format : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<sbyte> trits = stackalloc sbyte[BlockSize];
         for (int ib = 0; ib < nb; ib++)
         {
@@ -91,11 +91,11 @@ public sealed class TQ1_0Format : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.TQ1_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.TQ1_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),
@@ -114,7 +114,7 @@ public sealed class TQ1_0Format : WeightFormat
             for (int p = 0; p < 52; p++)
                 for (int n = 0; n < (p < 48 ? 5 : 4); n++)
                     sumi += (Trit(w[p], n) - 1) * q8[ValueIndex(p, n)];
-            sum += sumi * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += sumi * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -133,15 +133,15 @@ public sealed class TQ1_0Format : WeightFormat
             Vector128<int> sumi = Vector128<int>.Zero;
             for (int n = 0; n < 5; n++)
             {
-                sumi += PortableInt8.Dot(Trits(t0), Vector128.Load(q8 + 32 * n));
-                sumi += PortableInt8.Dot(Trits(t1), Vector128.Load(q8 + 32 * n + 16));
-                sumi += PortableInt8.Dot(Trits(t2), Vector128.Load(q8 + 160 + 16 * n));
+                sumi += Int8Simd.DotPortable(Trits(t0), Vector128.Load(q8 + 32 * n));
+                sumi += Int8Simd.DotPortable(Trits(t1), Vector128.Load(q8 + 32 * n + 16));
+                sumi += Int8Simd.DotPortable(Trits(t2), Vector128.Load(q8 + 160 + 16 * n));
                 t0 = t0 + t0 + t0;
                 t1 = t1 + t1 + t1;
                 t2 = t2 + t2 + t2;
             }
-            sumi += PortableInt8.Dot(Trits(th), Vector128.Load(q8 + 240));
-            sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sumi += Int8Simd.DotPortable(Trits(th), Vector128.Load(q8 + 240));
+            sum += (Vector128.Sum(sumi) - Q8KLayout.QuantSum(a)) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -169,7 +169,7 @@ public sealed class TQ1_0Format : WeightFormat
                 + Avx2.MultiplyAddAdjacent(t6, Avx.LoadVector256(q8 + 192)) + Avx2.MultiplyAddAdjacent(t7, Avx.LoadVector256(q8 + 224));
             // Trits are value + 1, hence the activation sums (bsums).
             Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
-            float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
         }
         return Vector256.Sum(acc);

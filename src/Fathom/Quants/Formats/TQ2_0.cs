@@ -23,14 +23,14 @@ public sealed class TQ2_0Format : WeightFormat
     /// <summary>Dequantization with the AVX2 decoder or the scalar one, so that tests can check both against ggml.</summary>
     internal unsafe void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values, bool useAvx2)
     {
-        int nb = FormatGuards.DequantizeBlocks(Layout, blocks, values);
+        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
         fixed (byte* start = blocks)
         fixed (float* output = values)
         {
             for (int ib = 0; ib < nb; ib++)
             {
                 byte* block = start + ib * BlockBytes;
-                float d = FormatGuards.Half(*(ushort*)(block + ScaleOffset));
+                float d = Fp16.Lookup(*(ushort*)(block + ScaleOffset));
                 float* y = output + ib * BlockSize;
                 if (useAvx2 && Avx2Dequantize.IsSupported)
                 {
@@ -55,7 +55,7 @@ public sealed class TQ2_0Format : WeightFormat
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
-        int nb = FormatGuards.QuantizeBlocks(Layout, values, blocks, importance);
+        int nb = RowGuard.Quantize(Layout, values, blocks.Length, importance);
         Span<sbyte> trits = stackalloc sbyte[BlockSize];
         for (int ib = 0; ib < nb; ib++)
         {
@@ -75,11 +75,11 @@ public sealed class TQ2_0Format : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = FormatGuards.DotBlocks(GgmlType.TQ2_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights, activations, n);
+        int nb = RowGuard.Dot(GgmlType.TQ2_0, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return FormatGuards.Resolve(path) switch
+            return KernelDispatch.UpToAvx2(path) switch
             {
                 KernelPath.Avx2 => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),
@@ -99,7 +99,7 @@ public sealed class TQ2_0Format : WeightFormat
                 for (int l = 0; l < 4; l++)
                     for (int m = 0; m < 32; m++)
                         sumi += q8[128 * h + 32 * l + m] * (((w[32 * h + m] >> (2 * l)) & 3) - 1);
-            sum += sumi * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += sumi * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -118,10 +118,10 @@ public sealed class TQ2_0Format : WeightFormat
                 Vector128<byte> q = Vector128.Load(w + 16 * h);
                 sbyte* q8h = q8 + 128 * (h / 2) + 16 * (h % 2);
                 for (int l = 0; l < 4; l++)
-                    sumi += PortableInt8.Dot(Vector128.ShiftRightLogical(q, 2 * l) & three, Vector128.Load(q8h + 32 * l));
+                    sumi += Int8Simd.DotPortable(Vector128.ShiftRightLogical(q, 2 * l) & three, Vector128.Load(q8h + 32 * l));
             }
             int offset = Q8KLayout.QuantSum(a);
-            sum += (Vector128.Sum(sumi) - offset) * (FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
+            sum += (Vector128.Sum(sumi) - offset) * (Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset));
         }
         return sum;
     }
@@ -147,7 +147,7 @@ public sealed class TQ2_0Format : WeightFormat
             }
             // Codes are value + 1: subtract the activation sum (from bsums) once per block.
             Vector256<int> sums = Avx2.MultiplyAddAdjacent(p, ones) - Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), ones);
-            float d = FormatGuards.Half(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
+            float d = Fp16.Lookup(*(ushort*)(w + ScaleOffset)) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sums), acc);
         }
         return Vector256.Sum(acc);

@@ -40,10 +40,10 @@ internal static class TernaryQuantizer
         }
 
         // Round the scale to f16, assign trits under it, and refit the scale to that assignment once.
-        ushort dBits = FormatGuards.ToHalf((float)scale);
+        ushort dBits = Fp16.FromSingle((float)scale);
         for (int pass = 0; pass < 2; pass++)
         {
-            float d = FormatGuards.Half(dBits);
+            float d = Fp16.Lookup(dBits);
             Assign(x, d, trits);
             if (pass == 1) break;
             double num = 0, den = 0;
@@ -54,7 +54,7 @@ internal static class TernaryQuantizer
                 num += w * x[i] * trits[i];
                 den += w;
             }
-            if (den > 0) dBits = FormatGuards.ToHalf((float)(num / den));
+            if (den > 0) dBits = Fp16.FromSingle((float)(num / den));
         }
         return dBits;
     }

@@ -41,7 +41,7 @@ internal static class Iq2LatticeQuantizer
             for (int k = 0; k < runs; k++)
             {
                 Span<sbyte> run = trial.Slice(8 * k, 8);
-                for (int i = 0; i < 8; i++) run[i] = (sbyte)Math.Clamp(IqKernels.NearestInt(0.5f * (id * xval[8 * k + i] - 1)), 0, 2);
+                for (int i = 0; i < 8; i++) run[i] = (sbyte)Math.Clamp(QuantMath.RoundHalfToEven(0.5f * (id * xval[8 * k + i] - 1)), 0, 2);
                 int key = IqGridIndex.Key(run);
                 trialOnGrid[k] = grid.Entry(key) >= 0;
                 if (!trialOnGrid[k]) BestNeighbour(grid, key, xval.Slice(8 * k, 8), waux.Slice(8 * k, 8), trialScale, run);
@@ -72,7 +72,7 @@ internal static class Iq2LatticeQuantizer
             {
                 if (!search.RequantizeAll && onGrid[k]) continue;
                 Span<sbyte> run = levels.Slice(8 * k, 8);
-                for (int i = 0; i < 8; i++) run[i] = (sbyte)Math.Clamp(IqKernels.NearestInt(0.5f * (id * xval[8 * k + i] - 1)), 0, 2);
+                for (int i = 0; i < 8; i++) run[i] = (sbyte)Math.Clamp(QuantMath.RoundHalfToEven(0.5f * (id * xval[8 * k + i] - 1)), 0, 2);
                 int key = IqGridIndex.Key(run);
                 if (grid.Entry(key) < 0) BestNeighbour(grid, key, xval.Slice(8 * k, 8), waux.Slice(8 * k, 8), scale, run);
             }
@@ -126,7 +126,7 @@ internal static class Iq2LatticeQuantizer
         float scale = 1 / iscale, bestMse = 0;
         for (int i = 0; i < n; i++)
         {
-            float diff = x[i] - scale * IqKernels.NearestInt(iscale * x[i]);
+            float diff = x[i] - scale * QuantMath.RoundHalfToEven(iscale * x[i]);
             bestMse += weight[i] * diff * diff;
         }
         for (int step = -4; step <= 4; step++)
@@ -135,7 +135,7 @@ internal static class Iq2LatticeQuantizer
             float iscaleTry = (0.1f * step + nmax) / max, scaleTry = 1 / iscaleTry, mse = 0;
             for (int i = 0; i < n; i++)
             {
-                float diff = x[i] - scaleTry * Math.Min(nmax, IqKernels.NearestInt(iscaleTry * x[i]));
+                float diff = x[i] - scaleTry * Math.Min(nmax, QuantMath.RoundHalfToEven(iscaleTry * x[i]));
                 mse += weight[i] * diff * diff;
             }
             if (mse < bestMse) { bestMse = mse; iscale = iscaleTry; }
@@ -143,7 +143,7 @@ internal static class Iq2LatticeQuantizer
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++)
         {
-            int q = Math.Min(nmax, IqKernels.NearestInt(iscale * x[i]));
+            int q = Math.Min(nmax, QuantMath.RoundHalfToEven(iscale * x[i]));
             l[i] = (sbyte)q;
             sumlx += weight[i] * x[i] * q;
             suml2 += weight[i] * q * q;
@@ -156,7 +156,7 @@ internal static class Iq2LatticeQuantizer
                 float w = weight[i];
                 float slx = sumlx - w * x[i] * l[i], sl2 = suml2 - w * l[i] * l[i];
                 if (slx <= 0 || sl2 <= 0) continue;
-                int q = Math.Min(nmax, IqKernels.NearestInt(x[i] * sl2 / slx));
+                int q = Math.Min(nmax, QuantMath.RoundHalfToEven(x[i] * sl2 / slx));
                 if (q == l[i]) continue;
                 slx += w * x[i] * q;
                 sl2 += w * q * q;
@@ -220,5 +220,5 @@ internal static class Iq2LatticeQuantizer
 
     /// <summary>The 4-bit code of a group scale relative to the block scale d (value = d·(2l+1)), as ggml rounds it.</summary>
     public static int ScaleCode(float scale, float inverseD, int maxCode) =>
-        Math.Clamp(IqKernels.NearestInt(0.5f * (inverseD * scale - 1)), 0, maxCode);
+        Math.Clamp(QuantMath.RoundHalfToEven(0.5f * (inverseD * scale - 1)), 0, maxCode);
 }

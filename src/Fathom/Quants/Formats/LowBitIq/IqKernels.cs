@@ -1,107 +1,20 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Fathom.Quants.Formats.LowBitIq;
 
-/// <summary>Argument checks, path choice and small vector helpers shared by the IQ1/IQ2 dot kernels.</summary>
+/// <summary>The path table shared by the IQ1/IQ2 dot kernels.</summary>
 internal static class IqKernels
 {
-    /// <summary>The widest path at or below <paramref name="requested"/> that the format implements and this CPU runs.</summary>
-    public static KernelPath Resolve(KernelPath requested, IReadOnlyList<KernelPath> implemented)
-    {
-        KernelPath best = KernelPath.Scalar;
-        foreach (KernelPath p in implemented)
-            if (p <= requested && p > best && KernelPaths.IsSupported(p)) best = p;
-        return best;
-    }
-
-    /// <summary>For every requested path, the one <see cref="Resolve"/> picks: computed once so a dot call only indexes.</summary>
+    /// <summary>For every requested path, the one <see cref="KernelDispatch.Widest"/> picks: computed once so a dot call only indexes.</summary>
     public static KernelPath[] ResolutionTable(IReadOnlyList<KernelPath> implemented)
     {
         KernelPath[] all = Enum.GetValues<KernelPath>();
         var table = new KernelPath[(int)all.Max() + 1];
-        foreach (KernelPath requested in all) table[(int)requested] = Resolve(requested, implemented);
+        foreach (KernelPath requested in all) table[(int)requested] = KernelDispatch.Widest(requested, implemented);
         return table;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static KernelPath Pick(KernelPath[] table, KernelPath requested) =>
         (uint)requested < (uint)table.Length ? table[(int)requested] : table[^1];
-
-    /// <summary>Validates a dot product's operands and returns the number of 256-element blocks.</summary>
-    public static int CheckDot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, int weightBlockBytes, string typeName)
-    {
-        if (n < 0 || n % Q8KLayout.BlockSize != 0)
-            throw new ArgumentException($"{typeName} dot length must be a non-negative multiple of {Q8KLayout.BlockSize}, got {n}.", nameof(n));
-        int blocks = n / Q8KLayout.BlockSize;
-        if ((long)blocks * weightBlockBytes > weights.Length)
-            throw new ArgumentException($"{typeName} weights hold {weights.Length} bytes, {n} elements need {(long)blocks * weightBlockBytes}.", nameof(weights));
-        if ((long)blocks * Q8KLayout.BlockBytes > activations.Length)
-            throw new ArgumentException($"Q8_K activations hold {activations.Length} bytes, {n} elements need {(long)blocks * Q8KLayout.BlockBytes}.", nameof(activations));
-        return blocks;
-    }
-
-    /// <summary>Validates a dequantization and returns the number of blocks.</summary>
-    public static int CheckDequantize(ReadOnlySpan<byte> blocks, Span<float> values, int blockBytes, string typeName)
-    {
-        if (values.Length % Q8KLayout.BlockSize != 0)
-            throw new ArgumentException($"{typeName} rows are whole blocks of 256 values, got {values.Length}.", nameof(values));
-        int count = values.Length / Q8KLayout.BlockSize;
-        if ((long)count * blockBytes > blocks.Length)
-            throw new ArgumentException($"{typeName}: {values.Length} values need {(long)count * blockBytes} bytes, got {blocks.Length}.", nameof(blocks));
-        return count;
-    }
-
-    /// <summary>Validates a quantization and returns the number of blocks.</summary>
-    public static int CheckQuantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance, int blockBytes, string typeName)
-    {
-        if (values.Length % Q8KLayout.BlockSize != 0)
-            throw new ArgumentException($"{typeName} rows are whole blocks of 256 values, got {values.Length}.", nameof(values));
-        if (!importance.IsEmpty && importance.Length != values.Length)
-            throw new ArgumentException($"{typeName}: importance must hold one weight per value ({values.Length}), got {importance.Length}.", nameof(importance));
-        int count = values.Length / Q8KLayout.BlockSize;
-        if ((long)count * blockBytes > blocks.Length)
-            throw new ArgumentException($"{typeName}: {values.Length} values need {(long)count * blockBytes} bytes, got {blocks.Length}.", nameof(blocks));
-        return count;
-    }
-
-    /// <summary>
-    /// Exact fp16 → fp32, inlined: the runtime's Half conversion is an out-of-line call, which in a kernel loop also
-    /// forces every vector accumulator to be spilled around it.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HalfToFloat(ushort bits)
-    {
-        uint sign = (uint)(bits & 0x8000) << 16;
-        uint magnitude = bits & 0x7fffu;
-        float value;
-        if (magnitude >= 0x0400)
-        {
-            // Normal (or, with exponent 31, infinity/NaN): rebias the exponent from 15 to 127.
-            uint f = magnitude >= 0x7c00 ? (magnitude << 13) | 0x7f800000 : (magnitude << 13) + ((127 - 15) << 23);
-            value = BitConverter.UInt32BitsToSingle(f);
-        }
-        else
-        {
-            value = magnitude * (1f / 16777216f); // subnormal or zero: mantissa · 2^-24, exact
-        }
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(value) | sign);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort FloatToHalf(float value) => BitConverter.HalfToUInt16Bits((Half)value);
-
-    /// <summary>ggml's nearest_int: round half to even.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int NearestInt(float value) => (int)MathF.Round(value);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HorizontalSum(Vector256<float> v)
-    {
-        Vector128<float> s = v.GetLower() + v.GetUpper();
-        s += Sse.MoveHighToLow(s, s);
-        s += Sse.Shuffle(s, s, 0b01);
-        return s.ToScalar();
-    }
 }
