@@ -128,8 +128,9 @@ public sealed class ReasoningSplitter
         if (text.Length > 0) _output.Add((channel, text));
     }
 
-    /// <summary>Length of the longest suffix of <paramref name="text"/> that is a proper prefix of <paramref name="tag"/>.</summary>
-    private static int PartialSuffix(string text, string tag)
+    /// <summary>Length of the longest suffix of <paramref name="text"/> that is a proper prefix of <paramref name="tag"/>:
+    /// text that may still become <paramref name="tag"/> when the next piece arrives.</summary>
+    internal static int PartialSuffix(string text, string tag)
     {
         for (int len = Math.Min(tag.Length - 1, text.Length); len > 0; len--)
             if (text.AsSpan(text.Length - len).SequenceEqual(tag.AsSpan(0, len))) return len;

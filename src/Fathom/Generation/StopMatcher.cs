@@ -40,9 +40,7 @@ public sealed class StopMatcher
         }
 
         int hold = 0;
-        foreach (string stop in _stops)
-            for (int len = Math.Min(stop.Length - 1, buffer.Length); len > hold; len--)
-                if (buffer.AsSpan(buffer.Length - len).SequenceEqual(stop.AsSpan(0, len))) { hold = len; break; }
+        foreach (string stop in _stops) hold = Math.Max(hold, ReasoningSplitter.PartialSuffix(buffer, stop));
         _pending = buffer[^hold..];
         return buffer[..^hold];
     }

@@ -24,7 +24,7 @@ public sealed class SyntheticVocabulary
     {
         string[] specials = DeepSeekSpecialTokens;
         if (size < 256 + specials.Length) throw new ArgumentOutOfRangeException(nameof(size), $"vocabulary needs at least {256 + specials.Length} tokens");
-        char[] byteChars = ByteLevelAlphabet();
+        char[] byteChars = [.. Enumerable.Range(0, 256).Select(b => Tokenization.ByteLevelAlphabet.ToChar((byte)b))];
         var tokens = new List<string>(size);
         var known = new HashSet<string>(StringComparer.Ordinal);
         for (int b = 0; b < 256; b++) { tokens.Add(byteChars[b].ToString()); known.Add(tokens[^1]); }
@@ -62,18 +62,5 @@ public sealed class SyntheticVocabulary
         {
             Tokens = [.. tokens], TokenTypes = types, Merges = [.. merges], BosId = firstSpecial, EosId = firstSpecial + 1,
         };
-    }
-
-    /// <summary>GPT-2's reversible byte→character map: printable bytes stand for themselves, the rest move to U+0100 and up.</summary>
-    private static char[] ByteLevelAlphabet()
-    {
-        var map = new char[256];
-        int next = 256;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
-            map[b] = printable ? (char)b : (char)next++;
-        }
-        return map;
     }
 }

@@ -14,7 +14,7 @@ public sealed class TinyLlamaBuilder
 {
     // GPT-2's reversible byte → printable character mapping: printable Latin-1 bytes stand for themselves, the
     // rest are shifted above U+00FF in byte order. Declared first: static fields initialise in order.
-    private static readonly char[] ByteToUnicode = BuildByteToUnicode();
+    private static readonly char[] ByteToUnicode = [.. Enumerable.Range(0, 256).Select(b => Fathom.Tokenization.ByteLevelAlphabet.ToChar((byte)b))];
 
     /// <summary>Merges in priority order; each joins two existing tokens into a new one.</summary>
     public static readonly string[] Merges = ["Ġ t", "h e", "i n", "Ġ a", "e r", "o n", "Ġt he", "r e", "Ġ s", "a t", "Ġ o", "e n"];
@@ -122,18 +122,6 @@ public sealed class TinyLlamaBuilder
         float[] v = Uniform(random, count);
         for (int i = 0; i < count; i++) v[i] += 1f;
         return v;
-    }
-
-    private static char[] BuildByteToUnicode()
-    {
-        var map = new char[256];
-        int next = 256;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
-            map[b] = printable ? (char)b : (char)next++;
-        }
-        return map;
     }
 
     private static List<string> BuildTokens()
