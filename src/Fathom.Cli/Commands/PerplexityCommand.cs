@@ -44,10 +44,12 @@ public static class PerplexityCommand
                 bool asJson = r.GetValue(json);
                 Action<PerplexityProgress>? progress = asJson ? null : p =>
                 {
+                    // Written with the first result, so an input refused up front leaves only its error line.
+                    if (p.Chunk == 1)
+                        error.WriteLine($"perplexity: {p.ChunkCount} chunks of {options.ContextSize} tokens, scoring {LogProbabilityFile.ScoredPerChunk(options.ContextSize)} per chunk");
                     output.Write(string.Create(CultureInfo.InvariantCulture, $"[{p.Chunk}]{p.RunningPerplexity:F4},"));
                     output.Flush();
                 };
-                if (!asJson) error.WriteLine($"perplexity: chunks of {options.ContextSize} tokens, scoring {LogProbabilityFile.ScoredPerChunk(options.ContextSize)} per chunk");
                 PerplexityResult result = Perplexity.Evaluate(loaded, text, options, progress);
                 if (asJson) output.WriteLine(Json(result).ToJsonString(InfoJson.Options));
                 else Report(result, output, error);
