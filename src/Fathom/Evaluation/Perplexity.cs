@@ -133,9 +133,10 @@ public static class Perplexity
             throw new InvalidDataException($"the base log-probabilities have a vocabulary of {header.VocabSize}, the model {vocab}");
         if (header.ContextSize != context)
             throw new InvalidDataException($"the base log-probabilities were computed with a context of {header.ContextSize}, not {context}");
-        if (header.Tokens.Length < tokens.Length)
-            throw new InvalidDataException($"the base log-probabilities cover {header.ChunkCount} chunks, fewer than the {tokens.Length / context} asked for");
-        if (!header.Tokens.AsSpan(0, tokens.Length).SequenceEqual(tokens))
+        int common = Math.Min(header.Tokens.Length, tokens.Length);
+        if (!header.Tokens.AsSpan(0, common).SequenceEqual(tokens[..common]))
             throw new InvalidDataException("the base log-probabilities were computed over different tokens (another text or tokenizer)");
+        if (header.Tokens.Length < tokens.Length)
+            throw new InvalidDataException($"the base log-probabilities cover {header.ChunkCount} chunks, fewer than the {tokens.Length / context} to evaluate; evaluate at most {header.ChunkCount}");
     }
 }

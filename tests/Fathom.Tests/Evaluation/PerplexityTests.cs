@@ -225,7 +225,14 @@ public sealed class PerplexityTests(ITestOutputHelper output, PerplexityTests.Sy
                 Perplexity.Evaluate(model, Text(seed: 6), _models.Bos, Options(klBase: saved) with { MaxChunks = 2 })).Message);
             Assert.Throws<InvalidDataException>(() => Perplexity.Evaluate(model, text, _models.Bos, Options(klBase: saved) with { ContextSize = 16 }));
 
-            // Another vocabulary: the same header with V changed (the size check then fails too, so fix V's rows).
+            // A well-formed file from a model of another vocabulary.
+            using (LogProbabilityFile.Writer writer = LogProbabilityFile.Create(saved, 10, Context, text.AsSpan(0, 2 * Context)))
+                for (int row = 0; row < 2 * LogProbabilityFile.ScoredPerChunk(Context); row++) writer.WriteRow(new float[10]);
+            Assert.Contains("vocabulary of 10", Assert.Throws<InvalidDataException>(() =>
+                Perplexity.Evaluate(model, text, _models.Bos, Options(klBase: saved) with { MaxChunks = 2 })).Message);
+            Perplexity.Evaluate(model, text, _models.Bos, Options(save: saved) with { MaxChunks = 2 });
+
+            // A header whose vocabulary does not match the file's size; a truncated file; a chunk count past any size.
             byte[] bytes = File.ReadAllBytes(saved);
             BitConverter.TryWriteBytes(bytes.AsSpan(12), 999);
             File.WriteAllBytes(saved, bytes);
