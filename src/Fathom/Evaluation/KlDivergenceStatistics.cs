@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Fathom.Evaluation;
 
 /// <summary>
@@ -38,6 +40,7 @@ public sealed class KlDivergenceStatistics
     private readonly List<float> _divergences = [];
     private double _sum, _sumSquares, _baseNll, _baseNllSquares, _delta, _deltaSquares;
     private int _sameTop;
+    private float[] _probabilities = [], _terms = [];
 
     public int Count => _divergences.Count;
 
@@ -47,16 +50,20 @@ public sealed class KlDivergenceStatistics
     /// </summary>
     public void Add(ReadOnlySpan<float> baseLogProbabilities, ReadOnlySpan<float> logProbabilities, int actual)
     {
-        if (baseLogProbabilities.Length != logProbabilities.Length) throw new ArgumentException("the rows differ in length");
-        double kl = 0;
-        int baseTop = 0, top = 0;
-        for (int i = 0; i < logProbabilities.Length; i++)
+        int n = logProbabilities.Length;
+        if (baseLogProbabilities.Length != n) throw new ArgumentException("the rows differ in length");
+        if ((uint)actual >= (uint)n) throw new ArgumentOutOfRangeException(nameof(actual));
+        if (_probabilities.Length != n)
         {
-            double lb = baseLogProbabilities[i];
-            kl += Math.Exp(lb) * (lb - logProbabilities[i]);
-            if (baseLogProbabilities[i] > baseLogProbabilities[baseTop]) baseTop = i;
-            if (logProbabilities[i] > logProbabilities[top]) top = i;
+            _probabilities = new float[n];
+            _terms = new float[n];
         }
+        // Σ p_base · (ln p_base − ln p): the exponentials and products in float (vectorized), the sum in double.
+        TensorPrimitives.Exp(baseLogProbabilities, _probabilities);
+        TensorPrimitives.Subtract(baseLogProbabilities, logProbabilities, _terms);
+        TensorPrimitives.Multiply(_probabilities, _terms, _terms);
+        double kl = LogSoftmax.SumInDouble(_terms);
+        int baseTop = TensorPrimitives.IndexOfMax(baseLogProbabilities), top = TensorPrimitives.IndexOfMax(logProbabilities);
         // Rounding can leave a hair below zero when the rows are (nearly) equal; the divergence itself never is.
         kl = Math.Max(kl, 0);
         _divergences.Add((float)kl);

@@ -87,9 +87,9 @@ public static class Perplexity
                     {
                         ReadOnlySpan<float> row = logits.AsSpan(r * vocab, vocab);
                         int actual = chunk[from + r + 1];
-                        double tokenNll;
-                        if (saveFile is null && kl is null) tokenNll = LogSoftmax.LogSumExp(row) - row[actual];
-                        else tokenNll = LogSoftmax.Compute(row, logProbabilities) - row[actual];
+                        double tokenNll = saveFile is null && kl is null
+                            ? LogSoftmax.LogSumExp(row, logProbabilities) - row[actual]
+                            : LogSoftmax.Compute(row, logProbabilities) - row[actual];
                         nll += tokenNll;
                         nllSquares += tokenNll * tokenNll;
                         count++;
