@@ -33,6 +33,8 @@ public static class LogProbabilityFile
     public static Writer Create(string path, int vocabSize, int contextSize, ReadOnlySpan<int> tokens)
     {
         ThrowIfBigEndian();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
+        ArgumentOutOfRangeException.ThrowIfLessThan(contextSize, 4);
         int scored = ScoredPerChunk(contextSize);
         if (tokens.Length % contextSize != 0) throw new ArgumentException("the tokens must be whole chunks", nameof(tokens));
         var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);

@@ -120,6 +120,13 @@ public static class Perplexity
                 Elapsed = clock.Elapsed,
             };
         }
+        catch when (saveFile is not null)
+        {
+            // A half-written file would pass for a short run's; leave none.
+            saveFile.Dispose();
+            File.Delete(options.SaveLogProbabilitiesPath!);
+            throw;
+        }
         finally
         {
             saveFile?.Dispose();
