@@ -14,6 +14,7 @@ public static class FathomCommandLine
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(PerplexityCommand.Create());
         return root;
     }
 
