@@ -158,21 +158,22 @@ public sealed class DeepSeek2 : Model
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
         new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
 
-    protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
+    protected override void Block(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> x, int tokens)
     {
         int d = Config.EmbeddingLength;
-        Span<float> h = session.Scratch("norm", tokens * d);
+        Span<float> h = scratch.Scratch("norm", tokens * d);
         Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsNormEpsilon);
-        Attention(_attention[layer], session, h, x, tokens, firstPosition, session.Cache[layer]);
+        Attention(layer, scratch, segments, h, x, tokens);
 
         FeedForwardLayer f = _feedForward[layer];
         Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
-        if (f.Moe is { } moe) Experts(moe, session, h, x, tokens);
-        if (f.Gate is not null) FeedForward(session, h, x, tokens, f.Gate, f.Up!, f.Down!);
+        if (f.Moe is { } moe) Experts(moe, scratch, h, x, tokens);
+        if (f.Gate is not null) FeedForward(scratch, h, x, tokens, f.Gate, f.Up!, f.Down!);
     }
 
-    private void Attention(AttentionLayer w, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens, int firstPosition, KvLayerCache cache)
+    private void Attention(int layer, InferenceSession session, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<float> h, Span<float> x, int tokens)
     {
+        AttentionLayer w = _attention[layer];
         int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
         Span<float> q = session.Scratch("q", tokens * qRow);
         if (w.QueryA is not null)
@@ -186,17 +187,23 @@ public sealed class DeepSeek2 : Model
         {
             Backend.MatMul(w.Query, h, q, tokens);
         }
-        Backend.Rope(_rope, q, tokens, heads, qRow, _qkHead, _nope, firstPosition);
 
-        // Compress this batch's tokens and cache them: normalized latent, then the rotated shared key.
+        // Compress this batch's tokens and cache them, each in its own session: normalized latent, then the
+        // rotated shared key.
         Span<float> kv = session.Scratch("kv_a", tokens * latentRow);
         Backend.MatMul(w.KvA, h, kv, tokens);
-        Backend.Rope(_rope, kv, tokens, 1, latentRow, latentRow, _kvLora, firstPosition);
-        for (int t = 0; t < tokens; t++)
+        foreach (SessionRows s in segments)
         {
-            Span<float> row = cache.KeyRow(firstPosition + t);
-            Backend.RmsNorm(kv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
-            kv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
+            Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
+            KvLayerCache cache = s.Session.Cache[layer];
+            Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
+            Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
+            for (int t = 0; t < s.Rows; t++)
+            {
+                Span<float> row = cache.KeyRow(s.FirstPosition + t);
+                Backend.RmsNorm(skv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
+                skv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
+            }
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
@@ -217,7 +224,10 @@ public sealed class DeepSeek2 : Model
         }
 
         Span<float> latent = session.Scratch("attn_latent", tokens * heads * _kvLora);
-        Backend.Attention(absorbed, cache, latent, _shape, firstPosition, tokens);
+        int absorbedRow = heads * latentRow, latentOut = heads * _kvLora;
+        foreach (SessionRows s in segments)
+            Backend.Attention(absorbed.Slice(s.FirstRow * absorbedRow, s.Rows * absorbedRow), s.Session.Cache[layer],
+                latent.Slice(s.FirstRow * latentOut, s.Rows * latentOut), _shape, s.FirstPosition, s.Rows);
 
         // Decompress each head's attended latent into its value through v_b.
         Span<float> values = session.Scratch("attn_values", tokens * heads * _vHead);
