@@ -144,12 +144,12 @@ public abstract class Model : IDisposable
     protected abstract void Block(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> x, int tokens);
 
     /// <summary>SwiGLU feed-forward: <c>down(silu(gate(h)) * up(h))</c>, added into <paramref name="x"/>.</summary>
-    protected void FeedForward(InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens, WeightMatrix gate, WeightMatrix up, WeightMatrix down)
+    protected void FeedForward(InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens, WeightMatrix gate, WeightMatrix up, WeightMatrix down)
     {
         int ff = gate.Rows;
-        Span<float> g = session.Scratch("ffn_gate", tokens * ff);
-        Span<float> u = session.Scratch("ffn_up", tokens * ff);
-        Span<float> o = session.Scratch("ffn_out", tokens * down.Rows);
+        Span<float> g = scratch.Scratch("ffn_gate", tokens * ff);
+        Span<float> u = scratch.Scratch("ffn_up", tokens * ff);
+        Span<float> o = scratch.Scratch("ffn_out", tokens * down.Rows);
         Backend.MatMul(gate, h, g, tokens);
         Backend.MatMul(up, h, u, tokens);
         Backend.SiluMul(g, u);
