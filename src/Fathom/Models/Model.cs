@@ -15,6 +15,9 @@ public abstract class Model : IDisposable
     private readonly float[] _outputNorm;
     private readonly WeightMatrix _output;
     private readonly bool _ownsFile;
+    // DecodeBatch's segment list, grown to the largest batch seen (the backend already limits a model to one
+    // forward pass at a time, so one list serves every call).
+    private SessionRows[] _batchSegments = [];
 
     protected Model(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile)
     {
@@ -88,16 +91,16 @@ public abstract class Model : IDisposable
             session.EnsureRoom(1, batchIndex: i);
         }
 
-        // Rented, so a steady decode loop allocates nothing.
-        SessionRows[] rented = System.Buffers.ArrayPool<SessionRows>.Shared.Rent(n);
+        if (_batchSegments.Length < n) _batchSegments = new SessionRows[Math.Max(n, 2 * _batchSegments.Length)];
+        Span<SessionRows> segments = _batchSegments.AsSpan(0, n);
         try
         {
-            for (int i = 0; i < n; i++) rented[i] = new SessionRows(sessions[i], i, 1, sessions[i].Position);
-            Run(sessions[0], rented.AsSpan(0, n), tokens, logits, n);
+            for (int i = 0; i < n; i++) segments[i] = new SessionRows(sessions[i], i, 1, sessions[i].Position);
+            Run(sessions[0], segments, tokens, logits, n);
         }
         finally
         {
-            System.Buffers.ArrayPool<SessionRows>.Shared.Return(rented, clearArray: true);
+            segments.Clear(); // the model should not keep finished sessions alive
         }
         for (int i = 0; i < n; i++) sessions[i].Advance(tokens.Slice(i, 1));
     }
