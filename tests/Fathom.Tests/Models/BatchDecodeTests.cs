@@ -135,6 +135,7 @@ public sealed class BatchDecodeTests(ITestOutputHelper output)
         Assert.Throws<ArgumentException>(() => model.DecodeBatch([], [], logits));
         var repeated = Assert.Throws<ArgumentException>(() => model.DecodeBatch([a, b, a], [1, 2, 3], logits));
         Assert.Contains("same session", repeated.Message);
+        Assert.Throws<ArgumentException>(() => model.DecodeBatch([a, null!], [1, 2], logits));
         Assert.Throws<ArgumentException>(() => model.DecodeBatch([a, b], [1, 2], new float[model.VocabSize]));
         Assert.Throws<ArgumentOutOfRangeException>(() => model.DecodeBatch([a, b], [1, spec.VocabSize], logits));
 
