@@ -158,26 +158,27 @@ public sealed class DeepSeek2 : Model
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
         new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
 
-    protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
+    protected override void Block(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> x, int tokens)
     {
         int d = Config.EmbeddingLength;
-        Span<float> h = session.Scratch("norm", tokens * d);
+        Span<float> h = scratch.Scratch("norm", tokens * d);
         Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsNormEpsilon);
-        Attention(_attention[layer], session, h, x, tokens, firstPosition, session.Cache[layer]);
+        Attention(layer, scratch, segments, h, x, tokens);
 
         FeedForwardLayer f = _feedForward[layer];
         Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
-        if (f.Moe is { } moe) Experts(moe, session, h, x, tokens);
-        if (f.Gate is not null) FeedForward(session, h, x, tokens, f.Gate, f.Up!, f.Down!);
+        if (f.Moe is { } moe) Experts(moe, scratch, h, x, tokens);
+        if (f.Gate is not null) FeedForward(scratch, h, x, tokens, f.Gate, f.Up!, f.Down!);
     }
 
-    private void Attention(AttentionLayer w, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens, int firstPosition, KvLayerCache cache)
+    private void Attention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<float> h, Span<float> x, int tokens)
     {
+        AttentionLayer w = _attention[layer];
         int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
-        Span<float> q = session.Scratch("q", tokens * qRow);
+        Span<float> q = scratch.Scratch("q", tokens * qRow);
         if (w.QueryA is not null)
         {
-            Span<float> qa = session.Scratch("q_a", tokens * w.QueryA.Rows);
+            Span<float> qa = scratch.Scratch("q_a", tokens * w.QueryA.Rows);
             Backend.MatMul(w.QueryA, h, qa, tokens);
             Backend.RmsNorm(qa, w.QueryANorm!, qa, tokens, Config.RmsNormEpsilon);
             Backend.MatMul(w.Query, qa, q, tokens);
@@ -186,23 +187,29 @@ public sealed class DeepSeek2 : Model
         {
             Backend.MatMul(w.Query, h, q, tokens);
         }
-        Backend.Rope(_rope, q, tokens, heads, qRow, _qkHead, _nope, firstPosition);
 
-        // Compress this batch's tokens and cache them: normalized latent, then the rotated shared key.
-        Span<float> kv = session.Scratch("kv_a", tokens * latentRow);
+        // Compress this batch's tokens and cache them, each in its own session: normalized latent, then the
+        // rotated shared key.
+        Span<float> kv = scratch.Scratch("kv_a", tokens * latentRow);
         Backend.MatMul(w.KvA, h, kv, tokens);
-        Backend.Rope(_rope, kv, tokens, 1, latentRow, latentRow, _kvLora, firstPosition);
-        for (int t = 0; t < tokens; t++)
+        foreach (SessionRows s in segments)
         {
-            Span<float> row = cache.KeyRow(firstPosition + t);
-            Backend.RmsNorm(kv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
-            kv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
+            Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
+            KvLayerCache cache = s.Session.Cache[layer];
+            Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
+            Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
+            for (int t = 0; t < s.Rows; t++)
+            {
+                Span<float> row = cache.KeyRow(s.FirstPosition + t);
+                Backend.RmsNorm(skv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
+                skv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
+            }
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
-        Span<float> absorbed = session.Scratch("q_absorbed", tokens * heads * latentRow);
-        Span<float> headIn = session.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
-        Span<float> headOut = session.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
+        Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
+        Span<float> headIn = scratch.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
+        Span<float> headOut = scratch.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
         for (int hd = 0; hd < heads; hd++)
         {
             for (int t = 0; t < tokens; t++)
@@ -216,11 +223,14 @@ public sealed class DeepSeek2 : Model
             }
         }
 
-        Span<float> latent = session.Scratch("attn_latent", tokens * heads * _kvLora);
-        Backend.Attention(absorbed, cache, latent, _shape, firstPosition, tokens);
+        Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
+        int absorbedRow = heads * latentRow, latentOut = heads * _kvLora;
+        foreach (SessionRows s in segments)
+            Backend.Attention(absorbed.Slice(s.FirstRow * absorbedRow, s.Rows * absorbedRow), s.Session.Cache[layer],
+                latent.Slice(s.FirstRow * latentOut, s.Rows * latentOut), _shape, s.FirstPosition, s.Rows);
 
         // Decompress each head's attended latent into its value through v_b.
-        Span<float> values = session.Scratch("attn_values", tokens * heads * _vHead);
+        Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
         for (int hd = 0; hd < heads; hd++)
         {
             for (int t = 0; t < tokens; t++)
@@ -229,22 +239,22 @@ public sealed class DeepSeek2 : Model
             for (int t = 0; t < tokens; t++)
                 headOut.Slice(t * _vHead, _vHead).CopyTo(values.Slice((t * heads + hd) * _vHead, _vHead));
         }
-        Span<float> projected = session.Scratch("attn_out", tokens * Config.EmbeddingLength);
+        Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
         Backend.MatMul(w.Output, values, projected, tokens);
         TensorPrimitives.Add(x, projected, x);
     }
 
-    private void Experts(MoeWeights moe, InferenceSession session, ReadOnlySpan<float> h, Span<float> x, int tokens)
+    private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens)
     {
         MixtureOfExperts c = _moe!;
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
-        Span<float> logits = session.Scratch("router", tokens * experts);
+        Span<float> logits = scratch.Scratch("router", tokens * experts);
         Backend.MatMul(moe.Router, h, logits, tokens);
 
         // Route every token: chosen experts and their weights.
-        Span<float> chosenWeights = session.Scratch("route_weights", tokens * used);
-        Span<float> chosen = session.Scratch("route_experts", tokens * used); // expert ids, stored as floats
-        Span<float> selection = session.Scratch("route_selection", experts);
+        Span<float> chosenWeights = scratch.Scratch("route_weights", tokens * used);
+        Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
+        Span<float> selection = scratch.Scratch("route_selection", experts);
         for (int t = 0; t < tokens; t++)
         {
             Span<float> probs = logits.Slice(t * experts, experts);
@@ -272,13 +282,13 @@ public sealed class DeepSeek2 : Model
         }
 
         // Run each expert once over the tokens routed to it.
-        Span<float> batch = session.Scratch("expert_in", tokens * d);
-        Span<float> output = session.Scratch("expert_out", tokens * d);
-        Span<float> gate = session.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
-        Span<float> up = session.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
+        Span<float> batch = scratch.Scratch("expert_in", tokens * d);
+        Span<float> output = scratch.Scratch("expert_out", tokens * d);
+        Span<float> gate = scratch.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
+        Span<float> up = scratch.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
         int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
         Span<int> members = rented.AsSpan(0, tokens);
-        Span<float> memberWeights = session.Scratch("expert_member_weights", tokens);
+        Span<float> memberWeights = scratch.Scratch("expert_member_weights", tokens);
         try
         {
             for (int e = 0; e < experts; e++)

@@ -58,19 +58,18 @@ public class Llama : Model
         return new KvCache(Config.BlockCount, contextSize, kvDim, kvDim, valuesShareKeys: false);
     }
 
-    protected override void Block(int layer, InferenceSession session, Span<float> x, int tokens, int firstPosition)
+    protected override void Block(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> x, int tokens)
     {
         Layer w = _layers[layer];
         ModelHyperparameters c = Config;
         int d = c.EmbeddingLength, headDim = c.KeyLength, qDim = c.HeadCount * headDim, kvDim = c.HeadCountKv * headDim;
-        KvLayerCache cache = session.Cache[layer];
 
-        Span<float> h = session.Scratch("norm", tokens * d);
-        Span<float> q = session.Scratch("q", tokens * qDim);
-        Span<float> k = session.Scratch("k", tokens * kvDim);
-        Span<float> v = session.Scratch("v", tokens * kvDim);
-        Span<float> attention = session.Scratch("attn", tokens * qDim);
-        Span<float> projected = session.Scratch("attn_out", tokens * d);
+        Span<float> h = scratch.Scratch("norm", tokens * d);
+        Span<float> q = scratch.Scratch("q", tokens * qDim);
+        Span<float> k = scratch.Scratch("k", tokens * kvDim);
+        Span<float> v = scratch.Scratch("v", tokens * kvDim);
+        Span<float> attention = scratch.Scratch("attn", tokens * qDim);
+        Span<float> projected = scratch.Scratch("attn_out", tokens * d);
 
         Backend.RmsNorm(x, w.AttentionNorm, h, tokens, c.RmsNormEpsilon);
         Backend.MatMul(w.Query, h, q, tokens);
@@ -79,19 +78,25 @@ public class Llama : Model
         if (w.QueryBias is not null) AddBias(q, w.QueryBias, tokens);
         if (w.KeyBias is not null) AddBias(k, w.KeyBias, tokens);
         if (w.ValueBias is not null) AddBias(v, w.ValueBias, tokens);
-        Backend.Rope(_rope, q, tokens, c.HeadCount, qDim, headDim, 0, firstPosition);
-        Backend.Rope(_rope, k, tokens, c.HeadCountKv, kvDim, headDim, 0, firstPosition);
-        for (int t = 0; t < tokens; t++)
+        foreach (SessionRows s in segments)
         {
-            k.Slice(t * kvDim, kvDim).CopyTo(cache.KeyRow(firstPosition + t));
-            v.Slice(t * kvDim, kvDim).CopyTo(cache.ValueRow(firstPosition + t));
+            Span<float> sq = q.Slice(s.FirstRow * qDim, s.Rows * qDim);
+            Span<float> sk = k.Slice(s.FirstRow * kvDim, s.Rows * kvDim);
+            KvLayerCache cache = s.Session.Cache[layer];
+            Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
+            Backend.Rope(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition);
+            for (int t = 0; t < s.Rows; t++)
+            {
+                sk.Slice(t * kvDim, kvDim).CopyTo(cache.KeyRow(s.FirstPosition + t));
+                v.Slice((s.FirstRow + t) * kvDim, kvDim).CopyTo(cache.ValueRow(s.FirstPosition + t));
+            }
+            Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
-        Backend.Attention(q, cache, attention, _attention, firstPosition, tokens);
         Backend.MatMul(w.Output, attention, projected, tokens);
         System.Numerics.Tensors.TensorPrimitives.Add(x, projected, x);
 
         Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
-        FeedForward(session, h, x, tokens, w.Gate, w.Up, w.Down);
+        FeedForward(scratch, h, x, tokens, w.Gate, w.Up, w.Down);
     }
 
     private sealed record Layer(

@@ -31,9 +31,11 @@ public sealed class InferenceSession
     }
 
     /// <summary>Throws <see cref="ContextFullException"/> unless <paramref name="tokens"/> more positions fit.</summary>
-    public void EnsureRoom(int tokens)
+    public void EnsureRoom(int tokens) => EnsureRoom(tokens, batchIndex: null);
+
+    internal void EnsureRoom(int tokens, int? batchIndex)
     {
-        if (tokens > Remaining) throw new ContextFullException(Position, tokens, Capacity);
+        if (tokens > Remaining) throw new ContextFullException(Position, tokens, Capacity, batchIndex);
     }
 
     /// <summary>The tokens in the cache, position by position.</summary>
