@@ -2,6 +2,7 @@ using Fathom.Evaluation;
 using Fathom.Gguf;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
+using Fathom.Quants;
 using Fathom.Tests.Models;
 using Xunit.Abstractions;
 
@@ -83,6 +84,25 @@ public sealed class BenchmarkTests(ITestOutputHelper output)
             Assert.Equal(3 * (spec.Layers - spec.LeadingDenseBlocks), routedTensors);
             Assert.Equal(expected, r.WeightBytesPerToken);
         });
+    }
+
+    [Fact]
+    public void AnEmbeddingTableThatIsAlsoTheOutputMatrixIsReadInFull()
+    {
+        ModelHyperparameters dense = ModelHyperparameters.FromMetadata(
+            GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(LlamaCppAgreementTests.Spec("qwen2")))).Metadata);
+        static GgufFile File(bool withOutput)
+        {
+            var writer = new GgufWriter();
+            writer.AddTensor("token_embd.weight", [8, 16], GgmlType.F32, new byte[8 * 16 * 4]);
+            writer.AddTensor("output_norm.weight", [8], GgmlType.F32, new byte[8 * 4]);
+            if (withOutput) writer.AddTensor("output.weight", [8, 16], GgmlType.F32, new byte[8 * 16 * 4]);
+            return GgufFile.Parse(ModelTestKit.Bytes(writer));
+        }
+        using GgufFile tied = File(withOutput: false), untied = File(withOutput: true);
+        Assert.Equal(512 + 32, Benchmark.WeightBytesPerToken(tied, dense));
+        Assert.Equal(32 + 32 + 512, Benchmark.WeightBytesPerToken(untied, dense));
+        Assert.Equal(512 + 32 + 512, Benchmark.MappedWeightBytes(untied));
     }
 
     [Fact]
