@@ -15,6 +15,7 @@ public static class FathomCommandLine
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         return root;
     }
 

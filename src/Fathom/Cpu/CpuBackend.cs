@@ -179,8 +179,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
             _shape = shape; _queries = queries; _output = output; _keys = keys; _keyStride = keyStride;
             _values = values; _valueStride = valueStride; _firstPosition = firstPosition;
             int longest = firstPosition + tokens;
+            // Doubling keeps decoding allocation-free: the cache grows one position a step, the buffers rarely.
             for (int i = 0; i < _scores.Length; i++)
-                if (_scores[i] is null || _scores[i].Length < longest) _scores[i] = new float[Math.Max(longest, 256)];
+                if (_scores[i] is null || _scores[i].Length < longest)
+                    _scores[i] = new float[Math.Max(256, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)longest))];
         }
 
         public void Execute(int index, int worker)

@@ -30,6 +30,9 @@ internal sealed class WorkerPool : IDisposable
             _threads[i] = new Thread(() => WorkerLoop(worker)) { IsBackground = true, Name = $"Fathom CPU worker {worker}" };
             _threads[i].Start();
         }
+        // The first wait that blocks makes the event allocate its lock object (24 B); a timed-out wait here makes
+        // that happen now, not during some later decode step.
+        _done.Wait(1);
     }
 
     /// <summary>Threads including the caller's.</summary>

@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using Fathom.Gguf;
+using Fathom.Models;
+using Fathom.Runtime;
+
+namespace Fathom.Evaluation;
+
+/// <summary>
+/// CPU speed of a model, measured the way llama-bench does: prompt processing (pp) feeds P random in-vocabulary
+/// tokens in one forward pass from a fresh session; generation (tg) feeds a short prompt, then times N forward
+/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches), then
+/// <see cref="BenchmarkOptions.Repetitions"/> timed times; every session has room for P + N tokens.
+/// </summary>
+public static class Benchmark
+{
+    public static BenchmarkResult Run(Model model, BenchmarkOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options.Validate(model.Config.ContextLength);
+        int context = options.PromptTokens + options.GeneratedTokens;
+        var random = new Random(options.Seed);
+        int[] prompt = RandomTokens(random, model.VocabSize, options.PromptTokens);
+        int[] generationPrompt = RandomTokens(random, model.VocabSize, options.GenerationPromptTokens);
+        int[] generated = RandomTokens(random, model.VocabSize, options.GeneratedTokens);
+        float[] logits = GC.AllocateUninitializedArray<float>(model.VocabSize);
+
+        var pp = new List<double>(options.Repetitions);
+        var tg = new List<double>(options.Repetitions);
+        long kvCacheBytes = 0;
+        for (int repetition = 0; repetition <= options.Repetitions; repetition++)
+        {
+            bool warmUp = repetition == 0;
+            InferenceSession session = model.CreateSession(context);
+            kvCacheBytes = session.Cache.Bytes;
+            long start = Stopwatch.GetTimestamp();
+            model.Forward(session, prompt, logits);
+            TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
+            if (!warmUp) pp.Add(TokensPerSecond(options.PromptTokens, elapsed));
+
+            session = model.CreateSession(context);
+            model.Forward(session, generationPrompt, logits);
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < generated.Length; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
+            elapsed = Stopwatch.GetElapsedTime(start);
+            if (!warmUp) tg.Add(TokensPerSecond(options.GeneratedTokens, elapsed));
+        }
+
+        ThroughputStatistics generation = ThroughputStatistics.From(tg);
+        long bytesPerToken = WeightBytesPerToken(model.File, model.Config);
+        // The current working set first: the peak, read after it, then cannot come out below it.
+        long workingSet = Environment.WorkingSet;
+        using Process process = Process.GetCurrentProcess();
+        return new BenchmarkResult
+        {
+            Options = options,
+            PromptProcessing = ThroughputStatistics.From(pp),
+            Generation = generation,
+            WeightBytesPerToken = bytesPerToken,
+            MappedWeightBytes = MappedWeightBytes(model.File),
+            KvCacheBytes = kvCacheBytes,
+            PeakWorkingSetBytes = process.PeakWorkingSet64,
+            WorkingSetBytes = workingSet,
+            GcHeapSizeBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
+            RooflineFraction = options.BandwidthGBps is double gbps ? RooflineFraction(bytesPerToken, generation.Median, gbps) : null,
+        };
+    }
+
+    /// <summary>
+    /// An estimate of the weight bytes one decoded token reads: every tensor in full, except <c>token_embd</c>, of
+    /// which one row is read (all of it when the model has no <c>output</c> tensor and reuses the embedding as its
+    /// output matrix), and the routed-expert tensors (<c>*_exps</c>), of which a token reads
+    /// <c>expert_used_count</c> of <c>expert_count</c> slices. Router, shared experts and norms count in full.
+    /// It ignores the KV cache and activations, and assumes a token's experts are distinct within a layer, as top-k makes them.
+    /// </summary>
+    public static long WeightBytesPerToken(GgufFile file, ModelHyperparameters config)
+    {
+        bool tiedOutput = !file.TryGetTensor("output.weight", out _);
+        long total = 0;
+        foreach (GgufTensorInfo tensor in file.Tensors)
+        {
+            long bytes = tensor.ByteSize;
+            if (tensor.Name == "token_embd.weight")
+            {
+                if (!tiedOutput) bytes = tensor.RowBytes;
+            }
+            else if (IsRoutedExperts(tensor.Name) && config.Moe is MixtureOfExperts moe)
+            {
+                // Every expert's slice has the same size, so the division is exact.
+                bytes = checked(bytes / moe.ExpertCount * moe.ExpertUsedCount);
+            }
+            total = checked(total + bytes);
+        }
+        return total;
+    }
+
+    /// <summary>Bytes of every tensor in the file.</summary>
+    public static long MappedWeightBytes(GgufFile file)
+    {
+        long total = 0;
+        foreach (GgufTensorInfo tensor in file.Tensors) total = checked(total + tensor.ByteSize);
+        return total;
+    }
+
+    /// <summary>Bytes per token × tokens per second ÷ bandwidth (GB/s = 10⁹ bytes/s).</summary>
+    public static double RooflineFraction(long bytesPerToken, double tokensPerSecond, double bandwidthGBps) =>
+        bytesPerToken * tokensPerSecond / (bandwidthGBps * 1e9);
+
+    private static bool IsRoutedExperts(string name) => name.Contains("_exps.", StringComparison.Ordinal);
+
+    private static double TokensPerSecond(int tokens, TimeSpan elapsed) =>
+        tokens / Math.Max(elapsed.TotalSeconds, 1e-9);
+
+    private static int[] RandomTokens(Random random, int vocab, int count)
+    {
+        int[] tokens = new int[count];
+        for (int i = 0; i < count; i++) tokens[i] = random.Next(vocab);
+        return tokens;
+    }
+}

@@ -1,0 +1,89 @@
+using System.Text.Json.Nodes;
+using Fathom.Cli;
+using Fathom.Tests.Models;
+
+namespace Fathom.Tests.Cli;
+
+public sealed class BenchCommandTests : IDisposable
+{
+    private readonly string _model = ModelTestKit.Synthesize(LlamaCppAgreementTests.Spec("qwen2"));
+
+    public void Dispose() => File.Delete(_model);
+
+    private static (int Code, string Output, string Error) Invoke(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = FathomCommandLine.Invoke(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [Fact]
+    public void JsonHasTheMedianRatesAndTheRunsSettings()
+    {
+        var (code, output, error) = Invoke("bench", "-m", _model, "-p", "8", "-n", "4", "-r", "3", "-t", "2", "--bandwidth", "25", "--json");
+        Assert.True(code == 0, error);
+        JsonObject json = JsonNode.Parse(output)!.AsObject();
+        double pp = (double)json["pp_tokens_per_second"]!, tg = (double)json["tg_tokens_per_second"]!;
+        Assert.True(pp > 0 && double.IsFinite(pp) && tg > 0 && double.IsFinite(tg), output);
+        Assert.True((double)json["pp_tokens_per_second_min"]! <= pp && pp <= (double)json["pp_tokens_per_second_max"]!);
+        Assert.True((double)json["tg_tokens_per_second_min"]! <= tg && tg <= (double)json["tg_tokens_per_second_max"]!);
+        Assert.Equal(_model, (string)json["model"]!);
+        Assert.Equal(2, (int)json["threads"]!);
+        Assert.Equal(3, (int)json["repetitions"]!);
+        Assert.True((long)json["weight_bytes_per_token"]! > 0);
+        Assert.True((long)json["peak_working_set_bytes"]! > 0);
+        Assert.True((long)json["gc_heap_size_bytes"]! > 0);
+        Assert.Equal((long)json["weight_bytes_per_token"]! * tg / 25e9, (double)json["roofline_fraction"]!, 12);
+    }
+
+    [Fact]
+    public void LikeSynthesizesThePresetAndPrintsTables()
+    {
+        var (code, output, error) = Invoke("bench", "--like", "tiny-deepseek-r1", "-p", "16", "-n", "4", "-r", "1", "-t", "2");
+        Assert.True(code == 0, error);
+        Assert.Contains("tiny-deepseek-r1 (synthetic)", output);
+        Assert.Contains("pp16", output);
+        Assert.Contains("tg4", output);
+        Assert.Contains("Peak working set", output);
+    }
+
+    [Fact]
+    public void HelpListsThePresets()
+    {
+        var (code, output, _) = Invoke("bench", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains("tiny-deepseek-r1", output);
+    }
+
+    [Theory]
+    [InlineData("-p", "0")]
+    [InlineData("-n", "0")]
+    [InlineData("-r", "0")]
+    [InlineData("-t", "0")]
+    [InlineData("-p", "4000", "-n", "100")]
+    [InlineData("--bandwidth", "0")]
+    [InlineData("--like", "tiny-deepseek-r1")]
+    public void BadArgumentsGiveOneLineErrors(params string[] extra)
+    {
+        var (code, output, error) = Invoke(["bench", "-m", _model, .. extra]);
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.StartsWith("error: ", error);
+        Assert.Single(error.TrimEnd().Split('\n'));
+    }
+
+    [Fact]
+    public void UnknownPresetsAndMissingFilesAreNamed()
+    {
+        var (code, _, error) = Invoke("bench", "--like", "huge-model");
+        Assert.Equal(2, code);
+        Assert.Contains("unknown preset 'huge-model'; presets: tiny-deepseek-r1", error);
+        (code, _, error) = Invoke("bench", "-m", _model + ".missing");
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: ", error);
+        (code, _, error) = Invoke("bench");
+        Assert.Equal(2, code);
+        Assert.Contains("exactly one of --model/-m and --like", error);
+    }
+}
