@@ -52,12 +52,14 @@ public static class DemoCommand
                 output.WriteLine($"3. Loading the model with {threads} thread(s) and chatting (greedy, {maxTokens} tokens):");
                 using LoadedModel model = LoadedModel.Open(parts[0], new ModelOptions { Threads = threads });
                 var question = ChatMessage.User("Why is the sky blue?");
-                IReadOnlyList<int> prompt = model.TokenizeChat([question]);
-                output.WriteLine($"   chat template: {model.Template.Template.Family}{(model.Template.IsRecognized ? "" : " (the file has none; chosen from its BOS token)")}; prompt: {prompt.Count} tokens");
+                // The synthetic file carries no chat template; use DeepSeek-R1's, which opens <think> for the model.
+                ChatTemplate template = ChatTemplates.ForFamily(ChatTemplateFamily.DeepSeekR1);
+                IReadOnlyList<int> prompt = model.TokenizeChat([question], template: template);
+                output.WriteLine($"   chat template: {template.Family} (opens <think>: {template.OpensThinking}); prompt: {prompt.Count} tokens");
                 var console = new StreamingConsole(output, showReasoning: true);
                 output.Write("   ");
                 GenerationResult result = model.Generator.Generate(model.CreateSession(512), prompt,
-                    new GenerationOptions { MaxTokens = maxTokens, Sampling = SamplingOptions.Greedy, StartsInReasoning = model.Template.Template.OpensThinking },
+                    new GenerationOptions { MaxTokens = maxTokens, Sampling = SamplingOptions.Greedy, StartsInReasoning = template.OpensThinking },
                     console.Write);
                 console.End();
                 output.WriteLine($"   {GenerateCommand.Timing(result)}");

@@ -48,11 +48,14 @@ public sealed class LoadedModel : IDisposable
     public InferenceSession CreateSession(int contextSize) =>
         Model.CreateSession(Math.Min(contextSize, Model.Config.ContextLength));
 
-    /// <summary>Renders a conversation with the model's template and tokenizes it (special tokens in the template are parsed).</summary>
-    public IReadOnlyList<int> TokenizeChat(IReadOnlyList<ChatMessage> messages, ChatTemplateOptions? options = null)
+    /// <summary>
+    /// Renders a conversation with the model's template (or <paramref name="template"/>, for a file whose own is
+    /// missing or wrong) and tokenizes it; special tokens written by the template are parsed.
+    /// </summary>
+    public IReadOnlyList<int> TokenizeChat(IReadOnlyList<ChatMessage> messages, ChatTemplateOptions? options = null, ChatTemplate? template = null)
     {
         string bosText = Tokenizer.BosId is int b && Tokenizer.Model.AddBos ? Tokenizer.TokenToPiece(b) : "";
-        string prompt = Template.Template.Render(messages, addGenerationPrompt: true, (options ?? new ChatTemplateOptions()) with { BosText = bosText });
+        string prompt = (template ?? Template.Template).Render(messages, addGenerationPrompt: true, (options ?? new ChatTemplateOptions()) with { BosText = bosText });
         return Tokenizer.Encode(prompt, addSpecial: false, parseSpecial: true);
     }
 
