@@ -39,12 +39,9 @@ public static class GenerateCommand
             error.WriteLine("error: give exactly one of --prompt/-p and --prompt-tokens");
             return 2;
         }
-        SamplingOptions sampling;
-        try { (sampling = args.Sampling(r)).Validate(); }
-        catch (ArgumentException e) { error.WriteLine($"error: {e.Message}"); return 2; }
-
         return CommandErrors.Guard(error, () =>
         {
+            SamplingOptions sampling = args.Sampling(r); // validated before the model is loaded
             using LoadedModel model = LoadedModel.Open(r.GetRequiredValue(args.Model), args.ModelOptions(r));
             IReadOnlyList<int> ids;
             bool startsInReasoning = false;

@@ -27,15 +27,21 @@ public sealed class ModelArguments
 
     public ModelOptions ModelOptions(ParseResult r) => new() { Threads = Math.Max(1, r.GetValue(Threads)) };
 
-    public SamplingOptions Sampling(ParseResult r) => new()
+    /// <summary>The sampling options given on the command line; throws ArgumentException naming a bad value.</summary>
+    public SamplingOptions Sampling(ParseResult r)
     {
-        Temperature = r.GetValue(Temperature),
-        TopP = r.GetValue(TopP),
-        TopK = r.GetValue(TopK),
-        MinP = r.GetValue(MinP),
-        RepetitionPenalty = r.GetValue(RepeatPenalty),
-        PresencePenalty = r.GetValue(PresencePenalty),
-        FrequencyPenalty = r.GetValue(FrequencyPenalty),
-        Seed = r.GetValue(Seed),
-    };
+        var options = new SamplingOptions
+        {
+            Temperature = r.GetValue(Temperature),
+            TopP = r.GetValue(TopP),
+            TopK = r.GetValue(TopK),
+            MinP = r.GetValue(MinP),
+            RepetitionPenalty = r.GetValue(RepeatPenalty),
+            PresencePenalty = r.GetValue(PresencePenalty),
+            FrequencyPenalty = r.GetValue(FrequencyPenalty),
+            Seed = r.GetValue(Seed),
+        };
+        options.Validate();
+        return options;
+    }
 }

@@ -34,11 +34,9 @@ public static class RunCommand
             TextWriter output = r.InvocationConfiguration.Output, error = r.InvocationConfiguration.Error;
             string? path = r.GetValue(args.Model);
             if (path is null) { error.WriteLine(NoModelHelp); return 2; }
-            SamplingOptions sampling;
-            try { (sampling = args.Sampling(r)).Validate(); }
-            catch (ArgumentException e) { error.WriteLine($"error: {e.Message}"); return 2; }
             return CommandErrors.Guard(error, () =>
             {
+                SamplingOptions sampling = args.Sampling(r); // validated before the model is loaded
                 using LoadedModel model = LoadedModel.Open(path, args.ModelOptions(r));
                 var chat = new Chat(model, model.CreateSession(r.GetValue(args.Context)), sampling, r.GetValue(tokens), r.GetValue(system));
                 var console = new StreamingConsole(output, showReasoning: !r.GetValue(hideReasoning));

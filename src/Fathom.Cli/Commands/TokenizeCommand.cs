@@ -27,24 +27,18 @@ public static class TokenizeCommand
     /// <summary>Exit codes: 0 success, 1 the file cannot be opened, 2 the file or its tokenizer is invalid or unsupported.</summary>
     public static int Run(string path, string text, bool json, bool special, TextWriter output, TextWriter error)
     {
-        Tokenizer tokenizer;
-        try
+        return CommandErrors.Guard(error, () =>
         {
-            using GgufFile file = GgufFile.Open(path);
-            tokenizer = Tokenizer.Create(TokenizerModel.FromGguf(file.Metadata));
-        }
-        catch (Exception e) when (e is GgufFormatException or InvalidDataException or NotSupportedException)
-        {
-            error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            error.WriteLine($"error: cannot open {path}: {e.Message}");
-            return 1;
-        }
+            Tokenizer tokenizer;
+            using (GgufFile file = GgufFile.Open(path))
+                tokenizer = Tokenizer.Create(TokenizerModel.FromGguf(file.Metadata));
+            Write(tokenizer, tokenizer.Encode(text, addSpecial: special, parseSpecial: special), json, output);
+            return 0;
+        });
+    }
 
-        IReadOnlyList<int> ids = tokenizer.Encode(text, addSpecial: special, parseSpecial: special);
+    private static void Write(Tokenizer tokenizer, IReadOnlyList<int> ids, bool json, TextWriter output)
+    {
         if (json)
         {
             var result = new JsonObject
@@ -54,13 +48,12 @@ public static class TokenizeCommand
                 ["count"] = ids.Count,
             };
             output.WriteLine(result.ToJsonString(InfoJson.Options));
-            return 0;
+            return;
         }
 
         output.WriteLine($"{ids.Count} tokens");
         foreach (int id in ids)
             output.WriteLine($"{id,8}  {Visible(tokenizer.TokenToPiece(id))}");
-        return 0;
     }
 
     /// <summary>Quotes a piece and escapes control characters so whitespace tokens are visible.</summary>

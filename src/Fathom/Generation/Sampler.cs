@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Fathom.Generation;
 
 /// <summary>
@@ -64,12 +66,11 @@ public sealed class Sampler
         logits.CopyTo(values);
         ApplyPenalties(values);
 
-        if (_options.IsGreedy) return ArgMax(values);
+        if (_options.IsGreedy) return TensorPrimitives.IndexOfMax<float>(values);
 
         // Candidates sorted by logit, most likely first. Tokens more than NegligibleLogitGap below the best have
         // probability < e^-40 even after temperature, so they are left out before sorting a 130k vocabulary.
-        float best = values[0];
-        for (int i = 1; i < values.Length; i++) best = MathF.Max(best, values[i]);
+        float best = TensorPrimitives.Max<float>(values);
         float cutoff = best - NegligibleLogitGap * MathF.Max(1f, _options.Temperature);
         Span<int> ids = _candidates;
         int n = 0;
@@ -127,14 +128,6 @@ public sealed class Sampler
             v = v > 0 ? v / repeat : v * repeat;
             v -= presence + frequency * count;
         }
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++)
-            if (values[i] > values[best]) best = i;
-        return best;
     }
 
     /// <summary>Puts the <paramref name="k"/> largest values' ids first, in descending order (ties by lower id).</summary>
