@@ -7,7 +7,7 @@ namespace Fathom.Models;
 /// A loaded model: its hyperparameters, its weights in the file's memory map, and a backend to compute with.
 /// <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/> appends tokens to a session
 /// (a prompt batch or one decoded token) and returns logits; <see cref="DecodeBatch"/> appends one token to each
-/// of several sessions in one pass. Architectures implement one transformer block over segments of rows.
+/// of several sessions in one pass, and <see cref="ForwardBatch"/> any number of tokens to each. Architectures implement one transformer block over segments of rows.
 /// </summary>
 public abstract class Model : IDisposable
 {
@@ -15,9 +15,10 @@ public abstract class Model : IDisposable
     private readonly float[] _outputNorm;
     private readonly WeightMatrix _output;
     private readonly bool _ownsFile;
-    // DecodeBatch's segment list, grown to the largest batch seen (the backend already limits a model to one
-    // forward pass at a time, so one list serves every call).
+    // DecodeBatch's and ForwardBatch's segment list and ForwardBatch's concatenated tokens, grown to the largest
+    // batch seen (the backend already limits a model to one forward pass at a time, so one of each serves every call).
     private SessionRows[] _batchSegments = [];
+    private int[] _batchTokens = [];
 
     protected Model(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile)
     {
@@ -63,7 +64,7 @@ public abstract class Model : IDisposable
         session.EnsureRoom(n);
 
         var segment = new SessionRows(session, 0, n, session.Position);
-        Run(session, new ReadOnlySpan<SessionRows>(in segment), tokens, logits, outputs);
+        Run(session, new ReadOnlySpan<SessionRows>(in segment), tokens, logits, allPositions ? OutputRows.All : OutputRows.Last);
         session.Advance(tokens);
     }
 
@@ -84,19 +85,15 @@ public abstract class Model : IDisposable
         CheckVocabulary(tokens);
         for (int i = 0; i < n; i++)
         {
-            InferenceSession session = sessions[i] ?? throw new ArgumentException($"session {i} is null", nameof(sessions));
-            for (int j = 0; j < i; j++)
-                if (ReferenceEquals(sessions[j], session))
-                    throw new ArgumentException($"sessions {j} and {i} are the same session; a session takes one token per step", nameof(sessions));
+            InferenceSession session = CheckedSession(sessions[i], i, sessions);
             session.EnsureRoom(1, batchIndex: i);
         }
 
-        if (_batchSegments.Length < n) _batchSegments = new SessionRows[Math.Max(n, 2 * _batchSegments.Length)];
-        Span<SessionRows> segments = _batchSegments.AsSpan(0, n);
+        Span<SessionRows> segments = Segments(n);
         try
         {
             for (int i = 0; i < n; i++) segments[i] = new SessionRows(sessions[i], i, 1, sessions[i].Position);
-            Run(sessions[0], segments, tokens, logits, n);
+            Run(sessions[0], segments, tokens, logits, OutputRows.All);
         }
         finally
         {
@@ -105,17 +102,103 @@ public abstract class Model : IDisposable
         for (int i = 0; i < n; i++) sessions[i].Advance(tokens.Slice(i, 1));
     }
 
-    private void CheckVocabulary(ReadOnlySpan<int> tokens)
+    /// <summary>
+    /// One forward pass over several sessions, each appending any number of tokens (continuous batching: some
+    /// sessions feed a prompt chunk while others decode one token). <paramref name="batch"/>[i]'s tokens go at that
+    /// session's next positions, attending causally to its own cache only. <paramref name="logits"/> receives one
+    /// row of <see cref="VocabSize"/> values per sequence (for its last token), in batch order; with
+    /// <paramref name="allPositions"/>, one row per token instead: sequence 0's tokens in order, then sequence 1's,
+    /// and so on. Weight products run once over all rows; RoPE, cache writes and attention are each session's own.
+    /// Every session must be distinct, have at least one token and have room for its tokens; otherwise nothing is
+    /// written (<see cref="ContextFullException.BatchIndex"/> names a full session). The first session's scratch
+    /// buffers serve the whole batch.
+    /// </summary>
+    public void ForwardBatch(IReadOnlyList<BatchSequence> batch, Span<float> logits, bool allPositions = false)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        int n = batch.Count;
+        if (n == 0) throw new ArgumentException("no sequences in the batch", nameof(batch));
+        long rows = 0;
+        for (int i = 0; i < n; i++)
+        {
+            BatchSequence sequence = batch[i];
+            InferenceSession session = sequence.Session ?? throw new ArgumentException($"sequence {i} of the batch has no session", nameof(batch));
+            for (int j = 0; j < i; j++)
+                if (ReferenceEquals(batch[j].Session, session))
+                    throw new ArgumentException($"sequences {j} and {i} of the batch are the same session; give a session all its tokens in one sequence", nameof(batch));
+            ReadOnlySpan<int> tokens = sequence.Tokens.Span;
+            if (tokens.IsEmpty) throw new ArgumentException($"sequence {i} of the batch has no tokens", nameof(batch));
+            CheckVocabulary(tokens, i);
+            session.EnsureRoom(tokens.Length, batchIndex: i);
+            rows += tokens.Length;
+        }
+        if (rows > int.MaxValue / Math.Max(Config.EmbeddingLength, 1)) throw new ArgumentException($"a batch of {rows} tokens is too large", nameof(batch));
+        long outputs = allPositions ? rows : n;
+        if (logits.Length < outputs * VocabSize) throw new ArgumentException($"logits need {outputs}×{VocabSize} values", nameof(logits));
+
+        int total = (int)rows;
+        if (_batchTokens.Length < total) _batchTokens = new int[Math.Max(total, 2 * _batchTokens.Length)];
+        Span<int> all = _batchTokens.AsSpan(0, total);
+        Span<SessionRows> segments = Segments(n);
+        try
+        {
+            int row = 0;
+            for (int i = 0; i < n; i++)
+            {
+                ReadOnlySpan<int> tokens = batch[i].Tokens.Span;
+                tokens.CopyTo(all[row..]);
+                segments[i] = new SessionRows(batch[i].Session, row, tokens.Length, batch[i].Session.Position);
+                row += tokens.Length;
+            }
+            Run(batch[0].Session, segments, all, logits, allPositions ? OutputRows.All : OutputRows.LastOfEachSegment);
+        }
+        finally
+        {
+            segments.Clear();
+        }
+        for (int i = 0; i < n; i++) batch[i].Session.Advance(batch[i].Tokens.Span);
+    }
+
+    private static InferenceSession CheckedSession(InferenceSession? session, int index, IReadOnlyList<InferenceSession> sessions)
+    {
+        if (session is null) throw new ArgumentException($"session {index} is null", nameof(sessions));
+        for (int j = 0; j < index; j++)
+            if (ReferenceEquals(sessions[j], session))
+                throw new ArgumentException($"sessions {j} and {index} are the same session; a session takes one token per step", nameof(sessions));
+        return session;
+    }
+
+    /// <summary>The model's segment list for a batch of <paramref name="count"/> sessions, grown to the largest batch seen.</summary>
+    private Span<SessionRows> Segments(int count)
+    {
+        if (_batchSegments.Length < count) _batchSegments = new SessionRows[Math.Max(count, 2 * _batchSegments.Length)];
+        return _batchSegments.AsSpan(0, count);
+    }
+
+    private void CheckVocabulary(ReadOnlySpan<int> tokens, int? batchIndex = null)
     {
         foreach (int token in tokens)
-            if ((uint)token >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {VocabSize}");
+            if ((uint)token >= (uint)VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), (batchIndex is { } i ? $"sequence {i} of the batch: " : "")
+                    + $"token {token} is outside the vocabulary of {VocabSize}");
+    }
+
+    /// <summary>Which rows of a forward batch get logits.</summary>
+    private enum OutputRows
+    {
+        /// <summary>The batch's last row (a single session's prompt).</summary>
+        Last,
+        /// <summary>The last row of every segment, in segment order.</summary>
+        LastOfEachSegment,
+        /// <summary>Every row.</summary>
+        All,
     }
 
     /// <summary>
     /// The forward pass over a batch of rows (segments in row order, together covering all rows): embeddings,
-    /// blocks, then logits of the last <paramref name="outputs"/> rows. <paramref name="scratch"/> owns the buffers.
+    /// blocks, then logits of the rows <paramref name="which"/> selects. <paramref name="scratch"/> owns the buffers.
     /// </summary>
-    private void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, int outputs)
+    private void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
     {
         int n = tokens.Length, d = Config.EmbeddingLength;
         Span<float> x = scratch.Scratch("x", n * d);
@@ -124,9 +207,32 @@ public abstract class Model : IDisposable
         for (int layer = 0; layer < Config.BlockCount; layer++)
             Block(layer, scratch, segments, x, n);
 
-        Span<float> last = x.Slice((n - outputs) * d, outputs * d);
+        int outputs;
+        Span<float> selected;
+        switch (which)
+        {
+            case OutputRows.All:
+                outputs = n;
+                selected = x;
+                break;
+            case OutputRows.Last:
+                outputs = 1;
+                selected = x.Slice((n - 1) * d, d);
+                break;
+            default:
+                // Move each segment's last row up to row i; the source rows lie at or after i and after every row
+                // written before, so nothing is overwritten before it is read.
+                outputs = segments.Length;
+                for (int i = 0; i < outputs; i++)
+                {
+                    int last = segments[i].FirstRow + segments[i].Rows - 1;
+                    if (last != i) x.Slice(last * d, d).CopyTo(x.Slice(i * d, d));
+                }
+                selected = x[..(outputs * d)];
+                break;
+        }
         Span<float> normed = scratch.Scratch("output_norm", outputs * d);
-        Backend.RmsNorm(last, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
+        Backend.RmsNorm(selected, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
         Backend.MatMul(_output, normed, logits, outputs);
     }
 
