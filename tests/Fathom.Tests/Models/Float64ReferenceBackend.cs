@@ -1,4 +1,5 @@
 using Fathom.Cpu;
+using Fathom.Quants;
 using Fathom.Runtime;
 
 namespace Fathom.Tests.Models;
@@ -9,7 +10,12 @@ namespace Fathom.Tests.Models;
 /// weight's Q8 activation format as llama.cpp and Fathom do). The other operations are the CPU backend's.
 /// Quantized models are judged by how close they come to this.
 /// </summary>
-public sealed class Float64ReferenceBackend : IComputeBackend
+/// <param name="roundHalfActivations">
+/// Round the activations of products over F16/BF16 weights to that format first, as ggml and Fathom do, so only the
+/// order and precision of the sums differ from <see cref="CpuBackend"/>: how far this moves a model's logits is the
+/// noise floor of that rounding, the distance two correct engines may land apart.
+/// </param>
+public sealed class Float64ReferenceBackend(bool roundHalfActivations = false) : IComputeBackend
 {
     private readonly CpuBackend _cpu = new(1);
 
@@ -19,6 +25,14 @@ public sealed class Float64ReferenceBackend : IComputeBackend
     {
         int n = weight.Columns;
         var row = new float[n];
+        GgmlType activation = weight.Format.DotActivationType;
+        if (roundHalfActivations && activation is GgmlType.F16 or GgmlType.BF16)
+        {
+            var rounded = new float[tokens * n];
+            for (int i = 0; i < rounded.Length; i++)
+                rounded[i] = activation == GgmlType.F16 ? (float)(Half)input[i] : Bf16.ToSingle(Bf16.FromSingle(input[i]));
+            input = rounded;
+        }
         for (int r = 0; r < weight.Rows; r++)
         {
             weight.DequantizeRow(r, row);

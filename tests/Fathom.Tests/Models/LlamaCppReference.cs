@@ -11,8 +11,12 @@ public static class LlamaCppReference
 {
     private static readonly Lock NativeLock = new();
 
-    /// <summary>Logits of every position (row per position) after decoding <paramref name="tokens"/> from position 0 in one batch.</summary>
-    public static float[][] Logits(string path, IReadOnlyList<int> tokens)
+    /// <summary>
+    /// Logits of every position (row per position) after decoding <paramref name="tokens"/> from position 0 in one batch.
+    /// <paramref name="evalCallback"/>, when given, is ggml's graph evaluation callback
+    /// (<c>bool (*)(ggml_tensor *, bool ask, void *)</c>), called for every node as it is computed.
+    /// </summary>
+    public static float[][] Logits(string path, IReadOnlyList<int> tokens, nint evalCallback = 0)
     {
         lock (NativeLock)
         {
@@ -32,6 +36,7 @@ public static class LlamaCppReference
             contextParams.llama_flash_attn_type = LLamaFlashAttentionType.LLAMA_FLASH_ATTENTION_TYPE_DISABLED;
             contextParams.type_k = GGMLType.GGML_TYPE_F32;
             contextParams.type_v = GGMLType.GGML_TYPE_F32;
+            contextParams.cb_eval = evalCallback;
             using SafeLLamaContextHandle context = SafeLLamaContextHandle.Create(model, contextParams);
 
             var batch = new LLamaBatch();
