@@ -147,7 +147,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
 
     private float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
+        int nb = RowGuard.Dot(GgmlType.Q8_0, Q8_0Layout.BlockSize, Q8_0Layout.BlockBytes, Q8_0Layout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
