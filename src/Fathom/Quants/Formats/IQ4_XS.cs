@@ -195,27 +195,29 @@ public sealed class IQ4_XSFormat : WeightFormat
             scales -= Vector256.Create(32);
             // Each lane holds its scale in both 16-bit halves, the form vpmaddwd multiplies pairs of products by.
             scales = (scales & Vector256.Create(0xFFFF)) | (scales << 16);
-            // Unrolled so that every group's scale broadcast uses a constant permutation.
-            Vector256<int> sum0 = Group(q4, q8, scales, Vector256.Create(0));
-            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, scales, Vector256.Create(1));
-            sum0 += Group(q4 + 32, q8 + 64, scales, Vector256.Create(2));
-            sum1 += Group(q4 + 48, q8 + 96, scales, Vector256.Create(3));
-            sum0 += Group(q4 + 64, q8 + 128, scales, Vector256.Create(4));
-            sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
-            sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
-            sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
+            // Groups 0-3's scales in both lanes, then 4-7's: each group's broadcast is then an in-lane vpshufd with a
+            // constant control, cheaper than a lane-crossing vpermd per group.
+            Vector256<int> first = Avx2.Permute2x128(scales, scales, 0x00), second = Avx2.Permute2x128(scales, scales, 0x11);
+            Vector256<int> sum0 = Group(q4, q8, Avx2.Shuffle(first, 0x00));
+            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, Avx2.Shuffle(first, 0x55));
+            sum0 += Group(q4 + 32, q8 + 64, Avx2.Shuffle(first, 0xAA));
+            sum1 += Group(q4 + 48, q8 + 96, Avx2.Shuffle(first, 0xFF));
+            sum0 += Group(q4 + 64, q8 + 128, Avx2.Shuffle(second, 0x00));
+            sum1 += Group(q4 + 80, q8 + 160, Avx2.Shuffle(second, 0x55));
+            sum0 += Group(q4 + 96, q8 + 192, Avx2.Shuffle(second, 0xAA));
+            sum1 += Group(q4 + 112, q8 + 224, Avx2.Shuffle(second, 0xFF));
             float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);
     }
 
-    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32.</summary>
+    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32 (in every lane of <paramref name="scale"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scales, Vector256<int> groupIndex)
+    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scale)
     {
         Vector256<short> products = Int8Simd.PairProductsAvx2(Levels(q4), Avx.LoadVector256(q8));
-        return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
+        return Avx2.MultiplyAddAdjacent(products, scale.AsInt16());
     }
 
     /// <summary>The 32 levels of one group: low lane from the 16 low nibbles (values 0..15), high lane from the high ones.</summary>
