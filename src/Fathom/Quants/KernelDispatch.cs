@@ -40,6 +40,19 @@ public sealed class KernelDispatch
         return KernelPath.Scalar;
     }
 
+    /// <summary>
+    /// <see cref="UpToAvx2"/> for kernels that also implement <see cref="KernelPath.Avx512"/> and, when
+    /// <paramref name="vnni"/> (a constant at every call), <see cref="KernelPath.AvxVnni"/>. Same rules as
+    /// <see cref="Widest"/>, folded by the JIT.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static KernelPath UpToAvx512(KernelPath requested, bool vnni)
+    {
+        if (requested >= KernelPath.Avx512 && Avx512BW.IsSupported && Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported) return KernelPath.Avx512;
+        if (vnni && requested >= KernelPath.AvxVnni && AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported) return KernelPath.AvxVnni;
+        return UpToAvx2(requested);
+    }
+
     public KernelPath Resolve(KernelPath requested) =>
         (uint)requested < (uint)_resolved.Length ? _resolved[(int)requested] : KernelPath.Scalar;
 }

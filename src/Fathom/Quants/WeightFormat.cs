@@ -32,6 +32,14 @@ public abstract class WeightFormat
     /// <summary>The same dot product through one chosen instruction-set path, so tests can compare every path with the scalar one.</summary>
     public abstract float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path);
 
+    /// <summary>
+    /// For tests: runs exactly <paramref name="path"/>'s kernel, without asking what this CPU supports. The AVX-512 and
+    /// AVX-VNNI kernels run on any AVX2 CPU this way, their wide instructions replaced by the exact AVX2 stand-ins of
+    /// <see cref="Int8SimdWide"/>; formats without such kernels resolve the path as <see cref="Dot(ReadOnlySpan{byte}, ReadOnlySpan{byte}, int, KernelPath)"/> does.
+    /// </summary>
+    internal virtual float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Dot(weights, activations, n, path);
+
     /// <summary>Paths this format implements; a requested path it lacks falls back to the widest one below it.</summary>
     public abstract IReadOnlyList<KernelPath> ImplementedPaths { get; }
 

@@ -21,7 +21,7 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.IQ1_M;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
     private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
     public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
@@ -250,15 +250,22 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         y[HighBitsOffset + ib] = (byte)((entries[0] >> 8) | ((entries[1] >> 8) << 4));
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, path);
+
+    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
         int nb = RowGuard.Dot(GgmlType.IQ1_M, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Pick(Resolution, path) switch
+            return path switch
             {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Avx512 => DotAvx512(x, y, nb),
+                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
                 _ => DotScalar(x, y, nb),
             };
@@ -334,13 +341,32 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Group(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<byte> scales, int ib)
     {
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(TableRows(table, qs, qh, ib), Avx.LoadVector256(q8 + 32 * ib));
+        return Avx2.MultiplyAddAdjacent(dot, GroupScales(scales, ib));
+    }
+
+    /// <summary>The four weighted table rows of group <paramref name="ib"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> TableRows(ulong* table, byte* qs, byte* qh, int ib)
+    {
         qs += 4 * ib;
         uint h = Unsafe.ReadUnaligned<ushort>(qh + 2 * ib); // four nibbles: grid index bits 8-10 and the delta sign, per run
-        Vector256<byte> w = Vector256.Create(table[qs[0] | ((h << 8) & 0xf00)], table[qs[1] | ((h << 4) & 0xf00)],
+        return Vector256.Create(table[qs[0] | ((h << 8) & 0xf00)], table[qs[1] | ((h << 4) & 0xf00)],
             table[qs[2] | (h & 0xf00)], table[qs[3] | ((h >> 4) & 0xf00)]).AsByte();
-        Vector256<short> dot = Avx2.MultiplyAddAdjacent(w, Avx.LoadVector256(q8 + 32 * ib));
-        Vector256<byte> scale = Avx2.Shuffle(scales, Vector256.Create((ushort)(0x0100 * (2 * ib + 1) + 2 * ib)).AsByte());
-        return Avx2.MultiplyAddAdjacent(dot, scale.AsInt16());
+    }
+
+    /// <summary>The scales of 16-value groups 2·ib (low lane) and 2·ib+1 (high lane), each in every int16 of its lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> GroupScales(Vector256<byte> scales, int ib) =>
+        Avx2.Shuffle(scales, Vector256.Create((ushort)(0x0100 * (2 * ib + 1) + 2 * ib)).AsByte()).AsInt16();
+
+    /// <summary>Groups ib (low half) and ib+1 (high half) in one 512-bit vpmaddubsw and vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> GroupPair(ulong* table, byte* qs, byte* qh, sbyte* q8, Vector256<byte> scales, int ib)
+    {
+        Vector512<byte> w = Vector512.Create(TableRows(table, qs, qh, ib), TableRows(table, qs, qh, ib + 1));
+        Vector512<short> dot = Int8SimdWide.MultiplyAddAdjacent(w, Vector512.Load(q8 + 32 * ib));
+        return Int8SimdWide.MultiplyAddAdjacent(dot, Vector512.Create(GroupScales(scales, ib), GroupScales(scales, ib + 1)));
     }
 
     /// <summary>
@@ -383,6 +409,41 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
                     Avx2.Add(Group(table, qs, qh, q8, scales, 6), Group(table, qs, qh, q8, scales, 7))));
             float d = BlockScale(sc) * *(float*)y;
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, groups)), acc);
+        }
+        return 0.125f * KQuantVector.HorizontalSum(acc);
+    }
+
+    /// <summary>AVX-512: as <see cref="DotAvx2"/>, with two groups (64 values) per 512-bit multiply.</summary>
+    internal static float DotAvx512(byte* x, byte* y, int nb)
+    {
+        ulong* table = IqKernelTables.Iq1mWeighted;
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<uint> shifts = Vector256.Create(0u, 3, 6, 9, 0, 3, 6, 9);
+        Vector256<int> evenWords = Vector256.Create(0, 0, 0, 0, 2, 2, 2, 2), oddWords = Vector256.Create(1, 1, 1, 1, 3, 3, 3, 3);
+        Vector256<int> seven = Vector256.Create(7), one = Vector256.Create(1);
+        // Per 128-bit lane: int16 words 0, 2, 4, 6 then 1, 3, 5, 7.
+        Vector256<byte> evenOdd = Vector256.Create((byte)0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            ushort* sc = (ushort*)(x + ScalesOffset);
+            byte* qs = x, qh = x + HighBitsOffset;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+
+            Vector128<int> scaleWords = Sse41.ConvertToVector128Int32(sc);
+            Vector256<int> words = Vector256.Create(scaleWords, scaleWords);
+            Vector256<int> lsA = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, evenWords), shifts), seven), 1), one);
+            Vector256<int> lsB = Avx2.Or(Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, oddWords), shifts), seven), 1), one);
+            Vector256<short> ls16 = Avx2.PackUnsignedSaturate(lsA, lsB).AsInt16(); // groups 0..15 in order
+            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.SumsOffset)), ls16);
+            sumi = Avx2.Subtract(Vector256<int>.Zero, Avx2.Add(sumi, Avx2.ShiftLeftLogical(sumi, 3))); // -9·Σ ls·bsum
+            // Even 16-value groups' scales into the low lane, odd ones into the high lane: then one in-lane vpshufb
+            // gives 32-value group ib its pair (a lane-crossing vpermd per group would cost more).
+            Vector256<byte> scales = Avx2.Permute4x64(Avx2.Shuffle(ls16.AsByte(), evenOdd).AsUInt64(), 0b11_01_10_00).AsByte();
+            Vector512<int> groups = (GroupPair(table, qs, qh, q8, scales, 0) + GroupPair(table, qs, qh, q8, scales, 2))
+                + (GroupPair(table, qs, qh, q8, scales, 4) + GroupPair(table, qs, qh, q8, scales, 6));
+            float d = BlockScale(sc) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, Int8SimdWide.Fold(groups))), acc);
         }
         return 0.125f * KQuantVector.HorizontalSum(acc);
     }

@@ -20,7 +20,7 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ1_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
     private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
     public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
@@ -210,15 +210,22 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         BinaryPrimitives.WriteUInt16LittleEndian(y[(HighBitsOffset + 2 * ib)..], (ushort)h);
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, path);
+
+    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
         int nb = RowGuard.Dot(GgmlType.IQ1_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Pick(Resolution, path) switch
+            return path switch
             {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Avx512 => DotAvx512(x, y, nb),
+                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
                 _ => DotScalar(x, y, nb),
             };
@@ -335,12 +342,56 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Group(ulong* grid, byte* qs, ushort* qh, sbyte* q8, Vector256<short> scales8, int ib)
     {
+        Vector256<short> dot = Avx2.MultiplyAddAdjacent(GridRows(grid, qs, qh, ib), Avx.LoadVector256(q8 + 32 * ib));
+        return Avx2.MultiplyAddAdjacent(dot, GroupScale(scales8, ib));
+    }
+
+    /// <summary>The four unsigned grid rows (grid + 1) of group <paramref name="ib"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> GridRows(ulong* grid, byte* qs, ushort* qh, int ib)
+    {
         uint h = qh[ib];
         byte* q = qs + 4 * ib;
-        Vector256<byte> u = Vector256.Create(grid[q[0] | ((h << 8) & 0x700)], grid[q[1] | ((h << 5) & 0x700)],
+        return Vector256.Create(grid[q[0] | ((h << 8) & 0x700)], grid[q[1] | ((h << 5) & 0x700)],
             grid[q[2] | ((h << 2) & 0x700)], grid[q[3] | ((h >> 1) & 0x700)]).AsByte();
-        Vector256<short> dot = Avx2.MultiplyAddAdjacent(u, Avx.LoadVector256(q8 + 32 * ib));
-        Vector256<short> scale = Avx2.Shuffle(scales8.AsByte(), Vector256.Create((ushort)(0x8000 | (2 * ib))).AsByte()).AsInt16();
-        return Avx2.MultiplyAddAdjacent(dot, scale);
+    }
+
+    /// <summary>8·ls of group <paramref name="ib"/> in every int16 lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> GroupScale(Vector256<short> scales8, int ib) =>
+        Avx2.Shuffle(scales8.AsByte(), Vector256.Create((ushort)(0x8000 | (2 * ib))).AsByte()).AsInt16();
+
+    /// <summary>AVX-512: as <see cref="DotAvx2"/>, with two groups (64 values) per 512-bit multiply.</summary>
+    internal static float DotAvx512(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq1Unsigned;
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector128<short> scaleMask = Vector128.Create((short)0xE), one = Vector128.Create((short)1), minusSeven = Vector128.Create((short)-7);
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            byte* qs = x + 2;
+            ushort* qh = (ushort*)(x + HighBitsOffset);
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector128<short> h = Sse2.LoadVector128((short*)qh);
+            Vector128<short> ls = Sse2.Or(Sse2.And(Sse2.ShiftRightLogical(h, 11), scaleMask), one);
+            Vector128<short> coef = Sse2.MultiplyLow(ls, Sse2.Add(minusSeven, Sse2.ShiftLeftLogical(Sse2.ShiftRightArithmetic(h, 15), 1)));
+            Vector256<short> coefPairs = Vector256.Create(Sse2.UnpackLow(coef, coef), Sse2.UnpackHigh(coef, coef));
+            Vector256<int> sumi = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(y + Q8KLayout.SumsOffset)), coefPairs);
+            Vector256<short> scales8 = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(Avx2.BroadcastVector128ToVector256((short*)qh), 8), Vector256.Create((short)0x70)), Vector256.Create((short)8));
+            Vector512<int> groups = (GroupPair(grid, qs, qh, q8, scales8, 0) + GroupPair(grid, qs, qh, q8, scales8, 2))
+                + (GroupPair(grid, qs, qh, q8, scales8, 4) + GroupPair(grid, qs, qh, q8, scales8, 6));
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Avx2.Add(sumi, Int8SimdWide.Fold(groups))), acc);
+        }
+        return 0.125f * KQuantVector.HorizontalSum(acc);
+    }
+
+    /// <summary>Groups ib (low half) and ib+1 (high half) in one 512-bit vpmaddubsw and vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> GroupPair(ulong* grid, byte* qs, ushort* qh, sbyte* q8, Vector256<short> scales8, int ib)
+    {
+        Vector512<byte> u = Vector512.Create(GridRows(grid, qs, qh, ib), GridRows(grid, qs, qh, ib + 1));
+        Vector512<short> dot = Int8SimdWide.MultiplyAddAdjacent(u, Vector512.Load(q8 + 32 * ib));
+        return Int8SimdWide.MultiplyAddAdjacent(dot, Vector512.Create(GroupScale(scales8, ib), GroupScale(scales8, ib + 1)));
     }
 }

@@ -21,7 +21,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     public override GgmlType Type => GgmlType.IQ2_XXS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
     private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
     public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
@@ -142,15 +142,22 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, path);
+
+    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
         int nb = RowGuard.Dot(GgmlType.IQ2_XXS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* x = weights)
         fixed (byte* y = activations)
         {
-            return IqKernels.Pick(Resolution, path) switch
+            return path switch
             {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
+                KernelPath.Avx512 => DotAvx512(x, y, nb),
+                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
                 KernelPath.Portable => DotPortable(x, y, nb),
                 _ => DotScalar(x, y, nb),
             };
@@ -249,6 +256,44 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum), acc);
         }
         return 0.125f * KQuantVector.HorizontalSum(acc);
+    }
+
+    /// <summary>
+    /// AVX-512: as <see cref="DotAvx2"/>, with both groups of a pair in one 512-bit multiply. AVX-512 has no vpsignb,
+    /// so the signs come as 0/0xFF masks and are applied to the activations as (q ^ m) − m.
+    /// </summary>
+    internal static float DotAvx512(byte* x, byte* y, int nb)
+    {
+        ulong* grid = IqKernelTables.Iq2xxsGrid;
+        ulong* masks = IqKernelTables.EvenSignsMask;
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<byte> firstScale = Vector256.Create((ushort)0x8004).AsByte(), secondScale = Vector256.Create((ushort)0x800c).AsByte();
+        for (int i = 0; i < nb; i++, x += BlockBytes, y += Q8KLayout.BlockBytes)
+        {
+            byte* q2 = x + 2;
+            sbyte* q8 = (sbyte*)(y + Q8KLayout.QuantsOffset);
+            Vector512<int> sum = (Pair512(grid, masks, q2, q8, 0, firstScale, secondScale) + Pair512(grid, masks, q2, q8, 1, firstScale, secondScale))
+                + (Pair512(grid, masks, q2, q8, 2, firstScale, secondScale) + Pair512(grid, masks, q2, q8, 3, firstScale, secondScale));
+            float d = Fp16.ToSingle(*(ushort*)x) * *(float*)y;
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Int8SimdWide.Fold(sum)), acc);
+        }
+        return 0.125f * KQuantVector.HorizontalSum(acc);
+    }
+
+    /// <summary>Groups 2p (low half) and 2p+1 (high half): Σ grid·sign·q8 per int32 lane pair, times each group's scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Pair512(ulong* grid, ulong* masks, byte* q2, sbyte* q8, int pair, Vector256<byte> firstScale, Vector256<byte> secondScale)
+    {
+        Vector256<byte> scales = Avx2.Or(Avx2.ShiftRightLogical(Avx2.BroadcastVector128ToVector256((uint*)(q2 + 16 * pair)), 27), Vector256.Create(1u)).AsByte();
+        byte* g0 = q2 + 16 * pair, g1 = g0 + 8;
+        uint s0 = Unsafe.ReadUnaligned<uint>(g0 + 4), s1 = Unsafe.ReadUnaligned<uint>(g1 + 4);
+        Vector512<byte> values = Vector512.Create(grid[g0[0]], grid[g0[1]], grid[g0[2]], grid[g0[3]],
+            grid[g1[0]], grid[g1[1]], grid[g1[2]], grid[g1[3]]).AsByte();
+        Vector512<sbyte> negate = Vector512.Create(masks[s0 & 127], masks[(s0 >> 7) & 127], masks[(s0 >> 14) & 127], masks[(s0 >> 21) & 127],
+            masks[s1 & 127], masks[(s1 >> 7) & 127], masks[(s1 >> 14) & 127], masks[(s1 >> 21) & 127]).AsSByte();
+        Vector512<short> dot = Int8SimdWide.MultiplyAddAdjacent(values, Int8SimdWide.NegateWhere(Vector512.Load(q8 + 64 * pair), negate));
+        Vector512<short> scale = Vector512.Create(Avx2.Shuffle(scales, firstScale), Avx2.Shuffle(scales, secondScale)).AsInt16();
+        return Int8SimdWide.MultiplyAddAdjacent(dot, scale);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

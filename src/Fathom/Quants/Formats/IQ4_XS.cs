@@ -20,7 +20,7 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.IQ4_XS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    public override IReadOnlyList<KernelPath> ImplementedPaths => [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
 
     /// <summary>The signed 6-bit scale (ls − 32) of group <paramref name="ib"/> of a super-block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -115,13 +115,22 @@ public sealed class IQ4_XSFormat : WeightFormat
 
     public override unsafe float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
+        return DotOn(weights, activations, n, KernelDispatch.UpToAvx512(path, vnni: false));
+    }
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, path);
+
+    private static unsafe float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
         int nb = RowGuard.Dot(GgmlType.IQ4_XS, BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return KernelDispatch.UpToAvx2(path) switch
+            return path switch
             {
-                KernelPath.Avx2 => DotAvx2(w, a, nb),
+                KernelPath.Avx512 => DotAvx512(w, a, nb),
+                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(w, a, nb),
                 KernelPath.Portable => DotPortable(w, a, nb),
                 _ => DotScalar(w, a, nb),
             };
@@ -186,31 +195,69 @@ public sealed class IQ4_XSFormat : WeightFormat
             scales -= Vector256.Create(32);
             // Each lane holds its scale in both 16-bit halves, the form vpmaddwd multiplies pairs of products by.
             scales = (scales & Vector256.Create(0xFFFF)) | (scales << 16);
-            // Unrolled so that every group's scale broadcast uses a constant permutation.
-            Vector256<int> sum0 = Group(q4, q8, scales, Vector256.Create(0));
-            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, scales, Vector256.Create(1));
-            sum0 += Group(q4 + 32, q8 + 64, scales, Vector256.Create(2));
-            sum1 += Group(q4 + 48, q8 + 96, scales, Vector256.Create(3));
-            sum0 += Group(q4 + 64, q8 + 128, scales, Vector256.Create(4));
-            sum1 += Group(q4 + 80, q8 + 160, scales, Vector256.Create(5));
-            sum0 += Group(q4 + 96, q8 + 192, scales, Vector256.Create(6));
-            sum1 += Group(q4 + 112, q8 + 224, scales, Vector256.Create(7));
+            // Groups 0-3's scales in both lanes, then 4-7's: each group's broadcast is then an in-lane vpshufd with a
+            // constant control, cheaper than a lane-crossing vpermd per group.
+            Vector256<int> first = Avx2.Permute2x128(scales, scales, 0x00), second = Avx2.Permute2x128(scales, scales, 0x11);
+            Vector256<int> sum0 = Group(q4, q8, Avx2.Shuffle(first, 0x00));
+            Vector256<int> sum1 = Group(q4 + 16, q8 + 32, Avx2.Shuffle(first, 0x55));
+            sum0 += Group(q4 + 32, q8 + 64, Avx2.Shuffle(first, 0xAA));
+            sum1 += Group(q4 + 48, q8 + 96, Avx2.Shuffle(first, 0xFF));
+            sum0 += Group(q4 + 64, q8 + 128, Avx2.Shuffle(second, 0x00));
+            sum1 += Group(q4 + 80, q8 + 160, Avx2.Shuffle(second, 0x55));
+            sum0 += Group(q4 + 96, q8 + 192, Avx2.Shuffle(second, 0xAA));
+            sum1 += Group(q4 + 112, q8 + 224, Avx2.Shuffle(second, 0xFF));
             float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sum0 + sum1), acc);
         }
         return Vector256.Sum(acc);
     }
 
-    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32.</summary>
+    /// <summary>One group of 32: decode levels by table shuffle, multiply with the activations, scale by the group's ls−32 (in every lane of <paramref name="scale"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scales, Vector256<int> groupIndex)
+    private static unsafe Vector256<int> Group(byte* q4, sbyte* q8, Vector256<int> scale)
     {
-        // Low lane: the 16 low nibbles (values 0..15); high lane: the 16 high nibbles (values 16..31).
+        Vector256<short> products = Int8Simd.PairProductsAvx2(Levels(q4), Avx.LoadVector256(q8));
+        return Avx2.MultiplyAddAdjacent(products, scale.AsInt16());
+    }
+
+    /// <summary>The 32 levels of one group: low lane from the 16 low nibbles (values 0..15), high lane from the high ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<sbyte> Levels(byte* q4)
+    {
         Vector256<byte> packed = Avx2.BroadcastVector128ToVector256(q4);
         Vector256<byte> idx = Avx2.ShiftRightLogicalVariable(packed.AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
-        Vector256<sbyte> levels = Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
-        Vector256<short> products = Int8Simd.PairProductsAvx2(levels, Avx.LoadVector256(q8));
-        return Avx2.MultiplyAddAdjacent(products, Avx2.PermuteVar8x32(scales, groupIndex).AsInt16());
+        return Avx2.Shuffle(Vector256.Create(Iq4NonLinear.LevelTable, Iq4NonLinear.LevelTable), idx.AsSByte());
+    }
+
+    /// <summary>AVX-512: as <see cref="DotAvx2"/>, two groups (64 values) per 512-bit multiply.</summary>
+    private static unsafe float DotAvx512(byte* w, byte* a, int nb)
+    {
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int ibl = 0; ibl < nb; ibl++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            sbyte* q8 = (sbyte*)(a + Q8KLayout.QuantsOffset);
+            byte* q4 = w + QuantsOffset;
+            uint sl = *(uint*)(w + ScalesLowOffset);
+            uint sh = *(ushort*)(w + ScalesHighOffset);
+            Vector256<int> scales = (Avx2.ShiftRightLogicalVariable(Vector256.Create(sl), LowScaleShift).AsInt32() & Vector256.Create(0xF))
+                | ((Avx2.ShiftRightLogicalVariable(Vector256.Create(sh), HighScaleShift).AsInt32() & Vector256.Create(3)) << 4);
+            scales -= Vector256.Create(32);
+            scales = (scales & Vector256.Create(0xFFFF)) | (scales << 16);
+            Vector512<int> sum = (GroupPair(q4, q8, scales, 0) + GroupPair(q4, q8, scales, 2)) + (GroupPair(q4, q8, scales, 4) + GroupPair(q4, q8, scales, 6));
+            float d = Fp16.Lookup(*(ushort*)w) * *(float*)(a + Q8KLayout.ScaleOffset);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(Int8SimdWide.Fold(sum)), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Groups g and g+1 in one 512-bit register, each half scaled by its group's ls−32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<int> GroupPair(byte* q4, sbyte* q8, Vector256<int> scales, int g)
+    {
+        Vector512<sbyte> levels = Vector512.Create(Levels(q4 + 16 * g), Levels(q4 + 16 * g + 16));
+        Vector512<short> products = Int8SimdWide.PairProducts(levels, Vector512.Load(q8 + 32 * g));
+        Vector512<int> scale = Vector512.Create(Avx2.PermuteVar8x32(scales, Vector256.Create(g)), Avx2.PermuteVar8x32(scales, Vector256.Create(g + 1)));
+        return Int8SimdWide.MultiplyAddAdjacent(products, scale.AsInt16());
     }
 
     private static readonly Vector256<uint> LowScaleShift = Vector256.Create(0u, 4, 8, 12, 16, 20, 24, 28);

@@ -19,6 +19,9 @@ internal static class KQuantBlocks
     /// <summary>The paths every K-quant dot kernel implements.</summary>
     public static readonly IReadOnlyList<KernelPath> DotPaths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
 
+    /// <summary>The K-quant dots that also have an AVX-512 kernel (Q2_K, Q4_K, Q6_K).</summary>
+    public static readonly IReadOnlyList<KernelPath> DotPathsWithAvx512 = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ReadHalf(ReadOnlySpan<byte> bytes, int offset) => Fp16.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes[offset..]));
 

@@ -19,7 +19,7 @@ public sealed class Q2_KFormat : WeightFormat
 
     public override GgmlType Type => GgmlType.Q2_K;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => KQuantBlocks.DotPaths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => KQuantBlocks.DotPathsWithAvx512;
 
     /// <summary>The 2-bit level of value <paramref name="i"/> (0–255) of a block.</summary>
     internal static int Level(ReadOnlySpan<byte> block, int i) =>
@@ -162,10 +162,21 @@ public sealed class Q2_KFormat : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        int count = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        return KernelDispatch.UpToAvx2(path) switch
+        return DotOn(weights, activations, n, KernelDispatch.UpToAvx512(path, vnni: false));
+    }
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        DotOn(weights, activations, n, path);
+
+    private float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        // Constants rather than the format's layout: the check runs once per row, and the layout lookups and a
+        // division by a non-constant block size cost more than a tenth of a 4096-value row's dot.
+        int count = RowGuard.Dot(GgmlType.Q2_K, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
+        return path switch
         {
-            KernelPath.Avx2 => Q2_KDot.WithAvx2(weights, activations, count),
+            KernelPath.Avx512 => Q2_KDot.WithAvx512(weights, activations, count),
+            KernelPath.Avx2 or KernelPath.AvxVnni => Q2_KDot.WithAvx2(weights, activations, count),
             KernelPath.Portable => Q2_KDot.WithVector128(weights, activations, count),
             _ => Q2_KDot.Scalar(weights, activations, count),
         };

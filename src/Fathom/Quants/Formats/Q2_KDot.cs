@@ -109,6 +109,53 @@ internal static unsafe class Q2_KDot
         }
     }
 
+    /// <summary>AVX-512: as <see cref="WithAvx2"/>, multiplying 64 values per vpmaddubsw/vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static float WithAvx512(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            byte* w = wp, a = ap;
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+            {
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                Vector256<float> ad = Vector256.Create(*(float*)a);
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * ad;
+                Vector256<float> minScale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DMinOffset)) * ad;
+
+                Vector128<byte> packedScales = Sse2.LoadVector128(w + ScalesOffset);
+                Vector256<short> mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packedScales.AsUInt16(), 4).AsByte() & low4);
+                Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
+                acc = Fma.MultiplyAddNegated(minScale, Avx.ConvertToVector256Single(minProducts), acc);
+
+                Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
+                Vector256<int> sumi = Int8SimdWide.Fold(Half512(w, a, 0, scales) + Half512(w, a, 1, scales));
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
+            }
+            return KQuantVector.HorizontalSum(acc);
+        }
+    }
+
+    /// <summary><see cref="Half"/> with two 32-value slices per 512-bit register.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Half512(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)
+    {
+        Vector256<byte> low2 = Vector256.Create((byte)0x03);
+        Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
+        Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
+        Vector512<byte> q01 = Vector512.Create(bits & low2, Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2);
+        Vector512<byte> q23 = Vector512.Create(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx2.ShiftRightLogical(bits.AsUInt16(), 6).AsByte() & low2);
+        Vector512<short> p01 = Int8SimdWide.MultiplyAddAdjacent(q01, Vector512.Load(x));
+        Vector512<short> p23 = Int8SimdWide.MultiplyAddAdjacent(q23, Vector512.Load(x + 64));
+        Vector512<short> s01 = Vector512.Create(KQuantVector.PickGroupScales(groupScales, 0), KQuantVector.PickGroupScales(groupScales, 1));
+        Vector512<short> s23 = Vector512.Create(KQuantVector.PickGroupScales(groupScales, 2), KQuantVector.PickGroupScales(groupScales, 3));
+        return Int8SimdWide.MultiplyAddAdjacent(p01, s01) + Int8SimdWide.MultiplyAddAdjacent(p23, s23);
+    }
+
     /// <summary>Σ sc·q·x over the 128 values of one half (qs bytes 32h…32h+31, groups 8h…8h+7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Half(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)

@@ -106,6 +106,46 @@ internal static unsafe class Q4_KDot
         }
     }
 
+    /// <summary>
+    /// AVX-512: as <see cref="WithAvx2"/>, with the 64 values of a chunk in one 512-bit register (low nibbles in the
+    /// low half, high nibbles in the high half), so each chunk is one vpmaddubsw and one vpmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static float WithAvx512(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector128<float> accMins = Vector128<float>.Zero;
+            byte* w = wp, a = ap;
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+            {
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                float ad = *(float*)a;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector512<byte> scaleLanes = Vector512.Create(scalePairs, scalePairs);
+                Vector512<int> sumi = (Chunk512(w, a, 0, scaleLanes) + Chunk512(w, a, 1, scaleLanes)) + (Chunk512(w, a, 2, scaleLanes) + Chunk512(w, a, 3, scaleLanes));
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(Int8SimdWide.Fold(sumi)), acc);
+            }
+            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
+        }
+    }
+
+    /// <summary><see cref="Chunk"/> in one 512-bit step: sixteen int32 partial sums of Σ sc·q·x over 64 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Chunk512(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector512<byte> scaleLanes)
+    {
+        Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
+        Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
+        Vector512<byte> q = Vector512.Create(bits & lowNibble, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble);
+        Vector512<short> p = Int8SimdWide.MultiplyAddAdjacent(q, Vector512.Load((sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk)));
+        Vector512<byte> pick = Vector512.Create(KQuantVector.BroadcastInt16Mask(2 * chunk), KQuantVector.BroadcastInt16Mask(2 * chunk + 1));
+        return Int8SimdWide.MultiplyAddAdjacent(p, Int8SimdWide.ShuffleInLanes(scaleLanes, pick).AsInt16());
+    }
+
     /// <summary>Σ sc·q·x of the 64 values of one qs chunk (sub-blocks 2c and 2c+1), as eight int32 partial sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Chunk(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector256<byte> scalePairs)

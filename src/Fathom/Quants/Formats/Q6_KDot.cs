@@ -107,6 +107,49 @@ internal static unsafe class Q6_KDot
         }
     }
 
+    /// <summary>AVX-512: as <see cref="WithAvx2"/>, multiplying 64 values per vpmaddubsw/vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static float WithAvx512(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int blocks)
+    {
+        fixed (byte* wp = weights)
+        fixed (byte* ap = activations)
+        {
+            Vector256<float> acc = Vector256<float>.Zero;
+            byte* w = wp, a = ap;
+            for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+            {
+                KQuantVector.PrefetchAhead(w, BlockBytes);
+                Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
+                Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
+                Vector256<int> sumi = Int8SimdWide.Fold(Half512(w, a, 0, scales) + Half512(w, a, 1, scales)) - offset;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
+            }
+            return KQuantVector.HorizontalSum(acc);
+        }
+    }
+
+    /// <summary><see cref="Half"/> with two 32-value slices per 512-bit register.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Half512(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)
+    {
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F);
+        Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
+        Vector256<byte> qh = Avx.LoadVector256(w + HighOffset + 32 * half);
+        Vector256<byte> ql0 = Avx.LoadVector256(w + LowOffset + 64 * half);
+        Vector256<byte> ql1 = Avx.LoadVector256(w + LowOffset + 64 * half + 32);
+        Vector256<byte> q0 = (ql0 & low4) | Avx2.ShiftLeftLogical((qh & Vector256.Create((byte)0x03)).AsUInt16(), 4).AsByte();
+        Vector256<byte> q1 = (ql1 & low4) | Avx2.ShiftLeftLogical((qh & Vector256.Create((byte)0x0C)).AsUInt16(), 2).AsByte();
+        Vector256<byte> q2 = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low4) | (qh & Vector256.Create((byte)0x30));
+        Vector256<byte> q3 = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftRightLogical((qh & Vector256.Create((byte)0xC0)).AsUInt16(), 2).AsByte();
+        sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
+        Vector512<short> p01 = Int8SimdWide.MultiplyAddAdjacent(Vector512.Create(q0, q1), Vector512.Load(x));
+        Vector512<short> p23 = Int8SimdWide.MultiplyAddAdjacent(Vector512.Create(q2, q3), Vector512.Load(x + 64));
+        Vector512<short> s01 = Vector512.Create(KQuantVector.PickGroupScales(groupScales, 0), KQuantVector.PickGroupScales(groupScales, 1));
+        Vector512<short> s23 = Vector512.Create(KQuantVector.PickGroupScales(groupScales, 2), KQuantVector.PickGroupScales(groupScales, 3));
+        return Int8SimdWide.MultiplyAddAdjacent(p01, s01) + Int8SimdWide.MultiplyAddAdjacent(p23, s23);
+    }
+
     /// <summary>Σ sc·q·x with unsigned q (0–63) over the 128 values of one half (groups 8h…8h+7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Half(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)
