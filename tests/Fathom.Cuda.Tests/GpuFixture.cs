@@ -1,0 +1,53 @@
+using Fathom.Cuda;
+using Fathom.Cuda.Discovery;
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+
+[assembly: AssemblyFixture(typeof(Fathom.Cuda.Tests.GpuFixture))]
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// The GPU every GPU test shares: a context, the loaded kernels and a backend, made once. Where there is no usable
+/// GPU (CI), <see cref="Require"/> skips the calling test with the reason <see cref="CudaEnvironment"/> gives.
+/// </summary>
+public sealed class GpuFixture : IDisposable
+{
+    private readonly CudaContext? _context;
+    private readonly CudaKernels? _kernels;
+    private readonly CudaBackend? _backend;
+
+    public GpuFixture()
+    {
+        CudaEnvironment environment = CudaEnvironment.Detect();
+        if (!environment.Usable)
+        {
+            SkipReason = $"no usable CUDA GPU: {environment.Problem}";
+            return;
+        }
+        // Kernel failures on a machine that has a GPU are test failures, not skips: they are let through.
+        _context = new CudaContext(0);
+        _kernels = new CudaKernels(_context);
+        _backend = new CudaBackend(0);
+    }
+
+    public string? SkipReason { get; }
+
+    public CudaContext Context => Require()._context!;
+    public CudaKernels Kernels => Require()._kernels!;
+    public CudaBackend Backend => Require()._backend!;
+
+    /// <summary>Skips the running test (visibly, with the reason) when there is no GPU.</summary>
+    public GpuFixture Require()
+    {
+        if (SkipReason is not null) Assert.Skip(SkipReason);
+        return this;
+    }
+
+    public void Dispose()
+    {
+        _backend?.Dispose();
+        _kernels?.Dispose();
+        _context?.Dispose();
+    }
+}
