@@ -20,7 +20,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private readonly CudaContext _context;
     private readonly CudaKernels _kernels;
     private readonly DeviceWeights _weights;
-    private readonly DeviceScratch _input, _output, _side, _angles, _scores;
+    private readonly DeviceScratch _input, _rounded, _output, _side, _angles, _scores;
     private readonly ConditionalWeakTable<KvLayerCache, DeviceKvMirror> _mirrors = [];
     // The mirrors again, so their device memory can be freed when their cache is collected or the backend disposed.
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
@@ -42,6 +42,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         }
         _weights = new DeviceWeights(_context);
         _input = new DeviceScratch(_context);
+        _rounded = new DeviceScratch(_context);
         _output = new DeviceScratch(_context);
         _side = new DeviceScratch(_context);
         _angles = new DeviceScratch(_context);
@@ -71,11 +72,27 @@ public sealed unsafe class CudaBackend : IComputeBackend
         DeviceBuffer x = _input.Get((long)tokens * n * sizeof(float));
         DeviceBuffer y = _output.Get((long)tokens * rows * sizeof(float));
         x.Upload(input[..(tokens * n)]);
+        x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n);
         new KernelArguments().Pointer(w.Pointer).Long(weight.RowBytes).Pointer(x.Pointer).Pointer(y.Pointer).Int(rows).Int(n).Int(tokens)
             .Launch(_context, _kernels.MatMul(weight.Format.Type), weight.Name,
                 (uint)((rows + CudaKernels.MatMulWarps - 1) / CudaKernels.MatMulWarps),
                 (uint)((tokens + CudaKernels.TokenTile - 1) / CudaKernels.TokenTile), CudaKernels.MatMulWarps * 32);
         y.Download(output[..(tokens * rows)]);
+    }
+
+    /// <summary>
+    /// The activations as the CPU engine multiplies them: rounded to the weight type's partner format (F16, BF16,
+    /// Q8_0/Q8_1 or Q8_K values), so both engines compute the same products. F32 weights take them as they are.
+    /// </summary>
+    private DeviceBuffer RoundActivations(Quants.GgmlType activationType, DeviceBuffer x, long count)
+    {
+        if (_kernels.RoundActivations(activationType) is not { } rounding) return x;
+        (IntPtr function, int perThread) = rounding;
+        DeviceBuffer rounded = _rounded.Get(count * sizeof(float));
+        long threads = count / perThread; // rows are whole blocks of the activation format, as the weight rows are
+        new KernelArguments().Pointer(x.Pointer).Pointer(rounded.Pointer).Long(threads)
+            .Launch(_context, function, $"round_activations({activationType})", (uint)((threads + ElementThreads - 1) / ElementThreads), 1, ElementThreads);
+        return rounded;
     }
 
     public void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon)
@@ -183,6 +200,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _mirrors.Clear();
         _weights.Dispose();
         _input.Dispose();
+        _rounded.Dispose();
         _output.Dispose();
         _side.Dispose();
         _angles.Dispose();

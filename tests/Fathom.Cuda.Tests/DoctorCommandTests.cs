@@ -5,7 +5,7 @@ using Fathom.Cuda.Discovery;
 namespace Fathom.Cuda.Tests;
 
 /// <summary><c>fathom doctor</c> on whatever machine runs the tests: with or without a GPU it exits 0 and says what it found.</summary>
-public sealed class DoctorCommandTests
+public sealed class DoctorCommandTests(ITestOutputHelper log)
 {
     [Fact]
     public void TextReportNamesTheCpuPathsAndTheCudaVerdict()
@@ -14,6 +14,7 @@ public sealed class DoctorCommandTests
         var error = new StringWriter();
         Assert.Equal(0, FathomCommandLine.Invoke(["doctor"], output, error));
         string text = output.ToString();
+        log.WriteLine(text); // the GPU run's record of what doctor found there
         Assert.Contains("kernel paths: Scalar", text);
         CudaEnvironment environment = CudaEnvironment.Detect();
         if (environment.Usable)

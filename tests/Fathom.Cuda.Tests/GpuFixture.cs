@@ -4,6 +4,8 @@ using Fathom.Cuda.Driver;
 using Fathom.Cuda.Kernels;
 
 [assembly: AssemblyFixture(typeof(Fathom.Cuda.Tests.GpuFixture))]
+// One GPU backend serves every test, and a backend runs one operation at a time.
+[assembly: Xunit.v3.Parallelization(Mode = Xunit.Sdk.ParallelMode.None)]
 
 namespace Fathom.Cuda.Tests;
 
@@ -25,13 +27,24 @@ public sealed class GpuFixture : IDisposable
             SkipReason = $"no usable CUDA GPU: {environment.Problem}";
             return;
         }
-        // Kernel failures on a machine that has a GPU are test failures, not skips: they are let through.
-        _context = new CudaContext(0);
-        _kernels = new CudaKernels(_context);
-        _backend = new CudaBackend(0);
+        try
+        {
+            _context = new CudaContext(0);
+            _kernels = new CudaKernels(_context);
+            _backend = new CudaBackend(0);
+        }
+        catch (CudaException e)
+        {
+            // On a machine that has a GPU this is a failure of every GPU test, not a skip; the tests that need no
+            // GPU still run.
+            SetupError = e;
+        }
     }
 
     public string? SkipReason { get; }
+
+    /// <summary>Why the GPU could not be set up although CUDA is present; GPU tests fail with it.</summary>
+    public CudaException? SetupError { get; }
 
     public CudaContext Context => Require()._context!;
     public CudaKernels Kernels => Require()._kernels!;
@@ -41,6 +54,7 @@ public sealed class GpuFixture : IDisposable
     public GpuFixture Require()
     {
         if (SkipReason is not null) Assert.Skip(SkipReason);
+        if (SetupError is not null) throw new InvalidOperationException($"CUDA is present but the kernels could not be set up: {SetupError.Message}", SetupError);
         return this;
     }
 

@@ -45,7 +45,7 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
     }
 
     [Fact]
-    public unsafe void TheBackendMultipliesAWeightMatrixLikeTheKernel()
+    public unsafe void TheBackendMultipliesRoundedActivationsLikeTheKernel()
     {
         CudaBackend backend = gpu.Backend;
         var random = new Random(7);
@@ -61,7 +61,14 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
                 float[] x = TestData.Gaussian(random, tokens * columns);
                 float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray();
                 backend.MatMul(matrix, x, y, tokens);
-                float[] expected = Run(GgmlType.Q4_K, weights, (int)matrix.RowBytes, x, rows, columns, tokens);
+                // The backend rounds activations to Q4_K's partner format, Q8_K, as the CPU engine does; the kernel
+                // given activations rounded on the host must then produce exactly the backend's result.
+                WeightFormat q8k = TypeTraits.For(format.DotActivationType);
+                var encoded = new byte[q8k.Layout.RowBytes(x.Length)];
+                q8k.Quantize(x, encoded, []);
+                var rounded = new float[x.Length];
+                q8k.Dequantize(encoded, rounded);
+                float[] expected = Run(GgmlType.Q4_K, weights, (int)matrix.RowBytes, rounded, rows, columns, tokens);
                 Assert.Equal(expected, y);
             }
         }

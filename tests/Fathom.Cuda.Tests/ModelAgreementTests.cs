@@ -9,7 +9,11 @@ namespace Fathom.Cuda.Tests;
 /// Whole models on the GPU against the CPU engine: small random models of each architecture and weight mix, a
 /// prompt in one batch and then greedy decoding. Every step's logits agree within relative L2 1e-3 (float weights)
 /// or 2e-2 (quantized: the CPU rounds activations to Q8 for its dot products, the GPU keeps them in float), and
-/// the greedy tokens are the same.
+/// the greedy tokens are the same. The models use weights of standard deviation 1/sqrt(row length)
+/// (<see cref="SyntheticModelSpec.WeightScale"/> 1): the engines round activations to F16/BF16/Q8 before every
+/// product and pick experts by top-k, so a float-ordering difference of one ulp that lands on a rounding boundary
+/// becomes a whole rounding step; random models with larger weights amplify such steps from layer to layer
+/// (docs/gpu-notes.md has the numbers measured at scale 2).
 /// </summary>
 public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output)
 {
@@ -22,8 +26,8 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         "deepseek2-v2-lite-f32", "deepseek2-v3-f16", "deepseek2-v3-q8_0", "deepseek2-r1-q4_k-q6_k", "deepseek2-r1-iq1_s-mix",
     };
 
-    private static SyntheticModelSpec Llama => new() { Architecture = "llama", VocabSize = 384, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256, WeightScale = 2f, Seed = 11 };
-    private static SyntheticModelSpec Qwen2 => new() { Architecture = "qwen2", VocabSize = 384, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256, WeightScale = 2f, RopeBase = 1000000f, Seed = 13 };
+    private static SyntheticModelSpec Llama => new() { Architecture = "llama", VocabSize = 384, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256, WeightScale = 1f, Seed = 11 };
+    private static SyntheticModelSpec Qwen2 => new() { Architecture = "qwen2", VocabSize = 384, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256, WeightScale = 1f, RopeBase = 1000000f, Seed = 13 };
 
     private static SyntheticModelSpec DeepSeekV3 => new()
     {
@@ -31,7 +35,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         KvLoraRank = 64, QkNopeHeadDim = 32, QkRopeHeadDim = 16, VHeadDim = 32, Experts = 16, ExpertsUsed = 4, SharedExperts = 1,
         ExpertFeedForward = 64, LeadingDenseBlocks = 1, ExpertGatingFunc = 2, ExpertWeightsNorm = true, ExpertWeightsScale = 2.5f,
         ExpertGroupCount = 4, ExpertGroupUsedCount = 2, YarnFactor = 4f, YarnOriginalContext = 16, YarnLogMultiplier = 0.1f,
-        SplitKvB = true, WeightScale = 2f, Seed = 15,
+        SplitKvB = true, WeightScale = 1f, Seed = 15,
     };
 
     private static (SyntheticModelSpec Spec, double Tolerance) Variant(string name) => name switch
@@ -47,15 +51,15 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         {
             Architecture = "deepseek2", VocabSize = 384, HiddenSize = 64, Layers = 4, Heads = 4, FeedForward = 128,
             KvLoraRank = 64, QkNopeHeadDim = 32, QkRopeHeadDim = 16, VHeadDim = 32, Experts = 8, ExpertsUsed = 3, SharedExperts = 2,
-            ExpertFeedForward = 64, LeadingDenseBlocks = 1, ExpertGatingFunc = 1, SplitKvB = false, WeightScale = 2f, Seed = 14,
+            ExpertFeedForward = 64, LeadingDenseBlocks = 1, ExpertGatingFunc = 1, SplitKvB = false, WeightScale = 1f, Seed = 14,
         }, 1e-3),
         "deepseek2-v3-f16" => (DeepSeekV3 with { DefaultType = GgmlType.F16 }, 1e-3),
         "deepseek2-v3-q8_0" => (DeepSeekV3 with { DefaultType = GgmlType.Q8_0 }, 2e-2),
         "deepseek2-r1-q4_k-q6_k" => (SyntheticPresets.TinyDeepSeekR1 with
         {
-            VocabSize = 512, TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
+            VocabSize = 512, WeightScale = 1f, TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
         }, 2e-2),
-        "deepseek2-r1-iq1_s-mix" => (SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512 }, 2e-2),
+        "deepseek2-r1-iq1_s-mix" => (SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512, WeightScale = 1f }, 2e-2),
         _ => throw new ArgumentException(name),
     };
 
@@ -73,14 +77,11 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
             int[] prompt = Prompt(spec.VocabSize, spec.Seed);
             (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Threads = 2 }), prompt);
             (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt);
-            double worst = 0;
-            for (int i = 0; i < cpuLogits.Count; i++)
-            {
-                double error = TestData.RelativeL2(gpuLogits[i], cpuLogits[i]);
-                worst = Math.Max(worst, error);
-                Assert.True(error <= tolerance, $"{variant}: step {i}: relative L2 {error:E2} > {tolerance:E0}");
-            }
-            output.WriteLine($"{variant}: worst relative L2 over {cpuLogits.Count} steps {worst:E2} (tolerance {tolerance:E0})");
+            int steps = Math.Min(cpuLogits.Count, gpuLogits.Count);
+            double[] errors = Enumerable.Range(0, steps).Select(i => TestData.RelativeL2(gpuLogits[i], cpuLogits[i])).ToArray();
+            output.WriteLine($"{variant}: worst relative L2 over {steps} steps {errors.Max():E2} (tolerance {tolerance:E0}); per step: {string.Join(" ", errors.Select(e => e.ToString("E1")))}");
+            for (int i = 0; i < steps; i++)
+                Assert.True(errors[i] <= tolerance, $"{variant}: step {i}: relative L2 {errors[i]:E2} > {tolerance:E0}");
             Assert.Equal(cpuTokens, gpuTokens);
         }
         finally
@@ -100,7 +101,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         {
             using GgufFile file = GgufFile.Open(path);
             using Model model = ModelLoader.Load(file, new ModelOptions().OnGpu());
-            int[][] prompts = [Prompt(spec.VocabSize, 1), Prompt(spec.VocabSize, 2)[..4], Prompt(spec.VocabSize, 3)[..9]];
+            int[][] prompts = [Prompt(spec.VocabSize, 1), Prompt(spec.VocabSize, 2)[..4], Prompt(spec.VocabSize, 3)[..1]];
             var batched = prompts.Select(p => model.CreateSession(32)).ToArray();
             var single = prompts.Select(p => model.CreateSession(32)).ToArray();
             for (int i = 0; i < prompts.Length; i++)

@@ -53,6 +53,21 @@ public sealed class CudaKernels : IDisposable
 
     public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));
 
+    /// <summary>
+    /// The kernel that rounds activations to a dot-product partner format (<see cref="WeightFormat.DotActivationType"/>),
+    /// and how many values one of its threads handles; null for F32, which needs no rounding.
+    /// </summary>
+    public (IntPtr Function, int ValuesPerThread)? RoundActivations(GgmlType activationType) => activationType switch
+    {
+        GgmlType.F32 => null,
+        GgmlType.F16 => (_module.Function("round_activations_f16"), 1),
+        GgmlType.BF16 => (_module.Function("round_activations_bf16"), 1),
+        // Q8_1 holds the same values as Q8_0 (it adds a block sum the float product does not need).
+        GgmlType.Q8_0 or GgmlType.Q8_1 => (_module.Function("round_activations_q8_0"), 32),
+        GgmlType.Q8_K => (_module.Function("round_activations_q8_k"), 256),
+        _ => throw new NotSupportedException($"activation format {activationType} has no CUDA rounding kernel"),
+    };
+
     private static string Suffix(GgmlType type) =>
         KernelSuffix(type) ?? throw new NotSupportedException($"weight type {type} has no CUDA kernel");
 

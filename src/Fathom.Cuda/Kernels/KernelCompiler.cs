@@ -17,7 +17,7 @@ public static class KernelCompiler
     /// the CPU reference computes them (a fused multiply-add rounds once, and dequantization would no longer be
     /// bit-identical).
     /// </summary>
-    public static readonly IReadOnlyList<string> BaseOptions = ["--std=c++17", "--fmad=false", "--use_fast_math=false"];
+    public static readonly IReadOnlyList<string> BaseOptions = ["--std=c++17", "--fmad=false"];
 
     public static CudaModule Load(CudaContext context, string source, string name, KernelCache cache, out ModuleOrigin origin)
     {

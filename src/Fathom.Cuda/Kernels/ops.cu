@@ -1,6 +1,10 @@
-// The non-matrix operations of a forward pass. Each matches the CPU backend's arithmetic closely (sums of
-// squares in double as ggml does, the same RoPE angles computed on the host) but not bit for bit: exp and the
-// order of additions differ, which the end-to-end tolerances allow.
+// The non-matrix operations of a forward pass, following the CPU backend's arithmetic step by step (sums of squares
+// and softmax sums in double as ggml does, RoPE angles computed on the host, exp evaluated in double and rounded
+// once, as a correctly rounded expf would give), so the two engines differ only where additions are ordered
+// differently. That matters beyond rounding: activations are rounded to F16/BF16/Q8 before each product, and a
+// tiny difference that crosses a rounding boundary becomes a whole step of that format.
+
+__device__ __forceinline__ float exp_rounded(float x) { return (float)exp((double)x); }
 
 // One block per row: y = x * (1 / sqrt(mean(x^2) + eps)) * w.
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float epsilon)
@@ -37,7 +41,7 @@ extern "C" __global__ void rope(float* values, const float* __restrict__ cos_tab
 extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i64 n)
 {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) { float g = gate[i]; gate[i] = g / (1.0f + expf(-g)) * up[i]; }
+    if (i < n) { float g = gate[i]; gate[i] = g / (1.0f + exp_rounded(-g)) * up[i]; }
 }
 
 // Causal attention, one block per (query head, token): scores over positions 0..first_position+token into a
@@ -51,6 +55,7 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
 {
     extern __shared__ float query[];
     __shared__ float scratch[32];
+    __shared__ double sums[32];
     int head = blockIdx.x, token = blockIdx.y;
     int kv_head = head / (heads / kv_heads);
     int length = first_position + token + 1;
@@ -70,14 +75,16 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
         local_max = fmaxf(local_max, dot);
     }
     float max = block_max(local_max, scratch);
-    float local_sum = 0.0f;
+    double local_sum = 0.0;
     for (int p = threadIdx.x; p < length; p += blockDim.x)
     {
-        float e = expf(row[p] - max);
+        float e = exp_rounded(row[p] - max);
         row[p] = e;
         local_sum += e;
     }
-    float inverse = 1.0f / block_sum(local_sum, scratch);
+    // As the CPU: probabilities are normalized first, then the value rows are summed in position order.
+    float inverse = (float)(1.0 / block_sum_double(local_sum, sums));
+    for (int p = threadIdx.x; p < length; p += blockDim.x) row[p] *= inverse;
     __syncthreads(); // every probability is written before any thread reads them all
     float* o = output + ((i64)token * heads + head) * value_dim;
     for (int d = threadIdx.x; d < value_dim; d += blockDim.x)
@@ -85,6 +92,6 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
         const float* v = values + (i64)kv_head * value_dim + d;
         float acc = 0.0f;
         for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride];
-        o[d] = acc * inverse;
+        o[d] = acc;
     }
 }
