@@ -80,12 +80,12 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
             (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt);
             (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt);
             (_, List<float[]> simdLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Threads = 4 }), prompt);
-            Assert.Equal(cpuTokens, gpuTokens);
-            int steps = cpuLogits.Count;
+            int steps = Math.Min(cpuLogits.Count, gpuLogits.Count);
             string PerStep(List<float[]> logits) => string.Join(" ", Enumerable.Range(0, steps).Select(i => TestData.RelativeL2(logits[i], cpuLogits[i]).ToString("E1")));
             double gpuError = Aggregate(gpuLogits, cpuLogits), simdError = Aggregate(simdLogits, cpuLogits);
             output.WriteLine($"{variant}: GPU {gpuError:E2} over {steps} steps (tolerance {tolerance:E0}); per step: {PerStep(gpuLogits)}");
             output.WriteLine($"{variant}: the CPU's own SIMD path (for comparison) {simdError:E2}; per step: {PerStep(simdLogits)}");
+            Assert.Equal(cpuTokens, gpuTokens);
             Assert.True(gpuError <= tolerance, $"{variant}: relative L2 {gpuError:E2} > {tolerance:E0}; per step: {PerStep(gpuLogits)}");
         }
         finally
@@ -133,7 +133,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
     private static double Aggregate(List<float[]> a, List<float[]> b)
     {
         double diff = 0, norm = 0;
-        for (int i = 0; i < b.Count; i++)
+        for (int i = 0; i < Math.Min(a.Count, b.Count); i++)
         for (int j = 0; j < b[i].Length; j++)
         {
             double d = (double)a[i][j] - b[i][j];
