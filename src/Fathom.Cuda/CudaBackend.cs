@@ -112,9 +112,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition)
     {
+        if (tokens <= 0 || heads <= 0) return;
         int half = rope.Dimensions / 2;
         long extent = (long)(tokens - 1) * rowStride + (long)(heads - 1) * headStride + offset + rope.Dimensions;
-        if (tokens <= 0 || heads <= 0) return;
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
         // The angles come from the same Rope.Angles the CPU uses, so both rotate by identical cosines and sines.
         int count = tokens * half;
