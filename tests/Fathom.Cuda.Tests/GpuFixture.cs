@@ -25,6 +25,7 @@ public sealed class GpuFixture : IDisposable
         if (!environment.Usable)
         {
             SkipReason = $"no usable CUDA GPU: {environment.Problem}";
+            TestContext.Current.SendDiagnosticMessage($"GPU tests will be skipped: {SkipReason}");
             return;
         }
         try

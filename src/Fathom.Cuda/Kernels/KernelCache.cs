@@ -53,13 +53,9 @@ public sealed class KernelCache
         {
             file = File.ReadAllBytes(path);
         }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return null;
-        }
-        catch (IOException)
-        {
-            return null;
+            return null; // absent (the usual miss) or unreadable: compile instead
         }
         if (file.Length > HeaderBytes && file.AsSpan(0, 8).SequenceEqual(Magic))
         {
