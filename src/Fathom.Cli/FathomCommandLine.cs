@@ -16,6 +16,7 @@ public static class FathomCommandLine
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(DoctorCommand.Create());
         return root;
     }
 

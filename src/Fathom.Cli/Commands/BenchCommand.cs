@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Fathom.Cuda;
 using Fathom.Evaluation;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
@@ -34,19 +35,20 @@ public static class BenchCommand
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
         var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s; adds the generation roofline fraction." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
+        var gpu = new Option<bool>("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA." };
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
-        foreach (Option o in new Option[] { model, like, prompt, generate, threads, repetitions, bandwidth, json }) command.Options.Add(o);
+        foreach (Option o in new Option[] { model, like, prompt, generate, threads, repetitions, bandwidth, json, gpu }) command.Options.Add(o);
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(like),
             new BenchmarkOptions
             {
                 PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate),
                 Repetitions = r.GetValue(repetitions), BandwidthGBps = r.GetValue(bandwidth),
             },
-            r.GetValue(threads), r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
+            r.GetValue(threads), r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error, r.GetValue(gpu)));
         return command;
     }
 
-    public static int Run(string? modelPath, string? like, BenchmarkOptions options, int threads, bool json, TextWriter output, TextWriter error)
+    public static int Run(string? modelPath, string? like, BenchmarkOptions options, int threads, bool json, TextWriter output, TextWriter error, bool gpu = false)
     {
         if ((modelPath is null) == (like is null))
         {
@@ -71,11 +73,13 @@ public static class BenchCommand
             return CommandErrors.Guard(error, () =>
             {
                 string path = modelPath ?? (temporary = Synthesize(preset!()));
-                using Model model = ModelLoader.Load(path, new ModelOptions { Threads = threads });
+                var modelOptions = new ModelOptions { Threads = threads };
+                using Model model = ModelLoader.Load(path, gpu ? modelOptions.OnGpu() : modelOptions);
                 BenchmarkResult result = Benchmark.Run(model, options);
                 string label = like is null ? path : $"{like} (synthetic)";
-                if (json) output.WriteLine(Json(result, label, threads).ToJsonString(InfoJson.Options));
-                else WriteTable(result, label, model.Config.Architecture.ToString(), threads, output);
+                if (json) output.WriteLine(Json(result, label, threads, model.Backend is CudaBackend).ToJsonString(InfoJson.Options));
+                string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{threads} thread(s)";
+                if (!json) WriteTable(result, label, model.Config.Architecture.ToString(), compute, output);
                 return 0;
             });
         }
@@ -92,10 +96,11 @@ public static class BenchCommand
         return path;
     }
 
-    internal static JsonObject Json(BenchmarkResult r, string model, int threads) => new()
+    internal static JsonObject Json(BenchmarkResult r, string model, int threads, bool gpu = false) => new()
     {
         ["model"] = model,
         ["threads"] = threads,
+        ["backend"] = gpu ? "cuda" : "cpu",
         ["n_prompt"] = r.Options.PromptTokens,
         ["n_gen"] = r.Options.GeneratedTokens,
         ["repetitions"] = r.Options.Repetitions,
@@ -115,7 +120,7 @@ public static class BenchCommand
         ["roofline_fraction"] = r.RooflineFraction,
     };
 
-    private static void WriteTable(BenchmarkResult r, string model, string architecture, int threads, TextWriter output)
+    private static void WriteTable(BenchmarkResult r, string model, string architecture, string compute, TextWriter output)
     {
         bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
         IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
@@ -126,7 +131,7 @@ public static class BenchCommand
         });
         if (!terminal) console.Profile.Width = 160;
 
-        console.Write(new Rule(Markup.Escape($"{model} — {architecture}, {threads} thread(s), {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
+        console.Write(new Rule(Markup.Escape($"{model} — {architecture}, {compute}, {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
         var speed = NewTable("Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
         Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));
         Row(speed, $"tg{r.Options.GeneratedTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Fathom.Cuda;
 using Fathom.Generation;
 using Fathom.Models;
 
@@ -17,15 +18,20 @@ public sealed class ModelArguments
     public Option<float> RepeatPenalty { get; } = new("--repeat-penalty") { Description = "Repetition penalty; 1 disables (default).", DefaultValueFactory = _ => 1f };
     public Option<float> PresencePenalty { get; } = new("--presence-penalty") { Description = "Presence penalty (default 0).", DefaultValueFactory = _ => 0f };
     public Option<float> FrequencyPenalty { get; } = new("--frequency-penalty") { Description = "Frequency penalty (default 0).", DefaultValueFactory = _ => 0f };
+    public Option<bool> Gpu { get; } = new("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA (`fathom doctor` shows what was found)." };
     public Option<ulong?> Seed { get; } = new("--seed", "-s") { Description = "Random seed; the same seed gives the same output (default: random)." };
 
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { Model, Threads, Context, Temperature, TopP, TopK, MinP, RepeatPenalty, PresencePenalty, FrequencyPenalty, Seed })
+        foreach (Option option in new Option[] { Model, Threads, Context, Temperature, TopP, TopK, MinP, RepeatPenalty, PresencePenalty, FrequencyPenalty, Seed, Gpu })
             command.Options.Add(option);
     }
 
-    public ModelOptions ModelOptions(ParseResult r) => new() { Threads = Math.Max(1, r.GetValue(Threads)) };
+    public ModelOptions ModelOptions(ParseResult r)
+    {
+        var options = new ModelOptions { Threads = Math.Max(1, r.GetValue(Threads)) };
+        return r.GetValue(Gpu) ? options.OnGpu() : options;
+    }
 
     /// <summary>The sampling options given on the command line; throws ArgumentException naming a bad value.</summary>
     public SamplingOptions Sampling(ParseResult r)

@@ -7,7 +7,7 @@ namespace Fathom.Models;
 /// <summary>Opens a GGUF model and builds the architecture its <c>general.architecture</c> names.</summary>
 public static class ModelLoader
 {
-    /// <summary>Opens <paramref name="path"/> (the first part of a split model) and loads it on the CPU; the model owns the file.</summary>
+    /// <summary>Opens <paramref name="path"/> (the first part of a split model) and loads it (on the CPU unless options say otherwise); the model owns the file.</summary>
     public static Model Load(string path, ModelOptions? options = null)
     {
         GgufFile file = GgufFile.Open(path);
@@ -22,11 +22,14 @@ public static class ModelLoader
         }
     }
 
-    /// <summary>Loads a model from an open file on the CPU backend; the caller keeps the file open while the model is used.</summary>
+    /// <summary>
+    /// Loads a model from an open file on the backend <see cref="ModelOptions.Backend"/> makes (the CPU by default);
+    /// the caller keeps the file open while the model is used.
+    /// </summary>
     public static Model Load(GgufFile file, ModelOptions? options = null, bool ownsFile = false)
     {
         options ??= new ModelOptions();
-        var backend = new CpuBackend(options.Threads);
+        IComputeBackend backend = options.Backend?.Invoke(options) ?? new CpuBackend(options.Threads);
         try
         {
             return Load(file, backend, ownsFile);

@@ -1,0 +1,22 @@
+using Fathom.Cuda.Driver;
+
+namespace Fathom.Cuda;
+
+/// <summary>A device buffer that grows (to at least double) when a larger batch needs it and is reused otherwise.</summary>
+internal sealed class DeviceScratch(CudaContext context) : IDisposable
+{
+    private DeviceBuffer? _buffer;
+
+    /// <summary>A buffer of at least <paramref name="bytes"/>; its contents are undefined after growing.</summary>
+    public DeviceBuffer Get(long bytes)
+    {
+        if (_buffer is null || _buffer.Bytes < bytes)
+        {
+            _buffer?.Dispose();
+            _buffer = new DeviceBuffer(context, Math.Max(bytes, 2 * (_buffer?.Bytes ?? 0)));
+        }
+        return _buffer;
+    }
+
+    public void Dispose() => _buffer?.Dispose();
+}

@@ -1,0 +1,56 @@
+namespace Fathom.Cuda.Driver;
+
+/// <summary>
+/// One GPU's primary context and a non-blocking stream that all of Fathom's work on it is ordered on. CUDA binds
+/// a context to the calling thread, so every entry point calls <see cref="MakeCurrent"/> first: a model may be
+/// driven from different threads over its life (one at a time).
+/// </summary>
+public sealed class CudaContext : IDisposable
+{
+    private readonly int _device;
+    private IntPtr _context;
+
+    public CudaContext(int ordinal = 0)
+    {
+        Driver = CudaDriver.Instance;
+        int count = Driver.DeviceCount();
+        if (ordinal < 0 || ordinal >= count)
+            throw new CudaException(count == 0 ? "the CUDA driver sees no GPU" : $"GPU {ordinal} does not exist; the driver sees {count}");
+        Device = CudaDeviceInfo.All(Driver)[ordinal];
+        _device = Driver.Device(ordinal);
+        _context = Driver.RetainPrimaryContext(_device);
+        Driver.SetCurrent(_context);
+        Stream = Driver.CreateStream();
+    }
+
+    public CudaDriver Driver { get; }
+    public CudaDeviceInfo Device { get; }
+
+    /// <summary>The stream copies and kernels are queued on.</summary>
+    public IntPtr Stream { get; private set; }
+
+    public void MakeCurrent()
+    {
+        ObjectDisposedException.ThrowIf(_context == IntPtr.Zero, this);
+        Driver.SetCurrent(_context);
+    }
+
+    /// <summary>Waits for everything queued on <see cref="Stream"/>; a kernel fault is reported here, after <paramref name="after"/>.</summary>
+    public void Synchronize(string after) => Driver.SynchronizeStream(Stream, after);
+
+    public (long Free, long Total) MemoryInfo()
+    {
+        MakeCurrent();
+        return Driver.MemoryInfo();
+    }
+
+    public void Dispose()
+    {
+        if (_context == IntPtr.Zero) return;
+        Driver.SetCurrent(_context);
+        Driver.DestroyStream(Stream);
+        Stream = IntPtr.Zero;
+        Driver.ReleasePrimaryContext(_device);
+        _context = IntPtr.Zero;
+    }
+}

@@ -1,0 +1,315 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Fathom.Cuda.Discovery;
+
+namespace Fathom.Cuda.Driver;
+
+/// <summary>
+/// The CUDA driver API (<c>libcuda.so.1</c>), bound through function pointers from the library that
+/// <see cref="CudaLibrarySearch"/> found. Every wrapper checks the <c>CUresult</c> and throws a
+/// <see cref="CudaException"/> naming the call and the driver's own error string. <see cref="Load"/> runs
+/// <c>cuInit</c> once; <see cref="Instance"/> is then the process-wide binding.
+/// </summary>
+public sealed unsafe class CudaDriver
+{
+    private static readonly Lock Gate = new();
+    private static CudaDriver? _instance;
+    private static CudaException? _failure;
+
+    private readonly delegate* unmanaged<uint, int> _cuInit;
+    private readonly delegate* unmanaged<int*, int> _cuDriverGetVersion;
+    private readonly delegate* unmanaged<int*, int> _cuDeviceGetCount;
+    private readonly delegate* unmanaged<int*, int, int> _cuDeviceGet;
+    private readonly delegate* unmanaged<byte*, int, int, int> _cuDeviceGetName;
+    private readonly delegate* unmanaged<int*, int, int, int> _cuDeviceGetAttribute;
+    private readonly delegate* unmanaged<nuint*, int, int> _cuDeviceTotalMem;
+    private readonly delegate* unmanaged<IntPtr*, int, int> _cuDevicePrimaryCtxRetain;
+    private readonly delegate* unmanaged<int, int> _cuDevicePrimaryCtxRelease;
+    private readonly delegate* unmanaged<IntPtr, int> _cuCtxSetCurrent;
+    private readonly delegate* unmanaged<int> _cuCtxSynchronize;
+    private readonly delegate* unmanaged<nuint*, nuint*, int> _cuMemGetInfo;
+    private readonly delegate* unmanaged<ulong*, nuint, int> _cuMemAlloc;
+    private readonly delegate* unmanaged<ulong, int> _cuMemFree;
+    private readonly delegate* unmanaged<ulong, void*, nuint, IntPtr, int> _cuMemcpyHtoDAsync;
+    private readonly delegate* unmanaged<void*, ulong, nuint, IntPtr, int> _cuMemcpyDtoHAsync;
+    private readonly delegate* unmanaged<ulong, ulong, nuint, IntPtr, int> _cuMemcpyDtoDAsync;
+    private readonly delegate* unmanaged<ulong, uint, nuint, IntPtr, int> _cuMemsetD32Async;
+    private readonly delegate* unmanaged<IntPtr*, void*, int> _cuModuleLoadData;
+    private readonly delegate* unmanaged<IntPtr, int> _cuModuleUnload;
+    private readonly delegate* unmanaged<IntPtr*, IntPtr, byte*, int> _cuModuleGetFunction;
+    private readonly delegate* unmanaged<ulong*, nuint*, IntPtr, byte*, int> _cuModuleGetGlobal;
+    private readonly delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int> _cuLaunchKernel;
+    private readonly delegate* unmanaged<IntPtr*, uint, int> _cuStreamCreate;
+    private readonly delegate* unmanaged<IntPtr, int> _cuStreamDestroy;
+    private readonly delegate* unmanaged<IntPtr, int> _cuStreamSynchronize;
+    private readonly delegate* unmanaged<IntPtr*, uint, int> _cuEventCreate;
+    private readonly delegate* unmanaged<IntPtr, int> _cuEventDestroy;
+    private readonly delegate* unmanaged<IntPtr, IntPtr, int> _cuEventRecord;
+    private readonly delegate* unmanaged<IntPtr, int> _cuEventSynchronize;
+    private readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> _cuEventElapsedTime;
+    private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorString;
+    private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorName;
+
+    private CudaDriver(LibraryProbe library)
+    {
+        Library = library;
+        IntPtr h = library.Handle;
+        // The _v2 entry points are the 64-bit-size versions that cuda.h maps the plain names to.
+        _cuInit = (delegate* unmanaged<uint, int>)Export(h, "cuInit");
+        _cuDriverGetVersion = (delegate* unmanaged<int*, int>)Export(h, "cuDriverGetVersion");
+        _cuDeviceGetCount = (delegate* unmanaged<int*, int>)Export(h, "cuDeviceGetCount");
+        _cuDeviceGet = (delegate* unmanaged<int*, int, int>)Export(h, "cuDeviceGet");
+        _cuDeviceGetName = (delegate* unmanaged<byte*, int, int, int>)Export(h, "cuDeviceGetName");
+        _cuDeviceGetAttribute = (delegate* unmanaged<int*, int, int, int>)Export(h, "cuDeviceGetAttribute");
+        _cuDeviceTotalMem = (delegate* unmanaged<nuint*, int, int>)Export(h, "cuDeviceTotalMem_v2");
+        _cuDevicePrimaryCtxRetain = (delegate* unmanaged<IntPtr*, int, int>)Export(h, "cuDevicePrimaryCtxRetain");
+        _cuDevicePrimaryCtxRelease = (delegate* unmanaged<int, int>)Export(h, "cuDevicePrimaryCtxRelease_v2");
+        _cuCtxSetCurrent = (delegate* unmanaged<IntPtr, int>)Export(h, "cuCtxSetCurrent");
+        _cuCtxSynchronize = (delegate* unmanaged<int>)Export(h, "cuCtxSynchronize");
+        _cuMemGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)Export(h, "cuMemGetInfo_v2");
+        _cuMemAlloc = (delegate* unmanaged<ulong*, nuint, int>)Export(h, "cuMemAlloc_v2");
+        _cuMemFree = (delegate* unmanaged<ulong, int>)Export(h, "cuMemFree_v2");
+        _cuMemcpyHtoDAsync = (delegate* unmanaged<ulong, void*, nuint, IntPtr, int>)Export(h, "cuMemcpyHtoDAsync_v2");
+        _cuMemcpyDtoHAsync = (delegate* unmanaged<void*, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoHAsync_v2");
+        _cuMemcpyDtoDAsync = (delegate* unmanaged<ulong, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoDAsync_v2");
+        _cuMemsetD32Async = (delegate* unmanaged<ulong, uint, nuint, IntPtr, int>)Export(h, "cuMemsetD32Async");
+        _cuModuleLoadData = (delegate* unmanaged<IntPtr*, void*, int>)Export(h, "cuModuleLoadData");
+        _cuModuleUnload = (delegate* unmanaged<IntPtr, int>)Export(h, "cuModuleUnload");
+        _cuModuleGetFunction = (delegate* unmanaged<IntPtr*, IntPtr, byte*, int>)Export(h, "cuModuleGetFunction");
+        _cuModuleGetGlobal = (delegate* unmanaged<ulong*, nuint*, IntPtr, byte*, int>)Export(h, "cuModuleGetGlobal_v2");
+        _cuLaunchKernel = (delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)Export(h, "cuLaunchKernel");
+        _cuStreamCreate = (delegate* unmanaged<IntPtr*, uint, int>)Export(h, "cuStreamCreate");
+        _cuStreamDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuStreamDestroy_v2");
+        _cuStreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export(h, "cuStreamSynchronize");
+        _cuEventCreate = (delegate* unmanaged<IntPtr*, uint, int>)Export(h, "cuEventCreate");
+        _cuEventDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuEventDestroy_v2");
+        _cuEventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Export(h, "cuEventRecord");
+        _cuEventSynchronize = (delegate* unmanaged<IntPtr, int>)Export(h, "cuEventSynchronize");
+        // CUDA 12.8 added the _v2 form and CUDA 13 keeps only it; older drivers have the plain one.
+        _cuEventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)(NativeLibrary.TryGetExport(h, "cuEventElapsedTime_v2", out IntPtr v2) ? v2 : Export(h, "cuEventElapsedTime"));
+        _cuGetErrorString = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorString");
+        _cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorName");
+    }
+
+    /// <summary>Where the driver library was found.</summary>
+    public LibraryProbe Library { get; }
+
+    /// <summary>The driver's CUDA version as cuda.h encodes it (13000 = 13.0).</summary>
+    public int Version { get; private set; }
+
+    /// <summary>The process-wide driver, loaded and initialized on first use; throws <see cref="CudaException"/> if there is none.</summary>
+    public static CudaDriver Instance => TryLoad(out CudaDriver? driver, out CudaException? failure) ? driver : throw failure;
+
+    /// <summary>Loads and initializes the driver once; later calls return the first outcome.</summary>
+    public static bool TryLoad([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out CudaDriver? driver, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out CudaException? failure)
+    {
+        lock (Gate)
+        {
+            if (_instance is null && _failure is null)
+            {
+                try
+                {
+                    _instance = Load(CudaLibrarySearch.Probe("libcuda", ["libcuda.so.1", "libcuda.so"], loaderFirst: true));
+                }
+                catch (CudaException e)
+                {
+                    _failure = e;
+                }
+            }
+            driver = _instance;
+            failure = _failure;
+            return driver is not null;
+        }
+    }
+
+    private static CudaDriver Load(LibraryProbe library)
+    {
+        if (!library.Found) throw new CudaException($"no CUDA driver found: {library.Summary}");
+        CudaDriver driver;
+        try
+        {
+            driver = new CudaDriver(library);
+        }
+        catch (EntryPointNotFoundException e)
+        {
+            throw new CudaException($"{library.LoadedFrom} is not a usable CUDA driver: {e.Message}");
+        }
+        driver.Check(driver._cuInit(0), "cuInit");
+        int version;
+        driver.Check(driver._cuDriverGetVersion(&version), "cuDriverGetVersion");
+        driver.Version = version;
+        return driver;
+    }
+
+    private static IntPtr Export(IntPtr library, string name) =>
+        NativeLibrary.TryGetExport(library, name, out IntPtr address) ? address : throw new EntryPointNotFoundException($"the driver library has no {name}");
+
+    /// <summary>Throws a <see cref="CudaException"/> for a non-zero <c>CUresult</c>.</summary>
+    internal void Check(int result, string call)
+    {
+        if (result != 0) throw new CudaException(call, result, Describe(result));
+    }
+
+    /// <summary>The driver's name and text for an error code, e.g. "CUDA_ERROR_OUT_OF_MEMORY: out of memory".</summary>
+    public string Describe(int result)
+    {
+        byte* name = null, text = null;
+        string n = _cuGetErrorName(result, &name) == 0 && name != null ? Marshal.PtrToStringUTF8((IntPtr)name)! : $"CUresult {result}";
+        string t = _cuGetErrorString(result, &text) == 0 && text != null ? Marshal.PtrToStringUTF8((IntPtr)text)! : "unknown error";
+        return $"{n}: {t}";
+    }
+
+    public int DeviceCount()
+    {
+        int count;
+        Check(_cuDeviceGetCount(&count), "cuDeviceGetCount");
+        return count;
+    }
+
+    internal int Device(int ordinal)
+    {
+        int device;
+        Check(_cuDeviceGet(&device, ordinal), "cuDeviceGet");
+        return device;
+    }
+
+    internal string DeviceName(int device)
+    {
+        byte* name = stackalloc byte[256];
+        Check(_cuDeviceGetName(name, 256, device), "cuDeviceGetName");
+        return Encoding.UTF8.GetString(name, new ReadOnlySpan<byte>(name, 256).IndexOf((byte)0) is var end and >= 0 ? end : 256);
+    }
+
+    internal int Attribute(int device, DeviceAttribute attribute)
+    {
+        int value;
+        Check(_cuDeviceGetAttribute(&value, (int)attribute, device), "cuDeviceGetAttribute");
+        return value;
+    }
+
+    internal long TotalMemory(int device)
+    {
+        nuint bytes;
+        Check(_cuDeviceTotalMem(&bytes, device), "cuDeviceTotalMem");
+        return (long)bytes;
+    }
+
+    internal IntPtr RetainPrimaryContext(int device)
+    {
+        IntPtr context;
+        Check(_cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+        return context;
+    }
+
+    internal void ReleasePrimaryContext(int device) => Check(_cuDevicePrimaryCtxRelease(device), "cuDevicePrimaryCtxRelease");
+
+    internal void SetCurrent(IntPtr context) => Check(_cuCtxSetCurrent(context), "cuCtxSetCurrent");
+
+    internal void Synchronize() => Check(_cuCtxSynchronize(), "cuCtxSynchronize");
+
+    internal (long Free, long Total) MemoryInfo()
+    {
+        nuint free, total;
+        Check(_cuMemGetInfo(&free, &total), "cuMemGetInfo");
+        return ((long)free, (long)total);
+    }
+
+    internal ulong Allocate(long bytes)
+    {
+        ulong pointer;
+        int result = _cuMemAlloc(&pointer, (nuint)Math.Max(bytes, 1));
+        if (result != 0) throw new CudaException("cuMemAlloc", result, $"{Describe(result)} while allocating {bytes:N0} bytes");
+        return pointer;
+    }
+
+    internal void Free(ulong pointer) => Check(_cuMemFree(pointer), "cuMemFree");
+
+    internal void CopyToDevice(ulong destination, void* source, long bytes, IntPtr stream) =>
+        Check(_cuMemcpyHtoDAsync(destination, source, (nuint)bytes, stream), "cuMemcpyHtoDAsync");
+
+    internal void CopyToHost(void* destination, ulong source, long bytes, IntPtr stream) =>
+        Check(_cuMemcpyDtoHAsync(destination, source, (nuint)bytes, stream), "cuMemcpyDtoHAsync");
+
+    internal void CopyOnDevice(ulong destination, ulong source, long bytes, IntPtr stream) =>
+        Check(_cuMemcpyDtoDAsync(destination, source, (nuint)bytes, stream), "cuMemcpyDtoDAsync");
+
+    internal void Fill32(ulong destination, uint value, long count, IntPtr stream) =>
+        Check(_cuMemsetD32Async(destination, value, (nuint)count, stream), "cuMemsetD32Async");
+
+    /// <summary>Loads a cubin or PTX image; returns the driver's result so the caller can recompile a bad cached image.</summary>
+    internal int TryLoadModule(ReadOnlySpan<byte> image, out IntPtr module)
+    {
+        fixed (byte* p = image)
+        fixed (IntPtr* m = &module)
+            return _cuModuleLoadData(m, p);
+    }
+
+    internal void UnloadModule(IntPtr module) => Check(_cuModuleUnload(module), "cuModuleUnload");
+
+    internal IntPtr Function(IntPtr module, string name)
+    {
+        IntPtr function;
+        byte[] utf8 = Encoding.UTF8.GetBytes(name + "\0");
+        fixed (byte* n = utf8)
+        {
+            int result = _cuModuleGetFunction(&function, module, n);
+            if (result != 0) throw new CudaException($"cuModuleGetFunction({name})", result, Describe(result));
+        }
+        return function;
+    }
+
+    internal (ulong Pointer, long Bytes) Global(IntPtr module, string name)
+    {
+        ulong pointer;
+        nuint bytes;
+        byte[] utf8 = Encoding.UTF8.GetBytes(name + "\0");
+        fixed (byte* n = utf8)
+        {
+            int result = _cuModuleGetGlobal(&pointer, &bytes, module, n);
+            if (result != 0) throw new CudaException($"cuModuleGetGlobal({name})", result, Describe(result));
+        }
+        return (pointer, (long)bytes);
+    }
+
+    internal void Launch(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint sharedBytes, IntPtr stream, void** arguments, string name)
+    {
+        int result = _cuLaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, stream, arguments, null);
+        if (result != 0) throw new CudaException($"cuLaunchKernel({name})", result, Describe(result));
+    }
+
+    internal IntPtr CreateStream()
+    {
+        IntPtr stream;
+        Check(_cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
+        return stream;
+    }
+
+    internal void DestroyStream(IntPtr stream) => Check(_cuStreamDestroy(stream), "cuStreamDestroy");
+
+    internal void SynchronizeStream(IntPtr stream, string after)
+    {
+        int result = _cuStreamSynchronize(stream);
+        // Kernel faults surface at the next synchronization; naming the work that preceded it helps find them.
+        if (result != 0) throw new CudaException($"cuStreamSynchronize (after {after})", result, Describe(result));
+    }
+
+    internal IntPtr CreateEvent()
+    {
+        IntPtr e;
+        Check(_cuEventCreate(&e, 0), "cuEventCreate");
+        return e;
+    }
+
+    internal void DestroyEvent(IntPtr e) => Check(_cuEventDestroy(e), "cuEventDestroy");
+
+    internal void RecordEvent(IntPtr e, IntPtr stream) => Check(_cuEventRecord(e, stream), "cuEventRecord");
+
+    internal void SynchronizeEvent(IntPtr e) => Check(_cuEventSynchronize(e), "cuEventSynchronize");
+
+    internal float ElapsedMilliseconds(IntPtr start, IntPtr end)
+    {
+        float ms;
+        Check(_cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime");
+        return ms;
+    }
+}

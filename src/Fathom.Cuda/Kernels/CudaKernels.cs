@@ -1,0 +1,99 @@
+using Fathom.Cuda.Driver;
+using Fathom.Quants;
+using Fathom.Quants.Tables;
+
+namespace Fathom.Cuda.Kernels;
+
+/// <summary>
+/// Fathom's kernels loaded on one GPU: the module compiled from <see cref="KernelSources.All"/>, with the IQ
+/// lookup tables copied into its <c>__device__</c> arrays, and the per-type kernel names.
+/// </summary>
+public sealed class CudaKernels : IDisposable
+{
+    /// <summary>Threads per block of the matrix kernels (warps per block × 32) and tokens per block column; as in matmul.cu.</summary>
+    public const int MatMulWarps = 4, TokenTile = 8;
+
+    private readonly CudaModule _module;
+
+    public CudaKernels(CudaContext context, KernelCache? cache = null)
+    {
+        _module = KernelCompiler.Load(context, KernelSources.All, "fathom_kernels.cu", cache ?? KernelCache.Default(), out ModuleOrigin origin);
+        Origin = origin;
+        try
+        {
+            UploadTables(context);
+        }
+        catch
+        {
+            _module.Dispose();
+            throw;
+        }
+    }
+
+    public ModuleOrigin Origin { get; }
+
+    /// <summary>The suffix of a type's kernels (<c>matmul_q4_k</c>), or null for a type without GPU kernels.</summary>
+    public static string? KernelSuffix(GgmlType type) => type switch
+    {
+        GgmlType.F32 => "f32", GgmlType.F16 => "f16", GgmlType.BF16 => "bf16",
+        GgmlType.Q4_0 => "q4_0", GgmlType.Q4_1 => "q4_1", GgmlType.Q5_0 => "q5_0", GgmlType.Q5_1 => "q5_1",
+        GgmlType.Q8_0 => "q8_0", GgmlType.Q8_1 => "q8_1", GgmlType.Q8_K => "q8_k",
+        GgmlType.Q2_K => "q2_k", GgmlType.Q3_K => "q3_k", GgmlType.Q4_K => "q4_k", GgmlType.Q5_K => "q5_k", GgmlType.Q6_K => "q6_k",
+        GgmlType.IQ2_XXS => "iq2_xxs", GgmlType.IQ2_XS => "iq2_xs", GgmlType.IQ2_S => "iq2_s",
+        GgmlType.IQ3_XXS => "iq3_xxs", GgmlType.IQ3_S => "iq3_s", GgmlType.IQ1_S => "iq1_s", GgmlType.IQ1_M => "iq1_m",
+        GgmlType.IQ4_NL => "iq4_nl", GgmlType.IQ4_XS => "iq4_xs", GgmlType.TQ1_0 => "tq1_0", GgmlType.TQ2_0 => "tq2_0",
+        _ => null,
+    };
+
+    public static bool Supports(GgmlType type) => KernelSuffix(type) is not null;
+
+    public IntPtr Function(string name) => _module.Function(name);
+
+    public IntPtr MatMul(GgmlType type) => _module.Function("matmul_" + Suffix(type));
+
+    public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));
+
+    /// <summary>
+    /// The kernel that rounds activations to a dot-product partner format (<see cref="WeightFormat.DotActivationType"/>),
+    /// and how many values one of its threads handles; null for F32, which needs no rounding.
+    /// </summary>
+    public (IntPtr Function, int ValuesPerThread)? RoundActivations(GgmlType activationType) => activationType switch
+    {
+        GgmlType.F32 => null,
+        GgmlType.F16 => (_module.Function("round_activations_f16"), 1),
+        GgmlType.BF16 => (_module.Function("round_activations_bf16"), 1),
+        // Q8_1 holds the same values as Q8_0 (it adds a block sum the float product does not need).
+        GgmlType.Q8_0 or GgmlType.Q8_1 => (_module.Function("round_activations_q8_0"), 32),
+        GgmlType.Q8_K => (_module.Function("round_activations_q8_k"), 256),
+        _ => throw new NotSupportedException($"activation format {activationType} has no CUDA rounding kernel"),
+    };
+
+    private static string Suffix(GgmlType type) =>
+        KernelSuffix(type) ?? throw new NotSupportedException($"weight type {type} has no CUDA kernel");
+
+    private unsafe void UploadTables(CudaContext context)
+    {
+        Upload(context, "fathom_iq2xxs_grid", QuantTables.Iq2xxsGrid);
+        Upload(context, "fathom_iq2xs_grid", QuantTables.Iq2xsGrid);
+        Upload(context, "fathom_iq2s_grid", QuantTables.Iq2sGrid);
+        Upload(context, "fathom_iq1s_grid", QuantTables.Iq1sGrid);
+        Upload(context, "fathom_iq3xxs_grid", QuantTables.Iq3xxsGrid);
+        Upload(context, "fathom_iq3s_grid", QuantTables.Iq3sGrid);
+        Upload(context, "fathom_ksigns_iq2xs", QuantTables.KsignsIq2xs);
+        Upload(context, "fathom_kvalues_iq4nl", QuantTables.KvaluesIq4nl);
+        Upload(context, "fathom_iq1s_delta", [QuantTables.Iq1sDelta]);
+        Upload(context, "fathom_iq1m_delta", [QuantTables.Iq1mDelta]);
+        context.Synchronize("uploading the IQ tables");
+    }
+
+    private unsafe void Upload<T>(CudaContext context, string name, T[] values) where T : unmanaged
+    {
+        (ulong pointer, long bytes) = _module.Global(name);
+        long size = (long)values.Length * sizeof(T);
+        // The sizes are declared twice (decode.cu and the JSON table); a mismatch would read past a table.
+        if (bytes != size) throw new CudaException($"{name} holds {bytes} bytes on the GPU but the table has {size}");
+        fixed (T* v = values) context.Driver.CopyToDevice(pointer, v, size, context.Stream);
+    }
+
+    public void Dispose() => _module.Dispose();
+}

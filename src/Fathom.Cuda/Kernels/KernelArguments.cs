@@ -1,0 +1,45 @@
+using System.Runtime.CompilerServices;
+using Fathom.Cuda.Driver;
+
+namespace Fathom.Cuda.Kernels;
+
+/// <summary>
+/// A kernel's parameter list for <c>cuLaunchKernel</c>, built without allocating: each value sits in its own
+/// 8-byte slot (the driver reads each parameter's own size from its slot's address, little-endian), and the
+/// launch passes the slots' addresses.
+/// </summary>
+public unsafe struct KernelArguments
+{
+    private const int Capacity = 16;
+    private Slots _slots;
+    private int _count;
+
+    [InlineArray(Capacity)]
+    private struct Slots
+    {
+        private ulong _first;
+    }
+
+    public KernelArguments Pointer(ulong devicePointer) => Put(devicePointer);
+    public KernelArguments Int(int value) => Put((uint)value);
+    public KernelArguments Long(long value) => Put((ulong)value);
+    public KernelArguments Float(float value) => Put(BitConverter.SingleToUInt32Bits(value));
+
+    private KernelArguments Put(ulong bits)
+    {
+        if (_count == Capacity) throw new InvalidOperationException($"a kernel takes at most {Capacity} arguments here");
+        _slots[_count++] = bits;
+        return this;
+    }
+
+    /// <summary>Queues the kernel on the context's stream with a one-dimensional block.</summary>
+    public readonly void Launch(CudaContext context, IntPtr function, string name, uint gridX, uint gridY, uint blockX, uint sharedBytes = 0)
+    {
+        if (gridX == 0 || gridY == 0) return; // nothing to do; CUDA rejects empty grids
+        Slots slots = _slots;
+        void** pointers = stackalloc void*[Capacity];
+        ulong* first = (ulong*)Unsafe.AsPointer(ref slots[0]);
+        for (int i = 0; i < _count; i++) pointers[i] = first + i;
+        context.Driver.Launch(function, gridX, gridY, 1, blockX, sharedBytes, context.Stream, pointers, name);
+    }
+}

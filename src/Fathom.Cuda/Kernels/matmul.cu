@@ -1,0 +1,70 @@
+// Per weight type T, two kernels built from its element decoder:
+//   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
+//                 one long row, so this also dequantizes matrices).
+//   matmul_T:     y[t, r] = sum_k decode_T(W row r, k) * x[t, k] for up to TOKEN_TILE tokens t per block row:
+//                 one warp per output row, lanes striding over k, each decoded weight used for every token of
+//                 the tile, partial sums in float, a warp shuffle reduction at the end.
+// This is the straightforward correctness-first form (each element decoded on its own); the fast paths
+// (vectorized block decoding, integer dot products, tensor-core tiles) replace these per type later.
+
+#define MATMUL_WARPS 4
+#define TOKEN_TILE 8
+
+#define FATHOM_WEIGHT_KERNELS(T)                                                                                \
+extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __restrict__ y, i64 n)           \
+{                                                                                                              \
+    i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
+    if (k < n) y[k] = decode_##T(row, (int)k);                                                                 \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
+matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
+           int rows, int columns, int tokens)                                                                  \
+{                                                                                                              \
+    int row = blockIdx.x * MATMUL_WARPS + (threadIdx.x >> 5);                                                  \
+    int lane = threadIdx.x & 31;                                                                               \
+    if (row >= rows) return;                                                                                   \
+    int first = blockIdx.y * TOKEN_TILE;                                                                       \
+    int count = min(TOKEN_TILE, tokens - first);                                                               \
+    const u8* weights = w + (i64)row * row_bytes;                                                              \
+    const float* input = x + (i64)first * columns;                                                             \
+    float sums[TOKEN_TILE];                                                                                    \
+    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++) sums[t] = 0.0f;                                     \
+    for (int k = lane; k < columns; k += 32)                                                                   \
+    {                                                                                                          \
+        float v = decode_##T(weights, k);                                                                      \
+        _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                                 \
+            if (t < count) sums[t] += v * input[(i64)t * columns + k];                                         \
+    }                                                                                                          \
+    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                                     \
+    {                                                                                                          \
+        float s = warp_sum(sums[t]);                                                                           \
+        if (lane == 0 && t < count) y[(i64)(first + t) * rows + row] = s;                                      \
+    }                                                                                                          \
+}
+
+FATHOM_WEIGHT_KERNELS(f32)
+FATHOM_WEIGHT_KERNELS(f16)
+FATHOM_WEIGHT_KERNELS(bf16)
+FATHOM_WEIGHT_KERNELS(q4_0)
+FATHOM_WEIGHT_KERNELS(q4_1)
+FATHOM_WEIGHT_KERNELS(q5_0)
+FATHOM_WEIGHT_KERNELS(q5_1)
+FATHOM_WEIGHT_KERNELS(q8_0)
+FATHOM_WEIGHT_KERNELS(q8_1)
+FATHOM_WEIGHT_KERNELS(q8_k)
+FATHOM_WEIGHT_KERNELS(q2_k)
+FATHOM_WEIGHT_KERNELS(q3_k)
+FATHOM_WEIGHT_KERNELS(q4_k)
+FATHOM_WEIGHT_KERNELS(q5_k)
+FATHOM_WEIGHT_KERNELS(q6_k)
+FATHOM_WEIGHT_KERNELS(iq2_xxs)
+FATHOM_WEIGHT_KERNELS(iq2_xs)
+FATHOM_WEIGHT_KERNELS(iq2_s)
+FATHOM_WEIGHT_KERNELS(iq3_xxs)
+FATHOM_WEIGHT_KERNELS(iq3_s)
+FATHOM_WEIGHT_KERNELS(iq1_s)
+FATHOM_WEIGHT_KERNELS(iq1_m)
+FATHOM_WEIGHT_KERNELS(iq4_nl)
+FATHOM_WEIGHT_KERNELS(iq4_xs)
+FATHOM_WEIGHT_KERNELS(tq1_0)
+FATHOM_WEIGHT_KERNELS(tq2_0)

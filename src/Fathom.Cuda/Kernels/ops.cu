@@ -1,0 +1,97 @@
+// The non-matrix operations of a forward pass, following the CPU backend's arithmetic step by step (sums of squares
+// and softmax sums in double as ggml does, RoPE angles computed on the host, exp evaluated in double and rounded
+// once, as a correctly rounded expf would give), so the two engines differ only where additions are ordered
+// differently. That matters beyond rounding: activations are rounded to F16/BF16/Q8 before each product, and a
+// tiny difference that crosses a rounding boundary becomes a whole step of that format.
+
+__device__ __forceinline__ float exp_rounded(float x) { return (float)exp((double)x); }
+
+// One block per row: y = x * (1 / sqrt(mean(x^2) + eps)) * w.
+extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float epsilon)
+{
+    __shared__ double scratch[32];
+    const float* in = x + (i64)blockIdx.x * n;
+    float* out = y + (i64)blockIdx.x * n;
+    double sum = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) { float v = in[i]; sum += (double)(v * v); }
+    sum = block_sum_double(sum, scratch);
+    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = in[i] * scale * w[i];
+}
+
+// Rotates `heads` slices per token. cos/sin hold `half` values per token (computed on the host by Rope.Angles,
+// so the angles are the CPU's to the bit). neox: pairs (i, i + half); otherwise adjacent pairs (2i, 2i + 1).
+extern "C" __global__ void rope(float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+                                int half, int row_stride, int head_stride, int offset, int neox)
+{
+    int token = blockIdx.x, head = blockIdx.y;
+    float* v = values + (i64)token * row_stride + (i64)head * head_stride + offset;
+    const float* c = cos_table + (i64)token * half;
+    const float* s = sin_table + (i64)token * half;
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+    {
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c[i] - x1 * s[i];
+        v[b] = x0 * s[i] + x1 * c[i];
+    }
+}
+
+// gate = silu(gate) * up.
+extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { float g = gate[i]; gate[i] = g / (1.0f + exp_rounded(-g)) * up[i]; }
+}
+
+// Causal attention, one block per (query head, token): scores over positions 0..first_position+token into a
+// per-block row of `scores` (capacity floats), softmax, then the weighted sum of value rows. Keys of head h live
+// at key_stride*p + kv_head*key_dim; values at value_stride*p + kv_head*value_dim (values may sit inside the
+// key rows, as MLA's latent cache does). Dynamic shared memory holds the query.
+extern "C" __global__ void attention(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values,
+                                     float* __restrict__ output, float* __restrict__ scores,
+                                     int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride,
+                                     float scale, int first_position, int capacity)
+{
+    extern __shared__ float query[];
+    __shared__ float scratch[32];
+    __shared__ double sums[32];
+    int head = blockIdx.x, token = blockIdx.y;
+    int kv_head = head / (heads / kv_heads);
+    int length = first_position + token + 1;
+    const float* q = queries + ((i64)token * heads + head) * key_dim;
+    float* row = scores + ((i64)token * heads + head) * capacity;
+    for (int i = threadIdx.x; i < key_dim; i += blockDim.x) query[i] = q[i];
+    __syncthreads();
+
+    float local_max = -3.402823466e38f;
+    for (int p = threadIdx.x; p < length; p += blockDim.x)
+    {
+        const float* k = keys + (i64)p * key_stride + (i64)kv_head * key_dim;
+        float dot = 0.0f;
+        for (int i = 0; i < key_dim; i++) dot += query[i] * k[i];
+        dot *= scale;
+        row[p] = dot;
+        local_max = fmaxf(local_max, dot);
+    }
+    float max = block_max(local_max, scratch);
+    double local_sum = 0.0;
+    for (int p = threadIdx.x; p < length; p += blockDim.x)
+    {
+        float e = exp_rounded(row[p] - max);
+        row[p] = e;
+        local_sum += e;
+    }
+    // As the CPU: probabilities are normalized first, then the value rows are summed in position order.
+    float inverse = (float)(1.0 / block_sum_double(local_sum, sums));
+    for (int p = threadIdx.x; p < length; p += blockDim.x) row[p] *= inverse;
+    __syncthreads(); // every probability is written before any thread reads them all
+    float* o = output + ((i64)token * heads + head) * value_dim;
+    for (int d = threadIdx.x; d < value_dim; d += blockDim.x)
+    {
+        const float* v = values + (i64)kv_head * value_dim + d;
+        float acc = 0.0f;
+        for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride];
+        o[d] = acc;
+    }
+}

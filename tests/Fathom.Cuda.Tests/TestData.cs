@@ -1,0 +1,46 @@
+using Fathom.Quants;
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>Random inputs, drawn fresh for every check, and comparisons.</summary>
+internal static class TestData
+{
+    public static float[] Gaussian(Random random, int count, float scale = 1f)
+    {
+        var values = new float[count];
+        for (int i = 0; i < count; i++)
+            values[i] = scale * MathF.Sqrt(-2f * MathF.Log(1f - random.NextSingle())) * MathF.Cos(2f * MathF.PI * random.NextSingle());
+        return values;
+    }
+
+    /// <summary><paramref name="rows"/> rows of Gaussian values quantized to <paramref name="format"/> by Fathom's quantizer.</summary>
+    public static byte[] QuantizedRows(Random random, WeightFormat format, int rows, int columns)
+    {
+        int rowBytes = checked((int)format.Layout.RowBytes(columns));
+        var blocks = new byte[rows * rowBytes];
+        float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, columns).ToArray() : [];
+        for (int r = 0; r < rows; r++)
+            format.Quantize(Gaussian(random, columns), blocks.AsSpan(r * rowBytes, rowBytes), importance);
+        return blocks;
+    }
+
+    /// <summary>‖a − b‖ / ‖b‖.</summary>
+    public static double RelativeL2(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double diff = 0, norm = 0;
+        for (int i = 0; i < b.Length; i++)
+        {
+            double d = (double)a[i] - b[i];
+            diff += d * d;
+            norm += (double)b[i] * b[i];
+        }
+        return Math.Sqrt(diff / norm);
+    }
+
+    /// <summary>Bitwise equality, except that any NaN equals any NaN (payloads need not survive a conversion).</summary>
+    public static bool SameFloat(float a, float b) =>
+        BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b) || (float.IsNaN(a) && float.IsNaN(b));
+
+    /// <summary>Every weight type Fathom computes with.</summary>
+    public static TheoryData<GgmlType> AllTypes() => new(TypeTraits.All.Select(f => f.Type));
+}
