@@ -1,0 +1,89 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Fathom.Quants.Formats;
+using static Fathom.Quants.Formats.Q4_KFormat;
+
+namespace Fathom.Quants.Gemm;
+
+/// <summary>
+/// Q4_K × Q8_K for one weight row and four tokens at a time (AVX2). Per super-block the row's 6-bit scales and mins
+/// are unpacked once and each 64-value chunk's nibbles split once, then multiplied with all four tokens' int8 values
+/// (vpmaddubsw, vpmaddwd by the sub-block scale) into one int32 accumulator per token. The −dmin·Σ m·(Σx) offset
+/// comes from the Q8_K group sums, as in the single-row kernel.
+/// </summary>
+internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
+{
+    public override int TokenTile => 4;
+
+    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
+        int tokens, int n, float* output, long outputStride)
+    {
+        int blocks = n / KQuantBlocks.SuperBlock;
+        int t = 0;
+        for (; t + 4 <= tokens; t += 4)
+        {
+            byte* a = activations + t * activationRowBytes;
+            float* y = output + t * outputStride;
+            for (int r = 0; r < rows; r++)
+                RowTimesFour(weights + r * weightRowBytes, a, activationRowBytes, blocks, y + r, outputStride);
+        }
+        for (; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
+    {
+        byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
+        for (int i = 0; i < blocks; i++, w += BlockBytes, a0 += Q8KLayout.BlockBytes, a1 += Q8KLayout.BlockBytes, a2 += Q8KLayout.BlockBytes, a3 += Q8KLayout.BlockBytes)
+        {
+            KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
+            Vector256<int> sumi0 = Vector256<int>.Zero, sumi1 = sumi0, sumi2 = sumi0, sumi3 = sumi0;
+            for (int chunk = 0; chunk < 4; chunk++)
+            {
+                Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
+                Vector256<byte> low = bits & lowNibble;
+                Vector256<byte> high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble;
+                Vector256<short> scaleLow = Vector256.Create((short)((scales >> (16 * chunk)) & 0xFF));
+                Vector256<short> scaleHigh = Vector256.Create((short)((scales >> (16 * chunk + 8)) & 0xFF));
+                int offset = Q8KLayout.QuantsOffset + 64 * chunk;
+                sumi0 += Scaled(low, high, scaleLow, scaleHigh, a0 + offset);
+                sumi1 += Scaled(low, high, scaleLow, scaleHigh, a1 + offset);
+                sumi2 += Scaled(low, high, scaleLow, scaleHigh, a2 + offset);
+                sumi3 += Scaled(low, high, scaleLow, scaleHigh, a3 + offset);
+            }
+            // Each min twice, matching the sixteen 16-value group sums of Q8_K: lane j of the product is m_j·(Σx)_j.
+            Vector128<byte> minBytes = Vector128.CreateScalar(mins).AsByte();
+            Vector256<short> minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(minBytes, minBytes));
+            float d = Fp16.Table[*(ushort*)(w + DOffset)], dmin = Fp16.Table[*(ushort*)(w + DMinOffset)];
+            acc0 = Accumulate(acc0, sumi0, minPairs, d, dmin, a0);
+            acc1 = Accumulate(acc1, sumi1, minPairs, d, dmin, a1);
+            acc2 = Accumulate(acc2, sumi2, minPairs, d, dmin, a2);
+            acc3 = Accumulate(acc3, sumi3, minPairs, d, dmin, a3);
+        }
+        y[0] = KQuantVector.HorizontalSum(acc0);
+        y[outputStride] = KQuantVector.HorizontalSum(acc1);
+        y[2 * outputStride] = KQuantVector.HorizontalSum(acc2);
+        y[3 * outputStride] = KQuantVector.HorizontalSum(acc3);
+    }
+
+    /// <summary>sc_low·(low·x[0..32)) + sc_high·(high·x[32..64)) as eight int32 partial sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Scaled(Vector256<byte> low, Vector256<byte> high, Vector256<short> scaleLow, Vector256<short> scaleHigh, byte* x) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256((sbyte*)x)), scaleLow)
+      + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256((sbyte*)x + 32)), scaleHigh);
+
+    /// <summary>acc + d·a·Σ sc·q·x − dmin·a·Σ m·(Σx) for one token's super-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<int> sumi, Vector256<short> minPairs, float d, float dmin, byte* a)
+    {
+        float scale = *(float*)a;
+        Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(minPairs, KQuantVector.Q8KGroupSums(a));
+        acc = Fma.MultiplyAdd(Vector256.Create(d * scale), Avx.ConvertToVector256Single(sumi), acc);
+        return Fma.MultiplyAddNegated(Vector256.Create(dmin * scale), Avx.ConvertToVector256Single(minProducts), acc);
+    }
+}
