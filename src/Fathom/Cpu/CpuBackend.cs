@@ -17,9 +17,12 @@ public sealed unsafe class CpuBackend : IComputeBackend
     // Pieces per thread: enough that uneven rows balance, few enough that claiming stays cheap.
     private const int PiecesPerThread = 4;
 
-    // A batch tile: 64 tokens of activations (~110 KB of Q8_K at 1536 columns) stay in L2 while a block of rows
-    // passes; rows per block shrink until every thread has several tiles to claim.
-    private const int TokenBlock = 64;
+    // A batch tile's working set: a block of tokens' activations (~128 KB, at most 64 tokens) stays in L2 while a
+    // block of weight rows (~64 KB, at most 64 rows) passes by; rows per block shrink further until every thread
+    // has several tiles to claim.
+    private const int TileActivationBytes = 128 << 10;
+    private const int TileWeightBytes = 64 << 10;
+    private const int MaxTokenBlock = 64;
     private const int MaxRowBlock = 64;
     private const int MinRowBlock = 4;
 
@@ -74,9 +77,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
             if (tokens > 1 && _tiles)
             {
                 TileKernel kernel = TileKernels.For(weight.Format);
-                int tokenBlock = tokens <= TokenBlock ? tokens : TokenBlock / kernel.TokenTile * kernel.TokenTile;
+                int tokenBlock = TokenBlock(tokens, activationRowBytes, kernel.TokenTile);
                 int tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock;
-                int rowBlock = RowBlock(weight.Rows, tokenBlocks);
+                int rowBlock = RowBlock(weight.Rows, weight.RowBytes, tokenBlocks);
                 _tiledMatMul.Set(kernel, weight, activations, activationRowBytes, tokens, y, rowBlock, tokenBlock);
                 _pool.Run(_tiledMatMul, _tiledMatMul.PieceCount);
             }
@@ -119,10 +122,19 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
     {
-        for (int i = 0; i < gate.Length; i++)
+        if (up.Length < gate.Length) throw new ArgumentException($"up holds {up.Length} values, gate {gate.Length}");
+        // silu(g)·u = g / (1 + e^−g) · u, in vectorised passes over chunks that stay in L1.
+        const int chunk = 1024;
+        Span<float> denominator = stackalloc float[chunk];
+        for (int start = 0; start < gate.Length; start += chunk)
         {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+            int length = Math.Min(chunk, gate.Length - start);
+            Span<float> g = gate.Slice(start, length), d = denominator[..length];
+            TensorPrimitives.Negate(g, d);
+            TensorPrimitives.Exp(d, d);
+            TensorPrimitives.Add(d, 1f, d);
+            TensorPrimitives.Divide(g, d, g);
+            TensorPrimitives.Multiply(g, up.Slice(start, length), g);
         }
     }
 
@@ -144,11 +156,18 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     private int Pieces(int rows) => Math.Min(rows, Threads * PiecesPerThread);
 
-    /// <summary>Rows per tile: as many as <see cref="MaxRowBlock"/> while every thread still gets several tiles.</summary>
-    private int RowBlock(int rows, int tokenBlocks)
+    /// <summary>Tokens per tile: a multiple of the kernel's register tile whose activations fit <see cref="TileActivationBytes"/>.</summary>
+    private static int TokenBlock(int tokens, long activationRowBytes, int tokenTile)
+    {
+        long fit = Math.Clamp(TileActivationBytes / activationRowBytes, tokenTile, MaxTokenBlock) / tokenTile * tokenTile;
+        return tokens <= fit ? tokens : (int)fit;
+    }
+
+    /// <summary>Rows per tile: as many as fit <see cref="TileWeightBytes"/> while every thread still gets several tiles.</summary>
+    private int RowBlock(int rows, long rowBytes, int tokenBlocks)
     {
         int wanted = Threads * PiecesPerThread;
-        int rowBlock = MaxRowBlock;
+        int rowBlock = (int)Math.Clamp(TileWeightBytes / rowBytes, MinRowBlock, MaxRowBlock);
         while (rowBlock > MinRowBlock && (long)((rows + rowBlock - 1) / rowBlock) * tokenBlocks < wanted) rowBlock /= 2;
         return rowBlock;
     }

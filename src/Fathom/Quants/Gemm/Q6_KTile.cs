@@ -10,7 +10,8 @@ namespace Fathom.Quants.Gemm;
 /// Q6_K × Q8_K for one weight row and four tokens at a time (AVX2). Each 32-value slice's 6-bit levels are
 /// assembled once (low nibble from ql, two high bits from qh) and multiplied unsigned with the four tokens' int8
 /// values, scaled per 16-value group; the −32 bias is taken off once per super-block as 32·Σ sc_g·(Σx)_g from the
-/// Q8_K group sums, as in the single-row kernel.
+/// Q8_K group sums, as in the single-row kernel. The four slices of each half are written out so that every shift
+/// and shuffle mask is a constant.
 /// </summary>
 internal sealed unsafe class Q6_KTile(WeightFormat format) : TileKernel(format)
 {
@@ -42,26 +43,46 @@ internal sealed unsafe class Q6_KTile(WeightFormat format) : TileKernel(format)
         for (int i = 0; i < blocks; i++, w += BlockBytes, a0 += Q8KLayout.BlockBytes, a1 += Q8KLayout.BlockBytes, a2 += Q8KLayout.BlockBytes, a3 += Q8KLayout.BlockBytes)
         {
             sbyte* scales = (sbyte*)(w + ScalesOffset);
+            Vector256<short> allScales = Avx2.ConvertToVector256Int16(scales);
             Vector256<int> sumi0 = Vector256<int>.Zero, sumi1 = sumi0, sumi2 = sumi0, sumi3 = sumi0;
-            // Slice s (half h = s/4, k = s%4) holds values 128h + 32k … +31: the low nibbles (k < 2) or high
-            // nibbles (k ≥ 2) of ql[64h + 32(k&1) …] with bits 2k, 2k+1 of qh[32h …] on top; groups 8h+2k and 8h+2k+1.
-            for (int s = 0; s < 8; s++)
+            for (int half = 0; half < 2; half++)
             {
-                int half = s >> 2, k = s & 3;
-                Vector256<byte> ql = Avx.LoadVector256(w + LowOffset + 64 * half + 32 * (k & 1));
+                // Values 128h + 32k … +31 are the low (k < 2) or high (k ≥ 2) nibbles of ql[64h + 32(k&1) …] with
+                // bits 2k, 2k+1 of qh[32h …] on top, in groups 8h+2k and 8h+2k+1.
+                Vector256<byte> ql0 = Avx.LoadVector256(w + LowOffset + 64 * half);
+                Vector256<byte> ql1 = Avx.LoadVector256(w + LowOffset + 64 * half + 32);
                 Vector256<byte> qh = Avx.LoadVector256(w + HighOffset + 32 * half);
-                Vector256<byte> lowBits = Vector256.ShiftRightLogical(ql.AsUInt16(), 4 * (k >> 1)).AsByte() & low4;
-                Vector256<byte> highBits = Vector256.ShiftRightLogical(qh.AsUInt16(), 2 * k).AsByte() & low2;
-                Vector256<byte> q = lowBits | Avx2.ShiftLeftLogical(highBits.AsUInt16(), 4).AsByte();
-                int g = 8 * half + 2 * k;
-                Vector256<short> groupScales = Vector256.Create(Vector128.Create((short)scales[g]), Vector128.Create((short)scales[g + 1]));
-                int offset = Q8KLayout.QuantsOffset + 32 * s;
+                Vector256<short> halfScales = half == 0 ? Avx2.Permute2x128(allScales, allScales, 0x00) : Avx2.Permute2x128(allScales, allScales, 0x11);
+                int offset = Q8KLayout.QuantsOffset + 128 * half;
+
+                Vector256<byte> q = (ql0 & low4) | Avx2.ShiftLeftLogical((qh & low2).AsUInt16(), 4).AsByte();
+                Vector256<short> groupScales = KQuantVector.PickGroupScales(halfScales, 0);
                 sumi0 += Scaled(q, groupScales, a0 + offset);
                 sumi1 += Scaled(q, groupScales, a1 + offset);
                 sumi2 += Scaled(q, groupScales, a2 + offset);
                 sumi3 += Scaled(q, groupScales, a3 + offset);
+
+                q = (ql1 & low4) | Avx2.ShiftLeftLogical((qh & Vector256.Create((byte)0x0C)).AsUInt16(), 2).AsByte();
+                groupScales = KQuantVector.PickGroupScales(halfScales, 1);
+                sumi0 += Scaled(q, groupScales, a0 + offset + 32);
+                sumi1 += Scaled(q, groupScales, a1 + offset + 32);
+                sumi2 += Scaled(q, groupScales, a2 + offset + 32);
+                sumi3 += Scaled(q, groupScales, a3 + offset + 32);
+
+                q = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low4) | (qh & Vector256.Create((byte)0x30));
+                groupScales = KQuantVector.PickGroupScales(halfScales, 2);
+                sumi0 += Scaled(q, groupScales, a0 + offset + 64);
+                sumi1 += Scaled(q, groupScales, a1 + offset + 64);
+                sumi2 += Scaled(q, groupScales, a2 + offset + 64);
+                sumi3 += Scaled(q, groupScales, a3 + offset + 64);
+
+                q = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftRightLogical((qh & Vector256.Create((byte)0xC0)).AsUInt16(), 2).AsByte();
+                groupScales = KQuantVector.PickGroupScales(halfScales, 3);
+                sumi0 += Scaled(q, groupScales, a0 + offset + 96);
+                sumi1 += Scaled(q, groupScales, a1 + offset + 96);
+                sumi2 += Scaled(q, groupScales, a2 + offset + 96);
+                sumi3 += Scaled(q, groupScales, a3 + offset + 96);
             }
-            Vector256<short> allScales = Avx2.ConvertToVector256Int16(scales);
             float d = Fp16.Table[*(ushort*)(w + DOffset)];
             acc0 = Accumulate(acc0, sumi0, allScales, d, a0);
             acc1 = Accumulate(acc1, sumi1, allScales, d, a1);
