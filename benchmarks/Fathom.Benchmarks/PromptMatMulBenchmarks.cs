@@ -16,7 +16,7 @@ public unsafe class PromptMatMulBenchmarks
 {
     private const int Rows = 8960, Columns = 1536, Tokens = 512, Threads = 2;
 
-    [Params(GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0)]
+    [Params(GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S)]
     public GgmlType Type { get; set; }
 
     private byte[] _weights = null!;
@@ -33,7 +33,8 @@ public unsafe class PromptMatMulBenchmarks
         const int distinct = 64;
         var values = new float[distinct * Columns];
         for (int i = 0; i < values.Length; i++) values[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
-        byte[] tile = GgmlQuants.Quantize(Type, values, distinct, Columns);
+        float[] importance = GgmlQuants.RequiresImportance(Type) ? Enumerable.Repeat(1f, Columns).ToArray() : [];
+        byte[] tile = GgmlQuants.Quantize(Type, values, distinct, Columns, importance);
         long rowBytes = GgmlTypes.Layout(Type).RowBytes(Columns);
         _weights = GC.AllocateArray<byte>(checked((int)(rowBytes * Rows)), pinned: true);
         for (int r = 0; r < Rows; r++) tile.AsSpan((int)(r % distinct * rowBytes), (int)rowBytes).CopyTo(_weights.AsSpan((int)(r * rowBytes)));

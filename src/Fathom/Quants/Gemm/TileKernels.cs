@@ -10,7 +10,7 @@ public static class TileKernels
 {
     private static readonly TileKernel?[] Kernels = new TileKernel?[64];
 
-    /// <summary>True when tiled kernels for K-quants and Q8_0 can run here.</summary>
+    /// <summary>True when the specialised tile kernels (AVX2 + FMA) can run here.</summary>
     public static bool IsAccelerated { get; } = Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>The fastest tile kernel for <paramref name="format"/> on this CPU.</summary>
@@ -27,6 +27,9 @@ public static class TileKernels
         GgmlType.Q4_K => new Q4_KTile(format),
         GgmlType.Q6_K => new Q6_KTile(format),
         GgmlType.Q8_0 => new Q8_0Tile(format),
+        GgmlType.IQ4_NL => new IQ4_NLTile(format),
+        GgmlType.IQ2_XXS => new DecodedRowTile<Iq2xxsRowDecoder>(format),
+        GgmlType.IQ1_S => new DecodedRowTile<Iq1sRowDecoder>(format),
         _ => null,
     };
 
