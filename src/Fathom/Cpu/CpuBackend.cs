@@ -32,6 +32,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private readonly bool _tiles;
     private readonly QuantizeWork _quantize = new();
     private readonly AttentionWork _attention;
+    private readonly BatchAttentionWork _batchAttention;
     private byte[] _activations = GC.AllocateArray<byte>(1 << 16, pinned: true);
 
     /// <param name="threads">Threads to compute with; 0 or less means one per logical processor.</param>
@@ -44,6 +45,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         _tiles = tiles;
         _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
         _attention = new AttentionWork(_pool.Threads);
+        _batchAttention = new BatchAttentionWork(_pool.Threads);
     }
 
     public int Threads => _pool.Threads;
@@ -149,8 +151,16 @@ public sealed unsafe class CpuBackend : IComputeBackend
         fixed (float* k = cache.Keys)
         fixed (float* v = cache.Values)
         {
-            _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
-            _pool.Run(_attention, tokens * shape.Heads);
+            if (tokens > 1 && _tiles && BatchAttentionWork.Supports(shape))
+            {
+                _batchAttention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+                _pool.Run(_batchAttention, _batchAttention.PieceCount);
+            }
+            else
+            {
+                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+                _pool.Run(_attention, tokens * shape.Heads);
+            }
         }
     }
 
