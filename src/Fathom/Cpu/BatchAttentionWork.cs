@@ -11,6 +11,7 @@ namespace Fathom.Cpu;
 /// tokens; its queries (every token of the block × every query head reading that cache head) go four at a time, so
 /// each cached key and value row is loaded once per four queries instead of once per query: Q·Kᵀ with four
 /// accumulators per key, a vectorised softmax per query, then Σ p·V with 4 queries × 16 value lanes in registers.
+/// Decoding uses <see cref="AttendOne"/>, the same arithmetic for a single query.
 /// </summary>
 internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
 {
@@ -84,7 +85,7 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
         for (int i = 0; i < 4; i++)
         {
             for (int p = shared; p < length[i]; p++)
-                scores[i * stride + p] = s.Scale * TensorPrimitives.Dot(new ReadOnlySpan<float>(q[i], s.KeyDim), new ReadOnlySpan<float>(keys + (long)p * _keyStride, s.KeyDim));
+                scores[i * stride + p] = ScoreOne(q[i], keys + (long)p * _keyStride, s.KeyDim, s.Scale);
             Softmax(new Span<float>(scores + i * stride, length[i]));
         }
         for (int c = 0; c < s.ValueDim; c += 16)
@@ -112,6 +113,41 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
         scores[stride + p] = sums.GetElement(1);
         scores[2 * stride + p] = sums.GetElement(2);
         scores[3 * stride + p] = sums.GetElement(3);
+    }
+
+    /// <summary>
+    /// One query (decoding): the same arithmetic, operation for operation, as one query of a quad, so a token's
+    /// attention is bit-identical whether it came in a prompt batch or alone.
+    /// </summary>
+    public static void AttendOne(float* q, float* o, int length, float* keys, int keyStride, float* values, int valueStride, in AttentionShape shape, float* scores)
+    {
+        for (int p = 0; p < length; p++)
+            scores[p] = ScoreOne(q, keys + (long)p * keyStride, shape.KeyDim, shape.Scale);
+        Softmax(new Span<float>(scores, length));
+        for (int c = 0; c < shape.ValueDim; c += 16)
+        {
+            float* v = values + c;
+            Vector256<float> a = Vector256<float>.Zero, b = a;
+            for (int p = 0; p < length; p++, v += valueStride)
+            {
+                Vector256<float> w = Vector256.Create(scores[p]);
+                a = Fma.MultiplyAdd(w, Avx.LoadVector256(v), a);
+                b = Fma.MultiplyAdd(w, Avx.LoadVector256(v + 8), b);
+            }
+            Avx.Store(o + c, a);
+            Avx.Store(o + c + 8, b);
+        }
+    }
+
+    /// <summary>scale · q · k with the accumulation and the lane-sum order of <see cref="ScoreFour"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float ScoreOne(float* q, float* k, int dim, float scale)
+    {
+        Vector256<float> sum = Vector256<float>.Zero;
+        for (int d = 0; d < dim; d += 8) sum = Fma.MultiplyAdd(Avx.LoadVector256(q + d), Avx.LoadVector256(k + d), sum);
+        Vector256<float> pairs = Avx.HorizontalAdd(sum, sum);
+        Vector256<float> h = Avx.HorizontalAdd(pairs, pairs);
+        return ((h.GetLower() + h.GetUpper()) * Vector128.Create(scale)).ToScalar();
     }
 
     /// <summary>o_i[c..c+16) = Σ_p scores[i, p] · v_p[c..c+16) over each query's own causal length.</summary>

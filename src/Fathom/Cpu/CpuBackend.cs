@@ -158,7 +158,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
             }
             else
             {
-                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens, _tiles);
                 _pool.Run(_attention, tokens * shape.Heads);
             }
         }
@@ -270,9 +270,12 @@ public sealed unsafe class CpuBackend : IComputeBackend
         private AttentionShape _shape;
         private float* _queries, _output, _keys, _values;
         private int _keyStride, _valueStride, _firstPosition;
+        private bool _vectorKernels;
 
-        public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens)
+        /// <param name="vectorKernels">Use <see cref="BatchAttentionWork.AttendOne"/> (where the shape allows), so that decoding matches batched prompts bit for bit; false keeps the TensorPrimitives reference.</param>
+        public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens, bool vectorKernels)
         {
+            _vectorKernels = vectorKernels && BatchAttentionWork.Supports(shape);
             _shape = shape; _queries = queries; _output = output; _keys = keys; _keyStride = keyStride;
             _values = values; _valueStride = valueStride; _firstPosition = firstPosition;
             int longest = firstPosition + tokens;
@@ -288,12 +291,20 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int token = index / s.Heads, head = index % s.Heads;
             int kvHead = head / (s.Heads / s.KvHeads);
             int length = _firstPosition + token + 1; // causal: this token sees itself and everything before
-            var q = new ReadOnlySpan<float>(_queries + ((long)token * s.Heads + head) * s.KeyDim, s.KeyDim);
+            float* query = _queries + ((long)token * s.Heads + head) * s.KeyDim;
+            float* output = _output + ((long)token * s.Heads + head) * s.ValueDim;
+            if (_vectorKernels)
+            {
+                fixed (float* scoreBuffer = _scores[worker])
+                    BatchAttentionWork.AttendOne(query, output, length, _keys + kvHead * s.KeyDim, _keyStride, _values + kvHead * s.ValueDim, _valueStride, s, scoreBuffer);
+                return;
+            }
+            var q = new ReadOnlySpan<float>(query, s.KeyDim);
             Span<float> scores = _scores[worker].AsSpan(0, length);
             for (int p = 0; p < length; p++)
                 scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(_keys + (long)p * _keyStride + kvHead * s.KeyDim, s.KeyDim)) * s.Scale;
             VectorMath.Softmax(scores);
-            var o = new Span<float>(_output + ((long)token * s.Heads + head) * s.ValueDim, s.ValueDim);
+            var o = new Span<float>(output, s.ValueDim);
             o.Clear();
             for (int p = 0; p < length; p++)
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(_values + (long)p * _valueStride + kvHead * s.ValueDim, s.ValueDim), scores[p], o, o);

@@ -55,7 +55,7 @@ public sealed class TileKernelTests
             }
     }
 
-    public static TheoryData<GgmlType> Specialised => [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
+    public static TheoryData<GgmlType> Specialised => [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
 
     [Theory]
     [MemberData(nameof(Specialised))]

@@ -160,6 +160,7 @@ public sealed class CpuBackendTests
     [InlineData(4, 2, 8, 6, 1, 5, true)]     // decoding, one token
     [InlineData(12, 2, 16, 32, 21, 3, true)] // batched: groups of 6 heads, a short last quad, two token blocks
     [InlineData(12, 2, 16, 32, 21, 3, false)] // the same through the per (token, head) reference
+    [InlineData(12, 2, 16, 32, 1, 7, true)]  // decoding through the vector kernel of one query
     [InlineData(3, 3, 24, 16, 5, 0, true)]   // batched, no head sharing, from position 0
     public void AttentionIsCausalSoftmaxWeightedValuesWithSharedKvHeads(int heads, int kvHeads, int dk, int dv, int tokens, int first, bool tiles)
     {

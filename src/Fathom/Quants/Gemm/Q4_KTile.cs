@@ -10,7 +10,10 @@ namespace Fathom.Quants.Gemm;
 /// Q4_K × Q8_K for one weight row and four tokens at a time (AVX2). Per super-block the row's 6-bit scales and mins
 /// are unpacked once and each 64-value chunk's nibbles split once, then multiplied with all four tokens' int8 values
 /// (vpmaddubsw, vpmaddwd by the sub-block scale) into one int32 accumulator per token. The −dmin·Σ m·(Σx) offset
-/// comes from the Q8_K group sums, as in the single-row kernel.
+/// comes from the Q8_K group sums. The float arithmetic follows the single-row AVX2 kernel operation for operation
+/// (its two accumulators, their order of sums), so a token's result does not depend on whether it came in a batch:
+/// the d and dmin terms nearly cancel in many rows, and a different rounding order is visible downstream (MoE
+/// routing decisions can flip on it).
 /// </summary>
 internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
 {
@@ -38,6 +41,7 @@ internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        Vector128<float> mins0 = Vector128<float>.Zero, mins1 = mins0, mins2 = mins0, mins3 = mins0;
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         for (int i = 0; i < blocks; i++, w += BlockBytes, a0 += Q8KLayout.BlockBytes, a1 += Q8KLayout.BlockBytes, a2 += Q8KLayout.BlockBytes, a3 += Q8KLayout.BlockBytes)
         {
@@ -56,19 +60,17 @@ internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
                 sumi2 += Scaled(low, high, scaleLow, scaleHigh, a2 + offset);
                 sumi3 += Scaled(low, high, scaleLow, scaleHigh, a3 + offset);
             }
-            // Each min twice, matching the sixteen 16-value group sums of Q8_K: lane j of the product is m_j·(Σx)_j.
-            Vector128<byte> minBytes = Vector128.CreateScalar(mins).AsByte();
-            Vector256<short> minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(minBytes, minBytes));
+            Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
             float d = Fp16.Table[*(ushort*)(w + DOffset)], dmin = Fp16.Table[*(ushort*)(w + DMinOffset)];
-            acc0 = Accumulate(acc0, sumi0, minPairs, d, dmin, a0);
-            acc1 = Accumulate(acc1, sumi1, minPairs, d, dmin, a1);
-            acc2 = Accumulate(acc2, sumi2, minPairs, d, dmin, a2);
-            acc3 = Accumulate(acc3, sumi3, minPairs, d, dmin, a3);
+            acc0 = Accumulate(acc0, sumi0, d, a0); mins0 = AccumulateMins(mins0, mins16, dmin, a0);
+            acc1 = Accumulate(acc1, sumi1, d, a1); mins1 = AccumulateMins(mins1, mins16, dmin, a1);
+            acc2 = Accumulate(acc2, sumi2, d, a2); mins2 = AccumulateMins(mins2, mins16, dmin, a2);
+            acc3 = Accumulate(acc3, sumi3, d, a3); mins3 = AccumulateMins(mins3, mins16, dmin, a3);
         }
-        y[0] = KQuantVector.HorizontalSum(acc0);
-        y[outputStride] = KQuantVector.HorizontalSum(acc1);
-        y[2 * outputStride] = KQuantVector.HorizontalSum(acc2);
-        y[3 * outputStride] = KQuantVector.HorizontalSum(acc3);
+        y[0] = KQuantVector.HorizontalSum(acc0) + KQuantVector.HorizontalSum(mins0);
+        y[outputStride] = KQuantVector.HorizontalSum(acc1) + KQuantVector.HorizontalSum(mins1);
+        y[2 * outputStride] = KQuantVector.HorizontalSum(acc2) + KQuantVector.HorizontalSum(mins2);
+        y[3 * outputStride] = KQuantVector.HorizontalSum(acc3) + KQuantVector.HorizontalSum(mins3);
     }
 
     /// <summary>sc_low·(low·x[0..32)) + sc_high·(high·x[32..64)) as eight int32 partial sums.</summary>
@@ -77,13 +79,16 @@ internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
         Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256((sbyte*)x)), scaleLow)
       + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256((sbyte*)x + 32)), scaleHigh);
 
-    /// <summary>acc + d·a·Σ sc·q·x − dmin·a·Σ m·(Σx) for one token's super-block.</summary>
+    /// <summary>acc + d·a·Σ sc·q·x for one token's super-block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<int> sumi, Vector256<short> minPairs, float d, float dmin, byte* a)
+    private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<int> sumi, float d, byte* a) =>
+        Fma.MultiplyAdd(Vector256.Create(d * *(float*)a), Avx.ConvertToVector256Single(sumi), acc);
+
+    /// <summary>mins − dmin·a·Σ m_j·(Σx)_j, two sub-blocks per lane as the single-row kernel sums them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> AccumulateMins(Vector128<float> mins, Vector128<short> mins16, float dmin, byte* a)
     {
-        float scale = *(float*)a;
-        Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(minPairs, KQuantVector.Q8KGroupSums(a));
-        acc = Fma.MultiplyAdd(Vector256.Create(d * scale), Avx.ConvertToVector256Single(sumi), acc);
-        return Fma.MultiplyAddNegated(Vector256.Create(dmin * scale), Avx.ConvertToVector256Single(minProducts), acc);
+        Vector128<int> products = Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a));
+        return Fma.MultiplyAddNegated(Vector128.Create(dmin * *(float*)a), Sse2.ConvertToVector128Single(products), mins);
     }
 }

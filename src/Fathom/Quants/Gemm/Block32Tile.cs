@@ -6,11 +6,23 @@ using Fathom.Quants.Formats;
 namespace Fathom.Quants.Gemm;
 
 /// <summary>
-/// Q8_0 × Q8_0 for one weight row and four tokens at a time (AVX2). Each 32-value block's |w| and scale are
-/// loaded once for the four tokens; vpmaddubsw wants one unsigned operand, so each token's values take w's sign
-/// (vpsignb) as in the single-row kernel.
+/// The type-specific half of <see cref="Block32Tile{TDecoder}"/>: a weight type of 32-value blocks with one fp16
+/// scale each (at the block's start), whose values are that scale times small signed integers.
 /// </summary>
-internal sealed unsafe class Q8_0Tile(WeightFormat format) : TileKernel(format)
+internal unsafe interface IBlock32Decoder
+{
+    static abstract int BlockBytes { get; }
+
+    /// <summary>The block's 32 integer levels in value order (each in [−127, 127]).</summary>
+    static abstract Vector256<sbyte> Levels(byte* block);
+}
+
+/// <summary>
+/// A 32-value block type × Q8_0 activations for one weight row and four tokens at a time (AVX2): each block's
+/// levels are unpacked once and multiplied with the four tokens' int8 values; vpmaddubsw wants one unsigned operand,
+/// so each token's values take the levels' signs (vpsignb), as the single-row kernels do.
+/// </summary>
+internal sealed unsafe class Block32Tile<TDecoder>(WeightFormat format) : TileKernel(format) where TDecoder : IBlock32Decoder
 {
     public override int TokenTile => 4;
 
@@ -36,9 +48,9 @@ internal sealed unsafe class Q8_0Tile(WeightFormat format) : TileKernel(format)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        for (int i = 0; i < blocks; i++, w += Q8_0Layout.BlockBytes, a0 += Q8_0Layout.BlockBytes, a1 += Q8_0Layout.BlockBytes, a2 += Q8_0Layout.BlockBytes, a3 += Q8_0Layout.BlockBytes)
+        for (int i = 0; i < blocks; i++, w += TDecoder.BlockBytes, a0 += Q8_0Layout.BlockBytes, a1 += Q8_0Layout.BlockBytes, a2 += Q8_0Layout.BlockBytes, a3 += Q8_0Layout.BlockBytes)
         {
-            Vector256<sbyte> q = Avx.LoadVector256((sbyte*)(w + Q8_0Layout.QuantsOffset));
+            Vector256<sbyte> q = TDecoder.Levels(w);
             Vector256<byte> magnitude = Avx2.Abs(q);
             float d = Fp16.Table[*(ushort*)w];
             acc0 = Accumulate(acc0, magnitude, q, d, a0);
@@ -52,7 +64,7 @@ internal sealed unsafe class Q8_0Tile(WeightFormat format) : TileKernel(format)
         y[3 * outputStride] = KQuantVector.HorizontalSum(acc3);
     }
 
-    /// <summary>acc + d_w·d_x·Σ w·x over one block, with w = sign·magnitude.</summary>
+    /// <summary>acc + d_w·d_x·Σ q·x over one block, with q = sign·magnitude.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<byte> magnitude, Vector256<sbyte> q, float d, byte* a)
     {
