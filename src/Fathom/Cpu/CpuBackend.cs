@@ -37,8 +37,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     /// <param name="threads">Threads to compute with; 0 or less means one per logical processor.</param>
     /// <param name="tiles">
-    /// Multiply batches with the types' tile kernels (the default); false keeps one <see cref="WeightFormat.Dot"/>
-    /// per (row, token), the reference that benchmarks compare the tiles with.
+    /// Multiply batches with the types' tile kernels and attend prompts with the batched attention (the default);
+    /// false keeps one <see cref="WeightFormat.Dot"/> per (row, token) and the TensorPrimitives attention per
+    /// (token, head): the reference path that benchmarks compare with.
     /// </param>
     public CpuBackend(int threads = 0, bool tiles = true)
     {

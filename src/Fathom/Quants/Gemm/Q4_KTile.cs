@@ -40,20 +40,26 @@ internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
     private static void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        Vector128<float> mins0 = Vector128<float>.Zero, mins1 = mins0, mins2 = mins0, mins3 = mins0;
+        // The float accumulators live in memory, touched once per super-block, so that the chunk loop has the
+        // registers for its int32 sums.
+        Vector256<float>* acc = stackalloc Vector256<float>[4];
+        Vector128<float>* minAcc = stackalloc Vector128<float>[4];
+        for (int c = 0; c < 4; c++) { acc[c] = Vector256<float>.Zero; minAcc[c] = Vector128<float>.Zero; }
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         for (int i = 0; i < blocks; i++, w += BlockBytes, a0 += Q8KLayout.BlockBytes, a1 += Q8KLayout.BlockBytes, a2 += Q8KLayout.BlockBytes, a3 += Q8KLayout.BlockBytes)
         {
             KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
             Vector256<int> sumi0 = Vector256<int>.Zero, sumi1 = sumi0, sumi2 = sumi0, sumi3 = sumi0;
+            Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+            Vector256<byte> scalePairs = Vector256.Create(scales16, scales16).AsByte();
             for (int chunk = 0; chunk < 4; chunk++)
             {
                 Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
                 Vector256<byte> low = bits & lowNibble;
                 Vector256<byte> high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble;
-                Vector256<short> scaleLow = Vector256.Create((short)((scales >> (16 * chunk)) & 0xFF));
-                Vector256<short> scaleHigh = Vector256.Create((short)((scales >> (16 * chunk + 8)) & 0xFF));
+                // vpshufb controls that spread int16 scale 2·chunk (and 2·chunk + 1) over every lane.
+                Vector256<short> scaleLow = Avx2.Shuffle(scalePairs, Vector256.Create((short)(0x0100 + 0x0404 * chunk)).AsByte()).AsInt16();
+                Vector256<short> scaleHigh = Avx2.Shuffle(scalePairs, Vector256.Create((short)(0x0302 + 0x0404 * chunk)).AsByte()).AsInt16();
                 int offset = Q8KLayout.QuantsOffset + 64 * chunk;
                 sumi0 += Scaled(low, high, scaleLow, scaleHigh, a0 + offset);
                 sumi1 += Scaled(low, high, scaleLow, scaleHigh, a1 + offset);
@@ -62,15 +68,13 @@ internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
             }
             Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
             float d = Fp16.Table[*(ushort*)(w + DOffset)], dmin = Fp16.Table[*(ushort*)(w + DMinOffset)];
-            acc0 = Accumulate(acc0, sumi0, d, a0); mins0 = AccumulateMins(mins0, mins16, dmin, a0);
-            acc1 = Accumulate(acc1, sumi1, d, a1); mins1 = AccumulateMins(mins1, mins16, dmin, a1);
-            acc2 = Accumulate(acc2, sumi2, d, a2); mins2 = AccumulateMins(mins2, mins16, dmin, a2);
-            acc3 = Accumulate(acc3, sumi3, d, a3); mins3 = AccumulateMins(mins3, mins16, dmin, a3);
+            acc[0] = Accumulate(acc[0], sumi0, d, a0); minAcc[0] = AccumulateMins(minAcc[0], mins16, dmin, a0);
+            acc[1] = Accumulate(acc[1], sumi1, d, a1); minAcc[1] = AccumulateMins(minAcc[1], mins16, dmin, a1);
+            acc[2] = Accumulate(acc[2], sumi2, d, a2); minAcc[2] = AccumulateMins(minAcc[2], mins16, dmin, a2);
+            acc[3] = Accumulate(acc[3], sumi3, d, a3); minAcc[3] = AccumulateMins(minAcc[3], mins16, dmin, a3);
         }
-        y[0] = KQuantVector.HorizontalSum(acc0) + KQuantVector.HorizontalSum(mins0);
-        y[outputStride] = KQuantVector.HorizontalSum(acc1) + KQuantVector.HorizontalSum(mins1);
-        y[2 * outputStride] = KQuantVector.HorizontalSum(acc2) + KQuantVector.HorizontalSum(mins2);
-        y[3 * outputStride] = KQuantVector.HorizontalSum(acc3) + KQuantVector.HorizontalSum(mins3);
+        for (int c = 0; c < 4; c++)
+            y[c * outputStride] = KQuantVector.HorizontalSum(acc[c]) + KQuantVector.HorizontalSum(minAcc[c]);
     }
 
     /// <summary>sc_low·(low·x[0..32)) + sc_high·(high·x[32..64)) as eight int32 partial sums.</summary>
