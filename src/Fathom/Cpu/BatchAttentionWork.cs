@@ -11,7 +11,8 @@ namespace Fathom.Cpu;
 /// tokens; its queries (every token of the block × every query head reading that cache head) go four at a time, so
 /// each cached key and value row is loaded once per four queries instead of once per query: Q·Kᵀ with four
 /// accumulators per key, a vectorised softmax per query, then Σ p·V with 4 queries × 16 value lanes in registers.
-/// Decoding uses <see cref="AttendOne"/>, the same arithmetic for a single query.
+/// Decoding goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it
+/// came in a prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
 /// </summary>
 internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
 {
@@ -21,23 +22,27 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     private readonly float[][] _discard = new float[workers][];
     private AttentionShape _shape;
     private float* _queries, _output, _keys, _values;
-    private int _keyStride, _valueStride, _firstPosition, _tokens, _tokenBlocks, _scoreStride;
+    private int _keyStride, _valueStride, _firstPosition, _tokens, _tokenBlocks, _scoreStride, _quadSlices;
 
     /// <summary>Whether the shape suits the vector kernels (whole 8-float key chunks and 16-float value chunks).</summary>
     public static bool Supports(in AttentionShape shape) =>
         Avx2.IsSupported && Fma.IsSupported && shape.KeyDim % 8 == 0 && shape.ValueDim % 16 == 0;
 
-    public int PieceCount => _tokenBlocks * _shape.KvHeads;
+    public int PieceCount => _tokenBlocks * _shape.KvHeads * _quadSlices;
 
     public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens)
     {
         _shape = shape; _queries = queries; _output = output; _keys = keys; _keyStride = keyStride;
         _values = values; _valueStride = valueStride; _firstPosition = firstPosition; _tokens = tokens;
         _tokenBlocks = (tokens + TokenBlock - 1) / TokenBlock;
-        _scoreStride = firstPosition + tokens;
+        // One token (decoding) has too few queries per cache head to share among threads by head alone: each quad
+        // of query heads is its own piece then.
+        _quadSlices = tokens == 1 ? (shape.Heads / shape.KvHeads + 3) / 4 : 1;
+        // Doubling keeps decoding allocation-free: the cache grows one position a step, the buffers rarely.
+        _scoreStride = Math.Max(256, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)(firstPosition + tokens)));
         for (int i = 0; i < _scores.Length; i++)
         {
-            if (_scores[i] is null || _scores[i].Length < 4 * _scoreStride) _scores[i] = GC.AllocateArray<float>(4 * Math.Max(256, _scoreStride), pinned: true);
+            if (_scores[i] is null || _scores[i].Length < 4 * _scoreStride) _scores[i] = GC.AllocateArray<float>(4 * _scoreStride, pinned: true);
             if (_discard[i] is null || _discard[i].Length < shape.ValueDim) _discard[i] = GC.AllocateArray<float>(shape.ValueDim, pinned: true);
         }
     }
@@ -46,10 +51,12 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     {
         AttentionShape s = _shape;
         // Last token blocks first: they see the most keys, and claiming them early balances the threads.
-        int block = _tokenBlocks - 1 - index / s.KvHeads, kvHead = index % s.KvHeads;
+        int slice = index % _quadSlices, rest = index / _quadSlices;
+        int block = _tokenBlocks - 1 - rest / s.KvHeads, kvHead = rest % s.KvHeads;
         int group = s.Heads / s.KvHeads;
         int firstToken = block * TokenBlock, tokenCount = Math.Min(TokenBlock, _tokens - firstToken);
-        int queries = tokenCount * group;
+        int queries = tokenCount * group, start = 0;
+        if (_quadSlices > 1) { start = 4 * slice; queries = Math.Min(queries, start + 4); }
         float* keys = _keys + kvHead * s.KeyDim, values = _values + kvHead * s.ValueDim;
         fixed (float* scores = _scores[worker])
         fixed (float* discard = _discard[worker])
@@ -57,7 +64,7 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
             float** q = stackalloc float*[4];
             float** o = stackalloc float*[4];
             int* length = stackalloc int[4];
-            for (int first = 0; first < queries; first += 4)
+            for (int first = start; first < queries; first += 4)
             {
                 int count = Math.Min(4, queries - first);
                 for (int i = 0; i < 4; i++)
@@ -115,31 +122,7 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
         scores[3 * stride + p] = sums.GetElement(3);
     }
 
-    /// <summary>
-    /// One query (decoding): the same arithmetic, operation for operation, as one query of a quad, so a token's
-    /// attention is bit-identical whether it came in a prompt batch or alone.
-    /// </summary>
-    public static void AttendOne(float* q, float* o, int length, float* keys, int keyStride, float* values, int valueStride, in AttentionShape shape, float* scores)
-    {
-        for (int p = 0; p < length; p++)
-            scores[p] = ScoreOne(q, keys + (long)p * keyStride, shape.KeyDim, shape.Scale);
-        Softmax(new Span<float>(scores, length));
-        for (int c = 0; c < shape.ValueDim; c += 16)
-        {
-            float* v = values + c;
-            Vector256<float> a = Vector256<float>.Zero, b = a;
-            for (int p = 0; p < length; p++, v += valueStride)
-            {
-                Vector256<float> w = Vector256.Create(scores[p]);
-                a = Fma.MultiplyAdd(w, Avx.LoadVector256(v), a);
-                b = Fma.MultiplyAdd(w, Avx.LoadVector256(v + 8), b);
-            }
-            Avx.Store(o + c, a);
-            Avx.Store(o + c + 8, b);
-        }
-    }
-
-    /// <summary>scale · q · k with the accumulation and the lane-sum order of <see cref="ScoreFour"/>.</summary>
+    /// <summary>scale · q · k with the accumulation and the lane-sum order of <see cref="ScoreFour"/> (for a quad's extra keys).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float ScoreOne(float* q, float* k, int dim, float scale)
     {

@@ -152,14 +152,14 @@ public sealed unsafe class CpuBackend : IComputeBackend
         fixed (float* k = cache.Keys)
         fixed (float* v = cache.Values)
         {
-            if (tokens > 1 && _tiles && BatchAttentionWork.Supports(shape))
+            if (_tiles && BatchAttentionWork.Supports(shape))
             {
                 _batchAttention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
                 _pool.Run(_batchAttention, _batchAttention.PieceCount);
             }
             else
             {
-                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens, _tiles);
+                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
                 _pool.Run(_attention, tokens * shape.Heads);
             }
         }
@@ -271,12 +271,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
         private AttentionShape _shape;
         private float* _queries, _output, _keys, _values;
         private int _keyStride, _valueStride, _firstPosition;
-        private bool _vectorKernels;
 
-        /// <param name="vectorKernels">Use <see cref="BatchAttentionWork.AttendOne"/> (where the shape allows), so that decoding matches batched prompts bit for bit; false keeps the TensorPrimitives reference.</param>
-        public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens, bool vectorKernels)
+        public void Set(in AttentionShape shape, float* queries, float* output, float* keys, int keyStride, float* values, int valueStride, int firstPosition, int tokens)
         {
-            _vectorKernels = vectorKernels && BatchAttentionWork.Supports(shape);
             _shape = shape; _queries = queries; _output = output; _keys = keys; _keyStride = keyStride;
             _values = values; _valueStride = valueStride; _firstPosition = firstPosition;
             int longest = firstPosition + tokens;
@@ -294,12 +291,6 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int length = _firstPosition + token + 1; // causal: this token sees itself and everything before
             float* query = _queries + ((long)token * s.Heads + head) * s.KeyDim;
             float* output = _output + ((long)token * s.Heads + head) * s.ValueDim;
-            if (_vectorKernels)
-            {
-                fixed (float* scoreBuffer = _scores[worker])
-                    BatchAttentionWork.AttendOne(query, output, length, _keys + kvHead * s.KeyDim, _keyStride, _values + kvHead * s.ValueDim, _valueStride, s, scoreBuffer);
-                return;
-            }
             var q = new ReadOnlySpan<float>(query, s.KeyDim);
             Span<float> scores = _scores[worker].AsSpan(0, length);
             for (int p = 0; p < length; p++)
