@@ -1,30 +1,52 @@
 using System.Numerics.Tensors;
 using Fathom.Quants;
+using Fathom.Quants.Gemm;
 using Fathom.Runtime;
 
 namespace Fathom.Cpu;
 
 /// <summary>
-/// The CPU implementation of <see cref="IComputeBackend"/>: weights are multiplied in place in their own format
-/// through <see cref="WeightFormat.Dot"/>, split over output rows across a <see cref="WorkerPool"/>; vector
-/// operations use <see cref="TensorPrimitives"/>. Scratch buffers grow to the largest batch seen and are reused.
+/// The CPU implementation of <see cref="IComputeBackend"/>: weights are multiplied in place in their own format.
+/// One token (decoding) goes through <see cref="WeightFormat.Dot"/>, split over output rows across a
+/// <see cref="WorkerPool"/>; a batch (prompt processing) goes through the type's <see cref="TileKernel"/>, split
+/// into (row block, token block) tiles. Vector operations use <see cref="TensorPrimitives"/>. Scratch buffers grow
+/// to the largest batch seen and are reused.
 /// </summary>
 public sealed unsafe class CpuBackend : IComputeBackend
 {
     // Pieces per thread: enough that uneven rows balance, few enough that claiming stays cheap.
     private const int PiecesPerThread = 4;
 
+    // A batch tile's working set: a block of tokens' activations (~128 KB, at most 64 tokens) stays in L2 while a
+    // block of weight rows (~64 KB, at most 64 rows) passes by; rows per block shrink further until every thread
+    // has several tiles to claim.
+    private const int TileActivationBytes = 128 << 10;
+    private const int TileWeightBytes = 64 << 10;
+    private const int MaxTokenBlock = 64;
+    private const int MaxRowBlock = 64;
+    private const int MinRowBlock = 4;
+
     private readonly WorkerPool _pool;
     private readonly MatMulWork _matMul = new();
+    private readonly TiledMatMulWork _tiledMatMul = new();
+    private readonly bool _tiles;
     private readonly QuantizeWork _quantize = new();
     private readonly AttentionWork _attention;
+    private readonly BatchAttentionWork _batchAttention;
     private byte[] _activations = GC.AllocateArray<byte>(1 << 16, pinned: true);
 
     /// <param name="threads">Threads to compute with; 0 or less means one per logical processor.</param>
-    public CpuBackend(int threads = 0)
+    /// <param name="tiles">
+    /// Multiply batches with the types' tile kernels and attend prompts with the batched attention (the default);
+    /// false keeps one <see cref="WeightFormat.Dot"/> per (row, token) and the TensorPrimitives attention per
+    /// (token, head): the reference path that benchmarks compare with.
+    /// </param>
+    public CpuBackend(int threads = 0, bool tiles = true)
     {
+        _tiles = tiles;
         _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
         _attention = new AttentionWork(_pool.Threads);
+        _batchAttention = new BatchAttentionWork(_pool.Threads);
     }
 
     public int Threads => _pool.Threads;
@@ -55,8 +77,20 @@ public sealed unsafe class CpuBackend : IComputeBackend
                     activations = a; // the array is pinned, so the address stays valid after this block
                 }
             }
-            _matMul.Set(weight, activations, activationRowBytes, tokens, y, Pieces(weight.Rows));
-            _pool.Run(_matMul, _matMul.PieceCount);
+            if (tokens > 1 && _tiles)
+            {
+                TileKernel kernel = TileKernels.For(weight.Format);
+                int tokenBlock = TokenBlock(tokens, activationRowBytes, kernel.TokenTile);
+                int tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock;
+                int rowBlock = RowBlock(weight.Rows, weight.RowBytes, tokenBlocks);
+                _tiledMatMul.Set(kernel, weight, activations, activationRowBytes, tokens, y, rowBlock, tokenBlock);
+                _pool.Run(_tiledMatMul, _tiledMatMul.PieceCount);
+            }
+            else
+            {
+                _matMul.Set(weight, activations, activationRowBytes, tokens, y, Pieces(weight.Rows));
+                _pool.Run(_matMul, _matMul.PieceCount);
+            }
         }
     }
 
@@ -91,10 +125,19 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
     {
-        for (int i = 0; i < gate.Length; i++)
+        if (up.Length < gate.Length) throw new ArgumentException($"up holds {up.Length} values, gate {gate.Length}");
+        // silu(g)·u = g / (1 + e^−g) · u, in vectorised passes over chunks that stay in L1.
+        const int chunk = 1024;
+        Span<float> denominator = stackalloc float[chunk];
+        for (int start = 0; start < gate.Length; start += chunk)
         {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+            int length = Math.Min(chunk, gate.Length - start);
+            Span<float> g = gate.Slice(start, length), d = denominator[..length];
+            TensorPrimitives.Negate(g, d);
+            TensorPrimitives.Exp(d, d);
+            TensorPrimitives.Add(d, 1f, d);
+            TensorPrimitives.Divide(g, d, g);
+            TensorPrimitives.Multiply(g, up.Slice(start, length), g);
         }
     }
 
@@ -109,12 +152,36 @@ public sealed unsafe class CpuBackend : IComputeBackend
         fixed (float* k = cache.Keys)
         fixed (float* v = cache.Values)
         {
-            _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
-            _pool.Run(_attention, tokens * shape.Heads);
+            if (_tiles && BatchAttentionWork.Supports(shape))
+            {
+                _batchAttention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+                _pool.Run(_batchAttention, _batchAttention.PieceCount);
+            }
+            else
+            {
+                _attention.Set(shape, q, o, k, cache.KeyWidth, v, cache.ValueStride, firstPosition, tokens);
+                _pool.Run(_attention, tokens * shape.Heads);
+            }
         }
     }
 
     private int Pieces(int rows) => Math.Min(rows, Threads * PiecesPerThread);
+
+    /// <summary>Tokens per tile: a multiple of the kernel's register tile whose activations fit <see cref="TileActivationBytes"/>.</summary>
+    private static int TokenBlock(int tokens, long activationRowBytes, int tokenTile)
+    {
+        long fit = Math.Clamp(TileActivationBytes / activationRowBytes, tokenTile, MaxTokenBlock) / tokenTile * tokenTile;
+        return tokens <= fit ? tokens : (int)fit;
+    }
+
+    /// <summary>Rows per tile: as many as fit <see cref="TileWeightBytes"/> while every thread still gets several tiles.</summary>
+    private int RowBlock(int rows, long rowBytes, int tokenBlocks)
+    {
+        int wanted = Threads * PiecesPerThread;
+        int rowBlock = (int)Math.Clamp(TileWeightBytes / rowBytes, MinRowBlock, MaxRowBlock);
+        while (rowBlock > MinRowBlock && (long)((rows + rowBlock - 1) / rowBlock) * tokenBlocks < wanted) rowBlock /= 2;
+        return rowBlock;
+    }
 
     public void Dispose() => _pool.Dispose();
 
@@ -167,6 +234,37 @@ public sealed unsafe class CpuBackend : IComputeBackend
         }
     }
 
+    /// <summary>A batch product cut into tiles of (row block × token block), token blocks outermost.</summary>
+    private sealed class TiledMatMulWork : IParallelWork
+    {
+        private TileKernel _kernel = null!;
+        private WeightMatrix _weight = null!;
+        private byte* _activations;
+        private long _activationRowBytes;
+        private int _tokens, _rowBlock, _tokenBlock, _rowBlocks;
+        private float* _output;
+
+        public int PieceCount { get; private set; }
+
+        public void Set(TileKernel kernel, WeightMatrix weight, byte* activations, long activationRowBytes, int tokens, float* output, int rowBlock, int tokenBlock)
+        {
+            _kernel = kernel; _weight = weight; _activations = activations; _activationRowBytes = activationRowBytes;
+            _tokens = tokens; _output = output; _rowBlock = rowBlock; _tokenBlock = tokenBlock;
+            _rowBlocks = (weight.Rows + rowBlock - 1) / rowBlock;
+            PieceCount = _rowBlocks * ((tokens + tokenBlock - 1) / tokenBlock);
+        }
+
+        public void Execute(int piece, int worker)
+        {
+            int rows = _weight.Rows;
+            int firstRow = piece % _rowBlocks * _rowBlock, firstToken = piece / _rowBlocks * _tokenBlock;
+            int rowCount = Math.Min(_rowBlock, rows - firstRow), tokenCount = Math.Min(_tokenBlock, _tokens - firstToken);
+            _kernel.Multiply(_weight.RowPointer(firstRow), _weight.RowBytes, rowCount,
+                _activations + firstToken * _activationRowBytes, _activationRowBytes, tokenCount, _weight.Columns,
+                _output + (long)firstToken * rows + firstRow, rows);
+        }
+    }
+
     private sealed class AttentionWork(int workers) : IParallelWork
     {
         private readonly float[][] _scores = new float[workers][];
@@ -191,12 +289,14 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int token = index / s.Heads, head = index % s.Heads;
             int kvHead = head / (s.Heads / s.KvHeads);
             int length = _firstPosition + token + 1; // causal: this token sees itself and everything before
-            var q = new ReadOnlySpan<float>(_queries + ((long)token * s.Heads + head) * s.KeyDim, s.KeyDim);
+            float* query = _queries + ((long)token * s.Heads + head) * s.KeyDim;
+            float* output = _output + ((long)token * s.Heads + head) * s.ValueDim;
+            var q = new ReadOnlySpan<float>(query, s.KeyDim);
             Span<float> scores = _scores[worker].AsSpan(0, length);
             for (int p = 0; p < length; p++)
                 scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(_keys + (long)p * _keyStride + kvHead * s.KeyDim, s.KeyDim)) * s.Scale;
             VectorMath.Softmax(scores);
-            var o = new Span<float>(_output + ((long)token * s.Heads + head) * s.ValueDim, s.ValueDim);
+            var o = new Span<float>(output, s.ValueDim);
             o.Clear();
             for (int p = 0; p < length; p++)
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(_values + (long)p * _valueStride + kvHead * s.ValueDim, s.ValueDim), scores[p], o, o);

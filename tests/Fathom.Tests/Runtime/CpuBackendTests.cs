@@ -155,16 +155,22 @@ public sealed class CpuBackendTests
         Assert.Equal(Math.Sin(slowest) * 1.5, sin[15], 1e-5);
     }
 
-    [Fact]
-    public void AttentionIsCausalSoftmaxWeightedValuesWithSharedKvHeads()
+    [Theory]
+    [InlineData(4, 2, 8, 6, 3, 2, true)]     // per (token, head): value width not whole 16-float chunks
+    [InlineData(4, 2, 8, 6, 1, 5, true)]     // decoding, one token
+    [InlineData(12, 2, 16, 32, 21, 3, true)] // batched: groups of 6 heads, a short last quad, two token blocks
+    [InlineData(12, 2, 16, 32, 21, 3, false)] // the same through the per (token, head) reference
+    [InlineData(12, 2, 16, 32, 1, 7, true)]  // decoding through the vector kernel of one query
+    [InlineData(3, 3, 24, 16, 5, 0, true)]   // batched, no head sharing, from position 0
+    public void AttentionIsCausalSoftmaxWeightedValuesWithSharedKvHeads(int heads, int kvHeads, int dk, int dv, int tokens, int first, bool tiles)
     {
-        const int heads = 4, kvHeads = 2, dk = 8, dv = 6, tokens = 3, first = 2, scale = 1;
-        var cache = new KvLayerCache(8, kvHeads * dk, kvHeads * dv, valuesShareKeys: false);
+        const float scale = 0.7f;
+        var cache = new KvLayerCache(first + tokens + 3, kvHeads * dk, kvHeads * dv, valuesShareKeys: false);
         float[] keys = Random((first + tokens) * kvHeads * dk, 8), values = Random((first + tokens) * kvHeads * dv, 9);
         keys.CopyTo(cache.Keys, 0);
         values.CopyTo(cache.Values, 0);
         float[] q = Random(tokens * heads * dk, 10, 2f), o = new float[tokens * heads * dv];
-        using var backend = new CpuBackend(2);
+        using var backend = new CpuBackend(2, tiles);
         backend.Attention(q, cache, o, new AttentionShape(heads, kvHeads, dk, dv, scale), first, tokens);
         for (int t = 0; t < tokens; t++)
             for (int h = 0; h < heads; h++)

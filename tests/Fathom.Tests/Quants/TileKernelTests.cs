@@ -1,0 +1,101 @@
+using Fathom.Quants;
+using Fathom.Quants.Gemm;
+
+namespace Fathom.Tests.Quants;
+
+/// <summary>
+/// Tile kernels (many rows × many tokens) against the scalar reference dot product, one (row, token) at a time:
+/// random rows, row and token counts that are not multiples of the tile, and all-zero blocks.
+/// </summary>
+public sealed class TileKernelTests
+{
+    private static float[] Gaussian(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var values = new float[count];
+        for (int i = 0; i < count; i++)
+            values[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+        return values;
+    }
+
+    private static byte[] QuantizeRows(WeightFormat format, float[] values, int rows, int n)
+    {
+        int rowBytes = (int)format.Layout.RowBytes(n);
+        var bytes = new byte[rows * rowBytes];
+        float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, n).ToArray() : [];
+        for (int r = 0; r < rows; r++)
+            format.Quantize(values.AsSpan(r * n, n), bytes.AsSpan(r * rowBytes, rowBytes), importance);
+        return bytes;
+    }
+
+    /// <summary>Multiplies through the tile and checks every (row, token) against the format's scalar dot product.</summary>
+    private static void AssertMatchesScalar(TileKernel kernel, int rows, int tokens, int n, int seed, bool zeroSomeBlocks = false)
+    {
+        WeightFormat format = kernel.Format, activation = TypeTraits.For(format.DotActivationType);
+        float[] w = Gaussian(rows * n, seed);
+        if (zeroSomeBlocks)
+            for (int r = 0; r < rows; r += 2) Array.Clear(w, r * n, format.Layout.BlockSize); // first block of every other row
+        byte[] weights = QuantizeRows(format, w, rows, n);
+        float[] x = Gaussian(tokens * n, seed + 1);
+        if (zeroSomeBlocks) Array.Clear(x, 0, n); // one token all zero
+        byte[] activations = QuantizeRows(activation, x, tokens, n);
+
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+
+        int weightRowBytes = (int)format.Layout.RowBytes(n), activationRowBytes = (int)activation.Layout.RowBytes(n);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, KernelPath.Scalar);
+                // Sums of n products of O(1) values, added in a different order: a few float ulps of √n-sized terms.
+                float tolerance = 2e-5f * n + 1e-4f * Math.Abs(expected);
+                Assert.True(Math.Abs(output[t * rows + r] - expected) <= tolerance,
+                    $"{format} row {r} token {t}: tile {output[t * rows + r]}, scalar {expected}");
+            }
+    }
+
+    public static TheoryData<GgmlType> Specialised => [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
+
+    [Theory]
+    [MemberData(nameof(Specialised))]
+    public void SpecialisedKernelsMatchTheScalarDotForUnevenTiles(GgmlType type)
+    {
+        // Without AVX2 there is no specialised kernel and the generic one is what runs (and is tested) instead.
+        TileKernel kernel = TileKernels.Specialised(TypeTraits.For(type)) ?? TileKernels.For(TypeTraits.For(type));
+        int n = 2 * Math.Max(256, kernel.Format.Layout.BlockSize);
+        foreach ((int rows, int tokens) in new[] { (1, 1), (3, 4), (5, 7), (9, 13) })
+            AssertMatchesScalar(kernel, rows, tokens, n, seed: rows * 31 + tokens);
+    }
+
+    [Theory]
+    [MemberData(nameof(Specialised))]
+    public void SpecialisedKernelsHandleAllZeroBlocks(GgmlType type)
+    {
+        // Without AVX2 there is no specialised kernel and the generic one is what runs (and is tested) instead.
+        TileKernel kernel = TileKernels.Specialised(TypeTraits.For(type)) ?? TileKernels.For(TypeTraits.For(type));
+        AssertMatchesScalar(kernel, rows: 6, tokens: 8, n: 512, seed: 5, zeroSomeBlocks: true);
+    }
+
+    [Fact]
+    public void EveryTypeHasATileKernelThatMatchesTheScalarDot()
+    {
+        foreach (WeightFormat format in TypeTraits.All)
+        {
+            int n = Math.Max(256, format.Layout.BlockSize);
+            AssertMatchesScalar(TileKernels.For(format), rows: 3, tokens: 5, n, seed: (int)format.Type);
+        }
+    }
+
+    [Fact]
+    public void TheCheckedFormRejectsShortBuffers()
+    {
+        TileKernel kernel = TileKernels.For(TypeTraits.For(GgmlType.Q4_K));
+        var weights = new byte[144 * 2];
+        var activations = new byte[292 * 3];
+        Assert.Throws<ArgumentException>(() => kernel.Multiply(weights, 3, activations, 3, 256, new float[9]));
+        Assert.Throws<ArgumentException>(() => kernel.Multiply(weights, 2, activations, 4, 256, new float[8]));
+        Assert.Throws<ArgumentException>(() => kernel.Multiply(weights, 2, activations, 3, 256, new float[5]));
+        Assert.Throws<ArgumentException>(() => kernel.Multiply(weights, 2, activations, 3, 100, new float[6]));
+    }
+}
