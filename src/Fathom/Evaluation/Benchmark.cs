@@ -66,30 +66,17 @@ public static class Benchmark
     }
 
     /// <summary>
-    /// An estimate of the weight bytes one decoded token reads: every tensor in full, except <c>token_embd</c>, of
-    /// which one row is read (all of it when the model has no <c>output</c> tensor and reuses the embedding as its
-    /// output matrix), and the routed-expert tensors (<c>*_exps</c>), of which a token reads
-    /// <c>expert_used_count</c> of <c>expert_count</c> slices. Router, shared experts and norms count in full.
-    /// It ignores the KV cache and activations, and assumes a token's experts are distinct within a layer, as top-k makes them.
+    /// An estimate of the weight bytes one decoded token reads, the sum of <see cref="TokenWeightBytes.Of"/> over the
+    /// file's tensors. It ignores the KV cache and activations, and assumes a token's experts are distinct within a
+    /// layer, as top-k makes them.
     /// </summary>
     public static long WeightBytesPerToken(GgufFile file, ModelHyperparameters config)
     {
         bool tiedOutput = !file.TryGetTensor("output.weight", out _);
+        int experts = config.Moe?.ExpertCount ?? 0, used = config.Moe?.ExpertUsedCount ?? 0;
         long total = 0;
         foreach (GgufTensorInfo tensor in file.Tensors)
-        {
-            long bytes = tensor.ByteSize;
-            if (tensor.Name == "token_embd.weight")
-            {
-                if (!tiedOutput) bytes = tensor.RowBytes;
-            }
-            else if (IsRoutedExperts(tensor.Name) && config.Moe is MixtureOfExperts moe)
-            {
-                // Every expert's slice has the same size, so the division is exact.
-                bytes = checked(bytes / moe.ExpertCount * moe.ExpertUsedCount);
-            }
-            total = checked(total + bytes);
-        }
+            total = checked(total + TokenWeightBytes.Of(tensor.Name, tensor.ByteSize, tensor.RowBytes, tiedOutput, experts, used));
         return total;
     }
 
@@ -104,8 +91,6 @@ public static class Benchmark
     /// <summary>Bytes per token × tokens per second ÷ bandwidth (GB/s = 10⁹ bytes/s).</summary>
     public static double RooflineFraction(long bytesPerToken, double tokensPerSecond, double bandwidthGBps) =>
         bytesPerToken * tokensPerSecond / (bandwidthGBps * 1e9);
-
-    private static bool IsRoutedExperts(string name) => name.Contains("_exps.", StringComparison.Ordinal);
 
     private static double TokensPerSecond(int tokens, TimeSpan elapsed) =>
         tokens / Math.Max(elapsed.TotalSeconds, 1e-9);
