@@ -44,7 +44,7 @@ public static class BenchCommand
         var model = new Option<string?>("--model", "-m") { Description = "The GGUF model (the first part of a split model)." };
         var like = new Option<string?>("--like")
         {
-            Description = "Benchmark a random-weight model with the shapes and types of a preset or of a GGUF file (only its header is read); see --list-presets.",
+            Description = $"Benchmark a random-weight model with the shapes and types of a preset or of a GGUF file (only its header is read). Presets: {string.Join(", ", PresetNames)}; sizes: --list-presets.",
         };
         var listPresets = new Option<bool>("--list-presets") { Description = "List the --like presets with their full sizes and exit." };
         var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens processed in one batch (default 512).", DefaultValueFactory = _ => 512 };

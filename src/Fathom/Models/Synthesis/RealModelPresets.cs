@@ -3,13 +3,21 @@ using Fathom.Quants;
 namespace Fathom.Models.Synthesis;
 
 /// <summary>A real model's shapes and weight types, by the name <c>fathom bench --like</c> takes.</summary>
-/// <param name="Name">The preset name, e.g. <c>deepseek-r1:ud-iq1_s</c>.</param>
-/// <param name="Description">What the preset mirrors and where its type choices come from.</param>
-/// <param name="Spec">The synthetic spec (random weights; the tokenizer is a synthetic one of the real vocabulary size).</param>
-public sealed record RealModelPreset(string Name, string Description, SyntheticModelSpec Spec)
+/// <param name="name">The preset name, e.g. <c>deepseek-r1:ud-iq1_s</c>.</param>
+/// <param name="description">What the preset mirrors and where its type choices come from.</param>
+/// <param name="spec">The synthetic spec (random weights; the tokenizer is a synthetic one of the real vocabulary size).</param>
+public sealed class RealModelPreset(string name, string description, SyntheticModelSpec spec)
 {
-    /// <summary>The metadata and tensor table, from which the full size is known without building anything.</summary>
-    public ModelBlueprint Blueprint() => ModelBlueprint.FromSpec(Spec);
+    private ModelBlueprint? _blueprint;
+
+    public string Name { get; } = name;
+
+    public string Description { get; } = description;
+
+    public SyntheticModelSpec Spec { get; } = spec;
+
+    /// <summary>The metadata and tensor table, from which the full size is known without building anything (made once: the vocabulary takes a while).</summary>
+    public ModelBlueprint Blueprint() => _blueprint ??= ModelBlueprint.FromSpec(Spec);
 }
 
 /// <summary>
