@@ -10,13 +10,15 @@ namespace Fathom.Benchmarks;
 /// <summary>
 /// Fathom against llama.cpp (LLamaSharp 0.30.0's CPU backend) on the same synthetic GGUF, with the same thread count,
 /// in one run: pp (a P-token prompt decoded as one batch from an empty cache) and tg (N single-token decodes after an
-/// 8-token prompt), the median of R timed repetitions after one warm-up, and the ratio Fathom / llama.cpp. Also the
+/// 8-token prompt), the median of R timed repetitions after one short warm-up (<c>--warmup</c> tokens, 16 by default:
+/// enough to map the weights and run the JIT), and the ratio Fathom / llama.cpp. Both keep a KV cache of
+/// <c>--ctx</c> tokens. Also the
 /// generation roofline fraction of each: weight bytes read per token × tokens/s ÷ the measured read bandwidth.
 /// The engines run one after the other, each loaded only while it runs, so their memory does not add up.
 /// llama.cpp runs with its defaults as a user gets them (mmap, weight repacking, F16 KV cache, flash attention auto)
 /// and a context of <c>--ctx</c> tokens with n_batch = n_ubatch = P.
 /// Not a BenchmarkDotNet class: each measurement is seconds long and both engines must see the same machine state.
-/// <code>dotnet run -c Release --project benchmarks/Fathom.Benchmarks -- --sidebyside [-t 2] [-r 3] [-p 512] [-n 128] [--ctx 1024] [--models a,b,c]</code>
+/// <code>dotnet run -c Release --project benchmarks/Fathom.Benchmarks -- --sidebyside [-t 2] [-r 3] [-p 512] [-n 128] [--ctx 1024] [--warmup 16] [--models a,b,c]</code>
 /// </summary>
 public static class LlamaCppSideBySide
 {
@@ -25,7 +27,7 @@ public static class LlamaCppSideBySide
 
     private const int GenerationPromptTokens = 8;
 
-    private sealed record Settings(int Threads, int Repetitions, int PromptTokens, int GeneratedTokens, int Context, string[] Models);
+    private sealed record Settings(int Threads, int Repetitions, int PromptTokens, int GeneratedTokens, int Context, int WarmUpTokens, string[] Models);
 
     private sealed record Speeds(double PromptTokensPerSecond, double GenerationTokensPerSecond);
 
@@ -53,7 +55,7 @@ public static class LlamaCppSideBySide
         // Only llama.cpp's errors: its load log runs to thousands of lines per model.
         NativeLibraryConfig.All.WithLogCallback((level, message) => { if (level == LLamaLogLevel.Error) Console.Error.Write(message); });
         Console.WriteLine($"Fathom vs llama.cpp (LLamaSharp 0.30.0 CPU backend), {settings.Threads} thread(s), pp{settings.PromptTokens} / tg{settings.GeneratedTokens}, " +
-                          $"median of {settings.Repetitions} after a warm-up, llama.cpp context {settings.Context}");
+                          $"median of {settings.Repetitions} after a {settings.WarmUpTokens}-token warm-up, context {settings.Context}");
         Console.WriteLine($"Machine: {Environment.ProcessorCount} logical CPUs, {ByteSizes.Format(SystemMemory.TotalBytes())} memory, {CpuName()}; {Environment.Version} runtime");
         Console.WriteLine($"Load average at start: {LoadAverage()}");
         double bandwidth = MemoryBandwidth.Measure(settings.Threads);
@@ -97,6 +99,7 @@ public static class LlamaCppSideBySide
         BenchmarkResult result = Benchmark.Run(model, new BenchmarkOptions
         {
             PromptTokens = s.PromptTokens, GeneratedTokens = s.GeneratedTokens, Repetitions = s.Repetitions, GenerationPromptTokens = GenerationPromptTokens,
+            ContextTokens = s.Context, WarmUpTokens = s.WarmUpTokens,
         });
         return new Speeds(result.PromptProcessing.Median, result.Generation.Median);
     }
@@ -125,8 +128,10 @@ public static class LlamaCppSideBySide
         var tg = new List<double>();
         for (int repetition = 0; repetition <= s.Repetitions; repetition++)
         {
+            // As Fathom's Benchmark.Run: the warm-up runs each test with at most WarmUpTokens tokens.
+            bool warmUp = repetition == 0;
             context.MemoryClear(true);
-            Fill(batch, prompt, 0);
+            Fill(batch, warmUp ? prompt.AsSpan(0, Math.Min(s.WarmUpTokens, prompt.Length)) : prompt, 0);
             long start = Stopwatch.GetTimestamp();
             Decode(context, batch);
             double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
@@ -136,7 +141,7 @@ public static class LlamaCppSideBySide
             Fill(batch, generationPrompt, 0);
             Decode(context, batch);
             start = Stopwatch.GetTimestamp();
-            for (int i = 0; i < generated.Length; i++)
+            for (int i = 0; i < (warmUp ? Math.Min(s.WarmUpTokens, generated.Length) : generated.Length); i++)
             {
                 Fill(batch, generated.AsSpan(i, 1), GenerationPromptTokens + i);
                 Decode(context, batch);
@@ -162,7 +167,7 @@ public static class LlamaCppSideBySide
 
     private static Settings Parse(string[] args)
     {
-        int threads = 2, repetitions = 3, prompt = 512, generate = 128, context = 1024;
+        int threads = 2, repetitions = 3, prompt = 512, generate = 128, context = 1024, warmUp = 16;
         string[] models = DefaultModels;
         for (int i = 0; i < args.Length; i++)
         {
@@ -175,12 +180,13 @@ public static class LlamaCppSideBySide
                 case "-p" or "--n-prompt": prompt = Count(); break;
                 case "-n" or "--n-gen": generate = Count(); break;
                 case "--ctx": context = Count(); break;
+                case "--warmup": warmUp = Count(); break;
                 case "--models": models = Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
-                default: throw new ArgumentException($"unknown argument '{args[i]}'; use -t, -r, -p, -n, --ctx, --models");
+                default: throw new ArgumentException($"unknown argument '{args[i]}'; use -t, -r, -p, -n, --ctx, --warmup, --models");
             }
         }
         if (context < prompt + generate) throw new ArgumentException($"--ctx {context} is less than {prompt} + {generate} tokens");
-        return new Settings(threads, repetitions, prompt, generate, context, models);
+        return new Settings(threads, repetitions, prompt, generate, context, warmUp, models);
     }
 
     private static string LoadAverage()

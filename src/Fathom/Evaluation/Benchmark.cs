@@ -8,7 +8,8 @@ namespace Fathom.Evaluation;
 /// <summary>
 /// CPU speed of a model, measured the way llama-bench does: prompt processing (pp) feeds P random in-vocabulary
 /// tokens in one forward pass from a fresh session; generation (tg) feeds a short prompt, then times N forward
-/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches), then
+/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches; with
+/// <see cref="BenchmarkOptions.WarmUpTokens"/>, a shorter run), then
 /// <see cref="BenchmarkOptions.Repetitions"/> timed times; every session has room for P + N tokens.
 /// </summary>
 public static class Benchmark
@@ -17,7 +18,7 @@ public static class Benchmark
     {
         ArgumentNullException.ThrowIfNull(model);
         options.Validate(model.Config.ContextLength);
-        int context = options.PromptTokens + options.GeneratedTokens;
+        int context = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens;
         var random = new Random(options.Seed);
         int[] prompt = RandomTokens(random, model.VocabSize, options.PromptTokens);
         int[] generationPrompt = RandomTokens(random, model.VocabSize, options.GenerationPromptTokens);
@@ -30,17 +31,19 @@ public static class Benchmark
         for (int repetition = 0; repetition <= options.Repetitions; repetition++)
         {
             bool warmUp = repetition == 0;
+            int promptTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.PromptTokens, options.PromptTokens) : options.PromptTokens;
+            int generatedTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.GeneratedTokens, options.GeneratedTokens) : options.GeneratedTokens;
             InferenceSession session = model.CreateSession(context);
             kvCacheBytes = session.Cache.Bytes;
             long start = Stopwatch.GetTimestamp();
-            model.Forward(session, prompt, logits);
+            model.Forward(session, prompt.AsSpan(0, promptTokens), logits);
             TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) pp.Add(TokensPerSecond(options.PromptTokens, elapsed));
 
             session = model.CreateSession(context);
             model.Forward(session, generationPrompt, logits);
             start = Stopwatch.GetTimestamp();
-            for (int i = 0; i < generated.Length; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
+            for (int i = 0; i < generatedTokens; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
             elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) tg.Add(TokensPerSecond(options.GeneratedTokens, elapsed));
         }

@@ -32,19 +32,29 @@ public static class ModelSynthesizer
         return new ModelBlueprint(metadata.Metadata, TensorPlan(spec));
     }
 
-    /// <summary>A writer of the blueprint whose tensors are filled as they are written (seeded per tensor, so every write gives the same bytes).</summary>
+    /// <summary>
+    /// A writer of the blueprint whose tensors are filled as they are written, from one generator seeded with
+    /// <paramref name="seed"/> and drawn in tensor order (restarted whenever the first tensor is written), so every
+    /// write, and every split of it, gives the same bytes.
+    /// </summary>
     internal static GgufWriter Writer(ModelBlueprint blueprint, WeightFill fill, int seed, float weightScale, IProgress<double>? progress = null)
     {
         var writer = new GgufWriter();
         writer.SetAll(blueprint.Metadata);
         long total = Math.Max(1, blueprint.ByteSize), done = 0;
+        Random? rng = null;
         for (int i = 0; i < blueprint.Tensors.Count; i++)
         {
             BlueprintTensor t = blueprint.Tensors[i];
-            int tensorSeed = unchecked(seed * 1_000_003 + i);
+            bool first = i == 0;
             writer.AddTensor(t.Name, t.Shape, t.Type, stream =>
             {
-                FillTensor(t, fill, tensorSeed, weightScale, stream);
+                if (first || rng is null)
+                {
+                    rng = new Random(seed);
+                    done = 0;
+                }
+                FillTensor(t, fill, rng, weightScale, stream);
                 done += t.ByteSize;
                 progress?.Report((double)done / total);
             });
@@ -244,7 +254,7 @@ public static class ModelSynthesizer
     /// time, the chunk's rows quantized in parallel. <see cref="WeightFill.Tiled"/> quantizes only 64 rows and copies
     /// them to every row.
     /// </summary>
-    private static void FillTensor(BlueprintTensor t, WeightFill fill, int seed, float weightScale, Stream output)
+    private static void FillTensor(BlueprintTensor t, WeightFill fill, Random rng, float weightScale, Stream output)
     {
         TensorFill kind = FillOf(t.Name);
         int rowLength = checked((int)t.RowLength);
@@ -254,8 +264,6 @@ public static class ModelSynthesizer
         float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, rowLength).ToArray() : [];
         float std = kind is TensorFill.Weight or TensorFill.Router ? weightScale / MathF.Sqrt(rowLength) : 0.1f;
         float mean = kind == TensorFill.Norm ? 1f : 0f;
-        var rng = new Random(seed);
-
         const int ChunkBytes = 8 << 20;
         int chunkRows = (int)Math.Clamp(ChunkBytes / rowBytes, 1, rows);
         long uniqueRows = fill == WeightFill.Tiled ? Math.Min(rows, 64) : rows;
