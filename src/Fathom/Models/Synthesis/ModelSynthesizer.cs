@@ -66,12 +66,6 @@ public static class ModelSynthesizer
     internal static GgufWriter HeaderWriter(ModelBlueprint blueprint) =>
         Writer(blueprint, WeightFill.Tiled, seed: 0, weightScale: 1f);
 
-    /// <summary>
-    /// The type llama.cpp's quantizer falls back to when a row is not a whole number of the wanted type's blocks;
-    /// see <see cref="LlamaCppTypeRules.FitToRow"/>.
-    /// </summary>
-    public static GgmlType FitToRow(GgmlType wanted, long rowLength) => LlamaCppTypeRules.FitToRow(wanted, rowLength);
-
     private enum TensorFill { Weight, Norm, Bias, Router }
 
     /// <summary>What a tensor holds, by its llama.cpp name: norms (and Llama-3's rope_freqs) are filled around 1, the rest around 0.</summary>
