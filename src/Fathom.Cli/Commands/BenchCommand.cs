@@ -195,7 +195,7 @@ public static class BenchCommand
         bool BandwidthMeasured, long AvailableMemoryBytes, long TotalMemoryBytes)
     {
         public bool FitsInMemory => Plan is null || Plan.Full.ByteSize <= SyntheticBuildPlan.DefaultBudget(TotalMemoryBytes);
-        public bool FitsInAvailableMemory => Plan is null || !Plan.IsScaled;
+        public bool FitsInMemoryBudget => Plan is null || !Plan.IsScaled;
     }
 
     internal static JsonObject Json(Report report)
@@ -237,7 +237,7 @@ public static class BenchCommand
             ["memory_available_bytes"] = report.AvailableMemoryBytes,
             ["memory_total_bytes"] = report.TotalMemoryBytes,
             ["fits_in_memory"] = report.FitsInMemory,
-            ["fits_in_available_memory"] = report.FitsInAvailableMemory,
+            ["fits_in_memory_budget"] = report.FitsInMemoryBudget,
         };
     }
 

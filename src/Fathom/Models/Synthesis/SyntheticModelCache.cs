@@ -44,8 +44,8 @@ public static class SyntheticModelCache
         try
         {
             ModelSynthesizer.Write(blueprint, temporary, fill, seed, progress);
-            // Another process may have finished the same model meanwhile; its file is identical.
-            if (!File.Exists(path)) File.Move(temporary, path);
+            // Another process may have finished the same model meanwhile; its file is identical, so replacing it is harmless.
+            File.Move(temporary, path, overwrite: true);
         }
         finally
         {
