@@ -229,7 +229,8 @@ public static class BenchCommand
             ["built_layers"] = plan?.BuiltLayers,
             // The layer count the figures were scaled from; null when they are measured on the whole model.
             ["scaled_from_layers"] = plan is { IsScaled: true } ? plan.BuiltLayers : null,
-            ["time_scale"] = plan is { IsScaled: true } ? plan.TimeScale : null,
+            ["tg_time_scale"] = plan is { IsScaled: true } ? plan.TimeScale : null,
+            ["pp_time_scale"] = plan is { IsScaled: true } ? plan.PromptTimeScale : null,
             ["measured_pp_tokens_per_second"] = report.Measured.PromptProcessing.Median,
             ["measured_tg_tokens_per_second"] = report.Measured.Generation.Median,
             ["full_model_bytes"] = plan?.Full.ByteSize ?? r.MappedWeightBytes,
@@ -256,7 +257,7 @@ public static class BenchCommand
 
         console.Write(new Rule(Markup.Escape($"{report.Model} — {architecture}, {report.Threads} thread(s), {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
         string scaledNote = plan is { IsScaled: true }
-            ? string.Create(CultureInfo.InvariantCulture, $"SCALED: built {plan.BuiltLayers} of {plan.TotalLayers} layers; per-layer time scaled (×{plan.TimeScale:F2} per token)")
+            ? string.Create(CultureInfo.InvariantCulture, $"SCALED: built {plan.BuiltLayers} of {plan.TotalLayers} layers; per-layer time scaled (tg ×{plan.TimeScale:F2}, pp ×{plan.PromptTimeScale:F2} per token)")
             : "";
         var speed = NewTable(plan is { IsScaled: true } ? $"Speed ({scaledNote})" : "Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
         Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));

@@ -22,8 +22,14 @@ public sealed record SyntheticBuildPlan
 
     public bool IsScaled => BuiltLayers < TotalLayers;
 
-    /// <summary>Time per token of the whole model ÷ time per token of the built one (1 when all layers are built).</summary>
+    /// <summary>Generation: time per token of the whole model ÷ that of the built one (1 when all layers are built).</summary>
     public double TimeScale => ScaleFor(Full, BuiltLayers);
+
+    /// <summary>
+    /// Prompt processing: the same ratio over the layers alone. A prompt pays the non-layer part (output matrix,
+    /// embedding rows) once, for its last token, not per token, so per prompt token only the layers count.
+    /// </summary>
+    public double PromptTimeScale => ScaleFor(Full, BuiltLayers, countNonLayer: false);
 
     /// <summary>The whole model when it fits the budget, else the fewest-layer model that still has every kind of layer.</summary>
     /// <exception cref="InsufficientMemoryException">Not even that fits; the message says how much it needs.</exception>
@@ -47,9 +53,10 @@ public sealed record SyntheticBuildPlan
     /// The factor by which a token's time grows from the first <paramref name="builtLayers"/> layers to all of them,
     /// assuming each part's time is proportional to the weight bytes a token reads from it (generation is
     /// memory-bound): (non-layer bytes + bytes of all layers) ÷ (non-layer bytes + bytes of the built layers). The
-    /// non-layer part (embedding row, output matrix, final norm) counts once, whatever the number of layers.
+    /// non-layer part (embedding row, output matrix, final norm) counts once, whatever the number of layers; with
+    /// <paramref name="countNonLayer"/> false it is left out (bytes of all layers ÷ bytes of the built layers).
     /// </summary>
-    public static double ScaleFor(ModelBlueprint full, int builtLayers)
+    public static double ScaleFor(ModelBlueprint full, int builtLayers, bool countNonLayer = true)
     {
         ArgumentNullException.ThrowIfNull(full);
         ArgumentOutOfRangeException.ThrowIfLessThan(builtLayers, 1);
@@ -62,13 +69,14 @@ public sealed record SyntheticBuildPlan
             all += bytes;
             if (layer < builtLayers) built += bytes;
         }
+        if (!countNonLayer) outside = 0;
         return (double)(outside + all) / (outside + built);
     }
 
     /// <summary>
-    /// The whole model's figures from a run on the built one: tokens/s divided by <see cref="TimeScale"/>, the weight
-    /// bytes per token of the whole model, and its roofline fraction (unchanged by the scaling, which is by bytes).
-    /// The memory figures stay those of the run.
+    /// The whole model's figures from a run on the built one: generation tokens/s divided by <see cref="TimeScale"/>,
+    /// prompt tokens/s by <see cref="PromptTimeScale"/>, the weight bytes per token of the whole model, and its roofline
+    /// fraction (unchanged by the scaling, which is by bytes). The memory figures stay those of the run.
     /// </summary>
     public BenchmarkResult Scale(BenchmarkResult measured)
     {
@@ -79,7 +87,7 @@ public sealed record SyntheticBuildPlan
         ThroughputStatistics generation = measured.Generation.Slower(scale);
         return measured with
         {
-            PromptProcessing = measured.PromptProcessing.Slower(scale),
+            PromptProcessing = measured.PromptProcessing.Slower(PromptTimeScale),
             Generation = generation,
             WeightBytesPerToken = bytesPerToken,
             RooflineFraction = measured.Options.BandwidthGBps is double gbps ? Benchmark.RooflineFraction(bytesPerToken, generation.Median, gbps) : null,

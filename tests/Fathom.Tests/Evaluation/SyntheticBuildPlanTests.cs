@@ -48,6 +48,9 @@ public sealed class SyntheticBuildPlanTests
         ModelBlueprint moe = Handmade(experts: 8, used: 2);
         Assert.Equal((192 + 4 * 64 + 3 * 64) / (192.0 + 64 + 64 + 64), SyntheticBuildPlan.ScaleFor(moe, 2), 12);
         Assert.Throws<ArgumentOutOfRangeException>(() => SyntheticBuildPlan.ScaleFor(moe, 5));
+
+        // Prompt processing pays the non-layer part once per prompt: the layers alone.
+        Assert.Equal((4 * 64 + 3 * 64) / (64.0 + 64 + 64), SyntheticBuildPlan.ScaleFor(moe, 2, countNonLayer: false), 12);
     }
 
     [Fact]
@@ -88,8 +91,9 @@ public sealed class SyntheticBuildPlanTests
             RooflineFraction = 384 * 11 / 10e9,
         };
         BenchmarkResult scaled = plan.Scale(measured);
-        double s = plan.TimeScale;
-        Assert.Equal(110 / s, scaled.PromptProcessing.Median, 12);
+        double s = plan.TimeScale, p = plan.PromptTimeScale;
+        Assert.Equal((4 * 64 + 3 * 64) / (64.0 + 128), p, 12);
+        Assert.Equal(110 / p, scaled.PromptProcessing.Median, 12);
         Assert.Equal(12 / s, scaled.Generation.Max, 12);
         Assert.Equal(192 + 4 * 64 + 3 * 64, scaled.WeightBytesPerToken);
         Assert.Equal(measured.RooflineFraction!.Value, scaled.RooflineFraction!.Value, 12);
