@@ -286,7 +286,7 @@ public static class ModelSynthesizer
             output.Write(chunk, 0, count * rowBytes);
         }
 
-        // Draws the rows' values in order from the tensor's generator (so the bytes do not depend on thread timing), then quantizes them in parallel.
+        // Draws the rows' values in order from the model's one generator (so the bytes do not depend on thread timing), then quantizes them in parallel.
         void QuantizeRows(byte[] destination, int count)
         {
             for (int done = 0; done < count; done += values.Length / rowLength)
