@@ -3,13 +3,16 @@ using Fathom.Benchmarks;
 using Fathom.Quants;
 
 // Run with: dotnet run -c Release --project benchmarks/Fathom.Benchmarks -- --filter '*ClassName*'
-// or, for the load-tolerant in-cache dot comparison: -- --interleaved-dot [Q4_K,IQ1_S,...]
+// Fathom against llama.cpp on full-size shapes: -- --sidebyside [-t 2]
+// The load-tolerant in-cache dot comparison: -- --interleaved-dot [Q4_K,IQ1_S,...]
+if (args.Length > 0 && args[0] == "--sidebyside") return LlamaCppSideBySide.Run(args[1..]);
 if (args.Length > 0 && args[0] == "--interleaved-dot")
 {
     GgmlType[] types = args.Length > 1
         ? [.. args[1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Enum.Parse<GgmlType>)]
         : [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.IQ1_S, GgmlType.IQ1_M, GgmlType.IQ2_XXS, GgmlType.IQ4_XS];
     InterleavedDotComparison.Run(types, Console.Out);
-    return;
+    return 0;
 }
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+BenchmarkSwitcher.FromAssembly(typeof(LlamaCppSideBySide).Assembly).Run(args);
+return 0;

@@ -1,8 +1,10 @@
 using System.CommandLine;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Fathom.Cuda;
 using Fathom.Evaluation;
+using Fathom.Gguf;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Spectre.Console;
@@ -11,117 +13,246 @@ using Spectre.Console.Rendering;
 namespace Fathom.Cli.Commands;
 
 /// <summary>
-/// <c>fathom bench</c>: llama-bench's pp and tg tests on the CPU engine, for a GGUF file (<c>-m</c>) or a synthetic
-/// preset (<c>--like</c>) that is written to a temporary file, measured and deleted.
+/// <c>fathom bench</c>: llama-bench's pp and tg tests on the CPU engine, for a GGUF file (<c>-m</c>), or for a
+/// random-weight model with a real model's shapes and types (<c>--like PRESET</c> or <c>--like MODEL.gguf</c>, of which
+/// only the header is read). Synthetic models are cached (<see cref="SyntheticModelCache"/>); when one does not fit in
+/// memory, fewer layers are built and the result is scaled to the whole model and labelled as such.
 /// </summary>
 public static class BenchCommand
 {
-    /// <summary>The presets <c>--like</c> accepts, by name.</summary>
-    public static IReadOnlyDictionary<string, Func<SyntheticModelSpec>> Presets { get; } = new Dictionary<string, Func<SyntheticModelSpec>>
+    /// <summary>The small preset for a quick look; the real-model presets are <see cref="RealModelPresets.All"/>.</summary>
+    public const string TinyPreset = "tiny-deepseek-r1";
+
+    /// <summary>Every name <c>--like</c> accepts besides a file.</summary>
+    public static IEnumerable<string> PresetNames => RealModelPresets.All.Select(p => p.Name).Prepend(TinyPreset);
+
+    /// <summary>What the command was asked to do, beyond the benchmark's own options.</summary>
+    public sealed record Request
     {
-        ["tiny-deepseek-r1"] = () => SyntheticPresets.TinyDeepSeekR1 with { Fill = WeightFill.Tiled },
-    };
+        public string? ModelPath { get; init; }
+        public string? Like { get; init; }
+        public int Threads { get; init; } = Environment.ProcessorCount;
+        public bool Json { get; init; }
+        /// <summary>null or "measure": measure the read bandwidth; else GB/s.</summary>
+        public string? Bandwidth { get; init; }
+        /// <summary>Memory budget for a synthetic model in GB (10⁹ bytes); null: available memory minus a margin.</summary>
+        public double? MaxMemoryGB { get; init; }
+        public bool ListPresets { get; init; }
+        /// <summary>Compute on the first NVIDIA GPU through CUDA.</summary>
+        public bool Gpu { get; init; }
+    }
 
     public static Command Create()
     {
         var model = new Option<string?>("--model", "-m") { Description = "The GGUF model (the first part of a split model)." };
         var like = new Option<string?>("--like")
         {
-            Description = $"Benchmark a synthesized model instead of a file; presets: {string.Join(", ", Presets.Keys)}.",
+            Description = $"Benchmark a random-weight model with the shapes and types of a preset or of a GGUF file (only its header is read). Presets: {string.Join(", ", PresetNames)}; sizes: --list-presets.",
         };
+        var listPresets = new Option<bool>("--list-presets") { Description = "List the --like presets with their full sizes and exit." };
         var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens processed in one batch (default 512).", DefaultValueFactory = _ => 512 };
         var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens generated one at a time (default 128).", DefaultValueFactory = _ => 128 };
         var threads = new Option<int>("--threads", "-t") { Description = "CPU threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
-        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s; adds the generation roofline fraction." };
+        var bandwidth = new Option<string?>("--bandwidth")
+        {
+            Description = "Memory read bandwidth in GB/s for the generation roofline, or 'measure' (the default: measured with the same threads).",
+        };
+        var maxMemory = new Option<double?>("--max-memory") { Description = "Memory (GB) a synthetic model may use; default: available memory minus a margin. Fewer layers are built beyond it." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
         var gpu = new Option<bool>("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA." };
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
-        foreach (Option o in new Option[] { model, like, prompt, generate, threads, repetitions, bandwidth, json, gpu }) command.Options.Add(o);
-        command.SetAction(r => Run(r.GetValue(model), r.GetValue(like),
-            new BenchmarkOptions
+        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, threads, repetitions, bandwidth, maxMemory, json, gpu }) command.Options.Add(o);
+        command.SetAction(r => Run(
+            new Request
             {
-                PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate),
-                Repetitions = r.GetValue(repetitions), BandwidthGBps = r.GetValue(bandwidth),
+                ModelPath = r.GetValue(model), Like = r.GetValue(like), Threads = r.GetValue(threads), Json = r.GetValue(json),
+                Bandwidth = r.GetValue(bandwidth), MaxMemoryGB = r.GetValue(maxMemory), ListPresets = r.GetValue(listPresets), Gpu = r.GetValue(gpu),
             },
-            r.GetValue(threads), r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error, r.GetValue(gpu)));
+            new BenchmarkOptions { PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), Repetitions = r.GetValue(repetitions) },
+            r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
         return command;
     }
 
-    public static int Run(string? modelPath, string? like, BenchmarkOptions options, int threads, bool json, TextWriter output, TextWriter error, bool gpu = false)
+    public static int Run(Request request, BenchmarkOptions options, TextWriter output, TextWriter error)
     {
-        if ((modelPath is null) == (like is null))
+        if (request.ListPresets)
+        {
+            WritePresets(output);
+            return 0;
+        }
+        if ((request.ModelPath is null) == (request.Like is null))
         {
             error.WriteLine("error: give exactly one of --model/-m and --like");
             return 2;
         }
-        if (threads < 1)
+        if (request.Threads < 1)
         {
-            error.WriteLine($"error: the thread count must be at least 1, not {threads}");
+            error.WriteLine($"error: the thread count must be at least 1, not {request.Threads}");
             return 2;
         }
-        Func<SyntheticModelSpec>? preset = null;
-        if (like is not null && !Presets.TryGetValue(like, out preset))
+        bool measureBandwidth = request.Bandwidth is null || request.Bandwidth.Equals("measure", StringComparison.OrdinalIgnoreCase);
+        double? givenBandwidth = null;
+        if (!measureBandwidth)
         {
-            error.WriteLine($"error: unknown preset '{like}'; presets: {string.Join(", ", Presets.Keys)}");
+            if (!double.TryParse(request.Bandwidth, NumberStyles.Float, CultureInfo.InvariantCulture, out double gbps) || !(gbps > 0) || !double.IsFinite(gbps))
+            {
+                error.WriteLine($"error: --bandwidth takes a positive number of GB/s or 'measure', not '{request.Bandwidth}'");
+                return 2;
+            }
+            givenBandwidth = gbps;
+        }
+        if (request.MaxMemoryGB is double max && !(max > 0 && double.IsFinite(max)))
+        {
+            error.WriteLine($"error: --max-memory takes a positive number of GB, not {max}");
+            return 2;
+        }
+        ModelBlueprint? blueprint = null;
+        if (request.Like is string like && !TryResolve(like, out blueprint))
+        {
+            error.WriteLine($"error: unknown preset '{like}' and no such file; presets: {string.Join(", ", PresetNames)}");
             return 2;
         }
 
-        string? temporary = null;
         try
         {
             return CommandErrors.Guard(error, () =>
             {
-                string path = modelPath ?? (temporary = Synthesize(preset!()));
-                var modelOptions = new ModelOptions { Threads = threads };
-                using Model model = ModelLoader.Load(path, gpu ? modelOptions.OnGpu() : modelOptions);
-                BenchmarkResult result = Benchmark.Run(model, options);
-                string label = like is null ? path : $"{like} (synthetic)";
-                if (json) output.WriteLine(Json(result, label, threads, model.Backend is CudaBackend).ToJsonString(InfoJson.Options));
-                string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{threads} thread(s)";
-                if (!json) WriteTable(result, label, model.Config.Architecture.ToString(), compute, output);
+                options.Validate(int.MaxValue);
+                SyntheticBuildPlan? plan = null;
+                long available = SystemMemory.AvailableBytes(), total = SystemMemory.TotalBytes();
+                string path;
+                if (blueprint is null)
+                {
+                    path = request.ModelPath!;
+                }
+                else
+                {
+                    long budget = request.MaxMemoryGB is double gb ? (long)Math.Min(gb * 1e9, long.MaxValue) : SyntheticBuildPlan.DefaultBudget(available);
+                    plan = SyntheticBuildPlan.Choose(blueprint, budget);
+                    path = Synthesize(plan, error);
+                }
+
+                var modelOptions = new ModelOptions { Threads = request.Threads };
+                using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu() : modelOptions);
+                double bandwidth = givenBandwidth ?? MemoryBandwidth.Measure(request.Threads);
+                BenchmarkResult measured = Benchmark.Run(model, options with { BandwidthGBps = bandwidth });
+                BenchmarkResult result = plan is null ? measured : plan.Scale(measured);
+                string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{request.Threads} thread(s)";
+                var report = new Report(result, measured, plan, Label(request), request.Threads, compute, model.Backend is CudaBackend, measureBandwidth, available, total);
+                if (request.Json) output.WriteLine(Json(report).ToJsonString(InfoJson.Options));
+                else WriteTable(report, model.Config.Architecture.ToString(), output);
                 return 0;
             });
         }
-        finally
+        catch (InsufficientMemoryException e)
         {
-            if (temporary is not null) File.Delete(temporary);
+            error.WriteLine($"error: {e.Message}");
+            return 1;
         }
     }
 
-    private static string Synthesize(SyntheticModelSpec spec)
+    /// <summary>A preset's or a GGUF header's blueprint.</summary>
+    private static bool TryResolve(string like, [NotNullWhen(true)] out ModelBlueprint? blueprint)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-bench-{Environment.ProcessId}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Build(spec).WriteTo(path);
+        blueprint = null;
+        if (like == TinyPreset)
+        {
+            blueprint = ModelBlueprint.FromSpec(SyntheticPresets.TinyDeepSeekR1);
+            return true;
+        }
+        if (RealModelPresets.TryGet(like, out RealModelPreset preset))
+        {
+            blueprint = preset.Blueprint();
+            return true;
+        }
+        if (!File.Exists(like)) return false;
+        using GgufFile file = GgufFile.Open(like);
+        blueprint = ModelBlueprint.FromGgufHeader(file);
+        return true;
+    }
+
+    private static string Label(Request request) =>
+        request.ModelPath ?? (File.Exists(request.Like) ? $"{Path.GetFileName(request.Like)} (synthetic copy)" : $"{request.Like} (synthetic)");
+
+    private static string Synthesize(SyntheticBuildPlan plan, TextWriter log)
+    {
+        if (SyntheticModelCache.Contains(plan.Built)) return SyntheticModelCache.GetOrCreate(plan.Built);
+        log.WriteLine($"synthesizing {ByteSizes.Format(plan.Built.ByteSize)} ({plan.BuiltLayers} of {plan.TotalLayers} layers) into {SyntheticModelCache.DefaultDirectory} ...");
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        string path = SyntheticModelCache.GetOrCreate(plan.Built);
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"synthesized in {System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds:F1} s: {path}"));
         return path;
     }
 
-    internal static JsonObject Json(BenchmarkResult r, string model, int threads, bool gpu = false) => new()
+    private static void WritePresets(TextWriter output)
     {
-        ["model"] = model,
-        ["threads"] = threads,
-        ["backend"] = gpu ? "cuda" : "cpu",
-        ["n_prompt"] = r.Options.PromptTokens,
-        ["n_gen"] = r.Options.GeneratedTokens,
-        ["repetitions"] = r.Options.Repetitions,
-        ["pp_tokens_per_second"] = r.PromptProcessing.Median,
-        ["pp_tokens_per_second_min"] = r.PromptProcessing.Min,
-        ["pp_tokens_per_second_max"] = r.PromptProcessing.Max,
-        ["tg_tokens_per_second"] = r.Generation.Median,
-        ["tg_tokens_per_second_min"] = r.Generation.Min,
-        ["tg_tokens_per_second_max"] = r.Generation.Max,
-        ["weight_bytes_per_token"] = r.WeightBytesPerToken,
-        ["mapped_weight_bytes"] = r.MappedWeightBytes,
-        ["kv_cache_bytes"] = r.KvCacheBytes,
-        ["peak_working_set_bytes"] = r.PeakWorkingSetBytes,
-        ["working_set_bytes"] = r.WorkingSetBytes,
-        ["gc_heap_size_bytes"] = r.GcHeapSizeBytes,
-        ["bandwidth_gbps"] = r.Options.BandwidthGBps,
-        ["roofline_fraction"] = r.RooflineFraction,
-    };
+        output.WriteLine("Presets for --like (full size = every tensor's bytes, as the file would be):");
+        output.WriteLine($"  {TinyPreset,-30} {ByteSizes.Format(ModelBlueprint.FromSpec(SyntheticPresets.TinyDeepSeekR1).ByteSize),12}  a tiny model with DeepSeek-R1's architecture and 1.58-bit mix");
+        foreach (RealModelPreset p in RealModelPresets.All)
+        {
+            ModelBlueprint b = p.Blueprint();
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.Name,-30} {ByteSizes.Format(b.ByteSize),12}  {b.Layers} layers; {p.Description}"));
+        }
+    }
 
-    private static void WriteTable(BenchmarkResult r, string model, string architecture, string compute, TextWriter output)
+    /// <summary>Everything the table and JSON show.</summary>
+    internal sealed record Report(BenchmarkResult Result, BenchmarkResult Measured, SyntheticBuildPlan? Plan, string Model, int Threads, string Compute, bool Gpu,
+        bool BandwidthMeasured, long AvailableMemoryBytes, long TotalMemoryBytes)
     {
+        public bool FitsInMemory => Plan is null || Plan.Full.ByteSize <= SyntheticBuildPlan.DefaultBudget(TotalMemoryBytes);
+        public bool FitsInMemoryBudget => Plan is null || !Plan.IsScaled;
+    }
+
+    internal static JsonObject Json(Report report)
+    {
+        BenchmarkResult r = report.Result;
+        SyntheticBuildPlan? plan = report.Plan;
+        return new JsonObject
+        {
+            ["model"] = report.Model,
+            ["threads"] = report.Threads,
+            ["backend"] = report.Gpu ? "cuda" : "cpu",
+            ["n_prompt"] = r.Options.PromptTokens,
+            ["n_gen"] = r.Options.GeneratedTokens,
+            ["repetitions"] = r.Options.Repetitions,
+            ["pp_tokens_per_second"] = r.PromptProcessing.Median,
+            ["pp_tokens_per_second_min"] = r.PromptProcessing.Min,
+            ["pp_tokens_per_second_max"] = r.PromptProcessing.Max,
+            ["tg_tokens_per_second"] = r.Generation.Median,
+            ["tg_tokens_per_second_min"] = r.Generation.Min,
+            ["tg_tokens_per_second_max"] = r.Generation.Max,
+            ["weight_bytes_per_token"] = r.WeightBytesPerToken,
+            ["mapped_weight_bytes"] = r.MappedWeightBytes,
+            ["kv_cache_bytes"] = r.KvCacheBytes,
+            ["peak_working_set_bytes"] = r.PeakWorkingSetBytes,
+            ["working_set_bytes"] = r.WorkingSetBytes,
+            ["gc_heap_size_bytes"] = r.GcHeapSizeBytes,
+            ["bandwidth_gbps"] = r.Options.BandwidthGBps,
+            ["bandwidth_source"] = report.BandwidthMeasured ? "measured" : "given",
+            ["roofline_fraction"] = r.RooflineFraction,
+            ["synthetic"] = plan is not null,
+            ["total_layers"] = plan?.TotalLayers,
+            ["built_layers"] = plan?.BuiltLayers,
+            // The layer count the figures were scaled from; null when they are measured on the whole model.
+            ["scaled_from_layers"] = plan is { IsScaled: true } ? plan.BuiltLayers : null,
+            ["tg_time_scale"] = plan is { IsScaled: true } ? plan.TimeScale : null,
+            ["pp_time_scale"] = plan is { IsScaled: true } ? plan.PromptTimeScale : null,
+            ["measured_pp_tokens_per_second"] = report.Measured.PromptProcessing.Median,
+            ["measured_tg_tokens_per_second"] = report.Measured.Generation.Median,
+            ["full_model_bytes"] = plan?.Full.ByteSize ?? r.MappedWeightBytes,
+            ["built_model_bytes"] = plan?.Built.ByteSize,
+            ["memory_available_bytes"] = report.AvailableMemoryBytes,
+            ["memory_total_bytes"] = report.TotalMemoryBytes,
+            ["fits_in_memory"] = report.FitsInMemory,
+            ["fits_in_memory_budget"] = report.FitsInMemoryBudget,
+        };
+    }
+
+    private static void WriteTable(Report report, string architecture, TextWriter output)
+    {
+        BenchmarkResult r = report.Result;
+        SyntheticBuildPlan? plan = report.Plan;
         bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
         IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
         {
@@ -131,18 +262,34 @@ public static class BenchCommand
         });
         if (!terminal) console.Profile.Width = 160;
 
-        console.Write(new Rule(Markup.Escape($"{model} — {architecture}, {compute}, {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
-        var speed = NewTable("Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
+        console.Write(new Rule(Markup.Escape($"{report.Model} — {architecture}, {report.Compute}, {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
+        string scaledNote = plan is { IsScaled: true }
+            ? string.Create(CultureInfo.InvariantCulture, $"SCALED: built {plan.BuiltLayers} of {plan.TotalLayers} layers; per-layer time scaled (tg ×{plan.TimeScale:F2}, pp ×{plan.PromptTimeScale:F2} per token)")
+            : "";
+        var speed = NewTable(plan is { IsScaled: true } ? $"Speed ({scaledNote})" : "Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
         Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));
         Row(speed, $"tg{r.Options.GeneratedTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));
         console.Write(speed);
+        if (plan is { IsScaled: true })
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{scaledNote}. Measured on the {plan.BuiltLayers}-layer model: pp {report.Measured.PromptProcessing.Median:F2} t/s, tg {report.Measured.Generation.Median:F2} t/s."));
 
         var memory = NewTable("Memory", "Measure", "Value");
         Row(memory, "Weight bytes read per generated token (estimate)", Bytes(r.WeightBytesPerToken));
         if (r.RooflineFraction is double roofline)
-            Row(memory, $"Generation roofline at {r.Options.BandwidthGBps!.Value.ToString("0.#", CultureInfo.InvariantCulture)} GB/s",
+            Row(memory, $"Generation roofline at {r.Options.BandwidthGBps!.Value.ToString("0.#", CultureInfo.InvariantCulture)} GB/s ({(report.BandwidthMeasured ? "measured" : "given")})",
                 roofline.ToString("P1", CultureInfo.InvariantCulture));
-        Row(memory, "Mapped weights (whole file)", Bytes(r.MappedWeightBytes));
+        if (plan is not null)
+        {
+            Row(memory, "Full model (every tensor)", Bytes(plan.Full.ByteSize));
+            Row(memory, $"Built synthetic model ({plan.BuiltLayers} of {plan.TotalLayers} layers)", Bytes(plan.Built.ByteSize));
+            Row(memory, "Fits this machine's memory (installed, less a margin)",
+                $"{(report.FitsInMemory ? "yes" : "no")}: {ByteSizes.Format(plan.Full.ByteSize)} of {ByteSizes.Format(report.TotalMemoryBytes)} installed, {ByteSizes.Format(report.AvailableMemoryBytes)} available");
+        }
+        else
+        {
+            Row(memory, "Mapped weights (whole file)", Bytes(r.MappedWeightBytes));
+        }
         Row(memory, $"KV cache of one session ({r.Options.PromptTokens + r.Options.GeneratedTokens} tokens)", Bytes(r.KvCacheBytes));
         Row(memory, "Peak working set (touched weight pages included)", Bytes(r.PeakWorkingSetBytes));
         Row(memory, "Working set after the run (touched weight pages included)", Bytes(r.WorkingSetBytes));

@@ -8,7 +8,8 @@ namespace Fathom.Evaluation;
 /// <summary>
 /// CPU speed of a model, measured the way llama-bench does: prompt processing (pp) feeds P random in-vocabulary
 /// tokens in one forward pass from a fresh session; generation (tg) feeds a short prompt, then times N forward
-/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches), then
+/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches; with
+/// <see cref="BenchmarkOptions.WarmUpTokens"/>, a shorter run), then
 /// <see cref="BenchmarkOptions.Repetitions"/> timed times; every session has room for P + N tokens.
 /// </summary>
 public static class Benchmark
@@ -17,7 +18,7 @@ public static class Benchmark
     {
         ArgumentNullException.ThrowIfNull(model);
         options.Validate(model.Config.ContextLength);
-        int context = options.PromptTokens + options.GeneratedTokens;
+        int context = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens;
         var random = new Random(options.Seed);
         int[] prompt = RandomTokens(random, model.VocabSize, options.PromptTokens);
         int[] generationPrompt = RandomTokens(random, model.VocabSize, options.GenerationPromptTokens);
@@ -30,17 +31,19 @@ public static class Benchmark
         for (int repetition = 0; repetition <= options.Repetitions; repetition++)
         {
             bool warmUp = repetition == 0;
+            int promptTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.PromptTokens, options.PromptTokens) : options.PromptTokens;
+            int generatedTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.GeneratedTokens, options.GeneratedTokens) : options.GeneratedTokens;
             InferenceSession session = model.CreateSession(context);
             kvCacheBytes = session.Cache.Bytes;
             long start = Stopwatch.GetTimestamp();
-            model.Forward(session, prompt, logits);
+            model.Forward(session, prompt.AsSpan(0, promptTokens), logits);
             TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) pp.Add(TokensPerSecond(options.PromptTokens, elapsed));
 
             session = model.CreateSession(context);
             model.Forward(session, generationPrompt, logits);
             start = Stopwatch.GetTimestamp();
-            for (int i = 0; i < generated.Length; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
+            for (int i = 0; i < generatedTokens; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
             elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) tg.Add(TokensPerSecond(options.GeneratedTokens, elapsed));
         }
@@ -66,30 +69,17 @@ public static class Benchmark
     }
 
     /// <summary>
-    /// An estimate of the weight bytes one decoded token reads: every tensor in full, except <c>token_embd</c>, of
-    /// which one row is read (all of it when the model has no <c>output</c> tensor and reuses the embedding as its
-    /// output matrix), and the routed-expert tensors (<c>*_exps</c>), of which a token reads
-    /// <c>expert_used_count</c> of <c>expert_count</c> slices. Router, shared experts and norms count in full.
-    /// It ignores the KV cache and activations, and assumes a token's experts are distinct within a layer, as top-k makes them.
+    /// An estimate of the weight bytes one decoded token reads, the sum of <see cref="TokenWeightBytes.Of"/> over the
+    /// file's tensors. It ignores the KV cache and activations, and assumes a token's experts are distinct within a
+    /// layer, as top-k makes them.
     /// </summary>
     public static long WeightBytesPerToken(GgufFile file, ModelHyperparameters config)
     {
         bool tiedOutput = !file.TryGetTensor("output.weight", out _);
+        int experts = config.Moe?.ExpertCount ?? 0, used = config.Moe?.ExpertUsedCount ?? 0;
         long total = 0;
         foreach (GgufTensorInfo tensor in file.Tensors)
-        {
-            long bytes = tensor.ByteSize;
-            if (tensor.Name == "token_embd.weight")
-            {
-                if (!tiedOutput) bytes = tensor.RowBytes;
-            }
-            else if (IsRoutedExperts(tensor.Name) && config.Moe is MixtureOfExperts moe)
-            {
-                // Every expert's slice has the same size, so the division is exact.
-                bytes = checked(bytes / moe.ExpertCount * moe.ExpertUsedCount);
-            }
-            total = checked(total + bytes);
-        }
+            total = checked(total + TokenWeightBytes.Of(tensor.Name, tensor.ByteSize, tensor.RowBytes, tiedOutput, experts, used));
         return total;
     }
 
@@ -104,8 +94,6 @@ public static class Benchmark
     /// <summary>Bytes per token × tokens per second ÷ bandwidth (GB/s = 10⁹ bytes/s).</summary>
     public static double RooflineFraction(long bytesPerToken, double tokensPerSecond, double bandwidthGBps) =>
         bytesPerToken * tokensPerSecond / (bandwidthGBps * 1e9);
-
-    private static bool IsRoutedExperts(string name) => name.Contains("_exps.", StringComparison.Ordinal);
 
     private static double TokensPerSecond(int tokens, TimeSpan elapsed) =>
         tokens / Math.Max(elapsed.TotalSeconds, 1e-9);

@@ -18,6 +18,16 @@ public sealed record BenchmarkOptions
     /// <summary>Memory bandwidth in GB/s (10⁹ bytes); when set, the result carries the generation roofline fraction.</summary>
     public double? BandwidthGBps { get; init; }
 
+    /// <summary>
+    /// Tokens of each test's untimed warm-up run (prompt length and generated tokens, each capped at the test's own);
+    /// null warms up with the full test. A short warm-up still maps the weights and runs the JIT, at a fraction of the
+    /// time, which matters for large models on slow or loaded machines.
+    /// </summary>
+    public int? WarmUpTokens { get; init; }
+
+    /// <summary>Tokens each session has room for (the KV cache size); null: prompt + generated tokens, the least a test needs.</summary>
+    public int? ContextTokens { get; init; }
+
     /// <summary>Seed of the random in-vocabulary tokens.</summary>
     public int Seed { get; init; } = 42;
 
@@ -28,8 +38,11 @@ public sealed record BenchmarkOptions
         if (GeneratedTokens < 1) throw new ArgumentException($"the generation length must be at least 1 token, not {GeneratedTokens}");
         if (Repetitions < 1) throw new ArgumentException($"the repetitions must be at least 1, not {Repetitions}");
         if (GenerationPromptTokens < 1) throw new ArgumentException($"the generation prompt must be at least 1 token, not {GenerationPromptTokens}");
+        if (WarmUpTokens is int w && w < 1) throw new ArgumentException($"the warm-up must be at least 1 token, not {w}");
         if (BandwidthGBps is double b && !(b > 0 && double.IsFinite(b))) throw new ArgumentException($"the bandwidth must be a positive number of GB/s, not {b}");
         long needed = (long)PromptTokens + GeneratedTokens;
+        if (ContextTokens is int c && c < needed) throw new ArgumentException($"a context of {c} tokens is less than {PromptTokens} prompt + {GeneratedTokens} generated tokens");
+        if (ContextTokens is int c2 && c2 > contextLength) throw new ArgumentException($"a context of {c2} tokens is more than the model's context of {contextLength}");
         if (needed > contextLength)
             throw new ArgumentException($"{PromptTokens} prompt + {GeneratedTokens} generated tokens = {needed} is more than the model's context of {contextLength}");
         if ((long)GenerationPromptTokens + GeneratedTokens > contextLength)

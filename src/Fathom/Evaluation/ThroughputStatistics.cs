@@ -13,4 +13,8 @@ public sealed record ThroughputStatistics(double Median, double Min, double Max,
         double median = sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
         return new ThroughputStatistics(median, sorted[0], sorted[^1], [.. tokensPerSecond]);
     }
+
+    /// <summary>The rates if every token took <paramref name="timeScale"/> times as long.</summary>
+    public ThroughputStatistics Slower(double timeScale) =>
+        new(Median / timeScale, Min / timeScale, Max / timeScale, [.. Samples.Select(s => s / timeScale)]);
 }

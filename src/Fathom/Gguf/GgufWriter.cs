@@ -7,7 +7,7 @@ namespace Fathom.Gguf;
 /// <summary>
 /// Builds GGUF files: metadata of every type, tensors with their bytes, written with the alignment and padding
 /// ggml expects (each tensor's data starts on an alignment boundary and is padded to one). Keeps the tensor data it
-/// is given in memory, so it suits tools and tests rather than writing hundred-gigabyte models.
+/// is given in memory, unless a tensor is added with a callback that streams its bytes at write time.
 /// </summary>
 public sealed class GgufWriter
 {
@@ -16,7 +16,8 @@ public sealed class GgufWriter
     private readonly List<PendingTensor> _tensors = [];
     private readonly HashSet<string> _tensorNames = new(StringComparer.Ordinal);
 
-    private sealed record PendingTensor(string Name, long[] Shape, GgmlType Type, ReadOnlyMemory<byte> Data);
+    /// <summary>A tensor to write: its bytes, or (for tensors too large to hold) a callback that streams exactly <see cref="Length"/> bytes.</summary>
+    private sealed record PendingTensor(string Name, long[] Shape, GgmlType Type, long Length, ReadOnlyMemory<byte> Data, Action<Stream>? WriteData);
 
     /// <summary>GGUF version to write: 3 (current) or 2 (same layout, older readers).</summary>
     public uint Version
@@ -33,6 +34,9 @@ public sealed class GgufWriter
     public IReadOnlyList<string> Keys => _keyOrder;
 
     public int TensorCount => _tensors.Count;
+
+    /// <summary>Every key and value set so far, in order.</summary>
+    public IEnumerable<KeyValuePair<string, GgufValue>> Metadata => _keyOrder.Select(k => KeyValuePair.Create(k, _metadata[k]));
 
     /// <summary>Sets a key, replacing any earlier value but keeping its place in the order.</summary>
     public GgufWriter Set(string key, GgufValue value)
@@ -62,6 +66,30 @@ public sealed class GgufWriter
     /// <summary>Adds a tensor; <paramref name="shape"/> is in ggml order (row length first), <paramref name="data"/> its exact bytes.</summary>
     public GgufWriter AddTensor(string name, long[] shape, GgmlType type, ReadOnlyMemory<byte> data)
     {
+        long bytes = CheckTensor(name, shape, type);
+        if (bytes != data.Length)
+            throw new ArgumentException($"Tensor '{name}' of {type} [{string.Join(", ", shape)}] needs {bytes} bytes, got {data.Length}.", nameof(data));
+        _tensorNames.Add(name);
+        _tensors.Add(new PendingTensor(name, (long[])shape.Clone(), type, bytes, data, null));
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a tensor whose bytes <paramref name="writeData"/> streams when the file is written, so models larger than
+    /// memory can be written; it must write exactly the tensor's size, which is checked.
+    /// </summary>
+    public GgufWriter AddTensor(string name, long[] shape, GgmlType type, Action<Stream> writeData)
+    {
+        ArgumentNullException.ThrowIfNull(writeData);
+        long bytes = CheckTensor(name, shape, type);
+        _tensorNames.Add(name);
+        _tensors.Add(new PendingTensor(name, (long[])shape.Clone(), type, bytes, ReadOnlyMemory<byte>.Empty, writeData));
+        return this;
+    }
+
+    /// <summary>Bytes of a tensor of <paramref name="type"/> and <paramref name="shape"/>; throws for bad names, shapes and duplicates.</summary>
+    private long CheckTensor(string name, long[] shape, GgmlType type)
+    {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(shape);
         int nameBytes = Encoding.UTF8.GetByteCount(name);
@@ -69,14 +97,10 @@ public sealed class GgufWriter
             throw new ArgumentException($"Tensor names must be 1 to {GgufLimits.MaxTensorNameLength} bytes: '{name}'.", nameof(name));
         if (shape.Length is 0 or > GgufLimits.MaxDimensions || shape.Any(d => d < 1))
             throw new ArgumentException($"Tensor '{name}' needs 1 to {GgufLimits.MaxDimensions} positive dimensions.", nameof(shape));
+        if (_tensorNames.Contains(name)) throw new ArgumentException($"Tensor '{name}' was already added.", nameof(name));
         GgmlTypeLayout layout = GgmlTypes.Layout(type);
         long rows = shape.Skip(1).Aggregate(1L, (a, b) => checked(a * b));
-        long bytes = checked(layout.RowBytes(shape[0]) * rows);
-        if (bytes != data.Length)
-            throw new ArgumentException($"Tensor '{name}' of {type} [{string.Join(", ", shape)}] needs {bytes} bytes, got {data.Length}.", nameof(data));
-        if (!_tensorNames.Add(name)) throw new ArgumentException($"Tensor '{name}' was already added.", nameof(name));
-        _tensors.Add(new PendingTensor(name, (long[])shape.Clone(), type, data));
-        return this;
+        return checked(layout.RowBytes(shape[0]) * rows);
     }
 
     public void WriteTo(string path)
@@ -86,6 +110,9 @@ public sealed class GgufWriter
     }
 
     public void WriteTo(Stream stream) => Write(stream, _keyOrder.Select(k => (k, _metadata[k])), _tensors);
+
+    /// <summary>Writes only the header (metadata and tensor table), exactly as <see cref="WriteTo(Stream)"/> starts: what identifies a file's layout.</summary>
+    public void WriteHeaderTo(Stream stream) => Write(stream, _keyOrder.Select(k => (k, _metadata[k])), _tensors, headerOnly: true);
 
     /// <summary>
     /// Writes the model as parts of at most <paramref name="maxTensorsPerPart"/> tensors, named as llama.cpp's gguf-split
@@ -116,7 +143,7 @@ public sealed class GgufWriter
 
     // ---- encoding ----
 
-    private void Write(Stream stream, IEnumerable<(string Key, GgufValue Value)> metadata, IReadOnlyList<PendingTensor> tensors)
+    private void Write(Stream stream, IEnumerable<(string Key, GgufValue Value)> metadata, IReadOnlyList<PendingTensor> tensors, bool headerOnly = false)
     {
         var kv = metadata.ToList();
         int alignment = kv.FirstOrDefault(p => p.Key == GgufKeys.General.Alignment).Value?.AsUInt32() is uint a ? (int)a : GgufLimits.DefaultAlignment;
@@ -143,14 +170,32 @@ public sealed class GgufWriter
             output.U32((uint)t.Type);
             output.I64(offset);
             offsets[i] = offset;
-            offset += Pad(t.Data.Length, alignment);
+            offset += Pad(t.Length, alignment);
+        }
+        if (headerOnly)
+        {
+            stream.Flush();
+            return;
         }
 
         output.Zeros(Pad(output.Position, alignment) - output.Position);
         foreach (PendingTensor t in tensors)
         {
-            output.Bytes(t.Data.Span);
-            output.Zeros(Pad(t.Data.Length, alignment) - t.Data.Length);
+            if (t.WriteData is null)
+            {
+                output.Bytes(t.Data.Span);
+            }
+            else
+            {
+                if (!stream.CanSeek) throw new InvalidOperationException($"Tensor '{t.Name}' is streamed, which needs a seekable output stream.");
+                long before = stream.Position;
+                t.WriteData(stream);
+                long written = stream.Position - before;
+                if (written != t.Length)
+                    throw new InvalidOperationException($"Tensor '{t.Name}' wrote {written} bytes instead of {t.Length}.");
+                output.Skip(written);
+            }
+            output.Zeros(Pad(t.Length, alignment) - t.Length);
         }
         stream.Flush();
     }
@@ -249,6 +294,9 @@ public sealed class GgufWriter
             stream.Write(bytes);
             Position += bytes.Length;
         }
+
+        /// <summary>Counts bytes written to the stream directly.</summary>
+        public void Skip(long n) => Position += n;
 
         public void Zeros(long n)
         {

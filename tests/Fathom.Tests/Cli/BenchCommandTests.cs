@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Fathom.Cli;
+using Fathom.Models.Synthesis;
 using Fathom.Tests.Models;
 
 namespace Fathom.Tests.Cli;
@@ -35,6 +36,74 @@ public sealed class BenchCommandTests : IDisposable
         Assert.True((long)json["peak_working_set_bytes"]! > 0);
         Assert.True((long)json["gc_heap_size_bytes"]! > 0);
         Assert.Equal((long)json["weight_bytes_per_token"]! * tg / 25e9, (double)json["roofline_fraction"]!, 12);
+        Assert.Equal("given", (string)json["bandwidth_source"]!);
+        Assert.False((bool)json["synthetic"]!);
+        Assert.Null(json["scaled_from_layers"]);
+        Assert.Equal(pp, (double)json["measured_pp_tokens_per_second"]!);
+    }
+
+    [Fact]
+    public void LikeWithTooLittleMemoryBuildsFewerLayersAndSaysTheResultIsScaled()
+    {
+        ModelBlueprint full = ModelBlueprint.FromSpec(SyntheticPresets.TinyDeepSeekR1);
+        long twoLayers = full.WithLayers(2).ByteSize;
+        string budget = ((twoLayers + full.ByteSize) / 2 / 1e9).ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        var (code, output, error) = Invoke("bench", "--like", "tiny-deepseek-r1", "-p", "8", "-n", "4", "-r", "1", "-t", "2", "--max-memory", budget, "--json");
+        Assert.True(code == 0, error);
+        JsonObject json = JsonNode.Parse(output)!.AsObject();
+        Assert.True((bool)json["synthetic"]!);
+        Assert.Equal(2, (int)json["scaled_from_layers"]!);
+        Assert.Equal(2, (int)json["built_layers"]!);
+        Assert.Equal(3, (int)json["total_layers"]!);
+        Assert.Equal(full.ByteSize, (long)json["full_model_bytes"]!);
+        Assert.Equal(twoLayers, (long)json["built_model_bytes"]!);
+        Assert.False((bool)json["fits_in_memory_budget"]!);
+        double tgScale = (double)json["tg_time_scale"]!, ppScale = (double)json["pp_time_scale"]!;
+        Assert.Equal(Fathom.Evaluation.SyntheticBuildPlan.ScaleFor(full, 2), tgScale, 12);
+        Assert.Equal(Fathom.Evaluation.SyntheticBuildPlan.ScaleFor(full, 2, countNonLayer: false), ppScale, 12);
+        Assert.True(ppScale > tgScale);
+        Assert.Equal((double)json["measured_pp_tokens_per_second"]! / ppScale, (double)json["pp_tokens_per_second"]!, 9);
+        Assert.Equal((double)json["measured_tg_tokens_per_second"]! / tgScale, (double)json["tg_tokens_per_second"]!, 9);
+        Assert.Equal("measured", (string)json["bandwidth_source"]!);
+        Assert.True((double)json["bandwidth_gbps"]! > 0);
+
+        (code, output, error) = Invoke("bench", "--like", "tiny-deepseek-r1", "-p", "8", "-n", "4", "-r", "1", "-t", "2", "--max-memory", budget, "--bandwidth", "20");
+        Assert.True(code == 0, error);
+        Assert.Contains("SCALED: built 2 of 3 layers; per-layer time scaled", output);
+        Assert.Contains("Fits this machine's memory", output);
+    }
+
+    [Fact]
+    public void LikeWithoutMemoryForEvenOneMoeLayerSaysSo()
+    {
+        var (code, output, error) = Invoke("bench", "--like", "tiny-deepseek-r1", "--max-memory", "0.000001", "-t", "2");
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.StartsWith("error: not enough memory: even 2 of 3 layers need", error);
+    }
+
+    [Fact]
+    public void LikeAFileCopiesItsHeader()
+    {
+        var (code, output, error) = Invoke("bench", "--like", _model, "-p", "8", "-n", "4", "-r", "1", "-t", "2", "--bandwidth", "20", "--json");
+        Assert.True(code == 0, error);
+        JsonObject json = JsonNode.Parse(output)!.AsObject();
+        Assert.Equal($"{Path.GetFileName(_model)} (synthetic copy)", (string)json["model"]!);
+        using var file = Fathom.Gguf.GgufFile.Open(_model);
+        Assert.Equal(file.Tensors.Sum(t => t.ByteSize), (long)json["full_model_bytes"]!);
+        Assert.Null(json["scaled_from_layers"]);
+    }
+
+    [Fact]
+    public void ListPresetsPrintsEveryPresetWithItsFullSize()
+    {
+        var (code, output, error) = Invoke("bench", "--list-presets");
+        Assert.True(code == 0, error);
+        foreach (RealModelPreset preset in RealModelPresets.All)
+        {
+            Assert.Contains(preset.Name, output);
+            Assert.Contains(Fathom.Evaluation.ByteSizes.Format(preset.Blueprint().ByteSize), output);
+        }
     }
 
     [Fact]
@@ -63,6 +132,8 @@ public sealed class BenchCommandTests : IDisposable
     [InlineData("-t", "0")]
     [InlineData("-p", "4000", "-n", "100")]
     [InlineData("--bandwidth", "0")]
+    [InlineData("--bandwidth", "fast")]
+    [InlineData("--max-memory", "0")]
     [InlineData("--like", "tiny-deepseek-r1")]
     public void BadArgumentsGiveOneLineErrors(params string[] extra)
     {
@@ -78,7 +149,7 @@ public sealed class BenchCommandTests : IDisposable
     {
         var (code, _, error) = Invoke("bench", "--like", "huge-model");
         Assert.Equal(2, code);
-        Assert.Contains("unknown preset 'huge-model'; presets: tiny-deepseek-r1", error);
+        Assert.Contains("unknown preset 'huge-model' and no such file; presets: tiny-deepseek-r1, deepseek-r1:ud-iq1_s", error);
         (code, _, error) = Invoke("bench", "-m", _model + ".missing");
         Assert.Equal(1, code);
         Assert.StartsWith("error: ", error);

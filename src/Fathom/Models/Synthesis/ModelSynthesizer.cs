@@ -5,37 +5,75 @@ namespace Fathom.Models.Synthesis;
 
 /// <summary>
 /// Writes a GGUF model of a given shape with random weights, with the tensor names, shapes and metadata that
-/// llama.cpp expects for <c>deepseek2</c>, <c>qwen2</c> and <c>llama</c>. Tests, <c>fathom demo</c> and
-/// <c>fathom bench --like</c> use it, so no model has to be downloaded.
+/// llama.cpp expects for <c>deepseek2</c>, <c>qwen2</c> and <c>llama</c>, or with exactly the metadata and tensor
+/// table of a <see cref="ModelBlueprint"/> copied from a real file. Tests, <c>fathom demo</c> and
+/// <c>fathom bench --like</c> use it, so no model has to be downloaded. Tensors are generated while the file is
+/// written, a chunk of rows at a time with the rows quantized in parallel, so models larger than memory can be written.
 /// </summary>
 public static class ModelSynthesizer
 {
-    /// <summary>Builds the model in memory and returns a writer ready to write one file or split parts.</summary>
-    public static GgufWriter Build(SyntheticModelSpec spec, IProgress<double>? progress = null)
-    {
-        var writer = new GgufWriter();
-        WriteMetadata(writer, spec);
-        var tensors = TensorPlan(spec);
-        long totalElements = tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
-        long done = 0;
-        var rng = new Random(spec.Seed);
-        foreach (PlannedTensor t in tensors)
-        {
-            writer.AddTensor(t.Name, t.Shape, t.Type, Fill(spec, t, rng));
-            done += t.Shape.Aggregate(1L, (a, b) => a * b);
-            progress?.Report((double)done / totalElements);
-        }
-        return writer;
-    }
+    /// <summary>Returns a writer of the spec's model, ready to write one file or split parts.</summary>
+    public static GgufWriter Build(SyntheticModelSpec spec, IProgress<double>? progress = null) =>
+        Writer(Blueprint(spec), spec.Fill, spec.Seed, spec.WeightScale, progress);
 
     /// <summary>Synthesizes and writes a single file.</summary>
     public static void Write(SyntheticModelSpec spec, string path, IProgress<double>? progress = null) =>
         Build(spec, progress).WriteTo(path);
 
-    private sealed record PlannedTensor(string Name, long[] Shape, GgmlType Type, TensorFill Kind);
+    /// <summary>Writes a blueprint's model with random weights to <paramref name="path"/>.</summary>
+    public static void Write(ModelBlueprint blueprint, string path, WeightFill fill = WeightFill.Tiled, int seed = 1234, IProgress<double>? progress = null) =>
+        Writer(blueprint, fill, seed, weightScale: 1f, progress).WriteTo(path);
+
+    /// <summary>The metadata and tensor table <see cref="Build"/> writes for <paramref name="spec"/>.</summary>
+    public static ModelBlueprint Blueprint(SyntheticModelSpec spec)
+    {
+        var metadata = new GgufWriter();
+        WriteMetadata(metadata, spec);
+        return new ModelBlueprint(metadata.Metadata, TensorPlan(spec));
+    }
+
+    /// <summary>
+    /// A writer of the blueprint whose tensors are filled as they are written, from one generator seeded with
+    /// <paramref name="seed"/> and drawn in tensor order (restarted whenever the first tensor is written), so every
+    /// write, and every split of it, gives the same bytes.
+    /// </summary>
+    internal static GgufWriter Writer(ModelBlueprint blueprint, WeightFill fill, int seed, float weightScale, IProgress<double>? progress = null)
+    {
+        var writer = new GgufWriter();
+        writer.SetAll(blueprint.Metadata);
+        long total = Math.Max(1, blueprint.ByteSize), done = 0;
+        Random? rng = null;
+        for (int i = 0; i < blueprint.Tensors.Count; i++)
+        {
+            BlueprintTensor t = blueprint.Tensors[i];
+            bool first = i == 0;
+            writer.AddTensor(t.Name, t.Shape, t.Type, stream =>
+            {
+                if (first || rng is null)
+                {
+                    rng = new Random(seed);
+                    done = 0;
+                }
+                FillTensor(t, fill, rng, weightScale, stream);
+                done += t.ByteSize;
+                progress?.Report((double)done / total);
+            });
+        }
+        return writer;
+    }
+
+    /// <summary>A writer of the blueprint's header; its tensors are never filled.</summary>
+    internal static GgufWriter HeaderWriter(ModelBlueprint blueprint) =>
+        Writer(blueprint, WeightFill.Tiled, seed: 0, weightScale: 1f);
 
     private enum TensorFill { Weight, Norm, Bias, Router }
 
+    /// <summary>What a tensor holds, by its llama.cpp name: norms (and Llama-3's rope_freqs) are filled around 1, the rest around 0.</summary>
+    private static TensorFill FillOf(string name) =>
+        name.Contains("_norm", StringComparison.Ordinal) || name == "rope_freqs.weight" ? TensorFill.Norm
+        : name.EndsWith(".bias", StringComparison.Ordinal) ? TensorFill.Bias
+        : name.Contains("ffn_gate_inp", StringComparison.Ordinal) ? TensorFill.Router
+        : TensorFill.Weight;
     private static void WriteMetadata(GgufWriter w, SyntheticModelSpec s)
     {
         string a = s.Architecture;
@@ -114,14 +152,14 @@ public static class ModelSynthesizer
         w.Set(GgufKeys.Tokenizer.AddEosToken, false);
     }
 
-    private static List<PlannedTensor> TensorPlan(SyntheticModelSpec s)
+    private static List<BlueprintTensor> TensorPlan(SyntheticModelSpec s)
     {
-        var list = new List<PlannedTensor>();
+        var list = new List<BlueprintTensor>();
         long n = s.HiddenSize;
         void Weight(string name, params long[] shape) =>
-            list.Add(new(name, shape, FitToRow(s.TypeFor?.Invoke(name) ?? s.DefaultType, shape[0]), TensorFill.Weight));
-        void Norm(string name, long size) => list.Add(new(name, [size], GgmlType.F32, TensorFill.Norm));
-        void Bias(string name, long size) => list.Add(new(name, [size], GgmlType.F32, TensorFill.Bias));
+            list.Add(new(name, shape, LlamaCppTypeRules.FitToRow(s.TypeFor?.Invoke(name) ?? s.DefaultType, shape[0])));
+        void Norm(string name, long size) => list.Add(new(name, [size], GgmlType.F32));
+        void Bias(string name, long size) => list.Add(new(name, [size], GgmlType.F32));
 
         Weight("token_embd.weight", n, s.VocabSize);
         for (int i = 0; i < s.Layers; i++)
@@ -160,7 +198,7 @@ public static class ModelSynthesizer
                 }
                 else
                 {
-                    list.Add(new(p + "ffn_gate_inp.weight", [n, s.Experts], GgmlType.F32, TensorFill.Router));
+                    list.Add(new(p + "ffn_gate_inp.weight", [n, s.Experts], GgmlType.F32));
                     if (s.ExpertGatingFunc == 2) Bias(p + "exp_probs_b.bias", s.Experts);
                     Weight(p + "ffn_gate_exps.weight", n, s.ExpertFeedForward, s.Experts);
                     Weight(p + "ffn_up_exps.weight", n, s.ExpertFeedForward, s.Experts);
@@ -194,7 +232,7 @@ public static class ModelSynthesizer
         Norm("output_norm.weight", n);
         Weight("output.weight", n, s.VocabSize);
         if (s.Architecture == "llama" && s.Llama3RopeFactor > 0)
-            list.Add(new("rope_freqs.weight", [n / s.Heads / 2], GgmlType.F32, TensorFill.Norm));
+            list.Add(new("rope_freqs.weight", [n / s.Heads / 2], GgmlType.F32));
         return list;
 
         void DenseFfn(string p, long ff)
@@ -206,53 +244,60 @@ public static class ModelSynthesizer
     }
 
     /// <summary>
-    /// The type llama.cpp's quantizer falls back to when a row is not a whole number of the wanted type's blocks
-    /// (e.g. DeepSeek-V2-Lite's 1408-wide expert rows cannot be 256-block K or IQ types).
+    /// Streams a tensor's bytes: Gaussian rows (norms around 1) quantized to the tensor's type, a chunk of rows at a
+    /// time, the chunk's rows quantized in parallel. <see cref="WeightFill.Tiled"/> quantizes only 64 rows and copies
+    /// them to every row.
     /// </summary>
-    public static GgmlType FitToRow(GgmlType wanted, long rowLength)
+    private static void FillTensor(BlueprintTensor t, WeightFill fill, Random rng, float weightScale, Stream output)
     {
-        GgmlType type = wanted;
-        while (rowLength % GgmlTypes.Layout(type).BlockSize != 0)
-        {
-            type = type switch
-            {
-                GgmlType.Q4_K => GgmlType.Q5_0,
-                GgmlType.Q5_K => GgmlType.Q5_1,
-                GgmlType.Q6_K => GgmlType.Q8_0,
-                GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.IQ1_S or GgmlType.IQ1_M or GgmlType.IQ2_XXS or GgmlType.IQ2_XS
-                    or GgmlType.IQ2_S or GgmlType.IQ3_XXS or GgmlType.IQ3_S or GgmlType.IQ4_XS or GgmlType.TQ1_0 or GgmlType.TQ2_0 => GgmlType.IQ4_NL,
-                _ => GgmlType.F16,
-            };
-        }
-        return type;
-    }
-
-    private static byte[] Fill(SyntheticModelSpec spec, PlannedTensor t, Random rng)
-    {
-        long rowLength = t.Shape[0];
-        long rows = t.Shape.Skip(1).Aggregate(1L, (a, b) => a * b);
+        TensorFill kind = FillOf(t.Name);
+        int rowLength = checked((int)t.RowLength);
+        long rows = t.RowCount;
         WeightFormat format = TypeTraits.For(t.Type);
-        long rowBytes = format.Layout.RowBytes(rowLength);
-        byte[] data = new byte[checked(rowBytes * rows)];
-        float[] row = new float[rowLength];
-        float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, (int)rowLength).ToArray() : [];
-        float std = t.Kind switch
+        int rowBytes = checked((int)t.RowBytes);
+        float[] importance = format.RequiresImportance ? Enumerable.Repeat(1f, rowLength).ToArray() : [];
+        float std = kind is TensorFill.Weight or TensorFill.Router ? weightScale / MathF.Sqrt(rowLength) : 0.1f;
+        float mean = kind == TensorFill.Norm ? 1f : 0f;
+        const int ChunkBytes = 8 << 20;
+        int chunkRows = (int)Math.Clamp(ChunkBytes / rowBytes, 1, rows);
+        long uniqueRows = fill == WeightFill.Tiled ? Math.Min(rows, 64) : rows;
+        byte[] chunk = new byte[checked(chunkRows * rowBytes)];
+        // At most 4M values (16 MB) drawn at once: a chunk of 1.5-bit rows holds far more values than bytes.
+        long valueRows = Math.Max(1, Math.Min(Math.Min(chunkRows, uniqueRows), (4 << 20) / rowLength));
+        float[] values = new float[checked(valueRows * rowLength)];
+        byte[]? pool = fill == WeightFill.Tiled ? new byte[checked((int)uniqueRows * rowBytes)] : null;
+        if (pool is not null) QuantizeRows(pool, (int)uniqueRows);
+
+        for (long first = 0; first < rows; first += chunkRows)
         {
-            TensorFill.Weight or TensorFill.Router => spec.WeightScale / MathF.Sqrt(rowLength),
-            TensorFill.Bias => 0.1f,
-            _ => 0.1f, // norms: 1 ± noise
-        };
-        long uniqueRows = spec.Fill == WeightFill.Tiled ? Math.Min(rows, 64) : rows;
-        for (long r = 0; r < uniqueRows; r++)
-        {
-            for (int i = 0; i < row.Length; i++)
-                row[i] = (t.Kind == TensorFill.Norm ? 1f : 0f) + std * Gaussian(rng);
-            format.Quantize(row, data.AsSpan(checked((int)(r * rowBytes)), (int)rowBytes), importance);
+            int count = (int)Math.Min(chunkRows, rows - first);
+            if (pool is null)
+            {
+                QuantizeRows(chunk, count);
+            }
+            else
+            {
+                for (int r = 0; r < count; r++)
+                {
+                    long source = first + r < uniqueRows ? first + r : rng.NextInt64(uniqueRows);
+                    pool.AsSpan(checked((int)source * rowBytes), rowBytes).CopyTo(chunk.AsSpan(r * rowBytes, rowBytes));
+                }
+            }
+            output.Write(chunk, 0, count * rowBytes);
         }
-        for (long r = uniqueRows; r < rows; r++)
-            data.AsSpan(checked((int)(rng.NextInt64(uniqueRows) * rowBytes)), (int)rowBytes)
-                .CopyTo(data.AsSpan(checked((int)(r * rowBytes)), (int)rowBytes));
-        return data;
+
+        // Draws the rows' values in order from the model's one generator (so the bytes do not depend on thread timing), then quantizes them in parallel.
+        void QuantizeRows(byte[] destination, int count)
+        {
+            for (int done = 0; done < count; done += values.Length / rowLength)
+            {
+                int batch = Math.Min(count - done, values.Length / rowLength);
+                for (int i = 0; i < batch * rowLength; i++) values[i] = mean + std * Gaussian(rng);
+                int offset = done;
+                Parallel.For(0, batch, r => format.Quantize(
+                    values.AsSpan(r * rowLength, rowLength), destination.AsSpan((offset + r) * rowBytes, rowBytes), importance));
+            }
+        }
     }
 
     private static float Gaussian(Random rng)

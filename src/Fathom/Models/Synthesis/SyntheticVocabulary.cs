@@ -36,22 +36,31 @@ public sealed class SyntheticVocabulary
         string space = byteChars[' '].ToString();
         var rng = new Random(seed);
         var pool = new List<string>();
-        foreach (char c in letters) pool.Add(c.ToString());
+        var shortPool = new List<string>(); // tokens of at most half the longest length: any two merge within it
+        foreach (char c in letters) { pool.Add(c.ToString()); shortPool.Add(pool[^1]); }
         int target = size - specials.Length;
-        void TryMerge(string left, string right)
+        bool TryMerge(string left, string right)
         {
             string merged = left + right;
-            if (tokens.Count >= target || merged.Length > 12 || !known.Add(merged)) return;
+            if (tokens.Count >= target || merged.Length > 12 || !known.Add(merged)) return false;
             tokens.Add(merged);
             merges.Add(left + " " + right);
             pool.Add(merged);
+            if (merged.Length <= 6) shortPool.Add(merged);
+            return true;
         }
         foreach (char c in letters) TryMerge(space, c.ToString());
         foreach (char a in letters)
             foreach (char b in letters)
                 TryMerge(a.ToString(), b.ToString());
+        // Random pairs of the pool; once long tokens make most pairs too long (large vocabularies), pairs of short tokens.
+        int misses = 0;
         while (tokens.Count < target)
-            TryMerge(pool[rng.Next(pool.Count)], pool[rng.Next(pool.Count)]);
+        {
+            List<string> from = misses < 64 ? pool : shortPool;
+            if (TryMerge(from[rng.Next(from.Count)], from[rng.Next(from.Count)])) { if (misses < 64) misses = 0; }
+            else misses++;
+        }
 
         int firstSpecial = tokens.Count;
         tokens.AddRange(specials);
