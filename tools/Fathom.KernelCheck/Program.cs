@@ -5,9 +5,10 @@ using System.Runtime.Intrinsics.X86;
 using Fathom.KernelCheck;
 using Fathom.Quants;
 
-// Fathom.KernelCheck [--types Q4_K,Q8_0] [--seconds 0.25] [--no-speed]
+// Fathom.KernelCheck [--types Q4_K,Q8_0] [--seconds 0.25] [--no-speed] [--digests]
 // For every weight type and every kernel path this CPU supports: the path against the scalar reference (same data
 // kinds and tolerance as the conformance tests), then single-thread dot throughput. Exit code 1 on any failure.
+// --digests prints only the digests of the operations that must not depend on the instruction set (IsaDigests).
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string[] types = ArgValue(args, "--types")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
 double seconds = double.Parse(ArgValue(args, "--seconds") ?? "0.25", CultureInfo.InvariantCulture);
@@ -23,6 +24,11 @@ Console.WriteLine();
 WeightFormat[] formats = TypeTraits.All
     .Where(f => types.Length == 0 || types.Contains(f.Type.ToString(), StringComparer.OrdinalIgnoreCase))
     .ToArray();
+if (args.Contains("--digests"))
+{
+    IsaDigests.Write(formats, Console.Out);
+    return 0;
+}
 KernelPath[] paths = [.. KernelPaths.Supported];
 int failures = KernelCheckReport.Conformance(formats, paths, Console.Out);
 if (speed)

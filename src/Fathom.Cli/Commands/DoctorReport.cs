@@ -21,7 +21,7 @@ internal sealed record DoctorReport(CudaEnvironment Cuda, string CacheDirectory,
     {
         output.WriteLine("CPU");
         output.WriteLine($"  {RuntimeInformation.ProcessArchitecture}, {Environment.ProcessorCount} logical processors, {RuntimeInformation.OSDescription}");
-        output.WriteLine($"  kernel paths: {string.Join(", ", KernelPaths.Supported)} (best: {KernelPaths.Best})");
+        output.WriteLine($"  kernel paths: {string.Join(", ", KernelPaths.Supported)} (best: {KernelPaths.Best}; AVX-512/VNNI kernels {(KernelPaths.UseWideKernels ? "on" : "off unless FATHOM_CPU_WIDE_KERNELS=1")})");
         output.WriteLine();
         output.WriteLine("CUDA");
         if (Cuda.Driver is { } driver)

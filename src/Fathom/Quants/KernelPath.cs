@@ -26,6 +26,17 @@ public static class KernelPaths
 
     public static bool IsSupported(KernelPath path) => Supported.Contains(path);
 
+    /// <summary>
+    /// Whether formats use their AVX-512 / AVX-VNNI kernels by default. Those kernels agree with the scalar reference
+    /// on real hardware (Fathom.KernelCheck on an H200 host's Xeon, 2026-11-28), but there they measured no faster
+    /// than the AVX2 kernels (Q6_K half as fast), so by default a format stops at AVX2. Set the environment variable
+    /// <c>FATHOM_CPU_WIDE_KERNELS=1</c> to use them; an explicit path argument always runs the requested kernel.
+    /// </summary>
+    public static bool UseWideKernels { get; } = Environment.GetEnvironmentVariable("FATHOM_CPU_WIDE_KERNELS") == "1";
+
+    /// <summary>Whether <paramref name="path"/> may be picked by default: supported, and not a wide path unless opted in.</summary>
+    public static bool IsDefaultCandidate(KernelPath path) => IsSupported(path) && (UseWideKernels || path <= KernelPath.Avx2);
+
     private static KernelPath[] Detect()
     {
         var paths = new List<KernelPath> { KernelPath.Scalar };

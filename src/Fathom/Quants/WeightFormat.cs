@@ -43,8 +43,8 @@ public abstract class WeightFormat
     /// <summary>Paths this format implements; a requested path it lacks falls back to the widest one below it.</summary>
     public abstract IReadOnlyList<KernelPath> ImplementedPaths { get; }
 
-    /// <summary>The widest implemented path this CPU supports.</summary>
-    public KernelPath BestPath => _bestPath ??= ImplementedPaths.Where(KernelPaths.IsSupported).Max();
+    /// <summary>The widest implemented path this CPU supports (AVX-512/VNNI only when opted in: <see cref="KernelPaths.UseWideKernels"/>).</summary>
+    public KernelPath BestPath => _bestPath ??= ImplementedPaths.Where(KernelPaths.IsDefaultCandidate).Max();
 
     private KernelPath? _bestPath;
 
