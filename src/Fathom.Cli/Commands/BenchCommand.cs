@@ -52,7 +52,7 @@ public static class BenchCommand
         var listPresets = new Option<bool>("--list-presets") { Description = "List the --like presets with their full sizes and exit." };
         var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens processed in one batch (default 512).", DefaultValueFactory = _ => 512 };
         var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens generated one at a time (default 128).", DefaultValueFactory = _ => 128 };
-        var threads = new Option<int>("--threads", "-t") { Description = "CPU threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = ThreadsOption.Create();
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
         var bandwidth = new Option<string?>("--bandwidth")
         {

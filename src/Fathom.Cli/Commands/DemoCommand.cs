@@ -17,13 +17,13 @@ public static class DemoCommand
     public static Command Create()
     {
         var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (default 48).", DefaultValueFactory = _ => 48 };
-        var threads = new Option<int>("--threads", "-t") { Description = "CPU threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = ThreadsOption.Create();
         var keep = new Option<string?>("--keep") { Description = "Write the synthesized model into this folder and keep it." };
         var command = new Command("demo", "Synthesize a tiny DeepSeek-R1-shaped model and run the whole pipeline on it.");
         command.Options.Add(tokens);
         command.Options.Add(threads);
         command.Options.Add(keep);
-        command.SetAction(r => Run(r.GetValue(tokens), Math.Max(1, r.GetValue(threads)), r.GetValue(keep),
+        command.SetAction(r => Run(r.GetValue(tokens), r.GetValue(threads), r.GetValue(keep),
             r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
         return command;
     }
@@ -36,6 +36,7 @@ public static class DemoCommand
         {
             return CommandErrors.Guard(error, () =>
             {
+                ThreadsOption.Checked(threads);
                 SyntheticModelSpec spec = SyntheticPresets.TinyDeepSeekR1;
                 output.WriteLine($"1. Synthesizing '{spec.Name}': deepseek2 (MLA + MoE, {spec.Experts} experts, {spec.ExpertsUsed} used), {spec.Layers} layers,");
                 output.WriteLine("   routed experts IQ1_S / down projections IQ2_XXS, attention Q4_K, shared experts and output Q6_K ...");

@@ -9,7 +9,7 @@ namespace Fathom.Cli.Commands;
 public sealed class ModelArguments
 {
     public Option<string> Model { get; } = new("--model", "-m") { Description = "The GGUF model (the first part of a split model).", Required = true };
-    public Option<int> Threads { get; } = new("--threads", "-t") { Description = "CPU threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
+    public Option<int> Threads { get; } = ThreadsOption.Create();
     public Option<int> Context { get; } = new("--ctx-size", "-c") { Description = "Context length in tokens (default 4096, at most the model's).", DefaultValueFactory = _ => 4096 };
     public Option<float> Temperature { get; } = new("--temp") { Description = "Sampling temperature; 0 is greedy (default 0.6, DeepSeek's advice for R1).", DefaultValueFactory = _ => 0.6f };
     public Option<float> TopP { get; } = new("--top-p") { Description = "Nucleus sampling threshold (default 0.95).", DefaultValueFactory = _ => 0.95f };
@@ -29,7 +29,7 @@ public sealed class ModelArguments
 
     public ModelOptions ModelOptions(ParseResult r)
     {
-        var options = new ModelOptions { Threads = Math.Max(1, r.GetValue(Threads)) };
+        var options = new ModelOptions { Threads = ThreadsOption.Checked(r.GetValue(Threads)) };
         return r.GetValue(Gpu) ? options.OnGpu() : options;
     }
 

@@ -19,7 +19,7 @@ public static class PerplexityCommand
         var model = new Option<string>("--model", "-m") { Description = "The GGUF model (the first part of a split model).", Required = true };
         var file = new Option<string>("--file", "-f") { Description = "The text to score (UTF-8), e.g. wiki.test.raw.", Required = true };
         var context = new Option<int>("--ctx-size", "-c") { Description = "Tokens per chunk; the second half of each is scored (default 512).", DefaultValueFactory = _ => 512 };
-        var threads = new Option<int>("--threads", "-t") { Description = "CPU threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = ThreadsOption.Create();
         var chunks = new Option<int?>("--chunks") { Description = "Score at most N chunks (default: the whole text)." };
         var save = new Option<string?>("--save-logits") { Description = "Save the scored positions' log-probabilities to FILE (a base for --kl-divergence-base)." };
         var klBase = new Option<string?>("--kl-divergence-base") { Description = "Compare with a FILE saved by --save-logits over the same text: KL divergence, same top token." };
@@ -40,7 +40,7 @@ public static class PerplexityCommand
                 string textPath = r.GetRequiredValue(file);
                 if (!File.Exists(textPath)) throw new FileNotFoundException($"text file '{textPath}' not found");
                 string text = File.ReadAllText(textPath);
-                using LoadedModel loaded = LoadedModel.Open(r.GetRequiredValue(model), new ModelOptions { Threads = Math.Max(1, r.GetValue(threads)) });
+                using LoadedModel loaded = LoadedModel.Open(r.GetRequiredValue(model), new ModelOptions { Threads = ThreadsOption.Checked(r.GetValue(threads)) });
                 bool asJson = r.GetValue(json);
                 Action<PerplexityProgress>? progress = asJson ? null : p =>
                 {

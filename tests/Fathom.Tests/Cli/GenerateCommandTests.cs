@@ -66,6 +66,9 @@ public sealed class GenerateCommandTests : IDisposable
     [InlineData("generate", "-m", "MODEL", "--prompt-tokens", "1,banana")]
     [InlineData("generate", "-m", "MODEL", "-p", "x", "--top-p", "0")]
     [InlineData("generate", "-m", "MODEL", "--prompt-tokens", "999999")]
+    [InlineData("generate", "-m", "MODEL", "-p", "x", "-t", "0")]
+    [InlineData("demo", "-n", "4", "-t", "-1")]
+    [InlineData("perplexity", "-m", "MODEL", "-f", "MODEL", "-t", "0")]
     public void BadInputGetsAOneLineError(params string[] args)
     {
         var (code, _, error) = Invoke([.. args.Select(a => a == "MODEL" ? _path : a)]);
