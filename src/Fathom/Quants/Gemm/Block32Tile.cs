@@ -22,29 +22,13 @@ internal unsafe interface IBlock32Decoder
 /// levels are unpacked once and multiplied with the four tokens' int8 values; vpmaddubsw wants one unsigned operand,
 /// so each token's values take the levels' signs (vpsignb), as the single-row kernels do.
 /// </summary>
-internal sealed unsafe class Block32Tile<TDecoder>(WeightFormat format) : TileKernel(format) where TDecoder : IBlock32Decoder
+internal sealed unsafe class Block32Tile<TDecoder>(WeightFormat format) : FourTokenTile(format) where TDecoder : IBlock32Decoder
 {
-    public override int TokenTile => 4;
-
-    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
-        int tokens, int n, float* output, long outputStride)
-    {
-        int blocks = n / Q8_0Layout.BlockSize;
-        int t = 0;
-        for (; t + 4 <= tokens; t += 4)
-        {
-            byte* a = activations + t * activationRowBytes;
-            float* y = output + t * outputStride;
-            for (int r = 0; r < rows; r++)
-                RowTimesFour(weights + r * weightRowBytes, a, activationRowBytes, blocks, y + r, outputStride);
-        }
-        for (; t < tokens; t++)
-            for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
-    }
+    protected override void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int n, float* y, long outputStride) =>
+        FourTokens(w, a0, activationRowBytes, n / Q8_0Layout.BlockSize, y, outputStride);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
+    private static void FourTokens(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;

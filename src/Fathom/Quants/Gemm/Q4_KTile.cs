@@ -15,29 +15,13 @@ namespace Fathom.Quants.Gemm;
 /// the d and dmin terms nearly cancel in many rows, and a different rounding order is visible downstream (MoE
 /// routing decisions can flip on it).
 /// </summary>
-internal sealed unsafe class Q4_KTile(WeightFormat format) : TileKernel(format)
+internal sealed unsafe class Q4_KTile(WeightFormat format) : FourTokenTile(format)
 {
-    public override int TokenTile => 4;
-
-    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
-        int tokens, int n, float* output, long outputStride)
-    {
-        int blocks = n / KQuantBlocks.SuperBlock;
-        int t = 0;
-        for (; t + 4 <= tokens; t += 4)
-        {
-            byte* a = activations + t * activationRowBytes;
-            float* y = output + t * outputStride;
-            for (int r = 0; r < rows; r++)
-                RowTimesFour(weights + r * weightRowBytes, a, activationRowBytes, blocks, y + r, outputStride);
-        }
-        for (; t < tokens; t++)
-            for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
-    }
+    protected override void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int n, float* y, long outputStride) =>
+        FourTokens(w, a0, activationRowBytes, n / KQuantBlocks.SuperBlock, y, outputStride);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
+    private static void FourTokens(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
         // The float accumulators live in memory, touched once per super-block, so that the chunk loop has the

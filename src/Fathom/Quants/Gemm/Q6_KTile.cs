@@ -13,29 +13,13 @@ namespace Fathom.Quants.Gemm;
 /// Q8_K group sums, as in the single-row kernel. The four slices of each half are written out so that every shift
 /// and shuffle mask is a constant.
 /// </summary>
-internal sealed unsafe class Q6_KTile(WeightFormat format) : TileKernel(format)
+internal sealed unsafe class Q6_KTile(WeightFormat format) : FourTokenTile(format)
 {
-    public override int TokenTile => 4;
-
-    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
-        int tokens, int n, float* output, long outputStride)
-    {
-        int blocks = n / KQuantBlocks.SuperBlock;
-        int t = 0;
-        for (; t + 4 <= tokens; t += 4)
-        {
-            byte* a = activations + t * activationRowBytes;
-            float* y = output + t * outputStride;
-            for (int r = 0; r < rows; r++)
-                RowTimesFour(weights + r * weightRowBytes, a, activationRowBytes, blocks, y + r, outputStride);
-        }
-        for (; t < tokens; t++)
-            for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
-    }
+    protected override void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int n, float* y, long outputStride) =>
+        FourTokens(w, a0, activationRowBytes, n / KQuantBlocks.SuperBlock, y, outputStride);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void RowTimesFour(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
+    private static void FourTokens(byte* w, byte* a0, long activationRowBytes, int blocks, float* y, long outputStride)
     {
         byte* a1 = a0 + activationRowBytes, a2 = a1 + activationRowBytes, a3 = a2 + activationRowBytes;
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
