@@ -8,7 +8,6 @@ using Fathom.Gguf;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Spectre.Console;
-using Spectre.Console.Rendering;
 
 namespace Fathom.Cli.Commands;
 
@@ -253,67 +252,46 @@ public static class BenchCommand
     {
         BenchmarkResult r = report.Result;
         SyntheticBuildPlan? plan = report.Plan;
-        bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
-        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(output),
-            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
-            ColorSystem = terminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
-        });
-        if (!terminal) console.Profile.Width = 160;
+        IAnsiConsole console = ReportTables.Console(output);
 
         console.Write(new Rule(Markup.Escape($"{report.Model} — {architecture}, {report.Compute}, {r.Options.Repetitions} repetition(s) after a warm-up")).LeftJustified());
         string scaledNote = plan is { IsScaled: true }
             ? string.Create(CultureInfo.InvariantCulture, $"SCALED: built {plan.BuiltLayers} of {plan.TotalLayers} layers; per-layer time scaled (tg ×{plan.TimeScale:F2}, pp ×{plan.PromptTimeScale:F2} per token)")
             : "";
-        var speed = NewTable(plan is { IsScaled: true } ? $"Speed ({scaledNote})" : "Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
-        Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));
-        Row(speed, $"tg{r.Options.GeneratedTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));
+        var speed = ReportTables.New(plan is { IsScaled: true } ? $"Speed ({scaledNote})" : "Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
+        ReportTables.Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));
+        ReportTables.Row(speed, $"tg{r.Options.GeneratedTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));
         console.Write(speed);
         if (plan is { IsScaled: true })
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{scaledNote}. Measured on the {plan.BuiltLayers}-layer model: pp {report.Measured.PromptProcessing.Median:F2} t/s, tg {report.Measured.Generation.Median:F2} t/s."));
 
-        var memory = NewTable("Memory", "Measure", "Value");
-        Row(memory, "Weight bytes read per generated token (estimate)", Bytes(r.WeightBytesPerToken));
+        var memory = ReportTables.New("Memory", "Measure", "Value");
+        ReportTables.Row(memory, "Weight bytes read per generated token (estimate)", Bytes(r.WeightBytesPerToken));
         if (r.RooflineFraction is double roofline)
-            Row(memory, $"Generation roofline at {r.Options.BandwidthGBps!.Value.ToString("0.#", CultureInfo.InvariantCulture)} GB/s ({(report.BandwidthMeasured ? "measured" : "given")})",
+            ReportTables.Row(memory, $"Generation roofline at {r.Options.BandwidthGBps!.Value.ToString("0.#", CultureInfo.InvariantCulture)} GB/s ({(report.BandwidthMeasured ? "measured" : "given")})",
                 roofline.ToString("P1", CultureInfo.InvariantCulture));
         if (plan is not null)
         {
-            Row(memory, "Full model (every tensor)", Bytes(plan.Full.ByteSize));
-            Row(memory, $"Built synthetic model ({plan.BuiltLayers} of {plan.TotalLayers} layers)", Bytes(plan.Built.ByteSize));
-            Row(memory, "Fits this machine's memory (installed, less a margin)",
+            ReportTables.Row(memory, "Full model (every tensor)", Bytes(plan.Full.ByteSize));
+            ReportTables.Row(memory, $"Built synthetic model ({plan.BuiltLayers} of {plan.TotalLayers} layers)", Bytes(plan.Built.ByteSize));
+            ReportTables.Row(memory, "Fits this machine's memory (installed, less a margin)",
                 $"{(report.FitsInMemory ? "yes" : "no")}: {ByteSizes.Format(plan.Full.ByteSize)} of {ByteSizes.Format(report.TotalMemoryBytes)} installed, {ByteSizes.Format(report.AvailableMemoryBytes)} available");
         }
         else
         {
-            Row(memory, "Mapped weights (whole file)", Bytes(r.MappedWeightBytes));
+            ReportTables.Row(memory, "Mapped weights (whole file)", Bytes(r.MappedWeightBytes));
         }
-        Row(memory, $"KV cache of one session ({r.Options.PromptTokens + r.Options.GeneratedTokens} tokens)", Bytes(r.KvCacheBytes));
-        Row(memory, "Peak working set (touched weight pages included)", Bytes(r.PeakWorkingSetBytes));
-        Row(memory, "Working set after the run (touched weight pages included)", Bytes(r.WorkingSetBytes));
-        Row(memory, "Managed (GC) heap after the last collection", Bytes(r.GcHeapSizeBytes));
+        ReportTables.Row(memory, $"KV cache of one session ({r.Options.PromptTokens + r.Options.GeneratedTokens} tokens)", Bytes(r.KvCacheBytes));
+        ReportTables.Row(memory, "Peak working set (touched weight pages included)", Bytes(r.PeakWorkingSetBytes));
+        ReportTables.Row(memory, "Working set after the run (touched weight pages included)", Bytes(r.WorkingSetBytes));
+        ReportTables.Row(memory, "Managed (GC) heap after the last collection", Bytes(r.GcHeapSizeBytes));
         console.Write(memory);
     }
 
-    private static Table NewTable(string title, params string[] columns)
-    {
-        var table = new Table { Title = new TableTitle(Markup.Escape(title)), Border = TableBorder.Rounded };
-        foreach (string c in columns) table.AddColumn(new TableColumn(new Text(c)));
-        return table;
-    }
-
-    private static void Row(Table table, params string[] cells) => table.AddRow(cells.Select(c => (IRenderable)new Text(c)).ToArray());
-
     private static string Rate(double tokensPerSecond) => tokensPerSecond.ToString("F2", CultureInfo.InvariantCulture);
 
-    private static string Bytes(long n)
-    {
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
-        double value = n;
-        int unit = 0;
-        while (value >= 1024 && unit < units.Length - 1) { value /= 1024; unit++; }
-        return unit == 0 ? $"{n} B" : string.Create(CultureInfo.InvariantCulture, $"{value:F2} {units[unit]} ({n:N0} B)");
-    }
+    /// <summary>Binary units, and the exact count beside them once there is a unit to round.</summary>
+    private static string Bytes(long n) =>
+        n < 1024 ? ByteSizes.Format(n) : string.Create(CultureInfo.InvariantCulture, $"{ByteSizes.Format(n)} ({n:N0} B)");
 }
