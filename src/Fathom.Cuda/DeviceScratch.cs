@@ -2,7 +2,10 @@ using Fathom.Cuda.Driver;
 
 namespace Fathom.Cuda;
 
-/// <summary>A device buffer that grows (to at least double) when a larger batch needs it and is reused otherwise.</summary>
+/// <summary>
+/// A device buffer that grows (to at least double) when a larger batch needs it and is reused otherwise. Work
+/// queued on the stream may still use the old buffer, so growing waits for the stream before freeing it.
+/// </summary>
 internal sealed class DeviceScratch(CudaContext context) : IDisposable
 {
     private DeviceBuffer? _buffer;
@@ -12,7 +15,11 @@ internal sealed class DeviceScratch(CudaContext context) : IDisposable
     {
         if (_buffer is null || _buffer.Bytes < bytes)
         {
-            _buffer?.Dispose();
+            if (_buffer is not null)
+            {
+                context.Synchronize("work queued before a scratch buffer grows");
+                _buffer.Dispose();
+            }
             _buffer = new DeviceBuffer(context, Math.Max(bytes, 2 * (_buffer?.Bytes ?? 0)));
         }
         return _buffer;

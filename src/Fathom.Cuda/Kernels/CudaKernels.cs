@@ -53,6 +53,8 @@ public sealed class CudaKernels : IDisposable
 
     public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));
 
+    public IntPtr Embed(GgmlType type) => _module.Function("embed_" + Suffix(type));
+
     /// <summary>
     /// The kernel that rounds activations to a dot-product partner format (<see cref="WeightFormat.DotActivationType"/>),
     /// and how many values one of its threads handles; null for F32, which needs no rounding.

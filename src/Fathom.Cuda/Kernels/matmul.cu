@@ -1,6 +1,7 @@
-// Per weight type T, two kernels built from its element decoder:
+// Per weight type T, kernels built from its element decoder:
 //   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
 //                 one long row, so this also dequantizes matrices).
+//   embed_T:      row tokens[t] of a table into row t of y (the token embedding).
 //   matmul_T:     y[t, r] = sum_k decode_T(W row r, k) * x[t, k] for up to TOKEN_TILE tokens t per block row:
 //                 one warp per output row, lanes striding over k, each decoded weight used for every token of
 //                 the tile, partial sums in float, a warp shuffle reduction at the end.
@@ -15,6 +16,12 @@ extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __r
 {                                                                                                              \
     i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
     if (k < n) y[k] = decode_##T(row, (int)k);                                                                 \
+}                                                                                                              \
+extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes, const int* __restrict__ tokens, \
+                                     float* __restrict__ y, int columns)                                      \
+{                                                                                                              \
+    int k = blockIdx.x * blockDim.x + threadIdx.x;                                                             \
+    if (k < columns) y[(i64)blockIdx.y * columns + k] = decode_##T(table + (i64)tokens[blockIdx.y] * row_bytes, k); \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
 matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \

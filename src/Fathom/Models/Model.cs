@@ -26,7 +26,7 @@ public abstract class Model : IDisposable
         Config = config;
         Backend = backend;
         _ownsFile = ownsFile;
-        Tensors = new ModelTensors(file);
+        Tensors = new ModelTensors(file, backend);
         int d = config.EmbeddingLength;
         _embedding = Tensors.Matrix("token_embd.weight", d, config.VocabSize);
         _outputNorm = Tensors.Vector("output_norm.weight", d);
@@ -44,7 +44,7 @@ public abstract class Model : IDisposable
     public InferenceSession CreateSession(int contextSize)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(contextSize);
-        return new InferenceSession(CreateCache(contextSize));
+        return new InferenceSession(CreateCache(contextSize), Backend);
     }
 
     protected abstract KvCache CreateCache(int contextSize);
@@ -202,7 +202,7 @@ public abstract class Model : IDisposable
     {
         int n = tokens.Length, d = Config.EmbeddingLength;
         Span<float> x = scratch.Scratch("x", n * d);
-        for (int t = 0; t < n; t++) _embedding.DequantizeRow(tokens[t], x.Slice(t * d, d));
+        Backend.Embed(_embedding, tokens, x);
 
         for (int layer = 0; layer < Config.BlockCount; layer++)
             Block(layer, scratch, segments, x, n);
@@ -226,7 +226,7 @@ public abstract class Model : IDisposable
                 for (int i = 0; i < outputs; i++)
                 {
                     int last = segments[i].FirstRow + segments[i].Rows - 1;
-                    if (last != i) x.Slice(last * d, d).CopyTo(x.Slice(i * d, d));
+                    if (last != i) Backend.CopyRows(x[(last * d)..], d, x[(i * d)..], d, 1, d);
                 }
                 selected = x[..(outputs * d)];
                 break;
@@ -263,17 +263,7 @@ public abstract class Model : IDisposable
         Backend.MatMul(up, h, u, tokens);
         Backend.SiluMul(g, u);
         Backend.MatMul(down, g, o, tokens);
-        System.Numerics.Tensors.TensorPrimitives.Add(x, o, x);
-    }
-
-    /// <summary>Adds <paramref name="bias"/> to every row of <paramref name="rows"/>.</summary>
-    protected static void AddBias(Span<float> rows, ReadOnlySpan<float> bias, int tokens)
-    {
-        for (int t = 0; t < tokens; t++)
-        {
-            Span<float> r = rows.Slice(t * bias.Length, bias.Length);
-            System.Numerics.Tensors.TensorPrimitives.Add(r, bias, r);
-        }
+        Backend.Add(x[..(tokens * down.Rows)], o);
     }
 
     public void Dispose()
