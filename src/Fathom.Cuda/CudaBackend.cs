@@ -28,7 +28,11 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private readonly ConditionalWeakTable<KvLayerCache, DeviceKvMirror> _mirrors = [];
     // The mirrors again, so their device memory can be freed when their cache is collected or the backend disposed.
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
-    private float[] _cos = [], _sin = [];
+    private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
+    private readonly List<DeviceRopeTable> _ropeTableList = [];
+    // The last activation rounding: its source range and format, the op count when made, and where the result is.
+    private (ulong Source, long Count, Quants.GgmlType Format, long Op, ulong Rounded) _lastRounding;
+    private long _ops;
 
     /// <param name="device">The GPU's ordinal.</param>
     /// <param name="cache">Where compiled kernels are cached; null means <see cref="KernelCache.Default"/>.</param>
@@ -73,6 +77,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void Attach(float[] buffer)
     {
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         _resident.Attach(buffer);
         _context.Synchronize("uploading an attached buffer"); // the host may write the pinned array right after
     }
@@ -81,6 +86,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         if (values.IsEmpty) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -93,6 +99,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         if (values.IsEmpty) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -103,11 +110,18 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     // ---- Operands: the device copy of an attached span, or a staging buffer it travels through.
 
-    private ulong In(ReadOnlySpan<float> values, DeviceScratch staging)
+    private ulong In(ReadOnlySpan<float> values, DeviceScratch staging) => In(values, staging, out _);
+
+    private ulong In(ReadOnlySpan<float> values, DeviceScratch staging, out bool staged)
     {
         long bytes = (long)values.Length * sizeof(float);
         fixed (float* p = values)
-            if (_resident.TryFind(p, bytes, out ulong device)) return device;
+            if (_resident.TryFind(p, bytes, out ulong device))
+            {
+                staged = false;
+                return device;
+            }
+        staged = true;
         DeviceBuffer buffer = staging.Get(bytes);
         buffer.Upload(values);
         return buffer.Pointer;
@@ -156,14 +170,17 @@ public sealed unsafe class CudaBackend : IComputeBackend
             throw new NotSupportedException($"{weight.Name}: weight type {weight.Format.Type} has no CUDA kernel");
         if (tokens <= 0) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         DeviceBuffer w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
-        ulong x = In(input[..(tokens * n)], _input);
+        ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
         ulong o = Out(y, _output, upload: false, out bool staged);
-        x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n);
-        new KernelArguments().Pointer(w.Pointer).Long(weight.RowBytes).Pointer(x).Pointer(o).Int(rows).Int(n).Int(tokens)
-            .Launch(_context, _kernels.MatMul(weight.Format.Type), weight.Name,
-                Blocks(rows, CudaKernels.MatMulWarps), Blocks(tokens, CudaKernels.TokenTile), CudaKernels.MatMulWarps * 32);
+        x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
+        // The last rounding may serve the next product if this one does not write into its source.
+        (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
+        bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
+        _lastRounding.Op = overlaps ? -1 : _ops;
+        _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n));
         Return(y, o, staged);
     }
 
@@ -171,14 +188,18 @@ public sealed unsafe class CudaBackend : IComputeBackend
     /// The activations as the CPU engine multiplies them: rounded to the weight type's partner format (F16, BF16,
     /// Q8_0/Q8_1 or Q8_K values), so both engines compute the same products. F32 weights take them as they are.
     /// </summary>
-    private ulong RoundActivations(Quants.GgmlType activationType, ulong x, long count)
+    private ulong RoundActivations(Quants.GgmlType activationType, ulong x, long count, bool staged)
     {
-        if (_kernels.RoundActivations(activationType) is not { } rounding) return x;
-        (IntPtr function, int perThread) = rounding;
+        if (_kernels.RoundActivations(activationType) is not { } function) return x;
+        // Products of one input (Q, K, V; gate, up) follow each other with only products in between whose outputs
+        // do not overlap it (checked in MatMul): the rounding made for the first serves the rest.
+        if (_lastRounding.Op == _ops - 1 && _lastRounding.Source == x && _lastRounding.Count == count && _lastRounding.Format == activationType)
+            return _lastRounding.Rounded;
         DeviceBuffer rounded = _rounded.Get(count * sizeof(float));
-        long threads = count / perThread; // rows are whole blocks of the activation format, as the weight rows are
-        new KernelArguments().Pointer(x).Pointer(rounded.Pointer).Long(threads)
-            .Launch(_context, function, $"round_activations({activationType})", Blocks(threads, ElementThreads), 1, ElementThreads);
+        // A staging buffer's address holds other data next time: such a rounding is never reused (0 is no device address).
+        _lastRounding = (staged ? 0 : x, count, activationType, -1, rounded.Pointer);
+        new KernelArguments().Pointer(x).Pointer(rounded.Pointer).Long(count)
+            .Launch(_context, function, $"round_activations({activationType})", Blocks(count, CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
         return rounded.Pointer;
     }
 
@@ -188,6 +209,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (input.Length < (long)tokens * n || output.Length < (long)tokens * n) throw new ArgumentException($"RMS norm of {tokens}×{n} values needs buffers that size");
         if (tokens <= 0 || n == 0) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> y = output[..(tokens * n)];
         ulong x = In(input[..(tokens * n)], _input);
         ulong w = In(weight, _side);
@@ -203,21 +225,15 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int half = rope.Dimensions / 2;
         long extent = (long)(tokens - 1) * rowStride + (long)(heads - 1) * headStride + offset + rope.Dimensions;
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
-        // The angles come from the same Rope.Angles the CPU uses, so both rotate by identical cosines and sines.
-        int count = tokens * half;
-        if (_cos.Length < 2 * count)
-        {
-            _cos = new float[2 * count];
-            _sin = new float[count];
-        }
-        for (int t = 0; t < tokens; t++)
-            rope.Angles(firstPosition + t, _cos.AsSpan(t * half, half), _sin.AsSpan(t * half, half));
-        _sin.AsSpan(0, count).CopyTo(_cos.AsSpan(count)); // one upload of cosines then sines
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> v = values[..(int)extent];
         ulong device = Out(v, _input, upload: true, out bool staged);
-        ulong angles = HostData<float>(_cos.AsSpan(0, 2 * count), _angles);
-        new KernelArguments().Pointer(device).Pointer(angles).Pointer(angles + (ulong)count * sizeof(float))
+        DeviceRopeTable table = RopeTable(rope);
+        ulong cos = table.Covering(firstPosition + tokens);
+        ulong angles = cos + (ulong)firstPosition * (ulong)half * sizeof(float);
+        ulong sinOffset = (ulong)table.Positions * (ulong)half * sizeof(float);
+        new KernelArguments().Pointer(device).Pointer(angles).Pointer(angles + sinOffset)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
             .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
         Return(v, device, staged);
@@ -229,6 +245,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int n = gate.Length;
         if (n == 0) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         ulong g = Out(gate, _input, upload: true, out bool staged);
         ulong u = In(up[..n], _side);
         new KernelArguments().Pointer(g).Pointer(u).Long(n)
@@ -248,6 +265,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (tokens <= 0) return;
         int length = firstPosition + tokens;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         (ulong keys, ulong values) = CacheOnDevice(cache, firstPosition, length);
         Span<float> o = output[..(int)outputCount];
         ulong q = In(queries[..(int)queryCount], _input);
@@ -258,6 +276,15 @@ public sealed unsafe class CudaBackend : IComputeBackend
             .Float(shape.Scale).Int(firstPosition).Int(length)
             .Launch(_context, _kernels.Function("attention"), "attention", (uint)shape.Heads, (uint)tokens, AttentionThreads, (uint)sharedBytes);
         Return(o, device, staged);
+    }
+
+    private DeviceRopeTable RopeTable(Rope rope)
+    {
+        if (_ropeTables.TryGetValue(rope, out DeviceRopeTable? table)) return table;
+        table = new DeviceRopeTable(_context, rope);
+        _ropeTables.Add(rope, table);
+        _ropeTableList.Add(table); // kept until the backend is disposed: a model's few RoPE variants live as long as it
+        return table;
     }
 
     /// <summary>The cache's keys and values on the device: its attached copy, or its mirror brought up to date.</summary>
@@ -281,6 +308,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if ((uint)token >= (uint)table.Rows) throw new ArgumentOutOfRangeException(nameof(tokens), $"row {token} is outside {table.Name}'s {table.Rows} rows");
         if (tokens.IsEmpty) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         DeviceBuffer w = _weights.Get(table);
         Span<float> y = output[..(tokens.Length * width)];
         ulong ids = HostData(tokens, _indices);
@@ -295,6 +323,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (y.Length < x.Length) throw new ArgumentException($"adding {y.Length} values to {x.Length}");
         if (x.IsEmpty) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         ulong a = Out(x, _output, upload: true, out bool staged);
         ulong b = In(y[..x.Length], _input);
         new KernelArguments().Pointer(a).Pointer(b).Long(x.Length)
@@ -308,6 +337,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (rows.Length < n) throw new ArgumentException($"a bias of {bias.Length} on {tokens} rows needs {n} values, not {rows.Length}");
         if (n == 0) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> r = rows[..(int)n];
         ulong a = Out(r, _output, upload: true, out bool staged);
         ulong b = In(bias, _side);
@@ -323,6 +353,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (sourceStride < 0 || destinationStride < 0 || source.Length < sourceExtent || destination.Length < destinationExtent)
             throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} over {source.Length} → {destination.Length} values");
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> d = destination[..(int)destinationExtent];
         // A staged destination is uploaded first: the values between its rows must come back unchanged.
         ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
@@ -340,6 +371,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if ((uint)row >= (ulong)sourceRows) throw new ArgumentOutOfRangeException(nameof(rows), $"row {row} is outside the source's {sourceRows} rows");
         if (destination.Length < (long)rows.Length * width) throw new ArgumentException($"gathering {rows.Length} rows of {width} needs {rows.Length * width} values");
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> d = destination[..(rows.Length * width)];
         ulong ids = HostData(rows, _indices);
         ulong from = In(source[..(int)(sourceRows * width)], _input);
@@ -358,6 +390,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if ((uint)row >= (ulong)destinationRows) throw new ArgumentOutOfRangeException(nameof(rows), $"row {row} is outside the destination's {destinationRows} rows");
         if (source.Length < (long)rows.Length * width) throw new ArgumentException($"{rows.Length} rows of {width} need {rows.Length * width} source values");
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
         Span<float> d = destination[..(int)(destinationRows * width)];
         ulong to = Out(d, _output, upload: true, out bool staged);
         ulong from = In(source[..(rows.Length * width)], _input);
@@ -399,6 +432,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _side.Dispose();
         _angles.Dispose();
         _scores.Dispose();
+        foreach (DeviceRopeTable table in _ropeTableList) table.Dispose();
+        _ropeTableList.Clear();
         _indices.Dispose();
         _scales.Dispose();
         _kernels.Dispose();

@@ -87,7 +87,7 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
         Compare([h, batch, x], attach, (b, a) =>
         {
             b.GatherRows(a[0], members, a[1], width);
-            b.SiluMul(a[1], a[0]);
+            b.Add(a[1], a[0]); // so the scattered rows differ from the gathered ones
             b.AddScaledRows(a[2], a[1], members, weights, width);
         });
     }
@@ -111,6 +111,40 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
             int[] tokens = [22, 0, 7, 7];
             float[] output = Enumerable.Repeat(float.NaN, tokens.Length * columns).ToArray();
             Compare([output], attach, (b, a) => b.Embed(matrix, tokens, a[0]));
+        }
+    }
+
+    [Fact]
+    public void ProductsOfOneAttachedInputShareItsRoundingOnlyWhileItIsUnchanged()
+    {
+        gpu.Require();
+        var random = new Random(17);
+        WeightFormat q4k = TypeTraits.For(GgmlType.Q4_K);
+        int columns = 256, rows = 40, tokens = 3;
+        byte[] quantized = GC.AllocateArray<byte>(rows * (int)q4k.Layout.RowBytes(columns), pinned: true);
+        TestData.QuantizedRows(random, q4k, rows, columns).CopyTo(quantized, 0);
+        var square = WeightMatrix.FromFloats("square.f32", TestData.Gaussian(random, columns * columns, 0.1f), columns, columns);
+        float[] a = TestData.Gaussian(random, tokens * columns), b = TestData.Gaussian(random, tokens * columns);
+        fixed (byte* p = quantized)
+        {
+            WeightMatrix w = WeightMatrix.InPlace("shared.q4_k", GgmlType.Q4_K, p, rows, columns);
+            // Staged (plain arrays) the backend rounds every input afresh; attached, the second product reuses the
+            // first's rounding, and the fourth must not reuse it: the third (F32, no rounding) overwrote its input.
+            float[][] Run(bool attach)
+            {
+                float[][] x = [Buffer(a, attach), Buffer(b, attach), Buffer(new float[tokens * rows], attach),
+                    Buffer(new float[tokens * rows], attach), Buffer(new float[tokens * rows], attach)];
+                gpu.Backend.MatMul(w, x[0], x[2], tokens);
+                gpu.Backend.MatMul(w, x[0], x[3], tokens);
+                gpu.Backend.MatMul(square, x[1], x[0], tokens);
+                gpu.Backend.MatMul(w, x[0], x[4], tokens);
+                if (attach) foreach (float[] values in x) gpu.Backend.ReadToHost(values);
+                return x;
+            }
+            float[][] staged = Run(attach: false), attached = Run(attach: true);
+            for (int i = 0; i < staged.Length; i++) Assert.Equal(staged[i], attached[i]);
+            Assert.Equal(staged[2], staged[3]);
+            Assert.NotEqual(staged[2], staged[4]);
         }
     }
 

@@ -69,6 +69,7 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
     {
         const float* k = keys + (i64)p * key_stride + (i64)kv_head * key_dim;
         float dot = 0.0f;
+#pragma unroll 8
         for (int i = 0; i < key_dim; i++) dot += query[i] * k[i];
         dot *= scale;
         row[p] = dot;
@@ -91,7 +92,8 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
     {
         const float* v = values + (i64)kv_head * value_dim + d;
         float acc = 0.0f;
-        for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride];
+#pragma unroll 8
+        for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride]; // unrolled for independent loads; order kept
         o[d] = acc;
     }
 }
