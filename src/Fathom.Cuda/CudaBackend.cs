@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Fathom.Cuda.Blas;
 using Fathom.Cuda.Driver;
 using Fathom.Cuda.Kernels;
 using Fathom.Runtime;
@@ -20,11 +21,17 @@ public sealed unsafe class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
 
+    /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
+    public const int BlasMinimumTokens = 32;
+
+
     private readonly CudaContext _context;
     private readonly CudaKernels _kernels;
     private readonly DeviceWeights _weights;
     private readonly ResidentBuffers _resident;
-    private readonly DeviceScratch _input, _rounded, _output, _side, _angles, _scores, _indices, _scales;
+    private readonly DeviceScratch _input, _rounded, _output, _side, _angles, _scores, _indices, _scales, _dequantized;
+    private readonly CublasLibrary? _blas;
+    private readonly IntPtr _blasHandle;
     private readonly ConditionalWeakTable<KvLayerCache, DeviceKvMirror> _mirrors = [];
     // The mirrors again, so their device memory can be freed when their cache is collected or the backend disposed.
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
@@ -58,7 +65,33 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _scores = new DeviceScratch(_context);
         _indices = new DeviceScratch(_context);
         _scales = new DeviceScratch(_context);
+        _dequantized = new DeviceScratch(_context);
+        if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
+        {
+            try
+            {
+                _blasHandle = blas.CreateHandle(_context.Stream);
+                _blas = blas;
+            }
+            catch (CudaException e)
+            {
+                BlasProblem = e.Message;
+            }
+        }
+        else
+        {
+            BlasProblem = failure.Message;
+        }
     }
+
+    /// <summary>Where cuBLAS, used for prompt batches, was loaded from; null when it was not (see <see cref="BlasProblem"/>).</summary>
+    public string? Blas => _blas?.Library.LoadedFrom;
+
+    /// <summary>Why cuBLAS is not used, or null when it is.</summary>
+    public string? BlasProblem { get; }
+
+    /// <summary>At most this many dequantized weights are held at once; larger matrices are multiplied in row chunks (tests lower it).</summary>
+    internal long DequantizedFloatsLimit { get; set; } = 64L << 20;
 
     /// <summary>One host thread drives the GPU.</summary>
     public int Threads => 1;
@@ -180,8 +213,34 @@ public sealed unsafe class CudaBackend : IComputeBackend
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
         bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
         _lastRounding.Op = overlaps ? -1 : _ops;
-        _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n));
+        if (tokens >= BlasMinimumTokens && _blas is not null) BlasProduct(weight, w, x, o, tokens);
+        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n));
         Return(y, o, staged);
+    }
+
+    /// <summary>
+    /// A prompt batch's product: the weights dequantized to floats (exactly the CPU's values), then one single-precision
+    /// cuBLAS GEMM (default math mode: no TF32), in row chunks for matrices larger than the dequantization buffer.
+    /// </summary>
+    private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
+    {
+        int rows = weight.Rows, n = weight.Columns;
+        if (weight.Format.Type == Quants.GgmlType.F32)
+        {
+            _blas!.Gemm(_blasHandle, w.Pointer, x, y, rows, n, tokens, rows);
+            return;
+        }
+        int chunk = (int)Math.Clamp(DequantizedFloatsLimit / n, 1, rows);
+        DeviceBuffer floats = _dequantized.Get((long)chunk * n * sizeof(float));
+        IntPtr dequantize = _kernels.Dequantize(weight.Format.Type);
+        for (int first = 0; first < rows; first += chunk)
+        {
+            int count = Math.Min(chunk, rows - first);
+            long values = (long)count * n; // whole rows are whole blocks, so the chunk dequantizes as one long row
+            new KernelArguments().Pointer(w.Pointer + (ulong)(first * weight.RowBytes)).Pointer(floats.Pointer).Long(values)
+                .Launch(_context, dequantize, weight.Name, Blocks(values, ElementThreads), 1, ElementThreads);
+            _blas!.Gemm(_blasHandle, floats.Pointer, x, y + (ulong)first * sizeof(float), count, n, tokens, rows);
+        }
     }
 
     /// <summary>
@@ -436,6 +495,12 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _ropeTableList.Clear();
         _indices.Dispose();
         _scales.Dispose();
+        _dequantized.Dispose();
+        if (_blasHandle != IntPtr.Zero)
+        {
+            _context.MakeCurrent();
+            _blas!.DestroyHandle(_blasHandle);
+        }
         _kernels.Dispose();
         _context.Dispose();
     }
