@@ -29,12 +29,17 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private readonly CudaKernels _kernels;
     private readonly DeviceWeights _weights;
     private readonly ResidentBuffers _resident;
-    private readonly DeviceScratch _input, _rounded, _output, _side, _angles, _scores, _indices, _scales, _dequantized;
+    private readonly DeviceRetirement _retirement;
+    private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
     private readonly CublasLibrary? _blas;
     private readonly IntPtr _blasHandle;
     private readonly ConditionalWeakTable<KvLayerCache, DeviceKvMirror> _mirrors = [];
     // The mirrors again, so their device memory can be freed when their cache is collected or the backend disposed.
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
+    private byte[] _recordedHostData = GC.AllocateArray<byte>(4096, pinned: true);
+    private int _recordedHostDataUsed;
+    private IntPtr _graph; // the executable graph of the last recorded decode step
+    private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
     private readonly List<DeviceRopeTable> _ropeTableList = [];
     // The last activation rounding: its source range and format, the op count when made, and where the result is.
@@ -57,15 +62,15 @@ public sealed unsafe class CudaBackend : IComputeBackend
         }
         _weights = new DeviceWeights(_context);
         _resident = new ResidentBuffers(_context);
-        _input = new DeviceScratch(_context);
-        _rounded = new DeviceScratch(_context);
-        _output = new DeviceScratch(_context);
-        _side = new DeviceScratch(_context);
-        _angles = new DeviceScratch(_context);
-        _scores = new DeviceScratch(_context);
-        _indices = new DeviceScratch(_context);
-        _scales = new DeviceScratch(_context);
-        _dequantized = new DeviceScratch(_context);
+        _retirement = new DeviceRetirement(_context);
+        _input = new DeviceScratch(_context, _retirement);
+        _rounded = new DeviceScratch(_context, _retirement);
+        _output = new DeviceScratch(_context, _retirement);
+        _side = new DeviceScratch(_context, _retirement);
+        _scores = new DeviceScratch(_context, _retirement);
+        _indices = new DeviceScratch(_context, _retirement);
+        _scales = new DeviceScratch(_context, _retirement);
+        _dequantized = new DeviceScratch(_context, _retirement);
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {
             try
@@ -111,8 +116,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        _resident.Attach(buffer);
-        _context.Synchronize("uploading an attached buffer"); // the host may write the pinned array right after
+        _resident.Attach(buffer, sweep: !_retirement.Capturing);
+        _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
 
     public void ReadToHost(Span<float> values)
@@ -139,6 +144,68 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 _context.Driver.CopyToDevice(device, p, (long)values.Length * sizeof(float), _context.Stream);
                 _context.Synchronize("a copy to the device"); // the pinned source must not change before the copy ran
             }
+    }
+
+    /// <summary>Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=0 turns it off).</summary>
+    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") != "0";
+
+    /// <summary>Forward passes run as a recorded graph so far.</summary>
+    public long GraphLaunches { get; private set; }
+
+    /// <summary>
+    /// Decode steps (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
+    /// a decode step too) are recorded: the stream is captured into a graph until <see cref="EndForward"/>, which
+    /// updates the previous step's executable graph with it (same kernels, new arguments) or instantiates a new one,
+    /// and launches it. Nothing may wait for the stream meanwhile: buffers that grow are retired, not freed, host
+    /// data goes through pinned memory, and the RoPE tables are grown for the pass's positions first.
+    /// </summary>
+    public void BeginForward(int tokens, int endPosition, bool replayable)
+    {
+        _context.MakeCurrent();
+        _ops++;
+        bool record = UseGraphs && replayable && tokens == 1 && _lastForwardTokens == 1;
+        _lastForwardTokens = tokens;
+        _retirement.FreeRetired(synchronize: true);
+        if (!record) return;
+        foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
+        _recordedHostDataUsed = 0;
+        _context.Driver.BeginCapture(_context.Stream);
+        _retirement.Capturing = true;
+    }
+
+    public void EndForward(bool completed)
+    {
+        if (!_retirement.Capturing) return;
+        _retirement.Capturing = false;
+        _ops++;
+        int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
+        if (result != 0)
+        {
+            _graph = DestroyGraph(_graph);
+            if (completed) throw new CudaException("cuStreamEndCapture", result, _context.Driver.Describe(result));
+            return;
+        }
+        try
+        {
+            if (!completed) return; // the pass failed: its recorded work is dropped
+            if (_graph == IntPtr.Zero || !_context.Driver.TryUpdateGraph(_graph, graph))
+            {
+                _graph = DestroyGraph(_graph);
+                _graph = _context.Driver.InstantiateGraph(graph);
+            }
+            _context.Driver.LaunchGraph(_graph, _context.Stream);
+            GraphLaunches++;
+        }
+        finally
+        {
+            _context.Driver.DestroyGraph(graph);
+        }
+    }
+
+    private IntPtr DestroyGraph(IntPtr exec)
+    {
+        if (exec != IntPtr.Zero) _context.Driver.DestroyGraphExec(exec);
+        return IntPtr.Zero;
     }
 
     // ---- Operands: the device copy of an attached span, or a staging buffer it travels through.
@@ -186,7 +253,23 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging) where T : unmanaged
     {
         DeviceBuffer buffer = staging.Get(Math.Max((long)values.Length * sizeof(T), sizeof(T)));
-        buffer.Upload(values);
+        if (!_retirement.Capturing)
+        {
+            buffer.Upload(values); // from pageable memory the driver takes the values before returning
+            return buffer.Pointer;
+        }
+        // A recorded copy reads its source when the graph runs: the values go to pinned memory of their own first.
+        int bytes = values.Length * sizeof(T);
+        if (_recordedHostData.Length - _recordedHostDataUsed < bytes)
+        {
+            _retirement.CopiedFrom(_recordedHostData); // earlier recorded copies still read the old array
+            _recordedHostData = GC.AllocateArray<byte>(Math.Max(bytes, 2 * _recordedHostData.Length), pinned: true);
+            _recordedHostDataUsed = 0;
+        }
+        Span<byte> slot = _recordedHostData.AsSpan(_recordedHostDataUsed, bytes);
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(slot);
+        fixed (byte* p = slot) buffer.Upload(p, bytes);
+        _recordedHostDataUsed += (bytes + 15) & ~15;
         return buffer.Pointer;
     }
 
@@ -340,7 +423,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private DeviceRopeTable RopeTable(Rope rope)
     {
         if (_ropeTables.TryGetValue(rope, out DeviceRopeTable? table)) return table;
-        table = new DeviceRopeTable(_context, rope);
+        table = new DeviceRopeTable(_context, _retirement, rope);
         _ropeTables.Add(rope, table);
         _ropeTableList.Add(table); // kept until the backend is disposed: a model's few RoPE variants live as long as it
         return table;
@@ -465,7 +548,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (_mirrors.TryGetValue(cache, out DeviceKvMirror? mirror)) return mirror;
         // Caches of finished sessions are collected by the GC; their GPU copies are freed here, on a thread
         // that has the context current, rather than in a finalizer.
-        for (int i = _mirrorList.Count - 1; i >= 0; i--)
+        for (int i = _mirrorList.Count - 1; i >= 0 && !_retirement.Capturing; i--)
         {
             if (_mirrorList[i].Cache.TryGetTarget(out _)) continue;
             _context.Synchronize("work queued before freeing a KV mirror");
@@ -480,6 +563,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void Dispose()
     {
+        _context.MakeCurrent();
+        if (_retirement.Capturing) EndForward(completed: false);
+        _graph = DestroyGraph(_graph);
+        _retirement.FreeRetired(synchronize: true);
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
@@ -489,7 +576,6 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _rounded.Dispose();
         _output.Dispose();
         _side.Dispose();
-        _angles.Dispose();
         _scores.Dispose();
         foreach (DeviceRopeTable table in _ropeTableList) table.Dispose();
         _ropeTableList.Clear();

@@ -9,7 +9,7 @@ namespace Fathom.Cuda;
 /// CPU's own <see cref="Rope.Angles"/>, so both engines rotate by identical values, and are computed once, not per
 /// call; the table grows (to at least double) when a later position needs it.
 /// </summary>
-internal sealed class DeviceRopeTable(CudaContext context, Rope rope) : IDisposable
+internal sealed class DeviceRopeTable(CudaContext context, DeviceRetirement retirement, Rope rope) : IDisposable
 {
     private DeviceBuffer? _buffer;
 
@@ -26,17 +26,14 @@ internal sealed class DeviceRopeTable(CudaContext context, Rope rope) : IDisposa
     {
         int half = rope.Dimensions / 2;
         long count = checked((long)positions * half);
-        var angles = new float[checked(2 * count)];
+        float[] angles = GC.AllocateArray<float>(checked((int)(2 * count)), pinned: true);
         for (int p = 0; p < positions; p++)
             rope.Angles(p, angles.AsSpan((int)(p * (long)half), half), angles.AsSpan((int)(count + p * (long)half), half));
         var buffer = new DeviceBuffer(context, Math.Max(angles.LongLength * sizeof(float), sizeof(float)));
         buffer.Upload<float>(angles);
-        if (_buffer is not null)
-        {
-            context.Synchronize("work queued before a RoPE table grows");
-            _buffer.Dispose();
-        }
+        if (_buffer is not null) retirement.Retire(_buffer);
         _buffer = buffer;
+        retirement.CopiedFrom(angles);
         Positions = positions;
     }
 

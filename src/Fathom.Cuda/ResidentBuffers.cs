@@ -18,10 +18,11 @@ internal sealed unsafe class ResidentBuffers(CudaContext context) : IDisposable
     /// <summary>Device bytes held.</summary>
     public long Bytes { get; private set; }
 
-    public void Attach(float[] buffer)
+    /// <param name="sweep">Whether to free collected arrays' copies first (which waits for the stream).</param>
+    public void Attach(float[] buffer, bool sweep)
     {
         ArgumentNullException.ThrowIfNull(buffer);
-        Sweep();
+        if (sweep) Sweep();
         nint host = (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(buffer));
         long bytes = (long)buffer.Length * sizeof(float);
         int index = Search(host);

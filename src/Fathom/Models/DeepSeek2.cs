@@ -154,6 +154,9 @@ public sealed class DeepSeek2 : Model
         return (kB, vB);
     }
 
+    /// <summary>Mixture-of-experts routing reads the router's scores on the host.</summary>
+    protected override bool Replayable => _moe is null;
+
     protected override KvCache CreateCache(int contextSize) =>
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
         new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);

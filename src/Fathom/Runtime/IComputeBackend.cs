@@ -47,6 +47,19 @@ public interface IComputeBackend : IDisposable
     /// </summary>
     void Attach(float[] buffer) { }
 
+    /// <summary>
+    /// A forward pass of <paramref name="tokens"/> rows, at positions before <paramref name="endPosition"/>, begins.
+    /// <paramref name="replayable"/> says nothing in it waits for results on the host (no <see cref="ReadToHost"/>)
+    /// before <see cref="EndForward"/>, so a GPU backend may record its operations and run them as one graph.
+    /// </summary>
+    void BeginForward(int tokens, int endPosition, bool replayable) { }
+
+    /// <summary>
+    /// The part of the pass that <see cref="BeginForward"/> opened ends (<paramref name="completed"/> false: it failed,
+    /// and recorded work is dropped). Operations after it, such as the logits, run as usual.
+    /// </summary>
+    void EndForward(bool completed) { }
+
     /// <summary>Makes <paramref name="values"/> (part of an attached buffer) current on the host, for the host to read.</summary>
     void ReadToHost(Span<float> values) { }
 
