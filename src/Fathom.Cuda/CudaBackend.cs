@@ -30,6 +30,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private readonly DeviceWeights _weights;
     private readonly ResidentBuffers _resident;
     private readonly DeviceRetirement _retirement;
+    private readonly OperationProfiler? _profiler;
     private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
     private readonly CublasLibrary? _blas;
     private readonly IntPtr _blasHandle;
@@ -63,6 +64,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _weights = new DeviceWeights(_context);
         _resident = new ResidentBuffers(_context);
         _retirement = new DeviceRetirement(_context);
+        _profiler = OperationProfiler.FromEnvironment(_context);
         _input = new DeviceScratch(_context, _retirement);
         _rounded = new DeviceScratch(_context, _retirement);
         _output = new DeviceScratch(_context, _retirement);
@@ -125,6 +127,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (values.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -185,6 +188,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if (completed) throw new CudaException("cuStreamEndCapture", result, _context.Driver.Describe(result));
             return;
         }
+        using OperationProfiler.Scope? profile = _profiler?.Measure("graph update and launch");
         try
         {
             if (!completed) return; // the pass failed: its recorded work is dropped
@@ -287,6 +291,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (tokens <= 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure(tokens >= BlasMinimumTokens && _blas is not null ? "MatMul (cuBLAS)" : tokens == 1 ? "MatMul (1 token)" : "MatMul");
         DeviceBuffer w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
@@ -352,6 +357,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (tokens <= 0 || n == 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("RmsNorm");
         Span<float> y = output[..(tokens * n)];
         ulong x = In(input[..(tokens * n)], _input);
         ulong w = In(weight, _side);
@@ -369,6 +375,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Rope");
         Span<float> v = values[..(int)extent];
         ulong device = Out(v, _input, upload: true, out bool staged);
         DeviceRopeTable table = RopeTable(rope);
@@ -388,6 +395,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (n == 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("SiluMul");
         ulong g = Out(gate, _input, upload: true, out bool staged);
         ulong u = In(up[..n], _side);
         new KernelArguments().Pointer(g).Pointer(u).Long(n)
@@ -408,6 +416,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int length = firstPosition + tokens;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Attention");
         (ulong keys, ulong values) = CacheOnDevice(cache, firstPosition, length);
         Span<float> o = output[..(int)outputCount];
         ulong q = In(queries[..(int)queryCount], _input);
@@ -451,6 +460,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (tokens.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Embed");
         DeviceBuffer w = _weights.Get(table);
         Span<float> y = output[..(tokens.Length * width)];
         ulong ids = HostData(tokens, _indices);
@@ -466,6 +476,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (x.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Add");
         ulong a = Out(x, _output, upload: true, out bool staged);
         ulong b = In(y[..x.Length], _input);
         new KernelArguments().Pointer(a).Pointer(b).Long(x.Length)
@@ -480,6 +491,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (n == 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddBias");
         Span<float> r = rows[..(int)n];
         ulong a = Out(r, _output, upload: true, out bool staged);
         ulong b = In(bias, _side);
@@ -496,6 +508,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} over {source.Length} → {destination.Length} values");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("CopyRows");
         Span<float> d = destination[..(int)destinationExtent];
         // A staged destination is uploaded first: the values between its rows must come back unchanged.
         ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
@@ -514,6 +527,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (destination.Length < (long)rows.Length * width) throw new ArgumentException($"gathering {rows.Length} rows of {width} needs {rows.Length * width} values");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("GatherRows");
         Span<float> d = destination[..(rows.Length * width)];
         ulong ids = HostData(rows, _indices);
         ulong from = In(source[..(int)(sourceRows * width)], _input);
@@ -533,6 +547,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (source.Length < (long)rows.Length * width) throw new ArgumentException($"{rows.Length} rows of {width} need {rows.Length * width} source values");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddScaledRows");
         Span<float> d = destination[..(int)(destinationRows * width)];
         ulong to = Out(d, _output, upload: true, out bool staged);
         ulong from = In(source[..(rows.Length * width)], _input);
@@ -567,6 +582,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (_retirement.Capturing) EndForward(completed: false);
         _graph = DestroyGraph(_graph);
         _retirement.FreeRetired(synchronize: true);
+        _profiler?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
