@@ -149,8 +149,12 @@ public sealed unsafe class CudaBackend : IComputeBackend
             }
     }
 
-    /// <summary>Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=0 turns it off).</summary>
-    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") != "0";
+    /// <summary>
+    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=1 turns it on).
+    /// Off by default: each step is recorded afresh (positions and cache addresses change), and on the H200 test
+    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, run 16).
+    /// </summary>
+    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") == "1";
 
     /// <summary>Forward passes run as a recorded graph so far.</summary>
     public long GraphLaunches { get; private set; }
@@ -346,7 +350,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         // A staging buffer's address holds other data next time: such a rounding is never reused (0 is no device address).
         _lastRounding = (staged ? 0 : x, count, activationType, -1, rounded.Pointer);
         new KernelArguments().Pointer(x).Pointer(rounded.Pointer).Long(count)
-            .Launch(_context, function, $"round_activations({activationType})", Blocks(count, CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
+            .Launch(_context, function, "round_activations", Blocks(count, CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
         return rounded.Pointer;
     }
 

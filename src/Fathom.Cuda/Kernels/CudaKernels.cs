@@ -14,6 +14,7 @@ public sealed class CudaKernels : IDisposable
     public const int MatMulWarps = 4, TokenTile = 8;
 
     private readonly CudaModule _module;
+    private readonly IntPtr[] _matMul = new IntPtr[64];
 
     public CudaKernels(CudaContext context, KernelCache? cache = null)
     {
@@ -49,7 +50,15 @@ public sealed class CudaKernels : IDisposable
 
     public IntPtr Function(string name) => _module.Function(name);
 
-    public IntPtr MatMul(GgmlType type) => _module.Function("matmul_" + Suffix(type));
+    public IntPtr MatMul(GgmlType type)
+    {
+        // Looked up once per type: a forward pass asks for it with every product.
+        int index = (int)type;
+        if ((uint)index < (uint)_matMul.Length && _matMul[index] != IntPtr.Zero) return _matMul[index];
+        IntPtr function = _module.Function("matmul_" + Suffix(type));
+        if ((uint)index < (uint)_matMul.Length) _matMul[index] = function;
+        return function;
+    }
 
     /// <summary>Warps per output row of <c>matmul_T</c> for rows of <paramref name="columns"/> weights: long rows are split so enough loads are in flight.</summary>
     public static int MatMulSplit(int columns) => columns >= 4096 ? 4 : columns >= 1024 ? 2 : 1;
