@@ -306,7 +306,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
         _lastRounding.Op = overlaps ? -1 : _ops;
         if (tokens >= BlasMinimumTokens && _blas is not null) BlasProduct(weight, w, x, o, tokens);
-        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n));
+        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n), vector: tokens == 1);
         Return(y, o, staged);
     }
 

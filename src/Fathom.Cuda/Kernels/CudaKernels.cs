@@ -14,7 +14,7 @@ public sealed class CudaKernels : IDisposable
     public const int MatMulWarps = 4, TokenTile = 8;
 
     private readonly CudaModule _module;
-    private readonly IntPtr[] _matMul = new IntPtr[64];
+    private readonly IntPtr[] _matMul = new IntPtr[64], _matVec = new IntPtr[64];
 
     public CudaKernels(CudaContext context, KernelCache? cache = null)
     {
@@ -60,21 +60,32 @@ public sealed class CudaKernels : IDisposable
         return function;
     }
 
+    /// <summary><c>matmul_T</c> for one token per block column, compiled for more warps per multiprocessor (decode steps).</summary>
+    public IntPtr MatVec(GgmlType type)
+    {
+        int index = (int)type;
+        if ((uint)index < (uint)_matVec.Length && _matVec[index] != IntPtr.Zero) return _matVec[index];
+        IntPtr function = _module.Function("matvec_" + Suffix(type));
+        if ((uint)index < (uint)_matVec.Length) _matVec[index] = function;
+        return function;
+    }
+
     /// <summary>Warps per output row of <c>matmul_T</c> for rows of <paramref name="columns"/> weights: long rows are split so enough loads are in flight.</summary>
     public static int MatMulSplit(int columns) => columns >= 4096 ? 4 : columns >= 1024 ? 2 : 1;
 
     /// <summary>
-    /// Queues <c>matmul_T</c>: <c>y[t, r] = W[r] · x[t]</c> for <paramref name="tokens"/> rows of <paramref name="x"/>,
-    /// with <paramref name="split"/> (1, 2 or 4) warps per output row.
+    /// Queues <c>matmul_T</c> (or <c>matvec_T</c> when <paramref name="vector"/>: one token per block column):
+    /// <c>y[t, r] = W[r] · x[t]</c> for <paramref name="tokens"/> rows of <paramref name="x"/>, with
+    /// <paramref name="split"/> (1, 2 or 4) warps per output row.
     /// </summary>
     public void LaunchMatMul(CudaContext context, GgmlType type, string name, ulong weights, long rowBytes, ulong x, ulong y,
-        int rows, int columns, int tokens, int split)
+        int rows, int columns, int tokens, int split, bool vector = false)
     {
         if (split is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(split), "1, 2 or 4 warps per row");
-        int rowsPerBlock = MatMulWarps / split;
+        int rowsPerBlock = MatMulWarps / split, tile = vector ? 1 : TokenTile;
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(x).Pointer(y).Int(rows).Int(columns).Int(tokens).Int(split)
-            .Launch(context, MatMul(type), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock),
-                (uint)((tokens + TokenTile - 1) / TokenTile), MatMulWarps * 32);
+            .Launch(context, vector ? MatVec(type) : MatMul(type), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock),
+                (uint)((tokens + tile - 1) / tile), MatMulWarps * 32);
     }
 
     public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));

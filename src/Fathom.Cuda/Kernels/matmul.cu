@@ -1,6 +1,7 @@
 // Per weight type T, kernels built from its element decoder:
 //   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
 //                 one long row, so this also dequantizes matrices).
+//   matvec_T:     matmul_T for one token per block column, compiled for higher occupancy (decode steps).
 //   embed_T:      row tokens[t] of a table into row t of y (the token embedding).
 //   matmul_T:     y[t, r] = sum_k W[r, k] * x[t, k] for up to TOKEN_TILE tokens t per block row: `split` warps
 //                 (1, 2 or 4) per output row, MATMUL_WARPS / split rows per block, each lane decoding 8 consecutive
@@ -14,6 +15,9 @@
 
 #define MATMUL_WARPS 4
 #define TOKEN_TILE 8
+// matvec_T (one token per block column) asks for registers that let this many blocks share a multiprocessor, so
+// a single token's product keeps enough warps, and loads, in flight.
+#define MATVEC_BLOCKS_PER_SM 8
 
 #define FATHOM_WEIGHT_KERNELS(T)                                                                                \
 extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __restrict__ y, i64 n)           \
@@ -27,18 +31,18 @@ extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes
     int k = blockIdx.x * blockDim.x + threadIdx.x;                                                             \
     if (k < columns) y[(i64)blockIdx.y * columns + k] = decode_##T(table + (i64)tokens[blockIdx.y] * row_bytes, k); \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
-matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
-           int rows, int columns, int tokens, int split)                                                       \
+template <int TILE>                                                                                            \
+__device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, \
+                                                float* __restrict__ y, int rows, int columns, int tokens, int split) \
 {                                                                                                              \
-    __shared__ float partial[MATMUL_WARPS][TOKEN_TILE];                                                        \
+    __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
     int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split;                                              \
     int part = warp % split;                                                                                   \
-    int first = blockIdx.y * TOKEN_TILE;                                                                       \
-    int count = min(TOKEN_TILE, tokens - first);                                                               \
-    float sums[TOKEN_TILE];                                                                                    \
-    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++) sums[t] = 0.0f;                                     \
+    int first = blockIdx.y * TILE;                                                                             \
+    int count = min(TILE, tokens - first);                                                                     \
+    float sums[TILE];                                                                                          \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++) sums[t] = 0.0f;                                           \
     if (row < rows)                                                                                            \
     {                                                                                                          \
         const u8* weights = w + (i64)row * row_bytes;                                                          \
@@ -48,7 +52,7 @@ matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x,
         {                                                                                                      \
             float v[8];                                                                                        \
             decode8_##T(weights, k, v);                                                                        \
-            _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                             \
+            _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                   \
                 if (t < count)                                                                                 \
                 {                                                                                              \
                     const float* in = input + (i64)t * columns + k;                                            \
@@ -56,7 +60,7 @@ matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x,
                 }                                                                                              \
         }                                                                                                      \
     }                                                                                                          \
-    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                                     \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                           \
     {                                                                                                          \
         float s = warp_sum(sums[t]);                                                                           \
         if (lane == 0) partial[warp][t] = s;                                                                   \
@@ -68,6 +72,18 @@ matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x,
         for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
         y[(i64)(first + lane) * rows + row] = total;                                                           \
     }                                                                                                          \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
+matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
+           int rows, int columns, int tokens, int split)                                                       \
+{                                                                                                              \
+    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split);                             \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
+           int rows, int columns, int tokens, int split)                                                       \
+{                                                                                                              \
+    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split);                                      \
 }
 
 FATHOM_WEIGHT_KERNELS(f32)
