@@ -152,7 +152,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     /// <summary>
     /// Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=1 turns it on).
     /// Off by default: each step is recorded afresh (positions and cache addresses change), and on the H200 test
-    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, run 16).
+    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, runs 17 and 19).
     /// </summary>
     public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") == "1";
 
