@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Fathom.Cuda.Blas;
 using Fathom.Cuda.Driver;
 using Fathom.Cuda.Kernels;
 using Fathom.Runtime;
@@ -6,25 +7,45 @@ using Fathom.Runtime;
 namespace Fathom.Cuda;
 
 /// <summary>
-/// <see cref="IComputeBackend"/> on one NVIDIA GPU. Weights are uploaded once, on first use (<see cref="DeviceWeights"/>);
-/// the attention caches are mirrored on the GPU and only new rows are copied (<see cref="DeviceKvMirror"/>). Every
-/// operation runs on the GPU, but activations travel host → device → host per operation, because the interface
-/// passes host spans: this is the correctness-first stage. Keeping activations on the GPU across a forward pass,
-/// and capturing decode steps as CUDA graphs, are the next steps and need a device-resident activation interface.
-/// All work is queued on one stream; each operation waits for its result before returning.
+/// <see cref="IComputeBackend"/> on one NVIDIA GPU. Weights are uploaded once, on first use (<see cref="DeviceWeights"/>).
+/// Buffers attached through <see cref="Attach"/> (a session's scratch and KV cache, a model's norm and bias vectors)
+/// have device copies (<see cref="ResidentBuffers"/>), and an operation on spans inside them reads and writes those
+/// copies only: a forward pass keeps its activations on the GPU and queues its kernels without waiting, and the host
+/// sees results when it asks (<see cref="ReadToHost"/>, MoE routing) or when an output lies outside every attached
+/// buffer (the logits), which is copied back before the operation returns. Spans outside attached buffers (tests,
+/// callers' arrays) are uploaded to staging buffers per operation. Host data an operation reads (token ids, row
+/// indices, scales, RoPE angles) is copied during the call; from pageable memory the driver does that before the call
+/// returns. A KV cache that is not attached is mirrored (<see cref="DeviceKvMirror"/>). All work is queued on one stream.
 /// </summary>
 public sealed unsafe class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
 
+    /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
+    public const int BlasMinimumTokens = 32;
+
+
     private readonly CudaContext _context;
     private readonly CudaKernels _kernels;
     private readonly DeviceWeights _weights;
-    private readonly DeviceScratch _input, _rounded, _output, _side, _angles, _scores;
+    private readonly ResidentBuffers _resident;
+    private readonly DeviceRetirement _retirement;
+    private readonly OperationProfiler? _profiler;
+    private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
+    private readonly CublasLibrary? _blas;
+    private readonly IntPtr _blasHandle;
     private readonly ConditionalWeakTable<KvLayerCache, DeviceKvMirror> _mirrors = [];
     // The mirrors again, so their device memory can be freed when their cache is collected or the backend disposed.
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
-    private float[] _cos = [], _sin = [];
+    private byte[] _recordedHostData = GC.AllocateArray<byte>(4096, pinned: true);
+    private int _recordedHostDataUsed;
+    private IntPtr _graph; // the executable graph of the last recorded decode step
+    private int _lastForwardTokens;
+    private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
+    private readonly List<DeviceRopeTable> _ropeTableList = [];
+    // The last activation rounding: its source range and format, the op count when made, and where the result is.
+    private (ulong Source, long Count, Quants.GgmlType Format, long Op, ulong Rounded) _lastRounding;
+    private long _ops;
 
     /// <param name="device">The GPU's ordinal.</param>
     /// <param name="cache">Where compiled kernels are cached; null means <see cref="KernelCache.Default"/>.</param>
@@ -41,13 +62,43 @@ public sealed unsafe class CudaBackend : IComputeBackend
             throw;
         }
         _weights = new DeviceWeights(_context);
-        _input = new DeviceScratch(_context);
-        _rounded = new DeviceScratch(_context);
-        _output = new DeviceScratch(_context);
-        _side = new DeviceScratch(_context);
-        _angles = new DeviceScratch(_context);
-        _scores = new DeviceScratch(_context);
+        _resident = new ResidentBuffers(_context);
+        _retirement = new DeviceRetirement(_context);
+        _profiler = OperationProfiler.FromEnvironment(_context);
+        _input = new DeviceScratch(_context, _retirement);
+        _rounded = new DeviceScratch(_context, _retirement);
+        _output = new DeviceScratch(_context, _retirement);
+        _side = new DeviceScratch(_context, _retirement);
+        _scores = new DeviceScratch(_context, _retirement);
+        _indices = new DeviceScratch(_context, _retirement);
+        _scales = new DeviceScratch(_context, _retirement);
+        _dequantized = new DeviceScratch(_context, _retirement);
+        if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
+        {
+            try
+            {
+                _blasHandle = blas.CreateHandle(_context.Stream);
+                _blas = blas;
+            }
+            catch (CudaException e)
+            {
+                BlasProblem = e.Message;
+            }
+        }
+        else
+        {
+            BlasProblem = failure.Message;
+        }
     }
+
+    /// <summary>Where cuBLAS, used for prompt batches, was loaded from; null when it was not (see <see cref="BlasProblem"/>).</summary>
+    public string? Blas => _blas?.Library.LoadedFrom;
+
+    /// <summary>Why cuBLAS is not used, or null when it is.</summary>
+    public string? BlasProblem { get; }
+
+    /// <summary>At most this many dequantized weights are held at once; larger matrices are multiplied in row chunks (tests lower it).</summary>
+    internal long DequantizedFloatsLimit { get; set; } = 64L << 20;
 
     /// <summary>One host thread drives the GPU.</summary>
     public int Threads => 1;
@@ -60,6 +111,180 @@ public sealed unsafe class CudaBackend : IComputeBackend
     /// <summary>Bytes of weights uploaded so far.</summary>
     public long WeightBytes => _weights.Bytes;
 
+    /// <summary>Bytes of device copies of attached buffers (activations, caches, vectors).</summary>
+    public long ResidentBytes => _resident.Bytes;
+
+    public void Attach(float[] buffer)
+    {
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        _resident.Attach(buffer, sweep: !_retirement.Capturing);
+        _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
+    }
+
+    public void ReadToHost(Span<float> values)
+    {
+        if (values.IsEmpty) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
+        fixed (float* p = values)
+            if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
+            {
+                _context.Driver.CopyToHost(p, device, (long)values.Length * sizeof(float), _context.Stream);
+                _context.Synchronize("a copy to the host");
+            }
+    }
+
+    public void WrittenOnHost(ReadOnlySpan<float> values)
+    {
+        if (values.IsEmpty) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        fixed (float* p = values)
+            if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
+            {
+                _context.Driver.CopyToDevice(device, p, (long)values.Length * sizeof(float), _context.Stream);
+                _context.Synchronize("a copy to the device"); // the pinned source must not change before the copy ran
+            }
+    }
+
+    /// <summary>
+    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=1 turns it on).
+    /// Off by default: each step is recorded afresh (positions and cache addresses change), and on the H200 test
+    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, runs 17 and 19).
+    /// </summary>
+    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") == "1";
+
+    /// <summary>Forward passes run as a recorded graph so far.</summary>
+    public long GraphLaunches { get; private set; }
+
+    /// <summary>
+    /// Decode steps (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
+    /// a decode step too) are recorded: the stream is captured into a graph until <see cref="EndForward"/>, which
+    /// updates the previous step's executable graph with it (same kernels, new arguments) or instantiates a new one,
+    /// and launches it. Nothing may wait for the stream meanwhile: buffers that grow are retired, not freed, host
+    /// data goes through pinned memory, and the RoPE tables are grown for the pass's positions first.
+    /// </summary>
+    public void BeginForward(int tokens, int endPosition, bool replayable)
+    {
+        _context.MakeCurrent();
+        _ops++;
+        bool record = UseGraphs && replayable && tokens == 1 && _lastForwardTokens == 1;
+        _lastForwardTokens = tokens;
+        _retirement.FreeRetired(synchronize: true);
+        if (!record) return;
+        foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
+        _recordedHostDataUsed = 0;
+        _context.Driver.BeginCapture(_context.Stream);
+        _retirement.Capturing = true;
+    }
+
+    public void EndForward(bool completed)
+    {
+        if (!_retirement.Capturing) return;
+        _retirement.Capturing = false;
+        _ops++;
+        int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
+        if (result != 0)
+        {
+            _graph = DestroyGraph(_graph);
+            if (completed) throw new CudaException("cuStreamEndCapture", result, _context.Driver.Describe(result));
+            return;
+        }
+        using OperationProfiler.Scope? profile = _profiler?.Measure("graph update and launch");
+        try
+        {
+            if (!completed) return; // the pass failed: its recorded work is dropped
+            if (_graph == IntPtr.Zero || !_context.Driver.TryUpdateGraph(_graph, graph))
+            {
+                _graph = DestroyGraph(_graph);
+                _graph = _context.Driver.InstantiateGraph(graph);
+            }
+            _context.Driver.LaunchGraph(_graph, _context.Stream);
+            GraphLaunches++;
+        }
+        finally
+        {
+            _context.Driver.DestroyGraph(graph);
+        }
+    }
+
+    private IntPtr DestroyGraph(IntPtr exec)
+    {
+        if (exec != IntPtr.Zero) _context.Driver.DestroyGraphExec(exec);
+        return IntPtr.Zero;
+    }
+
+    // ---- Operands: the device copy of an attached span, or a staging buffer it travels through.
+
+    private ulong In(ReadOnlySpan<float> values, DeviceScratch staging) => In(values, staging, out _);
+
+    private ulong In(ReadOnlySpan<float> values, DeviceScratch staging, out bool staged)
+    {
+        long bytes = (long)values.Length * sizeof(float);
+        fixed (float* p = values)
+            if (_resident.TryFind(p, bytes, out ulong device))
+            {
+                staged = false;
+                return device;
+            }
+        staged = true;
+        DeviceBuffer buffer = staging.Get(bytes);
+        buffer.Upload(values);
+        return buffer.Pointer;
+    }
+
+    /// <summary>An output's device address; <paramref name="staged"/> says it must be copied back (<see cref="Return"/>).</summary>
+    private ulong Out(Span<float> values, DeviceScratch staging, bool upload, out bool staged)
+    {
+        long bytes = (long)values.Length * sizeof(float);
+        fixed (float* p = values)
+            if (_resident.TryFind(p, bytes, out ulong device))
+            {
+                staged = false;
+                return device;
+            }
+        staged = true;
+        DeviceBuffer buffer = staging.Get(bytes);
+        if (upload) buffer.Upload<float>(values);
+        return buffer.Pointer;
+    }
+
+    private void Return(Span<float> values, ulong device, bool staged)
+    {
+        if (!staged) return;
+        fixed (float* p = values) _context.Driver.CopyToHost(p, device, (long)values.Length * sizeof(float), _context.Stream);
+        _context.Synchronize("a copy to the host");
+    }
+
+    private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging) where T : unmanaged
+    {
+        DeviceBuffer buffer = staging.Get(Math.Max((long)values.Length * sizeof(T), sizeof(T)));
+        if (!_retirement.Capturing)
+        {
+            buffer.Upload(values); // from pageable memory the driver takes the values before returning
+            return buffer.Pointer;
+        }
+        // A recorded copy reads its source when the graph runs: the values go to pinned memory of their own first.
+        int bytes = values.Length * sizeof(T);
+        if (_recordedHostData.Length - _recordedHostDataUsed < bytes)
+        {
+            _retirement.CopiedFrom(_recordedHostData); // earlier recorded copies still read the old array
+            _recordedHostData = GC.AllocateArray<byte>(Math.Max(bytes, 2 * _recordedHostData.Length), pinned: true);
+            _recordedHostDataUsed = 0;
+        }
+        Span<byte> slot = _recordedHostData.AsSpan(_recordedHostDataUsed, bytes);
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(slot);
+        fixed (byte* p = slot) buffer.Upload(p, bytes);
+        _recordedHostDataUsed += (bytes + 15) & ~15;
+        return buffer.Pointer;
+    }
+
+    private static uint Blocks(long count, int threads) => (uint)((count + threads - 1) / threads);
+
+    // ---- Operations
+
     public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
     {
         int n = weight.Columns, rows = weight.Rows;
@@ -67,47 +292,83 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
         if (!CudaKernels.Supports(weight.Format.Type))
             throw new NotSupportedException($"{weight.Name}: weight type {weight.Format.Type} has no CUDA kernel");
+        if (tokens <= 0) return;
         _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure(tokens >= BlasMinimumTokens && _blas is not null ? "MatMul (cuBLAS)" : tokens == 1 ? "MatMul (1 token)" : "MatMul");
         DeviceBuffer w = _weights.Get(weight);
-        DeviceBuffer x = _input.Get((long)tokens * n * sizeof(float));
-        DeviceBuffer y = _output.Get((long)tokens * rows * sizeof(float));
-        x.Upload(input[..(tokens * n)]);
-        x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n);
-        new KernelArguments().Pointer(w.Pointer).Long(weight.RowBytes).Pointer(x.Pointer).Pointer(y.Pointer).Int(rows).Int(n).Int(tokens)
-            .Launch(_context, _kernels.MatMul(weight.Format.Type), weight.Name,
-                (uint)((rows + CudaKernels.MatMulWarps - 1) / CudaKernels.MatMulWarps),
-                (uint)((tokens + CudaKernels.TokenTile - 1) / CudaKernels.TokenTile), CudaKernels.MatMulWarps * 32);
-        y.Download(output[..(tokens * rows)]);
+        Span<float> y = output[..(tokens * rows)];
+        ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
+        ulong o = Out(y, _output, upload: false, out bool staged);
+        x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
+        // The last rounding may serve the next product if this one does not write into its source.
+        (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
+        bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
+        _lastRounding.Op = overlaps ? -1 : _ops;
+        if (tokens >= BlasMinimumTokens && _blas is not null) BlasProduct(weight, w, x, o, tokens);
+        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n), vector: tokens == 1);
+        Return(y, o, staged);
+    }
+
+    /// <summary>
+    /// A prompt batch's product: the weights dequantized to floats (exactly the CPU's values), then one single-precision
+    /// cuBLAS GEMM (default math mode: no TF32), in row chunks for matrices larger than the dequantization buffer.
+    /// </summary>
+    private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
+    {
+        int rows = weight.Rows, n = weight.Columns;
+        if (weight.Format.Type == Quants.GgmlType.F32)
+        {
+            _blas!.Gemm(_blasHandle, w.Pointer, x, y, rows, n, tokens, rows);
+            return;
+        }
+        int chunk = (int)Math.Clamp(DequantizedFloatsLimit / n, 1, rows);
+        DeviceBuffer floats = _dequantized.Get((long)chunk * n * sizeof(float));
+        IntPtr dequantize = _kernels.Dequantize(weight.Format.Type);
+        for (int first = 0; first < rows; first += chunk)
+        {
+            int count = Math.Min(chunk, rows - first);
+            long values = (long)count * n; // whole rows are whole blocks, so the chunk dequantizes as one long row
+            new KernelArguments().Pointer(w.Pointer + (ulong)(first * weight.RowBytes)).Pointer(floats.Pointer).Long(values)
+                .Launch(_context, dequantize, weight.Name, Blocks(values, ElementThreads), 1, ElementThreads);
+            _blas!.Gemm(_blasHandle, floats.Pointer, x, y + (ulong)first * sizeof(float), count, n, tokens, rows);
+        }
     }
 
     /// <summary>
     /// The activations as the CPU engine multiplies them: rounded to the weight type's partner format (F16, BF16,
     /// Q8_0/Q8_1 or Q8_K values), so both engines compute the same products. F32 weights take them as they are.
     /// </summary>
-    private DeviceBuffer RoundActivations(Quants.GgmlType activationType, DeviceBuffer x, long count)
+    private ulong RoundActivations(Quants.GgmlType activationType, ulong x, long count, bool staged)
     {
-        if (_kernels.RoundActivations(activationType) is not { } rounding) return x;
-        (IntPtr function, int perThread) = rounding;
+        if (_kernels.RoundActivations(activationType) is not { } function) return x;
+        // Products of one input (Q, K, V; gate, up) follow each other with only products in between whose outputs
+        // do not overlap it (checked in MatMul): the rounding made for the first serves the rest.
+        if (_lastRounding.Op == _ops - 1 && _lastRounding.Source == x && _lastRounding.Count == count && _lastRounding.Format == activationType)
+            return _lastRounding.Rounded;
         DeviceBuffer rounded = _rounded.Get(count * sizeof(float));
-        long threads = count / perThread; // rows are whole blocks of the activation format, as the weight rows are
-        new KernelArguments().Pointer(x.Pointer).Pointer(rounded.Pointer).Long(threads)
-            .Launch(_context, function, $"round_activations({activationType})", (uint)((threads + ElementThreads - 1) / ElementThreads), 1, ElementThreads);
-        return rounded;
+        // A staging buffer's address holds other data next time: such a rounding is never reused (0 is no device address).
+        _lastRounding = (staged ? 0 : x, count, activationType, -1, rounded.Pointer);
+        new KernelArguments().Pointer(x).Pointer(rounded.Pointer).Long(count)
+            .Launch(_context, function, "round_activations", Blocks(count, CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
+        return rounded.Pointer;
     }
 
     public void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon)
     {
         int n = weight.Length;
         if (input.Length < (long)tokens * n || output.Length < (long)tokens * n) throw new ArgumentException($"RMS norm of {tokens}×{n} values needs buffers that size");
+        if (tokens <= 0 || n == 0) return;
         _context.MakeCurrent();
-        DeviceBuffer x = _input.Get((long)tokens * n * sizeof(float));
-        DeviceBuffer w = _side.Get((long)n * sizeof(float));
-        DeviceBuffer y = _output.Get((long)tokens * n * sizeof(float));
-        x.Upload(input[..(tokens * n)]);
-        w.Upload(weight);
-        new KernelArguments().Pointer(x.Pointer).Pointer(w.Pointer).Pointer(y.Pointer).Int(n).Float(epsilon)
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("RmsNorm");
+        Span<float> y = output[..(tokens * n)];
+        ulong x = In(input[..(tokens * n)], _input);
+        ulong w = In(weight, _side);
+        ulong o = Out(y, _output, upload: false, out bool staged);
+        new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n).Float(epsilon)
             .Launch(_context, _kernels.Function("rms_norm"), "rms_norm", (uint)tokens, 1, NormThreads);
-        y.Download(output[..(tokens * n)]);
+        Return(y, o, staged);
     }
 
     public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition)
@@ -116,25 +377,19 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int half = rope.Dimensions / 2;
         long extent = (long)(tokens - 1) * rowStride + (long)(heads - 1) * headStride + offset + rope.Dimensions;
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
-        // The angles come from the same Rope.Angles the CPU uses, so both rotate by identical cosines and sines.
-        int count = tokens * half;
-        if (_cos.Length < count)
-        {
-            _cos = new float[count];
-            _sin = new float[count];
-        }
-        for (int t = 0; t < tokens; t++)
-            rope.Angles(firstPosition + t, _cos.AsSpan(t * half, half), _sin.AsSpan(t * half, half));
         _context.MakeCurrent();
-        DeviceBuffer v = _input.Get(extent * sizeof(float));
-        DeviceBuffer angles = _angles.Get(2L * count * sizeof(float));
-        v.Upload<float>(values[..(int)extent]);
-        angles.Upload<float>(_cos.AsSpan(0, count));
-        angles.Upload<float>(_sin.AsSpan(0, count), (long)count * sizeof(float));
-        new KernelArguments().Pointer(v.Pointer).Pointer(angles.Pointer).Pointer(angles.Pointer + (ulong)count * sizeof(float))
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Rope");
+        Span<float> v = values[..(int)extent];
+        ulong device = Out(v, _input, upload: true, out bool staged);
+        DeviceRopeTable table = RopeTable(rope);
+        ulong cos = table.Covering(firstPosition + tokens);
+        ulong angles = cos + (ulong)firstPosition * (ulong)half * sizeof(float);
+        ulong sinOffset = (ulong)table.Positions * (ulong)half * sizeof(float);
+        new KernelArguments().Pointer(device).Pointer(angles).Pointer(angles + sinOffset)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
             .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
-        v.Download(values[..(int)extent]);
+        Return(v, device, staged);
     }
 
     public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
@@ -143,13 +398,13 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int n = gate.Length;
         if (n == 0) return;
         _context.MakeCurrent();
-        DeviceBuffer g = _input.Get((long)n * sizeof(float));
-        DeviceBuffer u = _side.Get((long)n * sizeof(float));
-        g.Upload<float>(gate);
-        u.Upload(up[..n]);
-        new KernelArguments().Pointer(g.Pointer).Pointer(u.Pointer).Long(n)
-            .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", (uint)((n + ElementThreads - 1) / ElementThreads), 1, ElementThreads);
-        g.Download(gate);
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("SiluMul");
+        ulong g = Out(gate, _input, upload: true, out bool staged);
+        ulong u = In(up[..n], _side);
+        new KernelArguments().Pointer(g).Pointer(u).Long(n)
+            .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", Blocks(n, ElementThreads), 1, ElementThreads);
+        Return(gate, g, staged);
     }
 
     public void Attention(ReadOnlySpan<float> queries, KvLayerCache cache, Span<float> output, in AttentionShape shape, int firstPosition, int tokens)
@@ -161,19 +416,150 @@ public sealed unsafe class CudaBackend : IComputeBackend
             throw new ArgumentException("attention buffers are smaller than the batch");
         long sharedBytes = (long)shape.KeyDim * sizeof(float);
         if (sharedBytes > 48 * 1024) throw new NotSupportedException($"attention keys of {shape.KeyDim} values do not fit the kernel's 48 KiB of shared memory");
+        if (tokens <= 0) return;
         int length = firstPosition + tokens;
         _context.MakeCurrent();
-        DeviceKvMirror mirror = Mirror(cache);
-        mirror.Update(firstPosition, length);
-        DeviceBuffer q = _input.Get(queryCount * sizeof(float));
-        DeviceBuffer o = _output.Get(outputCount * sizeof(float));
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Attention");
+        (ulong keys, ulong values) = CacheOnDevice(cache, firstPosition, length);
+        Span<float> o = output[..(int)outputCount];
+        ulong q = In(queries[..(int)queryCount], _input);
+        ulong device = Out(o, _output, upload: false, out bool staged);
         DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * length * sizeof(float));
-        q.Upload(queries[..(int)queryCount]);
-        new KernelArguments().Pointer(q.Pointer).Pointer(mirror.Keys.Pointer).Pointer(mirror.Values.Pointer).Pointer(o.Pointer).Pointer(scores.Pointer)
+        new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
             .Float(shape.Scale).Int(firstPosition).Int(length)
             .Launch(_context, _kernels.Function("attention"), "attention", (uint)shape.Heads, (uint)tokens, AttentionThreads, (uint)sharedBytes);
-        o.Download(output[..(int)outputCount]);
+        Return(o, device, staged);
+    }
+
+    private DeviceRopeTable RopeTable(Rope rope)
+    {
+        if (_ropeTables.TryGetValue(rope, out DeviceRopeTable? table)) return table;
+        table = new DeviceRopeTable(_context, _retirement, rope);
+        _ropeTables.Add(rope, table);
+        _ropeTableList.Add(table); // kept until the backend is disposed: a model's few RoPE variants live as long as it
+        return table;
+    }
+
+    /// <summary>The cache's keys and values on the device: its attached copy, or its mirror brought up to date.</summary>
+    private (ulong Keys, ulong Values) CacheOnDevice(KvLayerCache cache, int firstPosition, int length)
+    {
+        fixed (float* k = cache.Keys)
+        fixed (float* v = cache.Values)
+            if (_resident.TryFind(k, cache.Keys.LongLength * sizeof(float), out ulong keys)
+                && _resident.TryFind(v, cache.Values.LongLength * sizeof(float), out ulong values))
+                return (keys, values);
+        DeviceKvMirror mirror = Mirror(cache);
+        mirror.Update(firstPosition, length);
+        return (mirror.Keys.Pointer, mirror.Values.Pointer);
+    }
+
+    public void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
+    {
+        int width = table.Columns;
+        if (output.Length < (long)tokens.Length * width) throw new ArgumentException($"{table.Name}: output holds {output.Length} values, {tokens.Length}×{width} needed");
+        foreach (int token in tokens)
+            if ((uint)token >= (uint)table.Rows) throw new ArgumentOutOfRangeException(nameof(tokens), $"row {token} is outside {table.Name}'s {table.Rows} rows");
+        if (tokens.IsEmpty) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Embed");
+        DeviceBuffer w = _weights.Get(table);
+        Span<float> y = output[..(tokens.Length * width)];
+        ulong ids = HostData(tokens, _indices);
+        ulong o = Out(y, _output, upload: false, out bool staged);
+        new KernelArguments().Pointer(w.Pointer).Long(table.RowBytes).Pointer(ids).Pointer(o).Int(width)
+            .Launch(_context, _kernels.Embed(table.Format.Type), table.Name, Blocks(width, ElementThreads), (uint)tokens.Length, ElementThreads);
+        Return(y, o, staged);
+    }
+
+    public void Add(Span<float> x, ReadOnlySpan<float> y)
+    {
+        if (y.Length < x.Length) throw new ArgumentException($"adding {y.Length} values to {x.Length}");
+        if (x.IsEmpty) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("Add");
+        ulong a = Out(x, _output, upload: true, out bool staged);
+        ulong b = In(y[..x.Length], _input);
+        new KernelArguments().Pointer(a).Pointer(b).Long(x.Length)
+            .Launch(_context, _kernels.Function("add"), "add", Blocks(x.Length, ElementThreads), 1, ElementThreads);
+        Return(x, a, staged);
+    }
+
+    public void AddBias(Span<float> rows, ReadOnlySpan<float> bias, int tokens)
+    {
+        long n = (long)tokens * bias.Length;
+        if (rows.Length < n) throw new ArgumentException($"a bias of {bias.Length} on {tokens} rows needs {n} values, not {rows.Length}");
+        if (n == 0) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddBias");
+        Span<float> r = rows[..(int)n];
+        ulong a = Out(r, _output, upload: true, out bool staged);
+        ulong b = In(bias, _side);
+        new KernelArguments().Pointer(a).Pointer(b).Int(bias.Length).Long(n)
+            .Launch(_context, _kernels.Function("add_bias"), "add_bias", Blocks(n, ElementThreads), 1, ElementThreads);
+        Return(r, a, staged);
+    }
+
+    public void CopyRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int rows, int width)
+    {
+        if (rows <= 0 || width <= 0) return;
+        long sourceExtent = (long)(rows - 1) * sourceStride + width, destinationExtent = (long)(rows - 1) * destinationStride + width;
+        if (sourceStride < 0 || destinationStride < 0 || source.Length < sourceExtent || destination.Length < destinationExtent)
+            throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} over {source.Length} → {destination.Length} values");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("CopyRows");
+        Span<float> d = destination[..(int)destinationExtent];
+        // A staged destination is uploaded first: the values between its rows must come back unchanged.
+        ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
+        ulong from = In(source[..(int)sourceExtent], _input);
+        new KernelArguments().Pointer(from).Int(sourceStride).Pointer(to).Int(destinationStride).Int(width)
+            .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)rows, ElementThreads);
+        Return(d, to, staged);
+    }
+
+    public void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
+    {
+        if (rows.IsEmpty || width <= 0) return;
+        long sourceRows = source.Length / width;
+        foreach (int row in rows)
+            if ((uint)row >= (ulong)sourceRows) throw new ArgumentOutOfRangeException(nameof(rows), $"row {row} is outside the source's {sourceRows} rows");
+        if (destination.Length < (long)rows.Length * width) throw new ArgumentException($"gathering {rows.Length} rows of {width} needs {rows.Length * width} values");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("GatherRows");
+        Span<float> d = destination[..(rows.Length * width)];
+        ulong ids = HostData(rows, _indices);
+        ulong from = In(source[..(int)(sourceRows * width)], _input);
+        ulong to = Out(d, _output, upload: false, out bool staged);
+        new KernelArguments().Pointer(from).Pointer(ids).Pointer(to).Int(width)
+            .Launch(_context, _kernels.Function("gather_rows"), "gather_rows", Blocks(width, ElementThreads), (uint)rows.Length, ElementThreads);
+        Return(d, to, staged);
+    }
+
+    public void AddScaledRows(Span<float> destination, ReadOnlySpan<float> source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, int width)
+    {
+        if (rows.IsEmpty || width <= 0) return;
+        if (scales.Length < rows.Length) throw new ArgumentException($"{rows.Length} rows need as many scales, not {scales.Length}");
+        long destinationRows = destination.Length / width;
+        foreach (int row in rows)
+            if ((uint)row >= (ulong)destinationRows) throw new ArgumentOutOfRangeException(nameof(rows), $"row {row} is outside the destination's {destinationRows} rows");
+        if (source.Length < (long)rows.Length * width) throw new ArgumentException($"{rows.Length} rows of {width} need {rows.Length * width} source values");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddScaledRows");
+        Span<float> d = destination[..(int)(destinationRows * width)];
+        ulong to = Out(d, _output, upload: true, out bool staged);
+        ulong from = In(source[..(rows.Length * width)], _input);
+        ulong ids = HostData(rows, _indices);
+        ulong factors = HostData(scales[..rows.Length], _scales);
+        new KernelArguments().Pointer(to).Pointer(from).Pointer(ids).Pointer(factors).Int(rows.Length).Int(width)
+            .Launch(_context, _kernels.Function("add_scaled_rows"), "add_scaled_rows", Blocks(width, ElementThreads), 1, ElementThreads);
+        Return(d, to, staged);
     }
 
     private DeviceKvMirror Mirror(KvLayerCache cache)
@@ -181,9 +567,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (_mirrors.TryGetValue(cache, out DeviceKvMirror? mirror)) return mirror;
         // Caches of finished sessions are collected by the GC; their GPU copies are freed here, on a thread
         // that has the context current, rather than in a finalizer.
-        for (int i = _mirrorList.Count - 1; i >= 0; i--)
+        for (int i = _mirrorList.Count - 1; i >= 0 && !_retirement.Capturing; i--)
         {
             if (_mirrorList[i].Cache.TryGetTarget(out _)) continue;
+            _context.Synchronize("work queued before freeing a KV mirror");
             _mirrorList[i].Mirror.Dispose();
             _mirrorList.RemoveAt(i);
         }
@@ -195,16 +582,31 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void Dispose()
     {
+        _context.MakeCurrent();
+        if (_retirement.Capturing) EndForward(completed: false);
+        _graph = DestroyGraph(_graph);
+        _retirement.FreeRetired(synchronize: true);
+        _profiler?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
         _weights.Dispose();
+        _resident.Dispose();
         _input.Dispose();
         _rounded.Dispose();
         _output.Dispose();
         _side.Dispose();
-        _angles.Dispose();
         _scores.Dispose();
+        foreach (DeviceRopeTable table in _ropeTableList) table.Dispose();
+        _ropeTableList.Clear();
+        _indices.Dispose();
+        _scales.Dispose();
+        _dequantized.Dispose();
+        if (_blasHandle != IntPtr.Zero)
+        {
+            _context.MakeCurrent();
+            _blas!.DestroyHandle(_blasHandle);
+        }
         _kernels.Dispose();
         _context.Dispose();
     }

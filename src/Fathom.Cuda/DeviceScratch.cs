@@ -2,8 +2,11 @@ using Fathom.Cuda.Driver;
 
 namespace Fathom.Cuda;
 
-/// <summary>A device buffer that grows (to at least double) when a larger batch needs it and is reused otherwise.</summary>
-internal sealed class DeviceScratch(CudaContext context) : IDisposable
+/// <summary>
+/// A device buffer that grows (to at least double) when a larger batch needs it and is reused otherwise. Work
+/// queued on the stream may still use the old buffer, so it is retired (<see cref="DeviceRetirement"/>), not freed at once.
+/// </summary>
+internal sealed class DeviceScratch(CudaContext context, DeviceRetirement retirement) : IDisposable
 {
     private DeviceBuffer? _buffer;
 
@@ -12,7 +15,7 @@ internal sealed class DeviceScratch(CudaContext context) : IDisposable
     {
         if (_buffer is null || _buffer.Bytes < bytes)
         {
-            _buffer?.Dispose();
+            if (_buffer is not null) retirement.Retire(_buffer);
             _buffer = new DeviceBuffer(context, Math.Max(bytes, 2 * (_buffer?.Bytes ?? 0)));
         }
         return _buffer;

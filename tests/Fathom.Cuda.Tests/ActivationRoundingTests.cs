@@ -25,6 +25,12 @@ public sealed class ActivationRoundingTests(GpuFixture gpu)
         for (int i = 0; i < count; i += 97) x[i] = 0f;
         for (int i = 0; i < count; i += 61) x[i] *= 1e-3f;
         Array.Clear(x, 512, 256);
+        // Ties of magnitude with opposite signs, across warps of one 256-block: the first sets Q8_K's scale sign.
+        x[5 * 256 + 100] = -40f;
+        x[5 * 256 + 10] = 40f;
+        x[5 * 256 + 255] = -40f;
+        x[6 * 256 + 200] = -41f;
+        x[6 * 256 + 201] = 41f;
         var blocks = new byte[format.Layout.RowBytes(count)];
         format.Quantize(x, blocks, []);
         var expected = new float[count];
@@ -32,14 +38,13 @@ public sealed class ActivationRoundingTests(GpuFixture gpu)
 
         CudaContext context = gpu.Context;
         context.MakeCurrent();
-        (IntPtr function, int perThread) = gpu.Kernels.RoundActivations(type)!.Value;
+        IntPtr function = gpu.Kernels.RoundActivations(type)!.Value;
         using var input = new DeviceBuffer(context, count * sizeof(float));
         using var output = new DeviceBuffer(context, count * sizeof(float));
         input.Upload<float>(x);
         output.Fill(0x7FC00000);
-        long threads = count / perThread;
-        new KernelArguments().Pointer(input.Pointer).Pointer(output.Pointer).Long(threads)
-            .Launch(context, function, "round_activations", (uint)((threads + 127) / 128), 1, 128);
+        new KernelArguments().Pointer(input.Pointer).Pointer(output.Pointer).Long(count)
+            .Launch(context, function, "round_activations", (uint)((count + CudaKernels.RoundingThreads - 1) / CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
         var actual = new float[count];
         output.Download<float>(actual);
         for (int i = 0; i < count; i++)

@@ -17,12 +17,18 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
     {
         gpu.Require();
         WeightFormat format = TypeTraits.For(type);
-        foreach ((int rows, int columns, int tokens) in new[] { (37, 512, 1), (64, 768, 3), (21, 256, 8), (50, 1024, 19) })
+        // Every split of a row over warps (1, 2, 4), with rows that fill the last block and rows that do not.
+        // Single tokens also through matvec_T (vector), and a vector kernel over several tokens (one per block column).
+        foreach ((int rows, int columns, int tokens, int split, bool vector) in new[]
+                 {
+                     (37, 512, 1, 1, false), (37, 512, 1, 4, true), (37, 512, 1, 1, true), (64, 768, 3, 2, false), (64, 768, 3, 2, true),
+                     (21, 256, 8, 4, false), (50, 1024, 19, 2, false), (50, 1024, 19, 1, false),
+                 })
         {
             var random = new Random(HashCode.Combine(type, rows, columns, tokens));
             byte[] weights = TestData.QuantizedRows(random, format, rows, columns);
             float[] x = TestData.Gaussian(random, tokens * columns);
-            float[] y = Run(format.Type, weights, (int)format.Layout.RowBytes(columns), x, rows, columns, tokens);
+            float[] y = Run(format.Type, weights, (int)format.Layout.RowBytes(columns), x, rows, columns, tokens, split, vector);
             var w = new float[rows * columns];
             format.Dequantize(weights, w);
             for (int t = 0; t < tokens; t++)
@@ -36,10 +42,10 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
                     magnitude += Math.Abs(p);
                 }
                 float got = y[t * rows + r];
-                Assert.False(float.IsNaN(got), $"{type} {rows}×{columns}, {tokens} tokens: output [{t}, {r}] was not written");
+                Assert.False(float.IsNaN(got), $"{type} {rows}×{columns}, {tokens} tokens, split {split}{(vector ? ", matvec" : "")}: output [{t}, {r}] was not written");
                 // Float sums of `columns` products: the error is bounded by a small multiple of eps × Σ|w·x|.
                 Assert.True(Math.Abs(got - exact) <= 1e-5 * magnitude + 1e-30,
-                    $"{type} {rows}×{columns}, {tokens} tokens: [{t}, {r}] GPU {got}, exact {exact}, Σ|w·x| {magnitude}");
+                    $"{type} {rows}×{columns}, {tokens} tokens, split {split}{(vector ? ", matvec" : "")}: [{t}, {r}] GPU {got}, exact {exact}, Σ|w·x| {magnitude}");
             }
         }
     }
@@ -74,7 +80,7 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
         }
     }
 
-    private float[] Run(GgmlType type, byte[] weights, int rowBytes, float[] x, int rows, int columns, int tokens)
+    private float[] Run(GgmlType type, byte[] weights, int rowBytes, float[] x, int rows, int columns, int tokens, int split = 1, bool vector = false)
     {
         CudaContext context = gpu.Context;
         context.MakeCurrent();
@@ -84,9 +90,7 @@ public sealed class MatMulKernelTests(GpuFixture gpu)
         w.Upload<byte>(weights);
         input.Upload<float>(x);
         output.Fill(0x7FC00000); // NaN: unwritten outputs fail the check
-        new KernelArguments().Pointer(w.Pointer).Long(rowBytes).Pointer(input.Pointer).Pointer(output.Pointer).Int(rows).Int(columns).Int(tokens)
-            .Launch(context, gpu.Kernels.MatMul(type), "matmul", (uint)((rows + CudaKernels.MatMulWarps - 1) / CudaKernels.MatMulWarps),
-                (uint)((tokens + CudaKernels.TokenTile - 1) / CudaKernels.TokenTile), CudaKernels.MatMulWarps * 32);
+        gpu.Kernels.LaunchMatMul(context, type, "matmul", w.Pointer, rowBytes, input.Pointer, output.Pointer, rows, columns, tokens, split, vector);
         var y = new float[rows * tokens];
         output.Download<float>(y);
         return y;

@@ -9,6 +9,12 @@ public sealed class CudaContext : IDisposable
 {
     private readonly int _device;
     private IntPtr _context;
+    // The context this thread last made current, and the disposal count then: setting the current context costs a
+    // driver call on every operation, and is skipped while neither has changed (a disposal may free a primary
+    // context whose handle a later one reuses, so any disposal forgets what every thread set).
+    [ThreadStatic] private static IntPtr t_current;
+    [ThreadStatic] private static long t_generation;
+    private static long s_generation;
 
     public CudaContext(int ordinal = 0)
     {
@@ -32,7 +38,11 @@ public sealed class CudaContext : IDisposable
     public void MakeCurrent()
     {
         ObjectDisposedException.ThrowIf(_context == IntPtr.Zero, this);
+        long generation = Volatile.Read(ref s_generation);
+        if (t_current == _context && t_generation == generation) return;
         Driver.SetCurrent(_context);
+        t_current = _context;
+        t_generation = generation;
     }
 
     /// <summary>Waits for everything queued on <see cref="Stream"/>; a kernel fault is reported here, after <paramref name="after"/>.</summary>
@@ -52,5 +62,6 @@ public sealed class CudaContext : IDisposable
         Stream = IntPtr.Zero;
         Driver.ReleasePrimaryContext(_device);
         _context = IntPtr.Zero;
+        Interlocked.Increment(ref s_generation);
     }
 }

@@ -48,6 +48,13 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<IntPtr, int> _cuEventSynchronize;
     private readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> _cuEventElapsedTime;
     private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorString;
+    private readonly delegate* unmanaged<IntPtr, int, int> _cuStreamBeginCapture;
+    private readonly delegate* unmanaged<IntPtr, IntPtr*, int> _cuStreamEndCapture;
+    private readonly delegate* unmanaged<IntPtr*, IntPtr, ulong, int> _cuGraphInstantiate;
+    private readonly delegate* unmanaged<IntPtr, IntPtr, void*, int> _cuGraphExecUpdate;
+    private readonly delegate* unmanaged<IntPtr, IntPtr, int> _cuGraphLaunch;
+    private readonly delegate* unmanaged<IntPtr, int> _cuGraphDestroy;
+    private readonly delegate* unmanaged<IntPtr, int> _cuGraphExecDestroy;
     private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorName;
 
     private CudaDriver(LibraryProbe library)
@@ -88,6 +95,13 @@ public sealed unsafe class CudaDriver
         // CUDA 12.8 added the _v2 form and CUDA 13 keeps only it; older drivers have the plain one.
         _cuEventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)(NativeLibrary.TryGetExport(h, "cuEventElapsedTime_v2", out IntPtr v2) ? v2 : Export(h, "cuEventElapsedTime"));
         _cuGetErrorString = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorString");
+        _cuStreamBeginCapture = (delegate* unmanaged<IntPtr, int, int>)Export(h, "cuStreamBeginCapture_v2");
+        _cuStreamEndCapture = (delegate* unmanaged<IntPtr, IntPtr*, int>)Export(h, "cuStreamEndCapture");
+        _cuGraphInstantiate = (delegate* unmanaged<IntPtr*, IntPtr, ulong, int>)Export(h, "cuGraphInstantiateWithFlags");
+        _cuGraphExecUpdate = (delegate* unmanaged<IntPtr, IntPtr, void*, int>)Export(h, "cuGraphExecUpdate_v2");
+        _cuGraphLaunch = (delegate* unmanaged<IntPtr, IntPtr, int>)Export(h, "cuGraphLaunch");
+        _cuGraphDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuGraphDestroy");
+        _cuGraphExecDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuGraphExecDestroy");
         _cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorName");
     }
 
@@ -305,6 +319,38 @@ public sealed unsafe class CudaDriver
     internal void RecordEvent(IntPtr e, IntPtr stream) => Check(_cuEventRecord(e, stream), "cuEventRecord");
 
     internal void SynchronizeEvent(IntPtr e) => Check(_cuEventSynchronize(e), "cuEventSynchronize");
+
+    /// <summary>Starts recording the stream's work into a graph (relaxed mode: allocations stay allowed meanwhile).</summary>
+    internal void BeginCapture(IntPtr stream) => Check(_cuStreamBeginCapture(stream, 2 /* CU_STREAM_CAPTURE_MODE_RELAXED */), "cuStreamBeginCapture");
+
+    /// <summary>Ends a capture; the recorded graph, or the driver's error when the capture was invalidated.</summary>
+    internal int EndCapture(IntPtr stream, out IntPtr graph)
+    {
+        IntPtr g;
+        int result = _cuStreamEndCapture(stream, &g);
+        graph = g;
+        return result;
+    }
+
+    internal IntPtr InstantiateGraph(IntPtr graph)
+    {
+        IntPtr exec;
+        Check(_cuGraphInstantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+        return exec;
+    }
+
+    /// <summary>Gives an executable graph a same-shaped graph's parameters; false when the shapes differ.</summary>
+    internal bool TryUpdateGraph(IntPtr exec, IntPtr graph)
+    {
+        byte* info = stackalloc byte[64]; // CUgraphExecUpdateResultInfo: result, error node, error-from node
+        return _cuGraphExecUpdate(exec, graph, info) == 0;
+    }
+
+    internal void LaunchGraph(IntPtr exec, IntPtr stream) => Check(_cuGraphLaunch(exec, stream), "cuGraphLaunch");
+
+    internal void DestroyGraph(IntPtr graph) => Check(_cuGraphDestroy(graph), "cuGraphDestroy");
+
+    internal void DestroyGraphExec(IntPtr exec) => Check(_cuGraphExecDestroy(exec), "cuGraphExecDestroy");
 
     internal float ElapsedMilliseconds(IntPtr start, IntPtr end)
     {

@@ -14,6 +14,7 @@ public sealed class CudaKernels : IDisposable
     public const int MatMulWarps = 4, TokenTile = 8;
 
     private readonly CudaModule _module;
+    private readonly IntPtr[] _matMul = new IntPtr[64], _matVec = new IntPtr[64];
 
     public CudaKernels(CudaContext context, KernelCache? cache = null)
     {
@@ -49,22 +50,64 @@ public sealed class CudaKernels : IDisposable
 
     public IntPtr Function(string name) => _module.Function(name);
 
-    public IntPtr MatMul(GgmlType type) => _module.Function("matmul_" + Suffix(type));
+    public IntPtr MatMul(GgmlType type)
+    {
+        // Looked up once per type: a forward pass asks for it with every product.
+        int index = (int)type;
+        if ((uint)index < (uint)_matMul.Length && _matMul[index] != IntPtr.Zero) return _matMul[index];
+        IntPtr function = _module.Function("matmul_" + Suffix(type));
+        if ((uint)index < (uint)_matMul.Length) _matMul[index] = function;
+        return function;
+    }
+
+    /// <summary><c>matmul_T</c> for one token per block column, compiled for more warps per multiprocessor (decode steps).</summary>
+    public IntPtr MatVec(GgmlType type)
+    {
+        int index = (int)type;
+        if ((uint)index < (uint)_matVec.Length && _matVec[index] != IntPtr.Zero) return _matVec[index];
+        IntPtr function = _module.Function("matvec_" + Suffix(type));
+        if ((uint)index < (uint)_matVec.Length) _matVec[index] = function;
+        return function;
+    }
+
+    /// <summary>Warps per output row of <c>matmul_T</c> for rows of <paramref name="columns"/> weights: long rows are split so enough loads are in flight.</summary>
+    public static int MatMulSplit(int columns) => columns >= 4096 ? 4 : columns >= 1024 ? 2 : 1;
+
+    /// <summary>
+    /// Queues <c>matmul_T</c> (or <c>matvec_T</c> when <paramref name="vector"/>: one token per block column):
+    /// <c>y[t, r] = W[r] · x[t]</c> for <paramref name="tokens"/> rows of <paramref name="x"/>, with
+    /// <paramref name="split"/> (1, 2 or 4) warps per output row.
+    /// </summary>
+    public void LaunchMatMul(CudaContext context, GgmlType type, string name, ulong weights, long rowBytes, ulong x, ulong y,
+        int rows, int columns, int tokens, int split, bool vector = false)
+    {
+        if (split is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(split), "1, 2 or 4 warps per row");
+        int rowsPerBlock = MatMulWarps / split, tile = vector ? 1 : TokenTile;
+        new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(x).Pointer(y).Int(rows).Int(columns).Int(tokens).Int(split)
+            .Launch(context, vector ? MatVec(type) : MatMul(type), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock),
+                (uint)((tokens + tile - 1) / tile), MatMulWarps * 32);
+    }
 
     public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));
 
+    public IntPtr Embed(GgmlType type) => _module.Function("embed_" + Suffix(type));
+
+    /// <summary>Threads per block of the activation-rounding kernels (Q8_K rounds one 256-value block per thread block).</summary>
+    public const int RoundingThreads = 256;
+
     /// <summary>
-    /// The kernel that rounds activations to a dot-product partner format (<see cref="WeightFormat.DotActivationType"/>),
-    /// and how many values one of its threads handles; null for F32, which needs no rounding.
+    /// The kernel that rounds activations to a dot-product partner format (<see cref="WeightFormat.DotActivationType"/>):
+    /// arguments (input, output, value count), one thread per value, blocks of <see cref="RoundingThreads"/>; the count
+    /// is a multiple of the format's block. Null for F32, which needs no rounding.
     /// </summary>
-    public (IntPtr Function, int ValuesPerThread)? RoundActivations(GgmlType activationType) => activationType switch
+    public IntPtr? RoundActivations(GgmlType activationType) => activationType switch
     {
         GgmlType.F32 => null,
-        GgmlType.F16 => (_module.Function("round_activations_f16"), 1),
-        GgmlType.BF16 => (_module.Function("round_activations_bf16"), 1),
+        GgmlType.F16 => _module.Function("round_activations_f16"),
+        GgmlType.BF16 => _module.Function("round_activations_bf16"),
         // Q8_1 holds the same values as Q8_0 (it adds a block sum the float product does not need).
-        GgmlType.Q8_0 or GgmlType.Q8_1 => (_module.Function("round_activations_q8_0"), 32),
-        GgmlType.Q8_K => (_module.Function("round_activations_q8_k"), 256),
+        GgmlType.Q8_0 or GgmlType.Q8_1 => _module.Function("round_activations_q8_0"),
+        GgmlType.Q8_K => _module.Function("round_activations_q8_k"),
         _ => throw new NotSupportedException($"activation format {activationType} has no CUDA rounding kernel"),
     };
 

@@ -2,7 +2,7 @@
 // type's partner format (WeightFormat.DotActivationType: F16, BF16, Q8_0, Q8_1 or Q8_K) and multiplies in that
 // format. These kernels give the floats those encodings decode to, computed as the CPU's quantizers compute them,
 // so the GPU's products see the same activations as the CPU's and the two engines agree closely. One thread per
-// block of 32 (Q8_0/Q8_1) or 256 (Q8_K) values, or per value for F16/BF16.
+// value; blocks of 256 threads (CudaKernels.RoundingThreads).
 
 __device__ __forceinline__ u32 float_to_half_bits(float f)
 {
@@ -28,45 +28,48 @@ extern "C" __global__ void round_activations_bf16(const float* __restrict__ x, f
 }
 
 // Q8_0 (and Q8_1, whose values are the same): d = amax / 127 stored as fp16, q = round-half-even(x * 127 / amax).
-extern "C" __global__ void round_activations_q8_0(const float* __restrict__ x, float* __restrict__ y, i64 blocks)
+// One thread per value; each warp is one block of 32 (n is a multiple of 32, so whole warps return together).
+extern "C" __global__ void round_activations_q8_0(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
-    i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (b >= blocks) return;
-    const float* in = x + b * 32;
-    float* out = y + b * 32;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(in[j]));
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = x[i];
+    float amax = warp_max(fabsf(v));
     float d = amax / 127.0f;
     float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     float stored = half_to_float(float_to_half_bits(d));
-    for (int j = 0; j < 32; j++)
-    {
-        // Through an integer, as the CPU's int8 codes: a negative value that rounds to zero gives +0, not -0.
-        int q = min(max(__float2int_rn(in[j] * id), -128), 127);
-        out[j] = (float)q * stored;
-    }
+    // Through an integer, as the CPU's int8 codes: a negative value that rounds to zero gives +0, not -0.
+    int q = min(max(__float2int_rn(v * id), -128), 127);
+    y[i] = (float)q * stored;
 }
 
-// Q8_K: the value of largest magnitude (the first, on ties) sets iscale = -127 / max; q = min(127, round(iscale * x));
-// d = 1 / iscale in float.
-extern "C" __global__ void round_activations_q8_k(const float* __restrict__ x, float* __restrict__ y, i64 blocks)
+// Q8_K: the value of largest magnitude (the first, on ties; NaN never counts) sets iscale = -127 / max;
+// q = min(127, round(iscale * x)); d = 1 / iscale in float. One thread block of 256 threads per block of 256 values.
+extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
-    i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (b >= blocks) return;
-    const float* in = x + b * 256;
-    float* out = y + b * 256;
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 256; j++)
+    __shared__ float magnitudes[8];
+    __shared__ int positions[8];
+    if ((i64)blockIdx.x * 256 >= n) return; // n is a multiple of 256: whole blocks return together
+    i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
+    float v = x[i];
+    float ax = fabsf(v);
+    if (!(ax > 0.0f)) ax = 0.0f; // zero and NaN are never the maximum (the CPU's scan takes only ax > amax)
+    int at = threadIdx.x;
+    for (int offset = 16; offset > 0; offset >>= 1)
     {
-        float ax = fabsf(in[j]);
-        if (ax > amax) { amax = ax; max = in[j]; }
+        float other = __shfl_xor_sync(0xFFFFFFFFu, ax, offset);
+        int other_at = __shfl_xor_sync(0xFFFFFFFFu, at, offset);
+        if (other > ax || (other == ax && other_at < at)) { ax = other; at = other_at; }
     }
-    if (amax == 0.0f)
-    {
-        for (int j = 0; j < 256; j++) out[j] = 0.0f;
-        return;
-    }
+    if ((threadIdx.x & 31) == 0) { magnitudes[threadIdx.x >> 5] = ax; positions[threadIdx.x >> 5] = at; }
+    __syncthreads();
+    float amax = magnitudes[0];
+    int first = positions[0];
+    for (int w = 1; w < 8; w++)
+        if (magnitudes[w] > amax) { amax = magnitudes[w]; first = positions[w]; } // warps in order: ties keep the earlier
+    if (amax == 0.0f) { y[i] = 0.0f; return; }
+    float max = x[(i64)blockIdx.x * 256 + first];
     float iscale = -127.0f / max;
     float d = 1.0f / iscale;
-    for (int j = 0; j < 256; j++) out[j] = (float)min(127, __float2int_rn(iscale * in[j])) * d;
+    y[i] = (float)min(127, __float2int_rn(iscale * v)) * d;
 }

@@ -275,3 +275,114 @@ __device__ __forceinline__ float decode_tq2_0(const u8* row, int k)
     int h = v / 128, l = (v % 128) / 32, m = v % 32;
     return (float)(((b[32 * h + m] >> (2 * l)) & 3) - 1) * read_half(b + 64);
 }
+
+// ---- Eight consecutive elements k0..k0+7 (k0 a multiple of 8, so all in one block and, for the K- and IQ types,
+// one sub-block): decode8_T gives the same floats as decode_T(row, k0 + i), computed with the same operations,
+// but reads each block header and scale once. The matrix kernels use these; types without a dedicated one decode
+// element by element.
+
+#define FATHOM_DECODE8_BY_ELEMENT(T)                                                                           \
+__device__ __forceinline__ void decode8_##T(const u8* row, int k0, float* v)                                  \
+{                                                                                                              \
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = decode_##T(row, k0 + i);                             \
+}
+
+FATHOM_DECODE8_BY_ELEMENT(f32)
+FATHOM_DECODE8_BY_ELEMENT(f16)
+FATHOM_DECODE8_BY_ELEMENT(bf16)
+FATHOM_DECODE8_BY_ELEMENT(q4_0)
+FATHOM_DECODE8_BY_ELEMENT(q4_1)
+FATHOM_DECODE8_BY_ELEMENT(q5_1)
+FATHOM_DECODE8_BY_ELEMENT(q8_1)
+FATHOM_DECODE8_BY_ELEMENT(q8_k)
+FATHOM_DECODE8_BY_ELEMENT(q2_k)
+FATHOM_DECODE8_BY_ELEMENT(q3_k)
+FATHOM_DECODE8_BY_ELEMENT(q5_k)
+FATHOM_DECODE8_BY_ELEMENT(iq2_xs)
+FATHOM_DECODE8_BY_ELEMENT(iq2_s)
+FATHOM_DECODE8_BY_ELEMENT(iq3_xxs)
+FATHOM_DECODE8_BY_ELEMENT(iq3_s)
+FATHOM_DECODE8_BY_ELEMENT(iq1_m)
+FATHOM_DECODE8_BY_ELEMENT(iq4_xs)
+FATHOM_DECODE8_BY_ELEMENT(tq1_0)
+FATHOM_DECODE8_BY_ELEMENT(tq2_0)
+
+__device__ __forceinline__ void decode8_q8_0(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 32) * 34;
+    const u8* q = b + 2 + k0 % 32;
+    float d = read_half(b);
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = (float)(i8)q[i] * d;
+}
+
+__device__ __forceinline__ void decode8_q5_0(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 32) * 22; int j0 = k0 % 32;
+    float d = read_half(b);
+    u32 high = read_u32(b + 2) >> j0;
+    const u8* qs = b + 6 + (j0 < 16 ? j0 : j0 - 16);
+    int shift = j0 < 16 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++)
+        v[i] = (float)((((qs[i] >> shift) & 0xF) | (int)(((high >> i) & 1u) << 4)) - 16) * d;
+}
+
+__device__ __forceinline__ void decode8_iq4_nl(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 32) * 18; int j0 = k0 % 32;
+    float d = read_half(b);
+    const u8* qs = b + 2 + (j0 < 16 ? j0 : j0 - 16);
+    int shift = j0 < 16 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = d * (float)fathom_kvalues_iq4nl[(qs[i] >> shift) & 0xF];
+}
+
+// Q4_K: the 8 codes are 8 aligned bytes (blocks of 144 bytes, codes at 16 + 32·chunk + a multiple of 8).
+__device__ __forceinline__ void decode8_q4_k(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 256) * 144; int j0 = k0 % 256;
+    int chunk = j0 / 64, r0 = j0 % 64;
+    int sc, mn;
+    scale_min_k4(b + 4, 2 * chunk + r0 / 32, &sc, &mn);
+    float d1 = read_half(b) * (float)sc, m1 = read_half(b + 2) * (float)mn;
+    u64 codes = *(const u64*)(b + 16 + chunk * 32 + r0 % 32);
+    int shift = r0 < 32 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = d1 * (float)((codes >> (8 * i + shift)) & 0xF) - m1;
+}
+
+__device__ __forceinline__ void decode8_q6_k(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 256) * 210; int j0 = k0 % 256;
+    int half = j0 / 128, r0 = j0 % 128, quarter = r0 / 32, l0 = r0 % 32;
+    const u8* ql = b + half * 64 + l0 + (quarter & 1) * 32;
+    const u8* qh = b + 128 + half * 32 + l0;
+    float scale = (float)(i8)b[192 + half * 8 + l0 / 16 + 2 * quarter];
+    float ds = read_half(b + 208) * scale;
+    int nibble_shift = quarter < 2 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++)
+    {
+        int q = (((ql[i] >> nibble_shift) & 0xF) | (((qh[i] >> (2 * quarter)) & 3) << 4)) - 32;
+        v[i] = ds * (float)q;
+    }
+}
+
+__device__ __forceinline__ void decode8_iq2_xxs(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 256) * 66; int j0 = k0 % 256;
+    int ib = j0 / 32, l = (j0 % 32) / 8;
+    const u8* group = b + 2 + 8 * ib;
+    u32 word = read_u32(group + 4);
+    float db = read_half(b) * (0.5f + (float)(word >> 28)) * 0.25f;
+    u64 g = fathom_iq2xxs_grid[group[l]];
+    int signs = fathom_ksigns_iq2xs[(word >> (7 * l)) & 127];
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = db * (float)(u8)(g >> (8 * i)) * sign_of(signs, i);
+}
+
+__device__ __forceinline__ void decode8_iq1_s(const u8* row, int k0, float* v)
+{
+    const u8* b = row + (i64)(k0 / 256) * 50; int j0 = k0 % 256;
+    int ib = j0 / 32, l = (j0 % 32) / 8;
+    u32 h = read_u16(b + 34 + 2 * ib);
+    float dl = read_half(b) * (float)(2 * ((h >> 12) & 7) + 1);
+    float shift = (h & 0x8000) ? -fathom_iq1s_delta : fathom_iq1s_delta;
+    u64 g = fathom_iq1s_grid[b[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)];
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = dl * ((float)(i8)(u8)(g >> (8 * i)) + shift);
+}

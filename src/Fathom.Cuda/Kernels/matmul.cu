@@ -1,14 +1,23 @@
-// Per weight type T, two kernels built from its element decoder:
+// Per weight type T, kernels built from its element decoder:
 //   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
 //                 one long row, so this also dequantizes matrices).
-//   matmul_T:     y[t, r] = sum_k decode_T(W row r, k) * x[t, k] for up to TOKEN_TILE tokens t per block row:
-//                 one warp per output row, lanes striding over k, each decoded weight used for every token of
-//                 the tile, partial sums in float, a warp shuffle reduction at the end.
-// This is the straightforward correctness-first form (each element decoded on its own); the fast paths
-// (vectorized block decoding, integer dot products, tensor-core tiles) replace these per type later.
+//   matvec_T:     matmul_T for one token per block column, compiled for higher occupancy (decode steps).
+//   embed_T:      row tokens[t] of a table into row t of y (the token embedding).
+//   matmul_T:     y[t, r] = sum_k W[r, k] * x[t, k] for up to TOKEN_TILE tokens t per block row: `split` warps
+//                 (1, 2 or 4) per output row, MATMUL_WARPS / split rows per block, each lane decoding 8 consecutive
+//                 weights at a time (decode8_T: one header and scale read per 8, a warp covering 256 weights with
+//                 contiguous loads), each decoded weight used for every token of the tile, partial sums in float,
+//                 a warp shuffle reduction, then the row's warps added in order. Long rows take more warps, so a
+//                 single token's product has enough loads in flight to stream the weights. Rows hold a multiple of
+//                 32 weights (every type's block is 32 or 256), so 8-runs never straddle blocks.
+// Prompt batches run in tiles of TOKEN_TILE tokens, each tile reading the weights again; tensor-core tiles
+// (or dequantize + cuBLAS) are what larger batches need next.
 
 #define MATMUL_WARPS 4
 #define TOKEN_TILE 8
+// matvec_T (one token per block column) asks for registers that let this many blocks share a multiprocessor, so
+// a single token's product keeps enough warps, and loads, in flight.
+#define MATVEC_BLOCKS_PER_SM 8
 
 #define FATHOM_WEIGHT_KERNELS(T)                                                                                \
 extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __restrict__ y, i64 n)           \
@@ -16,30 +25,65 @@ extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __r
     i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
     if (k < n) y[k] = decode_##T(row, (int)k);                                                                 \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
-matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
-           int rows, int columns, int tokens)                                                                  \
+extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes, const int* __restrict__ tokens, \
+                                     float* __restrict__ y, int columns)                                      \
 {                                                                                                              \
-    int row = blockIdx.x * MATMUL_WARPS + (threadIdx.x >> 5);                                                  \
-    int lane = threadIdx.x & 31;                                                                               \
-    if (row >= rows) return;                                                                                   \
-    int first = blockIdx.y * TOKEN_TILE;                                                                       \
-    int count = min(TOKEN_TILE, tokens - first);                                                               \
-    const u8* weights = w + (i64)row * row_bytes;                                                              \
-    const float* input = x + (i64)first * columns;                                                             \
-    float sums[TOKEN_TILE];                                                                                    \
-    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++) sums[t] = 0.0f;                                     \
-    for (int k = lane; k < columns; k += 32)                                                                   \
+    int k = blockIdx.x * blockDim.x + threadIdx.x;                                                             \
+    if (k < columns) y[(i64)blockIdx.y * columns + k] = decode_##T(table + (i64)tokens[blockIdx.y] * row_bytes, k); \
+}                                                                                                              \
+template <int TILE>                                                                                            \
+__device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, \
+                                                float* __restrict__ y, int rows, int columns, int tokens, int split) \
+{                                                                                                              \
+    __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
+    int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split;                                              \
+    int part = warp % split;                                                                                   \
+    int first = blockIdx.y * TILE;                                                                             \
+    int count = min(TILE, tokens - first);                                                                     \
+    float sums[TILE];                                                                                          \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++) sums[t] = 0.0f;                                           \
+    if (row < rows)                                                                                            \
     {                                                                                                          \
-        float v = decode_##T(weights, k);                                                                      \
-        _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                                 \
-            if (t < count) sums[t] += v * input[(i64)t * columns + k];                                         \
+        const u8* weights = w + (i64)row * row_bytes;                                                          \
+        const float* input = x + (i64)first * columns;                                                         \
+        _Pragma("unroll 2")                                                                                    \
+        for (int k = (part * 32 + lane) * 8; k < columns; k += 256 * split)                                   \
+        {                                                                                                      \
+            float v[8];                                                                                        \
+            decode8_##T(weights, k, v);                                                                        \
+            _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                   \
+                if (t < count)                                                                                 \
+                {                                                                                              \
+                    const float* in = input + (i64)t * columns + k;                                            \
+                    _Pragma("unroll") for (int i = 0; i < 8; i++) sums[t] += v[i] * in[i];                     \
+                }                                                                                              \
+        }                                                                                                      \
     }                                                                                                          \
-    _Pragma("unroll") for (int t = 0; t < TOKEN_TILE; t++)                                                     \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                           \
     {                                                                                                          \
         float s = warp_sum(sums[t]);                                                                           \
-        if (lane == 0 && t < count) y[(i64)(first + t) * rows + row] = s;                                      \
+        if (lane == 0) partial[warp][t] = s;                                                                   \
     }                                                                                                          \
+    __syncthreads();                                                                                           \
+    if (row < rows && part == 0 && lane < count)                                                               \
+    {                                                                                                          \
+        float total = 0.0f;                                                                                    \
+        for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
+        y[(i64)(first + lane) * rows + row] = total;                                                           \
+    }                                                                                                          \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
+matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
+           int rows, int columns, int tokens, int split)                                                       \
+{                                                                                                              \
+    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split);                             \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
+           int rows, int columns, int tokens, int split)                                                       \
+{                                                                                                              \
+    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split);                                      \
 }
 
 FATHOM_WEIGHT_KERNELS(f32)

@@ -69,6 +69,7 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
     {
         const float* k = keys + (i64)p * key_stride + (i64)kv_head * key_dim;
         float dot = 0.0f;
+#pragma unroll 8
         for (int i = 0; i < key_dim; i++) dot += query[i] * k[i];
         dot *= scale;
         row[p] = dot;
@@ -91,7 +92,51 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
     {
         const float* v = values + (i64)kv_head * value_dim + d;
         float acc = 0.0f;
-        for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride];
+#pragma unroll 8
+        for (int p = 0; p < length; p++) acc += row[p] * v[(i64)p * value_stride]; // unrolled for independent loads; order kept
         o[d] = acc;
+    }
+}
+
+// The data movement of a forward pass, so activations never leave the device: residual and bias additions, row
+// copies (cache writes, head gathers), and the mixture-of-experts gather and weighted scatter. Plain float
+// operations, unfused (--fmad=false), as the CPU performs them.
+
+extern "C" __global__ void add(float* x, const float* __restrict__ y, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = x[i] + y[i];
+}
+
+extern "C" __global__ void add_bias(float* x, const float* __restrict__ bias, int width, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = x[i] + bias[i % width];
+}
+
+// Row blockIdx.y: width values from src + row*src_stride to dst + row*dst_stride.
+extern "C" __global__ void copy_rows(const float* __restrict__ src, int src_stride, float* __restrict__ dst, int dst_stride, int width)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < width) dst[(i64)blockIdx.y * dst_stride + k] = src[(i64)blockIdx.y * src_stride + k];
+}
+
+// Row i of dst = row rows[i] of src.
+extern "C" __global__ void gather_rows(const float* __restrict__ src, const int* __restrict__ rows, float* __restrict__ dst, int width)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < width) dst[(i64)blockIdx.y * width + k] = src[(i64)rows[blockIdx.y] * width + k];
+}
+
+// dst row rows[i] += scales[i] * src row i, for i in order (one thread per column, so repeated rows add in order).
+extern "C" __global__ void add_scaled_rows(float* dst, const float* __restrict__ src, const int* __restrict__ rows,
+                                           const float* __restrict__ scales, int count, int width)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= width) return;
+    for (int i = 0; i < count; i++)
+    {
+        float* d = dst + (i64)rows[i] * width + k;
+        *d = src[(i64)i * width + k] * scales[i] + *d;
     }
 }

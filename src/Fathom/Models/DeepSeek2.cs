@@ -154,6 +154,9 @@ public sealed class DeepSeek2 : Model
         return (kB, vB);
     }
 
+    /// <summary>Mixture-of-experts routing reads the router's scores on the host.</summary>
+    protected override bool Replayable => _moe is null;
+
     protected override KvCache CreateCache(int contextSize) =>
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
         new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
@@ -192,39 +195,36 @@ public sealed class DeepSeek2 : Model
         // rotated shared key.
         Span<float> kv = scratch.Scratch("kv_a", tokens * latentRow);
         Backend.MatMul(w.KvA, h, kv, tokens);
+        // The latents are gathered into contiguous rows so one normalization serves the whole batch.
+        Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
+        Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
+        Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
         foreach (SessionRows s in segments)
         {
             Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
             Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
-            for (int t = 0; t < s.Rows; t++)
-            {
-                Span<float> row = cache.KeyRow(s.FirstPosition + t);
-                Backend.RmsNorm(skv.Slice(t * latentRow, _kvLora), w.KvANorm, row[.._kvLora], 1, Config.RmsNormEpsilon);
-                skv.Slice(t * latentRow + _kvLora, _rot).CopyTo(row[_kvLora..]);
-            }
+            Span<float> rows = cache.Keys.AsSpan(s.FirstPosition * latentRow, s.Rows * latentRow);
+            Backend.CopyRows(latents[(s.FirstRow * _kvLora)..], _kvLora, rows, latentRow, s.Rows, _kvLora);
+            Backend.CopyRows(skv[_kvLora..], latentRow, rows[_kvLora..], latentRow, s.Rows, _rot);
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
         Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
         Span<float> headIn = scratch.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
         Span<float> headOut = scratch.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
+        int absorbedRow = heads * latentRow;
         for (int hd = 0; hd < heads; hd++)
         {
-            for (int t = 0; t < tokens; t++)
-                q.Slice(t * qRow + hd * _qkHead, _nope).CopyTo(headIn.Slice(t * _nope, _nope));
+            Backend.CopyRows(q[(hd * _qkHead)..], qRow, headIn, _nope, tokens, _nope);
             Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
-            for (int t = 0; t < tokens; t++)
-            {
-                Span<float> dst = absorbed.Slice((t * heads + hd) * latentRow, latentRow);
-                headOut.Slice(t * _kvLora, _kvLora).CopyTo(dst);
-                q.Slice(t * qRow + hd * _qkHead + _nope, _rot).CopyTo(dst[_kvLora..]);
-            }
+            Backend.CopyRows(headOut, _kvLora, absorbed[(hd * latentRow)..], absorbedRow, tokens, _kvLora);
+            Backend.CopyRows(q[(hd * _qkHead + _nope)..], qRow, absorbed[(hd * latentRow + _kvLora)..], absorbedRow, tokens, _rot);
         }
 
         Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
-        int absorbedRow = heads * latentRow, latentOut = heads * _kvLora;
+        int latentOut = heads * _kvLora;
         foreach (SessionRows s in segments)
             Backend.Attention(absorbed.Slice(s.FirstRow * absorbedRow, s.Rows * absorbedRow), s.Session.Cache[layer],
                 latent.Slice(s.FirstRow * latentOut, s.Rows * latentOut), _shape, s.FirstPosition, s.Rows);
@@ -233,15 +233,13 @@ public sealed class DeepSeek2 : Model
         Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
         for (int hd = 0; hd < heads; hd++)
         {
-            for (int t = 0; t < tokens; t++)
-                latent.Slice((t * heads + hd) * _kvLora, _kvLora).CopyTo(headIn.Slice(t * _kvLora, _kvLora));
+            Backend.CopyRows(latent[(hd * _kvLora)..], latentOut, headIn, _kvLora, tokens, _kvLora);
             Backend.MatMul(w.VB[hd], headIn, headOut, tokens);
-            for (int t = 0; t < tokens; t++)
-                headOut.Slice(t * _vHead, _vHead).CopyTo(values.Slice((t * heads + hd) * _vHead, _vHead));
+            Backend.CopyRows(headOut, _vHead, values[(hd * _vHead)..], heads * _vHead, tokens, _vHead);
         }
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
         Backend.MatMul(w.Output, values, projected, tokens);
-        TensorPrimitives.Add(x, projected, x);
+        Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
     }
 
     private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens)
@@ -250,6 +248,7 @@ public sealed class DeepSeek2 : Model
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
         Span<float> logits = scratch.Scratch("router", tokens * experts);
         Backend.MatMul(moe.Router, h, logits, tokens);
+        Backend.ReadToHost(logits); // routing runs on the host
 
         // Route every token: chosen experts and their weights.
         Span<float> chosenWeights = scratch.Scratch("route_weights", tokens * used);
@@ -281,14 +280,16 @@ public sealed class DeepSeek2 : Model
             TensorPrimitives.Multiply(w, c.WeightsScale, w);
         }
 
-        // Run each expert once over the tokens routed to it.
+        // Run each expert once over the tokens routed to it. Members and their weights are host data the
+        // gathering and weighting operations read during the call.
         Span<float> batch = scratch.Scratch("expert_in", tokens * d);
         Span<float> output = scratch.Scratch("expert_out", tokens * d);
         Span<float> gate = scratch.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
         Span<float> up = scratch.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
         int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        float[] rentedWeights = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
         Span<int> members = rented.AsSpan(0, tokens);
-        Span<float> memberWeights = scratch.Scratch("expert_member_weights", tokens);
+        Span<float> memberWeights = rentedWeights.AsSpan(0, tokens);
         try
         {
             for (int e = 0; e < experts; e++)
@@ -300,24 +301,21 @@ public sealed class DeepSeek2 : Model
                         {
                             members[m] = t;
                             memberWeights[m] = chosenWeights[t * used + k];
-                            h.Slice(t * d, d).CopyTo(batch.Slice(m * d, d));
                             m++;
                         }
                 if (m == 0) continue;
+                Backend.GatherRows(h, members[..m], batch, d);
                 Backend.MatMul(moe.Gate[e], batch, gate, m);
                 Backend.MatMul(moe.Up[e], batch, up, m);
                 Backend.SiluMul(gate[..(m * c.ExpertFeedForwardLength)], up);
                 Backend.MatMul(moe.Down[e], gate, output, m);
-                for (int i = 0; i < m; i++)
-                {
-                    Span<float> xr = x.Slice(members[i] * d, d);
-                    TensorPrimitives.MultiplyAdd(output.Slice(i * d, d), memberWeights[i], xr, xr);
-                }
+                Backend.AddScaledRows(x, output, members[..m], memberWeights[..m], d);
             }
         }
         finally
         {
             System.Buffers.ArrayPool<int>.Shared.Return(rented);
+            System.Buffers.ArrayPool<float>.Shared.Return(rentedWeights);
         }
     }
 

@@ -75,9 +75,9 @@ public class Llama : Model
         Backend.MatMul(w.Query, h, q, tokens);
         Backend.MatMul(w.Key, h, k, tokens);
         Backend.MatMul(w.Value, h, v, tokens);
-        if (w.QueryBias is not null) AddBias(q, w.QueryBias, tokens);
-        if (w.KeyBias is not null) AddBias(k, w.KeyBias, tokens);
-        if (w.ValueBias is not null) AddBias(v, w.ValueBias, tokens);
+        if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
+        if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
+        if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
         foreach (SessionRows s in segments)
         {
             Span<float> sq = q.Slice(s.FirstRow * qDim, s.Rows * qDim);
@@ -85,15 +85,12 @@ public class Llama : Model
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
             Backend.Rope(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition);
-            for (int t = 0; t < s.Rows; t++)
-            {
-                sk.Slice(t * kvDim, kvDim).CopyTo(cache.KeyRow(s.FirstPosition + t));
-                v.Slice((s.FirstRow + t) * kvDim, kvDim).CopyTo(cache.ValueRow(s.FirstPosition + t));
-            }
+            Backend.CopyRows(sk, kvDim, cache.Keys.AsSpan(s.FirstPosition * cache.KeyWidth), cache.KeyWidth, s.Rows, kvDim);
+            Backend.CopyRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values.AsSpan(s.FirstPosition * cache.ValueStride), cache.ValueStride, s.Rows, kvDim);
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
         Backend.MatMul(w.Output, attention, projected, tokens);
-        System.Numerics.Tensors.TensorPrimitives.Add(x, projected, x);
+        Backend.Add(x[..(tokens * d)], projected);
 
         Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
         FeedForward(scratch, h, x, tokens, w.Gate, w.Up, w.Down);

@@ -26,7 +26,7 @@ public abstract class Model : IDisposable
         Config = config;
         Backend = backend;
         _ownsFile = ownsFile;
-        Tensors = new ModelTensors(file);
+        Tensors = new ModelTensors(file, backend);
         int d = config.EmbeddingLength;
         _embedding = Tensors.Matrix("token_embd.weight", d, config.VocabSize);
         _outputNorm = Tensors.Vector("output_norm.weight", d);
@@ -44,7 +44,7 @@ public abstract class Model : IDisposable
     public InferenceSession CreateSession(int contextSize)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(contextSize);
-        return new InferenceSession(CreateCache(contextSize));
+        return new InferenceSession(CreateCache(contextSize), Backend);
     }
 
     protected abstract KvCache CreateCache(int contextSize);
@@ -200,41 +200,59 @@ public abstract class Model : IDisposable
     /// </summary>
     private void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
     {
-        int n = tokens.Length, d = Config.EmbeddingLength;
-        Span<float> x = scratch.Scratch("x", n * d);
-        for (int t = 0; t < n; t++) _embedding.DequantizeRow(tokens[t], x.Slice(t * d, d));
-
-        for (int layer = 0; layer < Config.BlockCount; layer++)
-            Block(layer, scratch, segments, x, n);
-
+        int n = tokens.Length, d = Config.EmbeddingLength, end = 0;
+        foreach (SessionRows s in segments) end = Math.Max(end, s.FirstPosition + s.Rows);
         int outputs;
-        Span<float> selected;
-        switch (which)
+        Span<float> normed;
+        Backend.BeginForward(n, end, Replayable);
+        bool completed = false;
+        try
         {
-            case OutputRows.All:
-                outputs = n;
-                selected = x;
-                break;
-            case OutputRows.Last:
-                outputs = 1;
-                selected = x.Slice((n - 1) * d, d);
-                break;
-            default:
-                // Move each segment's last row up to row i; the source rows lie at or after i and after every row
-                // written before, so nothing is overwritten before it is read.
-                outputs = segments.Length;
-                for (int i = 0; i < outputs; i++)
-                {
-                    int last = segments[i].FirstRow + segments[i].Rows - 1;
-                    if (last != i) x.Slice(last * d, d).CopyTo(x.Slice(i * d, d));
-                }
-                selected = x[..(outputs * d)];
-                break;
+            Span<float> x = scratch.Scratch("x", n * d);
+            Backend.Embed(_embedding, tokens, x);
+
+            for (int layer = 0; layer < Config.BlockCount; layer++)
+                Block(layer, scratch, segments, x, n);
+
+            Span<float> selected;
+            switch (which)
+            {
+                case OutputRows.All:
+                    outputs = n;
+                    selected = x;
+                    break;
+                case OutputRows.Last:
+                    outputs = 1;
+                    selected = x.Slice((n - 1) * d, d);
+                    break;
+                default:
+                    // Move each segment's last row up to row i; the source rows lie at or after i and after every row
+                    // written before, so nothing is overwritten before it is read.
+                    outputs = segments.Length;
+                    for (int i = 0; i < outputs; i++)
+                    {
+                        int last = segments[i].FirstRow + segments[i].Rows - 1;
+                        if (last != i) Backend.CopyRows(x[(last * d)..], d, x[(i * d)..], d, 1, d);
+                    }
+                    selected = x[..(outputs * d)];
+                    break;
+            }
+            normed = scratch.Scratch("output_norm", outputs * d);
+            Backend.RmsNorm(selected, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
+            completed = true;
         }
-        Span<float> normed = scratch.Scratch("output_norm", outputs * d);
-        Backend.RmsNorm(selected, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
+        finally
+        {
+            Backend.EndForward(completed);
+        }
         Backend.MatMul(_output, normed, logits, outputs);
     }
+
+    /// <summary>
+    /// Whether a forward pass needs no host-side results before its logits (<see cref="IComputeBackend.BeginForward"/>):
+    /// true unless the architecture reads activations back on the host, as mixture-of-experts routing does.
+    /// </summary>
+    protected virtual bool Replayable => true;
 
     /// <summary>Allocating convenience form of <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/>.</summary>
     public float[] Forward(InferenceSession session, ReadOnlySpan<int> tokens, bool allPositions = false)
@@ -263,17 +281,7 @@ public abstract class Model : IDisposable
         Backend.MatMul(up, h, u, tokens);
         Backend.SiluMul(g, u);
         Backend.MatMul(down, g, o, tokens);
-        System.Numerics.Tensors.TensorPrimitives.Add(x, o, x);
-    }
-
-    /// <summary>Adds <paramref name="bias"/> to every row of <paramref name="rows"/>.</summary>
-    protected static void AddBias(Span<float> rows, ReadOnlySpan<float> bias, int tokens)
-    {
-        for (int t = 0; t < tokens; t++)
-        {
-            Span<float> r = rows.Slice(t * bias.Length, bias.Length);
-            System.Numerics.Tensors.TensorPrimitives.Add(r, bias, r);
-        }
+        Backend.Add(x[..(tokens * down.Rows)], o);
     }
 
     public void Dispose()

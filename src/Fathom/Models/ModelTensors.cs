@@ -6,9 +6,10 @@ namespace Fathom.Models;
 
 /// <summary>
 /// Looks up a model's tensors by llama.cpp name, checks their shapes against the hyperparameters and hands out
-/// weights that stay in the file's memory map. Only small vectors (norms, biases, routing biases) are copied out.
+/// weights that stay in the file's memory map. Only small vectors (norms, biases, routing biases) are copied out,
+/// into pinned arrays attached to <paramref name="backend"/> (a GPU keeps them on the device).
 /// </summary>
-public sealed unsafe class ModelTensors(GgufFile file)
+public sealed unsafe class ModelTensors(GgufFile file, IComputeBackend? backend = null)
 {
     public GgufFile File { get; } = file;
 
@@ -37,8 +38,9 @@ public sealed unsafe class ModelTensors(GgufFile file)
     public float[] Vector(string name, long length)
     {
         GgufTensorInfo t = Tensor(name, length);
-        var values = new float[length];
+        float[] values = GC.AllocateArray<float>(checked((int)length), pinned: true);
         TypeTraits.For(t.Type).Dequantize(File.GetTensorData(t), values);
+        backend?.Attach(values);
         return values;
     }
 

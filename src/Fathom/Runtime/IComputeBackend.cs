@@ -1,8 +1,12 @@
+using System.Numerics.Tensors;
+
 namespace Fathom.Runtime;
 
 /// <summary>
 /// The operations a model's forward pass is made of. Activations are row-major: <c>tokens</c> rows, one per
-/// token of the batch. A backend owns its threads; one forward pass uses it at a time.
+/// token of the batch. A backend owns its threads; one forward pass uses it at a time. Model code touches activations
+/// only through these operations (a GPU backend keeps them on the device between operations); the default
+/// implementations are the CPU's.
 /// </summary>
 public interface IComputeBackend : IDisposable
 {
@@ -33,6 +37,89 @@ public interface IComputeBackend : IDisposable
     /// <paramref name="queries"/> holds <c>Heads × KeyDim</c> per token; <paramref name="output"/> <c>Heads × ValueDim</c>.
     /// </summary>
     void Attention(ReadOnlySpan<float> queries, KvLayerCache cache, Span<float> output, in AttentionShape shape, int firstPosition, int tokens);
+
+    /// <summary>
+    /// Hands the backend a pinned buffer (<c>GC.AllocateArray(pinned: true)</c>) that forward passes keep
+    /// activations, caches or constants in, for as long as the buffer lives. From then on the backend may hold the
+    /// buffer's contents in its own memory (a GPU keeps them on the device): operations given spans inside it read
+    /// and write that copy, the host reads it only after <see cref="ReadToHost"/> and changes it only followed by
+    /// <see cref="WrittenOnHost"/>. The contents at the call are the starting contents. The CPU needs none of this.
+    /// </summary>
+    void Attach(float[] buffer) { }
+
+    /// <summary>
+    /// A forward pass of <paramref name="tokens"/> rows, at positions before <paramref name="endPosition"/>, begins.
+    /// <paramref name="replayable"/> says nothing in it waits for results on the host (no <see cref="ReadToHost"/>)
+    /// before <see cref="EndForward"/>, so a GPU backend may record its operations and run them as one graph.
+    /// </summary>
+    void BeginForward(int tokens, int endPosition, bool replayable) { }
+
+    /// <summary>
+    /// The part of the pass that <see cref="BeginForward"/> opened ends (<paramref name="completed"/> false: it failed,
+    /// and recorded work is dropped). Operations after it, such as the logits, run as usual.
+    /// </summary>
+    void EndForward(bool completed) { }
+
+    /// <summary>Makes <paramref name="values"/> (part of an attached buffer) current on the host, for the host to read.</summary>
+    void ReadToHost(Span<float> values) { }
+
+    /// <summary>Tells the backend the host has written <paramref name="values"/> (part of an attached buffer).</summary>
+    void WrittenOnHost(ReadOnlySpan<float> values) { }
+
+    /// <summary>Row <c>t</c> of <paramref name="output"/> = row <c>tokens[t]</c> of <paramref name="table"/>, dequantized (the token embedding).</summary>
+    void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
+    {
+        int width = table.Columns;
+        for (int t = 0; t < tokens.Length; t++) table.DequantizeRow(tokens[t], output.Slice(t * width, width));
+    }
+
+    /// <summary><c>x += y</c>, element-wise over <paramref name="x"/> (the residual connection).</summary>
+    void Add(Span<float> x, ReadOnlySpan<float> y) => TensorPrimitives.Add(x, y[..x.Length], x);
+
+    /// <summary>Adds <paramref name="bias"/> to each of the first <paramref name="tokens"/> rows of <paramref name="rows"/>.</summary>
+    void AddBias(Span<float> rows, ReadOnlySpan<float> bias, int tokens)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            Span<float> r = rows.Slice(t * bias.Length, bias.Length);
+            TensorPrimitives.Add(r, bias, r);
+        }
+    }
+
+    /// <summary>
+    /// Copies <paramref name="rows"/> rows of <paramref name="width"/> values: row <c>i</c> starts at
+    /// <c>i * sourceStride</c> in <paramref name="source"/> and goes to <c>i * destinationStride</c> in
+    /// <paramref name="destination"/>. The two must not overlap.
+    /// </summary>
+    void CopyRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int rows, int width)
+    {
+        for (int i = 0; i < rows; i++)
+            source.Slice(i * sourceStride, width).CopyTo(destination.Slice(i * destinationStride, width));
+    }
+
+    /// <summary>
+    /// Row <c>i</c> of <paramref name="destination"/> = row <c>rows[i]</c> of <paramref name="source"/>, rows of
+    /// <paramref name="width"/> values. <paramref name="rows"/> is host data, read during the call.
+    /// </summary>
+    void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
+    {
+        for (int i = 0; i < rows.Length; i++)
+            source.Slice(rows[i] * width, width).CopyTo(destination.Slice(i * width, width));
+    }
+
+    /// <summary>
+    /// Row <c>rows[i]</c> of <paramref name="destination"/> += <c>scales[i]</c> × row <c>i</c> of <paramref name="source"/>,
+    /// in order of <c>i</c> (a mixture-of-experts output weighted into the residual stream). <paramref name="rows"/>
+    /// and <paramref name="scales"/> are host data, read during the call.
+    /// </summary>
+    void AddScaledRows(Span<float> destination, ReadOnlySpan<float> source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, int width)
+    {
+        for (int i = 0; i < rows.Length; i++)
+        {
+            Span<float> d = destination.Slice(rows[i] * width, width);
+            TensorPrimitives.MultiplyAdd(source.Slice(i * width, width), scales[i], d, d);
+        }
+    }
 }
 
 /// <summary>

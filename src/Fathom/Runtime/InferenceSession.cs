@@ -8,9 +8,26 @@ namespace Fathom.Runtime;
 public sealed class InferenceSession
 {
     private readonly Dictionary<string, float[]> _scratch = new(StringComparer.Ordinal);
+    private readonly IComputeBackend? _backend;
     private int[] _tokens = [];
 
     public InferenceSession(KvCache cache) => Cache = cache;
+
+    /// <summary>
+    /// A session whose cache and scratch buffers are attached to <paramref name="backend"/>
+    /// (<see cref="IComputeBackend.Attach"/>), so a GPU keeps them on the device.
+    /// </summary>
+    public InferenceSession(KvCache cache, IComputeBackend backend)
+    {
+        Cache = cache;
+        _backend = backend;
+        for (int layer = 0; layer < cache.LayerCount; layer++)
+        {
+            KvLayerCache c = cache[layer];
+            backend.Attach(c.Keys);
+            if (!c.ValuesShareKeys) backend.Attach(c.Values);
+        }
+    }
 
     public KvCache Cache { get; }
 
@@ -57,12 +74,16 @@ public sealed class InferenceSession
         Position += tokens.Length;
     }
 
-    /// <summary>A named pinned buffer of at least <paramref name="length"/> floats, kept for the next pass.</summary>
+    /// <summary>
+    /// A named pinned buffer of at least <paramref name="length"/> floats, kept for the next pass (and attached to
+    /// the session's backend, if it has one: its contents are then the backend's, see <see cref="IComputeBackend.Attach"/>).
+    /// </summary>
     public Span<float> Scratch(string name, int length)
     {
         if (!_scratch.TryGetValue(name, out float[]? buffer) || buffer.Length < length)
         {
             buffer = GC.AllocateArray<float>(length, pinned: true);
+            _backend?.Attach(buffer);
             _scratch[name] = buffer;
         }
         return buffer.AsSpan(0, length);

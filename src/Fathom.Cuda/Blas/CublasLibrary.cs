@@ -1,0 +1,125 @@
+using System.Runtime.InteropServices;
+using Fathom.Cuda.Discovery;
+using Fathom.Cuda.Driver;
+
+namespace Fathom.Cuda.Blas;
+
+/// <summary>
+/// cuBLAS (<c>libcublas.so.13</c> or <c>.12</c>), bound through function pointers, found like NVRTC
+/// (<see cref="CudaLibrarySearch"/>). Its companion <c>libcublasLt</c> is loaded from the same folder first, because
+/// cuBLAS opens it by file name. Optional: without it, prompt batches use Fathom's own matrix kernels.
+/// </summary>
+public sealed unsafe class CublasLibrary
+{
+    private static readonly Lock Gate = new();
+    private static CublasLibrary? _instance;
+    private static CudaException? _failure;
+
+    private readonly delegate* unmanaged<IntPtr*, int> _cublasCreate;
+    private readonly delegate* unmanaged<IntPtr, int> _cublasDestroy;
+    private readonly delegate* unmanaged<IntPtr, IntPtr, int> _cublasSetStream;
+    private readonly delegate* unmanaged<IntPtr, int, int> _cublasSetMathMode;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int> _cublasSgemm;
+
+    private CublasLibrary(LibraryProbe library, LibraryProbe? lt)
+    {
+        Library = library;
+        Lt = lt;
+        IntPtr h = library.Handle;
+        _cublasCreate = (delegate* unmanaged<IntPtr*, int>)Export(h, "cublasCreate_v2");
+        _cublasDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cublasDestroy_v2");
+        _cublasSetStream = (delegate* unmanaged<IntPtr, IntPtr, int>)Export(h, "cublasSetStream_v2");
+        _cublasSetMathMode = (delegate* unmanaged<IntPtr, int, int>)Export(h, "cublasSetMathMode");
+        _cublasSgemm = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int>)Export(h, "cublasSgemm_v2");
+    }
+
+    public LibraryProbe Library { get; }
+
+    /// <summary>Where libcublasLt was loaded from (null when cuBLAS is left to find it itself).</summary>
+    public LibraryProbe? Lt { get; }
+
+    public static bool TryLoad([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out CublasLibrary? cublas, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out CudaException? failure)
+    {
+        lock (Gate)
+        {
+            if (_instance is null && _failure is null)
+            {
+                try
+                {
+                    _instance = Load();
+                }
+                catch (CudaException e)
+                {
+                    _failure = e;
+                }
+            }
+            cublas = _instance;
+            failure = _failure;
+            return cublas is not null;
+        }
+    }
+
+    private static CublasLibrary Load()
+    {
+        string[] names = ["libcublas.so.13", "libcublas.so.12", "libcublas.so"];
+        // libcublasLt first, from the folder cuBLAS will come from: cuBLAS opens it by bare name.
+        LibraryProbe? lt = null;
+        foreach (string folder in CudaLibrarySearch.Directories())
+        {
+            string? name = names.FirstOrDefault(n => File.Exists(Path.Combine(folder, n)));
+            if (name is null) continue;
+            lt = CudaLibrarySearch.Probe("libcublasLt", [name.Replace("libcublas", "libcublasLt", StringComparison.Ordinal)], [folder]);
+            break;
+        }
+        LibraryProbe library = CudaLibrarySearch.Probe("libcublas", names);
+        if (!library.Found) throw new CudaException($"no cuBLAS found: {library.Summary}");
+        try
+        {
+            return new CublasLibrary(library, lt);
+        }
+        catch (EntryPointNotFoundException e)
+        {
+            throw new CudaException($"{library.LoadedFrom} is not a usable cuBLAS: {e.Message}");
+        }
+    }
+
+    private static IntPtr Export(IntPtr library, string name) =>
+        NativeLibrary.TryGetExport(library, name, out IntPtr address) ? address : throw new EntryPointNotFoundException($"the cuBLAS library has no {name}");
+
+    internal static void Check(int status, string call)
+    {
+        if (status != 0) throw new CudaException(call, status, $"cublasStatus_t {status}");
+    }
+
+    /// <summary>A cuBLAS handle whose work is queued on <paramref name="stream"/>, in the default math mode (no TF32 for single precision).</summary>
+    internal IntPtr CreateHandle(IntPtr stream)
+    {
+        IntPtr handle;
+        Check(_cublasCreate(&handle), "cublasCreate");
+        try
+        {
+            Check(_cublasSetStream(handle, stream), "cublasSetStream");
+            Check(_cublasSetMathMode(handle, 0 /* CUBLAS_DEFAULT_MATH */), "cublasSetMathMode");
+        }
+        catch
+        {
+            _cublasDestroy(handle);
+            throw;
+        }
+        return handle;
+    }
+
+    internal void DestroyHandle(IntPtr handle) => Check(_cublasDestroy(handle), "cublasDestroy");
+
+    /// <summary>
+    /// Row-major <c>y[t, r] = Σ_k w[r, k] · x[t, k]</c> for <paramref name="rows"/> rows of <paramref name="columns"/>
+    /// float weights and <paramref name="tokens"/> rows of x; <paramref name="outputStride"/> floats between y's rows.
+    /// In cuBLAS's column-major terms: C (rows × tokens, ldc = outputStride) = Wᵀ · X, W being columns × rows.
+    /// </summary>
+    internal void Gemm(IntPtr handle, ulong w, ulong x, ulong y, int rows, int columns, int tokens, int outputStride)
+    {
+        float alpha = 1f, beta = 0f;
+        Check(_cublasSgemm(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, columns, x, columns, &beta, y, outputStride),
+            "cublasSgemm");
+    }
+}

@@ -1,0 +1,204 @@
+using Fathom.Cpu;
+using Fathom.Gguf;
+using Fathom.Models;
+using Fathom.Models.Synthesis;
+using Fathom.Quants;
+using Fathom.Runtime;
+using Fathom.Tests.Models;
+
+namespace Fathom.Tests.Runtime;
+
+/// <summary>
+/// The parts of <see cref="IComputeBackend"/> that let a GPU keep activations on the device: the default
+/// data-movement operations compute what the models computed by hand before (plain loops here), and the models
+/// touch activations only through operations on attached buffers, read routing scores only after
+/// <see cref="IComputeBackend.ReadToHost"/>, and bracket each pass with BeginForward/EndForward.
+/// </summary>
+public sealed unsafe class BackendContractTests
+{
+    [Fact]
+    public void DefaultDataMovementEqualsPlainLoops()
+    {
+        IComputeBackend cpu = new CpuBackend(1);
+        var random = new Random(3);
+        float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+
+        float[] source = Values(6 * 50), destination = Values(6 * 70), expected = (float[])destination.Clone();
+        cpu.CopyRows(source.AsSpan(3), 50, destination.AsSpan(5), 70, 6, 40);
+        for (int r = 0; r < 6; r++)
+            for (int c = 0; c < 40; c++) expected[5 + r * 70 + c] = source[3 + r * 50 + c];
+        Assert.Equal(expected, destination);
+
+        int width = 33;
+        float[] rows = Values(5 * width), gathered = new float[4 * width], x = Values(5 * width);
+        int[] members = [4, 0, 2, 2];
+        float[] scales = [0.5f, -2f, 1.25f, 3f];
+        cpu.GatherRows(rows, members, gathered, width);
+        for (int i = 0; i < members.Length; i++) Assert.Equal(rows.AsSpan(members[i] * width, width).ToArray(), gathered.AsSpan(i * width, width).ToArray());
+        float[] scattered = (float[])x.Clone();
+        cpu.AddScaledRows(scattered, gathered, members, scales, width);
+        for (int i = 0; i < members.Length; i++) // in order, so a repeated row adds twice
+            for (int c = 0; c < width; c++) x[members[i] * width + c] = gathered[i * width + c] * scales[i] + x[members[i] * width + c];
+        Assert.Equal(x, scattered);
+
+        float[] bias = Values(width), biased = Values(3 * width), plain = (float[])biased.Clone();
+        cpu.AddBias(biased, bias, 3);
+        for (int i = 0; i < plain.Length; i++) plain[i] += bias[i % width];
+        Assert.Equal(plain, biased);
+
+        float[] sum = Values(100), addend = Values(120), reference = (float[])sum.Clone();
+        cpu.Add(sum, addend);
+        for (int i = 0; i < reference.Length; i++) reference[i] += addend[i];
+        Assert.Equal(reference, sum);
+
+        WeightMatrix table = WeightMatrix.FromFloats("table", Values(7 * 32), 7, 32);
+        float[] embedded = new float[3 * 32], row = new float[32];
+        cpu.Embed(table, [6, 1, 6], embedded);
+        table.DequantizeRow(1, row);
+        Assert.Equal(row, embedded.AsSpan(32, 32).ToArray());
+        cpu.Dispose();
+    }
+
+    [Theory]
+    [InlineData("qwen2", true)]
+    [InlineData("deepseek2-v2-lite", false)]
+    public void ModelsTouchActivationsOnlyThroughAttachedBuffers(string variant, bool replayable)
+    {
+        SyntheticModelSpec spec = LlamaCppAgreementTests.Spec(variant);
+        GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(spec)));
+        var backend = new RecordingBackend();
+        using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => backend });
+        Assert.NotEmpty(backend.Attached); // the norm vectors
+        InferenceSession session = model.CreateSession(32);
+        for (int layer = 0; layer < session.Cache.LayerCount; layer++) Assert.Contains(session.Cache[layer].Keys, backend.Attached);
+
+        float[] logits = new float[model.VocabSize];
+        foreach (int[] tokens in new[] { ModelTestKit.Prompt(model.VocabSize, 6, 1), [3], [9] })
+        {
+            backend.Events.Clear();
+            int first = session.Position;
+            model.Forward(session, tokens, logits);
+            Assert.Equal($"begin {tokens.Length} {first} {replayable}", backend.Events[0]);
+            int end = backend.Events.IndexOf("end True");
+            Assert.True(end > 0, "the pass was not ended");
+            Assert.Equal(["MatMul to the caller"], backend.Events.Skip(end + 1)); // only the logits after the recorded part
+            Assert.DoesNotContain(backend.Events, e => e.StartsWith("outside", StringComparison.Ordinal));
+            // Only MoE routing reads back, once per MoE layer (the V2-Lite spec has them after its first, dense block).
+            Assert.Equal(replayable ? 0 : spec.Layers - spec.LeadingDenseBlocks, backend.Events.Count(e => e == "read back"));
+        }
+    }
+
+    /// <summary>A CPU backend that records which buffers were attached and checks every span it is given lies in one.</summary>
+    private sealed class RecordingBackend : IComputeBackend
+    {
+        private readonly IComputeBackend _cpu = new CpuBackend(1);
+
+        public List<float[]> Attached { get; } = [];
+        public List<string> Events { get; } = [];
+        public int Threads => 1;
+
+        public void Attach(float[] buffer) => Attached.Add(buffer);
+
+        public void ReadToHost(Span<float> values)
+        {
+            Check("ReadToHost", values);
+            Events.Add("read back");
+        }
+
+        public void BeginForward(int tokens, int endPosition, bool replayable) => Events.Add($"begin {tokens} {endPosition - tokens} {replayable}");
+        public void EndForward(bool completed) => Events.Add($"end {completed}");
+
+        private void Check(string operation, ReadOnlySpan<float> values)
+        {
+            if (values.IsEmpty) return;
+            fixed (float* p = values)
+            {
+                foreach (float[] a in Attached)
+                    fixed (float* start = a)
+                        if (p >= start && p + values.Length <= start + a.Length) return;
+            }
+            Events.Add($"outside: {operation}");
+        }
+
+        public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
+        {
+            Check("MatMul input", input);
+            bool ended = Events.Contains("end True");
+            if (ended) Events.Add("MatMul to the caller"); // the logits go to the caller's span
+            else Check("MatMul output", output);
+            _cpu.MatMul(weight, input, output, tokens);
+        }
+
+        public void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon)
+        {
+            Check("RmsNorm input", input);
+            Check("RmsNorm weight", weight);
+            Check("RmsNorm output", output);
+            _cpu.RmsNorm(input, weight, output, tokens, epsilon);
+        }
+
+        public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition)
+        {
+            Check("Rope", values);
+            _cpu.Rope(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition);
+        }
+
+        public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
+        {
+            Check("SiluMul gate", gate);
+            Check("SiluMul up", up);
+            _cpu.SiluMul(gate, up);
+        }
+
+        public void Attention(ReadOnlySpan<float> queries, KvLayerCache cache, Span<float> output, in AttentionShape shape, int firstPosition, int tokens)
+        {
+            Check("Attention queries", queries);
+            Check("Attention cache", cache.Keys);
+            Check("Attention output", output);
+            _cpu.Attention(queries, cache, output, shape, firstPosition, tokens);
+        }
+
+        public void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
+        {
+            Check("Embed", output);
+            _cpu.Embed(table, tokens, output);
+        }
+
+        public void Add(Span<float> x, ReadOnlySpan<float> y)
+        {
+            Check("Add x", x);
+            Check("Add y", y);
+            _cpu.Add(x, y);
+        }
+
+        public void AddBias(Span<float> rows, ReadOnlySpan<float> bias, int tokens)
+        {
+            Check("AddBias rows", rows);
+            Check("AddBias bias", bias);
+            _cpu.AddBias(rows, bias, tokens);
+        }
+
+        public void CopyRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int rows, int width)
+        {
+            Check("CopyRows source", source);
+            Check("CopyRows destination", destination);
+            _cpu.CopyRows(source, sourceStride, destination, destinationStride, rows, width);
+        }
+
+        public void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
+        {
+            Check("GatherRows source", source);
+            Check("GatherRows destination", destination);
+            _cpu.GatherRows(source, rows, destination, width);
+        }
+
+        public void AddScaledRows(Span<float> destination, ReadOnlySpan<float> source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, int width)
+        {
+            Check("AddScaledRows destination", destination);
+            Check("AddScaledRows source", source);
+            _cpu.AddScaledRows(destination, source, rows, scales, width);
+        }
+
+        public void Dispose() => _cpu.Dispose();
+    }
+}
