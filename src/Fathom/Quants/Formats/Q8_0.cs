@@ -32,7 +32,6 @@ internal static class Q8_0Layout
 public sealed unsafe class Q8_0Format : WeightFormat
 {
     private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.AvxVnni, KernelPath.Avx512];
-    private readonly KernelDispatch _dispatch = new(Paths);
 
     public override GgmlType Type => GgmlType.Q8_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
@@ -64,7 +63,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
     internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        bool simd = KernelDispatch.UpToAvx2(path) == KernelPath.Avx2;
         fixed (float* x = values)
         fixed (byte* dst = blocks)
         {
@@ -139,7 +138,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        return DotOn(weights, activations, n, _dispatch.Resolve(path));
+        return DotOn(weights, activations, n, KernelDispatch.UpToAvx512(path, vnni: true));
     }
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
@@ -188,19 +187,31 @@ public sealed unsafe class Q8_0Format : WeightFormat
         return Vector128.Sum(sum);
     }
 
+    /// <summary>
+    /// Four blocks per step into four accumulators, walking pointers (no index multiply by the 34-byte block size),
+    /// with each scale broadcast straight from the fp16 table: d·d' is then one vmulps of two broadcast loads rather
+    /// than a scalar multiply plus a shuffle. Each of these measured ~5 % in the in-cache comparison with ggml, whose
+    /// one-accumulator loop waits on the previous FMA every block (docs/weight-formats.md).
+    /// </summary>
     private static float DotAvx2(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        BlockQ8_0* end = x + nb, end4 = x + (nb & ~3);
+        for (; x < end4; x += 4, y += 4)
         {
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
+            acc0 = Fma.MultiplyAdd(ScaleAvx2(x, y), BlockDot(x, y), acc0);
+            acc1 = Fma.MultiplyAdd(ScaleAvx2(x + 1, y + 1), BlockDot(x + 1, y + 1), acc1);
+            acc2 = Fma.MultiplyAdd(ScaleAvx2(x + 2, y + 2), BlockDot(x + 2, y + 2), acc2);
+            acc3 = Fma.MultiplyAdd(ScaleAvx2(x + 3, y + 3), BlockDot(x + 3, y + 3), acc3);
         }
-        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        return Vector256.Sum(acc0 + acc1);
+        for (; x < end; x++, y++) acc0 = Fma.MultiplyAdd(ScaleAvx2(x, y), BlockDot(x, y), acc0);
+        return Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
     }
+
+    /// <summary>d·d' in all eight lanes, from two broadcast table loads (bit-identical to the scalar product).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> ScaleAvx2(BlockQ8_0* x, BlockQ8_0* y) =>
+        Vector256.Create(Fp16.Lookup(x->D)) * Vector256.Create(Fp16.Lookup(y->D));
 
     /// <summary>As <see cref="DotAvx2"/>, with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
     private static float DotAvxVnni(BlockQ8_0* x, BlockQ8_0* y, int nb)
