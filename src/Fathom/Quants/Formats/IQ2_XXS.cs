@@ -22,7 +22,6 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
     private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
     public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
@@ -143,7 +142,7 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
     }
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+        DotOn(weights, activations, n, KernelDispatch.UpToAvx512(path, vnni: false));
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
         DotOn(weights, activations, n, path);

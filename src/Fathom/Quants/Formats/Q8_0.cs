@@ -156,64 +156,14 @@ public sealed unsafe class Q8_0Format : WeightFormat
             {
                 KernelPath.Avx512 => DotAvx512(x, y, nb),
                 KernelPath.AvxVnni => DotAvxVnni(x, y, nb),
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
+                KernelPath.Avx2 => Block32Dot<Q8_0Dot>.Avx2(w, a, nb),
+                KernelPath.Portable => Block32Dot<Q8_0Dot>.Portable(w, a, nb),
+                _ => Block32Dot<Q8_0Dot>.Scalar(w, a, nb),
             };
         }
     }
 
-    private static float DotScalar(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            int sumi = 0;
-            for (int j = 0; j < BlockQ8_0.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
-            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return sum;
-    }
-
-    private static float DotPortable(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        Vector128<float> sum = Vector128<float>.Zero;
-        for (int i = 0; i < nb; i++)
-        {
-            Vector128<int> acc = Int8Simd.DotPortable(Vector128.Load(x[i].Qs), Vector128.Load(y[i].Qs))
-                               + Int8Simd.DotPortable(Vector128.Load(x[i].Qs + 16), Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return Vector128.Sum(sum);
-    }
-
-    /// <summary>
-    /// Four blocks per step into four accumulators, walking pointers (no index multiply by the 34-byte block size),
-    /// with each scale broadcast straight from the fp16 table: d·d' is then one vmulps of two broadcast loads rather
-    /// than a scalar multiply plus a shuffle. Each of these measured ~5 % in the in-cache comparison with ggml, whose
-    /// one-accumulator loop waits on the previous FMA every block (docs/weight-formats.md).
-    /// </summary>
-    private static float DotAvx2(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        BlockQ8_0* end = x + nb, end4 = x + (nb & ~3);
-        for (; x < end4; x += 4, y += 4)
-        {
-            acc0 = Fma.MultiplyAdd(ScaleAvx2(x, y), BlockDot(x, y), acc0);
-            acc1 = Fma.MultiplyAdd(ScaleAvx2(x + 1, y + 1), BlockDot(x + 1, y + 1), acc1);
-            acc2 = Fma.MultiplyAdd(ScaleAvx2(x + 2, y + 2), BlockDot(x + 2, y + 2), acc2);
-            acc3 = Fma.MultiplyAdd(ScaleAvx2(x + 3, y + 3), BlockDot(x + 3, y + 3), acc3);
-        }
-        for (; x < end; x++, y++) acc0 = Fma.MultiplyAdd(ScaleAvx2(x, y), BlockDot(x, y), acc0);
-        return Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
-    }
-
-    /// <summary>d·d' in all eight lanes, from two broadcast table loads (bit-identical to the scalar product).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> ScaleAvx2(BlockQ8_0* x, BlockQ8_0* y) =>
-        Vector256.Create(Fp16.Lookup(x->D)) * Vector256.Create(Fp16.Lookup(y->D));
-
-    /// <summary>As <see cref="DotAvx2"/>, with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
+    /// <summary>As the AVX2 loop (<see cref="Block32Dot{TBlock}.Avx2"/>), with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
     private static float DotAvxVnni(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
@@ -272,4 +222,33 @@ public sealed unsafe class Q8_0Format : WeightFormat
     {
         return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2(Vector256.Load(x->Qs), Vector256.Load(y->Qs)));
     }
+}
+
+/// <summary>Q8_0 × Q8_0 block products for <see cref="Block32Dot{TBlock}"/>: the int8 values as stored.</summary>
+internal readonly unsafe struct Q8_0Dot : IBlock32Dot
+{
+    public static int BlockBytes => Q8_0Layout.BlockBytes;
+    public static bool PairsWithQ8_1 => false;
+    public static bool HasMinimum => false;
+
+    public static int Products(byte* block, sbyte* a) => Int8Products((sbyte*)(block + Q8_0Layout.QuantsOffset), a);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> ProductsPortable(byte* block, sbyte* a) => Int8ProductsPortable((sbyte*)(block + Q8_0Layout.QuantsOffset), a);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a) =>
+        Int8Simd.DotQuadsAvx2(Vector256.Load((sbyte*)(block + Q8_0Layout.QuantsOffset)), Vector256.Load(a));
+
+    /// <summary>Σ q·a over 32 int8 pairs (shared with Q8_1, whose values sit at another offset).</summary>
+    internal static int Int8Products(sbyte* q, sbyte* a)
+    {
+        int sum = 0;
+        for (int j = 0; j < 32; j++) sum += q[j] * a[j];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<int> Int8ProductsPortable(sbyte* q, sbyte* a) =>
+        Int8Simd.DotPortable(Vector128.Load(q), Vector128.Load(a)) + Int8Simd.DotPortable(Vector128.Load(q + 16), Vector128.Load(a + 16));
 }
