@@ -20,31 +20,11 @@ internal unsafe struct BlockQ4_0
 /// </summary>
 public sealed unsafe class Q4_0Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q4_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q4_0Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var eight = Vector128.Create((sbyte)8);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ4_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore((q & low).AsSByte() - eight, d, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte() - eight, d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q4_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -90,25 +70,14 @@ public sealed unsafe class Q4_0Format : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => Block32Dot<Q4_0Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q4_0Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q4_0Dot>.Scalar(w, a, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q4_0Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q4_0 × Q8_0 block products for <see cref="Block32Dot{TBlock}"/>: levels q − 8, low nibbles first.</summary>
-internal readonly unsafe struct Q4_0Dot : IBlock32Dot
+/// <summary>Q4_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: levels q − 8, low nibbles first.</summary>
+internal readonly unsafe struct Q4_0Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q4_0;
     public static int BlockBytes => 18;
     public static bool PairsWithQ8_1 => false;
     public static bool HasMinimum => false;
@@ -122,13 +91,11 @@ internal readonly unsafe struct Q4_0Dot : IBlock32Dot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
         var eight = Vector128.Create((sbyte)8);
         Vector128<byte> q = Vector128.Load(((BlockQ4_0*)block)->Qs);
-        Vector128<sbyte> lo = (q & Vector128.Create((byte)0x0F)).AsSByte() - eight;
-        Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte() - eight;
-        return Int8Simd.DotPortable(lo, Vector128.Load(a)) + Int8Simd.DotPortable(hi, Vector128.Load(a + 16));
+        return ((q & Vector128.Create((byte)0x0F)).AsSByte() - eight, Vector128.ShiftRightLogical(q, 4).AsSByte() - eight);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -21,31 +21,11 @@ internal unsafe struct BlockQ4_1
 /// </summary>
 public sealed unsafe class Q4_1Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q4_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q4_1Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ4_1*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore((q & low).AsSByte(), d, m, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte(), d, m, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q4_1Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -94,28 +74,17 @@ public sealed unsafe class Q4_1Format : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => Block32Dot<Q4_1Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q4_1Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q4_1Dot>.Scalar(w, a, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q4_1Kernels>.Dot(weights, activations, n, path);
 }
 
 /// <summary>
-/// Q4_1 × Q8_1 block products for <see cref="Block32Dot{TBlock}"/>: Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·s, the
+/// Q4_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·s, the
 /// activation block carrying s = dy·Σ qy; the levels q are unsigned nibbles.
 /// </summary>
-internal readonly unsafe struct Q4_1Dot : IBlock32Dot
+internal readonly unsafe struct Q4_1Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q4_1;
     public static int BlockBytes => 20;
     public static bool PairsWithQ8_1 => true;
     public static bool HasMinimum => true;
@@ -129,12 +98,10 @@ internal readonly unsafe struct Q4_1Dot : IBlock32Dot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
         Vector128<byte> q = Vector128.Load(((BlockQ4_1*)block)->Qs);
-        Vector128<sbyte> lo = (q & Vector128.Create((byte)0x0F)).AsSByte();
-        Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte();
-        return Int8Simd.DotPortable(lo, Vector128.Load(a)) + Int8Simd.DotPortable(hi, Vector128.Load(a + 16));
+        return ((q & Vector128.Create((byte)0x0F)).AsSByte(), Vector128.ShiftRightLogical(q, 4).AsSByte());
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -21,33 +21,11 @@ internal unsafe struct BlockQ5_0
 /// </summary>
 public sealed unsafe class Q5_0Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q5_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q5_0Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var high = Vector128.Create((byte)0xF0);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ5_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                uint qh = b[i].Qh;
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
-                Int8Simd.ScaleStore(((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(), d, dst + i * 32);
-                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte(), d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q5_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -102,28 +80,17 @@ public sealed unsafe class Q5_0Format : WeightFormat
         block.Qh = qh;
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => Block32Dot<Q5_0Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q5_0Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q5_0Dot>.Scalar(w, a, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q5_0Kernels>.Dot(weights, activations, n, path);
 }
 
 /// <summary>
-/// Q5_0 × Q8_0 block products for <see cref="Block32Dot{TBlock}"/>: levels (nibble | fifth bit · 16) − 16, which is
+/// Q5_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: levels (nibble | fifth bit · 16) − 16, which is
 /// nibble | 0xF0 (as int8) when the fifth bit is clear and the nibble itself when it is set.
 /// </summary>
-internal readonly unsafe struct Q5_0Dot : IBlock32Dot
+internal readonly unsafe struct Q5_0Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q5_0;
     public static int BlockBytes => 22;
     public static bool PairsWithQ8_1 => false;
     public static bool HasMinimum => false;
@@ -143,15 +110,14 @@ internal readonly unsafe struct Q5_0Dot : IBlock32Dot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
         var b = (BlockQ5_0*)block;
         var high = Vector128.Create((byte)0xF0);
         uint qh = b->Qh;
         Vector128<byte> q = Vector128.Load(b->Qs);
-        Vector128<sbyte> lo = ((q & Vector128.Create((byte)0x0F)) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte();
-        Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte();
-        return Int8Simd.DotPortable(lo, Vector128.Load(a)) + Int8Simd.DotPortable(hi, Vector128.Load(a + 16));
+        return (((q & Vector128.Create((byte)0x0F)) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(),
+                (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte());
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

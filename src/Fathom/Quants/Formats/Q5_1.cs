@@ -22,33 +22,11 @@ internal unsafe struct BlockQ5_1
 /// </summary>
 public sealed unsafe class Q5_1Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q5_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q5_1Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var bit4 = Vector128.Create((byte)0x10);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ5_1*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
-                uint qh = b[i].Qh;
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore(((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(), d, m, dst + i * 32);
-                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte(), d, m, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q5_1Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -108,25 +86,14 @@ public sealed unsafe class Q5_1Format : WeightFormat
         block.Qh = qh;
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => Block32Dot<Q5_1Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q5_1Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q5_1Dot>.Scalar(w, a, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q5_1Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q5_1 × Q8_1 block products for <see cref="Block32Dot{TBlock}"/>: unsigned levels nibble | fifth bit · 16, plus m·s per block.</summary>
-internal readonly unsafe struct Q5_1Dot : IBlock32Dot
+/// <summary>Q5_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: unsigned levels nibble | fifth bit · 16, plus m·s per block.</summary>
+internal readonly unsafe struct Q5_1Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q5_1;
     public static int BlockBytes => 24;
     public static bool PairsWithQ8_1 => true;
     public static bool HasMinimum => true;
@@ -146,15 +113,14 @@ internal readonly unsafe struct Q5_1Dot : IBlock32Dot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
         var b = (BlockQ5_1*)block;
         var bit4 = Vector128.Create((byte)0x10);
         uint qh = b->Qh;
         Vector128<byte> q = Vector128.Load(b->Qs);
-        Vector128<sbyte> lo = ((q & Vector128.Create((byte)0x0F)) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte();
-        Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte();
-        return Int8Simd.DotPortable(lo, Vector128.Load(a)) + Int8Simd.DotPortable(hi, Vector128.Load(a + 16));
+        return (((q & Vector128.Create((byte)0x0F)) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(),
+                (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte());
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -37,21 +37,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
     public override GgmlType DotActivationType => GgmlType.Q8_0;
     public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ8_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q8_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -156,14 +142,12 @@ public sealed unsafe class Q8_0Format : WeightFormat
             {
                 KernelPath.Avx512 => DotAvx512(x, y, nb),
                 KernelPath.AvxVnni => DotAvxVnni(x, y, nb),
-                KernelPath.Avx2 => Block32Dot<Q8_0Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q8_0Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q8_0Dot>.Scalar(w, a, nb),
+                _ => Block32Kernels<Q8_0Kernels>.Run(w, a, nb, path),
             };
         }
     }
 
-    /// <summary>As the AVX2 loop (<see cref="Block32Dot{TBlock}.Avx2"/>), with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
+    /// <summary>As the AVX2 loop (<see cref="Block32Kernels{TBlock}"/>), with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
     private static float DotAvxVnni(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
@@ -224,9 +208,10 @@ public sealed unsafe class Q8_0Format : WeightFormat
     }
 }
 
-/// <summary>Q8_0 × Q8_0 block products for <see cref="Block32Dot{TBlock}"/>: the int8 values as stored.</summary>
-internal readonly unsafe struct Q8_0Dot : IBlock32Dot
+/// <summary>Q8_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored.</summary>
+internal readonly unsafe struct Q8_0Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q8_0;
     public static int BlockBytes => Q8_0Layout.BlockBytes;
     public static bool PairsWithQ8_1 => false;
     public static bool HasMinimum => false;
@@ -234,7 +219,8 @@ internal readonly unsafe struct Q8_0Dot : IBlock32Dot
     public static int Products(byte* block, sbyte* a) => Int8Products((sbyte*)(block + Q8_0Layout.QuantsOffset), a);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a) => Int8ProductsPortable((sbyte*)(block + Q8_0Layout.QuantsOffset), a);
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block) =>
+        (Vector128.Load((sbyte*)(block + Q8_0Layout.QuantsOffset)), Vector128.Load((sbyte*)(block + Q8_0Layout.QuantsOffset + 16)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> ProductsAvx2(byte* block, sbyte* a) =>
@@ -247,8 +233,4 @@ internal readonly unsafe struct Q8_0Dot : IBlock32Dot
         for (int j = 0; j < 32; j++) sum += q[j] * a[j];
         return sum;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<int> Int8ProductsPortable(sbyte* q, sbyte* a) =>
-        Int8Simd.DotPortable(Vector128.Load(q), Vector128.Load(a)) + Int8Simd.DotPortable(Vector128.Load(q + 16), Vector128.Load(a + 16));
 }

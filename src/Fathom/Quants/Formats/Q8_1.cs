@@ -22,28 +22,11 @@ internal unsafe struct BlockQ8_1
 /// </summary>
 public sealed unsafe class Q8_1Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q8_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q8_1Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ8_1*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q8_1Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -55,7 +38,7 @@ public sealed unsafe class Q8_1Format : WeightFormat
     internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        bool simd = KernelDispatch.UpToAvx2(path) == KernelPath.Avx2;
         fixed (float* x = values)
         fixed (byte* dst = blocks)
         {
@@ -71,33 +54,23 @@ public sealed unsafe class Q8_1Format : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => Block32Dot<Q8_1Dot>.Avx2(w, a, nb),
-                KernelPath.Portable => Block32Dot<Q8_1Dot>.Portable(w, a, nb),
-                _ => Block32Dot<Q8_1Dot>.Scalar(w, a, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q8_1Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q8_1 × Q8_1 block products for <see cref="Block32Dot{TBlock}"/>: the int8 values as stored (s plays no part, so no minimum term).</summary>
-internal readonly unsafe struct Q8_1Dot : IBlock32Dot
+/// <summary>Q8_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored (s plays no part, so no minimum term).</summary>
+internal readonly unsafe struct Q8_1Kernels : IBlock32Kernels
 {
+    public static GgmlType Type => GgmlType.Q8_1;
     public static int BlockBytes => 36;
     public static bool PairsWithQ8_1 => true;
     public static bool HasMinimum => false;
 
-    public static int Products(byte* block, sbyte* a) => Q8_0Dot.Int8Products((sbyte*)(block + 4), a);
+    public static int Products(byte* block, sbyte* a) => Q8_0Kernels.Int8Products((sbyte*)(block + 4), a);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> ProductsPortable(byte* block, sbyte* a) => Q8_0Dot.Int8ProductsPortable((sbyte*)(block + 4), a);
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block) =>
+        (Vector128.Load((sbyte*)(block + 4)), Vector128.Load((sbyte*)(block + 20)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> ProductsAvx2(byte* block, sbyte* a) => Int8Simd.DotQuadsAvx2(Vector256.Load((sbyte*)(block + 4)), Vector256.Load(a));

@@ -5,12 +5,14 @@ using System.Runtime.Intrinsics.X86;
 namespace Fathom.Quants.Formats;
 
 /// <summary>
-/// The type-specific half of <see cref="Block32Dot{TBlock}"/>: a legacy weight block of 32 values (Q4_0, Q4_1, Q5_0,
-/// Q5_1, Q8_0, Q8_1) that starts with its fp16 scale d, times one block of Q8_0 or Q8_1 activations. Implemented by
-/// empty structs, so the JIT compiles each kernel loop once per type with these members inlined.
+/// The type-specific half of <see cref="Block32Kernels{TBlock}"/>: a legacy weight block of 32 values (Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q8_0, Q8_1) that starts with its fp16 scale d, paired with Q8_0 or Q8_1 activation blocks.
+/// Implemented by empty structs, so the JIT compiles each shared loop once per type with these members inlined.
 /// </summary>
-internal unsafe interface IBlock32Dot
+internal unsafe interface IBlock32Kernels
 {
+    static abstract GgmlType Type { get; }
+
     /// <summary>Bytes of one weight block.</summary>
     static abstract int BlockBytes { get; }
 
@@ -23,23 +25,27 @@ internal unsafe interface IBlock32Dot
     /// </summary>
     static abstract bool HasMinimum { get; }
 
-    /// <summary>Σ q·qy over the block's 32 integer levels q and the activations' int8 values, exactly (the reference).</summary>
+    /// <summary>Σ q·qy over the block's 32 integer levels q and the activations' int8 values, exactly: the scalar reference.</summary>
     static abstract int Products(byte* block, sbyte* activations);
 
-    /// <summary>The same sum as four int32 partial sums, with Vector128 only (any ISA).</summary>
-    static abstract Vector128<int> ProductsPortable(byte* block, sbyte* activations);
+    /// <summary>The block's 32 integer levels q in value order (0–15, then 16–31), with Vector128 only (any ISA).</summary>
+    static abstract (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block);
 
-    /// <summary>The same sum as eight int32 partial sums (AVX2).</summary>
+    /// <summary>Σ q·qy as eight int32 partial sums (AVX2).</summary>
     static abstract Vector256<int> ProductsAvx2(byte* block, sbyte* activations);
 }
 
 /// <summary>
-/// The block loops every legacy 32-value format's dot product shares: Σ_blocks d·dy·Σ q·qy (+ m·s), on the scalar,
-/// Vector128 and AVX2 paths. Only the per-block integer products differ by type (<see cref="IBlock32Dot"/>).
+/// What every legacy 32-value format shares: decoding (x = d·q, or d·q + m) and the dot product with its activation
+/// row, Σ_blocks d·dy·Σ q·qy (+ m·s), on the scalar, Vector128 and AVX2 paths. Only the block's levels differ by type
+/// (<see cref="IBlock32Kernels"/>).
 /// </summary>
-internal static unsafe class Block32Dot<TBlock> where TBlock : struct, IBlock32Dot
+internal static unsafe class Block32Kernels<TBlock> where TBlock : struct, IBlock32Kernels
 {
-    // Inlined even in cold tail loops: a call there would make the JIT keep the accumulators in memory.
+    public static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+
+    // Inlined even where the JIT's inlining budget runs out (tail loops): a call there makes it keep the
+    // accumulators in memory across the whole loop.
     private static int ActivationBytes
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -52,13 +58,58 @@ internal static unsafe class Block32Dot<TBlock> where TBlock : struct, IBlock32D
         get => TBlock.PairsWithQ8_1 ? 4 : Q8_0Layout.QuantsOffset;
     }
 
+    /// <summary>Decodes whole blocks, bit-exact with ggml's to_float: d·q, or d·q + m (multiply, then add).</summary>
+    public static void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        int nb = RowGuard.Blocks(GgmlTypes.Layout(TBlock.Type), values.Length, blocks.Length);
+        fixed (byte* src = blocks)
+        fixed (float* dst = values)
+        {
+            byte* x = src;
+            for (int i = 0; i < nb; i++, x += TBlock.BlockBytes)
+            {
+                var d = Vector128.Create(Fp16.ToSingle(*(ushort*)x));
+                (Vector128<sbyte> first, Vector128<sbyte> second) = TBlock.Levels(x);
+                if (TBlock.HasMinimum)
+                {
+                    var m = Vector128.Create(Fp16.ToSingle(*(ushort*)(x + 2)));
+                    Int8Simd.ScaleStore(first, d, m, dst + i * 32);
+                    Int8Simd.ScaleStore(second, d, m, dst + i * 32 + 16);
+                }
+                else
+                {
+                    Int8Simd.ScaleStore(first, d, dst + i * 32);
+                    Int8Simd.ScaleStore(second, d, dst + i * 32 + 16);
+                }
+            }
+        }
+    }
+
+    /// <summary>The dot product on the widest of Scalar, Portable and Avx2 at or below <paramref name="path"/> that this CPU runs.</summary>
+    public static float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
+    {
+        int nb = RowGuard.Dot(TBlock.Type, 32, TBlock.BlockBytes, ActivationBytes, weights.Length, activations.Length, n);
+        fixed (byte* x = weights)
+        fixed (byte* y = activations)
+            return Run(x, y, nb, KernelDispatch.UpToAvx2(path));
+    }
+
+    /// <summary>The kernel of an already resolved path (Scalar, Portable or Avx2) on checked operands.</summary>
+    public static float Run(byte* x, byte* y, int nb, KernelPath path) => path switch
+    {
+        KernelPath.Avx2 => Avx2(x, y, nb),
+        KernelPath.Portable => Portable(x, y, nb),
+        _ => Scalar(x, y, nb),
+    };
+
     /// <summary>m·s of one block, for types with a minimum (offset 2 in both blocks); 0 otherwise.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MinimumTerm(byte* x, byte* y) =>
         TBlock.HasMinimum ? Fp16.Lookup(*(ushort*)(x + 2)) * Fp16.Lookup(*(ushort*)(y + 2)) : 0f;
 
     /// <summary>The plain reference: per block, the exact integer sum times d·dy, plus m·s.</summary>
-    public static float Scalar(byte* x, byte* y, int nb)
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inlining budget for the block helpers, and one copy for every caller
+    private static float Scalar(byte* x, byte* y, int nb)
     {
         float sum = 0;
         for (int i = 0; i < nb; i++, x += TBlock.BlockBytes, y += ActivationBytes)
@@ -69,13 +120,17 @@ internal static unsafe class Block32Dot<TBlock> where TBlock : struct, IBlock32D
         return sum;
     }
 
-    public static float Portable(byte* x, byte* y, int nb)
+    /// <summary>Vector128 only: the levels times the int8 activations, widened to int16 and int32 (exact).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inlining budget for the block helpers, and one copy for every caller
+    private static float Portable(byte* x, byte* y, int nb)
     {
         Vector128<float> sum = Vector128<float>.Zero;
         float minimumTerms = 0;
         for (int i = 0; i < nb; i++, x += TBlock.BlockBytes, y += ActivationBytes)
         {
-            Vector128<int> products = TBlock.ProductsPortable(x, (sbyte*)(y + ActivationQuantsOffset));
+            (Vector128<sbyte> first, Vector128<sbyte> second) = TBlock.Levels(x);
+            sbyte* qy = (sbyte*)(y + ActivationQuantsOffset);
+            Vector128<int> products = Int8Simd.DotPortable(first, Vector128.Load(qy)) + Int8Simd.DotPortable(second, Vector128.Load(qy + 16));
             sum += Vector128.ConvertToSingle(products) * Vector128.Create(Fp16.Lookup(*(ushort*)x) * Fp16.Lookup(*(ushort*)y));
             minimumTerms += MinimumTerm(x, y);
         }
@@ -85,9 +140,10 @@ internal static unsafe class Block32Dot<TBlock> where TBlock : struct, IBlock32D
     /// <summary>
     /// Four blocks per step into four accumulators (each FMA chain then waits on its predecessor only every fourth
     /// block), walking pointers rather than indexing by the odd block sizes, with d·dy formed from two broadcast loads
-    /// of the fp16 table. Measured faster than a two-block loop for every type (docs/weight-formats.md).
+    /// of the fp16 table. Measured faster than the two-block loops each type had before (docs/weight-formats.md).
     /// </summary>
-    public static float Avx2(byte* x, byte* y, int nb)
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inlining budget for the block helpers, and one copy for every caller
+    private static float Avx2(byte* x, byte* y, int nb)
     {
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
         float minimumTerms = 0;
