@@ -126,7 +126,7 @@ internal readonly unsafe struct Q5_0Kernels : IBlock32Kernels
         var b = (BlockQ5_0*)block;
         Vector128<byte> q = Vector128.Load(b->Qs);
         Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(b->Qh), Vector256.Create((byte)0xF0));
+        Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(&b->Qh), Vector256.Create((byte)0xF0));
         return Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(a));
     }
 }

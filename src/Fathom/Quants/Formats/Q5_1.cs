@@ -129,7 +129,7 @@ internal readonly unsafe struct Q5_1Kernels : IBlock32Kernels
         var b = (BlockQ5_1*)block;
         Vector128<byte> q = Vector128.Load(b->Qs);
         Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(b->Qh) & Vector256.Create((byte)0x10);
+        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(&b->Qh) & Vector256.Create((byte)0x10);
         return Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(a));
     }
 }
