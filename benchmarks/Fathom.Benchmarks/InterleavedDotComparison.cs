@@ -13,24 +13,30 @@ namespace Fathom.Benchmarks;
 /// which the 64 MiB benchmark includes.)
 /// </summary>
 /// <remarks>
-/// Every type's kernels are first warmed up with pauses, so the JIT's background tier-1 compilation has finished before
-/// any pass is timed (on a busy machine it can take longer than one type's whole measurement). The passes are then
+/// Every type's kernels are first warmed up with pauses until the JIT compiles nothing new, so its background tier-1
+/// compilation has finished before any pass is timed (on a busy machine it can take longer than one type's whole measurement). The passes are then
 /// spread over <see cref="Sweeps"/> sweeps across all types, so a burst of load from other processes cannot cover all
 /// of one type's samples. Run: dotnet run -c Release --project benchmarks/Fathom.Benchmarks -- --interleaved-dot [Q4_K,IQ1_S,...]
 /// </remarks>
 public static unsafe class InterleavedDotComparison
 {
-    private const int RowLength = 4096, Rows = 64, Sweeps = 6, RoundsPerSweep = 600, WarmupRounds = 4;
+    private const int RowLength = 4096, Rows = 64, Sweeps = 6, RoundsPerSweep = 600, MinWarmupRounds = 4, MaxWarmupRounds = 40;
 
     public static void Run(IReadOnlyList<GgmlType> types, TextWriter output)
     {
         output.WriteLine($"In-cache dot, {Rows} rows × {RowLength}, single thread, fastest of {Sweeps}×{RoundsPerSweep} interleaved passes each");
         output.WriteLine($"Start {DateTime.UtcNow:HH:mm:ss} UTC, {LoadAverage()}");
         Case[] cases = [.. types.Select(t => new Case(t))];
-        for (int round = 0; round < WarmupRounds; round++)
+        // Warm up until the JIT has compiled nothing new for a whole round (tier-1 and OSR code installed); under heavy
+        // load the background compilation can lag by seconds.
+        long compiled = -1;
+        for (int round = 0; round < MaxWarmupRounds; round++)
         {
             foreach (Case c in cases) c.Measure(rounds: 20);
             Thread.Sleep(150);
+            long now = System.Runtime.JitInfo.GetCompiledMethodCount();
+            if (round >= MinWarmupRounds && now == compiled) break;
+            compiled = now;
         }
         foreach (Case c in cases) c.ResetTimes();
         var sweepRatios = new List<double>[cases.Length];

@@ -74,7 +74,7 @@ public sealed unsafe class Q4_0Format : WeightFormat
         Block32Kernels<Q4_0Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q4_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: levels q − 8, low nibbles first.</summary>
+/// <summary>Q4_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: levels q − 8, low nibbles first.</summary>
 internal readonly unsafe struct Q4_0Kernels : IBlock32Kernels
 {
     public static GgmlType Type => GgmlType.Q4_0;

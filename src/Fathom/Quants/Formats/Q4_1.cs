@@ -79,7 +79,7 @@ public sealed unsafe class Q4_1Format : WeightFormat
 }
 
 /// <summary>
-/// Q4_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·s, the
+/// Q4_1 × Q8_1 blocks for <see cref="Block32Kernels{TBlock}"/>: Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·s, the
 /// activation block carrying s = dy·Σ qy; the levels q are unsigned nibbles.
 /// </summary>
 internal readonly unsafe struct Q4_1Kernels : IBlock32Kernels

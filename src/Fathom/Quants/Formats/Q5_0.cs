@@ -85,7 +85,7 @@ public sealed unsafe class Q5_0Format : WeightFormat
 }
 
 /// <summary>
-/// Q5_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: levels (nibble | fifth bit · 16) − 16, which is
+/// Q5_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: levels (nibble | fifth bit · 16) − 16, which is
 /// nibble | 0xF0 (as int8) when the fifth bit is clear and the nibble itself when it is set.
 /// </summary>
 internal readonly unsafe struct Q5_0Kernels : IBlock32Kernels

@@ -90,7 +90,7 @@ public sealed unsafe class Q5_1Format : WeightFormat
         Block32Kernels<Q5_1Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q5_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: unsigned levels nibble | fifth bit · 16, plus m·s per block.</summary>
+/// <summary>Q5_1 × Q8_1 blocks for <see cref="Block32Kernels{TBlock}"/>: unsigned levels nibble | fifth bit · 16, plus m·s per block.</summary>
 internal readonly unsafe struct Q5_1Kernels : IBlock32Kernels
 {
     public static GgmlType Type => GgmlType.Q5_1;

@@ -208,7 +208,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
     }
 }
 
-/// <summary>Q8_0 × Q8_0 block products for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored.</summary>
+/// <summary>Q8_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored.</summary>
 internal readonly unsafe struct Q8_0Kernels : IBlock32Kernels
 {
     public static GgmlType Type => GgmlType.Q8_0;

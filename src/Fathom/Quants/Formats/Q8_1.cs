@@ -58,7 +58,7 @@ public sealed unsafe class Q8_1Format : WeightFormat
         Block32Kernels<Q8_1Kernels>.Dot(weights, activations, n, path);
 }
 
-/// <summary>Q8_1 × Q8_1 block products for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored (s plays no part, so no minimum term).</summary>
+/// <summary>Q8_1 × Q8_1 blocks for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored (s plays no part, so no minimum term).</summary>
 internal readonly unsafe struct Q8_1Kernels : IBlock32Kernels
 {
     public static GgmlType Type => GgmlType.Q8_1;
