@@ -66,7 +66,20 @@ internal static class Int8Simd
         return Vector256.Equals(spread & mask, mask);
     }
 
-    /// <inheritdoc cref="BitsToBytesAvx2"/>
+    /// <summary>
+    /// <see cref="BitsToBytesAvx2(uint)"/> of the 32-bit word at <paramref name="bits"/>, broadcast straight from memory
+    /// (one vpbroadcastd instead of a scalar load, vmovd and a register broadcast).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<byte> BitsToBytesAvx2(uint* bits)
+    {
+        Vector256<byte> spread = Avx2.Shuffle(Avx2.BroadcastScalarToVector256(bits).AsByte(),
+            Vector256.Create(0x0000000000000000UL, 0x0101010101010101UL, 0x0202020202020202UL, 0x0303030303030303UL).AsByte());
+        Vector256<byte> mask = Vector256.Create(0x8040201008040201UL).AsByte();
+        return Vector256.Equals(spread & mask, mask);
+    }
+
+    /// <inheritdoc cref="BitsToBytesAvx2(uint)"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<byte> BitsToBytes(uint bits16)
     {

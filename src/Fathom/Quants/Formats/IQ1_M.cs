@@ -15,32 +15,19 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 public sealed unsafe class IQ1_MFormat : WeightFormat
 {
-    private const int BlockBytes = 56;
+    internal const int BlockBytes = 56;
     private const int HighBitsOffset = 32;
     private const int ScalesOffset = 48;
 
     public override GgmlType Type => GgmlType.IQ1_M;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => IqFormatKernels<Iq1mKernels>.Paths;
 
     /// <summary>The fp16 block scale assembled from the top nibbles of the four scale words.</summary>
     private static float BlockScale(ushort* sc) =>
         Fp16.ToSingle((ushort)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (!Avx2.IsSupported)
-        {
-            DequantizeScalar(blocks, values);
-            return;
-        }
-        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_M), values.Length, blocks.Length);
-        fixed (byte* x = blocks)
-        fixed (float* y = values)
-            DequantizeAvx2(x, y, nb);
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => IqFormatKernels<Iq1mKernels>.Dequantize(blocks, values);
 
     internal static void DequantizeAvx2(byte* x, float* y, int nb)
     {
@@ -251,26 +238,10 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
     }
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+        IqFormatKernels<Iq1mKernels>.Dot(weights, activations, n, path);
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, path);
-
-    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(GgmlType.IQ1_M, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
-        fixed (byte* x = weights)
-        fixed (byte* y = activations)
-        {
-            return path switch
-            {
-                KernelPath.Avx512 => DotAvx512(x, y, nb),
-                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+        IqFormatKernels<Iq1mKernels>.DotUnchecked(weights, activations, n, path);
 
     internal static float DotScalar(byte* x, byte* y, int nb)
     {
@@ -447,4 +418,18 @@ public sealed unsafe class IQ1_MFormat : WeightFormat
         }
         return 0.125f * KQuantVector.HorizontalSum(acc);
     }
+}
+
+/// <summary>IQ1_M's kernels for <see cref="IqFormatKernels{TKernels}"/>.</summary>
+internal readonly unsafe struct Iq1mKernels : IIqKernels
+{
+    public static GgmlType Type => GgmlType.IQ1_M;
+    public static int BlockBytes => IQ1_MFormat.BlockBytes;
+    public static bool HasAvx512 => true;
+    public static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values) => IQ1_MFormat.DequantizeScalar(blocks, values);
+    public static void DequantizeAvx2(byte* blocks, float* values, int blockCount) => IQ1_MFormat.DequantizeAvx2(blocks, values, blockCount);
+    public static float DotScalar(byte* weights, byte* activations, int blockCount) => IQ1_MFormat.DotScalar(weights, activations, blockCount);
+    public static float DotPortable(byte* weights, byte* activations, int blockCount) => IQ1_MFormat.DotPortable(weights, activations, blockCount);
+    public static float DotAvx2(byte* weights, byte* activations, int blockCount) => IQ1_MFormat.DotAvx2(weights, activations, blockCount);
+    public static float DotAvx512(byte* weights, byte* activations, int blockCount) => IQ1_MFormat.DotAvx512(weights, activations, blockCount);
 }

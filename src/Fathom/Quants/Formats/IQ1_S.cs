@@ -14,28 +14,15 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 public sealed unsafe class IQ1_SFormat : WeightFormat
 {
-    private const int BlockBytes = 50;
+    internal const int BlockBytes = 50;
     private const int HighBitsOffset = 34;
 
     public override GgmlType Type => GgmlType.IQ1_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => IqFormatKernels<Iq1sKernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (!Avx2.IsSupported)
-        {
-            DequantizeScalar(blocks, values);
-            return;
-        }
-        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ1_S), values.Length, blocks.Length);
-        fixed (byte* x = blocks)
-        fixed (float* y = values)
-            DequantizeAvx2(x, y, nb);
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => IqFormatKernels<Iq1sKernels>.Dequantize(blocks, values);
 
     internal static void DequantizeAvx2(byte* x, float* y, int nb)
     {
@@ -211,26 +198,10 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
     }
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+        IqFormatKernels<Iq1sKernels>.Dot(weights, activations, n, path);
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, path);
-
-    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(GgmlType.IQ1_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
-        fixed (byte* x = weights)
-        fixed (byte* y = activations)
-        {
-            return path switch
-            {
-                KernelPath.Avx512 => DotAvx512(x, y, nb),
-                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+        IqFormatKernels<Iq1sKernels>.DotUnchecked(weights, activations, n, path);
 
     internal static float DotScalar(byte* x, byte* y, int nb)
     {
@@ -394,4 +365,18 @@ public sealed unsafe class IQ1_SFormat : WeightFormat
         Vector512<short> dot = Int8SimdWide.MultiplyAddAdjacent(u, Vector512.Load(q8 + 32 * ib));
         return Int8SimdWide.MultiplyAddAdjacent(dot, Vector512.Create(GroupScale(scales8, ib), GroupScale(scales8, ib + 1)));
     }
+}
+
+/// <summary>IQ1_S's kernels for <see cref="IqFormatKernels{TKernels}"/>.</summary>
+internal readonly unsafe struct Iq1sKernels : IIqKernels
+{
+    public static GgmlType Type => GgmlType.IQ1_S;
+    public static int BlockBytes => IQ1_SFormat.BlockBytes;
+    public static bool HasAvx512 => true;
+    public static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values) => IQ1_SFormat.DequantizeScalar(blocks, values);
+    public static void DequantizeAvx2(byte* blocks, float* values, int blockCount) => IQ1_SFormat.DequantizeAvx2(blocks, values, blockCount);
+    public static float DotScalar(byte* weights, byte* activations, int blockCount) => IQ1_SFormat.DotScalar(weights, activations, blockCount);
+    public static float DotPortable(byte* weights, byte* activations, int blockCount) => IQ1_SFormat.DotPortable(weights, activations, blockCount);
+    public static float DotAvx2(byte* weights, byte* activations, int blockCount) => IQ1_SFormat.DotAvx2(weights, activations, blockCount);
+    public static float DotAvx512(byte* weights, byte* activations, int blockCount) => IQ1_SFormat.DotAvx512(weights, activations, blockCount);
 }

@@ -14,32 +14,18 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 public sealed unsafe class IQ2_SFormat : WeightFormat
 {
-    private const int BlockBytes = 82;
-    private const int SignsOffset = 2 + 32;
-    private const int HighBitsOffset = 66;
-    private const int ScalesOffset = 74;
-    private static readonly Iq2LatticeQuantizer.Search SearchSettings = new(Tries: 9, ReferenceFromLeastSquares: false, RequantizeAll: false);
+    internal const int BlockBytes = 82;
+    internal const int SignsOffset = 2 + 32;
+    internal const int HighBitsOffset = 66;
+    internal const int ScalesOffset = 74;
 
     public override GgmlType Type => GgmlType.IQ2_S;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => IqFormatKernels<Iq2sKernels>.Paths;
 
     private static int GridIndex(byte* x, int run) => x[2 + run] | ((x[HighBitsOffset + run / 4] << (8 - 2 * (run % 4))) & 0x300);
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (!Avx2.IsSupported)
-        {
-            DequantizeScalar(blocks, values);
-            return;
-        }
-        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_S), values.Length, blocks.Length);
-        fixed (byte* x = blocks)
-        fixed (float* y = values)
-            DequantizeAvx2(x, y, nb);
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => IqFormatKernels<Iq2sKernels>.Dequantize(blocks, values);
 
     internal static void DequantizeAvx2(byte* x, float* y, int nb)
     {
@@ -92,80 +78,14 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         }
     }
 
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
-    {
-        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_S), values, blocks.Length, importance);
-        IqGridIndex grid = IqGridIndex.Iq2s;
-        Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
-        Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
-        Span<int> entries = stackalloc int[2];
-        Span<byte> signs = stackalloc byte[2];
-        for (int ibl = 0; ibl < nb; ibl++)
-        {
-            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
-            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
-            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
-            y.Clear();
-            float sigma2 = 0;
-            foreach (float v in x) sigma2 += v * v;
-            sigma2 = 2 * sigma2 / 256;
-            float maxScale = 0;
-            for (int ib = 0; ib < 16; ib++)
-            {
-                ReadOnlySpan<float> xb = x.Slice(16 * ib, 16);
-                Iq2LatticeQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(16 * ib, 16), sigma2, 0.25f, weight);
-                for (int i = 0; i < 16; i++) waux[i] = MathF.Sqrt(weight[i]);
-                Iq2LatticeQuantizer.SplitSigns(xb, weight, xval, signs, evenParity: false);
-                float max = 0;
-                foreach (float v in xval) max = MathF.Max(max, v);
-                if (max < 1e-8f)
-                {
-                    scales[ib] = 0;
-                    continue;
-                }
-                float scale = Iq2LatticeQuantizer.QuantizeGroup(grid, SearchSettings, xval, weight, waux, entries, levels, trial);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 2; k++) signs[k] = (byte)~signs[k];
-                }
-                for (int k = 0; k < 2; k++)
-                {
-                    int run = 2 * ib + k;
-                    y[2 + run] = (byte)entries[k];
-                    y[HighBitsOffset + run / 4] |= (byte)((entries[k] >> 8) << (2 * (run % 4)));
-                    y[SignsOffset + run] = signs[k];
-                }
-                scales[ib] = scale;
-                maxScale = MathF.Max(maxScale, scale);
-            }
-            if (maxScale == 0)
-            {
-                y.Clear();
-                continue;
-            }
-            float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d * 0.9875f));
-            float id = 1 / d;
-            for (int ib = 0; ib < 16; ib++)
-                y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
-        }
-    }
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) =>
+        Iq2BlockEncoder<Iq2sLayout>.Quantize(GgmlType.IQ2_S, values, blocks, importance);
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(GgmlType.IQ2_S, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
-        fixed (byte* x = weights)
-        fixed (byte* y = activations)
-        {
-            return IqKernels.Pick(Resolution, path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        IqFormatKernels<Iq2sKernels>.Dot(weights, activations, n, path);
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        IqFormatKernels<Iq2sKernels>.DotUnchecked(weights, activations, n, path);
 
     internal static float DotScalar(byte* x, byte* y, int nb)
     {
@@ -256,4 +176,47 @@ public sealed unsafe class IQ2_SFormat : WeightFormat
         Vector256<short> dot = Avx2.MultiplyAddAdjacent(g, Avx2.Sign(Avx.LoadVector256(q8 + 32 * ib), s));
         return Avx2.MultiplyAddAdjacent(dot, IQ2_XSFormat.ScaleOf(scales, ib));
     }
+}
+
+/// <summary>
+/// IQ2_S's super-block for <see cref="Iq2BlockEncoder{TLayout}"/>: per 8 values the low byte of a 10-bit grid entry,
+/// then 8-bit sign patterns, the entries' high bits (2 per run) and the 4-bit group scales, two per byte.
+/// </summary>
+internal readonly struct Iq2sLayout : IIq2BlockLayout
+{
+    public static int GroupSize => 16;
+    public static int BlockBytes => IQ2_SFormat.BlockBytes;
+    public static IqGridIndex Grid => IqGridIndex.Iq2s;
+    public static Iq2LatticeQuantizer.Search Search { get; } = new(Tries: 9, ReferenceFromLeastSquares: false, RequantizeAll: false);
+    public static float Sigma2Factor => 2;
+    public static bool EvenParity => false;
+    public static float ZeroGroupThreshold => 1e-8f;
+    public static float StoredScaleFactor => 0.9875f;
+
+    public static void StoreGroup(Span<byte> block, int group, ReadOnlySpan<int> entries, ReadOnlySpan<byte> signs)
+    {
+        for (int k = 0; k < 2; k++)
+        {
+            int run = 2 * group + k;
+            block[2 + run] = (byte)entries[k];
+            block[IQ2_SFormat.HighBitsOffset + run / 4] |= (byte)((entries[k] >> 8) << (2 * (run % 4)));
+            block[IQ2_SFormat.SignsOffset + run] = signs[k];
+        }
+    }
+
+    public static void StoreScale(Span<byte> block, int group, int code) => block[IQ2_SFormat.ScalesOffset + group / 2] |= (byte)(code << (4 * (group % 2)));
+}
+
+/// <summary>IQ2_S's kernels for <see cref="IqFormatKernels{TKernels}"/>.</summary>
+internal readonly unsafe struct Iq2sKernels : IIqKernels
+{
+    public static GgmlType Type => GgmlType.IQ2_S;
+    public static int BlockBytes => IQ2_SFormat.BlockBytes;
+    public static bool HasAvx512 => false;
+    public static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values) => IQ2_SFormat.DequantizeScalar(blocks, values);
+    public static void DequantizeAvx2(byte* blocks, float* values, int blockCount) => IQ2_SFormat.DequantizeAvx2(blocks, values, blockCount);
+    public static float DotScalar(byte* weights, byte* activations, int blockCount) => IQ2_SFormat.DotScalar(weights, activations, blockCount);
+    public static float DotPortable(byte* weights, byte* activations, int blockCount) => IQ2_SFormat.DotPortable(weights, activations, blockCount);
+    public static float DotAvx2(byte* weights, byte* activations, int blockCount) => IQ2_SFormat.DotAvx2(weights, activations, blockCount);
+    public static float DotAvx512(byte* weights, byte* activations, int blockCount) => throw new NotSupportedException("IQ2_S has no AVX-512 kernel.");
 }

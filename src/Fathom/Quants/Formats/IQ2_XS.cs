@@ -14,29 +14,15 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 public sealed unsafe class IQ2_XSFormat : WeightFormat
 {
-    private const int BlockBytes = 74;
-    private const int ScalesOffset = 66;
-    private static readonly Iq2LatticeQuantizer.Search SearchSettings = new(Tries: 9, ReferenceFromLeastSquares: false, RequantizeAll: false);
+    internal const int BlockBytes = 74;
+    internal const int ScalesOffset = 66;
 
     public override GgmlType Type => GgmlType.IQ2_XS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => IqFormatKernels<Iq2xsKernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (!Avx2.IsSupported)
-        {
-            DequantizeScalar(blocks, values);
-            return;
-        }
-        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XS), values.Length, blocks.Length);
-        fixed (byte* x = blocks)
-        fixed (float* y = values)
-            DequantizeAvx2(x, y, nb);
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => IqFormatKernels<Iq2xsKernels>.Dequantize(blocks, values);
 
     internal static void DequantizeAvx2(byte* x, float* y, int nb)
     {
@@ -88,75 +74,14 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
         }
     }
 
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
-    {
-        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XS), values, blocks.Length, importance);
-        IqGridIndex grid = IqGridIndex.Iq2xs;
-        Span<float> weight = stackalloc float[16], waux = stackalloc float[16], xval = stackalloc float[16], scales = stackalloc float[16];
-        Span<sbyte> levels = stackalloc sbyte[16], trial = stackalloc sbyte[16];
-        Span<int> entries = stackalloc int[2];
-        Span<byte> signs = stackalloc byte[2];
-        for (int ibl = 0; ibl < nb; ibl++)
-        {
-            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
-            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
-            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
-            y.Clear();
-            float sigma2 = 0;
-            foreach (float v in x) sigma2 += v * v;
-            sigma2 /= 256;
-            float maxScale = 0;
-            for (int ib = 0; ib < 16; ib++)
-            {
-                ReadOnlySpan<float> xb = x.Slice(16 * ib, 16);
-                Iq2LatticeQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(16 * ib, 16), sigma2, 0.25f, weight);
-                for (int i = 0; i < 16; i++) waux[i] = MathF.Sqrt(weight[i]);
-                Iq2LatticeQuantizer.SplitSigns(xb, weight, xval, signs, evenParity: true);
-                float max = 0;
-                foreach (float v in xval) max = MathF.Max(max, v);
-                if (max < 1e-15f)
-                {
-                    scales[ib] = 0;
-                    continue;
-                }
-                float scale = Iq2LatticeQuantizer.QuantizeGroup(grid, SearchSettings, xval, weight, waux, entries, levels, trial);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 2; k++) signs[k] = (byte)~signs[k];
-                }
-                for (int k = 0; k < 2; k++)
-                    BinaryPrimitives.WriteUInt16LittleEndian(y[(2 + 2 * (2 * ib + k))..], (ushort)(entries[k] | ((signs[k] & 127) << 9)));
-                scales[ib] = scale;
-                maxScale = MathF.Max(maxScale, scale);
-            }
-            if (maxScale == 0)
-            {
-                y.Clear();
-                continue;
-            }
-            float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
-            float id = 1 / d;
-            for (int ib = 0; ib < 16; ib++)
-                y[ScalesOffset + ib / 2] |= (byte)(Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << (4 * (ib % 2)));
-        }
-    }
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) =>
+        Iq2BlockEncoder<Iq2xsLayout>.Quantize(GgmlType.IQ2_XS, values, blocks, importance);
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(GgmlType.IQ2_XS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
-        fixed (byte* x = weights)
-        fixed (byte* y = activations)
-        {
-            return IqKernels.Pick(Resolution, path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        IqFormatKernels<Iq2xsKernels>.Dot(weights, activations, n, path);
+
+    internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        IqFormatKernels<Iq2xsKernels>.DotUnchecked(weights, activations, n, path);
 
     internal static float DotScalar(byte* x, byte* y, int nb)
     {
@@ -260,4 +185,42 @@ public sealed unsafe class IQ2_XSFormat : WeightFormat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<short> ScaleOf(Vector256<byte> oddScales, int ib) =>
         Avx2.Shuffle(oddScales, Vector256.Create((ushort)(0x8000 | ib)).AsByte()).AsInt16();
+}
+
+/// <summary>
+/// IQ2_XS's super-block for <see cref="Iq2BlockEncoder{TLayout}"/>: per 8 values a uint16 of a 9-bit grid entry and a
+/// 7-bit sign pattern; the 16 groups' 4-bit scales packed two per byte after them.
+/// </summary>
+internal readonly struct Iq2xsLayout : IIq2BlockLayout
+{
+    public static int GroupSize => 16;
+    public static int BlockBytes => IQ2_XSFormat.BlockBytes;
+    public static IqGridIndex Grid => IqGridIndex.Iq2xs;
+    public static Iq2LatticeQuantizer.Search Search { get; } = new(Tries: 9, ReferenceFromLeastSquares: false, RequantizeAll: false);
+    public static float Sigma2Factor => 1;
+    public static bool EvenParity => true;
+    public static float ZeroGroupThreshold => 1e-15f;
+    public static float StoredScaleFactor => 1;
+
+    public static void StoreGroup(Span<byte> block, int group, ReadOnlySpan<int> entries, ReadOnlySpan<byte> signs)
+    {
+        for (int k = 0; k < 2; k++)
+            BinaryPrimitives.WriteUInt16LittleEndian(block[(2 + 2 * (2 * group + k))..], (ushort)(entries[k] | ((signs[k] & 127) << 9)));
+    }
+
+    public static void StoreScale(Span<byte> block, int group, int code) => block[IQ2_XSFormat.ScalesOffset + group / 2] |= (byte)(code << (4 * (group % 2)));
+}
+
+/// <summary>IQ2_XS's kernels for <see cref="IqFormatKernels{TKernels}"/>.</summary>
+internal readonly unsafe struct Iq2xsKernels : IIqKernels
+{
+    public static GgmlType Type => GgmlType.IQ2_XS;
+    public static int BlockBytes => IQ2_XSFormat.BlockBytes;
+    public static bool HasAvx512 => false;
+    public static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values) => IQ2_XSFormat.DequantizeScalar(blocks, values);
+    public static void DequantizeAvx2(byte* blocks, float* values, int blockCount) => IQ2_XSFormat.DequantizeAvx2(blocks, values, blockCount);
+    public static float DotScalar(byte* weights, byte* activations, int blockCount) => IQ2_XSFormat.DotScalar(weights, activations, blockCount);
+    public static float DotPortable(byte* weights, byte* activations, int blockCount) => IQ2_XSFormat.DotPortable(weights, activations, blockCount);
+    public static float DotAvx2(byte* weights, byte* activations, int blockCount) => IQ2_XSFormat.DotAvx2(weights, activations, blockCount);
+    public static float DotAvx512(byte* weights, byte* activations, int blockCount) => throw new NotSupportedException("IQ2_XS has no AVX-512 kernel.");
 }

@@ -15,28 +15,14 @@ namespace Fathom.Quants.Formats;
 /// </summary>
 public sealed unsafe class IQ2_XXSFormat : WeightFormat
 {
-    private const int BlockBytes = 66;
-    private static readonly Iq2LatticeQuantizer.Search SearchSettings = new(Tries: 6, ReferenceFromLeastSquares: true, RequantizeAll: true);
+    internal const int BlockBytes = 66;
 
     public override GgmlType Type => GgmlType.IQ2_XXS;
     public override GgmlType DotActivationType => GgmlType.Q8_K;
     public override bool RequiresImportance => true;
-    private static readonly KernelPath[] Implemented = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.Avx512];
-    private static readonly KernelPath[] Resolution = IqKernels.ResolutionTable(Implemented);
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Implemented;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => IqFormatKernels<Iq2xxsKernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        if (!Avx2.IsSupported)
-        {
-            DequantizeScalar(blocks, values);
-            return;
-        }
-        int nb = RowGuard.Blocks(GgmlTypes.Layout(GgmlType.IQ2_XXS), values.Length, blocks.Length);
-        fixed (byte* x = blocks)
-        fixed (float* y = values)
-            DequantizeAvx2(x, y, nb);
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => IqFormatKernels<Iq2xxsKernels>.Dequantize(blocks, values);
 
     internal static void DequantizeAvx2(byte* x, float* y, int nb)
     {
@@ -82,87 +68,14 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         }
     }
 
-    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
-    {
-        int nb = RowGuard.Quantize(GgmlTypes.Layout(GgmlType.IQ2_XXS), values, blocks.Length, importance);
-        IqGridIndex grid = IqGridIndex.Iq2xxs;
-        Span<float> weight = stackalloc float[32], waux = stackalloc float[32], xval = stackalloc float[32], scales = stackalloc float[8];
-        Span<sbyte> levels = stackalloc sbyte[32], trial = stackalloc sbyte[32];
-        Span<int> entries = stackalloc int[4];
-        Span<byte> signs = stackalloc byte[4];
-        Span<uint> words = stackalloc uint[16];
-        for (int ibl = 0; ibl < nb; ibl++)
-        {
-            ReadOnlySpan<float> x = values.Slice(256 * ibl, 256);
-            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(256 * ibl, 256);
-            Span<byte> y = blocks.Slice(BlockBytes * ibl, BlockBytes);
-            words.Clear();
-            float sigma2 = 0;
-            foreach (float v in x) sigma2 += v * v;
-            sigma2 /= 256;
-            float maxScale = 0;
-            for (int ib = 0; ib < 8; ib++)
-            {
-                ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
-                Iq2LatticeQuantizer.Weights(xb, qw.IsEmpty ? default : qw.Slice(32 * ib, 32), sigma2, 0.25f, weight);
-                for (int i = 0; i < 32; i++) waux[i] = MathF.Sqrt(weight[i]);
-                Iq2LatticeQuantizer.SplitSigns(xb, weight, xval, signs, evenParity: true);
-                float max = 0;
-                foreach (float v in xval) max = MathF.Max(max, v);
-                if (max < 1e-15f)
-                {
-                    scales[ib] = 0;
-                    continue;
-                }
-                float scale = Iq2LatticeQuantizer.QuantizeGroup(grid, SearchSettings, xval, weight, waux, entries, levels, trial);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 4; k++) signs[k] = (byte)~signs[k];
-                }
-                for (int k = 0; k < 4; k++)
-                {
-                    words[2 * ib] |= (uint)entries[k] << (8 * k);
-                    words[2 * ib + 1] |= (uint)(signs[k] & 127) << (7 * k);
-                }
-                scales[ib] = scale;
-                maxScale = MathF.Max(maxScale, scale);
-            }
-            if (maxScale == 0)
-            {
-                y.Clear();
-                continue;
-            }
-            float d = maxScale / 31;
-            BinaryPrimitives.WriteUInt16LittleEndian(y, Fp16.FromSingle(d));
-            float id = 1 / d;
-            for (int ib = 0; ib < 8; ib++)
-                words[2 * ib + 1] |= (uint)Iq2LatticeQuantizer.ScaleCode(scales[ib], id, 15) << 28;
-            MemoryMarshal.AsBytes(words).CopyTo(y[2..]);
-        }
-    }
+    public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance) =>
+        Iq2BlockEncoder<Iq2xxsLayout>.Quantize(GgmlType.IQ2_XXS, values, blocks, importance);
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, IqKernels.Pick(Resolution, path));
+        IqFormatKernels<Iq2xxsKernels>.Dot(weights, activations, n, path);
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
-        DotOn(weights, activations, n, path);
-
-    private static float DotOn(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(GgmlType.IQ2_XXS, Q8KLayout.BlockSize, BlockBytes, Q8KLayout.BlockBytes, weights.Length, activations.Length, n);
-        fixed (byte* x = weights)
-        fixed (byte* y = activations)
-        {
-            return path switch
-            {
-                KernelPath.Avx512 => DotAvx512(x, y, nb),
-                KernelPath.Avx2 or KernelPath.AvxVnni => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+        IqFormatKernels<Iq2xxsKernels>.DotUnchecked(weights, activations, n, path);
 
     internal static float DotScalar(byte* x, byte* y, int nb)
     {
@@ -316,4 +229,51 @@ public sealed unsafe class IQ2_XXSFormat : WeightFormat
         Vector256<short> dot = Avx2.MultiplyAddAdjacent(values, Avx2.Sign(Avx.LoadVector256(q8 + 32 * ib), sign));
         return Avx2.MultiplyAddAdjacent(dot, scale);
     }
+}
+
+/// <summary>
+/// IQ2_XXS's super-block for <see cref="Iq2BlockEncoder{TLayout}"/>: per 32-value group two uint32 words, the four
+/// 8-bit grid entries, then four 7-bit sign patterns with the 4-bit scale in the top bits.
+/// </summary>
+internal readonly struct Iq2xxsLayout : IIq2BlockLayout
+{
+    public static int GroupSize => 32;
+    public static int BlockBytes => IQ2_XXSFormat.BlockBytes;
+    public static IqGridIndex Grid => IqGridIndex.Iq2xxs;
+    public static Iq2LatticeQuantizer.Search Search { get; } = new(Tries: 6, ReferenceFromLeastSquares: true, RequantizeAll: true);
+    public static float Sigma2Factor => 1;
+    public static bool EvenParity => true;
+    public static float ZeroGroupThreshold => 1e-15f;
+    public static float StoredScaleFactor => 1;
+
+    public static void StoreGroup(Span<byte> block, int group, ReadOnlySpan<int> entries, ReadOnlySpan<byte> signs)
+    {
+        uint signWord = 0;
+        for (int k = 0; k < 4; k++)
+        {
+            block[2 + 8 * group + k] = (byte)entries[k];
+            signWord |= (uint)(signs[k] & 127) << (7 * k);
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(block[(2 + 8 * group + 4)..], signWord);
+    }
+
+    public static void StoreScale(Span<byte> block, int group, int code)
+    {
+        Span<byte> word = block[(2 + 8 * group + 4)..];
+        BinaryPrimitives.WriteUInt32LittleEndian(word, BinaryPrimitives.ReadUInt32LittleEndian(word) | (uint)code << 28);
+    }
+}
+
+/// <summary>IQ2_XXS's kernels for <see cref="IqFormatKernels{TKernels}"/>.</summary>
+internal readonly unsafe struct Iq2xxsKernels : IIqKernels
+{
+    public static GgmlType Type => GgmlType.IQ2_XXS;
+    public static int BlockBytes => IQ2_XXSFormat.BlockBytes;
+    public static bool HasAvx512 => true;
+    public static void DequantizeScalar(ReadOnlySpan<byte> blocks, Span<float> values) => IQ2_XXSFormat.DequantizeScalar(blocks, values);
+    public static void DequantizeAvx2(byte* blocks, float* values, int blockCount) => IQ2_XXSFormat.DequantizeAvx2(blocks, values, blockCount);
+    public static float DotScalar(byte* weights, byte* activations, int blockCount) => IQ2_XXSFormat.DotScalar(weights, activations, blockCount);
+    public static float DotPortable(byte* weights, byte* activations, int blockCount) => IQ2_XXSFormat.DotPortable(weights, activations, blockCount);
+    public static float DotAvx2(byte* weights, byte* activations, int blockCount) => IQ2_XXSFormat.DotAvx2(weights, activations, blockCount);
+    public static float DotAvx512(byte* weights, byte* activations, int blockCount) => IQ2_XXSFormat.DotAvx512(weights, activations, blockCount);
 }

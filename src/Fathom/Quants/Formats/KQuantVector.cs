@@ -45,9 +45,13 @@ internal static class KQuantVector
         if (blockBytes > 192) Sse.Prefetch0(ahead + 192);
     }
 
-    /// <summary>Byte shuffle that broadcasts int16 element <paramref name="k"/> of each lane to the whole lane (constant for constant k).</summary>
+    /// <summary>
+    /// Byte shuffle that puts byte <paramref name="k"/> of each lane, zero-extended, into every int16 of the lane
+    /// (control 0x80 zeroes the high bytes; constant for constant k): unsigned byte scales become int16 scales in
+    /// one vpshufb, with no widening step.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<byte> BroadcastInt16Mask([ConstantExpected(Min = 0, Max = 7)] int k) => Vector256.Create((short)(0x0100 + 0x0202 * k)).AsByte();
+    public static Vector256<byte> ZeroExtendByteMask([ConstantExpected(Min = 0, Max = 15)] int k) => Vector256.Create((ushort)(0x8000 | k)).AsByte();
 
     /// <summary>
     /// Bit <paramref name="from"/> of every byte moved to bit <paramref name="to"/>, other bits cleared. The shifts act
@@ -65,7 +69,7 @@ internal static class KQuantVector
     /// <summary>
     /// The per-super-block work Q4_K and Q5_K share: unpacks the eight 6-bit (scale, min) pairs, adds
     /// −dmin·a·Σ m_j·(Σx)_j (<paramref name="minScale"/> = dmin·a in every lane) to <paramref name="accMins"/>, and
-    /// returns the eight scales as int16 repeated in both lanes, for <see cref="BroadcastInt16Mask"/> shuffles.
+    /// returns the eight 6-bit scales as bytes repeated in both lanes, for <see cref="ZeroExtendByteMask"/> shuffles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Vector256<byte> SubBlockScales(byte* scaleField, byte* activationBlock, Vector128<float> minScale, ref Vector128<float> accMins)
@@ -74,8 +78,8 @@ internal static class KQuantVector
         Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
         Vector128<int> minProducts = Sse2.MultiplyAddAdjacent(mins16, Q8KPairSums(activationBlock));
         accMins = Fma.MultiplyAddNegated(minScale, Sse2.ConvertToVector128Single(minProducts), accMins);
-        Vector128<short> scales16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
-        return Vector256.Create(scales16, scales16).AsByte();
+        Vector128<byte> scales8 = Vector128.CreateScalar(scales).AsByte();
+        return Vector256.Create(scales8, scales8);
     }
 
     /// <summary>Sum of the four lanes of an SSE float accumulator.</summary>

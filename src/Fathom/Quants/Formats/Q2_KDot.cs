@@ -101,8 +101,9 @@ internal static unsafe class Q2_KDot
                 Vector256<int> minProducts = Avx2.MultiplyAddAdjacent(mins, KQuantVector.Q8KGroupSums(a));
                 acc = Fma.MultiplyAddNegated(minScale, Avx.ConvertToVector256Single(minProducts), acc);
 
-                Vector256<short> scales = Avx2.ConvertToVector256Int16(packedScales & low4);
-                Vector256<int> sumi = Half(w, a, 0, scales) + Half(w, a, 1, scales);
+                // The 16 scale nibbles as bytes in both lanes: each slice's scales are then one vpshufb away.
+                Vector256<byte> scaleBytes = Vector256.Create(packedScales & low4, packedScales & low4);
+                Vector256<int> sumi = Half(w, a, 0, scaleBytes) + Half(w, a, 1, scaleBytes);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc);
@@ -158,17 +159,28 @@ internal static unsafe class Q2_KDot
 
     /// <summary>Σ sc·q·x over the 128 values of one half (qs bytes 32h…32h+31, groups 8h…8h+7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Half(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<short> scales)
+    private static Vector256<int> Half(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 1)] int half, Vector256<byte> scaleBytes)
     {
         Vector256<byte> low2 = Vector256.Create((byte)0x03);
-        Vector256<short> groupScales = KQuantVector.GroupScalesHalf(scales, half);
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * half);
         sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 128 * half);
         Vector256<short> p0 = Avx2.MultiplyAddAdjacent(bits & low2, Avx.LoadVector256(x));
         Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 2).AsByte() & low2, Avx.LoadVector256(x + 32));
         Vector256<short> p2 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & low2, Avx.LoadVector256(x + 64));
         Vector256<short> p3 = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 6).AsByte() & low2, Avx.LoadVector256(x + 96));
-        return (Avx2.MultiplyAddAdjacent(p0, KQuantVector.PickGroupScales(groupScales, 0)) + Avx2.MultiplyAddAdjacent(p1, KQuantVector.PickGroupScales(groupScales, 1)))
-             + (Avx2.MultiplyAddAdjacent(p2, KQuantVector.PickGroupScales(groupScales, 2)) + Avx2.MultiplyAddAdjacent(p3, KQuantVector.PickGroupScales(groupScales, 3)));
+        return (Avx2.MultiplyAddAdjacent(p0, SliceScales(scaleBytes, half, 0)) + Avx2.MultiplyAddAdjacent(p1, SliceScales(scaleBytes, half, 1)))
+             + (Avx2.MultiplyAddAdjacent(p2, SliceScales(scaleBytes, half, 2)) + Avx2.MultiplyAddAdjacent(p3, SliceScales(scaleBytes, half, 3)));
+    }
+
+    /// <summary>
+    /// The int16 scales of slice k of a half: group 8h+2k in the low lane (values 0–15 of the slice), 8h+2k+1 in the
+    /// high lane, picked from the scale bytes with zeros (control 0x80) as high bytes, so no widening step is needed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> SliceScales(Vector256<byte> scaleBytes, [ConstantExpected(Min = 0, Max = 1)] int half, [ConstantExpected(Min = 0, Max = 3)] int k)
+    {
+        int group = 8 * half + 2 * k;
+        Vector256<byte> control = Vector256.Create(Vector128.Create((ushort)(0x8000 | group)), Vector128.Create((ushort)(0x8000 | (group + 1)))).AsByte();
+        return Avx2.Shuffle(scaleBytes, control).AsInt16();
     }
 }

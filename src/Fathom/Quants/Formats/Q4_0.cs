@@ -20,31 +20,11 @@ internal unsafe struct BlockQ4_0
 /// </summary>
 public sealed unsafe class Q4_0Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q4_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q4_0Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var eight = Vector128.Create((sbyte)8);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ4_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore((q & low).AsSByte() - eight, d, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte() - eight, d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q4_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -90,77 +70,40 @@ public sealed unsafe class Q4_0Format : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            var x = (BlockQ4_0*)w;
-            var y = (BlockQ8_0*)a;
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q4_0Kernels>.Dot(weights, activations, n, path);
+}
 
-    private static float DotScalar(BlockQ4_0* x, BlockQ8_0* y, int nb)
+/// <summary>Q4_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: levels q − 8, low nibbles first.</summary>
+internal readonly unsafe struct Q4_0Kernels : IBlock32Kernels
+{
+    public static GgmlType Type => GgmlType.Q4_0;
+    public static int BlockBytes => 18;
+    public static bool PairsWithQ8_1 => false;
+    public static bool HasMinimum => false;
+
+    public static int Products(byte* block, sbyte* a)
     {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            int sumi = 0;
-            for (int j = 0; j < 16; j++)
-            {
-                int q = x[i].Qs[j];
-                sumi += ((q & 0x0F) - 8) * y[i].Qs[j] + ((q >> 4) - 8) * y[i].Qs[j + 16];
-            }
-            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
+        byte* qs = ((BlockQ4_0*)block)->Qs;
+        int sum = 0;
+        for (int j = 0; j < 16; j++) sum += ((qs[j] & 0x0F) - 8) * a[j] + ((qs[j] >> 4) - 8) * a[j + 16];
         return sum;
     }
 
-    private static float DotPortable(BlockQ4_0* x, BlockQ8_0* y, int nb)
-    {
-        var low = Vector128.Create((byte)0x0F);
-        var eight = Vector128.Create((sbyte)8);
-        Vector128<float> sum = Vector128<float>.Zero;
-        for (int i = 0; i < nb; i++)
-        {
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector128<sbyte> lo = (q & low).AsSByte() - eight;
-            Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte() - eight;
-            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return Vector128.Sum(sum);
-    }
-
-    private static float DotAvx2(BlockQ4_0* x, BlockQ8_0* y, int nb)
-    {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
-        {
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
-        }
-        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        return Vector256.Sum(acc0 + acc1);
-    }
-
-    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(BlockQ4_0* x, BlockQ8_0* y)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
-        Vector128<byte> q = Vector128.Load(x->Qs);
+        var eight = Vector128.Create((sbyte)8);
+        Vector128<byte> q = Vector128.Load(((BlockQ4_0*)block)->Qs);
+        return ((q & Vector128.Create((byte)0x0F)).AsSByte() - eight, Vector128.ShiftRightLogical(q, 4).AsSByte() - eight);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a)
+    {
+        Vector128<byte> q = Vector128.Load(((BlockQ4_0*)block)->Qs);
         // Low nibbles fill the lower 16 lanes (values 0..15), high nibbles the upper (16..31).
         Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        Vector256<int> dot = Int8Simd.DotQuadsAvx2(both.AsSByte() - Vector256.Create((sbyte)8), Vector256.Load(y->Qs));
-        return Avx.ConvertToVector256Single(dot);
+        return Int8Simd.DotQuadsAvx2(both.AsSByte() - Vector256.Create((sbyte)8), Vector256.Load(a));
     }
 }

@@ -21,31 +21,11 @@ internal unsafe struct BlockQ4_1
 /// </summary>
 public sealed unsafe class Q4_1Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q4_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q4_1Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ4_1*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore((q & low).AsSByte(), d, m, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.ShiftRightLogical(q, 4).AsSByte(), d, m, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q4_1Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -94,83 +74,41 @@ public sealed unsafe class Q4_1Format : WeightFormat
         }
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            var x = (BlockQ4_1*)w;
-            var y = (BlockQ8_1*)a;
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q4_1Kernels>.Dot(weights, activations, n, path);
+}
 
-    // Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·(dy·Σ qy), and the activation block carries s = dy·Σ qy.
-    private static float DotScalar(BlockQ4_1* x, BlockQ8_1* y, int nb)
+/// <summary>
+/// Q4_1 × Q8_1 blocks for <see cref="Block32Kernels{TBlock}"/>: Σ (d·q + m)·(dy·qy) = d·dy·Σ q·qy + m·s, the
+/// activation block carrying s = dy·Σ qy; the levels q are unsigned nibbles.
+/// </summary>
+internal readonly unsafe struct Q4_1Kernels : IBlock32Kernels
+{
+    public static GgmlType Type => GgmlType.Q4_1;
+    public static int BlockBytes => 20;
+    public static bool PairsWithQ8_1 => true;
+    public static bool HasMinimum => true;
+
+    public static int Products(byte* block, sbyte* a)
     {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            int sumi = 0;
-            for (int j = 0; j < 16; j++)
-            {
-                int q = x[i].Qs[j];
-                sumi += (q & 0x0F) * y[i].Qs[j] + (q >> 4) * y[i].Qs[j + 16];
-            }
-            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-        }
+        byte* qs = ((BlockQ4_1*)block)->Qs;
+        int sum = 0;
+        for (int j = 0; j < 16; j++) sum += (qs[j] & 0x0F) * a[j] + (qs[j] >> 4) * a[j + 16];
         return sum;
     }
 
-    private static float DotPortable(BlockQ4_1* x, BlockQ8_1* y, int nb)
-    {
-        var low = Vector128.Create((byte)0x0F);
-        Vector128<float> sum = Vector128<float>.Zero;
-        float minTerms = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector128<sbyte> lo = (q & low).AsSByte();
-            Vector128<sbyte> hi = Vector128.ShiftRightLogical(q, 4).AsSByte();
-            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-        }
-        return Vector128.Sum(sum) + minTerms;
-    }
-
-    private static float DotAvx2(BlockQ4_1* x, BlockQ8_1* y, int nb)
-    {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        float minTerms = 0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
-        {
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S) + Fp16.Lookup(x[i + 1].M) * Fp16.Lookup(y[i + 1].S);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
-        }
-        if (i < nb)
-        {
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        }
-        return Vector256.Sum(acc0 + acc1) + minTerms;
-    }
-
-    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(BlockQ4_1* x, BlockQ8_1* y)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
-        Vector128<byte> q = Vector128.Load(x->Qs);
+        Vector128<byte> q = Vector128.Load(((BlockQ4_1*)block)->Qs);
+        return ((q & Vector128.Create((byte)0x0F)).AsSByte(), Vector128.ShiftRightLogical(q, 4).AsSByte());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a)
+    {
+        Vector128<byte> q = Vector128.Load(((BlockQ4_1*)block)->Qs);
         Vector256<byte> both = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(y->Qs)));
+        return Int8Simd.DotQuadsUnsignedAvx2(both, Vector256.Load(a));
     }
 }

@@ -98,8 +98,8 @@ internal static unsafe class Q4_KDot
                 float ad = *(float*)a;
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
                 Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
-                Vector256<int> sumi = (Chunk(w, a, 0, scalePairs) + Chunk(w, a, 1, scalePairs)) + (Chunk(w, a, 2, scalePairs) + Chunk(w, a, 3, scalePairs));
+                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
@@ -125,8 +125,8 @@ internal static unsafe class Q4_KDot
                 float ad = *(float*)a;
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
                 Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
-                Vector512<byte> scaleLanes = Vector512.Create(scalePairs, scalePairs);
+                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector512<byte> scaleLanes = Vector512.Create(scaleBytes, scaleBytes);
                 Vector512<int> sumi = (Chunk512(w, a, 0, scaleLanes) + Chunk512(w, a, 1, scaleLanes)) + (Chunk512(w, a, 2, scaleLanes) + Chunk512(w, a, 3, scaleLanes));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(Int8SimdWide.Fold(sumi)), acc);
             }
@@ -142,21 +142,25 @@ internal static unsafe class Q4_KDot
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
         Vector512<byte> q = Vector512.Create(bits & lowNibble, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble);
         Vector512<short> p = Int8SimdWide.MultiplyAddAdjacent(q, Vector512.Load((sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk)));
-        Vector512<byte> pick = Vector512.Create(KQuantVector.BroadcastInt16Mask(2 * chunk), KQuantVector.BroadcastInt16Mask(2 * chunk + 1));
+        Vector512<byte> pick = Vector512.Create(KQuantVector.ZeroExtendByteMask(2 * chunk), KQuantVector.ZeroExtendByteMask(2 * chunk + 1));
         return Int8SimdWide.MultiplyAddAdjacent(p, Int8SimdWide.ShuffleInLanes(scaleLanes, pick).AsInt16());
     }
 
-    /// <summary>Σ sc·q·x of the 64 values of one qs chunk (sub-blocks 2c and 2c+1), as eight int32 partial sums.</summary>
+    /// <summary>
+    /// Σ sc·q·x of the 64 values of one qs chunk (sub-blocks 2c and 2c+1), as eight int32 partial sums.
+    /// <paramref name="scaleBytes"/> holds the eight 6-bit scales as bytes (not int16) in both lanes
+    /// (<see cref="KQuantVector.SubBlockScales"/>); one vpshufb zero-extends each.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Chunk(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector256<byte> scalePairs)
+    private static Vector256<int> Chunk(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector256<byte> scaleBytes)
     {
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
         sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk);
         Vector256<short> pLow = Avx2.MultiplyAddAdjacent(bits & lowNibble, Avx.LoadVector256(x));
         Vector256<short> pHigh = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & lowNibble, Avx.LoadVector256(x + 32));
-        Vector256<short> scaleLow = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk)).AsInt16();
-        Vector256<short> scaleHigh = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk + 1)).AsInt16();
+        Vector256<short> scaleLow = Avx2.Shuffle(scaleBytes, KQuantVector.ZeroExtendByteMask(2 * chunk)).AsInt16();
+        Vector256<short> scaleHigh = Avx2.Shuffle(scaleBytes, KQuantVector.ZeroExtendByteMask(2 * chunk + 1)).AsInt16();
         return Avx2.MultiplyAddAdjacent(pLow, scaleLow) + Avx2.MultiplyAddAdjacent(pHigh, scaleHigh);
     }
 }

@@ -21,33 +21,11 @@ internal unsafe struct BlockQ5_0
 /// </summary>
 public sealed unsafe class Q5_0Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q5_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q5_0Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var high = Vector128.Create((byte)0xF0);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ5_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                uint qh = b[i].Qh;
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
-                Int8Simd.ScaleStore(((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(), d, dst + i * 32);
-                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte(), d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q5_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -102,82 +80,53 @@ public sealed unsafe class Q5_0Format : WeightFormat
         block.Qh = qh;
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            var x = (BlockQ5_0*)w;
-            var y = (BlockQ8_0*)a;
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q5_0Kernels>.Dot(weights, activations, n, path);
+}
 
-    private static float DotScalar(BlockQ5_0* x, BlockQ8_0* y, int nb)
+/// <summary>
+/// Q5_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: levels (nibble | fifth bit · 16) − 16, which is
+/// nibble | 0xF0 (as int8) when the fifth bit is clear and the nibble itself when it is set.
+/// </summary>
+internal readonly unsafe struct Q5_0Kernels : IBlock32Kernels
+{
+    public static GgmlType Type => GgmlType.Q5_0;
+    public static int BlockBytes => 22;
+    public static bool PairsWithQ8_1 => false;
+    public static bool HasMinimum => false;
+
+    public static int Products(byte* block, sbyte* a)
     {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
+        var b = (BlockQ5_0*)block;
+        uint qh = b->Qh;
+        int sum = 0;
+        for (int j = 0; j < 16; j++)
         {
-            uint qh = x[i].Qh;
-            int sumi = 0;
-            for (int j = 0; j < 16; j++)
-            {
-                int q = x[i].Qs[j];
-                int q0 = ((q & 0x0F) | (int)((qh >> j) & 1) << 4) - 16;
-                int q1 = ((q >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
-                sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
-            }
-            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
+            int q0 = ((b->Qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4) - 16;
+            int q1 = ((b->Qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
+            sum += q0 * a[j] + q1 * a[j + 16];
         }
         return sum;
     }
 
-    // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, and the nibble itself when it is set.
-    private static float DotPortable(BlockQ5_0* x, BlockQ8_0* y, int nb)
-    {
-        var low = Vector128.Create((byte)0x0F);
-        var high = Vector128.Create((byte)0xF0);
-        Vector128<float> sum = Vector128<float>.Zero;
-        for (int i = 0; i < nb; i++)
-        {
-            uint qh = x[i].Qh;
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector128<sbyte> lo = ((q & low) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte();
-            Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte();
-            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return Vector128.Sum(sum);
-    }
-
-    private static float DotAvx2(BlockQ5_0* x, BlockQ8_0* y, int nb)
-    {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
-        {
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
-        }
-        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        return Vector256.Sum(acc0 + acc1);
-    }
-
-    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(BlockQ5_0* x, BlockQ8_0* y)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
-        Vector128<byte> q = Vector128.Load(x->Qs);
+        var b = (BlockQ5_0*)block;
+        var high = Vector128.Create((byte)0xF0);
+        uint qh = b->Qh;
+        Vector128<byte> q = Vector128.Load(b->Qs);
+        return (((q & Vector128.Create((byte)0x0F)) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh & 0xFFFF))).AsSByte(),
+                (Vector128.ShiftRightLogical(q, 4) | Vector128.AndNot(high, Int8Simd.BitsToBytes(qh >> 16))).AsSByte());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a)
+    {
+        var b = (BlockQ5_0*)block;
+        Vector128<byte> q = Vector128.Load(b->Qs);
         Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        // q − 16 = nibble | 0xF0 (as int8) when the fifth bit is clear, the nibble when it is set.
-        Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(x->Qh), Vector256.Create((byte)0xF0));
-        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(y->Qs)));
+        Vector256<byte> fifth = Avx2.AndNot(Int8Simd.BitsToBytesAvx2(&b->Qh), Vector256.Create((byte)0xF0));
+        return Int8Simd.DotQuadsAvx2((nibbles | fifth).AsSByte(), Vector256.Load(a));
     }
 }

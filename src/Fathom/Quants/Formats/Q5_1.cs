@@ -22,33 +22,11 @@ internal unsafe struct BlockQ5_1
 /// </summary>
 public sealed unsafe class Q5_1Format : WeightFormat
 {
-    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
-    private readonly KernelDispatch _dispatch = new(Paths);
-
     public override GgmlType Type => GgmlType.Q5_1;
     public override GgmlType DotActivationType => GgmlType.Q8_1;
-    public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
+    public override IReadOnlyList<KernelPath> ImplementedPaths => Block32Kernels<Q5_1Kernels>.Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        var low = Vector128.Create((byte)0x0F);
-        var bit4 = Vector128.Create((byte)0x10);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ5_1*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                var m = Vector128.Create(Fp16.ToSingle(b[i].M));
-                uint qh = b[i].Qh;
-                Vector128<byte> q = Vector128.Load(b[i].Qs);
-                Int8Simd.ScaleStore(((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(), d, m, dst + i * 32);
-                Int8Simd.ScaleStore((Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte(), d, m, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q5_1Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -108,88 +86,50 @@ public sealed unsafe class Q5_1Format : WeightFormat
         block.Qh = qh;
     }
 
-    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
-    {
-        int nb = RowGuard.Dot(this, weights.Length, activations.Length, n);
-        fixed (byte* w = weights)
-        fixed (byte* a = activations)
-        {
-            var x = (BlockQ5_1*)w;
-            var y = (BlockQ8_1*)a;
-            return _dispatch.Resolve(path) switch
-            {
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
-            };
-        }
-    }
+    public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
+        Block32Kernels<Q5_1Kernels>.Dot(weights, activations, n, path);
+}
 
-    private static float DotScalar(BlockQ5_1* x, BlockQ8_1* y, int nb)
+/// <summary>Q5_1 × Q8_1 blocks for <see cref="Block32Kernels{TBlock}"/>: unsigned levels nibble | fifth bit · 16, plus m·s per block.</summary>
+internal readonly unsafe struct Q5_1Kernels : IBlock32Kernels
+{
+    public static GgmlType Type => GgmlType.Q5_1;
+    public static int BlockBytes => 24;
+    public static bool PairsWithQ8_1 => true;
+    public static bool HasMinimum => true;
+
+    public static int Products(byte* block, sbyte* a)
     {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
+        var b = (BlockQ5_1*)block;
+        uint qh = b->Qh;
+        int sum = 0;
+        for (int j = 0; j < 16; j++)
         {
-            uint qh = x[i].Qh;
-            int sumi = 0;
-            for (int j = 0; j < 16; j++)
-            {
-                int q = x[i].Qs[j];
-                int q0 = (q & 0x0F) | (int)((qh >> j) & 1) << 4;
-                int q1 = (q >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-                sumi += q0 * y[i].Qs[j] + q1 * y[i].Qs[j + 16];
-            }
-            sum += Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D) * sumi + Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
+            int q0 = (b->Qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4;
+            int q1 = (b->Qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            sum += q0 * a[j] + q1 * a[j + 16];
         }
         return sum;
     }
 
-    private static float DotPortable(BlockQ5_1* x, BlockQ8_1* y, int nb)
-    {
-        var low = Vector128.Create((byte)0x0F);
-        var bit4 = Vector128.Create((byte)0x10);
-        Vector128<float> sum = Vector128<float>.Zero;
-        float minTerms = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            uint qh = x[i].Qh;
-            Vector128<byte> q = Vector128.Load(x[i].Qs);
-            Vector128<sbyte> lo = ((q & low) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte();
-            Vector128<sbyte> hi = (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte();
-            Vector128<int> acc = Int8Simd.DotPortable(lo, Vector128.Load(y[i].Qs)) + Int8Simd.DotPortable(hi, Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-        }
-        return Vector128.Sum(sum) + minTerms;
-    }
-
-    private static float DotAvx2(BlockQ5_1* x, BlockQ8_1* y, int nb)
-    {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        float minTerms = 0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
-        {
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S) + Fp16.Lookup(x[i + 1].M) * Fp16.Lookup(y[i + 1].S);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
-        }
-        if (i < nb)
-        {
-            minTerms += Fp16.Lookup(x[i].M) * Fp16.Lookup(y[i].S);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        }
-        return Vector256.Sum(acc0 + acc1) + minTerms;
-    }
-
-    /// <summary>The eight int32 partial sums of one block's q·qy, as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(BlockQ5_1* x, BlockQ8_1* y)
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block)
     {
-        Vector128<byte> q = Vector128.Load(x->Qs);
+        var b = (BlockQ5_1*)block;
+        var bit4 = Vector128.Create((byte)0x10);
+        uint qh = b->Qh;
+        Vector128<byte> q = Vector128.Load(b->Qs);
+        return (((q & Vector128.Create((byte)0x0F)) | (Int8Simd.BitsToBytes(qh & 0xFFFF) & bit4)).AsSByte(),
+                (Vector128.ShiftRightLogical(q, 4) | (Int8Simd.BitsToBytes(qh >> 16) & bit4)).AsSByte());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a)
+    {
+        var b = (BlockQ5_1*)block;
+        Vector128<byte> q = Vector128.Load(b->Qs);
         Vector256<byte> nibbles = Vector256.Create(q, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(x->Qh) & Vector256.Create((byte)0x10);
-        return Avx.ConvertToVector256Single(Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(y->Qs)));
+        Vector256<byte> fifth = Int8Simd.BitsToBytesAvx2(&b->Qh) & Vector256.Create((byte)0x10);
+        return Int8Simd.DotQuadsUnsignedAvx2(nibbles | fifth, Vector256.Load(a));
     }
 }

@@ -97,10 +97,10 @@ internal static unsafe class Q5_KDot
                 float ad = *(float*)a;
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
                 Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                Vector256<byte> scalePairs = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<byte> highBits = Avx.LoadVector256(w + HighOffset);
-                Vector256<int> sumi = (Chunk(w, a, 0, scalePairs, highBits) + Chunk(w, a, 1, scalePairs, highBits))
-                                    + (Chunk(w, a, 2, scalePairs, highBits) + Chunk(w, a, 3, scalePairs, highBits));
+                Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes, highBits) + Chunk(w, a, 1, scaleBytes, highBits))
+                                    + (Chunk(w, a, 2, scaleBytes, highBits) + Chunk(w, a, 3, scaleBytes, highBits));
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
@@ -109,7 +109,7 @@ internal static unsafe class Q5_KDot
 
     /// <summary>Σ sc·q·x of the 64 values of one qs chunk (sub-blocks 2c and 2c+1; fifth bits are qh bits 2c and 2c+1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Chunk(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector256<byte> scalePairs, Vector256<byte> highBits)
+    private static Vector256<int> Chunk(byte* w, byte* a, [ConstantExpected(Min = 0, Max = 3)] int chunk, Vector256<byte> scaleBytes, Vector256<byte> highBits)
     {
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         Vector256<byte> bits = Avx.LoadVector256(w + LevelsOffset + 32 * chunk);
@@ -118,8 +118,8 @@ internal static unsafe class Q5_KDot
         sbyte* x = (sbyte*)(a + Q8KLayout.QuantsOffset + 64 * chunk);
         Vector256<short> pLow = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x));
         Vector256<short> pHigh = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
-        Vector256<short> scaleLow = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk)).AsInt16();
-        Vector256<short> scaleHigh = Avx2.Shuffle(scalePairs, KQuantVector.BroadcastInt16Mask(2 * chunk + 1)).AsInt16();
+        Vector256<short> scaleLow = Avx2.Shuffle(scaleBytes, KQuantVector.ZeroExtendByteMask(2 * chunk)).AsInt16();
+        Vector256<short> scaleHigh = Avx2.Shuffle(scaleBytes, KQuantVector.ZeroExtendByteMask(2 * chunk + 1)).AsInt16();
         return Avx2.MultiplyAddAdjacent(pLow, scaleLow) + Avx2.MultiplyAddAdjacent(pHigh, scaleHigh);
     }
 }

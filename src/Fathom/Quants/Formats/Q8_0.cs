@@ -32,27 +32,12 @@ internal static class Q8_0Layout
 public sealed unsafe class Q8_0Format : WeightFormat
 {
     private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2, KernelPath.AvxVnni, KernelPath.Avx512];
-    private readonly KernelDispatch _dispatch = new(Paths);
 
     public override GgmlType Type => GgmlType.Q8_0;
     public override GgmlType DotActivationType => GgmlType.Q8_0;
     public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
 
-    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
-    {
-        int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        fixed (byte* src = blocks)
-        fixed (float* dst = values)
-        {
-            var b = (BlockQ8_0*)src;
-            for (int i = 0; i < nb; i++)
-            {
-                var d = Vector128.Create(Fp16.ToSingle(b[i].D));
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs), d, dst + i * 32);
-                Int8Simd.ScaleStore(Vector128.Load(b[i].Qs + 16), d, dst + i * 32 + 16);
-            }
-        }
-    }
+    public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values) => Block32Kernels<Q8_0Kernels>.Dequantize(blocks, values);
 
     public override void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
@@ -64,7 +49,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
     internal void Quantize(ReadOnlySpan<float> values, Span<byte> blocks, KernelPath path)
     {
         int nb = RowGuard.Blocks(Layout, values.Length, blocks.Length);
-        bool simd = _dispatch.Resolve(path) == KernelPath.Avx2;
+        bool simd = KernelDispatch.UpToAvx2(path) == KernelPath.Avx2;
         fixed (float* x = values)
         fixed (byte* dst = blocks)
         {
@@ -139,7 +124,7 @@ public sealed unsafe class Q8_0Format : WeightFormat
 
     public override float Dot(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path)
     {
-        return DotOn(weights, activations, n, _dispatch.Resolve(path));
+        return DotOn(weights, activations, n, KernelDispatch.UpToAvx512(path, vnni: true));
     }
 
     internal override float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
@@ -157,52 +142,12 @@ public sealed unsafe class Q8_0Format : WeightFormat
             {
                 KernelPath.Avx512 => DotAvx512(x, y, nb),
                 KernelPath.AvxVnni => DotAvxVnni(x, y, nb),
-                KernelPath.Avx2 => DotAvx2(x, y, nb),
-                KernelPath.Portable => DotPortable(x, y, nb),
-                _ => DotScalar(x, y, nb),
+                _ => Block32Kernels<Q8_0Kernels>.Run(w, a, nb, path),
             };
         }
     }
 
-    private static float DotScalar(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        float sum = 0;
-        for (int i = 0; i < nb; i++)
-        {
-            int sumi = 0;
-            for (int j = 0; j < BlockQ8_0.Values; j++) sumi += x[i].Qs[j] * y[i].Qs[j];
-            sum += sumi * (Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return sum;
-    }
-
-    private static float DotPortable(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        Vector128<float> sum = Vector128<float>.Zero;
-        for (int i = 0; i < nb; i++)
-        {
-            Vector128<int> acc = Int8Simd.DotPortable(Vector128.Load(x[i].Qs), Vector128.Load(y[i].Qs))
-                               + Int8Simd.DotPortable(Vector128.Load(x[i].Qs + 16), Vector128.Load(y[i].Qs + 16));
-            sum += Vector128.ConvertToSingle(acc) * Vector128.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D));
-        }
-        return Vector128.Sum(sum);
-    }
-
-    private static float DotAvx2(BlockQ8_0* x, BlockQ8_0* y, int nb)
-    {
-        // Two blocks per step into two accumulators, so consecutive FMAs do not wait on each other.
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
-        {
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i + 1].D) * Fp16.Lookup(y[i + 1].D)), BlockDot(x + i + 1, y + i + 1), acc1);
-        }
-        if (i < nb) acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16.Lookup(x[i].D) * Fp16.Lookup(y[i].D)), BlockDot(x + i, y + i), acc0);
-        return Vector256.Sum(acc0 + acc1);
-    }
-
-    /// <summary>As <see cref="DotAvx2"/>, with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
+    /// <summary>As the AVX2 loop (<see cref="Block32Kernels{TBlock}"/>), with one vpdpbusd per block in place of vpmaddubsw + vpmaddwd.</summary>
     private static float DotAvxVnni(BlockQ8_0* x, BlockQ8_0* y, int nb)
     {
         Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0;
@@ -260,5 +205,32 @@ public sealed unsafe class Q8_0Format : WeightFormat
     private static Vector256<float> BlockDot(BlockQ8_0* x, BlockQ8_0* y)
     {
         return Avx.ConvertToVector256Single(Int8Simd.DotQuadsAvx2(Vector256.Load(x->Qs), Vector256.Load(y->Qs)));
+    }
+}
+
+/// <summary>Q8_0 × Q8_0 blocks for <see cref="Block32Kernels{TBlock}"/>: the int8 values as stored.</summary>
+internal readonly unsafe struct Q8_0Kernels : IBlock32Kernels
+{
+    public static GgmlType Type => GgmlType.Q8_0;
+    public static int BlockBytes => Q8_0Layout.BlockBytes;
+    public static bool PairsWithQ8_1 => false;
+    public static bool HasMinimum => false;
+
+    public static int Products(byte* block, sbyte* a) => Int8Products((sbyte*)(block + Q8_0Layout.QuantsOffset), a);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<sbyte> First, Vector128<sbyte> Second) Levels(byte* block) =>
+        (Vector128.Load((sbyte*)(block + Q8_0Layout.QuantsOffset)), Vector128.Load((sbyte*)(block + Q8_0Layout.QuantsOffset + 16)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> ProductsAvx2(byte* block, sbyte* a) =>
+        Int8Simd.DotQuadsAvx2(Vector256.Load((sbyte*)(block + Q8_0Layout.QuantsOffset)), Vector256.Load(a));
+
+    /// <summary>Σ q·a over 32 int8 pairs (shared with Q8_1, whose values sit at another offset).</summary>
+    internal static int Int8Products(sbyte* q, sbyte* a)
+    {
+        int sum = 0;
+        for (int j = 0; j < 32; j++) sum += q[j] * a[j];
+        return sum;
     }
 }
