@@ -88,6 +88,57 @@ public sealed class TileKernelTests
     }
 
     [Fact]
+    public void Q4_KTileIsBitIdenticalToTheDotOnEveryPath()
+    {
+        // The transposed tile sums in other vector lanes than the single-row kernels but shares their exact integer
+        // sums and float step, so a (row, token) gives the same bits batched or alone, on every path of the dot.
+        WeightFormat format = TypeTraits.For(GgmlType.Q4_K), activation = TypeTraits.For(format.DotActivationType);
+        TileKernel kernel = TileKernels.For(format);
+        const int rows = 7, tokens = 11, n = 1280;
+        byte[] weights = QuantizeRows(format, Gaussian(rows * n, 41), rows, n);
+        float[] x = Gaussian(tokens * n, 42);
+        for (int i = 0; i < n; i++) x[3 * n + i] *= 40; // one token of large activations: Q8_K levels near ±127
+        byte[] activations = QuantizeRows(activation, x, tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(n), activationRowBytes = (int)activation.Layout.RowBytes(n);
+        foreach (KernelPath path in format.ImplementedPaths.Where(KernelPaths.IsSupported))
+            for (int t = 0; t < tokens; t++)
+                for (int r = 0; r < rows; r++)
+                {
+                    float dot = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, path);
+                    Assert.True(BitConverter.SingleToInt32Bits(dot) == BitConverter.SingleToInt32Bits(output[t * rows + r]),
+                        $"{path}: row {r} token {t}: tile {output[t * rows + r]:R}, dot {dot:R}");
+                }
+    }
+
+    [Fact]
+    public void Q4_KTileSurvivesTheLargestLevelsAndSplitsLongRowsIntoPasses()
+    {
+        // Row 0 quantizes to levels 0 and 15 only and token 0 to Q8_K's bottom level (−128 everywhere): the
+        // largest int16 partial sums the transposed tile accumulates (at most 8·2·15·128 = 30720); a 16384-value
+        // row makes its scratch passes hold one decoded row and four tokens at a time. Bit for bit against the scalar dot.
+        WeightFormat format = TypeTraits.For(GgmlType.Q4_K), activation = TypeTraits.For(format.DotActivationType);
+        TileKernel kernel = TileKernels.For(format);
+        const int rows = 3, tokens = 9, n = 16384;
+        float[] w = Gaussian(rows * n, 7);
+        for (int i = 0; i < n; i++) w[i] = i % 256 == 0 ? 1f : 16f; // row 0
+        byte[] weights = QuantizeRows(format, w, rows, n);
+        float[] x = Gaussian(tokens * n, 8);
+        for (int i = 0; i < n; i++) x[i] = -1f; // token 0: every value at the bottom of Q8_K's range
+        byte[] activations = QuantizeRows(activation, x, tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(n), activationRowBytes = (int)activation.Layout.RowBytes(n);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, KernelPath.Scalar);
+                Assert.Equal(expected, output[t * rows + r]);
+            }
+    }
+
+    [Fact]
     public void TheCheckedFormRejectsShortBuffers()
     {
         TileKernel kernel = TileKernels.For(TypeTraits.For(GgmlType.Q4_K));

@@ -24,13 +24,23 @@ public static class TileKernels
     /// <summary>The specialised kernel for the type, or null where there is none (or the CPU lacks AVX2).</summary>
     public static TileKernel? Specialised(WeightFormat format) => !IsAccelerated ? null : format.Type switch
     {
-        GgmlType.Q4_K => new Q4_KTile(format),
+        GgmlType.Q4_K => new Q4_KTransposedTile(format),
         GgmlType.Q6_K => new Q6_KTile(format),
         GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
         GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
         GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
         GgmlType.IQ2_XXS => new DecodedRowTile<Iq2xxsRowDecoder>(format),
         GgmlType.IQ1_S => new DecodedRowTile<Iq1sRowDecoder>(format),
+        _ => null,
+    };
+
+    /// <summary>
+    /// For types whose picked kernel has replaced a one-row × four-token tile, that tile (on AVX2 + FMA): what tests
+    /// and benchmarks compare the newer kernel with. Null for the other types.
+    /// </summary>
+    public static TileKernel? FourTokenReference(WeightFormat format) => !IsAccelerated ? null : format.Type switch
+    {
+        GgmlType.Q4_K => new Q4_KTile(format),
         _ => null,
     };
 

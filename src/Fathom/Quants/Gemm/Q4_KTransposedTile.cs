@@ -1,0 +1,212 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Fathom.Quants.Formats;
+using static Fathom.Quants.Formats.Q4_KFormat;
+
+namespace Fathom.Quants.Gemm;
+
+/// <summary>
+/// Q4_K × Q8_K for a block of rows × a block of tokens (AVX2), with both sides' super-blocks transposed so that one
+/// vpmaddwd per super-block and token applies all eight sub-block scales.
+/// <para>
+/// A super-block's 256 values are eight 32-value sub-blocks, each with its own 6-bit scale. The straightforward
+/// kernel (<see cref="Q4_KTile"/>) multiplies 32 values of one sub-block per vpmaddubsw and scales each product
+/// with its own vpmaddwd: two multiplies per 32 values and token, and this CPU class (Zen 3) issues one vector integer
+/// multiply per cycle. Here each super-block, seen as 8 sub-blocks × eight 4-byte words, is transposed (an 8×8
+/// transpose of 32-bit words), so that vector k holds word k of every sub-block and int16 lanes 2j, 2j+1 of each
+/// vpmaddubsw result belong to sub-block j. The eight vpmaddubsw results of a super-block then add up in int16
+/// (|sum| ≤ 8·2·15·128 = 30720, no overflow) and a single vpmaddwd by (sc_j, sc_j) per lane pair scales them all:
+/// nine multiplies per 256 values instead of sixteen. The mins term takes one more vpmaddwd on the Q8_K group sums.
+/// </para>
+/// <para>
+/// Each tile first decodes its weight rows once (nibbles split, transposed, scales and mins widened to int16, d and
+/// dmin as floats) and transposes its tokens' activations once, into a per-thread scratch buffer; the products then
+/// run one row × four tokens at a time over the decoded forms, four tokens outermost so their activations stay in L1
+/// while the decoded rows stream from L2. The integer sums per super-block equal the single-row kernel's, and the
+/// float step is <see cref="Q4_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q4_KFormat"/>'s dot
+/// (scalar or vector) for every (row, token). Leftover tokens (fewer than four) go through that dot.
+/// </para>
+/// </summary>
+internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKernel(format)
+{
+    // A decoded super-block: 256 transposed levels (0–15), sixteen int16 scales (each sub-block's twice), sixteen
+    // int16 mins likewise, then d and dmin as floats; padded to a multiple of 32 bytes.
+    private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
+
+    // Scratch per pass: about this many bytes of decoded rows and of transposed activations, so that one pass's
+    // working set stays in L2.
+    private const int PassBytes = 160 << 10;
+
+    [ThreadStatic] private static byte[]? t_scratch;
+
+    public override int TokenTile => 4;
+
+    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
+        int tokens, int n, float* output, long outputStride)
+    {
+        if (rows <= 0 || tokens <= 0) return;
+        int fullTokens = tokens / 4 * 4;
+        int blocks = n / KQuantBlocks.SuperBlock;
+        if (fullTokens > 0)
+        {
+            long decodedRowBytes = (long)blocks * DecodedBytes, transposedRowBytes = (long)blocks * Q8KLayout.BlockBytes;
+            int rowsPerPass = (int)Math.Clamp(PassBytes / decodedRowBytes, 1, rows);
+            int tokensPerPass = (int)Math.Clamp(PassBytes / transposedRowBytes / 4 * 4, 4, fullTokens);
+            byte* scratch = Scratch(checked(decodedRowBytes * rowsPerPass + transposedRowBytes * tokensPerPass));
+            byte* decoded = scratch, transposed = scratch + decodedRowBytes * rowsPerPass;
+            for (int firstToken = 0; firstToken < fullTokens; firstToken += tokensPerPass)
+            {
+                int passTokens = Math.Min(tokensPerPass, fullTokens - firstToken);
+                for (int t = 0; t < passTokens; t++)
+                    TransposeActivations(activations + (firstToken + t) * activationRowBytes, transposed + t * transposedRowBytes, blocks);
+                for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
+                {
+                    int passRows = Math.Min(rowsPerPass, rows - firstRow);
+                    for (int r = 0; r < passRows; r++)
+                        DecodeRow(weights + (firstRow + r) * weightRowBytes, decoded + r * decodedRowBytes, blocks);
+                    for (int t = 0; t < passTokens; t += 4)
+                    {
+                        float* y = output + (firstToken + t) * outputStride + firstRow;
+                        byte* x = transposed + t * transposedRowBytes;
+                        for (int r = 0; r < passRows; r++)
+                            FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, blocks, y + r, outputStride);
+                    }
+                }
+            }
+        }
+        for (int t = fullTokens; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
+    }
+
+    /// <summary>This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks).</summary>
+    private static byte* Scratch(long bytes)
+    {
+        byte[]? buffer = t_scratch;
+        if (buffer is null || buffer.Length < bytes)
+            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)bytes), pinned: true);
+        return (byte*)Unsafe.AsPointer(ref buffer[0]);
+    }
+
+    /// <summary>One Q4_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void DecodeRow(byte* w, byte* decoded, int blocks)
+    {
+        Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
+        for (int i = 0; i < blocks; i++, w += BlockBytes, decoded += DecodedBytes)
+        {
+            // Chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high nibbles.
+            Vector256<byte> c0 = Avx.LoadVector256(w + LevelsOffset), c1 = Avx.LoadVector256(w + LevelsOffset + 32);
+            Vector256<byte> c2 = Avx.LoadVector256(w + LevelsOffset + 64), c3 = Avx.LoadVector256(w + LevelsOffset + 96);
+            Transpose8x8(
+                c0 & lowNibble, Avx2.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & lowNibble,
+                c1 & lowNibble, Avx2.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & lowNibble,
+                c2 & lowNibble, Avx2.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & lowNibble,
+                c3 & lowNibble, Avx2.ShiftRightLogical(c3.AsUInt16(), 4).AsByte() & lowNibble,
+                decoded);
+            KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
+            Avx.Store((short*)(decoded + ScalesAt), EachTwice(scales));
+            Avx.Store((short*)(decoded + MinsAt), EachTwice(mins));
+            *(float*)(decoded + DAt) = Fp16.Table[*(ushort*)(w + DOffset)];
+            *(float*)(decoded + DMinAt) = Fp16.Table[*(ushort*)(w + DMinOffset)];
+        }
+    }
+
+    /// <summary>Eight bytes as sixteen int16, each twice: (b0, b0, b1, b1, …, b7, b7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> EachTwice(ulong bytes)
+    {
+        Vector128<byte> v = Vector128.CreateScalar(bytes).AsByte();
+        return Avx2.ConvertToVector256Int16(Sse2.UnpackLow(v, v));
+    }
+
+    /// <summary>
+    /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are (scale and group sums
+    /// copied as they are), so the layout stays Q8_K's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void TransposeActivations(byte* a, byte* transposed, int blocks)
+    {
+        for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
+        {
+            byte* q = a + Q8KLayout.QuantsOffset;
+            Transpose8x8(Avx.LoadVector256(q), Avx.LoadVector256(q + 32), Avx.LoadVector256(q + 64), Avx.LoadVector256(q + 96),
+                Avx.LoadVector256(q + 128), Avx.LoadVector256(q + 160), Avx.LoadVector256(q + 192), Avx.LoadVector256(q + 224),
+                transposed + Q8KLayout.QuantsOffset);
+            *(float*)transposed = *(float*)a;
+            Avx.Store(transposed + Q8KLayout.SumsOffset, Avx.LoadVector256(a + Q8KLayout.SumsOffset));
+        }
+    }
+
+    /// <summary>Rows r0–r7 of eight 32-bit words each, stored as their eight columns: column k = word k of r0 … r7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(Vector256<byte> r0, Vector256<byte> r1, Vector256<byte> r2, Vector256<byte> r3,
+        Vector256<byte> r4, Vector256<byte> r5, Vector256<byte> r6, Vector256<byte> r7, byte* destination)
+    {
+        // Per 128-bit lane: pairs of rows interleaved by word, then by double word; the lanes are swapped last.
+        Vector256<int> t0 = Avx2.UnpackLow(r0.AsInt32(), r1.AsInt32()), t1 = Avx2.UnpackHigh(r0.AsInt32(), r1.AsInt32());
+        Vector256<int> t2 = Avx2.UnpackLow(r2.AsInt32(), r3.AsInt32()), t3 = Avx2.UnpackHigh(r2.AsInt32(), r3.AsInt32());
+        Vector256<int> t4 = Avx2.UnpackLow(r4.AsInt32(), r5.AsInt32()), t5 = Avx2.UnpackHigh(r4.AsInt32(), r5.AsInt32());
+        Vector256<int> t6 = Avx2.UnpackLow(r6.AsInt32(), r7.AsInt32()), t7 = Avx2.UnpackHigh(r6.AsInt32(), r7.AsInt32());
+        Vector256<long> u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()), u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
+        Vector256<long> u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()), u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
+        Vector256<long> u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()), u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
+        Vector256<long> u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()), u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
+        Avx.Store((long*)destination, Avx2.Permute2x128(u0, u4, 0x20));
+        Avx.Store((long*)(destination + 32), Avx2.Permute2x128(u1, u5, 0x20));
+        Avx.Store((long*)(destination + 64), Avx2.Permute2x128(u2, u6, 0x20));
+        Avx.Store((long*)(destination + 96), Avx2.Permute2x128(u3, u7, 0x20));
+        Avx.Store((long*)(destination + 128), Avx2.Permute2x128(u0, u4, 0x31));
+        Avx.Store((long*)(destination + 160), Avx2.Permute2x128(u1, u5, 0x31));
+        Avx.Store((long*)(destination + 192), Avx2.Permute2x128(u2, u6, 0x31));
+        Avx.Store((long*)(destination + 224), Avx2.Permute2x128(u3, u7, 0x31));
+    }
+
+    /// <summary>One decoded row times four consecutive transposed tokens, written to y[0], y[stride], … y[3·stride].</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
+    {
+        byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
+        Vector128<float> sum = Vector128<float>.Zero;
+        for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
+        {
+            Vector256<short> p0 = Vector256<short>.Zero, p1 = p0, p2 = p0, p3 = p0;
+            for (int k = 0; k < 256; k += 32)
+            {
+                Vector256<byte> q = Avx.LoadVector256(w + k);
+                int at = Q8KLayout.QuantsOffset + k;
+                p0 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x0 + at)));
+                p1 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x1 + at)));
+                p2 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x2 + at)));
+                p3 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x3 + at)));
+            }
+            Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt)), mins = Avx.LoadVector256((short*)(w + MinsAt));
+            Vector128<int> levelSums = SumsOfFour(
+                Avx2.MultiplyAddAdjacent(p0, scales), Avx2.MultiplyAddAdjacent(p1, scales),
+                Avx2.MultiplyAddAdjacent(p2, scales), Avx2.MultiplyAddAdjacent(p3, scales));
+            Vector128<int> minSums = SumsOfFour(
+                Avx2.MultiplyAddAdjacent(GroupSums(x0), mins), Avx2.MultiplyAddAdjacent(GroupSums(x1), mins),
+                Avx2.MultiplyAddAdjacent(GroupSums(x2), mins), Avx2.MultiplyAddAdjacent(GroupSums(x3), mins));
+            Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
+            // Q4_KDot.AddSuperBlock for four tokens at once, lane by lane the same operations in the same order.
+            sum += ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(levelSums)
+                 - ad * Vector128.Create(*(float*)(w + DMinAt)) * Sse2.ConvertToVector128Single(minSums);
+        }
+        y[0] = sum.GetElement(0);
+        y[outputStride] = sum.GetElement(1);
+        y[2 * outputStride] = sum.GetElement(2);
+        y[3 * outputStride] = sum.GetElement(3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> GroupSums(byte* x) => Avx.LoadVector256((short*)(x + Q8KLayout.SumsOffset));
+
+    /// <summary>The lane sums of four int32 vectors, as lanes 0–3 of one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> SumsOfFour(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
+    {
+        Vector256<int> h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a, b), Avx2.HorizontalAdd(c, d));
+        return h.GetLower() + h.GetUpper();
+    }
+}
