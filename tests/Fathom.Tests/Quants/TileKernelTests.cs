@@ -112,20 +112,21 @@ public sealed class TileKernelTests
                 }
     }
 
-    [Fact]
-    public void Q4_KTileSurvivesTheLargestLevelsAndSplitsLongRowsIntoPasses()
+    [Theory]
+    [InlineData(3, 9, 16384)] // eight passes of eight super-blocks along the rows
+    [InlineData(70, 90, 2048)] // more rows and more tokens than one pass of the scratch holds
+    public void Q4_KTileSurvivesTheLargestLevelsAndSplitsBigTilesIntoPasses(int rows, int tokens, int n)
     {
         // Row 0 quantizes to levels 0 and 15 only and token 0 to Q8_K's bottom level (−128 everywhere): the
-        // largest int16 partial sums the transposed tile accumulates (at most 8·2·15·128 = 30720); a 16384-value
-        // row makes its scratch passes hold one decoded row and four tokens at a time. Bit for bit against the scalar dot.
+        // largest int16 partial sums the transposed tile accumulates (at most 8·2·15·128 = 30720). Every (row, token)
+        // bit for bit against the scalar dot, whichever passes it went through.
         WeightFormat format = TypeTraits.For(GgmlType.Q4_K), activation = TypeTraits.For(format.DotActivationType);
         TileKernel kernel = TileKernels.For(format);
-        const int rows = 3, tokens = 9, n = 16384;
         float[] w = Gaussian(rows * n, 7);
-        for (int i = 0; i < n; i++) w[i] = i % 256 == 0 ? 1f : 16f; // row 0
+        for (int i = 0; i < n; i++) w[i] = i % 256 == 0 ? 1f : 16f;
         byte[] weights = QuantizeRows(format, w, rows, n);
         float[] x = Gaussian(tokens * n, 8);
-        for (int i = 0; i < n; i++) x[i] = -1f; // token 0: every value at the bottom of Q8_K's range
+        Array.Fill(x, -1f, 0, n);
         byte[] activations = QuantizeRows(activation, x, tokens, n);
         var output = new float[rows * tokens];
         kernel.Multiply(weights, rows, activations, tokens, n, output);
@@ -134,7 +135,8 @@ public sealed class TileKernelTests
             for (int r = 0; r < rows; r++)
             {
                 float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, KernelPath.Scalar);
-                Assert.Equal(expected, output[t * rows + r]);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(output[t * rows + r]),
+                    $"row {r} token {t}: tile {output[t * rows + r]:R}, scalar dot {expected:R}");
             }
     }
 

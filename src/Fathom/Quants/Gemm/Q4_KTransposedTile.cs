@@ -21,9 +21,9 @@ namespace Fathom.Quants.Gemm;
 /// </para>
 /// <para>
 /// Each tile first decodes its weight rows once (nibbles split, transposed, scales and mins widened to int16, d and
-/// dmin as floats) and transposes its tokens' activations once, into a per-thread scratch buffer; the products then
-/// run one row × four tokens at a time over the decoded forms, four tokens outermost so their activations stay in L1
-/// while the decoded rows stream from L2. The integer sums per super-block equal the single-row kernel's, and the
+/// dmin as floats) and transposes its tokens' activations once, into a per-thread scratch buffer, a pass of at most
+/// eight super-blocks of the rows at a time; the products then run one row × four tokens at a time over the decoded
+/// forms, four tokens outermost so their activations stay in L1 while the decoded rows stream from L2. The integer sums per super-block equal the single-row kernel's, and the
 /// float step is <see cref="Q4_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q4_KFormat"/>'s dot
 /// (scalar or vector) for every (row, token). Leftover tokens (fewer than four) go through that dot.
 /// </para>
@@ -34,13 +34,26 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKerne
     // int16 mins likewise, then d and dmin as floats; padded to a multiple of 32 bytes.
     private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
 
-    // Scratch per pass: about this many bytes of decoded rows and of transposed activations, so that one pass's
-    // working set stays in L2.
-    private const int PassBytes = 160 << 10;
+    // Rows are worked through in passes of at most this many super-blocks (fewer, evenly, where that splits them
+    // better): a pass's decoded rows and transposed tokens of a 64 × 64 tile then fit L2 together, however long the
+    // rows. Each (row, token) sum is carried in the output from pass to pass in super-block order, so passes change
+    // no bits.
+    private const int MaxBlocksPerPass = 8;
+
+    // Scratch per pass: about this many bytes of decoded rows and of transposed activations.
+    private const int PassBytes = 192 << 10;
 
     [ThreadStatic] private static byte[]? t_scratch;
 
     public override int TokenTile => 4;
+
+    public override int ColumnsPerPass(int n) => BlocksPerPass(n / KQuantBlocks.SuperBlock) * KQuantBlocks.SuperBlock;
+
+    private static int BlocksPerPass(int blocks)
+    {
+        int passes = (blocks + MaxBlocksPerPass - 1) / MaxBlocksPerPass;
+        return passes <= 1 ? blocks : (blocks + passes - 1) / passes;
+    }
 
     public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
         int tokens, int n, float* output, long outputStride)
@@ -50,27 +63,35 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKerne
         int blocks = n / KQuantBlocks.SuperBlock;
         if (fullTokens > 0)
         {
-            long decodedRowBytes = (long)blocks * DecodedBytes, transposedRowBytes = (long)blocks * Q8KLayout.BlockBytes;
+            int blocksPerPass = BlocksPerPass(blocks);
+            long decodedRowBytes = (long)blocksPerPass * DecodedBytes, transposedRowBytes = (long)blocksPerPass * Q8KLayout.BlockBytes;
             int rowsPerPass = (int)Math.Clamp(PassBytes / decodedRowBytes, 1, rows);
             int tokensPerPass = (int)Math.Clamp(PassBytes / transposedRowBytes / 4 * 4, 4, fullTokens);
             byte* scratch = Scratch(checked(decodedRowBytes * rowsPerPass + transposedRowBytes * tokensPerPass));
             byte* decoded = scratch, transposed = scratch + decodedRowBytes * rowsPerPass;
+            for (int t = 0; t < fullTokens; t++)
+                new Span<float>(output + t * outputStride, rows).Clear();
             for (int firstToken = 0; firstToken < fullTokens; firstToken += tokensPerPass)
             {
                 int passTokens = Math.Min(tokensPerPass, fullTokens - firstToken);
-                for (int t = 0; t < passTokens; t++)
-                    TransposeActivations(activations + (firstToken + t) * activationRowBytes, transposed + t * transposedRowBytes, blocks);
-                for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
+                for (int firstBlock = 0; firstBlock < blocks; firstBlock += blocksPerPass)
                 {
-                    int passRows = Math.Min(rowsPerPass, rows - firstRow);
-                    for (int r = 0; r < passRows; r++)
-                        DecodeRow(weights + (firstRow + r) * weightRowBytes, decoded + r * decodedRowBytes, blocks);
-                    for (int t = 0; t < passTokens; t += 4)
+                    int passBlocks = Math.Min(blocksPerPass, blocks - firstBlock);
+                    for (int t = 0; t < passTokens; t++)
+                        TransposeActivations(activations + (firstToken + t) * activationRowBytes + (long)firstBlock * Q8KLayout.BlockBytes,
+                            transposed + t * transposedRowBytes, passBlocks);
+                    for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
                     {
-                        float* y = output + (firstToken + t) * outputStride + firstRow;
-                        byte* x = transposed + t * transposedRowBytes;
+                        int passRows = Math.Min(rowsPerPass, rows - firstRow);
                         for (int r = 0; r < passRows; r++)
-                            FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, blocks, y + r, outputStride);
+                            DecodeRow(weights + (firstRow + r) * weightRowBytes + (long)firstBlock * BlockBytes, decoded + r * decodedRowBytes, passBlocks);
+                        for (int t = 0; t < passTokens; t += 4)
+                        {
+                            float* y = output + (firstToken + t) * outputStride + firstRow;
+                            byte* x = transposed + t * transposedRowBytes;
+                            for (int r = 0; r < passRows; r++)
+                                FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, passBlocks, y + r, outputStride);
+                        }
                     }
                 }
             }
@@ -163,12 +184,15 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKerne
         Avx.Store((long*)(destination + 224), Avx2.Permute2x128(u3, u7, 0x31));
     }
 
-    /// <summary>One decoded row times four consecutive transposed tokens, written to y[0], y[stride], … y[3·stride].</summary>
+    /// <summary>
+    /// One decoded row times four consecutive transposed tokens over <paramref name="blocks"/> super-blocks, added to
+    /// the sums carried in y[0], y[stride], … y[3·stride].
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
     {
         byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
-        Vector128<float> sum = Vector128<float>.Zero;
+        Vector128<float> sum = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);
         for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
         {
             Vector256<short> p0 = Vector256<short>.Zero, p1 = p0, p2 = p0, p3 = p0;
