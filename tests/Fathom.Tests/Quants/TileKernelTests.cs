@@ -87,12 +87,14 @@ public sealed class TileKernelTests
         }
     }
 
-    [Fact]
-    public void Q4_KTileIsBitIdenticalToTheDotOnEveryPath()
+    [Theory]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void TransposedTilesAreBitIdenticalToTheDotOnEveryPath(GgmlType type)
     {
-        // The transposed tile sums in other vector lanes than the single-row kernels but shares their exact integer
+        // The transposed tiles sum in other vector lanes than the single-row kernels but share their exact integer
         // sums and float step, so a (row, token) gives the same bits batched or alone, on every path of the dot.
-        WeightFormat format = TypeTraits.For(GgmlType.Q4_K), activation = TypeTraits.For(format.DotActivationType);
+        WeightFormat format = TypeTraits.For(type), activation = TypeTraits.For(format.DotActivationType);
         TileKernel kernel = TileKernels.For(format);
         const int rows = 7, tokens = 11, n = 1280;
         byte[] weights = QuantizeRows(format, Gaussian(rows * n, 41), rows, n);
@@ -108,19 +110,22 @@ public sealed class TileKernelTests
                 {
                     float dot = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, path);
                     Assert.True(BitConverter.SingleToInt32Bits(dot) == BitConverter.SingleToInt32Bits(output[t * rows + r]),
-                        $"{path}: row {r} token {t}: tile {output[t * rows + r]:R}, dot {dot:R}");
+                        $"{type} {path}: row {r} token {t}: tile {output[t * rows + r]:R}, dot {dot:R}");
                 }
     }
 
     [Theory]
-    [InlineData(3, 9, 16384)] // eight passes of eight super-blocks along the rows
-    [InlineData(70, 90, 2048)] // more rows and more tokens than one pass of the scratch holds
-    public void Q4_KTileSurvivesTheLargestLevelsAndSplitsBigTilesIntoPasses(int rows, int tokens, int n)
+    [InlineData(GgmlType.Q4_K, 3, 9, 16384)] // eight passes of eight super-blocks along the rows
+    [InlineData(GgmlType.Q4_K, 70, 90, 2048)] // more rows and more tokens than one pass of the scratch holds
+    [InlineData(GgmlType.Q6_K, 3, 9, 16384)]
+    [InlineData(GgmlType.Q6_K, 70, 90, 2048)]
+    public void TransposedTilesSurviveTheLargestLevelsAndSplitBigTilesIntoPasses(GgmlType type, int rows, int tokens, int n)
     {
-        // Row 0 quantizes to levels 0 and 15 only and token 0 to Q8_K's bottom level (−128 everywhere): the
-        // largest int16 partial sums the transposed tile accumulates (at most 8·2·15·128 = 30720). Every (row, token)
-        // bit for bit against the scalar dot, whichever passes it went through.
-        WeightFormat format = TypeTraits.For(GgmlType.Q4_K), activation = TypeTraits.For(format.DotActivationType);
+        // Row 0 quantizes to the lowest and highest levels only and token 0 to Q8_K's bottom level (−128
+        // everywhere): the largest int16 partial sums the transposed tiles accumulate (at most 8·2·15·128 = 30720
+        // for Q4_K, 2·2·63·128 = 32256 for Q6_K). Every (row, token) bit for bit against the scalar dot, whichever
+        // passes it went through.
+        WeightFormat format = TypeTraits.For(type), activation = TypeTraits.For(format.DotActivationType);
         TileKernel kernel = TileKernels.For(format);
         float[] w = Gaussian(rows * n, 7);
         for (int i = 0; i < n; i++) w[i] = i % 256 == 0 ? 1f : 16f;

@@ -20,99 +20,23 @@ namespace Fathom.Quants.Gemm;
 /// nine multiplies per 256 values instead of sixteen. The mins term takes one more vpmaddwd on the Q8_K group sums.
 /// </para>
 /// <para>
-/// Each tile first decodes its weight rows once (nibbles split, transposed, scales and mins widened to int16, d and
-/// dmin as floats) and transposes its tokens' activations once, into a per-thread scratch buffer, a pass of at most
-/// eight super-blocks of the rows at a time; the products then run one row × four tokens at a time over the decoded
-/// forms, four tokens outermost so their activations stay in L1 while the decoded rows stream from L2. The integer sums per super-block equal the single-row kernel's, and the
-/// float step is <see cref="Q4_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q4_KFormat"/>'s dot
-/// (scalar or vector) for every (row, token). Leftover tokens (fewer than four) go through that dot.
+/// The passes are <see cref="TransposedTile"/>'s: weight rows decoded once per tile (nibbles split, transposed,
+/// scales and mins widened to int16, d and dmin as floats), tokens transposed once per tile, then one row × four
+/// tokens at a time. The integer sums per super-block equal the single-row kernel's, and the float step is
+/// <see cref="Q4_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q4_KFormat"/>'s dot (scalar or
+/// vector) for every (row, token).
 /// </para>
 /// </summary>
-internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKernel(format)
+internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TransposedTile(format)
 {
     // A decoded super-block: 256 transposed levels (0–15), sixteen int16 scales (each sub-block's twice), sixteen
     // int16 mins likewise, then d and dmin as floats; padded to a multiple of 32 bytes.
     private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
 
-    // Rows are worked through in passes of at most this many super-blocks (fewer, evenly, where that splits them
-    // better): a pass's decoded rows and transposed tokens of a 64 × 64 tile then fit L2 together, however long the
-    // rows. Each (row, token) sum is carried in the output from pass to pass in super-block order, so passes change
-    // no bits.
-    private const int MaxBlocksPerPass = 8;
-
-    // Scratch per pass: about this many bytes of decoded rows and of transposed activations.
-    private const int PassBytes = 192 << 10;
-
-    [ThreadStatic] private static byte[]? t_scratch;
-
-    public override int TokenTile => 4;
-
-    public override int ColumnsPerPass(int n) => BlocksPerPass(n / KQuantBlocks.SuperBlock) * KQuantBlocks.SuperBlock;
-
-    private static int BlocksPerPass(int blocks)
-    {
-        int passes = (blocks + MaxBlocksPerPass - 1) / MaxBlocksPerPass;
-        return passes <= 1 ? blocks : (blocks + passes - 1) / passes;
-    }
-
-    public override void Multiply(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes,
-        int tokens, int n, float* output, long outputStride)
-    {
-        if (rows <= 0 || tokens <= 0) return;
-        int fullTokens = tokens / 4 * 4;
-        int blocks = n / KQuantBlocks.SuperBlock;
-        if (fullTokens > 0)
-        {
-            int blocksPerPass = BlocksPerPass(blocks);
-            long decodedRowBytes = (long)blocksPerPass * DecodedBytes, transposedRowBytes = (long)blocksPerPass * Q8KLayout.BlockBytes;
-            int rowsPerPass = (int)Math.Clamp(PassBytes / decodedRowBytes, 1, rows);
-            int tokensPerPass = (int)Math.Clamp(PassBytes / transposedRowBytes / 4 * 4, 4, fullTokens);
-            byte* scratch = Scratch(checked(decodedRowBytes * rowsPerPass + transposedRowBytes * tokensPerPass));
-            byte* decoded = scratch, transposed = scratch + decodedRowBytes * rowsPerPass;
-            for (int t = 0; t < fullTokens; t++)
-                new Span<float>(output + t * outputStride, rows).Clear();
-            for (int firstToken = 0; firstToken < fullTokens; firstToken += tokensPerPass)
-            {
-                int passTokens = Math.Min(tokensPerPass, fullTokens - firstToken);
-                for (int firstBlock = 0; firstBlock < blocks; firstBlock += blocksPerPass)
-                {
-                    int passBlocks = Math.Min(blocksPerPass, blocks - firstBlock);
-                    for (int t = 0; t < passTokens; t++)
-                        TransposeActivations(activations + (firstToken + t) * activationRowBytes + (long)firstBlock * Q8KLayout.BlockBytes,
-                            transposed + t * transposedRowBytes, passBlocks);
-                    for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
-                    {
-                        int passRows = Math.Min(rowsPerPass, rows - firstRow);
-                        for (int r = 0; r < passRows; r++)
-                            DecodeRow(weights + (firstRow + r) * weightRowBytes + (long)firstBlock * BlockBytes, decoded + r * decodedRowBytes, passBlocks);
-                        for (int t = 0; t < passTokens; t += 4)
-                        {
-                            float* y = output + (firstToken + t) * outputStride + firstRow;
-                            byte* x = transposed + t * transposedRowBytes;
-                            for (int r = 0; r < passRows; r++)
-                                FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, passBlocks, y + r, outputStride);
-                        }
-                    }
-                }
-            }
-        }
-        for (int t = fullTokens; t < tokens; t++)
-            for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
-    }
-
-    /// <summary>This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks).</summary>
-    private static byte* Scratch(long bytes)
-    {
-        byte[]? buffer = t_scratch;
-        if (buffer is null || buffer.Length < bytes)
-            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)bytes), pinned: true);
-        return (byte*)Unsafe.AsPointer(ref buffer[0]);
-    }
+    protected override int DecodedBlockBytes => DecodedBytes;
 
     /// <summary>One Q4_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void DecodeRow(byte* w, byte* decoded, int blocks)
+    protected override void DecodeRow(byte* w, byte* decoded, int blocks)
     {
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         for (int i = 0; i < blocks; i++, w += BlockBytes, decoded += DecodedBytes)
@@ -146,8 +70,7 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKerne
     /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are (scale and group sums
     /// copied as they are), so the layout stays Q8_K's.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void TransposeActivations(byte* a, byte* transposed, int blocks)
+    protected override void TransposeActivations(byte* a, byte* transposed, int blocks)
     {
         for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
         {
@@ -188,8 +111,7 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TileKerne
     /// One decoded row times four consecutive transposed tokens over <paramref name="blocks"/> super-blocks, added to
     /// the sums carried in y[0], y[stride], … y[3·stride].
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
+    protected override void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
     {
         byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
         Vector128<float> sum = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);

@@ -25,7 +25,7 @@ public static class TileKernels
     public static TileKernel? Specialised(WeightFormat format) => !IsAccelerated ? null : format.Type switch
     {
         GgmlType.Q4_K => new Q4_KTransposedTile(format),
-        GgmlType.Q6_K => new Q6_KTile(format),
+        GgmlType.Q6_K => new Q6_KTransposedTile(format),
         GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
         GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
         GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
@@ -41,6 +41,7 @@ public static class TileKernels
     public static TileKernel? FourTokenReference(WeightFormat format) => !IsAccelerated ? null : format.Type switch
     {
         GgmlType.Q4_K => new Q4_KTile(format),
+        GgmlType.Q6_K => new Q6_KTile(format),
         _ => null,
     };
 
