@@ -55,7 +55,7 @@ public sealed class TileKernelTests
             }
     }
 
-    public static TheoryData<GgmlType> Specialised => [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
+    public static TheoryData<GgmlType> Specialised => [GgmlType.F32, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
 
     [Theory]
     [MemberData(nameof(Specialised))]
@@ -85,6 +85,21 @@ public sealed class TileKernelTests
             int n = Math.Max(256, format.Layout.BlockSize);
             AssertMatchesScalar(TileKernels.For(format), rows: 3, tokens: 5, n, seed: (int)format.Type);
         }
+    }
+
+    [Fact]
+    public void F32TileIsBitIdenticalToTheDot()
+    {
+        // F32 tiles run the dot's own AVX2 kernel; 136 values leave a remainder after its 32- and 8-float steps.
+        WeightFormat format = TypeTraits.For(GgmlType.F32);
+        TileKernel kernel = TileKernels.For(format);
+        const int rows = 5, tokens = 6, n = 136;
+        byte[] weights = QuantizeRows(format, Gaussian(rows * n, 3), rows, n), activations = QuantizeRows(format, Gaussian(tokens * n, 4), tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(format.Dot(weights.AsSpan(r * n * 4, n * 4), activations.AsSpan(t * n * 4, n * 4), n), output[t * rows + r]);
     }
 
     [Theory]

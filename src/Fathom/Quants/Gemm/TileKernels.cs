@@ -26,6 +26,7 @@ public static class TileKernels
     {
         GgmlType.Q4_K => new Q4_KTransposedTile(format),
         GgmlType.Q6_K => new Q6_KTransposedTile(format),
+        GgmlType.F32 => new F32Tile(format),
         GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
         GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
         GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
