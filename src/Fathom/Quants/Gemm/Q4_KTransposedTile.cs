@@ -17,7 +17,8 @@ namespace Fathom.Quants.Gemm;
 /// transpose of 32-bit words), so that vector k holds word k of every sub-block and int16 lanes 2j, 2j+1 of each
 /// vpmaddubsw result belong to sub-block j. The eight vpmaddubsw results of a super-block then add up in int16
 /// (|sum| ≤ 8·2·15·128 = 30720, no overflow) and a single vpmaddwd by (sc_j, sc_j) per lane pair scales them all:
-/// nine multiplies per 256 values instead of sixteen. The mins term takes one more vpmaddwd on the Q8_K group sums.
+/// nine multiplies per 256 values instead of sixteen. The mins term Σ m_j·(Σx)_j is taken in float (exactly: small
+/// integers), which leaves the integer multiplier to the levels.
 /// </para>
 /// <para>
 /// The passes are <see cref="TransposedTile"/>'s: weight rows decoded once per tile (nibbles split, transposed,
@@ -29,8 +30,8 @@ namespace Fathom.Quants.Gemm;
 /// </summary>
 internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TransposedTile(format)
 {
-    // A decoded super-block: 256 transposed levels (0–15), sixteen int16 scales (each sub-block's twice), sixteen
-    // int16 mins likewise, then d and dmin as floats; padded to a multiple of 32 bytes.
+    // A decoded super-block: 256 transposed levels (0–15), sixteen int16 scales (each sub-block's twice), the eight
+    // mins as floats, then d and dmin as floats; padded to a multiple of 32 bytes.
     private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
 
     protected override int DecodedBlockBytes => DecodedBytes;
@@ -52,7 +53,7 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
                 decoded);
             KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
             Avx.Store((short*)(decoded + ScalesAt), EachTwice(scales));
-            Avx.Store((short*)(decoded + MinsAt), EachTwice(mins));
+            Avx.Store((float*)(decoded + MinsAt), Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())));
             *(float*)(decoded + DAt) = Fp16.Table[*(ushort*)(w + DOffset)];
             *(float*)(decoded + DMinAt) = Fp16.Table[*(ushort*)(w + DMinOffset)];
         }
@@ -67,8 +68,8 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     }
 
     /// <summary>
-    /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are (scale and group sums
-    /// copied as they are), so the layout stays Q8_K's.
+    /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are, the scale copied, and the
+    /// sixteen int16 group sums replaced by the eight sub-block sums (Σx)_j as floats.
     /// </summary>
     protected override void TransposeActivations(byte* a, byte* transposed, int blocks)
     {
@@ -79,7 +80,8 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
                 Avx.LoadVector256(q + 128), Avx.LoadVector256(q + 160), Avx.LoadVector256(q + 192), Avx.LoadVector256(q + 224),
                 transposed + Q8KLayout.QuantsOffset);
             *(float*)transposed = *(float*)a;
-            Avx.Store(transposed + Q8KLayout.SumsOffset, Avx.LoadVector256(a + Q8KLayout.SumsOffset));
+            Vector256<int> subBlockSums = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), Vector256<short>.One);
+            Avx.Store((float*)(transposed + Q8KLayout.SumsOffset), Avx.ConvertToVector256Single(subBlockSums));
         }
     }
 
@@ -127,17 +129,19 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
                 p2 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x2 + at)));
                 p3 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x3 + at)));
             }
-            Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt)), mins = Avx.LoadVector256((short*)(w + MinsAt));
+            Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
             Vector128<int> levelSums = SumsOfFour(
                 Avx2.MultiplyAddAdjacent(p0, scales), Avx2.MultiplyAddAdjacent(p1, scales),
                 Avx2.MultiplyAddAdjacent(p2, scales), Avx2.MultiplyAddAdjacent(p3, scales));
-            Vector128<int> minSums = SumsOfFour(
-                Avx2.MultiplyAddAdjacent(GroupSums(x0), mins), Avx2.MultiplyAddAdjacent(GroupSums(x1), mins),
-                Avx2.MultiplyAddAdjacent(GroupSums(x2), mins), Avx2.MultiplyAddAdjacent(GroupSums(x3), mins));
+            // Σ m_j·(Σx)_j in float, on the FMA pipes rather than the integer multiplier: every product (≤ 63·4096)
+            // and partial sum (≤ 8·63·4096 < 2²⁴) is an integer a float holds exactly, so the sums are exact in any
+            // order and equal the single-row kernel's integer minSum converted.
+            Vector256<float> mins = Avx.LoadVector256((float*)(w + MinsAt));
+            Vector128<float> minSums = SumsOfFour(mins * SubBlockSums(x0), mins * SubBlockSums(x1), mins * SubBlockSums(x2), mins * SubBlockSums(x3));
             Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
             // Q4_KDot.AddSuperBlock for four tokens at once, lane by lane the same operations in the same order.
             sum += ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(levelSums)
-                 - ad * Vector128.Create(*(float*)(w + DMinAt)) * Sse2.ConvertToVector128Single(minSums);
+                 - ad * Vector128.Create(*(float*)(w + DMinAt)) * minSums;
         }
         y[0] = sum.GetElement(0);
         y[outputStride] = sum.GetElement(1);
@@ -146,7 +150,15 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> GroupSums(byte* x) => Avx.LoadVector256((short*)(x + Q8KLayout.SumsOffset));
+    private static Vector256<float> SubBlockSums(byte* x) => Avx.LoadVector256((float*)(x + Q8KLayout.SumsOffset));
+
+    /// <summary>The lane sums of four float vectors, as lanes 0–3 of one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> SumsOfFour(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
+        return h.GetLower() + h.GetUpper();
+    }
 
     /// <summary>The lane sums of four int32 vectors, as lanes 0–3 of one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
