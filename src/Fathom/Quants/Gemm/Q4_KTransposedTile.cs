@@ -129,24 +129,75 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
                 p2 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x2 + at)));
                 p3 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x3 + at)));
             }
-            Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
-            Vector128<int> levelSums = SumsOfFour(
-                Avx2.MultiplyAddAdjacent(p0, scales), Avx2.MultiplyAddAdjacent(p1, scales),
-                Avx2.MultiplyAddAdjacent(p2, scales), Avx2.MultiplyAddAdjacent(p3, scales));
-            // Σ m_j·(Σx)_j in float, on the FMA pipes rather than the integer multiplier: every product (≤ 63·4096)
-            // and partial sum (≤ 8·63·4096 < 2²⁴) is an integer a float holds exactly, so the sums are exact in any
-            // order and equal the single-row kernel's integer minSum converted.
-            Vector256<float> mins = Avx.LoadVector256((float*)(w + MinsAt));
-            Vector128<float> minSums = SumsOfFour(mins * SubBlockSums(x0), mins * SubBlockSums(x1), mins * SubBlockSums(x2), mins * SubBlockSums(x3));
             Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
-            // Q4_KDot.AddSuperBlock for four tokens at once, lane by lane the same operations in the same order.
-            sum += ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(levelSums)
-                 - ad * Vector128.Create(*(float*)(w + DMinAt)) * minSums;
+            sum = Finish(sum, w, p0, p1, p2, p3, SubBlockSums(x0), SubBlockSums(x1), SubBlockSums(x2), SubBlockSums(x3), ad);
         }
         y[0] = sum.GetElement(0);
         y[outputStride] = sum.GetElement(1);
         y[2 * outputStride] = sum.GetElement(2);
         y[3 * outputStride] = sum.GetElement(3);
+    }
+
+    /// <summary>
+    /// Two decoded rows × four tokens: each transposed activation vector is loaded once for both rows (eight int16
+    /// accumulators), then each row finishes as in <see cref="FourTokens"/>.
+    /// </summary>
+    protected override void TwoRowsFourTokens(byte* w0, long decodedRowBytes, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
+    {
+        byte* w1 = w0 + decodedRowBytes;
+        byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
+        Vector128<float> sum0 = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);
+        Vector128<float> sum1 = Vector128.Create(y[1], y[outputStride + 1], y[2 * outputStride + 1], y[3 * outputStride + 1]);
+        for (int i = 0; i < blocks; i++, w0 += DecodedBytes, w1 += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
+        {
+            Vector256<short> p00 = Vector256<short>.Zero, p01 = p00, p02 = p00, p03 = p00, p10 = p00, p11 = p00, p12 = p00, p13 = p00;
+            for (int k = 0; k < 256; k += 32)
+            {
+                Vector256<byte> q0 = Avx.LoadVector256(w0 + k), q1 = Avx.LoadVector256(w1 + k);
+                int at = Q8KLayout.QuantsOffset + k;
+                Vector256<sbyte> x = Avx.LoadVector256((sbyte*)(x0 + at));
+                p00 += Avx2.MultiplyAddAdjacent(q0, x); p10 += Avx2.MultiplyAddAdjacent(q1, x);
+                x = Avx.LoadVector256((sbyte*)(x1 + at));
+                p01 += Avx2.MultiplyAddAdjacent(q0, x); p11 += Avx2.MultiplyAddAdjacent(q1, x);
+                x = Avx.LoadVector256((sbyte*)(x2 + at));
+                p02 += Avx2.MultiplyAddAdjacent(q0, x); p12 += Avx2.MultiplyAddAdjacent(q1, x);
+                x = Avx.LoadVector256((sbyte*)(x3 + at));
+                p03 += Avx2.MultiplyAddAdjacent(q0, x); p13 += Avx2.MultiplyAddAdjacent(q1, x);
+            }
+            Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
+            Vector256<float> s0 = SubBlockSums(x0), s1 = SubBlockSums(x1), s2 = SubBlockSums(x2), s3 = SubBlockSums(x3);
+            sum0 = Finish(sum0, w0, p00, p01, p02, p03, s0, s1, s2, s3, ad);
+            sum1 = Finish(sum1, w1, p10, p11, p12, p13, s0, s1, s2, s3, ad);
+        }
+        y[0] = sum0.GetElement(0);
+        y[outputStride] = sum0.GetElement(1);
+        y[2 * outputStride] = sum0.GetElement(2);
+        y[3 * outputStride] = sum0.GetElement(3);
+        y[1] = sum1.GetElement(0);
+        y[outputStride + 1] = sum1.GetElement(1);
+        y[2 * outputStride + 1] = sum1.GetElement(2);
+        y[3 * outputStride + 1] = sum1.GetElement(3);
+    }
+
+    /// <summary>
+    /// One row's super-block into its four tokens' sums: the level sums scaled by one vpmaddwd, and Σ m_j·(Σx)_j in
+    /// float, on the FMA pipes rather than the integer multiplier: every product (≤ 63·4096) and partial sum
+    /// (≤ 8·63·4096 &lt; 2²⁴) is an integer a float holds exactly, so the sums are exact in any order and equal the
+    /// single-row kernel's integer minSum. Then <see cref="Q4_KDot.AddSuperBlock"/> for the four tokens at once,
+    /// lane by lane the same operations in the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Finish(Vector128<float> sum, byte* w, Vector256<short> p0, Vector256<short> p1, Vector256<short> p2, Vector256<short> p3,
+        Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3, Vector128<float> ad)
+    {
+        Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
+        Vector128<int> levelSums = SumsOfFour(
+            Avx2.MultiplyAddAdjacent(p0, scales), Avx2.MultiplyAddAdjacent(p1, scales),
+            Avx2.MultiplyAddAdjacent(p2, scales), Avx2.MultiplyAddAdjacent(p3, scales));
+        Vector256<float> mins = Avx.LoadVector256((float*)(w + MinsAt));
+        Vector128<float> minSums = SumsOfFour(mins * s0, mins * s1, mins * s2, mins * s3);
+        return sum + (ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(levelSums)
+                    - ad * Vector128.Create(*(float*)(w + DMinAt)) * minSums);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -43,6 +43,16 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
     /// </summary>
     protected abstract void FourTokens(byte* decoded, byte* x0, long tokenStride, int blocks, float* y, long outputStride);
 
+    /// <summary>
+    /// <see cref="FourTokens"/> for two consecutive decoded rows (<paramref name="decodedRowBytes"/> apart), writing
+    /// y[0] and y[1] for the first token; kernels that share the activation loads between the rows override it.
+    /// </summary>
+    protected virtual void TwoRowsFourTokens(byte* decoded, long decodedRowBytes, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
+    {
+        FourTokens(decoded, x0, tokenStride, blocks, y, outputStride);
+        FourTokens(decoded + decodedRowBytes, x0, tokenStride, blocks, y + 1, outputStride);
+    }
+
     /// <summary>Super-blocks per pass: all of a row up to eight, else the row split evenly into passes of at most eight.</summary>
     private static int BlocksPerPass(int blocks)
     {
@@ -85,7 +95,10 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
                         {
                             float* y = output + (firstToken + t) * outputStride + firstRow;
                             byte* x = transposed + t * transposedRowBytes;
-                            for (int r = 0; r < passRows; r++)
+                            int r = 0;
+                            for (; r + 2 <= passRows; r += 2)
+                                TwoRowsFourTokens(decoded + r * decodedRowBytes, decodedRowBytes, x, transposedRowBytes, passBlocks, y + r, outputStride);
+                            if (r < passRows)
                                 FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, passBlocks, y + r, outputStride);
                         }
                     }
