@@ -87,6 +87,36 @@ public sealed class TileKernelTests
         }
     }
 
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void Block32TilesHandleHalfGroupsPassesAndExtremeLevels(GgmlType type)
+    {
+        // 1408 values (DeepSeek-V2-Lite's expert rows) end in a half group of four blocks; 2816 split into passes
+        // (eleven groups); rows of ±1 with one large value per block put every level at the top of its range, against
+        // activations at Q8_0's extremes. Checked against the scalar dot within float rounding.
+        TileKernel kernel = TileKernels.For(TypeTraits.For(type));
+        foreach ((int rows, int tokens, int n) in new[] { (5, 9, 1408), (3, 13, 2816) })
+            AssertMatchesScalar(kernel, rows, tokens, n, seed: n + rows);
+        WeightFormat format = kernel.Format, activation = TypeTraits.For(format.DotActivationType);
+        const int extremeRows = 2, extremeTokens = 4, columns = 1408;
+        float[] w = new float[extremeRows * columns];
+        for (int i = 0; i < w.Length; i++) w[i] = i % 32 == 0 ? 8f : (i / columns == 0 ? -1f : 1f);
+        float[] x = new float[extremeTokens * columns];
+        for (int i = 0; i < x.Length; i++) x[i] = i % 32 == 5 ? 3f : (i / columns % 2 == 0 ? -3f : 3f);
+        byte[] weights = QuantizeRows(format, w, extremeRows, columns), activations = QuantizeRows(activation, x, extremeTokens, columns);
+        var output = new float[extremeRows * extremeTokens];
+        kernel.Multiply(weights, extremeRows, activations, extremeTokens, columns, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(columns), activationRowBytes = (int)activation.Layout.RowBytes(columns);
+        for (int t = 0; t < extremeTokens; t++)
+            for (int r = 0; r < extremeRows; r++)
+            {
+                float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), columns, KernelPath.Scalar);
+                Assert.True(Math.Abs(output[t * extremeRows + r] - expected) <= 1e-5f * Math.Abs(expected), $"{type} row {r} token {t}: tile {output[t * extremeRows + r]}, scalar {expected}");
+            }
+    }
+
     [Fact]
     public void F32TileIsBitIdenticalToTheDot()
     {

@@ -34,18 +34,21 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     // mins as floats, then d and dmin as floats; padded to a multiple of 32 bytes.
     private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
 
-    protected override int DecodedBlockBytes => DecodedBytes;
+    protected override int DecodedGroupBytes => DecodedBytes;
+
+    protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;
 
     /// <summary>One Q4_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
-    protected override void DecodeRow(byte* w, byte* decoded, int blocks)
+    protected override void DecodeRow(byte* w, byte* decoded, int columns)
     {
+        int blocks = columns / KQuantBlocks.SuperBlock;
         Vector256<byte> lowNibble = Vector256.Create((byte)0x0F);
         for (int i = 0; i < blocks; i++, w += BlockBytes, decoded += DecodedBytes)
         {
             // Chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high nibbles.
             Vector256<byte> c0 = Avx.LoadVector256(w + LevelsOffset), c1 = Avx.LoadVector256(w + LevelsOffset + 32);
             Vector256<byte> c2 = Avx.LoadVector256(w + LevelsOffset + 64), c3 = Avx.LoadVector256(w + LevelsOffset + 96);
-            Transpose8x8(
+            TransposeWords8x8(
                 c0 & lowNibble, Avx2.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & lowNibble,
                 c1 & lowNibble, Avx2.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & lowNibble,
                 c2 & lowNibble, Avx2.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & lowNibble,
@@ -71,42 +74,19 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are, the scale copied, and the
     /// sixteen int16 group sums replaced by the eight sub-block sums (Σx)_j as floats.
     /// </summary>
-    protected override void TransposeActivations(byte* a, byte* transposed, int blocks)
+    protected override void TransposeActivations(byte* a, byte* transposed, int columns)
     {
+        int blocks = columns / KQuantBlocks.SuperBlock;
         for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
         {
             byte* q = a + Q8KLayout.QuantsOffset;
-            Transpose8x8(Avx.LoadVector256(q), Avx.LoadVector256(q + 32), Avx.LoadVector256(q + 64), Avx.LoadVector256(q + 96),
+            TransposeWords8x8(Avx.LoadVector256(q), Avx.LoadVector256(q + 32), Avx.LoadVector256(q + 64), Avx.LoadVector256(q + 96),
                 Avx.LoadVector256(q + 128), Avx.LoadVector256(q + 160), Avx.LoadVector256(q + 192), Avx.LoadVector256(q + 224),
                 transposed + Q8KLayout.QuantsOffset);
             *(float*)transposed = *(float*)a;
             Vector256<int> subBlockSums = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), Vector256<short>.One);
             Avx.Store((float*)(transposed + Q8KLayout.SumsOffset), Avx.ConvertToVector256Single(subBlockSums));
         }
-    }
-
-    /// <summary>Rows r0–r7 of eight 32-bit words each, stored as their eight columns: column k = word k of r0 … r7.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(Vector256<byte> r0, Vector256<byte> r1, Vector256<byte> r2, Vector256<byte> r3,
-        Vector256<byte> r4, Vector256<byte> r5, Vector256<byte> r6, Vector256<byte> r7, byte* destination)
-    {
-        // Per 128-bit lane: pairs of rows interleaved by word, then by double word; the lanes are swapped last.
-        Vector256<int> t0 = Avx2.UnpackLow(r0.AsInt32(), r1.AsInt32()), t1 = Avx2.UnpackHigh(r0.AsInt32(), r1.AsInt32());
-        Vector256<int> t2 = Avx2.UnpackLow(r2.AsInt32(), r3.AsInt32()), t3 = Avx2.UnpackHigh(r2.AsInt32(), r3.AsInt32());
-        Vector256<int> t4 = Avx2.UnpackLow(r4.AsInt32(), r5.AsInt32()), t5 = Avx2.UnpackHigh(r4.AsInt32(), r5.AsInt32());
-        Vector256<int> t6 = Avx2.UnpackLow(r6.AsInt32(), r7.AsInt32()), t7 = Avx2.UnpackHigh(r6.AsInt32(), r7.AsInt32());
-        Vector256<long> u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()), u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
-        Vector256<long> u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()), u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
-        Vector256<long> u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()), u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
-        Vector256<long> u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()), u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
-        Avx.Store((long*)destination, Avx2.Permute2x128(u0, u4, 0x20));
-        Avx.Store((long*)(destination + 32), Avx2.Permute2x128(u1, u5, 0x20));
-        Avx.Store((long*)(destination + 64), Avx2.Permute2x128(u2, u6, 0x20));
-        Avx.Store((long*)(destination + 96), Avx2.Permute2x128(u3, u7, 0x20));
-        Avx.Store((long*)(destination + 128), Avx2.Permute2x128(u0, u4, 0x31));
-        Avx.Store((long*)(destination + 160), Avx2.Permute2x128(u1, u5, 0x31));
-        Avx.Store((long*)(destination + 192), Avx2.Permute2x128(u2, u6, 0x31));
-        Avx.Store((long*)(destination + 224), Avx2.Permute2x128(u3, u7, 0x31));
     }
 
     /// <summary>

@@ -29,11 +29,14 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
     // multiple of 32 bytes.
     private const int ScalesAt = 256, DAt = 288, DecodedBytes = 320;
 
-    protected override int DecodedBlockBytes => DecodedBytes;
+    protected override int DecodedGroupBytes => DecodedBytes;
+
+    protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;
 
     /// <summary>One Q6_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
-    protected override void DecodeRow(byte* w, byte* decoded, int blocks)
+    protected override void DecodeRow(byte* w, byte* decoded, int columns)
     {
+        int blocks = columns / KQuantBlocks.SuperBlock;
         Vector256<byte> low4 = Vector256.Create((byte)0x0F);
         for (int i = 0; i < blocks; i++, w += BlockBytes, decoded += DecodedBytes)
         {
@@ -59,8 +62,9 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
         }
     }
 
-    protected override void TransposeActivations(byte* a, byte* transposed, int blocks)
+    protected override void TransposeActivations(byte* a, byte* transposed, int columns)
     {
+        int blocks = columns / KQuantBlocks.SuperBlock;
         for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
         {
             byte* q = a + Q8KLayout.QuantsOffset;

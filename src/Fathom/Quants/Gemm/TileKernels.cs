@@ -27,9 +27,9 @@ public static class TileKernels
         GgmlType.Q4_K => new Q4_KTransposedTile(format),
         GgmlType.Q6_K => new Q6_KTransposedTile(format),
         GgmlType.F32 => new F32Tile(format),
-        GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
-        GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
-        GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
+        GgmlType.Q8_0 => new Block32TransposedTile<Q8_0BlockDecoder>(format),
+        GgmlType.Q5_0 => new Block32TransposedTile<Q5_0BlockDecoder>(format),
+        GgmlType.IQ4_NL => new Block32TransposedTile<Iq4nlBlockDecoder>(format),
         GgmlType.IQ2_XXS => new DecodedRowTile<Iq2xxsRowDecoder>(format),
         GgmlType.IQ1_S => new DecodedRowTile<Iq1sRowDecoder>(format),
         _ => null,
@@ -43,6 +43,9 @@ public static class TileKernels
     {
         GgmlType.Q4_K => new Q4_KTile(format),
         GgmlType.Q6_K => new Q6_KTile(format),
+        GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
+        GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
+        GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
         _ => null,
     };
 
