@@ -11,7 +11,7 @@ namespace Fathom.Quants.Gemm;
 /// are unpacked once and each 64-value chunk's nibbles split once, then multiplied with all four tokens' int8 values
 /// (vpmaddubsw, vpmaddwd by the sub-block scale) into one int32 accumulator per token. The −dmin·Σ m·(Σx) offset
 /// comes from the Q8_K group sums. The kernel Q4_K used before <see cref="Q4_KTransposedTile"/>, kept as the
-/// reference that tests and the tile benchmark compare the newer one with (<see cref="TileKernels.FourTokenReference"/>);
+/// reference that tests and the tile benchmark compare the newer one with (<see cref="TileKernels.ReplacedKernel"/>);
 /// its float sums are in vector lanes, so its results equal the type's dot only up to rounding.
 /// </summary>
 internal sealed unsafe class Q4_KTile(WeightFormat format) : FourTokenTile(format)

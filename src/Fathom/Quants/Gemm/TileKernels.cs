@@ -36,11 +36,12 @@ public static class TileKernels
     };
 
     /// <summary>
-    /// For types whose picked kernel has replaced a one-row × four-token tile, that tile (on AVX2 + FMA): what tests
-    /// and benchmarks compare the newer kernel with. Null for the other types.
+    /// For types whose kernel was replaced by a faster one (on AVX2 + FMA), the one it replaced: what tests and the
+    /// tile benchmark compare the newer kernel with. Null for the other types.
     /// </summary>
-    public static TileKernel? FourTokenReference(WeightFormat format) => !IsAccelerated ? null : format.Type switch
+    public static TileKernel? ReplacedKernel(WeightFormat format) => !IsAccelerated ? null : format.Type switch
     {
+        GgmlType.F32 => new DotLoopTile(format),
         GgmlType.Q4_K => new Q4_KTile(format),
         GgmlType.Q6_K => new Q6_KTile(format),
         GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
