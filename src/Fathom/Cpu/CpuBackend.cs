@@ -80,9 +80,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
             if (tokens > 1 && _tiles)
             {
                 TileKernel kernel = TileKernels.For(weight.Format);
-                int tokenBlock = TokenBlock(tokens, activationRowBytes, kernel.TokenTile);
+                // Kernels that split long rows into passes hold only a pass's columns at a time.
+                int passColumns = kernel.ColumnsPerPass(n);
+                int tokenBlock = TokenBlock(tokens, activationRowBytes * passColumns / n, kernel.TokenTile);
                 int tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock;
-                int rowBlock = RowBlock(weight.Rows, weight.RowBytes, tokenBlocks);
+                int rowBlock = RowBlock(weight.Rows, weight.RowBytes * passColumns / n, tokenBlocks);
                 _tiledMatMul.Set(kernel, weight, activations, activationRowBytes, tokens, y, rowBlock, tokenBlock);
                 _pool.Run(_tiledMatMul, _tiledMatMul.PieceCount);
             }

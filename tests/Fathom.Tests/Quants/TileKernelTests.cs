@@ -55,7 +55,7 @@ public sealed class TileKernelTests
             }
     }
 
-    public static TheoryData<GgmlType> Specialised => [GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
+    public static TheoryData<GgmlType> Specialised => [GgmlType.F32, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.IQ4_NL, GgmlType.IQ2_XXS, GgmlType.IQ1_S];
 
     [Theory]
     [MemberData(nameof(Specialised))]
@@ -85,6 +85,109 @@ public sealed class TileKernelTests
             int n = Math.Max(256, format.Layout.BlockSize);
             AssertMatchesScalar(TileKernels.For(format), rows: 3, tokens: 5, n, seed: (int)format.Type);
         }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void Block32TilesHandleHalfGroupsPassesAndExtremeLevels(GgmlType type)
+    {
+        // 1408 values (DeepSeek-V2-Lite's expert rows) end in a half group of four blocks; 2816 split into passes
+        // (eleven groups); rows of ±1 with one large value per block put every level at the top of its range, against
+        // activations at Q8_0's extremes. Checked against the scalar dot within float rounding.
+        TileKernel kernel = TileKernels.For(TypeTraits.For(type));
+        foreach ((int rows, int tokens, int n) in new[] { (5, 9, 1408), (3, 13, 2816) })
+            AssertMatchesScalar(kernel, rows, tokens, n, seed: n + rows);
+        WeightFormat format = kernel.Format, activation = TypeTraits.For(format.DotActivationType);
+        const int extremeRows = 2, extremeTokens = 4, columns = 1408;
+        float[] w = new float[extremeRows * columns];
+        for (int i = 0; i < w.Length; i++) w[i] = i % 32 == 0 ? 8f : (i / columns == 0 ? -1f : 1f);
+        float[] x = new float[extremeTokens * columns];
+        for (int i = 0; i < x.Length; i++) x[i] = i % 32 == 5 ? 3f : (i / columns % 2 == 0 ? -3f : 3f);
+        byte[] weights = QuantizeRows(format, w, extremeRows, columns), activations = QuantizeRows(activation, x, extremeTokens, columns);
+        var output = new float[extremeRows * extremeTokens];
+        kernel.Multiply(weights, extremeRows, activations, extremeTokens, columns, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(columns), activationRowBytes = (int)activation.Layout.RowBytes(columns);
+        for (int t = 0; t < extremeTokens; t++)
+            for (int r = 0; r < extremeRows; r++)
+            {
+                float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), columns, KernelPath.Scalar);
+                Assert.True(Math.Abs(output[t * extremeRows + r] - expected) <= 1e-5f * Math.Abs(expected), $"{type} row {r} token {t}: tile {output[t * extremeRows + r]}, scalar {expected}");
+            }
+    }
+
+    [Fact]
+    public void F32TileIsBitIdenticalToTheDot()
+    {
+        // F32 tiles run the dot's own AVX2 kernel; 136 values leave a remainder after its 32- and 8-float steps.
+        WeightFormat format = TypeTraits.For(GgmlType.F32);
+        TileKernel kernel = TileKernels.For(format);
+        const int rows = 5, tokens = 6, n = 136;
+        byte[] weights = QuantizeRows(format, Gaussian(rows * n, 3), rows, n), activations = QuantizeRows(format, Gaussian(tokens * n, 4), tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(format.Dot(weights.AsSpan(r * n * 4, n * 4), activations.AsSpan(t * n * 4, n * 4), n), output[t * rows + r]);
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void TransposedTilesAreBitIdenticalToTheDotOnEveryPath(GgmlType type)
+    {
+        // The transposed tiles sum in other vector lanes than the single-row kernels but share their exact integer
+        // sums and float step, so a (row, token) gives the same bits batched or alone, on every path of the dot.
+        WeightFormat format = TypeTraits.For(type), activation = TypeTraits.For(format.DotActivationType);
+        TileKernel kernel = TileKernels.For(format);
+        const int rows = 7, tokens = 11, n = 1280;
+        byte[] weights = QuantizeRows(format, Gaussian(rows * n, 41), rows, n);
+        float[] x = Gaussian(tokens * n, 42);
+        for (int i = 0; i < n; i++) x[3 * n + i] *= 40; // one token of large activations: Q8_K levels near ±127
+        byte[] activations = QuantizeRows(activation, x, tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(n), activationRowBytes = (int)activation.Layout.RowBytes(n);
+        foreach (KernelPath path in format.ImplementedPaths.Where(KernelPaths.IsSupported))
+            for (int t = 0; t < tokens; t++)
+                for (int r = 0; r < rows; r++)
+                {
+                    float dot = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, path);
+                    Assert.True(BitConverter.SingleToInt32Bits(dot) == BitConverter.SingleToInt32Bits(output[t * rows + r]),
+                        $"{type} {path}: row {r} token {t}: tile {output[t * rows + r]:R}, dot {dot:R}");
+                }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 3, 9, 16384)] // eight passes of eight super-blocks along the rows
+    [InlineData(GgmlType.Q4_K, 70, 90, 2048)] // more rows and more tokens than one pass of the scratch holds
+    [InlineData(GgmlType.Q6_K, 3, 9, 16384)]
+    [InlineData(GgmlType.Q6_K, 70, 90, 2048)]
+    public void TransposedTilesSurviveTheLargestLevelsAndSplitBigTilesIntoPasses(GgmlType type, int rows, int tokens, int n)
+    {
+        // Row 0 quantizes to the lowest and highest levels only and token 0 to Q8_K's bottom level (−128
+        // everywhere): the largest int16 partial sums the transposed tiles accumulate (at most 8·2·15·128 = 30720
+        // for Q4_K, 2·2·63·128 = 32256 for Q6_K). Every (row, token) bit for bit against the scalar dot, whichever
+        // passes it went through.
+        WeightFormat format = TypeTraits.For(type), activation = TypeTraits.For(format.DotActivationType);
+        TileKernel kernel = TileKernels.For(format);
+        float[] w = Gaussian(rows * n, 7);
+        for (int i = 0; i < n; i++) w[i] = i % 256 == 0 ? 1f : 16f;
+        byte[] weights = QuantizeRows(format, w, rows, n);
+        float[] x = Gaussian(tokens * n, 8);
+        Array.Fill(x, -1f, 0, n);
+        byte[] activations = QuantizeRows(activation, x, tokens, n);
+        var output = new float[rows * tokens];
+        kernel.Multiply(weights, rows, activations, tokens, n, output);
+        int weightRowBytes = (int)format.Layout.RowBytes(n), activationRowBytes = (int)activation.Layout.RowBytes(n);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = format.Dot(weights.AsSpan(r * weightRowBytes, weightRowBytes), activations.AsSpan(t * activationRowBytes, activationRowBytes), n, KernelPath.Scalar);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(output[t * rows + r]),
+                    $"row {r} token {t}: tile {output[t * rows + r]:R}, scalar dot {expected:R}");
+            }
     }
 
     [Fact]

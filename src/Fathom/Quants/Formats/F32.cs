@@ -67,7 +67,7 @@ public sealed unsafe class F32Format : WeightFormat
         return sum;
     }
 
-    private static float DotAvx2(float* x, float* y, int n)
+    internal static float DotAvx2(float* x, float* y, int n)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
         int i = 0;

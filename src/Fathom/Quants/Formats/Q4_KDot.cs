@@ -40,8 +40,7 @@ internal static unsafe class Q4_KDot
                 for (int l = 0; l < 32; l++) dot += ((q[l] >> shift) & 0xF) * x[32 * j + l];
                 levelSum += sc * dot;
             }
-            float ad = BinaryPrimitives.ReadSingleLittleEndian(a);
-            sum += ad * KQuantBlocks.ReadHalf(w, DOffset) * levelSum - ad * KQuantBlocks.ReadHalf(w, DMinOffset) * minSum;
+            sum = AddSuperBlock(sum, BinaryPrimitives.ReadSingleLittleEndian(a), KQuantBlocks.ReadHalf(w, DOffset), KQuantBlocks.ReadHalf(w, DMinOffset), levelSum, minSum);
         }
         return sum;
     }
@@ -76,8 +75,7 @@ internal static unsafe class Q4_KDot
                                         + KQuantVector.DotU8I8(Vector128.ShiftRightLogical(q1, 4), Vector128.Load(xc + 48));
                     acc += low * (int)((scales >> (16 * chunk)) & 0xFF) + high * (int)((scales >> (16 * chunk + 8)) & 0xFF);
                 }
-                float ad = *(float*)a;
-                sum += ad * KQuantBlocks.ReadHalf(w + DOffset) * Vector128.Sum(acc) - ad * KQuantBlocks.ReadHalf(w + DMinOffset) * minSum;
+                sum = AddSuperBlock(sum, *(float*)a, KQuantBlocks.ReadHalf(w + DOffset), KQuantBlocks.ReadHalf(w + DMinOffset), Vector128.Sum(acc), minSum);
             }
             return sum;
         }
@@ -89,20 +87,16 @@ internal static unsafe class Q4_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            Vector256<float> acc = Vector256<float>.Zero;
-            Vector128<float> accMins = Vector128<float>.Zero;
+            float sum = 0;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
                 Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
-                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
+                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(sumi), minSum);
             }
-            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
+            return sum;
         }
     }
 
@@ -116,22 +110,40 @@ internal static unsafe class Q4_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            Vector256<float> acc = Vector256<float>.Zero;
-            Vector128<float> accMins = Vector128<float>.Zero;
+            float sum = 0;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                float ad = *(float*)a;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
-                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
-                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
+                Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
                 Vector512<byte> scaleLanes = Vector512.Create(scaleBytes, scaleBytes);
                 Vector512<int> sumi = (Chunk512(w, a, 0, scaleLanes) + Chunk512(w, a, 1, scaleLanes)) + (Chunk512(w, a, 2, scaleLanes) + Chunk512(w, a, 3, scaleLanes));
-                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(Int8SimdWide.Fold(sumi)), acc);
+                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(Int8SimdWide.Fold(sumi)), minSum);
             }
-            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
+            return sum;
         }
+    }
+
+    /// <summary>
+    /// The float step of every Q4_K kernel, scalar and vector, single-row and tile: <c>sum + (a·d·Σ sc·(q·x) −
+    /// a·dmin·Σ m·(Σx))</c> from the super-block's exact integer sums. Integer sums do not depend on how a kernel
+    /// spreads them over vector lanes, so with the float operations in this one order every kernel gives the same
+    /// bits for a (row, token): a token's products do not depend on whether it came in a prompt batch or alone (MoE
+    /// routing can hinge on the last bits of a router input).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float AddSuperBlock(float sum, float ad, float d, float dmin, int levelSum, int minSum) =>
+        sum + (ad * d * levelSum - ad * dmin * minSum);
+
+    /// <summary>The super-block's eight scales as bytes in both lanes (for the chunks' zero-extending shuffles) and Σ m_j·(Σx)_j.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> ScalesAndMinSum(byte* w, byte* a, out int minSum)
+    {
+        KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
+        Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
+        minSum = Vector128.Sum(Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a)));
+        Vector128<byte> scales8 = Vector128.CreateScalar(scales).AsByte();
+        return Vector256.Create(scales8, scales8);
     }
 
     /// <summary><see cref="Chunk"/> in one 512-bit step: sixteen int32 partial sums of Σ sc·q·x over 64 values.</summary>

@@ -36,7 +36,7 @@ internal static unsafe class Q6_KDot
                 }
                 total += (sbyte)w[ScalesOffset + g] * dot;
             }
-            sum += BinaryPrimitives.ReadSingleLittleEndian(a) * KQuantBlocks.ReadHalf(w, DOffset) * total;
+            sum = AddSuperBlock(sum, BinaryPrimitives.ReadSingleLittleEndian(a), KQuantBlocks.ReadHalf(w, DOffset), total);
         }
         return sum;
     }
@@ -79,7 +79,7 @@ internal static unsafe class Q6_KDot
                              + KQuantVector.DotU8I8(q3, Vector128.Load(xs + 96)) * scales[g + 6];
                     }
                 }
-                sum += *(float*)a * KQuantBlocks.ReadHalf(w + DOffset) * (Vector128.Sum(acc) - 32 * offset);
+                sum = AddSuperBlock(sum, *(float*)a, KQuantBlocks.ReadHalf(w + DOffset), Vector128.Sum(acc) - 32 * offset);
             }
             return sum;
         }
@@ -91,7 +91,7 @@ internal static unsafe class Q6_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            Vector256<float> acc = Vector256<float>.Zero;
+            float sum = 0;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
@@ -100,10 +100,9 @@ internal static unsafe class Q6_KDot
                 // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
-                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
+                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
             }
-            return KQuantVector.HorizontalSum(acc);
+            return sum;
         }
     }
 
@@ -114,7 +113,7 @@ internal static unsafe class Q6_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            Vector256<float> acc = Vector256<float>.Zero;
+            float sum = 0;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
@@ -122,12 +121,19 @@ internal static unsafe class Q6_KDot
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = Int8SimdWide.Fold(Half512(w, a, 0, scales) + Half512(w, a, 1, scales)) - offset;
-                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
-                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
+                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
             }
-            return KQuantVector.HorizontalSum(acc);
+            return sum;
         }
     }
+
+    /// <summary>
+    /// The float step of every Q6_K kernel, scalar and vector, single-row and tile: <c>sum + a·d·Σ sc·(q − 32)·x</c>
+    /// from the super-block's exact integer sum, in one order, so every kernel gives the same bits for a (row, token)
+    /// whichever vector lanes its integer sums went through (see <see cref="Q4_KDot.AddSuperBlock"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float AddSuperBlock(float sum, float ad, float d, int total) => sum + ad * d * total;
 
     /// <summary><see cref="Half"/> with two 32-value slices per 512-bit register.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

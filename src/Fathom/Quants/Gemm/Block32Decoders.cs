@@ -9,6 +9,7 @@ namespace Fathom.Quants.Gemm;
 internal readonly unsafe struct Q8_0BlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => Q8_0Layout.BlockBytes;
+    public static bool SmallLevels => false;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block) => Avx.LoadVector256((sbyte*)(block + Q8_0Layout.QuantsOffset));
@@ -21,6 +22,7 @@ internal readonly unsafe struct Q8_0BlockDecoder : IBlock32Decoder
 internal readonly unsafe struct Q5_0BlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => 22;
+    public static bool SmallLevels => true;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block)
@@ -47,6 +49,7 @@ internal readonly unsafe struct Q5_0BlockDecoder : IBlock32Decoder
 internal readonly unsafe struct Iq4nlBlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => 18;
+    public static bool SmallLevels => false;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block) =>

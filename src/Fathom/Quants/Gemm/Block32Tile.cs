@@ -13,6 +13,9 @@ internal unsafe interface IBlock32Decoder
 {
     static abstract int BlockBytes { get; }
 
+    /// <summary>Whether every level's magnitude is at most 16, so that four vpmaddubsw results fit an int16 sum.</summary>
+    static abstract bool SmallLevels { get; }
+
     /// <summary>The block's 32 integer levels in value order (each in [−127, 127]).</summary>
     static abstract Vector256<sbyte> Levels(byte* block);
 }

@@ -10,10 +10,9 @@ namespace Fathom.Quants.Gemm;
 /// Q4_K × Q8_K for one weight row and four tokens at a time (AVX2). Per super-block the row's 6-bit scales and mins
 /// are unpacked once and each 64-value chunk's nibbles split once, then multiplied with all four tokens' int8 values
 /// (vpmaddubsw, vpmaddwd by the sub-block scale) into one int32 accumulator per token. The −dmin·Σ m·(Σx) offset
-/// comes from the Q8_K group sums. The float arithmetic follows the single-row AVX2 kernel operation for operation
-/// (its two accumulators, their order of sums), so a token's result does not depend on whether it came in a batch:
-/// the d and dmin terms nearly cancel in many rows, and a different rounding order is visible downstream (MoE
-/// routing decisions can flip on it).
+/// comes from the Q8_K group sums. The kernel Q4_K used before <see cref="Q4_KTransposedTile"/>, kept as the
+/// reference that tests and the tile benchmark compare the newer one with (<see cref="TileKernels.ReplacedKernel"/>);
+/// its float sums are in vector lanes, so its results equal the type's dot only up to rounding.
 /// </summary>
 internal sealed unsafe class Q4_KTile(WeightFormat format) : FourTokenTile(format)
 {

@@ -11,7 +11,9 @@ namespace Fathom.Quants.Gemm;
 /// assembled once (low nibble from ql, two high bits from qh) and multiplied unsigned with the four tokens' int8
 /// values, scaled per 16-value group; the −32 bias is taken off once per super-block as 32·Σ sc_g·(Σx)_g from the
 /// Q8_K group sums, as in the single-row kernel. The four slices of each half are written out so that every shift
-/// and shuffle mask is a constant.
+/// and shuffle mask is a constant. The kernel Q6_K used before <see cref="Q6_KTransposedTile"/>, kept as the reference
+/// that tests and the tile benchmark compare the newer one with (<see cref="TileKernels.ReplacedKernel"/>); its
+/// float sums are in vector lanes, so its results equal the type's dot only up to rounding.
 /// </summary>
 internal sealed unsafe class Q6_KTile(WeightFormat format) : FourTokenTile(format)
 {

@@ -20,6 +20,12 @@ public abstract unsafe class TileKernel
     public abstract int TokenTile { get; }
 
     /// <summary>
+    /// Columns of a row the kernel works on at a time (<paramref name="n"/> unless it splits long rows into passes):
+    /// callers size tiles by this many columns' worth of weights and activations.
+    /// </summary>
+    public virtual int ColumnsPerPass(int n) => n;
+
+    /// <summary>
     /// output[t·<paramref name="outputStride"/> + r] = row r of the weights · activation row t, for r &lt; rows and
     /// t &lt; tokens, each row holding <paramref name="n"/> elements (a whole number of blocks). Unchecked: the hot
     /// path; <see cref="Multiply(ReadOnlySpan{byte}, int, ReadOnlySpan{byte}, int, int, Span{float})"/> checks.

@@ -24,13 +24,29 @@ public static class TileKernels
     /// <summary>The specialised kernel for the type, or null where there is none (or the CPU lacks AVX2).</summary>
     public static TileKernel? Specialised(WeightFormat format) => !IsAccelerated ? null : format.Type switch
     {
+        GgmlType.Q4_K => new Q4_KTransposedTile(format),
+        GgmlType.Q6_K => new Q6_KTransposedTile(format),
+        GgmlType.F32 => new F32Tile(format),
+        GgmlType.Q8_0 => new Block32TransposedTile<Q8_0BlockDecoder>(format),
+        GgmlType.Q5_0 => new Block32TransposedTile<Q5_0BlockDecoder>(format),
+        GgmlType.IQ4_NL => new Block32TransposedTile<Iq4nlBlockDecoder>(format),
+        GgmlType.IQ2_XXS => new DecodedRowTile<Iq2xxsRowDecoder>(format),
+        GgmlType.IQ1_S => new DecodedRowTile<Iq1sRowDecoder>(format),
+        _ => null,
+    };
+
+    /// <summary>
+    /// For types whose kernel was replaced by a faster one (on AVX2 + FMA), the one it replaced: what tests and the
+    /// tile benchmark compare the newer kernel with. Null for the other types.
+    /// </summary>
+    public static TileKernel? ReplacedKernel(WeightFormat format) => !IsAccelerated ? null : format.Type switch
+    {
+        GgmlType.F32 => new DotLoopTile(format),
         GgmlType.Q4_K => new Q4_KTile(format),
         GgmlType.Q6_K => new Q6_KTile(format),
         GgmlType.Q8_0 => new Block32Tile<Q8_0BlockDecoder>(format),
         GgmlType.Q5_0 => new Block32Tile<Q5_0BlockDecoder>(format),
         GgmlType.IQ4_NL => new Block32Tile<Iq4nlBlockDecoder>(format),
-        GgmlType.IQ2_XXS => new DecodedRowTile<Iq2xxsRowDecoder>(format),
-        GgmlType.IQ1_S => new DecodedRowTile<Iq1sRowDecoder>(format),
         _ => null,
     };
 
