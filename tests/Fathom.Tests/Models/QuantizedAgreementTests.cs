@@ -25,9 +25,12 @@ public sealed class QuantizedAgreementTests(ITestOutputHelper output)
         "llama-q6_k" => LlamaCppAgreementTests.Spec("llama-rope-freqs") with { HiddenSize = 256, FeedForward = 512, DefaultType = GgmlType.Q6_K },
         "deepseek2-v3-q8_0" => LlamaCppAgreementTests.Spec("deepseek2-v3") with { DefaultType = GgmlType.Q8_0 },
         // R1's tiny shape with the K-quant part of Unsloth's mix: Q4_K everywhere, Q6_K shared experts and output.
+        // Seed 1235: the preset's own seed (1234) routes one decode step on a near-tie of the sigmoid router, which
+        // flips with the float order of the Q4_K products (it agreed with llama.cpp under two orders and not under a
+        // third), so it tests the tie, not the engine.
         "deepseek2-r1-q4_k-q6_k" => SyntheticPresets.TinyDeepSeekR1 with
         {
-            VocabSize = 512, TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
+            VocabSize = 512, Seed = 1235, TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
         },
         "deepseek2-r1-iq1_s-mix" => SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512 },
         _ => throw new ArgumentException(variant),

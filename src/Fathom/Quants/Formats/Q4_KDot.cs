@@ -87,16 +87,20 @@ internal static unsafe class Q4_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            float sum = 0;
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector128<float> accMins = Vector128<float>.Zero;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
+                float ad = *(float*)a;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
-                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(sumi), minSum);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
-            return sum;
+            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
         }
     }
 
@@ -110,30 +114,42 @@ internal static unsafe class Q4_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            float sum = 0;
+            Vector256<float> acc = Vector256<float>.Zero;
+            Vector128<float> accMins = Vector128<float>.Zero;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
+                float ad = *(float*)a;
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
+                Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
+                Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
                 Vector512<byte> scaleLanes = Vector512.Create(scaleBytes, scaleBytes);
                 Vector512<int> sumi = (Chunk512(w, a, 0, scaleLanes) + Chunk512(w, a, 1, scaleLanes)) + (Chunk512(w, a, 2, scaleLanes) + Chunk512(w, a, 3, scaleLanes));
-                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(Int8SimdWide.Fold(sumi)), minSum);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(Int8SimdWide.Fold(sumi)), acc);
             }
-            return sum;
+            return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
         }
     }
 
     /// <summary>
-    /// The float step of every Q4_K kernel, scalar and vector, single-row and tile: <c>sum + (a·d·Σ sc·(q·x) −
-    /// a·dmin·Σ m·(Σx))</c> from the super-block's exact integer sums. Integer sums do not depend on how a kernel
-    /// spreads them over vector lanes, so with the float operations in this one order every kernel gives the same
-    /// bits for a (row, token): a token's products do not depend on whether it came in a prompt batch or alone (MoE
-    /// routing can hinge on the last bits of a router input).
+    /// The AVX2 kernel with <see cref="AddSuperBlock"/>'s float step, one super-block after another: the scalar
+    /// reference's bits at vector speed for the integer part. The prompt tiles finish their leftover tokens with it, so
+    /// every (row, token) of a batch has the same bits; single-row products use the faster <see cref="WithAvx2"/>.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static float AddSuperBlock(float sum, float ad, float d, float dmin, int levelSum, int minSum) =>
-        sum + (ad * d * levelSum - ad * dmin * minSum);
+    internal static float InSuperBlockOrder(byte* w, byte* a, int blocks)
+    {
+        if (!Avx2.IsSupported) return Scalar(new ReadOnlySpan<byte>(w, blocks * BlockBytes), new ReadOnlySpan<byte>(a, blocks * Q8KLayout.BlockBytes), blocks);
+        float sum = 0;
+        for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            KQuantVector.PrefetchAhead(w, BlockBytes);
+            Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
+            Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
+            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(sumi), minSum);
+        }
+        return sum;
+    }
 
     /// <summary>The super-block's eight scales as bytes in both lanes (for the chunks' zero-extending shuffles) and Σ m_j·(Σx)_j.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -145,6 +161,17 @@ internal static unsafe class Q4_KDot
         Vector128<byte> scales8 = Vector128.CreateScalar(scales).AsByte();
         return Vector256.Create(scales8, scales8);
     }
+
+    /// <summary>
+    /// The float step of the scalar reference and the prompt tiles: <c>sum + (a·d·Σ sc·(q·x) − a·dmin·Σ m·(Σx))</c>
+    /// from the super-block's exact integer sums, one super-block after another. Integer sums do not depend on how a
+    /// kernel spreads them over vector lanes, so the tiles give the scalar reference's bits. The single-row vector
+    /// kernels keep their float sums in vector lanes instead (a sequential step per super-block costs them about a
+    /// quarter of their speed), so they agree with it to float rounding.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float AddSuperBlock(float sum, float ad, float d, float dmin, int levelSum, int minSum) =>
+        sum + (ad * d * levelSum - ad * dmin * minSum);
 
     /// <summary><see cref="Chunk"/> in one 512-bit step: sixteen int32 partial sums of Σ sc·q·x over 64 values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -91,7 +91,7 @@ internal static unsafe class Q6_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            float sum = 0;
+            Vector256<float> acc = Vector256<float>.Zero;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
@@ -100,9 +100,10 @@ internal static unsafe class Q6_KDot
                 // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
-                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
-            return sum;
+            return KQuantVector.HorizontalSum(acc);
         }
     }
 
@@ -113,7 +114,7 @@ internal static unsafe class Q6_KDot
         fixed (byte* wp = weights)
         fixed (byte* ap = activations)
         {
-            float sum = 0;
+            Vector256<float> acc = Vector256<float>.Zero;
             byte* w = wp, a = ap;
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
@@ -121,16 +122,36 @@ internal static unsafe class Q6_KDot
                 Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
                 Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
                 Vector256<int> sumi = Int8SimdWide.Fold(Half512(w, a, 0, scales) + Half512(w, a, 1, scales)) - offset;
-                sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
+                Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
+                acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
-            return sum;
+            return KQuantVector.HorizontalSum(acc);
         }
     }
 
     /// <summary>
-    /// The float step of every Q6_K kernel, scalar and vector, single-row and tile: <c>sum + a·d·Σ sc·(q − 32)·x</c>
-    /// from the super-block's exact integer sum, in one order, so every kernel gives the same bits for a (row, token)
-    /// whichever vector lanes its integer sums went through (see <see cref="Q4_KDot.AddSuperBlock"/>).
+    /// The AVX2 kernel with <see cref="AddSuperBlock"/>'s float step, one super-block after another: the scalar
+    /// reference's bits. The prompt tiles finish their leftover tokens with it; single-row products use <see cref="WithAvx2"/>.
+    /// </summary>
+    internal static float InSuperBlockOrder(byte* w, byte* a, int blocks)
+    {
+        if (!Avx2.IsSupported) return Scalar(new ReadOnlySpan<byte>(w, blocks * BlockBytes), new ReadOnlySpan<byte>(a, blocks * Q8KLayout.BlockBytes), blocks);
+        float sum = 0;
+        for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
+        {
+            KQuantVector.PrefetchAhead(w, BlockBytes);
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
+            // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
+            Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
+            Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
+            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// The float step of the scalar reference and the prompt tiles: <c>sum + a·d·Σ sc·(q − 32)·x</c> from the
+    /// super-block's exact integer sum, one super-block after another (see <see cref="Q4_KDot.AddSuperBlock"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float AddSuperBlock(float sum, float ad, float d, int total) => sum + ad * d * total;

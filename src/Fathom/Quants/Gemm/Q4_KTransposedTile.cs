@@ -34,6 +34,9 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     // mins as floats, then d and dmin as floats; padded to a multiple of 32 bytes.
     private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
 
+    protected override float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
+        Q4_KDot.InSuperBlockOrder(weightRow, activationRow, n / 256); // 256 values per super-block
+
     protected override int DecodedGroupBytes => DecodedBytes;
 
     protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;

@@ -29,6 +29,9 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
     // multiple of 32 bytes.
     private const int ScalesAt = 256, DAt = 288, DecodedBytes = 320;
 
+    protected override float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
+        Q6_KDot.InSuperBlockOrder(weightRow, activationRow, n / 256); // 256 values per super-block
+
     protected override int DecodedGroupBytes => DecodedBytes;
 
     protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;

@@ -125,8 +125,15 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
         }
         for (int t = fullTokens; t < tokens; t++)
             for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = DotOne(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
+                output[t * outputStride + r] = LeftoverDot(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
     }
+
+    /// <summary>
+    /// One (row, token) of the tokens after the last group of four. The K-quant tiles override it with their dot's
+    /// super-block-order kernel, so leftover tokens get the same bits as the tiled ones.
+    /// </summary>
+    protected virtual float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
+        DotOne(weightRow, weightRowBytes, activationRow, activationRowBytes, n);
 
     /// <summary>Rows r0–r7 of eight 32-bit words each, stored as their eight columns: column k = word k of r0 … r7.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
