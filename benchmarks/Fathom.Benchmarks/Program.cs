@@ -6,6 +6,8 @@ using Fathom.Quants;
 // Fathom against llama.cpp on full-size shapes: -- --sidebyside [-t 2]
 // The load-tolerant in-cache dot comparison: -- --interleaved-dot [Q4_K,IQ1_S,...]
 if (args.Length > 0 && args[0] == "--sidebyside") return LlamaCppSideBySide.Run(args[1..]);
+// Where one decode step's time goes, per operation and weight: -- --decode-profile [-t 2] [-n 32] [--models a,b]
+if (args.Length > 0 && args[0] == "--decode-profile") return DecodeProfile.Run(args[1..]);
 if (args.Length > 0 && args[0] == "--interleaved-dot")
 {
     GgmlType[] types = args.Length > 1

@@ -15,6 +15,22 @@ public interface IComputeBackend : IDisposable
     /// </summary>
     void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens);
 
+    /// <summary>
+    /// Several one-token products in one call (a token's chosen experts, MLA's per-head matrices):
+    /// <c>outputs[i · outputStride + r] = weights[i].Row(r) · inputs[i · inputStride ..]</c>, for every matrix
+    /// <c>i</c> and row <c>r</c>. An <paramref name="inputStride"/> of 0 gives every matrix the same input.
+    /// Results equal one <see cref="MatMul"/> per matrix; a backend may convert a shared input once per activation
+    /// format and spread all the matrices' rows over its threads at once. The default is that loop of MatMul calls.
+    /// </summary>
+    void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        for (int i = 0; i < weights.Length; i++)
+        {
+            WeightMatrix w = weights[i];
+            MatMul(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1);
+        }
+    }
+
     /// <summary>Each row of <paramref name="input"/> divided by its root mean square, times <paramref name="weight"/>.</summary>
     void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
 
