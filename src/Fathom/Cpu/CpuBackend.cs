@@ -33,6 +33,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private readonly WorkerPool _pool;
     private readonly MatMulWork _matMul = new();
     private readonly GroupMatMulWork _groupMatMul = new();
+    private readonly TransposedGroupWork _transposedGroup;
     private readonly TiledMatMulWork _tiledMatMul = new();
     private readonly bool _tiles;
     private readonly QuantizeWork _quantize = new();
@@ -51,6 +52,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         _tiles = tiles;
         _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
         _attention = new AttentionWork(_pool.Threads);
+        _transposedGroup = new TransposedGroupWork(_pool.Threads);
         _batchAttention = new BatchAttentionWork(_pool.Threads);
     }
 
@@ -156,6 +158,34 @@ public sealed unsafe class CpuBackend : IComputeBackend
             }
             _groupMatMul.Cut(Threads * GroupPiecesPerThread, rows);
             _pool.Run(_groupMatMul, _groupMatMul.PieceCount);
+        }
+    }
+
+    public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
+    {
+        int count = weights.Length;
+        if (count == 0 || tokens <= 0) return;
+        if (inputStride < 0 || outputStride < 0 || inputTokenStride < 0 || outputTokenStride < 0)
+            throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long lastInput = (long)(tokens - 1) * inputTokenStride, lastOutput = (long)(tokens - 1) * outputTokenStride;
+        for (int i = 0; i < count; i++)
+        {
+            WeightMatrix w = weights[i] ?? throw new ArgumentNullException(nameof(weights), $"matrix {i} of the group is null");
+            if (lastInput + (long)i * inputStride + w.Rows > inputs.Length)
+                throw new ArgumentException($"{w.Name}: input {i} needs {w.Rows} values per token; inputs hold {inputs.Length}");
+            if (lastOutput + (long)i * outputStride + w.Columns > outputs.Length)
+                throw new ArgumentException($"{w.Name}: output {i} needs {w.Columns} values per token; outputs hold {outputs.Length}");
+            if (i < count - 1 && w.Columns > outputStride)
+                throw new ArgumentException($"{w.Name}: {w.Columns} outputs overlap the next matrix's at stride {outputStride}");
+        }
+        if (tokens > 1 && (long)(count - 1) * outputStride + weights[count - 1].Columns > outputTokenStride)
+            throw new ArgumentException($"a token's {count} outputs overlap the next token's at stride {outputTokenStride}");
+        fixed (float* x = inputs)
+        fixed (float* y = outputs)
+        {
+            _transposedGroup.Set(weights, x, inputStride, y, outputStride, tokens, inputTokenStride, outputTokenStride);
+            _pool.Run(_transposedGroup, _transposedGroup.PieceCount);
         }
     }
 

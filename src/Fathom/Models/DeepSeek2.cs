@@ -75,7 +75,7 @@ public sealed class DeepSeek2 : Model
                 qLora ? Tensors.Matrix(p + "attn_q_b.weight", mla.QLoraRank, heads * _qkHead) : Tensors.Matrix(p + "attn_q.weight", d, heads * _qkHead),
                 Tensors.Matrix(p + "attn_kv_a_mqa.weight", d, _kvLora + _rot),
                 Tensors.Vector(p + "attn_kv_a_norm.weight", _kvLora),
-                kB, vB,
+                kB, !mla.AbsorbedLayout, vB,
                 Tensors.Matrix(p + "attn_output.weight", heads * _vHead, d));
 
             float[] ffnNorm = Tensors.Vector(p + "ffn_norm.weight", d);
@@ -140,26 +140,22 @@ public sealed class DeepSeek2 : Model
 
     /// <summary>
     /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
-    /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. The value rows are used in place; the
-    /// key rows are transposed once here so queries can be absorbed (a head's k_b maps a query to latent space).
+    /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. Both are used in place: the value rows
+    /// as v_b, the key rows through the transposed product (a head's k_b maps a query to latent space, and these
+    /// rows are that map's columns).
     /// </summary>
-    private (WeightMatrix[] KB, WeightMatrix[] VB) SplitKvB(string name, int heads)
+    private (WeightMatrix[] KeyRows, WeightMatrix[] VB) SplitKvB(string name, int heads)
     {
         int perHead = _nope + _vHead;
         WeightMatrix kvB = Tensors.Matrix(name, _kvLora, (long)heads * perHead);
-        float[] all = Tensors.Dequantize(name, _kvLora, (long)heads * perHead);
-        var kB = new WeightMatrix[heads];
+        var keyRows = new WeightMatrix[heads];
         var vB = new WeightMatrix[heads];
-        var transposed = new float[_kvLora * _nope];
         for (int h = 0; h < heads; h++)
         {
-            for (int j = 0; j < _nope; j++)
-                for (int l = 0; l < _kvLora; l++)
-                    transposed[l * _nope + j] = all[((long)h * perHead + j) * _kvLora + l];
-            kB[h] = WeightMatrix.FromFloats($"{name}.k[{h}]", transposed, _kvLora, _nope);
+            keyRows[h] = kvB.SliceRows(h * perHead, _nope, $"{name}.k[{h}]");
             vB[h] = kvB.SliceRows(h * perHead + _nope, _vHead, $"{name}.v[{h}]");
         }
-        return (kB, vB);
+        return (keyRows, vB);
     }
 
     protected override KvCache CreateCache(int contextSize) =>
@@ -233,25 +229,31 @@ public sealed class DeepSeek2 : Model
         Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
         Span<float> headIn = scratch.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
         Span<float> headOut = scratch.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
-        if (tokens == 1)
+        if (w.KeyRowsPerQuery)
+        {
+            // Fused attn_kv_b: a head's key rows are indexed by q_nope's elements, so the absorbed query is their
+            // sum weighted by q_nope, read in the file's own format.
+            Backend.TransposedMatMulGroup(w.KB, q, _qkHead, absorbed, latentRow, tokens, qRow, heads * latentRow);
+        }
+        else if (tokens == 1)
         {
             // Every head's q_nope (stride qk_head in q) through its k_b, straight into its absorbed row.
             Backend.MatMulGroup(w.KB, q, _qkHead, absorbed, latentRow);
-            for (int hd = 0; hd < heads; hd++)
-                q.Slice(hd * _qkHead + _nope, _rot).CopyTo(absorbed.Slice(hd * latentRow + _kvLora, _rot));
         }
-        for (int hd = 0; hd < heads && tokens > 1; hd++)
+        else
         {
-            for (int t = 0; t < tokens; t++)
-                q.Slice(t * qRow + hd * _qkHead, _nope).CopyTo(headIn.Slice(t * _nope, _nope));
-            Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
-            for (int t = 0; t < tokens; t++)
+            for (int hd = 0; hd < heads; hd++)
             {
-                Span<float> dst = absorbed.Slice((t * heads + hd) * latentRow, latentRow);
-                headOut.Slice(t * _kvLora, _kvLora).CopyTo(dst);
-                q.Slice(t * qRow + hd * _qkHead + _nope, _rot).CopyTo(dst[_kvLora..]);
+                for (int t = 0; t < tokens; t++)
+                    q.Slice(t * qRow + hd * _qkHead, _nope).CopyTo(headIn.Slice(t * _nope, _nope));
+                Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
+                for (int t = 0; t < tokens; t++)
+                    headOut.Slice(t * _kvLora, _kvLora).CopyTo(absorbed.Slice((t * heads + hd) * latentRow, _kvLora));
             }
         }
+        for (int t = 0; t < tokens; t++)
+            for (int hd = 0; hd < heads; hd++)
+                q.Slice(t * qRow + hd * _qkHead + _nope, _rot).CopyTo(absorbed.Slice((t * heads + hd) * latentRow + _kvLora, _rot));
 
         Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
         int absorbedRow = heads * latentRow, latentOut = heads * _kvLora;
@@ -442,9 +444,13 @@ public sealed class DeepSeek2 : Model
             if (!kept[g]) selection.Slice(g * size, size).Fill(float.NegativeInfinity);
     }
 
+    /// <param name="KB">
+    /// Per head: k_b as <c>kv_lora_rank</c> rows of <c>qk_nope</c> (attn_k_b), or with <paramref name="KeyRowsPerQuery"/>
+    /// as <c>qk_nope</c> rows of <c>kv_lora_rank</c> (the key rows of a fused attn_kv_b), multiplied transposed.
+    /// </param>
     private sealed record AttentionLayer(
         float[] AttentionNorm, WeightMatrix? QueryA, float[]? QueryANorm, WeightMatrix Query,
-        WeightMatrix KvA, float[] KvANorm, WeightMatrix[] KB, WeightMatrix[] VB, WeightMatrix Output)
+        WeightMatrix KvA, float[] KvANorm, WeightMatrix[] KB, bool KeyRowsPerQuery, WeightMatrix[] VB, WeightMatrix Output)
     {
         /// <summary>The two products of the normalized input, as one group: the query's first matrix, then <see cref="KvA"/>.</summary>
         public WeightMatrix[] InputProducts { get; } = [QueryA ?? Query, KvA];

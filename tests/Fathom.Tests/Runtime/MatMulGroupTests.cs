@@ -124,6 +124,55 @@ public sealed class MatMulGroupTests
         GC.KeepAlive(g);
     }
 
+    /// <summary>
+    /// Transposed products (MLA's key rows of a fused attn_kv_b): every (token, matrix) equals
+    /// <see cref="WeightMatrix.MultiplyTransposed"/> exactly, whether the token came alone or in a batch of 37 (token
+    /// blocks of 16 and a remainder), on 1–3 threads and through the default implementation; and MultiplyTransposed
+    /// equals a double-precision sum over the dequantized rows.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 1)]
+    [InlineData(2, 37)]
+    [InlineData(3, 37)]
+    public void TransposedGroupEqualsMultiplyTransposedPerTokenAndMatrix(int threads, int tokens)
+    {
+        Group g = Build(60, (GgmlType.Q4_K, 12, 256), (GgmlType.Q6_K, 12, 256), (GgmlType.Q8_0, 12, 256), (GgmlType.F32, 12, 256), (GgmlType.IQ4_NL, 9, 256));
+        const int inputStride = 16, outputStride = 260;
+        int inputTokenStride = g.Weights.Length * inputStride + 3, outputTokenStride = g.Weights.Length * outputStride;
+        float[] x = CpuBackendTests.Random(tokens * inputTokenStride, 5, 2f);
+        using var backend = new CpuBackend(threads);
+        float[] actual = new float[tokens * outputTokenStride];
+        backend.TransposedMatMulGroup(g.Weights, x, inputStride, actual, outputStride, tokens, inputTokenStride, outputTokenStride);
+
+        float[] viaDefault = new float[actual.Length];
+        using var loopOnly = new MatMulOnlyBackend(new CpuBackend(1));
+        ((IComputeBackend)loopOnly).TransposedMatMulGroup(g.Weights, x, inputStride, viaDefault, outputStride, tokens, inputTokenStride, outputTokenStride);
+        Assert.Equal(viaDefault, actual);
+
+        float[] row = new float[256], expected = new float[256];
+        for (int t = 0; t < tokens; t++)
+            for (int i = 0; i < g.Weights.Length; i++)
+            {
+                WeightMatrix w = g.Weights[i];
+                ReadOnlySpan<float> input = x.AsSpan(t * inputTokenStride + i * inputStride, w.Rows);
+                w.MultiplyTransposed(input, expected, row);
+                Assert.Equal(expected, actual.AsSpan(t * outputTokenStride + i * outputStride, w.Columns).ToArray());
+                for (int c = 0; c < w.Columns; c++)
+                {
+                    double sum = 0, magnitude = 0;
+                    for (int r = 0; r < w.Rows; r++)
+                    {
+                        w.DequantizeRow(r, row);
+                        sum += (double)input[r] * row[c];
+                        magnitude += Math.Abs((double)input[r] * row[c]);
+                    }
+                    Assert.True(Math.Abs(expected[c] - sum) <= 1e-6 * magnitude + 1e-7, $"{w.Format} token {t} column {c}: {expected[c]} vs {sum}");
+                }
+            }
+        GC.KeepAlive(g);
+    }
+
     /// <summary>Implements only the required members; MatMul goes to a CPU backend and is counted.</summary>
     private sealed class MatMulOnlyBackend(CpuBackend inner) : IComputeBackend
     {
