@@ -96,6 +96,16 @@ public static partial class DecodeProfile
             Add($"MatMulGroup of {weights.Length}: {string.Join(", ", names)}", start, bytes);
         }
 
+        public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+            int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
+        {
+            long start = Stopwatch.GetTimestamp();
+            inner.TransposedMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride);
+            long bytes = 0;
+            foreach (WeightMatrix w in weights) bytes += w.Rows * w.RowBytes;
+            Add($"TransposedMatMulGroup of {weights.Length}: {Numbers().Replace(weights[0].Name, "#")} {weights[0].Format.Type}", start, bytes);
+        }
+
         public void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon)
         {
             long start = Stopwatch.GetTimestamp();
