@@ -18,6 +18,8 @@ if (args.Length > 0 && args[0] == "--interleaved-tile")
     return 0;
 }
 if (args.Length > 0 && args[0] == "--profile-pp") return PromptProfile.Run(args[1..]);
+// Where one decode step's time goes, per operation and weight: -- --decode-profile [-t 2] [-n 32] [--models a,b]
+if (args.Length > 0 && args[0] == "--decode-profile") return DecodeProfile.Run(args[1..]);
 if (args.Length > 0 && args[0] == "--interleaved-dot")
 {
     GgmlType[] types = args.Length > 1

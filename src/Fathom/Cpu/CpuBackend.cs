@@ -17,6 +17,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
     // Pieces per thread: enough that uneven rows balance, few enough that claiming stays cheap.
     private const int PiecesPerThread = 4;
 
+    // A group of one-token products is larger (a token's experts: megabytes of rows) and mixes matrices whose rows
+    // cost different time per byte, so it is cut finer.
+    private const int GroupPiecesPerThread = 8;
+
     // A batch tile's working set: a block of tokens' activations (~128 KB, at most 64 tokens) stays in L2 while a
     // block of weight rows (~64 KB, at most 64 rows) passes by; rows per block shrink further until every thread
     // has several tiles to claim.
@@ -28,6 +32,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     private readonly WorkerPool _pool;
     private readonly MatMulWork _matMul = new();
+    private readonly GroupMatMulWork _groupMatMul = new();
+    private readonly TransposedGroupWork _transposedGroup;
     private readonly TiledMatMulWork _tiledMatMul = new();
     private readonly bool _tiles;
     private readonly QuantizeWork _quantize = new();
@@ -46,6 +52,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         _tiles = tiles;
         _pool = new WorkerPool(threads > 0 ? threads : Environment.ProcessorCount);
         _attention = new AttentionWork(_pool.Threads);
+        _transposedGroup = new TransposedGroupWork(_pool.Threads);
         _batchAttention = new BatchAttentionWork(_pool.Threads);
     }
 
@@ -93,6 +100,94 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 _matMul.Set(weight, activations, activationRowBytes, tokens, y, Pieces(weight.Rows));
                 _pool.Run(_matMul, _matMul.PieceCount);
             }
+        }
+    }
+
+    public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        int count = weights.Length;
+        if (count == 0) return;
+        if (inputStride < 0 || outputStride < 0) throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long activationBytes = 0;
+        int rows = 0;
+        for (int i = 0; i < count; i++)
+        {
+            WeightMatrix w = weights[i] ?? throw new ArgumentNullException(nameof(weights), $"matrix {i} of the group is null");
+            if ((long)i * inputStride + w.Columns > inputs.Length)
+                throw new ArgumentException($"{w.Name}: input {i} at {(long)i * inputStride} needs {w.Columns} values; inputs hold {inputs.Length}");
+            if ((long)i * outputStride + w.Rows > outputs.Length)
+                throw new ArgumentException($"{w.Name}: output {i} at {(long)i * outputStride} needs {w.Rows} values; outputs hold {outputs.Length}");
+            if (i < count - 1 && w.Rows > outputStride)
+                throw new ArgumentException($"{w.Name}: {w.Rows} output rows overlap the next matrix's at stride {outputStride}");
+            GgmlType activationType = w.Format.DotActivationType;
+            if (activationType != GgmlType.F32) activationBytes = checked(activationBytes + TypeTraits.For(activationType).Layout.RowBytes(w.Columns));
+            rows = checked(rows + w.Rows);
+        }
+        if (_activations.Length < activationBytes) _activations = GC.AllocateArray<byte>(checked((int)activationBytes), pinned: true);
+
+        fixed (float* x = inputs)
+        fixed (float* y = outputs)
+        fixed (byte* a = _activations)
+        {
+            _groupMatMul.Reset(count);
+            long used = 0;
+            for (int i = 0; i < count; i++)
+            {
+                WeightMatrix w = weights[i];
+                float* input = x + (long)i * inputStride;
+                WeightFormat activationFormat = TypeTraits.For(w.Format.DotActivationType);
+                int activationRowBytes = (int)activationFormat.Layout.RowBytes(w.Columns);
+                byte* activations = null;
+                if (activationFormat.Type == GgmlType.F32)
+                {
+                    activations = (byte*)input;
+                }
+                else
+                {
+                    // A shared input is converted once per activation format (gate and up of every expert share one).
+                    if (inputStride == 0)
+                        for (int j = 0; j < i && activations == null; j++)
+                            if (weights[j].Format.DotActivationType == activationFormat.Type && weights[j].Columns == w.Columns)
+                                activations = _groupMatMul.Activations(j);
+                    if (activations == null)
+                    {
+                        activations = a + used;
+                        activationFormat.Quantize(new ReadOnlySpan<float>(input, w.Columns), new Span<byte>(activations, activationRowBytes), []);
+                        used += activationRowBytes;
+                    }
+                }
+                _groupMatMul.Add(w, activations, activationRowBytes, y + (long)i * outputStride);
+            }
+            _groupMatMul.Cut(Threads * GroupPiecesPerThread, rows);
+            _pool.Run(_groupMatMul, _groupMatMul.PieceCount);
+        }
+    }
+
+    public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
+    {
+        int count = weights.Length;
+        if (count == 0 || tokens <= 0) return;
+        if (inputStride < 0 || outputStride < 0 || inputTokenStride < 0 || outputTokenStride < 0)
+            throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long lastInput = (long)(tokens - 1) * inputTokenStride, lastOutput = (long)(tokens - 1) * outputTokenStride;
+        for (int i = 0; i < count; i++)
+        {
+            WeightMatrix w = weights[i] ?? throw new ArgumentNullException(nameof(weights), $"matrix {i} of the group is null");
+            if (lastInput + (long)i * inputStride + w.Rows > inputs.Length)
+                throw new ArgumentException($"{w.Name}: input {i} needs {w.Rows} values per token; inputs hold {inputs.Length}");
+            if (lastOutput + (long)i * outputStride + w.Columns > outputs.Length)
+                throw new ArgumentException($"{w.Name}: output {i} needs {w.Columns} values per token; outputs hold {outputs.Length}");
+            if (i < count - 1 && w.Columns > outputStride)
+                throw new ArgumentException($"{w.Name}: {w.Columns} outputs overlap the next matrix's at stride {outputStride}");
+        }
+        if (tokens > 1 && (long)(count - 1) * outputStride + weights[count - 1].Columns > outputTokenStride)
+            throw new ArgumentException($"a token's {count} outputs overlap the next token's at stride {outputTokenStride}");
+        fixed (float* x = inputs)
+        fixed (float* y = outputs)
+        {
+            _transposedGroup.Set(weights, x, inputStride, y, outputStride, tokens, inputTokenStride, outputTokenStride);
+            _pool.Run(_transposedGroup, _transposedGroup.PieceCount);
         }
     }
 

@@ -27,6 +27,9 @@ public sealed class DeepSeek2 : Model
     private readonly AttentionShape _shape;
     private readonly MixtureOfExperts? _moe;
     private readonly int _nope, _rot, _qkHead, _vHead, _kvLora;
+    // A decoded token's chosen experts' gate and up matrices, then their down matrices and the shared experts' down:
+    // refilled per layer (one forward pass runs at a time).
+    private readonly WeightMatrix[] _expertGateUp = [], _expertDown = [];
 
     public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
         : base(file, config, backend, ownsFile)
@@ -35,6 +38,11 @@ public sealed class DeepSeek2 : Model
         MultiHeadLatentAttention mla = config.Mla
             ?? throw new GgufFormatException(file.Path, GgufKeys.Arch.AttentionKvLoraRank("deepseek2"), -1, "deepseek2 needs MLA hyperparameters");
         _moe = config.Moe;
+        if (_moe is not null)
+        {
+            _expertGateUp = new WeightMatrix[2 * _moe.ExpertUsedCount];
+            _expertDown = new WeightMatrix[_moe.ExpertUsedCount + 1];
+        }
         int d = config.EmbeddingLength, heads = config.HeadCount;
         _qkHead = mla.QkHeadDim;
         _vHead = mla.VHeadDim;
@@ -67,7 +75,7 @@ public sealed class DeepSeek2 : Model
                 qLora ? Tensors.Matrix(p + "attn_q_b.weight", mla.QLoraRank, heads * _qkHead) : Tensors.Matrix(p + "attn_q.weight", d, heads * _qkHead),
                 Tensors.Matrix(p + "attn_kv_a_mqa.weight", d, _kvLora + _rot),
                 Tensors.Vector(p + "attn_kv_a_norm.weight", _kvLora),
-                kB, vB,
+                kB, !mla.AbsorbedLayout, vB,
                 Tensors.Matrix(p + "attn_output.weight", heads * _vHead, d));
 
             float[] ffnNorm = Tensors.Vector(p + "ffn_norm.weight", d);
@@ -132,26 +140,22 @@ public sealed class DeepSeek2 : Model
 
     /// <summary>
     /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
-    /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. The value rows are used in place; the
-    /// key rows are transposed once here so queries can be absorbed (a head's k_b maps a query to latent space).
+    /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. Both are used in place: the value rows
+    /// as v_b, the key rows through the transposed product (a head's k_b maps a query to latent space, and these
+    /// rows are that map's columns).
     /// </summary>
-    private (WeightMatrix[] KB, WeightMatrix[] VB) SplitKvB(string name, int heads)
+    private (WeightMatrix[] KeyRows, WeightMatrix[] VB) SplitKvB(string name, int heads)
     {
         int perHead = _nope + _vHead;
         WeightMatrix kvB = Tensors.Matrix(name, _kvLora, (long)heads * perHead);
-        float[] all = Tensors.Dequantize(name, _kvLora, (long)heads * perHead);
-        var kB = new WeightMatrix[heads];
+        var keyRows = new WeightMatrix[heads];
         var vB = new WeightMatrix[heads];
-        var transposed = new float[_kvLora * _nope];
         for (int h = 0; h < heads; h++)
         {
-            for (int j = 0; j < _nope; j++)
-                for (int l = 0; l < _kvLora; l++)
-                    transposed[l * _nope + j] = all[((long)h * perHead + j) * _kvLora + l];
-            kB[h] = WeightMatrix.FromFloats($"{name}.k[{h}]", transposed, _kvLora, _nope);
+            keyRows[h] = kvB.SliceRows(h * perHead, _nope, $"{name}.k[{h}]");
             vB[h] = kvB.SliceRows(h * perHead + _nope, _vHead, $"{name}.v[{h}]");
         }
-        return (kB, vB);
+        return (keyRows, vB);
     }
 
     /// <summary>Mixture-of-experts routing reads the router's scores on the host.</summary>
@@ -170,7 +174,12 @@ public sealed class DeepSeek2 : Model
 
         FeedForwardLayer f = _feedForward[layer];
         Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
-        if (f.Moe is { } moe) Experts(moe, scratch, h, x, tokens);
+        if (f.Moe is { } moe && tokens == 1)
+        {
+            OneTokenExperts(f, moe, scratch, h, x);
+            return;
+        }
+        if (f.Moe is { } batchMoe) Experts(batchMoe, scratch, h, x, tokens);
         if (f.Gate is not null) FeedForward(scratch, h, x, tokens, f.Gate, f.Up!, f.Down!);
     }
 
@@ -178,23 +187,33 @@ public sealed class DeepSeek2 : Model
     {
         AttentionLayer w = _attention[layer];
         int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
-        Span<float> q = scratch.Scratch("q", tokens * qRow);
-        if (w.QueryA is not null)
+        // The query (or q-LoRA's first product) and the compressed latent: for one token, one group over h.
+        WeightMatrix first = w.InputProducts[0];
+        Span<float> firstOut, kv;
+        if (tokens == 1)
         {
-            Span<float> qa = scratch.Scratch("q_a", tokens * w.QueryA.Rows);
-            Backend.MatMul(w.QueryA, h, qa, tokens);
-            Backend.RmsNorm(qa, w.QueryANorm!, qa, tokens, Config.RmsNormEpsilon);
-            Backend.MatMul(w.Query, qa, q, tokens);
+            Span<float> both = scratch.Scratch("q_kv_a", first.Rows + latentRow);
+            Backend.MatMulGroup(w.InputProducts, h, 0, both, first.Rows);
+            firstOut = both[..first.Rows];
+            kv = both.Slice(first.Rows, latentRow);
         }
         else
         {
-            Backend.MatMul(w.Query, h, q, tokens);
+            firstOut = scratch.Scratch(w.QueryA is null ? "q" : "q_a", tokens * first.Rows);
+            kv = scratch.Scratch("kv_a", tokens * latentRow);
+            Backend.MatMul(first, h, firstOut, tokens);
+            Backend.MatMul(w.KvA, h, kv, tokens);
+        }
+        Span<float> q = firstOut;
+        if (w.QueryA is not null)
+        {
+            q = scratch.Scratch("q", tokens * qRow);
+            Backend.RmsNorm(firstOut, w.QueryANorm!, firstOut, tokens, Config.RmsNormEpsilon);
+            Backend.MatMul(w.Query, firstOut, q, tokens);
         }
 
         // Compress this batch's tokens and cache them, each in its own session: normalized latent, then the
         // rotated shared key.
-        Span<float> kv = scratch.Scratch("kv_a", tokens * latentRow);
-        Backend.MatMul(w.KvA, h, kv, tokens);
         // The latents are gathered into contiguous rows so one normalization serves the whole batch.
         Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
         Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
@@ -215,13 +234,28 @@ public sealed class DeepSeek2 : Model
         Span<float> headIn = scratch.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
         Span<float> headOut = scratch.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
         int absorbedRow = heads * latentRow;
-        for (int hd = 0; hd < heads; hd++)
+        if (w.KeyRowsPerQuery)
         {
-            Backend.CopyRows(q[(hd * _qkHead)..], qRow, headIn, _nope, tokens, _nope);
-            Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
-            Backend.CopyRows(headOut, _kvLora, absorbed[(hd * latentRow)..], absorbedRow, tokens, _kvLora);
-            Backend.CopyRows(q[(hd * _qkHead + _nope)..], qRow, absorbed[(hd * latentRow + _kvLora)..], absorbedRow, tokens, _rot);
+            // Fused attn_kv_b: a head's key rows are indexed by q_nope's elements, so the absorbed query is their
+            // sum weighted by q_nope, read in the file's own format.
+            Backend.TransposedMatMulGroup(w.KB, q, _qkHead, absorbed, latentRow, tokens, qRow, absorbedRow);
         }
+        else if (tokens == 1)
+        {
+            // Every head's q_nope (stride qk_head in q) through its k_b, straight into its absorbed row.
+            Backend.MatMulGroup(w.KB, q, _qkHead, absorbed, latentRow);
+        }
+        else
+        {
+            for (int hd = 0; hd < heads; hd++)
+            {
+                Backend.CopyRows(q[(hd * _qkHead)..], qRow, headIn, _nope, tokens, _nope);
+                Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
+                Backend.CopyRows(headOut, _kvLora, absorbed[(hd * latentRow)..], absorbedRow, tokens, _kvLora);
+            }
+        }
+        for (int hd = 0; hd < heads; hd++)
+            Backend.CopyRows(q[(hd * _qkHead + _nope)..], qRow, absorbed[(hd * latentRow + _kvLora)..], absorbedRow, tokens, _rot);
 
         Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
         int latentOut = heads * _kvLora;
@@ -231,7 +265,8 @@ public sealed class DeepSeek2 : Model
 
         // Decompress each head's attended latent into its value through v_b.
         Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
-        for (int hd = 0; hd < heads; hd++)
+        if (tokens == 1) Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead);
+        for (int hd = 0; hd < heads && tokens > 1; hd++)
         {
             Backend.CopyRows(latent[(hd * _kvLora)..], latentOut, headIn, _kvLora, tokens, _kvLora);
             Backend.MatMul(w.VB[hd], headIn, headOut, tokens);
@@ -255,30 +290,7 @@ public sealed class DeepSeek2 : Model
         Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
         Span<float> selection = scratch.Scratch("route_selection", experts);
         for (int t = 0; t < tokens; t++)
-        {
-            Span<float> probs = logits.Slice(t * experts, experts);
-            if (c.GatingFunction == ExpertGatingFunction.Softmax) VectorMath.Softmax(probs);
-            else VectorMath.Sigmoid(probs);
-            probs.CopyTo(selection);
-            if (moe.SelectionBias is not null) TensorPrimitives.Add(selection, moe.SelectionBias, selection);
-            if (c.GroupCount > 1 && c.GroupUsedCount < c.GroupCount) MaskWeakGroups(selection, c.GroupCount, c.GroupUsedCount);
-
-            Span<float> w = chosenWeights.Slice(t * used, used);
-            Span<float> ids = chosen.Slice(t * used, used);
-            for (int k = 0; k < used; k++)
-            {
-                int best = TensorPrimitives.IndexOfMax(selection);
-                ids[k] = best;
-                w[k] = probs[best];
-                selection[best] = float.NegativeInfinity;
-            }
-            if (c.WeightsNormalized)
-            {
-                float sum = MathF.Max(TensorPrimitives.Sum(w), 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
-                TensorPrimitives.Divide(w, sum, w);
-            }
-            TensorPrimitives.Multiply(w, c.WeightsScale, w);
-        }
+            Route(moe, logits.Slice(t * experts, experts), selection, chosen.Slice(t * used, used), chosenWeights.Slice(t * used, used));
 
         // Run each expert once over the tokens routed to it. Members and their weights are host data the
         // gathering and weighting operations read during the call.
@@ -320,6 +332,95 @@ public sealed class DeepSeek2 : Model
     }
 
     /// <summary>
+    /// Routes one token: turns its router <paramref name="logits"/> into scores in place, picks the experts
+    /// (<paramref name="ids"/>, best first, stored as floats) and their weights.
+    /// </summary>
+    private void Route(MoeWeights moe, Span<float> logits, Span<float> selection, Span<float> ids, Span<float> weights)
+    {
+        MixtureOfExperts c = _moe!;
+        Span<float> probs = logits;
+        if (c.GatingFunction == ExpertGatingFunction.Softmax) VectorMath.Softmax(probs);
+        else VectorMath.Sigmoid(probs);
+        probs.CopyTo(selection);
+        if (moe.SelectionBias is not null) TensorPrimitives.Add(selection, moe.SelectionBias, selection);
+        if (c.GroupCount > 1 && c.GroupUsedCount < c.GroupCount) MaskWeakGroups(selection, c.GroupCount, c.GroupUsedCount);
+
+        for (int k = 0; k < ids.Length; k++)
+        {
+            int best = TensorPrimitives.IndexOfMax(selection);
+            ids[k] = best;
+            weights[k] = probs[best];
+            selection[best] = float.NegativeInfinity;
+        }
+        if (c.WeightsNormalized)
+        {
+            float sum = MathF.Max(TensorPrimitives.Sum(weights), 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+            TensorPrimitives.Divide(weights, sum, weights);
+        }
+        TensorPrimitives.Multiply(weights, c.WeightsScale, weights);
+    }
+
+    /// <summary>
+    /// A decoded token's whole MoE feed-forward in three matrix groups: the router with the shared experts' gate and
+    /// up; the chosen experts' gates and ups; their downs with the shared experts' down. Each group is one job for the
+    /// backend (one activation conversion, every thread streaming rows of every matrix), where the batch path runs
+    /// three products per expert. The chosen experts are taken in id order and the shared experts' output is added
+    /// last, as in the batch path, so the residual stream sees the same sums in the same order.
+    /// </summary>
+    private void OneTokenExperts(FeedForwardLayer f, MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x)
+    {
+        MixtureOfExperts c = _moe!;
+        int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength, ff = c.ExpertFeedForwardLength;
+        int sharedFf = f.Gate?.Rows ?? 0;
+        // One stride for every intermediate row of the three groups, so the shared expert's activation can sit
+        // beside the routed experts' as one more input of the down group.
+        int slot = Math.Max(Math.Max(ff, sharedFf), experts);
+
+        Span<float> unrouted = scratch.Scratch("moe_unrouted", f.UnroutedProducts.Length * slot);
+        Backend.MatMulGroup(f.UnroutedProducts, h, 0, unrouted, slot);
+        Backend.ReadToHost(unrouted[..experts]); // routing runs on the host
+        Span<float> ids = scratch.Scratch("route_experts", used);
+        Span<float> weights = scratch.Scratch("route_weights", used);
+        Route(moe, unrouted[..experts], scratch.Scratch("route_selection", experts), ids, weights);
+        // Id order, as the batch path visits experts (insertion sort: a handful of entries).
+        for (int i = 1; i < used; i++)
+            for (int j = i; j > 0 && ids[j] < ids[j - 1]; j--)
+            {
+                (ids[j], ids[j - 1]) = (ids[j - 1], ids[j]);
+                (weights[j], weights[j - 1]) = (weights[j - 1], weights[j]);
+            }
+
+        for (int i = 0; i < used; i++)
+        {
+            int e = (int)ids[i];
+            _expertGateUp[i] = moe.Gate[e];
+            _expertGateUp[used + i] = moe.Up[e];
+            _expertDown[i] = moe.Down[e];
+        }
+        Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
+        Backend.MatMulGroup(_expertGateUp, h, 0, gateUp, slot);
+        for (int i = 0; i < used; i++) Backend.SiluMul(gateUp.Slice(i * slot, ff), gateUp.Slice((used + i) * slot, ff));
+
+        int downs = used;
+        if (f.Gate is not null)
+        {
+            // The shared experts' activation takes the slot after the routed ones (an up row already consumed).
+            Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
+            Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
+            Backend.CopyRows(sharedGate, sharedFf, gateUp[(used * slot)..], sharedFf, 1, sharedFf);
+            _expertDown[used] = f.Down!;
+            downs++;
+        }
+        Span<float> down = scratch.Scratch("moe_down", downs * d);
+        Backend.MatMulGroup(_expertDown.AsSpan(0, downs), gateUp, slot, down, d);
+        // Every routed output weighted into the one token's residual row, in order; the shared experts' added last.
+        Span<int> residualRow = stackalloc int[used];
+        residualRow.Clear();
+        Backend.AddScaledRows(x[..d], down, residualRow, weights, d);
+        if (downs > used) Backend.Add(x[..d], down.Slice(used * d, d));
+    }
+
+    /// <summary>
     /// Group-limited routing (DeepSeek-V3): a group scores the sum of its two best selection scores; experts
     /// outside the best <paramref name="keep"/> groups are excluded.
     /// </summary>
@@ -347,12 +448,24 @@ public sealed class DeepSeek2 : Model
             if (!kept[g]) selection.Slice(g * size, size).Fill(float.NegativeInfinity);
     }
 
+    /// <param name="KB">
+    /// Per head: k_b as <c>kv_lora_rank</c> rows of <c>qk_nope</c> (attn_k_b), or with <paramref name="KeyRowsPerQuery"/>
+    /// as <c>qk_nope</c> rows of <c>kv_lora_rank</c> (the key rows of a fused attn_kv_b), multiplied transposed.
+    /// </param>
     private sealed record AttentionLayer(
         float[] AttentionNorm, WeightMatrix? QueryA, float[]? QueryANorm, WeightMatrix Query,
-        WeightMatrix KvA, float[] KvANorm, WeightMatrix[] KB, WeightMatrix[] VB, WeightMatrix Output);
+        WeightMatrix KvA, float[] KvANorm, WeightMatrix[] KB, bool KeyRowsPerQuery, WeightMatrix[] VB, WeightMatrix Output)
+    {
+        /// <summary>The two products of the normalized input, as one group: the query's first matrix, then <see cref="KvA"/>.</summary>
+        public WeightMatrix[] InputProducts { get; } = [QueryA ?? Query, KvA];
+    }
 
     private sealed record MoeWeights(WeightMatrix Router, float[]? SelectionBias, WeightMatrix[] Gate, WeightMatrix[] Up, WeightMatrix[] Down);
 
     /// <summary>A dense SwiGLU block, or a MoE block whose optional Gate/Up/Down are the shared experts.</summary>
-    private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe);
+    private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe)
+    {
+        /// <summary>A MoE block's products of the normalized input that need no routing, as one group: the router, then the shared experts' gate and up.</summary>
+        public WeightMatrix[] UnroutedProducts { get; } = Moe is null ? [] : Gate is null ? [Moe.Router] : [Moe.Router, Gate, Up!];
+    }
 }

@@ -65,16 +65,30 @@ public class Llama : Model
         int d = c.EmbeddingLength, headDim = c.KeyLength, qDim = c.HeadCount * headDim, kvDim = c.HeadCountKv * headDim;
 
         Span<float> h = scratch.Scratch("norm", tokens * d);
-        Span<float> q = scratch.Scratch("q", tokens * qDim);
-        Span<float> k = scratch.Scratch("k", tokens * kvDim);
-        Span<float> v = scratch.Scratch("v", tokens * kvDim);
         Span<float> attention = scratch.Scratch("attn", tokens * qDim);
         Span<float> projected = scratch.Scratch("attn_out", tokens * d);
 
         Backend.RmsNorm(x, w.AttentionNorm, h, tokens, c.RmsNormEpsilon);
-        Backend.MatMul(w.Query, h, q, tokens);
-        Backend.MatMul(w.Key, h, k, tokens);
-        Backend.MatMul(w.Value, h, v, tokens);
+        Span<float> q, k, v;
+        if (tokens == 1)
+        {
+            // One token: Q, K and V as one group (one activation conversion, one job for the threads).
+            int slot = Math.Max(qDim, kvDim);
+            Span<float> qkv = scratch.Scratch("qkv", 3 * slot);
+            Backend.MatMulGroup(w.QkvProducts, h, 0, qkv, slot);
+            q = qkv[..qDim];
+            k = qkv.Slice(slot, kvDim);
+            v = qkv.Slice(2 * slot, kvDim);
+        }
+        else
+        {
+            q = scratch.Scratch("q", tokens * qDim);
+            k = scratch.Scratch("k", tokens * kvDim);
+            v = scratch.Scratch("v", tokens * kvDim);
+            Backend.MatMul(w.Query, h, q, tokens);
+            Backend.MatMul(w.Key, h, k, tokens);
+            Backend.MatMul(w.Value, h, v, tokens);
+        }
         if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
         if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
         if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
@@ -99,5 +113,9 @@ public class Llama : Model
     private sealed record Layer(
         float[] AttentionNorm, WeightMatrix Query, WeightMatrix Key, WeightMatrix Value,
         float[]? QueryBias, float[]? KeyBias, float[]? ValueBias, WeightMatrix Output,
-        float[] FeedForwardNorm, WeightMatrix Gate, WeightMatrix Up, WeightMatrix Down);
+        float[] FeedForwardNorm, WeightMatrix Gate, WeightMatrix Up, WeightMatrix Down)
+    {
+        /// <summary>The three products of the normalized input, as one group.</summary>
+        public WeightMatrix[] QkvProducts { get; } = [Query, Key, Value];
+    }
 }

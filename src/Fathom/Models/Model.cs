@@ -19,6 +19,8 @@ public abstract class Model : IDisposable
     // batch seen (the backend already limits a model to one forward pass at a time, so one of each serves every call).
     private SessionRows[] _batchSegments = [];
     private int[] _batchTokens = [];
+    // FeedForward's gate and up for a one-token group, refilled per call.
+    private readonly WeightMatrix[] _gateUp = new WeightMatrix[2];
 
     protected Model(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile)
     {
@@ -274,11 +276,25 @@ public abstract class Model : IDisposable
     protected void FeedForward(InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens, WeightMatrix gate, WeightMatrix up, WeightMatrix down)
     {
         int ff = gate.Rows;
-        Span<float> g = scratch.Scratch("ffn_gate", tokens * ff);
-        Span<float> u = scratch.Scratch("ffn_up", tokens * ff);
+        Span<float> g, u;
+        if (tokens == 1)
+        {
+            // One token: gate and up as one group (one activation conversion, one job for the threads).
+            _gateUp[0] = gate;
+            _gateUp[1] = up;
+            Span<float> both = scratch.Scratch("ffn_gate_up", 2 * ff);
+            Backend.MatMulGroup(_gateUp, h, 0, both, ff);
+            g = both[..ff];
+            u = both[ff..];
+        }
+        else
+        {
+            g = scratch.Scratch("ffn_gate", tokens * ff);
+            u = scratch.Scratch("ffn_up", tokens * ff);
+            Backend.MatMul(gate, h, g, tokens);
+            Backend.MatMul(up, h, u, tokens);
+        }
         Span<float> o = scratch.Scratch("ffn_out", tokens * down.Rows);
-        Backend.MatMul(gate, h, g, tokens);
-        Backend.MatMul(up, h, u, tokens);
         Backend.SiluMul(g, u);
         Backend.MatMul(down, g, o, tokens);
         Backend.Add(x[..(tokens * down.Rows)], o);

@@ -46,18 +46,6 @@ public sealed unsafe class ModelTensors(GgufFile file, IComputeBackend? backend 
 
     public float[]? OptionalVector(string name, long length) => Has(name) ? Vector(name, length) : null;
 
-    /// <summary>A whole 2-D tensor decoded to floats, for the few weights reshaped at load (small by construction).</summary>
-    public float[] Dequantize(string name, long columns, long rows)
-    {
-        GgufTensorInfo t = Tensor(name, columns, rows);
-        var values = new float[checked(columns * rows)];
-        WeightFormat format = TypeTraits.For(t.Type);
-        ReadOnlySpan<byte> data = File.GetTensorData(t);
-        for (long r = 0; r < rows; r++)
-            format.Dequantize(data.Slice(checked((int)(r * t.RowBytes)), (int)t.RowBytes), values.AsSpan((int)(r * columns), (int)columns));
-        return values;
-    }
-
     private GgufTensorInfo Tensor(string name, params long[] shape)
     {
         if (!File.TryGetTensor(name, out GgufTensorInfo? t))

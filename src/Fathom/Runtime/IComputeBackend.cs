@@ -19,6 +19,54 @@ public interface IComputeBackend : IDisposable
     /// </summary>
     void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens);
 
+    /// <summary>
+    /// Several one-token products in one call (a token's chosen experts, MLA's per-head matrices):
+    /// <c>outputs[i · outputStride + r] = weights[i].Row(r) · inputs[i · inputStride ..]</c>, for every matrix
+    /// <c>i</c> and row <c>r</c>. An <paramref name="inputStride"/> of 0 gives every matrix the same input.
+    /// Results equal one <see cref="MatMul"/> per matrix; a backend may convert a shared input once per activation
+    /// format and spread all the matrices' rows over its threads at once. The default is that loop of MatMul calls.
+    /// </summary>
+    void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        for (int i = 0; i < weights.Length; i++)
+        {
+            WeightMatrix w = weights[i];
+            MatMul(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1);
+        }
+    }
+
+    /// <summary>
+    /// Products with transposed matrices: each input weighs the rows of its matrix. For every token <c>t</c> and matrix
+    /// <c>i</c>, with <c>x = inputs[t · inputTokenStride + i · inputStride ..]</c> (<c>Rows</c> values) and
+    /// <c>y = outputs[t · outputTokenStride + i · outputStride ..]</c> (<c>Columns</c> values),
+    /// <c>y[c] = Σ_r x[r] · weights[i][r, c]</c>, as <see cref="WeightMatrix.MultiplyTransposed"/> computes it (rows
+    /// dequantized and added in order), so a token's result does not depend on the batch it came in.
+    /// MLA's absorbed query where a file stores each head's key decompression untransposed (the fused
+    /// <c>attn_kv_b</c>): read in its own format instead of from a float copy four to eight times its size.
+    /// The default runs <see cref="WeightMatrix.MultiplyTransposed"/> per (token, matrix) on the calling thread, on
+    /// host copies of the spans (<see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after).
+    /// </summary>
+    void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
+    {
+        int widest = 0;
+        foreach (WeightMatrix w in weights) widest = Math.Max(widest, w.Columns);
+        ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(inputs), inputs.Length));
+        float[] row = System.Buffers.ArrayPool<float>.Shared.Rent(widest);
+        try
+        {
+            for (int t = 0; t < tokens; t++)
+                for (int i = 0; i < weights.Length; i++)
+                    weights[i].MultiplyTransposed(inputs.Slice(t * inputTokenStride + i * inputStride, weights[i].Rows),
+                        outputs.Slice(t * outputTokenStride + i * outputStride, weights[i].Columns), row);
+            WrittenOnHost(outputs);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(row);
+        }
+    }
+
     /// <summary>Each row of <paramref name="input"/> divided by its root mean square, times <paramref name="weight"/>.</summary>
     void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
 

@@ -54,6 +54,25 @@ public sealed unsafe class WeightMatrix
     /// <summary>Dequantizes one row into <paramref name="values"/> (length <see cref="Columns"/>).</summary>
     public void DequantizeRow(int row, Span<float> values) => Format.Dequantize(Row(row), values[..Columns]);
 
+    /// <summary>
+    /// <c>output[c] = Σ_r input[r] · this[r, c]</c> (input of <see cref="Rows"/> values, output of <see cref="Columns"/>):
+    /// each row is dequantized into <paramref name="row"/> (at least <see cref="Columns"/> floats) and added with its
+    /// input's weight, rows in order.
+    /// </summary>
+    public void MultiplyTransposed(ReadOnlySpan<float> input, Span<float> output, Span<float> row)
+    {
+        if (input.Length < Rows || output.Length < Columns || row.Length < Columns)
+            throw new ArgumentException($"{Name}: a transposed product needs {Rows} inputs, {Columns} outputs and a {Columns}-value row buffer");
+        output = output[..Columns];
+        output.Clear();
+        Span<float> values = row[..Columns];
+        for (int r = 0; r < Rows; r++)
+        {
+            DequantizeRow(r, values);
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(values, input[r], output, output);
+        }
+    }
+
     /// <summary>A view of memory that outlives this matrix (a memory-mapped tensor).</summary>
     public static WeightMatrix InPlace(string name, GgmlType type, byte* data, int rows, int columns)
     {

@@ -139,6 +139,7 @@ public sealed class BenchmarkTests(ITestOutputHelper output)
     [Theory]
     [InlineData("qwen2")]
     [InlineData("deepseek2-v3")]
+    [InlineData("deepseek2-v2-lite")] // the fused attn_kv_b: MLA's transposed key products
     public void SteadyDecodingAllocatesNothing(string variant)
     {
         WithModel(variant, (model, spec) =>

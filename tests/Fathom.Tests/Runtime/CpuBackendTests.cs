@@ -7,13 +7,13 @@ namespace Fathom.Tests.Runtime;
 /// <summary>The CPU kernels against plain double-precision loops written from the definitions.</summary>
 public sealed class CpuBackendTests
 {
-    private static float[] Random(int n, int seed, float scale = 1f)
+    internal static float[] Random(int n, int seed, float scale = 1f)
     {
         var rng = new Random(seed);
         return Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
     }
 
-    private static unsafe (WeightMatrix Matrix, byte[] Bytes) Quantized(GgmlType type, float[] values, int rows, int columns)
+    internal static unsafe (WeightMatrix Matrix, byte[] Bytes) Quantized(GgmlType type, float[] values, int rows, int columns)
     {
         WeightFormat format = TypeTraits.For(type);
         long rowBytes = format.Layout.RowBytes(columns);
