@@ -11,9 +11,7 @@ namespace Fathom.Cuda.Blas;
 /// </summary>
 public sealed unsafe class CublasLibrary
 {
-    private static readonly Lock Gate = new();
-    private static CublasLibrary? _instance;
-    private static CudaException? _failure;
+    private static readonly LoadedOnce<CublasLibrary> Loaded = new(() => Load());
 
     private readonly delegate* unmanaged<IntPtr*, int> _cublasCreate;
     private readonly delegate* unmanaged<IntPtr, int> _cublasDestroy;
@@ -39,25 +37,7 @@ public sealed unsafe class CublasLibrary
     public LibraryProbe? Lt { get; }
 
     public static bool TryLoad([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out CublasLibrary? cublas, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out CudaException? failure)
-    {
-        lock (Gate)
-        {
-            if (_instance is null && _failure is null)
-            {
-                try
-                {
-                    _instance = Load();
-                }
-                catch (CudaException e)
-                {
-                    _failure = e;
-                }
-            }
-            cublas = _instance;
-            failure = _failure;
-            return cublas is not null;
-        }
-    }
+        => Loaded.TryGet(out cublas, out failure);
 
     private static CublasLibrary Load()
     {

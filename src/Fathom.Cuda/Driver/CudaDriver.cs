@@ -12,9 +12,7 @@ namespace Fathom.Cuda.Driver;
 /// </summary>
 public sealed unsafe class CudaDriver
 {
-    private static readonly Lock Gate = new();
-    private static CudaDriver? _instance;
-    private static CudaException? _failure;
+    private static readonly LoadedOnce<CudaDriver> Loaded = new(() => Load(CudaLibrarySearch.Probe("libcuda", ["libcuda.so.1", "libcuda.so"], loaderFirst: true)));
 
     private readonly delegate* unmanaged<uint, int> _cuInit;
     private readonly delegate* unmanaged<int*, int> _cuDriverGetVersion;
@@ -116,25 +114,7 @@ public sealed unsafe class CudaDriver
 
     /// <summary>Loads and initializes the driver once; later calls return the first outcome.</summary>
     public static bool TryLoad([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out CudaDriver? driver, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out CudaException? failure)
-    {
-        lock (Gate)
-        {
-            if (_instance is null && _failure is null)
-            {
-                try
-                {
-                    _instance = Load(CudaLibrarySearch.Probe("libcuda", ["libcuda.so.1", "libcuda.so"], loaderFirst: true));
-                }
-                catch (CudaException e)
-                {
-                    _failure = e;
-                }
-            }
-            driver = _instance;
-            failure = _failure;
-            return driver is not null;
-        }
-    }
+        => Loaded.TryGet(out driver, out failure);
 
     private static CudaDriver Load(LibraryProbe library)
     {

@@ -12,9 +12,7 @@ namespace Fathom.Cuda.Nvrtc;
 /// </summary>
 public sealed unsafe class NvrtcLibrary
 {
-    private static readonly Lock Gate = new();
-    private static NvrtcLibrary? _instance;
-    private static CudaException? _failure;
+    private static readonly LoadedOnce<NvrtcLibrary> Loaded = new(() => Load());
 
     private readonly delegate* unmanaged<int*, int*, int> _nvrtcVersion;
     private readonly delegate* unmanaged<int*, int> _nvrtcGetNumSupportedArchs;
@@ -71,25 +69,7 @@ public sealed unsafe class NvrtcLibrary
     public static NvrtcLibrary Instance => TryLoad(out NvrtcLibrary? nvrtc, out CudaException? failure) ? nvrtc : throw failure;
 
     public static bool TryLoad([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out NvrtcLibrary? nvrtc, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out CudaException? failure)
-    {
-        lock (Gate)
-        {
-            if (_instance is null && _failure is null)
-            {
-                try
-                {
-                    _instance = Load();
-                }
-                catch (CudaException e)
-                {
-                    _failure = e;
-                }
-            }
-            nvrtc = _instance;
-            failure = _failure;
-            return nvrtc is not null;
-        }
-    }
+        => Loaded.TryGet(out nvrtc, out failure);
 
     private static NvrtcLibrary Load()
     {
