@@ -42,6 +42,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private IntPtr _graph; // the executable graph of the last recorded decode step
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
+    // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
+    private readonly ConditionalWeakTable<WeightMatrix, WeightMatrix> _transposedWeights = [];
+    private float[] _transposedIn = [], _transposedOut = [];
     private readonly List<DeviceRopeTable> _ropeTableList = [];
     // The last activation rounding: its source range and format, the op count when made, and where the result is.
     private (ulong Source, long Count, Quants.GgmlType Format, long Op, ulong Rounded) _lastRounding;
@@ -502,6 +505,46 @@ public sealed unsafe class CudaBackend : IComputeBackend
         new KernelArguments().Pointer(a).Pointer(b).Int(bias.Length).Long(n)
             .Launch(_context, _kernels.Function("add_bias"), "add_bias", Blocks(n, ElementThreads), 1, ElementThreads);
         Return(r, a, staged);
+    }
+
+    /// <summary>
+    /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows) as ordinary device products: each matrix is
+    /// dequantized and transposed once, on first use, into an F32 matrix kept with the weights (the float copy the CPU
+    /// avoids for bandwidth; on the GPU it is read at device speed), and every (token, matrix) goes through
+    /// <see cref="CopyRows"/> → <see cref="MatMul"/> → <see cref="CopyRows"/> on device-resident scratch, so nothing
+    /// travels to the host. F32 weights take no activation rounding, as the CPU's transposed product does not.
+    /// </summary>
+    public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
+    {
+        if (tokens <= 0) return;
+        foreach (WeightMatrix weight in weights)
+        {
+            WeightMatrix transposed = _transposedWeights.GetValue(weight, Transpose);
+            long inputValues = (long)tokens * weight.Rows, outputValues = (long)tokens * weight.Columns;
+            if (_transposedIn.Length < inputValues) Attach(_transposedIn = GC.AllocateArray<float>(checked((int)inputValues), pinned: true));
+            if (_transposedOut.Length < outputValues) Attach(_transposedOut = GC.AllocateArray<float>(checked((int)outputValues), pinned: true));
+        }
+        for (int i = 0; i < weights.Length; i++)
+        {
+            WeightMatrix weight = weights[i], transposed = _transposedWeights.GetValue(weight, Transpose);
+            Span<float> x = _transposedIn.AsSpan(0, tokens * weight.Rows), y = _transposedOut.AsSpan(0, tokens * weight.Columns);
+            CopyRows(inputs[(i * inputStride)..], inputTokenStride, x, weight.Rows, tokens, weight.Rows);
+            MatMul(transposed, x, y, tokens);
+            CopyRows(y, weight.Columns, outputs[(i * outputStride)..], outputTokenStride, tokens, weight.Columns);
+        }
+    }
+
+    private static WeightMatrix Transpose(WeightMatrix weight)
+    {
+        var values = new float[(long)weight.Rows * weight.Columns];
+        var row = new float[weight.Columns];
+        for (int r = 0; r < weight.Rows; r++)
+        {
+            weight.DequantizeRow(r, row);
+            for (int c = 0; c < weight.Columns; c++) values[(long)c * weight.Rows + r] = row[c];
+        }
+        return WeightMatrix.FromFloats(weight.Name + ".T", values, weight.Columns, weight.Rows);
     }
 
     public void CopyRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int rows, int width)
