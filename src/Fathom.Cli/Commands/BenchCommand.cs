@@ -55,7 +55,7 @@ public static class BenchCommand
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
         var bandwidth = new Option<string?>("--bandwidth")
         {
-            Description = "Memory read bandwidth in GB/s for the generation roofline, or 'measure' (the default: measured with the same threads).",
+            Description = "Memory read bandwidth in GB/s for the generation roofline, or 'measure' (the default: measured with the same threads; with --gpu only a given value gives a roofline).",
         };
         var maxMemory = new Option<double?>("--max-memory") { Description = "Memory (GB) a synthetic model may use; default: available memory minus a margin. Fewer layers are built beyond it." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
@@ -134,7 +134,8 @@ public static class BenchCommand
 
                 var modelOptions = new ModelOptions { Threads = request.Threads };
                 using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu() : modelOptions);
-                double bandwidth = givenBandwidth ?? MemoryBandwidth.Measure(request.Threads);
+                // The host's RAM bandwidth says nothing about a GPU run: there the roofline needs --bandwidth.
+                double? bandwidth = givenBandwidth ?? (request.Gpu ? null : MemoryBandwidth.Measure(request.Threads));
                 BenchmarkResult measured = Benchmark.Run(model, options with { BandwidthGBps = bandwidth });
                 BenchmarkResult result = plan is null ? measured : plan.Scale(measured);
                 string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{request.Threads} thread(s)";
@@ -228,7 +229,7 @@ public static class BenchCommand
             ["working_set_bytes"] = r.WorkingSetBytes,
             ["gc_heap_size_bytes"] = r.GcHeapSizeBytes,
             ["bandwidth_gbps"] = r.Options.BandwidthGBps,
-            ["bandwidth_source"] = report.BandwidthMeasured ? "measured" : "given",
+            ["bandwidth_source"] = r.Options.BandwidthGBps is null ? "none" : report.BandwidthMeasured ? "measured" : "given",
             ["roofline_fraction"] = r.RooflineFraction,
             ["synthetic"] = plan is not null,
             ["total_layers"] = plan?.TotalLayers,
