@@ -97,7 +97,7 @@ internal static unsafe class Q4_KDot
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(ad);
                 Vector128<float> minScale = Avx.BroadcastScalarToVector128(Fp16.Table + *(ushort*)(w + DMinOffset)) * Vector128.Create(ad);
                 Vector256<byte> scaleBytes = KQuantVector.SubBlockScales(w + ScalesOffset, a, minScale, ref accMins);
-                Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
+                Vector256<int> sumi = LevelSums(w, a, scaleBytes);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
             return KQuantVector.HorizontalSum(acc) + KQuantVector.HorizontalSum(accMins);
@@ -145,7 +145,7 @@ internal static unsafe class Q4_KDot
         {
             KQuantVector.PrefetchAhead(w, BlockBytes);
             Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
-            Vector256<int> sumi = (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
+            Vector256<int> sumi = LevelSums(w, a, scaleBytes);
             sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(sumi), minSum);
         }
         return sum;
@@ -172,6 +172,11 @@ internal static unsafe class Q4_KDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float AddSuperBlock(float sum, float ad, float d, float dmin, int levelSum, int minSum) =>
         sum + (ad * d * levelSum - ad * dmin * minSum);
+
+    /// <summary>A super-block's Σ sc·q·x as eight int32 partial sums (AVX2): the integer part both AVX2 kernels share.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> LevelSums(byte* w, byte* a, Vector256<byte> scaleBytes) =>
+        (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));
 
     /// <summary><see cref="Chunk"/> in one 512-bit step: sixteen int32 partial sums of Σ sc·q·x over 64 values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

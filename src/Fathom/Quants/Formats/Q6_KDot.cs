@@ -96,10 +96,7 @@ internal static unsafe class Q6_KDot
             for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
             {
                 KQuantVector.PrefetchAhead(w, BlockBytes);
-                Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
-                // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
-                Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
-                Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
+                Vector256<int> sumi = SuperBlockSums(w, a);
                 Vector256<float> scale = Avx.BroadcastScalarToVector256(Fp16.Table + *(ushort*)(w + DOffset)) * Vector256.Create(*(float*)a);
                 acc = Fma.MultiplyAdd(scale, Avx.ConvertToVector256Single(sumi), acc);
             }
@@ -140,11 +137,7 @@ internal static unsafe class Q6_KDot
         for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
         {
             KQuantVector.PrefetchAhead(w, BlockBytes);
-            Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
-            // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
-            Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
-            Vector256<int> sumi = (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
-            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(sumi));
+            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(SuperBlockSums(w, a)));
         }
         return sum;
     }
@@ -155,6 +148,18 @@ internal static unsafe class Q6_KDot
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float AddSuperBlock(float sum, float ad, float d, int total) => sum + ad * d * total;
+
+    /// <summary>
+    /// A super-block's Σ sc·(q − 32)·x as eight int32 partial sums (AVX2): the integer part both AVX2 kernels share.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SuperBlockSums(byte* w, byte* a)
+    {
+        Vector256<short> scales = Avx2.ConvertToVector256Int16(Sse2.LoadVector128((sbyte*)(w + ScalesOffset)));
+        // 32·Σ sc_g·(Σx)_g, subtracted once instead of per value.
+        Vector256<int> offset = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, KQuantVector.Q8KGroupSums(a)), 5);
+        return (Half(w, a, 0, scales) + Half(w, a, 1, scales)) - offset;
+    }
 
     /// <summary><see cref="Half"/> with two 32-value slices per 512-bit register.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
