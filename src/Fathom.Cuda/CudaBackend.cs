@@ -225,31 +225,26 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     private ulong In(ReadOnlySpan<float> values, DeviceScratch staging, out bool staged)
     {
-        long bytes = (long)values.Length * sizeof(float);
-        fixed (float* p = values)
-            if (_resident.TryFind(p, bytes, out ulong device))
-            {
-                staged = false;
-                return device;
-            }
-        staged = true;
-        DeviceBuffer buffer = staging.Get(bytes);
+        staged = !TryResident(values, out ulong device);
+        if (!staged) return device;
+        DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         buffer.Upload(values);
         return buffer.Pointer;
+    }
+
+    /// <summary>The device address of <paramref name="values"/> when they lie in an attached buffer.</summary>
+    private bool TryResident(ReadOnlySpan<float> values, out ulong device)
+    {
+        fixed (float* p = values)
+            return _resident.TryFind(p, (long)values.Length * sizeof(float), out device);
     }
 
     /// <summary>An output's device address; <paramref name="staged"/> says it must be copied back (<see cref="Return"/>).</summary>
     private ulong Out(Span<float> values, DeviceScratch staging, bool upload, out bool staged)
     {
-        long bytes = (long)values.Length * sizeof(float);
-        fixed (float* p = values)
-            if (_resident.TryFind(p, bytes, out ulong device))
-            {
-                staged = false;
-                return device;
-            }
-        staged = true;
-        DeviceBuffer buffer = staging.Get(bytes);
+        staged = !TryResident(values, out ulong device);
+        if (!staged) return device;
+        DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         if (upload) buffer.Upload<float>(values);
         return buffer.Pointer;
     }
