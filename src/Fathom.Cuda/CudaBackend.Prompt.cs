@@ -129,8 +129,8 @@ public sealed unsafe partial class CudaBackend
         bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
         long sharedBytes = sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + (valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim)
             + (long)PrefillWarps * shape.KeyDim);
-        int accumulators = shape.ValueDim <= 128 ? 4 : shape.ValueDim <= 256 ? 8 : 16;
-        string name = $"attention_prefill_{accumulators}";
+        // Each lane holds value dims lane + 32·i: 4, 8 or 16 of them.
+        string name = shape.ValueDim <= 128 ? "attention_prefill_4" : shape.ValueDim <= 256 ? "attention_prefill_8" : "attention_prefill_16";
         IntPtr function = _kernels.Function(name);
         if (!_prefillSharedBytes.TryGetValue(function, out int allowed)) allowed = 48 * 1024;
         if (sharedBytes > allowed)
