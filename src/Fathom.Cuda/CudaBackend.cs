@@ -17,7 +17,7 @@ namespace Fathom.Cuda;
 /// indices, scales, RoPE angles) is copied during the call; from pageable memory the driver does that before the call
 /// returns. A KV cache that is not attached is mirrored (<see cref="DeviceKvMirror"/>). All work is queued on one stream.
 /// </summary>
-public sealed unsafe class CudaBackend : IComputeBackend
+public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
 
@@ -298,6 +298,11 @@ public sealed unsafe class CudaBackend : IComputeBackend
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
         ulong o = Out(y, _output, upload: false, out bool staged);
+        if (tokens >= BlasMinimumTokens && _blas is not null && HalfPrecisionProduct(weight, w, x, stagedInput, o, y.Length, tokens))
+        {
+            Return(y, o, staged);
+            return;
+        }
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
@@ -423,6 +428,11 @@ public sealed unsafe class CudaBackend : IComputeBackend
         Span<float> o = output[..(int)outputCount];
         ulong q = In(queries[..(int)queryCount], _input);
         ulong device = Out(o, _output, upload: false, out bool staged);
+        if (PrefillAttentionBatch(q, keys, values, device, cache, shape, firstPosition, tokens))
+        {
+            Return(o, device, staged);
+            return;
+        }
         DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * length * sizeof(float));
         new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
@@ -640,6 +650,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _indices.Dispose();
         _scales.Dispose();
         _dequantized.Dispose();
+        DisposePrompt();
         if (_blasHandle != IntPtr.Zero)
         {
             _context.MakeCurrent();

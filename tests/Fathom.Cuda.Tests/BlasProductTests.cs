@@ -4,8 +4,8 @@ using Fathom.Runtime;
 namespace Fathom.Cuda.Tests;
 
 /// <summary>
-/// Prompt batches (at least <see cref="CudaBackend.BlasMinimumTokens"/> tokens) go through cuBLAS on dequantized
-/// weights: the products equal the float64 dot of the CPU-dequantized weights with the activations as the CPU
+/// Prompt batches (at least <see cref="CudaBackend.BlasMinimumTokens"/> tokens) with the tensor cores off go through
+/// single-precision cuBLAS on dequantized weights: the products equal the float64 dot of the CPU-dequantized weights with the activations as the CPU
 /// rounds them (F32 weights: as they are), within float rounding, also when the matrix is multiplied in row chunks.
 /// </summary>
 public sealed unsafe class BlasProductTests(GpuFixture gpu)
@@ -30,8 +30,10 @@ public sealed unsafe class BlasProductTests(GpuFixture gpu)
         float[] x = TestData.Gaussian(random, tokens * columns);
         float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray();
         long limit = backend.DequantizedFloatsLimit;
+        bool tensorCores = backend.TensorCoreProducts;
         try
         {
+            backend.TensorCoreProducts = false; // the single-precision path; PromptProductTests covers the tensor cores
             if (chunkRows > 0) backend.DequantizedFloatsLimit = (long)chunkRows * columns;
             fixed (byte* p = weights)
                 backend.MatMul(WeightMatrix.InPlace($"blas.{type}.{chunkRows}", type, p, rows, columns), x, y, tokens);
@@ -39,6 +41,7 @@ public sealed unsafe class BlasProductTests(GpuFixture gpu)
         finally
         {
             backend.DequantizedFloatsLimit = limit;
+            backend.TensorCoreProducts = tensorCores;
         }
 
         var w = new float[rows * columns];

@@ -21,6 +21,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
 {
     private const int PromptLength = 7;
     private const int TotalTokens = 20;
+    private const int LongPromptLength = 48;
 
     public static TheoryData<string> Variants => new()
     {
@@ -94,6 +95,41 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         }
     }
 
+    /// <summary>
+    /// Prompts long enough for the prompt paths (tensor-core products from <see cref="CudaBackend.BlasMinimumTokens"/>
+    /// tokens, the tiled attention): the same tolerances, with the prompt's last logits and a few decode steps.
+    /// </summary>
+    [Theory]
+    [InlineData("llama-f16")]
+    [InlineData("qwen2-bf16")]
+    [InlineData("llama-q4_k")]
+    [InlineData("deepseek2-v3-f16")]
+    [InlineData("deepseek2-v2-lite-f32")]
+    [InlineData("deepseek2-r1-q4_k-q6_k")]
+    public void LongPromptsOnTheGpuMatchTheCpuEngine(string variant)
+    {
+        gpu.Require();
+        (SyntheticModelSpec spec, double tolerance) = Variant(variant);
+        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-long-{variant}-{Guid.NewGuid():N}.gguf");
+        ModelSynthesizer.Write(spec, path);
+        try
+        {
+            using GgufFile file = GgufFile.Open(path);
+            int[] prompt = Prompt(spec.VocabSize, spec.Seed, LongPromptLength);
+            (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt, LongPromptLength + 4);
+            (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt, LongPromptLength + 4);
+            double error = Aggregate(gpuLogits, cpuLogits);
+            string perStep = string.Join(" ", Enumerable.Range(0, Math.Min(cpuLogits.Count, gpuLogits.Count)).Select(i => TestData.RelativeL2(gpuLogits[i], cpuLogits[i]).ToString("E1")));
+            output.WriteLine($"{variant}, prompt of {LongPromptLength}: GPU {error:E2} (tolerance {tolerance:E0}); per step: {perStep}");
+            Assert.Equal(cpuTokens, gpuTokens);
+            Assert.True(error <= tolerance, $"{variant}: relative L2 {error:E2} > {tolerance:E0}; per step: {perStep}");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void BatchedDecodingOnTheGpuMatchesSingleSessions()
     {
@@ -143,18 +179,18 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         return Math.Sqrt(diff / norm);
     }
 
-    private static (List<int> Tokens, List<float[]> Logits) Greedy(Model model, int[] prompt)
+    private static (List<int> Tokens, List<float[]> Logits) Greedy(Model model, int[] prompt, int totalTokens = TotalTokens)
     {
         using (model)
         {
-            var session = model.CreateSession(TotalTokens + 4);
+            var session = model.CreateSession(totalTokens + 4);
             var tokens = new List<int>(prompt);
             var logits = new List<float[]>();
             float[] l = model.Forward(session, prompt);
             while (true)
             {
                 logits.Add(l);
-                if (tokens.Count == TotalTokens) break;
+                if (tokens.Count == totalTokens) break;
                 int next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(l);
                 tokens.Add(next);
                 l = model.Forward(session, [next]);
@@ -164,9 +200,9 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
     }
 
 
-    private static int[] Prompt(int vocab, int seed)
+    private static int[] Prompt(int vocab, int seed, int length = PromptLength)
     {
         var random = new Random(seed);
-        return Enumerable.Range(0, PromptLength).Select(_ => random.Next(0, vocab - 8)).ToArray();
+        return Enumerable.Range(0, length).Select(_ => random.Next(0, vocab - 8)).ToArray();
     }
 }

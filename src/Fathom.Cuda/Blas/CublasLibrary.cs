@@ -18,6 +18,7 @@ public sealed unsafe class CublasLibrary
     private readonly delegate* unmanaged<IntPtr, IntPtr, int> _cublasSetStream;
     private readonly delegate* unmanaged<IntPtr, int, int> _cublasSetMathMode;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int> _cublasSgemm;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _cublasGemmEx;
 
     private CublasLibrary(LibraryProbe library, LibraryProbe? lt)
     {
@@ -29,6 +30,7 @@ public sealed unsafe class CublasLibrary
         _cublasSetStream = (delegate* unmanaged<IntPtr, IntPtr, int>)Export(h, "cublasSetStream_v2");
         _cublasSetMathMode = (delegate* unmanaged<IntPtr, int, int>)Export(h, "cublasSetMathMode");
         _cublasSgemm = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int>)Export(h, "cublasSgemm_v2");
+        _cublasGemmEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Export(h, "cublasGemmEx");
     }
 
     public LibraryProbe Library { get; }
@@ -102,4 +104,26 @@ public sealed unsafe class CublasLibrary
         Check(_cublasSgemm(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, columns, x, columns, &beta, y, outputStride),
             "cublasSgemm");
     }
+
+    /// <summary>
+    /// <see cref="Gemm"/> with half-precision operands: <paramref name="w"/> and <paramref name="x"/> both of
+    /// <paramref name="operands"/>, y in F32, products summed in FP32 (<c>CUBLAS_COMPUTE_32F</c>) on the tensor cores.
+    /// Each product of two halves is exact in FP32, so only the order of the additions differs from an FP32 GEMM.
+    /// <paramref name="accumulate"/> adds the product to y instead of replacing it.
+    /// </summary>
+    internal void GemmHalf(IntPtr handle, HalfType operands, ulong w, ulong x, ulong y, int rows, int columns, int tokens, int outputStride, bool accumulate)
+    {
+        float alpha = 1f, beta = accumulate ? 1f : 0f;
+        int type = (int)operands;
+        Check(_cublasGemmEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, type, columns, x, type, columns,
+                &beta, y, 0 /* CUDA_R_32F */, outputStride, 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
+            "cublasGemmEx");
+    }
+}
+
+/// <summary>The half-precision element types of <see cref="CublasLibrary.GemmHalf"/> (<c>cudaDataType</c> numbers).</summary>
+public enum HalfType
+{
+    F16 = 2,
+    BF16 = 14,
 }

@@ -54,6 +54,7 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<IntPtr, int> _cuGraphDestroy;
     private readonly delegate* unmanaged<IntPtr, int> _cuGraphExecDestroy;
     private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorName;
+    private readonly delegate* unmanaged<IntPtr, int, int, int> _cuFuncSetAttribute;
 
     private CudaDriver(LibraryProbe library)
     {
@@ -101,6 +102,7 @@ public sealed unsafe class CudaDriver
         _cuGraphDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuGraphDestroy");
         _cuGraphExecDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuGraphExecDestroy");
         _cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorName");
+        _cuFuncSetAttribute = (delegate* unmanaged<IntPtr, int, int, int>)Export(h, "cuFuncSetAttribute");
     }
 
     /// <summary>Where the driver library was found.</summary>
@@ -270,6 +272,10 @@ public sealed unsafe class CudaDriver
         int result = _cuLaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, stream, arguments, null);
         if (result != 0) throw new CudaException($"cuLaunchKernel({name})", result, Describe(result));
     }
+
+    /// <summary>Lets <paramref name="function"/> take up to <paramref name="bytes"/> of dynamic shared memory (above the default 48 KiB needs this).</summary>
+    internal void SetMaxDynamicSharedBytes(IntPtr function, int bytes) =>
+        Check(_cuFuncSetAttribute(function, 8 /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */, bytes), "cuFuncSetAttribute");
 
     internal IntPtr CreateStream()
     {

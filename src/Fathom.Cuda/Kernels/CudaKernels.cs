@@ -14,7 +14,7 @@ public sealed class CudaKernels : IDisposable
     public const int MatMulWarps = 4, TokenTile = 8;
 
     private readonly CudaModule _module;
-    private readonly IntPtr[] _matMul = new IntPtr[64], _matVec = new IntPtr[64];
+    private readonly IntPtr[] _matMul = new IntPtr[64], _matVec = new IntPtr[64], _dequantizeHalf = new IntPtr[64];
 
     public CudaKernels(CudaContext context, KernelCache? cache = null)
     {
@@ -89,6 +89,20 @@ public sealed class CudaKernels : IDisposable
     }
 
     public IntPtr Dequantize(GgmlType type) => _module.Function("dequantize_" + Suffix(type));
+
+    /// <summary>
+    /// <c>dequantize_half_T</c>: arguments (weights, row bytes, columns, F16 output hi, F16 output lo or 0, groups of
+    /// 8 weights), one thread per group. Quantized types only: F16 and BF16 weights are multiplied as they are, F32 weights in single precision.
+    /// </summary>
+    public IntPtr DequantizeHalf(GgmlType type)
+    {
+        if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) throw new ArgumentException($"{type} weights are not converted to F16", nameof(type));
+        int index = (int)type;
+        if ((uint)index < (uint)_dequantizeHalf.Length && _dequantizeHalf[index] != IntPtr.Zero) return _dequantizeHalf[index];
+        IntPtr function = _module.Function("dequantize_half_" + Suffix(type));
+        if ((uint)index < (uint)_dequantizeHalf.Length) _dequantizeHalf[index] = function;
+        return function;
+    }
 
     public IntPtr Embed(GgmlType type) => _module.Function("embed_" + Suffix(type));
 

@@ -1,0 +1,156 @@
+using Fathom.Cuda.Blas;
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda;
+
+/// <summary>
+/// Prompt processing: products of at least <see cref="BlasMinimumTokens"/> tokens on the tensor cores (half-precision
+/// operands, FP32 sums: <see cref="HalfPrecisionProduct"/>) and a tiled attention for batches of at least
+/// <see cref="PrefillAttentionMinimumTokens"/> queries (Kernels/attention_prefill.cu).
+/// </summary>
+public sealed unsafe partial class CudaBackend
+{
+    /// <summary>Attention batches of at least this many tokens use the tiled prompt kernel.</summary>
+    public const int PrefillAttentionMinimumTokens = 16;
+
+    private const int PrefillWarps = 8, PrefillKeys = 32, PrefillThreads = PrefillWarps * 32;
+
+    /// <summary>
+    /// Whether prompt products of F16, BF16 and quantized weights run on the tensor cores (the default;
+    /// FATHOM_CUDA_TENSOR_CORES=0 turns it off). F16 and BF16 weights are multiplied as they are, with the activations
+    /// in the same format (the CPU rounds them so too): the products are exact and summed in FP32. Quantized weights
+    /// are dequantized to F16 and their rounded activations converted to F16, split per <see cref="SplitHalfProducts"/>.
+    /// F32 weights, and every product when this is off, use the single-precision GEMM.
+    /// </summary>
+    public bool TensorCoreProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_TENSOR_CORES") != "0";
+
+    /// <summary>
+    /// Whether quantized weights and their activations are each split into two F16 halves, hi + lo (the default;
+    /// FATHOM_CUDA_SPLIT_HALVES=0 turns it off), and multiplied as lo·hi + hi·lo + hi·hi: three tensor-core products,
+    /// close to FP32 accuracy (relative error about 1e-6). Off, one product of hi·hi loses about one F16 step (5e-4)
+    /// per operand, which the test models (and any long chain of roundings to Q8 activations) amplify past the
+    /// agreement the engine promises (docs/cuda.md). Values beyond F16's range (65504) are not representable either way.
+    /// </summary>
+    public bool SplitHalfProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SPLIT_HALVES") != "0";
+
+    /// <summary>Whether prompt attention batches use the tiled kernel (the default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns it off).</summary>
+    public bool PrefillAttention { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "0";
+
+    private DeviceScratch? _halfActivationScratch, _halfWeightScratch;
+    // The last activations converted to halves: source, count, the weight's activation format, the operand type,
+    // whether split, the op count when made (-1: not reusable), and where the halves (hi, then lo) are. Reused as
+    // _lastRounding is.
+    private (ulong Source, long Count, GgmlType Format, HalfType Operands, bool Split, long Op, ulong Halves) _lastHalves;
+    private readonly Dictionary<IntPtr, int> _prefillSharedBytes = [];
+
+    private DeviceScratch HalfActivationScratch => _halfActivationScratch ??= new DeviceScratch(_context, _retirement);
+
+    private DeviceScratch HalfWeightScratch => _halfWeightScratch ??= new DeviceScratch(_context, _retirement);
+
+    /// <summary>
+    /// A prompt batch's product on the tensor cores, when <see cref="TensorCoreProducts"/> allows it for the weight's
+    /// type; false leaves it to the single-precision path. <paramref name="x"/> is the unrounded input. Quantized
+    /// weights are dequantized in row chunks (<see cref="DequantizedFloatsLimit"/> values at a time), as the FP32 path does.
+    /// </summary>
+    private bool HalfPrecisionProduct(WeightMatrix weight, DeviceBuffer w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
+    {
+        GgmlType type = weight.Format.Type;
+        if (!TensorCoreProducts || type == GgmlType.F32) return false;
+        int rows = weight.Rows, n = weight.Columns;
+        long count = (long)tokens * n;
+        bool dense = type is GgmlType.F16 or GgmlType.BF16, split = SplitHalfProducts && !dense;
+        HalfType operands = type == GgmlType.BF16 ? HalfType.BF16 : HalfType.F16;
+        ulong halves = HalfActivations(weight.Format.DotActivationType, operands, split, x, count, stagedInput);
+        // As with roundings: the halves may serve the next product unless this one writes into their source.
+        ulong source = _lastHalves.Source, end = source + (ulong)_lastHalves.Count * sizeof(float);
+        _lastHalves.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
+
+        if (dense)
+        {
+            _blas!.GemmHalf(_blasHandle, operands, w.Pointer, halves, y, rows, n, tokens, rows, accumulate: false);
+            return true;
+        }
+        int chunk = (int)Math.Clamp(DequantizedFloatsLimit / n, 1, rows);
+        long chunkHalves = (long)chunk * n;
+        DeviceBuffer buffer = HalfWeightScratch.Get((split ? 2 : 1) * chunkHalves * sizeof(ushort));
+        ulong hi = buffer.Pointer, lo = split ? hi + (ulong)chunkHalves * sizeof(ushort) : 0;
+        ulong xHi = halves, xLo = halves + (ulong)count * sizeof(ushort);
+        for (int first = 0; first < rows; first += chunk)
+        {
+            int chunkRows = Math.Min(chunk, rows - first);
+            ulong yChunk = y + (ulong)first * sizeof(float);
+            long groups = (long)chunkRows * (n / 8);
+            new KernelArguments().Pointer(w.Pointer + (ulong)(first * weight.RowBytes)).Long(weight.RowBytes).Int(n).Pointer(hi).Pointer(lo).Long(groups)
+                .Launch(_context, _kernels.DequantizeHalf(type), weight.Name, Blocks(groups, ElementThreads), 1, ElementThreads);
+            if (split)
+            {
+                // The small terms first, the main one last: the sum is rounded to FP32 once more at most per term.
+                _blas!.GemmHalf(_blasHandle, HalfType.F16, lo, xHi, yChunk, chunkRows, n, tokens, rows, accumulate: false);
+                _blas.GemmHalf(_blasHandle, HalfType.F16, hi, xLo, yChunk, chunkRows, n, tokens, rows, accumulate: true);
+            }
+            _blas!.GemmHalf(_blasHandle, HalfType.F16, hi, xHi, yChunk, chunkRows, n, tokens, rows, accumulate: split);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The activations as the tensor cores take them: rounded as the CPU rounds them, then in the operand type (hi,
+    /// followed by lo when <paramref name="split"/>, <paramref name="count"/> halves each).
+    /// </summary>
+    private ulong HalfActivations(GgmlType activationType, HalfType operands, bool split, ulong x, long count, bool staged)
+    {
+        if (_lastHalves.Op == _ops - 1 && _lastHalves.Source == x && _lastHalves.Count == count
+            && _lastHalves.Format == activationType && _lastHalves.Operands == operands && _lastHalves.Split == split)
+            return _lastHalves.Halves;
+        // F16 (BF16) activations for F16 (BF16) weights: the conversion is that rounding itself.
+        bool roundedByConversion = activationType == (operands == HalfType.BF16 ? GgmlType.BF16 : GgmlType.F16);
+        ulong rounded = roundedByConversion ? x : RoundActivations(activationType, x, count, staged);
+        DeviceBuffer halves = HalfActivationScratch.Get((split ? 2 : 1) * count * sizeof(ushort));
+        KernelArguments arguments = new KernelArguments().Pointer(rounded).Pointer(halves.Pointer);
+        string name = operands == HalfType.BF16 ? "floats_to_bf16" : "floats_to_f16";
+        if (operands == HalfType.F16) arguments = arguments.Pointer(split ? halves.Pointer + (ulong)count * sizeof(ushort) : 0);
+        arguments.Long(count).Launch(_context, _kernels.Function(name), name, Blocks(count, ElementThreads), 1, ElementThreads);
+        // A staging buffer's address holds other data next time: such halves are never reused (0 is no device address).
+        _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer);
+        return halves.Pointer;
+    }
+
+    /// <summary>
+    /// A prompt batch's attention with the tiled kernel (attention_prefill_N, N = value dims per lane / 32), when the
+    /// batch is large enough and the shape fits: value rows of at most 512, shared memory within the GPU's limit.
+    /// </summary>
+    private bool PrefillAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
+    {
+        if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens || shape.ValueDim > 512) return false;
+        // MLA's latent cache keeps each value row at the start of its key row: one tile then holds both.
+        bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
+        long sharedBytes = sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + (valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim)
+            + (long)PrefillWarps * shape.KeyDim);
+        // Each lane holds value dims lane + 32·i: 4, 8 or 16 of them.
+        string name = shape.ValueDim <= 128 ? "attention_prefill_4" : shape.ValueDim <= 256 ? "attention_prefill_8" : "attention_prefill_16";
+        IntPtr function = _kernels.Function(name);
+        if (!_prefillSharedBytes.TryGetValue(function, out int allowed)) allowed = 48 * 1024;
+        if (sharedBytes > allowed)
+        {
+            int optIn = _context.Driver.Attribute(_context.Driver.Device(Device.Ordinal), DeviceAttribute.MaxSharedMemoryPerBlockOptin);
+            if (sharedBytes > optIn) return false;
+            _context.Driver.SetMaxDynamicSharedBytes(function, (int)sharedBytes);
+            _prefillSharedBytes[function] = (int)sharedBytes;
+        }
+        long queryCount = (long)tokens * (shape.Heads / shape.KvHeads);
+        new KernelArguments().Pointer(queries).Pointer(keys).Pointer(values).Pointer(output)
+            .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
+            .Float(shape.Scale).Int(firstPosition).Int(tokens).Int(valuesInKeys ? 1 : 0)
+            .Launch(_context, function, name, (uint)((queryCount + PrefillWarps - 1) / PrefillWarps), (uint)shape.KvHeads, PrefillThreads, (uint)sharedBytes);
+        return true;
+    }
+
+    private void DisposePrompt()
+    {
+        _halfActivationScratch?.Dispose();
+        _halfWeightScratch?.Dispose();
+    }
+}

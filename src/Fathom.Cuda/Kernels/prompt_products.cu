@@ -1,0 +1,75 @@
+// Half-precision operands for the tensor-core prompt products (CudaBackend.Prompt.cs): cuBLAS multiplies F16 or
+// BF16 matrices with FP32 accumulation, so a prompt batch's weights and activations are handed to it as halves.
+// A value may be split into two F16 halves, hi = f16(v) and lo = f16(v - hi) (the subtraction is exact in float):
+// hi + lo carries about 22 bits of v, and three products (lo·hi, hi·lo, hi·hi) give nearly FP32 accuracy.
+//   dequantize_half_T: rows of a T matrix to F16 (hi, and lo when asked), eight weights per thread (decode8_T: the
+//                      CPU's values exactly), one 16-byte store per output; rows hold a multiple of 32 weights.
+//   floats_to_f16: activations (already rounded to the weight's partner format) to hi (and lo when asked).
+//   floats_to_bf16: activations to BF16, as Fathom's Bf16.FromSingle (round to nearest even, NaN stays NaN).
+
+__device__ __forceinline__ u32 half_remainder_bits(float v, u32 hi) { return float_to_half_bits(v - half_to_float(hi)); }
+
+__device__ __forceinline__ u32 float_to_bf16_bits(float f)
+{
+    u32 u = __float_as_uint(f);
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? ((u >> 16) | 64u) : ((u + (0x7FFFu + ((u >> 16) & 1u))) >> 16);
+}
+
+#define FATHOM_HALF_KERNELS(T)                                                                                 \
+extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row_bytes, int columns,         \
+                                               uint4* __restrict__ hi, uint4* __restrict__ lo, i64 groups)    \
+{                                                                                                              \
+    i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
+    if (g >= groups) return;                                                                                   \
+    int per_row = columns / 8;                                                                                 \
+    i64 row = g / per_row;                                                                                     \
+    int k0 = (int)(g - row * per_row) * 8;                                                                     \
+    float v[8];                                                                                                \
+    decode8_##T(w + row * row_bytes, k0, v);                                                                   \
+    u32 h[8];                                                                                                  \
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);                             \
+    hi[g] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));    \
+    if (lo == 0) return;                                                                                       \
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);                      \
+    lo[g] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));    \
+}
+
+FATHOM_HALF_KERNELS(q4_0)
+FATHOM_HALF_KERNELS(q4_1)
+FATHOM_HALF_KERNELS(q5_0)
+FATHOM_HALF_KERNELS(q5_1)
+FATHOM_HALF_KERNELS(q8_0)
+FATHOM_HALF_KERNELS(q8_1)
+FATHOM_HALF_KERNELS(q8_k)
+FATHOM_HALF_KERNELS(q2_k)
+FATHOM_HALF_KERNELS(q3_k)
+FATHOM_HALF_KERNELS(q4_k)
+FATHOM_HALF_KERNELS(q5_k)
+FATHOM_HALF_KERNELS(q6_k)
+FATHOM_HALF_KERNELS(iq2_xxs)
+FATHOM_HALF_KERNELS(iq2_xs)
+FATHOM_HALF_KERNELS(iq2_s)
+FATHOM_HALF_KERNELS(iq3_xxs)
+FATHOM_HALF_KERNELS(iq3_s)
+FATHOM_HALF_KERNELS(iq1_s)
+FATHOM_HALF_KERNELS(iq1_m)
+FATHOM_HALF_KERNELS(iq4_nl)
+FATHOM_HALF_KERNELS(iq4_xs)
+FATHOM_HALF_KERNELS(tq1_0)
+FATHOM_HALF_KERNELS(tq2_0)
+
+extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = x[i];
+    u32 h = float_to_half_bits(v);
+    hi[i] = (u16)h;
+    if (lo != 0) lo[i] = (u16)half_remainder_bits(v, h);
+}
+
+extern "C" __global__ void floats_to_bf16(const float* __restrict__ x, u16* __restrict__ y, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = (u16)float_to_bf16_bits(x[i]);
+}
