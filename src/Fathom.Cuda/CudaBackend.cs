@@ -17,7 +17,7 @@ namespace Fathom.Cuda;
 /// indices, scales, RoPE angles) is copied during the call; from pageable memory the driver does that before the call
 /// returns. A KV cache that is not attached is mirrored (<see cref="DeviceKvMirror"/>). All work is queued on one stream.
 /// </summary>
-public sealed unsafe class CudaBackend : IComputeBackend
+public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
 
@@ -285,6 +285,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
     {
+        if (OnHost(weight)) { HostMatMul(weight, input, output, tokens); return; } // a CPU-placed weight (CudaBackend.Placement.cs)
         int n = weight.Columns, rows = weight.Rows;
         if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
         if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
@@ -455,6 +456,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
     {
+        if (OnHost(table)) { HostEmbed(table, tokens, output); return; }
         int width = table.Columns;
         if (output.Length < (long)tokens.Length * width) throw new ArgumentException($"{table.Name}: output holds {output.Length} values, {tokens.Length}×{width} needed");
         foreach (int token in tokens)
@@ -513,6 +515,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
     {
         if (tokens <= 0) return;
+        if (AnyOnHost(weights)) { HostTransposedMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
         foreach (WeightMatrix weight in weights)
         {
             WeightMatrix transposed = _transposedWeights.GetValue(weight, Transpose);
@@ -628,6 +631,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
+        DisposePlacement();
         _weights.Dispose();
         _resident.Dispose();
         _input.Dispose();
