@@ -14,7 +14,7 @@ public sealed class PlacementArguments
 {
     public Option<int?> GpuLayers { get; } = new("--n-gpu-layers", "-ngl", "--gpu-layers")
     {
-        Description = "Keep only the last N blocks' weights on the GPU (the output layer too when N exceeds the block count, as in llama.cpp); the other products run on the CPU.",
+        Description = "Layers on the GPU, counted back from the output layer as llama.cpp does (1: the output layer alone; the block count + 1, or more: all); the other layers' products run on the CPU.",
     };
 
     public Option<bool> CpuMoe { get; } = new("--cpu-moe", "-cmoe") { Description = "Keep every block's routed experts on the CPU." };

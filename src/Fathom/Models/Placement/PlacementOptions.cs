@@ -7,8 +7,9 @@ namespace Fathom.Models.Placement;
 public sealed record PlacementOptions
 {
     /// <summary>
-    /// <c>-ngl N</c>: the last N blocks on the GPU, and the output layer (with the token embedding) too when N exceeds
-    /// the block count, as in llama.cpp; null puts every layer on the GPU.
+    /// <c>-ngl N</c>, counted as llama.cpp counts it: of the blocks and the output layer after them (with which the
+    /// token embedding goes here), the last N are on the GPU — <c>-ngl 1</c> is the output layer alone, the block count
+    /// plus one is everything; null puts every layer on the GPU.
     /// </summary>
     public int? GpuLayers { get; init; }
 

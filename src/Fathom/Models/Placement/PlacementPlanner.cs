@@ -68,20 +68,25 @@ public static class PlacementPlanner
         return new PlacedTensor(t.Name, t.Group, layer, t.Bytes, extra, matrix, PlacementDevice.Gpu);
     }
 
-    /// <summary><c>--cpu-moe</c>/<c>--n-cpu-moe</c>, then <c>-ngl</c> as llama.cpp counts it (the last N blocks; the output only beyond them).</summary>
+    /// <summary><c>--cpu-moe</c>/<c>--n-cpu-moe</c>, then <c>-ngl</c>.</summary>
     private static PlacementDevice ByOptions(PlacedTensor t, PlacementOptions options, int blocks)
     {
         if (t.Group == TensorGroup.RoutedExperts && (options.CpuMoe || (t.Layer >= 0 && t.Layer < options.CpuMoeLayers))) return PlacementDevice.Cpu;
         if (options.GpuLayers is not int gpuLayers || t.Layer < 0) return PlacementDevice.Gpu;
-        bool onGpu = t.Layer < blocks ? t.Layer >= blocks - gpuLayers : gpuLayers > blocks;
-        return onGpu ? PlacementDevice.Gpu : PlacementDevice.Cpu;
+        return OnGpuLayers(t.Layer, gpuLayers, blocks) ? PlacementDevice.Gpu : PlacementDevice.Cpu;
     }
+
+    /// <summary>
+    /// <c>-ngl N</c> as llama.cpp counts it: layers 0..blocks, the output layer being the last, and the last N of them
+    /// on the GPU (<c>-ngl 1</c> is the output layer alone, <c>-ngl blocks+1</c> everything).
+    /// </summary>
+    private static bool OnGpuLayers(int layer, int gpuLayers, int blocks) => layer >= blocks + 1 - gpuLayers;
 
     /// <summary>
     /// Fills the budget (free memory less the KV cache, scratch and <see cref="PlacementOptions.FitTargetBytes"/>): every
     /// weight when all fit; otherwise everything but the routed experts, then the routed experts of the last blocks
-    /// while they fit (as <c>--n-cpu-moe N</c>); otherwise every routed expert on the CPU and the last layers while
-    /// they fit (as <c>-ngl N --cpu-moe</c>).
+    /// while they fit (as <c>--n-cpu-moe N</c>); otherwise every routed expert on the CPU and, from the output layer
+    /// back, the layers that fit (as <c>-ngl N --cpu-moe</c>).
     /// </summary>
     private static PlacementPlan Fit(List<PlacedTensor> candidates, PlacementDevice?[] fixedDevice, PlacementOptions options, DeviceMemoryReserve reserve, long free, int blocks)
     {
@@ -128,8 +133,9 @@ public static class PlacementPlanner
         }
         else
         {
+            // All of -ngl blocks+1 is known not to fit: the most layers that do, counted from the output layer back.
             int gpuLayers = blocks;
-            bool OnGpu(int i, int layers) => !IsExpert(i) && candidates[i].Layer >= blocks - layers && candidates[i].Layer < blocks;
+            bool OnGpu(int i, int layers) => !IsExpert(i) && OnGpuLayers(candidates[i].Layer, layers, blocks);
             while (gpuLayers > 0 && Sum(i => OnGpu(i, gpuLayers)) > room) gpuLayers--;
             int chosen = gpuLayers;
             device = i => OnGpu(i, chosen) ? PlacementDevice.Gpu : PlacementDevice.Cpu;

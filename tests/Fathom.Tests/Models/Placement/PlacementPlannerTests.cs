@@ -80,14 +80,15 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
     }
 
     [Fact]
-    public void GpuLayersCountsBlocksFromTheEndAndTheOutputLastAsLlamaCppDoes()
+    public void GpuLayersCountBackFromTheOutputLayerAsLlamaCppDoes()
     {
-        // -ngl 1: only block 2 on the GPU; blocks 0 and 1, the output and the embedding on the CPU.
-        HashSet<string> cpu = OnCpu(Plan(new PlacementOptions { GpuLayers = 1 }));
-        Assert.Equal(Matrices.Where(t => !t.Name.StartsWith("blk.2.")).Select(t => t.Name).ToHashSet(), cpu);
-        // -ngl 3 (the block count): every block, but not the output layer.
-        Assert.Equal(["output.weight", "token_embd.weight"], OnCpu(Plan(new PlacementOptions { GpuLayers = 3 })).Order());
+        HashSet<string> Blocks(params int[] blocks) => [.. Matrices.Where(t => blocks.Any(b => t.Name.StartsWith($"blk.{b}."))).Select(t => t.Name)];
+        // The layers are blocks 0..2 and the output layer (with the token embedding) as layer 3; -ngl N puts the last N on the GPU.
+        Assert.Equal(Blocks(0, 1, 2), OnCpu(Plan(new PlacementOptions { GpuLayers = 1 })));
+        Assert.Equal(Blocks(0, 1), OnCpu(Plan(new PlacementOptions { GpuLayers = 2 })));
+        Assert.Equal(Blocks(0), OnCpu(Plan(new PlacementOptions { GpuLayers = 3 })));
         Assert.Empty(OnCpu(Plan(new PlacementOptions { GpuLayers = 4 })));
+        Assert.Empty(OnCpu(Plan(new PlacementOptions { GpuLayers = 99 })));
         // -ngl 0: every matrix on the CPU; vectors (norms, biases) stay with the activations on the GPU.
         PlacementPlan none = Plan(new PlacementOptions { GpuLayers = 0 });
         Assert.Equal(Matrices.Select(t => t.Name).ToHashSet(), OnCpu(none));
@@ -159,9 +160,13 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
         DeviceMemoryReserve reserve = DeviceMemoryReserve.For(_config, 256);
         long vectors = Bytes(n => _file.Tensors.Single(t => t.Name == n).Shape.Length == 1);
         long block2 = Bytes(n => n.StartsWith("blk.2.") && !IsExpert(n) && _file.Tensors.Single(t => t.Name == n).Shape.Length >= 2) + TransposedCopies(1);
-        PlacementPlan plan = Plan(options, free: reserve.Bytes + vectors + block2);
-        Assert.Contains("as -ngl 1 --cpu-moe", plan.Choice);
-        Assert.Equal(OnCpu(Plan(new PlacementOptions { GpuLayers = 1, CpuMoe = true, ContextSize = 256 })), OnCpu(plan));
+        long outputLayer = Bytes(n => n is "output.weight" or "token_embd.weight");
+        // Room for the output layer and block 2 (less their experts): two layers counted back from the output.
+        PlacementPlan plan = Plan(options, free: reserve.Bytes + vectors + outputLayer + block2);
+        Assert.Contains("as -ngl 2 --cpu-moe", plan.Choice);
+        Assert.Equal(OnCpu(Plan(new PlacementOptions { GpuLayers = 2, CpuMoe = true, ContextSize = 256 })), OnCpu(plan));
+        Assert.Contains("blk.1.attn_q_a.weight", OnCpu(plan));
+        Assert.DoesNotContain("output.weight", OnCpu(plan));
     }
 
     [Fact]
