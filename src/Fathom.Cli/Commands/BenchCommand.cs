@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Fathom.Cuda;
+using Fathom.Cuda.Discovery;
 using Fathom.Evaluation;
 using Fathom.Gguf;
 using Fathom.Models;
@@ -141,6 +142,7 @@ public static class BenchCommand
             {
                 options.Validate(int.MaxValue);
                 SyntheticBuildPlan? plan = null;
+                WeightFill fill = WeightFill.Tiled;
                 long available = SystemMemory.AvailableBytes(), total = SystemMemory.TotalBytes();
                 string path;
                 if (blueprint is null)
@@ -149,9 +151,13 @@ public static class BenchCommand
                 }
                 else
                 {
-                    long budget = request.MaxMemoryGB is double gb ? (long)Math.Min(gb * 1e9, long.MaxValue) : SyntheticBuildPlan.DefaultBudget(available);
+                    long budget = request.MaxMemoryGB is double gb ? (long)Math.Min(gb * 1e9, long.MaxValue)
+                        : request.Gpu ? SyntheticBuildPlan.GpuBudget(GpuFreeBytes())
+                        : SyntheticBuildPlan.DefaultBudget(available);
                     plan = SyntheticBuildPlan.Choose(blueprint, budget);
-                    path = Synthesize(plan, error);
+                    // A GPU may hold more than the host can cache or store: then the routed experts stay file holes.
+                    fill = request.Gpu && plan.Built.ByteSize > SyntheticBuildPlan.DefaultBudget(available) ? WeightFill.ZeroExperts : WeightFill.Tiled;
+                    path = Synthesize(plan, fill, error);
                 }
 
                 var modelOptions = new ModelOptions { Threads = request.Threads };
@@ -202,14 +208,24 @@ public static class BenchCommand
     private static string Label(Request request) =>
         request.ModelPath ?? (File.Exists(request.Like) ? $"{Path.GetFileName(request.Like)} (synthetic copy)" : $"{request.Like} (synthetic)");
 
-    private static string Synthesize(SyntheticBuildPlan plan, TextWriter log)
+    private static string Synthesize(SyntheticBuildPlan plan, WeightFill fill, TextWriter log)
     {
-        if (SyntheticModelCache.Contains(plan.Built)) return SyntheticModelCache.GetOrCreate(plan.Built);
-        log.WriteLine($"synthesizing {ByteSizes.Format(plan.Built.ByteSize)} ({plan.BuiltLayers} of {plan.TotalLayers} layers) into {SyntheticModelCache.DefaultDirectory} ...");
+        if (SyntheticModelCache.Contains(plan.Built, fill)) return SyntheticModelCache.GetOrCreate(plan.Built, fill);
+        string holes = fill == WeightFill.ZeroExperts ? "; routed experts left as zero-filled file holes" : "";
+        log.WriteLine($"synthesizing {ByteSizes.Format(plan.Built.ByteSize)} ({plan.BuiltLayers} of {plan.TotalLayers} layers{holes}) into {SyntheticModelCache.DefaultDirectory} ...");
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        string path = SyntheticModelCache.GetOrCreate(plan.Built);
+        string path = SyntheticModelCache.GetOrCreate(plan.Built, fill);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"synthesized in {System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds:F1} s: {path}"));
         return path;
+    }
+
+    /// <summary>Free memory of GPU 0, or an error naming why CUDA is not usable.</summary>
+    private static long GpuFreeBytes()
+    {
+        CudaEnvironment environment = CudaEnvironment.Detect();
+        if (environment.Gpus.FirstOrDefault(g => g.Error is null) is not GpuReport gpu)
+            throw new Fathom.Cuda.Driver.CudaException($"--gpu: CUDA is not usable: {environment.Problem}");
+        return gpu.FreeBytes;
     }
 
     private static void WritePresets(TextWriter output)

@@ -94,6 +94,14 @@ public sealed record SyntheticBuildPlan
         };
     }
 
+    /// <summary>
+    /// A GPU's free memory minus a margin for the KV cache, scratch buffers, cuBLAS's workspace and the float copies some
+    /// products keep (MLA's transposed key decompression: about 4 GiB for DeepSeek-R1): 2 GiB or a twenty-fifth of it,
+    /// whichever is more. On an H200 (139.8 GiB free) that is 134.2 GiB, room for R1 UD-IQ1_S's 130.7 GiB.
+    /// </summary>
+    public static long GpuBudget(long freeBytes) =>
+        Math.Max(0, freeBytes - Math.Max(2L << 30, freeBytes / 25));
+
     /// <summary>Available memory minus a margin for the runtime, KV cache and scratch: 1 GiB or a tenth of it, whichever is more.</summary>
     public static long DefaultBudget(long availableBytes) =>
         Math.Max(0, availableBytes - Math.Max(1L << 30, availableBytes / 10));

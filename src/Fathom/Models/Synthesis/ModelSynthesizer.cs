@@ -74,6 +74,10 @@ public static class ModelSynthesizer
         : name.EndsWith(".bias", StringComparison.Ordinal) ? TensorFill.Bias
         : name.Contains("ffn_gate_inp", StringComparison.Ordinal) ? TensorFill.Router
         : TensorFill.Weight;
+
+    /// <summary>The routed experts' stacked matrices (<c>ffn_gate_exps</c>, <c>ffn_up_exps</c>, <c>ffn_down_exps</c>).</summary>
+    internal static bool IsRoutedExperts(string name) => name.EndsWith("_exps.weight", StringComparison.Ordinal);
+
     private static void WriteMetadata(GgufWriter w, SyntheticModelSpec s)
     {
         string a = s.Architecture;
@@ -250,6 +254,15 @@ public static class ModelSynthesizer
     /// </summary>
     private static void FillTensor(BlueprintTensor t, WeightFill fill, Random rng, float weightScale, Stream output)
     {
+        if (fill == WeightFill.ZeroExperts && IsRoutedExperts(t.Name))
+        {
+            // A hole: skip all but the last byte, which is written so the file reaches its full length even when
+            // this tensor comes last. Skipped bytes read back as zeros.
+            output.Seek(t.ByteSize - 1, SeekOrigin.Current);
+            output.WriteByte(0);
+            return;
+        }
+        if (fill == WeightFill.ZeroExperts) fill = WeightFill.Tiled;
         TensorFill kind = FillOf(t.Name);
         int rowLength = checked((int)t.RowLength);
         long rows = t.RowCount;

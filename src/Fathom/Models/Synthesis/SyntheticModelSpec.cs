@@ -10,6 +10,15 @@ public enum WeightFill
 
     /// <summary>A small pool of quantized rows is copied to every row: fast, for speed and memory benchmarks.</summary>
     Tiled,
+
+    /// <summary>
+    /// As <see cref="Tiled"/>, but the routed experts' tensors (<c>ffn_{gate,up,down}_exps</c>) are left as holes in
+    /// the file: all-zero bytes, which every weight type decodes to zeros, and which take no disk space. DeepSeek-R1's
+    /// 131 GiB then needs about 11 GiB of disk, so a GPU with room for the whole model can be benchmarked on a host
+    /// whose disk and RAM could not hold it. The speed is that of real weights: the kernels do the same work whatever
+    /// the values, and routing (random router weights over real hidden states) still picks varying experts.
+    /// </summary>
+    ZeroExperts,
 }
 
 /// <summary>

@@ -107,6 +107,40 @@ public sealed class ModelBlueprintTests : IDisposable
     }
 
     [Fact]
+    public void ZeroExpertsLeavesOnlyTheRoutedExpertsZeroAndTheModelRuns()
+    {
+        SyntheticModelSpec spec = SyntheticPresets.TinyDeepSeekR1;
+        ModelBlueprint blueprint = ModelBlueprint.FromSpec(spec);
+        string tiled = SyntheticModelCache.GetOrCreate(blueprint, WeightFill.Tiled, directory: _directory);
+        string holes = SyntheticModelCache.GetOrCreate(blueprint, WeightFill.ZeroExperts, directory: _directory);
+        Assert.NotEqual(tiled, holes);
+        Assert.Equal(new FileInfo(tiled).Length, new FileInfo(holes).Length);
+
+        using GgufFile file = GgufFile.Open(holes);
+        int experts = 0;
+        foreach (GgufTensorInfo tensor in file.Tensors)
+        {
+            ReadOnlySpan<byte> data = file.GetTensorData(tensor);
+            if (tensor.Name.EndsWith("_exps.weight", StringComparison.Ordinal))
+            {
+                experts++;
+                Assert.True(data.IndexOfAnyExcept((byte)0) < 0, $"{tensor.Name} is not all zeros");
+            }
+            else if (tensor.Name.EndsWith(".weight", StringComparison.Ordinal))
+            {
+                Assert.True(data.IndexOfAnyExcept((byte)0) >= 0, $"{tensor.Name} is all zeros");
+            }
+        }
+        Assert.Equal(3 * (spec.Layers - spec.LeadingDenseBlocks), experts);
+
+        // Zero experts contribute nothing; the rest of the model (shared experts, attention) still gives varied logits.
+        using Model model = ModelLoader.Load(file, new ModelOptions { Threads = 2 });
+        float[] logits = model.Forward(model.CreateSession(16), [5, 6, 7]);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+        Assert.True(logits.Max() - logits.Min() > 1e-3f);
+    }
+
+    [Fact]
     public void WritingIsDeterministicForFillAndSeed()
     {
         ModelBlueprint blueprint = ModelBlueprint.FromSpec(LlamaCppAgreementTests.Spec("qwen2") with { DefaultType = GgmlType.Q4_K });
