@@ -34,9 +34,6 @@ public sealed record PlacementOptions
     /// <summary>Tokens of context one session reserves (its KV cache lives on the GPU whatever the placement).</summary>
     public int ContextSize { get; init; } = 4096;
 
-    /// <summary>True when nothing moves weights off the GPU and nothing is to be fitted.</summary>
-    public bool AllOnGpu => GpuLayers is null && !CpuMoe && CpuMoeLayers == 0 && Overrides.Count == 0 && !Fit;
-
     /// <summary>Throws <see cref="ArgumentException"/> for negative counts or <see cref="Fit"/> combined with choices it would make itself.</summary>
     public void Validate()
     {
