@@ -127,6 +127,21 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
     }
 
     [Fact]
+    public void LookingUpAWeightAllocatesNothing()
+    {
+        PlacementPlan plan = Plan(new PlacementOptions { CpuMoe = true });
+        string[] names = ["blk.1.ffn_up_exps.weight[5]", "blk.0.attn_kv_b.weight.k[2].T", "blk.2.attn_q_a.weight", "made-in-a-test"];
+        foreach (string name in names) plan.DeviceOf(name); // first calls may initialize the lookup
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        int onCpu = 0;
+        for (int i = 0; i < 1000; i++)
+            foreach (string name in names)
+                if (plan.DeviceOf(name) == PlacementDevice.Cpu) onCpu++;
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(1000, onCpu);
+    }
+
+    [Fact]
     public void FitPutsEverythingOnTheGpuWhenItFits()
     {
         var options = new PlacementOptions { Fit = true, ContextSize = 256, FitTargetBytes = 1 << 20 };
