@@ -285,6 +285,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
     {
+        if (OnHost(weight)) { HostMatMul(weight, input, output, tokens); return; } // a CPU-placed weight (CudaBackend.Placement.cs)
         int n = weight.Columns, rows = weight.Rows;
         if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
         if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
@@ -465,6 +466,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     public void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
     {
+        if (OnHost(table)) { HostEmbed(table, tokens, output); return; }
         int width = table.Columns;
         if (output.Length < (long)tokens.Length * width) throw new ArgumentException($"{table.Name}: output holds {output.Length} values, {tokens.Length}×{width} needed");
         foreach (int token in tokens)
@@ -523,6 +525,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
     {
         if (tokens <= 0) return;
+        if (AnyOnHost(weights)) { HostTransposedMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
         foreach (WeightMatrix weight in weights)
         {
             WeightMatrix transposed = _transposedWeights.GetValue(weight, Transpose);
@@ -638,6 +641,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
+        DisposePlacement();
         _weights.Dispose();
         _resident.Dispose();
         _input.Dispose();

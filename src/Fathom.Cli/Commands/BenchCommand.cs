@@ -7,6 +7,7 @@ using Fathom.Cuda.Discovery;
 using Fathom.Evaluation;
 using Fathom.Gguf;
 using Fathom.Models;
+using Fathom.Models.Placement;
 using Fathom.Models.Synthesis;
 using Spectre.Console;
 
@@ -40,6 +41,8 @@ public static class BenchCommand
         public bool ListPresets { get; init; }
         /// <summary>Compute on the first NVIDIA GPU through CUDA.</summary>
         public bool Gpu { get; init; }
+        /// <summary>Where the weights go on the GPU (<c>-ngl</c>, <c>--cpu-moe</c>, <c>--fit</c>, ...); null: all on the GPU.</summary>
+        public PlacementOptions? Placement { get; init; }
     }
 
     public static Command Create()
@@ -61,16 +64,35 @@ public static class BenchCommand
         var maxMemory = new Option<double?>("--max-memory") { Description = "Memory (GB) a synthetic model may use; default: available memory minus a margin. Fewer layers are built beyond it." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
         var gpu = new Option<bool>("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA." };
+        var placement = new PlacementArguments();
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
         foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, threads, repetitions, bandwidth, maxMemory, json, gpu }) command.Options.Add(o);
-        command.SetAction(r => Run(
-            new Request
+        placement.AddTo(command);
+        command.SetAction(r =>
+        {
+            PlacementOptions? placed = null;
+            if (placement.Given(r))
             {
-                ModelPath = r.GetValue(model), Like = r.GetValue(like), Threads = r.GetValue(threads), Json = r.GetValue(json),
-                Bandwidth = r.GetValue(bandwidth), MaxMemoryGB = r.GetValue(maxMemory), ListPresets = r.GetValue(listPresets), Gpu = r.GetValue(gpu),
-            },
-            new BenchmarkOptions { PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), Repetitions = r.GetValue(repetitions) },
-            r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
+                try
+                {
+                    placed = placement.Options(r, r.GetValue(prompt) + r.GetValue(generate));
+                }
+                catch (ArgumentException e)
+                {
+                    r.InvocationConfiguration.Error.WriteLine($"error: {e.Message}");
+                    return 2;
+                }
+            }
+            return Run(
+                new Request
+                {
+                    ModelPath = r.GetValue(model), Like = r.GetValue(like), Threads = r.GetValue(threads), Json = r.GetValue(json),
+                    Bandwidth = r.GetValue(bandwidth), MaxMemoryGB = r.GetValue(maxMemory), ListPresets = r.GetValue(listPresets),
+                    Gpu = r.GetValue(gpu) || placed is not null, Placement = placed,
+                },
+                new BenchmarkOptions { PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), Repetitions = r.GetValue(repetitions) },
+                r.InvocationConfiguration.Output, r.InvocationConfiguration.Error);
+        });
         return command;
     }
 
@@ -139,13 +161,18 @@ public static class BenchCommand
                 }
 
                 var modelOptions = new ModelOptions { Threads = request.Threads };
-                using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu() : modelOptions);
+                // On the GPU a placement is always planned (all on the GPU by default), so a model too large fails with the numbers.
+                PlacementOptions placement = (request.Placement ?? new PlacementOptions()) with { ContextSize = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens };
+                using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu(placement) : modelOptions);
                 // The host's RAM bandwidth says nothing about a GPU run: there the roofline needs --bandwidth.
                 double? bandwidth = givenBandwidth ?? (request.Gpu ? null : MemoryBandwidth.Measure(request.Threads));
                 BenchmarkResult measured = Benchmark.Run(model, options with { BandwidthGBps = bandwidth });
                 BenchmarkResult result = plan is null ? measured : plan.Scale(measured);
                 string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{request.Threads} thread(s)";
-                var report = new Report(result, measured, plan, Label(request), request.Threads, compute, model.Backend is CudaBackend, measureBandwidth, available, total);
+                var report = new Report(result, measured, plan, Label(request), request.Threads, compute, model.Backend is CudaBackend, measureBandwidth, available, total)
+                {
+                    Placement = (model.Backend as CudaBackend)?.Placement,
+                };
                 if (request.Json) output.WriteLine(Json(report).ToJsonString(InfoJson.Options));
                 else WriteTable(report, model.Config.Architecture.ToString(), output);
                 return 0;
@@ -216,6 +243,9 @@ public static class BenchCommand
     internal sealed record Report(BenchmarkResult Result, BenchmarkResult Measured, SyntheticBuildPlan? Plan, string Model, int Threads, string Compute, bool Gpu,
         bool BandwidthMeasured, long AvailableMemoryBytes, long TotalMemoryBytes)
     {
+        /// <summary>Where the weights were on the GPU run; null on the CPU.</summary>
+        public PlacementPlan? Placement { get; init; }
+
         public bool FitsInMemory => Plan is null || Plan.Full.ByteSize <= SyntheticBuildPlan.DefaultBudget(TotalMemoryBytes);
         public bool FitsInMemoryBudget => Plan is null || !Plan.IsScaled;
     }
@@ -262,8 +292,25 @@ public static class BenchCommand
             ["memory_total_bytes"] = report.TotalMemoryBytes,
             ["fits_in_memory"] = report.FitsInMemory,
             ["fits_in_memory_budget"] = report.FitsInMemoryBudget,
+            ["placement"] = report.Placement is { } placement ? PlacementJson(placement) : null,
         };
     }
+
+    /// <summary>The placement of a GPU run: how it was chosen, bytes per part on each device, and the GPU's reserve.</summary>
+    internal static JsonObject PlacementJson(PlacementPlan plan) => new()
+    {
+        ["choice"] = plan.Choice,
+        ["gpu_weight_bytes"] = plan.GpuWeightBytes,
+        ["cpu_weight_bytes"] = plan.CpuWeightBytes,
+        ["kv_cache_bytes"] = plan.Reserve.KvCacheBytes,
+        ["scratch_bytes"] = plan.Reserve.ScratchBytes,
+        ["gpu_free_bytes"] = plan.FreeBytes,
+        ["cpu_tensors"] = plan.Tensors.Count(t => t.Device == PlacementDevice.Cpu),
+        ["parts"] = new JsonArray([.. plan.Parts.Select(p => (JsonNode)new JsonObject
+        {
+            ["group"] = p.Group.ToString(), ["gpu_bytes"] = p.GpuBytes, ["cpu_bytes"] = p.CpuBytes,
+        })]),
+    };
 
     private static void WriteTable(Report report, string architecture, TextWriter output)
     {
@@ -304,6 +351,7 @@ public static class BenchCommand
         ReportTables.Row(memory, "Working set after the run (touched weight pages included)", Bytes(r.WorkingSetBytes));
         ReportTables.Row(memory, "Managed (GC) heap after the last collection", Bytes(r.GcHeapSizeBytes));
         console.Write(memory);
+        if (report.Placement is { } placement) output.WriteLine(placement.Describe());
     }
 
     private static string Rate(double tokensPerSecond) => tokensPerSecond.ToString("F2", CultureInfo.InvariantCulture);

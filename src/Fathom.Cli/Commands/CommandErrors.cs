@@ -6,7 +6,7 @@ namespace Fathom.Cli.Commands;
 /// <summary>Turns the engine's expected failures into one-line messages and exit codes, never stack traces.</summary>
 internal static class CommandErrors
 {
-    /// <summary>Exit codes: 1 a file cannot be opened or CUDA failed, 2 bad input (file, arguments, context), 0 success.</summary>
+    /// <summary>Exit codes: 1 a file cannot be opened, CUDA failed or the model does not fit the GPU, 2 bad input (file, arguments, context), 0 success.</summary>
     public static int Guard(TextWriter error, Func<int> action)
     {
         try
@@ -15,6 +15,12 @@ internal static class CommandErrors
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException)
         {
+            error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (Models.Placement.PlacementException e)
+        {
+            // The model does not fit the GPU as placed: the message has the numbers and the options that help.
             error.WriteLine($"error: {e.Message}");
             return 1;
         }

@@ -43,6 +43,7 @@ public static class GenerateCommand
         {
             SamplingOptions sampling = args.Sampling(r); // validated before the model is loaded
             using LoadedModel model = LoadedModel.Open(r.GetRequiredValue(args.Model), args.ModelOptions(r));
+            PlacementArguments.Report(model.Model, error);
             IReadOnlyList<int> ids;
             bool startsInReasoning = false;
             if (promptTokens is not null) ids = ParseIds(promptTokens);

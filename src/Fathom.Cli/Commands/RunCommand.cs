@@ -38,6 +38,7 @@ public static class RunCommand
             {
                 SamplingOptions sampling = args.Sampling(r); // validated before the model is loaded
                 using LoadedModel model = LoadedModel.Open(path, args.ModelOptions(r));
+                PlacementArguments.Report(model.Model, error);
                 var chat = new Chat(model, model.CreateSession(r.GetValue(args.Context)), sampling, r.GetValue(tokens), r.GetValue(system));
                 var console = new StreamingConsole(output, showReasoning: !r.GetValue(hideReasoning));
                 return chat.Loop(Console.In, output, error, console);

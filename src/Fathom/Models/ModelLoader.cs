@@ -46,6 +46,7 @@ public static class ModelLoader
     {
         // Reading the hyperparameters also rejects architectures Fathom does not run, naming the key.
         ModelHyperparameters config = ModelHyperparameters.FromMetadata(file.Metadata);
+        (backend as Placement.IWeightPlacement)?.PlaceWeights(file, config);
         return config.Architecture switch
         {
             ModelArchitecture.Llama => new Llama(file, config, backend, ownsFile),
