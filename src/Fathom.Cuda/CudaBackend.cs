@@ -39,7 +39,13 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
     private byte[] _recordedHostData = GC.AllocateArray<byte>(4096, pinned: true);
     private int _recordedHostDataUsed;
-    private IntPtr _graph; // the executable graph of the last recorded decode step
+    private readonly DecodeGraphs _graphs;
+    private readonly DeviceScratch _stepValues;
+    // The step's position and where kernels read it on the device, while a decode step is recorded or checked.
+    private int _stepPosition;
+    private ulong _stepDevice;
+    private bool _recordNext; // the last check failed: the pass runs again, recorded
+    private int _failedChecks, _directSteps; // steps that never repeat (each records anew) back off to plain launches
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
     // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
@@ -76,6 +82,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _indices = new DeviceScratch(_context, _retirement);
         _scales = new DeviceScratch(_context, _retirement);
         _dequantized = new DeviceScratch(_context, _retirement);
+        _stepValues = new DeviceScratch(_context, _retirement);
+        _graphs = new DecodeGraphs(_context);
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {
             try
@@ -121,6 +129,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        _graphs.Poison(); // an upload of the host's contents: not a step a graph repeats
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
@@ -131,6 +140,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
+        _graphs.Poison();
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -144,6 +154,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (values.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        _graphs.Poison();
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -153,59 +164,113 @@ public sealed unsafe class CudaBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=1 turns it on).
-    /// Off by default: each step is recorded afresh (positions and cache addresses change), and on the H200 test
-    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, runs 17 and 19).
+    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (on unless FATHOM_CUDA_GRAPHS=0;
+    /// off while profiling, which times each operation).
     /// </summary>
-    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") == "1";
+    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") != "0";
 
-    /// <summary>Forward passes run as a recorded graph so far.</summary>
+    /// <summary>Forward passes run as a graph so far (recorded or replayed).</summary>
     public long GraphLaunches { get; private set; }
 
+    /// <summary>Decode steps recorded (captured and instantiated) so far.</summary>
+    public long GraphRecordings { get; private set; }
+
+    /// <summary>Decode steps that ran as an earlier recording's graph, unchanged, so far.</summary>
+    public long GraphReplays { get; private set; }
+
     /// <summary>
-    /// Decode steps (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
-    /// a decode step too) are recorded: the stream is captured into a graph until <see cref="EndForward"/>, which
-    /// updates the previous step's executable graph with it (same kernels, new arguments) or instantiates a new one,
-    /// and launches it. Nothing may wait for the stream meanwhile: buffers that grow are retired, not freed, host
-    /// data goes through pinned memory, and the RoPE tables are grown for the pass's positions first.
+    /// A decode step (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
+    /// a decode step too) is either checked against the kept recordings (<see cref="DecodeGraphs"/>: its launches are
+    /// compared, not queued, and <see cref="EndForward"/> replays the graph it repeats) or, when none is kept or the
+    /// last check failed, recorded: the stream is captured into a new graph until <see cref="EndForward"/>. The step's
+    /// position and token id reach the kernels through device memory that the step's first copies fill from pinned
+    /// host memory, so a graph serves every position. Nothing may wait for the stream meanwhile: buffers that grow are
+    /// retired, not freed, host data goes through pinned memory, and the RoPE tables are grown for the pass first.
     /// </summary>
     public void BeginForward(int tokens, int endPosition, bool replayable)
     {
         _context.MakeCurrent();
         _ops++;
-        bool record = UseGraphs && replayable && tokens == 1 && _lastForwardTokens == 1;
+        bool step = UseGraphs && _profiler is null && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
         _retirement.FreeRetired(synchronize: true);
-        if (!record) return;
+        if (!step) return;
+        if (_directSteps > 0)
+        {
+            _directSteps--;
+            return;
+        }
         foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
+        _context.Synchronize("the previous step"); // the pinned host data below is rewritten
         _recordedHostDataUsed = 0;
-        _context.Driver.BeginCapture(_context.Stream);
+        if (_graphs.Count == 0 || _recordNext)
+        {
+            _recordNext = false;
+            _graphs.BeginRecording();
+            _context.Driver.BeginCapture(_context.Stream);
+        }
+        else
+        {
+            _graphs.BeginChecking();
+        }
         _retirement.Capturing = true;
+        _context.LaunchFilter = _graphs;
+        _stepPosition = endPosition - tokens;
+        _stepDevice = HostData<int>([_stepPosition], _stepValues);
     }
 
-    public void EndForward(bool completed)
+    public bool EndForward(bool completed)
     {
-        if (!_retirement.Capturing) return;
+        StepMode mode = _graphs.Mode;
+        if (mode == StepMode.Direct) return true;
+        _context.LaunchFilter = null;
         _retirement.Capturing = false;
         _ops++;
+        if (mode == StepMode.Checking)
+        {
+            IntPtr exec = _graphs.EndChecking();
+            if (!completed) return true; // nothing ran; the failure is the caller's to report
+            if (exec == IntPtr.Zero)
+            {
+                // Not a recorded step: run it again, recorded, unless steps keep changing (then plain for a while).
+                if (++_failedChecks >= 3)
+                {
+                    _failedChecks = 0;
+                    _directSteps = 64;
+                }
+                else
+                {
+                    _recordNext = true;
+                }
+                return false;
+            }
+            using (_profiler?.Measure("graph replay"))
+                _context.Driver.LaunchGraph(exec, _context.Stream);
+            _failedChecks = 0;
+            GraphLaunches++;
+            GraphReplays++;
+            return true;
+        }
         int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
         if (result != 0)
         {
-            _graph = DestroyGraph(_graph);
+            _graphs.Abandon();
             if (completed) throw new CudaException("cuStreamEndCapture", result, _context.Driver.Describe(result));
-            return;
+            return true;
         }
-        using OperationProfiler.Scope? profile = _profiler?.Measure("graph update and launch");
         try
         {
-            if (!completed) return; // the pass failed: its recorded work is dropped
-            if (_graph == IntPtr.Zero || !_context.Driver.TryUpdateGraph(_graph, graph))
+            if (!completed)
             {
-                _graph = DestroyGraph(_graph);
-                _graph = _context.Driver.InstantiateGraph(graph);
+                _graphs.Abandon(); // the pass failed: its recorded work is dropped
+                return true;
             }
-            _context.Driver.LaunchGraph(_graph, _context.Stream);
+            IntPtr exec = _context.Driver.InstantiateGraph(graph);
+            _context.Driver.LaunchGraph(exec, _context.Stream);
+            _graphs.EndRecording(exec);
             GraphLaunches++;
+            GraphRecordings++;
+            return true;
         }
         finally
         {
@@ -213,11 +278,12 @@ public sealed unsafe class CudaBackend : IComputeBackend
         }
     }
 
-    private IntPtr DestroyGraph(IntPtr exec)
-    {
-        if (exec != IntPtr.Zero) _context.Driver.DestroyGraphExec(exec);
-        return IntPtr.Zero;
-    }
+    /// <summary>
+    /// A kernel's view of a position of the pass: while a decode step is recorded or checked, the step's position on
+    /// the device and <paramref name="position"/> relative to it (the same for every step); otherwise none and the position.
+    /// </summary>
+    private (ulong Step, int Position) StepPosition(int position) =>
+        _graphs.Mode == StepMode.Direct ? (0, position) : (_stepDevice, position - _stepPosition);
 
     // ---- Operands: the device copy of an attached span, or a staging buffer it travels through.
 
@@ -227,6 +293,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
+        _graphs.Poison(); // an upload of the caller's values: a graph would not see new ones
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         buffer.Upload(values);
         return buffer.Pointer;
@@ -244,6 +311,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
+        _graphs.Poison(); // a copy back to the caller
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         if (upload) buffer.Upload<float>(values);
         return buffer.Pointer;
@@ -259,7 +327,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging) where T : unmanaged
     {
         DeviceBuffer buffer = staging.Get(Math.Max((long)values.Length * sizeof(T), sizeof(T)));
-        if (!_retirement.Capturing)
+        if (_graphs.Mode == StepMode.Direct)
         {
             buffer.Upload(values); // from pageable memory the driver takes the values before returning
             return buffer.Pointer;
@@ -272,9 +340,14 @@ public sealed unsafe class CudaBackend : IComputeBackend
             _recordedHostData = GC.AllocateArray<byte>(Math.Max(bytes, 2 * _recordedHostData.Length), pinned: true);
             _recordedHostDataUsed = 0;
         }
+        // While checking, only the pinned values are written: the recorded copy reads them when its graph runs again.
         Span<byte> slot = _recordedHostData.AsSpan(_recordedHostDataUsed, bytes);
         System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(slot);
-        fixed (byte* p = slot) buffer.Upload(p, bytes);
+        fixed (byte* p = slot)
+        {
+            _graphs.ObserveCopy(buffer.Pointer, (ulong)p, bytes);
+            if (_graphs.Mode == StepMode.Recording) buffer.Upload(p, bytes);
+        }
         _recordedHostDataUsed += (bytes + 15) & ~15;
         return buffer.Pointer;
     }
@@ -315,6 +388,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
     {
         int rows = weight.Rows, n = weight.Columns;
+        _graphs.Poison(); // cuBLAS launches its own kernels, unseen by the step check
         if (weight.Format.Type == Quants.GgmlType.F32)
         {
             _blas!.Gemm(_blasHandle, w.Pointer, x, y, rows, n, tokens, rows);
@@ -382,9 +456,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
         ulong device = Out(v, _input, upload: true, out bool staged);
         DeviceRopeTable table = RopeTable(rope);
         ulong cos = table.Covering(firstPosition + tokens);
-        ulong angles = cos + (ulong)firstPosition * (ulong)half * sizeof(float);
-        ulong sinOffset = (ulong)table.Positions * (ulong)half * sizeof(float);
-        new KernelArguments().Pointer(device).Pointer(angles).Pointer(angles + sinOffset)
+        ulong sin = cos + (ulong)table.Positions * (ulong)half * sizeof(float);
+        (ulong step, int position) = StepPosition(firstPosition);
+        new KernelArguments().Pointer(device).Pointer(cos).Pointer(sin).Pointer(step).Int(position)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
             .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
         Return(v, device, staged);
@@ -423,10 +497,13 @@ public sealed unsafe class CudaBackend : IComputeBackend
         Span<float> o = output[..(int)outputCount];
         ulong q = In(queries[..(int)queryCount], _input);
         ulong device = Out(o, _output, upload: false, out bool staged);
-        DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * length * sizeof(float));
+        // A decode step's score rows span the whole cache, so one recording serves every length.
+        (ulong step, int position) = StepPosition(firstPosition);
+        int scoreRow = step == 0 ? length : cache.Capacity;
+        DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * scoreRow * sizeof(float));
         new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
-            .Float(shape.Scale).Int(firstPosition).Int(length)
+            .Float(shape.Scale).Pointer(step).Int(position).Int(scoreRow)
             .Launch(_context, _kernels.Function("attention"), "attention", (uint)shape.Heads, (uint)tokens, AttentionThreads, (uint)sharedBytes);
         Return(o, device, staged);
     }
@@ -448,6 +525,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if (_resident.TryFind(k, cache.Keys.LongLength * sizeof(float), out ulong keys)
                 && _resident.TryFind(v, cache.Values.LongLength * sizeof(float), out ulong values))
                 return (keys, values);
+        _graphs.Poison(); // the mirror's update copies host rows of this step's positions
         DeviceKvMirror mirror = Mirror(cache);
         mirror.Update(firstPosition, length);
         return (mirror.Keys.Pointer, mirror.Values.Pointer);
@@ -560,6 +638,27 @@ public sealed unsafe class CudaBackend : IComputeBackend
         Return(d, to, staged);
     }
 
+    public void StoreRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int firstRow, int rows, int width)
+    {
+        if (rows <= 0 || width <= 0) return;
+        long sourceExtent = (long)(rows - 1) * sourceStride + width, destinationExtent = (long)(firstRow + rows - 1) * destinationStride + width;
+        if (firstRow < 0 || sourceStride < 0 || destinationStride < 0 || source.Length < sourceExtent || destination.Length < destinationExtent)
+            throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} from row {firstRow} over {source.Length} → {destination.Length} values");
+        if (!TryResident(destination, out ulong to))
+        {
+            // Not attached (a test's array): the plain copy into the rows' span.
+            CopyRows(source, sourceStride, destination[(int)((long)firstRow * destinationStride)..], destinationStride, rows, width);
+            return;
+        }
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("StoreRows");
+        ulong from = In(source[..(int)sourceExtent], _input);
+        (ulong step, int row) = StepPosition(firstRow);
+        new KernelArguments().Pointer(from).Int(sourceStride).Pointer(to).Int(destinationStride).Pointer(step).Int(row).Int(width)
+            .Launch(_context, _kernels.Function("store_rows"), "store_rows", Blocks(width, ElementThreads), (uint)rows, ElementThreads);
+    }
+
     public void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
     {
         if (rows.IsEmpty || width <= 0) return;
@@ -621,8 +720,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void Dispose()
     {
         _context.MakeCurrent();
-        if (_retirement.Capturing) EndForward(completed: false);
-        _graph = DestroyGraph(_graph);
+        if (_graphs.Mode != StepMode.Direct) EndForward(completed: false);
+        _graphs.Dispose();
         _retirement.FreeRetired(synchronize: true);
         _profiler?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
@@ -640,6 +739,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _indices.Dispose();
         _scales.Dispose();
         _dequantized.Dispose();
+        _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {
             _context.MakeCurrent();

@@ -99,8 +99,8 @@ public class Llama : Model
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
             Backend.Rope(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition);
-            Backend.CopyRows(sk, kvDim, cache.Keys.AsSpan(s.FirstPosition * cache.KeyWidth), cache.KeyWidth, s.Rows, kvDim);
-            Backend.CopyRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values.AsSpan(s.FirstPosition * cache.ValueStride), cache.ValueStride, s.Rows, kvDim);
+            Backend.StoreRows(sk, kvDim, cache.Keys, cache.KeyWidth, s.FirstPosition, s.Rows, kvDim);
+            Backend.StoreRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values, cache.ValueStride, s.FirstPosition, s.Rows, kvDim);
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
         Backend.MatMul(w.Output, attention, projected, tokens);

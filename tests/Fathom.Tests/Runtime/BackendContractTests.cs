@@ -29,6 +29,14 @@ public sealed unsafe class BackendContractTests
             for (int c = 0; c < 40; c++) expected[5 + r * 70 + c] = source[3 + r * 50 + c];
         Assert.Equal(expected, destination);
 
+        // StoreRows writes rows firstRow.. of the destination: the same copy into the span from that row.
+        float[] stored = Values(10 * 70), storedExpected = (float[])stored.Clone();
+        cpu.StoreRows(source.AsSpan(3), 50, stored, 70, 4, 3, 40);
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 40; c++) storedExpected[(4 + r) * 70 + c] = source[3 + r * 50 + c];
+        Assert.Equal(storedExpected, stored);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cpu.StoreRows(source, 50, stored, 70, 11, 1, 40));
+
         int width = 33;
         float[] rows = Values(5 * width), gathered = new float[4 * width], x = Values(5 * width);
         int[] members = [4, 0, 2, 2];
@@ -109,7 +117,11 @@ public sealed unsafe class BackendContractTests
         }
 
         public void BeginForward(int tokens, int endPosition, bool replayable) => Events.Add($"begin {tokens} {endPosition - tokens} {replayable}");
-        public void EndForward(bool completed) => Events.Add($"end {completed}");
+        public bool EndForward(bool completed)
+        {
+            Events.Add($"end {completed}");
+            return true;
+        }
 
         private void Check(string operation, ReadOnlySpan<float> values)
         {
