@@ -129,7 +129,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        _graphs.Poison(); // an upload of the host's contents: not a step a graph repeats
+        _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
@@ -140,7 +140,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
-        _graphs.Poison();
+        _graphs.Poison("ReadToHost");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -154,7 +154,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (values.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        _graphs.Poison();
+        _graphs.Poison("WrittenOnHost");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -177,6 +177,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     /// <summary>Decode steps that ran as an earlier recording's graph, unchanged, so far.</summary>
     public long GraphReplays { get; private set; }
+
+    /// <summary>Why the last few decode steps that were checked or recorded could not be replayed, oldest first (diagnostics).</summary>
+    public IReadOnlyList<string> GraphMisses => _graphs.Misses;
 
     /// <summary>
     /// A decode step (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
@@ -293,7 +296,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
-        _graphs.Poison(); // an upload of the caller's values: a graph would not see new ones
+        _graphs.Poison("an input outside attached buffers"); // an upload of the caller's values: a graph would not see new ones
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         buffer.Upload(values);
         return buffer.Pointer;
@@ -311,7 +314,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
-        _graphs.Poison(); // a copy back to the caller
+        _graphs.Poison("an output outside attached buffers"); // a copy back to the caller
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         if (upload) buffer.Upload<float>(values);
         return buffer.Pointer;
@@ -356,13 +359,49 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     // ---- Operations
 
-    public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
+    public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens) =>
+        Product(weight, input, output, tokens, [], accumulate: false);
+
+    /// <summary>Each product with its bias added in the product's kernel.</summary>
+    public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
+    {
+        if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
+        for (int i = 0; i < weights.Length; i++)
+        {
+            WeightMatrix w = weights[i];
+            Product(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1, biases[i], accumulate: false);
+        }
+    }
+
+    /// <summary>The product added to the residual in its kernel (<paramref name="product"/> unused), except through cuBLAS.</summary>
+    public void MatMulResidual(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> residual, Span<float> product, int tokens)
+    {
+        int n = checked(tokens * weight.Rows);
+        if (tokens >= BlasMinimumTokens && _blas is not null)
+        {
+            MatMul(weight, input, product, tokens);
+            Add(residual[..n], product);
+        }
+        else
+        {
+            Product(weight, input, residual, tokens, [], accumulate: true);
+        }
+    }
+
+    /// <summary>
+    /// <c>output[t, r] = weight.Row(r) · input[t]</c>, plus <c>bias[r]</c> when a bias is given, added to what
+    /// <paramref name="output"/> held when <paramref name="accumulate"/> (cuBLAS products take neither).
+    /// </summary>
+    private void Product(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens, ReadOnlySpan<float> bias, bool accumulate)
     {
         int n = weight.Columns, rows = weight.Rows;
         if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
         if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
         if (!CudaKernels.Supports(weight.Format.Type))
             throw new NotSupportedException($"{weight.Name}: weight type {weight.Format.Type} has no CUDA kernel");
+        if (!bias.IsEmpty && bias.Length < rows) throw new ArgumentException($"{weight.Name}: a bias of {bias.Length} values for {rows} rows");
+        bool blas = tokens >= BlasMinimumTokens && _blas is not null;
+        if (blas && (accumulate || !bias.IsEmpty)) throw new InvalidOperationException("cuBLAS products take no fused bias or residual");
         if (tokens <= 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
@@ -370,14 +409,16 @@ public sealed unsafe class CudaBackend : IComputeBackend
         DeviceBuffer w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
-        ulong o = Out(y, _output, upload: false, out bool staged);
+        ulong o = Out(y, _output, upload: accumulate, out bool staged);
+        ulong b = bias.IsEmpty ? 0 : In(bias[..rows], _side);
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
         bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
         _lastRounding.Op = overlaps ? -1 : _ops;
-        if (tokens >= BlasMinimumTokens && _blas is not null) BlasProduct(weight, w, x, o, tokens);
-        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n), vector: tokens == 1);
+        if (blas) BlasProduct(weight, w, x, o, tokens);
+        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n),
+            vector: tokens == 1, bias: b, accumulate: accumulate);
         Return(y, o, staged);
     }
 
@@ -388,7 +429,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
     {
         int rows = weight.Rows, n = weight.Columns;
-        _graphs.Poison(); // cuBLAS launches its own kernels, unseen by the step check
+        _graphs.Poison("cuBLAS"); // cuBLAS launches its own kernels, unseen by the step check
         if (weight.Format.Type == Quants.GgmlType.F32)
         {
             _blas!.Gemm(_blasHandle, w.Pointer, x, y, rows, n, tokens, rows);
@@ -525,7 +566,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if (_resident.TryFind(k, cache.Keys.LongLength * sizeof(float), out ulong keys)
                 && _resident.TryFind(v, cache.Values.LongLength * sizeof(float), out ulong values))
                 return (keys, values);
-        _graphs.Poison(); // the mirror's update copies host rows of this step's positions
+        _graphs.Poison("a KV mirror"); // the mirror's update copies host rows of this step's positions
         DeviceKvMirror mirror = Mirror(cache);
         mirror.Update(firstPosition, length);
         return (mirror.Keys.Pointer, mirror.Values.Pointer);

@@ -20,11 +20,28 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
     private ulong[] _words = new ulong[8192];
     private int _count; // words recorded, or checked, so far in this step
     private int _alive; // while checking: a bit per recording that still matches
+    // Where each recording stopped matching in this check (-1: still matches), for Miss.
+    private readonly int[] _divergedAt = new int[Kept];
+    private readonly ulong[] _divergedWord = new ulong[Kept];
 
     public StepMode Mode { get; private set; }
 
     /// <summary>Whether the step did something a graph cannot repeat (a host copy of its own, a read-back, cuBLAS).</summary>
-    public bool Poisoned { get; private set; }
+    public bool Poisoned => PoisonedBy is not null;
+
+    /// <summary>What made the step unrepeatable, or null.</summary>
+    public string? PoisonedBy { get; private set; }
+
+    /// <summary>Why the last few failed checks or unkept recordings failed, oldest first (for tests and diagnostics).</summary>
+    public IReadOnlyList<string> Misses => _misses;
+
+    private readonly List<string> _misses = [];
+
+    private void Missed(string why)
+    {
+        if (_misses.Count == 16) _misses.RemoveAt(0);
+        _misses.Add(why);
+    }
 
     public int Count => _recordings.Count;
 
@@ -34,19 +51,21 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
     {
         Begin(StepMode.Checking);
         _alive = (1 << _recordings.Count) - 1;
+        Array.Fill(_divergedAt, -1);
     }
 
     private void Begin(StepMode mode)
     {
         Mode = mode;
         _count = 0;
-        Poisoned = false;
+        PoisonedBy = null;
     }
 
     /// <summary>The step cannot be replayed (while recording: its graph runs once and is not kept).</summary>
-    public void Poison()
+    public void Poison(string reason)
     {
-        Poisoned = true;
+        if (Mode == StepMode.Direct) return;
+        PoisonedBy ??= reason;
         _alive = 0;
     }
 
@@ -78,7 +97,12 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
             {
                 if ((_alive & (1 << i)) == 0) continue;
                 ulong[] recorded = _recordings[i].Words;
-                if (recorded.Length - _count < words.Length || !words.SequenceEqual(recorded.AsSpan(_count, words.Length))) _alive &= ~(1 << i);
+                if (recorded.Length - _count >= words.Length && words.SequenceEqual(recorded.AsSpan(_count, words.Length))) continue;
+                _alive &= ~(1 << i);
+                int at = 0;
+                while (at < words.Length && _count + at < recorded.Length && recorded[_count + at] == words[at]) at++;
+                _divergedAt[i] = _count + at;
+                _divergedWord[i] = at < words.Length ? words[at] : 0;
             }
         }
         _count += words.Length;
@@ -90,6 +114,7 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
         Mode = StepMode.Direct;
         if (Poisoned)
         {
+            Missed($"recording not kept: {PoisonedBy}");
             context.Driver.DestroyGraphExec(exec); // freed once its launch completes
             return;
         }
@@ -107,6 +132,15 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
         Mode = StepMode.Direct;
         for (int i = 0; i < _recordings.Count; i++)
             if ((_alive & (1 << i)) != 0 && _recordings[i].Words.Length == _count) return _recordings[i].Exec;
+        var why = new System.Text.StringBuilder(Poisoned ? $"poisoned: {PoisonedBy}" : $"{_count} words");
+        for (int i = 0; i < _recordings.Count && !Poisoned; i++)
+        {
+            ulong[] recorded = _recordings[i].Words;
+            why.Append($"; recording {i} ({recorded.Length} words) ");
+            if (_divergedAt[i] < 0) why.Append("is longer");
+            else why.Append($"differs at word {_divergedAt[i]}: {(_divergedAt[i] < recorded.Length ? recorded[_divergedAt[i]] : 0):X} then, {_divergedWord[i]:X} now");
+        }
+        Missed(why.ToString());
         return IntPtr.Zero;
     }
 

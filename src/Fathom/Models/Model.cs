@@ -309,8 +309,7 @@ public abstract class Model : IDisposable
         }
         Span<float> o = scratch.Scratch("ffn_out", tokens * down.Rows);
         Backend.SiluMul(g, u);
-        Backend.MatMul(down, g, o, tokens);
-        Backend.Add(x[..(tokens * down.Rows)], o);
+        Backend.MatMulResidual(down, g, x[..(tokens * down.Rows)], o, tokens);
     }
 
     public void Dispose()

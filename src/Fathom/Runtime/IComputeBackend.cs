@@ -36,6 +36,31 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/>, then each
+    /// matrix's bias added to its output as <see cref="AddBias"/> adds it (a null entry of <paramref name="biases"/>:
+    /// none); the query, key and value projections of one token. A backend may add each bias as its product is written.
+    /// </summary>
+    void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
+    {
+        if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
+        MatMulGroup(weights, inputs, inputStride, outputs, outputStride);
+        for (int i = 0; i < weights.Length; i++)
+            if (biases[i] is { } bias) AddBias(outputs.Slice(i * outputStride, weights[i].Rows), bias, 1);
+    }
+
+    /// <summary>
+    /// <c>residual += weight · input</c> for every token (a projection back into the residual stream): <see cref="MatMul"/>
+    /// into <paramref name="product"/> (<c>tokens × Rows</c> values), then <see cref="Add"/> of it into
+    /// <paramref name="residual"/>. A backend may add each result as it is written and leave <paramref name="product"/> alone.
+    /// </summary>
+    void MatMulResidual(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> residual, Span<float> product, int tokens)
+    {
+        int n = checked(tokens * weight.Rows);
+        MatMul(weight, input, product, tokens);
+        Add(residual[..n], product);
+    }
+
+    /// <summary>
     /// Products with transposed matrices: each input weighs the rows of its matrix. For every token <c>t</c> and matrix
     /// <c>i</c>, with <c>x = inputs[t · inputTokenStride + i · inputStride ..]</c> (<c>Rows</c> values) and
     /// <c>y = outputs[t · outputTokenStride + i · outputStride ..]</c> (<c>Columns</c> values),

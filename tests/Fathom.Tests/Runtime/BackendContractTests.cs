@@ -59,6 +59,22 @@ public sealed unsafe class BackendContractTests
         for (int i = 0; i < reference.Length; i++) reference[i] += addend[i];
         Assert.Equal(reference, sum);
 
+        // The fused-product defaults are the separate operations: products, then biases; product, then the residual add.
+        WeightMatrix[] group = [WeightMatrix.FromFloats("a", Values(24 * 16), 24, 16), WeightMatrix.FromFloats("b", Values(8 * 16), 8, 16)];
+        float[] groupInput = Values(16), groupBias = Values(24), fusedGroup = new float[2 * 24], separateGroup = new float[2 * 24];
+        cpu.MatMulGroup(group, groupInput, 0, fusedGroup, 24, [groupBias, null]);
+        cpu.MatMul(group[0], groupInput, separateGroup.AsSpan(0, 24), 1);
+        cpu.MatMul(group[1], groupInput, separateGroup.AsSpan(24, 8), 1);
+        for (int i = 0; i < 24; i++) separateGroup[i] += groupBias[i];
+        Assert.Equal(separateGroup, fusedGroup);
+        Assert.Throws<ArgumentException>(() => cpu.MatMulGroup(group, groupInput, 0, fusedGroup, 24, [groupBias]));
+        float[] residual = Values(2 * 24), residualExpected = (float[])residual.Clone(), product = new float[2 * 24], inputs = Values(2 * 16);
+        cpu.MatMulResidual(group[0], inputs, residual, product, 2);
+        float[] plainProduct = new float[2 * 24];
+        cpu.MatMul(group[0], inputs, plainProduct, 2);
+        for (int i = 0; i < residualExpected.Length; i++) residualExpected[i] += plainProduct[i];
+        Assert.Equal(residualExpected, residual);
+
         WeightMatrix table = WeightMatrix.FromFloats("table", Values(7 * 32), 7, 32);
         float[] embedded = new float[3 * 32], row = new float[32];
         cpu.Embed(table, [6, 1, 6], embedded);
