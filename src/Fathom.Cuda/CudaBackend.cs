@@ -45,7 +45,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private int _stepPosition;
     private ulong _stepDevice;
     private bool _recordNext; // the last check failed: the pass runs again, recorded
-    private int _failedChecks, _directSteps; // steps that never repeat (each records anew) back off to plain launches
+    // Steps that never repeat (each records anew) back off to plain launches for a while.
+    private int _recordingsSinceReplay, _directSteps;
+    private const int RecordingsBeforeBackOff = 3, BackOffSteps = 64;
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
     // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
@@ -235,11 +237,12 @@ public sealed unsafe class CudaBackend : IComputeBackend
             if (!completed) return true; // nothing ran; the failure is the caller's to report
             if (exec == IntPtr.Zero)
             {
-                // Not a recorded step: run it again, recorded, unless steps keep changing (then plain for a while).
-                if (++_failedChecks >= 3)
+                // Not a recorded step: run it again, recorded, unless the last recordings were never replayed (steps
+                // that change every time, such as cache writes at absolute positions): then plainly for a while.
+                if (_recordingsSinceReplay >= RecordingsBeforeBackOff)
                 {
-                    _failedChecks = 0;
-                    _directSteps = 64;
+                    _recordingsSinceReplay = 0;
+                    _directSteps = BackOffSteps;
                 }
                 else
                 {
@@ -249,7 +252,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             }
             using (_profiler?.Measure("graph replay"))
                 _context.Driver.LaunchGraph(exec, _context.Stream);
-            _failedChecks = 0;
+            _recordingsSinceReplay = 0;
             GraphLaunches++;
             GraphReplays++;
             return true;
@@ -273,6 +276,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             _graphs.EndRecording(exec);
             GraphLaunches++;
             GraphRecordings++;
+            _recordingsSinceReplay++;
             return true;
         }
         finally

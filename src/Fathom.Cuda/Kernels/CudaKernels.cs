@@ -13,9 +13,6 @@ public sealed class CudaKernels : IDisposable
     /// <summary>Threads per block of the matrix kernels (warps per block × 32) and tokens per block column; as in matmul.cu.</summary>
     public const int MatMulWarps = 4, TokenTile = 8;
 
-    /// <summary>Rows each warp group of <c>matvec_T</c> takes at once (MATVEC_ROWS in matmul.cu).</summary>
-    public const int MatVecRows = 4;
-
     private readonly CudaModule _module;
     private readonly IntPtr[] _matMul = new IntPtr[64], _matVec = new IntPtr[64];
 
@@ -87,7 +84,7 @@ public sealed class CudaKernels : IDisposable
         int rows, int columns, int tokens, int split, bool vector = false, ulong bias = 0, bool accumulate = false)
     {
         if (split is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(split), "1, 2 or 4 warps per row");
-        int rowsPerBlock = MatMulWarps / split * (vector ? MatVecRows : 1), tile = vector ? 1 : TokenTile;
+        int rowsPerBlock = MatMulWarps / split, tile = vector ? 1 : TokenTile;
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(x).Pointer(y).Int(rows).Int(columns).Int(tokens).Int(split)
             .Pointer(bias).Int(accumulate ? 1 : 0)
             .Launch(context, vector ? MatVec(type) : MatMul(type), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock),

@@ -1,10 +1,8 @@
 // Per weight type T, kernels built from its element decoder:
 //   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
 //                 one long row, so this also dequantizes matrices).
-//   matvec_T:     one token per block column (decode steps), compiled for higher occupancy: as matmul_T with a
-//                 tile of one token, but each warp (group of `split` warps) takes MATVEC_ROWS rows at once, so each
-//                 8-run of the input is loaded once for all of them and each lane has that many weight loads in
-//                 flight. Per row the arithmetic, and its order, is matmul_T's.
+//   matvec_T:     matmul_T for one token per block column, compiled for higher occupancy (decode steps). (Four
+//                 rows per warp, sharing each input load, measured slower on the H200: docs/gpu-notes.md, run decode-2.)
 //   embed_T:      row tokens[t] of a table into row t of y (the token embedding).
 //   matmul_T:     y[t, r] = sum_k W[r, k] * x[t, k] for up to TOKEN_TILE tokens t per block row: `split` warps
 //                 (1, 2 or 4) per output row, MATMUL_WARPS / split rows per block, each lane decoding 8 consecutive
@@ -23,7 +21,6 @@
 // matvec_T (one token per block column) asks for registers that let this many blocks share a multiprocessor, so
 // a single token's product keeps enough warps, and loads, in flight.
 #define MATVEC_BLOCKS_PER_SM 8
-#define MATVEC_ROWS 4
 
 #define FATHOM_WEIGHT_KERNELS(T)                                                                                \
 extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __restrict__ y, i64 n)           \
@@ -82,48 +79,6 @@ __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 ro
         *out = accumulate ? *out + total : total;                                                              \
     }                                                                                                          \
 }                                                                                                              \
-__device__ __forceinline__ void matvec_rows_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, \
-                                                float* __restrict__ y, int rows, int columns, int split,        \
-                                                const float* __restrict__ bias, int accumulate)                  \
-{                                                                                                              \
-    __shared__ float partial[MATMUL_WARPS][MATVEC_ROWS];                                                       \
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
-    int first = (blockIdx.x * (MATMUL_WARPS / split) + warp / split) * MATVEC_ROWS;                            \
-    int part = warp % split;                                                                                   \
-    const float* input = x + (i64)blockIdx.y * columns;                                                        \
-    float sums[MATVEC_ROWS];                                                                                   \
-    _Pragma("unroll") for (int r = 0; r < MATVEC_ROWS; r++) sums[r] = 0.0f;                                    \
-    if (first < rows)                                                                                          \
-    {                                                                                                          \
-        for (int k = (part * 32 + lane) * 8; k < columns; k += 256 * split)                                   \
-        {                                                                                                      \
-            float in[8];                                                                                       \
-            _Pragma("unroll") for (int i = 0; i < 8; i++) in[i] = input[k + i];                                \
-            _Pragma("unroll") for (int r = 0; r < MATVEC_ROWS; r++)                                            \
-                if (first + r < rows)                                                                          \
-                {                                                                                              \
-                    float v[8];                                                                                \
-                    decode8_##T(w + (i64)(first + r) * row_bytes, k, v);                                       \
-                    _Pragma("unroll") for (int i = 0; i < 8; i++) sums[r] += v[i] * in[i];                     \
-                }                                                                                              \
-        }                                                                                                      \
-    }                                                                                                          \
-    _Pragma("unroll") for (int r = 0; r < MATVEC_ROWS; r++)                                                    \
-    {                                                                                                          \
-        float s = warp_sum(sums[r]);                                                                           \
-        if (lane == 0) partial[warp][r] = s;                                                                   \
-    }                                                                                                          \
-    __syncthreads();                                                                                           \
-    int row = first + lane;                                                                                    \
-    if (part == 0 && lane < MATVEC_ROWS && row < rows)                                                         \
-    {                                                                                                          \
-        float total = 0.0f;                                                                                    \
-        for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
-        if (bias) total = total + bias[row];                                                                   \
-        float* out = y + (i64)blockIdx.y * rows + row;                                                         \
-        *out = accumulate ? *out + total : total;                                                              \
-    }                                                                                                          \
-}                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
 matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
@@ -134,7 +89,7 @@ extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PE
 matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
-    matvec_rows_##T(w, row_bytes, x, y, rows, columns, split, bias, accumulate);                               \
+    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate);                    \
 }
 
 FATHOM_WEIGHT_KERNELS(f32)
