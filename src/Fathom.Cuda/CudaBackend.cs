@@ -45,9 +45,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
     private int _stepPosition;
     private ulong _stepDevice;
     private bool _recordNext; // the last check failed: the pass runs again, recorded
-    // Steps that never repeat (each records anew) back off to plain launches for a while.
-    private int _recordingsSinceReplay, _directSteps;
-    private const int RecordingsBeforeBackOff = 3, BackOffSteps = 64;
+    // Steps that never repeat (each records anew) back off to plain launches for a while, twice as long each time
+    // until a step is replayed again.
+    private int _recordingsSinceReplay, _directSteps, _backOffSteps = FirstBackOffSteps;
+    private const int RecordingsBeforeBackOff = 3, FirstBackOffSteps = 64, LongestBackOffSteps = 4096;
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
     // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
@@ -242,7 +243,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 if (_recordingsSinceReplay >= RecordingsBeforeBackOff)
                 {
                     _recordingsSinceReplay = 0;
-                    _directSteps = BackOffSteps;
+                    _directSteps = _backOffSteps;
+                    _backOffSteps = Math.Min(2 * _backOffSteps, LongestBackOffSteps);
                 }
                 else
                 {
@@ -253,6 +255,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
             using (_profiler?.Measure("graph replay"))
                 _context.Driver.LaunchGraph(exec, _context.Stream);
             _recordingsSinceReplay = 0;
+            _backOffSteps = FirstBackOffSteps;
             GraphLaunches++;
             GraphReplays++;
             return true;
