@@ -689,7 +689,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void StoreRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int firstRow, int rows, int width)
     {
         if (rows <= 0 || width <= 0) return;
-        long sourceExtent = (long)(rows - 1) * sourceStride + width, destinationExtent = (long)(firstRow + rows - 1) * destinationStride + width;
+        long sourceExtent = (long)(rows - 1) * sourceStride + width, destinationExtent = ((long)firstRow + rows - 1) * destinationStride + width;
         if (firstRow < 0 || sourceStride < 0 || destinationStride < 0 || source.Length < sourceExtent || destination.Length < destinationExtent)
             throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} from row {firstRow} over {source.Length} → {destination.Length} values");
         if (!TryResident(destination, out ulong to))
