@@ -17,6 +17,7 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IWeightPlacement
 {
     private CpuBackend? _host;
+    private float[] _hostProduct = []; // a CPU-placed product before it is added to a residual on the GPU
     // A mixed group's CPU matrices, their packed inputs and outputs: grown to the largest group seen, reused.
     private WeightMatrix[] _hostWeights = [];
     private float[] _hostInputs = [], _hostOutputs = [];
@@ -80,6 +81,26 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
         ReadToHost(Writable(input[..(int)inputs]));
         host.MatMul(weight, input, output, tokens);
         WrittenOnHost(output[..(int)outputs]);
+    }
+
+    /// <summary>
+    /// <see cref="Product"/> of a CPU-placed weight: the product on the CPU, then its bias or its addition to what the
+    /// output held (a residual) on the GPU, through a host buffer kept for the purpose.
+    /// </summary>
+    private void HostProduct(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens, ReadOnlySpan<float> bias, bool accumulate)
+    {
+        if (!accumulate)
+        {
+            HostMatMul(weight, input, output, tokens);
+            if (!bias.IsEmpty) AddBias(output[..(tokens * weight.Rows)], bias[..weight.Rows], tokens);
+            return;
+        }
+        int n = checked(tokens * weight.Rows);
+        if (_hostProduct.Length < n) _hostProduct = new float[n];
+        Span<float> product = _hostProduct.AsSpan(0, n);
+        HostMatMul(weight, input, product, tokens);
+        if (!bias.IsEmpty) AddBias(product, bias[..weight.Rows], tokens);
+        Add(output[..n], product);
     }
 
     private void HostEmbed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)

@@ -39,7 +39,16 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private readonly List<(WeakReference<KvLayerCache> Cache, DeviceKvMirror Mirror)> _mirrorList = [];
     private byte[] _recordedHostData = GC.AllocateArray<byte>(4096, pinned: true);
     private int _recordedHostDataUsed;
-    private IntPtr _graph; // the executable graph of the last recorded decode step
+    private readonly DecodeGraphs _graphs;
+    private readonly DeviceScratch _stepValues;
+    // The step's position and where kernels read it on the device, while a decode step is recorded or checked.
+    private int _stepPosition;
+    private ulong _stepDevice;
+    private bool _recordNext; // the last check failed: the pass runs again, recorded
+    // Steps that never repeat (each records anew) back off to plain launches for a while, twice as long each time
+    // until a step is replayed again.
+    private int _recordingsSinceReplay, _directSteps, _backOffSteps = FirstBackOffSteps;
+    private const int RecordingsBeforeBackOff = 3, FirstBackOffSteps = 64, LongestBackOffSteps = 4096;
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
     // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
@@ -76,6 +85,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _indices = new DeviceScratch(_context, _retirement);
         _scales = new DeviceScratch(_context, _retirement);
         _dequantized = new DeviceScratch(_context, _retirement);
+        _stepValues = new DeviceScratch(_context, _retirement);
+        _graphs = new DecodeGraphs(_context);
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {
             try
@@ -121,6 +132,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     {
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
@@ -131,6 +143,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
+        _graphs.Poison("ReadToHost");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -144,6 +157,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (values.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
+        _graphs.Poison("WrittenOnHost");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -153,59 +167,120 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (FATHOM_CUDA_GRAPHS=1 turns it on).
-    /// Off by default: each step is recorded afresh (positions and cache addresses change), and on the H200 test
-    /// machine recording plus updating cost more host time than launching did (docs/gpu-notes.md, runs 17 and 19).
+    /// Whether single-token forward passes are recorded and replayed as CUDA graphs (on unless FATHOM_CUDA_GRAPHS=0;
+    /// off while profiling, which times each operation).
     /// </summary>
-    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") == "1";
+    public bool UseGraphs { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GRAPHS") != "0";
 
-    /// <summary>Forward passes run as a recorded graph so far.</summary>
+    /// <summary>Forward passes run as a graph so far (recorded or replayed).</summary>
     public long GraphLaunches { get; private set; }
 
+    /// <summary>Decode steps recorded (captured and instantiated) so far.</summary>
+    public long GraphRecordings { get; private set; }
+
+    /// <summary>Decode steps that ran as an earlier recording's graph, unchanged, so far.</summary>
+    public long GraphReplays { get; private set; }
+
+    /// <summary>Why the last few decode steps that were checked or recorded could not be replayed, oldest first (diagnostics).</summary>
+    public IReadOnlyList<string> GraphMisses => _graphs.Misses;
+
     /// <summary>
-    /// Decode steps (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
-    /// a decode step too) are recorded: the stream is captured into a graph until <see cref="EndForward"/>, which
-    /// updates the previous step's executable graph with it (same kernels, new arguments) or instantiates a new one,
-    /// and launches it. Nothing may wait for the stream meanwhile: buffers that grow are retired, not freed, host
-    /// data goes through pinned memory, and the RoPE tables are grown for the pass's positions first.
+    /// A decode step (one token, a replayable model, after a pass that had all weights uploaded: the previous pass was
+    /// a decode step too) is either checked against the kept recordings (<see cref="DecodeGraphs"/>: its launches are
+    /// compared, not queued, and <see cref="EndForward"/> replays the graph it repeats) or, when none is kept or the
+    /// last check failed, recorded: the stream is captured into a new graph until <see cref="EndForward"/>. The step's
+    /// position and token id reach the kernels through device memory that the step's first copies fill from pinned
+    /// host memory, so a graph serves every position. Nothing may wait for the stream meanwhile: buffers that grow are
+    /// retired, not freed, host data goes through pinned memory, and the RoPE tables are grown for the pass first.
     /// </summary>
     public void BeginForward(int tokens, int endPosition, bool replayable)
     {
         _context.MakeCurrent();
         _ops++;
-        bool record = UseGraphs && replayable && tokens == 1 && _lastForwardTokens == 1;
+        bool step = UseGraphs && _profiler is null && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
         _retirement.FreeRetired(synchronize: true);
-        if (!record) return;
+        if (!step) return;
+        if (_directSteps > 0)
+        {
+            _directSteps--;
+            return;
+        }
         foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
+        _context.Synchronize("the previous step"); // the pinned host data below is rewritten
         _recordedHostDataUsed = 0;
-        _context.Driver.BeginCapture(_context.Stream);
+        if (_graphs.Count == 0 || _recordNext)
+        {
+            _recordNext = false;
+            _graphs.BeginRecording();
+            _context.Driver.BeginCapture(_context.Stream);
+        }
+        else
+        {
+            _graphs.BeginChecking();
+        }
         _retirement.Capturing = true;
+        _context.LaunchFilter = _graphs;
+        _stepPosition = endPosition - tokens;
+        _stepDevice = HostData<int>([_stepPosition], _stepValues);
     }
 
-    public void EndForward(bool completed)
+    public bool EndForward(bool completed)
     {
-        if (!_retirement.Capturing) return;
+        StepMode mode = _graphs.Mode;
+        if (mode == StepMode.Direct) return true;
+        _context.LaunchFilter = null;
         _retirement.Capturing = false;
         _ops++;
+        if (mode == StepMode.Checking)
+        {
+            IntPtr exec = _graphs.EndChecking();
+            if (!completed) return true; // nothing ran; the failure is the caller's to report
+            if (exec == IntPtr.Zero)
+            {
+                // Not a recorded step: run it again, recorded, unless the last recordings were never replayed (steps
+                // that change every time, such as cache writes at absolute positions): then plainly for a while.
+                if (_recordingsSinceReplay >= RecordingsBeforeBackOff)
+                {
+                    _recordingsSinceReplay = 0;
+                    _directSteps = _backOffSteps;
+                    _backOffSteps = Math.Min(2 * _backOffSteps, LongestBackOffSteps);
+                }
+                else
+                {
+                    _recordNext = true;
+                }
+                return false;
+            }
+            using (_profiler?.Measure("graph replay"))
+                _context.Driver.LaunchGraph(exec, _context.Stream);
+            _recordingsSinceReplay = 0;
+            _backOffSteps = FirstBackOffSteps;
+            GraphLaunches++;
+            GraphReplays++;
+            return true;
+        }
         int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
         if (result != 0)
         {
-            _graph = DestroyGraph(_graph);
+            _graphs.Abandon();
             if (completed) throw new CudaException("cuStreamEndCapture", result, _context.Driver.Describe(result));
-            return;
+            return true;
         }
-        using OperationProfiler.Scope? profile = _profiler?.Measure("graph update and launch");
         try
         {
-            if (!completed) return; // the pass failed: its recorded work is dropped
-            if (_graph == IntPtr.Zero || !_context.Driver.TryUpdateGraph(_graph, graph))
+            if (!completed)
             {
-                _graph = DestroyGraph(_graph);
-                _graph = _context.Driver.InstantiateGraph(graph);
+                _graphs.Abandon(); // the pass failed: its recorded work is dropped
+                return true;
             }
-            _context.Driver.LaunchGraph(_graph, _context.Stream);
+            IntPtr exec = _context.Driver.InstantiateGraph(graph);
+            _context.Driver.LaunchGraph(exec, _context.Stream);
+            _graphs.EndRecording(exec);
             GraphLaunches++;
+            GraphRecordings++;
+            _recordingsSinceReplay++;
+            return true;
         }
         finally
         {
@@ -213,11 +288,12 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         }
     }
 
-    private IntPtr DestroyGraph(IntPtr exec)
-    {
-        if (exec != IntPtr.Zero) _context.Driver.DestroyGraphExec(exec);
-        return IntPtr.Zero;
-    }
+    /// <summary>
+    /// A kernel's view of a position of the pass: while a decode step is recorded or checked, the step's position on
+    /// the device and <paramref name="position"/> relative to it (the same for every step); otherwise none and the position.
+    /// </summary>
+    private (ulong Step, int Position) StepPosition(int position) =>
+        _graphs.Mode == StepMode.Direct ? (0, position) : (_stepDevice, position - _stepPosition);
 
     // ---- Operands: the device copy of an attached span, or a staging buffer it travels through.
 
@@ -227,6 +303,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
+        _graphs.Poison("an input outside attached buffers"); // an upload of the caller's values: a graph would not see new ones
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         buffer.Upload(values);
         return buffer.Pointer;
@@ -244,6 +321,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     {
         staged = !TryResident(values, out ulong device);
         if (!staged) return device;
+        _graphs.Poison("an output outside attached buffers"); // a copy back to the caller
         DeviceBuffer buffer = staging.Get((long)values.Length * sizeof(float));
         if (upload) buffer.Upload<float>(values);
         return buffer.Pointer;
@@ -259,7 +337,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging) where T : unmanaged
     {
         DeviceBuffer buffer = staging.Get(Math.Max((long)values.Length * sizeof(T), sizeof(T)));
-        if (!_retirement.Capturing)
+        if (_graphs.Mode == StepMode.Direct)
         {
             buffer.Upload(values); // from pageable memory the driver takes the values before returning
             return buffer.Pointer;
@@ -272,9 +350,14 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             _recordedHostData = GC.AllocateArray<byte>(Math.Max(bytes, 2 * _recordedHostData.Length), pinned: true);
             _recordedHostDataUsed = 0;
         }
+        // While checking, only the pinned values are written: the recorded copy reads them when its graph runs again.
         Span<byte> slot = _recordedHostData.AsSpan(_recordedHostDataUsed, bytes);
         System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(slot);
-        fixed (byte* p = slot) buffer.Upload(p, bytes);
+        fixed (byte* p = slot)
+        {
+            _graphs.ObserveCopy(buffer.Pointer, (ulong)p, bytes);
+            if (_graphs.Mode == StepMode.Recording) buffer.Upload(p, bytes);
+        }
         _recordedHostDataUsed += (bytes + 15) & ~15;
         return buffer.Pointer;
     }
@@ -283,14 +366,50 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     // ---- Operations
 
-    public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
+    public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens) =>
+        Product(weight, input, output, tokens, [], accumulate: false);
+
+    /// <summary>Each product with its bias added in the product's kernel.</summary>
+    public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
     {
-        if (OnHost(weight)) { HostMatMul(weight, input, output, tokens); return; } // a CPU-placed weight (CudaBackend.Placement.cs)
+        if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
+        for (int i = 0; i < weights.Length; i++)
+        {
+            WeightMatrix w = weights[i];
+            Product(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1, biases[i], accumulate: false);
+        }
+    }
+
+    /// <summary>The product added to the residual in its kernel (<paramref name="product"/> unused), except through cuBLAS.</summary>
+    public void MatMulResidual(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> residual, Span<float> product, int tokens)
+    {
+        int n = checked(tokens * weight.Rows);
+        if (tokens >= BlasMinimumTokens && _blas is not null)
+        {
+            MatMul(weight, input, product, tokens);
+            Add(residual[..n], product);
+        }
+        else
+        {
+            Product(weight, input, residual, tokens, [], accumulate: true);
+        }
+    }
+
+    /// <summary>
+    /// <c>output[t, r] = weight.Row(r) · input[t]</c>, plus <c>bias[r]</c> when a bias is given, added to what
+    /// <paramref name="output"/> held when <paramref name="accumulate"/> (cuBLAS products take neither).
+    /// </summary>
+    private void Product(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens, ReadOnlySpan<float> bias, bool accumulate)
+    {
+        if (OnHost(weight)) { HostProduct(weight, input, output, tokens, bias, accumulate); return; } // a CPU-placed weight (CudaBackend.Placement.cs)
         int n = weight.Columns, rows = weight.Rows;
         if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
         if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
         if (!CudaKernels.Supports(weight.Format.Type))
             throw new NotSupportedException($"{weight.Name}: weight type {weight.Format.Type} has no CUDA kernel");
+        if (!bias.IsEmpty && bias.Length < rows) throw new ArgumentException($"{weight.Name}: a bias of {bias.Length} values for {rows} rows");
+        bool blas = tokens >= BlasMinimumTokens && _blas is not null;
+        if (blas && (accumulate || !bias.IsEmpty)) throw new InvalidOperationException("cuBLAS products take no fused bias or residual");
         if (tokens <= 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
@@ -298,19 +417,21 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         DeviceBuffer w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
-        ulong o = Out(y, _output, upload: false, out bool staged);
-        if (tokens >= BlasMinimumTokens && _blas is not null && HalfPrecisionProduct(weight, w, x, stagedInput, o, y.Length, tokens))
+        ulong o = Out(y, _output, upload: accumulate, out bool staged);
+        if (blas && HalfPrecisionProduct(weight, w, x, stagedInput, o, y.Length, tokens))
         {
             Return(y, o, staged);
             return;
         }
+        ulong b = bias.IsEmpty ? 0 : In(bias[..rows], _side);
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
         bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
         _lastRounding.Op = overlaps ? -1 : _ops;
-        if (tokens >= BlasMinimumTokens && _blas is not null) BlasProduct(weight, w, x, o, tokens);
-        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n), vector: tokens == 1);
+        if (blas) BlasProduct(weight, w, x, o, tokens);
+        else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n),
+            vector: tokens == 1, bias: b, accumulate: accumulate);
         Return(y, o, staged);
     }
 
@@ -321,6 +442,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
     {
         int rows = weight.Rows, n = weight.Columns;
+        _graphs.Poison("cuBLAS"); // cuBLAS launches its own kernels, unseen by the step check
         if (weight.Format.Type == Quants.GgmlType.F32)
         {
             _blas!.Gemm(_blasHandle, w.Pointer, x, y, rows, n, tokens, rows);
@@ -388,9 +510,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         ulong device = Out(v, _input, upload: true, out bool staged);
         DeviceRopeTable table = RopeTable(rope);
         ulong cos = table.Covering(firstPosition + tokens);
-        ulong angles = cos + (ulong)firstPosition * (ulong)half * sizeof(float);
-        ulong sinOffset = (ulong)table.Positions * (ulong)half * sizeof(float);
-        new KernelArguments().Pointer(device).Pointer(angles).Pointer(angles + sinOffset)
+        ulong sin = cos + (ulong)table.Positions * (ulong)half * sizeof(float);
+        (ulong step, int position) = StepPosition(firstPosition);
+        new KernelArguments().Pointer(device).Pointer(cos).Pointer(sin).Pointer(step).Int(position)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
             .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
         Return(v, device, staged);
@@ -434,10 +556,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             Return(o, device, staged);
             return;
         }
-        DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * length * sizeof(float));
+        // A decode step's score rows span the whole cache, so one recording serves every length.
+        (ulong step, int position) = StepPosition(firstPosition);
+        int scoreRow = step == 0 ? length : cache.Capacity;
+        DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * scoreRow * sizeof(float));
         new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
-            .Float(shape.Scale).Int(firstPosition).Int(length)
+            .Float(shape.Scale).Pointer(step).Int(position).Int(scoreRow)
             .Launch(_context, _kernels.Function("attention"), "attention", (uint)shape.Heads, (uint)tokens, AttentionThreads, (uint)sharedBytes);
         Return(o, device, staged);
     }
@@ -459,6 +584,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             if (_resident.TryFind(k, cache.Keys.LongLength * sizeof(float), out ulong keys)
                 && _resident.TryFind(v, cache.Values.LongLength * sizeof(float), out ulong values))
                 return (keys, values);
+        _graphs.Poison("a KV mirror"); // the mirror's update copies host rows of this step's positions
         DeviceKvMirror mirror = Mirror(cache);
         mirror.Update(firstPosition, length);
         return (mirror.Keys.Pointer, mirror.Values.Pointer);
@@ -573,6 +699,27 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         Return(d, to, staged);
     }
 
+    public void StoreRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int firstRow, int rows, int width)
+    {
+        if (rows <= 0 || width <= 0) return;
+        long sourceExtent = (long)(rows - 1) * sourceStride + width, destinationExtent = ((long)firstRow + rows - 1) * destinationStride + width;
+        if (firstRow < 0 || sourceStride < 0 || destinationStride < 0 || source.Length < sourceExtent || destination.Length < destinationExtent)
+            throw new ArgumentException($"{rows} rows of {width} values do not fit strides {sourceStride} → {destinationStride} from row {firstRow} over {source.Length} → {destination.Length} values");
+        if (!TryResident(destination, out ulong to))
+        {
+            // Not attached (a test's array): the plain copy into the rows' span.
+            CopyRows(source, sourceStride, destination[(int)((long)firstRow * destinationStride)..], destinationStride, rows, width);
+            return;
+        }
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("StoreRows");
+        ulong from = In(source[..(int)sourceExtent], _input);
+        (ulong step, int row) = StepPosition(firstRow);
+        new KernelArguments().Pointer(from).Int(sourceStride).Pointer(to).Int(destinationStride).Pointer(step).Int(row).Int(width)
+            .Launch(_context, _kernels.Function("store_rows"), "store_rows", Blocks(width, ElementThreads), (uint)rows, ElementThreads);
+    }
+
     public void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
     {
         if (rows.IsEmpty || width <= 0) return;
@@ -634,8 +781,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public void Dispose()
     {
         _context.MakeCurrent();
-        if (_retirement.Capturing) EndForward(completed: false);
-        _graph = DestroyGraph(_graph);
+        if (_graphs.Mode != StepMode.Direct) EndForward(completed: false);
+        _graphs.Dispose();
         _retirement.FreeRetired(synchronize: true);
         _profiler?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
@@ -655,6 +802,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _scales.Dispose();
         _dequantized.Dispose();
         DisposePrompt();
+        _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {
             _context.MakeCurrent();

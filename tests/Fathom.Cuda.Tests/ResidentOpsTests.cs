@@ -70,6 +70,7 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
             b.CopyRows(a[0].AsSpan(32), 96, a[1].AsSpan(100), 160, 6, 40);
             b.CopyRows(a[0], 96, a[1].AsSpan(0), 160, 1, 96);
             b.CopyRows(a[1].AsSpan(160), 160, a[0].AsSpan(192), 96, 2, 96);
+            b.StoreRows(a[0].AsSpan(8), 96, a[1], 160, 3, 2, 64); // rows 3 and 4, as a cache write at positions 3..
         });
     }
 

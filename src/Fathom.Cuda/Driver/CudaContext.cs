@@ -35,6 +35,9 @@ public sealed class CudaContext : IDisposable
     /// <summary>The stream copies and kernels are queued on.</summary>
     public IntPtr Stream { get; private set; }
 
+    /// <summary>When set, sees each kernel launch first and may hold it back (<see cref="ILaunchFilter"/>).</summary>
+    public ILaunchFilter? LaunchFilter { get; set; }
+
     public void MakeCurrent()
     {
         ObjectDisposedException.ThrowIf(_context == IntPtr.Zero, this);

@@ -76,14 +76,17 @@ public sealed class CudaKernels : IDisposable
     /// <summary>
     /// Queues <c>matmul_T</c> (or <c>matvec_T</c> when <paramref name="vector"/>: one token per block column):
     /// <c>y[t, r] = W[r] · x[t]</c> for <paramref name="tokens"/> rows of <paramref name="x"/>, with
-    /// <paramref name="split"/> (1, 2 or 4) warps per output row.
+    /// <paramref name="split"/> (1, 2 or 4) warps per output row. A nonzero <paramref name="bias"/> (device address
+    /// of <paramref name="rows"/> floats) is added to each result, and with <paramref name="accumulate"/> the result
+    /// is added to what <paramref name="y"/> held: the bias and residual additions that follow a product, fused.
     /// </summary>
     public void LaunchMatMul(CudaContext context, GgmlType type, string name, ulong weights, long rowBytes, ulong x, ulong y,
-        int rows, int columns, int tokens, int split, bool vector = false)
+        int rows, int columns, int tokens, int split, bool vector = false, ulong bias = 0, bool accumulate = false)
     {
         if (split is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(split), "1, 2 or 4 warps per row");
         int rowsPerBlock = MatMulWarps / split, tile = vector ? 1 : TokenTile;
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(x).Pointer(y).Int(rows).Int(columns).Int(tokens).Int(split)
+            .Pointer(bias).Int(accumulate ? 1 : 0)
             .Launch(context, vector ? MatVec(type) : MatMul(type), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock),
                 (uint)((tokens + tile - 1) / tile), MatMulWarps * 32);
     }

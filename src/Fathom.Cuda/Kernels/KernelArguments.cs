@@ -39,6 +39,7 @@ public unsafe struct KernelArguments
         Slots slots = _slots;
         void** pointers = stackalloc void*[Capacity];
         ulong* first = (ulong*)Unsafe.AsPointer(ref slots[0]);
+        if (context.LaunchFilter is { } filter && !filter.Admit(function, gridX, gridY, blockX, sharedBytes, new ReadOnlySpan<ulong>(first, _count))) return;
         for (int i = 0; i < _count; i++) pointers[i] = first + i;
         context.Driver.Launch(function, gridX, gridY, 1, blockX, sharedBytes, context.Stream, pointers, name);
     }

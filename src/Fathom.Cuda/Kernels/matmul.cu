@@ -1,7 +1,8 @@
 // Per weight type T, kernels built from its element decoder:
 //   dequantize_T: y[k] = decode_T(row, k) for k < n (one thread per element; a matrix of whole-block rows is
 //                 one long row, so this also dequantizes matrices).
-//   matvec_T:     matmul_T for one token per block column, compiled for higher occupancy (decode steps).
+//   matvec_T:     matmul_T for one token per block column, compiled for higher occupancy (decode steps). (Four
+//                 rows per warp, sharing each input load, measured slower on the H200: docs/gpu-notes.md, run decode-2.)
 //   embed_T:      row tokens[t] of a table into row t of y (the token embedding).
 //   matmul_T:     y[t, r] = sum_k W[r, k] * x[t, k] for up to TOKEN_TILE tokens t per block row: `split` warps
 //                 (1, 2 or 4) per output row, MATMUL_WARPS / split rows per block, each lane decoding 8 consecutive
@@ -10,6 +11,8 @@
 //                 a warp shuffle reduction, then the row's warps added in order. Long rows take more warps, so a
 //                 single token's product has enough loads in flight to stream the weights. Rows hold a multiple of
 //                 32 weights (every type's block is 32 or 256), so 8-runs never straddle blocks.
+//                 Epilogue (fusions of the operations that follow a product): bias[r] added when bias is set (as
+//                 add_bias would), then, with accumulate, the result added to what y held (the residual, as add).
 // Prompt batches run in tiles of TOKEN_TILE tokens, each tile reading the weights again; tensor-core tiles
 // (or dequantize + cuBLAS) are what larger batches need next.
 
@@ -33,7 +36,8 @@ extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes
 }                                                                                                              \
 template <int TILE>                                                                                            \
 __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, \
-                                                float* __restrict__ y, int rows, int columns, int tokens, int split) \
+                                                float* __restrict__ y, int rows, int columns, int tokens, int split, \
+                                                const float* __restrict__ bias, int accumulate)                  \
 {                                                                                                              \
     __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
@@ -70,20 +74,22 @@ __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 ro
     {                                                                                                          \
         float total = 0.0f;                                                                                    \
         for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
-        y[(i64)(first + lane) * rows + row] = total;                                                           \
+        if (bias) total = total + bias[row];                                                                   \
+        float* out = y + (i64)(first + lane) * rows + row;                                                     \
+        *out = accumulate ? *out + total : total;                                                              \
     }                                                                                                          \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
 matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
-           int rows, int columns, int tokens, int split)                                                       \
+           int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
-    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split);                             \
+    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate);           \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
 matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
-           int rows, int columns, int tokens, int split)                                                       \
+           int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
-    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split);                                      \
+    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate);                    \
 }
 
 FATHOM_WEIGHT_KERNELS(f32)

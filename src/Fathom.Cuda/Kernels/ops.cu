@@ -19,15 +19,21 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = in[i] * scale * w[i];
 }
 
-// Rotates `heads` slices per token. cos/sin hold `half` values per token (computed on the host by Rope.Angles,
+// The position of a pass's first token: first_position, plus the step's position when the pass is a recorded
+// decode step (step points at it on the device, so a replayed graph reads each step's own; null otherwise).
+__device__ __forceinline__ int step_position(const int* step, int first_position) { return step ? first_position + *step : first_position; }
+
+// Rotates `heads` slices per token. cos/sin hold `half` values per position (computed on the host by Rope.Angles,
 // so the angles are the CPU's to the bit). neox: pairs (i, i + half); otherwise adjacent pairs (2i, 2i + 1).
 extern "C" __global__ void rope(float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+                                const int* __restrict__ step, int first_position,
                                 int half, int row_stride, int head_stride, int offset, int neox)
 {
     int token = blockIdx.x, head = blockIdx.y;
+    i64 position = step_position(step, first_position) + token;
     float* v = values + (i64)token * row_stride + (i64)head * head_stride + offset;
-    const float* c = cos_table + (i64)token * half;
-    const float* s = sin_table + (i64)token * half;
+    const float* c = cos_table + position * half;
+    const float* s = sin_table + position * half;
     for (int i = threadIdx.x; i < half; i += blockDim.x)
     {
         int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
@@ -45,20 +51,20 @@ extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i
 }
 
 // Causal attention, one block per (query head, token): scores over positions 0..first_position+token into a
-// per-block row of `scores` (capacity floats), softmax, then the weighted sum of value rows. Keys of head h live
+// per-block row of `scores` (capacity floats, at least the length), softmax, then the weighted sum of value rows. Keys of head h live
 // at key_stride*p + kv_head*key_dim; values at value_stride*p + kv_head*value_dim (values may sit inside the
 // key rows, as MLA's latent cache does). Dynamic shared memory holds the query.
 extern "C" __global__ void attention(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values,
                                      float* __restrict__ output, float* __restrict__ scores,
                                      int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride,
-                                     float scale, int first_position, int capacity)
+                                     float scale, const int* __restrict__ step, int first_position, int capacity)
 {
     extern __shared__ float query[];
     __shared__ float scratch[32];
     __shared__ double sums[32];
     int head = blockIdx.x, token = blockIdx.y;
     int kv_head = head / (heads / kv_heads);
-    int length = first_position + token + 1;
+    int length = step_position(step, first_position) + token + 1;
     const float* q = queries + ((i64)token * heads + head) * key_dim;
     float* row = scores + ((i64)token * heads + head) * capacity;
     for (int i = threadIdx.x; i < key_dim; i += blockDim.x) query[i] = q[i];
@@ -119,6 +125,16 @@ extern "C" __global__ void copy_rows(const float* __restrict__ src, int src_stri
 {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k < width) dst[(i64)blockIdx.y * dst_stride + k] = src[(i64)blockIdx.y * src_stride + k];
+}
+
+// Row blockIdx.y of src to row first_row + blockIdx.y of dst (a key/value cache write at the pass's positions;
+// first_row is relative to the step's position when step is set, as in step_position).
+extern "C" __global__ void store_rows(const float* __restrict__ src, int src_stride, float* __restrict__ dst, int dst_stride,
+                                      const int* __restrict__ step, int first_row, int width)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    i64 row = step_position(step, first_row) + blockIdx.y;
+    if (k < width) dst[row * dst_stride + k] = src[(i64)blockIdx.y * src_stride + k];
 }
 
 // Row i of dst = row rows[i] of src.

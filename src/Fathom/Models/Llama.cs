@@ -69,16 +69,17 @@ public class Llama : Model
         Span<float> projected = scratch.Scratch("attn_out", tokens * d);
 
         Backend.RmsNorm(x, w.AttentionNorm, h, tokens, c.RmsNormEpsilon);
-        Span<float> q, k, v;
+        Span<float> q, k, v, qk = default; // qk: one token's Q with K right after it, rotated by one RoPE call
         if (tokens == 1)
         {
-            // One token: Q, K and V as one group (one activation conversion, one job for the threads).
+            // One token: Q, K and V as one group with their biases (one activation conversion, one job for the threads).
             int slot = Math.Max(qDim, kvDim);
             Span<float> qkv = scratch.Scratch("qkv", 3 * slot);
-            Backend.MatMulGroup(w.QkvProducts, h, 0, qkv, slot);
+            Backend.MatMulGroup(w.QkvProducts, h, 0, qkv, slot, w.QkvBiases);
             q = qkv[..qDim];
             k = qkv.Slice(slot, kvDim);
             v = qkv.Slice(2 * slot, kvDim);
+            if (slot == qDim) qk = qkv[..(qDim + kvDim)];
         }
         else
         {
@@ -88,23 +89,29 @@ public class Llama : Model
             Backend.MatMul(w.Query, h, q, tokens);
             Backend.MatMul(w.Key, h, k, tokens);
             Backend.MatMul(w.Value, h, v, tokens);
+            if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
+            if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
+            if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
         }
-        if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
-        if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
-        if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
         foreach (SessionRows s in segments)
         {
             Span<float> sq = q.Slice(s.FirstRow * qDim, s.Rows * qDim);
             Span<float> sk = k.Slice(s.FirstRow * kvDim, s.Rows * kvDim);
             KvLayerCache cache = s.Session.Cache[layer];
-            Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
-            Backend.Rope(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition);
-            Backend.CopyRows(sk, kvDim, cache.Keys.AsSpan(s.FirstPosition * cache.KeyWidth), cache.KeyWidth, s.Rows, kvDim);
-            Backend.CopyRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values.AsSpan(s.FirstPosition * cache.ValueStride), cache.ValueStride, s.Rows, kvDim);
+            if (!qk.IsEmpty)
+            {
+                Backend.Rope(_rope, qk, 1, c.HeadCount + c.HeadCountKv, qDim + kvDim, headDim, 0, s.FirstPosition);
+            }
+            else
+            {
+                Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
+                Backend.Rope(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition);
+            }
+            Backend.StoreRows(sk, kvDim, cache.Keys, cache.KeyWidth, s.FirstPosition, s.Rows, kvDim);
+            Backend.StoreRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values, cache.ValueStride, s.FirstPosition, s.Rows, kvDim);
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
-        Backend.MatMul(w.Output, attention, projected, tokens);
-        Backend.Add(x[..(tokens * d)], projected);
+        Backend.MatMulResidual(w.Output, attention, x[..(tokens * d)], projected, tokens);
 
         Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
         FeedForward(scratch, h, x, tokens, w.Gate, w.Up, w.Down);
@@ -117,5 +124,8 @@ public class Llama : Model
     {
         /// <summary>The three products of the normalized input, as one group.</summary>
         public WeightMatrix[] QkvProducts { get; } = [Query, Key, Value];
+
+        /// <summary>Their biases (null: none), in the same order.</summary>
+        public float[]?[] QkvBiases { get; } = [QueryBias, KeyBias, ValueBias];
     }
 }

@@ -202,52 +202,65 @@ public abstract class Model : IDisposable
     /// </summary>
     private void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
     {
-        int n = tokens.Length, d = Config.EmbeddingLength, end = 0;
+        int n = tokens.Length, end = 0;
         foreach (SessionRows s in segments) end = Math.Max(end, s.FirstPosition + s.Rows);
-        int outputs;
-        Span<float> normed;
-        Backend.BeginForward(n, end, Replayable);
-        bool completed = false;
-        try
+        int outputs = 0;
+        Span<float> normed = default;
+        // A replaying backend may ask for the pass again, once (IComputeBackend.EndForward).
+        for (int attempt = 0; ; attempt++)
         {
-            Span<float> x = scratch.Scratch("x", n * d);
-            Backend.Embed(_embedding, tokens, x);
-
-            for (int layer = 0; layer < Config.BlockCount; layer++)
-                Block(layer, scratch, segments, x, n);
-
-            Span<float> selected;
-            switch (which)
+            Backend.BeginForward(n, end, Replayable);
+            bool completed = false, ran;
+            try
             {
-                case OutputRows.All:
-                    outputs = n;
-                    selected = x;
-                    break;
-                case OutputRows.Last:
-                    outputs = 1;
-                    selected = x.Slice((n - 1) * d, d);
-                    break;
-                default:
-                    // Move each segment's last row up to row i; the source rows lie at or after i and after every row
-                    // written before, so nothing is overwritten before it is read.
-                    outputs = segments.Length;
-                    for (int i = 0; i < outputs; i++)
-                    {
-                        int last = segments[i].FirstRow + segments[i].Rows - 1;
-                        if (last != i) Backend.CopyRows(x[(last * d)..], d, x[(i * d)..], d, 1, d);
-                    }
-                    selected = x[..(outputs * d)];
-                    break;
+                Pass(scratch, segments, tokens, which, out outputs, out normed);
+                completed = true;
             }
-            normed = scratch.Scratch("output_norm", outputs * d);
-            Backend.RmsNorm(selected, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
-            completed = true;
-        }
-        finally
-        {
-            Backend.EndForward(completed);
+            finally
+            {
+                ran = Backend.EndForward(completed);
+            }
+            if (ran) break;
+            if (attempt > 0) throw new InvalidOperationException("the backend asked twice in a row to run a forward pass again");
         }
         Backend.MatMul(_output, normed, logits, outputs);
+    }
+
+    /// <summary>The recordable part of <see cref="Run"/>: embeddings, blocks and the output norm of the selected rows.</summary>
+    private void Pass(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, OutputRows which, out int outputs, out Span<float> normed)
+    {
+        int n = tokens.Length, d = Config.EmbeddingLength;
+        Span<float> x = scratch.Scratch("x", n * d);
+        Backend.Embed(_embedding, tokens, x);
+
+        for (int layer = 0; layer < Config.BlockCount; layer++)
+            Block(layer, scratch, segments, x, n);
+
+        Span<float> selected;
+        switch (which)
+        {
+            case OutputRows.All:
+                outputs = n;
+                selected = x;
+                break;
+            case OutputRows.Last:
+                outputs = 1;
+                selected = x.Slice((n - 1) * d, d);
+                break;
+            default:
+                // Move each segment's last row up to row i; the source rows lie at or after i and after every row
+                // written before, so nothing is overwritten before it is read.
+                outputs = segments.Length;
+                for (int i = 0; i < outputs; i++)
+                {
+                    int last = segments[i].FirstRow + segments[i].Rows - 1;
+                    if (last != i) Backend.CopyRows(x[(last * d)..], d, x[(i * d)..], d, 1, d);
+                }
+                selected = x[..(outputs * d)];
+                break;
+        }
+        normed = scratch.Scratch("output_norm", outputs * d);
+        Backend.RmsNorm(selected, _outputNorm, normed, outputs, Config.RmsNormEpsilon);
     }
 
     /// <summary>
@@ -296,8 +309,7 @@ public abstract class Model : IDisposable
         }
         Span<float> o = scratch.Scratch("ffn_out", tokens * down.Rows);
         Backend.SiluMul(g, u);
-        Backend.MatMul(down, g, o, tokens);
-        Backend.Add(x[..(tokens * down.Rows)], o);
+        Backend.MatMulResidual(down, g, x[..(tokens * down.Rows)], o, tokens);
     }
 
     public void Dispose()

@@ -36,6 +36,31 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/>, then each
+    /// matrix's bias added to its output as <see cref="AddBias"/> adds it (a null entry of <paramref name="biases"/>:
+    /// none); the query, key and value projections of one token. A backend may add each bias as its product is written.
+    /// </summary>
+    void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
+    {
+        if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
+        MatMulGroup(weights, inputs, inputStride, outputs, outputStride);
+        for (int i = 0; i < weights.Length; i++)
+            if (biases[i] is { } bias) AddBias(outputs.Slice(i * outputStride, weights[i].Rows), bias, 1);
+    }
+
+    /// <summary>
+    /// <c>residual += weight · input</c> for every token (a projection back into the residual stream): <see cref="MatMul"/>
+    /// into <paramref name="product"/> (<c>tokens × Rows</c> values), then <see cref="Add"/> of it into
+    /// <paramref name="residual"/>. A backend may add each result as it is written and leave <paramref name="product"/> alone.
+    /// </summary>
+    void MatMulResidual(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> residual, Span<float> product, int tokens)
+    {
+        int n = checked(tokens * weight.Rows);
+        MatMul(weight, input, product, tokens);
+        Add(residual[..n], product);
+    }
+
+    /// <summary>
     /// Products with transposed matrices: each input weighs the rows of its matrix. For every token <c>t</c> and matrix
     /// <c>i</c>, with <c>x = inputs[t · inputTokenStride + i · inputStride ..]</c> (<c>Rows</c> values) and
     /// <c>y = outputs[t · outputTokenStride + i · outputStride ..]</c> (<c>Columns</c> values),
@@ -104,9 +129,12 @@ public interface IComputeBackend : IDisposable
 
     /// <summary>
     /// The part of the pass that <see cref="BeginForward"/> opened ends (<paramref name="completed"/> false: it failed,
-    /// and recorded work is dropped). Operations after it, such as the logits, run as usual.
+    /// and recorded work is dropped). Operations after it, such as the logits, run as usual. Returns false when none of
+    /// the pass's operations ran and the caller must run the pass again, from <see cref="BeginForward"/> on: a backend
+    /// replaying a recorded pass takes the operations in without running them, and finds only at the end that they
+    /// were not the recorded ones. A backend answers false at most once in a row.
     /// </summary>
-    void EndForward(bool completed) { }
+    bool EndForward(bool completed) => true;
 
     /// <summary>Makes <paramref name="values"/> (part of an attached buffer) current on the host, for the host to read.</summary>
     void ReadToHost(Span<float> values) { }
@@ -143,6 +171,20 @@ public interface IComputeBackend : IDisposable
     {
         for (int i = 0; i < rows; i++)
             source.Slice(i * sourceStride, width).CopyTo(destination.Slice(i * destinationStride, width));
+    }
+
+    /// <summary>
+    /// <see cref="CopyRows"/> into rows <c>firstRow..</c> of <paramref name="destination"/> (row <c>r</c> at
+    /// <c>r * destinationStride</c>): the key/value cache writes of the tokens at positions <c>firstRow..</c>. The row
+    /// is given apart from the span so that a backend replaying recorded passes can take it as one of the step's
+    /// varying values rather than as a different destination.
+    /// </summary>
+    void StoreRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int firstRow, int rows, int width)
+    {
+        if (rows <= 0 || width <= 0) return;
+        long start = (long)firstRow * destinationStride;
+        if (firstRow < 0 || start > destination.Length) throw new ArgumentOutOfRangeException(nameof(firstRow), $"row {firstRow} of stride {destinationStride} is outside the destination's {destination.Length} values");
+        CopyRows(source, sourceStride, destination[(int)start..], destinationStride, rows, width);
     }
 
     /// <summary>

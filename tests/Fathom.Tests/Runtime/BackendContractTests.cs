@@ -29,6 +29,14 @@ public sealed unsafe class BackendContractTests
             for (int c = 0; c < 40; c++) expected[5 + r * 70 + c] = source[3 + r * 50 + c];
         Assert.Equal(expected, destination);
 
+        // StoreRows writes rows firstRow.. of the destination: the same copy into the span from that row.
+        float[] stored = Values(10 * 70), storedExpected = (float[])stored.Clone();
+        cpu.StoreRows(source.AsSpan(3), 50, stored, 70, 4, 3, 40);
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 40; c++) storedExpected[(4 + r) * 70 + c] = source[3 + r * 50 + c];
+        Assert.Equal(storedExpected, stored);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cpu.StoreRows(source, 50, stored, 70, 11, 1, 40));
+
         int width = 33;
         float[] rows = Values(5 * width), gathered = new float[4 * width], x = Values(5 * width);
         int[] members = [4, 0, 2, 2];
@@ -50,6 +58,22 @@ public sealed unsafe class BackendContractTests
         cpu.Add(sum, addend);
         for (int i = 0; i < reference.Length; i++) reference[i] += addend[i];
         Assert.Equal(reference, sum);
+
+        // The fused-product defaults are the separate operations: products, then biases; product, then the residual add.
+        WeightMatrix[] group = [WeightMatrix.FromFloats("a", Values(24 * 16), 24, 16), WeightMatrix.FromFloats("b", Values(8 * 16), 8, 16)];
+        float[] groupInput = Values(16), groupBias = Values(24), fusedGroup = new float[2 * 24], separateGroup = new float[2 * 24];
+        cpu.MatMulGroup(group, groupInput, 0, fusedGroup, 24, [groupBias, null]);
+        cpu.MatMul(group[0], groupInput, separateGroup.AsSpan(0, 24), 1);
+        cpu.MatMul(group[1], groupInput, separateGroup.AsSpan(24, 8), 1);
+        for (int i = 0; i < 24; i++) separateGroup[i] += groupBias[i];
+        Assert.Equal(separateGroup, fusedGroup);
+        Assert.Throws<ArgumentException>(() => cpu.MatMulGroup(group, groupInput, 0, fusedGroup, 24, [groupBias]));
+        float[] residual = Values(2 * 24), residualExpected = (float[])residual.Clone(), product = new float[2 * 24], inputs = Values(2 * 16);
+        cpu.MatMulResidual(group[0], inputs, residual, product, 2);
+        float[] plainProduct = new float[2 * 24];
+        cpu.MatMul(group[0], inputs, plainProduct, 2);
+        for (int i = 0; i < residualExpected.Length; i++) residualExpected[i] += plainProduct[i];
+        Assert.Equal(residualExpected, residual);
 
         WeightMatrix table = WeightMatrix.FromFloats("table", Values(7 * 32), 7, 32);
         float[] embedded = new float[3 * 32], row = new float[32];
@@ -109,7 +133,11 @@ public sealed unsafe class BackendContractTests
         }
 
         public void BeginForward(int tokens, int endPosition, bool replayable) => Events.Add($"begin {tokens} {endPosition - tokens} {replayable}");
-        public void EndForward(bool completed) => Events.Add($"end {completed}");
+        public bool EndForward(bool completed)
+        {
+            Events.Add($"end {completed}");
+            return true;
+        }
 
         private void Check(string operation, ReadOnlySpan<float> values)
         {
