@@ -17,7 +17,7 @@ namespace Fathom.Cuda;
 /// indices, scales, RoPE angles) is copied during the call; from pageable memory the driver does that before the call
 /// returns. A KV cache that is not attached is mirrored (<see cref="DeviceKvMirror"/>). All work is queued on one stream.
 /// </summary>
-public sealed unsafe class CudaBackend : IComputeBackend
+public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
 
@@ -628,6 +628,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();
+        DisposeExperts();
         _weights.Dispose();
         _resident.Dispose();
         _input.Dispose();

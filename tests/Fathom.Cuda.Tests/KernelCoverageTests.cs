@@ -14,6 +14,7 @@ public sealed class KernelCoverageTests
         Assert.NotNull(suffix);
         string source = KernelSources.All;
         Assert.Contains($"FATHOM_WEIGHT_KERNELS({suffix})", source);
+        Assert.Contains($"FATHOM_GROUP_KERNELS({suffix})", source);
         Assert.Contains($"decode_{suffix}(const u8* row, int k)", source);
     }
 
