@@ -73,7 +73,8 @@ public interface IComputeBackend : IDisposable
     /// <c>outputs[t · outputTokenStride + i · outputStride + r] = weights[i].Row(r) · inputs[t · inputTokenStride + i · inputStride ..]</c>.
     /// Results equal one <see cref="MatMul"/> per matrix over the matrix's tokens gathered into contiguous rows, which
     /// is what the default does (on host copies: <see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after);
-    /// one token is the one-token group. A GPU runs every matrix in one launch.
+    /// one token is the one-token group. A GPU runs every matrix in one launch, and may therefore require the matrices
+    /// to share one shape and type, as a stack of heads does (the CUDA backend throws otherwise).
     /// </summary>
     void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
         int tokens, int inputTokenStride, int outputTokenStride)
@@ -146,7 +147,8 @@ public interface IComputeBackend : IDisposable
     /// for every <c>i</c> of <paramref name="ids"/> (expert numbers stored as floats, as <see cref="RouteExperts"/>
     /// leaves them); an <paramref name="inputStride"/> of 0 gives every expert the same input. Results equal
     /// <see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/> over the
-    /// chosen matrices, which is the default after reading the ids on the host; a GPU reads them on the device.
+    /// chosen matrices, which is the default after reading the ids on the host; a GPU reads them on the device (and
+    /// leaves the output of an id outside <paramref name="experts"/> untouched, where the default throws).
     /// </summary>
     void MatMulExperts(ReadOnlySpan<WeightMatrix> experts, ReadOnlySpan<float> ids, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
     {
