@@ -17,7 +17,8 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IWeightPlacement
 {
     private CpuBackend? _host;
-    private float[] _hostProduct = []; // a CPU-placed product before it is added to a residual on the GPU
+    private float[] _hostProduct = [];
+    private WeightMatrix[] _chosenExperts = []; // a MoE step's chosen experts when some are CPU-placed // a CPU-placed product before it is added to a residual on the GPU
     // A mixed group's CPU matrices, their packed inputs and outputs: grown to the largest group seen, reused.
     private WeightMatrix[] _hostWeights = [];
     private float[] _hostInputs = [], _hostOutputs = [];
@@ -101,6 +102,32 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
         HostMatMul(weight, input, product, tokens);
         if (!bias.IsEmpty) AddBias(product, bias[..weight.Rows], tokens);
         Add(output[..n], product);
+    }
+
+    /// <summary>
+    /// Chosen experts of which some are CPU-placed: the ids read back, then the chosen matrices as one mixed group
+    /// (<see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/>).
+    /// </summary>
+    private void HostMatMulExperts(ReadOnlySpan<WeightMatrix> experts, ReadOnlySpan<float> ids, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        ReadToHost(Writable(ids));
+        if (_chosenExperts.Length < ids.Length) _chosenExperts = new WeightMatrix[ids.Length];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            float id = ids[i];
+            if (!(id >= 0 && id < experts.Length) || id != MathF.Floor(id))
+                throw new ArgumentOutOfRangeException(nameof(ids), $"expert id {id} is not one of the {experts.Length} experts");
+            _chosenExperts[i] = experts[(int)id];
+        }
+        MatMulGroup(_chosenExperts.AsSpan(0, ids.Length), inputs, inputStride, outputs, outputStride);
+    }
+
+    /// <summary>A batched group (MLA's per-head products over several tokens) with CPU-placed matrices: one mixed group per token.</summary>
+    private void HostMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens, int inputTokenStride, int outputTokenStride)
+    {
+        for (int t = 0; t < tokens; t++)
+            MatMulGroup(weights, inputs[(t * inputTokenStride)..], inputStride, outputs[(t * outputTokenStride)..], outputStride);
     }
 
     private void HostEmbed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)

@@ -789,6 +789,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _mirrorList.Clear();
         _mirrors.Clear();
         DisposePlacement();
+        DisposeExperts();
         _weights.Dispose();
         _resident.Dispose();
         _input.Dispose();

@@ -14,6 +14,7 @@ public sealed class KernelCoverageTests
         Assert.NotNull(suffix);
         string source = KernelSources.All;
         Assert.Contains($"FATHOM_WEIGHT_KERNELS({suffix})", source);
+        Assert.Contains($"FATHOM_GROUP_KERNELS({suffix})", source);
         Assert.Contains($"decode_{suffix}(const u8* row, int k)", source);
         // Prompt batches on the tensor cores dequantize every quantized type to F16 (F32, F16 and BF16 need no kernel).
         if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)) Assert.Contains($"FATHOM_HALF_KERNELS({suffix})", source);

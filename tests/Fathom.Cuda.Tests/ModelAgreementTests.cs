@@ -41,6 +41,19 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         SplitKvB = true, WeightScale = 1f, Seed = 15,
     };
 
+    /// <summary>
+    /// The V3-8l preset's routing at test size: 64 experts in 8 groups (4 used), 6 chosen, 2 shared, split k_b/v_b,
+    /// q-LoRA, sigmoid with exp_probs_b (<see cref="ExpertOpsTests"/>). Not an agreement variant here: on this seed the
+    /// GPU leaves the scalar reference by 2e-2 to 4e-2 at one early decode step and the greedy tokens part a few steps
+    /// later, in Q8_0 and in the IQ1_S mix alike, while the GPU with host routing gives identical logits
+    /// (docs/gpu-notes.md, runs moe-1 and moe-2).
+    /// </summary>
+    internal static SyntheticModelSpec V3EightLayerShape => SyntheticPresets.TinyDeepSeekR1 with
+    {
+        VocabSize = 512, WeightScale = 1f, Experts = 64, ExpertsUsed = 6, SharedExperts = 2, ExpertGroupCount = 8,
+        ExpertGroupUsedCount = 4, SplitKvB = true, Seed = 17, TypeFor = null, DefaultType = GgmlType.Q8_0,
+    };
+
     private static (SyntheticModelSpec Spec, double Tolerance) Variant(string name) => name switch
     {
         "llama-f32" => (Llama, 1e-3),

@@ -27,9 +27,6 @@ public sealed class DeepSeek2 : Model
     private readonly AttentionShape _shape;
     private readonly MixtureOfExperts? _moe;
     private readonly int _nope, _rot, _qkHead, _vHead, _kvLora;
-    // A decoded token's chosen experts' gate and up matrices, then their down matrices and the shared experts' down:
-    // refilled per layer (one forward pass runs at a time).
-    private readonly WeightMatrix[] _expertGateUp = [], _expertDown = [];
 
     public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
         : base(file, config, backend, ownsFile)
@@ -38,11 +35,6 @@ public sealed class DeepSeek2 : Model
         MultiHeadLatentAttention mla = config.Mla
             ?? throw new GgufFormatException(file.Path, GgufKeys.Arch.AttentionKvLoraRank("deepseek2"), -1, "deepseek2 needs MLA hyperparameters");
         _moe = config.Moe;
-        if (_moe is not null)
-        {
-            _expertGateUp = new WeightMatrix[2 * _moe.ExpertUsedCount];
-            _expertDown = new WeightMatrix[_moe.ExpertUsedCount + 1];
-        }
         int d = config.EmbeddingLength, heads = config.HeadCount;
         _qkHead = mla.QkHeadDim;
         _vHead = mla.VHeadDim;
@@ -89,9 +81,13 @@ public sealed class DeepSeek2 : Model
             else
             {
                 int ff = _moe.ExpertFeedForwardLength, shared = ff * _moe.SharedExpertCount, experts = _moe.ExpertCount;
+                var routing = new ExpertRouting(experts, _moe.ExpertUsedCount, _moe.GatingFunction == ExpertGatingFunction.Sigmoid,
+                    Tensors.OptionalVector(p + "exp_probs_b.bias", experts), _moe.GroupCount, _moe.GroupUsedCount,
+                    _moe.WeightsNormalized, _moe.WeightsScale);
+                routing.Validate();
                 var moe = new MoeWeights(
                     Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
-                    Tensors.OptionalVector(p + "exp_probs_b.bias", experts),
+                    routing,
                     Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, experts),
                     Tensors.Stack(p + "ffn_up_exps.weight", d, ff, experts),
                     Tensors.Stack(p + "ffn_down_exps.weight", ff, d, experts));
@@ -158,8 +154,11 @@ public sealed class DeepSeek2 : Model
         return (keyRows, vB);
     }
 
-    /// <summary>Mixture-of-experts routing reads the router's scores on the host.</summary>
-    protected override bool Replayable => _moe is null;
+    /// <summary>
+    /// A prompt's mixture-of-experts layers read the chosen experts on the host (to run each expert once over its
+    /// tokens); a decoded token's are routed and run where the backend keeps activations.
+    /// </summary>
+    protected override bool IsReplayable(int tokens) => _moe is null || tokens == 1;
 
     protected override KvCache CreateCache(int contextSize) =>
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
@@ -224,15 +223,13 @@ public sealed class DeepSeek2 : Model
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
             Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
-            Span<float> rows = cache.Keys.AsSpan(s.FirstPosition * latentRow, s.Rows * latentRow);
-            Backend.CopyRows(latents[(s.FirstRow * _kvLora)..], _kvLora, rows, latentRow, s.Rows, _kvLora);
-            Backend.CopyRows(skv[_kvLora..], latentRow, rows[_kvLora..], latentRow, s.Rows, _rot);
+            // Cache rows at the tokens' positions (StoreRows names the position apart, so a recorded step replays).
+            Backend.StoreRows(latents[(s.FirstRow * _kvLora)..], _kvLora, cache.Keys, latentRow, s.FirstPosition, s.Rows, _kvLora);
+            Backend.StoreRows(skv[_kvLora..], latentRow, cache.Keys.AsSpan(_kvLora), latentRow, s.FirstPosition, s.Rows, _rot);
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
         Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
-        Span<float> headIn = scratch.Scratch("head_in", tokens * Math.Max(_nope, _kvLora));
-        Span<float> headOut = scratch.Scratch("head_out", tokens * Math.Max(_kvLora, _vHead));
         int absorbedRow = heads * latentRow;
         if (w.KeyRowsPerQuery)
         {
@@ -240,22 +237,13 @@ public sealed class DeepSeek2 : Model
             // sum weighted by q_nope, read in the file's own format.
             Backend.TransposedMatMulGroup(w.KB, q, _qkHead, absorbed, latentRow, tokens, qRow, absorbedRow);
         }
-        else if (tokens == 1)
-        {
-            // Every head's q_nope (stride qk_head in q) through its k_b, straight into its absorbed row.
-            Backend.MatMulGroup(w.KB, q, _qkHead, absorbed, latentRow);
-        }
         else
         {
-            for (int hd = 0; hd < heads; hd++)
-            {
-                Backend.CopyRows(q[(hd * _qkHead)..], qRow, headIn, _nope, tokens, _nope);
-                Backend.MatMul(w.KB[hd], headIn, headOut, tokens);
-                Backend.CopyRows(headOut, _kvLora, absorbed[(hd * latentRow)..], absorbedRow, tokens, _kvLora);
-            }
+            // Every head's q_nope (stride qk_head in q) through its k_b, straight into its absorbed row.
+            Backend.MatMulGroup(w.KB, q, _qkHead, absorbed, latentRow, tokens, qRow, absorbedRow);
         }
-        for (int hd = 0; hd < heads; hd++)
-            Backend.CopyRows(q[(hd * _qkHead + _nope)..], qRow, absorbed[(hd * latentRow + _kvLora)..], absorbedRow, tokens, _rot);
+        // The rotary parts: (token, head) pairs are rows of qk_head values in q and of latentRow values in absorbed.
+        Backend.CopyRows(q[_nope..], _qkHead, absorbed[_kvLora..], latentRow, tokens * heads, _rot);
 
         Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
         int latentOut = heads * _kvLora;
@@ -265,13 +253,7 @@ public sealed class DeepSeek2 : Model
 
         // Decompress each head's attended latent into its value through v_b.
         Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
-        if (tokens == 1) Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead);
-        for (int hd = 0; hd < heads && tokens > 1; hd++)
-        {
-            Backend.CopyRows(latent[(hd * _kvLora)..], latentOut, headIn, _kvLora, tokens, _kvLora);
-            Backend.MatMul(w.VB[hd], headIn, headOut, tokens);
-            Backend.CopyRows(headOut, _vHead, values[(hd * _vHead)..], heads * _vHead, tokens, _vHead);
-        }
+        Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead, tokens, latentOut, heads * _vHead);
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
         Backend.MatMul(w.Output, values, projected, tokens);
         Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
@@ -283,14 +265,13 @@ public sealed class DeepSeek2 : Model
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
         Span<float> logits = scratch.Scratch("router", tokens * experts);
         Backend.MatMul(moe.Router, h, logits, tokens);
-        Backend.ReadToHost(logits); // routing runs on the host
 
-        // Route every token: chosen experts and their weights.
+        // Route every token (chosen experts and their weights), then read the choices on the host to group tokens by expert.
         Span<float> chosenWeights = scratch.Scratch("route_weights", tokens * used);
         Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
-        Span<float> selection = scratch.Scratch("route_selection", experts);
-        for (int t = 0; t < tokens; t++)
-            Route(moe, logits.Slice(t * experts, experts), selection, chosen.Slice(t * used, used), chosenWeights.Slice(t * used, used));
+        Backend.RouteExperts(moe.Routing, logits, chosen, chosenWeights, tokens);
+        Backend.ReadToHost(chosen);
+        Backend.ReadToHost(chosenWeights);
 
         // Run each expert once over the tokens routed to it. Members and their weights are host data the
         // gathering and weighting operations read during the call.
@@ -332,120 +313,45 @@ public sealed class DeepSeek2 : Model
     }
 
     /// <summary>
-    /// Routes one token: turns its router <paramref name="logits"/> into scores in place, picks the experts
-    /// (<paramref name="ids"/>, best first, stored as floats) and their weights.
-    /// </summary>
-    private void Route(MoeWeights moe, Span<float> logits, Span<float> selection, Span<float> ids, Span<float> weights)
-    {
-        MixtureOfExperts c = _moe!;
-        Span<float> probs = logits;
-        if (c.GatingFunction == ExpertGatingFunction.Softmax) VectorMath.Softmax(probs);
-        else VectorMath.Sigmoid(probs);
-        probs.CopyTo(selection);
-        if (moe.SelectionBias is not null) TensorPrimitives.Add(selection, moe.SelectionBias, selection);
-        if (c.GroupCount > 1 && c.GroupUsedCount < c.GroupCount) MaskWeakGroups(selection, c.GroupCount, c.GroupUsedCount);
-
-        for (int k = 0; k < ids.Length; k++)
-        {
-            int best = TensorPrimitives.IndexOfMax(selection);
-            ids[k] = best;
-            weights[k] = probs[best];
-            selection[best] = float.NegativeInfinity;
-        }
-        if (c.WeightsNormalized)
-        {
-            float sum = MathF.Max(TensorPrimitives.Sum(weights), 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
-            TensorPrimitives.Divide(weights, sum, weights);
-        }
-        TensorPrimitives.Multiply(weights, c.WeightsScale, weights);
-    }
-
-    /// <summary>
-    /// A decoded token's whole MoE feed-forward in three matrix groups: the router with the shared experts' gate and
-    /// up; the chosen experts' gates and ups; their downs with the shared experts' down. Each group is one job for the
-    /// backend (one activation conversion, every thread streaming rows of every matrix), where the batch path runs
-    /// three products per expert. The chosen experts are taken in id order and the shared experts' output is added
-    /// last, as in the batch path, so the residual stream sees the same sums in the same order.
+    /// A decoded token's whole MoE feed-forward without the host: the router with the shared experts' gate and up as
+    /// one group; routing on the backend; the chosen experts' gates, ups and downs as grouped products that read the
+    /// chosen ids where the routing left them; the weighted sum into the residual row. The chosen experts come in id
+    /// order and the shared experts' output is added last, as in the batch path, so the residual stream sees the same
+    /// sums in the same order.
     /// </summary>
     private void OneTokenExperts(FeedForwardLayer f, MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x)
     {
         MixtureOfExperts c = _moe!;
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength, ff = c.ExpertFeedForwardLength;
         int sharedFf = f.Gate?.Rows ?? 0;
-        // One stride for every intermediate row of the three groups, so the shared expert's activation can sit
-        // beside the routed experts' as one more input of the down group.
+        // One stride for every intermediate row, so the chosen experts' gates, then their ups, lie in two runs that
+        // one activation covers.
         int slot = Math.Max(Math.Max(ff, sharedFf), experts);
 
         Span<float> unrouted = scratch.Scratch("moe_unrouted", f.UnroutedProducts.Length * slot);
         Backend.MatMulGroup(f.UnroutedProducts, h, 0, unrouted, slot);
-        Backend.ReadToHost(unrouted[..experts]); // routing runs on the host
         Span<float> ids = scratch.Scratch("route_experts", used);
         Span<float> weights = scratch.Scratch("route_weights", used);
-        Route(moe, unrouted[..experts], scratch.Scratch("route_selection", experts), ids, weights);
-        // Id order, as the batch path visits experts (insertion sort: a handful of entries).
-        for (int i = 1; i < used; i++)
-            for (int j = i; j > 0 && ids[j] < ids[j - 1]; j--)
-            {
-                (ids[j], ids[j - 1]) = (ids[j - 1], ids[j]);
-                (weights[j], weights[j - 1]) = (weights[j - 1], weights[j]);
-            }
+        Backend.RouteExperts(moe.Routing, unrouted[..experts], ids, weights, 1);
 
-        for (int i = 0; i < used; i++)
-        {
-            int e = (int)ids[i];
-            _expertGateUp[i] = moe.Gate[e];
-            _expertGateUp[used + i] = moe.Up[e];
-            _expertDown[i] = moe.Down[e];
-        }
         Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
-        Backend.MatMulGroup(_expertGateUp, h, 0, gateUp, slot);
-        for (int i = 0; i < used; i++) Backend.SiluMul(gateUp.Slice(i * slot, ff), gateUp.Slice((used + i) * slot, ff));
+        Backend.MatMulExperts(moe.Gate, ids, h, 0, gateUp, slot);
+        Backend.MatMulExperts(moe.Up, ids, h, 0, gateUp[(used * slot)..], slot);
+        // Every gate with its up, in one pass (values between the rows are never read).
+        Backend.SiluMul(gateUp[..(used * slot)], gateUp[(used * slot)..]);
 
-        int downs = used;
+        Span<float> down = scratch.Scratch("moe_down", (used + 1) * d);
+        Backend.MatMulExperts(moe.Down, ids, gateUp, slot, down, d);
+        // The routed outputs weighted into the token's residual row, in order; the shared experts' added last.
+        Backend.AddWeightedRows(x[..d], down, weights, d);
         if (f.Gate is not null)
         {
-            // The shared experts' activation takes the slot after the routed ones (an up row already consumed).
             Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
             Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
-            Backend.CopyRows(sharedGate, sharedFf, gateUp[(used * slot)..], sharedFf, 1, sharedFf);
-            _expertDown[used] = f.Down!;
-            downs++;
+            Span<float> sharedOut = down.Slice(used * d, d);
+            Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
+            Backend.Add(x[..d], sharedOut);
         }
-        Span<float> down = scratch.Scratch("moe_down", downs * d);
-        Backend.MatMulGroup(_expertDown.AsSpan(0, downs), gateUp, slot, down, d);
-        // Every routed output weighted into the one token's residual row, in order; the shared experts' added last.
-        Span<int> residualRow = stackalloc int[used];
-        residualRow.Clear();
-        Backend.AddScaledRows(x[..d], down, residualRow, weights, d);
-        if (downs > used) Backend.Add(x[..d], down.Slice(used * d, d));
-    }
-
-    /// <summary>
-    /// Group-limited routing (DeepSeek-V3): a group scores the sum of its two best selection scores; experts
-    /// outside the best <paramref name="keep"/> groups are excluded.
-    /// </summary>
-    private static void MaskWeakGroups(Span<float> selection, int groups, int keep)
-    {
-        int size = selection.Length / groups;
-        Span<float> groupScores = stackalloc float[groups];
-        for (int g = 0; g < groups; g++)
-        {
-            Span<float> members = selection.Slice(g * size, size);
-            int first = TensorPrimitives.IndexOfMax(members);
-            float second = float.NegativeInfinity;
-            for (int i = 0; i < size; i++)
-                if (i != first && members[i] > second) second = members[i];
-            groupScores[g] = members[first] + (size > 1 ? second : 0f);
-        }
-        Span<bool> kept = stackalloc bool[groups];
-        for (int round = 0; round < keep; round++)
-        {
-            int best = TensorPrimitives.IndexOfMax(groupScores);
-            kept[best] = true;
-            groupScores[best] = float.NegativeInfinity;
-        }
-        for (int g = 0; g < groups; g++)
-            if (!kept[g]) selection.Slice(g * size, size).Fill(float.NegativeInfinity);
     }
 
     /// <param name="KB">
@@ -460,7 +366,7 @@ public sealed class DeepSeek2 : Model
         public WeightMatrix[] InputProducts { get; } = [QueryA ?? Query, KvA];
     }
 
-    private sealed record MoeWeights(WeightMatrix Router, float[]? SelectionBias, WeightMatrix[] Gate, WeightMatrix[] Up, WeightMatrix[] Down);
+    private sealed record MoeWeights(WeightMatrix Router, ExpertRouting Routing, WeightMatrix[] Gate, WeightMatrix[] Up, WeightMatrix[] Down);
 
     /// <summary>A dense SwiGLU block, or a MoE block whose optional Gate/Up/Down are the shared experts.</summary>
     private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe)

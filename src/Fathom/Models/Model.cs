@@ -209,7 +209,7 @@ public abstract class Model : IDisposable
         // A replaying backend may ask for the pass again, once (IComputeBackend.EndForward).
         for (int attempt = 0; ; attempt++)
         {
-            Backend.BeginForward(n, end, Replayable);
+            Backend.BeginForward(n, end, IsReplayable(n));
             bool completed = false, ran;
             try
             {
@@ -264,10 +264,10 @@ public abstract class Model : IDisposable
     }
 
     /// <summary>
-    /// Whether a forward pass needs no host-side results before its logits (<see cref="IComputeBackend.BeginForward"/>):
-    /// true unless the architecture reads activations back on the host, as mixture-of-experts routing does.
+    /// Whether a forward pass of <paramref name="tokens"/> rows needs no host-side results before its logits (<see cref="IComputeBackend.BeginForward"/>):
+    /// true unless the architecture reads activations back on the host, as a prompt's mixture-of-experts grouping does.
     /// </summary>
-    protected virtual bool Replayable => true;
+    protected virtual bool IsReplayable(int tokens) => true;
 
     /// <summary>Allocating convenience form of <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/>.</summary>
     public float[] Forward(InferenceSession session, ReadOnlySpan<int> tokens, bool allPositions = false)

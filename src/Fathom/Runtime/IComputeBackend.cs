@@ -92,6 +92,130 @@ public interface IComputeBackend : IDisposable
         }
     }
 
+    /// <summary>
+    /// <see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/> for a batch of
+    /// tokens (MLA's per-head k_b and v_b over a prompt): for every token <c>t</c> and matrix <c>i</c>,
+    /// <c>outputs[t · outputTokenStride + i · outputStride + r] = weights[i].Row(r) · inputs[t · inputTokenStride + i · inputStride ..]</c>.
+    /// Results equal one <see cref="MatMul"/> per matrix over the matrix's tokens gathered into contiguous rows, which
+    /// is what the default does (on host copies: <see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after);
+    /// one token is the one-token group. A GPU runs every matrix in one launch, and may therefore require the matrices
+    /// to share one shape and type, as a stack of heads does (the CUDA backend throws otherwise).
+    /// </summary>
+    void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens, int inputTokenStride, int outputTokenStride)
+    {
+        if (tokens <= 0 || weights.IsEmpty) return;
+        if (tokens == 1)
+        {
+            MatMulGroup(weights, inputs, inputStride, outputs, outputStride);
+            return;
+        }
+        int widestIn = 0, widestOut = 0;
+        foreach (WeightMatrix w in weights) (widestIn, widestOut) = (Math.Max(widestIn, w.Columns), Math.Max(widestOut, w.Rows));
+        ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(inputs), inputs.Length));
+        ReadToHost(outputs); // values between the written rows stay as they are
+        float[] gathered = System.Buffers.ArrayPool<float>.Shared.Rent(checked(tokens * widestIn));
+        float[] products = System.Buffers.ArrayPool<float>.Shared.Rent(checked(tokens * widestOut));
+        try
+        {
+            for (int i = 0; i < weights.Length; i++)
+            {
+                WeightMatrix w = weights[i];
+                for (int t = 0; t < tokens; t++)
+                    inputs.Slice(t * inputTokenStride + i * inputStride, w.Columns).CopyTo(gathered.AsSpan(t * w.Columns, w.Columns));
+                MatMul(w, gathered.AsSpan(0, tokens * w.Columns), products.AsSpan(0, tokens * w.Rows), tokens);
+                for (int t = 0; t < tokens; t++)
+                    products.AsSpan(t * w.Rows, w.Rows).CopyTo(outputs.Slice(t * outputTokenStride + i * outputStride, w.Rows));
+            }
+            WrittenOnHost(outputs);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(gathered);
+            System.Buffers.ArrayPool<float>.Shared.Return(products);
+        }
+    }
+
+    /// <summary>
+    /// Mixture-of-experts routing of <paramref name="tokens"/> tokens (<see cref="ExpertRouting.Route"/>): row
+    /// <c>t</c> of <paramref name="logits"/> (<c>ExpertCount</c> router logits, overwritten with the scores) gives
+    /// token <c>t</c>'s <c>UsedCount</c> expert ids (as floats, ascending) at <c>ids[t · UsedCount ..]</c> and their
+    /// weights at <c>weights[t · UsedCount ..]</c>. A GPU leaves them on the device, where
+    /// <see cref="MatMulExperts"/> and <see cref="AddWeightedRows"/> read them. The default routes on the host
+    /// (<see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after).
+    /// </summary>
+    void RouteExperts(ExpertRouting routing, Span<float> logits, Span<float> ids, Span<float> weights, int tokens)
+    {
+        int experts = routing.ExpertCount, used = routing.UsedCount;
+        if (tokens <= 0) return;
+        if (logits.Length < (long)tokens * experts || ids.Length < (long)tokens * used || weights.Length < (long)tokens * used)
+            throw new ArgumentException($"routing {tokens} tokens needs {tokens}×{experts} logits and {tokens}×{used} ids and weights");
+        Span<float> scores = logits[..(tokens * experts)];
+        ReadToHost(scores);
+        float[] selection = System.Buffers.ArrayPool<float>.Shared.Rent(experts);
+        try
+        {
+            for (int t = 0; t < tokens; t++)
+                routing.Route(scores.Slice(t * experts, experts), selection, ids.Slice(t * used, used), weights.Slice(t * used, used));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(selection);
+        }
+        WrittenOnHost(scores);
+        WrittenOnHost(ids[..(tokens * used)]);
+        WrittenOnHost(weights[..(tokens * used)]);
+    }
+
+    /// <summary>
+    /// One token's chosen experts' products: <c>outputs[i · outputStride ..] = experts[ids[i]] · inputs[i · inputStride ..]</c>
+    /// for every <c>i</c> of <paramref name="ids"/> (expert numbers stored as floats, as <see cref="RouteExperts"/>
+    /// leaves them); an <paramref name="inputStride"/> of 0 gives every expert the same input. Results equal
+    /// <see cref="MatMulGroup(ReadOnlySpan{WeightMatrix}, ReadOnlySpan{float}, int, Span{float}, int)"/> over the
+    /// chosen matrices, which is the default after reading the ids on the host; a GPU reads them on the device (and
+    /// leaves the output of an id outside <paramref name="experts"/> untouched, where the default throws).
+    /// </summary>
+    void MatMulExperts(ReadOnlySpan<WeightMatrix> experts, ReadOnlySpan<float> ids, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        if (ids.IsEmpty) return;
+        ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(ids), ids.Length));
+        WeightMatrix[] chosen = System.Buffers.ArrayPool<WeightMatrix>.Shared.Rent(ids.Length);
+        try
+        {
+            for (int i = 0; i < ids.Length; i++)
+            {
+                float id = ids[i];
+                if (!(id >= 0 && id < experts.Length) || id != MathF.Floor(id))
+                    throw new ArgumentOutOfRangeException(nameof(ids), $"expert id {id} is not one of the {experts.Length} experts");
+                chosen[i] = experts[(int)id];
+            }
+            MatMulGroup(chosen.AsSpan(0, ids.Length), inputs, inputStride, outputs, outputStride);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<WeightMatrix>.Shared.Return(chosen, clearArray: true);
+        }
+    }
+
+    /// <summary>
+    /// <c>destination[..width] += weights[i] × rows[i · width ..]</c> for <c>i</c> in order (a token's chosen experts'
+    /// outputs weighted into its residual row, with the weights where <see cref="RouteExperts"/> left them). Each step
+    /// is <see cref="AddScaledRows"/>'s multiply-then-add. The default reads the operands on the host.
+    /// </summary>
+    void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
+    {
+        int count = weights.Length;
+        if (count == 0 || width <= 0) return;
+        if (destination.Length < width || rows.Length < (long)count * width)
+            throw new ArgumentException($"adding {count} weighted rows of {width} needs {count * width} values into {width}");
+        Span<float> d = destination[..width];
+        ReadToHost(d);
+        ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(rows), count * width));
+        ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(weights), count));
+        for (int i = 0; i < count; i++) TensorPrimitives.MultiplyAdd(rows.Slice(i * width, width), weights[i], d, d);
+        WrittenOnHost(d);
+    }
+
     /// <summary>Each row of <paramref name="input"/> divided by its root mean square, times <paramref name="weight"/>.</summary>
     void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
 

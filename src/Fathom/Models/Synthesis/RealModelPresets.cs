@@ -22,7 +22,8 @@ public sealed class RealModelPreset(string name, string description, SyntheticMo
 
 /// <summary>
 /// Presets with the exact shapes of the models users ask about: DeepSeek-R1 (671B) in Unsloth's four dynamic quants,
-/// the R1 distills in Q4_K_M, and DeepSeek-V2-Lite in Q4_K_M and an Unsloth-style 1.58-bit mix. Hyperparameters are
+/// the R1 distills in Q4_K_M, DeepSeek-V2-Lite in Q4_K_M and an Unsloth-style 1.58-bit mix, and DeepSeek-V3's
+/// architecture at 8 layers (the shape GPU MoE throughput is compared at) in Q4_K_M and a 1.58-bit mix. Hyperparameters are
 /// those of the models' published configs; weights are filled with <see cref="WeightFill.Tiled"/> random rows.
 /// </summary>
 public static class RealModelPresets
@@ -46,7 +47,18 @@ public static class RealModelPresets
             DeepSeekV2Lite("Q4_K_M", Q4KMedium(27))),
         new("deepseek-v2-lite:ud-iq1_s", "DeepSeek-V2-Lite 16B, Unsloth-style mix: routed experts IQ1_S, down projections IQ2_XXS (IQ4_NL: 1408-wide rows), attention Q4_K, shared experts and output Q6_K",
             DeepSeekV2Lite("UD-IQ1_S", SyntheticPresets.UnslothIq1SMix)),
+        new("deepseek-v3-8l:q4_k_m", "DeepSeek-V3's architecture at 8 layers (hidden 2048, 64 routed experts of 1536, 6 used, 2 shared), llama.cpp Q4_K_M",
+            DeepSeekV3EightLayers("Q4_K_M", Q4KMedium(8))),
+        new("deepseek-v3-8l:ud-iq1_s", "DeepSeek-V3's architecture at 8 layers, Unsloth-style mix: routed experts IQ1_S, everything else Q4_K, output Q6_K",
+            DeepSeekV3EightLayers("UD-IQ1_S", UnslothV3Mix)),
     ];
+
+    /// <summary>
+    /// The mix of the V3-shaped preset: routed experts (gate, up and down) IQ1_S, the output Q6_K, every other matrix
+    /// Q4_K (llama.cpp's fallbacks where a row is not whole Q4_K blocks: attn_k_b's 128-value rows become Q5_0).
+    /// </summary>
+    public static GgmlType? UnslothV3Mix(string name) =>
+        name.Contains("_exps", StringComparison.Ordinal) ? GgmlType.IQ1_S : name == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K;
 
     public static bool TryGet(string name, out RealModelPreset preset)
     {
@@ -138,6 +150,48 @@ public static class RealModelPresets
         YarnFactor = 40f,
         YarnOriginalContext = 4096,
         YarnLogMultiplier = 0.0707f,
+        TypeFor = types,
+        Fill = WeightFill.Tiled,
+    };
+
+    /// <summary>
+    /// DeepSeek-V3's architecture and metadata (q-LoRA 1536, kv-LoRA 512, 128+64 query/key and 128 value dimensions per
+    /// head, sigmoid routing with <c>exp_probs_b</c>, normalized weights scaled by 2.5, 8 expert groups of which 4 are
+    /// used, YaRN ×40 from 4096 positions, the split attn_k_b/attn_v_b of current conversions) at the size the issue
+    /// names: 8 layers of hidden 2048 and 16 heads, the first dense with FFN 11008, then 64 routed experts of FFN 1536
+    /// (6 used) and 2 shared; V3's vocabulary of 129,280.
+    /// </summary>
+    private static SyntheticModelSpec DeepSeekV3EightLayers(string quant, Func<string, GgmlType?> types) => new()
+    {
+        Architecture = "deepseek2",
+        Name = $"DeepSeek-V3 8-layer {quant} (synthetic)",
+        VocabSize = 129_280,
+        HiddenSize = 2048,
+        Layers = 8,
+        Heads = 16,
+        FeedForward = 11_008,
+        ContextLength = 163_840,
+        RopeBase = 10_000f,
+        RmsEpsilon = 1e-6f,
+        QLoraRank = 1536,
+        KvLoraRank = 512,
+        QkNopeHeadDim = 128,
+        QkRopeHeadDim = 64,
+        VHeadDim = 128,
+        Experts = 64,
+        ExpertsUsed = 6,
+        SharedExperts = 2,
+        ExpertFeedForward = 1536,
+        LeadingDenseBlocks = 1,
+        ExpertGatingFunc = 2,
+        ExpertWeightsNorm = true,
+        ExpertWeightsScale = 2.5f,
+        ExpertGroupCount = 8,
+        ExpertGroupUsedCount = 4,
+        SplitKvB = true,
+        YarnFactor = 40f,
+        YarnOriginalContext = 4096,
+        YarnLogMultiplier = 0.1f,
         TypeFor = types,
         Fill = WeightFill.Tiled,
     };

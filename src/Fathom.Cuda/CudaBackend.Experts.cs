@@ -1,0 +1,177 @@
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda;
+
+/// <summary>
+/// Mixture-of-experts routing and grouped products on the device (Kernels/experts.cu): the router's scores become
+/// chosen expert ids and weights in device memory, and the expert products and the weighted sum read them there, so
+/// a decoded token's MoE layer queues its work without waiting for the host. Grouped products of equally shaped
+/// matrices (a layer's experts, an attention's per-head k_b and v_b) run as one launch over a device table of the
+/// matrices' addresses.
+/// </summary>
+public sealed unsafe partial class CudaBackend
+{
+    private const int RouteThreads = 32, RouteMaxGroups = 64, RouteMaxUsed = 32;
+
+    // Device tables of matrix addresses, per group: known by the first and last matrix's data and the count.
+    private readonly Dictionary<(nint First, nint Last, int Count), DeviceBuffer> _matrixTables = [];
+    // Contiguous copies of group inputs whose stride does not keep the activation rounding's blocks aligned.
+    private float[] _groupInput = [];
+
+    public void RouteExperts(ExpertRouting routing, Span<float> logits, Span<float> ids, Span<float> weights, int tokens)
+    {
+        int experts = routing.ExpertCount, used = routing.UsedCount;
+        if (tokens <= 0) return;
+        if (logits.Length < (long)tokens * experts || ids.Length < (long)tokens * used || weights.Length < (long)tokens * used)
+            throw new ArgumentException($"routing {tokens} tokens needs {tokens}×{experts} logits and {tokens}×{used} ids and weights");
+        routing.Validate();
+        if (used > RouteMaxUsed || routing.GroupCount > RouteMaxGroups || 2L * experts * sizeof(float) > 48 * 1024)
+            throw new NotSupportedException($"routing {used} of {experts} experts in {routing.GroupCount} groups exceeds the routing kernel's limits");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("RouteExperts");
+        Span<float> scores = logits[..(tokens * experts)], chosen = ids[..(tokens * used)], chosenWeights = weights[..(tokens * used)];
+        ulong s = Out(scores, _input, upload: true, out bool stagedScores);
+        ulong i = Out(chosen, _output, upload: false, out bool stagedIds);
+        ulong w = Out(chosenWeights, _scales, upload: false, out bool stagedWeights);
+        ulong bias = routing.SelectionBias is null ? 0 : In(routing.SelectionBias, _side);
+        new KernelArguments().Pointer(s).Pointer(bias).Pointer(i).Pointer(w)
+            .Int(experts).Int(used).Int(routing.SigmoidScores ? 1 : 0).Int(routing.GroupCount).Int(routing.GroupUsedCount)
+            .Int(routing.NormalizeWeights ? 1 : 0).Float(routing.WeightsScale)
+            .Launch(_context, _kernels.Function("route_experts"), "route_experts", (uint)tokens, 1, RouteThreads, (uint)(2 * experts * sizeof(float)));
+        Return(scores, s, stagedScores);
+        Return(chosen, i, stagedIds);
+        Return(chosenWeights, w, stagedWeights);
+    }
+
+    public void MatMulExperts(ReadOnlySpan<WeightMatrix> experts, ReadOnlySpan<float> ids, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        if (ids.IsEmpty) return;
+        if (AnyOnHost(experts)) { HostMatMulExperts(experts, ids, inputs, inputStride, outputs, outputStride); return; } // CudaBackend.Placement.cs
+        WeightMatrix shape = SameShape(experts);
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("MatMulExperts");
+        ulong chosen = In(ids, _indices);
+        GroupProduct(shape, experts, chosen, ids.Length, inputs, inputStride, 0, outputs, outputStride, 0, 1);
+    }
+
+    public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        int tokens, int inputTokenStride, int outputTokenStride)
+    {
+        if (tokens <= 0 || weights.IsEmpty) return;
+        if (AnyOnHost(weights)) { HostMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
+        WeightMatrix shape = SameShape(weights);
+        if (inputTokenStride < 0 || outputTokenStride < 0) throw new ArgumentOutOfRangeException(nameof(inputTokenStride), "strides must not be negative");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure(tokens == 1 ? "MatMulGroup (1 token)" : "MatMulGroup");
+        GroupProduct(shape, weights, 0, weights.Length, inputs, inputStride, inputTokenStride, outputs, outputStride, outputTokenStride, tokens);
+    }
+
+    public void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
+    {
+        int count = weights.Length;
+        if (count == 0 || width <= 0) return;
+        if (destination.Length < width || rows.Length < (long)count * width)
+            throw new ArgumentException($"adding {count} weighted rows of {width} needs {count * width} values into {width}");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddWeightedRows");
+        Span<float> d = destination[..width];
+        ulong to = Out(d, _output, upload: true, out bool staged);
+        ulong from = In(rows[..(count * width)], _input);
+        ulong factors = In(weights, _scales);
+        new KernelArguments().Pointer(to).Pointer(from).Pointer(factors).Int(count).Int(width)
+            .Launch(_context, _kernels.Function("add_weighted_rows"), "add_weighted_rows", Blocks(width, ElementThreads), 1, ElementThreads);
+        Return(d, to, staged);
+    }
+
+    /// <summary>The group's common shape and type (its first matrix); grouped kernels need one.</summary>
+    private static WeightMatrix SameShape(ReadOnlySpan<WeightMatrix> matrices)
+    {
+        WeightMatrix first = matrices[0] ?? throw new ArgumentNullException(nameof(matrices), "matrix 0 of the group is null");
+        foreach (WeightMatrix m in matrices)
+            if (m is null || m.Rows != first.Rows || m.Columns != first.Columns || m.Format.Type != first.Format.Type || m.RowBytes != first.RowBytes)
+                throw new ArgumentException($"{first.Name}: a grouped product needs matrices of one shape and type; {m?.ToString() ?? "null"} differs");
+        if (!CudaKernels.Supports(first.Format.Type)) throw new NotSupportedException($"{first.Name}: weight type {first.Format.Type} has no CUDA kernel");
+        return first;
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> products in one launch: matrix <c>z</c> is <c>matrices[ids[z]]</c> (ids on the device)
+    /// or, without ids, <c>matrices[z]</c>; its input starts at <c>z · inputStride</c>, its output at <c>z · outputStride</c>,
+    /// and token <c>t</c> adds <c>t</c> token strides to both. The inputs are rounded to the weights' activation
+    /// format as one range when the strides keep its blocks aligned, else gathered into contiguous rows first.
+    /// </summary>
+    private void GroupProduct(WeightMatrix shape, ReadOnlySpan<WeightMatrix> matrices, ulong ids, int count,
+        ReadOnlySpan<float> inputs, int inputStride, int inputTokenStride, Span<float> outputs, int outputStride, int outputTokenStride, int tokens)
+    {
+        int rows = shape.Rows, columns = shape.Columns;
+        if (inputStride < 0 || outputStride < 0) throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long inputExtent = (long)(tokens - 1) * inputTokenStride + (long)(count - 1) * inputStride + columns;
+        long outputExtent = (long)(tokens - 1) * outputTokenStride + (long)(count - 1) * outputStride + rows;
+        if (inputs.Length < inputExtent) throw new ArgumentException($"{shape.Name}: the group's inputs reach value {inputExtent}, past {inputs.Length}");
+        if (outputs.Length < outputExtent) throw new ArgumentException($"{shape.Name}: the group's outputs reach value {outputExtent}, past {outputs.Length}");
+        if ((count > 1 && outputStride < rows) || (tokens > 1 && outputTokenStride < (long)(count - 1) * outputStride + rows))
+            throw new ArgumentException($"{shape.Name}: output strides {outputStride}/{outputTokenStride} overlap rows of {rows}");
+
+        GgmlType activation = shape.Format.DotActivationType;
+        int block = activation == GgmlType.F32 ? 1 : GgmlTypes.Layout(activation).BlockSize;
+        ReadOnlySpan<float> x = inputs[..(int)inputExtent];
+        if (inputStride % block != 0 || (tokens > 1 && inputTokenStride % block != 0))
+        {
+            // Contiguous rows of `columns`, matrix-major within a token: the rounding's blocks then fall on row starts.
+            long gathered = (long)tokens * count * columns;
+            if (_groupInput.Length < gathered) Attach(_groupInput = GC.AllocateArray<float>(checked((int)gathered), pinned: true));
+            Span<float> g = _groupInput.AsSpan(0, (int)gathered);
+            for (int t = 0; t < tokens; t++)
+                CopyRows(inputs[(t * inputTokenStride)..], inputStride, g[(t * count * columns)..], columns, count, columns);
+            x = g;
+            (inputStride, inputTokenStride) = (columns, count * columns);
+        }
+        ulong table = MatrixTable(matrices);
+        ulong source = In(x, _input, out bool stagedInput);
+        Span<float> y = outputs[..(int)outputExtent];
+        // A staged output is uploaded first: the values between its rows must come back unchanged.
+        ulong o = Out(y, _output, upload: true, out bool staged);
+        source = RoundActivations(activation, source, x.Length, stagedInput);
+        (ulong roundedFrom, long roundedCount) = (_lastRounding.Source, _lastRounding.Count);
+        bool overlaps = o < roundedFrom + (ulong)roundedCount * sizeof(float) && roundedFrom < o + (ulong)y.Length * sizeof(float);
+        _lastRounding.Op = overlaps ? -1 : _ops;
+
+        bool vector = tokens == 1;
+        int split = CudaKernels.MatMulSplit(columns), rowsPerBlock = CudaKernels.MatMulWarps / split, tile = vector ? 1 : CudaKernels.TokenTile;
+        string suffix = CudaKernels.KernelSuffix(shape.Format.Type)!;
+        new KernelArguments().Pointer(table).Pointer(ids).Int(matrices.Length).Long(shape.RowBytes)
+            .Pointer(source).Long(inputStride).Long(inputTokenStride).Pointer(o).Long(outputStride).Long(outputTokenStride)
+            .Int(rows).Int(columns).Int(tokens).Int(split)
+            .Launch(_context, _kernels.Function((vector ? "group_matvec_" : "group_matmul_") + suffix), shape.Name,
+                (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), (uint)((tokens + tile - 1) / tile), (uint)count, CudaKernels.MatMulWarps * 32, 0);
+        Return(y, o, staged);
+    }
+
+    /// <summary>The device addresses of the matrices' uploaded weights, as a device array (made once per group).</summary>
+    private ulong MatrixTable(ReadOnlySpan<WeightMatrix> matrices)
+    {
+        var key = ((nint)matrices[0].RowPointer(0), (nint)matrices[^1].RowPointer(0), matrices.Length);
+        if (_matrixTables.TryGetValue(key, out DeviceBuffer? table)) return table.Pointer;
+        if (_retirement.Capturing) throw new InvalidOperationException("a grouped product's first use cannot be recorded into a graph");
+        var addresses = new ulong[matrices.Length];
+        for (int i = 0; i < matrices.Length; i++) addresses[i] = _weights.Get(matrices[i]).Pointer;
+        table = new DeviceBuffer(_context, (long)addresses.Length * sizeof(ulong));
+        table.Upload<ulong>(addresses);
+        _matrixTables.Add(key, table);
+        return table.Pointer;
+    }
+
+    /// <summary>Frees the matrix tables (from <see cref="Dispose"/>).</summary>
+    private void DisposeExperts()
+    {
+        foreach (DeviceBuffer table in _matrixTables.Values) table.Dispose();
+        _matrixTables.Clear();
+    }
+}

@@ -1,0 +1,254 @@
+// Mixture-of-experts routing and grouped products, so a decoded token's MoE layer never waits for the host.
+//   route_experts:      one warp per token: scores (softmax or sigmoid) written over the logits, selection scores
+//                       (plus the bias), the weak groups masked, top-k by warp arg-max (ties to the lower id, as the
+//                       CPU's first maximum), weights normalized and scaled in the CPU's order, then sorted by id.
+//   group_matmul_T /    several equally shaped matrices in one launch, matrix blockIdx.z: the matrix is
+//   group_matvec_T:     table[ids[z]] (the chosen experts, ids as floats) or table[z] (MLA's heads); its input and
+//                       output start at z times a stride and step by a token stride. Per matrix the arithmetic is
+//                       matmul_T's / matvec_T's, so a grouped product equals the ungrouped one bit for bit.
+//   add_weighted_rows:  dst += weights[i] * row i, in order of i (a token's experts into its residual row).
+
+#define ROUTE_MAX_GROUPS 64
+#define ROUTE_MAX_USED 32
+#define NEGATIVE_INFINITY __int_as_float(0xFF800000)
+
+// The larger value, and of equal values the lower index, over a warp.
+__device__ __forceinline__ void warp_arg_max(float& value, int& index)
+{
+    for (int offset = 16; offset > 0; offset >>= 1)
+    {
+        float v = __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+        int i = __shfl_xor_sync(0xFFFFFFFFu, index, offset);
+        if (v > value || (v == value && i < index))
+        {
+            value = v;
+            index = i;
+        }
+    }
+}
+
+// The first maximum of values[0..n) over the warp (lanes scan strided, ascending, keeping their first maximum).
+__device__ __forceinline__ int first_arg_max(const float* values, int n)
+{
+    float best = NEGATIVE_INFINITY;
+    int index = 0x7FFFFFFF;
+    for (int j = threadIdx.x; j < n; j += 32)
+        if (values[j] > best || (index == 0x7FFFFFFF && values[j] == best))
+        {
+            best = values[j];
+            index = j;
+        }
+    warp_arg_max(best, index);
+    return index < n ? index : 0; // all NaN: the first, rather than outside the row
+}
+
+// Block: 32 threads, one token (blockIdx.x). Shared memory: 2 * experts floats.
+extern "C" __global__ void route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+{
+    extern __shared__ float route_shared[];
+    __shared__ float group_scores[ROUTE_MAX_GROUPS];
+    __shared__ int kept[ROUTE_MAX_GROUPS];
+    __shared__ int chosen[ROUTE_MAX_USED];
+    __shared__ float chosen_weights[ROUTE_MAX_USED];
+    float* probs = route_shared;
+    float* select = route_shared + experts;
+    int lane = threadIdx.x;
+    float* row = logits + (i64)blockIdx.x * experts;
+
+    if (sigmoid)
+    {
+        for (int j = lane; j < experts; j += 32) probs[j] = 1.0f / (1.0f + expf(-row[j]));
+    }
+    else
+    {
+        float max = NEGATIVE_INFINITY;
+        for (int j = lane; j < experts; j += 32) max = fmaxf(max, row[j]);
+        max = warp_max(max);
+        double sum = 0.0;
+        for (int j = lane; j < experts; j += 32)
+        {
+            float e = expf(row[j] - max);
+            probs[j] = e;
+            sum += e;
+        }
+        float inverse = (float)(1.0 / warp_sum_double(sum));
+        for (int j = lane; j < experts; j += 32) probs[j] = probs[j] * inverse;
+    }
+    for (int j = lane; j < experts; j += 32)
+    {
+        row[j] = probs[j];
+        select[j] = bias != 0 ? probs[j] + bias[j] : probs[j];
+    }
+    __syncwarp();
+
+    if (groups > 1 && groups_used < groups)
+    {
+        int size = experts / groups;
+        for (int g = lane; g < groups; g += 32)
+        {
+            const float* members = select + g * size;
+            int first = 0;
+            for (int i = 1; i < size; i++)
+                if (members[i] > members[first]) first = i;
+            float second = NEGATIVE_INFINITY;
+            for (int i = 0; i < size; i++)
+                if (i != first && members[i] > second) second = members[i];
+            group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
+            kept[g] = 0;
+        }
+        __syncwarp();
+        if (lane == 0)
+            for (int round = 0; round < groups_used; round++)
+            {
+                int best = 0;
+                for (int g = 1; g < groups; g++)
+                    if (group_scores[g] > group_scores[best]) best = g;
+                kept[best] = 1;
+                group_scores[best] = NEGATIVE_INFINITY;
+            }
+        __syncwarp();
+        for (int j = lane; j < experts; j += 32)
+            if (!kept[j / size]) select[j] = NEGATIVE_INFINITY;
+        __syncwarp();
+    }
+
+    for (int k = 0; k < used; k++)
+    {
+        int best = first_arg_max(select, experts);
+        if (lane == 0)
+        {
+            chosen[k] = best;
+            chosen_weights[k] = probs[best];
+            select[best] = NEGATIVE_INFINITY;
+        }
+        __syncwarp();
+    }
+
+    if (lane == 0)
+    {
+        if (normalize)
+        {
+            float sum = 0.0f;
+            for (int k = 0; k < used; k++) sum += chosen_weights[k];
+            sum = fmaxf(sum, 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+            for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] / sum;
+        }
+        for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] * scale;
+        for (int i = 1; i < used; i++)
+            for (int j = i; j > 0 && chosen[j] < chosen[j - 1]; j--)
+            {
+                int id = chosen[j]; chosen[j] = chosen[j - 1]; chosen[j - 1] = id;
+                float w = chosen_weights[j]; chosen_weights[j] = chosen_weights[j - 1]; chosen_weights[j - 1] = w;
+            }
+    }
+    __syncwarp();
+    for (int k = lane; k < used; k += 32)
+    {
+        ids[(i64)blockIdx.x * used + k] = (float)chosen[k];
+        weights[(i64)blockIdx.x * used + k] = chosen_weights[k];
+    }
+}
+
+// dst[k] += weights[i] * src[i * width + k] for i in order, one thread per column.
+extern "C" __global__ void add_weighted_rows(float* dst, const float* __restrict__ src, const float* __restrict__ weights, int count, int width)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= width) return;
+    float d = dst[k];
+    for (int i = 0; i < count; i++) d = src[(i64)i * width + k] * weights[i] + d;
+    dst[k] = d;
+}
+
+#define FATHOM_GROUP_KERNELS(T)                                                                                 \
+template <int TILE>                                                                                            \
+__device__ __forceinline__ void group_tile_##T(const u64* __restrict__ matrices, const float* __restrict__ ids,  \
+    int matrix_count, i64 row_bytes, const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride,     \
+    float* __restrict__ y, i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split) \
+{                                                                                                              \
+    __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
+    int which = ids != 0 ? (int)ids[blockIdx.z] : (int)blockIdx.z;                                             \
+    if (which < 0 || which >= matrix_count) return;                                                           \
+    const u8* w = (const u8*)matrices[which];                                                                  \
+    x += blockIdx.z * x_matrix_stride;                                                                         \
+    y += blockIdx.z * y_matrix_stride;                                                                         \
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
+    int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split;                                              \
+    int part = warp % split;                                                                                   \
+    int first = blockIdx.y * TILE;                                                                             \
+    int count = min(TILE, tokens - first);                                                                     \
+    float sums[TILE];                                                                                          \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++) sums[t] = 0.0f;                                           \
+    if (row < rows)                                                                                            \
+    {                                                                                                          \
+        const u8* weights = w + (i64)row * row_bytes;                                                          \
+        const float* input = x + (i64)first * x_token_stride;                                                  \
+        _Pragma("unroll 2")                                                                                    \
+        for (int k = (part * 32 + lane) * 8; k < columns; k += 256 * split)                                   \
+        {                                                                                                      \
+            float v[8];                                                                                        \
+            decode8_##T(weights, k, v);                                                                        \
+            _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                   \
+                if (t < count)                                                                                 \
+                {                                                                                              \
+                    const float* in = input + (i64)t * x_token_stride + k;                                     \
+                    _Pragma("unroll") for (int i = 0; i < 8; i++) sums[t] += v[i] * in[i];                     \
+                }                                                                                              \
+        }                                                                                                      \
+    }                                                                                                          \
+    _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                           \
+    {                                                                                                          \
+        float s = warp_sum(sums[t]);                                                                           \
+        if (lane == 0) partial[warp][t] = s;                                                                   \
+    }                                                                                                          \
+    __syncthreads();                                                                                           \
+    if (row < rows && part == 0 && lane < count)                                                               \
+    {                                                                                                          \
+        float total = 0.0f;                                                                                    \
+        for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
+        y[(i64)(first + lane) * y_token_stride + row] = total;                                                 \
+    }                                                                                                          \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
+group_matmul_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride, float* __restrict__ y,               \
+    i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split)                     \
+{                                                                                                              \
+    group_tile_##T<TOKEN_TILE>(matrices, ids, matrix_count, row_bytes, x, x_matrix_stride, x_token_stride,     \
+                               y, y_matrix_stride, y_token_stride, rows, columns, tokens, split);              \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+group_matvec_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride, float* __restrict__ y,               \
+    i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split)                     \
+{                                                                                                              \
+    group_tile_##T<1>(matrices, ids, matrix_count, row_bytes, x, x_matrix_stride, x_token_stride,              \
+                      y, y_matrix_stride, y_token_stride, rows, columns, tokens, split);                       \
+}
+
+FATHOM_GROUP_KERNELS(f32)
+FATHOM_GROUP_KERNELS(f16)
+FATHOM_GROUP_KERNELS(bf16)
+FATHOM_GROUP_KERNELS(q4_0)
+FATHOM_GROUP_KERNELS(q4_1)
+FATHOM_GROUP_KERNELS(q5_0)
+FATHOM_GROUP_KERNELS(q5_1)
+FATHOM_GROUP_KERNELS(q8_0)
+FATHOM_GROUP_KERNELS(q8_1)
+FATHOM_GROUP_KERNELS(q8_k)
+FATHOM_GROUP_KERNELS(q2_k)
+FATHOM_GROUP_KERNELS(q3_k)
+FATHOM_GROUP_KERNELS(q4_k)
+FATHOM_GROUP_KERNELS(q5_k)
+FATHOM_GROUP_KERNELS(q6_k)
+FATHOM_GROUP_KERNELS(iq2_xxs)
+FATHOM_GROUP_KERNELS(iq2_xs)
+FATHOM_GROUP_KERNELS(iq2_s)
+FATHOM_GROUP_KERNELS(iq3_xxs)
+FATHOM_GROUP_KERNELS(iq3_s)
+FATHOM_GROUP_KERNELS(iq1_s)
+FATHOM_GROUP_KERNELS(iq1_m)
+FATHOM_GROUP_KERNELS(iq4_nl)
+FATHOM_GROUP_KERNELS(iq4_xs)
+FATHOM_GROUP_KERNELS(tq1_0)
+FATHOM_GROUP_KERNELS(tq2_0)
