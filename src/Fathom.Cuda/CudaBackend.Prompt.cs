@@ -55,7 +55,7 @@ public sealed unsafe partial class CudaBackend
     /// type; false leaves it to the single-precision path. <paramref name="x"/> is the unrounded input. Quantized
     /// weights are dequantized in row chunks (<see cref="DequantizedFloatsLimit"/> values at a time), as the FP32 path does.
     /// </summary>
-    private bool HalfPrecisionProduct(WeightMatrix weight, DeviceBuffer w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
+    private bool HalfPrecisionProduct(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
     {
         GgmlType type = weight.Format.Type;
         if (!TensorCoreProducts || type == GgmlType.F32) return false;

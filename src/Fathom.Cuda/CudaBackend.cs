@@ -125,6 +125,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     /// <summary>Bytes of weights uploaded so far.</summary>
     public long WeightBytes => _weights.Bytes;
 
+    /// <summary>Device memory allocated for the weights: <see cref="WeightBytes"/> plus the unused ends of shared allocations.</summary>
+    public long WeightAllocatedBytes => _weights.AllocatedBytes;
+
     /// <summary>Bytes of device copies of attached buffers (activations, caches, vectors).</summary>
     public long ResidentBytes => _resident.Bytes;
 
@@ -143,7 +146,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("ReadToHost");
-        _graphs.Poison("ReadToHost");
+        // A step being recorded or checked has not run: there is nothing to read yet, and a capture may not wait.
+        if (_graphs.Mode != StepMode.Direct)
+            throw new InvalidOperationException($"ReadToHost inside a decode step that BeginForward was told is replayable: a pass that reads back must say replayable: false");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -157,7 +162,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (values.IsEmpty) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        _graphs.Poison("WrittenOnHost");
+        // A step being recorded or checked has not run: there is nothing to read yet, and a capture may not wait.
+        if (_graphs.Mode != StepMode.Direct)
+            throw new InvalidOperationException($"WrittenOnHost inside a decode step that BeginForward was told is replayable: a pass that reads back must say replayable: false");
         fixed (float* p = values)
             if (_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
             {
@@ -362,6 +369,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         return buffer.Pointer;
     }
 
+    /// <summary>The most blocks a launch's second grid dimension takes: row-per-block kernels run in launches of this many rows.</summary>
+    private const int MaxGridRows = 65_535;
+
     private static uint Blocks(long count, int threads) => (uint)((count + threads - 1) / threads);
 
     // ---- Operations
@@ -414,7 +424,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure(tokens >= BlasMinimumTokens && _blas is not null ? "MatMul (cuBLAS)" : tokens == 1 ? "MatMul (1 token)" : "MatMul");
-        DeviceBuffer w = _weights.Get(weight);
+        DeviceWeight w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
         ulong o = Out(y, _output, upload: accumulate, out bool staged);
@@ -439,7 +449,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     /// A prompt batch's product: the weights dequantized to floats (exactly the CPU's values), then one single-precision
     /// cuBLAS GEMM (default math mode: no TF32), in row chunks for matrices larger than the dequantization buffer.
     /// </summary>
-    private void BlasProduct(WeightMatrix weight, DeviceBuffer w, ulong x, ulong y, int tokens)
+    private void BlasProduct(WeightMatrix weight, DeviceWeight w, ulong x, ulong y, int tokens)
     {
         int rows = weight.Rows, n = weight.Columns;
         _graphs.Poison("cuBLAS"); // cuBLAS launches its own kernels, unseen by the step check
@@ -601,12 +611,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("Embed");
-        DeviceBuffer w = _weights.Get(table);
+        DeviceWeight w = _weights.Get(table);
         Span<float> y = output[..(tokens.Length * width)];
         ulong ids = HostData(tokens, _indices);
         ulong o = Out(y, _output, upload: false, out bool staged);
-        new KernelArguments().Pointer(w.Pointer).Long(table.RowBytes).Pointer(ids).Pointer(o).Int(width)
-            .Launch(_context, _kernels.Embed(table.Format.Type), table.Name, Blocks(width, ElementThreads), (uint)tokens.Length, ElementThreads);
+        for (int first = 0; first < tokens.Length; first += MaxGridRows)
+            new KernelArguments().Pointer(w.Pointer).Long(table.RowBytes).Pointer(ids + (ulong)first * sizeof(int)).Pointer(o + (ulong)first * (ulong)width * sizeof(float)).Int(width)
+                .Launch(_context, _kernels.Embed(table.Format.Type), table.Name, Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, tokens.Length - first), ElementThreads);
         Return(y, o, staged);
     }
 
@@ -694,8 +705,10 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         // A staged destination is uploaded first: the values between its rows must come back unchanged.
         ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
         ulong from = In(source[..(int)sourceExtent], _input);
-        new KernelArguments().Pointer(from).Int(sourceStride).Pointer(to).Int(destinationStride).Int(width)
-            .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)rows, ElementThreads);
+        for (int first = 0; first < rows; first += MaxGridRows)
+            new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride)
+                .Pointer(to + (ulong)first * (ulong)destinationStride * sizeof(float)).Int(destinationStride).Int(width)
+                .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
         Return(d, to, staged);
     }
 
@@ -716,8 +729,10 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("StoreRows");
         ulong from = In(source[..(int)sourceExtent], _input);
         (ulong step, int row) = StepPosition(firstRow);
-        new KernelArguments().Pointer(from).Int(sourceStride).Pointer(to).Int(destinationStride).Pointer(step).Int(row).Int(width)
-            .Launch(_context, _kernels.Function("store_rows"), "store_rows", Blocks(width, ElementThreads), (uint)rows, ElementThreads);
+        for (int first = 0; first < rows; first += MaxGridRows)
+            new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride).Pointer(to).Int(destinationStride)
+                .Pointer(step).Int(row + first).Int(width)
+                .Launch(_context, _kernels.Function("store_rows"), "store_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
     }
 
     public void GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> rows, Span<float> destination, int width)
@@ -734,8 +749,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         ulong ids = HostData(rows, _indices);
         ulong from = In(source[..(int)(sourceRows * width)], _input);
         ulong to = Out(d, _output, upload: false, out bool staged);
-        new KernelArguments().Pointer(from).Pointer(ids).Pointer(to).Int(width)
-            .Launch(_context, _kernels.Function("gather_rows"), "gather_rows", Blocks(width, ElementThreads), (uint)rows.Length, ElementThreads);
+        for (int first = 0; first < rows.Length; first += MaxGridRows)
+            new KernelArguments().Pointer(from).Pointer(ids + (ulong)first * sizeof(int)).Pointer(to + (ulong)first * (ulong)width * sizeof(float)).Int(width)
+                .Launch(_context, _kernels.Function("gather_rows"), "gather_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows.Length - first), ElementThreads);
         Return(d, to, staged);
     }
 

@@ -10,6 +10,32 @@ public sealed class BackendOpsTests(GpuFixture gpu) : IDisposable
 
     public void Dispose() => _cpu.Dispose();
 
+    /// <summary>
+    /// Many small matrices (a MoE layer's experts) share allocations instead of taking a 2 MiB driver page each (R1's
+    /// 44,544 experts once ran an H200 out of memory that way), and each product still reads its own matrix.
+    /// </summary>
+    [Fact]
+    public void SmallWeightsShareAllocationsAndKeepTheirOwnValues()
+    {
+        gpu.Require();
+        using var cuda = new CudaBackend();
+        var random = new Random(3);
+        const int count = 300, rows = 40, columns = 256;
+        var matrices = Enumerable.Range(0, count)
+            .Select(i => WeightMatrix.FromFloats($"expert.{i}", TestData.Gaussian(random, rows * columns), rows, columns)).ToArray();
+        float[] x = TestData.Gaussian(random, columns);
+        foreach (WeightMatrix m in matrices)
+        {
+            float[] expected = new float[rows], actual = Enumerable.Repeat(float.NaN, rows).ToArray();
+            _cpu.MatMul(m, x, expected, 1);
+            cuda.MatMul(m, x, actual, 1);
+            Assert.True(TestData.RelativeL2(actual, expected) < 1e-6, $"{m.Name}: relative L2 {TestData.RelativeL2(actual, expected):E2}");
+        }
+        long bytes = (long)count * rows * columns * sizeof(float); // 12.3 MB; one allocation each would be 600 MiB
+        Assert.Equal(bytes, cuda.WeightBytes);
+        Assert.True(cuda.WeightAllocatedBytes <= bytes + (32L << 20), $"{cuda.WeightAllocatedBytes} bytes allocated for {bytes}");
+    }
+
     [Fact]
     public void RmsNormMatchesTheCpu()
     {

@@ -275,8 +275,10 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         public void Attention(ReadOnlySpan<float> q, KvLayerCache cache, Span<float> o, in AttentionShape shape, int firstPosition, int tokens) =>
             gpu.Attention(q, cache, o, shape, firstPosition, tokens);
         public void Attach(float[] buffer) => gpu.Attach(buffer);
-        public void BeginForward(int tokens, int endPosition, bool replayable) => gpu.BeginForward(tokens, endPosition, replayable);
-        public void EndForward(bool completed) => gpu.EndForward(completed);
+        // Routing on the host reads back in every step, so no step can be recorded as a graph.
+        public void BeginForward(int tokens, int endPosition, bool replayable) => gpu.BeginForward(tokens, endPosition, replayable: false);
+        public bool EndForward(bool completed) => gpu.EndForward(completed);
+        public void StoreRows(ReadOnlySpan<float> s, int ss, Span<float> d, int ds, int firstRow, int rows, int width) => gpu.StoreRows(s, ss, d, ds, firstRow, rows, width);
         public void ReadToHost(Span<float> values) => gpu.ReadToHost(values);
         public void WrittenOnHost(ReadOnlySpan<float> values) => gpu.WrittenOnHost(values);
         public void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output) => gpu.Embed(table, tokens, output);

@@ -74,6 +74,28 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
         });
     }
 
+    /// <summary>
+    /// More rows than a launch's second grid dimension takes (65,535): MLA's rotary copies of a 512-token prompt of
+    /// DeepSeek-R1 are 512 × 128 heads = 65,536 rows, which once failed with CUDA_ERROR_INVALID_VALUE.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void RowOperationsBeyondTheGridLimitMatchTheCpu(bool attach)
+    {
+        gpu.Require();
+        var random = new Random(attach ? 21 : 22);
+        const int rows = 70_001, width = 3;
+        float[] source = TestData.Gaussian(random, rows * 4), destination = TestData.Gaussian(random, rows * 5), gathered = new float[rows * width];
+        int[] members = Enumerable.Range(0, rows).Select(i => (int)((i * 7919L) % rows)).ToArray();
+        Compare([source, destination, gathered], attach, (b, a) =>
+        {
+            b.CopyRows(a[0].AsSpan(1), 4, a[1], 5, rows, width);
+            b.StoreRows(a[0], 4, a[1].AsSpan(2), 5, 0, rows - 1, 2);
+            b.GatherRows(a[1], members, a[2], width);
+        });
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
