@@ -166,48 +166,11 @@ __device__ __forceinline__ void group_tile_##T(const u64* __restrict__ matrices,
     int matrix_count, i64 row_bytes, const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride,     \
     float* __restrict__ y, i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split) \
 {                                                                                                              \
-    __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
     int which = ids != 0 ? (int)ids[blockIdx.z] : (int)blockIdx.z;                                             \
     if (which < 0 || which >= matrix_count) return;                                                           \
-    const u8* w = (const u8*)matrices[which];                                                                  \
-    x += blockIdx.z * x_matrix_stride;                                                                         \
-    y += blockIdx.z * y_matrix_stride;                                                                         \
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
-    int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split;                                              \
-    int part = warp % split;                                                                                   \
-    int first = blockIdx.y * TILE;                                                                             \
-    int count = min(TILE, tokens - first);                                                                     \
-    float sums[TILE];                                                                                          \
-    _Pragma("unroll") for (int t = 0; t < TILE; t++) sums[t] = 0.0f;                                           \
-    if (row < rows)                                                                                            \
-    {                                                                                                          \
-        const u8* weights = w + (i64)row * row_bytes;                                                          \
-        const float* input = x + (i64)first * x_token_stride;                                                  \
-        _Pragma("unroll 2")                                                                                    \
-        for (int k = (part * 32 + lane) * 8; k < columns; k += 256 * split)                                   \
-        {                                                                                                      \
-            float v[8];                                                                                        \
-            decode8_##T(weights, k, v);                                                                        \
-            _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                   \
-                if (t < count)                                                                                 \
-                {                                                                                              \
-                    const float* in = input + (i64)t * x_token_stride + k;                                     \
-                    _Pragma("unroll") for (int i = 0; i < 8; i++) sums[t] += v[i] * in[i];                     \
-                }                                                                                              \
-        }                                                                                                      \
-    }                                                                                                          \
-    _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                           \
-    {                                                                                                          \
-        float s = warp_sum(sums[t]);                                                                           \
-        if (lane == 0) partial[warp][t] = s;                                                                   \
-    }                                                                                                          \
-    __syncthreads();                                                                                           \
-    if (row < rows && part == 0 && lane < count)                                                               \
-    {                                                                                                          \
-        float total = 0.0f;                                                                                    \
-        for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
-        y[(i64)(first + lane) * y_token_stride + row] = total;                                                 \
-    }                                                                                                          \
+    matmul_tile_##T<TILE>((const u8*)matrices[which], row_bytes, x + blockIdx.z * x_matrix_stride,            \
+                          y + blockIdx.z * y_matrix_stride, rows, columns, tokens, split, 0, 0,                \
+                          x_token_stride, y_token_stride);                                                     \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                                                \
 group_matmul_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \

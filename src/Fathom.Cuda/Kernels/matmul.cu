@@ -37,7 +37,8 @@ extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes
 template <int TILE>                                                                                            \
 __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, \
                                                 float* __restrict__ y, int rows, int columns, int tokens, int split, \
-                                                const float* __restrict__ bias, int accumulate)                  \
+                                                const float* __restrict__ bias, int accumulate,                  \
+                                                i64 x_token_stride, i64 y_token_stride)                          \
 {                                                                                                              \
     __shared__ float partial[MATMUL_WARPS][TILE];                                                              \
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
@@ -50,7 +51,7 @@ __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 ro
     if (row < rows)                                                                                            \
     {                                                                                                          \
         const u8* weights = w + (i64)row * row_bytes;                                                          \
-        const float* input = x + (i64)first * columns;                                                         \
+        const float* input = x + (i64)first * x_token_stride;                                                  \
         _Pragma("unroll 2")                                                                                    \
         for (int k = (part * 32 + lane) * 8; k < columns; k += 256 * split)                                   \
         {                                                                                                      \
@@ -59,7 +60,7 @@ __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 ro
             _Pragma("unroll") for (int t = 0; t < TILE; t++)                                                   \
                 if (t < count)                                                                                 \
                 {                                                                                              \
-                    const float* in = input + (i64)t * columns + k;                                            \
+                    const float* in = input + (i64)t * x_token_stride + k;                                     \
                     _Pragma("unroll") for (int i = 0; i < 8; i++) sums[t] += v[i] * in[i];                     \
                 }                                                                                              \
         }                                                                                                      \
@@ -75,7 +76,7 @@ __device__ __forceinline__ void matmul_tile_##T(const u8* __restrict__ w, i64 ro
         float total = 0.0f;                                                                                    \
         for (int p = 0; p < split; p++) total += partial[warp + p][lane];                                      \
         if (bias) total = total + bias[row];                                                                   \
-        float* out = y + (i64)(first + lane) * rows + row;                                                     \
+        float* out = y + (i64)(first + lane) * y_token_stride + row;                                           \
         *out = accumulate ? *out + total : total;                                                              \
     }                                                                                                          \
 }                                                                                                              \
@@ -83,13 +84,13 @@ extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                 
 matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
-    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate);           \
+    matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate, columns, rows); \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
 matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
-    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate);                    \
+    matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate, columns, rows);     \
 }
 
 FATHOM_WEIGHT_KERNELS(f32)
