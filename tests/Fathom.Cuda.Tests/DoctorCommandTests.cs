@@ -29,6 +29,9 @@ public sealed class DoctorCommandTests(ITestOutputHelper log)
             Assert.Contains(environment.Problem!, text);
             if (environment.Driver is null) Assert.Contains("driver: MISSING: no CUDA driver found", text);
         }
+        // cuBLAS: where it loaded from, or that it was not found and why (it is optional).
+        bool blas = Fathom.Cuda.Blas.CublasLibrary.TryLoad(out Fathom.Cuda.Blas.CublasLibrary? cublas, out _);
+        Assert.Contains(blas ? $"cuBLAS: {cublas!.Library.LoadedFrom}" : "cuBLAS: not found (optional", text);
         Assert.Equal("", error.ToString());
     }
 
@@ -43,6 +46,7 @@ public sealed class DoctorCommandTests(ITestOutputHelper log)
         Assert.Equal(environment.Usable, json["cuda"]!["usable"]!.GetValue<bool>());
         Assert.Equal(environment.Driver is not null, json["cuda"]!["driver"]!["found"]!.GetValue<bool>());
         Assert.Equal(environment.Gpus.Count, json["cuda"]!["gpus"]!.AsArray().Count);
+        Assert.Equal(Fathom.Cuda.Blas.CublasLibrary.TryLoad(out _, out _), json["cuda"]!["cublas"]!["found"]!.GetValue<bool>());
         if (environment.Usable) Assert.True(json["cuda"]!["test"]!["passed"]!.GetValue<bool>());
         else Assert.Null(json["cuda"]!["test"]);
     }

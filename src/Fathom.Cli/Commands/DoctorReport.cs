@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
+using Fathom.Cuda.Blas;
 using Fathom.Cuda.Discovery;
 using Fathom.Cuda.Kernels;
 using Fathom.Quants;
@@ -9,6 +10,10 @@ namespace Fathom.Cli.Commands;
 /// <summary>Everything <c>fathom doctor</c> found, gathered once and then printed as text or JSON.</summary>
 internal sealed record DoctorReport(CudaEnvironment Cuda, string CacheDirectory, SmokeResult? Smoke, int? SmokeDevice)
 {
+    /// <summary>cuBLAS (optional: prompt batches use it; without it the matrix kernels serve every batch), or why it did not load.</summary>
+    public (CublasLibrary? Library, string? Error) Blas { get; } =
+        CublasLibrary.TryLoad(out CublasLibrary? blas, out Fathom.Cuda.Driver.CudaException? failure) ? (blas, null) : (null, failure.Message);
+
     public static DoctorReport Gather(int device, bool runSmokeTest)
     {
         CudaEnvironment cuda = CudaEnvironment.Detect();
@@ -38,6 +43,10 @@ internal sealed record DoctorReport(CudaEnvironment Cuda, string CacheDirectory,
         {
             output.WriteLine($"  NVRTC: MISSING: {Cuda.NvrtcError}");
         }
+        if (Blas.Library is { } cublas)
+            output.WriteLine($"  cuBLAS: {cublas.Library.LoadedFrom}" + (cublas.Lt?.LoadedFrom is { } lt ? $" (cuBLASLt {lt})" : ""));
+        else
+            output.WriteLine($"  cuBLAS: not found (optional: prompt batches then use Fathom's own kernels, slower): {Blas.Error}");
         output.WriteLine($"  folders searched: {(Cuda.SearchedFolders.Count == 0 ? "none" : string.Join(", ", Cuda.SearchedFolders))}");
         output.WriteLine($"  kernel cache: {CacheDirectory}");
         if (Cuda.Driver is not null)
@@ -82,6 +91,9 @@ internal sealed record DoctorReport(CudaEnvironment Cuda, string CacheDirectory,
                     ["architectures"] = new JsonArray([.. n.SupportedArchitectures.Select(a => (JsonNode)a)]),
                 }
                 : new JsonObject { ["found"] = false, ["error"] = Cuda.NvrtcError },
+            ["cublas"] = Blas.Library is { } b
+                ? new JsonObject { ["found"] = true, ["path"] = b.Library.LoadedFrom, ["ltPath"] = b.Lt?.LoadedFrom }
+                : new JsonObject { ["found"] = false, ["error"] = Blas.Error },
             ["foldersSearched"] = new JsonArray([.. Cuda.SearchedFolders.Select(f => (JsonNode)f)]),
             ["kernelCache"] = CacheDirectory,
             ["gpus"] = new JsonArray([.. Cuda.Gpus.Select(g => (JsonNode)new JsonObject
