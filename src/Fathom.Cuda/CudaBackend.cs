@@ -125,6 +125,48 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     /// <summary>Bytes of weights uploaded so far.</summary>
     public long WeightBytes => _weights.Bytes;
 
+    /// <summary>
+    /// The GPU's memory read bandwidth in GB/s (10⁹ bytes per second): a kernel streaming a buffer of up to 512 MiB
+    /// (less when memory is short, at least 64 MiB) with 16-byte loads, timed over enough passes to take ~20 ms after a
+    /// warm-up. For the generation roofline (weight bytes per token ÷ time per token, against this).
+    /// </summary>
+    public double MeasureReadBandwidth()
+    {
+        _context.MakeCurrent();
+        DeviceBuffer? buffer = null;
+        for (long bytes = 512L << 20; buffer is null; bytes /= 2)
+        {
+            try
+            {
+                buffer = new DeviceBuffer(_context, bytes);
+            }
+            catch (CudaException) when (bytes > 64L << 20)
+            {
+                // Too little free memory (a large model is loaded): try half.
+            }
+        }
+        const int Threads = 256;
+        uint blocks = (uint)(_context.Device.Multiprocessors * 8);
+        using (buffer)
+        using (var partial = new DeviceBuffer(_context, blocks * sizeof(float)))
+        {
+            long n4 = buffer.Bytes / 16;
+            IntPtr kernel = _kernels.Function("read_bandwidth");
+            void Pass() => new KernelArguments().Pointer(buffer.Pointer).Long(n4).Pointer(partial.Pointer)
+                .Launch(_context, kernel, "read_bandwidth", blocks, 1, Threads);
+            Pass();
+            _context.Synchronize("the bandwidth warm-up");
+            for (int passes = 1; ; passes *= 2)
+            {
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                for (int i = 0; i < passes; i++) Pass();
+                _context.Synchronize("the bandwidth passes");
+                double seconds = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                if (seconds >= 0.02 || passes >= 1 << 16) return passes * (double)buffer.Bytes / seconds / 1e9;
+            }
+        }
+    }
+
     /// <summary>Device memory allocated for the weights: <see cref="WeightBytes"/> plus the unused ends of shared allocations.</summary>
     public long WeightAllocatedBytes => _weights.AllocatedBytes;
 

@@ -36,6 +36,15 @@ public sealed class BackendOpsTests(GpuFixture gpu) : IDisposable
         Assert.True(cuda.WeightAllocatedBytes <= bytes + (32L << 20), $"{cuda.WeightAllocatedBytes} bytes allocated for {bytes}");
     }
 
+    /// <summary>The read-bandwidth probe gives a figure a GPU can have: above PCIe speeds, below any HBM's peak.</summary>
+    [Fact]
+    public void ReadBandwidthIsAPlausibleDeviceFigure()
+    {
+        gpu.Require();
+        double gbps = gpu.Backend.MeasureReadBandwidth();
+        Assert.InRange(gbps, 50, 20_000);
+    }
+
     [Fact]
     public void RmsNormMatchesTheCpu()
     {

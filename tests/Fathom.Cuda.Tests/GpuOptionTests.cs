@@ -19,6 +19,8 @@ public sealed class GpuOptionTests(ITestOutputHelper log)
             Assert.True(exit == 0, error.ToString());
             JsonNode json = JsonNode.Parse(output.ToString())!;
             Assert.Equal("cuda", json["backend"]!.GetValue<string>());
+            Assert.Equal("measured", json["bandwidth_source"]!.GetValue<string>()); // the GPU's, not the host's
+            Assert.InRange(json["bandwidth_gbps"]!.GetValue<double>(), 50, 20_000);
             log.WriteLine(output.ToString()); // this stage copies activations per operation; docs/gpu-notes.md keeps the numbers
         }
         else

@@ -59,7 +59,7 @@ public static class BenchCommand
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
         var bandwidth = new Option<string?>("--bandwidth")
         {
-            Description = "Memory read bandwidth in GB/s for the generation roofline, or 'measure' (the default: measured with the same threads; with --gpu only a given value gives a roofline).",
+            Description = "Memory read bandwidth in GB/s for the generation roofline, or 'measure' (the default: measured with the same threads, or on the GPU with --gpu).",
         };
         var maxMemory = new Option<double?>("--max-memory") { Description = "Memory (GB) a synthetic model may use; default: available memory minus a margin. Fewer layers are built beyond it." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
@@ -164,8 +164,8 @@ public static class BenchCommand
                 // On the GPU a placement is always planned (all on the GPU by default), so a model too large fails with the numbers.
                 PlacementOptions placement = (request.Placement ?? new PlacementOptions()) with { ContextSize = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens };
                 using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu(placement) : modelOptions);
-                // The host's RAM bandwidth says nothing about a GPU run: there the roofline needs --bandwidth.
-                double? bandwidth = givenBandwidth ?? (request.Gpu ? null : MemoryBandwidth.Measure(request.Threads));
+                // The roofline is against the memory the weights are read from: the GPU's on a GPU run, the host's RAM otherwise.
+                double? bandwidth = givenBandwidth ?? (model.Backend is CudaBackend device ? device.MeasureReadBandwidth() : MemoryBandwidth.Measure(request.Threads));
                 BenchmarkResult measured = Benchmark.Run(model, options with { BandwidthGBps = bandwidth });
                 BenchmarkResult result = plan is null ? measured : plan.Scale(measured);
                 string compute = model.Backend is CudaBackend cuda ? $"CUDA on {cuda.Device.Name}" : $"{request.Threads} thread(s)";

@@ -156,3 +156,17 @@ extern "C" __global__ void add_scaled_rows(float* dst, const float* __restrict__
         *d = src[(i64)i * width + k] * scales[i] + *d;
     }
 }
+
+// Reads n4 float4 values once (grid-stride, 16-byte loads) and writes one sum per block: the device's read bandwidth,
+// for the generation roofline of `bench --gpu`. The sums only keep the loads from being optimized away.
+extern "C" __global__ void read_bandwidth(const float4* __restrict__ x, i64 n4, float* __restrict__ partial)
+{
+    float s = 0.0f;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (i64)gridDim.x * blockDim.x)
+    {
+        float4 v = x[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) atomicAdd(&partial[blockIdx.x], s);
+}
