@@ -174,12 +174,16 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
         Avx.Store((long*)(destination + 224), Avx2.Permute2x128(u3, u7, 0x31));
     }
 
-    /// <summary>This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks).</summary>
+    /// <summary>
+    /// This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks), starting
+    /// on a 64-byte boundary so that the kernels' 32-byte vector loads never straddle a cache line.
+    /// </summary>
     private static byte* Scratch(long bytes)
     {
         byte[]? buffer = t_scratch;
-        if (buffer is null || buffer.Length < bytes)
-            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)bytes), pinned: true);
-        return (byte*)Unsafe.AsPointer(ref buffer[0]);
+        if (buffer is null || buffer.Length < bytes + 64)
+            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)(bytes + 64)), pinned: true);
+        byte* start = (byte*)Unsafe.AsPointer(ref buffer[0]);
+        return (byte*)(((nuint)start + 63) & ~(nuint)63);
     }
 }
