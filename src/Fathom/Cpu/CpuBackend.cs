@@ -22,12 +22,14 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private const int GroupPiecesPerThread = 8;
 
     // A batch tile's working set: a block of tokens' activations (~128 KB, at most 64 tokens) stays in L2 while a
-    // block of weight rows (~64 KB, at most 64 rows) passes by; rows per block shrink further until every thread
-    // has several tiles to claim.
+    // block of weight rows (~256 KB, at most 256 rows) passes by; rows per block shrink further until every thread
+    // has several tiles to claim. The transposed tiles prepare their tokens once per tile (and split its rows into
+    // passes that fit L2), so more rows per tile spread that cost thinner: 256 rows against 64 made an in-cache
+    // 256 × 64 product 2–6 % faster (Q4_K, Q6_K, Q5_0).
     private const int TileActivationBytes = 128 << 10;
-    private const int TileWeightBytes = 64 << 10;
+    private const int TileWeightBytes = 256 << 10;
     private const int MaxTokenBlock = 64;
-    private const int MaxRowBlock = 64;
+    private const int MaxRowBlock = 256;
     private const int MinRowBlock = 4;
 
     private readonly WorkerPool _pool;
