@@ -22,12 +22,14 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private const int GroupPiecesPerThread = 8;
 
     // A batch tile's working set: a block of tokens' activations (~128 KB, at most 64 tokens) stays in L2 while a
-    // block of weight rows (~64 KB, at most 64 rows) passes by; rows per block shrink further until every thread
-    // has several tiles to claim.
+    // block of weight rows (~256 KB, at most 256 rows) passes by; rows per block shrink further until every thread
+    // has several tiles to claim. The transposed tiles prepare their tokens once per tile (and split its rows into
+    // passes that fit L2), so more rows per tile spread that cost thinner: 256 rows against 64 made an in-cache
+    // 256 × 64 product 2–6 % faster (Q4_K, Q6_K, Q5_0).
     private const int TileActivationBytes = 128 << 10;
-    private const int TileWeightBytes = 64 << 10;
+    private const int TileWeightBytes = 256 << 10;
     private const int MaxTokenBlock = 64;
-    private const int MaxRowBlock = 64;
+    private const int MaxRowBlock = 256;
     private const int MinRowBlock = 4;
 
     private readonly WorkerPool _pool;
@@ -39,6 +41,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private readonly QuantizeWork _quantize = new();
     private readonly AttentionWork _attention;
     private readonly BatchAttentionWork _batchAttention;
+    private readonly SiluMulWork _siluMul = new();
     private byte[] _activations = GC.AllocateArray<byte>(1 << 16, pinned: true);
 
     /// <param name="threads">Threads to compute with; 0 or less means one per logical processor.</param>
@@ -223,18 +226,19 @@ public sealed unsafe class CpuBackend : IComputeBackend
     public void SiluMul(Span<float> gate, ReadOnlySpan<float> up)
     {
         if (up.Length < gate.Length) throw new ArgumentException($"up holds {up.Length} values, gate {gate.Length}");
-        // silu(g)·u = g / (1 + e^−g) · u, in vectorised passes over chunks that stay in L1.
-        const int chunk = 1024;
-        Span<float> denominator = stackalloc float[chunk];
-        for (int start = 0; start < gate.Length; start += chunk)
+        int chunks = (gate.Length + SiluMulWork.Chunk - 1) / SiluMulWork.Chunk;
+        // A prompt's gate (tokens × feed-forward width) is worth splitting over the threads; a decode step's is not.
+        int pieces = Math.Min(Threads * PiecesPerThread, chunks / SiluMulWork.MinChunksPerPiece);
+        if (pieces <= 1)
         {
-            int length = Math.Min(chunk, gate.Length - start);
-            Span<float> g = gate.Slice(start, length), d = denominator[..length];
-            TensorPrimitives.Negate(g, d);
-            TensorPrimitives.Exp(d, d);
-            TensorPrimitives.Add(d, 1f, d);
-            TensorPrimitives.Divide(g, d, g);
-            TensorPrimitives.Multiply(g, up.Slice(start, length), g);
+            SiluMulWork.Apply(gate, up);
+            return;
+        }
+        fixed (float* g = gate)
+        fixed (float* u = up)
+        {
+            _siluMul.Set(g, u, gate.Length, pieces);
+            _pool.Run(_siluMul, pieces);
         }
     }
 
@@ -359,6 +363,50 @@ public sealed unsafe class CpuBackend : IComputeBackend
             _kernel.Multiply(_weight.RowPointer(firstRow), _weight.RowBytes, rowCount,
                 _activations + firstToken * _activationRowBytes, _activationRowBytes, tokenCount, _weight.Columns,
                 _output + (long)firstToken * rows + firstRow, rows);
+        }
+    }
+
+    /// <summary>
+    /// gate = silu(gate)·up over whole chunks: a piece takes a run of chunks, so every value goes through the same
+    /// vectorised passes (and gets the same bits) however the work is split.
+    /// </summary>
+    private sealed class SiluMulWork : IParallelWork
+    {
+        // Values per vectorised pass (4 KiB of each operand and of the scratch stay in L1).
+        public const int Chunk = 1024;
+
+        // Below this many chunks per piece, handing work to another thread costs more than it saves.
+        public const int MinChunksPerPiece = 16;
+
+        private float* _gate, _up;
+        private int _length, _pieces;
+
+        public void Set(float* gate, float* up, int length, int pieces)
+        {
+            _gate = gate; _up = up; _length = length; _pieces = pieces;
+        }
+
+        public void Execute(int piece, int worker)
+        {
+            int chunks = (_length + Chunk - 1) / Chunk;
+            int first = (int)((long)chunks * piece / _pieces) * Chunk, end = Math.Min(_length, (int)((long)chunks * (piece + 1) / _pieces) * Chunk);
+            Apply(new Span<float>(_gate + first, end - first), new ReadOnlySpan<float>(_up + first, end - first));
+        }
+
+        /// <summary>silu(g)·u = g / (1 + e^−g) · u, chunk by chunk from the start of <paramref name="gate"/>.</summary>
+        public static void Apply(Span<float> gate, ReadOnlySpan<float> up)
+        {
+            Span<float> denominator = stackalloc float[Chunk];
+            for (int start = 0; start < gate.Length; start += Chunk)
+            {
+                int length = Math.Min(Chunk, gate.Length - start);
+                Span<float> g = gate.Slice(start, length), d = denominator[..length];
+                TensorPrimitives.Negate(g, d);
+                TensorPrimitives.Exp(d, d);
+                TensorPrimitives.Add(d, 1f, d);
+                TensorPrimitives.Divide(g, d, g);
+                TensorPrimitives.Multiply(g, up.Slice(start, length), g);
+            }
         }
     }
 

@@ -133,47 +133,16 @@ internal static unsafe class Q4_KDot
     }
 
     /// <summary>
-    /// The AVX2 kernel with <see cref="AddSuperBlock"/>'s float step, one super-block after another: the scalar
-    /// reference's bits at vector speed for the integer part. The prompt tiles finish their leftover tokens with it, so
-    /// every (row, token) of a batch has the same bits; single-row products use the faster <see cref="WithAvx2"/>.
-    /// </summary>
-    internal static float InSuperBlockOrder(byte* w, byte* a, int blocks)
-    {
-        if (!Avx2.IsSupported) return Scalar(new ReadOnlySpan<byte>(w, blocks * BlockBytes), new ReadOnlySpan<byte>(a, blocks * Q8KLayout.BlockBytes), blocks);
-        float sum = 0;
-        for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
-        {
-            KQuantVector.PrefetchAhead(w, BlockBytes);
-            Vector256<byte> scaleBytes = ScalesAndMinSum(w, a, out int minSum);
-            Vector256<int> sumi = LevelSums(w, a, scaleBytes);
-            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Fp16.Table[*(ushort*)(w + DMinOffset)], Vector256.Sum(sumi), minSum);
-        }
-        return sum;
-    }
-
-    /// <summary>The super-block's eight scales as bytes in both lanes (for the chunks' zero-extending shuffles) and Σ m_j·(Σx)_j.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> ScalesAndMinSum(byte* w, byte* a, out int minSum)
-    {
-        KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
-        Vector128<short> mins16 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte());
-        minSum = Vector128.Sum(Sse2.MultiplyAddAdjacent(mins16, KQuantVector.Q8KPairSums(a)));
-        Vector128<byte> scales8 = Vector128.CreateScalar(scales).AsByte();
-        return Vector256.Create(scales8, scales8);
-    }
-
-    /// <summary>
-    /// The float step of the scalar reference and the prompt tiles: <c>sum + (a·d·Σ sc·(q·x) − a·dmin·Σ m·(Σx))</c>
-    /// from the super-block's exact integer sums, one super-block after another. Integer sums do not depend on how a
-    /// kernel spreads them over vector lanes, so the tiles give the scalar reference's bits. The single-row vector
-    /// kernels keep their float sums in vector lanes instead (a sequential step per super-block costs them about a
-    /// quarter of their speed), so they agree with it to float rounding.
+    /// The float step of the scalar reference: <c>sum + (a·d·Σ sc·(q·x) − a·dmin·Σ m·(Σx))</c> from the super-block's
+    /// exact integer sums, one super-block after another. The vector kernels (single-row and the prompt tiles) keep
+    /// their float sums in vector lanes instead (a sequential step per super-block costs them a quarter to two fifths
+    /// of their speed), so they agree with it to float rounding.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float AddSuperBlock(float sum, float ad, float d, float dmin, int levelSum, int minSum) =>
         sum + (ad * d * levelSum - ad * dmin * minSum);
 
-    /// <summary>A super-block's Σ sc·q·x as eight int32 partial sums (AVX2): the integer part both AVX2 kernels share.</summary>
+    /// <summary>A super-block's Σ sc·q·x as eight int32 partial sums (AVX2).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> LevelSums(byte* w, byte* a, Vector256<byte> scaleBytes) =>
         (Chunk(w, a, 0, scaleBytes) + Chunk(w, a, 1, scaleBytes)) + (Chunk(w, a, 2, scaleBytes) + Chunk(w, a, 3, scaleBytes));

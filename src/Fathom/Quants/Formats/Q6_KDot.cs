@@ -127,30 +127,14 @@ internal static unsafe class Q6_KDot
     }
 
     /// <summary>
-    /// The AVX2 kernel with <see cref="AddSuperBlock"/>'s float step, one super-block after another: the scalar
-    /// reference's bits. The prompt tiles finish their leftover tokens with it; single-row products use <see cref="WithAvx2"/>.
-    /// </summary>
-    internal static float InSuperBlockOrder(byte* w, byte* a, int blocks)
-    {
-        if (!Avx2.IsSupported) return Scalar(new ReadOnlySpan<byte>(w, blocks * BlockBytes), new ReadOnlySpan<byte>(a, blocks * Q8KLayout.BlockBytes), blocks);
-        float sum = 0;
-        for (int i = 0; i < blocks; i++, w += BlockBytes, a += Q8KLayout.BlockBytes)
-        {
-            KQuantVector.PrefetchAhead(w, BlockBytes);
-            sum = AddSuperBlock(sum, *(float*)a, Fp16.Table[*(ushort*)(w + DOffset)], Vector256.Sum(SuperBlockSums(w, a)));
-        }
-        return sum;
-    }
-
-    /// <summary>
-    /// The float step of the scalar reference and the prompt tiles: <c>sum + a·d·Σ sc·(q − 32)·x</c> from the
-    /// super-block's exact integer sum, one super-block after another (see <see cref="Q4_KDot.AddSuperBlock"/>).
+    /// The float step of the scalar reference: <c>sum + a·d·Σ sc·(q − 32)·x</c> from the super-block's exact integer
+    /// sum, one super-block after another (see <see cref="Q4_KDot.AddSuperBlock"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float AddSuperBlock(float sum, float ad, float d, int total) => sum + ad * d * total;
 
     /// <summary>
-    /// A super-block's Σ sc·(q − 32)·x as eight int32 partial sums (AVX2): the integer part both AVX2 kernels share.
+    /// A super-block's Σ sc·(q − 32)·x as eight int32 partial sums (AVX2).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SuperBlockSums(byte* w, byte* a)

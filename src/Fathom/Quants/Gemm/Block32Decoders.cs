@@ -9,7 +9,7 @@ namespace Fathom.Quants.Gemm;
 internal readonly unsafe struct Q8_0BlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => Q8_0Layout.BlockBytes;
-    public static bool SmallLevels => false;
+    public static int LevelOffset => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block) => Avx.LoadVector256((sbyte*)(block + Q8_0Layout.QuantsOffset));
@@ -22,7 +22,7 @@ internal readonly unsafe struct Q8_0BlockDecoder : IBlock32Decoder
 internal readonly unsafe struct Q5_0BlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => 22;
-    public static bool SmallLevels => true;
+    public static int LevelOffset => 16;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block)
@@ -49,7 +49,7 @@ internal readonly unsafe struct Q5_0BlockDecoder : IBlock32Decoder
 internal readonly unsafe struct Iq4nlBlockDecoder : IBlock32Decoder
 {
     public static int BlockBytes => 18;
-    public static bool SmallLevels => false;
+    public static int LevelOffset => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Levels(byte* block) =>

@@ -13,8 +13,13 @@ internal unsafe interface IBlock32Decoder
 {
     static abstract int BlockBytes { get; }
 
-    /// <summary>Whether every level's magnitude is at most 16, so that four vpmaddubsw results fit an int16 sum.</summary>
-    static abstract bool SmallLevels { get; }
+    /// <summary>
+    /// 0 for types multiplied as |q| times the activation carrying q's sign (vpsignb); otherwise an offset that makes
+    /// every level non-negative and at most 31 (Q5_0: 16, its stored 5-bit values), so the transposed tile multiplies
+    /// level + offset unsigned, adds four vpmaddubsw results in int16 (|sum| ≤ 4·2·31·128 = 31,744) and subtracts
+    /// offset·Σx per block afterwards.
+    /// </summary>
+    static abstract int LevelOffset { get; }
 
     /// <summary>The block's 32 integer levels in value order (each in [−127, 127]).</summary>
     static abstract Vector256<sbyte> Levels(byte* block);

@@ -12,34 +12,40 @@ namespace Fathom.Quants.Gemm;
 /// <para>
 /// A super-block's 256 values are eight 32-value sub-blocks, each with its own 6-bit scale. The straightforward
 /// kernel (<see cref="Q4_KTile"/>) multiplies 32 values of one sub-block per vpmaddubsw and scales each product
-/// with its own vpmaddwd: two multiplies per 32 values and token, and this CPU class (Zen 3) issues one vector integer
-/// multiply per cycle. Here each super-block, seen as 8 sub-blocks × eight 4-byte words, is transposed (an 8×8
-/// transpose of 32-bit words), so that vector k holds word k of every sub-block and int16 lanes 2j, 2j+1 of each
-/// vpmaddubsw result belong to sub-block j. The eight vpmaddubsw results of a super-block then add up in int16
-/// (|sum| ≤ 8·2·15·128 = 30720, no overflow) and a single vpmaddwd by (sc_j, sc_j) per lane pair scales them all:
-/// nine multiplies per 256 values instead of sixteen. The mins term Σ m_j·(Σx)_j is taken in float (exactly: small
-/// integers), which leaves the integer multiplier to the levels.
+/// with its own vpmaddwd: two multiplies per 32 values and token. Here each super-block, seen as 8 sub-blocks × eight
+/// 4-byte words, is transposed (an 8×8 transpose of 32-bit words), so that vector k holds word k of every sub-block
+/// and int16 lanes 2j, 2j+1 of each vpmaddubsw result belong to sub-block j. The eight vpmaddubsw results of a
+/// super-block then add up in int16 (|sum| ≤ 8·2·15·128 = 30720, no overflow) and a single vpmaddwd by (sc_j, sc_j)
+/// per lane pair scales them all: nine multiplies per 256 values instead of sixteen.
+/// </para>
+/// <para>
+/// The float step stays in the lanes: int32 lane j of that vpmaddwd is sub-block j's scaled level sum, which is
+/// converted and added to a per-(row, token) float accumulator times d·d_x, and the mins term as one FMA of the
+/// row's dmin·m_j (decoded once per row) with the token's d_x·(Σx)_j (transposed once per token); the eight lanes are
+/// summed once per row and pass. A first version finished every super-block with the scalar reference's step instead
+/// (its exact integer sums, horizontally added, then sum + a·d·Σ − a·dmin·Σ, bit-identical to the scalar dot), and
+/// those horizontal sums and scalar steps took about 40 % of the tile's time. Results equal the dot up to float
+/// rounding, as the single-row vector kernels do.
 /// </para>
 /// <para>
 /// The passes are <see cref="TransposedTile"/>'s: weight rows decoded once per tile (nibbles split, transposed,
-/// scales and mins widened to int16, d and dmin as floats), tokens transposed once per tile, then one row × four
-/// tokens at a time. The integer sums per super-block equal the single-row kernel's, and the float step is
-/// <see cref="Q4_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q4_KFormat"/>'s dot (scalar or
-/// vector) for every (row, token).
+/// scales widened to int16, dmin·m_j and d as floats), tokens transposed once per tile, then two rows × four tokens
+/// at a time.
 /// </para>
 /// </summary>
 internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : TransposedTile(format)
 {
     // A decoded super-block: 256 transposed levels (0–15), sixteen int16 scales (each sub-block's twice), the eight
-    // mins as floats, then d and dmin as floats; padded to a multiple of 32 bytes.
-    private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DMinAt = 324, DecodedBytes = 352;
+    // dmin·m_j as floats, then d as a float; padded to a multiple of 32 bytes.
+    private const int ScalesAt = 256, MinsAt = 288, DAt = 320, DecodedBytes = 352;
 
-    protected override float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
-        Q4_KDot.InSuperBlockOrder(weightRow, activationRow, n / 256); // 256 values per super-block
+    // A transposed super-block of activations: 256 transposed int8 values, the eight d_x·(Σx)_j as floats, then d_x;
+    // a multiple of 32 bytes so that every vector load is aligned.
+    private const int SumsAt = 256, ActivationScaleAt = 288, TransposedBytes = 320;
 
     protected override int DecodedGroupBytes => DecodedBytes;
 
-    protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;
+    protected override int TransposedGroupBytes => TransposedBytes;
 
     /// <summary>One Q4_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
     protected override void DecodeRow(byte* w, byte* decoded, int columns)
@@ -59,9 +65,9 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
                 decoded);
             KQuantScales.UnpackScaleMins(w + ScalesOffset, out ulong scales, out ulong mins);
             Avx.Store((short*)(decoded + ScalesAt), EachTwice(scales));
-            Avx.Store((float*)(decoded + MinsAt), Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())));
+            Vector256<float> m = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte()));
+            Avx.Store((float*)(decoded + MinsAt), m * Vector256.Create(Fp16.Table[*(ushort*)(w + DMinOffset)]));
             *(float*)(decoded + DAt) = Fp16.Table[*(ushort*)(w + DOffset)];
-            *(float*)(decoded + DMinAt) = Fp16.Table[*(ushort*)(w + DMinOffset)];
         }
     }
 
@@ -74,21 +80,22 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     }
 
     /// <summary>
-    /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are, the scale copied, and the
-    /// sixteen int16 group sums replaced by the eight sub-block sums (Σx)_j as floats.
+    /// A Q8_K row with each super-block's 256 int8 values transposed as the weights are, then the eight sub-block
+    /// sums times the block's scale, d_x·(Σx)_j, as floats, then d_x (see <see cref="TransposedBytes"/>).
     /// </summary>
     protected override void TransposeActivations(byte* a, byte* transposed, int columns)
     {
         int blocks = columns / KQuantBlocks.SuperBlock;
-        for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
+        for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += TransposedBytes)
         {
             byte* q = a + Q8KLayout.QuantsOffset;
             TransposeWords8x8(Avx.LoadVector256(q), Avx.LoadVector256(q + 32), Avx.LoadVector256(q + 64), Avx.LoadVector256(q + 96),
                 Avx.LoadVector256(q + 128), Avx.LoadVector256(q + 160), Avx.LoadVector256(q + 192), Avx.LoadVector256(q + 224),
-                transposed + Q8KLayout.QuantsOffset);
-            *(float*)transposed = *(float*)a;
+                transposed);
+            float scale = *(float*)(a + Q8KLayout.ScaleOffset);
             Vector256<int> subBlockSums = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(a + Q8KLayout.SumsOffset)), Vector256<short>.One);
-            Avx.Store((float*)(transposed + Q8KLayout.SumsOffset), Avx.ConvertToVector256Single(subBlockSums));
+            Avx.Store((float*)(transposed + SumsAt), Avx.ConvertToVector256Single(subBlockSums) * Vector256.Create(scale));
+            *(float*)(transposed + ActivationScaleAt) = scale;
         }
     }
 
@@ -99,106 +106,94 @@ internal sealed unsafe class Q4_KTransposedTile(WeightFormat format) : Transpose
     protected override void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
     {
         byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
-        Vector128<float> sum = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);
-        for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += TransposedBytes, x1 += TransposedBytes, x2 += TransposedBytes, x3 += TransposedBytes)
         {
             Vector256<short> p0 = Vector256<short>.Zero, p1 = p0, p2 = p0, p3 = p0;
             for (int k = 0; k < 256; k += 32)
             {
                 Vector256<byte> q = Avx.LoadVector256(w + k);
-                int at = Q8KLayout.QuantsOffset + k;
-                p0 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x0 + at)));
-                p1 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x1 + at)));
-                p2 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x2 + at)));
-                p3 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x3 + at)));
+                p0 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x0 + k)));
+                p1 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x1 + k)));
+                p2 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x2 + k)));
+                p3 += Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256((sbyte*)(x3 + k)));
             }
-            Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
-            sum = Finish(sum, w, p0, p1, p2, p3, SubBlockSums(x0), SubBlockSums(x1), SubBlockSums(x2), SubBlockSums(x3), ad);
+            Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
+            Vector256<float> d = Vector256.Create(*(float*)(w + DAt)), mins = Avx.LoadVector256((float*)(w + MinsAt));
+            acc0 = Step(acc0, p0, scales, d, mins, x0);
+            acc1 = Step(acc1, p1, scales, d, mins, x1);
+            acc2 = Step(acc2, p2, scales, d, mins, x2);
+            acc3 = Step(acc3, p3, scales, d, mins, x3);
         }
-        y[0] = sum.GetElement(0);
-        y[outputStride] = sum.GetElement(1);
-        y[2 * outputStride] = sum.GetElement(2);
-        y[3 * outputStride] = sum.GetElement(3);
+        AddSums(y, outputStride, acc0, acc1, acc2, acc3);
     }
 
     /// <summary>
-    /// Two decoded rows × four tokens: each transposed activation vector is loaded once for both rows (eight int16
-    /// accumulators), then each row finishes as in <see cref="FourTokens"/>.
+    /// Two decoded rows × four tokens: each transposed activation vector is loaded once for both rows. Eight int16
+    /// and eight float accumulators and the operands need more than the sixteen vector registers; the JIT keeps the
+    /// float ones on the stack between super-blocks, which measured faster than an explicit stack array (in-cache
+    /// tile, 88 against 84 MAC/ns).
     /// </summary>
     protected override void TwoRowsFourTokens(byte* w0, long decodedRowBytes, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
     {
         byte* w1 = w0 + decodedRowBytes;
         byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
-        Vector128<float> sum0 = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);
-        Vector128<float> sum1 = Vector128.Create(y[1], y[outputStride + 1], y[2 * outputStride + 1], y[3 * outputStride + 1]);
-        for (int i = 0; i < blocks; i++, w0 += DecodedBytes, w1 += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int i = 0; i < blocks; i++, w0 += DecodedBytes, w1 += DecodedBytes, x0 += TransposedBytes, x1 += TransposedBytes, x2 += TransposedBytes, x3 += TransposedBytes)
         {
             Vector256<short> p00 = Vector256<short>.Zero, p01 = p00, p02 = p00, p03 = p00, p10 = p00, p11 = p00, p12 = p00, p13 = p00;
             for (int k = 0; k < 256; k += 32)
             {
                 Vector256<byte> q0 = Avx.LoadVector256(w0 + k), q1 = Avx.LoadVector256(w1 + k);
-                int at = Q8KLayout.QuantsOffset + k;
-                Vector256<sbyte> x = Avx.LoadVector256((sbyte*)(x0 + at));
+                Vector256<sbyte> x = Avx.LoadVector256((sbyte*)(x0 + k));
                 p00 += Avx2.MultiplyAddAdjacent(q0, x); p10 += Avx2.MultiplyAddAdjacent(q1, x);
-                x = Avx.LoadVector256((sbyte*)(x1 + at));
+                x = Avx.LoadVector256((sbyte*)(x1 + k));
                 p01 += Avx2.MultiplyAddAdjacent(q0, x); p11 += Avx2.MultiplyAddAdjacent(q1, x);
-                x = Avx.LoadVector256((sbyte*)(x2 + at));
+                x = Avx.LoadVector256((sbyte*)(x2 + k));
                 p02 += Avx2.MultiplyAddAdjacent(q0, x); p12 += Avx2.MultiplyAddAdjacent(q1, x);
-                x = Avx.LoadVector256((sbyte*)(x3 + at));
+                x = Avx.LoadVector256((sbyte*)(x3 + k));
                 p03 += Avx2.MultiplyAddAdjacent(q0, x); p13 += Avx2.MultiplyAddAdjacent(q1, x);
             }
-            Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
-            Vector256<float> s0 = SubBlockSums(x0), s1 = SubBlockSums(x1), s2 = SubBlockSums(x2), s3 = SubBlockSums(x3);
-            sum0 = Finish(sum0, w0, p00, p01, p02, p03, s0, s1, s2, s3, ad);
-            sum1 = Finish(sum1, w1, p10, p11, p12, p13, s0, s1, s2, s3, ad);
+            Vector256<short> scales = Avx.LoadVector256((short*)(w0 + ScalesAt));
+            Vector256<float> d = Vector256.Create(*(float*)(w0 + DAt)), mins = Avx.LoadVector256((float*)(w0 + MinsAt));
+            a0 = Step(a0, p00, scales, d, mins, x0);
+            a1 = Step(a1, p01, scales, d, mins, x1);
+            a2 = Step(a2, p02, scales, d, mins, x2);
+            a3 = Step(a3, p03, scales, d, mins, x3);
+            scales = Avx.LoadVector256((short*)(w1 + ScalesAt));
+            d = Vector256.Create(*(float*)(w1 + DAt));
+            mins = Avx.LoadVector256((float*)(w1 + MinsAt));
+            a4 = Step(a4, p10, scales, d, mins, x0);
+            a5 = Step(a5, p11, scales, d, mins, x1);
+            a6 = Step(a6, p12, scales, d, mins, x2);
+            a7 = Step(a7, p13, scales, d, mins, x3);
         }
-        y[0] = sum0.GetElement(0);
-        y[outputStride] = sum0.GetElement(1);
-        y[2 * outputStride] = sum0.GetElement(2);
-        y[3 * outputStride] = sum0.GetElement(3);
-        y[1] = sum1.GetElement(0);
-        y[outputStride + 1] = sum1.GetElement(1);
-        y[2 * outputStride + 1] = sum1.GetElement(2);
-        y[3 * outputStride + 1] = sum1.GetElement(3);
+        AddSums(y, outputStride, a0, a1, a2, a3);
+        AddSums(y + 1, outputStride, a4, a5, a6, a7);
     }
 
     /// <summary>
-    /// One row's super-block into its four tokens' sums: the level sums scaled by one vpmaddwd, and Σ m_j·(Σx)_j in
-    /// float, on the FMA pipes rather than the integer multiplier: every product (≤ 63·4096) and partial sum
-    /// (≤ 8·63·4096 &lt; 2²⁴) is an integer a float holds exactly, so the sums are exact in any order and equal the
-    /// single-row kernel's integer minSum. Then <see cref="Q4_KDot.AddSuperBlock"/> for the four tokens at once,
-    /// lane by lane the same operations in the same order.
+    /// One super-block of one (row, token) into its lane accumulator: lane j gains d·d_x·sc_j·Σ(q·x)_j −
+    /// dmin·m_j·d_x·(Σx)_j.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Finish(Vector128<float> sum, byte* w, Vector256<short> p0, Vector256<short> p1, Vector256<short> p2, Vector256<short> p3,
-        Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3, Vector128<float> ad)
+    private static Vector256<float> Step(Vector256<float> acc, Vector256<short> levelProducts, Vector256<short> scales, Vector256<float> d,
+        Vector256<float> mins, byte* x)
     {
-        Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
-        Vector128<int> levelSums = SumsOfFour(
-            Avx2.MultiplyAddAdjacent(p0, scales), Avx2.MultiplyAddAdjacent(p1, scales),
-            Avx2.MultiplyAddAdjacent(p2, scales), Avx2.MultiplyAddAdjacent(p3, scales));
-        Vector256<float> mins = Avx.LoadVector256((float*)(w + MinsAt));
-        Vector128<float> minSums = SumsOfFour(mins * s0, mins * s1, mins * s2, mins * s3);
-        return sum + (ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(levelSums)
-                    - ad * Vector128.Create(*(float*)(w + DMinAt)) * minSums);
+        Vector256<float> levelSums = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(levelProducts, scales));
+        acc = Fma.MultiplyAdd(levelSums, d * Vector256.Create(*(float*)(x + ActivationScaleAt)), acc);
+        return Fma.MultiplyAddNegated(mins, Avx.LoadVector256((float*)(x + SumsAt)), acc);
     }
 
+    /// <summary>Adds the lane sums of four tokens' accumulators to y[0], y[stride], y[2·stride], y[3·stride].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> SubBlockSums(byte* x) => Avx.LoadVector256((float*)(x + Q8KLayout.SumsOffset));
-
-    /// <summary>The lane sums of four float vectors, as lanes 0–3 of one.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> SumsOfFour(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    private static void AddSums(float* y, long outputStride, Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
     {
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
-        return h.GetLower() + h.GetUpper();
-    }
-
-    /// <summary>The lane sums of four int32 vectors, as lanes 0–3 of one.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> SumsOfFour(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
-    {
-        Vector256<int> h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a, b), Avx2.HorizontalAdd(c, d));
-        return h.GetLower() + h.GetUpper();
+        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(acc0, acc1), Avx.HorizontalAdd(acc2, acc3));
+        Vector128<float> sums = h.GetLower() + h.GetUpper();
+        y[0] += sums.GetElement(0);
+        y[outputStride] += sums.GetElement(1);
+        y[2 * outputStride] += sums.GetElement(2);
+        y[3 * outputStride] += sums.GetElement(3);
     }
 }

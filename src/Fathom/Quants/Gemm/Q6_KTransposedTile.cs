@@ -18,9 +18,11 @@ namespace Fathom.Quants.Gemm;
 /// 32·Σ sc_g·(Σx)_g from the Q8_K group sums as in the single-row kernel.
 /// </para>
 /// <para>
-/// The passes are <see cref="TransposedTile"/>'s. The integer sum per super-block equals the single-row kernel's and
-/// the float step is <see cref="Q6_KDot.AddSuperBlock"/>, so results are bit-identical to <see cref="Q6_KFormat"/>'s
-/// dot (scalar or vector) for every (row, token).
+/// The passes are <see cref="TransposedTile"/>'s. The float step stays in the lanes, as in
+/// <see cref="Q4_KTransposedTile"/>: each super-block's eight int32 lanes (group pairs) are converted and added to a
+/// per-(row, token) accumulator times d·d_x, and summed once per row and pass (a first version added each
+/// super-block's horizontal integer sum with the scalar reference's step, which cost more than a fifth of the tile).
+/// Results equal the dot up to float rounding.
 /// </para>
 /// </summary>
 internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : TransposedTile(format)
@@ -29,12 +31,13 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
     // multiple of 32 bytes.
     private const int ScalesAt = 256, DAt = 288, DecodedBytes = 320;
 
-    protected override float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
-        Q6_KDot.InSuperBlockOrder(weightRow, activationRow, n / 256); // 256 values per super-block
+    // A transposed super-block of activations: 256 transposed int8 values, the sixteen int16 group sums, then d_x;
+    // a multiple of 32 bytes so that every vector load is aligned.
+    private const int SumsAt = 256, ActivationScaleAt = 288, TransposedBytes = 320;
 
     protected override int DecodedGroupBytes => DecodedBytes;
 
-    protected override int TransposedGroupBytes => Q8KLayout.BlockBytes;
+    protected override int TransposedGroupBytes => TransposedBytes;
 
     /// <summary>One Q6_K row into decoded super-blocks (see <see cref="DecodedBytes"/>).</summary>
     protected override void DecodeRow(byte* w, byte* decoded, int columns)
@@ -68,13 +71,13 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
     protected override void TransposeActivations(byte* a, byte* transposed, int columns)
     {
         int blocks = columns / KQuantBlocks.SuperBlock;
-        for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += Q8KLayout.BlockBytes)
+        for (int i = 0; i < blocks; i++, a += Q8KLayout.BlockBytes, transposed += TransposedBytes)
         {
             byte* q = a + Q8KLayout.QuantsOffset;
             Transpose16x8(Groups(q, 0), Groups(q, 1), Groups(q, 2), Groups(q, 3), Groups(q, 4), Groups(q, 5), Groups(q, 6), Groups(q, 7),
-                transposed + Q8KLayout.QuantsOffset);
-            *(float*)transposed = *(float*)a;
-            Avx.Store(transposed + Q8KLayout.SumsOffset, Avx.LoadVector256(a + Q8KLayout.SumsOffset));
+                transposed);
+            Avx.Store(transposed + SumsAt, Avx.LoadVector256(a + Q8KLayout.SumsOffset));
+            *(float*)(transposed + ActivationScaleAt) = *(float*)(a + Q8KLayout.ScaleOffset);
         }
     }
 
@@ -111,8 +114,8 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
     protected override void FourTokens(byte* w, byte* x0, long tokenStride, int blocks, float* y, long outputStride)
     {
         byte* x1 = x0 + tokenStride, x2 = x1 + tokenStride, x3 = x2 + tokenStride;
-        Vector128<float> sum = Vector128.Create(y[0], y[outputStride], y[2 * outputStride], y[3 * outputStride]);
-        for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += Q8KLayout.BlockBytes, x1 += Q8KLayout.BlockBytes, x2 += Q8KLayout.BlockBytes, x3 += Q8KLayout.BlockBytes)
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int i = 0; i < blocks; i++, w += DecodedBytes, x0 += TransposedBytes, x1 += TransposedBytes, x2 += TransposedBytes, x3 += TransposedBytes)
         {
             Vector256<short> scales = Avx.LoadVector256((short*)(w + ScalesAt));
             // The bias first: −32·Σ sc_g·(Σx)_g.
@@ -120,28 +123,29 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
             for (int k = 0; k < 256; k += 64)
             {
                 Vector256<byte> qa = Avx.LoadVector256(w + k), qb = Avx.LoadVector256(w + k + 32);
-                int at = Q8KLayout.QuantsOffset + k;
-                s0 += Pair(qa, qb, scales, x0 + at);
-                s1 += Pair(qa, qb, scales, x1 + at);
-                s2 += Pair(qa, qb, scales, x2 + at);
-                s3 += Pair(qa, qb, scales, x3 + at);
+                s0 += Pair(qa, qb, scales, x0 + k);
+                s1 += Pair(qa, qb, scales, x1 + k);
+                s2 += Pair(qa, qb, scales, x2 + k);
+                s3 += Pair(qa, qb, scales, x3 + k);
             }
-            Vector256<int> h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(s0, s1), Avx2.HorizontalAdd(s2, s3));
-            Vector128<int> totals = h.GetLower() + h.GetUpper();
-            Vector128<float> ad = Vector128.Create(*(float*)x0, *(float*)x1, *(float*)x2, *(float*)x3);
-            // Q6_KDot.AddSuperBlock for four tokens at once, lane by lane the same operations in the same order.
-            sum += ad * Vector128.Create(*(float*)(w + DAt)) * Sse2.ConvertToVector128Single(totals);
+            Vector256<float> d = Vector256.Create(*(float*)(w + DAt));
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(*(float*)(x0 + ActivationScaleAt)), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(*(float*)(x1 + ActivationScaleAt)), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(*(float*)(x2 + ActivationScaleAt)), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(*(float*)(x3 + ActivationScaleAt)), acc3);
         }
-        y[0] = sum.GetElement(0);
-        y[outputStride] = sum.GetElement(1);
-        y[2 * outputStride] = sum.GetElement(2);
-        y[3 * outputStride] = sum.GetElement(3);
+        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(acc0, acc1), Avx.HorizontalAdd(acc2, acc3));
+        Vector128<float> sums = h.GetLower() + h.GetUpper();
+        y[0] += sums.GetElement(0);
+        y[outputStride] += sums.GetElement(1);
+        y[2 * outputStride] += sums.GetElement(2);
+        y[3 * outputStride] += sums.GetElement(3);
     }
 
     /// <summary>−32·sc_g·(Σx)_g per group pair, as eight int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Bias(Vector256<short> scales, byte* x) =>
-        Vector256<int>.Zero - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, Avx.LoadVector256((short*)(x + Q8KLayout.SumsOffset))), 5);
+        Vector256<int>.Zero - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, Avx.LoadVector256((short*)(x + SumsAt))), 5);
 
     /// <summary>Two transposed vectors of levels times the token's: their int16 products summed, then scaled per group.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

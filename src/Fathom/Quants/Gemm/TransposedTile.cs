@@ -12,8 +12,9 @@ namespace Fathom.Quants.Gemm;
 /// product over them, four tokens outermost (their activations stay in L1 while the decoded rows stream from L2).
 /// Rows go through in passes of at most eight groups, so a pass of a 64 × 64 tile fits L2 however long the rows;
 /// each (row, token) sum is carried in the output from pass to pass in group order, so passes change no bits. A row
-/// whose length is not a whole number of groups ends in a partial group (the decoders pad it with zeros). Leftover
-/// tokens (fewer than four) go through the type's dot.
+/// whose length is not a whole number of groups ends in a partial group (the decoders pad it with zeros). A last
+/// group of fewer than four tokens is padded with copies of the last token; a batch of fewer than four tokens goes
+/// through the type's dot.
 /// </summary>
 internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(format)
 {
@@ -82,55 +83,69 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
         int tokens, int n, float* output, long outputStride)
     {
         if (rows <= 0 || tokens <= 0) return;
-        int fullTokens = tokens / 4 * 4;
-        int groups = Groups(n);
-        if (fullTokens > 0)
+        if (tokens < 4)
         {
-            int groupsPerPass = GroupsPerPass(groups);
-            long decodedRowBytes = (long)groupsPerPass * DecodedGroupBytes, transposedRowBytes = (long)groupsPerPass * TransposedGroupBytes;
-            int rowsPerPass = (int)Math.Clamp(PassBytes / decodedRowBytes, 1, rows);
-            int tokensPerPass = (int)Math.Clamp(PassBytes / transposedRowBytes / 4 * 4, 4, fullTokens);
-            byte* scratch = Scratch(checked(decodedRowBytes * rowsPerPass + transposedRowBytes * tokensPerPass));
-            byte* decoded = scratch, transposed = scratch + decodedRowBytes * rowsPerPass;
-            for (int t = 0; t < fullTokens; t++)
-                new Span<float>(output + t * outputStride, rows).Clear();
-            for (int firstToken = 0; firstToken < fullTokens; firstToken += tokensPerPass)
+            // Too few tokens to pay for decoding the rows: the type's dot per (row, token).
+            for (int t = 0; t < tokens; t++)
+                for (int r = 0; r < rows; r++)
+                    output[t * outputStride + r] = LeftoverDot(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
+            return;
+        }
+        // A last group of fewer than four tokens is padded with copies of the batch's last token and goes through
+        // the four-token kernel like the others, into a side buffer of which only the real tokens' rows are kept:
+        // each token's lane of the kernel is computed independently, so padding changes no real token's bits.
+        int paddedTokens = (tokens + 3) / 4 * 4;
+        int groups = Groups(n);
+        int groupsPerPass = GroupsPerPass(groups);
+        long decodedRowBytes = (long)groupsPerPass * DecodedGroupBytes, transposedRowBytes = (long)groupsPerPass * TransposedGroupBytes;
+        int rowsPerPass = (int)Math.Clamp(PassBytes / decodedRowBytes, 1, rows);
+        int tokensPerPass = (int)Math.Clamp(PassBytes / transposedRowBytes / 4 * 4, 4, paddedTokens);
+        long tailBytes = paddedTokens == tokens ? 0 : 4L * rows * sizeof(float);
+        byte* scratch = Scratch(checked(decodedRowBytes * rowsPerPass + transposedRowBytes * tokensPerPass + tailBytes));
+        byte* decoded = scratch, transposed = scratch + decodedRowBytes * rowsPerPass;
+        float* tail = (float*)(transposed + transposedRowBytes * tokensPerPass); // output rows of the padded last group, stride rows
+        int tailStart = paddedTokens - 4;
+        for (int t = 0; t < tokens; t++)
+            new Span<float>(output + t * outputStride, rows).Clear();
+        if (tailBytes > 0)
+            new Span<float>(tail, 4 * rows).Clear();
+        for (int firstToken = 0; firstToken < paddedTokens; firstToken += tokensPerPass)
+        {
+            int passTokens = Math.Min(tokensPerPass, paddedTokens - firstToken);
+            for (int firstGroup = 0; firstGroup < groups; firstGroup += groupsPerPass)
             {
-                int passTokens = Math.Min(tokensPerPass, fullTokens - firstToken);
-                for (int firstGroup = 0; firstGroup < groups; firstGroup += groupsPerPass)
+                int passGroups = Math.Min(groupsPerPass, groups - firstGroup);
+                int passColumns = Math.Min(passGroups * GroupValues, n - firstGroup * GroupValues);
+                for (int t = 0; t < passTokens; t++)
+                    TransposeActivations(activations + Math.Min(firstToken + t, tokens - 1) * activationRowBytes + firstGroup * _activationGroupBytes,
+                        transposed + t * transposedRowBytes, passColumns);
+                for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
                 {
-                    int passGroups = Math.Min(groupsPerPass, groups - firstGroup);
-                    int passColumns = Math.Min(passGroups * GroupValues, n - firstGroup * GroupValues);
-                    for (int t = 0; t < passTokens; t++)
-                        TransposeActivations(activations + (firstToken + t) * activationRowBytes + firstGroup * _activationGroupBytes,
-                            transposed + t * transposedRowBytes, passColumns);
-                    for (int firstRow = 0; firstRow < rows; firstRow += rowsPerPass)
+                    int passRows = Math.Min(rowsPerPass, rows - firstRow);
+                    for (int r = 0; r < passRows; r++)
+                        DecodeRow(weights + (firstRow + r) * weightRowBytes + firstGroup * _weightGroupBytes, decoded + r * decodedRowBytes, passColumns);
+                    for (int t = 0; t < passTokens; t += 4)
                     {
-                        int passRows = Math.Min(rowsPerPass, rows - firstRow);
-                        for (int r = 0; r < passRows; r++)
-                            DecodeRow(weights + (firstRow + r) * weightRowBytes + firstGroup * _weightGroupBytes, decoded + r * decodedRowBytes, passColumns);
-                        for (int t = 0; t < passTokens; t += 4)
-                        {
-                            float* y = output + (firstToken + t) * outputStride + firstRow;
-                            byte* x = transposed + t * transposedRowBytes;
-                            int r = 0;
-                            for (; r + 2 <= passRows; r += 2)
-                                TwoRowsFourTokens(decoded + r * decodedRowBytes, decodedRowBytes, x, transposedRowBytes, passGroups, y + r, outputStride);
-                            if (r < passRows)
-                                FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, passGroups, y + r, outputStride);
-                        }
+                        bool padded = tailBytes > 0 && firstToken + t == tailStart;
+                        float* y = padded ? tail + firstRow : output + (firstToken + t) * outputStride + firstRow;
+                        long yStride = padded ? rows : outputStride;
+                        byte* x = transposed + t * transposedRowBytes;
+                        int r = 0;
+                        for (; r + 2 <= passRows; r += 2)
+                            TwoRowsFourTokens(decoded + r * decodedRowBytes, decodedRowBytes, x, transposedRowBytes, passGroups, y + r, yStride);
+                        if (r < passRows)
+                            FourTokens(decoded + r * decodedRowBytes, x, transposedRowBytes, passGroups, y + r, yStride);
                     }
                 }
             }
         }
-        for (int t = fullTokens; t < tokens; t++)
-            for (int r = 0; r < rows; r++)
-                output[t * outputStride + r] = LeftoverDot(weights + r * weightRowBytes, weightRowBytes, activations + t * activationRowBytes, activationRowBytes, n);
+        for (int t = tailStart; t < tokens && tailBytes > 0; t++)
+            new ReadOnlySpan<float>(tail + (t - tailStart) * rows, rows).CopyTo(new Span<float>(output + t * outputStride, rows));
     }
 
     /// <summary>
-    /// One (row, token) of the tokens after the last group of four. The K-quant tiles override it with their dot's
-    /// super-block-order kernel, so leftover tokens get the same bits as the tiled ones.
+    /// One (row, token) of a batch of fewer than four tokens. The K-quant tiles override it with their dot's
+    /// super-block-order kernel, so such tokens get the same bits as tiled ones.
     /// </summary>
     protected virtual float LeftoverDot(byte* weightRow, long weightRowBytes, byte* activationRow, long activationRowBytes, int n) =>
         DotOne(weightRow, weightRowBytes, activationRow, activationRowBytes, n);
@@ -159,12 +174,16 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
         Avx.Store((long*)(destination + 224), Avx2.Permute2x128(u3, u7, 0x31));
     }
 
-    /// <summary>This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks).</summary>
+    /// <summary>
+    /// This thread's scratch buffer of at least <paramref name="bytes"/> bytes (pinned; grows, never shrinks), starting
+    /// on a 64-byte boundary so that the kernels' 32-byte vector loads never straddle a cache line.
+    /// </summary>
     private static byte* Scratch(long bytes)
     {
         byte[]? buffer = t_scratch;
-        if (buffer is null || buffer.Length < bytes)
-            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)bytes), pinned: true);
-        return (byte*)Unsafe.AsPointer(ref buffer[0]);
+        if (buffer is null || buffer.Length < bytes + 64)
+            t_scratch = buffer = GC.AllocateUninitializedArray<byte>(checked((int)(bytes + 64)), pinned: true);
+        byte* start = (byte*)Unsafe.AsPointer(ref buffer[0]);
+        return (byte*)(((nuint)start + 63) & ~(nuint)63);
     }
 }
