@@ -182,18 +182,6 @@ internal sealed unsafe class Block32TransposedTile<TDecoder>(WeightFormat format
         AddSums(y + 1, outputStride, a10, a11, a12, a13);
     }
 
-    /// <summary>Adds the lane sums of four tokens' accumulators to y[0], y[stride], y[2·stride], y[3·stride].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddSums(float* y, long outputStride, Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
-    {
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(acc0, acc1), Avx.HorizontalAdd(acc2, acc3));
-        Vector128<float> sums = h.GetLower() + h.GetUpper();
-        y[0] += sums.GetElement(0);
-        y[outputStride] += sums.GetElement(1);
-        y[2 * outputStride] += sums.GetElement(2);
-        y[3 * outputStride] += sums.GetElement(3);
-    }
-
     /// <summary><see cref="FourVectorsUnsigned"/> for two rows sharing each activation load.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (Vector256<int>, Vector256<int>, Vector256<int>, Vector256<int>, Vector256<int>, Vector256<int>, Vector256<int>, Vector256<int>) TwoRowsFourVectors(

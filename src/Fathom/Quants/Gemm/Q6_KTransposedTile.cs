@@ -134,12 +134,7 @@ internal sealed unsafe class Q6_KTransposedTile(WeightFormat format) : Transpose
             acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(*(float*)(x2 + ActivationScaleAt)), acc2);
             acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(*(float*)(x3 + ActivationScaleAt)), acc3);
         }
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(acc0, acc1), Avx.HorizontalAdd(acc2, acc3));
-        Vector128<float> sums = h.GetLower() + h.GetUpper();
-        y[0] += sums.GetElement(0);
-        y[outputStride] += sums.GetElement(1);
-        y[2 * outputStride] += sums.GetElement(2);
-        y[3 * outputStride] += sums.GetElement(3);
+        AddSums(y, outputStride, acc0, acc1, acc2, acc3);
     }
 
     /// <summary>−32·sc_g·(Σx)_g per group pair, as eight int32 lanes.</summary>

@@ -36,6 +36,18 @@ internal abstract unsafe class TransposedTile(WeightFormat format) : TileKernel(
 
     public sealed override int ColumnsPerPass(int n) => Math.Min(n, GroupsPerPass(Groups(n)) * GroupValues);
 
+    /// <summary>Adds the lane sums of four tokens' accumulators to y[0], y[stride], y[2·stride], y[3·stride].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected static void AddSums(float* y, long outputStride, Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
+    {
+        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(acc0, acc1), Avx.HorizontalAdd(acc2, acc3));
+        Vector128<float> sums = h.GetLower() + h.GetUpper();
+        y[0] += sums.GetElement(0);
+        y[outputStride] += sums.GetElement(1);
+        y[2 * outputStride] += sums.GetElement(2);
+        y[3 * outputStride] += sums.GetElement(3);
+    }
+
     /// <summary>Bytes of one decoded group of weights.</summary>
     protected abstract int DecodedGroupBytes { get; }
 
