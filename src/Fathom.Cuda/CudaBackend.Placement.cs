@@ -112,13 +112,7 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
     {
         ReadToHost(Writable(ids));
         if (_chosenExperts.Length < ids.Length) _chosenExperts = new WeightMatrix[ids.Length];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            float id = ids[i];
-            if (!(id >= 0 && id < experts.Length) || id != MathF.Floor(id))
-                throw new ArgumentOutOfRangeException(nameof(ids), $"expert id {id} is not one of the {experts.Length} experts");
-            _chosenExperts[i] = experts[(int)id];
-        }
+        ExpertRouting.ChooseExperts(experts, ids, _chosenExperts);
         MatMulGroup(_chosenExperts.AsSpan(0, ids.Length), inputs, inputStride, outputs, outputStride);
     }
 

@@ -48,6 +48,21 @@ public sealed record ExpertRouting(
     }
 
     /// <summary>
+    /// The matrices <paramref name="ids"/> name (expert numbers stored as floats, as <see cref="Route"/> leaves them)
+    /// into <paramref name="chosen"/>, in order; an id that is not a whole number below <c>experts.Length</c> throws.
+    /// </summary>
+    public static void ChooseExperts(ReadOnlySpan<WeightMatrix> experts, ReadOnlySpan<float> ids, Span<WeightMatrix> chosen)
+    {
+        for (int i = 0; i < ids.Length; i++)
+        {
+            float id = ids[i];
+            if (!(id >= 0 && id < experts.Length) || id != MathF.Floor(id))
+                throw new ArgumentOutOfRangeException(nameof(ids), $"expert id {id} is not one of the {experts.Length} experts");
+            chosen[i] = experts[(int)id];
+        }
+    }
+
+    /// <summary>
     /// Routes one token. <paramref name="scores"/> holds its router logits and is turned into its scores in place;
     /// <paramref name="selection"/> (<see cref="ExpertCount"/> values) is working space. The chosen expert ids
     /// (as floats) and their weights come out in ascending id order; ties go to the lower id (the first maximum),

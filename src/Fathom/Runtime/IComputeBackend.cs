@@ -182,13 +182,7 @@ public interface IComputeBackend : IDisposable
         WeightMatrix[] chosen = System.Buffers.ArrayPool<WeightMatrix>.Shared.Rent(ids.Length);
         try
         {
-            for (int i = 0; i < ids.Length; i++)
-            {
-                float id = ids[i];
-                if (!(id >= 0 && id < experts.Length) || id != MathF.Floor(id))
-                    throw new ArgumentOutOfRangeException(nameof(ids), $"expert id {id} is not one of the {experts.Length} experts");
-                chosen[i] = experts[(int)id];
-            }
+            ExpertRouting.ChooseExperts(experts, ids, chosen);
             MatMulGroup(chosen.AsSpan(0, ids.Length), inputs, inputStride, outputs, outputStride);
         }
         finally
