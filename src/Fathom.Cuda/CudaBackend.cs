@@ -20,6 +20,8 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
+    // transposed_group_T: threads of 8 columns each, tokens per block (TRANSPOSED_TILE in Kernels/transposed.cu).
+    private const int TransposedThreads = 128, TransposedTokenTile = 4;
 
     /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
     public const int BlasMinimumTokens = 32;
@@ -51,9 +53,6 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private const int RecordingsBeforeBackOff = 3, FirstBackOffSteps = 64, LongestBackOffSteps = 4096;
     private int _lastForwardTokens;
     private readonly ConditionalWeakTable<Rope, DeviceRopeTable> _ropeTables = [];
-    // Transposed F32 copies of matrices used in transposed products, and the resident scratch those products go through.
-    private readonly ConditionalWeakTable<WeightMatrix, WeightMatrix> _transposedWeights = [];
-    private float[] _transposedIn = [], _transposedOut = [];
     private readonly List<DeviceRopeTable> _ropeTableList = [];
     // The last activation rounding: its source range and format, the op count when made, and where the result is.
     private (ulong Source, long Count, Quants.GgmlType Format, long Op, ulong Rounded) _lastRounding;
@@ -694,44 +693,41 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows) as ordinary device products: each matrix is
-    /// dequantized and transposed once, on first use, into an F32 matrix kept with the weights (the float copy the CPU
-    /// avoids for bandwidth; on the GPU it is read at device speed), and every (token, matrix) goes through
-    /// <see cref="CopyRows"/> → <see cref="MatMul"/> → <see cref="CopyRows"/> on device-resident scratch, so nothing
-    /// travels to the host. F32 weights take no activation rounding, as the CPU's transposed product does not.
+    /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows): every (token, matrix) of the group in one launch of
+    /// <c>transposed_group_T</c> (Kernels/transposed.cu), which reads the weights in their own format and adds the rows
+    /// in order as <see cref="WeightMatrix.MultiplyTransposed"/> does, so the result equals the CPU's bit for bit. F32
+    /// inputs take no activation rounding, as the CPU's transposed product takes none.
     /// </summary>
     public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
         int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
     {
-        if (tokens <= 0) return;
+        if (tokens <= 0 || weights.IsEmpty) return;
         if (AnyOnHost(weights)) { HostTransposedMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
-        foreach (WeightMatrix weight in weights)
-        {
-            WeightMatrix transposed = _transposedWeights.GetValue(weight, Transpose);
-            long inputValues = (long)tokens * weight.Rows, outputValues = (long)tokens * weight.Columns;
-            if (_transposedIn.Length < inputValues) Attach(_transposedIn = GC.AllocateArray<float>(checked((int)inputValues), pinned: true));
-            if (_transposedOut.Length < outputValues) Attach(_transposedOut = GC.AllocateArray<float>(checked((int)outputValues), pinned: true));
-        }
-        for (int i = 0; i < weights.Length; i++)
-        {
-            WeightMatrix weight = weights[i], transposed = _transposedWeights.GetValue(weight, Transpose);
-            Span<float> x = _transposedIn.AsSpan(0, tokens * weight.Rows), y = _transposedOut.AsSpan(0, tokens * weight.Columns);
-            CopyRows(inputs[(i * inputStride)..], inputTokenStride, x, weight.Rows, tokens, weight.Rows);
-            MatMul(transposed, x, y, tokens);
-            CopyRows(y, weight.Columns, outputs[(i * outputStride)..], outputTokenStride, tokens, weight.Columns);
-        }
-    }
-
-    private static WeightMatrix Transpose(WeightMatrix weight)
-    {
-        var values = new float[(long)weight.Rows * weight.Columns];
-        var row = new float[weight.Columns];
-        for (int r = 0; r < weight.Rows; r++)
-        {
-            weight.DequantizeRow(r, row);
-            for (int c = 0; c < weight.Columns; c++) values[(long)c * weight.Rows + r] = row[c];
-        }
-        return WeightMatrix.FromFloats(weight.Name + ".T", values, weight.Columns, weight.Rows);
+        WeightMatrix shape = SameShape(weights);
+        int rows = shape.Rows, columns = shape.Columns, count = weights.Length;
+        if (inputStride < 0 || outputStride < 0 || inputTokenStride < 0 || outputTokenStride < 0)
+            throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long inputExtent = (long)(tokens - 1) * inputTokenStride + (long)(count - 1) * inputStride + rows;
+        long outputExtent = (long)(tokens - 1) * outputTokenStride + (long)(count - 1) * outputStride + columns;
+        if (inputs.Length < inputExtent) throw new ArgumentException($"{shape.Name}: the transposed group's inputs reach value {inputExtent}, past {inputs.Length}");
+        if (outputs.Length < outputExtent) throw new ArgumentException($"{shape.Name}: the transposed group's outputs reach value {outputExtent}, past {outputs.Length}");
+        if ((count > 1 && outputStride < columns) || (tokens > 1 && outputTokenStride < (long)(count - 1) * outputStride + columns))
+            throw new ArgumentException($"{shape.Name}: output strides {outputStride}/{outputTokenStride} overlap rows of {columns}");
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("TransposedMatMulGroup");
+        ulong table = MatrixTable(weights);
+        ulong source = In(inputs[..(int)inputExtent], _input);
+        Span<float> y = outputs[..(int)outputExtent];
+        // A staged output is uploaded first: the values between its rows must come back unchanged.
+        ulong o = Out(y, _output, upload: true, out bool staged);
+        int runs = (columns + 7) / 8, threads = Math.Min(TransposedThreads, (runs + 31) / 32 * 32);
+        new KernelArguments().Pointer(table).Long(shape.RowBytes)
+            .Pointer(source).Long(inputStride).Long(inputTokenStride).Pointer(o).Long(outputStride).Long(outputTokenStride)
+            .Int(rows).Int(columns).Int(tokens)
+            .Launch(_context, _kernels.Function("transposed_group_" + CudaKernels.KernelSuffix(shape.Format.Type)), shape.Name,
+                Blocks(runs, threads), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, (uint)threads, 0);
+        Return(y, o, staged);
     }
 
     public void CopyRows(ReadOnlySpan<float> source, int sourceStride, Span<float> destination, int destinationStride, int rows, int width)

@@ -110,7 +110,7 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
             // Free memory for everything but the routed experts, and block 2's: --fit keeps block 1's on the CPU.
             ModelHyperparameters config = ModelHyperparameters.FromMetadata(file.Metadata);
             PlacementPlan everything = PlacementPlanner.Plan(file, config, new PlacementOptions { ContextSize = 32 }, null);
-            long block1Experts = everything.Tensors.Where(t => t.Group == TensorGroup.RoutedExperts && t.Layer == 1).Sum(t => t.FileBytes);
+            long block1Experts = everything.Tensors.Where(t => t.Group == TensorGroup.RoutedExperts && t.Layer == 1).Sum(t => t.Bytes);
             var options = new PlacementOptions { Fit = true, FitTargetBytes = 0, ContextSize = 32 };
             PlacementPlan fit = PlacementPlanner.Plan(file, config, options, everything.GpuBytes - block1Experts);
             Assert.Contains("as --n-cpu-moe 2", fit.Choice);
@@ -165,7 +165,7 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
             weights[i] = WeightMatrix.InPlace($"w{i}.weight", GgmlType.Q8_0, (byte*)Marshal.UnsafeAddrOfPinnedArrayElement(bytes, 0), rows[i], columns);
         }
         var plan = new PlacementPlan(
-            [.. weights.Select((w, i) => new PlacedTensor(w.Name, TensorGroup.Other, -1, w.RowBytes * w.Rows, 0, true, i is 1 or 2 ? PlacementDevice.Cpu : PlacementDevice.Gpu))],
+            [.. weights.Select((w, i) => new PlacedTensor(w.Name, TensorGroup.Other, -1, w.RowBytes * w.Rows, true, i is 1 or 2 ? PlacementDevice.Cpu : PlacementDevice.Gpu))],
             "test", new DeviceMemoryReserve(0, 0), 1, null);
         float[] inputs = GC.AllocateArray<float>(Math.Max(columns, inputStride * rows.Length), pinned: true);
         TestData.Gaussian(random, inputs.Length).CopyTo(inputs, 0);

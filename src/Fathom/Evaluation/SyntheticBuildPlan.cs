@@ -95,8 +95,8 @@ public sealed record SyntheticBuildPlan
     }
 
     /// <summary>
-    /// A GPU's free memory minus a margin for the KV cache, scratch buffers, cuBLAS's workspace and the float copies some
-    /// products keep (MLA's transposed key decompression: about 4 GiB for DeepSeek-R1): 2 GiB or a twenty-fifth of it,
+    /// A GPU's free memory minus a margin for the KV cache, scratch buffers, cuBLAS's workspace and the F16 copies prompt
+    /// products dequantize into: 2 GiB or a twenty-fifth of it,
     /// whichever is more. On an H200 (139.8 GiB free) that is 134.2 GiB, room for R1 UD-IQ1_S's 130.7 GiB.
     /// </summary>
     public static long GpuBudget(long freeBytes) =>

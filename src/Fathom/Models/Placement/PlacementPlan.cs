@@ -52,7 +52,7 @@ public sealed class PlacementPlan
 
     /// <summary>
     /// The device of the tensor a weight comes from. A weight's name is its tensor's (<c>blk.3.ffn_up_exps.weight</c>)
-    /// or starts with it (<c>…weight[5]</c>, <c>…weight.k[2]</c>, <c>…weight.T</c>); unknown names (weights made outside
+    /// or starts with it (<c>…weight[5]</c>, <c>…weight.k[2]</c>); unknown names (weights made outside
     /// a file) are on the GPU. Allocates nothing.
     /// </summary>
     public PlacementDevice DeviceOf(ReadOnlySpan<char> weightName) =>

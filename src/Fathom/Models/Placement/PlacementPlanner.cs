@@ -58,14 +58,10 @@ public static class PlacementPlanner
     private static PlacedTensor Candidate(TensorSummary t, ModelHyperparameters config)
     {
         bool matrix = t.Shape.Length >= 2 && t.Shape.Skip(1).Any(n => n > 1);
-        int layer = TensorGroups.TryParseBlock(t.Name, out int block, out string local) ? block
+        int layer = TensorGroups.TryParseBlock(t.Name, out int block, out _) ? block
             : t.Name.StartsWith("output", StringComparison.Ordinal) || t.Name.StartsWith("token_embd", StringComparison.Ordinal) ? config.BlockCount
             : -1;
-        long extra = 0;
-        // A fused attn_kv_b is also multiplied transposed on the GPU, through an F32 copy of each head's key rows.
-        if (config.Mla is { } mla && layer >= 0 && local.StartsWith("attn_kv_b.", StringComparison.Ordinal))
-            extra = checked((long)config.HeadCount * mla.QkNopeHeadDim * mla.KvLoraRank * sizeof(float));
-        return new PlacedTensor(t.Name, t.Group, layer, t.Bytes, extra, matrix, PlacementDevice.Gpu);
+        return new PlacedTensor(t.Name, t.Group, layer, t.Bytes, matrix, PlacementDevice.Gpu);
     }
 
     /// <summary><c>--cpu-moe</c>/<c>--n-cpu-moe</c>, then <c>-ngl</c>.</summary>
@@ -93,7 +89,7 @@ public static class PlacementPlanner
         long budget = free - reserve.Bytes - options.FitTargetBytes;
         long fixedGpu = 0;
         for (int i = 0; i < candidates.Count; i++)
-            if (fixedDevice[i] == PlacementDevice.Gpu) fixedGpu += candidates[i].GpuFootprint;
+            if (fixedDevice[i] == PlacementDevice.Gpu) fixedGpu += candidates[i].Bytes;
         if (fixedGpu > budget)
         {
             List<PlacedTensor> least = [.. candidates.Select((t, i) => t with { Device = fixedDevice[i] ?? PlacementDevice.Cpu })];
@@ -103,7 +99,7 @@ public static class PlacementPlanner
         long room = budget - fixedGpu;
         bool Undecided(int i) => fixedDevice[i] is null;
         bool IsExpert(int i) => candidates[i].Group == TensorGroup.RoutedExperts && candidates[i].Layer >= 0 && candidates[i].Layer < blocks;
-        long Sum(Func<int, bool> which) => Enumerable.Range(0, candidates.Count).Where(i => Undecided(i) && which(i)).Sum(i => candidates[i].GpuFootprint);
+        long Sum(Func<int, bool> which) => Enumerable.Range(0, candidates.Count).Where(i => Undecided(i) && which(i)).Sum(i => candidates[i].Bytes);
 
         Func<int, PlacementDevice> device;
         string choice;

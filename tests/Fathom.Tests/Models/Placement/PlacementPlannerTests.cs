@@ -47,16 +47,13 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
 
     private static bool IsExpert(string name) => name.Contains("_exps.");
 
-    /// <summary>The GPU's F32 copies of the fused attn_kv_b key rows: heads × nope × kv_lora floats per block.</summary>
-    private long TransposedCopies(int blocks) => (long)blocks * _config.HeadCount * _config.Mla!.QkNopeHeadDim * _config.Mla.KvLoraRank * sizeof(float);
-
     [Fact]
     public void ByDefaultEveryTensorIsOnTheGpu()
     {
         PlacementPlan plan = Plan(new PlacementOptions());
         Assert.False(plan.HasCpuWeights);
         Assert.Equal(0, plan.CpuWeightBytes);
-        Assert.Equal(Bytes(_ => true) + TransposedCopies(_config.BlockCount), plan.GpuWeightBytes);
+        Assert.Equal(Bytes(_ => true), plan.GpuWeightBytes); // the fused attn_kv_b too: no float copy of its key rows
         Assert.Equal("all on the GPU", plan.Choice);
     }
 
@@ -110,14 +107,13 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
         Assert.Contains("blk.1.ffn_up_exps.weight", cpu); // --cpu-moe
         Assert.Contains("blk.0.attn_kv_b.weight", cpu);
         Assert.DoesNotContain("blk.0.attn_q_a.weight", cpu);
-        // A CPU-placed fused attn_kv_b needs no transposed copy on the GPU.
         Assert.Equal(Bytes(_ => true) - plan.CpuWeightBytes, plan.GpuWeightBytes);
     }
 
     [Theory]
     [InlineData("blk.1.ffn_up_exps.weight[5]", PlacementDevice.Cpu)]
     [InlineData("blk.1.ffn_up_exps.weight", PlacementDevice.Cpu)]
-    [InlineData("blk.0.attn_kv_b.weight.k[2].T", PlacementDevice.Cpu)]
+    [InlineData("blk.0.attn_kv_b.weight.k[2]", PlacementDevice.Cpu)]
     [InlineData("blk.2.ffn_up_exps.weight[0]", PlacementDevice.Gpu)]
     [InlineData("made-in-a-test", PlacementDevice.Gpu)]
     public void WeightsCutFromATensorResolveToIt(string weightName, PlacementDevice expected)
@@ -130,7 +126,7 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
     public void LookingUpAWeightAllocatesNothing()
     {
         PlacementPlan plan = Plan(new PlacementOptions { CpuMoe = true });
-        string[] names = ["blk.1.ffn_up_exps.weight[5]", "blk.0.attn_kv_b.weight.k[2].T", "blk.2.attn_q_a.weight", "made-in-a-test"];
+        string[] names = ["blk.1.ffn_up_exps.weight[5]", "blk.0.attn_kv_b.weight.k[2]", "blk.2.attn_q_a.weight", "made-in-a-test"];
         foreach (string name in names) plan.DeviceOf(name); // first calls may initialize the lookup
         long before = GC.GetAllocatedBytesForCurrentThread();
         int onCpu = 0;
@@ -146,7 +142,7 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
     {
         var options = new PlacementOptions { Fit = true, ContextSize = 256, FitTargetBytes = 1 << 20 };
         DeviceMemoryReserve reserve = DeviceMemoryReserve.For(_config, 256);
-        long all = Bytes(_ => true) + TransposedCopies(3);
+        long all = Bytes(_ => true);
         PlacementPlan plan = Plan(options, free: all + reserve.Bytes + options.FitTargetBytes);
         Assert.False(plan.HasCpuWeights);
         Assert.Contains("as everything on the GPU", plan.Choice);
@@ -157,7 +153,7 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
     {
         var options = new PlacementOptions { Fit = true, ContextSize = 256, FitTargetBytes = 0 };
         DeviceMemoryReserve reserve = DeviceMemoryReserve.For(_config, 256);
-        long nonExperts = Bytes(n => !IsExpert(n)) + TransposedCopies(3);
+        long nonExperts = Bytes(n => !IsExpert(n));
         long lastBlockExperts = Bytes(n => n.StartsWith("blk.2.") && IsExpert(n));
         // Room for everything but the experts, plus block 2's experts and a byte short of block 1's.
         PlacementPlan plan = Plan(options, free: reserve.Bytes + nonExperts + lastBlockExperts + Bytes(n => n.StartsWith("blk.1.") && IsExpert(n)) - 1);
@@ -174,7 +170,7 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
         var options = new PlacementOptions { Fit = true, ContextSize = 256, FitTargetBytes = 0 };
         DeviceMemoryReserve reserve = DeviceMemoryReserve.For(_config, 256);
         long vectors = Bytes(n => _file.Tensors.Single(t => t.Name == n).Shape.Length == 1);
-        long block2 = Bytes(n => n.StartsWith("blk.2.") && !IsExpert(n) && _file.Tensors.Single(t => t.Name == n).Shape.Length >= 2) + TransposedCopies(1);
+        long block2 = Bytes(n => n.StartsWith("blk.2.") && !IsExpert(n) && _file.Tensors.Single(t => t.Name == n).Shape.Length >= 2);
         long outputLayer = Bytes(n => n is "output.weight" or "token_embd.weight");
         // Room for the output layer and block 2 (less their experts): two layers counted back from the output.
         PlacementPlan plan = Plan(options, free: reserve.Bytes + vectors + outputLayer + block2);
