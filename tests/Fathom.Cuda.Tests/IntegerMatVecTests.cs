@@ -130,6 +130,29 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
     }
 
     /// <summary>
+    /// Each block's contribution is the CPU scalar dot's, computed with its float operations: rows of one or two
+    /// blocks (where the order of adding blocks cannot differ) equal the CPU's scalar reference bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void RowsOfOneOrTwoBlocksEqualTheCpusScalarDot(GgmlType type)
+    {
+        CudaBackend backend = gpu.Backend;
+        using var scalar = new ScalarCpuBackend();
+        int block = TypeTraits.For(type).Layout.BlockSize;
+        foreach ((int rows, int columns) in new[] { (33, block), (65, 2 * block) })
+        {
+            WeightMatrix matrix = Matrix(type, rows, columns, $"test.{type}.{rows}x{columns}");
+            float[] x = TestData.Gaussian(new Random(rows * columns), columns, 2f);
+            float[] expected = new float[rows], actual = new float[rows];
+            scalar.MatMul(matrix, x, expected, 1);
+            backend.MatMul(matrix, x, actual, 1);
+            for (int r = 0; r < rows; r++)
+                Assert.True(TestData.SameFloat(expected[r], actual[r]), $"{type} {rows}×{columns} row {r}: GPU {actual[r]:R}, CPU scalar {expected[r]:R}");
+        }
+    }
+
+    /// <summary>
     /// A token's experts chosen by device ids (shared and strided inputs) and heads in order (MLA's k_b / v_b) in one
     /// launch each equal the one-matrix products bit for bit, and the CPU's products to rounding.
     /// </summary>

@@ -18,9 +18,9 @@ public static class QuantizedMatVec
         GgmlType.Q4_0 => new("matvec_q_q4_0", "group_matvec_q_q4_0", 32, 4, 2),
         GgmlType.Q5_0 => new("matvec_q_q5_0", "group_matvec_q_q5_0", 32, 4, 2),
         GgmlType.Q8_0 => new("matvec_q_q8_0", "group_matvec_q_q8_0", 32, 4, 2),
-        // 8-byte loads in 144- and 176-byte blocks: the matrix must start 16-byte aligned.
-        GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 16, 16),
-        GgmlType.Q5_K => new("matvec_q_q5_k", "group_matvec_q_q5_k", 256, 16, 16),
+        // 16-byte loads in 144- and 176-byte blocks: the matrix must start 16-byte aligned.
+        GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 8, 16),
+        GgmlType.Q5_K => new("matvec_q_q5_k", "group_matvec_q_q5_k", 256, 8, 16),
         GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2),
         GgmlType.IQ2_XXS => new("matvec_q_iq2_xxs", "group_matvec_q_iq2_xxs", 256, 8, 2),
         GgmlType.IQ1_S => new("matvec_q_iq1_s", "group_matvec_q_iq1_s", 256, 8, 2),
