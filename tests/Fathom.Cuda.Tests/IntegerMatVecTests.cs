@@ -45,6 +45,24 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         return buffer;
     }
 
+    /// <summary>
+    /// Without a GPU: the types <see cref="QuantizedMatVec"/> claims are exactly those matvec_q.cu instantiates, each
+    /// with one activation block per weight block (the kernels index the scales by weight block) and a packing kernel.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TestData.AllTypes), MemberType = typeof(TestData))]
+    public void TheIntegerKernelsCoverTheTypesTheTableClaims(GgmlType type)
+    {
+        string source = KernelSources.All;
+        string suffix = CudaKernels.KernelSuffix(type)!;
+        Assert.Equal(source.Contains($"FATHOM_MATVEC_Q_KERNELS({suffix}, ", StringComparison.Ordinal), QuantizedMatVec.Supports(type));
+        if (!QuantizedMatVec.Supports(type)) return;
+        WeightFormat format = TypeTraits.For(type);
+        Assert.Equal(format.Layout.BlockSize, QuantizedMatVec.PackedBlock(format.DotActivationType));
+        Assert.Contains($"pack_activations_{format.DotActivationType.ToString().ToLowerInvariant()}(", source);
+        Assert.InRange(QuantizedMatVec.Split(type, format.Layout.BlockSize), 1, 4);
+    }
+
     /// <summary>pack_activations_* writes the codes and scales the CPU's Q8_0 / Q8_K quantizer encodes, including an all-zero block.</summary>
     [Theory]
     [InlineData(GgmlType.Q8_0)]

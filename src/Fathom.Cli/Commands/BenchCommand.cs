@@ -74,7 +74,7 @@ public static class BenchCommand
         placement.AddTo(command);
         command.SetAction(r =>
         {
-            if (r.GetValue(gpuKernels)) return GpuKernelBench.Run(r.GetValue(json), r.InvocationConfiguration.Output);
+            if (r.GetValue(gpuKernels)) return GpuKernelBench.Run(r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error);
             PlacementOptions? placed = null;
             if (placement.Given(r))
             {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Fathom.Cuda;
+using Fathom.Cuda.Discovery;
 using Fathom.Quants;
 
 namespace Fathom.Cli.Commands;
@@ -20,9 +21,29 @@ public static class GpuKernelBench
 
     public const int Repetitions = 400;
 
-    public static int Run(bool json, TextWriter output)
+    public static int Run(bool json, TextWriter output, TextWriter error)
     {
-        using var backend = new CudaBackend();
+        CudaEnvironment environment = CudaEnvironment.Detect();
+        if (!environment.Usable)
+        {
+            error.WriteLine($"error: --gpu-kernels needs a usable CUDA GPU: {environment.Problem}");
+            return 1;
+        }
+        CudaBackend backend;
+        try
+        {
+            backend = new CudaBackend();
+        }
+        catch (Fathom.Cuda.Driver.CudaException e)
+        {
+            error.WriteLine($"error: --gpu-kernels needs a usable CUDA GPU: {e.Message}");
+            return 1;
+        }
+        using (backend) return Run(backend, json, output);
+    }
+
+    private static int Run(CudaBackend backend, bool json, TextWriter output)
+    {
         double bandwidth = backend.MeasureReadBandwidth();
         IReadOnlyList<OneTokenProductTiming> timings = OneTokenProductBenchmark.Run(backend, Types, Shapes, Repetitions);
         if (json)
