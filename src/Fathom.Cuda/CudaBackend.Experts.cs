@@ -138,6 +138,11 @@ public sealed unsafe partial class CudaBackend
         Span<float> y = outputs[..(int)outputExtent];
         // A staged output is uploaded first: the values between its rows must come back unchanged.
         ulong o = Out(y, _output, upload: true, out bool staged);
+        if (tokens == 1 && IntegerGroupProduct(shape, matrices.Length, table, ids, count, source, x.Length, stagedInput, inputStride, o, y.Length, outputStride))
+        {
+            Return(y, o, staged); // CudaBackend.MatVec.cs
+            return;
+        }
         source = RoundActivations(activation, source, x.Length, stagedInput);
         (ulong roundedFrom, long roundedCount) = (_lastRounding.Source, _lastRounding.Count);
         bool overlaps = o < roundedFrom + (ulong)roundedCount * sizeof(float) && roundedFrom < o + (ulong)y.Length * sizeof(float);

@@ -475,6 +475,11 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             return;
         }
         ulong b = bias.IsEmpty ? 0 : In(bias[..rows], _side);
+        if (tokens == 1 && !blas && IntegerProduct(weight, w, x, stagedInput, o, y.Length, b, accumulate)) // CudaBackend.MatVec.cs
+        {
+            Return(y, o, staged);
+            return;
+        }
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
@@ -844,6 +849,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _mirrors.Clear();
         DisposePlacement();
         DisposeExperts();
+        DisposeMatVec();
         _weights.Dispose();
         _resident.Dispose();
         _input.Dispose();

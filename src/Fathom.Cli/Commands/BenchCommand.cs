@@ -64,12 +64,17 @@ public static class BenchCommand
         var maxMemory = new Option<double?>("--max-memory") { Description = "Memory (GB) a synthetic model may use; default: available memory minus a margin. Fewer layers are built beyond it." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of a table." };
         var gpu = new Option<bool>("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA." };
+        var gpuKernels = new Option<bool>("--gpu-kernels")
+        {
+            Description = "Instead of a model: time each weight type's one-token product kernels on the GPU, float against integer (GB/s and fraction of the read bandwidth).",
+        };
         var placement = new PlacementArguments();
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
-        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, threads, repetitions, bandwidth, maxMemory, json, gpu }) command.Options.Add(o);
+        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, threads, repetitions, bandwidth, maxMemory, json, gpu, gpuKernels }) command.Options.Add(o);
         placement.AddTo(command);
         command.SetAction(r =>
         {
+            if (r.GetValue(gpuKernels)) return GpuKernelBench.Run(r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error);
             PlacementOptions? placed = null;
             if (placement.Given(r))
             {

@@ -28,30 +28,44 @@ extern "C" __global__ void round_activations_bf16(const float* __restrict__ x, f
 }
 
 // Q8_0 (and Q8_1, whose values are the same): d = amax / 127 stored as fp16, q = round-half-even(x * 127 / amax).
-// One thread per value; each warp is one block of 32 (n is a multiple of 32, so whole warps return together).
+// Each warp is one block of 32 values (n is a multiple of 32, so whole warps take part); gives the code and the stored d.
+__device__ __forceinline__ int q8_0_code(float v, float* stored)
+{
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *stored = half_to_float(float_to_half_bits(d));
+    // Through an integer, as the CPU's int8 codes: a negative value that rounds to zero gives +0, not -0.
+    return min(max(__float2int_rn(v * id), -128), 127);
+}
+
+// One thread per value.
 extern "C" __global__ void round_activations_q8_0(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float v = x[i];
-    float amax = warp_max(fabsf(v));
-    float d = amax / 127.0f;
-    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    float stored = half_to_float(float_to_half_bits(d));
-    // Through an integer, as the CPU's int8 codes: a negative value that rounds to zero gives +0, not -0.
-    int q = min(max(__float2int_rn(v * id), -128), 127);
+    float stored;
+    int q = q8_0_code(x[i], &stored);
     y[i] = (float)q * stored;
 }
 
+// The packed encoding the one-token integer products read (matvec_q.cu): codes q[i] and one scale d per 32 values.
+extern "C" __global__ void pack_activations_q8_0(const float* __restrict__ x, i8* __restrict__ q, float* __restrict__ d, i64 n)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float stored;
+    q[i] = (i8)q8_0_code(x[i], &stored);
+    if ((threadIdx.x & 31) == 0) d[i / 32] = stored;
+}
+
 // Q8_K: the value of largest magnitude (the first, on ties; NaN never counts) sets iscale = -127 / max;
-// q = min(127, round(iscale * x)); d = 1 / iscale in float. One thread block of 256 threads per block of 256 values.
-extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const float* __restrict__ x, float* __restrict__ y, i64 n)
+// q = min(127, round(iscale * x)); d = 1 / iscale in float (q = 0 and d = 0 for a block of zeros). One thread block of
+// 256 threads per block of 256 values (n is a multiple of 256: whole blocks return together).
+__device__ __forceinline__ int q8_k_code(const float* __restrict__ x, float v, float* d, bool* zeros)
 {
     __shared__ float magnitudes[8];
     __shared__ int positions[8];
-    if ((i64)blockIdx.x * 256 >= n) return; // n is a multiple of 256: whole blocks return together
-    i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
-    float v = x[i];
     float ax = fabsf(v);
     if (!(ax > 0.0f)) ax = 0.0f; // zero and NaN are never the maximum (the CPU's scan takes only ax > amax)
     int at = threadIdx.x;
@@ -67,9 +81,31 @@ extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const f
     int first = positions[0];
     for (int w = 1; w < 8; w++)
         if (magnitudes[w] > amax) { amax = magnitudes[w]; first = positions[w]; } // warps in order: ties keep the earlier
-    if (amax == 0.0f) { y[i] = 0.0f; return; }
+    *zeros = amax == 0.0f;
+    if (*zeros) { *d = 0.0f; return 0; }
     float max = x[(i64)blockIdx.x * 256 + first];
     float iscale = -127.0f / max;
-    float d = 1.0f / iscale;
-    y[i] = (float)min(127, __float2int_rn(iscale * v)) * d;
+    *d = 1.0f / iscale;
+    return min(127, __float2int_rn(iscale * v));
+}
+
+extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const float* __restrict__ x, float* __restrict__ y, i64 n)
+{
+    if ((i64)blockIdx.x * 256 >= n) return;
+    i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
+    float d;
+    bool zeros;
+    int q = q8_k_code(x, x[i], &d, &zeros);
+    y[i] = zeros ? 0.0f : (float)q * d;
+}
+
+// The packed encoding the one-token integer products read (matvec_q.cu): codes q[i] and one scale d per 256 values.
+extern "C" __global__ void __launch_bounds__(256) pack_activations_q8_k(const float* __restrict__ x, i8* __restrict__ q, float* __restrict__ d, i64 n)
+{
+    if ((i64)blockIdx.x * 256 >= n) return;
+    i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
+    float scale;
+    bool zeros;
+    q[i] = (i8)q8_k_code(x, x[i], &scale, &zeros);
+    if (threadIdx.x == 0) d[blockIdx.x] = scale;
 }

@@ -1,0 +1,90 @@
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda;
+
+/// <summary>
+/// One-token products through the integer kernels of Kernels/matvec_q.cu (<see cref="QuantizedMatVec"/>): the input is
+/// packed once in the weights' partner format (int8 codes and block scales, the CPU's encoding) and every product of
+/// that input that follows reads the packed copy. Types without such a kernel keep <c>matvec_T</c>.
+/// </summary>
+public sealed unsafe partial class CudaBackend
+{
+    private DeviceScratch? _packed;
+    // The last packing: its source range and format, the op count when made, and where the packed values are.
+    private (ulong Source, long Count, GgmlType Format, long Op, ulong Packed) _lastPacking;
+
+    /// <summary>
+    /// Whether one-token products of the types <see cref="QuantizedMatVec"/> supports use the integer kernels (on
+    /// unless FATHOM_CUDA_MMVQ=0, which keeps every product on <c>matvec_T</c>, for comparisons).
+    /// </summary>
+    public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
+
+    private bool IntegerMatVecFor(WeightMatrix weight, ulong pointer) =>
+        UseIntegerMatVec && QuantizedMatVec.Supports(weight.Format.Type) && QuantizedMatVec.Aligned(weight.Format.Type, pointer, weight.RowBytes);
+
+    /// <summary>
+    /// A one-token product through <c>matvec_q_T</c> when the weight type has one: <c>y = W · x</c> (+ bias, + what
+    /// <c>y</c> held). False, with nothing queued, when it has none.
+    /// </summary>
+    private bool IntegerProduct(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, ulong bias, bool accumulate)
+    {
+        if (!IntegerMatVecFor(weight, w.Pointer)) return false;
+        ulong packed = PackActivations(weight.Format.DotActivationType, x, weight.Columns, stagedInput);
+        KeepPackingUnlessOverwritten(y, outputCount);
+        QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
+            weight.Rows, weight.Columns, bias, accumulate);
+        return true;
+    }
+
+    /// <summary>
+    /// A one-token grouped product through <c>group_matvec_q_T</c> (see <see cref="GroupProduct"/> for the operands;
+    /// the input strides are whole activation blocks there). False, with nothing queued, when the type has none.
+    /// </summary>
+    private bool IntegerGroupProduct(WeightMatrix shape, int matrixCount, ulong table, ulong ids, int count, ulong x, long inputCount, bool stagedInput,
+        long inputStride, ulong y, long outputCount, long outputStride)
+    {
+        // Every uploaded matrix starts 256-byte aligned (DeviceWeights), so the first one's alignment is the group's.
+        if (!IntegerMatVecFor(shape, _weights.Get(shape).Pointer)) return false;
+        GgmlType activation = shape.Format.DotActivationType;
+        if (inputStride % QuantizedMatVec.PackedBlock(activation) != 0) return false;
+        ulong packed = PackActivations(activation, x, inputCount, stagedInput);
+        KeepPackingUnlessOverwritten(y, outputCount);
+        QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
+            packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count);
+        return true;
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> floats at <paramref name="x"/> packed in <paramref name="activationType"/>; the last
+    /// packing when it was made of the same range for the product just before, whose output did not overwrite it.
+    /// </summary>
+    private ulong PackActivations(GgmlType activationType, ulong x, long count, bool staged)
+    {
+        if (_lastPacking.Op == _ops - 1 && _lastPacking.Source == x && _lastPacking.Count == count && _lastPacking.Format == activationType)
+            return _lastPacking.Packed;
+        _packed ??= new DeviceScratch(_context, _retirement);
+        DeviceBuffer packed = _packed.Get(QuantizedMatVec.PackedBytes(activationType, count));
+        // A staging buffer's address holds other data next time: such a packing is never reused (0 is no device address).
+        _lastPacking = (staged ? 0 : x, count, activationType, -1, packed.Pointer);
+        QuantizedMatVec.LaunchPack(_context, _kernels, activationType, x, packed.Pointer, count);
+        return packed.Pointer;
+    }
+
+    /// <summary>The last packing may serve the next product if this one's output does not overlap its source.</summary>
+    private void KeepPackingUnlessOverwritten(ulong output, long outputCount)
+    {
+        (ulong source, long count) = (_lastPacking.Source, _lastPacking.Count);
+        bool overlaps = output < source + (ulong)count * sizeof(float) && source < output + (ulong)outputCount * sizeof(float);
+        _lastPacking.Op = overlaps ? -1 : _ops;
+    }
+
+    /// <summary>The backend's context and kernels, for <see cref="OneTokenProductBenchmark"/>.</summary>
+    internal CudaContext Context => _context;
+
+    internal CudaKernels Kernels => _kernels;
+
+    private void DisposeMatVec() => _packed?.Dispose();
+}

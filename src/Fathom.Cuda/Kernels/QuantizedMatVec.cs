@@ -1,0 +1,113 @@
+using Fathom.Cuda.Driver;
+using Fathom.Quants;
+
+namespace Fathom.Cuda.Kernels;
+
+/// <summary>
+/// The one-token integer products of Kernels/matvec_q.cu (<c>matvec_q_T</c>, <c>group_matvec_q_T</c>): which weight
+/// types have one, how a row is cut into pieces of work, and the packed activations they read (int8 codes, then one
+/// float scale per block of the partner format, as <c>pack_activations_q8_0</c> / <c>_q8_k</c> write them).
+/// </summary>
+public static class QuantizedMatVec
+{
+    /// <summary>A type's kernels, weights per block, pieces per block (one thread each) and the weight alignment its loads need.</summary>
+    private readonly record struct Shape(string Kernel, string GroupKernel, int BlockWeights, int Pieces, int Alignment);
+
+    private static Shape? ShapeOf(GgmlType type) => type switch
+    {
+        GgmlType.Q4_0 => new("matvec_q_q4_0", "group_matvec_q_q4_0", 32, 4, 2),
+        GgmlType.Q5_0 => new("matvec_q_q5_0", "group_matvec_q_q5_0", 32, 4, 2),
+        GgmlType.Q8_0 => new("matvec_q_q8_0", "group_matvec_q_q8_0", 32, 4, 2),
+        // 16-byte loads in 144- and 176-byte blocks: the matrix must start 16-byte aligned.
+        GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 8, 16),
+        GgmlType.Q5_K => new("matvec_q_q5_k", "group_matvec_q_q5_k", 256, 8, 16),
+        GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2),
+        GgmlType.IQ2_XXS => new("matvec_q_iq2_xxs", "group_matvec_q_iq2_xxs", 256, 8, 2),
+        GgmlType.IQ1_S => new("matvec_q_iq1_s", "group_matvec_q_iq1_s", 256, 8, 2),
+        _ => null,
+    };
+
+    /// <summary>Whether <paramref name="type"/> has an integer one-token product.</summary>
+    public static bool Supports(GgmlType type) => ShapeOf(type) is not null;
+
+    /// <summary>Whether a matrix at <paramref name="pointer"/> with rows of <paramref name="rowBytes"/> meets the kernel's load alignment.</summary>
+    public static bool Aligned(GgmlType type, ulong pointer, long rowBytes) =>
+        ShapeOf(type) is Shape s && pointer % (ulong)s.Alignment == 0 && rowBytes % s.Alignment == 0;
+
+    /// <summary>Warps per output row (1, 2 or 4): enough threads for the row's pieces, at most a block's four warps.</summary>
+    public static int Split(GgmlType type, int columns)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        long pieces = (long)columns / s.BlockWeights * s.Pieces;
+        return pieces <= 32 ? 1 : pieces <= 64 ? 2 : 4;
+    }
+
+    /// <summary>Values per scale of a packed partner format (Q8_0: 32, Q8_K: 256).</summary>
+    public static int PackedBlock(GgmlType activationType) => activationType switch
+    {
+        GgmlType.Q8_0 => 32,
+        GgmlType.Q8_K => 256,
+        _ => throw new NotSupportedException($"activation format {activationType} has no packed encoding"),
+    };
+
+    /// <summary>Where the scales of <paramref name="count"/> packed values start: after the codes, 16-byte aligned.</summary>
+    public static long ScalesOffset(long count) => (count + 15) / 16 * 16;
+
+    /// <summary>Bytes of <paramref name="count"/> values packed in <paramref name="activationType"/>: codes, then scales.</summary>
+    public static long PackedBytes(GgmlType activationType, long count) => ScalesOffset(count) + count / PackedBlock(activationType) * sizeof(float);
+
+    internal static string KernelName(GgmlType type) => (ShapeOf(type) ?? throw Unsupported(type)).Kernel;
+
+    internal static string GroupKernelName(GgmlType type) => (ShapeOf(type) ?? throw Unsupported(type)).GroupKernel;
+
+    internal static string PackKernelName(GgmlType activationType) => activationType switch
+    {
+        GgmlType.Q8_0 => "pack_activations_q8_0",
+        GgmlType.Q8_K => "pack_activations_q8_k",
+        _ => throw new NotSupportedException($"activation format {activationType} has no packed encoding"),
+    };
+
+    private static NotSupportedException Unsupported(GgmlType type) => new($"weight type {type} has no integer one-token product");
+
+    /// <summary>
+    /// Queues <c>pack_activations_*</c>: <paramref name="count"/> floats at <paramref name="x"/> (a multiple of the
+    /// format's block) encoded into <paramref name="packed"/> (<see cref="PackedBytes"/> bytes).
+    /// </summary>
+    public static void LaunchPack(CudaContext context, CudaKernels kernels, GgmlType activationType, ulong x, ulong packed, long count)
+    {
+        if (count % PackedBlock(activationType) != 0) throw new ArgumentException($"{count} values are not whole {activationType} blocks", nameof(count));
+        new KernelArguments().Pointer(x).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(count)).Long(count)
+            .Launch(context, kernels.Function(PackKernelName(activationType)), "pack_activations",
+                (uint)((count + CudaKernels.RoundingThreads - 1) / CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
+    }
+
+    /// <summary>
+    /// Queues <c>matvec_q_T</c>: <c>y[r] = W[r] · x</c> for the one activation row packed at <paramref name="packed"/>
+    /// (<paramref name="columns"/> values), plus <c>bias[r]</c> when <paramref name="bias"/> is nonzero, added to what
+    /// <paramref name="y"/> held with <paramref name="accumulate"/>.
+    /// </summary>
+    public static void Launch(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong weights, long rowBytes,
+        ulong packed, ulong y, int rows, int columns, ulong bias = 0, bool accumulate = false)
+    {
+        int split = Split(type, columns), rowsPerBlock = CudaKernels.MatMulWarps / split;
+        new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y)
+            .Int(rows).Int(columns).Int(split).Pointer(bias).Int(accumulate ? 1 : 0)
+            .Launch(context, kernels.Function(KernelName(type)), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 1, CudaKernels.MatMulWarps * 32);
+    }
+
+    /// <summary>
+    /// Queues <c>group_matvec_q_T</c> over <paramref name="count"/> matrices: matrix <c>z</c> is
+    /// <c>table[ids[z]]</c> (or <c>table[z]</c> without ids) applied to the packed values from
+    /// <c>z · inputStride</c> (a multiple of the packed block) of the <paramref name="packedCount"/> packed at
+    /// <paramref name="packed"/>, into <c>y + z · outputStride</c>.
+    /// </summary>
+    public static void LaunchGroup(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, ulong ids, int matrixCount,
+        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count)
+    {
+        int split = Split(type, columns), rowsPerBlock = CudaKernels.MatMulWarps / split;
+        new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
+            .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
+            .Int(rows).Int(columns).Int(split)
+            .Launch(context, kernels.Function(GroupKernelName(type)), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 1, (uint)count, CudaKernels.MatMulWarps * 32, 0);
+    }
+}

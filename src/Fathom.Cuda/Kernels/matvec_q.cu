@@ -1,0 +1,336 @@
+// One-token quantized products, in the manner of ggml's mul_mat_vec_q: y[r] = W[r] · x for a single activation row x
+// that pack_activations_* (activations.cu) encoded once in the weight type's partner format (Q8_0 or Q8_K: int8 codes
+// and one float scale per block, exactly the CPU's encoding). Weights are read 4 to 16 bytes at a time and multiplied
+// with the codes as integers (__dp4a, four products per instruction).
+//
+// A weight block is cut into PARTS pieces of work, one per thread: dot_part_T gives a piece's integer sums; the block's
+// PARTS threads (neighbouring lanes) add them with shuffles, and the first applies the block's scales with the float
+// operations of the CPU's scalar dot (block_T, the formula of src/Fathom/Quants/Formats/*Dot.cs / Block32Kernels.cs).
+// So each block's contribution is the CPU's bit for bit, and a row differs from the CPU's product only in the order
+// its block contributions are added (not at all for rows of one or two blocks).
+//
+//   matvec_q_T:        one row per `split` warps (1, 2 or 4; MATMUL_WARPS / split rows per block of 128 threads); a
+//                      row's threads stride over its (block, piece) pairs, then the warp sums and the row's warps are
+//                      added in order. Epilogue as matvec_T's: bias, then accumulate (the residual).
+//   group_matvec_q_T:  the same per matrix blockIdx.z of a group (group_matvec_T's table, ids and strides; experts.cu),
+//                      so a grouped product equals the one-matrix product bit for bit.
+//
+// Weight rows are only 2-byte aligned for most types (blocks of 18, 22, 34, 50, 66, 210 bytes): their 4-byte words are
+// read as two halves. Q4_K and Q5_K blocks (144, 176 bytes) from a 16-byte-aligned matrix are read 16 bytes at a time;
+// the host checks that.
+
+__device__ __forceinline__ float half_bits_to_float(u32 h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h)); // exact, as half_to_float
+    return f;
+}
+
+// A 4-byte word at a 2-byte-aligned address.
+__device__ __forceinline__ int load_int_a2(const u8* p)
+{
+    const u16* h = (const u16*)p;
+    return (int)((u32)h[0] | ((u32)h[1] << 16));
+}
+
+// Four 7-bit-table sign bits (bit i: byte i negative) applied to four unsigned bytes.
+__device__ __forceinline__ int apply_signs4(u32 bytes, u32 signs)
+{
+    u32 mask = ((signs * 0x00204081u) & 0x01010101u) * 0xFFu; // bit i → byte i all ones (the shifted copies never overlap)
+    return (int)__vsub4(bytes ^ mask, mask);                     // ones' complement plus one: two's-complement negation
+}
+
+// ksigns_iq2xs[i]: the 7 stored sign bits and an eighth that makes the count of negatives even.
+__device__ __forceinline__ u32 iq2_signs(u32 index) { return index | ((__popc(index) & 1u) << 7); }
+
+#define ONES 0x01010101
+
+// ---- Per type: BYTES per block, WEIGHTS per block, PARTS pieces per block, INTS integer sums per piece (1 or 2),
+// dot_part_T(block, codes of the block, piece) and block_T(block, activation scale, the block's summed integers).
+
+// Four bits (bit i of x) as bit 0 of byte i.
+__device__ __forceinline__ u32 spread4(u32 x) { return ((x & 0xFu) * 0x00204081u) & 0x01010101u; }
+
+__device__ __forceinline__ float block_scale(const u8* b) { return half_bits_to_float(*(const u16*)b); }
+
+// Block32 types (Q4_0, Q5_0, Q8_0): the CPU's block is sumi · (d · dy).
+__device__ __forceinline__ float block32(const u8* b, float dq, int2 s) { return (float)s.x * (block_scale(b) * dq); }
+
+// Q4_0: d @0, qs[16] @2 (weight j < 16: low nibble of qs[j], else the high nibble of qs[j - 16]), minus 8. Piece p:
+// bytes 4p..4p+3, weights 4p.. and 16 + 4p...
+#define Q4_0_BYTES 18
+#define Q4_0_WEIGHTS 32
+#define Q4_0_PARTS 4
+#define Q4_0_INTS 1
+__device__ __forceinline__ int2 dot_part_q4_0(const u8* b, const i8* q, int part)
+{
+    u32 v = (u32)load_int_a2(b + 2 + 4 * part);
+    const int* a = (const int*)q;
+    int s = __dp4a((int)__vsub4(v & 0x0F0F0F0Fu, 0x08080808u), a[part], 0);
+    s = __dp4a((int)__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u), a[4 + part], s);
+    return make_int2(s, 0);
+}
+__device__ __forceinline__ float block_q4_0(const u8* b, float dq, int2 s) { return block32(b, dq, s); }
+
+// Q5_0: d @0, qh @2 (bit j: the fifth bit of weight j), qs[16] @6 as Q4_0's, minus 16.
+#define Q5_0_BYTES 22
+#define Q5_0_WEIGHTS 32
+#define Q5_0_PARTS 4
+#define Q5_0_INTS 1
+__device__ __forceinline__ int2 dot_part_q5_0(const u8* b, const i8* q, int part)
+{
+    u32 high = (u32)load_int_a2(b + 2);
+    u32 v = (u32)load_int_a2(b + 6 + 4 * part);
+    const int* a = (const int*)q;
+    u32 low = (v & 0x0F0F0F0Fu) | (spread4(high >> (4 * part)) << 4);
+    u32 up = ((v >> 4) & 0x0F0F0F0Fu) | (spread4(high >> (16 + 4 * part)) << 4);
+    int s = __dp4a((int)__vsub4(low, 0x10101010u), a[part], 0);
+    s = __dp4a((int)__vsub4(up, 0x10101010u), a[4 + part], s);
+    return make_int2(s, 0);
+}
+__device__ __forceinline__ float block_q5_0(const u8* b, float dq, int2 s) { return block32(b, dq, s); }
+
+// Q8_0: d @0, qs[32] @2. Four pieces of 8 weights.
+#define Q8_0_BYTES 34
+#define Q8_0_WEIGHTS 32
+#define Q8_0_PARTS 4
+#define Q8_0_INTS 1
+__device__ __forceinline__ int2 dot_part_q8_0(const u8* b, const i8* q, int part)
+{
+    const u8* w = b + 2 + 8 * part;
+    const int* a = (const int*)(q + 8 * part);
+    int s = __dp4a(load_int_a2(w), a[0], 0);
+    return make_int2(__dp4a(load_int_a2(w + 4), a[1], s), 0);
+}
+__device__ __forceinline__ float block_q8_0(const u8* b, float dq, int2 s) { return block32(b, dq, s); }
+
+// Q4_K / Q5_K scale and min of sub-block j (0-7) from the 12 packed bytes as three words.
+__device__ __forceinline__ void scale_min_q4_k(u32 s0, u32 s1, u32 s2, int j, int* scale, int* min)
+{
+    if (j < 4)
+    {
+        *scale = (s0 >> (8 * j)) & 63;
+        *min = (s1 >> (8 * j)) & 63;
+    }
+    else
+    {
+        int k = 8 * (j - 4);
+        u32 low = s2 >> k;
+        *scale = (low & 0xF) | (((s0 >> k) >> 6 & 3) << 4);
+        *min = ((low >> 4) & 0xF) | (((s1 >> k) >> 6 & 3) << 4);
+    }
+}
+
+// A Q4_K / Q5_K piece: 16 codes of sub-block 2c (w0) and 16 of sub-block 2c + 1 (w1) against their activation codes
+// a0 and a1: (Σ sc·q·x, Σ m·x), the CPU's levelSum and minSum parts.
+__device__ __forceinline__ int2 k4_piece(const u8* b, int chunk, uint4 w0, uint4 w1, int4 a0, int4 a1)
+{
+    int low = __dp4a((int)w0.w, a0.w, __dp4a((int)w0.z, a0.z, __dp4a((int)w0.y, a0.y, __dp4a((int)w0.x, a0.x, 0))));
+    int high = __dp4a((int)w1.w, a1.w, __dp4a((int)w1.z, a1.z, __dp4a((int)w1.y, a1.y, __dp4a((int)w1.x, a1.x, 0))));
+    int lowSum = __dp4a(ONES, a0.w, __dp4a(ONES, a0.z, __dp4a(ONES, a0.y, __dp4a(ONES, a0.x, 0))));
+    int highSum = __dp4a(ONES, a1.w, __dp4a(ONES, a1.z, __dp4a(ONES, a1.y, __dp4a(ONES, a1.x, 0))));
+    const u32* s = (const u32*)(b + 4);
+    int sc0, m0, sc1, m1;
+    u32 s0 = s[0], s1 = s[1], s2 = s[2];
+    scale_min_q4_k(s0, s1, s2, 2 * chunk, &sc0, &m0);
+    scale_min_q4_k(s0, s1, s2, 2 * chunk + 1, &sc1, &m1);
+    return make_int2(sc0 * low + sc1 * high, m0 * lowSum + m1 * highSum);
+}
+
+// Q4_K and Q5_K: the CPU's block is ad·d·levelSum − ad·dmin·minSum (Q4_KDot.AddSuperBlock).
+__device__ __forceinline__ float block_k4(const u8* b, float dq, int2 s)
+{
+    u32 dd = *(const u32*)b;
+    float d = half_bits_to_float(dd & 0xFFFFu), dmin = half_bits_to_float(dd >> 16);
+    return dq * d * (float)s.x - dq * dmin * (float)s.y;
+}
+
+__device__ __forceinline__ uint4 nibbles(uint4 v, int shift)
+{
+    return make_uint4((v.x >> shift) & 0x0F0F0F0Fu, (v.y >> shift) & 0x0F0F0F0Fu, (v.z >> shift) & 0x0F0F0F0Fu, (v.w >> shift) & 0x0F0F0F0Fu);
+}
+
+// Q4_K: d, dmin @0, scales[12] @4, qs[128] @16. Piece p: chunk p/2 (sub-blocks 2c and 2c+1: the low and high nibbles
+// of the chunk's 32 bytes), its bytes 16·(p%2)...
+#define Q4_K_BYTES 144
+#define Q4_K_WEIGHTS 256
+#define Q4_K_PARTS 8
+#define Q4_K_INTS 2
+__device__ __forceinline__ int2 dot_part_q4_k(const u8* b, const i8* q, int part)
+{
+    int chunk = part >> 1, offset = (part & 1) * 16;
+    uint4 v = *(const uint4*)(b + 16 + 32 * chunk + offset);
+    const int4* a = (const int4*)(q + 64 * chunk + offset);
+    return k4_piece(b, chunk, nibbles(v, 0), nibbles(v, 4), a[0], a[2]); // the high nibbles' codes are 32 further
+}
+__device__ __forceinline__ float block_q4_k(const u8* b, float dq, int2 s) { return block_k4(b, dq, s); }
+
+// Q5_K: d, dmin @0, scales[12] @4, qh[32] @16, qs[128] @48: Q4_K's codes plus a fifth bit, bit 2c (low nibbles) or
+// 2c + 1 (high) of qh[l] for position l of chunk c.
+#define Q5_K_BYTES 176
+#define Q5_K_WEIGHTS 256
+#define Q5_K_PARTS 8
+#define Q5_K_INTS 2
+__device__ __forceinline__ uint4 with_fifth_bit(uint4 v, uint4 h, int bit)
+{
+    return make_uint4(v.x | (((h.x >> bit) & 0x01010101u) << 4), v.y | (((h.y >> bit) & 0x01010101u) << 4),
+                      v.z | (((h.z >> bit) & 0x01010101u) << 4), v.w | (((h.w >> bit) & 0x01010101u) << 4));
+}
+__device__ __forceinline__ int2 dot_part_q5_k(const u8* b, const i8* q, int part)
+{
+    int chunk = part >> 1, offset = (part & 1) * 16;
+    uint4 v = *(const uint4*)(b + 48 + 32 * chunk + offset);
+    uint4 h = *(const uint4*)(b + 16 + offset);
+    const int4* a = (const int4*)(q + 64 * chunk + offset);
+    return k4_piece(b, chunk, with_fifth_bit(nibbles(v, 0), h, 2 * chunk), with_fifth_bit(nibbles(v, 4), h, 2 * chunk + 1), a[0], a[2]);
+}
+__device__ __forceinline__ float block_q5_k(const u8* b, float dq, int2 s) { return block_k4(b, dq, s); }
+
+// Q6_K: ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208. Piece p: half p/8, positions l0 = 4·(p%8) of each of
+// the half's four quarters (16 weights from three words). The CPU's block is ad·d·total (Q6_KDot.AddSuperBlock).
+#define Q6_K_BYTES 210
+#define Q6_K_WEIGHTS 256
+#define Q6_K_PARTS 16
+#define Q6_K_INTS 1
+__device__ __forceinline__ int q6_codes(int low, int high, int nibbleShift, int highShift)
+{
+    int v = ((low >> nibbleShift) & 0x0F0F0F0F) | (((high >> highShift) & 0x03030303) << 4);
+    return (int)__vsub4((u32)v, 0x20202020u); // 0..63 minus 32 per byte
+}
+
+__device__ __forceinline__ int2 dot_part_q6_k(const u8* b, const i8* q, int part)
+{
+    int half = part >> 3, l0 = 4 * (part & 7);
+    int ql0 = load_int_a2(b + 64 * half + l0), ql1 = load_int_a2(b + 64 * half + 32 + l0);
+    int qh = load_int_a2(b + 128 + 32 * half + l0);
+    const i8* scales = (const i8*)b + 192 + 8 * half + (l0 >> 4);
+    const i8* a = q + 128 * half + l0;
+    int s = scales[0] * __dp4a(q6_codes(ql0, qh, 0, 0), *(const int*)a, 0);
+    s += scales[2] * __dp4a(q6_codes(ql1, qh, 0, 2), *(const int*)(a + 32), 0);
+    s += scales[4] * __dp4a(q6_codes(ql0, qh, 4, 4), *(const int*)(a + 64), 0);
+    s += scales[6] * __dp4a(q6_codes(ql1, qh, 4, 6), *(const int*)(a + 96), 0);
+    return make_int2(s, 0);
+}
+__device__ __forceinline__ float block_q6_k(const u8* b, float dq, int2 s) { return dq * block_scale(b + 208) * (float)s.x; }
+
+// IQ2_XXS: d @0, 8 groups of 8 bytes (4 grid indices, a word of 4×7 sign bits and a 4-bit scale). Piece = group.
+// The CPU's block is (d·dy)·Σ ls·sumi, and the row's sum times 0.125 (here per block: a power of two, exact).
+#define IQ2_XXS_BYTES 66
+#define IQ2_XXS_WEIGHTS 256
+#define IQ2_XXS_PARTS 8
+#define IQ2_XXS_INTS 1
+__device__ __forceinline__ int2 dot_part_iq2_xxs(const u8* b, const i8* q, int part)
+{
+    const u8* group = b + 2 + 8 * part;
+    u32 indices = (u32)load_int_a2(group), word = (u32)load_int_a2(group + 4);
+    const int* a = (const int*)(q + 32 * part);
+    int s = 0;
+    _Pragma("unroll") for (int l = 0; l < 4; l++)
+    {
+        u64 g = fathom_iq2xxs_grid[(indices >> (8 * l)) & 0xFF];
+        u32 signs = iq2_signs((word >> (7 * l)) & 127);
+        s = __dp4a(apply_signs4((u32)g, signs & 0xF), a[2 * l], s);
+        s = __dp4a(apply_signs4((u32)(g >> 32), signs >> 4), a[2 * l + 1], s);
+    }
+    return make_int2((2 * (int)(word >> 28) + 1) * s, 0); // the CPU's (0.5 + scale) · 0.25 = ls / 8
+}
+__device__ __forceinline__ float block_iq2_xxs(const u8* b, float dq, int2 s) { return block_scale(b) * dq * (float)s.x * 0.125f; }
+
+// IQ1_S: d @0, qs[32] @2, qh[8] u16 @34 (3 high index bits per run, a 3-bit scale, the delta's sign). Piece = 32-group:
+// (Σ ls·lsum, Σ ls·sign·Σx). The CPU's block is (d·dy)·(sumi + delta·sumi1).
+#define IQ1_S_BYTES 50
+#define IQ1_S_WEIGHTS 256
+#define IQ1_S_PARTS 8
+#define IQ1_S_INTS 2
+__device__ __forceinline__ int2 dot_part_iq1_s(const u8* b, const i8* q, int part)
+{
+    u32 h = *(const u16*)(b + 34 + 2 * part);
+    u32 indices = (u32)load_int_a2(b + 2 + 4 * part);
+    const int* a = (const int*)(q + 32 * part);
+    int s = 0, sum = 0;
+    _Pragma("unroll") for (int l = 0; l < 4; l++)
+    {
+        u64 g = fathom_iq1s_grid[((indices >> (8 * l)) & 0xFF) | (((h >> (3 * l)) & 7) << 8)];
+        s = __dp4a((int)(u32)g, a[2 * l], s);
+        s = __dp4a((int)(u32)(g >> 32), a[2 * l + 1], s);
+        sum = __dp4a(ONES, a[2 * l], sum);
+        sum = __dp4a(ONES, a[2 * l + 1], sum);
+    }
+    int ls = 2 * (int)((h >> 12) & 7) + 1;
+    return make_int2(ls * s, (h & 0x8000u) ? -ls * sum : ls * sum);
+}
+__device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
+{
+    return block_scale(b) * dq * ((float)s.x + fathom_iq1s_delta * (float)s.y);
+}
+
+// ---- The kernels
+
+#define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
+__device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int split,                     \
+    const float* __restrict__ bias, int accumulate)                                                            \
+{                                                                                                              \
+    __shared__ float partial[MATMUL_WARPS];                                                                    \
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
+    int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split; /* the same for a whole warp */              \
+    int thread = (warp % split) * 32 + lane, threads = split * 32;                                             \
+    float sum = 0.0f;                                                                                          \
+    if (row < rows)                                                                                            \
+    {                                                                                                          \
+        const u8* weights = w + (i64)row * row_bytes;                                                          \
+        int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                \
+        /* Whole warps go round together (the shuffles need every lane); a block's pieces are neighbouring lanes. */ \
+        _Pragma("unroll 2")                                                                                    \
+        for (int first = 0; first < pieces; first += threads)                                                  \
+        {                                                                                                      \
+            int p = first + thread, block = p / TYPE##_PARTS;                                                  \
+            int2 s = make_int2(0, 0);                                                                          \
+            if (p < pieces) s = dot_part_##T(weights + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, \
+                                             p % TYPE##_PARTS);                                                \
+            _Pragma("unroll") for (int o = TYPE##_PARTS / 2; o > 0; o >>= 1)                                   \
+            {                                                                                                  \
+                s.x += __shfl_xor_sync(0xFFFFFFFFu, s.x, o);                                                   \
+                if (TYPE##_INTS > 1) s.y += __shfl_xor_sync(0xFFFFFFFFu, s.y, o);                              \
+            }                                                                                                  \
+            if (p < pieces && p % TYPE##_PARTS == 0)                                                           \
+                sum += block_##T(weights + (i64)block * TYPE##_BYTES, xd[block], s);                           \
+        }                                                                                                      \
+    }                                                                                                          \
+    sum = warp_sum(sum);                                                                                       \
+    if (lane == 0) partial[warp] = sum;                                                                        \
+    __syncthreads();                                                                                           \
+    if (row < rows && thread == 0)                                                                             \
+    {                                                                                                          \
+        float total = 0.0f;                                                                                    \
+        for (int p = 0; p < split; p++) total += partial[warp + p];                                            \
+        if (bias) total = total + bias[row];                                                                   \
+        y[row] = accumulate ? y[row] + total : total;                                                          \
+    }                                                                                                          \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \
+             float* __restrict__ y, int rows, int columns, int split, const float* __restrict__ bias, int accumulate) \
+{                                                                                                              \
+    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, split, bias, accumulate);                        \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
+    i64 y_matrix_stride, int rows, int columns, int split)                                                     \
+{                                                                                                              \
+    int which = ids != 0 ? (int)ids[blockIdx.z] : (int)blockIdx.z;                                             \
+    if (which < 0 || which >= matrix_count) return;                                                           \
+    i64 first = blockIdx.z * x_matrix_stride; /* a multiple of the activation block (the host checks) */       \
+    matvec_q_rows_##T((const u8*)matrices[which], row_bytes, xq + first, xd + first / TYPE##_WEIGHTS,          \
+                      y + blockIdx.z * y_matrix_stride, rows, columns, split, 0, 0);                           \
+}
+
+FATHOM_MATVEC_Q_KERNELS(q4_0, Q4_0)
+FATHOM_MATVEC_Q_KERNELS(q5_0, Q5_0)
+FATHOM_MATVEC_Q_KERNELS(q8_0, Q8_0)
+FATHOM_MATVEC_Q_KERNELS(q4_k, Q4_K)
+FATHOM_MATVEC_Q_KERNELS(q5_k, Q5_K)
+FATHOM_MATVEC_Q_KERNELS(q6_k, Q6_K)
+FATHOM_MATVEC_Q_KERNELS(iq2_xxs, IQ2_XXS)
+FATHOM_MATVEC_Q_KERNELS(iq1_s, IQ1_S)

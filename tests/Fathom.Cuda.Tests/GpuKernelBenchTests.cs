@@ -1,0 +1,47 @@
+using System.Text.Json.Nodes;
+using Fathom.Cli;
+using Fathom.Cuda.Discovery;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// <c>fathom bench --gpu-kernels</c>: on a GPU, a time for every type and shape from both kernels and the measured
+/// bandwidth; without one, exit 1 with the reason.
+/// </summary>
+public sealed class GpuKernelBenchTests(ITestOutputHelper log)
+{
+    [Fact]
+    public void GpuKernelsTimesEveryIntegerTypeOrSaysWhyNot()
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int exit = FathomCommandLine.Invoke(["bench", "--gpu-kernels", "--json"], output, error);
+        CudaEnvironment environment = CudaEnvironment.Detect();
+        if (environment.Usable)
+        {
+            Assert.True(exit == 0, error.ToString());
+            JsonNode json = JsonNode.Parse(output.ToString())!;
+            Assert.InRange(json["read_bandwidth_gbps"]!.GetValue<double>(), 50, 20_000);
+            JsonArray products = json["products"]!.AsArray();
+            Assert.Equal(32, products.Count); // eight types × four shapes
+            foreach (JsonNode? product in products)
+            {
+                Assert.True(Enum.TryParse(product!["type"]!.GetValue<string>(), out GgmlType type));
+                Assert.True(QuantizedMatVec.Supports(type));
+                Assert.True(product["float_us"]!.GetValue<double>() > 0);
+                Assert.True(product["integer_us"]!.GetValue<double>() > 0);
+                Assert.Equal(product["rows"]!.GetValue<long>() * TypeTraits.For(type).Layout.RowBytes(product["columns"]!.GetValue<int>()),
+                    product["weight_bytes"]!.GetValue<long>());
+            }
+            log.WriteLine(output.ToString());
+        }
+        else
+        {
+            Assert.Equal(1, exit);
+            Assert.StartsWith("error: --gpu-kernels needs a usable CUDA GPU: ", error.ToString());
+            Assert.Equal("", output.ToString());
+        }
+    }
+}

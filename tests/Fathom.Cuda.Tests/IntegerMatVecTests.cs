@@ -1,0 +1,207 @@
+using System.Buffers.Binary;
+using Fathom.Cpu;
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// The one-token integer products (Kernels/matvec_q.cu, <see cref="QuantizedMatVec"/>): the packed activations are the
+/// CPU quantizer's encoding byte for byte; each type's product, with and without bias and residual, agrees with the CPU
+/// backend's product of the same weights and input to float rounding, on rows of the widths the models use and odd row
+/// counts; grouped products (experts by id, heads in order) equal the one-matrix products bit for bit.
+/// </summary>
+public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
+{
+    private readonly IComputeBackend _cpu = new CpuBackend(2);
+
+    public void Dispose() => _cpu.Dispose();
+
+    public static TheoryData<GgmlType> Types => new(GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.IQ2_XXS, GgmlType.IQ1_S, GgmlType.Q5_0, GgmlType.Q4_0, GgmlType.Q5_K);
+
+    // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
+    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
+
+    private static WeightMatrix Matrix(GgmlType type, int rows, int columns, string name)
+    {
+        byte[]? bytes;
+        lock (Weights)
+            if (!Weights.TryGetValue((type, rows, columns), out bytes))
+            {
+                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
+                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
+                Weights.Add((type, rows, columns), bytes);
+            }
+        fixed (byte* p = bytes) return WeightMatrix.InPlace(name, type, p, rows, columns);
+    }
+
+    private float[] Attached(float[] values)
+    {
+        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
+        values.CopyTo(buffer, 0);
+        gpu.Backend.Attach(buffer);
+        return buffer;
+    }
+
+    /// <summary>
+    /// Without a GPU: the types <see cref="QuantizedMatVec"/> claims are exactly those matvec_q.cu instantiates, each
+    /// with one activation block per weight block (the kernels index the scales by weight block) and a packing kernel.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TestData.AllTypes), MemberType = typeof(TestData))]
+    public void TheIntegerKernelsCoverTheTypesTheTableClaims(GgmlType type)
+    {
+        string source = KernelSources.All;
+        string suffix = CudaKernels.KernelSuffix(type)!;
+        Assert.Equal(source.Contains($"FATHOM_MATVEC_Q_KERNELS({suffix}, ", StringComparison.Ordinal), QuantizedMatVec.Supports(type));
+        if (!QuantizedMatVec.Supports(type)) return;
+        WeightFormat format = TypeTraits.For(type);
+        Assert.Equal(format.Layout.BlockSize, QuantizedMatVec.PackedBlock(format.DotActivationType));
+        Assert.Contains($"pack_activations_{format.DotActivationType.ToString().ToLowerInvariant()}(", source);
+        Assert.InRange(QuantizedMatVec.Split(type, format.Layout.BlockSize), 1, 4);
+    }
+
+    /// <summary>pack_activations_* writes the codes and scales the CPU's Q8_0 / Q8_K quantizer encodes, including an all-zero block.</summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q8_K)]
+    public void PackedActivationsAreTheCpusEncoding(GgmlType format)
+    {
+        CudaContext context = gpu.Context;
+        context.MakeCurrent();
+        const int count = 2560;
+        float[] x = TestData.Gaussian(new Random(11), count, 3f);
+        Array.Clear(x, 256, 256); // a block of zeros in either format
+        for (int i = 768; i < 1024; i++) x[i] = (i % 3 - 1) * 2.5f; // equal magnitudes: the first (negative) sets Q8_K's scale
+        WeightFormat encoding = TypeTraits.For(format);
+        var encoded = new byte[encoding.Layout.RowBytes(count)];
+        encoding.Quantize(x, encoded, []);
+
+        using var input = new DeviceBuffer(context, count * sizeof(float));
+        using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(format, count));
+        input.Upload<float>(x);
+        QuantizedMatVec.LaunchPack(context, gpu.Kernels, format, input.Pointer, packed.Pointer, count);
+        var bytes = new byte[packed.Bytes];
+        packed.Download<byte>(bytes);
+
+        int block = QuantizedMatVec.PackedBlock(format), blockBytes = encoding.Layout.BytesPerBlock;
+        int codesAt = format == GgmlType.Q8_0 ? 2 : 4; // after Q8_0's fp16 d or Q8_K's float d
+        long scalesAt = QuantizedMatVec.ScalesOffset(count);
+        for (int b = 0; b < count / block; b++)
+        {
+            ReadOnlySpan<byte> cpu = encoded.AsSpan(b * blockBytes, blockBytes);
+            Assert.True(cpu.Slice(codesAt, block).SequenceEqual(bytes.AsSpan(b * block, block)), $"{format} block {b}: codes differ");
+            float cpuScale = format == GgmlType.Q8_0 ? (float)BinaryPrimitives.ReadHalfLittleEndian(cpu) : BinaryPrimitives.ReadSingleLittleEndian(cpu);
+            float gpuScale = BinaryPrimitives.ReadSingleLittleEndian(bytes.AsSpan((int)scalesAt + 4 * b));
+            Assert.True(TestData.SameFloat(cpuScale, gpuScale), $"{format} block {b}: scale {gpuScale}, CPU {cpuScale}");
+        }
+    }
+
+    /// <summary>
+    /// Plain, biased and residual one-token products agree with the CPU backend's (relative L2 ≤ 1e-5), and with the
+    /// float kernel matvec_T that FATHOM_CUDA_MMVQ=0 keeps.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void OneTokenProductsMatchTheCpu(GgmlType type)
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.UseIntegerMatVec);
+        Assert.True(QuantizedMatVec.Supports(type));
+        foreach ((int rows, int columns) in new[] { (101, 1536), (37, 2048), (19, 7168), (9, 11008) })
+        {
+            string what = $"{type} {rows}×{columns}";
+            WeightMatrix matrix = Matrix(type, rows, columns, $"test.{type}.{rows}x{columns}");
+            var random = new Random(rows + columns);
+            float[] x = TestData.Gaussian(random, columns), bias = TestData.Gaussian(random, rows), residual = TestData.Gaussian(random, rows);
+
+            float[] expected = new float[rows], actual = new float[rows];
+            _cpu.MatMul(matrix, x, expected, 1);
+            backend.MatMul(matrix, x, actual, 1);
+            Assert.True(TestData.RelativeL2(actual, expected) <= 1e-5, $"{what}: relative L2 {TestData.RelativeL2(actual, expected)}");
+
+            float[] expectedBiased = new float[rows], biased = new float[rows];
+            _cpu.MatMulGroup([matrix], x, 0, expectedBiased, 0, [bias]);
+            backend.MatMulGroup([matrix], x, 0, biased, 0, [bias]);
+            Assert.True(TestData.RelativeL2(biased, expectedBiased) <= 1e-5, $"{what} + bias: relative L2 {TestData.RelativeL2(biased, expectedBiased)}");
+
+            float[] expectedSum = (float[])residual.Clone(), sum = (float[])residual.Clone(), product = new float[rows];
+            _cpu.MatMulResidual(matrix, x, expectedSum, product, 1);
+            backend.MatMulResidual(matrix, x, sum, product, 1);
+            Assert.True(TestData.RelativeL2(sum, expectedSum) <= 1e-5, $"{what} + residual: relative L2 {TestData.RelativeL2(sum, expectedSum)}");
+
+            float[] floatKernel = new float[rows];
+            backend.UseIntegerMatVec = false;
+            try
+            {
+                backend.MatMul(matrix, x, floatKernel, 1);
+            }
+            finally
+            {
+                backend.UseIntegerMatVec = true;
+            }
+            Assert.True(TestData.RelativeL2(actual, floatKernel) <= 1e-5, $"{what}: integer vs float kernel, relative L2 {TestData.RelativeL2(actual, floatKernel)}");
+            Assert.False(actual.AsSpan().SequenceEqual(floatKernel), $"{what}: the integer kernel gave the float kernel's bits exactly; was it used?");
+        }
+    }
+
+    /// <summary>
+    /// Each block's contribution is the CPU scalar dot's, computed with its float operations: rows of one or two
+    /// blocks (where the order of adding blocks cannot differ) equal the CPU's scalar reference bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void RowsOfOneOrTwoBlocksEqualTheCpusScalarDot(GgmlType type)
+    {
+        CudaBackend backend = gpu.Backend;
+        using var scalar = new ScalarCpuBackend();
+        int block = TypeTraits.For(type).Layout.BlockSize;
+        foreach ((int rows, int columns) in new[] { (33, block), (65, 2 * block) })
+        {
+            WeightMatrix matrix = Matrix(type, rows, columns, $"test.{type}.{rows}x{columns}");
+            float[] x = TestData.Gaussian(new Random(rows * columns), columns, 2f);
+            float[] expected = new float[rows], actual = new float[rows];
+            scalar.MatMul(matrix, x, expected, 1);
+            backend.MatMul(matrix, x, actual, 1);
+            for (int r = 0; r < rows; r++)
+                Assert.True(TestData.SameFloat(expected[r], actual[r]), $"{type} {rows}×{columns} row {r}: GPU {actual[r]:R}, CPU scalar {expected[r]:R}");
+        }
+    }
+
+    /// <summary>
+    /// A token's experts chosen by device ids (shared and strided inputs) and heads in order (MLA's k_b / v_b) in one
+    /// launch each equal the one-matrix products bit for bit, and the CPU's products to rounding.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void GroupedOneTokenProductsEqualOneMatrixProducts(GgmlType type)
+    {
+        CudaBackend backend = gpu.Backend;
+        const int count = 6, rows = 40, columns = 1536, slot = 2048;
+        WeightMatrix all = Matrix(type, count * rows, columns, $"experts.{type}");
+        WeightMatrix[] experts = [.. Enumerable.Range(0, count).Select(i => all.SliceRows(i * rows, rows, $"experts.{type}[{i}]"))];
+        var random = new Random(columns + (int)type);
+        int[] chosen = [4, 0, 5];
+        float[] ids = Attached([4, 0, 5]);
+        float[] inputs = Attached(TestData.Gaussian(random, 3 * slot));
+        float[] byId = Attached(Enumerable.Repeat(7f, 3 * slot).ToArray()), inOrder = Attached(Enumerable.Repeat(7f, 3 * slot).ToArray());
+        backend.MatMulExperts(experts, ids, inputs, slot, byId, slot);
+        backend.MatMulGroup(experts.AsSpan(0, 3), inputs, slot, inOrder, slot, 1, 0, 0);
+        backend.ReadToHost(byId);
+        backend.ReadToHost(inOrder);
+        for (int k = 0; k < 3; k++)
+        {
+            float[] one = new float[rows], first = new float[rows], cpu = new float[rows];
+            ReadOnlySpan<float> x = inputs.AsSpan(k * slot, columns);
+            backend.MatMul(experts[chosen[k]], x, one, 1);
+            backend.MatMul(experts[k], x, first, 1);
+            _cpu.MatMul(experts[chosen[k]], x, cpu, 1);
+            Assert.True(one.AsSpan().SequenceEqual(byId.AsSpan(k * slot, rows)), $"{type} expert {chosen[k]}: grouped product differs from the one-matrix product");
+            Assert.True(first.AsSpan().SequenceEqual(inOrder.AsSpan(k * slot, rows)), $"{type} head {k}: grouped product differs from the one-matrix product");
+            Assert.True(TestData.RelativeL2(one, cpu) <= 1e-5, $"{type} expert {chosen[k]}: relative L2 {TestData.RelativeL2(one, cpu)} from the CPU");
+            Assert.All(byId.AsSpan(k * slot + rows, slot - rows).ToArray(), v => Assert.Equal(7f, v)); // between the rows: untouched
+        }
+    }
+}
