@@ -608,8 +608,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             Return(o, device, staged);
             return;
         }
-        // A decode step's score rows span the whole cache, so one recording serves every length.
         (ulong step, int position) = StepPosition(firstPosition);
+        if (DecodeAttentionBatch(q, keys, values, device, cache, shape, step, position, tokens))
+        {
+            Return(o, device, staged);
+            return;
+        }
+        // A decode step's score rows span the whole cache, so one recording serves every length.
         int scoreRow = step == 0 ? length : cache.Capacity;
         DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * scoreRow * sizeof(float));
         new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
@@ -861,6 +866,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _scales.Dispose();
         _dequantized.Dispose();
         DisposePrompt();
+        DisposeDecodeAttention();
         _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {
