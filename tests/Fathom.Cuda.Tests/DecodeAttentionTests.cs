@@ -27,7 +27,7 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
     [InlineData(12, 2, 128, 128, false)]  // Qwen2-1.5B: groups of 6, a warp per head
     [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: 16 heads, two per warp
     [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: four tiles of 32
-    [InlineData(4, 4, 64, 64, false)]     // multi-head: groups of one
+    [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one; rows not 16-byte aligned (scalar loads)
     [InlineData(18, 1, 64, 96, false)]    // the last warp's last two heads idle; values not a multiple of 32
     [InlineData(40, 1, 64, 256, false)]   // a second tile of 8 heads in a block of 8 warps; separate wide values
     public void SingleTokensMatchTheCpuAtEveryLength(int heads, int kvHeads, int keyDim, int valueDim, bool shared)

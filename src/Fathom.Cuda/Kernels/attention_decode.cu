@@ -22,6 +22,35 @@ __device__ __forceinline__ int decode_chunk(int length, int splits)
     return max(DECODE_KEYS, (chunk + DECODE_KEYS - 1) / DECODE_KEYS * DECODE_KEYS);
 }
 
+// Rows 0..count-1 of `width` floats, `stride` apart in global memory, into shared rows `pitch` apart: a warp per row,
+// lanes along it, with 16-byte loads when the rows are 16-byte aligned.
+__device__ __forceinline__ void load_rows(float* __restrict__ tile, int pitch, const float* __restrict__ rows, int stride, int width,
+                                          int count, int warp, int warps, int lane)
+{
+    if (((stride | width) & 3) == 0 && ((u64)rows & 15) == 0)
+    {
+        for (int j = warp; j < count; j += warps)
+        {
+            const float4* row = (const float4*)(rows + (i64)j * stride);
+            float* to = tile + j * pitch;
+            for (int d = lane; d < (width >> 2); d += 32)
+            {
+                float4 v = row[d];
+                to[4 * d] = v.x;
+                to[4 * d + 1] = v.y;
+                to[4 * d + 2] = v.z;
+                to[4 * d + 3] = v.w;
+            }
+        }
+        return;
+    }
+    for (int j = warp; j < count; j += warps)
+    {
+        const float* row = rows + (i64)j * stride;
+        for (int d = lane; d < width; d += 32) tile[j * pitch + d] = row[d];
+    }
+}
+
 template <int ACC, int QPW>
 __device__ __forceinline__ void attention_decode_body(const float* __restrict__ queries, const float* __restrict__ keys,
     const float* __restrict__ values, char* __restrict__ partials,
@@ -72,17 +101,8 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     {
         __syncthreads(); // the previous tile is used up (and, the first time, the queries are written)
         int count = min(DECODE_KEYS, end - first);
-        for (int j = warp; j < count; j += warps)
-        {
-            const float* k = key_base + (i64)(first + j) * key_stride;
-            for (int d = lane; d < key_dim; d += 32) key_tile[j * key_pitch + d] = k[d];
-        }
-        if (!values_in_keys)
-            for (int j = warp; j < count; j += warps)
-            {
-                const float* v = value_base + (i64)(first + j) * value_stride;
-                for (int d = lane; d < value_dim; d += 32) value_tile[j * value_pitch + d] = v[d];
-            }
+        load_rows(key_tile, key_pitch, key_base + (i64)first * key_stride, key_stride, key_dim, count, warp, warps, lane);
+        if (!values_in_keys) load_rows(value_tile, value_pitch, value_base + (i64)first * value_stride, value_stride, value_dim, count, warp, warps, lane);
         __syncthreads();
 
         float dot[QPW];
