@@ -54,8 +54,7 @@ public sealed unsafe partial class CudaBackend
         int group = shape.Heads / shape.KvHeads;
         (int perWarp, int headTile) = DecodeHeadTiling(group);
         int tiles = (group + headTile - 1) / headTile, warps = (headTile + perWarp - 1) / perWarp;
-        // The key tile's rows are padded by up to 4 floats (attention_decode.cu).
-        long sharedBytes = sizeof(float) * ((long)headTile * shape.KeyDim + (long)DecodeKeys * (shape.KeyDim + 4)
+        long sharedBytes = sizeof(float) * ((long)headTile * shape.KeyDim + (long)DecodeKeys * (shape.KeyDim + 1)
             + (valuesInKeys ? 0 : (long)DecodeKeys * shape.ValueDim));
         int accumulators = shape.ValueDim <= 128 ? 4 : shape.ValueDim <= 256 ? 8 : 16;
         string name = $"attention_decode_{accumulators}_{perWarp}";

@@ -23,13 +23,12 @@ __device__ __forceinline__ int decode_chunk(int length, int splits)
 }
 
 // Rows 0..count-1 of `width` floats, `stride` apart in global memory, into shared rows `pitch` apart: a warp per row,
-// lanes along it, with 16-byte loads when the rows are 16-byte aligned (and 16-byte stores when the tile's are).
+// lanes along it, with 16-byte loads when the rows are 16-byte aligned.
 __device__ __forceinline__ void load_rows(float* __restrict__ tile, int pitch, const float* __restrict__ rows, int stride, int width,
                                           int count, int warp, int warps, int lane)
 {
     if (((stride | width) & 3) == 0 && ((u64)rows & 15) == 0)
     {
-        bool aligned = (pitch & 3) == 0 && ((u64)tile & 15) == 0;
         for (int j = warp; j < count; j += warps)
         {
             const float4* row = (const float4*)(rows + (i64)j * stride);
@@ -37,17 +36,10 @@ __device__ __forceinline__ void load_rows(float* __restrict__ tile, int pitch, c
             for (int d = lane; d < (width >> 2); d += 32)
             {
                 float4 v = row[d];
-                if (aligned)
-                {
-                    *(float4*)(to + 4 * d) = v;
-                }
-                else
-                {
-                    to[4 * d] = v.x;
-                    to[4 * d + 1] = v.y;
-                    to[4 * d + 2] = v.z;
-                    to[4 * d + 3] = v.w;
-                }
+                to[4 * d] = v.x;
+                to[4 * d + 1] = v.y;
+                to[4 * d + 2] = v.z;
+                to[4 * d + 3] = v.w;
             }
         }
         return;
@@ -65,8 +57,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale,
     const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys)
 {
-    extern __shared__ float4 decode_shared[]; // declared as float4 for its 16-byte alignment
-    float* tile = (float*)decode_shared;
+    extern __shared__ float tile[];
     int group = heads / kv_heads, tiles = (group + head_tile - 1) / head_tile;
     int kv_head = blockIdx.y / tiles, first_head = kv_head * group + (blockIdx.y % tiles) * head_tile;
     int tile_heads = min(head_tile, kv_head * group + group - first_head);
@@ -82,10 +73,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     int end = min(length, start + chunk);
 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-    // Keys of a multiple of 4 are scored with 16-byte shared loads: rows padded by 4 floats keep each quarter-warp's
-    // loads on distinct banks; otherwise rows padded by one float, one float at a time. The host sizes the tile for +4.
-    bool vector_keys = (key_dim & 3) == 0;
-    int key_pitch = vector_keys ? key_dim + 4 : key_dim + 1;
+    int key_pitch = key_dim + 1;
     float* query_tile = tile;
     float* key_tile = query_tile + head_tile * key_dim;
     float* value_tile = values_in_keys ? key_tile : key_tile + DECODE_KEYS * key_pitch;
@@ -119,23 +107,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
 
         float dot[QPW];
         _Pragma("unroll") for (int j = 0; j < QPW; j++) dot[j] = 0.0f;
-        if (lane < count && vector_keys)
-        {
-            const float4* k = (const float4*)(key_tile + lane * key_pitch);
-            for (int d = 0; d < (key_dim >> 2); d++)
-            {
-                float4 kd = k[d];
-                _Pragma("unroll") for (int j = 0; j < QPW; j++)
-                {
-                    float4 qd = ((const float4*)q[j])[d];
-                    dot[j] += qd.x * kd.x; // in order of d, as the scalar loop adds
-                    dot[j] += qd.y * kd.y;
-                    dot[j] += qd.z * kd.z;
-                    dot[j] += qd.w * kd.w;
-                }
-            }
-        }
-        else if (lane < count)
+        if (lane < count)
         {
             const float* k = key_tile + lane * key_pitch;
             for (int d = 0; d < key_dim; d++)
@@ -246,8 +218,6 @@ extern "C" __global__ void attention_decode_combine(const char* __restrict__ par
     for (int d = threadIdx.x; d < value_dim; d += blockDim.x)
     {
         float sum = 0.0f;
-        // Unrolled so the chunks' loads are in flight together; the additions stay in chunk order.
-#pragma unroll 8
         for (int i = 0; i < used; i++) sum += o[(i64)i * value_dim + d] * weights[i];
         out[d] = sum * scale;
     }
