@@ -17,6 +17,7 @@ public static class FathomCommandLine
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(DoctorCommand.Create());
+        root.Subcommands.Add(AttentionBenchCommand.Create());
         return root;
     }
 

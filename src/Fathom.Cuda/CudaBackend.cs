@@ -553,7 +553,34 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         Return(y, o, staged);
     }
 
-    public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition)
+    public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition) =>
+        RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, default);
+
+    /// <summary>
+    /// In the rotation's kernel when the stored range is exactly the rotated slices of whole heads (one head's, or
+    /// consecutive heads' rotated in full) and the destination is attached; otherwise <see cref="Rope"/>, then <see cref="StoreRows"/>.
+    /// </summary>
+    public void RopeStore(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride)
+    {
+        int dims = rope.Dimensions, relative = storeOffset - offset;
+        bool rotatedHeads = dims % 2 == 0 && relative >= 0 && headStride > 0 && relative % headStride == 0
+            && (storeWidth == dims || (dims == headStride && storeWidth % dims == 0))
+            && relative / headStride + (long)storeWidth / dims <= heads;
+        long destinationExtent = ((long)firstPosition + tokens - 1) * destinationStride + storeWidth;
+        if (tokens > 0 && heads > 0 && storeWidth > 0 && rotatedHeads && firstPosition >= 0 && destinationStride >= 0
+            && destination.Length >= destinationExtent && TryResident(destination, out ulong to))
+        {
+            RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, (to, destinationStride, storeOffset, storeWidth));
+            return;
+        }
+        Rope(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition);
+        StoreRows(values[storeOffset..], rowStride, destination, destinationStride, firstPosition, tokens, storeWidth);
+    }
+
+    /// <summary>The <c>rope</c> kernel, with a key cache write of its rotated values when <paramref name="store"/>'s address is set.</summary>
+    private void RopeAndStore(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        (ulong Address, int Stride, int Offset, int Width) store)
     {
         if (tokens <= 0 || heads <= 0) return;
         int half = rope.Dimensions / 2;
@@ -561,7 +588,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        using OperationProfiler.Scope? profile = _profiler?.Measure("Rope");
+        using OperationProfiler.Scope? profile = _profiler?.Measure(store.Address == 0 ? "Rope" : "Rope (with the key store)");
         Span<float> v = values[..(int)extent];
         ulong device = Out(v, _input, upload: true, out bool staged);
         DeviceRopeTable table = RopeTable(rope);
@@ -570,6 +597,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         (ulong step, int position) = StepPosition(firstPosition);
         new KernelArguments().Pointer(device).Pointer(cos).Pointer(sin).Pointer(step).Int(position)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
+            .Pointer(store.Address).Int(store.Stride).Int(store.Offset).Int(store.Width)
             .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
         Return(v, device, staged);
     }
@@ -612,8 +640,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             Return(o, device, staged);
             return;
         }
-        // A decode step's score rows span the whole cache, so one recording serves every length.
         (ulong step, int position) = StepPosition(firstPosition);
+        if (DecodeAttentionBatch(q, keys, values, device, cache, shape, step, position, tokens))
+        {
+            Return(o, device, staged);
+            return;
+        }
+        // A decode step's score rows span the whole cache, so one recording serves every length.
         int scoreRow = step == 0 ? length : cache.Capacity;
         DeviceBuffer scores = _scores.Get((long)tokens * shape.Heads * scoreRow * sizeof(float));
         new KernelArguments().Pointer(q).Pointer(keys).Pointer(values).Pointer(device).Pointer(scores.Pointer)
@@ -863,6 +896,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _scales.Dispose();
         _dequantized.Dispose();
         DisposePrompt();
+        DisposeDecodeAttention();
         _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {

@@ -56,6 +56,11 @@ public static class BenchCommand
         var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens processed in one batch (default 512).", DefaultValueFactory = _ => 512 };
         var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens generated one at a time (default 128).", DefaultValueFactory = _ => 128 };
         var threads = ThreadsOption.Create();
+        var depth = new Option<int>("--depth", "-d")
+        {
+            Description = "Tokens of context the generation test starts from, fed as one prompt first (default 8): decode speed at that cache length.",
+            DefaultValueFactory = _ => 8,
+        };
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
         var bandwidth = new Option<string?>("--bandwidth")
         {
@@ -70,7 +75,7 @@ public static class BenchCommand
         };
         var placement = new PlacementArguments();
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
-        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, threads, repetitions, bandwidth, maxMemory, json, gpu, gpuKernels }) command.Options.Add(o);
+        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, depth, threads, repetitions, bandwidth, maxMemory, json, gpu, gpuKernels }) command.Options.Add(o);
         placement.AddTo(command);
         command.SetAction(r =>
         {
@@ -80,7 +85,7 @@ public static class BenchCommand
             {
                 try
                 {
-                    placed = placement.Options(r, r.GetValue(prompt) + r.GetValue(generate));
+                    placed = placement.Options(r, Math.Max(r.GetValue(prompt), r.GetValue(depth)) + r.GetValue(generate));
                 }
                 catch (ArgumentException e)
                 {
@@ -95,7 +100,11 @@ public static class BenchCommand
                     Bandwidth = r.GetValue(bandwidth), MaxMemoryGB = r.GetValue(maxMemory), ListPresets = r.GetValue(listPresets),
                     Gpu = r.GetValue(gpu) || placed is not null, Placement = placed,
                 },
-                new BenchmarkOptions { PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), Repetitions = r.GetValue(repetitions) },
+                new BenchmarkOptions
+                {
+                    PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), GenerationPromptTokens = r.GetValue(depth),
+                    Repetitions = r.GetValue(repetitions),
+                },
                 r.InvocationConfiguration.Output, r.InvocationConfiguration.Error);
         });
         return command;
@@ -167,7 +176,7 @@ public static class BenchCommand
 
                 var modelOptions = new ModelOptions { Threads = request.Threads };
                 // On the GPU a placement is always planned (all on the GPU by default), so a model too large fails with the numbers.
-                PlacementOptions placement = (request.Placement ?? new PlacementOptions()) with { ContextSize = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens };
+                PlacementOptions placement = (request.Placement ?? new PlacementOptions()) with { ContextSize = options.ContextTokens ?? (int)options.TokensNeeded };
                 using Model model = ModelLoader.Load(path, request.Gpu ? modelOptions.OnGpu(placement) : modelOptions);
                 // The roofline is against the memory the weights are read from: the GPU's on a GPU run, the host's RAM otherwise.
                 double? bandwidth = givenBandwidth ?? (model.Backend is CudaBackend device ? device.MeasureReadBandwidth() : MemoryBandwidth.Measure(request.Threads));
@@ -266,6 +275,7 @@ public static class BenchCommand
             ["backend"] = report.Gpu ? "cuda" : "cpu",
             ["n_prompt"] = r.Options.PromptTokens,
             ["n_gen"] = r.Options.GeneratedTokens,
+            ["n_depth"] = r.Options.GenerationPromptTokens,
             ["repetitions"] = r.Options.Repetitions,
             ["pp_tokens_per_second"] = r.PromptProcessing.Median,
             ["pp_tokens_per_second_min"] = r.PromptProcessing.Min,
@@ -329,7 +339,7 @@ public static class BenchCommand
             : "";
         var speed = ReportTables.New(plan is { IsScaled: true } ? $"Speed ({scaledNote})" : "Speed", "Test", "Median t/s", "Min t/s", "Max t/s");
         ReportTables.Row(speed, $"pp{r.Options.PromptTokens}", Rate(r.PromptProcessing.Median), Rate(r.PromptProcessing.Min), Rate(r.PromptProcessing.Max));
-        ReportTables.Row(speed, $"tg{r.Options.GeneratedTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));
+        ReportTables.Row(speed, r.Options.GenerationPromptTokens == new BenchmarkOptions().GenerationPromptTokens ? $"tg{r.Options.GeneratedTokens}" : $"tg{r.Options.GeneratedTokens} @ d{r.Options.GenerationPromptTokens}", Rate(r.Generation.Median), Rate(r.Generation.Min), Rate(r.Generation.Max));
         console.Write(speed);
         if (plan is { IsScaled: true })
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -351,7 +361,7 @@ public static class BenchCommand
         {
             ReportTables.Row(memory, "Mapped weights (whole file)", Bytes(r.MappedWeightBytes));
         }
-        ReportTables.Row(memory, $"KV cache of one session ({r.Options.PromptTokens + r.Options.GeneratedTokens} tokens)", Bytes(r.KvCacheBytes));
+        ReportTables.Row(memory, $"KV cache of one session ({r.Options.TokensNeeded} tokens)", Bytes(r.KvCacheBytes));
         ReportTables.Row(memory, "Peak working set (touched weight pages included)", Bytes(r.PeakWorkingSetBytes));
         ReportTables.Row(memory, "Working set after the run (touched weight pages included)", Bytes(r.WorkingSetBytes));
         ReportTables.Row(memory, "Managed (GC) heap after the last collection", Bytes(r.GcHeapSizeBytes));

@@ -25,21 +25,34 @@ __device__ __forceinline__ int step_position(const int* step, int first_position
 
 // Rotates `heads` slices per token. cos/sin hold `half` values per position (computed on the host by Rope.Angles,
 // so the angles are the CPU's to the bit). neox: pairs (i, i + half); otherwise adjacent pairs (2i, 2i + 1).
+// With `store` (a key cache write fused in: RopeStore), the values of each token row's range [store_offset,
+// store_offset + store_width) also go to row position of `store` (store_stride apart); the host launches that only
+// when the rotated slices of whole heads make up the range exactly, so each head stores its own slice or nothing.
 extern "C" __global__ void rope(float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
                                 const int* __restrict__ step, int first_position,
-                                int half, int row_stride, int head_stride, int offset, int neox)
+                                int half, int row_stride, int head_stride, int offset, int neox,
+                                float* __restrict__ store, int store_stride, int store_offset, int store_width)
 {
     int token = blockIdx.x, head = blockIdx.y;
     i64 position = step_position(step, first_position) + token;
-    float* v = values + (i64)token * row_stride + (i64)head * head_stride + offset;
+    int slice = head * head_stride + offset; // the rotated slice's first element in the token row
+    float* v = values + (i64)token * row_stride + slice;
     const float* c = cos_table + position * half;
     const float* s = sin_table + position * half;
+    float* stored = store && slice >= store_offset && slice + 2 * half <= store_offset + store_width
+        ? store + position * store_stride + (slice - store_offset) : nullptr;
     for (int i = threadIdx.x; i < half; i += blockDim.x)
     {
         int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
         float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c[i] - x1 * s[i];
-        v[b] = x0 * s[i] + x1 * c[i];
+        float y0 = x0 * c[i] - x1 * s[i], y1 = x0 * s[i] + x1 * c[i];
+        v[a] = y0;
+        v[b] = y1;
+        if (stored)
+        {
+            stored[a] = y0;
+            stored[b] = y1;
+        }
     }
 }
 

@@ -18,7 +18,7 @@ public static class Benchmark
     {
         ArgumentNullException.ThrowIfNull(model);
         options.Validate(model.Config.ContextLength);
-        int context = options.ContextTokens ?? options.PromptTokens + options.GeneratedTokens;
+        int context = options.ContextTokens ?? (int)options.TokensNeeded;
         var random = new Random(options.Seed);
         int[] prompt = RandomTokens(random, model.VocabSize, options.PromptTokens);
         int[] generationPrompt = RandomTokens(random, model.VocabSize, options.GenerationPromptTokens);

@@ -12,8 +12,14 @@ public sealed record BenchmarkOptions
     /// <summary>Timed repetitions of each test; one more untimed run warms caches, pages and the JIT first.</summary>
     public int Repetitions { get; init; } = 3;
 
-    /// <summary>Tokens fed as one batch before the timed generation steps, so decoding attends to a real cache.</summary>
+    /// <summary>
+    /// Tokens fed as one batch before the timed generation steps, so decoding attends to a real cache (llama-bench's
+    /// depth for tg; <c>fathom bench --depth</c>): decode speed at long context needs a long one.
+    /// </summary>
     public int GenerationPromptTokens { get; init; } = 8;
+
+    /// <summary>The least KV cache a test needs: the longer of the prompt test and the generation prompt, plus the generated tokens.</summary>
+    public long TokensNeeded => (long)Math.Max(PromptTokens, GenerationPromptTokens) + GeneratedTokens;
 
     /// <summary>Memory bandwidth in GB/s (10⁹ bytes); when set, the result carries the generation roofline fraction.</summary>
     public double? BandwidthGBps { get; init; }
@@ -40,8 +46,8 @@ public sealed record BenchmarkOptions
         if (GenerationPromptTokens < 1) throw new ArgumentException($"the generation prompt must be at least 1 token, not {GenerationPromptTokens}");
         if (WarmUpTokens is int w && w < 1) throw new ArgumentException($"the warm-up must be at least 1 token, not {w}");
         if (BandwidthGBps is double b && !(b > 0 && double.IsFinite(b))) throw new ArgumentException($"the bandwidth must be a positive number of GB/s, not {b}");
-        long needed = (long)PromptTokens + GeneratedTokens;
-        if (ContextTokens is int c && c < needed) throw new ArgumentException($"a context of {c} tokens is less than {PromptTokens} prompt + {GeneratedTokens} generated tokens");
+        long needed = TokensNeeded;
+        if (ContextTokens is int c && c < needed) throw new ArgumentException($"a context of {c} tokens is less than the {needed} the tests need ({PromptTokens} prompt, {GenerationPromptTokens} before {GeneratedTokens} generated)");
         if (ContextTokens is int c2 && c2 > contextLength) throw new ArgumentException($"a context of {c2} tokens is more than the model's context of {contextLength}");
         if (needed > contextLength)
             throw new ArgumentException($"{PromptTokens} prompt + {GeneratedTokens} generated tokens = {needed} is more than the model's context of {contextLength}");

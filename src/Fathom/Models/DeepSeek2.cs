@@ -222,10 +222,10 @@ public sealed class DeepSeek2 : Model
             Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
-            Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
-            // Cache rows at the tokens' positions (StoreRows names the position apart, so a recorded step replays).
+            // Cache rows at the tokens' positions (StoreRows names the position apart, so a recorded step replays); the
+            // rotated shared key is stored by its rotation's call.
             Backend.StoreRows(latents[(s.FirstRow * _kvLora)..], _kvLora, cache.Keys, latentRow, s.FirstPosition, s.Rows, _kvLora);
-            Backend.StoreRows(skv[_kvLora..], latentRow, cache.Keys.AsSpan(_kvLora), latentRow, s.FirstPosition, s.Rows, _rot);
+            Backend.RopeStore(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition, _kvLora, _rot, cache.Keys.AsSpan(_kvLora), latentRow);
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.

@@ -306,6 +306,18 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="Rope"/>, then <see cref="StoreRows"/> of each rotated token row's <paramref name="storeWidth"/> values
+    /// from <paramref name="storeOffset"/> into rows <c>firstPosition..</c> of <paramref name="destination"/>: the key
+    /// cache write of freshly rotated keys, which a GPU does in the rotation's own kernel.
+    /// </summary>
+    void RopeStore(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride)
+    {
+        Rope(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition);
+        StoreRows(values[storeOffset..], rowStride, destination, destinationStride, firstPosition, tokens, storeWidth);
+    }
+
+    /// <summary>
     /// Row <c>i</c> of <paramref name="destination"/> = row <c>rows[i]</c> of <paramref name="source"/>, rows of
     /// <paramref name="width"/> values. <paramref name="rows"/> is host data, read during the call.
     /// </summary>

@@ -37,6 +37,22 @@ public sealed class BenchmarkTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void GenerationCanStartDeeperThanThePromptTest()
+    {
+        WithModel("qwen2", (model, _) =>
+        {
+            // 24 tokens of context before generating, past the 8-token prompt test: sessions are sized for 24 + 4.
+            BenchmarkOptions deep = Small with { GenerationPromptTokens = 24, Repetitions = 1 };
+            Assert.Equal(28, deep.TokensNeeded);
+            BenchmarkResult shallow = Benchmark.Run(model, Small with { Repetitions = 1 });
+            BenchmarkResult r = Benchmark.Run(model, deep);
+            AssertOrdered(r.Generation, 1);
+            Assert.Equal(shallow.KvCacheBytes * 28, r.KvCacheBytes * 12);
+            Assert.Throws<ArgumentException>(() => Benchmark.Run(model, deep with { ContextTokens = 27 }));
+        });
+    }
+
+    [Fact]
     public void DenseModelGivesOrderedPositiveRatesAndReadsEveryTensorButTheEmbeddingTable()
     {
         WithModel("qwen2", (model, spec) =>
