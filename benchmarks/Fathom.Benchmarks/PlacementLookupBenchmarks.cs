@@ -32,7 +32,7 @@ public class PlacementLookupBenchmarks
             {
                 string name = $"blk.{b}.{local}";
                 TensorGroup group = TensorGroups.Classify(name);
-                tensors.Add(new PlacedTensor(name, group, b, 1 << 20, 0, !local.Contains("norm") && !local.EndsWith(".bias"),
+                tensors.Add(new PlacedTensor(name, group, b, 1 << 20, !local.Contains("norm") && !local.EndsWith(".bias"),
                     group == TensorGroup.RoutedExperts ? PlacementDevice.Cpu : PlacementDevice.Gpu));
             }
         _plan = new PlacementPlan(tensors, "--cpu-moe", new DeviceMemoryReserve(0, 0), 4096, null);
