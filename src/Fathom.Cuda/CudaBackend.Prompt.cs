@@ -56,6 +56,13 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") != "0";
 
+    /// <summary>
+    /// Whether code products fold each weight block's integer sub-scales into the integer sums and scale once per block
+    /// (Kernels/mmq.cu's mmqf_T; the default; FATHOM_CUDA_MMQ_FOLDED=0 scales every 16 sums in FP32 instead, mmq_T).
+    /// Both are exact integer sums; they differ in the FP32 rounding of the scaling only.
+    /// </summary>
+    public bool FoldedCodeScales { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_FOLDED") != "0";
+
     /// <summary>Weight rows and activation rows of one code-product tile (Kernels/mmq.cu's MMQ_ROWS, MMQ_TOKENS).</summary>
     public const int CodeTileRows = 64, CodeTileTokens = 32;
 
@@ -171,7 +178,7 @@ public sealed unsafe partial class CudaBackend
     private void LaunchCodeProduct(WeightMatrix shape, ulong weight, ulong table, ulong codes, ulong sums, ulong tiles, ulong tileCount, ulong segments,
         ulong y, int rows, int tokens, uint tileRows)
     {
-        string name = "mmq_" + CodeKernelSuffix(shape.Format.Type);
+        string name = (FoldedCodeScales ? "mmqf_" : "mmq_") + CodeKernelSuffix(shape.Format.Type);
         new KernelArguments().Pointer(weight).Pointer(table).Long(shape.RowBytes).Pointer(codes).Pointer(sums)
             .Pointer(tiles).Pointer(tileCount).Pointer(segments).Pointer(y).Long(rows).Int(rows).Int(shape.Columns).Int(tokens)
             .Launch(_context, _kernels.Function(name), shape.Name, (uint)((rows + CodeTileRows - 1) / CodeTileRows), tileRows, CodeThreads);

@@ -32,24 +32,45 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         return bytes;
     }
 
+    public static TheoryData<GgmlType, int, int, int, bool> ProductCases()
+    {
+        var cases = new TheoryData<GgmlType, int, int, int, bool>();
+        (GgmlType, int, int, int)[] shapes =
+        [
+            (GgmlType.Q4_K, 200, 512, 1), (GgmlType.Q4_K, 130, 768, 45), (GgmlType.Q4_K, 64, 256, 600),
+            (GgmlType.Q6_K, 97, 512, 33), (GgmlType.Q6_K, 72, 256, 7),
+            (GgmlType.Q8_0, 100, 320, 37), (GgmlType.Q8_0, 66, 96, 600),
+            (GgmlType.IQ2_XXS, 90, 512, 45), (GgmlType.IQ2_XXS, 64, 256, 2),
+            (GgmlType.IQ1_S, 150, 512, 600), (GgmlType.IQ1_S, 65, 256, 31),
+        ];
+        foreach ((GgmlType type, int rows, int columns, int tokens) in shapes)
+            foreach (bool folded in new[] { true, false })
+                cases.Add(type, rows, columns, tokens, folded);
+        return cases;
+    }
+
     [Theory]
-    [InlineData(GgmlType.Q4_K, 200, 512, 1)]
-    [InlineData(GgmlType.Q4_K, 130, 768, 45)]
-    [InlineData(GgmlType.Q4_K, 64, 256, 600)]
-    [InlineData(GgmlType.Q6_K, 97, 512, 33)]
-    [InlineData(GgmlType.Q6_K, 72, 256, 7)]
-    [InlineData(GgmlType.Q8_0, 100, 320, 37)]
-    [InlineData(GgmlType.Q8_0, 66, 96, 600)]
-    [InlineData(GgmlType.IQ2_XXS, 90, 512, 45)]
-    [InlineData(GgmlType.IQ2_XXS, 64, 256, 2)]
-    [InlineData(GgmlType.IQ1_S, 150, 512, 600)]
-    [InlineData(GgmlType.IQ1_S, 65, 256, 31)]
-    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens)
+    [MemberData(nameof(ProductCases))]
+    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens, bool folded)
     {
         CudaBackend backend = gpu.Backend;
+        bool wasFolded = backend.FoldedCodeScales;
+        backend.FoldedCodeScales = folded;
+        try
+        {
+            ProductOnCodesMatchesTheCpu(backend, type, rows, columns, tokens, folded);
+        }
+        finally
+        {
+            backend.FoldedCodeScales = wasFolded;
+        }
+    }
+
+    private void ProductOnCodesMatchesTheCpu(CudaBackend backend, GgmlType type, int rows, int columns, int tokens, bool folded)
+    {
         Assert.True(backend.MultipliesCodes(type), $"{type}: no products on codes on {backend.Device.Name} ({backend.Device.ComputeCapability})");
         WeightFormat format = TypeTraits.For(type);
-        var random = new Random(HashCode.Combine(type, rows, columns, tokens));
+        var random = new Random(HashCode.Combine(type, rows, columns, tokens, folded));
         byte[] weights = Quantized(random, type, rows, columns);
         float[] x = TestData.Gaussian(random, tokens * columns, 2f);
         var w = new float[rows * columns];
@@ -59,7 +80,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray(), cpu = new float[tokens * rows];
         fixed (byte* p = weights)
         {
-            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}", type, p, rows, columns);
+            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}.{folded}", type, p, rows, columns);
             backend.MatMulCodes(matrix, x, y, tokens);
             _cpu.MatMul(matrix, x, cpu, tokens);
         }
@@ -74,10 +95,10 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
                 magnitude += Math.Abs(product);
             }
             float got = y[t * rows + r];
-            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
+            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens, folded {folded}: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
         }
         double error = TestData.RelativeL2(y, cpu);
-        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens: relative L2 {error:E2} against the CPU backend");
+        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens, folded {folded}: relative L2 {error:E2} against the CPU backend");
     }
 
     /// <summary>Products sharing an input reuse its codes only while it is unchanged (here: until a product overwrites it).</summary>
@@ -117,17 +138,33 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
     }
 
     [Theory]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37)]
-    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130)]
-    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens)
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, false)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, true)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, false)]
+    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, true)]
+    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, bool folded)
+    {
+        bool wasFolded = gpu.Backend.FoldedCodeScales;
+        gpu.Backend.FoldedCodeScales = folded;
+        try
+        {
+            RoutedExpertsAddWhatTheHostGroupingAdds(gateType, downType, tokens, folded);
+        }
+        finally
+        {
+            gpu.Backend.FoldedCodeScales = wasFolded;
+        }
+    }
+
+    private void RoutedExpertsAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, bool folded)
     {
         const int experts = 16, used = 4, width = 256, expertWidth = 512;
-        var random = new Random(HashCode.Combine(gateType, downType, tokens));
-        WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.gate");
-        WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.up");
-        WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"moe.{downType}.{tokens}.down");
+        var random = new Random(HashCode.Combine(gateType, downType, tokens, folded));
+        WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.gate");
+        WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.up");
+        WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"moe.{downType}.{tokens}.{folded}.down");
         // Each token's experts ascending, as the routing leaves them; the last expert is never chosen, the first often.
         var ids = new float[tokens * used];
         for (int t = 0; t < tokens; t++)
@@ -147,7 +184,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         ExpertBatch.AddByExpert(_cpu, gate, up, down, ids, weights, used, h, cpu, tokens, work);
 
         double againstHost = RelativeL2OfAdded(device, hostGrouped, start), againstCpu = RelativeL2OfAdded(device, cpu, start);
-        output.WriteLine($"{gateType}/{downType}, {tokens} tokens: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
+        output.WriteLine($"{gateType}/{downType}, {tokens} tokens, folded {folded}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
         Assert.True(againstHost <= 1e-5, $"against the host grouping on the GPU: {againstHost:E2}");
         Assert.True(againstCpu <= 1e-5, $"against the CPU: {againstCpu:E2}");
     }
