@@ -8,8 +8,9 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// Prompt processing: products of at least <see cref="BlasMinimumTokens"/> tokens on the tensor cores (half-precision
-/// operands, FP32 sums: <see cref="HalfPrecisionProduct"/>) and a tiled attention for batches of at least
-/// <see cref="PrefillAttentionMinimumTokens"/> queries (Kernels/attention_prefill.cu).
+/// operands, FP32 sums: <see cref="HalfPrecisionProduct"/>; or int8 codes, <see cref="CodeProducts"/>, which a prompt's
+/// routed experts always use), and a tiled attention for batches of at least <see cref="PrefillAttentionMinimumTokens"/>
+/// queries (Kernels/attention_prefill.cu).
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
@@ -49,17 +50,19 @@ public sealed unsafe partial class CudaBackend
     private DeviceScratch HalfActivationScratch => _halfActivationScratch ??= new DeviceScratch(_context, _retirement);
 
     /// <summary>
-    /// Whether prompt products of the types <see cref="MultipliesCodes"/> names multiply integer codes on the tensor
-    /// cores (Kernels/mmq.cu; the default; FATHOM_CUDA_MMQ=0 turns it off, leaving them to the split F16 products):
-    /// the activations quantized once to int8 codes as the CPU rounds them, the weights' blocks decoded to int8 codes
-    /// in shared memory, exact integer sums per 16 weights scaled in FP32. No F16 copy of the weight is made.
+    /// Whether dense prompt products of the types <see cref="MultipliesCodes"/> takes multiply integer codes
+    /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
+    /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
+    /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
+    /// product are faster (docs/gpu-notes.md, run ppmoe-2). A prompt's routed experts use codes either way
+    /// (<see cref="AddRoutedExperts"/>).
     /// </summary>
-    public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") != "0";
+    public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
 
     /// <summary>
     /// Whether code products fold each weight block's integer sub-scales into the integer sums and scale once per block
-    /// (Kernels/mmq.cu's mmqf_T; the default; FATHOM_CUDA_MMQ_FOLDED=0 scales every 16 sums in FP32 instead, mmq_T).
-    /// Both are exact integer sums; they differ in the FP32 rounding of the scaling only.
+    /// (Kernels/mmq.cu's mmqf_T; the default, about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every
+    /// 16 sums in FP32 instead, mmq_T). Both are exact integer sums and differ in the FP32 rounding of the scaling only.
     /// </summary>
     public bool FoldedCodeScales { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_FOLDED") != "0";
 
@@ -73,8 +76,8 @@ public sealed unsafe partial class CudaBackend
     // reusable), codes and sums. Reused as _lastRounding is.
     private (ulong Source, long Count, GgmlType Format, long Op, ulong Codes, ulong Sums) _lastCodes;
 
-    /// <summary>Whether prompt products of <paramref name="type"/> run on integer codes here (<see cref="CodeProducts"/>, compute capability 8.0 or later).</summary>
-    public bool MultipliesCodes(GgmlType type) => CodeProducts && Device.Architecture >= 80 && CodeKernelSuffix(type) is not null;
+    /// <summary>Whether products of <paramref name="type"/> can run on integer codes here: a type of <see cref="CodeKernelSuffix"/> on a GPU of compute capability 8.0 or later (int8 tensor-core products).</summary>
+    public bool MultipliesCodes(GgmlType type) => Device.Architecture >= 80 && CodeKernelSuffix(type) is not null;
 
     /// <summary>The types Kernels/mmq.cu decodes to codes (the goal models' types), by kernel suffix.</summary>
     public static string? CodeKernelSuffix(GgmlType type) => type switch
@@ -88,21 +91,24 @@ public sealed unsafe partial class CudaBackend
     };
 
     /// <summary>
-    /// A prompt batch's product on integer codes when <see cref="MultipliesCodes"/> allows it: the input quantized
-    /// (or its codes reused), then one mmq launch over (row tile, token tile).
+    /// A prompt batch's product on integer codes when <see cref="CodeProducts"/> and <see cref="MultipliesCodes"/> allow it.
     /// </summary>
     private bool CodeProduct(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
     {
-        GgmlType type = weight.Format.Type;
-        if (!MultipliesCodes(type)) return false;
+        if (!CodeProducts || !MultipliesCodes(weight.Format.Type)) return false;
+        ProductOnCodes(weight, w, x, stagedInput, y, outputCount, tokens);
+        return true;
+    }
+
+    /// <summary>The product on codes: the input's codes (made or reused), then one mmq launch over (row tile, token tile).</summary>
+    private void ProductOnCodes(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
+    {
         int rows = weight.Rows, n = weight.Columns;
         GgmlType activation = weight.Format.DotActivationType;
-        long count = (long)tokens * n;
         (ulong codes, ulong sums) = DenseCodes(activation, x, tokens, n, stagedInput);
         ulong source = _lastCodes.Source, end = source + (ulong)_lastCodes.Count * sizeof(float);
         _lastCodes.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
         LaunchCodeProduct(weight, w.Pointer, 0, codes, sums, 0, 0, 0, y, rows, tokens, (uint)((tokens + CodeTileTokens - 1) / CodeTileTokens));
-        return true;
     }
 
     /// <summary>
@@ -124,7 +130,7 @@ public sealed unsafe partial class CudaBackend
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
         ulong o = Out(y, _output, upload: false, out bool staged);
-        CodeProduct(weight, w, x, stagedInput, o, y.Length, tokens);
+        ProductOnCodes(weight, w, x, stagedInput, o, y.Length, tokens);
         Return(y, o, staged);
     }
 

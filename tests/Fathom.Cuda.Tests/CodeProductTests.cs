@@ -70,7 +70,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
     {
         Assert.True(backend.MultipliesCodes(type), $"{type}: no products on codes on {backend.Device.Name} ({backend.Device.ComputeCapability})");
         WeightFormat format = TypeTraits.For(type);
-        var random = new Random(HashCode.Combine(type, rows, columns, tokens, folded));
+        var random = new Random(1000 * (int)type + 7 * rows + 3 * columns + tokens + (folded ? 1 : 0));
         byte[] weights = Quantized(random, type, rows, columns);
         float[] x = TestData.Gaussian(random, tokens * columns, 2f);
         var w = new float[rows * columns];
@@ -123,6 +123,10 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
             _cpu.MatMul(mb, replaced, fourth, tokens);
 
             backend.Attach(buffer);
+            bool wasCodes = backend.CodeProducts;
+            backend.CodeProducts = true;
+            try
+            {
             Span<float> x = buffer.AsSpan(0, tokens * columns), y1 = buffer.AsSpan(tokens * columns, tokens * rows), y2 = buffer.AsSpan(2 * tokens * columns, tokens * rows);
             backend.MatMul(ma, x, y1, tokens);
             backend.MatMul(mb, x, y2, tokens); // the same input: its codes are reused
@@ -134,59 +138,81 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
             backend.ReadToHost(buffer);
             Assert.True(TestData.RelativeL2(x, replaced) <= 1e-5, $"in place: {TestData.RelativeL2(x, replaced):E2}");
             Assert.True(TestData.RelativeL2(y2, fourth) < 4e-3, $"after the overwrite: {TestData.RelativeL2(y2, fourth):E2}");
+            }
+            finally
+            {
+                backend.CodeProducts = wasCodes;
+            }
         }
     }
 
+    /// <summary>
+    /// The device grouping against the host grouping (<see cref="ExpertBatch.AddByExpert"/>) on the same GPU and on the
+    /// CPU. With 120 tokens or more every chosen expert gets at least <see cref="CudaBackend.BlasMinimumTokens"/> of
+    /// them, so the host grouping's products (code products here) run the device grouping's kernel and the sums agree
+    /// to the last bits; with fewer, its small products use the tile kernel. Against those and the CPU the bound is
+    /// 1e-3: the SiLU output is rounded to Q8 codes before the down product on every path, and a last-bit difference in
+    /// a gate or up moves such a rounding by one step now and then, which changes that pair's down product by up to
+    /// about 1e-3 (run ppmoe-2 saw 5e-5 over a whole batch).
+    /// </summary>
     [Theory]
     [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, true)]
     [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, true)]
     [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, false)]
     [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, true)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, false)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, false)]
     [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, true)]
     public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, bool folded)
     {
-        bool wasFolded = gpu.Backend.FoldedCodeScales;
-        gpu.Backend.FoldedCodeScales = folded;
+        CudaBackend backend = gpu.Backend;
+        (bool wasFolded, bool wasCodes) = (backend.FoldedCodeScales, backend.CodeProducts);
+        backend.FoldedCodeScales = folded;
+        backend.CodeProducts = true;
         try
         {
-            RoutedExpertsAddWhatTheHostGroupingAdds(gateType, downType, tokens, folded);
+            RoutedExpertsAddWhatTheHostGroupingAdds(backend, gateType, downType, tokens, folded);
         }
         finally
         {
-            gpu.Backend.FoldedCodeScales = wasFolded;
+            (backend.FoldedCodeScales, backend.CodeProducts) = (wasFolded, wasCodes);
         }
     }
 
-    private void RoutedExpertsAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, bool folded)
+    private void RoutedExpertsAddWhatTheHostGroupingAdds(CudaBackend backend, GgmlType gateType, GgmlType downType, int tokens, bool folded)
     {
         const int experts = 16, used = 4, width = 256, expertWidth = 512;
-        var random = new Random(HashCode.Combine(gateType, downType, tokens, folded));
+        var random = new Random(1000 * (int)gateType + 2 * tokens + (folded ? 1 : 0));
         WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.gate");
         WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.up");
         WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"moe.{downType}.{tokens}.{folded}.down");
-        // Each token's experts ascending, as the routing leaves them; the last expert is never chosen, the first often.
+        // Each token's experts ascending, as the routing leaves them; the last expert is never chosen. From 120 tokens,
+        // token t takes t, t + 3, t + 7 and t + 11 (mod 15), so each of the 15 gets at least 32 tokens; below, the
+        // first of a token's experts is one of the first three.
+        bool everyExpertLarge = tokens >= 120;
         var ids = new float[tokens * used];
         for (int t = 0; t < tokens; t++)
         {
-            var chosen = new SortedSet<int> { random.Next(3) };
+            SortedSet<int> chosen = everyExpertLarge ? [t % 15, (t + 3) % 15, (t + 7) % 15, (t + 11) % 15] : [random.Next(3)];
             while (chosen.Count < used) chosen.Add(random.Next(experts - 1));
             chosen.Select(e => (float)e).ToArray().CopyTo(ids, t * used);
         }
+        if (everyExpertLarge)
+            Assert.All(Enumerable.Range(0, experts - 1), e => Assert.True(ids.Count(id => id == e) >= CudaBackend.BlasMinimumTokens));
         float[] weights = TestData.Gaussian(random, tokens * used, 0.5f);
         float[] h = TestData.Gaussian(random, tokens * width, 1.5f);
         float[] start = TestData.Gaussian(random, tokens * width);
         float[] work = new float[ExpertBatch.WorkLength(tokens, width, expertWidth)];
 
         float[] device = (float[])start.Clone(), hostGrouped = (float[])start.Clone(), cpu = (float[])start.Clone();
-        gpu.Backend.AddRoutedExperts(gate, up, down, ids, weights, used, h, device, tokens, work);
-        ExpertBatch.AddByExpert(gpu.Backend, gate, up, down, ids, weights, used, h, hostGrouped, tokens, work);
+        backend.AddRoutedExperts(gate, up, down, ids, weights, used, h, device, tokens, work);
+        ExpertBatch.AddByExpert(backend, gate, up, down, ids, weights, used, h, hostGrouped, tokens, work);
         ExpertBatch.AddByExpert(_cpu, gate, up, down, ids, weights, used, h, cpu, tokens, work);
 
         double againstHost = RelativeL2OfAdded(device, hostGrouped, start), againstCpu = RelativeL2OfAdded(device, cpu, start);
         output.WriteLine($"{gateType}/{downType}, {tokens} tokens, folded {folded}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
-        Assert.True(againstHost <= 1e-5, $"against the host grouping on the GPU: {againstHost:E2}");
-        Assert.True(againstCpu <= 1e-5, $"against the CPU: {againstCpu:E2}");
+        double hostBound = everyExpertLarge ? 1e-6 : 1e-3;
+        Assert.True(againstHost <= hostBound, $"against the host grouping on the GPU: {againstHost:E2} > {hostBound:E0}");
+        Assert.True(againstCpu <= 1e-3, $"against the CPU: {againstCpu:E2}");
     }
 
     private static WeightMatrix[] Experts(Random random, GgmlType type, int count, int rows, int columns, string name)
@@ -232,8 +258,9 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         try
         {
             using GgufFile file = GgufFile.Open(path);
-            using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = true } });
-            using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = false } });
+            // Both with dense code products and folded scales (run ppmoe-2's settings), so only the grouping differs.
+            using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = true, CodeProducts = true, FoldedCodeScales = true } });
+            using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = false, CodeProducts = true, FoldedCodeScales = true } });
             (List<int> deviceTokens, List<float[]> deviceLogits) = Greedy(device);
             (List<int> hostTokens, List<float[]> hostLogits) = Greedy(host);
             string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
