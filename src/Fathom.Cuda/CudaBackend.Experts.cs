@@ -21,6 +21,21 @@ public sealed unsafe partial class CudaBackend
     // Contiguous copies of group inputs whose stride does not keep the activation rounding's blocks aligned.
     private float[] _groupInput = [];
 
+    // A prompt's routed experts: the grouping (segments, order, pair rows, tiles), the codes of their inputs, and the
+    // gate, up and down rows of every (token, chosen expert) pair.
+    private DeviceScratch? _expertGrouping, _expertCodes, _expertCodeSums, _expertRows;
+
+    /// <summary>
+    /// Whether a prompt's routed experts are grouped and multiplied on the device (<see cref="AddRoutedExperts"/>; the
+    /// default; FATHOM_CUDA_MOE_GROUPING=0 turns it off, leaving them to the host grouping).
+    /// </summary>
+    public bool DeviceExpertGrouping { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MOE_GROUPING") != "0";
+
+    /// <summary>The most routed experts the device grouping takes (its counters live in one block's shared memory).</summary>
+    public const int MaxGroupedExperts = 4096;
+
+    private const int GroupingThreads = 1024;
+
     public void RouteExperts(ExpertRouting routing, Span<float> logits, Span<float> ids, Span<float> weights, int tokens)
     {
         int experts = routing.ExpertCount, used = routing.UsedCount;
@@ -88,6 +103,74 @@ public sealed unsafe partial class CudaBackend
         new KernelArguments().Pointer(to).Pointer(from).Pointer(factors).Int(count).Int(width)
             .Launch(_context, _kernels.Function("add_weighted_rows"), "add_weighted_rows", Blocks(width, ElementThreads), 1, ElementThreads);
         Return(d, to, staged);
+    }
+
+    /// <summary>
+    /// A prompt's routed experts on the device when every matrix is on the GPU and of a type <see cref="MultipliesCodes"/>
+    /// takes (else the host grouping, <see cref="ExpertBatch.AddByExpert"/>): the chosen ids are grouped by expert
+    /// (moe_group_rows: segments, a row order, each pair's row, the tiles), the inputs quantized to codes in that order,
+    /// one code-product launch each for the gates, the ups and the downs over (row tile, expert's token tile), SiLU
+    /// between, and each token's weighted outputs added in increasing expert id (moe_add_expert_rows). Nothing is read
+    /// back to the host.
+    /// </summary>
+    public void AddRoutedExperts(ReadOnlySpan<WeightMatrix> gate, ReadOnlySpan<WeightMatrix> up, ReadOnlySpan<WeightMatrix> down,
+        ReadOnlySpan<float> ids, ReadOnlySpan<float> weights, int used, ReadOnlySpan<float> inputs, Span<float> residual, int tokens, Span<float> work)
+    {
+        if (tokens <= 0) return;
+        ExpertBatch.Validate(gate, up, down, ids, weights, used, inputs, residual, tokens, work);
+        int experts = gate.Length;
+        if (!DeviceExpertGrouping || experts > MaxGroupedExperts || AnyOnHost(gate) || AnyOnHost(up) || AnyOnHost(down))
+        {
+            ExpertBatch.AddByExpert(this, gate, up, down, ids, weights, used, inputs, residual, tokens, work);
+            return;
+        }
+        WeightMatrix gates = SameShape(gate), ups = SameShape(up), downs = SameShape(down);
+        if (!MultipliesCodes(gates.Format.Type) || !MultipliesCodes(ups.Format.Type) || !MultipliesCodes(downs.Format.Type))
+        {
+            ExpertBatch.AddByExpert(this, gate, up, down, ids, weights, used, inputs, residual, tokens, work);
+            return;
+        }
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("AddRoutedExperts");
+        int width = gates.Columns, expertWidth = gates.Rows, pairs = checked(tokens * used);
+        ulong chosen = In(ids[..pairs], _indices), factors = In(weights[..pairs], _scales), h = In(inputs[..(tokens * width)], _input);
+        Span<float> x = residual[..(tokens * width)];
+        ulong to = Out(x, _output, upload: true, out bool staged);
+
+        // Grouping: segments (experts + 1), row order (pairs), pair rows (pairs), tile count (1), tiles (2 ints each).
+        int maxTiles = pairs / CodeTileTokens + experts;
+        DeviceBuffer grouping = (_expertGrouping ??= new DeviceScratch(_context, _retirement)).Get(sizeof(int) * (experts + 1L + 2L * pairs + 1 + 2L * maxTiles) + 8);
+        ulong segments = grouping.Pointer, order = segments + (ulong)(experts + 1) * sizeof(int), slots = order + (ulong)pairs * sizeof(int);
+        ulong tileCount = slots + (ulong)pairs * sizeof(int), tiles = (tileCount + sizeof(int) + 7) & ~7UL;
+        new KernelArguments().Pointer(chosen).Int(pairs).Int(used).Int(experts).Pointer(segments).Pointer(order).Pointer(slots).Pointer(tiles).Pointer(tileCount)
+            .Launch(_context, _kernels.Function("moe_group_rows"), "moe_group_rows", 1, 1, GroupingThreads, (uint)(experts * sizeof(int)));
+
+        _expertCodes ??= new DeviceScratch(_context, _retirement);
+        _expertCodeSums ??= new DeviceScratch(_context, _retirement);
+        DeviceBuffer intermediate = (_expertRows ??= new DeviceScratch(_context, _retirement)).Get(sizeof(float) * (2L * pairs * expertWidth + (long)pairs * width));
+        ulong gateRows = intermediate.Pointer, upRows = gateRows + (ulong)pairs * (ulong)expertWidth * sizeof(float);
+        ulong downRows = upRows + (ulong)pairs * (ulong)expertWidth * sizeof(float);
+
+        GgmlType inputCodes = gates.Format.DotActivationType;
+        (ulong codes, ulong sums) = QuantizeCodes(inputCodes, h, order, pairs, width, _expertCodes, _expertCodeSums);
+        LaunchCodeProduct(gates, 0, MatrixTable(gate), codes, sums, tiles, tileCount, segments, gateRows, expertWidth, pairs, (uint)maxTiles);
+        if (ups.Format.DotActivationType != inputCodes) (codes, sums) = QuantizeCodes(ups.Format.DotActivationType, h, order, pairs, width, _expertCodes, _expertCodeSums);
+        LaunchCodeProduct(ups, 0, MatrixTable(up), codes, sums, tiles, tileCount, segments, upRows, expertWidth, pairs, (uint)maxTiles);
+        long values = (long)pairs * expertWidth;
+        new KernelArguments().Pointer(gateRows).Pointer(upRows).Long(values)
+            .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", Blocks(values, ElementThreads), 1, ElementThreads);
+        (codes, sums) = QuantizeCodes(downs.Format.DotActivationType, gateRows, 0, pairs, expertWidth, _expertCodes, _expertCodeSums);
+        LaunchCodeProduct(downs, 0, MatrixTable(down), codes, sums, tiles, tileCount, segments, downRows, width, pairs, (uint)maxTiles);
+
+        for (int first = 0; first < tokens; first += MaxGridRows)
+        {
+            ulong rowOffset = (ulong)first * (ulong)width * sizeof(float), pairOffset = (ulong)first * (ulong)used * sizeof(float);
+            new KernelArguments().Pointer(to + rowOffset).Pointer(downRows).Pointer(chosen + pairOffset).Pointer(factors + pairOffset).Pointer(slots + pairOffset)
+                .Int(used).Int(width)
+                .Launch(_context, _kernels.Function("moe_add_expert_rows"), "moe_add_expert_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, tokens - first), ElementThreads);
+        }
+        Return(x, to, staged);
     }
 
     /// <summary>The group's common shape and type (its first matrix); grouped kernels need one.</summary>
@@ -176,6 +259,10 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Frees the matrix tables (from <see cref="Dispose"/>).</summary>
     private void DisposeExperts()
     {
+        _expertGrouping?.Dispose();
+        _expertCodes?.Dispose();
+        _expertCodeSums?.Dispose();
+        _expertRows?.Dispose();
         foreach (DeviceBuffer table in _matrixTables.Values) table.Dispose();
         _matrixTables.Clear();
     }

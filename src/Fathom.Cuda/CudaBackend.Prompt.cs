@@ -8,8 +8,9 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// Prompt processing: products of at least <see cref="BlasMinimumTokens"/> tokens on the tensor cores (half-precision
-/// operands, FP32 sums: <see cref="HalfPrecisionProduct"/>) and a tiled attention for batches of at least
-/// <see cref="PrefillAttentionMinimumTokens"/> queries (Kernels/attention_prefill.cu).
+/// operands, FP32 sums: <see cref="HalfPrecisionProduct"/>; or int8 codes, <see cref="CodeProducts"/>, which a prompt's
+/// routed experts always use), and a tiled attention for batches of at least <see cref="PrefillAttentionMinimumTokens"/>
+/// queries (Kernels/attention_prefill.cu).
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
@@ -48,6 +49,147 @@ public sealed unsafe partial class CudaBackend
 
     private DeviceScratch HalfActivationScratch => _halfActivationScratch ??= new DeviceScratch(_context, _retirement);
 
+    /// <summary>
+    /// Whether dense prompt products of the types <see cref="MultipliesCodes"/> takes multiply integer codes
+    /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
+    /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
+    /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
+    /// product are faster (docs/gpu-notes.md, run ppmoe-2). A prompt's routed experts use codes either way
+    /// (<see cref="AddRoutedExperts"/>).
+    /// </summary>
+    public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
+
+    /// <summary>
+    /// Whether code products fold each weight block's integer sub-scales into the integer sums and scale once per block
+    /// (Kernels/mmq.cu's mmqf_T; the default, about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every
+    /// 16 sums in FP32 instead, mmq_T). Both are exact integer sums and differ in the FP32 rounding of the scaling only.
+    /// </summary>
+    public bool FoldedCodeScales { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_FOLDED") != "0";
+
+    /// <summary>Weight rows and activation rows of one code-product tile (Kernels/mmq.cu's MMQ_ROWS, MMQ_TOKENS).</summary>
+    public const int CodeTileRows = 64, CodeTileTokens = 32;
+
+    private const int CodeThreads = 128, CodeQuantizeThreads = 256;
+
+    private DeviceScratch? _codeScratch, _codeSumScratch;
+    // The last activations quantized to codes for dense products: source, count, format, op count when made (-1: not
+    // reusable), codes and sums. Reused as _lastRounding is.
+    private (ulong Source, long Count, GgmlType Format, long Op, ulong Codes, ulong Sums) _lastCodes;
+
+    /// <summary>Whether products of <paramref name="type"/> can run on integer codes here: a type of <see cref="CodeKernelSuffix"/> on a GPU of compute capability 8.0 or later (int8 tensor-core products).</summary>
+    public bool MultipliesCodes(GgmlType type) => Device.Architecture >= 80 && CodeKernelSuffix(type) is not null;
+
+    /// <summary>The types Kernels/mmq.cu decodes to codes (the goal models' types), by kernel suffix.</summary>
+    public static string? CodeKernelSuffix(GgmlType type) => type switch
+    {
+        GgmlType.Q8_0 => "q8_0",
+        GgmlType.Q4_K => "q4_k",
+        GgmlType.Q6_K => "q6_k",
+        GgmlType.IQ2_XXS => "iq2_xxs",
+        GgmlType.IQ1_S => "iq1_s",
+        _ => null,
+    };
+
+    /// <summary>
+    /// A prompt batch's product on integer codes when <see cref="CodeProducts"/> and <see cref="MultipliesCodes"/> allow it.
+    /// </summary>
+    private bool CodeProduct(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
+    {
+        if (!CodeProducts || !MultipliesCodes(weight.Format.Type)) return false;
+        ProductOnCodes(weight, w, x, stagedInput, y, outputCount, tokens);
+        return true;
+    }
+
+    /// <summary>The product on codes: the input's codes (made or reused), then one mmq launch over (row tile, token tile).</summary>
+    private void ProductOnCodes(WeightMatrix weight, DeviceWeight w, ulong x, bool stagedInput, ulong y, long outputCount, int tokens)
+    {
+        int rows = weight.Rows, n = weight.Columns;
+        GgmlType activation = weight.Format.DotActivationType;
+        (ulong codes, ulong sums) = DenseCodes(activation, x, tokens, n, stagedInput);
+        ulong source = _lastCodes.Source, end = source + (ulong)_lastCodes.Count * sizeof(float);
+        _lastCodes.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
+        LaunchCodeProduct(weight, w.Pointer, 0, codes, sums, 0, 0, 0, y, rows, tokens, (uint)((tokens + CodeTileTokens - 1) / CodeTileTokens));
+    }
+
+    /// <summary>
+    /// <c>output[t, r] = weight.Row(r) · input[t]</c> on integer codes at any token count (prompt products use it from
+    /// <see cref="BlasMinimumTokens"/> tokens); throws when <see cref="MultipliesCodes"/> does not take the weight's type.
+    /// </summary>
+    public void MatMulCodes(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens)
+    {
+        if (!MultipliesCodes(weight.Format.Type)) throw new NotSupportedException($"{weight.Name}: {weight.Format.Type} products on integer codes are not available here");
+        if (OnHost(weight)) throw new InvalidOperationException($"{weight.Name} is placed on the CPU");
+        int n = weight.Columns, rows = weight.Rows;
+        if (tokens <= 0) return;
+        if (input.Length < (long)tokens * n) throw new ArgumentException($"{weight.Name}: input holds {input.Length} values, {tokens}×{n} needed");
+        if (output.Length < (long)tokens * rows) throw new ArgumentException($"{weight.Name}: output holds {output.Length} values, {tokens}×{rows} needed");
+        _context.MakeCurrent();
+        _ops++;
+        using OperationProfiler.Scope? profile = _profiler?.Measure("MatMulCodes");
+        DeviceWeight w = _weights.Get(weight);
+        Span<float> y = output[..(tokens * rows)];
+        ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);
+        ulong o = Out(y, _output, upload: false, out bool staged);
+        ProductOnCodes(weight, w, x, stagedInput, o, y.Length, tokens);
+        Return(y, o, staged);
+    }
+
+    /// <summary>A dense product's activation codes: made for <paramref name="x"/>, or the last ones when the same input is multiplied again.</summary>
+    private (ulong Codes, ulong Sums) DenseCodes(GgmlType activation, ulong x, int tokens, int columns, bool staged)
+    {
+        long count = (long)tokens * columns;
+        if (_lastCodes.Op == _ops - 1 && _lastCodes.Source == x && _lastCodes.Count == count && _lastCodes.Format == activation)
+            return (_lastCodes.Codes, _lastCodes.Sums);
+        _codeScratch ??= new DeviceScratch(_context, _retirement);
+        _codeSumScratch ??= new DeviceScratch(_context, _retirement);
+        (ulong codes, ulong sums) = QuantizeCodes(activation, x, 0, tokens, columns, _codeScratch, _codeSumScratch);
+        // A staging buffer's address holds other data next time: such codes are never reused (0 is no device address).
+        _lastCodes = (staged ? 0 : x, count, activation, -1, codes, sums);
+        return (codes, sums);
+    }
+
+    /// <summary>
+    /// <paramref name="rowCount"/> activation rows of <paramref name="columns"/> as int8 codes and per-16 (d, d·Σcodes),
+    /// rounded as the CPU rounds them to <paramref name="activation"/> (Q8_K or Q8_0); row <c>p</c> reads row
+    /// <c>rowMap[p]</c> of <paramref name="x"/> (a device int array) or, without a map, row <c>p</c>.
+    /// </summary>
+    private (ulong Codes, ulong Sums) QuantizeCodes(GgmlType activation, ulong x, ulong rowMap, int rowCount, int columns, DeviceScratch codeScratch, DeviceScratch sumScratch)
+    {
+        long values = (long)rowCount * columns;
+        ulong codes = codeScratch.Get(Math.Max(values, 16)).Pointer;
+        ulong sums = sumScratch.Get(Math.Max(values / 16 * 2 * sizeof(float), 16)).Pointer;
+        (string name, uint blocks) = activation switch
+        {
+            GgmlType.Q8_K => ("quantize_codes_q8_k", (uint)(columns / 256)),
+            GgmlType.Q8_0 => ("quantize_codes_q8_0", Blocks(columns, CodeQuantizeThreads)),
+            _ => throw new NotSupportedException($"integer codes for {activation} activations"),
+        };
+        IntPtr function = _kernels.Function(name);
+        for (int first = 0; first < rowCount; first += MaxGridRows)
+        {
+            ulong map = rowMap == 0 ? 0 : rowMap + (ulong)first * sizeof(int);
+            // Without a map the launch's rows start at `first`; with one, the map gives their sources.
+            ulong from = rowMap == 0 ? x + (ulong)first * (ulong)columns * sizeof(float) : x;
+            new KernelArguments().Pointer(from).Pointer(map).Pointer(codes + (ulong)first * (ulong)columns).Pointer(sums + (ulong)first * (ulong)(columns / 16) * 8).Int(columns)
+                .Launch(_context, function, name, blocks, (uint)Math.Min(MaxGridRows, rowCount - first), CodeQuantizeThreads);
+        }
+        return (codes, sums);
+    }
+
+    /// <summary>
+    /// One mmq launch: weight rows from <paramref name="weight"/> or, with a <paramref name="table"/>, from the table's
+    /// entry for each tile's expert; activation rows in tiles of <see cref="CodeTileTokens"/> over [0, tokens) or, with
+    /// <paramref name="tiles"/>, the listed (expert, first row) tiles of the experts' segments. Output row p at y + p·rows.
+    /// </summary>
+    private void LaunchCodeProduct(WeightMatrix shape, ulong weight, ulong table, ulong codes, ulong sums, ulong tiles, ulong tileCount, ulong segments,
+        ulong y, int rows, int tokens, uint tileRows)
+    {
+        string name = (FoldedCodeScales ? "mmqf_" : "mmq_") + CodeKernelSuffix(shape.Format.Type);
+        new KernelArguments().Pointer(weight).Pointer(table).Long(shape.RowBytes).Pointer(codes).Pointer(sums)
+            .Pointer(tiles).Pointer(tileCount).Pointer(segments).Pointer(y).Long(rows).Int(rows).Int(shape.Columns).Int(tokens)
+            .Launch(_context, _kernels.Function(name), shape.Name, (uint)((rows + CodeTileRows - 1) / CodeTileRows), tileRows, CodeThreads);
+    }
+
     private DeviceScratch HalfWeightScratch => _halfWeightScratch ??= new DeviceScratch(_context, _retirement);
 
     /// <summary>
@@ -59,6 +201,7 @@ public sealed unsafe partial class CudaBackend
     {
         GgmlType type = weight.Format.Type;
         if (!TensorCoreProducts || type == GgmlType.F32) return false;
+        if (CodeProduct(weight, w, x, stagedInput, y, outputCount, tokens)) return true;
         int rows = weight.Rows, n = weight.Columns;
         long count = (long)tokens * n;
         bool dense = type is GgmlType.F16 or GgmlType.BF16, split = SplitHalfProducts && !dense;
@@ -152,5 +295,7 @@ public sealed unsafe partial class CudaBackend
     {
         _halfActivationScratch?.Dispose();
         _halfWeightScratch?.Dispose();
+        _codeScratch?.Dispose();
+        _codeSumScratch?.Dispose();
     }
 }

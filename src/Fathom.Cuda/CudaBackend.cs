@@ -464,7 +464,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (tokens <= 0) return;
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        using OperationProfiler.Scope? profile = _profiler?.Measure(tokens >= BlasMinimumTokens && _blas is not null ? "MatMul (cuBLAS)" : tokens == 1 ? "MatMul (1 token)" : "MatMul");
+        using OperationProfiler.Scope? profile = _profiler?.Measure(tokens >= BlasMinimumTokens && _blas is not null
+            ? (TensorCoreProducts && CodeProducts && MultipliesCodes(weight.Format.Type) ? "MatMul (codes)" : "MatMul (cuBLAS)") : tokens == 1 ? "MatMul (1 token)" : "MatMul");
         DeviceWeight w = _weights.Get(weight);
         Span<float> y = output[..(tokens * rows)];
         ulong x = In(input[..(tokens * n)], _input, out bool stagedInput);

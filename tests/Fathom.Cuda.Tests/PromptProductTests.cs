@@ -48,10 +48,11 @@ public sealed unsafe class PromptProductTests(GpuFixture gpu)
         if (dense) Assert.Equal(activations, activations.Select(v => ToOperand(v, bf16)).ToArray()); // already in the weight's format
 
         long limit = backend.DequantizedFloatsLimit;
-        bool wasSplit = backend.SplitHalfProducts;
+        bool wasSplit = backend.SplitHalfProducts, wasCodes = backend.CodeProducts;
         float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray();
         try
         {
+            backend.CodeProducts = false; // the F16 path itself (CodeProductTests has the integer one)
             backend.SplitHalfProducts = split;
             if (chunkRows > 0) backend.DequantizedFloatsLimit = (long)chunkRows * columns;
             fixed (byte* p = weights)
@@ -61,6 +62,7 @@ public sealed unsafe class PromptProductTests(GpuFixture gpu)
         {
             backend.DequantizedFloatsLimit = limit;
             backend.SplitHalfProducts = wasSplit;
+            backend.CodeProducts = wasCodes;
         }
 
         double lossNumerator = 0, lossDenominator = 0;
@@ -110,6 +112,10 @@ public sealed unsafe class PromptProductTests(GpuFixture gpu)
             cpu.MatMul(b, replaced, fourth, tokens);
 
             backend.Attach(buffer);
+            bool wasCodes = backend.CodeProducts;
+            backend.CodeProducts = false; // the halves' reuse (CodeProductTests has the codes')
+            try
+            {
             Span<float> x = buffer.AsSpan(0, tokens * columns), y1 = buffer.AsSpan(tokens * columns, tokens * rows), y2 = buffer.AsSpan(2 * tokens * columns, tokens * rows);
             backend.MatMul(a, x, y1, tokens);
             backend.MatMul(b, x, y2, tokens);   // the same input: its halves are reused
@@ -121,6 +127,11 @@ public sealed unsafe class PromptProductTests(GpuFixture gpu)
             backend.ReadToHost(buffer);
             Assert.True(TestData.RelativeL2(x, replaced) < 1e-5, $"in place: {TestData.RelativeL2(x, replaced):E2}");
             Assert.True(TestData.RelativeL2(y2, fourth) < 4e-3, $"after the overwrite: {TestData.RelativeL2(y2, fourth):E2}");
+            }
+            finally
+            {
+                backend.CodeProducts = wasCodes;
+            }
         }
     }
 

@@ -7,10 +7,11 @@ namespace Fathom.Evaluation;
 
 /// <summary>
 /// CPU speed of a model, measured the way llama-bench does: prompt processing (pp) feeds P random in-vocabulary
-/// tokens in one forward pass from a fresh session; generation (tg) feeds a short prompt, then times N forward
+/// tokens in one forward pass from an empty session (one session, reset before each test, as llama-bench clears its
+/// context's cache); generation (tg) feeds a short prompt, then times N forward
 /// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches; with
 /// <see cref="BenchmarkOptions.WarmUpTokens"/>, a shorter run), then
-/// <see cref="BenchmarkOptions.Repetitions"/> timed times; every session has room for P + N tokens.
+/// <see cref="BenchmarkOptions.Repetitions"/> timed times; the session has room for P + N tokens.
 /// </summary>
 public static class Benchmark
 {
@@ -27,20 +28,22 @@ public static class Benchmark
 
         var pp = new List<double>(options.Repetitions);
         var tg = new List<double>(options.Repetitions);
-        long kvCacheBytes = 0;
+        // One session, made (its cache and scratch allocated and attached) once and reset before each test, as
+        // llama-bench clears one context's cache: a repetition times forward passes, not the buffers' allocation.
+        InferenceSession session = model.CreateSession(context);
+        long kvCacheBytes = session.Cache.Bytes;
         for (int repetition = 0; repetition <= options.Repetitions; repetition++)
         {
             bool warmUp = repetition == 0;
             int promptTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.PromptTokens, options.PromptTokens) : options.PromptTokens;
             int generatedTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.GeneratedTokens, options.GeneratedTokens) : options.GeneratedTokens;
-            InferenceSession session = model.CreateSession(context);
-            kvCacheBytes = session.Cache.Bytes;
+            session.Reset();
             long start = Stopwatch.GetTimestamp();
             model.Forward(session, prompt.AsSpan(0, promptTokens), logits);
             TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) pp.Add(TokensPerSecond(options.PromptTokens, elapsed));
 
-            session = model.CreateSession(context);
+            session.Reset();
             model.Forward(session, generationPrompt, logits);
             start = Stopwatch.GetTimestamp();
             for (int i = 0; i < generatedTokens; i++) model.Forward(session, generated.AsSpan(i, 1), logits);

@@ -266,50 +266,12 @@ public sealed class DeepSeek2 : Model
         Span<float> logits = scratch.Scratch("router", tokens * experts);
         Backend.MatMul(moe.Router, h, logits, tokens);
 
-        // Route every token (chosen experts and their weights), then read the choices on the host to group tokens by expert.
+        // Route every token (chosen experts and their weights), then run each expert once over the tokens routed to it.
         Span<float> chosenWeights = scratch.Scratch("route_weights", tokens * used);
         Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
         Backend.RouteExperts(moe.Routing, logits, chosen, chosenWeights, tokens);
-        Backend.ReadToHost(chosen);
-        Backend.ReadToHost(chosenWeights);
-
-        // Run each expert once over the tokens routed to it. Members and their weights are host data the
-        // gathering and weighting operations read during the call.
-        Span<float> batch = scratch.Scratch("expert_in", tokens * d);
-        Span<float> output = scratch.Scratch("expert_out", tokens * d);
-        Span<float> gate = scratch.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
-        Span<float> up = scratch.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
-        int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
-        float[] rentedWeights = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
-        Span<int> members = rented.AsSpan(0, tokens);
-        Span<float> memberWeights = rentedWeights.AsSpan(0, tokens);
-        try
-        {
-            for (int e = 0; e < experts; e++)
-            {
-                int m = 0;
-                for (int t = 0; t < tokens; t++)
-                    for (int k = 0; k < used; k++)
-                        if ((int)chosen[t * used + k] == e)
-                        {
-                            members[m] = t;
-                            memberWeights[m] = chosenWeights[t * used + k];
-                            m++;
-                        }
-                if (m == 0) continue;
-                Backend.GatherRows(h, members[..m], batch, d);
-                Backend.MatMul(moe.Gate[e], batch, gate, m);
-                Backend.MatMul(moe.Up[e], batch, up, m);
-                Backend.SiluMul(gate[..(m * c.ExpertFeedForwardLength)], up);
-                Backend.MatMul(moe.Down[e], gate, output, m);
-                Backend.AddScaledRows(x, output, members[..m], memberWeights[..m], d);
-            }
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<int>.Shared.Return(rented);
-            System.Buffers.ArrayPool<float>.Shared.Return(rentedWeights);
-        }
+        Span<float> work = scratch.Scratch("expert_work", checked((int)ExpertBatch.WorkLength(tokens, d, c.ExpertFeedForwardLength)));
+        Backend.AddRoutedExperts(moe.Gate, moe.Up, moe.Down, chosen, chosenWeights, used, h, x, tokens, work);
     }
 
     /// <summary>

@@ -210,6 +210,18 @@ public interface IComputeBackend : IDisposable
         WrittenOnHost(d);
     }
 
+    /// <summary>
+    /// A prompt batch's routed experts: for each token <c>t</c> and each of its <paramref name="used"/> chosen experts
+    /// <c>e = ids[t · used + k]</c> with weight <c>weights[t · used + k]</c> (as <see cref="RouteExperts"/> leaves them),
+    /// <c>residual[t] += weight × down[e] · (SiLU(gate[e] · inputs[t]) ⊙ up[e] · inputs[t])</c>, each token's terms added in
+    /// increasing expert id as <see cref="AddScaledRows"/>'s multiply-then-add. <paramref name="work"/> holds
+    /// <see cref="ExpertBatch.WorkLength"/> values. The default groups the tokens on the host after reading the choices
+    /// back (<see cref="ExpertBatch.AddByExpert"/>); a GPU groups them on the device.
+    /// </summary>
+    void AddRoutedExperts(ReadOnlySpan<WeightMatrix> gate, ReadOnlySpan<WeightMatrix> up, ReadOnlySpan<WeightMatrix> down,
+        ReadOnlySpan<float> ids, ReadOnlySpan<float> weights, int used, ReadOnlySpan<float> inputs, Span<float> residual, int tokens, Span<float> work) =>
+        ExpertBatch.AddByExpert(this, gate, up, down, ids, weights, used, inputs, residual, tokens, work);
+
     /// <summary>Each row of <paramref name="input"/> divided by its root mean square, times <paramref name="weight"/>.</summary>
     void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
 

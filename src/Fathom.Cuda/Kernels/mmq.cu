@@ -1,0 +1,540 @@
+// Quantized prompt products on integer codes ("mmq"), used by CudaBackend.Prompt.cs for prompt batches and by
+// CudaBackend.Experts.cs for a prompt's routed experts.
+//
+// The CPU multiplies a quantized weight row with activations rounded to the weight's partner format (Q8_K: int8 codes
+// per 256 with a float scale; Q8_0: per 32 with an F16 scale). Here both operands stay integer codes: the activations
+// are quantized once per product input (quantize_codes_*: the CPU's rounding, kept as int8 with per-16 sums), the
+// weights' blocks are decoded in shared memory to int8 codes with a float scale and offset per 16 weights
+// (w = scale·code + offset), and tensor-core int8 products (mma m16n8k16 s8, sm_80+) give each granule's exact integer
+// sum, which is scaled in FP32:  y += isum·scale·d + offset·(d·Σcodes_x). No F16 copy of the weight is made.
+//
+// Tiles: a block of 128 threads computes 64 weight rows × 32 activation rows, over the columns in steps of 256; each
+// warp owns 32 rows × 16 activation rows (2×2 fragments). Shared rows are 272 bytes apart so that the 8 fragment rows
+// a warp reads fall in different banks.
+
+#define MMQ_ROWS 64
+#define MMQ_TOKENS 32
+#define MMQ_STEP 256
+#define MMQ_PITCH 272
+#define MMQ_GRANULE_PITCH 17
+
+// ---- Activations: codes and per-16 (d, Σcodes), as the CPU's quantizers round them (Σcodes is an integer of at
+// most 16·128, exact as a float).
+
+// Q8_K rows (columns a multiple of 256): one block of 256 threads per 256 values; row p reads source row
+// rows[p] (rows == 0: p itself), each source row `columns` apart. The scale is the CPU's: the value of largest
+// magnitude (the first on ties, NaN never) sets iscale = -127 / max, q = min(127, round(iscale·x)), d = 1 / iscale.
+extern "C" __global__ void __launch_bounds__(256) quantize_codes_q8_k(const float* __restrict__ x, const int* __restrict__ rows,
+                                                                      i8* __restrict__ codes, float2* __restrict__ sums,
+                                                                      int columns)
+{
+    __shared__ float magnitudes[8];
+    __shared__ int positions[8];
+    int per_row = columns / 256;
+    i64 p = blockIdx.y;
+    int block = blockIdx.x;
+    if (block >= per_row) return;
+    i64 source = rows != 0 ? (i64)rows[p] : p;
+    const float* in = x + source * columns + block * 256;
+    float v = in[threadIdx.x];
+    float ax = fabsf(v);
+    if (!(ax > 0.0f)) ax = 0.0f;
+    int at = threadIdx.x;
+    for (int offset = 16; offset > 0; offset >>= 1)
+    {
+        float other = __shfl_xor_sync(0xFFFFFFFFu, ax, offset);
+        int other_at = __shfl_xor_sync(0xFFFFFFFFu, at, offset);
+        if (other > ax || (other == ax && other_at < at)) { ax = other; at = other_at; }
+    }
+    if ((threadIdx.x & 31) == 0) { magnitudes[threadIdx.x >> 5] = ax; positions[threadIdx.x >> 5] = at; }
+    __syncthreads();
+    float amax = magnitudes[0];
+    int first = positions[0];
+    for (int w = 1; w < 8; w++)
+        if (magnitudes[w] > amax) { amax = magnitudes[w]; first = positions[w]; }
+    int q = 0;
+    float d = 0.0f;
+    if (amax != 0.0f)
+    {
+        float iscale = -127.0f / in[first];
+        d = 1.0f / iscale;
+        q = min(127, __float2int_rn(iscale * v));
+    }
+    codes[p * columns + block * 256 + threadIdx.x] = (i8)q;
+    int sum = q;
+    for (int offset = 8; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset); // within 16 lanes
+    if ((threadIdx.x & 15) == 0)
+        sums[p * (columns / 16) + block * 16 + (threadIdx.x >> 4)] = make_float2(d, (float)sum);
+}
+
+// Q8_0 rows (columns a multiple of 32): one warp per block of 32; d = amax / 127 stored as F16,
+// q = round-half-even(x·127/amax) clamped to int8; one thread per value, 256 per block.
+extern "C" __global__ void quantize_codes_q8_0(const float* __restrict__ x, const int* __restrict__ rows,
+                                               i8* __restrict__ codes, float2* __restrict__ sums, int columns)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (blockIdx.x * blockDim.x >= columns) return; // whole warps leave together: columns is a multiple of 32
+    i64 p = blockIdx.y;
+    i64 source = rows != 0 ? (i64)rows[p] : p;
+    bool inside = k < columns;
+    float v = inside ? x[source * columns + k] : 0.0f;
+    float amax = warp_max(fabsf(v));
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    float stored = half_to_float(float_to_half_bits(amax / 127.0f));
+    int q = min(max(__float2int_rn(v * id), -128), 127);
+    if (inside) codes[p * columns + k] = (i8)q;
+    int sum = q;
+    for (int offset = 8; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+    if (inside && (threadIdx.x & 15) == 0) sums[p * (columns / 16) + k / 16] = make_float2(stored, (float)sum);
+}
+
+// ---- Weights: 32 values (sub-block s of a row) as 8 words of int8 codes and two (scale, offset) granules.
+
+__device__ __forceinline__ void mmq_decode_q8_0(const u8* row, int s, u32* codes, float2* granules)
+{
+    const u8* b = row + (i64)s * 34;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) codes[i] = read_u32(b + 2 + 4 * i);
+    float d = read_half(b);
+    granules[0] = granules[1] = make_float2(d, 0.0f);
+}
+
+// Q4_K: w = d·sc·q - dmin·m, q in 0..15 (the nibbles of 32 aligned bytes).
+__device__ __forceinline__ void mmq_decode_q4_k(const u8* row, int s, u32* codes, float2* granules)
+{
+    const u8* b = row + (i64)(s / 8) * 144;
+    int j = s % 8, chunk = j / 2, shift = (j & 1) * 4;
+    int sc, mn;
+    scale_min_k4(b + 4, j, &sc, &mn);
+    float d1 = read_half(b) * (float)sc, m1 = read_half(b + 2) * (float)mn;
+    const u32* q = (const u32*)(b + 16 + chunk * 32);
+    _Pragma("unroll") for (int i = 0; i < 8; i++) codes[i] = (q[i] >> shift) & 0x0F0F0F0Fu;
+    granules[0] = granules[1] = make_float2(d1, -m1);
+}
+
+// Q6_K: w = d·sc·(q - 32), an int8 scale per 16.
+__device__ __forceinline__ void mmq_decode_q6_k(const u8* row, int s, u32* codes, float2* granules)
+{
+    const u8* b = row + (i64)(s / 8) * 210;
+    int j = s % 8, half = j / 4, quarter = j % 4;
+    const u8* ql = b + half * 64 + (quarter & 1) * 32;
+    const u8* qh = b + 128 + half * 32;
+    int nibble_shift = quarter < 2 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++)
+    {
+        u32 word = 0;
+        _Pragma("unroll") for (int e = 0; e < 4; e++)
+        {
+            int l = 4 * i + e;
+            int q = (((ql[l] >> nibble_shift) & 0xF) | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
+            word |= (u32)(u8)(i8)q << (8 * e);
+        }
+        codes[i] = word;
+    }
+    float d = read_half(b + 208);
+    granules[0] = make_float2(d * (float)(i8)b[192 + half * 8 + 2 * quarter], 0.0f);
+    granules[1] = make_float2(d * (float)(i8)b[192 + half * 8 + 1 + 2 * quarter], 0.0f);
+}
+
+// IQ2_XXS: w = d·(0.5 + ls)·0.25 · ±grid, grid bytes up to 43.
+__device__ __forceinline__ void mmq_decode_iq2_xxs(const u8* row, int s, u32* codes, float2* granules)
+{
+    const u8* b = row + (i64)(s / 8) * 66;
+    const u8* group = b + 2 + 8 * (s % 8);
+    u32 word = read_u32(group + 4);
+    float db = read_half(b) * (0.5f + (float)(word >> 28)) * 0.25f;
+    _Pragma("unroll") for (int l = 0; l < 4; l++)
+    {
+        u64 g = fathom_iq2xxs_grid[group[l]];
+        int signs = fathom_ksigns_iq2xs[(word >> (7 * l)) & 127];
+        _Pragma("unroll") for (int half = 0; half < 2; half++)
+        {
+            u32 out = 0;
+            _Pragma("unroll") for (int e = 0; e < 4; e++)
+            {
+                int bit = 4 * half + e;
+                int v = (int)(u8)(g >> (8 * bit));
+                if ((signs >> bit) & 1) v = -v;
+                out |= (u32)(u8)(i8)v << (8 * e);
+            }
+            codes[2 * l + half] = out;
+        }
+    }
+    granules[0] = granules[1] = make_float2(db, 0.0f);
+}
+
+// IQ1_S: w = dl·(grid + delta), grid in {-1, 0, 1}: the grid entry's 8 bytes are the codes.
+__device__ __forceinline__ void mmq_decode_iq1_s(const u8* row, int s, u32* codes, float2* granules)
+{
+    const u8* b = row + (i64)(s / 8) * 50;
+    int ib = s % 8;
+    u32 h = read_u16(b + 34 + 2 * ib);
+    float dl = read_half(b) * (float)(2 * ((h >> 12) & 7) + 1);
+    float shift = (h & 0x8000) ? -fathom_iq1s_delta : fathom_iq1s_delta;
+    _Pragma("unroll") for (int l = 0; l < 4; l++)
+    {
+        u64 g = fathom_iq1s_grid[b[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)];
+        codes[2 * l] = (u32)g;
+        codes[2 * l + 1] = (u32)(g >> 32);
+    }
+    granules[0] = granules[1] = make_float2(dl, dl * shift);
+}
+
+// ---- The product.
+
+// c = a·b over 16 int8 (a: 16 rows, b: 8 columns, exact int32 sums). Before sm_80 the same fragment is summed by hand.
+__device__ __forceinline__ void mmq_fragment(const i8* wq, const i8* xq, int row0, int token0, int k0, int lane, int* c)
+{
+    int group = lane >> 2, quad = lane & 3;
+#if __CUDA_ARCH__ >= 800
+    u32 a0 = *(const u32*)(wq + (row0 + group) * MMQ_PITCH + k0 + 4 * quad);
+    u32 a1 = *(const u32*)(wq + (row0 + group + 8) * MMQ_PITCH + k0 + 4 * quad);
+    u32 b0 = *(const u32*)(xq + (token0 + group) * MMQ_PITCH + k0 + 4 * quad);
+    c[0] = c[1] = c[2] = c[3] = 0;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(b0));
+#else
+    _Pragma("unroll") for (int i = 0; i < 4; i++)
+    {
+        int r = row0 + group + (i >> 1) * 8, t = token0 + 2 * quad + (i & 1), sum = 0;
+        for (int k = 0; k < 16; k++) sum += (int)wq[r * MMQ_PITCH + k0 + k] * (int)xq[t * MMQ_PITCH + k0 + k];
+        c[i] = sum;
+    }
+#endif
+}
+
+// Weight rows come from `weight` or, with a table, from table[e] of the tile's expert e. Activation rows (codes,
+// sums) are either one run [0, tokens) in tiles of 32 (tiles == 0) or expert segments [segments[e], segments[e+1])
+// whose tiles (expert, first row) the host-free grouping wrote, tile_count of them. Output row p is y + p·y_stride.
+#define FATHOM_MMQ_KERNEL(T)                                                                                         \
+extern "C" __global__ void __launch_bounds__(128) mmq_##T(                                                            \
+    const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,                                       \
+    const i8* __restrict__ codes, const float2* __restrict__ sums,                                                     \
+    const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
+    float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens)                                            \
+{                                                                                                                      \
+    __shared__ __align__(16) i8 wq[MMQ_ROWS * MMQ_PITCH];                                                              \
+    __shared__ __align__(16) i8 xq[MMQ_TOKENS * MMQ_PITCH];                                                            \
+    __shared__ float2 wg[MMQ_ROWS * MMQ_GRANULE_PITCH];                                                                \
+    __shared__ float2 xg[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                              \
+    int p0, p_end;                                                                                                     \
+    const u8* w = weight;                                                                                              \
+    if (tiles != 0)                                                                                                    \
+    {                                                                                                                  \
+        if ((int)blockIdx.y >= *tile_count) return;                                                                    \
+        int2 tile = tiles[blockIdx.y];                                                                                 \
+        p0 = tile.y;                                                                                                   \
+        p_end = min(segments[tile.x + 1], p0 + MMQ_TOKENS);                                                            \
+        w = (const u8*)table[tile.x];                                                                                  \
+    }                                                                                                                  \
+    else                                                                                                               \
+    {                                                                                                                  \
+        p0 = blockIdx.y * MMQ_TOKENS;                                                                                  \
+        p_end = min(tokens, p0 + MMQ_TOKENS);                                                                          \
+    }                                                                                                                  \
+    int row0 = blockIdx.x * MMQ_ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;                             \
+    int wr = (warp & 1) * 32, wt = (warp >> 1) * 16;                                                                   \
+    int group_count = columns / 16;                                                                                    \
+    float acc[2][2][4];                                                                                                \
+    _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 2; j++)                       \
+        _Pragma("unroll") for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;                                            \
+    for (int k0 = 0; k0 < columns; k0 += MMQ_STEP)                                                                     \
+    {                                                                                                                  \
+        int length = min(MMQ_STEP, columns - k0), subs = length / 32, granules = length / 16, words = length / 4;     \
+        __syncthreads();                                                                                               \
+        for (int job = tid; job < MMQ_ROWS * subs; job += 128)                                                         \
+        {                                                                                                              \
+            int r = job / subs, s = job - r * subs;                                                                    \
+            u32 c[8];                                                                                                  \
+            float2 g[2];                                                                                               \
+            if (row0 + r < rows) mmq_decode_##T(w + (i64)(row0 + r) * row_bytes, k0 / 32 + s, c, g);                    \
+            else                                                                                                       \
+            {                                                                                                          \
+                _Pragma("unroll") for (int i = 0; i < 8; i++) c[i] = 0;                                                \
+                g[0] = g[1] = make_float2(0.0f, 0.0f);                                                                 \
+            }                                                                                                          \
+            u32* to = (u32*)(wq + r * MMQ_PITCH + s * 32);                                                             \
+            _Pragma("unroll") for (int i = 0; i < 8; i++) to[i] = c[i];                                                \
+            wg[r * MMQ_GRANULE_PITCH + 2 * s] = g[0];                                                                  \
+            wg[r * MMQ_GRANULE_PITCH + 2 * s + 1] = g[1];                                                              \
+        }                                                                                                              \
+        for (int i = tid; i < MMQ_TOKENS * words; i += 128)                                                            \
+        {                                                                                                              \
+            int r = i / words, c = i - r * words, p = p0 + r;                                                          \
+            ((u32*)(xq + r * MMQ_PITCH))[c] = p < p_end ? ((const u32*)(codes + (i64)p * columns + k0))[c] : 0u;       \
+        }                                                                                                              \
+        for (int i = tid; i < MMQ_TOKENS * granules; i += 128)                                                         \
+        {                                                                                                              \
+            int r = i / granules, g = i - r * granules, p = p0 + r;                                                    \
+            xg[r * MMQ_GRANULE_PITCH + g] = p < p_end ? sums[(i64)p * group_count + k0 / 16 + g] : make_float2(0.0f, 0.0f); \
+        }                                                                                                              \
+        __syncthreads();                                                                                               \
+        int group = lane >> 2, quad = lane & 3;                                                                        \
+        for (int g = 0; g < granules; g++)                                                                             \
+        {                                                                                                              \
+            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)                                                           \
+            {                                                                                                          \
+                int r = wr + 16 * mi + group;                                                                          \
+                float2 w_lo = wg[r * MMQ_GRANULE_PITCH + g], w_hi = wg[(r + 8) * MMQ_GRANULE_PITCH + g];               \
+                _Pragma("unroll") for (int ni = 0; ni < 2; ni++)                                                       \
+                {                                                                                                      \
+                    int c[4];                                                                                          \
+                    mmq_fragment(wq, xq, wr + 16 * mi, wt + 8 * ni, 16 * g, lane, c);                                  \
+                    int t = wt + 8 * ni + 2 * quad;                                                                    \
+                    float2 x0 = xg[t * MMQ_GRANULE_PITCH + g], x1 = xg[(t + 1) * MMQ_GRANULE_PITCH + g];               \
+                    acc[mi][ni][0] += (float)c[0] * w_lo.x * x0.x + w_lo.y * (x0.x * x0.y);                                     \
+                    acc[mi][ni][1] += (float)c[1] * w_lo.x * x1.x + w_lo.y * (x1.x * x1.y);                                     \
+                    acc[mi][ni][2] += (float)c[2] * w_hi.x * x0.x + w_hi.y * (x0.x * x0.y);                                     \
+                    acc[mi][ni][3] += (float)c[3] * w_hi.x * x1.x + w_hi.y * (x1.x * x1.y);                                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    int group = lane >> 2, quad = lane & 3;                                                                            \
+    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)                                                                   \
+    _Pragma("unroll") for (int ni = 0; ni < 2; ni++)                                                                   \
+    _Pragma("unroll") for (int c = 0; c < 4; c++)                                                                      \
+    {                                                                                                                  \
+        int r = row0 + wr + 16 * mi + group + (c >> 1) * 8, p = p0 + wt + 8 * ni + 2 * quad + (c & 1);                \
+        if (r < rows && p < p_end) y[(i64)p * y_stride + r] = acc[mi][ni][c];                                          \
+    }                                                                                                                  \
+}
+
+FATHOM_MMQ_KERNEL(q8_0)
+FATHOM_MMQ_KERNEL(q4_k)
+FATHOM_MMQ_KERNEL(q6_k)
+FATHOM_MMQ_KERNEL(iq2_xxs)
+FATHOM_MMQ_KERNEL(iq1_s)
+
+// ---- Folded scales ("mmqf_T"): the same product with each block's integer sub-scales folded into the integer sums.
+// A weight block of S values (S = 256 for the K and IQ types, 32 for Q8_0: the activation format's block too) is
+// w = D·m·code + Dmin·o per granule of 16, with integer multipliers (m, o) per granule and floats (D, Dmin) per block,
+// so a block's sums stay integers, Σ m·isum and Σ o·Σcodes_x (exact in int32: at most 16 granules of 16·127·127·127),
+// and are scaled once per block:  y += d_x·(D·Σ m·isum + Dmin·Σ o·Σcodes_x).
+
+// Q8_0: one block per 32 (m = 1).
+__device__ __forceinline__ void mmq_fold_q8_0(const u8* row, int s, u32* codes, int2* multipliers, float2* block)
+{
+    const u8* b = row + (i64)s * 34;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) codes[i] = read_u32(b + 2 + 4 * i);
+    multipliers[0] = multipliers[1] = make_int2(1, 0);
+    *block = make_float2(read_half(b), 0.0f);
+}
+
+// Q4_K: m = the 6-bit scale, o = the 6-bit min; D = d, Dmin = -dmin.
+__device__ __forceinline__ void mmq_fold_q4_k(const u8* row, int s, u32* codes, int2* multipliers, float2* block)
+{
+    const u8* b = row + (i64)(s / 8) * 144;
+    int j = s % 8, chunk = j / 2, shift = (j & 1) * 4;
+    int sc, mn;
+    scale_min_k4(b + 4, j, &sc, &mn);
+    const u32* q = (const u32*)(b + 16 + chunk * 32);
+    _Pragma("unroll") for (int i = 0; i < 8; i++) codes[i] = (q[i] >> shift) & 0x0F0F0F0Fu;
+    multipliers[0] = multipliers[1] = make_int2(sc, mn);
+    *block = make_float2(read_half(b), -read_half(b + 2));
+}
+
+// Q6_K: m = the int8 scale of each 16; D = d.
+__device__ __forceinline__ void mmq_fold_q6_k(const u8* row, int s, u32* codes, int2* multipliers, float2* block)
+{
+    const u8* b = row + (i64)(s / 8) * 210;
+    int j = s % 8, half = j / 4, quarter = j % 4;
+    const u8* ql = b + half * 64 + (quarter & 1) * 32;
+    const u8* qh = b + 128 + half * 32;
+    int nibble_shift = quarter < 2 ? 0 : 4;
+    _Pragma("unroll") for (int i = 0; i < 8; i++)
+    {
+        u32 word = 0;
+        _Pragma("unroll") for (int e = 0; e < 4; e++)
+        {
+            int l = 4 * i + e;
+            int q = (((ql[l] >> nibble_shift) & 0xF) | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
+            word |= (u32)(u8)(i8)q << (8 * e);
+        }
+        codes[i] = word;
+    }
+    multipliers[0] = make_int2((int)(i8)b[192 + half * 8 + 2 * quarter], 0);
+    multipliers[1] = make_int2((int)(i8)b[192 + half * 8 + 1 + 2 * quarter], 0);
+    *block = make_float2(read_half(b + 208), 0.0f);
+}
+
+// IQ2_XXS: d·(0.5 + ls)·0.25 = (d / 8)·(2·ls + 1): m = 2·ls + 1, D = d / 8 (exact).
+__device__ __forceinline__ void mmq_fold_iq2_xxs(const u8* row, int s, u32* codes, int2* multipliers, float2* block)
+{
+    float2 scales[2];
+    mmq_decode_iq2_xxs(row, s, codes, scales);
+    const u8* b = row + (i64)(s / 8) * 66;
+    u32 word = read_u32(b + 2 + 8 * (s % 8) + 4);
+    multipliers[0] = multipliers[1] = make_int2(2 * (int)(word >> 28) + 1, 0);
+    *block = make_float2(read_half(b) * 0.125f, 0.0f);
+}
+
+// IQ1_S: d·(2·ls + 1)·(grid ± delta): m = 2·ls + 1, o = ±m; D = d, Dmin = d·delta.
+__device__ __forceinline__ void mmq_fold_iq1_s(const u8* row, int s, u32* codes, int2* multipliers, float2* block)
+{
+    float2 scales[2];
+    mmq_decode_iq1_s(row, s, codes, scales);
+    const u8* b = row + (i64)(s / 8) * 50;
+    u32 h = read_u16(b + 34 + 2 * (s % 8));
+    int m = 2 * (int)((h >> 12) & 7) + 1;
+    multipliers[0] = multipliers[1] = make_int2(m, (h & 0x8000) ? -m : m);
+    float d = read_half(b);
+    *block = make_float2(d, d * fathom_iq1s_delta);
+}
+
+#define MMQF_BLOCK_PITCH 9
+
+// As mmq_T (same arguments, tiles and outputs); GPS = granules per block (16, or 2 for Q8_0).
+#define FATHOM_MMQ_FOLDED_KERNEL(T, GPS)                                                                             \
+extern "C" __global__ void __launch_bounds__(128) mmqf_##T(                                                           \
+    const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,                                       \
+    const i8* __restrict__ codes, const float2* __restrict__ sums,                                                     \
+    const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
+    float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens)                                            \
+{                                                                                                                      \
+    __shared__ __align__(16) i8 wq[MMQ_ROWS * MMQ_PITCH];                                                              \
+    __shared__ __align__(16) i8 xq[MMQ_TOKENS * MMQ_PITCH];                                                            \
+    __shared__ int2 wm[MMQ_ROWS * MMQ_GRANULE_PITCH];                                                                  \
+    __shared__ float2 wb[MMQ_ROWS * MMQF_BLOCK_PITCH];                                                                 \
+    __shared__ int xs[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                                 \
+    __shared__ float xd[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                               \
+    int p0, p_end;                                                                                                     \
+    const u8* w = weight;                                                                                              \
+    if (tiles != 0)                                                                                                    \
+    {                                                                                                                  \
+        if ((int)blockIdx.y >= *tile_count) return;                                                                    \
+        int2 tile = tiles[blockIdx.y];                                                                                 \
+        p0 = tile.y;                                                                                                   \
+        p_end = min(segments[tile.x + 1], p0 + MMQ_TOKENS);                                                            \
+        w = (const u8*)table[tile.x];                                                                                  \
+    }                                                                                                                  \
+    else                                                                                                               \
+    {                                                                                                                  \
+        p0 = blockIdx.y * MMQ_TOKENS;                                                                                  \
+        p_end = min(tokens, p0 + MMQ_TOKENS);                                                                          \
+    }                                                                                                                  \
+    int row0 = blockIdx.x * MMQ_ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;                             \
+    int wr = (warp & 1) * 32, wt = (warp >> 1) * 16, group = lane >> 2, quad = lane & 3;                               \
+    int group_count = columns / 16;                                                                                    \
+    float acc[2][2][4];                                                                                                \
+    _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 2; j++)                       \
+        _Pragma("unroll") for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;                                            \
+    for (int k0 = 0; k0 < columns; k0 += MMQ_STEP)                                                                     \
+    {                                                                                                                  \
+        int length = min(MMQ_STEP, columns - k0), subs = length / 32, granules = length / 16, words = length / 4;     \
+        __syncthreads();                                                                                               \
+        if (subs == 8)                                                                                                 \
+        {                                                                                                              \
+            /* A whole step: each thread's four sub-blocks decoded together, so their loads are in flight at once. */  \
+            u32 c[4][8];                                                                                               \
+            int2 m[4][2];                                                                                              \
+            float2 b[4];                                                                                               \
+            _Pragma("unroll") for (int j = 0; j < 4; j++)                                                              \
+            {                                                                                                          \
+                int job = tid + 128 * j, r = job >> 3, s = job & 7;                                                    \
+                if (row0 + r < rows) mmq_fold_##T(w + (i64)(row0 + r) * row_bytes, k0 / 32 + s, c[j], m[j], &b[j]);    \
+                else                                                                                                   \
+                {                                                                                                      \
+                    _Pragma("unroll") for (int i = 0; i < 8; i++) c[j][i] = 0;                                         \
+                    m[j][0] = m[j][1] = make_int2(0, 0);                                                               \
+                    b[j] = make_float2(0.0f, 0.0f);                                                                    \
+                }                                                                                                      \
+            }                                                                                                          \
+            _Pragma("unroll") for (int j = 0; j < 4; j++)                                                              \
+            {                                                                                                          \
+                int job = tid + 128 * j, r = job >> 3, s = job & 7;                                                    \
+                u32* to = (u32*)(wq + r * MMQ_PITCH + s * 32);                                                         \
+                _Pragma("unroll") for (int i = 0; i < 8; i++) to[i] = c[j][i];                                         \
+                wm[r * MMQ_GRANULE_PITCH + 2 * s] = m[j][0];                                                           \
+                wm[r * MMQ_GRANULE_PITCH + 2 * s + 1] = m[j][1];                                                       \
+                wb[r * MMQF_BLOCK_PITCH + 2 * s / (GPS)] = b[j]; /* a block's sub-blocks write the same values */      \
+            }                                                                                                          \
+        }                                                                                                              \
+        else                                                                                                           \
+        for (int job = tid; job < MMQ_ROWS * subs; job += 128)                                                         \
+        {                                                                                                              \
+            int r = job / subs, s = job - r * subs;                                                                    \
+            u32 c[8];                                                                                                  \
+            int2 m[2];                                                                                                 \
+            float2 b;                                                                                                  \
+            if (row0 + r < rows) mmq_fold_##T(w + (i64)(row0 + r) * row_bytes, k0 / 32 + s, c, m, &b);                 \
+            else                                                                                                       \
+            {                                                                                                          \
+                _Pragma("unroll") for (int i = 0; i < 8; i++) c[i] = 0;                                                \
+                m[0] = m[1] = make_int2(0, 0);                                                                         \
+                b = make_float2(0.0f, 0.0f);                                                                           \
+            }                                                                                                          \
+            u32* to = (u32*)(wq + r * MMQ_PITCH + s * 32);                                                             \
+            _Pragma("unroll") for (int i = 0; i < 8; i++) to[i] = c[i];                                                \
+            wm[r * MMQ_GRANULE_PITCH + 2 * s] = m[0];                                                                  \
+            wm[r * MMQ_GRANULE_PITCH + 2 * s + 1] = m[1];                                                              \
+            wb[r * MMQF_BLOCK_PITCH + 2 * s / (GPS)] = b; /* every sub-block of a block writes the same values */     \
+        }                                                                                                              \
+        for (int i = tid; i < MMQ_TOKENS * words; i += 128)                                                            \
+        {                                                                                                              \
+            int r = i / words, c = i - r * words, p = p0 + r;                                                          \
+            ((u32*)(xq + r * MMQ_PITCH))[c] = p < p_end ? ((const u32*)(codes + (i64)p * columns + k0))[c] : 0u;       \
+        }                                                                                                              \
+        for (int i = tid; i < MMQ_TOKENS * granules; i += 128)                                                         \
+        {                                                                                                              \
+            int r = i / granules, g = i - r * granules, p = p0 + r;                                                    \
+            float2 v = p < p_end ? sums[(i64)p * group_count + k0 / 16 + g] : make_float2(0.0f, 0.0f);                 \
+            xd[r * MMQ_GRANULE_PITCH + g] = v.x;                                                                       \
+            xs[r * MMQ_GRANULE_PITCH + g] = __float2int_rn(v.y);                                                       \
+        }                                                                                                              \
+        __syncthreads();                                                                                               \
+        for (int block = 0; block < granules / (GPS); block++)                                                         \
+        {                                                                                                              \
+            int isum[2][2][4], osum[2][2][4];                                                                          \
+            _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 2; j++)               \
+                _Pragma("unroll") for (int c = 0; c < 4; c++) isum[i][j][c] = osum[i][j][c] = 0;                       \
+            for (int g = block * (GPS); g < (block + 1) * (GPS); g++)                                                  \
+            {                                                                                                          \
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)                                                       \
+                {                                                                                                      \
+                    int r = wr + 16 * mi + group;                                                                      \
+                    int2 m_lo = wm[r * MMQ_GRANULE_PITCH + g], m_hi = wm[(r + 8) * MMQ_GRANULE_PITCH + g];             \
+                    _Pragma("unroll") for (int ni = 0; ni < 2; ni++)                                                   \
+                    {                                                                                                  \
+                        int c[4];                                                                                      \
+                        mmq_fragment(wq, xq, wr + 16 * mi, wt + 8 * ni, 16 * g, lane, c);                              \
+                        int t = wt + 8 * ni + 2 * quad;                                                                \
+                        int s0 = xs[t * MMQ_GRANULE_PITCH + g], s1 = xs[(t + 1) * MMQ_GRANULE_PITCH + g];              \
+                        isum[mi][ni][0] += c[0] * m_lo.x; osum[mi][ni][0] += s0 * m_lo.y;                              \
+                        isum[mi][ni][1] += c[1] * m_lo.x; osum[mi][ni][1] += s1 * m_lo.y;                              \
+                        isum[mi][ni][2] += c[2] * m_hi.x; osum[mi][ni][2] += s0 * m_hi.y;                              \
+                        isum[mi][ni][3] += c[3] * m_hi.x; osum[mi][ni][3] += s1 * m_hi.y;                              \
+                    }                                                                                                  \
+                }                                                                                                      \
+            }                                                                                                          \
+            int g0 = block * (GPS);                                                                                    \
+            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)                                                           \
+            {                                                                                                          \
+                int r = wr + 16 * mi + group;                                                                          \
+                float2 b_lo = wb[r * MMQF_BLOCK_PITCH + block], b_hi = wb[(r + 8) * MMQF_BLOCK_PITCH + block];         \
+                _Pragma("unroll") for (int ni = 0; ni < 2; ni++)                                                       \
+                {                                                                                                      \
+                    int t = wt + 8 * ni + 2 * quad;                                                                    \
+                    float d0 = xd[t * MMQ_GRANULE_PITCH + g0], d1 = xd[(t + 1) * MMQ_GRANULE_PITCH + g0];              \
+                    acc[mi][ni][0] += d0 * (b_lo.x * (float)isum[mi][ni][0] + b_lo.y * (float)osum[mi][ni][0]);        \
+                    acc[mi][ni][1] += d1 * (b_lo.x * (float)isum[mi][ni][1] + b_lo.y * (float)osum[mi][ni][1]);        \
+                    acc[mi][ni][2] += d0 * (b_hi.x * (float)isum[mi][ni][2] + b_hi.y * (float)osum[mi][ni][2]);        \
+                    acc[mi][ni][3] += d1 * (b_hi.x * (float)isum[mi][ni][3] + b_hi.y * (float)osum[mi][ni][3]);        \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)                                                                   \
+    _Pragma("unroll") for (int ni = 0; ni < 2; ni++)                                                                   \
+    _Pragma("unroll") for (int c = 0; c < 4; c++)                                                                      \
+    {                                                                                                                  \
+        int r = row0 + wr + 16 * mi + group + (c >> 1) * 8, p = p0 + wt + 8 * ni + 2 * quad + (c & 1);                \
+        if (r < rows && p < p_end) y[(i64)p * y_stride + r] = acc[mi][ni][c];                                          \
+    }                                                                                                                  \
+}
+
+FATHOM_MMQ_FOLDED_KERNEL(q8_0, 2)
+FATHOM_MMQ_FOLDED_KERNEL(q4_k, 16)
+FATHOM_MMQ_FOLDED_KERNEL(q6_k, 16)
+FATHOM_MMQ_FOLDED_KERNEL(iq2_xxs, 16)
+FATHOM_MMQ_FOLDED_KERNEL(iq1_s, 16)
