@@ -61,8 +61,8 @@ extern "C" __global__ void pack_activations_q8_0(const float* __restrict__ x, i8
 
 // Q8_K: the value of largest magnitude (the first, on ties; NaN never counts) sets iscale = -127 / max;
 // q = min(127, round(iscale * x)); d = 1 / iscale in float (q = 0 and d = 0 for a block of zeros). One thread block of
-// 256 threads per block of 256 values (n is a multiple of 256: whole blocks return together).
-__device__ __forceinline__ int q8_k_code(const float* __restrict__ x, float v, float* d, bool* zeros)
+// 256 threads per block of 256 values starting at `values` (thread i holds v = values[i]; whole blocks take part).
+__device__ __forceinline__ int q8_k_code(const float* __restrict__ values, float v, float* d, bool* zeros)
 {
     __shared__ float magnitudes[8];
     __shared__ int positions[8];
@@ -83,7 +83,7 @@ __device__ __forceinline__ int q8_k_code(const float* __restrict__ x, float v, f
         if (magnitudes[w] > amax) { amax = magnitudes[w]; first = positions[w]; } // warps in order: ties keep the earlier
     *zeros = amax == 0.0f;
     if (*zeros) { *d = 0.0f; return 0; }
-    float max = x[(i64)blockIdx.x * 256 + first];
+    float max = values[first];
     float iscale = -127.0f / max;
     *d = 1.0f / iscale;
     return min(127, __float2int_rn(iscale * v));
@@ -95,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const f
     i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
     float d;
     bool zeros;
-    int q = q8_k_code(x, x[i], &d, &zeros);
+    int q = q8_k_code(x + (i64)blockIdx.x * 256, x[i], &d, &zeros);
     y[i] = zeros ? 0.0f : (float)q * d;
 }
 
@@ -106,6 +106,6 @@ extern "C" __global__ void __launch_bounds__(256) pack_activations_q8_k(const fl
     i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
     float scale;
     bool zeros;
-    q[i] = (i8)q8_k_code(x, x[i], &scale, &zeros);
+    q[i] = (i8)q8_k_code(x + (i64)blockIdx.x * 256, x[i], &scale, &zeros);
     if (threadIdx.x == 0) d[blockIdx.x] = scale;
 }

@@ -22,44 +22,20 @@
 // most 16·128, exact as a float).
 
 // Q8_K rows (columns a multiple of 256): one block of 256 threads per 256 values; row p reads source row
-// rows[p] (rows == 0: p itself), each source row `columns` apart. The scale is the CPU's: the value of largest
-// magnitude (the first on ties, NaN never) sets iscale = -127 / max, q = min(127, round(iscale·x)), d = 1 / iscale.
+// rows[p] (rows == 0: p itself), each source row `columns` apart.
 extern "C" __global__ void __launch_bounds__(256) quantize_codes_q8_k(const float* __restrict__ x, const int* __restrict__ rows,
                                                                       i8* __restrict__ codes, float2* __restrict__ sums,
                                                                       int columns)
 {
-    __shared__ float magnitudes[8];
-    __shared__ int positions[8];
     int per_row = columns / 256;
     i64 p = blockIdx.y;
     int block = blockIdx.x;
     if (block >= per_row) return;
     i64 source = rows != 0 ? (i64)rows[p] : p;
     const float* in = x + source * columns + block * 256;
-    float v = in[threadIdx.x];
-    float ax = fabsf(v);
-    if (!(ax > 0.0f)) ax = 0.0f;
-    int at = threadIdx.x;
-    for (int offset = 16; offset > 0; offset >>= 1)
-    {
-        float other = __shfl_xor_sync(0xFFFFFFFFu, ax, offset);
-        int other_at = __shfl_xor_sync(0xFFFFFFFFu, at, offset);
-        if (other > ax || (other == ax && other_at < at)) { ax = other; at = other_at; }
-    }
-    if ((threadIdx.x & 31) == 0) { magnitudes[threadIdx.x >> 5] = ax; positions[threadIdx.x >> 5] = at; }
-    __syncthreads();
-    float amax = magnitudes[0];
-    int first = positions[0];
-    for (int w = 1; w < 8; w++)
-        if (magnitudes[w] > amax) { amax = magnitudes[w]; first = positions[w]; }
-    int q = 0;
-    float d = 0.0f;
-    if (amax != 0.0f)
-    {
-        float iscale = -127.0f / in[first];
-        d = 1.0f / iscale;
-        q = min(127, __float2int_rn(iscale * v));
-    }
+    float d;
+    bool zeros;
+    int q = q8_k_code(in, in[threadIdx.x], &d, &zeros); // activations.cu: the CPU's Q8_K rounding
     codes[p * columns + block * 256 + threadIdx.x] = (i8)q;
     int sum = q;
     for (int offset = 8; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset); // within 16 lanes
@@ -67,8 +43,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_codes_q8_k(const floa
         sums[p * (columns / 16) + block * 16 + (threadIdx.x >> 4)] = make_float2(d, (float)sum);
 }
 
-// Q8_0 rows (columns a multiple of 32): one warp per block of 32; d = amax / 127 stored as F16,
-// q = round-half-even(x·127/amax) clamped to int8; one thread per value, 256 per block.
+// Q8_0 rows (columns a multiple of 32): one warp per block of 32; one thread per value, 256 per block.
 extern "C" __global__ void quantize_codes_q8_0(const float* __restrict__ x, const int* __restrict__ rows,
                                                i8* __restrict__ codes, float2* __restrict__ sums, int columns)
 {
@@ -78,10 +53,8 @@ extern "C" __global__ void quantize_codes_q8_0(const float* __restrict__ x, cons
     i64 source = rows != 0 ? (i64)rows[p] : p;
     bool inside = k < columns;
     float v = inside ? x[source * columns + k] : 0.0f;
-    float amax = warp_max(fabsf(v));
-    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    float stored = half_to_float(float_to_half_bits(amax / 127.0f));
-    int q = min(max(__float2int_rn(v * id), -128), 127);
+    float stored;
+    int q = q8_0_code(v, &stored); // activations.cu: the CPU's Q8_0 rounding (whole warps: columns is a multiple of 32)
     if (inside) codes[p * columns + k] = (i8)q;
     int sum = q;
     for (int offset = 8; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
