@@ -861,6 +861,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _scales.Dispose();
         _dequantized.Dispose();
         DisposePrompt();
+        DisposeSampling();
         _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {

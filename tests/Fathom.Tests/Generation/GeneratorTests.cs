@@ -2,6 +2,7 @@ using Fathom.Generation;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 using Fathom.Tests.Models;
 
 namespace Fathom.Tests.Generation;
@@ -31,6 +32,31 @@ public sealed class GeneratorTests : IDisposable
         Assert.Equal(expected.Skip(prompt.Length), result.OutputTokens);
         Assert.True(result.OutputTokens.Count == 20 || result.FinishReason == FinishReason.EndOfGeneration);
         Assert.Equal(_model.Tokenizer.Decode(result.OutputTokens.ToArray(), skipSpecial: true), result.Text);
+    }
+
+    [Fact]
+    public void ForwardSelectGivesTheSamplersTokensFromTheFullLogits()
+    {
+        Model model = _model.Model;
+        int[] prompt = ModelTestKit.Prompt(model.VocabSize, 5, seed: 8);
+        var options = new SamplingOptions { Temperature = 0.9f, TopP = 0.9f, MinP = 0.02f, RepetitionPenalty = 1.2f, PresencePenalty = 0.3f, Seed = 17 };
+        var full = new Sampler(model.VocabSize, options);
+        var selecting = new Sampler(model.VocabSize, options);
+        InferenceSession plain = _model.CreateSession(64), selected = _model.CreateSession(64);
+        var candidates = new TokenCandidates();
+        foreach (int id in prompt) { full.Accept(id); selecting.Accept(id); }
+        float[] logits = model.Forward(plain, prompt);
+        model.ForwardSelect(selected, prompt, selecting.SelectionRequest(), candidates);
+        for (int step = 0; step < 16; step++)
+        {
+            int expected = full.Sample(logits);
+            int token = selecting.TrySample(candidates, out int chosen) ? chosen : selecting.SamplePenalized(model.SelectedLogits(selected));
+            Assert.Equal(expected, token);
+            full.Accept(token);
+            selecting.Accept(token);
+            logits = model.Forward(plain, [token]);
+            model.ForwardSelect(selected, [token], selecting.SelectionRequest(), candidates);
+        }
     }
 
     [Fact]
