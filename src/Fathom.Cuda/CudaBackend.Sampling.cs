@@ -15,9 +15,17 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
     /// <summary>Words of <c>select_candidates</c>' output before the ids: count, within, flags, best, the double sum.</summary>
     private const int SelectionHeaderWords = 6;
 
-    private DeviceScratch? _selection, _penaltyCounts;
+    // The selection's own buffers: the shared ones (_indices) hold recorded decode steps' host data, and a selection
+    // growing one of them would make the next step's launches differ from its recording.
+    private DeviceScratch? _selection, _penaltyTokens, _penaltyCounts;
     // Where the selection's result lands on the host: pinned, so the copy back is one direct transfer.
     private readonly int[] _selectionHost = GC.AllocateArray<int>(SelectionHeaderWords + 2 * TokenSelectionRequest.MaxCandidates, pinned: true);
+
+    /// <summary>
+    /// Whether models select tokens on the GPU (<see cref="ITokenSelectingBackend"/>; on unless FATHOM_CUDA_SAMPLING=0,
+    /// which copies the full logits back each token as before).
+    /// </summary>
+    public bool SelectsTokens { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SAMPLING") != "0";
 
     /// <summary>Logit rows selected from so far (greedy or candidates).</summary>
     public long TokenSelections { get; private set; }
@@ -37,7 +45,7 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
         if (request.Penalizes)
         {
             int n = request.PenaltyTokens.Length;
-            ulong tokens = HostData(request.PenaltyTokens, _indices);
+            ulong tokens = HostData(request.PenaltyTokens, _penaltyTokens ??= new DeviceScratch(_context, _retirement));
             ulong counts = HostData(request.PenaltyCounts, _penaltyCounts ??= new DeviceScratch(_context, _retirement));
             LogitPenalties p = request.Penalties;
             new KernelArguments().Pointer(row).Int(vocab).Pointer(tokens).Pointer(counts).Int(n)
@@ -81,6 +89,7 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
     private void DisposeSampling()
     {
         _selection?.Dispose();
+        _penaltyTokens?.Dispose();
         _penaltyCounts?.Dispose();
     }
 }

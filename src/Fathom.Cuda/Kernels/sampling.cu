@@ -68,8 +68,9 @@ __device__ u32 selection_block_sum(u32 v, u64* scratch)
     return v;
 }
 
-// The first index of the largest logit (IndexOfMax's rule) into result[0]. One block.
-extern "C" __global__ void select_argmax(const float* __restrict__ logits, int vocab, int* __restrict__ result)
+// The first index of the largest logit (IndexOfMax's rule) into result[0]. One block of 1024 threads (the launch
+// bounds keep the registers within what 1024 threads may have).
+extern "C" __global__ void __launch_bounds__(1024) select_argmax(const float* __restrict__ logits, int vocab, int* __restrict__ result)
 {
     __shared__ u64 scratch[32];
     u64 best = 0;
@@ -88,7 +89,7 @@ extern "C" __global__ void select_argmax(const float* __restrict__ logits, int v
 // written then), [3] the largest logit's bits, [4..5] the double sum, then `wanted` ids and `wanted` values.
 // The wanted-th largest ranked word is found by radix selection, 8 bits per pass over the row, most significant
 // first; a pass stops the search when every word with the prefix found so far is needed.
-extern "C" __global__ void select_candidates(const float* __restrict__ logits, int vocab, int wanted, float gap, int* __restrict__ out)
+extern "C" __global__ void __launch_bounds__(1024) select_candidates(const float* __restrict__ logits, int vocab, int wanted, float gap, int* __restrict__ out)
 {
     __shared__ u32 histogram[256];
     __shared__ u64 chosen[1024];

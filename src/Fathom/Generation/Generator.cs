@@ -28,7 +28,7 @@ public sealed class Generator
     {
         _model = model;
         _tokenizer = tokenizer;
-        _selectOnBackend = selectOnBackend && model.Backend is ITokenSelectingBackend;
+        _selectOnBackend = selectOnBackend && model.Backend is ITokenSelectingBackend { SelectsTokens: true };
         if (tokenizer.VocabSize > model.VocabSize)
             throw new InvalidDataException($"The tokenizer has {tokenizer.VocabSize} tokens but the model only {model.VocabSize} logits.");
         _logits = new float[model.VocabSize];

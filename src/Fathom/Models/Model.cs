@@ -75,7 +75,7 @@ public abstract class Model : IDisposable
     /// <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/> into the session's own logits
     /// buffer, then a token selection over them (penalties, then arg-max or candidates: <paramref name="request"/>),
     /// where the backend holds them when it selects tokens itself (<see cref="ITokenSelectingBackend"/>: a GPU copies
-    /// back only <paramref name="result"/>), else on the host (<see cref="HostTokenSelection.Select"/>).
+    /// back only <paramref name="result"/>; unless its <see cref="ITokenSelectingBackend.SelectsTokens"/> is off), else on the host (<see cref="HostTokenSelection.Select"/>).
     /// <see cref="SelectedLogits"/> reads the penalized row when the candidates do not decide the token.
     /// </summary>
     public void ForwardSelect(InferenceSession session, ReadOnlySpan<int> tokens, scoped in TokenSelectionRequest request, TokenCandidates result)
@@ -84,8 +84,14 @@ public abstract class Model : IDisposable
         request.Validate(result);
         Span<float> logits = session.Scratch(SelectedLogitsName, VocabSize);
         Forward(session, tokens, logits);
-        if (Backend is ITokenSelectingBackend selecting) selecting.SelectTokens(logits, request, result);
-        else HostTokenSelection.Select(logits, request, result);
+        if (Backend is ITokenSelectingBackend { SelectsTokens: true } selecting)
+        {
+            selecting.SelectTokens(logits, request, result);
+            return;
+        }
+        Backend.ReadToHost(logits);
+        HostTokenSelection.Select(logits, request, result);
+        if (request.Penalizes) Backend.WrittenOnHost(logits); // SelectedLogits reads the penalized row back
     }
 
     /// <summary>The logits the last <see cref="ForwardSelect"/> on <paramref name="session"/> selected from, with its penalties applied, on the host.</summary>

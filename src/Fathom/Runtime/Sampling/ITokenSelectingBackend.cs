@@ -7,6 +7,9 @@ namespace Fathom.Runtime.Sampling;
 /// </summary>
 public interface ITokenSelectingBackend : IComputeBackend
 {
+    /// <summary>Whether <see cref="SelectTokens"/> is to be used (a backend may be told not to, e.g. by an environment variable).</summary>
+    bool SelectsTokens { get; }
+
     /// <summary>
     /// Applies <paramref name="request"/>'s penalties to <paramref name="logits"/> in place (a later
     /// <see cref="IComputeBackend.ReadToHost"/> sees the penalized row), then selects into <paramref name="result"/>
