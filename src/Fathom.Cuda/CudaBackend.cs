@@ -898,6 +898,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _dequantized.Dispose();
         DisposePrompt();
         DisposeDecodeAttention();
+        DisposeSampling();
         _stepValues.Dispose();
         if (_blasHandle != IntPtr.Zero)
         {

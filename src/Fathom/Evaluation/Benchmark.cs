@@ -2,14 +2,16 @@ using System.Diagnostics;
 using Fathom.Gguf;
 using Fathom.Models;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 
 namespace Fathom.Evaluation;
 
 /// <summary>
 /// CPU speed of a model, measured the way llama-bench does: prompt processing (pp) feeds P random in-vocabulary
 /// tokens in one forward pass from an empty session (one session, reset before each test, as llama-bench clears its
-/// context's cache); generation (tg) feeds a short prompt, then times N forward
-/// passes of one token each. Each test runs once untimed (JIT, page faults on the mapped weights, caches; with
+/// context's cache); generation (tg) feeds a short prompt, then times N forward passes of one token each, each followed
+/// by a greedy token choice as generation makes it (<see cref="Model.ForwardSelect"/>: on a GPU the arg-max is taken
+/// there and only the token comes back). Each test runs once untimed (JIT, page faults on the mapped weights, caches; with
 /// <see cref="BenchmarkOptions.WarmUpTokens"/>, a shorter run), then
 /// <see cref="BenchmarkOptions.Repetitions"/> timed times; the session has room for P + N tokens.
 /// </summary>
@@ -25,6 +27,7 @@ public static class Benchmark
         int[] generationPrompt = RandomTokens(random, model.VocabSize, options.GenerationPromptTokens);
         int[] generated = RandomTokens(random, model.VocabSize, options.GeneratedTokens);
         float[] logits = GC.AllocateUninitializedArray<float>(model.VocabSize);
+        var chosen = new TokenCandidates(1);
 
         var pp = new List<double>(options.Repetitions);
         var tg = new List<double>(options.Repetitions);
@@ -46,7 +49,7 @@ public static class Benchmark
             session.Reset();
             model.Forward(session, generationPrompt, logits);
             start = Stopwatch.GetTimestamp();
-            for (int i = 0; i < generatedTokens; i++) model.Forward(session, generated.AsSpan(i, 1), logits);
+            for (int i = 0; i < generatedTokens; i++) model.ForwardSelect(session, generated.AsSpan(i, 1), GreedyRequest, chosen);
             elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) tg.Add(TokensPerSecond(options.GeneratedTokens, elapsed));
         }
@@ -70,6 +73,8 @@ public static class Benchmark
             RooflineFraction = options.BandwidthGBps is double gbps ? RooflineFraction(bytesPerToken, generation.Median, gbps) : null,
         };
     }
+
+    private static TokenSelectionRequest GreedyRequest => new(Greedy: true, Candidates: 1, CutoffGap: 0, LogitPenalties.None, [], []);
 
     /// <summary>
     /// An estimate of the weight bytes one decoded token reads, the sum of <see cref="TokenWeightBytes.Of"/> over the

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Fathom.Models;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 using Fathom.Tokenization;
 
 namespace Fathom.Generation;
@@ -16,11 +17,18 @@ public sealed class Generator
     private readonly Tokenizer _tokenizer;
     private readonly float[] _logits;
     private readonly int[] _oneToken = new int[1];
+    private readonly bool _selectOnBackend;
+    private readonly TokenCandidates _candidates = new();
 
-    public Generator(Model model, Tokenizer tokenizer)
+    /// <param name="selectOnBackend">
+    /// Whether a backend that selects tokens itself (<see cref="ITokenSelectingBackend"/>, a GPU) does so, so that
+    /// only the sampler's candidates come back each token, not the full logits; the tokens are the same either way.
+    /// </param>
+    public Generator(Model model, Tokenizer tokenizer, bool selectOnBackend = true)
     {
         _model = model;
         _tokenizer = tokenizer;
+        _selectOnBackend = selectOnBackend && model.Backend is ITokenSelectingBackend { SelectsTokens: true };
         if (tokenizer.VocabSize > model.VocabSize)
             throw new InvalidDataException($"The tokenizer has {tokenizer.VocabSize} tokens but the model only {model.VocabSize} logits.");
         _logits = new float[model.VocabSize];
@@ -29,7 +37,10 @@ public sealed class Generator
     public Model Model => _model;
     public Tokenizer Tokenizer => _tokenizer;
 
-    /// <summary>The logits after the last evaluated position (the prompt's last token, then each generated token).</summary>
+    /// <summary>
+    /// The logits after the last evaluated position (the prompt's last token, then each generated token), when they
+    /// were copied to the host: not while the backend selects tokens (the constructor's <c>selectOnBackend</c>).
+    /// </summary>
     public ReadOnlySpan<float> LastLogits => _logits;
 
     /// <summary>
@@ -76,8 +87,11 @@ public sealed class Generator
         if (reused == prompt.Count) reused--; // the last prompt token must be evaluated to get its logits
         session.Truncate(reused);
         int[] remaining = prompt.Skip(reused).ToArray();
-        _model.Forward(session, remaining, _logits);
         foreach (int id in prompt) sampler.Accept(id);
+        // Prompt logits a caller keeps come to the host; otherwise a selecting backend keeps them.
+        bool hostLogits = !_selectOnBackend || options.KeepPromptLogits;
+        if (hostLogits) _model.Forward(session, remaining, _logits);
+        else _model.ForwardSelect(session, remaining, sampler.SelectionRequest(), _candidates);
         TimeSpan promptTime = clock.Elapsed;
         float[]? promptLogits = options.KeepPromptLogits ? (float[])_logits.Clone() : null;
 
@@ -86,7 +100,9 @@ public sealed class Generator
         while (output.Count < options.MaxTokens)
         {
             if (cancellationToken.IsCancellationRequested) { finish = FinishReason.Cancelled; break; }
-            int token = sampler.Sample(_logits);
+            int token = hostLogits ? sampler.Sample(_logits)
+                : sampler.TrySample(_candidates, out int chosen) ? chosen
+                : sampler.SamplePenalized(_model.SelectedLogits(session));
             if (_tokenizer.IsEndOfGeneration(token)) { finish = FinishReason.EndOfGeneration; break; }
             output.Add(token);
             sampler.Accept(token);
@@ -95,7 +111,9 @@ public sealed class Generator
             if (output.Count == options.MaxTokens) break;
             if (session.Remaining == 0) { finish = FinishReason.ContextFull; break; }
             _oneToken[0] = token;
-            _model.Forward(session, _oneToken, _logits);
+            hostLogits = !_selectOnBackend;
+            if (hostLogits) _model.Forward(session, _oneToken, _logits);
+            else _model.ForwardSelect(session, _oneToken, sampler.SelectionRequest(), _candidates);
         }
         if (finish != FinishReason.Stop) Emit(stops.Append(decoder.Flush()) + stops.Flush());
         if (options.SplitReasoning) Publish(splitter.Flush());

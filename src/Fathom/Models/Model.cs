@@ -1,5 +1,6 @@
 using Fathom.Gguf;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 
 namespace Fathom.Models;
 
@@ -69,6 +70,40 @@ public abstract class Model : IDisposable
         Run(session, new ReadOnlySpan<SessionRows>(in segment), tokens, logits, allPositions ? OutputRows.All : OutputRows.Last);
         session.Advance(tokens);
     }
+
+    /// <summary>
+    /// <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/> into the session's own logits
+    /// buffer, then a token selection over them (penalties, then arg-max or candidates: <paramref name="request"/>),
+    /// where the backend holds them when it selects tokens itself (<see cref="ITokenSelectingBackend"/>: a GPU copies
+    /// back only <paramref name="result"/>; unless its <see cref="ITokenSelectingBackend.SelectsTokens"/> is off), else on the host (<see cref="HostTokenSelection.Select"/>).
+    /// <see cref="SelectedLogits"/> reads the penalized row when the candidates do not decide the token.
+    /// </summary>
+    public void ForwardSelect(InferenceSession session, ReadOnlySpan<int> tokens, scoped in TokenSelectionRequest request, TokenCandidates result)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        request.Validate(result);
+        Span<float> logits = session.Scratch(SelectedLogitsName, VocabSize);
+        Forward(session, tokens, logits);
+        if (Backend is ITokenSelectingBackend { SelectsTokens: true } selecting)
+        {
+            selecting.SelectTokens(logits, request, result);
+            return;
+        }
+        Backend.ReadToHost(logits);
+        HostTokenSelection.Select(logits, request, result);
+        if (request.Penalizes) Backend.WrittenOnHost(logits); // SelectedLogits reads the penalized row back
+    }
+
+    /// <summary>The logits the last <see cref="ForwardSelect"/> on <paramref name="session"/> selected from, with its penalties applied, on the host.</summary>
+    public ReadOnlySpan<float> SelectedLogits(InferenceSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        Span<float> logits = session.Scratch(SelectedLogitsName, VocabSize);
+        Backend.ReadToHost(logits);
+        return logits;
+    }
+
+    private const string SelectedLogitsName = "selected_logits";
 
     /// <summary>
     /// Decodes one token per session in one batch: <paramref name="tokens"/>[i] goes at the next position of

@@ -2,6 +2,7 @@ using Fathom.Generation;
 using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 using Fathom.Tests.Models;
 
 namespace Fathom.Tests.Generation;
@@ -31,6 +32,64 @@ public sealed class GeneratorTests : IDisposable
         Assert.Equal(expected.Skip(prompt.Length), result.OutputTokens);
         Assert.True(result.OutputTokens.Count == 20 || result.FinishReason == FinishReason.EndOfGeneration);
         Assert.Equal(_model.Tokenizer.Decode(result.OutputTokens.ToArray(), skipSpecial: true), result.Text);
+    }
+
+    [Fact]
+    public void ForwardSelectGivesTheSamplersTokensFromTheFullLogits()
+    {
+        Model model = _model.Model;
+        int[] prompt = ModelTestKit.Prompt(model.VocabSize, 5, seed: 8);
+        var options = new SamplingOptions { Temperature = 0.9f, TopP = 0.9f, MinP = 0.02f, RepetitionPenalty = 1.2f, PresencePenalty = 0.3f, Seed = 17 };
+        var full = new Sampler(model.VocabSize, options);
+        var selecting = new Sampler(model.VocabSize, options);
+        InferenceSession plain = _model.CreateSession(64), selected = _model.CreateSession(64);
+        var candidates = new TokenCandidates();
+        foreach (int id in prompt) { full.Accept(id); selecting.Accept(id); }
+        float[] logits = model.Forward(plain, prompt);
+        model.ForwardSelect(selected, prompt, selecting.SelectionRequest(), candidates);
+        for (int step = 0; step < 16; step++)
+        {
+            int expected = full.Sample(logits);
+            int token = selecting.TrySample(candidates, out int chosen) ? chosen : selecting.SamplePenalized(model.SelectedLogits(selected));
+            Assert.Equal(expected, token);
+            full.Accept(token);
+            selecting.Accept(token);
+            logits = model.Forward(plain, [token]);
+            model.ForwardSelect(selected, [token], selecting.SelectionRequest(), candidates);
+        }
+    }
+
+    public static TheoryData<string> Samplings => new() { "greedy", "top-p+min-p+penalties", "top-k", "flat" };
+
+    /// <summary>
+    /// The generator on a backend that selects tokens (here the host reference behind <see cref="ITokenSelectingBackend"/>)
+    /// gives the tokens it gives over full logits: the candidates' proof, the fallback to the row and the penalties.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Samplings))]
+    public void GeneratingThroughASelectingBackendGivesTheSameTokens(string sampling)
+    {
+        SamplingOptions options = sampling switch
+        {
+            "greedy" => SamplingOptions.Greedy with { RepetitionPenalty = 1.2f },
+            "top-p+min-p+penalties" => new SamplingOptions { Temperature = 0.8f, TopP = 0.9f, MinP = 0.02f, RepetitionPenalty = 1.1f, PresencePenalty = 0.2f, FrequencyPenalty = 0.1f, Seed = 7 },
+            "top-k" => new SamplingOptions { Temperature = 1f, TopK = 20, TopP = 1f, Seed = 8 },
+            _ => new SamplingOptions { Temperature = 1.5f, TopP = 0.99f, Seed = 9 },
+        };
+        var backend = new SelectingCpuBackend(threads: 2, vocabulary: LlamaCppAgreementTests.Spec("deepseek2-v3").VocabSize);
+        using LoadedModel loaded = LoadedModel.Open(_path, new ModelOptions { Backend = _ => backend });
+        int[] prompt = ModelTestKit.Prompt(loaded.Model.VocabSize, 6, seed: 5);
+        var generation = new GenerationOptions { MaxTokens = 24, Sampling = options, SplitReasoning = false };
+        GenerationResult selected = new Generator(loaded.Model, loaded.Tokenizer).Generate(loaded.CreateSession(64), prompt, generation);
+        int selections = backend.Selections, fallbacks = backend.FullRowReads;
+        GenerationResult full = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: false).Generate(loaded.CreateSession(64), prompt, generation);
+        Assert.Equal(full.OutputTokens, selected.OutputTokens);
+        Assert.Equal(full.Text, selected.Text);
+        Assert.Equal(selected.OutputTokens.Count + (selected.FinishReason == FinishReason.EndOfGeneration ? 1 : 0), selections);
+        Assert.Equal(selections, backend.Selections);
+        // Greedy and top-k 20 are decided by the candidates; top-p 0.99 at temperature 1.5 over 384 tokens needs the row.
+        if (sampling is "greedy" or "top-k") Assert.Equal(0, fallbacks);
+        if (sampling == "flat") Assert.True(fallbacks > 0, "the flat distribution never fell back to the full row");
     }
 
     [Fact]

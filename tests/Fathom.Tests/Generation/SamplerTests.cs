@@ -131,4 +131,15 @@ public class SamplerTests
         Assert.Throws<ArgumentException>(() => new Sampler(10, new SamplingOptions { RepetitionPenalty = 0 }));
         Assert.Throws<ArgumentException>(() => new Sampler(10, SamplingOptions.Greedy).Sample(new float[9]));
     }
+
+    [Fact]
+    public void TopKAmongEqualLogitsKeepsTheLowerIds()
+    {
+        // Twelve tokens share the largest logit; top-k 2 keeps the two lowest ids, as the candidates' sort orders them.
+        float[] logits = new float[40];
+        for (int i = 0; i < logits.Length; i++) logits[i] = i % 3 == 0 ? 5f : 0f;
+        var sampler = new Sampler(logits.Length, new SamplingOptions { Temperature = 1f, TopK = 2, TopP = 1f, Seed = 2 });
+        var seen = Enumerable.Range(0, 400).Select(_ => sampler.Sample(logits)).ToHashSet();
+        Assert.Equal(new HashSet<int> { 0, 3 }, seen);
+    }
 }
