@@ -386,3 +386,11 @@ __device__ __forceinline__ void decode8_iq1_s(const u8* row, int k0, float* v)
     u64 g = fathom_iq1s_grid[b[2 + 4 * ib + l] | (((h >> (3 * l)) & 7) << 8)];
     _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = dl * ((float)(i8)(u8)(g >> (8 * i)) + shift);
 }
+
+// Every weight type with a decoder, for the kernel families instantiated once per type (matmul.cu, experts.cu,
+// transposed.cu, prompt_products.cu): FATHOM_FOR_EACH_WEIGHT_TYPE(FAMILY) expands FAMILY(T) for each. The C# side's
+// list is CudaKernels.KernelSuffix.
+#define FATHOM_FOR_EACH_QUANTIZED_TYPE(M) \
+    M(q4_0) M(q4_1) M(q5_0) M(q5_1) M(q8_0) M(q8_1) M(q8_k) M(q2_k) M(q3_k) M(q4_k) M(q5_k) M(q6_k) \
+    M(iq2_xxs) M(iq2_xs) M(iq2_s) M(iq3_xxs) M(iq3_s) M(iq1_s) M(iq1_m) M(iq4_nl) M(iq4_xs) M(tq1_0) M(tq2_0)
+#define FATHOM_FOR_EACH_WEIGHT_TYPE(M) M(f32) M(f16) M(bf16) FATHOM_FOR_EACH_QUANTIZED_TYPE(M)

@@ -34,29 +34,7 @@ extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row
     lo[g] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));    \
 }
 
-FATHOM_HALF_KERNELS(q4_0)
-FATHOM_HALF_KERNELS(q4_1)
-FATHOM_HALF_KERNELS(q5_0)
-FATHOM_HALF_KERNELS(q5_1)
-FATHOM_HALF_KERNELS(q8_0)
-FATHOM_HALF_KERNELS(q8_1)
-FATHOM_HALF_KERNELS(q8_k)
-FATHOM_HALF_KERNELS(q2_k)
-FATHOM_HALF_KERNELS(q3_k)
-FATHOM_HALF_KERNELS(q4_k)
-FATHOM_HALF_KERNELS(q5_k)
-FATHOM_HALF_KERNELS(q6_k)
-FATHOM_HALF_KERNELS(iq2_xxs)
-FATHOM_HALF_KERNELS(iq2_xs)
-FATHOM_HALF_KERNELS(iq2_s)
-FATHOM_HALF_KERNELS(iq3_xxs)
-FATHOM_HALF_KERNELS(iq3_s)
-FATHOM_HALF_KERNELS(iq1_s)
-FATHOM_HALF_KERNELS(iq1_m)
-FATHOM_HALF_KERNELS(iq4_nl)
-FATHOM_HALF_KERNELS(iq4_xs)
-FATHOM_HALF_KERNELS(tq1_0)
-FATHOM_HALF_KERNELS(tq2_0)
+FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)
 
 extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, i64 n)
 {
