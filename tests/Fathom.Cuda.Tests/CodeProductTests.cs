@@ -261,8 +261,8 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
             // Both with dense code products and folded scales (run ppmoe-2's settings), so only the grouping differs.
             using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = true, CodeProducts = true, FoldedCodeScales = true } });
             using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = false, CodeProducts = true, FoldedCodeScales = true } });
-            (List<int> deviceTokens, List<float[]> deviceLogits) = Greedy(device);
-            (List<int> hostTokens, List<float[]> hostLogits) = Greedy(host);
+            (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 29, 40, 44);
+            (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 29, 40, 44);
             string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
             output.WriteLine($"{model}: device vs host grouping per step (the prompt first): {steps}");
             Assert.Equal(hostTokens, deviceTokens);
@@ -273,20 +273,6 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         {
             File.Delete(path);
         }
-    }
-
-    private static (List<int> Tokens, List<float[]> Logits) Greedy(Model model)
-    {
-        var random = new Random(29);
-        InferenceSession session = model.CreateSession(48);
-        var tokens = Enumerable.Range(0, 40).Select(_ => random.Next(0, model.VocabSize - 8)).ToList();
-        var logits = new List<float[]> { model.Forward(session, tokens.ToArray()) };
-        while (tokens.Count < 44)
-        {
-            tokens.Add(System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits[^1]));
-            logits.Add(model.Forward(session, [tokens[^1]]));
-        }
-        return (tokens, logits);
     }
 
     /// <summary>The activations as the CPU multiplies them: encoded in the weight's partner format and decoded.</summary>

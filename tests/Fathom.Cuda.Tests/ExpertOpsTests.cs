@@ -233,8 +233,8 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
             using GgufFile file = GgufFile.Open(path);
             using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend() });
             using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new HostRoutedBackend(new CudaBackend()) });
-            (List<int> deviceTokens, List<float[]> deviceLogits) = Greedy(device);
-            (List<int> hostTokens, List<float[]> hostLogits) = Greedy(host);
+            (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 17, 7, 20);
+            (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 17, 7, 20);
             string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
             output.WriteLine($"{types}: device vs host routing per step: {steps}");
             Assert.Equal(hostTokens, deviceTokens);
@@ -245,20 +245,6 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         {
             File.Delete(path);
         }
-    }
-
-    private static (List<int> Tokens, List<float[]> Logits) Greedy(Model model)
-    {
-        var random = new Random(17);
-        InferenceSession session = model.CreateSession(24);
-        var tokens = Enumerable.Range(0, 7).Select(_ => random.Next(0, model.VocabSize - 8)).ToList();
-        var logits = new List<float[]> { model.Forward(session, tokens.ToArray()) };
-        while (tokens.Count < 20)
-        {
-            tokens.Add(System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits[^1]));
-            logits.Add(model.Forward(session, [tokens[^1]]));
-        }
-        return (tokens, logits);
     }
 
     /// <summary>A GPU backend without its own routing operations: the interface's host defaults run them.</summary>

@@ -1,4 +1,6 @@
+using Fathom.Models;
 using Fathom.Quants;
+using Fathom.Runtime;
 
 namespace Fathom.Cuda.Tests;
 
@@ -42,5 +44,23 @@ internal static class TestData
         BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b) || (float.IsNaN(a) && float.IsNaN(b));
 
     /// <summary>Every weight type Fathom computes with.</summary>
+    /// <summary>
+    /// A prompt of <paramref name="promptTokens"/> random ids (seeded), then greedy tokens up to <paramref name="totalTokens"/>:
+    /// every token and the logits of every pass (the prompt's last position first).
+    /// </summary>
+    public static (List<int> Tokens, List<float[]> Logits) GreedyContinuation(Model model, int seed, int promptTokens, int totalTokens)
+    {
+        var random = new Random(seed);
+        InferenceSession session = model.CreateSession(totalTokens + 4);
+        var tokens = Enumerable.Range(0, promptTokens).Select(_ => random.Next(0, model.VocabSize - 8)).ToList();
+        var logits = new List<float[]> { model.Forward(session, tokens.ToArray()) };
+        while (tokens.Count < totalTokens)
+        {
+            tokens.Add(System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits[^1]));
+            logits.Add(model.Forward(session, [tokens[^1]]));
+        }
+        return (tokens, logits);
+    }
+
     public static TheoryData<GgmlType> AllTypes() => new(TypeTraits.All.Select(f => f.Type));
 }

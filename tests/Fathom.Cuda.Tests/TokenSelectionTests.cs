@@ -165,9 +165,9 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
             var options = new GenerationOptions { MaxTokens = 32, Sampling = Sampling(sampling), SplitReasoning = false };
             int[] prompt = Enumerable.Range(0, 6).Select(i => (i * 53 + 11) % spec.VocabSize).ToArray();
             long before = backend.TokenSelections;
-            GenerationResult onGpu = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: true).Generate(loaded.CreateSession(64), prompt, options);
+            GenerationResult onGpu = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: true).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
             long selections = backend.TokenSelections - before;
-            GenerationResult onHost = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: false).Generate(loaded.CreateSession(64), prompt, options);
+            GenerationResult onHost = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: false).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
             Assert.Equal(onHost.OutputTokens, onGpu.OutputTokens);
             Assert.True(onGpu.OutputTokens.Count == 32 || onGpu.FinishReason == FinishReason.EndOfGeneration);
             Assert.Equal(onGpu.OutputTokens.Count + (onGpu.FinishReason == FinishReason.EndOfGeneration ? 1 : 0), selections);
