@@ -13,11 +13,24 @@ public sealed class KernelCoverageTests
         string? suffix = CudaKernels.KernelSuffix(type);
         Assert.NotNull(suffix);
         string source = KernelSources.All;
-        Assert.Contains($"FATHOM_WEIGHT_KERNELS({suffix})", source);
-        Assert.Contains($"FATHOM_GROUP_KERNELS({suffix})", source);
+        // The per-type kernel families are instantiated over decode.cu's type lists.
+        bool quantized = type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16);
+        Assert.Contains($"M({suffix})", TypeList(source, quantized ? "FATHOM_FOR_EACH_QUANTIZED_TYPE" : "FATHOM_FOR_EACH_WEIGHT_TYPE"));
+        foreach (string family in new[] { "FATHOM_WEIGHT_KERNELS", "FATHOM_GROUP_KERNELS", "FATHOM_TRANSPOSED_KERNELS" })
+            Assert.Contains($"FATHOM_FOR_EACH_WEIGHT_TYPE({family})", source);
         Assert.Contains($"decode_{suffix}(const u8* row, int k)", source);
         // Prompt batches on the tensor cores dequantize every quantized type to F16 (F32, F16 and BF16 need no kernel).
-        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)) Assert.Contains($"FATHOM_HALF_KERNELS({suffix})", source);
+        Assert.Contains("FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)", source);
+    }
+
+    /// <summary>The body of a type-list macro of decode.cu: its <c>#define</c> line and the continuation lines after it.</summary>
+    private static string TypeList(string source, string macro)
+    {
+        int start = source.IndexOf($"#define {macro}(M)", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"{macro} is not defined");
+        int end = start;
+        do end = source.IndexOf('\n', end) + 1; while (end > 0 && source[end - 2] == '\\');
+        return source[start..end];
     }
 
     [Fact]
