@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using Fathom.Gguf;
+using Fathom.Quants;
 using Fathom.Runtime;
 
 namespace Fathom.Models;
@@ -88,9 +89,9 @@ public sealed class DeepSeek2 : Model
                 var moe = new MoeWeights(
                     Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
                     routing,
-                    Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, experts),
-                    Tensors.Stack(p + "ffn_up_exps.weight", d, ff, experts),
-                    Tensors.Stack(p + "ffn_down_exps.weight", ff, d, experts));
+                    Experts(p + "ffn_gate_exps.weight", d, ff, experts),
+                    Experts(p + "ffn_up_exps.weight", d, ff, experts),
+                    Experts(p + "ffn_down_exps.weight", ff, d, experts));
                 _feedForward[i] = new FeedForwardLayer(ffnNorm,
                     shared > 0 ? Tensors.Matrix(p + "ffn_gate_shexp.weight", d, shared) : null,
                     shared > 0 ? Tensors.Matrix(p + "ffn_up_shexp.weight", d, shared) : null,
@@ -131,6 +132,10 @@ public sealed class DeepSeek2 : Model
         var yarn = new YarnParameters(r.OriginalContextLength, magnitude);
         return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
     }
+
+    /// <summary>A routed-expert stack: its half-precision dots add as ggml's <c>MUL_MAT_ID</c> adds them (<see cref="HalfDotOrder.GgmlVecDot"/>).</summary>
+    private WeightMatrix[] Experts(string name, int columns, int rows, int count) =>
+        [.. Tensors.Stack(name, columns, rows, count).Select(m => m.WithDotOrder(HalfDotOrder.GgmlVecDot))];
 
     private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
 

@@ -33,7 +33,7 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
     private static readonly List<ProductCheck> Checks = [];
     private static Exception? _error;
 
-    private sealed record ProductCheck(string Node, string Weight, GgmlType Type, double ToFathom, double ToUnrounded);
+    private sealed record ProductCheck(string Node, string Weight, GgmlType Type, double ToFathom, double ToUnrounded, long Differing, long Values);
 
     [Theory]
     [InlineData(GgmlType.F16)]
@@ -71,7 +71,7 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
         }
 
         foreach (ProductCheck c in checks)
-            output.WriteLine($"{c.Node,-20} {c.Weight,-28} {c.Type,-5} Fathom {c.ToFathom:E2}  exact unrounded {c.ToUnrounded:E2}");
+            output.WriteLine($"{c.Node,-20} {c.Weight,-28} {c.Type,-5} Fathom {c.ToFathom:E2} ({c.Differing} of {c.Values} values differ)  exact unrounded {c.ToUnrounded:E2}");
         // Every weight matrix of the file except the embedding (a row lookup) took part in some product.
         Assert.Equal(matrices.Order(), checks.Select(c => c.Weight).Distinct().Order());
         foreach (ProductCheck c in checks)
@@ -99,7 +99,11 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
         return 1;
     }
 
-    /// <summary>Recomputes one product node from its inputs with Fathom and records how far llama.cpp's result is.</summary>
+    /// <summary>
+    /// Recomputes one product node from its inputs with Fathom and records how far llama.cpp's result is, and how many
+    /// of its values differ in any bit: one token at a time (decoding) and, for <c>MUL_MAT</c>, every token of the
+    /// node in one batch (prompts). Routed experts are multiplied in ggml's <c>MUL_MAT_ID</c> order, as the model does.
+    /// </summary>
     private static void Check(GgmlTensorView node, bool byExpert)
     {
         node.Check();
@@ -110,24 +114,29 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
         int k = checked((int)weight.Ne(0)), rows = checked((int)weight.Ne(1));
         long sliceBytes = rows * TypeTraits.For(info.Type).Layout.RowBytes(k);
         byte* data = _file.GetTensorPointer(info);
+        HalfDotOrder order = byExpert ? HalfDotOrder.GgmlVecDot : HalfDotOrder.LlamafileGemm;
 
         var x = new float[k];
         var y = new float[rows];
         var w = new float[k];
         double toFathom = 0, toUnrounded = 0, norm = 0;
+        long differing = 0, values = 0;
+        WeightMatrix Matrix(long slice) => WeightMatrix.InPlace(info.Name, info.Type, data + slice * sliceBytes, rows, k).WithDotOrder(order);
         void Compare(long slice, Func<long, float> llama)
         {
-            WeightMatrix matrix = WeightMatrix.InPlace(info.Name, info.Type, data + slice * sliceBytes, rows, k);
+            WeightMatrix matrix = Matrix(slice);
             _backend!.MatMul(matrix, x, y, 1);
             for (int r = 0; r < rows; r++)
             {
                 matrix.DequantizeRow(r, w);
                 double exact = 0;
                 for (int i = 0; i < k; i++) exact += (double)w[i] * x[i];
-                double l = llama(r);
-                toFathom += (l - y[r]) * (l - y[r]);
+                float l = llama(r);
+                toFathom += ((double)l - y[r]) * ((double)l - y[r]);
                 toUnrounded += (l - exact) * (l - exact);
                 norm += (double)y[r] * y[r];
+                if (BitConverter.SingleToInt32Bits(l) != BitConverter.SingleToInt32Bits(y[r])) differing++;
+                values++;
             }
         }
 
@@ -146,14 +155,24 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
         {
             // dst[:, j, i2, i3] = weight[:, :, i2 / r2, i3 / r3] · input[:, j, i2, i3] (weights broadcast over heads)
             long r2 = input.Ne(2) / weight.Ne(2), r3 = input.Ne(3) / weight.Ne(3);
+            int tokens = checked((int)node.Ne(1));
+            var batch = new float[tokens * k];
+            var batchOut = new float[tokens * rows];
             for (long i3 = 0; i3 < node.Ne(3); i3++)
                 for (long i2 = 0; i2 < node.Ne(2); i2++)
-                    for (long j = 0; j < node.Ne(1); j++)
+                {
+                    for (long j = 0; j < tokens; j++)
                     {
-                        for (int i = 0; i < k; i++) x[i] = input.Get(i, j, i2, i3);
+                        for (int i = 0; i < k; i++) batch[j * k + i] = x[i] = input.Get(i, j, i2, i3);
                         Compare(i3 / r3 * weight.Ne(2) + i2 / r2, r => node.Get(r, j, i2, i3));
                     }
+                    // The same products as one batch (the tile kernels) must give the same bits.
+                    _backend!.MatMul(Matrix(i3 / r3 * weight.Ne(2) + i2 / r2), batch, batchOut, tokens);
+                    for (long j = 0; j < tokens; j++)
+                        for (int r = 0; r < rows; r++)
+                            if (BitConverter.SingleToInt32Bits(node.Get(r, j, i2, i3)) != BitConverter.SingleToInt32Bits(batchOut[j * rows + r])) differing++;
+                }
         }
-        Checks.Add(new ProductCheck(node.Name, info.Name, info.Type, Math.Sqrt(toFathom / norm), Math.Sqrt(toUnrounded / norm)));
+        Checks.Add(new ProductCheck(node.Name, info.Name, info.Type, Math.Sqrt(toFathom / norm), Math.Sqrt(toUnrounded / norm), differing, values));
     }
 }
