@@ -87,7 +87,8 @@ public sealed class DeepSeek2 : Model
                     _moe.WeightsNormalized, _moe.WeightsScale);
                 routing.Validate();
                 var moe = new MoeWeights(
-                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
+                    // The router is F32 in most files; its logits pick the experts and weigh them, so it adds as ggml does too.
+                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts).WithDotOrder(DotOrder.LlamafileGemm),
                     routing,
                     Experts(p + "ffn_gate_exps.weight", d, ff, experts),
                     Experts(p + "ffn_up_exps.weight", d, ff, experts),
@@ -133,9 +134,18 @@ public sealed class DeepSeek2 : Model
         return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
     }
 
-    /// <summary>A routed-expert stack: its half-precision dots add as ggml's <c>MUL_MAT_ID</c> adds them (<see cref="HalfDotOrder.GgmlVecDot"/>).</summary>
+    /// <summary>The rotary embedding of the queries' and keys' rotary parts (for tests that compare it with ggml's ROPE).</summary>
+    internal Rope RotaryEmbedding => _rope;
+
+    /// <summary>The absorbed attention's head layout and score scale (for tests).</summary>
+    internal AttentionShape LatentAttentionShape => _shape;
+
+    /// <summary>Layer <paramref name="layer"/>'s expert routing, or null for a dense layer (for tests).</summary>
+    internal ExpertRouting? Routing(int layer) => _feedForward[layer].Moe?.Routing;
+
+    /// <summary>A routed-expert stack: its half-precision dots add as ggml's <c>MUL_MAT_ID</c> adds them (<see cref="DotOrder.GgmlVecDot"/>).</summary>
     private WeightMatrix[] Experts(string name, int columns, int rows, int count) =>
-        [.. Tensors.Stack(name, columns, rows, count).Select(m => m.WithDotOrder(HalfDotOrder.GgmlVecDot))];
+        [.. Tensors.Stack(name, columns, rows, count).Select(m => m.WithDotOrder(DotOrder.GgmlVecDot))];
 
     private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
 

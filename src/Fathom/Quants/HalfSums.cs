@@ -5,7 +5,7 @@ namespace Fathom.Quants;
 
 /// <summary>
 /// The horizontal sums of ggml's AVX2 kernels, lane for lane, so a dot product reduced here has ggml's bits
-/// (<see cref="HalfDotOrder"/>). An 8-lane accumulator is an AVX register or, on the portable path, a pair of
+/// (<see cref="DotOrder"/>). An 8-lane accumulator is an AVX register or, on the portable path, a pair of
 /// 4-lane halves (lanes 0–3, 4–7) that take exactly the same additions.
 /// </summary>
 internal static class HalfSums

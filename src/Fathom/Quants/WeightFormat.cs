@@ -49,10 +49,10 @@ public abstract class WeightFormat
     private KernelPath? _bestPath;
 
     /// <summary>
-    /// This format with its dot products adding in <paramref name="order"/> (<see cref="HalfDotOrder"/>): F16 and BF16
+    /// This format with its dot products adding in <paramref name="order"/> (<see cref="DotOrder"/>): F16 and BF16
     /// have one instance per order; every other format has one order and returns itself.
     /// </summary>
-    public virtual WeightFormat WithDotOrder(HalfDotOrder order) => this;
+    public virtual WeightFormat WithDotOrder(DotOrder order) => this;
 
     public override string ToString() => Layout.Name;
 }

@@ -89,8 +89,10 @@ public sealed record ExpertRouting(
         }
         if (NormalizeWeights)
         {
-            float sum = MathF.Max(TensorPrimitives.Sum(weights), MinimumWeightSum);
-            TensorPrimitives.Divide(weights, sum, weights);
+            // ggml's SUM_ROWS: in double, best expert first.
+            double sum = 0;
+            foreach (float w in weights) sum += w;
+            TensorPrimitives.Divide(weights, MathF.Max((float)sum, MinimumWeightSum), weights);
         }
         TensorPrimitives.Multiply(weights, WeightsScale, weights);
         // Id order (insertion sort: a handful of entries), the order the experts' outputs are added in.

@@ -53,9 +53,9 @@ public sealed unsafe class WeightMatrix
 
     /// <summary>
     /// The same rows with their dot products adding in <paramref name="order"/> (<see cref="WeightFormat.WithDotOrder"/>;
-    /// no copy): routed experts take <see cref="HalfDotOrder.GgmlVecDot"/>, the order of ggml's <c>MUL_MAT_ID</c>.
+    /// no copy): routed experts take <see cref="DotOrder.GgmlVecDot"/>, the order of ggml's <c>MUL_MAT_ID</c>.
     /// </summary>
-    public WeightMatrix WithDotOrder(HalfDotOrder order)
+    public WeightMatrix WithDotOrder(DotOrder order)
     {
         WeightFormat format = Format.WithDotOrder(order);
         return ReferenceEquals(format, Format) ? this : new WeightMatrix(Name, format, _data, Rows, Columns, RowBytes, _owner);

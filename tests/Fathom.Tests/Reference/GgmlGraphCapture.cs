@@ -21,6 +21,10 @@ public sealed class GgmlNode
     /// <summary>The sources' tensor addresses (0 where unused).</summary>
     public required nint[] Sources { get; init; }
     public required string[] SourceNames { get; init; }
+    /// <summary>Each source's values as they were when this node was computed (null for unused slots and quantized types).</summary>
+    public required float[]?[] SourceValues { get; init; }
+    /// <summary>Each source's shape (null for unused slots).</summary>
+    public required long[]?[] SourceShapes { get; init; }
     /// <summary>The operation's parameters (ggml_tensor.op_params), as 32-bit words.</summary>
     public required int[] Parameters { get; init; }
 }
@@ -80,11 +84,16 @@ public static unsafe class GgmlGraphCapture
             view.Check();
             var sources = new nint[10];
             var names = new string[10];
+            var values = new float[]?[10];
+            var shapes = new long[]?[10];
             for (int s = 0; s < 10; s++)
             {
                 GgmlTensorView src = view.Source(s);
                 sources[s] = src.IsNull ? 0 : *(nint*)(tensor + 152 + 8 * s);
                 names[s] = src.IsNull ? "" : src.Name;
+                if (src.IsNull) continue;
+                shapes[s] = [src.Ne(0), src.Ne(1), src.Ne(2), src.Ne(3)];
+                if (src.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.I32) values[s] = Read(src);
             }
             var parameters = new int[OpParamsWords];
             for (int p = 0; p < OpParamsWords; p++) parameters[p] = *(int*)(tensor + OpParamsOffset + 4 * p);
@@ -98,6 +107,8 @@ public static unsafe class GgmlGraphCapture
                 Values = view.Type is GgmlType.F32 or GgmlType.I32 ? Read(view) : null,
                 Sources = sources,
                 SourceNames = names,
+                SourceValues = values,
+                SourceShapes = shapes,
                 Parameters = parameters,
             };
             _nodes!.Add(node);

@@ -6,7 +6,7 @@ namespace Fathom.Quants.Formats;
 
 /// <summary>
 /// BF16: the upper 16 bits of binary32 values; encoding rounds to nearest even like ggml's. Its dot pairs with BF16
-/// activations and adds its products in one of ggml's two orders (<see cref="HalfDotOrder"/>): the instance in
+/// activations and adds its products in one of ggml's two orders (<see cref="DotOrder"/>): the instance in
 /// <see cref="TypeTraits"/> uses llamafile's, <see cref="WithDotOrder"/> gives the other.
 /// </summary>
 public sealed unsafe class BF16Format : WeightFormat
@@ -15,16 +15,16 @@ public sealed unsafe class BF16Format : WeightFormat
     private static BF16Format? _vecDot;
     private readonly KernelDispatch _dispatch = new(Paths);
 
-    public BF16Format() : this(HalfDotOrder.LlamafileGemm) { }
+    public BF16Format() : this(DotOrder.LlamafileGemm) { }
 
-    private BF16Format(HalfDotOrder order) => Order = order;
+    private BF16Format(DotOrder order) => Order = order;
 
     /// <summary>The order this instance's vector paths add products in.</summary>
-    public HalfDotOrder Order { get; }
+    public DotOrder Order { get; }
 
-    public override WeightFormat WithDotOrder(HalfDotOrder order) => order == Order ? this
-        : order == HalfDotOrder.LlamafileGemm ? TypeTraits.For(GgmlType.BF16)
-        : _vecDot ??= new BF16Format(HalfDotOrder.GgmlVecDot);
+    public override WeightFormat WithDotOrder(DotOrder order) => order == Order ? this
+        : order == DotOrder.LlamafileGemm ? TypeTraits.For(GgmlType.BF16)
+        : _vecDot ??= new BF16Format(DotOrder.GgmlVecDot);
 
     public override GgmlType Type => GgmlType.BF16;
     public override GgmlType DotActivationType => GgmlType.BF16;
@@ -84,7 +84,7 @@ public sealed unsafe class BF16Format : WeightFormat
             if (resolved == KernelPath.Scalar) return DotScalar((ushort*)w, (ushort*)a, n);
             bool avx2 = resolved == KernelPath.Avx2;
             // tinyBLAS takes only rows of whole 8-value steps; ggml multiplies the others with vec_dot.
-            return Order == HalfDotOrder.LlamafileGemm && n % 8 == 0
+            return Order == DotOrder.LlamafileGemm && n % 8 == 0
                 ? (avx2 ? GemmAvx2((ushort*)w, (ushort*)a, n) : GemmPortable((ushort*)w, (ushort*)a, n))
                 : (avx2 ? VecDotAvx2((ushort*)w, (ushort*)a, n) : VecDotPortable((ushort*)w, (ushort*)a, n));
         }

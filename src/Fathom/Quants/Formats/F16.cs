@@ -7,7 +7,7 @@ namespace Fathom.Quants.Formats;
 
 /// <summary>
 /// F16: IEEE binary16 values; encoding rounds to nearest even like ggml's. Its dot pairs with F16 activations and adds
-/// its products in one of ggml's two orders (<see cref="HalfDotOrder"/>): the instance in <see cref="TypeTraits"/>
+/// its products in one of ggml's two orders (<see cref="DotOrder"/>): the instance in <see cref="TypeTraits"/>
 /// uses llamafile's, <see cref="WithDotOrder"/> gives the other.
 /// </summary>
 public sealed unsafe class F16Format : WeightFormat
@@ -16,20 +16,20 @@ public sealed unsafe class F16Format : WeightFormat
     private static F16Format? _vecDot;
     private readonly KernelDispatch _dispatch = new(Paths);
 
-    public F16Format() : this(HalfDotOrder.LlamafileGemm) { }
+    public F16Format() : this(DotOrder.LlamafileGemm) { }
 
-    private F16Format(HalfDotOrder order) => Order = order;
+    private F16Format(DotOrder order) => Order = order;
 
     /// <summary>The order this instance's vector paths add products in.</summary>
-    public HalfDotOrder Order { get; }
+    public DotOrder Order { get; }
 
     public override GgmlType Type => GgmlType.F16;
     public override GgmlType DotActivationType => GgmlType.F16;
     public override IReadOnlyList<KernelPath> ImplementedPaths => Paths;
 
-    public override WeightFormat WithDotOrder(HalfDotOrder order) => order == Order ? this
-        : order == HalfDotOrder.LlamafileGemm ? TypeTraits.For(GgmlType.F16)
-        : _vecDot ??= new F16Format(HalfDotOrder.GgmlVecDot);
+    public override WeightFormat WithDotOrder(DotOrder order) => order == Order ? this
+        : order == DotOrder.LlamafileGemm ? TypeTraits.For(GgmlType.F16)
+        : _vecDot ??= new F16Format(DotOrder.GgmlVecDot);
 
     public override void Dequantize(ReadOnlySpan<byte> blocks, Span<float> values)
     {
@@ -54,7 +54,7 @@ public sealed unsafe class F16Format : WeightFormat
             if (resolved == KernelPath.Scalar) return DotScalar((ushort*)w, (ushort*)a, n);
             bool avx2 = resolved == KernelPath.Avx2;
             // tinyBLAS takes only rows of whole 8-value steps; ggml multiplies the others with vec_dot.
-            return Order == HalfDotOrder.LlamafileGemm && n % 8 == 0
+            return Order == DotOrder.LlamafileGemm && n % 8 == 0
                 ? (avx2 ? GemmAvx2((ushort*)w, (ushort*)a, n) : GemmPortable((ushort*)w, (ushort*)a, n))
                 : (avx2 ? VecDotAvx2((ushort*)w, (ushort*)a, n) : VecDotPortable((ushort*)w, (ushort*)a, n));
         }

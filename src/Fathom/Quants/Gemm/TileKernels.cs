@@ -19,8 +19,8 @@ public static class TileKernels
     {
         int slot = (int)format.Type;
         if ((uint)slot >= (uint)Kernels.Length) return new DotLoopTile(format);
-        // A format's second instance (another HalfDotOrder) gets its own kernel, kept beside the instance.
-        if (!ReferenceEquals(format, TypeTraits.For(format.Type))) return OtherInstances.GetValue(format, Create);
+        // A format's second instance (another DotOrder) multiplies through its own dot, one kernel kept per instance.
+        if (!ReferenceEquals(format, TypeTraits.For(format.Type))) return OtherInstances.GetValue(format, f => new DotLoopTile(f));
         return Volatile.Read(ref Kernels[slot]) ?? (Kernels[slot] = Create(format));
     }
 

@@ -1,11 +1,13 @@
 namespace Fathom.Quants;
 
 /// <summary>
-/// The order in which an F16 or BF16 dot product adds its products: the two orders ggml's AVX2 build uses, so that
-/// Fathom's sums are its sums bit for bit (both engines round activations to the half format before each product,
-/// and a float an ulp apart next to a half-precision rounding boundary becomes a whole half step in the next layer).
+/// The order in which a float dot product (F16, BF16 or F32 weights) adds its products: the two orders ggml's AVX2
+/// build uses, so that Fathom's sums are its sums bit for bit. It matters most for half-precision models: both engines
+/// round activations to the half format before each product, and a float an ulp apart next to a half-precision
+/// rounding boundary becomes a whole half step in the next layer. F16 and BF16 use <see cref="LlamafileGemm"/> unless
+/// told otherwise; F32 keeps its own faster order unless told (<see cref="WeightFormat.WithDotOrder"/>).
 /// </summary>
-public enum HalfDotOrder
+public enum DotOrder
 {
     /// <summary>
     /// llamafile's tinyBLAS, which ggml's <c>MUL_MAT</c> runs for batches: one 8-lane fused multiply-add accumulator
