@@ -114,7 +114,7 @@ public sealed unsafe class HalfPrecisionProductTests(ITestOutputHelper output)
         int k = checked((int)weight.Ne(0)), rows = checked((int)weight.Ne(1));
         long sliceBytes = rows * TypeTraits.For(info.Type).Layout.RowBytes(k);
         byte* data = _file.GetTensorPointer(info);
-        HalfDotOrder order = byExpert ? HalfDotOrder.GgmlVecDot : HalfDotOrder.LlamafileGemm;
+        DotOrder order = byExpert ? DotOrder.GgmlVecDot : DotOrder.LlamafileGemm;
 
         var x = new float[k];
         var y = new float[rows];
