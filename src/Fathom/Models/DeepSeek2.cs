@@ -106,9 +106,10 @@ public sealed class DeepSeek2 : Model
 
     /// <summary>
     /// RoPE and the attention scale, with llama.cpp's YaRN treatment of DeepSeek: angles blend interpolation and
-    /// extrapolation; <c>rope.scaling.yarn_log_multiplier</c> is 0.1·mscale_all_dim, and the softmax scale gains
-    /// <c>(1 + 0.1·mscale_all_dim·ln factor)²</c>, while the rotated values keep magnitude 1 (with a zero
-    /// multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does the scale).
+    /// extrapolation; <c>rope.scaling.yarn_log_multiplier</c> is 0.1·mscale_all_dim, and the softmax scale is
+    /// <c>(1 + 0.1·mscale_all_dim·ln factor)² / √qk_head</c>, while the rotated values keep magnitude 1 up to ggml's
+    /// float rounding (with a zero multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does
+    /// the scale). Each value is computed with llama.cpp's float operations, in its order.
     /// </summary>
     private static (Rope Rope, float Scale) BuildRope(GgufFile file, RopeParameters r, int qkHead)
     {
@@ -125,13 +126,15 @@ public sealed class DeepSeek2 : Model
                 throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeScalingType("deepseek2"), -1,
                     $"RoPE scaling {r.ScalingType} needs rope.scaling.original_context_length or is not supported");
         }
-        float factor = r.ScalingFactor;
-        float logFactor = MathF.Log(factor);
-        float mscaleAllDim = r.YarnLogMultiplier / 0.1f;
-        float magnitude = mscaleAllDim != 0 ? 1f : YarnMscale(factor, 1f);
-        float mscale = magnitude * (1f + 0.1f * mscaleAllDim * logFactor);
-        var yarn = new YarnParameters(r.OriginalContextLength, magnitude);
-        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
+        // As llama.cpp's deepseek2 graph: with a log multiplier, ggml's attn_factor cancels YaRN's magnitude correction
+        // (the product is 1 up to float rounding, which ggml keeps) and the softmax scale carries mscale²; without one,
+        // the rotated values keep YaRN's correction and the scale its square.
+        float frequencyScale = 1f / r.ScalingFactor;
+        float correction = 1f + 0.1f * MathF.Log(1f / frequencyScale);
+        float attentionFactor = r.YarnLogMultiplier != 0 ? 1f / correction : 1f;
+        float mscale = r.YarnLogMultiplier != 0 ? 1f + r.YarnLogMultiplier * MathF.Log(1f / frequencyScale) : correction;
+        var yarn = new YarnParameters(r.OriginalContextLength, attentionFactor);
+        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, frequencyScale, null, yarn), mscale * mscale / MathF.Sqrt(qkHead));
     }
 
     /// <summary>The rotary embedding of the queries' and keys' rotary parts (for tests that compare it with ggml's ROPE).</summary>
@@ -146,8 +149,6 @@ public sealed class DeepSeek2 : Model
     /// <summary>A routed-expert stack: its half-precision dots add as ggml's <c>MUL_MAT_ID</c> adds them (<see cref="DotOrder.GgmlVecDot"/>).</summary>
     private WeightMatrix[] Experts(string name, int columns, int rows, int count) =>
         [.. Tensors.Stack(name, columns, rows, count).Select(m => m.WithDotOrder(DotOrder.GgmlVecDot))];
-
-    private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
 
     /// <summary>
     /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
