@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Fathom.Quants;
 using Fathom.Runtime;
 
 namespace Fathom.Cpu;
@@ -24,9 +25,9 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     private float* _queries, _output, _keys, _values;
     private int _keyStride, _valueStride, _firstPosition, _tokens, _tokenBlocks, _scoreStride, _quadSlices;
 
-    /// <summary>Whether the shape suits the vector kernels (whole 8-float key chunks and 16-float value chunks).</summary>
+    /// <summary>Whether the shape suits the vector kernels (whole 8-float value chunks).</summary>
     public static bool Supports(in AttentionShape shape) =>
-        Avx2.IsSupported && Fma.IsSupported && shape.KeyDim % 8 == 0 && shape.ValueDim % 16 == 0;
+        Avx2.IsSupported && Fma.IsSupported && shape.ValueDim % 8 == 0;
 
     public int PieceCount => _tokenBlocks * _shape.KvHeads * _quadSlices;
 
@@ -85,92 +86,106 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     {
         AttentionShape s = _shape;
         int stride = _scoreStride;
-        // Lengths only grow with the query index, so the first is the shortest and the last the longest.
-        int shared = length[0];
-        for (int p = 0; p < shared; p++)
-            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p);
         for (int i = 0; i < 4; i++)
         {
-            for (int p = shared; p < length[i]; p++)
-                scores[i * stride + p] = ScoreOne(q[i], keys + (long)p * _keyStride, s.KeyDim, s.Scale);
-            Softmax(new Span<float>(scores + i * stride, length[i]));
+            // A short last quad's copies of its last query are not computed again.
+            if (i > 0 && q[i] == q[i - 1]) continue;
+            float* row = scores + i * stride;
+            for (int p = 0; p < length[i]; p++)
+                row[p] = Score(q[i], keys + (long)p * _keyStride, s.KeyDim) * s.Scale;
+            Softmax(row, length[i]);
+            for (int c = 0; c < s.ValueDim; c += 8)
+                Weigh(values + c, _valueStride, row, length[i], o[i] + c);
         }
-        for (int c = 0; c < s.ValueDim; c += 16)
-            WeighFour(values + c, _valueStride, scores, stride, length, o, c);
     }
 
-    /// <summary>scores[i, p] = scale · q_i · k for the four queries and one key row.</summary>
+    /// <summary>
+    /// q · k as ggml's <c>ggml_vec_dot_f32</c> adds it (the scores of a batch whose queries are permuted views): four
+    /// 8-lane accumulators over steps of 32, reduced (<see cref="HalfSums.Reduce4"/>), then the rest one product at a
+    /// time in float, multiplied and then added.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p)
+    private static float Score(float* q, float* k, int dim)
     {
-        float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
-        Vector256<float> s0 = Vector256<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
-        for (int d = 0; d < dim; d += 8)
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int d = 0;
+        for (; d + 32 <= dim; d += 32)
         {
-            Vector256<float> kv = Avx.LoadVector256(k + d);
-            s0 = Fma.MultiplyAdd(Avx.LoadVector256(q0 + d), kv, s0);
-            s1 = Fma.MultiplyAdd(Avx.LoadVector256(q1 + d), kv, s1);
-            s2 = Fma.MultiplyAdd(Avx.LoadVector256(q2 + d), kv, s2);
-            s3 = Fma.MultiplyAdd(Avx.LoadVector256(q3 + d), kv, s3);
+            a0 = Fma.MultiplyAdd(Avx.LoadVector256(k + d), Avx.LoadVector256(q + d), a0);
+            a1 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 8), Avx.LoadVector256(q + d + 8), a1);
+            a2 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 16), Avx.LoadVector256(q + d + 16), a2);
+            a3 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 24), Avx.LoadVector256(q + d + 24), a3);
         }
-        // Four horizontal sums at once: pairwise adds leave lane i of the 128-bit result holding query i's sum.
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(s0, s1), Avx.HorizontalAdd(s2, s3));
-        Vector128<float> sums = (h.GetLower() + h.GetUpper()) * Vector128.Create(scale);
-        scores[p] = sums.GetElement(0);
-        scores[stride + p] = sums.GetElement(1);
-        scores[2 * stride + p] = sums.GetElement(2);
-        scores[3 * stride + p] = sums.GetElement(3);
+        float sum = HalfSums.Reduce4(a0, a1, a2, a3);
+        for (; d < dim; d++) sum += k[d] * q[d];
+        return sum;
     }
 
-    /// <summary>scale · q · k with the accumulation and the lane-sum order of <see cref="ScoreFour"/> (for a quad's extra keys).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float ScoreOne(float* q, float* k, int dim, float scale)
+    /// <summary>
+    /// o[c..c+8) = Σ_p p_p · v_p[c..c+8) as llamafile's tinyBLAS adds it over a row of probabilities: position p goes
+    /// to lane p mod 8, each lane a chain of fused multiply-adds in position order, and the lanes are added as
+    /// <see cref="HalfSums.Halves(Vector256{float})"/> adds them (positions past the query's length weigh 0 there).
+    /// </summary>
+    private static void Weigh(float* v, int valueStride, float* probabilities, int length, float* o)
     {
-        Vector256<float> sum = Vector256<float>.Zero;
-        for (int d = 0; d < dim; d += 8) sum = Fma.MultiplyAdd(Avx.LoadVector256(q + d), Avx.LoadVector256(k + d), sum);
-        Vector256<float> pairs = Avx.HorizontalAdd(sum, sum);
-        Vector256<float> h = Avx.HorizontalAdd(pairs, pairs);
-        return ((h.GetLower() + h.GetUpper()) * Vector128.Create(scale)).ToScalar();
+        Vector256<float> l0 = Vector256<float>.Zero, l1 = l0, l2 = l0, l3 = l0, l4 = l0, l5 = l0, l6 = l0, l7 = l0;
+        int p = 0;
+        for (; p + 8 <= length; p += 8)
+        {
+            float* row = v + (long)p * valueStride;
+            l0 = Fma.MultiplyAdd(Avx.LoadVector256(row), Vector256.Create(probabilities[p]), l0);
+            l1 = Fma.MultiplyAdd(Avx.LoadVector256(row + valueStride), Vector256.Create(probabilities[p + 1]), l1);
+            l2 = Fma.MultiplyAdd(Avx.LoadVector256(row + 2 * valueStride), Vector256.Create(probabilities[p + 2]), l2);
+            l3 = Fma.MultiplyAdd(Avx.LoadVector256(row + 3 * valueStride), Vector256.Create(probabilities[p + 3]), l3);
+            l4 = Fma.MultiplyAdd(Avx.LoadVector256(row + 4 * valueStride), Vector256.Create(probabilities[p + 4]), l4);
+            l5 = Fma.MultiplyAdd(Avx.LoadVector256(row + 5 * valueStride), Vector256.Create(probabilities[p + 5]), l5);
+            l6 = Fma.MultiplyAdd(Avx.LoadVector256(row + 6 * valueStride), Vector256.Create(probabilities[p + 6]), l6);
+            l7 = Fma.MultiplyAdd(Avx.LoadVector256(row + 7 * valueStride), Vector256.Create(probabilities[p + 7]), l7);
+        }
+        // The last, partial step: lanes past the length would add 0 · v, which leaves them as they are.
+        int rest = length - p;
+        float* last = v + (long)p * valueStride;
+        if (rest > 0) l0 = Fma.MultiplyAdd(Avx.LoadVector256(last), Vector256.Create(probabilities[p]), l0);
+        if (rest > 1) l1 = Fma.MultiplyAdd(Avx.LoadVector256(last + valueStride), Vector256.Create(probabilities[p + 1]), l1);
+        if (rest > 2) l2 = Fma.MultiplyAdd(Avx.LoadVector256(last + 2 * valueStride), Vector256.Create(probabilities[p + 2]), l2);
+        if (rest > 3) l3 = Fma.MultiplyAdd(Avx.LoadVector256(last + 3 * valueStride), Vector256.Create(probabilities[p + 3]), l3);
+        if (rest > 4) l4 = Fma.MultiplyAdd(Avx.LoadVector256(last + 4 * valueStride), Vector256.Create(probabilities[p + 4]), l4);
+        if (rest > 5) l5 = Fma.MultiplyAdd(Avx.LoadVector256(last + 5 * valueStride), Vector256.Create(probabilities[p + 5]), l5);
+        if (rest > 6) l6 = Fma.MultiplyAdd(Avx.LoadVector256(last + 6 * valueStride), Vector256.Create(probabilities[p + 6]), l6);
+        // Per output element: h_i = lane i + lane i+4, then (h0 + h2) + (h1 + h3).
+        Avx.Store(o, ((l4 + l0) + (l6 + l2)) + ((l5 + l1) + (l7 + l3)));
     }
 
-    /// <summary>o_i[c..c+16) = Σ_p scores[i, p] · v_p[c..c+16) over each query's own causal length.</summary>
-    private static void WeighFour(float* v, int valueStride, float* scores, int stride, int* length, float** o, int c)
+    /// <summary>
+    /// ggml's soft_max over a row of scaled scores: e^(x − max) through <see cref="GgmlExp.Exp"/> 8 values at a time
+    /// (from position 0; a last partial step has its missing lanes at e^−∞ = 0), each step's sum added in double, then
+    /// every value multiplied by the float of 1 / that sum.
+    /// </summary>
+    private static void Softmax(float* values, int length)
     {
-        float* p0 = scores, p1 = scores + stride, p2 = scores + 2 * stride, p3 = scores + 3 * stride;
-        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-        int shared = length[0];
-        for (int p = 0; p < shared; p++, v += valueStride)
+        float max = float.NegativeInfinity;
+        for (int p = 0; p < length; p++) max = MathF.Max(max, values[p]);
+        Vector256<float> m = Vector256.Create(max);
+        double sum = 0;
+        int i = 0;
+        for (; i + 8 <= length; i += 8)
         {
-            Vector256<float> va = Avx.LoadVector256(v), vb = Avx.LoadVector256(v + 8);
-            Vector256<float> w = Vector256.Create(p0[p]);
-            a0 = Fma.MultiplyAdd(w, va, a0); b0 = Fma.MultiplyAdd(w, vb, b0);
-            w = Vector256.Create(p1[p]);
-            a1 = Fma.MultiplyAdd(w, va, a1); b1 = Fma.MultiplyAdd(w, vb, b1);
-            w = Vector256.Create(p2[p]);
-            a2 = Fma.MultiplyAdd(w, va, a2); b2 = Fma.MultiplyAdd(w, vb, b2);
-            w = Vector256.Create(p3[p]);
-            a3 = Fma.MultiplyAdd(w, va, a3); b3 = Fma.MultiplyAdd(w, vb, b3);
+            Vector256<float> e = GgmlExp.Exp(Avx.LoadVector256(values + i) - m);
+            Avx.Store(values + i, e);
+            sum += HalfSums.Halves(e);
         }
-        // Keys past the shortest query's length belong to the longer queries alone.
-        for (int p = shared; p < length[3]; p++, v += valueStride)
+        if (i < length)
         {
-            Vector256<float> va = Avx.LoadVector256(v), vb = Avx.LoadVector256(v + 8);
-            if (p < length[1]) { Vector256<float> w = Vector256.Create(p1[p]); a1 = Fma.MultiplyAdd(w, va, a1); b1 = Fma.MultiplyAdd(w, vb, b1); }
-            if (p < length[2]) { Vector256<float> w = Vector256.Create(p2[p]); a2 = Fma.MultiplyAdd(w, va, a2); b2 = Fma.MultiplyAdd(w, vb, b2); }
-            { Vector256<float> w = Vector256.Create(p3[p]); a3 = Fma.MultiplyAdd(w, va, a3); b3 = Fma.MultiplyAdd(w, vb, b3); }
+            Span<float> step = stackalloc float[8];
+            step.Fill(float.NegativeInfinity);
+            new ReadOnlySpan<float>(values + i, length - i).CopyTo(step);
+            Vector256<float> e = GgmlExp.Exp(Vector256.Create<float>(step) - m);
+            sum += HalfSums.Halves(e);
+            e.CopyTo(step);
+            step[..(length - i)].CopyTo(new Span<float>(values + i, length - i));
         }
-        Avx.Store(o[0] + c, a0); Avx.Store(o[0] + c + 8, b0);
-        Avx.Store(o[1] + c, a1); Avx.Store(o[1] + c + 8, b1);
-        Avx.Store(o[2] + c, a2); Avx.Store(o[2] + c + 8, b2);
-        Avx.Store(o[3] + c, a3); Avx.Store(o[3] + c + 8, b3);
-    }
-
-    /// <summary>Softmax in place, vectorised: e^(x − max) / Σ.</summary>
-    private static void Softmax(Span<float> values)
-    {
-        float max = TensorPrimitives.Max(values);
-        TensorPrimitives.Add(values, -max, values);
-        TensorPrimitives.Exp(values, values);
-        TensorPrimitives.Multiply(values, 1f / TensorPrimitives.Sum(values), values);
+        float scale = (float)(1.0 / sum);
+        for (i = 0; i + 8 <= length; i += 8) Avx.Store(values + i, Avx.LoadVector256(values + i) * Vector256.Create(scale));
+        for (; i < length; i++) values[i] *= scale;
     }
 }

@@ -61,6 +61,10 @@ public sealed class HalfPrecisionOpTests(ITestOutputHelper output)
                     case "ROPE":
                         checks.Add(CheckRope(backend, model.RotaryEmbedding, node, Input(node, 0)));
                         break;
+                    case "SOFT_MAX":
+                        // The scores' scale (YaRN's mscale² / √qk_head) in llama.cpp's float arithmetic.
+                        checks.Add(new OpCheck(node.Name, "softmax scale", node.Parameters[0] == BitConverter.SingleToInt32Bits(model.LatentAttentionShape.Scale) ? 0 : 1, 1));
+                        break;
                     case "MUL_MAT" when node.Name.StartsWith("kqv-", StringComparison.Ordinal):
                         checks.AddRange(CheckAttention(backend, model.LatentAttentionShape, node, Find(nodes, $"Qcur-{layer}"), Find(nodes, $"Kcur-{layer}")));
                         break;
