@@ -194,8 +194,19 @@ public sealed class DeepSeek2 : Model
             OneTokenExperts(f, moe, scratch, h, x);
             return;
         }
-        if (f.Moe is { } batchMoe) Experts(batchMoe, scratch, h, x, tokens);
-        if (f.Gate is not null) FeedForward(scratch, h, x, tokens, f.Gate, f.Up!, f.Down!);
+        if (f.Moe is not { } batchMoe)
+        {
+            FeedForward(scratch, h, x, tokens, f.Gate!, f.Up!, f.Down!);
+            return;
+        }
+        // As llama.cpp adds them: the routed experts' weighted sum, plus the shared experts' output, plus the residual.
+        int n = tokens * d;
+        Span<float> output = scratch.Scratch("moe_ffn_out", n);
+        output.Clear();
+        Backend.WrittenOnHost(output);
+        if (f.Gate is not null) FeedForward(scratch, h, output, tokens, f.Gate, f.Up!, f.Down!);
+        Experts(batchMoe, scratch, h, output, tokens);
+        Backend.Add(x[..n], output);
     }
 
     private void Attention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<float> h, Span<float> x, int tokens)
@@ -275,7 +286,12 @@ public sealed class DeepSeek2 : Model
         Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
     }
 
-    private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens)
+    /// <summary>
+    /// A batch's routed experts, each run once over the tokens routed to it: every output lands in its token's slot
+    /// (the slot of the expert in the token's choice, best first), then each token's slots are weighted, summed in
+    /// slot order and added to its row of <paramref name="output"/> (<see cref="IComputeBackend.AddWeightedRows"/>).
+    /// </summary>
+    private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> output, int tokens)
     {
         MixtureOfExperts c = _moe!;
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
@@ -287,18 +303,20 @@ public sealed class DeepSeek2 : Model
         Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
         Backend.RouteExperts(moe.Routing, logits, chosen, chosenWeights, tokens);
         Backend.ReadToHost(chosen);
-        Backend.ReadToHost(chosenWeights);
 
-        // Run each expert once over the tokens routed to it. Members and their weights are host data the
-        // gathering and weighting operations read during the call.
+        // Members and their slots are host data the gathering and scattering operations read during the call.
         Span<float> batch = scratch.Scratch("expert_in", tokens * d);
-        Span<float> output = scratch.Scratch("expert_out", tokens * d);
+        Span<float> expertOut = scratch.Scratch("expert_out", tokens * d);
         Span<float> gate = scratch.Scratch("expert_gate", tokens * c.ExpertFeedForwardLength);
         Span<float> up = scratch.Scratch("expert_up", tokens * c.ExpertFeedForwardLength);
-        int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
-        float[] rentedWeights = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
-        Span<int> members = rented.AsSpan(0, tokens);
-        Span<float> memberWeights = rentedWeights.AsSpan(0, tokens);
+        Span<float> slots = scratch.Scratch("expert_slots", tokens * used * d);
+        slots.Clear();
+        Backend.WrittenOnHost(slots);
+        int[] rentedMembers = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        int[] rentedSlots = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        float[] ones = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
+        Span<int> members = rentedMembers.AsSpan(0, tokens), memberSlots = rentedSlots.AsSpan(0, tokens);
+        ones.AsSpan(0, tokens).Fill(1f);
         try
         {
             for (int e = 0; e < experts; e++)
@@ -309,7 +327,7 @@ public sealed class DeepSeek2 : Model
                         if ((int)chosen[t * used + k] == e)
                         {
                             members[m] = t;
-                            memberWeights[m] = chosenWeights[t * used + k];
+                            memberSlots[m] = t * used + k;
                             m++;
                         }
                 if (m == 0) continue;
@@ -317,23 +335,27 @@ public sealed class DeepSeek2 : Model
                 Backend.MatMul(moe.Gate[e], batch, gate, m);
                 Backend.MatMul(moe.Up[e], batch, up, m);
                 Backend.SiluMul(gate[..(m * c.ExpertFeedForwardLength)], up);
-                Backend.MatMul(moe.Down[e], gate, output, m);
-                Backend.AddScaledRows(x, output, members[..m], memberWeights[..m], d);
+                Backend.MatMul(moe.Down[e], gate, expertOut, m);
+                // Into the (zeroed) slots: 0 + 1 · output is the output itself.
+                Backend.AddScaledRows(slots, expertOut, memberSlots[..m], ones.AsSpan(0, m), d);
             }
+            for (int t = 0; t < tokens; t++)
+                Backend.AddWeightedRows(output.Slice(t * d, d), slots.Slice(t * used * d, used * d), chosenWeights.Slice(t * used, used), d);
         }
         finally
         {
-            System.Buffers.ArrayPool<int>.Shared.Return(rented);
-            System.Buffers.ArrayPool<float>.Shared.Return(rentedWeights);
+            System.Buffers.ArrayPool<int>.Shared.Return(rentedMembers);
+            System.Buffers.ArrayPool<int>.Shared.Return(rentedSlots);
+            System.Buffers.ArrayPool<float>.Shared.Return(ones);
         }
     }
 
     /// <summary>
     /// A decoded token's whole MoE feed-forward without the host: the router with the shared experts' gate and up as
     /// one group; routing on the backend; the chosen experts' gates, ups and downs as grouped products that read the
-    /// chosen ids where the routing left them; the weighted sum into the residual row. The chosen experts come in id
-    /// order and the shared experts' output is added last, as in the batch path, so the residual stream sees the same
-    /// sums in the same order.
+    /// chosen ids where the routing left them; the weighted sum, plus the shared experts' output, into the residual
+    /// row. The chosen experts come best first and are added in that order, then the shared experts' output, then the
+    /// residual, as in the batch path and in llama.cpp's graph, so the residual stream sees the same sums in the same order.
     /// </summary>
     private void OneTokenExperts(FeedForwardLayer f, MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x)
     {
@@ -358,16 +380,18 @@ public sealed class DeepSeek2 : Model
 
         Span<float> down = scratch.Scratch("moe_down", (used + 1) * d);
         Backend.MatMulExperts(moe.Down, ids, gateUp, slot, down, d);
-        // The routed outputs weighted into the token's residual row, in order; the shared experts' added last.
-        Backend.AddWeightedRows(x[..d], down, weights, d);
-        if (f.Gate is not null)
+        if (f.Gate is null)
         {
-            Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
-            Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
-            Span<float> sharedOut = down.Slice(used * d, d);
-            Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
-            Backend.Add(x[..d], sharedOut);
+            Backend.AddWeightedRows(x[..d], down, weights, d);
+            return;
         }
+        // The routed outputs weighted and summed in order, plus the shared experts' output, then into the residual row.
+        Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
+        Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
+        Span<float> sharedOut = down.Slice(used * d, d);
+        Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
+        Backend.AddWeightedRows(sharedOut, down, weights, d);
+        Backend.Add(x[..d], sharedOut);
     }
 
     /// <param name="KB">

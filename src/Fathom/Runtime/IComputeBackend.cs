@@ -192,9 +192,11 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
-    /// <c>destination[..width] += weights[i] × rows[i · width ..]</c> for <c>i</c> in order (a token's chosen experts'
-    /// outputs weighted into its residual row, with the weights where <see cref="RouteExperts"/> left them). Each step
-    /// is <see cref="AddScaledRows"/>'s multiply-then-add. The default reads the operands on the host.
+    /// <c>destination[..width] = (Σ_i weights[i] × rows[i · width ..]) + destination[..width]</c>: a token's chosen
+    /// experts' outputs, weighted, summed in order of <c>i</c> (each product rounded to float, then added, starting from
+    /// the first product), and only then added to the destination, as ggml's MUL, ADDs and final ADD do (a MoE layer
+    /// passes its shared experts' output as the destination, then adds the result to the residual row). The weights
+    /// are where <see cref="RouteExperts"/> left them. The default reads the operands on the host.
     /// </summary>
     void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
     {
@@ -206,7 +208,22 @@ public interface IComputeBackend : IDisposable
         ReadToHost(d);
         ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(rows), count * width));
         ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(weights), count));
-        for (int i = 0; i < count; i++) TensorPrimitives.MultiplyAdd(rows.Slice(i * width, width), weights[i], d, d);
+        float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(2 * width);
+        try
+        {
+            Span<float> sum = rented.AsSpan(0, width), product = rented.AsSpan(width, width);
+            TensorPrimitives.Multiply(rows[..width], weights[0], sum);
+            for (int i = 1; i < count; i++)
+            {
+                TensorPrimitives.Multiply(rows.Slice(i * width, width), weights[i], product);
+                TensorPrimitives.Add(sum, product, sum);
+            }
+            TensorPrimitives.Add(sum, d, d);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
         WrittenOnHost(d);
     }
 
