@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -8,12 +7,12 @@ using Fathom.Runtime;
 namespace Fathom.Cpu;
 
 /// <summary>
-/// Causal attention for a batch of tokens (prompt processing), AVX2. A piece is one key/value head and a block of
-/// tokens; its queries (every token of the block × every query head reading that cache head) go four at a time, so
-/// each cached key and value row is loaded once per four queries instead of once per query: Q·Kᵀ with four
-/// accumulators per key, a vectorised softmax per query, then Σ p·V with 4 queries × 16 value lanes in registers.
-/// Decoding goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it
-/// came in a prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
+/// Causal attention for a batch of tokens (prompt processing) or one token, AVX2, with ggml's arithmetic bit for bit
+/// (docs/engine.md, "Matching ggml's half-precision arithmetic"): per query, the scores in <c>ggml_vec_dot_f32</c>'s
+/// order times the scale, ggml's softmax (<see cref="GgmlExp.Exp"/>, step sums in double), and Σ p·V in llamafile's
+/// lane order. A piece is one key/value head and a block of tokens, its queries taken four at a time (a quad); decoding
+/// goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it came in a
+/// prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
 /// </summary>
 internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
 {
