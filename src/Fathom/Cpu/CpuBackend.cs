@@ -324,6 +324,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int rows = _weight.Rows, n = _weight.Columns;
             int first = (int)((long)rows * piece / PieceCount), end = (int)((long)rows * (piece + 1) / PieceCount);
             WeightFormat format = _weight.Format;
+            if (_tokens == 1)
+            {
+                if (end > first) format.DotRows(_weight.RowPointer(first), _weight.RowBytes, end - first, _activations, _activationRowBytes, n, _output + first);
+                return;
+            }
             int weightRowBytes = (int)_weight.RowBytes, activationRowBytes = (int)_activationRowBytes;
             for (int r = first; r < end; r++)
             {

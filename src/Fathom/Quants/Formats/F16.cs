@@ -68,6 +68,40 @@ public sealed unsafe class F16Format : WeightFormat
         return (float)sum;
     }
 
+    /// <summary>
+    /// Four rows at a time in tinyBLAS's order (each row's own accumulator, so each value is <see cref="GemmAvx2"/>'s):
+    /// four independent chains keep the multiply-add unit busy where one chain would wait on its latency.
+    /// </summary>
+    internal override void DotRows(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes, int n, float* output)
+    {
+        if (Order != DotOrder.LlamafileGemm || n % 8 != 0 || _dispatch.Resolve(BestPath) != KernelPath.Avx2)
+        {
+            base.DotRows(weights, weightRowBytes, rows, activations, activationRowBytes, n, output);
+            return;
+        }
+        var a = (ushort*)activations;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+        {
+            var w0 = (ushort*)(weights + r * weightRowBytes);
+            ushort* w1 = (ushort*)((byte*)w0 + weightRowBytes), w2 = (ushort*)((byte*)w1 + weightRowBytes), w3 = (ushort*)((byte*)w2 + weightRowBytes);
+            Vector256<float> c0 = Vector256<float>.Zero, c1 = c0, c2 = c0, c3 = c0;
+            for (int i = 0; i < n; i += 8)
+            {
+                Vector256<float> x = Widen(a + i);
+                c0 = Fma.MultiplyAdd(Widen(w0 + i), x, c0);
+                c1 = Fma.MultiplyAdd(Widen(w1 + i), x, c1);
+                c2 = Fma.MultiplyAdd(Widen(w2 + i), x, c2);
+                c3 = Fma.MultiplyAdd(Widen(w3 + i), x, c3);
+            }
+            output[r] = HalfSums.Halves(c0);
+            output[r + 1] = HalfSums.Halves(c1);
+            output[r + 2] = HalfSums.Halves(c2);
+            output[r + 3] = HalfSums.Halves(c3);
+        }
+        for (; r < rows; r++) output[r] = GemmAvx2((ushort*)(weights + r * weightRowBytes), a, n);
+    }
+
     /// <summary>tinyBLAS: one accumulator, a fused multiply-add per 8 values (<paramref name="n"/> a multiple of 8).</summary>
     private static float GemmAvx2(ushort* x, ushort* y, int n)
     {
