@@ -10,7 +10,8 @@ namespace Fathom.Cpu;
 /// Causal attention for a batch of tokens (prompt processing) or one token, AVX2, with ggml's arithmetic bit for bit
 /// (docs/engine.md, "Matching ggml's half-precision arithmetic"): per query, the scores in <c>ggml_vec_dot_f32</c>'s
 /// order times the scale, ggml's softmax (<see cref="GgmlExp.Exp"/>, step sums in double), and Σ p·V in llamafile's
-/// lane order. A piece is one key/value head and a block of tokens, its queries taken four at a time (a quad); decoding
+/// lane order. A piece is one key/value head and a block of tokens, its queries taken four at a time (a quad: each
+/// key and value row is loaded once for the four); decoding
 /// goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it came in a
 /// prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
 /// </summary>
@@ -24,9 +25,9 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     private float* _queries, _output, _keys, _values;
     private int _keyStride, _valueStride, _firstPosition, _tokens, _tokenBlocks, _scoreStride, _quadSlices;
 
-    /// <summary>Whether the shape suits the vector kernels (whole 8-float value chunks).</summary>
+    /// <summary>Whether the shape suits the vector kernels (whole 16-float value chunks).</summary>
     public static bool Supports(in AttentionShape shape) =>
-        Avx2.IsSupported && Fma.IsSupported && shape.ValueDim % 8 == 0;
+        Avx2.IsSupported && Fma.IsSupported && shape.ValueDim % 16 == 0;
 
     public int PieceCount => _tokenBlocks * _shape.KvHeads * _quadSlices;
 
@@ -85,74 +86,105 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     {
         AttentionShape s = _shape;
         int stride = _scoreStride;
+        // Lengths only grow with the query index: the last is the longest. Every key up to it is scored for all four
+        // (the cache holds those rows), each query's softmax covers its own length, and its probabilities past that
+        // length are 0, so the shared weighted sum adds exactly nothing for them.
+        int longest = length[3];
+        for (int p = 0; p < longest; p++)
+            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p);
         for (int i = 0; i < 4; i++)
         {
-            // A short last quad's copies of its last query are not computed again.
-            if (i > 0 && q[i] == q[i - 1]) continue;
             float* row = scores + i * stride;
-            for (int p = 0; p < length[i]; p++)
-                row[p] = Score(q[i], keys + (long)p * _keyStride, s.KeyDim) * s.Scale;
             Softmax(row, length[i]);
-            for (int c = 0; c < s.ValueDim; c += 8)
-                Weigh(values + c, _valueStride, row, length[i], o[i] + c);
+            new Span<float>(row + length[i], longest - length[i]).Clear();
         }
+        Vector256<float>* lanes = stackalloc Vector256<float>[64];
+        for (int c = 0; c < s.ValueDim; c += 16)
+            WeighFour(values + c, _valueStride, scores, stride, longest, o, c, lanes);
     }
 
     /// <summary>
-    /// q · k as ggml's <c>ggml_vec_dot_f32</c> adds it (the scores of a batch whose queries are permuted views): four
-    /// 8-lane accumulators over steps of 32, reduced (<see cref="HalfSums.Reduce4"/>), then the rest one product at a
-    /// time in float, multiplied and then added.
+    /// scores[i, p] = scale · (q_i · k) for the four queries and one key row, each dot as ggml's <c>ggml_vec_dot_f32</c>
+    /// adds it (the scores of a batch whose queries are permuted views): four 8-lane accumulators over steps of 32
+    /// (accumulator j takes values 8j..8j+7 of each step), reduced (<see cref="HalfSums.Reduce4"/>), then the rest one
+    /// product at a time in float, multiplied and then added. The key row is loaded once for the four queries; the
+    /// accumulators go in two passes (j = 0, 1, then 2, 3) so that eight stay in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Score(float* q, float* k, int dim)
+    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p)
     {
-        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
-        int d = 0;
-        for (; d + 32 <= dim; d += 32)
+        float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
+        int whole = dim & ~31;
+        Vector256<float>* acc = stackalloc Vector256<float>[16]; // [query][accumulator j]
+        ScorePass(q0, q1, q2, q3, k, whole, 0, acc);
+        ScorePass(q0, q1, q2, q3, k, whole, 16, acc + 2);
+        float s0 = HalfSums.Reduce4(acc[0], acc[1], acc[2], acc[3]), s1 = HalfSums.Reduce4(acc[4], acc[5], acc[6], acc[7]);
+        float s2 = HalfSums.Reduce4(acc[8], acc[9], acc[10], acc[11]), s3 = HalfSums.Reduce4(acc[12], acc[13], acc[14], acc[15]);
+        for (int d = whole; d < dim; d++)
         {
-            a0 = Fma.MultiplyAdd(Avx.LoadVector256(k + d), Avx.LoadVector256(q + d), a0);
-            a1 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 8), Avx.LoadVector256(q + d + 8), a1);
-            a2 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 16), Avx.LoadVector256(q + d + 16), a2);
-            a3 = Fma.MultiplyAdd(Avx.LoadVector256(k + d + 24), Avx.LoadVector256(q + d + 24), a3);
+            s0 += k[d] * q0[d];
+            s1 += k[d] * q1[d];
+            s2 += k[d] * q2[d];
+            s3 += k[d] * q3[d];
         }
-        float sum = HalfSums.Reduce4(a0, a1, a2, a3);
-        for (; d < dim; d++) sum += k[d] * q[d];
-        return sum;
+        scores[p] = s0 * scale;
+        scores[stride + p] = s1 * scale;
+        scores[2 * stride + p] = s2 * scale;
+        scores[3 * stride + p] = s3 * scale;
+    }
+
+    /// <summary>Accumulators j and j+1 (values <paramref name="offset"/>.. of each step of 32) of the four queries, into acc[4i], acc[4i+1].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScorePass(float* q0, float* q1, float* q2, float* q3, float* k, int whole, int offset, Vector256<float>* acc)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        for (int d = offset; d < whole; d += 32)
+        {
+            Vector256<float> k0 = Avx.LoadVector256(k + d), k1 = Avx.LoadVector256(k + d + 8);
+            a0 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q0 + d), a0); b0 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q0 + d + 8), b0);
+            a1 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q1 + d), a1); b1 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q1 + d + 8), b1);
+            a2 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q2 + d), a2); b2 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q2 + d + 8), b2);
+            a3 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q3 + d), a3); b3 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q3 + d + 8), b3);
+        }
+        acc[0] = a0; acc[1] = b0; acc[4] = a1; acc[5] = b1; acc[8] = a2; acc[9] = b2; acc[12] = a3; acc[13] = b3;
     }
 
     /// <summary>
-    /// o[c..c+8) = Σ_p p_p · v_p[c..c+8) as llamafile's tinyBLAS adds it over a row of probabilities: position p goes
-    /// to lane p mod 8, each lane a chain of fused multiply-adds in position order, and the lanes are added as
-    /// <see cref="HalfSums.Halves(Vector256{float})"/> adds them (positions past the query's length weigh 0 there).
+    /// o_i[c..c+16) = Σ_p p_i,p · v_p[c..c+16) for the four queries, as llamafile's tinyBLAS adds it over a row of
+    /// probabilities: position p goes to lane p mod 8, each lane a chain of fused multiply-adds in position order, and
+    /// the lanes are added as <see cref="HalfSums.Halves(Vector256{float})"/> adds them. One lane at a time, for the
+    /// four queries and 16 values (eight accumulators), so each value row is loaded once for the four queries;
+    /// <paramref name="lanes"/> (64 vectors) keeps every lane's sums until they are combined.
     /// </summary>
-    private static void Weigh(float* v, int valueStride, float* probabilities, int length, float* o)
+    private static void WeighFour(float* v, int valueStride, float* scores, int stride, int longest, float** o, int c, Vector256<float>* lanes)
     {
-        Vector256<float> l0 = Vector256<float>.Zero, l1 = l0, l2 = l0, l3 = l0, l4 = l0, l5 = l0, l6 = l0, l7 = l0;
-        int p = 0;
-        for (; p + 8 <= length; p += 8)
+        float* p0 = scores, p1 = scores + stride, p2 = scores + 2 * stride, p3 = scores + 3 * stride;
+        for (int lane = 0; lane < 8; lane++)
         {
-            float* row = v + (long)p * valueStride;
-            l0 = Fma.MultiplyAdd(Avx.LoadVector256(row), Vector256.Create(probabilities[p]), l0);
-            l1 = Fma.MultiplyAdd(Avx.LoadVector256(row + valueStride), Vector256.Create(probabilities[p + 1]), l1);
-            l2 = Fma.MultiplyAdd(Avx.LoadVector256(row + 2 * valueStride), Vector256.Create(probabilities[p + 2]), l2);
-            l3 = Fma.MultiplyAdd(Avx.LoadVector256(row + 3 * valueStride), Vector256.Create(probabilities[p + 3]), l3);
-            l4 = Fma.MultiplyAdd(Avx.LoadVector256(row + 4 * valueStride), Vector256.Create(probabilities[p + 4]), l4);
-            l5 = Fma.MultiplyAdd(Avx.LoadVector256(row + 5 * valueStride), Vector256.Create(probabilities[p + 5]), l5);
-            l6 = Fma.MultiplyAdd(Avx.LoadVector256(row + 6 * valueStride), Vector256.Create(probabilities[p + 6]), l6);
-            l7 = Fma.MultiplyAdd(Avx.LoadVector256(row + 7 * valueStride), Vector256.Create(probabilities[p + 7]), l7);
+            Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            for (int p = lane; p < longest; p += 8)
+            {
+                float* row = v + (long)p * valueStride;
+                Vector256<float> va = Avx.LoadVector256(row), vb = Avx.LoadVector256(row + 8);
+                Vector256<float> w = Vector256.Create(p0[p]);
+                a0 = Fma.MultiplyAdd(va, w, a0); b0 = Fma.MultiplyAdd(vb, w, b0);
+                w = Vector256.Create(p1[p]);
+                a1 = Fma.MultiplyAdd(va, w, a1); b1 = Fma.MultiplyAdd(vb, w, b1);
+                w = Vector256.Create(p2[p]);
+                a2 = Fma.MultiplyAdd(va, w, a2); b2 = Fma.MultiplyAdd(vb, w, b2);
+                w = Vector256.Create(p3[p]);
+                a3 = Fma.MultiplyAdd(va, w, a3); b3 = Fma.MultiplyAdd(vb, w, b3);
+            }
+            Vector256<float>* l = lanes + 8 * lane;
+            l[0] = a0; l[1] = b0; l[2] = a1; l[3] = b1; l[4] = a2; l[5] = b2; l[6] = a3; l[7] = b3;
         }
-        // The last, partial step: lanes past the length would add 0 · v, which leaves them as they are.
-        int rest = length - p;
-        float* last = v + (long)p * valueStride;
-        if (rest > 0) l0 = Fma.MultiplyAdd(Avx.LoadVector256(last), Vector256.Create(probabilities[p]), l0);
-        if (rest > 1) l1 = Fma.MultiplyAdd(Avx.LoadVector256(last + valueStride), Vector256.Create(probabilities[p + 1]), l1);
-        if (rest > 2) l2 = Fma.MultiplyAdd(Avx.LoadVector256(last + 2 * valueStride), Vector256.Create(probabilities[p + 2]), l2);
-        if (rest > 3) l3 = Fma.MultiplyAdd(Avx.LoadVector256(last + 3 * valueStride), Vector256.Create(probabilities[p + 3]), l3);
-        if (rest > 4) l4 = Fma.MultiplyAdd(Avx.LoadVector256(last + 4 * valueStride), Vector256.Create(probabilities[p + 4]), l4);
-        if (rest > 5) l5 = Fma.MultiplyAdd(Avx.LoadVector256(last + 5 * valueStride), Vector256.Create(probabilities[p + 5]), l5);
-        if (rest > 6) l6 = Fma.MultiplyAdd(Avx.LoadVector256(last + 6 * valueStride), Vector256.Create(probabilities[p + 6]), l6);
-        // Per output element: h_i = lane i + lane i+4, then (h0 + h2) + (h1 + h3).
-        Avx.Store(o, ((l4 + l0) + (l6 + l2)) + ((l5 + l1) + (l7 + l3)));
+        for (int j = 0; j < 8; j++) // query j / 2, values c + 8 (j % 2) ..
+        {
+            // Per output element: h_i = lane i + lane i+4, then (h0 + h2) + (h1 + h3).
+            Vector256<float> sum = ((lanes[32 + j] + lanes[j]) + (lanes[48 + j] + lanes[16 + j]))
+                + ((lanes[40 + j] + lanes[8 + j]) + (lanes[56 + j] + lanes[24 + j]));
+            Avx.Store(o[j / 2] + c + 8 * (j % 2), sum);
+        }
     }
 
     /// <summary>
@@ -162,9 +194,7 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     /// </summary>
     private static void Softmax(float* values, int length)
     {
-        float max = float.NegativeInfinity;
-        for (int p = 0; p < length; p++) max = MathF.Max(max, values[p]);
-        Vector256<float> m = Vector256.Create(max);
+        Vector256<float> m = Vector256.Create(System.Numerics.Tensors.TensorPrimitives.Max(new ReadOnlySpan<float>(values, length)));
         double sum = 0;
         int i = 0;
         for (; i + 8 <= length; i += 8)
