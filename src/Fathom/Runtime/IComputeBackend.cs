@@ -139,7 +139,7 @@ public interface IComputeBackend : IDisposable
     /// <summary>
     /// Mixture-of-experts routing of <paramref name="tokens"/> tokens (<see cref="ExpertRouting.Route"/>): row
     /// <c>t</c> of <paramref name="logits"/> (<c>ExpertCount</c> router logits, overwritten with the scores) gives
-    /// token <c>t</c>'s <c>UsedCount</c> expert ids (as floats, ascending) at <c>ids[t · UsedCount ..]</c> and their
+    /// token <c>t</c>'s <c>UsedCount</c> expert ids (as floats, best first) at <c>ids[t · UsedCount ..]</c> and their
     /// weights at <c>weights[t · UsedCount ..]</c>. A GPU leaves them on the device, where
     /// <see cref="MatMulExperts"/> and <see cref="AddWeightedRows"/> read them. The default routes on the host
     /// (<see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after).
