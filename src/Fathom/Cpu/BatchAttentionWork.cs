@@ -90,8 +90,9 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
         // (the cache holds those rows), each query's softmax covers its own length, and its probabilities past that
         // length are 0, so the shared weighted sum adds exactly nothing for them.
         int longest = length[3];
+        Vector256<float>* accumulators = stackalloc Vector256<float>[16];
         for (int p = 0; p < longest; p++)
-            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p);
+            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p, accumulators);
         for (int i = 0; i < 4; i++)
         {
             float* row = scores + i * stride;
@@ -111,11 +112,11 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     /// accumulators go in two passes (j = 0, 1, then 2, 3) so that eight stay in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p)
+    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p, Vector256<float>* acc)
     {
+        // acc: 16 vectors of working space, [query][accumulator j].
         float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
         int whole = dim & ~31;
-        Vector256<float>* acc = stackalloc Vector256<float>[16]; // [query][accumulator j]
         ScorePass(q0, q1, q2, q3, k, whole, 0, acc);
         ScorePass(q0, q1, q2, q3, k, whole, 16, acc + 2);
         float s0 = HalfSums.Reduce4(acc[0], acc[1], acc[2], acc[3]), s1 = HalfSums.Reduce4(acc[4], acc[5], acc[6], acc[7]);
