@@ -166,7 +166,7 @@ public sealed unsafe partial class CudaBackend
         for (int first = 0; first < tokens; first += MaxGridRows)
         {
             ulong rowOffset = (ulong)first * (ulong)width * sizeof(float), pairOffset = (ulong)first * (ulong)used * sizeof(float);
-            new KernelArguments().Pointer(to + rowOffset).Pointer(downRows).Pointer(chosen + pairOffset).Pointer(factors + pairOffset).Pointer(slots + pairOffset)
+            new KernelArguments().Pointer(to + rowOffset).Pointer(downRows).Pointer(factors + pairOffset).Pointer(slots + pairOffset)
                 .Int(used).Int(width)
                 .Launch(_context, _kernels.Function("moe_add_expert_rows"), "moe_add_expert_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, tokens - first), ElementThreads);
         }

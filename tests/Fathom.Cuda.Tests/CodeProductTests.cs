@@ -201,7 +201,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         float[] weights = TestData.Gaussian(random, tokens * used, 0.5f);
         float[] h = TestData.Gaussian(random, tokens * width, 1.5f);
         float[] start = TestData.Gaussian(random, tokens * width);
-        float[] work = new float[ExpertBatch.WorkLength(tokens, width, expertWidth)];
+        float[] work = new float[ExpertBatch.WorkLength(tokens, width, expertWidth, used)];
 
         float[] device = (float[])start.Clone(), hostGrouped = (float[])start.Clone(), cpu = (float[])start.Clone();
         backend.AddRoutedExperts(gate, up, down, ids, weights, used, h, device, tokens, work);

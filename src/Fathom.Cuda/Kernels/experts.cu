@@ -1,12 +1,12 @@
 // Mixture-of-experts routing and grouped products, so a decoded token's MoE layer never waits for the host.
 //   route_experts:      one warp per token: scores (softmax or sigmoid) written over the logits, selection scores
 //                       (plus the bias), the weak groups masked, top-k by warp arg-max (ties to the lower id, as the
-//                       CPU's first maximum), weights normalized and scaled in the CPU's order, then sorted by id.
+//                       CPU's first maximum), weights normalized and scaled in the CPU's order, best first.
 //   group_matmul_T /    several equally shaped matrices in one launch, matrix blockIdx.z: the matrix is
 //   group_matvec_T:     table[ids[z]] (the chosen experts, ids as floats) or table[z] (MLA's heads); its input and
 //                       output start at z times a stride and step by a token stride. Per matrix the arithmetic is
 //                       matmul_T's / matvec_T's, so a grouped product equals the ungrouped one bit for bit.
-//   add_weighted_rows:  dst += weights[i] * row i, in order of i (a token's experts into its residual row).
+//   add_weighted_rows:  dst = (sum of weights[i] * row i, in order of i) + dst (a token's experts, then its row).
 
 #define ROUTE_MAX_GROUPS 64
 #define ROUTE_MAX_USED 32
@@ -129,18 +129,12 @@ extern "C" __global__ void route_experts(float* logits, const float* __restrict_
     {
         if (normalize)
         {
-            float sum = 0.0f;
+            double sum = 0.0; // ggml's SUM_ROWS: in double, best expert first
             for (int k = 0; k < used; k++) sum += chosen_weights[k];
-            sum = fmaxf(sum, 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
-            for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] / sum;
+            float total = fmaxf((float)sum, 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+            for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] / total;
         }
         for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] * scale;
-        for (int i = 1; i < used; i++)
-            for (int j = i; j > 0 && chosen[j] < chosen[j - 1]; j--)
-            {
-                int id = chosen[j]; chosen[j] = chosen[j - 1]; chosen[j - 1] = id;
-                float w = chosen_weights[j]; chosen_weights[j] = chosen_weights[j - 1]; chosen_weights[j - 1] = w;
-            }
     }
     __syncwarp();
     for (int k = lane; k < used; k += 32)
@@ -150,14 +144,15 @@ extern "C" __global__ void route_experts(float* logits, const float* __restrict_
     }
 }
 
-// dst[k] += weights[i] * src[i * width + k] for i in order, one thread per column.
+// dst[k] = (sum of weights[i] * src[i * width + k], i in order) + dst[k], one thread per column; each product rounded,
+// then added (no contraction), as ggml's MUL, ADDs and final ADD.
 extern "C" __global__ void add_weighted_rows(float* dst, const float* __restrict__ src, const float* __restrict__ weights, int count, int width)
 {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
-    float d = dst[k];
-    for (int i = 0; i < count; i++) d = src[(i64)i * width + k] * weights[i] + d;
-    dst[k] = d;
+    float sum = __fmul_rn(src[k], weights[0]);
+    for (int i = 1; i < count; i++) sum = __fadd_rn(sum, __fmul_rn(src[(i64)i * width + k], weights[i]));
+    dst[k] = __fadd_rn(sum, dst[k]);
 }
 
 #define FATHOM_GROUP_KERNELS(T)                                                                                 \

@@ -1,6 +1,6 @@
 // A prompt's routed experts without the host (CudaBackend.Experts.cs): the routing's chosen ids are grouped by
 // expert on the device, the experts' products run as one mmq launch per matrix kind over (row tile, token tile of an
-// expert), and the weighted outputs are added back per token in increasing expert id, as the host path adds them.
+// expert), and each token's weighted outputs are summed in the routing's order and added back, as the host path does.
 
 // One block of 1024 threads. pairs = tokens·used chosen ids (floats, as route_experts writes them). Writes:
 // segments[experts + 1] (expert e's rows are [segments[e], segments[e + 1])), order[p] = the token of grouped row p,
@@ -46,27 +46,20 @@ extern "C" __global__ void __launch_bounds__(1024) moe_group_rows(const float* _
     }
 }
 
-// x[t] += weights[t, k] · rows[slots[t, k]] for the token's chosen experts in increasing id, each a multiply then an
-// add (as add_scaled_rows). Grid: (width / 256 rounded up, tokens).
-extern "C" __global__ void moe_add_expert_rows(float* __restrict__ x, const float* __restrict__ rows, const float* __restrict__ ids,
+// x[t] = (sum over k of weights[t, k] · rows[slots[t, k]], k in the routing's order, each a multiply then an add) + x[t],
+// as add_weighted_rows adds a decoded token's experts (and ExpertBatch the host path's). Grid: (width / 256 rounded up, tokens).
+extern "C" __global__ void moe_add_expert_rows(float* __restrict__ x, const float* __restrict__ rows,
                                                const float* __restrict__ weights, const int* __restrict__ slots, int used, int width)
 {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
     i64 t = blockIdx.y;
-    const float* id = ids + t * used;
-    float* d = x + t * width + k;
-    float v = *d, previous = -1.0f;
+    float sum = 0.0f;
     for (int n = 0; n < used; n++)
     {
-        // The next larger id among the token's choices (ids of one token differ).
-        int best = -1;
-        for (int j = 0; j < used; j++)
-            if (id[j] > previous && (best < 0 || id[j] < id[best])) best = j;
-        if (best < 0) break;
-        previous = id[best];
-        int slot = slots[t * used + best];
-        if (slot >= 0) v = rows[(i64)slot * width + k] * weights[t * used + best] + v;
+        int slot = slots[t * used + n];
+        if (slot >= 0) sum = rows[(i64)slot * width + k] * weights[t * used + n] + sum;
     }
-    *d = v;
+    float* d = x + t * width + k;
+    *d = sum + *d;
 }

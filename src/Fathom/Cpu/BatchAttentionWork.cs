@@ -1,18 +1,19 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Fathom.Quants;
 using Fathom.Runtime;
 
 namespace Fathom.Cpu;
 
 /// <summary>
-/// Causal attention for a batch of tokens (prompt processing), AVX2. A piece is one key/value head and a block of
-/// tokens; its queries (every token of the block × every query head reading that cache head) go four at a time, so
-/// each cached key and value row is loaded once per four queries instead of once per query: Q·Kᵀ with four
-/// accumulators per key, a vectorised softmax per query, then Σ p·V with 4 queries × 16 value lanes in registers.
-/// Decoding goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it
-/// came in a prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
+/// Causal attention for a batch of tokens (prompt processing) or one token, AVX2, with ggml's arithmetic bit for bit
+/// (docs/engine.md, "Matching ggml's half-precision arithmetic"): per query, the scores in <c>ggml_vec_dot_f32</c>'s
+/// order times the scale, ggml's softmax (<see cref="GgmlExp.Exp"/>, step sums in double), and Σ p·V in llamafile's
+/// lane order. A piece is one key/value head and a block of tokens, its queries taken four at a time (a quad: each
+/// key and value row is loaded once for the four); decoding
+/// goes the same way (each quad of query heads a piece), so a token's attention is bit-identical whether it came in a
+/// prompt batch or alone: a query's arithmetic does not depend on the quad it shares.
 /// </summary>
 internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
 {
@@ -24,9 +25,9 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     private float* _queries, _output, _keys, _values;
     private int _keyStride, _valueStride, _firstPosition, _tokens, _tokenBlocks, _scoreStride, _quadSlices;
 
-    /// <summary>Whether the shape suits the vector kernels (whole 8-float key chunks and 16-float value chunks).</summary>
+    /// <summary>Whether the shape suits the vector kernels (whole 16-float value chunks).</summary>
     public static bool Supports(in AttentionShape shape) =>
-        Avx2.IsSupported && Fma.IsSupported && shape.KeyDim % 8 == 0 && shape.ValueDim % 16 == 0;
+        Avx2.IsSupported && Fma.IsSupported && shape.ValueDim % 16 == 0;
 
     public int PieceCount => _tokenBlocks * _shape.KvHeads * _quadSlices;
 
@@ -85,92 +86,136 @@ internal sealed unsafe class BatchAttentionWork(int workers) : IParallelWork
     {
         AttentionShape s = _shape;
         int stride = _scoreStride;
-        // Lengths only grow with the query index, so the first is the shortest and the last the longest.
-        int shared = length[0];
-        for (int p = 0; p < shared; p++)
-            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p);
+        // Lengths only grow with the query index: the last is the longest. Every key up to it is scored for all four
+        // (the cache holds those rows), each query's softmax covers its own length, and its probabilities past that
+        // length are 0, so the shared weighted sum adds exactly nothing for them.
+        int longest = length[3];
+        Vector256<float>* accumulators = stackalloc Vector256<float>[16];
+        for (int p = 0; p < longest; p++)
+            ScoreFour(q, keys + (long)p * _keyStride, s.KeyDim, s.Scale, scores, stride, p, accumulators);
         for (int i = 0; i < 4; i++)
         {
-            for (int p = shared; p < length[i]; p++)
-                scores[i * stride + p] = ScoreOne(q[i], keys + (long)p * _keyStride, s.KeyDim, s.Scale);
-            Softmax(new Span<float>(scores + i * stride, length[i]));
+            float* row = scores + i * stride;
+            Softmax(row, length[i]);
+            new Span<float>(row + length[i], longest - length[i]).Clear();
         }
+        Vector256<float>* lanes = stackalloc Vector256<float>[64];
         for (int c = 0; c < s.ValueDim; c += 16)
-            WeighFour(values + c, _valueStride, scores, stride, length, o, c);
+            WeighFour(values + c, _valueStride, scores, stride, longest, o, c, lanes);
     }
 
-    /// <summary>scores[i, p] = scale · q_i · k for the four queries and one key row.</summary>
+    /// <summary>
+    /// scores[i, p] = scale · (q_i · k) for the four queries and one key row, each dot as ggml's <c>ggml_vec_dot_f32</c>
+    /// adds it (the scores of a batch whose queries are permuted views): four 8-lane accumulators over steps of 32
+    /// (accumulator j takes values 8j..8j+7 of each step), reduced (<see cref="HalfSums.Reduce4"/>), then the rest one
+    /// product at a time in float, multiplied and then added. The key row is loaded once for the four queries; the
+    /// accumulators go in two passes (j = 0, 1, then 2, 3) so that eight stay in registers.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p)
+    private static void ScoreFour(float** q, float* k, int dim, float scale, float* scores, int stride, int p, Vector256<float>* acc)
     {
+        // acc: 16 vectors of working space, [query][accumulator j].
         float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
-        Vector256<float> s0 = Vector256<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
-        for (int d = 0; d < dim; d += 8)
+        int whole = dim & ~31;
+        ScorePass(q0, q1, q2, q3, k, whole, 0, acc);
+        ScorePass(q0, q1, q2, q3, k, whole, 16, acc + 2);
+        float s0 = HalfSums.Reduce4(acc[0], acc[1], acc[2], acc[3]), s1 = HalfSums.Reduce4(acc[4], acc[5], acc[6], acc[7]);
+        float s2 = HalfSums.Reduce4(acc[8], acc[9], acc[10], acc[11]), s3 = HalfSums.Reduce4(acc[12], acc[13], acc[14], acc[15]);
+        for (int d = whole; d < dim; d++)
         {
-            Vector256<float> kv = Avx.LoadVector256(k + d);
-            s0 = Fma.MultiplyAdd(Avx.LoadVector256(q0 + d), kv, s0);
-            s1 = Fma.MultiplyAdd(Avx.LoadVector256(q1 + d), kv, s1);
-            s2 = Fma.MultiplyAdd(Avx.LoadVector256(q2 + d), kv, s2);
-            s3 = Fma.MultiplyAdd(Avx.LoadVector256(q3 + d), kv, s3);
+            s0 += k[d] * q0[d];
+            s1 += k[d] * q1[d];
+            s2 += k[d] * q2[d];
+            s3 += k[d] * q3[d];
         }
-        // Four horizontal sums at once: pairwise adds leave lane i of the 128-bit result holding query i's sum.
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(s0, s1), Avx.HorizontalAdd(s2, s3));
-        Vector128<float> sums = (h.GetLower() + h.GetUpper()) * Vector128.Create(scale);
-        scores[p] = sums.GetElement(0);
-        scores[stride + p] = sums.GetElement(1);
-        scores[2 * stride + p] = sums.GetElement(2);
-        scores[3 * stride + p] = sums.GetElement(3);
+        scores[p] = s0 * scale;
+        scores[stride + p] = s1 * scale;
+        scores[2 * stride + p] = s2 * scale;
+        scores[3 * stride + p] = s3 * scale;
     }
 
-    /// <summary>scale · q · k with the accumulation and the lane-sum order of <see cref="ScoreFour"/> (for a quad's extra keys).</summary>
+    /// <summary>Accumulators j and j+1 (values <paramref name="offset"/>.. of each step of 32) of the four queries, into acc[4i], acc[4i+1].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float ScoreOne(float* q, float* k, int dim, float scale)
+    private static void ScorePass(float* q0, float* q1, float* q2, float* q3, float* k, int whole, int offset, Vector256<float>* acc)
     {
-        Vector256<float> sum = Vector256<float>.Zero;
-        for (int d = 0; d < dim; d += 8) sum = Fma.MultiplyAdd(Avx.LoadVector256(q + d), Avx.LoadVector256(k + d), sum);
-        Vector256<float> pairs = Avx.HorizontalAdd(sum, sum);
-        Vector256<float> h = Avx.HorizontalAdd(pairs, pairs);
-        return ((h.GetLower() + h.GetUpper()) * Vector128.Create(scale)).ToScalar();
+        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        for (int d = offset; d < whole; d += 32)
+        {
+            Vector256<float> k0 = Avx.LoadVector256(k + d), k1 = Avx.LoadVector256(k + d + 8);
+            a0 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q0 + d), a0); b0 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q0 + d + 8), b0);
+            a1 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q1 + d), a1); b1 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q1 + d + 8), b1);
+            a2 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q2 + d), a2); b2 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q2 + d + 8), b2);
+            a3 = Fma.MultiplyAdd(k0, Avx.LoadVector256(q3 + d), a3); b3 = Fma.MultiplyAdd(k1, Avx.LoadVector256(q3 + d + 8), b3);
+        }
+        acc[0] = a0; acc[1] = b0; acc[4] = a1; acc[5] = b1; acc[8] = a2; acc[9] = b2; acc[12] = a3; acc[13] = b3;
     }
 
-    /// <summary>o_i[c..c+16) = Σ_p scores[i, p] · v_p[c..c+16) over each query's own causal length.</summary>
-    private static void WeighFour(float* v, int valueStride, float* scores, int stride, int* length, float** o, int c)
+    /// <summary>
+    /// o_i[c..c+16) = Σ_p p_i,p · v_p[c..c+16) for the four queries, as llamafile's tinyBLAS adds it over a row of
+    /// probabilities: position p goes to lane p mod 8, each lane a chain of fused multiply-adds in position order, and
+    /// the lanes are added as <see cref="HalfSums.Halves(Vector256{float})"/> adds them. One lane at a time, for the
+    /// four queries and 16 values (eight accumulators), so each value row is loaded once for the four queries;
+    /// <paramref name="lanes"/> (64 vectors) keeps every lane's sums until they are combined.
+    /// </summary>
+    private static void WeighFour(float* v, int valueStride, float* scores, int stride, int longest, float** o, int c, Vector256<float>* lanes)
     {
         float* p0 = scores, p1 = scores + stride, p2 = scores + 2 * stride, p3 = scores + 3 * stride;
-        Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-        int shared = length[0];
-        for (int p = 0; p < shared; p++, v += valueStride)
+        for (int lane = 0; lane < 8; lane++)
         {
-            Vector256<float> va = Avx.LoadVector256(v), vb = Avx.LoadVector256(v + 8);
-            Vector256<float> w = Vector256.Create(p0[p]);
-            a0 = Fma.MultiplyAdd(w, va, a0); b0 = Fma.MultiplyAdd(w, vb, b0);
-            w = Vector256.Create(p1[p]);
-            a1 = Fma.MultiplyAdd(w, va, a1); b1 = Fma.MultiplyAdd(w, vb, b1);
-            w = Vector256.Create(p2[p]);
-            a2 = Fma.MultiplyAdd(w, va, a2); b2 = Fma.MultiplyAdd(w, vb, b2);
-            w = Vector256.Create(p3[p]);
-            a3 = Fma.MultiplyAdd(w, va, a3); b3 = Fma.MultiplyAdd(w, vb, b3);
+            Vector256<float> a0 = Vector256<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            for (int p = lane; p < longest; p += 8)
+            {
+                float* row = v + (long)p * valueStride;
+                Vector256<float> va = Avx.LoadVector256(row), vb = Avx.LoadVector256(row + 8);
+                Vector256<float> w = Vector256.Create(p0[p]);
+                a0 = Fma.MultiplyAdd(va, w, a0); b0 = Fma.MultiplyAdd(vb, w, b0);
+                w = Vector256.Create(p1[p]);
+                a1 = Fma.MultiplyAdd(va, w, a1); b1 = Fma.MultiplyAdd(vb, w, b1);
+                w = Vector256.Create(p2[p]);
+                a2 = Fma.MultiplyAdd(va, w, a2); b2 = Fma.MultiplyAdd(vb, w, b2);
+                w = Vector256.Create(p3[p]);
+                a3 = Fma.MultiplyAdd(va, w, a3); b3 = Fma.MultiplyAdd(vb, w, b3);
+            }
+            Vector256<float>* l = lanes + 8 * lane;
+            l[0] = a0; l[1] = b0; l[2] = a1; l[3] = b1; l[4] = a2; l[5] = b2; l[6] = a3; l[7] = b3;
         }
-        // Keys past the shortest query's length belong to the longer queries alone.
-        for (int p = shared; p < length[3]; p++, v += valueStride)
+        for (int j = 0; j < 8; j++) // query j / 2, values c + 8 (j % 2) ..
         {
-            Vector256<float> va = Avx.LoadVector256(v), vb = Avx.LoadVector256(v + 8);
-            if (p < length[1]) { Vector256<float> w = Vector256.Create(p1[p]); a1 = Fma.MultiplyAdd(w, va, a1); b1 = Fma.MultiplyAdd(w, vb, b1); }
-            if (p < length[2]) { Vector256<float> w = Vector256.Create(p2[p]); a2 = Fma.MultiplyAdd(w, va, a2); b2 = Fma.MultiplyAdd(w, vb, b2); }
-            { Vector256<float> w = Vector256.Create(p3[p]); a3 = Fma.MultiplyAdd(w, va, a3); b3 = Fma.MultiplyAdd(w, vb, b3); }
+            // Per output element: h_i = lane i + lane i+4, then (h0 + h2) + (h1 + h3).
+            Vector256<float> sum = ((lanes[32 + j] + lanes[j]) + (lanes[48 + j] + lanes[16 + j]))
+                + ((lanes[40 + j] + lanes[8 + j]) + (lanes[56 + j] + lanes[24 + j]));
+            Avx.Store(o[j / 2] + c + 8 * (j % 2), sum);
         }
-        Avx.Store(o[0] + c, a0); Avx.Store(o[0] + c + 8, b0);
-        Avx.Store(o[1] + c, a1); Avx.Store(o[1] + c + 8, b1);
-        Avx.Store(o[2] + c, a2); Avx.Store(o[2] + c + 8, b2);
-        Avx.Store(o[3] + c, a3); Avx.Store(o[3] + c + 8, b3);
     }
 
-    /// <summary>Softmax in place, vectorised: e^(x − max) / Σ.</summary>
-    private static void Softmax(Span<float> values)
+    /// <summary>
+    /// ggml's soft_max over a row of scaled scores: e^(x − max) through <see cref="GgmlExp.Exp"/> 8 values at a time
+    /// (from position 0; a last partial step has its missing lanes at e^−∞ = 0), each step's sum added in double, then
+    /// every value multiplied by the float of 1 / that sum.
+    /// </summary>
+    private static void Softmax(float* values, int length)
     {
-        float max = TensorPrimitives.Max(values);
-        TensorPrimitives.Add(values, -max, values);
-        TensorPrimitives.Exp(values, values);
-        TensorPrimitives.Multiply(values, 1f / TensorPrimitives.Sum(values), values);
+        Vector256<float> m = Vector256.Create(System.Numerics.Tensors.TensorPrimitives.Max(new ReadOnlySpan<float>(values, length)));
+        double sum = 0;
+        int i = 0;
+        for (; i + 8 <= length; i += 8)
+        {
+            Vector256<float> e = GgmlExp.Exp(Avx.LoadVector256(values + i) - m);
+            Avx.Store(values + i, e);
+            sum += HalfSums.Halves(e);
+        }
+        if (i < length)
+        {
+            Span<float> step = stackalloc float[8];
+            step.Fill(float.NegativeInfinity);
+            new ReadOnlySpan<float>(values + i, length - i).CopyTo(step);
+            Vector256<float> e = GgmlExp.Exp(Vector256.Create<float>(step) - m);
+            sum += HalfSums.Halves(e);
+            e.CopyTo(step);
+            step[..(length - i)].CopyTo(new Span<float>(values + i, length - i));
+        }
+        float scale = (float)(1.0 / sum);
+        for (i = 0; i + 8 <= length; i += 8) Avx.Store(values + i, Avx.LoadVector256(values + i) * Vector256.Create(scale));
+        for (; i < length; i++) values[i] *= scale;
     }
 }

@@ -324,6 +324,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int rows = _weight.Rows, n = _weight.Columns;
             int first = (int)((long)rows * piece / PieceCount), end = (int)((long)rows * (piece + 1) / PieceCount);
             WeightFormat format = _weight.Format;
+            if (_tokens == 1)
+            {
+                if (end > first) format.DotRows(_weight.RowPointer(first), _weight.RowBytes, end - first, _activations, _activationRowBytes, n, _output + first);
+                return;
+            }
             int weightRowBytes = (int)_weight.RowBytes, activationRowBytes = (int)_activationRowBytes;
             for (int r = first; r < end; r++)
             {
@@ -393,19 +398,13 @@ public sealed unsafe class CpuBackend : IComputeBackend
             Apply(new Span<float>(_gate + first, end - first), new ReadOnlySpan<float>(_up + first, end - first));
         }
 
-        /// <summary>silu(g)·u = g / (1 + e^−g) · u, chunk by chunk from the start of <paramref name="gate"/>.</summary>
+        /// <summary>silu(g)·u as ggml computes it (<see cref="GgmlExp.SiluMul"/>), chunk by chunk from the start of <paramref name="gate"/>.</summary>
         public static void Apply(Span<float> gate, ReadOnlySpan<float> up)
         {
-            Span<float> denominator = stackalloc float[Chunk];
             for (int start = 0; start < gate.Length; start += Chunk)
             {
                 int length = Math.Min(Chunk, gate.Length - start);
-                Span<float> g = gate.Slice(start, length), d = denominator[..length];
-                TensorPrimitives.Negate(g, d);
-                TensorPrimitives.Exp(d, d);
-                TensorPrimitives.Add(d, 1f, d);
-                TensorPrimitives.Divide(g, d, g);
-                TensorPrimitives.Multiply(g, up.Slice(start, length), g);
+                GgmlExp.SiluMul(gate.Slice(start, length), up.Slice(start, length));
             }
         }
     }

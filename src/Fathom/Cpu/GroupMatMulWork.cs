@@ -67,12 +67,8 @@ internal sealed unsafe class GroupMatMulWork : IParallelWork
             if (start >= high) break;
             int first = low <= start ? 0 : (int)((low - start + rowBytes - 1) / rowBytes);
             int last = high >= end ? w.Rows : (int)((high - start + rowBytes - 1) / rowBytes);
-            var format = w.Format;
-            int n = w.Columns, weightRowBytes = (int)rowBytes;
-            var activations = new ReadOnlySpan<byte>((byte*)_activations[m], _activationRowBytes[m]);
-            float* output = (float*)_outputs[m];
-            for (int r = first; r < last; r++)
-                output[r] = format.Dot(new ReadOnlySpan<byte>(w.RowPointer(r), weightRowBytes), activations, n);
+            if (last > first)
+                w.Format.DotRows(w.RowPointer(first), rowBytes, last - first, (byte*)_activations[m], _activationRowBytes[m], w.Columns, (float*)_outputs[m] + first);
         }
     }
 }

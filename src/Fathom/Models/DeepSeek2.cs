@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using Fathom.Gguf;
+using Fathom.Quants;
 using Fathom.Runtime;
 
 namespace Fathom.Models;
@@ -86,11 +87,12 @@ public sealed class DeepSeek2 : Model
                     _moe.WeightsNormalized, _moe.WeightsScale);
                 routing.Validate();
                 var moe = new MoeWeights(
-                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts),
+                    // The router is F32 in most files; its logits pick the experts and weigh them, so it adds as ggml does too.
+                    Tensors.Matrix(p + "ffn_gate_inp.weight", d, experts).WithDotOrder(DotOrder.LlamafileGemm),
                     routing,
-                    Tensors.Stack(p + "ffn_gate_exps.weight", d, ff, experts),
-                    Tensors.Stack(p + "ffn_up_exps.weight", d, ff, experts),
-                    Tensors.Stack(p + "ffn_down_exps.weight", ff, d, experts));
+                    Experts(p + "ffn_gate_exps.weight", d, ff, experts),
+                    Experts(p + "ffn_up_exps.weight", d, ff, experts),
+                    Experts(p + "ffn_down_exps.weight", ff, d, experts));
                 _feedForward[i] = new FeedForwardLayer(ffnNorm,
                     shared > 0 ? Tensors.Matrix(p + "ffn_gate_shexp.weight", d, shared) : null,
                     shared > 0 ? Tensors.Matrix(p + "ffn_up_shexp.weight", d, shared) : null,
@@ -104,9 +106,10 @@ public sealed class DeepSeek2 : Model
 
     /// <summary>
     /// RoPE and the attention scale, with llama.cpp's YaRN treatment of DeepSeek: angles blend interpolation and
-    /// extrapolation; <c>rope.scaling.yarn_log_multiplier</c> is 0.1·mscale_all_dim, and the softmax scale gains
-    /// <c>(1 + 0.1·mscale_all_dim·ln factor)²</c>, while the rotated values keep magnitude 1 (with a zero
-    /// multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does the scale).
+    /// extrapolation; <c>rope.scaling.yarn_log_multiplier</c> is 0.1·mscale_all_dim, and the softmax scale is
+    /// <c>(1 + 0.1·mscale_all_dim·ln factor)² / √qk_head</c>, while the rotated values keep magnitude 1 up to ggml's
+    /// float rounding (with a zero multiplier they take YaRN's default <c>1 + 0.1·ln factor</c> instead, and so does
+    /// the scale). Each value is computed with llama.cpp's float operations, in its order.
     /// </summary>
     private static (Rope Rope, float Scale) BuildRope(GgufFile file, RopeParameters r, int qkHead)
     {
@@ -123,16 +126,29 @@ public sealed class DeepSeek2 : Model
                 throw new GgufFormatException(file.Path, GgufKeys.Arch.RopeScalingType("deepseek2"), -1,
                     $"RoPE scaling {r.ScalingType} needs rope.scaling.original_context_length or is not supported");
         }
-        float factor = r.ScalingFactor;
-        float logFactor = MathF.Log(factor);
-        float mscaleAllDim = r.YarnLogMultiplier / 0.1f;
-        float magnitude = mscaleAllDim != 0 ? 1f : YarnMscale(factor, 1f);
-        float mscale = magnitude * (1f + 0.1f * mscaleAllDim * logFactor);
-        var yarn = new YarnParameters(r.OriginalContextLength, magnitude);
-        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, 1f / factor, null, yarn), mscale * mscale * baseScale);
+        // As llama.cpp's deepseek2 graph: with a log multiplier, ggml's attn_factor cancels YaRN's magnitude correction
+        // (the product is 1 up to float rounding, which ggml keeps) and the softmax scale carries mscale²; without one,
+        // the rotated values keep YaRN's correction and the scale its square.
+        float frequencyScale = 1f / r.ScalingFactor;
+        float correction = 1f + 0.1f * MathF.Log(1f / frequencyScale);
+        float attentionFactor = r.YarnLogMultiplier != 0 ? 1f / correction : 1f;
+        float mscale = r.YarnLogMultiplier != 0 ? 1f + r.YarnLogMultiplier * MathF.Log(1f / frequencyScale) : correction;
+        var yarn = new YarnParameters(r.OriginalContextLength, attentionFactor);
+        return (new Rope(RopeStyle.Normal, r.DimensionCount, r.FreqBase, frequencyScale, null, yarn), mscale * mscale / MathF.Sqrt(qkHead));
     }
 
-    private static float YarnMscale(float factor, float mscale) => factor <= 1 ? 1f : 0.1f * mscale * MathF.Log(factor) + 1f;
+    /// <summary>The rotary embedding of the queries' and keys' rotary parts (for tests that compare it with ggml's ROPE).</summary>
+    internal Rope RotaryEmbedding => _rope;
+
+    /// <summary>The absorbed attention's head layout and score scale (for tests).</summary>
+    internal AttentionShape LatentAttentionShape => _shape;
+
+    /// <summary>Layer <paramref name="layer"/>'s expert routing, or null for a dense layer (for tests).</summary>
+    internal ExpertRouting? Routing(int layer) => _feedForward[layer].Moe?.Routing;
+
+    /// <summary>A routed-expert stack: its half-precision dots add as ggml's <c>MUL_MAT_ID</c> adds them (<see cref="DotOrder.GgmlVecDot"/>).</summary>
+    private WeightMatrix[] Experts(string name, int columns, int rows, int count) =>
+        [.. Tensors.Stack(name, columns, rows, count).Select(m => m.WithDotOrder(DotOrder.GgmlVecDot))];
 
     /// <summary>
     /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
@@ -178,8 +194,19 @@ public sealed class DeepSeek2 : Model
             OneTokenExperts(f, moe, scratch, h, x);
             return;
         }
-        if (f.Moe is { } batchMoe) Experts(batchMoe, scratch, h, x, tokens);
-        if (f.Gate is not null) FeedForward(scratch, h, x, tokens, f.Gate, f.Up!, f.Down!);
+        if (f.Moe is not { } batchMoe)
+        {
+            FeedForward(scratch, h, x, tokens, f.Gate!, f.Up!, f.Down!);
+            return;
+        }
+        // As llama.cpp adds them: the routed experts' weighted sum, plus the shared experts' output, plus the residual.
+        int n = tokens * d;
+        Span<float> output = scratch.Scratch("moe_ffn_out", n);
+        output.Clear();
+        Backend.WrittenOnHost(output);
+        if (f.Gate is not null) FeedForward(scratch, h, output, tokens, f.Gate, f.Up!, f.Down!);
+        Experts(batchMoe, scratch, h, output, tokens);
+        Backend.Add(x[..n], output);
     }
 
     private void Attention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<float> h, Span<float> x, int tokens)
@@ -259,7 +286,12 @@ public sealed class DeepSeek2 : Model
         Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
     }
 
-    private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x, int tokens)
+    /// <summary>
+    /// A batch's routed experts (<see cref="IComputeBackend.AddRoutedExperts"/>): each expert runs once over the tokens
+    /// routed to it, and each token's outputs are weighted, summed in the routing's order (best first) and added to its
+    /// row of <paramref name="output"/>.
+    /// </summary>
+    private void Experts(MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> output, int tokens)
     {
         MixtureOfExperts c = _moe!;
         int experts = c.ExpertCount, used = c.ExpertUsedCount, d = Config.EmbeddingLength;
@@ -270,16 +302,16 @@ public sealed class DeepSeek2 : Model
         Span<float> chosenWeights = scratch.Scratch("route_weights", tokens * used);
         Span<float> chosen = scratch.Scratch("route_experts", tokens * used); // expert ids, stored as floats
         Backend.RouteExperts(moe.Routing, logits, chosen, chosenWeights, tokens);
-        Span<float> work = scratch.Scratch("expert_work", checked((int)ExpertBatch.WorkLength(tokens, d, c.ExpertFeedForwardLength)));
-        Backend.AddRoutedExperts(moe.Gate, moe.Up, moe.Down, chosen, chosenWeights, used, h, x, tokens, work);
+        Span<float> work = scratch.Scratch("expert_work", checked((int)ExpertBatch.WorkLength(tokens, d, c.ExpertFeedForwardLength, used)));
+        Backend.AddRoutedExperts(moe.Gate, moe.Up, moe.Down, chosen, chosenWeights, used, h, output, tokens, work);
     }
 
     /// <summary>
     /// A decoded token's whole MoE feed-forward without the host: the router with the shared experts' gate and up as
     /// one group; routing on the backend; the chosen experts' gates, ups and downs as grouped products that read the
-    /// chosen ids where the routing left them; the weighted sum into the residual row. The chosen experts come in id
-    /// order and the shared experts' output is added last, as in the batch path, so the residual stream sees the same
-    /// sums in the same order.
+    /// chosen ids where the routing left them; the weighted sum, plus the shared experts' output, into the residual
+    /// row. The chosen experts come best first and are added in that order, then the shared experts' output, then the
+    /// residual, as in the batch path and in llama.cpp's graph, so the residual stream sees the same sums in the same order.
     /// </summary>
     private void OneTokenExperts(FeedForwardLayer f, MoeWeights moe, InferenceSession scratch, ReadOnlySpan<float> h, Span<float> x)
     {
@@ -304,16 +336,18 @@ public sealed class DeepSeek2 : Model
 
         Span<float> down = scratch.Scratch("moe_down", (used + 1) * d);
         Backend.MatMulExperts(moe.Down, ids, gateUp, slot, down, d);
-        // The routed outputs weighted into the token's residual row, in order; the shared experts' added last.
-        Backend.AddWeightedRows(x[..d], down, weights, d);
-        if (f.Gate is not null)
+        if (f.Gate is null)
         {
-            Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
-            Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
-            Span<float> sharedOut = down.Slice(used * d, d);
-            Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
-            Backend.Add(x[..d], sharedOut);
+            Backend.AddWeightedRows(x[..d], down, weights, d);
+            return;
         }
+        // The routed outputs weighted and summed in order, plus the shared experts' output, then into the residual row.
+        Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
+        Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
+        Span<float> sharedOut = down.Slice(used * d, d);
+        Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
+        Backend.AddWeightedRows(sharedOut, down, weights, d);
+        Backend.Add(x[..d], sharedOut);
     }
 
     /// <param name="KB">

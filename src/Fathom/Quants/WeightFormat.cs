@@ -40,6 +40,19 @@ public abstract class WeightFormat
     internal virtual float DotUnchecked(ReadOnlySpan<byte> weights, ReadOnlySpan<byte> activations, int n, KernelPath path) =>
         Dot(weights, activations, n, path);
 
+    /// <summary>
+    /// <c>output[r] = </c><see cref="Dot(ReadOnlySpan{byte}, ReadOnlySpan{byte}, int)"/> of weight row <c>r</c> (rows
+    /// <paramref name="weightRowBytes"/> apart) with one activation row, for <c>r &lt; rows</c>: the same values, but a
+    /// format may work on several rows at once (independent accumulator chains hide the latency of an order with one
+    /// chain per row, <see cref="DotOrder.LlamafileGemm"/>). Unchecked: the CPU backend's hot loops call it.
+    /// </summary>
+    internal virtual unsafe void DotRows(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes, int n, float* output)
+    {
+        var a = new ReadOnlySpan<byte>(activations, checked((int)activationRowBytes));
+        for (int r = 0; r < rows; r++)
+            output[r] = Dot(new ReadOnlySpan<byte>(weights + r * weightRowBytes, checked((int)weightRowBytes)), a, n);
+    }
+
     /// <summary>Paths this format implements; a requested path it lacks falls back to the widest one below it.</summary>
     public abstract IReadOnlyList<KernelPath> ImplementedPaths { get; }
 
@@ -47,6 +60,12 @@ public abstract class WeightFormat
     public KernelPath BestPath => _bestPath ??= ImplementedPaths.Where(KernelPaths.IsDefaultCandidate).Max();
 
     private KernelPath? _bestPath;
+
+    /// <summary>
+    /// This format with its dot products adding in <paramref name="order"/> (<see cref="DotOrder"/>): F16 and BF16
+    /// have one instance per order; every other format has one order and returns itself.
+    /// </summary>
+    public virtual WeightFormat WithDotOrder(DotOrder order) => this;
 
     public override string ToString() => Layout.Name;
 }

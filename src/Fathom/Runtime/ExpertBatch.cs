@@ -7,14 +7,18 @@ namespace Fathom.Runtime;
 /// </summary>
 public static class ExpertBatch
 {
-    /// <summary>The working space <see cref="AddByExpert"/> needs: two rows of the input's width and two of the experts' width per token.</summary>
-    public static long WorkLength(int tokens, int width, int expertWidth) => (long)tokens * (2L * width + 2L * expertWidth);
+    /// <summary>
+    /// The working space <see cref="AddByExpert"/> needs per token: two rows of the input's width, two of the experts'
+    /// width, and one row of the input's width per chosen expert (the token's slots).
+    /// </summary>
+    public static long WorkLength(int tokens, int width, int expertWidth, int used) => (long)tokens * (2L * width + 2L * expertWidth + (long)used * width);
 
     /// <summary>
-    /// Reads the chosen ids and weights on the host (<see cref="IComputeBackend.ReadToHost"/>), then for each expert in
-    /// increasing id with at least one token: gathers its tokens' input rows, multiplies them by its gate and up, applies
-    /// SiLU(gate) × up, multiplies by its down and adds each output row, times its weight, to the token's residual row
-    /// (<see cref="IComputeBackend.AddScaledRows"/>). So each token's row receives its experts' terms in increasing id.
+    /// Reads the chosen ids on the host (<see cref="IComputeBackend.ReadToHost"/>), then for each expert in increasing
+    /// id with at least one token: gathers its tokens' input rows, multiplies them by its gate and up, applies
+    /// SiLU(gate) × up, multiplies by its down and copies each output row into its token's slot (the expert's place in
+    /// the token's choice, <see cref="IComputeBackend.AddScaledRows"/> into zeroed slots). Then each token's slots are
+    /// weighted, summed in slot order and added to its residual row (<see cref="IComputeBackend.AddWeightedRows"/>).
     /// </summary>
     public static void AddByExpert(IComputeBackend backend, ReadOnlySpan<WeightMatrix> gate, ReadOnlySpan<WeightMatrix> up, ReadOnlySpan<WeightMatrix> down,
         ReadOnlySpan<float> ids, ReadOnlySpan<float> weights, int used, ReadOnlySpan<float> inputs, Span<float> residual, int tokens, Span<float> work)
@@ -23,19 +27,21 @@ public static class ExpertBatch
         int experts = gate.Length, width = gate[0].Columns, expertWidth = gate[0].Rows;
         Validate(gate, up, down, ids, weights, used, inputs, residual, tokens, work);
         Span<float> chosen = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(ids), tokens * used);
-        Span<float> chosenWeights = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(weights), tokens * used);
         backend.ReadToHost(chosen);
-        backend.ReadToHost(chosenWeights);
 
         // Working rows (in `work`, so a device backend finds them where the caller's scratch lives).
         Span<float> batch = work[..(tokens * width)];
         Span<float> output = work.Slice(tokens * width, tokens * width);
         Span<float> gates = work.Slice(2 * tokens * width, tokens * expertWidth);
         Span<float> ups = work.Slice(2 * tokens * width + tokens * expertWidth, tokens * expertWidth);
-        int[] rented = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
-        float[] rentedWeights = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
-        Span<int> members = rented.AsSpan(0, tokens);
-        Span<float> memberWeights = rentedWeights.AsSpan(0, tokens);
+        Span<float> slots = work.Slice(2 * tokens * (width + expertWidth), tokens * used * width);
+        slots.Clear();
+        backend.WrittenOnHost(slots);
+        int[] rentedMembers = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        int[] rentedSlots = System.Buffers.ArrayPool<int>.Shared.Rent(tokens);
+        float[] ones = System.Buffers.ArrayPool<float>.Shared.Rent(tokens);
+        Span<int> members = rentedMembers.AsSpan(0, tokens), memberSlots = rentedSlots.AsSpan(0, tokens);
+        ones.AsSpan(0, tokens).Fill(1f);
         try
         {
             for (int e = 0; e < experts; e++)
@@ -46,7 +52,7 @@ public static class ExpertBatch
                         if ((int)chosen[t * used + k] == e)
                         {
                             members[m] = t;
-                            memberWeights[m] = chosenWeights[t * used + k];
+                            memberSlots[m] = t * used + k;
                             m++;
                         }
                 if (m == 0) continue;
@@ -55,13 +61,17 @@ public static class ExpertBatch
                 backend.MatMul(up[e], batch, ups, m);
                 backend.SiluMul(gates[..(m * expertWidth)], ups);
                 backend.MatMul(down[e], gates, output, m);
-                backend.AddScaledRows(residual, output, members[..m], memberWeights[..m], width);
+                // Into the (zeroed) slots: 0 + 1 · output is the output itself.
+                backend.AddScaledRows(slots, output, memberSlots[..m], ones.AsSpan(0, m), width);
             }
+            for (int t = 0; t < tokens; t++)
+                backend.AddWeightedRows(residual.Slice(t * width, width), slots.Slice(t * used * width, used * width), weights.Slice(t * used, used), width);
         }
         finally
         {
-            System.Buffers.ArrayPool<int>.Shared.Return(rented);
-            System.Buffers.ArrayPool<float>.Shared.Return(rentedWeights);
+            System.Buffers.ArrayPool<int>.Shared.Return(rentedMembers);
+            System.Buffers.ArrayPool<int>.Shared.Return(rentedSlots);
+            System.Buffers.ArrayPool<float>.Shared.Return(ones);
         }
     }
 
@@ -80,7 +90,7 @@ public static class ExpertBatch
         if (ids.Length < pairs || weights.Length < pairs) throw new ArgumentException($"{tokens} tokens of {used} experts need {pairs} ids and weights");
         if (inputs.Length < (long)tokens * width || residual.Length < (long)tokens * width)
             throw new ArgumentException($"{tokens} rows of {width} need {(long)tokens * width} input and residual values");
-        if (work.Length < WorkLength(tokens, width, expertWidth))
-            throw new ArgumentException($"the routed experts of {tokens} tokens need {WorkLength(tokens, width, expertWidth)} working values, not {work.Length}");
+        if (work.Length < WorkLength(tokens, width, expertWidth, used))
+            throw new ArgumentException($"the routed experts of {tokens} tokens need {WorkLength(tokens, width, expertWidth, used)} working values, not {work.Length}");
     }
 }

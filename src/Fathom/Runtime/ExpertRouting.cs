@@ -65,8 +65,9 @@ public sealed record ExpertRouting(
     /// <summary>
     /// Routes one token. <paramref name="scores"/> holds its router logits and is turned into its scores in place;
     /// <paramref name="selection"/> (<see cref="ExpertCount"/> values) is working space. The chosen expert ids
-    /// (as floats) and their weights come out in ascending id order; ties go to the lower id (the first maximum),
-    /// and the weights are normalized in the order the experts were chosen (best first), then reordered.
+    /// (as floats) and their weights come out in the order they were chosen, best selection score first (ggml's
+    /// top-k order, the order the experts' outputs are added in); ties go to the lower id (the first maximum). The
+    /// weights are normalized by their sum in double, as ggml's SUM_ROWS adds them.
     /// </summary>
     public void Route(Span<float> scores, Span<float> selection, Span<float> ids, Span<float> weights)
     {
@@ -89,17 +90,12 @@ public sealed record ExpertRouting(
         }
         if (NormalizeWeights)
         {
-            float sum = MathF.Max(TensorPrimitives.Sum(weights), MinimumWeightSum);
-            TensorPrimitives.Divide(weights, sum, weights);
+            // ggml's SUM_ROWS: in double, best expert first.
+            double sum = 0;
+            foreach (float w in weights) sum += w;
+            TensorPrimitives.Divide(weights, MathF.Max((float)sum, MinimumWeightSum), weights);
         }
         TensorPrimitives.Multiply(weights, WeightsScale, weights);
-        // Id order (insertion sort: a handful of entries), the order the experts' outputs are added in.
-        for (int i = 1; i < UsedCount; i++)
-            for (int j = i; j > 0 && ids[j] < ids[j - 1]; j--)
-            {
-                (ids[j], ids[j - 1]) = (ids[j - 1], ids[j]);
-                (weights[j], weights[j - 1]) = (weights[j - 1], weights[j]);
-            }
     }
 
     /// <summary>

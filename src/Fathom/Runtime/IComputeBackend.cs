@@ -139,7 +139,7 @@ public interface IComputeBackend : IDisposable
     /// <summary>
     /// Mixture-of-experts routing of <paramref name="tokens"/> tokens (<see cref="ExpertRouting.Route"/>): row
     /// <c>t</c> of <paramref name="logits"/> (<c>ExpertCount</c> router logits, overwritten with the scores) gives
-    /// token <c>t</c>'s <c>UsedCount</c> expert ids (as floats, ascending) at <c>ids[t · UsedCount ..]</c> and their
+    /// token <c>t</c>'s <c>UsedCount</c> expert ids (as floats, best first) at <c>ids[t · UsedCount ..]</c> and their
     /// weights at <c>weights[t · UsedCount ..]</c>. A GPU leaves them on the device, where
     /// <see cref="MatMulExperts"/> and <see cref="AddWeightedRows"/> read them. The default routes on the host
     /// (<see cref="ReadToHost"/> before, <see cref="WrittenOnHost"/> after).
@@ -192,9 +192,11 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
-    /// <c>destination[..width] += weights[i] × rows[i · width ..]</c> for <c>i</c> in order (a token's chosen experts'
-    /// outputs weighted into its residual row, with the weights where <see cref="RouteExperts"/> left them). Each step
-    /// is <see cref="AddScaledRows"/>'s multiply-then-add. The default reads the operands on the host.
+    /// <c>destination[..width] = (Σ_i weights[i] × rows[i · width ..]) + destination[..width]</c>: a token's chosen
+    /// experts' outputs, weighted, summed in order of <c>i</c> (each product rounded to float, then added, starting from
+    /// the first product), and only then added to the destination, as ggml's MUL, ADDs and final ADD do (a MoE layer
+    /// passes its shared experts' output as the destination, then adds the result to the residual row). The weights
+    /// are where <see cref="RouteExperts"/> left them. The default reads the operands on the host.
     /// </summary>
     void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
     {
@@ -206,15 +208,31 @@ public interface IComputeBackend : IDisposable
         ReadToHost(d);
         ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(rows), count * width));
         ReadToHost(System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(weights), count));
-        for (int i = 0; i < count; i++) TensorPrimitives.MultiplyAdd(rows.Slice(i * width, width), weights[i], d, d);
+        float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(2 * width);
+        try
+        {
+            Span<float> sum = rented.AsSpan(0, width), product = rented.AsSpan(width, width);
+            TensorPrimitives.Multiply(rows[..width], weights[0], sum);
+            for (int i = 1; i < count; i++)
+            {
+                TensorPrimitives.Multiply(rows.Slice(i * width, width), weights[i], product);
+                TensorPrimitives.Add(sum, product, sum);
+            }
+            TensorPrimitives.Add(sum, d, d);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
         WrittenOnHost(d);
     }
 
     /// <summary>
     /// A prompt batch's routed experts: for each token <c>t</c> and each of its <paramref name="used"/> chosen experts
     /// <c>e = ids[t · used + k]</c> with weight <c>weights[t · used + k]</c> (as <see cref="RouteExperts"/> leaves them),
-    /// <c>residual[t] += weight × down[e] · (SiLU(gate[e] · inputs[t]) ⊙ up[e] · inputs[t])</c>, each token's terms added in
-    /// increasing expert id as <see cref="AddScaledRows"/>'s multiply-then-add. <paramref name="work"/> holds
+    /// the term <c>weight × down[e] · (SiLU(gate[e] · inputs[t]) ⊙ up[e] · inputs[t])</c>; each token's terms are summed in
+    /// the routing's order (best first) and the sum is added to <c>residual[t]</c>, as <see cref="AddWeightedRows"/> adds
+    /// them (and llama.cpp's graph). <paramref name="work"/> holds
     /// <see cref="ExpertBatch.WorkLength"/> values. The default groups the tokens on the host after reading the choices
     /// back (<see cref="ExpertBatch.AddByExpert"/>); a GPU groups them on the device.
     /// </summary>

@@ -42,7 +42,8 @@ public sealed class Rope
     public void Angles(int position, Span<float> cos, Span<float> sin)
     {
         float theta = position;
-        float magnitude = Yarn?.Magnitude ?? 1f;
+        // ggml's rope_yarn: the attention factor times YaRN's own magnitude correction, in float.
+        float magnitude = Yarn is { } yarn ? yarn.AttentionFactor * (1f + 0.1f * MathF.Log(1f / FrequencyScale)) : 1f;
         for (int i = 0; i < Dimensions / 2; i++)
         {
             float extrapolated = theta / (_frequencyFactors?[i] ?? 1f);
@@ -60,7 +61,10 @@ public sealed class Rope
         }
     }
 
-    /// <summary>Rotates the first <see cref="Dimensions"/> elements of <paramref name="head"/> by precomputed angles.</summary>
+    /// <summary>
+    /// Rotates the first <see cref="Dimensions"/> elements of <paramref name="head"/> by precomputed angles. Each output
+    /// is one fused multiply-add over the other product, as ggml's compiled rotation computes it (bit-exact with it).
+    /// </summary>
     public void Rotate(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         int half = Dimensions / 2;
@@ -69,8 +73,8 @@ public sealed class Rope
             for (int i = 0; i < half; i++)
             {
                 float x0 = head[2 * i], x1 = head[2 * i + 1];
-                head[2 * i] = x0 * cos[i] - x1 * sin[i];
-                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+                head[2 * i] = MathF.FusedMultiplyAdd(x0, cos[i], -(x1 * sin[i]));
+                head[2 * i + 1] = MathF.FusedMultiplyAdd(x0, sin[i], x1 * cos[i]);
             }
         }
         else
@@ -78,8 +82,8 @@ public sealed class Rope
             for (int i = 0; i < half; i++)
             {
                 float x0 = head[i], x1 = head[i + half];
-                head[i] = x0 * cos[i] - x1 * sin[i];
-                head[i + half] = x0 * sin[i] + x1 * cos[i];
+                head[i] = MathF.FusedMultiplyAdd(x0, cos[i], -(x1 * sin[i]));
+                head[i + half] = MathF.FusedMultiplyAdd(x0, sin[i], x1 * cos[i]);
             }
         }
     }
@@ -91,7 +95,7 @@ public sealed class Rope
 
 /// <summary>
 /// YaRN context extension as llama.cpp applies it: the ramp between <see cref="BetaFast"/> and
-/// <see cref="BetaSlow"/> rotations over the <see cref="OriginalContext"/>, and the magnitude every rotated
-/// element is multiplied by (ggml's <c>mscale</c>, after llama.cpp's attention-factor corrections).
+/// <see cref="BetaSlow"/> rotations over the <see cref="OriginalContext"/>, and ggml's <c>attn_factor</c>: every
+/// rotated element is multiplied by it times YaRN's magnitude correction <c>1 + 0.1·ln(1/frequency scale)</c>.
 /// </summary>
-public sealed record YarnParameters(int OriginalContext, float Magnitude, float BetaFast = 32f, float BetaSlow = 1f);
+public sealed record YarnParameters(int OriginalContext, float AttentionFactor, float BetaFast = 32f, float BetaSlow = 1f);

@@ -51,6 +51,16 @@ public sealed unsafe class WeightMatrix
         return new WeightMatrix(name ?? $"{Name}[{first}..{first + count})", Format, RowPointer(first), count, Columns, RowBytes, _owner);
     }
 
+    /// <summary>
+    /// The same rows with their dot products adding in <paramref name="order"/> (<see cref="WeightFormat.WithDotOrder"/>;
+    /// no copy): routed experts take <see cref="DotOrder.GgmlVecDot"/>, the order of ggml's <c>MUL_MAT_ID</c>.
+    /// </summary>
+    public WeightMatrix WithDotOrder(DotOrder order)
+    {
+        WeightFormat format = Format.WithDotOrder(order);
+        return ReferenceEquals(format, Format) ? this : new WeightMatrix(Name, format, _data, Rows, Columns, RowBytes, _owner);
+    }
+
     /// <summary>Dequantizes one row into <paramref name="values"/> (length <see cref="Columns"/>).</summary>
     public void DequantizeRow(int row, Span<float> values) => Format.Dequantize(Row(row), values[..Columns]);
 

@@ -7,27 +7,26 @@ using Xunit.Abstractions;
 namespace Fathom.Tests.Models;
 
 /// <summary>
-/// F16 and BF16 weights: the prompt in one batch and a greedy continuation give logits close to llama.cpp's at every
-/// generated position; Fathom reproduces llama.cpp's half-precision rounding (its distance to llama.cpp is a small
-/// fraction of what that rounding does to the logits); and over the continuation Fathom is no farther than llama.cpp
-/// from a forward pass with exact products over the same weights (<see cref="Float64ReferenceBackend"/>).
+/// F16 and BF16 weights: the prompt in one batch and a greedy continuation give logits within the issue's 1e-3
+/// (relative L2) of llama.cpp's at every generated position, for the dense models and the DeepSeek MoE model alike;
+/// Fathom reproduces llama.cpp's half-precision rounding (its distance to llama.cpp is a small fraction of what that
+/// rounding does to the logits); and over the continuation Fathom is no farther than llama.cpp from a forward pass with
+/// exact products over the same weights (<see cref="Float64ReferenceBackend"/>).
 /// </summary>
 /// <remarks>
 /// <para>
-/// Both engines round activations to the weight's half format before each product, as ggml does, and given the same
-/// inputs their products agree to float rounding (<see cref="HalfPrecisionProductTests"/>, every product of the
-/// DeepSeek models). What remains is rounding-boundary noise: sums in another order leave values an ulp of float
-/// apart, and where such a value lies next to a half-precision rounding boundary one engine rounds it up and the other
-/// down, a step of 2^-11 (F16) or 2^-8 (BF16) that later layers carry. The noise floor is measured here as how far
-/// Fathom's own logits move when only the order and precision of its sums change (products in double over the same
-/// rounded activations).
+/// Both engines round activations to the weight's half format before each product, as ggml does, and a float that
+/// differs by an ulp next to a half-precision rounding boundary becomes a whole half step (2^-11 F16, 2^-8 BF16) that
+/// later layers carry. The MoE model rounds far more values per token (per-head absorbed products, experts, router),
+/// so sums merely in another order leave it about 1.3e-3 (F16) / 5e-3 (BF16) from itself: the "noise floor", measured
+/// here as how far Fathom's logits move when only the order and precision of its sums change (products in double over
+/// the same rounded activations), and printed.
 /// </para>
 /// <para>
-/// The dense models stay under the issue's 1e-3 at every position. The DeepSeek MoE model rounds far more values per
-/// token (per-head absorbed products, experts, three layers), its noise floor is above 1e-3 (1.5e-3 F16, 3.6e-3 BF16
-/// when this was written; printed by the test), and no engine that does not repeat ggml's summation order bit for bit
-/// can be held to 1e-3 there, so its per-position bar is 1e-2. The floor is printed rather than asserted: it moves
-/// whenever the CPU kernels change their summation order.
+/// Fathom's CPU ops therefore compute what ggml's AVX2 build computes, bit for bit, at every op that feeds a rounded
+/// product (<see cref="HalfPrecisionProductTests"/>, <see cref="HalfPrecisionOpTests"/>), and against that build every
+/// variant's distance is 0 when this was written (printed). Another ggml build (AVX-512 kernels add in other orders)
+/// leaves the MoE model at its noise floor, so against one the MoE variants are held to 1e-2.
 /// </para>
 /// </remarks>
 public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
@@ -38,7 +37,7 @@ public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
 
     public static TheoryData<string> Variants => new() { "llama-f16", "qwen2-bf16", "deepseek2-v3-f16", "deepseek2-v3-bf16" };
 
-    /// <summary>The model, and whether its half-precision noise floor is above the issue's bar (then 1e-2 applies per position).</summary>
+    /// <summary>The model, and whether its half-precision noise floor is above the issue's bar (then 1e-2 applies against a ggml build other than AVX2).</summary>
     private static (SyntheticModelSpec Spec, bool NoisyMoe) Case(string variant) => variant switch
     {
         "llama-f16" => (LlamaCppAgreementTests.Spec("llama") with { DefaultType = GgmlType.F16 }, false),
@@ -53,7 +52,7 @@ public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
     public void HalfPrecisionLogitsMatchLlamaCpp(string variant)
     {
         (SyntheticModelSpec spec, bool noisyMoe) = Case(variant);
-        double tolerance = noisyMoe ? 1e-2 : IssueBar;
+        double tolerance = noisyMoe && !Reference.GgmlLibrary.IsAvx2Build ? 1e-2 : IssueBar;
         string path = ModelTestKit.Synthesize(spec);
         try
         {
@@ -91,7 +90,7 @@ public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
             Assert.True(last.Max() - last.Min() > 1f, $"{variant}: logits are nearly flat ({last.Min()}..{last.Max()})");
             double fathomError = Math.Sqrt(fathomSq / exactSq), llamaError = Math.Sqrt(llamaSq / exactSq);
             double toLlama = Math.Sqrt(toLlamaSq / fathom.Count), rounding = Math.Sqrt(llamaToExactRelSq / fathom.Count);
-            output.WriteLine($"{variant}: to llama.cpp worst {worst:E2}, RMS {toLlama:E2}; noise floor (Fathom vs itself with exact sums) {noiseFloor:E2}; "
+            output.WriteLine($"{variant} (ggml {Path.GetFileName(Reference.GgmlLibrary.Directory)} build, bar {tolerance:E0}): to llama.cpp worst {worst:E2}, RMS {toLlama:E2}; noise floor (Fathom vs itself with exact sums) {noiseFloor:E2}; "
                 + $"rounding's effect (llama.cpp vs exact, RMS) {rounding:E2}; to exact products: Fathom {fathomError:E3}, llama.cpp {llamaError:E3}");
 
             // An engine that did not round activations, or rounded them to another format, would sit about as far from

@@ -21,6 +21,12 @@ public static class GgmlLibrary
     /// <summary>The folder with the build of ggml that fits this CPU (avx512, avx2, avx or noavx).</summary>
     public static string Directory => NativeDirectory.Value;
 
+    /// <summary>
+    /// Whether the build in use is the AVX2 one, whose float kernels Fathom's CPU code repeats bit for bit (the
+    /// summation orders of <see cref="Fathom.Quants.DotOrder"/>, ggml_v_expf, ...); other builds add in other orders.
+    /// </summary>
+    public static bool IsAvx2Build => Path.GetFileName(Directory) == "avx2";
+
     public static nint Base => BaseHandle.Value;
     public static nint Cpu => CpuHandle.Value;
 

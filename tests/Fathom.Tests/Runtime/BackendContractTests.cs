@@ -110,11 +110,11 @@ public sealed unsafe class BackendContractTests
             Assert.True(end > 0, "the pass was not ended");
             Assert.Equal(["MatMul to the caller"], backend.Events.Skip(end + 1)); // only the logits after the recorded part
             Assert.DoesNotContain(backend.Events, e => e.StartsWith("outside", StringComparison.Ordinal));
-            // Only a prompt's MoE layers read back (the chosen ids and their weights; the DeepSeek specs have MoE
-            // layers after their first, dense block), and, with the fused attn_kv_b of the V2-Lite spec, the default
+            // Only a prompt's MoE layers read back (the chosen ids; the DeepSeek specs have MoE layers after their
+            // first, dense block), and, with the fused attn_kv_b of the V2-Lite spec, the default
             // TransposedMatMulGroup, which absorbs the query on the host once per layer (a backend without its own
             // kernel for it, as this one).
-            int reads = (replayable ? 0 : 2 * (spec.Layers - spec.LeadingDenseBlocks)) + (moe && !spec.SplitKvB ? spec.Layers : 0);
+            int reads = (replayable ? 0 : spec.Layers - spec.LeadingDenseBlocks) + (moe && !spec.SplitKvB ? spec.Layers : 0);
             Assert.Equal(reads, backend.Events.Count(e => e == "read back"));
         }
     }

@@ -53,7 +53,7 @@ public sealed class ExpertBatchTests
 
         using var cpu = new CpuBackend(1);
         float[] actual = (float[])residual.Clone();
-        var work = new float[ExpertBatch.WorkLength(Tokens, Width, ExpertWidth)];
+        var work = new float[ExpertBatch.WorkLength(Tokens, Width, ExpertWidth, Used)];
         ((IComputeBackend)cpu).AddRoutedExperts(gate, up, down, ids, weights, Used, inputs, actual, Tokens, work);
         for (int i = 0; i < expected.Length; i++)
             Assert.True(Math.Abs(actual[i] - expected[i]) <= 1e-5 * (1 + Math.Abs(expected[i])), $"value {i}: {actual[i]} against {expected[i]}");
@@ -74,7 +74,7 @@ public sealed class ExpertBatchTests
     {
         WeightMatrix[] gate = Matrices("gate", ExpertWidth, Width, 1), up = Matrices("up", ExpertWidth, Width, 2), down = Matrices("down", Width, ExpertWidth, 3);
         float[] ids = new float[Tokens * Used], weights = new float[Tokens * Used], rows = new float[Tokens * Width];
-        float[] work = new float[ExpertBatch.WorkLength(Tokens, Width, ExpertWidth)];
+        float[] work = new float[ExpertBatch.WorkLength(Tokens, Width, ExpertWidth, Used)];
         Assert.Throws<ArgumentException>(() => ExpertBatch.Validate(gate, up[..^1], down, ids, weights, Used, rows, rows, Tokens, work));
         Assert.Throws<ArgumentException>(() => ExpertBatch.Validate(gate, down, up, ids, weights, Used, rows, rows, Tokens, work));
         Assert.Throws<ArgumentOutOfRangeException>(() => ExpertBatch.Validate(gate, up, down, ids, weights, Experts + 1, rows, rows, Tokens, work));

@@ -7,7 +7,8 @@ namespace Fathom.Tests.Runtime;
 /// <summary>
 /// <see cref="ExpertRouting"/> and the backend's routing operations against a plain statement of DeepSeek's routing
 /// (llama.cpp's <c>build_moe_ffn</c>): scores, biased selection, the best groups by the sum of their two best
-/// members, a stable descending sort that keeps lower ids first among equal scores, weights from the unbiased scores.
+/// members, a stable descending sort that keeps lower ids first among equal scores (the chosen experts come in that
+/// order, best first), weights from the unbiased scores.
 /// </summary>
 public sealed class ExpertRoutingTests
 {
@@ -40,8 +41,7 @@ public sealed class ExpertRoutingTests
         int[] chosen = Enumerable.Range(0, n).OrderByDescending(i => selection[i]).ThenBy(i => i).Take(r.UsedCount).ToArray();
         double total = chosen.Sum(i => scores[i]);
         float[] weights = chosen.Select(i => (float)(scores[i] / (r.NormalizeWeights ? Math.Max(total, ExpertRouting.MinimumWeightSum) : 1.0) * r.WeightsScale)).ToArray();
-        int[] order = Enumerable.Range(0, chosen.Length).OrderBy(k => chosen[k]).ToArray();
-        return (order.Select(k => chosen[k]).ToArray(), order.Select(k => weights[k]).ToArray());
+        return (chosen, weights); // best first, the order ggml's top-k gives and adds the outputs in
     }
 
     public static TheoryData<string> Cases => new() { "v2-softmax", "v3-sigmoid-groups", "r1-sigmoid-groups-scaled", "softmax-normalized" };
@@ -90,7 +90,7 @@ public sealed class ExpertRoutingTests
         float[] ids = new float[3], weights = new float[3];
         routing.Route((float[])logits.Clone(), new float[16], ids, weights);
         (int[] expected, float[] expectedWeights) = Reference(routing, logits);
-        Assert.Equal(new[] { 4, 5, 6 }, expected);
+        Assert.Equal(new[] { 5, 6, 4 }, expected); // best first: the tied pair in id order, then the rest
         Assert.Equal(expected, ids.Select(v => (int)v).ToArray());
         for (int k = 0; k < 3; k++) Assert.Equal(expectedWeights[k], weights[k], 1e-6f);
     }
@@ -144,17 +144,33 @@ public sealed class ExpertRoutingTests
         GC.KeepAlive(keep);
     }
 
-    /// <summary>The weighted sum into one row is the scaled-row addition of every row into row 0, in order.</summary>
+    /// <summary>
+    /// The weighted rows are summed first (each product rounded, then added, in order), and the sum is then added to
+    /// the destination: ggml's MUL, ADDs and final ADD, written out per element in float.
+    /// </summary>
     [Fact]
-    public void WeightedRowsAddLikeScaledRowsIntoOneRow()
+    public void WeightedRowsAreSummedInOrderBeforeTheDestination()
     {
         const int width = 40, count = 6;
         float[] rows = CpuBackendTests.Random(count * width, 11, 3f), weights = CpuBackendTests.Random(count, 12, 1f);
-        float[] expected = CpuBackendTests.Random(width, 13, 1f), actual = (float[])expected.Clone();
+        float[] destination = CpuBackendTests.Random(width, 13, 1f), actual = (float[])destination.Clone(), expected = new float[width];
+        for (int c = 0; c < width; c++)
+        {
+            float sum = rows[c] * weights[0];
+            for (int i = 1; i < count; i++)
+            {
+                float product = rows[i * width + c] * weights[i];
+                sum += product;
+            }
+            expected[c] = sum + destination[c];
+        }
         using IComputeBackend backend = new CpuBackend(1);
-        backend.AddScaledRows(expected, rows, new int[count], weights, width);
         backend.AddWeightedRows(actual, rows, weights, width);
         Assert.Equal(expected, actual);
+        // Not the running sum into the destination, which rounds differently.
+        float[] running = (float[])destination.Clone();
+        backend.AddScaledRows(running, rows, new int[count], weights, width);
+        Assert.NotEqual(running, actual);
     }
 
     /// <summary>The batched group (MLA's heads over a prompt) equals each matrix's product over its gathered rows.</summary>

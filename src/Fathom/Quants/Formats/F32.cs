@@ -8,7 +8,25 @@ namespace Fathom.Quants.Formats;
 public sealed unsafe class F32Format : WeightFormat
 {
     private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Portable, KernelPath.Avx2];
+    private static F32Format? _gemm;
     private readonly KernelDispatch _dispatch = new(Paths);
+
+    public F32Format() : this(false) { }
+
+    private F32Format(bool gemmOrder) => GemmOrder = gemmOrder;
+
+    /// <summary>
+    /// Whether this instance adds as llamafile's tinyBLAS does (<see cref="DotOrder.LlamafileGemm"/>) rather than in
+    /// the type's own order (four accumulators, the faster one for rows that stay in cache).
+    /// </summary>
+    public bool GemmOrder { get; }
+
+    /// <summary>
+    /// <see cref="DotOrder.LlamafileGemm"/> gives the instance that adds as tinyBLAS does; any other order gives the
+    /// instance in <see cref="TypeTraits"/>, which keeps its own order (ggml's vec_dot_f32 order is not reproduced).
+    /// </summary>
+    public override WeightFormat WithDotOrder(DotOrder order) =>
+        order == DotOrder.LlamafileGemm ? (GemmOrder ? this : _gemm ??= new F32Format(true)) : TypeTraits.For(GgmlType.F32);
 
     public override GgmlType Type => GgmlType.F32;
     public override GgmlType DotActivationType => GgmlType.F32;
@@ -33,7 +51,11 @@ public sealed unsafe class F32Format : WeightFormat
         fixed (byte* w = weights)
         fixed (byte* a = activations)
         {
-            return _dispatch.Resolve(path) switch
+            KernelPath resolved = _dispatch.Resolve(path);
+            // tinyBLAS takes only rows of whole 8-value steps; the others keep the type's own order.
+            if (GemmOrder && resolved != KernelPath.Scalar && n % 8 == 0)
+                return resolved == KernelPath.Avx2 ? GemmAvx2((float*)w, (float*)a, n) : GemmPortable((float*)w, (float*)a, n);
+            return resolved switch
             {
                 KernelPath.Avx2 => DotAvx2((float*)w, (float*)a, n),
                 KernelPath.Portable => DotPortable((float*)w, (float*)a, n),
@@ -48,6 +70,25 @@ public sealed unsafe class F32Format : WeightFormat
         double sum = 0;
         for (int i = 0; i < n; i++) sum += (double)x[i] * y[i];
         return (float)sum;
+    }
+
+    /// <summary>tinyBLAS: one accumulator, a fused multiply-add per 8 values (<paramref name="n"/> a multiple of 8).</summary>
+    private static float GemmAvx2(float* x, float* y, int n)
+    {
+        Vector256<float> acc = Vector256<float>.Zero;
+        for (int i = 0; i < n; i += 8) acc = Fma.MultiplyAdd(Vector256.Load(x + i), Vector256.Load(y + i), acc);
+        return HalfSums.Halves(acc);
+    }
+
+    private static float GemmPortable(float* x, float* y, int n)
+    {
+        Vector128<float> low = Vector128<float>.Zero, high = low;
+        for (int i = 0; i < n; i += 8)
+        {
+            low = Vector128.FusedMultiplyAdd(Vector128.Load(x + i), Vector128.Load(y + i), low);
+            high = Vector128.FusedMultiplyAdd(Vector128.Load(x + i + 4), Vector128.Load(y + i + 4), high);
+        }
+        return HalfSums.Halves(low, high);
     }
 
     private static float DotPortable(float* x, float* y, int n)

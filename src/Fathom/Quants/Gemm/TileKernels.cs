@@ -9,6 +9,7 @@ namespace Fathom.Quants.Gemm;
 public static class TileKernels
 {
     private static readonly TileKernel?[] Kernels = new TileKernel?[64];
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<WeightFormat, TileKernel> OtherInstances = [];
 
     /// <summary>True when the specialised tile kernels (AVX2 + FMA) can run here.</summary>
     public static bool IsAccelerated { get; } = Avx2.IsSupported && Fma.IsSupported;
@@ -18,6 +19,8 @@ public static class TileKernels
     {
         int slot = (int)format.Type;
         if ((uint)slot >= (uint)Kernels.Length) return new DotLoopTile(format);
+        // A format's second instance (another DotOrder) multiplies through its own dot, one kernel kept per instance.
+        if (!ReferenceEquals(format, TypeTraits.For(format.Type))) return OtherInstances.GetValue(format, f => new DotLoopTile(f));
         return Volatile.Read(ref Kernels[slot]) ?? (Kernels[slot] = Create(format));
     }
 
