@@ -117,9 +117,16 @@ public class SamplerTests
         float[] logits = RandomLogits(32_000, 9);
         var sampler = new Sampler(logits.Length, new SamplingOptions { Temperature = 0.6f, TopP = 0.95f, TopK = 40, Seed = 1 });
         for (int i = 0; i < 10; i++) sampler.Accept(sampler.Sample(logits));
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100; i++) sampler.Sample(logits);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // A per-token allocation shows in every round; the runtime's own first-time work (the JIT moving Sample to its
+        // next tier while the round runs) may show in one, so the best of three rounds must be zero.
+        long fewest = long.MaxValue;
+        for (int round = 0; round < 3 && fewest > 0; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++) sampler.Sample(logits);
+            fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, fewest);
     }
 
     [Fact]
