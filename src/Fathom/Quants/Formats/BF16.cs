@@ -85,7 +85,7 @@ public sealed unsafe class BF16Format : WeightFormat
             bool avx2 = resolved == KernelPath.Avx2;
             // tinyBLAS takes only rows of whole 8-value steps; ggml multiplies the others with vec_dot.
             return Order == DotOrder.LlamafileGemm && n % 8 == 0
-                ? (avx2 ? GemmAvx2((ushort*)w, (ushort*)a, n) : GemmPortable((ushort*)w, (ushort*)a, n))
+                ? (avx2 ? HalfGemm<Widening>.Avx2((ushort*)w, (ushort*)a, n) : HalfGemm<Widening>.Portable((ushort*)w, (ushort*)a, n))
                 : (avx2 ? VecDotAvx2((ushort*)w, (ushort*)a, n) : VecDotPortable((ushort*)w, (ushort*)a, n));
         }
     }
@@ -99,8 +99,8 @@ public sealed unsafe class BF16Format : WeightFormat
     }
 
     /// <summary>
-    /// Four rows at a time in tinyBLAS's order (each row's own accumulator, so each value is <see cref="GemmAvx2"/>'s):
-    /// four independent chains keep the multiply-add unit busy where one chain would wait on its latency.
+    /// Four rows at a time in tinyBLAS's order (<see cref="HalfGemm{T}.Rows"/>: each row its own accumulator, so each
+    /// value is the one-row dot's).
     /// </summary>
     internal override void DotRows(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes, int n, float* output)
     {
@@ -109,48 +109,7 @@ public sealed unsafe class BF16Format : WeightFormat
             base.DotRows(weights, weightRowBytes, rows, activations, activationRowBytes, n, output);
             return;
         }
-        var a = (ushort*)activations;
-        int r = 0;
-        for (; r + 4 <= rows; r += 4)
-        {
-            var w0 = (ushort*)(weights + r * weightRowBytes);
-            ushort* w1 = (ushort*)((byte*)w0 + weightRowBytes), w2 = (ushort*)((byte*)w1 + weightRowBytes), w3 = (ushort*)((byte*)w2 + weightRowBytes);
-            Vector256<float> c0 = Vector256<float>.Zero, c1 = c0, c2 = c0, c3 = c0;
-            for (int i = 0; i < n; i += 8)
-            {
-                Vector256<float> x = Widen(a + i);
-                c0 = Fma.MultiplyAdd(Widen(w0 + i), x, c0);
-                c1 = Fma.MultiplyAdd(Widen(w1 + i), x, c1);
-                c2 = Fma.MultiplyAdd(Widen(w2 + i), x, c2);
-                c3 = Fma.MultiplyAdd(Widen(w3 + i), x, c3);
-            }
-            output[r] = HalfSums.Halves(c0);
-            output[r + 1] = HalfSums.Halves(c1);
-            output[r + 2] = HalfSums.Halves(c2);
-            output[r + 3] = HalfSums.Halves(c3);
-        }
-        for (; r < rows; r++) output[r] = GemmAvx2((ushort*)(weights + r * weightRowBytes), a, n);
-    }
-
-    /// <summary>tinyBLAS: one accumulator, a fused multiply-add per 8 values (<paramref name="n"/> a multiple of 8).</summary>
-    private static float GemmAvx2(ushort* x, ushort* y, int n)
-    {
-        Vector256<float> acc = Vector256<float>.Zero;
-        for (int i = 0; i < n; i += 8) acc = Fma.MultiplyAdd(Widen(x + i), Widen(y + i), acc);
-        return HalfSums.Halves(acc);
-    }
-
-    private static float GemmPortable(ushort* x, ushort* y, int n)
-    {
-        Vector128<float> low = Vector128<float>.Zero, high = low;
-        for (int i = 0; i < n; i += 8)
-        {
-            (Vector128<float> xl, Vector128<float> xh) = WidenPortable(x + i);
-            (Vector128<float> yl, Vector128<float> yh) = WidenPortable(y + i);
-            low = Vector128.FusedMultiplyAdd(xl, yl, low);
-            high = Vector128.FusedMultiplyAdd(xh, yh, high);
-        }
-        return HalfSums.Halves(low, high);
+        HalfGemm<Widening>.Rows(weights, weightRowBytes, rows, (ushort*)activations, n, output);
     }
 
     /// <summary>
@@ -202,5 +161,13 @@ public sealed unsafe class BF16Format : WeightFormat
     {
         (Vector128<uint> low, Vector128<uint> high) = Vector128.Widen(Vector128.Load(p));
         return ((low << 16).AsSingle(), (high << 16).AsSingle());
+    }
+
+    /// <summary>This format's widening for <see cref="HalfGemm{T}"/> (a struct, so the JIT specializes the shared kernels).</summary>
+    private readonly struct Widening : IHalfWidening
+    {
+        public static Vector256<float> Widen(ushort* p) => BF16Format.Widen(p);
+
+        public static (Vector128<float> Low, Vector128<float> High) WidenPortable(ushort* p) => BF16Format.WidenPortable(p);
     }
 }
