@@ -16,7 +16,7 @@ public class SamplingBenchmarks
     private const int Vocab = 152_064;
     private readonly float[] _logits = new float[Vocab], _row = new float[Vocab];
     private readonly TokenCandidates _candidates = new();
-    private Sampler _greedy = null!, _nucleus = null!, _selecting = null!;
+    private Sampler _greedy = null!, _nucleus = null!, _sorting = null!, _selecting = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -26,6 +26,7 @@ public class SamplingBenchmarks
         for (int p = 0; p < 12; p++) _logits[rng.Next(Vocab)] = 12f + (float)rng.NextDouble() * 4;
         _greedy = new Sampler(Vocab, SamplingOptions.Greedy);
         _nucleus = new Sampler(Vocab, SamplingOptions.DeepSeekR1 with { Seed = 1 });
+        _sorting = new Sampler(Vocab, SamplingOptions.DeepSeekR1 with { Seed = 1 }) { SelectsCandidates = false };
         _selecting = new Sampler(Vocab, SamplingOptions.DeepSeekR1 with { Seed = 1 });
         _logits.CopyTo(_row);
         HostTokenSelection.Select(_row, _selecting.SelectionRequest(), _candidates);
@@ -35,8 +36,13 @@ public class SamplingBenchmarks
     [Benchmark(Baseline = true)]
     public int FullRowGreedy() => _greedy.Sample(_logits);
 
+    /// <summary><see cref="Sampler.Sample"/> as generation on the CPU calls it: the host selection's candidates decide.</summary>
     [Benchmark]
     public int FullRowTopP() => _nucleus.Sample(_logits);
+
+    /// <summary>The same choice by sorting every logit within the cutoff (the sampler before the candidates' shortcut).</summary>
+    [Benchmark]
+    public int FullRowTopPSorted() => _sorting.Sample(_logits);
 
     /// <summary>What the host does per token when the GPU selected: the draw over 256 candidates.</summary>
     [Benchmark]

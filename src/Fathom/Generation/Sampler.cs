@@ -24,6 +24,8 @@ public sealed class Sampler
     /// <summary>Candidates asked of a device selection when top-k does not bound them.</summary>
     public const int DefaultCandidates = 256;
     private readonly int[] _penaltyTokens, _penaltyCounts;
+    // The host's own candidate selection (SampleValues): a full vocabulary's sort costs tens of milliseconds per token.
+    private readonly TokenCandidates _hostCandidates = new();
     private ulong _rngState;
 
     public Sampler(int vocabSize, SamplingOptions options)
@@ -43,6 +45,15 @@ public sealed class Sampler
         _rngState = seed == 0 ? 0x9E3779B97F4A7C15UL : seed;
         Seed = seed;
     }
+
+    /// <summary>
+    /// Whether <see cref="Sample"/> on a large vocabulary first tries the candidates of a selection (on by default;
+    /// tests turn it off to compare with the full sort).
+    /// </summary>
+    internal bool SelectsCandidates { get; init; } = true;
+
+    /// <summary>Tokens <see cref="Sample"/> chose from a selection's candidates rather than the full sort (for tests).</summary>
+    internal long CandidateDecisions { get; private set; }
 
     /// <summary>The seed in use (the given one, or the one drawn when none was given).</summary>
     public ulong Seed { get; }
@@ -105,10 +116,12 @@ public sealed class Sampler
                 _penaltyTokens[n] = token;
                 _penaltyCounts[n++] = count;
             }
-        int candidates = _options.TopK is > 0 and <= TokenSelectionRequest.MaxCandidates ? _options.TopK
-            : _options.TopK > TokenSelectionRequest.MaxCandidates ? TokenSelectionRequest.MaxCandidates : DefaultCandidates;
-        return new TokenSelectionRequest(_options.IsGreedy, candidates, CutoffGap, penalties, _penaltyTokens.AsSpan(0, n), _penaltyCounts.AsSpan(0, n));
+        return new TokenSelectionRequest(_options.IsGreedy, CandidateCount, CutoffGap, penalties, _penaltyTokens.AsSpan(0, n), _penaltyCounts.AsSpan(0, n));
     }
+
+    /// <summary>Candidates a selection keeps: top-k's (at most <see cref="TokenSelectionRequest.MaxCandidates"/>), else <see cref="DefaultCandidates"/>.</summary>
+    private int CandidateCount => _options.TopK is > 0 and <= TokenSelectionRequest.MaxCandidates ? _options.TopK
+        : _options.TopK > TokenSelectionRequest.MaxCandidates ? TokenSelectionRequest.MaxCandidates : DefaultCandidates;
 
     private float CutoffGap => NegligibleLogitGap * MathF.Max(1f, _options.Temperature);
 
@@ -169,6 +182,19 @@ public sealed class Sampler
     {
         Span<float> values = _values;
         if (_options.IsGreedy) return TensorPrimitives.IndexOfMax<float>(values);
+
+        // Most of a real vocabulary lies within the cutoff below, and sorting 150k ids takes ~30 ms. The candidates a
+        // selection keeps (HostTokenSelection, ~1-2 ms) decide the same token whenever TrySample can prove it, which
+        // draws only then; otherwise the full row below decides, with the random sequence untouched.
+        if (SelectsCandidates && values.Length > 4 * DefaultCandidates)
+        {
+            HostTokenSelection.Select(values, new TokenSelectionRequest(false, CandidateCount, CutoffGap, LogitPenalties.None, [], []), _hostCandidates);
+            if (TrySample(_hostCandidates, out int token))
+            {
+                CandidateDecisions++;
+                return token;
+            }
+        }
 
         // Candidates sorted by logit, most likely first. Tokens more than NegligibleLogitGap below the best have
         // probability < e^-40 even after temperature, so they are left out before sorting a 130k vocabulary.

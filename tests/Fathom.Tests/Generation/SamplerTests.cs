@@ -129,6 +129,33 @@ public class SamplerTests
         Assert.Equal(0, fewest);
     }
 
+    [Theory]
+    [InlineData(0.6f, 0, 0.95f, 0f, 1f)]    // R1's recommended sampling
+    [InlineData(0.8f, 40, 0.9f, 0.05f, 1.1f)]
+    [InlineData(1.0f, 0, 1f, 0.1f, 1f)]
+    public void ALargeVocabularyGetsTheFullSortsTokensFromCandidates(float temperature, int topK, float topP, float minP, float repetition)
+    {
+        // 152 064 logits as a model gives them (a few strong tokens over a wide spread), so nearly all lie within the
+        // cutoff: Sample takes HostTokenSelection's candidates when they decide the token, and must choose exactly what
+        // the full sort chooses, drawing the same random numbers.
+        const int vocab = 152_064;
+        var options = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP, MinP = minP, RepetitionPenalty = repetition, Seed = 21 };
+        var shortcut = new Sampler(vocab, options);
+        var full = new Sampler(vocab, options) { SelectsCandidates = false };
+        var random = new Random(8);
+        for (int step = 0; step < 12; step++)
+        {
+            float[] logits = RandomLogits(vocab, step);
+            for (int p = 0; p < 6; p++) logits[random.Next(vocab)] = 14f + 8f * (float)random.NextDouble();
+            int token = shortcut.Sample(logits);
+            Assert.Equal(full.Sample(logits), token);
+            shortcut.Accept(token);
+            full.Accept(token);
+        }
+        Assert.True(shortcut.CandidateDecisions > 0, "the candidates never decided a token: the test would compare the full sort with itself");
+        Assert.Equal(0, full.CandidateDecisions);
+    }
+
     [Fact]
     public void InvalidOptionsAreRejected()
     {

@@ -64,7 +64,7 @@ public class TokenSelectionTests
         const int vocab = 1200;
         var rng = new Random(HashCode.Combine(temperature, topK, topP, minP, penalties) & 0xFFFF);
         SamplingOptions options = Make(temperature, topK, topP, minP, penalties, seed: 99);
-        var full = new Sampler(vocab, options);
+        var full = new Sampler(vocab, options) { SelectsCandidates = false }; // the full sort, the reference
         var selecting = new Sampler(vocab, options);
         var candidates = new TokenCandidates();
         var row = new float[vocab];
@@ -91,7 +91,7 @@ public class TokenSelectionTests
         const int vocab = 20_000;
         var rng = new Random(5);
         var options = new SamplingOptions { Temperature = 0.8f, TopP = 0.9f, Seed = 3 };
-        var full = new Sampler(vocab, options);
+        var full = new Sampler(vocab, options) { SelectsCandidates = false }; // the full sort, the reference
         var selecting = new Sampler(vocab, options);
         var candidates = new TokenCandidates();
         for (int step = 0; step < 20; step++)
@@ -113,7 +113,7 @@ public class TokenSelectionTests
         const int vocab = 5000;
         var rng = new Random(6);
         var options = new SamplingOptions { Temperature = 1f, TopP = 0.95f, Seed = 11 };
-        var full = new Sampler(vocab, options);
+        var full = new Sampler(vocab, options) { SelectsCandidates = false }; // the full sort, the reference
         var selecting = new Sampler(vocab, options);
         var candidates = new TokenCandidates();
         for (int step = 0; step < 6; step++)
