@@ -56,7 +56,6 @@ public static class Benchmark
 
         ThroughputStatistics generation = ThroughputStatistics.From(tg);
         long bytesPerToken = WeightBytesPerToken(model.File, model.Config);
-        // The current working set first: the peak, read after it, then cannot come out below it.
         long workingSet = Environment.WorkingSet;
         using Process process = Process.GetCurrentProcess();
         return new BenchmarkResult
@@ -67,7 +66,9 @@ public static class Benchmark
             WeightBytesPerToken = bytesPerToken,
             MappedWeightBytes = MappedWeightBytes(model.File),
             KvCacheBytes = kvCacheBytes,
-            PeakWorkingSetBytes = process.PeakWorkingSet64,
+            // Linux batches RSS counters per thread, so the kernel's high-water mark can trail a resident size read just
+            // before it by a few pages: the peak is at least the current working set by definition.
+            PeakWorkingSetBytes = Math.Max(process.PeakWorkingSet64, workingSet),
             WorkingSetBytes = workingSet,
             GcHeapSizeBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
             RooflineFraction = options.BandwidthGBps is double gbps ? RooflineFraction(bytesPerToken, generation.Median, gbps) : null,
