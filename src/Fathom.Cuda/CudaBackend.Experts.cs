@@ -80,7 +80,6 @@ public sealed unsafe partial class CudaBackend
         if (tokens <= 0 || weights.IsEmpty) return;
         if (AnyOnHost(weights)) { HostMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
         WeightMatrix shape = SameShape(weights);
-        if (inputTokenStride < 0 || outputTokenStride < 0) throw new ArgumentOutOfRangeException(nameof(inputTokenStride), "strides must not be negative");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure(tokens == 1 ? "MatMulGroup (1 token)" : "MatMulGroup");
@@ -194,13 +193,8 @@ public sealed unsafe partial class CudaBackend
         ReadOnlySpan<float> inputs, int inputStride, int inputTokenStride, Span<float> outputs, int outputStride, int outputTokenStride, int tokens)
     {
         int rows = shape.Rows, columns = shape.Columns;
-        if (inputStride < 0 || outputStride < 0) throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
-        long inputExtent = (long)(tokens - 1) * inputTokenStride + (long)(count - 1) * inputStride + columns;
-        long outputExtent = (long)(tokens - 1) * outputTokenStride + (long)(count - 1) * outputStride + rows;
-        if (inputs.Length < inputExtent) throw new ArgumentException($"{shape.Name}: the group's inputs reach value {inputExtent}, past {inputs.Length}");
-        if (outputs.Length < outputExtent) throw new ArgumentException($"{shape.Name}: the group's outputs reach value {outputExtent}, past {outputs.Length}");
-        if ((count > 1 && outputStride < rows) || (tokens > 1 && outputTokenStride < (long)(count - 1) * outputStride + rows))
-            throw new ArgumentException($"{shape.Name}: output strides {outputStride}/{outputTokenStride} overlap rows of {rows}");
+        (long inputExtent, long outputExtent) = GroupExtents(shape.Name, count, tokens, columns, inputStride, inputTokenStride, inputs.Length,
+            rows, outputStride, outputTokenStride, outputs.Length);
 
         GgmlType activation = shape.Format.DotActivationType;
         int block = activation == GgmlType.F32 ? 1 : GgmlTypes.Layout(activation).BlockSize;
@@ -240,6 +234,26 @@ public sealed unsafe partial class CudaBackend
             .Launch(_context, _kernels.Function((vector ? "group_matvec_" : "group_matmul_") + suffix), shape.Name,
                 (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), (uint)((tokens + tile - 1) / tile), (uint)count, CudaKernels.MatMulWarps * 32, 0);
         Return(y, o, staged);
+    }
+
+    /// <summary>
+    /// The values a group of <paramref name="count"/> matrices reads and writes over <paramref name="tokens"/> tokens
+    /// (input rows of <paramref name="inputWidth"/>, output rows of <paramref name="outputWidth"/>, each matrix a stride
+    /// on, each token a token stride on): throws when a stride is negative, either extent passes its buffer, or output
+    /// rows would overlap.
+    /// </summary>
+    private static (long Input, long Output) GroupExtents(string name, int count, int tokens,
+        int inputWidth, int inputStride, int inputTokenStride, int inputLength, int outputWidth, int outputStride, int outputTokenStride, int outputLength)
+    {
+        if (inputStride < 0 || outputStride < 0 || inputTokenStride < 0 || outputTokenStride < 0)
+            throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
+        long input = (long)(tokens - 1) * inputTokenStride + (long)(count - 1) * inputStride + inputWidth;
+        long output = (long)(tokens - 1) * outputTokenStride + (long)(count - 1) * outputStride + outputWidth;
+        if (inputLength < input) throw new ArgumentException($"{name}: the group's inputs reach value {input}, past {inputLength}");
+        if (outputLength < output) throw new ArgumentException($"{name}: the group's outputs reach value {output}, past {outputLength}");
+        if ((count > 1 && outputStride < outputWidth) || (tokens > 1 && outputTokenStride < (long)(count - 1) * outputStride + outputWidth))
+            throw new ArgumentException($"{name}: output strides {outputStride}/{outputTokenStride} overlap rows of {outputWidth}");
+        return (input, output);
     }
 
     /// <summary>The device addresses of the matrices' uploaded weights, as a device array (made once per group).</summary>

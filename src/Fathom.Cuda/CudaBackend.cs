@@ -744,14 +744,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (AnyOnHost(weights)) { HostTransposedMatMulGroup(weights, inputs, inputStride, outputs, outputStride, tokens, inputTokenStride, outputTokenStride); return; }
         WeightMatrix shape = SameShape(weights);
         int rows = shape.Rows, columns = shape.Columns, count = weights.Length;
-        if (inputStride < 0 || outputStride < 0 || inputTokenStride < 0 || outputTokenStride < 0)
-            throw new ArgumentOutOfRangeException(nameof(inputStride), "strides must not be negative");
-        long inputExtent = (long)(tokens - 1) * inputTokenStride + (long)(count - 1) * inputStride + rows;
-        long outputExtent = (long)(tokens - 1) * outputTokenStride + (long)(count - 1) * outputStride + columns;
-        if (inputs.Length < inputExtent) throw new ArgumentException($"{shape.Name}: the transposed group's inputs reach value {inputExtent}, past {inputs.Length}");
-        if (outputs.Length < outputExtent) throw new ArgumentException($"{shape.Name}: the transposed group's outputs reach value {outputExtent}, past {outputs.Length}");
-        if ((count > 1 && outputStride < columns) || (tokens > 1 && outputTokenStride < (long)(count - 1) * outputStride + columns))
-            throw new ArgumentException($"{shape.Name}: output strides {outputStride}/{outputTokenStride} overlap rows of {columns}");
+        // Transposed, a matrix reads `rows` inputs and writes `columns` outputs.
+        (long inputExtent, long outputExtent) = GroupExtents(shape.Name, count, tokens, rows, inputStride, inputTokenStride, inputs.Length,
+            columns, outputStride, outputTokenStride, outputs.Length);
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("TransposedMatMulGroup");
