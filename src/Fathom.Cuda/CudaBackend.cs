@@ -33,6 +33,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private readonly ResidentBuffers _resident;
     private readonly DeviceRetirement _retirement;
     private readonly OperationProfiler? _profiler;
+    private readonly StepTimer? _stepTimer;
     private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
     private readonly CublasLibrary? _blas;
     private readonly IntPtr _blasHandle;
@@ -76,6 +77,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _resident = new ResidentBuffers(_context);
         _retirement = new DeviceRetirement(_context);
         _profiler = OperationProfiler.FromEnvironment(_context);
+        _stepTimer = StepTimer.FromEnvironment(_context);
         _input = new DeviceScratch(_context, _retirement);
         _rounded = new DeviceScratch(_context, _retirement);
         _output = new DeviceScratch(_context, _retirement);
@@ -256,6 +258,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         }
         foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
         _context.Synchronize("the previous step"); // the pinned host data below is rewritten
+        _stepTimer?.BeginStep();
         _recordedHostDataUsed = 0;
         if (_graphs.Count == 0 || _recordNext)
         {
@@ -300,8 +303,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
                 }
                 return false;
             }
-            using (_profiler?.Measure("graph replay"))
-                _context.Driver.LaunchGraph(exec, _context.Stream);
+            _stepTimer?.BeforeReplay();
+            _context.Driver.LaunchGraph(exec, _context.Stream);
+            _stepTimer?.AfterReplay();
             _recordingsSinceReplay = 0;
             _backOffSteps = FirstBackOffSteps;
             GraphLaunches++;
@@ -873,6 +877,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _graphs.Dispose();
         _retirement.FreeRetired(synchronize: true);
         _profiler?.Dispose();
+        _stepTimer?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();

@@ -55,6 +55,7 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<IntPtr, int> _cuGraphExecDestroy;
     private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorName;
     private readonly delegate* unmanaged<IntPtr, int, int, int> _cuFuncSetAttribute;
+    private readonly delegate* unmanaged<int> _cuProfilerStart, _cuProfilerStop;
 
     private CudaDriver(LibraryProbe library)
     {
@@ -103,6 +104,9 @@ public sealed unsafe class CudaDriver
         _cuGraphExecDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuGraphExecDestroy");
         _cuGetErrorName = (delegate* unmanaged<int, byte**, int>)Export(h, "cuGetErrorName");
         _cuFuncSetAttribute = (delegate* unmanaged<IntPtr, int, int, int>)Export(h, "cuFuncSetAttribute");
+        // Optional: profilers (ncu --profile-from-start off) measure only between these two calls.
+        _cuProfilerStart = (delegate* unmanaged<int>)(NativeLibrary.TryGetExport(h, "cuProfilerStart", out IntPtr start) ? start : IntPtr.Zero);
+        _cuProfilerStop = (delegate* unmanaged<int>)(NativeLibrary.TryGetExport(h, "cuProfilerStop", out IntPtr stop) ? stop : IntPtr.Zero);
     }
 
     /// <summary>Where the driver library was found.</summary>
@@ -330,6 +334,13 @@ public sealed unsafe class CudaDriver
     {
         byte* info = stackalloc byte[64]; // CUgraphExecUpdateResultInfo: result, error node, error-from node
         return _cuGraphExecUpdate(exec, graph, info) == 0;
+    }
+
+    /// <summary>Starts (true) or stops a profiler's measured range; nothing where the driver lacks the calls.</summary>
+    internal void ProfilerRange(bool start)
+    {
+        delegate* unmanaged<int> call = start ? _cuProfilerStart : _cuProfilerStop;
+        if (call != null) Check(call(), start ? "cuProfilerStart" : "cuProfilerStop");
     }
 
     internal void LaunchGraph(IntPtr exec, IntPtr stream) => Check(_cuGraphLaunch(exec, stream), "cuGraphLaunch");
