@@ -49,37 +49,14 @@ public sealed unsafe class F16Format : WeightFormat
         RowGuard.Dot(this, weights.Length, activations.Length, n);
         fixed (byte* w = weights)
         fixed (byte* a = activations)
-        {
-            KernelPath resolved = _dispatch.Resolve(path);
-            if (resolved == KernelPath.Scalar) return DotScalar((ushort*)w, (ushort*)a, n);
-            bool avx2 = resolved == KernelPath.Avx2;
-            // tinyBLAS takes only rows of whole 8-value steps; ggml multiplies the others with vec_dot.
-            return Order == DotOrder.LlamafileGemm && n % 8 == 0
-                ? (avx2 ? HalfGemm<Widening>.Avx2((ushort*)w, (ushort*)a, n) : HalfGemm<Widening>.Portable((ushort*)w, (ushort*)a, n))
-                : (avx2 ? VecDotAvx2((ushort*)w, (ushort*)a, n) : VecDotPortable((ushort*)w, (ushort*)a, n));
-        }
+            return HalfDot<Arithmetic>.Dot(_dispatch.Resolve(path), Order, (ushort*)w, (ushort*)a, n);
     }
 
-    /// <summary>Accumulates in double, as ggml's scalar vec_dot_f16 does: the reference the vector paths are held to.</summary>
-    private static float DotScalar(ushort* x, ushort* y, int n)
-    {
-        double sum = 0;
-        for (int i = 0; i < n; i++) sum += (double)Fp16.ToSingle(x[i]) * Fp16.ToSingle(y[i]);
-        return (float)sum;
-    }
-
-    /// <summary>
-    /// Four rows at a time in tinyBLAS's order (<see cref="HalfGemm{T}.Rows"/>: each row its own accumulator, so each
-    /// value is the one-row dot's).
-    /// </summary>
+    /// <summary>Four rows at a time in tinyBLAS's order where it applies (<see cref="HalfDot{T}.TryRows"/>).</summary>
     internal override void DotRows(byte* weights, long weightRowBytes, int rows, byte* activations, long activationRowBytes, int n, float* output)
     {
-        if (Order != DotOrder.LlamafileGemm || n % 8 != 0 || _dispatch.Resolve(BestPath) != KernelPath.Avx2)
-        {
+        if (!HalfDot<Arithmetic>.TryRows(_dispatch.Resolve(BestPath), Order, weights, weightRowBytes, rows, activations, n, output))
             base.DotRows(weights, weightRowBytes, rows, activations, activationRowBytes, n, output);
-            return;
-        }
-        HalfGemm<Widening>.Rows(weights, weightRowBytes, rows, (ushort*)activations, n, output);
     }
 
     /// <summary>ggml_vec_dot_f16: four accumulators over steps of 32, reduced; the rest in double.</summary>
@@ -94,7 +71,7 @@ public sealed unsafe class F16Format : WeightFormat
             a2 = Fma.MultiplyAdd(Widen(x + i + 16), Widen(y + i + 16), a2);
             a3 = Fma.MultiplyAdd(Widen(x + i + 24), Widen(y + i + 24), a3);
         }
-        return Tail(x, y, i, n, HalfSums.Reduce4(a0, a1, a2, a3));
+        return HalfDot<Arithmetic>.Tail(x, y, i, n, HalfSums.Reduce4(a0, a1, a2, a3));
     }
 
     private static float VecDotPortable(ushort* x, ushort* y, int n)
@@ -111,15 +88,7 @@ public sealed unsafe class F16Format : WeightFormat
                 acc[2 * j + 1] = Vector128.FusedMultiplyAdd(xh, yh, acc[2 * j + 1]);
             }
         Vector128<float> low = (acc[0] + acc[4]) + (acc[2] + acc[6]), high = (acc[1] + acc[5]) + (acc[3] + acc[7]);
-        return Tail(x, y, i, n, HalfSums.Pairs(low, high));
-    }
-
-    /// <summary>ggml adds the products past the last whole step to the reduced sum in double (each product is exact in float).</summary>
-    private static float Tail(ushort* x, ushort* y, int i, int n, float reduced)
-    {
-        double sum = reduced;
-        for (; i < n; i++) sum += Fp16.ToSingle(x[i]) * Fp16.ToSingle(y[i]);
-        return (float)sum;
+        return HalfDot<Arithmetic>.Tail(x, y, i, n, HalfSums.Pairs(low, high));
     }
 
     private static Vector256<float> Widen(ushort* p) => Fp16.Widen(Avx2.ConvertToVector256Int32(p).AsUInt32());
@@ -130,11 +99,17 @@ public sealed unsafe class F16Format : WeightFormat
         return (Fp16.Widen(low), Fp16.Widen(high));
     }
 
-    /// <summary>This format's widening for <see cref="HalfGemm{T}"/> (a struct, so the JIT specializes the shared kernels).</summary>
-    private readonly struct Widening : IHalfWidening
+    /// <summary>This format's part of the shared half-precision kernels (a struct, so the JIT specializes them).</summary>
+    private readonly struct Arithmetic : IHalfPrecision
     {
+        public static float ToSingle(ushort value) => Fp16.ToSingle(value);
+
         public static Vector256<float> Widen(ushort* p) => F16Format.Widen(p);
 
         public static (Vector128<float> Low, Vector128<float> High) WidenPortable(ushort* p) => F16Format.WidenPortable(p);
+
+        public static float VecDotAvx2(ushort* x, ushort* y, int n) => F16Format.VecDotAvx2(x, y, n);
+
+        public static float VecDotPortable(ushort* x, ushort* y, int n) => F16Format.VecDotPortable(x, y, n);
     }
 }

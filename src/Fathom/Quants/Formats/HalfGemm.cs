@@ -3,14 +3,71 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Fathom.Quants.Formats;
 
-/// <summary>How a half-precision format's values widen to floats: what <see cref="HalfGemm{T}"/> needs of F16 and BF16.</summary>
-internal unsafe interface IHalfWidening
+/// <summary>
+/// What the shared half-precision kernels (<see cref="HalfGemm{T}"/>, <see cref="HalfDot{T}"/>) need of F16 and BF16:
+/// how values widen to floats, and the format's own ggml_vec_dot order.
+/// </summary>
+internal unsafe interface IHalfPrecision
 {
+    /// <summary>One value.</summary>
+    static abstract float ToSingle(ushort value);
+
     /// <summary>Eight values (AVX2).</summary>
     static abstract Vector256<float> Widen(ushort* p);
 
     /// <summary>Eight values as two vectors of four (the portable path).</summary>
     static abstract (Vector128<float> Low, Vector128<float> High) WidenPortable(ushort* p);
+
+    /// <summary>ggml_vec_dot for this format (AVX2 build): whole steps reduced, the rest through <see cref="HalfDot{T}.Tail"/>.</summary>
+    static abstract float VecDotAvx2(ushort* x, ushort* y, int n);
+
+    /// <summary><see cref="VecDotAvx2"/>'s sums with portable vectors.</summary>
+    static abstract float VecDotPortable(ushort* x, ushort* y, int n);
+}
+
+/// <summary>
+/// The dot products of a half-precision format in one body for F16 and BF16: the scalar reference (double sums, as
+/// ggml's scalar vec_dot), and the choice between tinyBLAS's order (<see cref="HalfGemm{T}"/>) and the format's
+/// vec_dot order (<see cref="DotOrder"/>).
+/// </summary>
+internal static unsafe class HalfDot<T> where T : IHalfPrecision
+{
+    public static float Dot(KernelPath resolved, DotOrder order, ushort* w, ushort* a, int n)
+    {
+        if (resolved == KernelPath.Scalar) return Scalar(w, a, n);
+        bool avx2 = resolved == KernelPath.Avx2;
+        // tinyBLAS takes only rows of whole 8-value steps; ggml multiplies the others with vec_dot.
+        return order == DotOrder.LlamafileGemm && n % 8 == 0
+            ? (avx2 ? HalfGemm<T>.Avx2(w, a, n) : HalfGemm<T>.Portable(w, a, n))
+            : (avx2 ? T.VecDotAvx2(w, a, n) : T.VecDotPortable(w, a, n));
+    }
+
+    /// <summary>
+    /// Four rows at a time in tinyBLAS's order (each row its own accumulator, so each value is the one-row dot's);
+    /// false when that order does not apply (another order, partial steps, no AVX2): the caller then dots row by row.
+    /// </summary>
+    public static bool TryRows(KernelPath best, DotOrder order, byte* weights, long weightRowBytes, int rows, byte* activations, int n, float* output)
+    {
+        if (order != DotOrder.LlamafileGemm || n % 8 != 0 || best != KernelPath.Avx2) return false;
+        HalfGemm<T>.Rows(weights, weightRowBytes, rows, (ushort*)activations, n, output);
+        return true;
+    }
+
+    /// <summary>Accumulates in double, as ggml's scalar vec_dot does: the reference the vector paths are held to.</summary>
+    public static float Scalar(ushort* x, ushort* y, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += (double)T.ToSingle(x[i]) * T.ToSingle(y[i]);
+        return (float)sum;
+    }
+
+    /// <summary>ggml adds the products past the last whole step to the reduced sum in double (each product is exact in float).</summary>
+    public static float Tail(ushort* x, ushort* y, int i, int n, float reduced)
+    {
+        double sum = reduced;
+        for (; i < n; i++) sum += T.ToSingle(x[i]) * T.ToSingle(y[i]);
+        return (float)sum;
+    }
 }
 
 /// <summary>
@@ -19,7 +76,7 @@ internal unsafe interface IHalfWidening
 /// reduced by <see cref="HalfSums.Halves(Vector256{float})"/>. Rows must hold whole steps of 8. One body for both
 /// formats; the JIT specializes it per <typeparamref name="T"/>.
 /// </summary>
-internal static unsafe class HalfGemm<T> where T : IHalfWidening
+internal static unsafe class HalfGemm<T> where T : IHalfPrecision
 {
     /// <summary>One row's dot product (AVX2 + FMA).</summary>
     public static float Avx2(ushort* x, ushort* y, int n)
