@@ -28,6 +28,42 @@ public sealed class RealModelPreset(string name, string description, SyntheticMo
 /// </summary>
 public static class RealModelPresets
 {
+    // The shared specs come first: static fields initialize in textual order, and All uses them.
+    /// <summary>
+    /// What every DeepSeek MLA model here shares (V2-Lite, V3, R1): kv-LoRA 512, 128+64 query/key and 128 value
+    /// dimensions per head, RoPE base 10,000 with YaRN ×40 from 4096 positions, a 163,840-token context.
+    /// </summary>
+    private static readonly SyntheticModelSpec DeepSeekMla = new()
+    {
+        Architecture = "deepseek2",
+        ContextLength = 163_840,
+        RopeBase = 10_000f,
+        RmsEpsilon = 1e-6f,
+        KvLoraRank = 512,
+        QkNopeHeadDim = 128,
+        QkRopeHeadDim = 64,
+        VHeadDim = 128,
+        YarnFactor = 40f,
+        YarnOriginalContext = 4096,
+        Fill = WeightFill.Tiled,
+    };
+
+    /// <summary>
+    /// DeepSeek-V3's and R1's architecture on top of <see cref="DeepSeekMla"/>: q-LoRA 1536, sigmoid routing with
+    /// <c>exp_probs_b</c>, normalized weights scaled by 2.5, 8 expert groups of which 4 are used, V3's vocabulary.
+    /// </summary>
+    private static readonly SyntheticModelSpec DeepSeekV3Family = DeepSeekMla with
+    {
+        VocabSize = 129_280,
+        QLoraRank = 1536,
+        ExpertGatingFunc = 2,
+        ExpertWeightsNorm = true,
+        ExpertWeightsScale = 2.5f,
+        ExpertGroupCount = 8,
+        ExpertGroupUsedCount = 4,
+        YarnLogMultiplier = 0.1f,
+    };
+
     public static IReadOnlyList<RealModelPreset> All { get; } =
     [
         new("deepseek-r1:ud-iq1_s", "DeepSeek-R1 671B, Unsloth UD-IQ1_S (published 131 GiB): routed experts IQ1_S, their down projections IQ2_XXS in the first 6 MoE layers",
@@ -84,59 +120,32 @@ public static class RealModelPresets
         return GgmlType.Q4_K;
     };
 
-    private static SyntheticModelSpec DeepSeekR1(string quant, GgmlType routed, GgmlType firstDown, GgmlType restDown) => new()
+    private static SyntheticModelSpec DeepSeekR1(string quant, GgmlType routed, GgmlType firstDown, GgmlType restDown) => DeepSeekV3Family with
     {
-        Architecture = "deepseek2",
         Name = $"DeepSeek-R1 {quant} (synthetic)",
-        VocabSize = 129_280,
         HiddenSize = 7168,
         Layers = 61,
         Heads = 128,
         FeedForward = 18_432,
-        ContextLength = 163_840,
-        RopeBase = 10_000f,
-        RmsEpsilon = 1e-6f,
-        QLoraRank = 1536,
-        KvLoraRank = 512,
-        QkNopeHeadDim = 128,
-        QkRopeHeadDim = 64,
-        VHeadDim = 128,
         Experts = 256,
         ExpertsUsed = 8,
         SharedExperts = 1,
         ExpertFeedForward = 2048,
         LeadingDenseBlocks = 3,
-        ExpertGatingFunc = 2,
-        ExpertWeightsNorm = true,
-        ExpertWeightsScale = 2.5f,
-        ExpertGroupCount = 8,
-        ExpertGroupUsedCount = 4,
         // Unsloth's R1 files (January 2025) carry the fused attn_kv_b, not the later attn_k_b/attn_v_b split.
         SplitKvB = false,
-        YarnFactor = 40f,
-        YarnOriginalContext = 4096,
-        YarnLogMultiplier = 0.1f,
         TypeFor = UnslothR1Mix(routed, firstDown, restDown, firstMoeLayer: 3, higherDownLayers: 6),
-        Fill = WeightFill.Tiled,
     };
 
-    private static SyntheticModelSpec DeepSeekV2Lite(string quant, Func<string, GgmlType?> types) => new()
+    private static SyntheticModelSpec DeepSeekV2Lite(string quant, Func<string, GgmlType?> types) => DeepSeekMla with
     {
-        Architecture = "deepseek2",
         Name = $"DeepSeek-V2-Lite {quant} (synthetic)",
         VocabSize = 102_400,
         HiddenSize = 2048,
         Layers = 27,
         Heads = 16,
         FeedForward = 10_944,
-        ContextLength = 163_840,
-        RopeBase = 10_000f,
-        RmsEpsilon = 1e-6f,
         QLoraRank = 0,
-        KvLoraRank = 512,
-        QkNopeHeadDim = 128,
-        QkRopeHeadDim = 64,
-        VHeadDim = 128,
         Experts = 64,
         ExpertsUsed = 6,
         SharedExperts = 2,
@@ -147,53 +156,29 @@ public static class RealModelPresets
         ExpertWeightsScale = 1f,
         // As the published V2-Lite GGUFs: the fused attn_kv_b.
         SplitKvB = false,
-        YarnFactor = 40f,
-        YarnOriginalContext = 4096,
         YarnLogMultiplier = 0.0707f,
         TypeFor = types,
-        Fill = WeightFill.Tiled,
     };
 
     /// <summary>
-    /// DeepSeek-V3's architecture and metadata (q-LoRA 1536, kv-LoRA 512, 128+64 query/key and 128 value dimensions per
-    /// head, sigmoid routing with <c>exp_probs_b</c>, normalized weights scaled by 2.5, 8 expert groups of which 4 are
-    /// used, YaRN ×40 from 4096 positions, the split attn_k_b/attn_v_b of current conversions) at the size the issue
-    /// names: 8 layers of hidden 2048 and 16 heads, the first dense with FFN 11008, then 64 routed experts of FFN 1536
-    /// (6 used) and 2 shared; V3's vocabulary of 129,280.
+    /// DeepSeek-V3's architecture (<see cref="DeepSeekV3Family"/>, with the split attn_k_b/attn_v_b of current
+    /// conversions) at the size the issue names: 8 layers of hidden 2048 and 16 heads, the first dense with FFN 11008,
+    /// then 64 routed experts of FFN 1536 (6 used) and 2 shared.
     /// </summary>
-    private static SyntheticModelSpec DeepSeekV3EightLayers(string quant, Func<string, GgmlType?> types) => new()
+    private static SyntheticModelSpec DeepSeekV3EightLayers(string quant, Func<string, GgmlType?> types) => DeepSeekV3Family with
     {
-        Architecture = "deepseek2",
         Name = $"DeepSeek-V3 8-layer {quant} (synthetic)",
-        VocabSize = 129_280,
         HiddenSize = 2048,
         Layers = 8,
         Heads = 16,
         FeedForward = 11_008,
-        ContextLength = 163_840,
-        RopeBase = 10_000f,
-        RmsEpsilon = 1e-6f,
-        QLoraRank = 1536,
-        KvLoraRank = 512,
-        QkNopeHeadDim = 128,
-        QkRopeHeadDim = 64,
-        VHeadDim = 128,
         Experts = 64,
         ExpertsUsed = 6,
         SharedExperts = 2,
         ExpertFeedForward = 1536,
         LeadingDenseBlocks = 1,
-        ExpertGatingFunc = 2,
-        ExpertWeightsNorm = true,
-        ExpertWeightsScale = 2.5f,
-        ExpertGroupCount = 8,
-        ExpertGroupUsedCount = 4,
         SplitKvB = true,
-        YarnFactor = 40f,
-        YarnOriginalContext = 4096,
-        YarnLogMultiplier = 0.1f,
         TypeFor = types,
-        Fill = WeightFill.Tiled,
     };
 
     private static SyntheticModelSpec DistillQwen(string size, int hidden, int layers, int heads, int kvHeads, int ffn, int vocab, float ropeBase) => new()
