@@ -51,7 +51,7 @@ public sealed unsafe class Q5_1Format : WeightFormat
             ReadOnlySpan<float> x = values.Slice(i * 32, 32);
             ReadOnlySpan<float> qw = importance.Slice(i * 32, 32);
             for (int j = 0; j < 32; j++) weight[j] = qw[j] * MathF.Sqrt(sigma2 + x[j] * x[j]);
-            float d = QuantMath.MakeQkx3Quants(31, x, weight, levels, out float negatedMin, scratch, -0.9f, 0.05f, 36, false);
+            float d = KQuantSearch.Affine(x, 31, weight, levels, scratch, out float negatedMin, -0.9f, 0.05f, 36, absoluteError: false);
             b[i].D = Fp16.FromSingle(d);
             b[i].M = Fp16.FromSingle(-negatedMin);
             Pack(levels, ref b[i]);
