@@ -96,7 +96,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
             (_, List<float[]> simdLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Threads = 4 }), prompt);
             int steps = Math.Min(cpuLogits.Count, gpuLogits.Count);
             string PerStep(List<float[]> logits) => string.Join(" ", Enumerable.Range(0, steps).Select(i => TestData.RelativeL2(logits[i], cpuLogits[i]).ToString("E1")));
-            double gpuError = Aggregate(gpuLogits, cpuLogits), simdError = Aggregate(simdLogits, cpuLogits);
+            double gpuError = TestData.RelativeL2(gpuLogits, cpuLogits), simdError = TestData.RelativeL2(simdLogits, cpuLogits);
             output.WriteLine($"{variant}: GPU {gpuError:E2} over {steps} steps (tolerance {tolerance:E0}); per step: {PerStep(gpuLogits)}");
             output.WriteLine($"{variant}: the CPU's own SIMD path (for comparison) {simdError:E2}; per step: {PerStep(simdLogits)}");
             Assert.Equal(cpuTokens, gpuTokens);
@@ -131,7 +131,7 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
             int[] prompt = Prompt(spec.VocabSize, spec.Seed, LongPromptLength);
             (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt, LongPromptLength + 4);
             (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt, LongPromptLength + 4);
-            double error = Aggregate(gpuLogits, cpuLogits);
+            double error = TestData.RelativeL2(gpuLogits, cpuLogits);
             string perStep = string.Join(" ", Enumerable.Range(0, Math.Min(cpuLogits.Count, gpuLogits.Count)).Select(i => TestData.RelativeL2(gpuLogits[i], cpuLogits[i]).ToString("E1")));
             output.WriteLine($"{variant}, prompt of {LongPromptLength}: GPU {error:E2} (tolerance {tolerance:E0}); per step: {perStep}");
             Assert.Equal(cpuTokens, gpuTokens);
@@ -176,20 +176,6 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
         {
             File.Delete(path);
         }
-    }
-
-    /// <summary>Relative L2 over the whole continuation: ‖a − b‖ / ‖b‖ with every step's logits concatenated.</summary>
-    private static double Aggregate(List<float[]> a, List<float[]> b)
-    {
-        double diff = 0, norm = 0;
-        for (int i = 0; i < Math.Min(a.Count, b.Count); i++)
-        for (int j = 0; j < b[i].Length; j++)
-        {
-            double d = (double)a[i][j] - b[i][j];
-            diff += d * d;
-            norm += (double)b[i][j] * b[i][j];
-        }
-        return Math.Sqrt(diff / norm);
     }
 
     private static (List<int> Tokens, List<float[]> Logits) Greedy(Model model, int[] prompt, int totalTokens = TotalTokens)

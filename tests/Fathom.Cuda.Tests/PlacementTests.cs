@@ -88,7 +88,7 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
         {
             Run all = Greedy(file, new ModelOptions().OnGpu(new PlacementOptions { ContextSize = 32 }), spec.VocabSize);
             Run hybrid = Greedy(file, new ModelOptions { Threads = 4 }.OnGpu(Parse(placement) with { ContextSize = 32 }), spec.VocabSize);
-            double error = RelativeL2(hybrid.Logits, all.Logits);
+            double error = TestData.RelativeL2(hybrid.Logits, all.Logits);
             output.WriteLine($"{variant} {placement}: relative L2 {error:E2} (tolerance {tolerance:E0}); uploaded {hybrid.WeightBytes:N0} of {all.WeightBytes:N0} bytes; plan puts {hybrid.Plan.GpuWeightBytes:N0} on the GPU, {hybrid.Plan.CpuWeightBytes:N0} on the CPU");
             Assert.True(hybrid.Plan.HasCpuWeights);
             Assert.Equal(all.Tokens, hybrid.Tokens);
@@ -120,7 +120,7 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
             backend.UsePlacement(fit);
             Run hybrid = Greedy(file, backend, spec.VocabSize);
             Assert.Equal(all.Tokens, hybrid.Tokens);
-            Assert.True(RelativeL2(hybrid.Logits, all.Logits) <= 1e-3);
+            Assert.True(TestData.RelativeL2(hybrid.Logits, all.Logits) <= 1e-3);
             Assert.True(hybrid.WeightBytes <= fit.GpuWeightBytes);
         });
     }
@@ -182,7 +182,7 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
         backend.MatMulGroup(weights, resident.AsSpan(0, inputs.Length), inputStride, outputs, slot);
         backend.ReadToHost(outputs);
         for (int i = 0; i < rows.Length; i++)
-            Assert.True(RelativeL2([outputs.Slice(i * slot, rows[i]).ToArray()], [expected.AsSpan(i * slot, rows[i]).ToArray()]) < 1e-5, $"matrix {i}");
+            Assert.True(TestData.RelativeL2([outputs.Slice(i * slot, rows[i]).ToArray()], [expected.AsSpan(i * slot, rows[i]).ToArray()]) < 1e-5, $"matrix {i}");
         Assert.Equal(weights.Where((_, i) => i is 0 or 3).Sum(w => w.RowBytes * w.Rows), backend.WeightBytes);
         GC.KeepAlive(keep);
     }
@@ -254,19 +254,5 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
         {
             File.Delete(path);
         }
-    }
-
-    /// <summary>Relative L2 over a whole run, every step's logits concatenated.</summary>
-    private static double RelativeL2(List<float[]> a, List<float[]> b)
-    {
-        double diff = 0, norm = 0;
-        for (int i = 0; i < Math.Min(a.Count, b.Count); i++)
-            for (int j = 0; j < b[i].Length; j++)
-            {
-                double d = (double)a[i][j] - b[i][j];
-                diff += d * d;
-                norm += (double)b[i][j] * b[i][j];
-            }
-        return Math.Sqrt(diff / norm);
     }
 }

@@ -39,6 +39,20 @@ internal static class TestData
         return Math.Sqrt(diff / norm);
     }
 
+    /// <summary>‖a − b‖ / ‖b‖ over a whole run: every step's logits concatenated (steps past the shorter run are left out).</summary>
+    public static double RelativeL2(List<float[]> a, List<float[]> b)
+    {
+        double diff = 0, norm = 0;
+        for (int i = 0; i < Math.Min(a.Count, b.Count); i++)
+        for (int j = 0; j < b[i].Length; j++)
+        {
+            double d = (double)a[i][j] - b[i][j];
+            diff += d * d;
+            norm += (double)b[i][j] * b[i][j];
+        }
+        return Math.Sqrt(diff / norm);
+    }
+
     /// <summary>Bitwise equality, except that any NaN equals any NaN (payloads need not survive a conversion).</summary>
     public static bool SameFloat(float a, float b) =>
         BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b) || (float.IsNaN(a) && float.IsNaN(b));
