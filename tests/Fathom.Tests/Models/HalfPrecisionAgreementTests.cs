@@ -82,9 +82,9 @@ public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
                 noiseFloor = Math.Max(noiseFloor, ModelTestKit.RelativeL2(fathom[i], reordered.AsSpan(position * vocab, vocab)));
                 toLlamaSq += error * error;
                 llamaToExactRelSq += Math.Pow(ModelTestKit.RelativeL2(llama[position], e), 2);
-                fathomSq += SquaredDistance(fathom[i], e);
-                llamaSq += SquaredDistance(llama[position], e);
-                exactSq += SquaredDistance(e, new float[vocab]);
+                fathomSq += ModelTestKit.SquaredDistance(fathom[i], e);
+                llamaSq += ModelTestKit.SquaredDistance(llama[position], e);
+                exactSq += ModelTestKit.SquaredDistance(e, new float[vocab]);
             }
             float[] last = llama[^1];
             Assert.True(last.Max() - last.Min() > 1f, $"{variant}: logits are nearly flat ({last.Min()}..{last.Max()})");
@@ -103,12 +103,5 @@ public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
         {
             File.Delete(path);
         }
-    }
-
-    private static double SquaredDistance(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        double sum = 0;
-        for (int i = 0; i < a.Length; i++) sum += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        return sum;
     }
 }

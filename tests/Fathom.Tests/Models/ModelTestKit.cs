@@ -36,6 +36,14 @@ public static class ModelTestKit
 
     public static int ArgMax(ReadOnlySpan<float> values) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(values);
 
+    /// <summary>Σ (a − b)² in double.</summary>
+    public static double SquaredDistance(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double sum = 0;
+        for (int i = 0; i < a.Length; i++) sum += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        return sum;
+    }
+
     /// <summary>
     /// Fathom's greedy continuation: the prompt in one batch, then one token at a time. Returns every token
     /// (prompt and generated) and the logits that produced each generated token.

@@ -65,9 +65,9 @@ public sealed class QuantizedAgreementTests(ITestOutputHelper output)
                 double vsLlama = ModelTestKit.RelativeL2(fathom[i], llama[position]);
                 worstVsLlama = Math.Max(worstVsLlama, vsLlama);
                 Assert.True(vsLlama <= 0.1, $"{variant}: position {position}: relative L2 to llama.cpp {vsLlama:E2} > 0.1");
-                fathomSq += SquaredDistance(fathom[i], e);
-                llamaSq += SquaredDistance(llama[position], e);
-                exactSq += SquaredDistance(e, new float[vocab]);
+                fathomSq += ModelTestKit.SquaredDistance(fathom[i], e);
+                llamaSq += ModelTestKit.SquaredDistance(llama[position], e);
+                exactSq += ModelTestKit.SquaredDistance(e, new float[vocab]);
             }
             double fathomError = Math.Sqrt(fathomSq / exactSq), llamaError = Math.Sqrt(llamaSq / exactSq);
             output.WriteLine($"{variant}: worst relative L2 to llama.cpp {worstVsLlama:E2}; to exact products: Fathom {fathomError:E3}, llama.cpp {llamaError:E3}");
@@ -81,12 +81,5 @@ public sealed class QuantizedAgreementTests(ITestOutputHelper output)
         {
             File.Delete(path);
         }
-    }
-
-    private static double SquaredDistance(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        double sum = 0;
-        for (int i = 0; i < a.Length; i++) sum += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        return sum;
     }
 }
