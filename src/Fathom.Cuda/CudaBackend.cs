@@ -553,8 +553,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         ulong x = In(input[..(tokens * n)], _input);
         ulong w = In(weight, _side);
         ulong o = Out(y, _output, upload: false, out bool staged);
-        new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n).Float(epsilon)
-            .Launch(_context, _kernels.Function("rms_norm"), "rms_norm", (uint)tokens, 1, NormThreads);
+        LaunchRmsNorm(x, w, o, n, tokens, epsilon, packable: !staged); // CudaBackend.Norms.cs
         Return(y, o, staged);
     }
 
@@ -617,8 +616,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("SiluMul");
         ulong g = Out(gate, _input, upload: true, out bool staged);
         ulong u = In(up[..n], _side);
-        new KernelArguments().Pointer(g).Pointer(u).Long(n)
-            .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", Blocks(n, ElementThreads), 1, ElementThreads);
+        LaunchSiluMul(g, u, n, packable: !staged); // CudaBackend.Norms.cs
         Return(gate, g, staged);
     }
 
