@@ -485,6 +485,12 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             Return(y, o, staged);
             return;
         }
+        if (tokens == 1 && !blas && FloatRowProduct(weight, w, x, o, b, accumulate)) // CudaBackend.FloatMatVec.cs
+        {
+            Return(y, o, staged);
+            return;
+        }
+        KeepPackingAcrossFloatProduct(o, y.Length);
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);

@@ -17,7 +17,7 @@ namespace Fathom.Cuda.Tests;
 public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
 {
     private const float Epsilon = 1e-6f;
-    private readonly CpuBackend _cpu = new(2);
+    private readonly IComputeBackend _cpu = new CpuBackend(2);
 
     public void Dispose() => _cpu.Dispose();
 
@@ -205,6 +205,67 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
             Assert.True(TestData.RelativeL2(actual, expected) <= 1e-5, $"step {step} ({matrix.Format.Type}): relative L2 {TestData.RelativeL2(actual, expected):E2}");
         }
         Assert.Equal(3, backend.FusedPackings - before);
+    }
+
+    /// <summary>
+    /// DeepSeek's FFN: the norm, then the F32 router (<c>matvec_f32_rows</c>, a block per row), then the shared expert's
+    /// gate, an integer product: the norm's packing outlives the router's product and serves the gate. The router's
+    /// product agrees with the CPU's and with matvec_f32, plain, biased and added to a residual.
+    /// </summary>
+    [Fact]
+    public void APackingOutlivesAFloatProductBetween()
+    {
+        CudaBackend backend = gpu.Backend;
+        const int n = 2048, experts = 64, rows = 48;
+        var random = new Random(29);
+        WeightMatrix router = WeightMatrix.FromFloats("fused.router", TestData.Gaussian(random, experts * n), experts, n);
+        WeightMatrix gate = Matrix(GgmlType.Q4_K, rows, n);
+        float[] input = Row(random, n), weight = TestData.Gaussian(random, n);
+        float[] x = Attached(input), w = Attached(weight), h = Attached(new float[n]), logits = Attached(new float[experts]), y = Attached(new float[rows]);
+        void Step()
+        {
+            backend.RmsNorm(x, w, h, 1, Epsilon);
+            backend.MatMul(router, h, logits, 1);
+            backend.MatMul(gate, h, y, 1);
+        }
+
+        float[] plainLogits = [], plainProduct = [];
+        With(false, () =>
+        {
+            Step();
+            plainLogits = Read(logits);
+            plainProduct = Read(y);
+        });
+        long before = backend.FusedPackings;
+        With(true, Step);
+        Assert.Equal(1, backend.FusedPackings - before);
+        Assert.Equal(plainLogits, Read(logits));
+        Assert.Equal(plainProduct, Read(y));
+
+        float[] normed = Read(h), expected = new float[experts];
+        _cpu.MatMul(router, normed, expected, 1);
+        Assert.True(TestData.RelativeL2(plainLogits, expected) < 1e-6, $"router: relative L2 {TestData.RelativeL2(plainLogits, expected):E2}");
+        float[] bias = TestData.Gaussian(random, experts), residual = TestData.Gaussian(random, experts);
+        float[] expectedBiased = new float[experts], biased = new float[experts];
+        _cpu.MatMulGroup([router], normed, 0, expectedBiased, 0, [bias]);
+        backend.MatMulGroup([router], normed, 0, biased, 0, [bias]);
+        Assert.True(TestData.RelativeL2(biased, expectedBiased) < 1e-6, $"router + bias: relative L2 {TestData.RelativeL2(biased, expectedBiased):E2}");
+        float[] expectedSum = (float[])residual.Clone(), sum = (float[])residual.Clone(), product = new float[experts];
+        _cpu.MatMulResidual(router, normed, expectedSum, product, 1);
+        backend.MatMulResidual(router, normed, sum, product, 1);
+        Assert.True(TestData.RelativeL2(sum, expectedSum) < 1e-6, $"router + residual: relative L2 {TestData.RelativeL2(sum, expectedSum):E2}");
+        float[] oldKernel = new float[experts];
+        backend.FloatRowProducts = false;
+        try
+        {
+            backend.MatMul(router, normed, oldKernel, 1);
+        }
+        finally
+        {
+            backend.FloatRowProducts = true;
+        }
+        Assert.True(TestData.RelativeL2(plainLogits, oldKernel) < 1e-6, $"matvec_f32_rows vs matvec_f32: relative L2 {TestData.RelativeL2(plainLogits, oldKernel):E2}");
+        Assert.False(plainLogits.AsSpan().SequenceEqual(oldKernel), "matvec_f32_rows gave matvec_f32's bits exactly; was it used?");
     }
 
     /// <summary>
