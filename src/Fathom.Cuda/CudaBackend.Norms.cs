@@ -95,6 +95,16 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
+    /// A model attaches a scratch buffer the first time it needs it, often between a norm and the product that reads
+    /// the norm's output (the first decode step's QKV buffer): which product reads the norm's output is unchanged, so
+    /// the step still teaches it. For learning only: the packing itself (<see cref="_lastPacking"/>) is not kept.
+    /// </summary>
+    private void KeepPackableAcrossAttach()
+    {
+        if (_lastPackable.Op == _ops - 1) _lastPackable.Op = _ops;
+    }
+
+    /// <summary>
     /// A product packs <paramref name="count"/> values at <paramref name="x"/> itself: when they are the output of the
     /// norm or SiLU just before, that op's kernel packs them next time (or stops guessing when the ranges differ).
     /// </summary>

@@ -179,6 +179,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
+        KeepPackableAcrossAttach(); // CudaBackend.Norms.cs
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
