@@ -14,7 +14,8 @@ namespace Fathom.Cuda;
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    private const int RouteThreads = 32, RouteMaxGroups = 64, RouteMaxUsed = 32;
+    // route_experts: a thread per expert, in whole warps, at most a block's 1,024 (more experts are taken in strides).
+    private const int RouteMaxThreads = 1024, RouteMaxGroups = 64, RouteMaxUsed = 32;
 
     // Device tables of matrix addresses, per group: known by the first and last matrix's data and the count.
     private readonly Dictionary<(nint First, nint Last, int Count), DeviceBuffer> _matrixTables = [];
@@ -56,7 +57,8 @@ public sealed unsafe partial class CudaBackend
         new KernelArguments().Pointer(s).Pointer(bias).Pointer(i).Pointer(w)
             .Int(experts).Int(used).Int(routing.SigmoidScores ? 1 : 0).Int(routing.GroupCount).Int(routing.GroupUsedCount)
             .Int(routing.NormalizeWeights ? 1 : 0).Float(routing.WeightsScale)
-            .Launch(_context, _kernels.Function("route_experts"), "route_experts", (uint)tokens, 1, RouteThreads, (uint)(2 * experts * sizeof(float)));
+            .Launch(_context, _kernels.Function("route_experts"), "route_experts", (uint)tokens, 1, (uint)Math.Min(RouteMaxThreads, (experts + 31) / 32 * 32),
+                (uint)(2 * experts * sizeof(float)));
         Return(scores, s, stagedScores);
         Return(chosen, i, stagedIds);
         Return(chosenWeights, w, stagedWeights);

@@ -65,13 +65,16 @@ public sealed unsafe partial class CudaBackend
     {
         if (_lastPacking.Op == _ops - 1 && _lastPacking.Source == x && _lastPacking.Count == count && _lastPacking.Format == activationType)
             return _lastPacking.Packed;
-        _packed ??= new DeviceScratch(_context, _retirement);
-        DeviceBuffer packed = _packed.Get(QuantizedMatVec.PackedBytes(activationType, count));
+        LearnPacking(x, count, activationType); // CudaBackend.Norms.cs
+        ulong packed = PackedScratch(QuantizedMatVec.PackedBytes(activationType, count));
         // A staging buffer's address holds other data next time: such a packing is never reused (0 is no device address).
-        _lastPacking = (staged ? 0 : x, count, activationType, -1, packed.Pointer);
-        QuantizedMatVec.LaunchPack(_context, _kernels, activationType, x, packed.Pointer, count);
-        return packed.Pointer;
+        _lastPacking = (staged ? 0 : x, count, activationType, -1, packed);
+        QuantizedMatVec.LaunchPack(_context, _kernels, activationType, x, packed, count);
+        return packed;
     }
+
+    /// <summary>Where the packed activations go: device scratch of at least <paramref name="bytes"/>.</summary>
+    private ulong PackedScratch(long bytes) => (_packed ??= new DeviceScratch(_context, _retirement)).Get(bytes).Pointer;
 
     /// <summary>The last packing may serve the next product if this one's output does not overlap its source.</summary>
     private void KeepPackingUnlessOverwritten(ulong output, long outputCount)

@@ -179,6 +179,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
         _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
+        KeepPackableAcrossAttach(); // CudaBackend.Norms.cs
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
@@ -485,6 +486,12 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             Return(y, o, staged);
             return;
         }
+        if (tokens == 1 && !blas && FloatRowProduct(weight, w, x, o, b, accumulate)) // CudaBackend.FloatMatVec.cs
+        {
+            Return(y, o, staged);
+            return;
+        }
+        KeepPackingAcrossFloatProduct(o, y.Length);
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
         (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
@@ -553,8 +560,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         ulong x = In(input[..(tokens * n)], _input);
         ulong w = In(weight, _side);
         ulong o = Out(y, _output, upload: false, out bool staged);
-        new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n).Float(epsilon)
-            .Launch(_context, _kernels.Function("rms_norm"), "rms_norm", (uint)tokens, 1, NormThreads);
+        LaunchRmsNorm(x, w, o, n, tokens, epsilon, packable: !staged); // CudaBackend.Norms.cs
         Return(y, o, staged);
     }
 
@@ -617,8 +623,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("SiluMul");
         ulong g = Out(gate, _input, upload: true, out bool staged);
         ulong u = In(up[..n], _side);
-        new KernelArguments().Pointer(g).Pointer(u).Long(n)
-            .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", Blocks(n, ElementThreads), 1, ElementThreads);
+        LaunchSiluMul(g, u, n, packable: !staged); // CudaBackend.Norms.cs
         Return(gate, g, staged);
     }
 

@@ -51,6 +51,7 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
     public static TheoryData<string, bool> RoutingCases => new()
     {
         { "v2-softmax", false }, { "v3-sigmoid-groups", true }, { "r1-sigmoid-groups-scaled", true }, { "softmax-normalized", false },
+        { "more-experts-than-threads", true }, { "experts-in-part-of-a-warp", false },
     };
 
     private static ExpertRouting Routing(string name) => name switch
@@ -59,6 +60,9 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         "v3-sigmoid-groups" => new ExpertRouting(64, 6, true, Pinned(TestData.Gaussian(new Random(3), 64, 0.2f)), 8, 4, true, 2.5f),
         "r1-sigmoid-groups-scaled" => new ExpertRouting(256, 8, true, Pinned(TestData.Gaussian(new Random(4), 256, 0.2f)), 8, 4, true, 2.5f),
         "softmax-normalized" => new ExpertRouting(16, 4, false, null, 4, 2, true, 1f),
+        // The kernel's block is a thread per expert, at most 1,024, in whole warps: 2,048 experts take two each.
+        "more-experts-than-threads" => new ExpertRouting(2048, 8, false, null, 16, 3, true, 1f),
+        "experts-in-part-of-a-warp" => new ExpertRouting(40, 6, true, Pinned(TestData.Gaussian(new Random(5), 40, 0.2f)), 5, 2, true, 1.5f),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 

@@ -109,3 +109,56 @@ extern "C" __global__ void __launch_bounds__(256) pack_activations_q8_k(const fl
     q[i] = (i8)q8_k_code(x + (i64)blockIdx.x * 256, x[i], &scale, &zeros);
     if (threadIdx.x == 0) d[blockIdx.x] = scale;
 }
+
+// ---- Packing fused into the kernel that produces the values (rms_norm_rows, silu_mul_pack in ops.cu): the same
+// codes and scales as pack_activations_q8_0 / _q8_k, computed from values still in registers.
+
+#define PACK_NONE 0
+#define PACK_Q8_0 1
+#define PACK_Q8_K 2
+
+// Of a warp's candidates (magnitude, position, signed value), the largest magnitude; equal magnitudes go to the lower
+// position, as the CPU's scan keeps its first maximum.
+__device__ __forceinline__ void warp_first_largest(float& magnitude, int& position, float& value)
+{
+    for (int offset = 16; offset > 0; offset >>= 1)
+    {
+        float other = __shfl_xor_sync(0xFFFFFFFFu, magnitude, offset);
+        int other_position = __shfl_xor_sync(0xFFFFFFFFu, position, offset);
+        float other_value = __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+        if (other > magnitude || (other == magnitude && other_position < position))
+        {
+            magnitude = other;
+            position = other_position;
+            value = other_value;
+        }
+    }
+}
+
+// A value's magnitude as a Q8_K maximum candidate: zero and NaN never count (the CPU's scan takes only ax > amax).
+__device__ __forceinline__ float q8_k_magnitude(float v)
+{
+    float ax = fabsf(v);
+    return ax > 0.0f ? ax : 0.0f;
+}
+
+// The Q8_K code of v in a block whose first value of largest magnitude is `largest` (nonzero): as q8_k_code.
+__device__ __forceinline__ int q8_k_code_of(float v, float largest, float* d)
+{
+    float iscale = -127.0f / largest;
+    *d = 1.0f / iscale;
+    return min(127, __float2int_rn(iscale * v));
+}
+
+// The Q8_0 codes of four consecutive values whose block of 32 is spread over 8 consecutive lanes (lanes 8k..8k+7,
+// all taking part): as q8_0_code, with the block's maximum magnitude reduced over those lanes.
+__device__ __forceinline__ char4 q8_0_codes4(float4 v, float* stored)
+{
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+    float d = amax / 127.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *stored = half_to_float(float_to_half_bits(d));
+    return make_char4((signed char)min(max(__float2int_rn(v.x * id), -128), 127), (signed char)min(max(__float2int_rn(v.y * id), -128), 127),
+                      (signed char)min(max(__float2int_rn(v.z * id), -128), 127), (signed char)min(max(__float2int_rn(v.w * id), -128), 127));
+}

@@ -1,7 +1,8 @@
 // Mixture-of-experts routing and grouped products, so a decoded token's MoE layer never waits for the host.
-//   route_experts:      one warp per token: scores (softmax or sigmoid) written over the logits, selection scores
-//                       (plus the bias), the weak groups masked, top-k by warp arg-max (ties to the lower id, as the
-//                       CPU's first maximum), weights normalized and scaled in the CPU's order, best first.
+//   route_experts:      one block per token, a thread per expert: scores (softmax or sigmoid) written over the
+//                       logits, selection scores (plus the bias), the weak groups masked (a warp per group), top-k
+//                       by block arg-max (ties to the lower id, as the CPU's first maximum), weights normalized and
+//                       scaled in the CPU's order, best first.
 //   group_matmul_T /    several equally shaped matrices in one launch, matrix blockIdx.z: the matrix is
 //   group_matvec_T:     table[ids[z]] (the chosen experts, ids as floats) or table[z] (MLA's heads); its input and
 //                       output start at z times a stride and step by a token stride. Per matrix the arithmetic is
@@ -27,23 +28,28 @@ __device__ __forceinline__ void warp_arg_max(float& value, int& index)
     }
 }
 
-// The first maximum of values[0..n) over the warp (lanes scan strided, ascending, keeping their first maximum).
-__device__ __forceinline__ int first_arg_max(const float* values, int n)
+// The first maximum of a block's candidates (value, index; the index 0x7FFFFFFF marks none): each warp's by
+// warp_arg_max, then the warps' in the first warp; every thread gets it. `values` and `indices` hold 32 each.
+__device__ __forceinline__ void block_arg_max(float& value, int& index, float* values, int* indices)
 {
-    float best = NEGATIVE_INFINITY;
-    int index = 0x7FFFFFFF;
-    for (int j = threadIdx.x; j < n; j += 32)
-        if (values[j] > best || (index == 0x7FFFFFFF && values[j] == best))
-        {
-            best = values[j];
-            index = j;
-        }
-    warp_arg_max(best, index);
-    return index < n ? index : 0; // all NaN: the first, rather than outside the row
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    warp_arg_max(value, index);
+    __syncthreads(); // the last call's readers are done
+    if (lane == 0)
+    {
+        values[warp] = value;
+        indices[warp] = index;
+    }
+    __syncthreads();
+    value = lane < warps ? values[lane] : NEGATIVE_INFINITY;
+    index = lane < warps ? indices[lane] : 0x7FFFFFFF;
+    warp_arg_max(value, index);
 }
 
-// Block: 32 threads, one token (blockIdx.x). Shared memory: 2 * experts floats.
-extern "C" __global__ void route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+// One block per token (blockIdx.x), one thread per expert (blockDim.x a multiple of 32, at most 1024; more experts
+// than threads are taken in strides). Shared memory: 2 * experts floats. The CPU's arithmetic per value (sigmoid, or
+// softmax with its sum in double), its first maximum everywhere (ties to the lower index), its order of the chosen.
+extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
                                          int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
 {
     extern __shared__ float route_shared[];
@@ -51,81 +57,116 @@ extern "C" __global__ void route_experts(float* logits, const float* __restrict_
     __shared__ int kept[ROUTE_MAX_GROUPS];
     __shared__ int chosen[ROUTE_MAX_USED];
     __shared__ float chosen_weights[ROUTE_MAX_USED];
+    __shared__ float warp_values[32];
+    __shared__ int warp_indices[32];
+    __shared__ double sums[32];
     float* probs = route_shared;
     float* select = route_shared + experts;
-    int lane = threadIdx.x;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float* row = logits + (i64)blockIdx.x * experts;
 
     if (sigmoid)
     {
-        for (int j = lane; j < experts; j += 32) probs[j] = 1.0f / (1.0f + expf(-row[j]));
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = 1.0f / (1.0f + expf(-row[j]));
     }
     else
     {
-        float max = NEGATIVE_INFINITY;
-        for (int j = lane; j < experts; j += 32) max = fmaxf(max, row[j]);
-        max = warp_max(max);
+        float local_max = NEGATIVE_INFINITY;
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) local_max = fmaxf(local_max, row[j]);
+        float max = block_max(local_max, warp_values);
         double sum = 0.0;
-        for (int j = lane; j < experts; j += 32)
+        for (int j = threadIdx.x; j < experts; j += blockDim.x)
         {
             float e = expf(row[j] - max);
             probs[j] = e;
             sum += e;
         }
-        float inverse = (float)(1.0 / warp_sum_double(sum));
-        for (int j = lane; j < experts; j += 32) probs[j] = probs[j] * inverse;
+        float inverse = (float)(1.0 / block_sum_double(sum, sums));
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = probs[j] * inverse;
     }
-    for (int j = lane; j < experts; j += 32)
+    for (int j = threadIdx.x; j < experts; j += blockDim.x)
     {
         row[j] = probs[j];
         select[j] = bias != 0 ? probs[j] + bias[j] : probs[j];
     }
-    __syncwarp();
+    __syncthreads();
 
     if (groups > 1 && groups_used < groups)
     {
+        // A warp per group: its first maximum, then the largest of the others; the group's score is their sum.
         int size = experts / groups;
-        for (int g = lane; g < groups; g += 32)
+        for (int g = warp; g < groups; g += warps)
         {
             const float* members = select + g * size;
-            int first = 0;
-            for (int i = 1; i < size; i++)
-                if (members[i] > members[first]) first = i;
+            float best = NEGATIVE_INFINITY;
+            int first = 0x7FFFFFFF;
+            for (int i = lane; i < size; i += 32)
+                if (members[i] > best || (first == 0x7FFFFFFF && members[i] == best))
+                {
+                    best = members[i];
+                    first = i;
+                }
+            warp_arg_max(best, first);
+            if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
             float second = NEGATIVE_INFINITY;
-            for (int i = 0; i < size; i++)
+            for (int i = lane; i < size; i += 32)
                 if (i != first && members[i] > second) second = members[i];
-            group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
-            kept[g] = 0;
+            second = warp_max(second);
+            if (lane == 0)
+            {
+                group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
+                kept[g] = 0;
+            }
         }
-        __syncwarp();
-        if (lane == 0)
+        __syncthreads();
+        if (warp == 0)
             for (int round = 0; round < groups_used; round++)
             {
-                int best = 0;
-                for (int g = 1; g < groups; g++)
-                    if (group_scores[g] > group_scores[best]) best = g;
-                kept[best] = 1;
-                group_scores[best] = NEGATIVE_INFINITY;
+                float best = NEGATIVE_INFINITY;
+                int index = 0x7FFFFFFF;
+                for (int g = lane; g < groups; g += 32)
+                    if (group_scores[g] > best || (index == 0x7FFFFFFF && group_scores[g] == best))
+                    {
+                        best = group_scores[g];
+                        index = g;
+                    }
+                warp_arg_max(best, index);
+                if (lane == 0)
+                {
+                    if (index >= groups) index = 0;
+                    kept[index] = 1;
+                    group_scores[index] = NEGATIVE_INFINITY;
+                }
+                __syncwarp();
             }
-        __syncwarp();
-        for (int j = lane; j < experts; j += 32)
+        __syncthreads();
+        for (int j = threadIdx.x; j < experts; j += blockDim.x)
             if (!kept[j / size]) select[j] = NEGATIVE_INFINITY;
-        __syncwarp();
+        __syncthreads();
     }
 
     for (int k = 0; k < used; k++)
     {
-        int best = first_arg_max(select, experts);
-        if (lane == 0)
+        float best = NEGATIVE_INFINITY;
+        int index = 0x7FFFFFFF;
+        for (int j = threadIdx.x; j < experts; j += blockDim.x)
+            if (select[j] > best || (index == 0x7FFFFFFF && select[j] == best))
+            {
+                best = select[j];
+                index = j;
+            }
+        block_arg_max(best, index, warp_values, warp_indices);
+        if (threadIdx.x == 0)
         {
-            chosen[k] = best;
-            chosen_weights[k] = probs[best];
-            select[best] = NEGATIVE_INFINITY;
+            if (index >= experts) index = 0; // all NaN: the first, rather than outside the row
+            chosen[k] = index;
+            chosen_weights[k] = probs[index];
+            select[index] = NEGATIVE_INFINITY;
         }
-        __syncwarp();
+        __syncthreads(); // the chosen expert is out before the next round reads
     }
 
-    if (lane == 0)
+    if (threadIdx.x == 0)
     {
         if (normalize)
         {
@@ -136,8 +177,8 @@ extern "C" __global__ void route_experts(float* logits, const float* __restrict_
         }
         for (int k = 0; k < used; k++) chosen_weights[k] = chosen_weights[k] * scale;
     }
-    __syncwarp();
-    for (int k = lane; k < used; k += 32)
+    __syncthreads();
+    for (int k = threadIdx.x; k < used; k += blockDim.x)
     {
         ids[(i64)blockIdx.x * used + k] = (float)chosen[k];
         weights[(i64)blockIdx.x * used + k] = chosen_weights[k];
@@ -185,3 +226,30 @@ group_matvec_##T(const u64* __restrict__ matrices, const float* __restrict__ ids
 }
 
 FATHOM_FOR_EACH_WEIGHT_TYPE(FATHOM_GROUP_KERNELS)
+
+// One-token F32 products of few long rows (the MoE routers: 64 to 256 rows of 7,168): a block of 256 threads per row,
+// 16-byte loads, unrolled so each thread has its loads of the row in flight at once (matvec_f32 gives a row one to
+// four warps, too few loads for so few rows). Float partial sums, then the block's; bias, then the residual, as matvec_f32.
+extern "C" __global__ void __launch_bounds__(256) matvec_f32_rows(const float4* __restrict__ w, i64 row_stride4, const float4* __restrict__ x,
+                                                                 float* y, int columns4, const float* __restrict__ bias, int accumulate)
+{
+    __shared__ float scratch[32];
+    const float4* row = w + (i64)blockIdx.x * row_stride4;
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int i = threadIdx.x; i < columns4; i += blockDim.x)
+    {
+        float4 a = row[i], b = x[i];
+        sum += a.x * b.x;
+        sum += a.y * b.y;
+        sum += a.z * b.z;
+        sum += a.w * b.w;
+    }
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0)
+    {
+        float total = sum;
+        if (bias) total = total + bias[blockIdx.x];
+        y[blockIdx.x] = accumulate ? y[blockIdx.x] + total : total;
+    }
+}

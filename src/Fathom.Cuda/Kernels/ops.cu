@@ -6,17 +6,117 @@
 
 __device__ __forceinline__ float exp_rounded(float x) { return (float)exp((double)x); }
 
-// One block per row: y = x * (1 / sqrt(mean(x^2) + eps)) * w.
+// One block per row: y = x * (1 / sqrt(mean(x^2) + eps)) * w. The general form, for rows that rms_norm_rows does not take.
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float epsilon)
 {
     __shared__ double scratch[32];
     const float* in = x + (i64)blockIdx.x * n;
     float* out = y + (i64)blockIdx.x * n;
     double sum = 0.0;
+#pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x) { float v = in[i]; sum += (double)(v * v); }
     sum = block_sum_double(sum, scratch);
     float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+#pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = in[i] * scale * w[i];
+}
+
+#define NORM_CHUNKS 4
+
+// rms_norm for rows of n4 float4 (16-byte aligned rows and weights, n4 <= NORM_CHUNKS * blockDim.x, blockDim.x a
+// multiple of 64), one block per row: every value and weight is loaded up front, four per thread and load, so a row
+// costs one memory latency rather than one per loop turn (a decode step's row is a single block's work). The
+// arithmetic is rms_norm's: squares in float, summed in double, y = x * scale * w. With `pack` (PACK_Q8_0 or
+// PACK_Q8_K; n a multiple of its block) the row is also encoded as pack_activations_* encodes it, into codes
+// (n per row) and scales (one per block), for the integer products that read it next. y may be x (a norm in place):
+// each thread writes only what it read, after the block's sum.
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x, const float4* __restrict__ w, float4* y,
+                                                                int n4, float epsilon, int pack, i8* __restrict__ codes, float* __restrict__ scales)
+{
+    __shared__ double sums[32];
+    __shared__ float magnitudes[32], largest[32];
+    int n = 4 * n4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float4* in = x + (i64)blockIdx.x * n4;
+    float4* out = y + (i64)blockIdx.x * n4;
+    float4 v[NORM_CHUNKS], g[NORM_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        int i = threadIdx.x + c * blockDim.x;
+        v[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        g[c] = v[c];
+        if (i < n4)
+        {
+            v[c] = in[i];
+            g[c] = w[i];
+        }
+    }
+    double sum = 0.0;
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        sum += (double)(v[c].x * v[c].x);
+        sum += (double)(v[c].y * v[c].y);
+        sum += (double)(v[c].z * v[c].z);
+        sum += (double)(v[c].w * v[c].w);
+    }
+    sum = block_sum_double(sum, sums);
+    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+    int chunks = (n4 + blockDim.x - 1) / blockDim.x; // the same for every thread: the packing's barriers are uniform
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        if (c >= chunks) break;
+        int i = threadIdx.x + c * blockDim.x;
+        bool active = i < n4;
+        float4 r = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
+        if (active) out[i] = r;
+        if (pack == PACK_Q8_0)
+        {
+            // A block of 32 is 8 consecutive float4, held by 8 consecutive lanes; rows are whole blocks, so the lanes of
+            // a block are all active or all not.
+            float stored;
+            char4 q = q8_0_codes4(r, &stored);
+            if (active)
+            {
+                ((char4*)(codes + (i64)blockIdx.x * n))[i] = q;
+                if ((i & 7) == 0) scales[(i64)blockIdx.x * (n / 32) + i / 8] = stored;
+            }
+        }
+        else if (pack == PACK_Q8_K)
+        {
+            // A block of 256 is 64 consecutive float4: the two warps 2k, 2k+1 of this chunk (blockDim.x is a multiple of 64).
+            float magnitude = 0.0f, value = 0.0f;
+            int position = 4 * i;
+            float4 m = make_float4(q8_k_magnitude(r.x), q8_k_magnitude(r.y), q8_k_magnitude(r.z), q8_k_magnitude(r.w));
+            if (m.x > magnitude) { magnitude = m.x; position = 4 * i; value = r.x; }
+            if (m.y > magnitude) { magnitude = m.y; position = 4 * i + 1; value = r.y; }
+            if (m.z > magnitude) { magnitude = m.z; position = 4 * i + 2; value = r.z; }
+            if (m.w > magnitude) { magnitude = m.w; position = 4 * i + 3; value = r.w; }
+            warp_first_largest(magnitude, position, value);
+            __syncthreads(); // the last chunk's readers are done with the shared values
+            if (lane == 0)
+            {
+                magnitudes[warp] = magnitude;
+                largest[warp] = value;
+            }
+            __syncthreads();
+            int first = warp & ~1; // the earlier warp keeps equal magnitudes
+            bool second = magnitudes[first + 1] > magnitudes[first];
+            float amax = second ? magnitudes[first + 1] : magnitudes[first];
+            float top = second ? largest[first + 1] : largest[first];
+            float d = 0.0f;
+            char4 q = make_char4(0, 0, 0, 0);
+            if (amax != 0.0f)
+                q = make_char4((signed char)q8_k_code_of(r.x, top, &d), (signed char)q8_k_code_of(r.y, top, &d),
+                               (signed char)q8_k_code_of(r.z, top, &d), (signed char)q8_k_code_of(r.w, top, &d));
+            if (active)
+            {
+                ((char4*)(codes + (i64)blockIdx.x * n))[i] = q;
+                if ((i & 63) == 0) scales[(i64)blockIdx.x * (n / 256) + i / 64] = d;
+            }
+        }
+    }
 }
 
 // The position of a pass's first token: first_position, plus the step's position when the pass is a recorded
@@ -61,6 +161,56 @@ extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i
 {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) { float g = gate[i]; gate[i] = g / (1.0f + exp_rounded(-g)) * up[i]; }
+}
+
+// silu_mul with the result also encoded as pack_activations_* encodes it (pack: PACK_Q8_0 or PACK_Q8_K, n a multiple
+// of its block), for the down product that reads it next. Blocks of 256 threads: a thread block is a Q8_K block, a
+// warp a Q8_0 block.
+extern "C" __global__ void __launch_bounds__(256) silu_mul_pack(float* gate, const float* __restrict__ up, i64 n, int pack,
+                                                                i8* __restrict__ codes, float* __restrict__ scales)
+{
+    __shared__ float magnitudes[8], largest[8];
+    i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
+    bool active = i < n;
+    float r = 0.0f;
+    if (active)
+    {
+        float g = gate[i];
+        r = g / (1.0f + exp_rounded(-g)) * up[i];
+        gate[i] = r;
+    }
+    if (pack == PACK_Q8_0)
+    {
+        float stored;
+        int q = q8_0_code(r, &stored); // n is whole blocks of 32: a warp is active in full or not at all
+        if (active)
+        {
+            codes[i] = (i8)q;
+            if ((threadIdx.x & 31) == 0) scales[i / 32] = stored;
+        }
+    }
+    else if (pack == PACK_Q8_K)
+    {
+        float magnitude = q8_k_magnitude(r), value = r;
+        int position = threadIdx.x;
+        warp_first_largest(magnitude, position, value);
+        if ((threadIdx.x & 31) == 0)
+        {
+            magnitudes[threadIdx.x >> 5] = magnitude;
+            largest[threadIdx.x >> 5] = value;
+        }
+        __syncthreads();
+        float amax = magnitudes[0], top = largest[0];
+        for (int w = 1; w < 8; w++)
+            if (magnitudes[w] > amax) { amax = magnitudes[w]; top = largest[w]; } // warps in order: ties keep the earlier
+        float d = 0.0f;
+        int q = amax != 0.0f ? q8_k_code_of(r, top, &d) : 0;
+        if (active)
+        {
+            codes[i] = (i8)q;
+            if (threadIdx.x == 0) scales[blockIdx.x] = d;
+        }
+    }
 }
 
 // Causal attention, one block per (query head, token): scores over positions 0..first_position+token into a
