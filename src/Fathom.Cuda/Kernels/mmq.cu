@@ -825,8 +825,8 @@ __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u
 }
 
 // As mmqf_T (same arguments, tiles of MMQT_TOKENS activation rows), plus the dynamic shared memory's size.
-#define FATHOM_MMQT_KERNEL(T, Q, WR)                                                                                 \
-extern "C" __global__ void __launch_bounds__(64 * WR, 8 / WR) mmqt##WR##_##T(                                                \
+#define FATHOM_MMQT_KERNEL(T, Q, WR)                                                                                   \
+extern "C" __global__ void __launch_bounds__(64 * WR, 8 / WR) mmqt##WR##_##T(                                          \
     const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,                                       \
     const i8* __restrict__ codes, const float2* __restrict__ sums,                                                     \
     const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
