@@ -54,15 +54,16 @@ public sealed unsafe partial class CudaBackend
     /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
     /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
     /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
-    /// product are faster (docs/gpu-notes.md, run ppmoe-2). A prompt's routed experts use codes either way
+    /// product are faster (docs/gpu-notes.md, runs ppmoe-2 and mmq-1: Qwen-1.5B pp512 21,071 t/s against 16,131 on large code tiles). A prompt's routed experts use codes either way
     /// (<see cref="AddRoutedExperts"/>).
     /// </summary>
     public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
 
     /// <summary>
-    /// Whether code products fold each weight block's integer sub-scales into the integer sums and scale once per block
-    /// (Kernels/mmq.cu's mmqf_T; the default, about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every
-    /// 16 sums in FP32 instead, mmq_T). Both are exact integer sums and differ in the FP32 rounding of the scaling only.
+    /// Whether small-tile code products (<see cref="CodeTileShape.Small"/>; the large tiles always fold) fold each weight
+    /// block's integer sub-scales into the integer sums and scale once per block (Kernels/mmq.cu's mmqf_T; the default,
+    /// about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every 16 sums in FP32 instead, mmq_T). Both
+    /// are exact integer sums and differ in the FP32 rounding of the scaling only.
     /// </summary>
     public bool FoldedCodeScales { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_FOLDED") != "0";
 
