@@ -140,11 +140,11 @@ public sealed unsafe partial class CudaBackend
         ulong to = Out(x, _output, upload: true, out bool staged);
 
         // Grouping: segments (experts + 1), row order (pairs), pair rows (pairs), tile count (1), tiles (2 ints each).
-        int maxTiles = pairs / CodeTileTokens + experts;
+        int tileTokens = CodeTokensPerTile, maxTiles = pairs / tileTokens + experts;
         DeviceBuffer grouping = (_expertGrouping ??= new DeviceScratch(_context, _retirement)).Get(sizeof(int) * (experts + 1L + 2L * pairs + 1 + 2L * maxTiles) + 8);
         ulong segments = grouping.Pointer, order = segments + (ulong)(experts + 1) * sizeof(int), slots = order + (ulong)pairs * sizeof(int);
         ulong tileCount = slots + (ulong)pairs * sizeof(int), tiles = (tileCount + sizeof(int) + 7) & ~7UL;
-        new KernelArguments().Pointer(chosen).Int(pairs).Int(used).Int(experts).Pointer(segments).Pointer(order).Pointer(slots).Pointer(tiles).Pointer(tileCount)
+        new KernelArguments().Pointer(chosen).Int(pairs).Int(used).Int(experts).Pointer(segments).Pointer(order).Pointer(slots).Pointer(tiles).Pointer(tileCount).Int(tileTokens)
             .Launch(_context, _kernels.Function("moe_group_rows"), "moe_group_rows", 1, 1, GroupingThreads, (uint)(experts * sizeof(int)));
 
         _expertCodes ??= new DeviceScratch(_context, _retirement);

@@ -54,20 +54,54 @@ public sealed unsafe partial class CudaBackend
     /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
     /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
     /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
-    /// product are faster (docs/gpu-notes.md, run ppmoe-2). A prompt's routed experts use codes either way
+    /// product are faster (docs/gpu-notes.md, runs ppmoe-2 and mmq-1: Qwen-1.5B pp512 21,071 t/s against 16,131 on large code tiles). A prompt's routed experts use codes either way
     /// (<see cref="AddRoutedExperts"/>).
     /// </summary>
     public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
 
     /// <summary>
-    /// Whether code products fold each weight block's integer sub-scales into the integer sums and scale once per block
-    /// (Kernels/mmq.cu's mmqf_T; the default, about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every
-    /// 16 sums in FP32 instead, mmq_T). Both are exact integer sums and differ in the FP32 rounding of the scaling only.
+    /// Whether small-tile code products (<see cref="CodeTileShape.Small"/>; the large tiles always fold) fold each weight
+    /// block's integer sub-scales into the integer sums and scale once per block (Kernels/mmq.cu's mmqf_T; the default,
+    /// about 9 % faster on the V3-8l prompt; FATHOM_CUDA_MMQ_FOLDED=0 scales every 16 sums in FP32 instead, mmq_T). Both
+    /// are exact integer sums and differ in the FP32 rounding of the scaling only.
     /// </summary>
     public bool FoldedCodeScales { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_FOLDED") != "0";
 
-    /// <summary>Weight rows and activation rows of one code-product tile (Kernels/mmq.cu's MMQ_ROWS, MMQ_TOKENS).</summary>
+    /// <summary>Weight rows and activation rows of one small code-product tile (Kernels/mmq.cu's MMQ_ROWS, MMQ_TOKENS).</summary>
     public const int CodeTileRows = 64, CodeTileTokens = 32;
+
+    /// <summary>Activation rows of one large code-product tile (Kernels/mmq.cu's MMQT_TOKENS; 64 or 128 weight rows).</summary>
+    public const int LargeCodeTileTokens = 64;
+
+    /// <summary>
+    /// The tiles products on codes run in: <see cref="CodeTileShape.Automatic"/> by default (large tiles, 128 or 64
+    /// weight rows × 64 tokens, mmqt_T); FATHOM_CUDA_MMQ_TILES=small, 64 or 128 picks one.
+    /// </summary>
+    public CodeTileShape CodeTiles { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_TILES") switch
+    {
+        "small" => CodeTileShape.Small,
+        "64" => CodeTileShape.Rows64,
+        "128" => CodeTileShape.Rows128,
+        _ => CodeTileShape.Automatic,
+    };
+
+    /// <summary>Activation rows per tile of the code products <see cref="CodeTiles"/> selects.</summary>
+    private int CodeTokensPerTile => CodeTiles == CodeTileShape.Small ? CodeTileTokens : LargeCodeTileTokens;
+
+    /// <summary>
+    /// The dynamic shared memory of a large code tile (Kernels/mmq.cu's MmqtLayout): weight and activation codes
+    /// (272 bytes a row), the weights' multipliers and offsets per granule of <paramref name="granule"/> values, their
+    /// block scales, the activations' Σcodes per granule and d per block.
+    /// </summary>
+    public static int CodeTileSharedBytes(int weightRows, int granule)
+    {
+        const int pitch = 272, tokens = LargeCodeTileTokens, blockPitch = 9;
+        int granulePitch = 256 / granule + 1;
+        return weightRows * pitch + tokens * pitch + 2 * weightRows * granulePitch * sizeof(int) + weightRows * blockPitch * 2 * sizeof(float)
+            + tokens * granulePitch * sizeof(int) + tokens * blockPitch * sizeof(float);
+    }
+
+    private readonly Dictionary<IntPtr, int> _codeTileSharedBytes = [];
 
     private const int CodeThreads = 128, CodeQuantizeThreads = 256;
 
@@ -108,7 +142,7 @@ public sealed unsafe partial class CudaBackend
         (ulong codes, ulong sums) = DenseCodes(activation, x, tokens, n, stagedInput);
         ulong source = _lastCodes.Source, end = source + (ulong)_lastCodes.Count * sizeof(float);
         _lastCodes.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
-        LaunchCodeProduct(weight, w.Pointer, 0, codes, sums, 0, 0, 0, y, rows, tokens, (uint)((tokens + CodeTileTokens - 1) / CodeTileTokens));
+        LaunchCodeProduct(weight, w.Pointer, 0, codes, sums, 0, 0, 0, y, rows, tokens, (uint)((tokens + CodeTokensPerTile - 1) / CodeTokensPerTile));
     }
 
     /// <summary>
@@ -178,16 +212,44 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// One mmq launch: weight rows from <paramref name="weight"/> or, with a <paramref name="table"/>, from the table's
-    /// entry for each tile's expert; activation rows in tiles of <see cref="CodeTileTokens"/> over [0, tokens) or, with
-    /// <paramref name="tiles"/>, the listed (expert, first row) tiles of the experts' segments. Output row p at y + p·rows.
+    /// entry for each tile's expert; activation rows in tiles of <see cref="CodeTokensPerTile"/> over [0, tokens) or,
+    /// with <paramref name="tiles"/>, the listed (expert, first row) tiles of the experts' segments (at most
+    /// <paramref name="tileRows"/>). Output row p at y + p·rows.
     /// </summary>
     private void LaunchCodeProduct(WeightMatrix shape, ulong weight, ulong table, ulong codes, ulong sums, ulong tiles, ulong tileCount, ulong segments,
         ulong y, int rows, int tokens, uint tileRows)
     {
-        string name = (FoldedCodeScales ? "mmqf_" : "mmq_") + CodeKernelSuffix(shape.Format.Type);
-        new KernelArguments().Pointer(weight).Pointer(table).Long(shape.RowBytes).Pointer(codes).Pointer(sums)
-            .Pointer(tiles).Pointer(tileCount).Pointer(segments).Pointer(y).Long(rows).Int(rows).Int(shape.Columns).Int(tokens)
-            .Launch(_context, _kernels.Function(name), shape.Name, (uint)((rows + CodeTileRows - 1) / CodeTileRows), tileRows, CodeThreads);
+        string suffix = CodeKernelSuffix(shape.Format.Type)!;
+        KernelArguments arguments = new KernelArguments().Pointer(weight).Pointer(table).Long(shape.RowBytes).Pointer(codes).Pointer(sums)
+            .Pointer(tiles).Pointer(tileCount).Pointer(segments).Pointer(y).Long(rows).Int(rows).Int(shape.Columns).Int(tokens);
+        if (CodeTiles == CodeTileShape.Small)
+        {
+            string name = (FoldedCodeScales ? "mmqf_" : "mmq_") + suffix;
+            arguments.Launch(_context, _kernels.Function(name), shape.Name, (uint)((rows + CodeTileRows - 1) / CodeTileRows), tileRows, CodeThreads);
+            return;
+        }
+        // 128-row tiles once there is one per multiprocessor; below that, 64-row tiles keep more of them busy.
+        long largeTiles = (rows + 127L) / 128 * tileRows;
+        int warpRows = CodeTiles switch
+        {
+            CodeTileShape.Rows64 => 2,
+            CodeTileShape.Rows128 => 4,
+            _ => largeTiles >= Device.Multiprocessors ? 4 : 2,
+        };
+        int tileWeightRows = 32 * warpRows;
+        int sharedBytes = CodeTileSharedBytes(tileWeightRows, shape.Format.Type == GgmlType.Q6_K ? 16 : 32);
+        string kernel = $"mmqt{warpRows}_{suffix}";
+        IntPtr function = _kernels.Function(kernel);
+        if (!_codeTileSharedBytes.TryGetValue(function, out int allowed)) allowed = 48 * 1024;
+        if (sharedBytes > allowed)
+        {
+            int optIn = _context.Driver.Attribute(_context.Driver.Device(Device.Ordinal), DeviceAttribute.MaxSharedMemoryPerBlockOptin);
+            if (sharedBytes > optIn) throw new NotSupportedException($"{kernel} needs {sharedBytes} bytes of shared memory; {Device.Name} allows {optIn} (FATHOM_CUDA_MMQ_TILES=small fits)");
+            _context.Driver.SetMaxDynamicSharedBytes(function, sharedBytes);
+            _codeTileSharedBytes[function] = sharedBytes;
+        }
+        arguments.Int(sharedBytes)
+            .Launch(_context, function, shape.Name, (uint)((rows + tileWeightRows - 1) / tileWeightRows), tileRows, (uint)(64 * warpRows), (uint)sharedBytes);
     }
 
     private DeviceScratch HalfWeightScratch => _halfWeightScratch ??= new DeviceScratch(_context, _retirement);

@@ -32,9 +32,9 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         return bytes;
     }
 
-    public static TheoryData<GgmlType, int, int, int, bool> ProductCases()
+    public static TheoryData<GgmlType, int, int, int, CodeTileShape, bool> ProductCases()
     {
-        var cases = new TheoryData<GgmlType, int, int, int, bool>();
+        var cases = new TheoryData<GgmlType, int, int, int, CodeTileShape, bool>();
         (GgmlType, int, int, int)[] shapes =
         [
             (GgmlType.Q4_K, 200, 512, 1), (GgmlType.Q4_K, 130, 768, 45), (GgmlType.Q4_K, 64, 256, 600),
@@ -44,33 +44,37 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
             (GgmlType.IQ1_S, 150, 512, 600), (GgmlType.IQ1_S, 65, 256, 31),
         ];
         foreach ((GgmlType type, int rows, int columns, int tokens) in shapes)
-            foreach (bool folded in new[] { true, false })
-                cases.Add(type, rows, columns, tokens, folded);
+        {
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, true);
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, false);
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Rows64, true);
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Rows128, true);
+        }
         return cases;
     }
 
     [Theory]
     [MemberData(nameof(ProductCases))]
-    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens, bool folded)
+    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded)
     {
         CudaBackend backend = gpu.Backend;
-        bool wasFolded = backend.FoldedCodeScales;
-        backend.FoldedCodeScales = folded;
+        (bool wasFolded, CodeTileShape wasTiles) = (backend.FoldedCodeScales, backend.CodeTiles);
+        (backend.FoldedCodeScales, backend.CodeTiles) = (folded, tiles);
         try
         {
-            ProductOnCodesMatchesTheCpu(backend, type, rows, columns, tokens, folded);
+            ProductOnCodesMatchesTheCpu(backend, type, rows, columns, tokens, tiles, folded);
         }
         finally
         {
-            backend.FoldedCodeScales = wasFolded;
+            (backend.FoldedCodeScales, backend.CodeTiles) = (wasFolded, wasTiles);
         }
     }
 
-    private void ProductOnCodesMatchesTheCpu(CudaBackend backend, GgmlType type, int rows, int columns, int tokens, bool folded)
+    private void ProductOnCodesMatchesTheCpu(CudaBackend backend, GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded)
     {
         Assert.True(backend.MultipliesCodes(type), $"{type}: no products on codes on {backend.Device.Name} ({backend.Device.ComputeCapability})");
         WeightFormat format = TypeTraits.For(type);
-        var random = new Random(1000 * (int)type + 7 * rows + 3 * columns + tokens + (folded ? 1 : 0));
+        var random = new Random(1000 * (int)type + 7 * rows + 3 * columns + tokens + (folded ? 1 : 0) + 10 * (int)tiles);
         byte[] weights = Quantized(random, type, rows, columns);
         float[] x = TestData.Gaussian(random, tokens * columns, 2f);
         var w = new float[rows * columns];
@@ -80,7 +84,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray(), cpu = new float[tokens * rows];
         fixed (byte* p = weights)
         {
-            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}.{folded}", type, p, rows, columns);
+            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}.{tiles}.{folded}", type, p, rows, columns);
             backend.MatMulCodes(matrix, x, y, tokens);
             _cpu.MatMul(matrix, x, cpu, tokens);
         }
@@ -95,10 +99,10 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
                 magnitude += Math.Abs(product);
             }
             float got = y[t * rows + r];
-            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens, folded {folded}: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
+            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
         }
         double error = TestData.RelativeL2(y, cpu);
-        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens, folded {folded}: relative L2 {error:E2} against the CPU backend");
+        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}: relative L2 {error:E2} against the CPU backend");
     }
 
     /// <summary>Products sharing an input reuse its codes only while it is unchanged (here: until a product overwrites it).</summary>
@@ -156,35 +160,37 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
     /// about 1e-3 (run ppmoe-2 saw 5e-5 over a whole batch).
     /// </summary>
     [Theory]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, true)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, true)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, false)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, true)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, false)]
-    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, true)]
-    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, bool folded)
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, CodeTileShape.Automatic, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Automatic, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, false)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, CodeTileShape.Automatic, true)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Rows128, true)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Small, false)]
+    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, CodeTileShape.Automatic, true)]
+    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded)
     {
         CudaBackend backend = gpu.Backend;
-        (bool wasFolded, bool wasCodes) = (backend.FoldedCodeScales, backend.CodeProducts);
-        backend.FoldedCodeScales = folded;
-        backend.CodeProducts = true;
+        (bool wasFolded, bool wasCodes, CodeTileShape wasTiles) = (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles);
+        (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles) = (folded, true, tiles);
         try
         {
-            RoutedExpertsAddWhatTheHostGroupingAdds(backend, gateType, downType, tokens, folded);
+            RoutedExpertsAddWhatTheHostGroupingAdds(backend, gateType, downType, tokens, tiles, folded);
         }
         finally
         {
-            (backend.FoldedCodeScales, backend.CodeProducts) = (wasFolded, wasCodes);
+            (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles) = (wasFolded, wasCodes, wasTiles);
         }
     }
 
-    private void RoutedExpertsAddWhatTheHostGroupingAdds(CudaBackend backend, GgmlType gateType, GgmlType downType, int tokens, bool folded)
+    private void RoutedExpertsAddWhatTheHostGroupingAdds(CudaBackend backend, GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded)
     {
         const int experts = 16, used = 4, width = 256, expertWidth = 512;
-        var random = new Random(1000 * (int)gateType + 2 * tokens + (folded ? 1 : 0));
-        WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.gate");
-        WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"moe.{gateType}.{tokens}.{folded}.up");
-        WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"moe.{downType}.{tokens}.{folded}.down");
+        var random = new Random(1000 * (int)gateType + 2 * tokens + (folded ? 1 : 0) + 10 * (int)tiles);
+        string name = $"moe.{tokens}.{tiles}.{folded}";
+        WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"{name}.{gateType}.gate");
+        WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"{name}.{gateType}.up");
+        WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"{name}.{downType}.down");
         // Each token's experts ascending, as the routing leaves them; the last expert is never chosen. From 120 tokens,
         // token t takes t, t + 3, t + 7 and t + 11 (mod 15), so each of the 15 gets at least 32 tokens; below, the
         // first of a token's experts is one of the first three.
@@ -209,7 +215,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         ExpertBatch.AddByExpert(_cpu, gate, up, down, ids, weights, used, h, cpu, tokens, work);
 
         double againstHost = RelativeL2OfAdded(device, hostGrouped, start), againstCpu = RelativeL2OfAdded(device, cpu, start);
-        output.WriteLine($"{gateType}/{downType}, {tokens} tokens, folded {folded}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
+        output.WriteLine($"{gateType}/{downType}, {tokens} tokens, {tiles} tiles, folded {folded}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
         double hostBound = everyExpertLarge ? 1e-6 : 1e-3;
         Assert.True(againstHost <= hostBound, $"against the host grouping on the GPU: {againstHost:E2} > {hostBound:E0}");
         Assert.True(againstCpu <= 1e-3, $"against the CPU: {againstCpu:E2}");

@@ -511,3 +511,338 @@ FATHOM_MMQ_FOLDED_KERNEL(q4_k, 16)
 FATHOM_MMQ_FOLDED_KERNEL(q6_k, 16)
 FATHOM_MMQ_FOLDED_KERNEL(iq2_xxs, 16)
 FATHOM_MMQ_FOLDED_KERNEL(iq1_s, 16)
+
+// ---- Large tiles ("mmqt<WR>_T"): the folded product of mmqf_T over tiles of 32·WR weight rows × 64 activation rows,
+// 64·WR threads (warps of 32 rows × 32 tokens, WR of them along the rows, 2 along the tokens).
+//
+// A tile decodes each weight block once per 64 tokens (mmqf_T: per 32) and reads each activation code once per 64 or
+// 128 weight rows; fragments come from shared memory through ldmatrix (one instruction per 16×32 or 8×32 codes), and
+// types whose sub-scales cover 32 values take one m16n8k32 product per granule of 32 (Q6_K, with a scale per 16,
+// keeps m16n8k16). The granule's integer multipliers and the per-block float scaling are mmqf_T's, so the sums are the
+// same exact integers; only the FP32 scaling's order matches mmqf_T's. Shared memory (dynamic, MmqtLayout below) is
+// 48–85 KB: the host opts in and passes its size, which the kernel checks.
+
+#define MMQT_TOKENS 64
+#define MMQT_BLOCK_PITCH 9
+
+// Per type: the granule G whose sums share one integer multiplier (32, or 16 for Q6_K), granules per float-scaled
+// block, whether an offset term (Dmin·o·Σcodes_x) exists, and the decoder (mmq_fold_T).
+struct MmqtQ8_0 { static constexpr int granule = 32, granules_per_block = 1; static constexpr bool offsets = false;
+    static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q8_0(r, s, c, m, b); } };
+struct MmqtQ4_K { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = true;
+    static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q4_k(r, s, c, m, b); } };
+struct MmqtQ6_K { static constexpr int granule = 16, granules_per_block = 16; static constexpr bool offsets = false;
+    static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q6_k(r, s, c, m, b); } };
+struct MmqtIQ2_XXS { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = false;
+    static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_iq2_xxs(r, s, c, m, b); } };
+struct MmqtIQ1_S { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = true;
+    static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_iq1_s(r, s, c, m, b); } };
+
+// Byte offsets in the dynamic shared memory (CudaBackend.Prompt.cs's CodeTileSharedBytes computes `bytes` alike):
+// weight codes, activation codes (MMQ_PITCH apart), the weights' multipliers and offsets per granule (int), their
+// block scales (float2), the activations' Σcodes per granule (int) and d per block (float).
+template <int G, int ROWS> struct MmqtLayout
+{
+    static constexpr int granule_pitch = MMQ_STEP / G + 1;
+    static constexpr int wq = 0;
+    static constexpr int xq = wq + ROWS * MMQ_PITCH;
+    static constexpr int wmul = xq + MMQT_TOKENS * MMQ_PITCH;
+    static constexpr int woff = wmul + ROWS * granule_pitch * 4;
+    static constexpr int wb = woff + ROWS * granule_pitch * 4;
+    static constexpr int xs = wb + ROWS * MMQT_BLOCK_PITCH * 8;
+    static constexpr int xd = xs + MMQT_TOKENS * granule_pitch * 4;
+    static constexpr int bytes = xd + MMQT_TOKENS * MMQT_BLOCK_PITCH * 4;
+};
+
+#if __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void mmqt_ldmatrix_x4(u32* r, const i8* p)
+{
+    u32 address = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+
+__device__ __forceinline__ void mmqt_ldmatrix_x2(u32* r, const i8* p)
+{
+    u32 address = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(address));
+}
+
+// c = a·b over G int8 values: a 16 rows (4 words for k32, 2 for k16), b 8 columns (2 words, or 1).
+template <int G> __device__ __forceinline__ void mmqt_mma(int* c, const u32* a, const u32* b)
+{
+    c[0] = c[1] = c[2] = c[3] = 0;
+    if constexpr (G == 32)
+        asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
+                     : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(b[0]));
+}
+#endif
+
+// One decoded sub-block (row r, sub-block s of the step) into shared memory.
+template <typename Q> __device__ __forceinline__ void mmqt_store_weights(i8* wq, int* wmul, int* woff, float2* wb, int r, int s,
+                                                                        const u32* c, const int2* m, float2 b)
+{
+    constexpr int G = Q::granule, gp = MmqtLayout<G, 32>::granule_pitch, subs_per_block = Q::granules_per_block * G / 32;
+    uint4* to = (uint4*)(wq + r * MMQ_PITCH + s * 32);
+    to[0] = make_uint4(c[0], c[1], c[2], c[3]);
+    to[1] = make_uint4(c[4], c[5], c[6], c[7]);
+    if constexpr (G == 32)
+    {
+        wmul[r * gp + s] = m[0].x;
+        if constexpr (Q::offsets) woff[r * gp + s] = m[0].y;
+    }
+    else
+    {
+        wmul[r * gp + 2 * s] = m[0].x;
+        wmul[r * gp + 2 * s + 1] = m[1].x;
+        if constexpr (Q::offsets) { woff[r * gp + 2 * s] = m[0].y; woff[r * gp + 2 * s + 1] = m[1].y; }
+    }
+    if (s % subs_per_block == 0) wb[r * MMQT_BLOCK_PITCH + s / subs_per_block] = b;
+}
+
+template <typename Q, int WR>
+__device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,
+                                          const i8* __restrict__ codes, const float2* __restrict__ sums,
+                                          const int2* __restrict__ tiles, const int* __restrict__ tile_count,
+                                          const int* __restrict__ segments, float* __restrict__ y, i64 y_stride,
+                                          int rows, int columns, int tokens, int shared_bytes)
+{
+#if __CUDA_ARCH__ >= 800
+    constexpr int ROWS = 32 * WR, THREADS = 64 * WR, G = Q::granule, GPB = Q::granules_per_block;
+    typedef MmqtLayout<G, ROWS> L;
+    constexpr int gp = L::granule_pitch;
+    extern __shared__ __align__(16) u8 mmqt_shared[];
+    if (shared_bytes < L::bytes) __trap(); // the host's size and this layout disagree
+    i8* wq = (i8*)(mmqt_shared + L::wq);
+    i8* xq = (i8*)(mmqt_shared + L::xq);
+    int* wmul = (int*)(mmqt_shared + L::wmul);
+    int* woff = (int*)(mmqt_shared + L::woff);
+    float2* wb = (float2*)(mmqt_shared + L::wb);
+    int* xs = (int*)(mmqt_shared + L::xs);
+    float* xd = (float*)(mmqt_shared + L::xd);
+    int p0, p_end;
+    const u8* w = weight;
+    if (tiles != 0)
+    {
+        if ((int)blockIdx.y >= *tile_count) return;
+        int2 tile = tiles[blockIdx.y];
+        p0 = tile.y;
+        p_end = min(segments[tile.x + 1], p0 + MMQT_TOKENS);
+        w = (const u8*)table[tile.x];
+    }
+    else
+    {
+        p0 = blockIdx.y * MMQT_TOKENS;
+        p_end = min(tokens, p0 + MMQT_TOKENS);
+    }
+    int row0 = blockIdx.x * ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int wr = (warp % WR) * 32, wt = (warp / WR) * 32, group = lane >> 2, quad = lane & 3;
+    int group_count = columns / 16;
+    float acc[2][4][4];
+    _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+        _Pragma("unroll") for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;
+    for (int k0 = 0; k0 < columns; k0 += MMQ_STEP)
+    {
+        int length = min(MMQ_STEP, columns - k0), subs = length / 32, granules = length / G, blocks = granules / GPB;
+        __syncthreads();
+        if (subs == 8)
+        {
+            // A whole step: each thread's four sub-blocks decoded together, so their loads are in flight at once.
+            u32 c[4][8];
+            int2 m[4][2];
+            float2 b[4];
+            _Pragma("unroll") for (int j = 0; j < 4; j++)
+            {
+                int job = tid + THREADS * j, r = job >> 3, s = job & 7;
+                if (row0 + r < rows) Q::fold(w + (i64)(row0 + r) * row_bytes, k0 / 32 + s, c[j], m[j], &b[j]);
+                else
+                {
+                    _Pragma("unroll") for (int i = 0; i < 8; i++) c[j][i] = 0;
+                    m[j][0] = m[j][1] = make_int2(0, 0);
+                    b[j] = make_float2(0.0f, 0.0f);
+                }
+            }
+            _Pragma("unroll") for (int j = 0; j < 4; j++)
+            {
+                int job = tid + THREADS * j;
+                mmqt_store_weights<Q>(wq, wmul, woff, wb, job >> 3, job & 7, c[j], m[j], b[j]);
+            }
+        }
+        else
+        for (int job = tid; job < ROWS * subs; job += THREADS)
+        {
+            int r = job / subs, s = job - r * subs;
+            u32 c[8];
+            int2 m[2];
+            float2 b;
+            if (row0 + r < rows) Q::fold(w + (i64)(row0 + r) * row_bytes, k0 / 32 + s, c, m, &b);
+            else
+            {
+                _Pragma("unroll") for (int i = 0; i < 8; i++) c[i] = 0;
+                m[0] = m[1] = make_int2(0, 0);
+                b = make_float2(0.0f, 0.0f);
+            }
+            mmqt_store_weights<Q>(wq, wmul, woff, wb, r, s, c, m, b);
+        }
+        int chunks = length / 16;
+        for (int i = tid; i < MMQT_TOKENS * chunks; i += THREADS)
+        {
+            int r = i / chunks, c = i - r * chunks, p = p0 + r;
+            uint4 v = p < p_end ? *(const uint4*)(codes + (i64)p * columns + k0 + 16 * c) : make_uint4(0u, 0u, 0u, 0u);
+            *(uint4*)(xq + r * MMQ_PITCH + 16 * c) = v;
+        }
+        for (int i = tid; i < MMQT_TOKENS * granules; i += THREADS)
+        {
+            int r = i / granules, g = i - r * granules, p = p0 + r, s = 0;
+            float d = 0.0f;
+            if (p < p_end)
+            {
+                const float2* from = sums + (i64)p * group_count + k0 / 16 + g * (G / 16);
+                s = __float2int_rn(from[0].y);
+                if constexpr (G == 32) s += __float2int_rn(from[1].y);
+                d = from[0].x;
+            }
+            xs[r * gp + g] = s;
+            if (g % GPB == 0) xd[r * MMQT_BLOCK_PITCH + g / GPB] = d;
+        }
+        __syncthreads();
+        for (int block = 0; block < blocks; block++)
+        {
+            if constexpr (Q::offsets)
+            {
+                // The offset term first, Dmin·d_x·Σ o·Σcodes_x, folded into acc before the integer products, so its
+                // sums and theirs are never live together.
+                int osum[2][4][4];
+                _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+                    _Pragma("unroll") for (int c = 0; c < 4; c++) osum[i][j][c] = 0;
+                for (int g = block * GPB; g < (block + 1) * GPB; g++)
+                {
+                    int o[2][2], sx[4][2];
+                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                    {
+                        int r = wr + 16 * mi + group;
+                        o[mi][0] = woff[r * gp + g];
+                        o[mi][1] = woff[(r + 8) * gp + g];
+                    }
+                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                    {
+                        int t = wt + 8 * ni + 2 * quad;
+                        sx[ni][0] = xs[t * gp + g];
+                        sx[ni][1] = xs[(t + 1) * gp + g];
+                    }
+                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++) _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                        _Pragma("unroll") for (int c = 0; c < 4; c++) osum[mi][ni][c] += o[mi][c >> 1] * sx[ni][c & 1];
+                }
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                {
+                    int r = wr + 16 * mi + group;
+                    float o_lo = wb[r * MMQT_BLOCK_PITCH + block].y, o_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].y;
+                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                    {
+                        int t = wt + 8 * ni + 2 * quad;
+                        float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
+                        acc[mi][ni][0] += d0 * (o_lo * (float)osum[mi][ni][0]);
+                        acc[mi][ni][1] += d1 * (o_lo * (float)osum[mi][ni][1]);
+                        acc[mi][ni][2] += d0 * (o_hi * (float)osum[mi][ni][2]);
+                        acc[mi][ni][3] += d1 * (o_hi * (float)osum[mi][ni][3]);
+                    }
+                }
+            }
+            int isum[2][4][4];
+            _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+                _Pragma("unroll") for (int c = 0; c < 4; c++) isum[i][j][c] = 0;
+            for (int g = block * GPB; g < (block + 1) * GPB; g++)
+            {
+                int k = g * G;
+                u32 a[2][4], b[4][2];
+                if constexpr (G == 32)
+                {
+                    // A: matrices (rows 0-7, bytes 0-15), (rows 8-15, 0-15), (0-7, 16-31), (8-15, 16-31) = a0..a3.
+                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                        mmqt_ldmatrix_x4(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k + (lane >> 4) * 16);
+                    // B: (tokens 0-7, bytes 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31) = b0, b1 of two fragments.
+                    _Pragma("unroll") for (int np = 0; np < 2; np++)
+                    {
+                        u32 t[4];
+                        mmqt_ldmatrix_x4(t, xq + (wt + 16 * np + (lane & 7) + (lane >> 4) * 8) * MMQ_PITCH + k + ((lane >> 3) & 1) * 16);
+                        b[2 * np][0] = t[0]; b[2 * np][1] = t[1]; b[2 * np + 1][0] = t[2]; b[2 * np + 1][1] = t[3];
+                    }
+                }
+                else
+                {
+                    // A: (rows 0-7, bytes 0-15), (rows 8-15, 0-15) = a0, a1 (lanes 0-15 give the addresses).
+                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                        mmqt_ldmatrix_x2(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k);
+                    // B: tokens 8j..8j+7, bytes 0-15 = b0 of fragment j.
+                    u32 t[4];
+                    mmqt_ldmatrix_x4(t, xq + (wt + lane) * MMQ_PITCH + k);
+                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++) b[ni][0] = t[ni];
+                }
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                {
+                    int r = wr + 16 * mi + group;
+                    int m_lo = wmul[r * gp + g], m_hi = wmul[(r + 8) * gp + g];
+                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                    {
+                        int c[4];
+                        mmqt_mma<G>(c, a[mi], b[ni]);
+                        isum[mi][ni][0] += c[0] * m_lo;
+                        isum[mi][ni][1] += c[1] * m_lo;
+                        isum[mi][ni][2] += c[2] * m_hi;
+                        isum[mi][ni][3] += c[3] * m_hi;
+                    }
+                }
+            }
+            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+            {
+                int r = wr + 16 * mi + group;
+                float s_lo = wb[r * MMQT_BLOCK_PITCH + block].x, s_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].x;
+                _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                {
+                    int t = wt + 8 * ni + 2 * quad;
+                    float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
+                    acc[mi][ni][0] += d0 * (s_lo * (float)isum[mi][ni][0]);
+                    acc[mi][ni][1] += d1 * (s_lo * (float)isum[mi][ni][1]);
+                    acc[mi][ni][2] += d0 * (s_hi * (float)isum[mi][ni][2]);
+                    acc[mi][ni][3] += d1 * (s_hi * (float)isum[mi][ni][3]);
+                }
+            }
+        }
+    }
+    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+    _Pragma("unroll") for (int c = 0; c < 4; c++)
+    {
+        int r = row0 + wr + 16 * mi + group + (c >> 1) * 8, p = p0 + wt + 8 * ni + 2 * quad + (c & 1);
+        if (r < rows && p < p_end) y[(i64)p * y_stride + r] = acc[mi][ni][c];
+    }
+#endif
+}
+
+// As mmqf_T (same arguments, tiles of MMQT_TOKENS activation rows), plus the dynamic shared memory's size.
+#define FATHOM_MMQT_KERNEL(T, Q, WR)                                                                                   \
+extern "C" __global__ void __launch_bounds__(64 * WR, 8 / WR) mmqt##WR##_##T(                                          \
+    const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,                                       \
+    const i8* __restrict__ codes, const float2* __restrict__ sums,                                                     \
+    const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
+    float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens, int shared_bytes)                          \
+{                                                                                                                      \
+    mmqt_body<Q, WR>(weight, table, row_bytes, codes, sums, tiles, tile_count, segments, y, y_stride, rows, columns,   \
+                     tokens, shared_bytes);                                                                            \
+}
+
+FATHOM_MMQT_KERNEL(q8_0, MmqtQ8_0, 2)
+FATHOM_MMQT_KERNEL(q8_0, MmqtQ8_0, 4)
+FATHOM_MMQT_KERNEL(q4_k, MmqtQ4_K, 2)
+FATHOM_MMQT_KERNEL(q4_k, MmqtQ4_K, 4)
+FATHOM_MMQT_KERNEL(q6_k, MmqtQ6_K, 2)
+FATHOM_MMQT_KERNEL(q6_k, MmqtQ6_K, 4)
+FATHOM_MMQT_KERNEL(iq2_xxs, MmqtIQ2_XXS, 2)
+FATHOM_MMQT_KERNEL(iq2_xxs, MmqtIQ2_XXS, 4)
+FATHOM_MMQT_KERNEL(iq1_s, MmqtIQ1_S, 2)
+FATHOM_MMQT_KERNEL(iq1_s, MmqtIQ1_S, 4)

@@ -5,12 +5,13 @@
 // One block of 1024 threads. pairs = tokens·used chosen ids (floats, as route_experts writes them). Writes:
 // segments[experts + 1] (expert e's rows are [segments[e], segments[e + 1])), order[p] = the token of grouped row p,
 // slots[i] = the grouped row of pair i (-1 for an id outside [0, experts), which then contributes nothing),
-// tiles = (expert, first row) of each tile of MMQ_TOKENS rows, and their count. Rows of one expert come in no fixed
+// tiles = (expert, first row) of each tile of tile_tokens rows (the product kernel's: MMQ_TOKENS or MMQT_TOKENS),
+// and their count. Rows of one expert come in no fixed
 // order: each row's product depends on that row alone.
 extern "C" __global__ void __launch_bounds__(1024) moe_group_rows(const float* __restrict__ ids, int pairs, int used, int experts,
                                                                   int* __restrict__ segments, int* __restrict__ order,
                                                                   int* __restrict__ slots, int2* __restrict__ tiles,
-                                                                  int* __restrict__ tile_count)
+                                                                  int* __restrict__ tile_count, int tile_tokens)
 {
     extern __shared__ int cursor[]; // experts
     for (int e = threadIdx.x; e < experts; e += blockDim.x) cursor[e] = 0;
@@ -28,7 +29,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_group_rows(const float* _
         {
             int n = cursor[e];
             segments[e] = start;
-            for (int p = start; p < start + n; p += MMQ_TOKENS) tiles[count++] = make_int2(e, p);
+            for (int p = start; p < start + n; p += tile_tokens) tiles[count++] = make_int2(e, p);
             cursor[e] = start;
             start += n;
         }
