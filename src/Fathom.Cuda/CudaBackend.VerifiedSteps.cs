@@ -49,15 +49,15 @@ public sealed unsafe partial class CudaBackend
         // The graph's copies read these pinned slots when it runs; the previous step has finished with them (BeginForward synchronized).
         *(int*)recording.PositionSource = _stepPosition;
         tokenIds.CopyTo(new Span<int>((void*)recording.TokenSource, tokenIds.Length));
-        Replay(recording.Exec);
+        Replay(recording.Exec, walked: false);
         VerifiedStepReplays++;
         return true;
     }
 
     /// <summary>Runs a kept recording's graph as this step.</summary>
-    private void Replay(IntPtr exec)
+    private void Replay(IntPtr exec, bool walked)
     {
-        _stepTimer?.BeforeReplay();
+        _stepTimer?.BeforeReplay(walked);
         _context.Driver.LaunchGraph(exec, _context.Stream);
         _stepTimer?.AfterReplay();
         _recordingsSinceReplay = 0;

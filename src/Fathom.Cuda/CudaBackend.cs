@@ -318,7 +318,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             }
             // A check that nothing changed under: later passes of this key may skip it (ReplayVerified).
             if (SkipsVerifiedChecks && _stepState == CurrentStepState()) _graphs.Verify(repeated, _stepKey, _stepState);
-            Replay(repeated.Exec);
+            Replay(repeated.Exec, walked: true);
             return true;
         }
         int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
