@@ -260,10 +260,10 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _lastForwardTokens = tokens;
         _stepKey = default;
         _retirement.FreeRetired(synchronize: true);
-        if (!step) return false;
-        if (_directSteps > 0)
+        if (!step || _directSteps > 0)
         {
-            _directSteps--;
+            if (step) _directSteps--;
+            _stepTimer?.Interrupt();
             return false;
         }
         foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);

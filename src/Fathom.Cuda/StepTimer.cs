@@ -5,8 +5,9 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// Diagnostics for replayed decode steps. FATHOM_CUDA_STEP_TIMES=1: where a step's time goes — the host's walk through
-/// the model code (checking the step against its recording; near zero for a verified step, which skips it), the replayed graph's GPU time (two events around the
-/// launch), and the whole period from one step's start to the next — written to standard error when the backend is
+/// the model code (checking the step against its recording; near zero for a verified step, which skips it), the
+/// replayed graph's GPU time (two events around the launch), and the whole period from one step's start to the next
+/// when no other pass ran in between — written to standard error when the backend is
 /// disposed. FATHOM_CUDA_PROFILE_REPLAY=N: a profiler range (cuProfilerStart/Stop) around the N-th replay only, so
 /// <c>ncu --profile-from-start off --graph-profiling node</c> measures the kernels of exactly one decode step.
 /// </summary>
@@ -44,6 +45,9 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
     }
 
     /// <summary>A replay starts; <paramref name="walked"/> says whether the host walked the model code for it (a check) or not (a verified step).</summary>
+    /// <summary>A pass that is no replayed or recorded decode step (a prompt, a batch, a plain step) runs: the period across it is not a step's.</summary>
+    public void Interrupt() => _previousStepStart = 0;
+
     public void BeforeReplay(bool walked)
     {
         _replays++;
