@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Fathom.Gguf;
 using Fathom.Runtime;
 using Fathom.Runtime.Sampling;
@@ -249,7 +251,7 @@ public abstract class Model : IDisposable
         Span<float> target = !staged ? wanted : outputs == 1 ? scratch.Scratch(LogitsRowName, VocabSize) : default;
         // One session's pass with its logits inside it is described by a key: a backend may repeat a verified pass of the same key.
         ForwardKey key = segments.Length == 1 && !target.IsEmpty
-            ? new ForwardKey(scratch.Id, n, (int)which, (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(target)), target.Length)
+            ? new ForwardKey(scratch.Id, n, (int)which, (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(target)), target.Length)
             : default;
         Span<float> normed = default;
         // A replaying backend may ask for the pass again, once (IComputeBackend.EndForward).
