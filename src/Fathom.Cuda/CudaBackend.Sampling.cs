@@ -12,12 +12,15 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
 {
     private const int SelectionThreads = 1024, PenaltyThreads = 64;
+    // select_argmax_blocks: threads per block, logits per thread before another block is added, and at most this many
+    // blocks (select_argmax_finish reduces their words with one block of SelectionThreads).
+    private const int ArgMaxThreads = 256, ArgMaxPerThread = 4, ArgMaxMaxBlocks = SelectionThreads;
     /// <summary>Words of <c>select_candidates</c>' output before the ids: count, within, flags, best, the double sum.</summary>
     private const int SelectionHeaderWords = 6;
 
     // The selection's own buffers: the shared ones (_indices) hold recorded decode steps' host data, and a selection
     // growing one of them would make the next step's launches differ from its recording.
-    private DeviceScratch? _selection, _penaltyTokens, _penaltyCounts;
+    private DeviceScratch? _selection, _selectionPartials, _penaltyTokens, _penaltyCounts;
     // Where the selection's result lands on the host: pinned, so the copy back is one direct transfer.
     private readonly int[] _selectionHost = GC.AllocateArray<int>(SelectionHeaderWords + 2 * TokenSelectionRequest.MaxCandidates, pinned: true);
 
@@ -57,8 +60,15 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
         int words = request.Greedy ? 1 : SelectionHeaderWords + 2 * wanted;
         DeviceBuffer output = _selection.Get((long)words * sizeof(int));
         if (request.Greedy)
-            new KernelArguments().Pointer(row).Int(vocab).Pointer(output.Pointer)
-                .Launch(_context, _kernels.Function("select_argmax"), "select_argmax", 1, 1, SelectionThreads);
+        {
+            // Many blocks share the row (one block alone reads 600 KB at a fraction of the memory's speed), one reduces their words.
+            int blocks = (int)Math.Min(ArgMaxMaxBlocks, ((long)vocab + ArgMaxThreads * ArgMaxPerThread - 1) / (ArgMaxThreads * ArgMaxPerThread));
+            DeviceBuffer partial = (_selectionPartials ??= new DeviceScratch(_context, _retirement)).Get(ArgMaxMaxBlocks * sizeof(ulong));
+            new KernelArguments().Pointer(row).Int(vocab).Pointer(partial.Pointer)
+                .Launch(_context, _kernels.Function("select_argmax_blocks"), "select_argmax_blocks", (uint)blocks, 1, ArgMaxThreads);
+            new KernelArguments().Pointer(partial.Pointer).Int(blocks).Pointer(output.Pointer)
+                .Launch(_context, _kernels.Function("select_argmax_finish"), "select_argmax_finish", 1, 1, SelectionThreads);
+        }
         else
             new KernelArguments().Pointer(row).Int(vocab).Int(wanted).Float(request.CutoffGap).Pointer(output.Pointer)
                 .Launch(_context, _kernels.Function("select_candidates"), "select_candidates", 1, 1, SelectionThreads);
@@ -89,6 +99,7 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
     private void DisposeSampling()
     {
         _selection?.Dispose();
+        _selectionPartials?.Dispose();
         _penaltyTokens?.Dispose();
         _penaltyCounts?.Dispose();
     }

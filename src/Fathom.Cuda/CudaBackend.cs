@@ -180,6 +180,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _ops++; // any operation ends a run of products sharing one rounded input
         _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
         KeepPackableAcrossAttach(); // CudaBackend.Norms.cs
+        _layoutChanges++; // a span inside the buffer now has a device address
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
     }
@@ -244,23 +245,35 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     /// host memory, so a graph serves every position. Nothing may wait for the stream meanwhile: buffers that grow are
     /// retired, not freed, host data goes through pinned memory, and the RoPE tables are grown for the pass first.
     /// </summary>
-    public void BeginForward(int tokens, int endPosition, bool replayable)
+    public void BeginForward(int tokens, int endPosition, bool replayable) => BeginForward(tokens, endPosition, replayable, default, default);
+
+    /// <summary>
+    /// <see cref="BeginForward(int, int, bool)"/>; a decode step whose <paramref name="key"/> a check verified for one
+    /// of the kept recordings, in the backend's present <see cref="StepState"/>, runs that recording's graph at once,
+    /// without the walk through the model code (<see cref="VerifiedStepReplays"/>): its position and
+    /// <paramref name="tokenIds"/> are written where the graph's first copies read them, and true is returned.
+    /// </summary>
+    public bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
     {
         _context.MakeCurrent();
         _ops++;
         bool step = UseGraphs && _profiler is null && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
+        _stepKey = default;
         _retirement.FreeRetired(synchronize: true);
-        if (!step) return;
-        if (_directSteps > 0)
+        if (!step || _directSteps > 0)
         {
-            _directSteps--;
-            return;
+            if (step) _directSteps--;
+            _stepTimer?.Interrupt();
+            return false;
         }
         foreach (DeviceRopeTable table in _ropeTableList) table.Covering(endPosition);
         _context.Synchronize("the previous step"); // the pinned host data below is rewritten
         _stepTimer?.BeginStep();
         _recordedHostDataUsed = 0;
+        _stepPosition = endPosition - tokens;
+        if (!_recordNext && ReplayVerified(key, tokenIds)) return true;
+        (_stepKey, _stepState) = (key, CurrentStepState());
         if (_graphs.Count == 0 || _recordNext)
         {
             _recordNext = false;
@@ -273,8 +286,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         }
         _retirement.Capturing = true;
         _context.LaunchFilter = _graphs;
-        _stepPosition = endPosition - tokens;
-        _stepDevice = HostData<int>([_stepPosition], _stepValues);
+        _stepDevice = HostData<int>([_stepPosition], _stepValues, StepInput.Position);
+        return false;
     }
 
     public bool EndForward(bool completed)
@@ -286,9 +299,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _ops++;
         if (mode == StepMode.Checking)
         {
-            IntPtr exec = _graphs.EndChecking();
+            StepRecording? repeated = _graphs.EndChecking();
             if (!completed) return true; // nothing ran; the failure is the caller's to report
-            if (exec == IntPtr.Zero)
+            if (repeated is null)
             {
                 // Not a recorded step: run it again, recorded, unless the last recordings were never replayed (steps
                 // that change every time, such as cache writes at absolute positions): then plainly for a while.
@@ -304,13 +317,9 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
                 }
                 return false;
             }
-            _stepTimer?.BeforeReplay();
-            _context.Driver.LaunchGraph(exec, _context.Stream);
-            _stepTimer?.AfterReplay();
-            _recordingsSinceReplay = 0;
-            _backOffSteps = FirstBackOffSteps;
-            GraphLaunches++;
-            GraphReplays++;
+            // A check that nothing changed under: later passes of this key may skip it (ReplayVerified).
+            if (SkipsVerifiedChecks && _stepState == CurrentStepState()) _graphs.Verify(repeated, _stepKey, _stepState);
+            Replay(repeated.Exec, walked: true);
             return true;
         }
         int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
@@ -387,7 +396,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _context.Synchronize("a copy to the host");
     }
 
-    private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging) where T : unmanaged
+    private ulong HostData<T>(ReadOnlySpan<T> values, DeviceScratch staging, StepInput input = StepInput.Other) where T : unmanaged
     {
         DeviceBuffer buffer = staging.Get(Math.Max((long)values.Length * sizeof(T), sizeof(T)));
         if (_graphs.Mode == StepMode.Direct)
@@ -402,13 +411,14 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             _retirement.CopiedFrom(_recordedHostData); // earlier recorded copies still read the old array
             _recordedHostData = GC.AllocateArray<byte>(Math.Max(bytes, 2 * _recordedHostData.Length), pinned: true);
             _recordedHostDataUsed = 0;
+            _layoutChanges++; // recorded copies read the old array
         }
         // While checking, only the pinned values are written: the recorded copy reads them when its graph runs again.
         Span<byte> slot = _recordedHostData.AsSpan(_recordedHostDataUsed, bytes);
         System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(slot);
         fixed (byte* p = slot)
         {
-            _graphs.ObserveCopy(buffer.Pointer, (ulong)p, bytes);
+            _graphs.ObserveCopy(buffer.Pointer, (ulong)p, bytes, input);
             if (_graphs.Mode == StepMode.Recording) buffer.Upload(p, bytes);
         }
         _recordedHostDataUsed += (bytes + 15) & ~15;
@@ -702,7 +712,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("Embed");
         DeviceWeight w = _weights.Get(table);
         Span<float> y = output[..(tokens.Length * width)];
-        ulong ids = HostData(tokens, _indices);
+        ulong ids = HostData(tokens, _indices, StepInput.Tokens);
         ulong o = Out(y, _output, upload: false, out bool staged);
         for (int first = 0; first < tokens.Length; first += MaxGridRows)
             new KernelArguments().Pointer(w.Pointer).Long(table.RowBytes).Pointer(ids + (ulong)first * sizeof(int)).Pointer(o + (ulong)first * (ulong)width * sizeof(float)).Int(width)

@@ -1,4 +1,5 @@
 using Fathom.Cuda.Driver;
+using Fathom.Runtime;
 
 namespace Fathom.Cuda;
 
@@ -9,16 +10,23 @@ namespace Fathom.Cuda;
 /// values that differ from step to step (the position, the token id) are not among them: kernels read them from
 /// device memory that the step's first copy fills. While <see cref="Mode"/> is <see cref="StepMode.Checking"/> the
 /// launches are compared with every kept recording instead of queued; a step whose words equal a recording's, all
-/// of them, is that recording's graph run again unchanged.
+/// of them, is that recording's graph run again unchanged. A recording that a check matched for a pass of a known
+/// <see cref="ForwardKey"/>, while the backend's state (<see cref="StepState"/>) stayed as it was, is verified for that
+/// key and state: a later pass with both equal issues the same words, so it may run the graph without the check
+/// (<see cref="FindVerified"/>), once its position and token ids are written where the graph's copies read them.
 /// </summary>
 internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDisposable
 {
     /// <summary>Recordings kept (two sessions decoding in turn keep one each); the oldest goes first.</summary>
     public const int Kept = 4;
 
-    private readonly List<Recording> _recordings = [];
+    private readonly List<StepRecording> _recordings = [];
     private ulong[] _words = new ulong[8192];
     private int _count; // words recorded, or checked, so far in this step
+    // While recording: where the step's position and token ids are copied from, and whether other host data is.
+    private ulong _positionSource, _tokenSource;
+    private long _tokenBytes;
+    private bool _otherHostData;
     private int _alive; // while checking: a bit per recording that still matches
     // Where each recording stopped matching in this check (-1: still matches), for Miss.
     private readonly int[] _divergedAt = new int[Kept];
@@ -59,6 +67,7 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
         Mode = mode;
         _count = 0;
         PoisonedBy = null;
+        (_positionSource, _tokenSource, _tokenBytes, _otherHostData) = (0, 0, 0, false);
     }
 
     /// <summary>The step cannot be replayed (while recording: its graph runs once and is not kept).</summary>
@@ -77,11 +86,24 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
         return Mode != StepMode.Checking;
     }
 
-    /// <summary>A copy of <paramref name="bytes"/> from pinned host memory at <paramref name="source"/> to <paramref name="destination"/>.</summary>
-    public void ObserveCopy(ulong destination, ulong source, long bytes)
+    /// <summary>A copy of <paramref name="bytes"/> of <paramref name="input"/> from pinned host memory at <paramref name="source"/> to <paramref name="destination"/>.</summary>
+    public void ObserveCopy(ulong destination, ulong source, long bytes, StepInput input)
     {
-        Span<ulong> words = [2, destination, source, (ulong)bytes];
+        Span<ulong> words = [2, destination, source, (ulong)bytes, (ulong)input];
         Observe(words);
+        if (Mode != StepMode.Recording) return; // a check compares these words, the kind included
+        switch (input)
+        {
+            case StepInput.Position when _positionSource == 0 && bytes == sizeof(int):
+                _positionSource = source;
+                break;
+            case StepInput.Tokens when _tokenSource == 0:
+                (_tokenSource, _tokenBytes) = (source, bytes);
+                break;
+            default:
+                _otherHostData = true; // values the graph reads that only a walk would write
+                break;
+        }
     }
 
     private void Observe(ReadOnlySpan<ulong> words)
@@ -123,15 +145,16 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
             context.Driver.DestroyGraphExec(_recordings[0].Exec);
             _recordings.RemoveAt(0);
         }
-        _recordings.Add(new Recording(_words.AsSpan(0, _count).ToArray(), exec));
+        bool repeatable = !_otherHostData && _positionSource != 0 && _tokenSource != 0;
+        _recordings.Add(new StepRecording(_words.AsSpan(0, _count).ToArray(), exec, repeatable, _positionSource, _tokenSource, _tokenBytes));
     }
 
-    /// <summary>Ends a check: the graph of the recording the step repeated, or zero when it repeated none.</summary>
-    public IntPtr EndChecking()
+    /// <summary>Ends a check: the recording the step repeated, or null when it repeated none.</summary>
+    public StepRecording? EndChecking()
     {
         Mode = StepMode.Direct;
         for (int i = 0; i < _recordings.Count; i++)
-            if ((_alive & (1 << i)) != 0 && _recordings[i].Words.Length == _count) return _recordings[i].Exec;
+            if ((_alive & (1 << i)) != 0 && _recordings[i].Words.Length == _count) return _recordings[i];
         var why = new System.Text.StringBuilder(Poisoned ? $"poisoned: {PoisonedBy}" : $"{_count} words");
         for (int i = 0; i < _recordings.Count && !Poisoned; i++)
         {
@@ -141,7 +164,29 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
             else why.Append($"differs at word {_divergedAt[i]}: {(_divergedAt[i] < recorded.Length ? recorded[_divergedAt[i]] : 0):X} then, {_divergedWord[i]:X} now");
         }
         Missed(why.ToString());
-        return IntPtr.Zero;
+        return null;
+    }
+
+    /// <summary>
+    /// Records that a check matched <paramref name="recording"/> for a pass of <paramref name="key"/> in
+    /// <paramref name="state"/>, which held from the check's start to its end; no other recording stays verified for the key.
+    /// </summary>
+    public void Verify(StepRecording recording, in ForwardKey key, in StepState state)
+    {
+        if (!recording.Repeatable || !key.IsKnown) return;
+        foreach (StepRecording other in _recordings)
+            if (other.VerifiedKey == key) other.VerifiedKey = default;
+        recording.VerifiedKey = key;
+        recording.VerifiedState = state;
+    }
+
+    /// <summary>The recording verified for a pass of <paramref name="key"/> in <paramref name="state"/>, or null.</summary>
+    public StepRecording? FindVerified(in ForwardKey key, in StepState state)
+    {
+        if (!key.IsKnown) return null;
+        foreach (StepRecording recording in _recordings)
+            if (recording.VerifiedKey == key && recording.VerifiedState == state) return recording;
+        return null;
     }
 
     /// <summary>Leaves recording or checking without keeping anything (the pass failed).</summary>
@@ -149,11 +194,44 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
 
     public void Dispose()
     {
-        foreach (Recording recording in _recordings) context.Driver.DestroyGraphExec(recording.Exec);
+        foreach (StepRecording recording in _recordings) context.Driver.DestroyGraphExec(recording.Exec);
         _recordings.Clear();
     }
+}
 
-    private sealed record Recording(ulong[] Words, IntPtr Exec);
+/// <summary>
+/// A recorded decode step: its words and instantiated graph; whether it may run without a check (<see cref="Repeatable"/>:
+/// the only host data its copies read are the step's position and token ids, at <see cref="PositionSource"/> and
+/// <see cref="TokenSource"/>); and the key and state a check verified it for, if any.
+/// </summary>
+internal sealed class StepRecording(ulong[] words, IntPtr exec, bool repeatable, ulong positionSource, ulong tokenSource, long tokenBytes)
+{
+    public ulong[] Words { get; } = words;
+    public IntPtr Exec { get; } = exec;
+    public bool Repeatable { get; } = repeatable;
+    public ulong PositionSource { get; } = positionSource;
+    public ulong TokenSource { get; } = tokenSource;
+    public long TokenBytes { get; } = tokenBytes;
+    public ForwardKey VerifiedKey { get; set; }
+    public StepState VerifiedState { get; set; }
+}
+
+/// <summary>
+/// What of the backend's own state decides a decode step's words besides the pass: device allocations made or freed
+/// (every address a launch names), buffers attached and pinned host data moved, the launch-choosing settings, and the
+/// weight placement. Equal states around a pass of the same <see cref="ForwardKey"/> mean the same launches.
+/// </summary>
+internal readonly record struct StepState(long Allocations, long Changes, int Settings, object? Placement);
+
+/// <summary>What a recorded copy of host data carries.</summary>
+internal enum StepInput
+{
+    /// <summary>Values of the walk's own (row ids, scales).</summary>
+    Other,
+    /// <summary>The step's first position.</summary>
+    Position,
+    /// <summary>The step's token ids.</summary>
+    Tokens,
 }
 
 /// <summary>How the operations of a forward pass are handled.</summary>

@@ -5,8 +5,9 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// Diagnostics for replayed decode steps. FATHOM_CUDA_STEP_TIMES=1: where a step's time goes — the host's walk through
-/// the model code (checking the step against its recording), the replayed graph's GPU time (two events around the
-/// launch), and the whole period from one step's start to the next — written to standard error when the backend is
+/// the model code (checking the step against its recording; near zero for a verified step, which skips it), the
+/// replayed graph's GPU time (two events around the launch), and the whole period from one step's start to the next
+/// when no other pass ran in between — written to standard error when the backend is
 /// disposed. FATHOM_CUDA_PROFILE_REPLAY=N: a profiler range (cuProfilerStart/Stop) around the N-th replay only, so
 /// <c>ncu --profile-from-start off --graph-profiling node</c> measures the kernels of exactly one decode step.
 /// </summary>
@@ -15,7 +16,7 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
     private IntPtr _start, _end;
     private long _stepStart, _previousStepStart, _replays;
     private bool _pending;
-    private int _steps;
+    private int _steps, _unwalked;
     private double _walkMs, _gpuMs, _periodMs;
     private int _periods;
 
@@ -43,9 +44,14 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
         _previousStepStart = _stepStart = now;
     }
 
-    public void BeforeReplay()
+    /// <summary>A replay starts; <paramref name="walked"/> says whether the host walked the model code for it (a check) or not (a verified step).</summary>
+    /// <summary>A pass that is no replayed or recorded decode step (a prompt, a batch, a plain step) runs: the period across it is not a step's.</summary>
+    public void Interrupt() => _previousStepStart = 0;
+
+    public void BeforeReplay(bool walked)
     {
         _replays++;
+        if (!walked) _unwalked++;
         _walkMs += Stopwatch.GetElapsedTime(_stepStart).TotalMilliseconds;
         _steps++;
         if (_replays == profiledReplay)
@@ -83,7 +89,7 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
         }
         if (!times || _steps == 0) return;
         Console.Error.WriteLine(
-            $"replayed decode steps: {_steps}; host walk {1000 * _walkMs / _steps:F1} µs, graph GPU {1000 * _gpuMs / _steps:F1} µs, " +
+            $"replayed decode steps: {_steps} ({_unwalked} without the walk); host walk {1000 * _walkMs / _steps:F1} µs, graph GPU {1000 * _gpuMs / _steps:F1} µs, " +
             $"step period {(_periods == 0 ? 0 : 1000 * _periodMs / _periods):F1} µs (mean per step)");
     }
 }

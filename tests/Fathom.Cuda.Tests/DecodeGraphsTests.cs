@@ -1,3 +1,5 @@
+using Fathom.Runtime;
+
 namespace Fathom.Cuda.Tests;
 
 /// <summary>
@@ -11,10 +13,10 @@ public sealed class DecodeGraphsTests
     private static readonly IntPtr Norm = 0x7100, Product = 0x7200;
     private static readonly IntPtr FirstGraph = 0x1111, SecondGraph = 0x2222;
 
-    /// <summary>A step's launches: a host copy, a norm and two products, the second reading <paramref name="input"/>.</summary>
-    private static bool[] Step(DecodeGraphs graphs, ulong input, int products = 2)
+    /// <summary>A step's launches: a host copy (by default the position), a norm and two products, the second reading <paramref name="input"/>.</summary>
+    private static bool[] Step(DecodeGraphs graphs, ulong input, int products = 2, StepInput copied = StepInput.Position)
     {
-        graphs.ObserveCopy(0xD000, 0x5000, 4);
+        graphs.ObserveCopy(0xD000, 0x5000, 4, copied);
         var queued = new List<bool> { graphs.Admit(Norm, 1, 1, 256, 0, [0xA000, 0xB000, 0xC000, 1536]) };
         for (int i = 0; i < products; i++)
             queued.Add(graphs.Admit(Product, 96, 1, 128, 0, [0xE000 + (ulong)i, 864, i == 1 ? input : 0xC000, 0xF000, 1536]));
@@ -39,12 +41,12 @@ public sealed class DecodeGraphsTests
 
         graphs.BeginChecking();
         Assert.All(Step(graphs, 0xC400), queued => Assert.False(queued)); // checking queues nothing
-        Assert.Equal(SecondGraph, graphs.EndChecking());
+        Assert.Equal(SecondGraph, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
         Assert.Equal(StepMode.Direct, graphs.Mode);
 
         graphs.BeginChecking();
         Step(graphs, 0xC000);
-        Assert.Equal(FirstGraph, graphs.EndChecking());
+        Assert.Equal(FirstGraph, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
     }
 
     [Fact]
@@ -53,10 +55,10 @@ public sealed class DecodeGraphsTests
         DecodeGraphs graphs = Recorded(0xC000, FirstGraph);
         graphs.BeginChecking();
         Step(graphs, 0xC800);
-        Assert.Equal(IntPtr.Zero, graphs.EndChecking());
-        // Words: the copy (4), the norm (5 + 4), the first product (5 + 5), then the second product's head (5) and
-        // its first two parameters: the input is word 30.
-        Assert.Contains("differs at word 30: C000 then, C800 now", graphs.Misses[^1]);
+        Assert.Equal(IntPtr.Zero, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
+        // Words: the copy (5), the norm (5 + 4), the first product (5 + 5), then the second product's head (5) and
+        // its first two parameters: the input is word 31.
+        Assert.Contains("differs at word 31: C000 then, C800 now", graphs.Misses[^1]);
     }
 
     [Fact]
@@ -65,12 +67,12 @@ public sealed class DecodeGraphsTests
         DecodeGraphs graphs = Recorded(0xC000, FirstGraph);
         graphs.BeginChecking();
         Step(graphs, 0xC000, products: 1);
-        Assert.Equal(IntPtr.Zero, graphs.EndChecking());
+        Assert.Equal(IntPtr.Zero, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
         Assert.Contains("is longer", graphs.Misses[^1]);
 
         graphs.BeginChecking();
         Step(graphs, 0xC000, products: 3);
-        Assert.Equal(IntPtr.Zero, graphs.EndChecking());
+        Assert.Equal(IntPtr.Zero, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
     }
 
     [Fact]
@@ -81,7 +83,7 @@ public sealed class DecodeGraphsTests
         Step(graphs, 0xC000);
         graphs.Poison("ReadToHost");
         Assert.True(graphs.Poisoned);
-        Assert.Equal(IntPtr.Zero, graphs.EndChecking());
+        Assert.Equal(IntPtr.Zero, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
         Assert.Equal("poisoned: ReadToHost", graphs.Misses[^1]);
 
         Assert.Equal(1, graphs.Count);
@@ -94,5 +96,83 @@ public sealed class DecodeGraphsTests
         Step(fresh, 0xC000);
         fresh.Poison("cuBLAS");
         Assert.Equal("cuBLAS", fresh.PoisonedBy);
+    }
+
+    /// <summary>A step copying its token ids, then <see cref="Step"/>'s launches (its copy: the position).</summary>
+    private static void DecodeStep(DecodeGraphs graphs, ulong input, bool otherHostData = false)
+    {
+        graphs.ObserveCopy(0xD100, 0x5100, 4, StepInput.Tokens);
+        if (otherHostData) graphs.ObserveCopy(0xD200, 0x5200, 8, StepInput.Other);
+        Step(graphs, input);
+    }
+
+    private static readonly ForwardKey KeyA = new(1, 1, 0, 0x9000, 384), KeyB = new(2, 1, 0, 0x9800, 384);
+    private static readonly StepState State = new(10, 3, 0xFF, null), Grown = new(12, 3, 0xFF, null);
+
+    [Fact]
+    public void AVerifiedRecordingIsFoundOnlyForItsKeyAndState()
+    {
+        var graphs = new DecodeGraphs(null!);
+        graphs.BeginRecording();
+        DecodeStep(graphs, 0xC000);
+        graphs.EndRecording(FirstGraph);
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC000);
+        StepRecording? repeated = graphs.EndChecking();
+        Assert.NotNull(repeated);
+        Assert.True(repeated.Repeatable);
+        Assert.Equal((0x5000UL, 0x5100UL, 4L), (repeated.PositionSource, repeated.TokenSource, repeated.TokenBytes));
+        Assert.Null(graphs.FindVerified(KeyA, State)); // matched, but not yet verified for any key
+
+        graphs.Verify(repeated, KeyA, State);
+        Assert.Same(repeated, graphs.FindVerified(KeyA, State));
+        Assert.Null(graphs.FindVerified(KeyB, State)); // another session, other logits
+        Assert.Null(graphs.FindVerified(KeyA with { Tokens = 2 }, State));
+        Assert.Null(graphs.FindVerified(KeyA, Grown)); // a buffer was allocated or freed since
+        Assert.Null(graphs.FindVerified(KeyA, State with { Changes = 4 })); // a buffer was attached
+        Assert.Null(graphs.FindVerified(KeyA, State with { Settings = 0x7F })); // a launch-choosing setting changed
+        Assert.Null(graphs.FindVerified(default, default)); // no key: never
+        graphs.Verify(repeated, default, State);
+        Assert.Same(repeated, graphs.FindVerified(KeyA, State)); // an unknown key verifies nothing
+
+        // The key verified for a second recording is no longer the first's.
+        graphs.BeginRecording();
+        DecodeStep(graphs, 0xC400);
+        graphs.EndRecording(SecondGraph);
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC400);
+        StepRecording? second = graphs.EndChecking();
+        Assert.Equal(SecondGraph, second!.Exec);
+        graphs.Verify(second, KeyA, Grown);
+        Assert.Null(graphs.FindVerified(KeyA, State));
+        Assert.Same(second, graphs.FindVerified(KeyA, Grown));
+    }
+
+    [Fact]
+    public void ARecordingWithHostDataOfItsOwnOrWithoutTokenIdsIsNeverVerified()
+    {
+        var graphs = new DecodeGraphs(null!);
+        graphs.BeginRecording();
+        DecodeStep(graphs, 0xC000, otherHostData: true); // row ids a walk would write: only a walk may run it
+        graphs.EndRecording(FirstGraph);
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC000, otherHostData: true);
+        StepRecording? repeated = graphs.EndChecking();
+        Assert.False(repeated!.Repeatable);
+        graphs.Verify(repeated, KeyA, State);
+        Assert.Null(graphs.FindVerified(KeyA, State));
+
+        graphs.BeginRecording();
+        Step(graphs, 0xC400); // the position only
+        graphs.EndRecording(SecondGraph);
+        graphs.BeginChecking();
+        Step(graphs, 0xC400);
+        repeated = graphs.EndChecking();
+        Assert.False(repeated!.Repeatable);
+
+        // The kind of a copy is one of its words: a step copying the same bytes as other data does not repeat a decode step.
+        graphs.BeginChecking();
+        Step(graphs, 0xC400, copied: StepInput.Other);
+        Assert.Null(graphs.EndChecking());
     }
 }

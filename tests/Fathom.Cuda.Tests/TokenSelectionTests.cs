@@ -72,6 +72,30 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
         AssertSameBits(host, device);
     }
 
+    /// <summary>
+    /// Rows longer than the arg-max's blocks cover at one logit per thread, up to rows that need the most blocks and
+    /// more: ties on a coarse grid (the first index wins across blocks), peaks, and the largest value at the very end.
+    /// </summary>
+    [Theory]
+    [InlineData(1025, 2, 3)]
+    [InlineData(262_145, 2, 4)]
+    [InlineData(1_100_000, 2, 5)]
+    [InlineData(1_100_000, 1, 6)]
+    [InlineData(1_100_000, -1, 7)]
+    public void ArgMaxOverManyBlocksEqualsTheHosts(int vocab, int kind, int seed)
+    {
+        gpu.Require();
+        float[] logits = Logits(vocab, Math.Max(kind, 0), new Random(seed));
+        if (kind < 0) logits[^1] = 100f;
+        float[] device = (float[])logits.Clone();
+        var expected = new TokenCandidates(1);
+        var actual = new TokenCandidates(1);
+        TokenSelectionRequest request = Request(greedy: true, 1, penalize: false);
+        HostTokenSelection.Select(logits, request, expected);
+        gpu.Backend.SelectTokens(device, request, actual);
+        Assert.Equal(expected.ArgMax, actual.ArgMax);
+    }
+
     [Theory]
     [MemberData(nameof(Rows))]
     public void CandidatesEqualTheHosts(int vocab, int kind, int seed, bool penalize)

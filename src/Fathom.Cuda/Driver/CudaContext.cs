@@ -35,6 +35,11 @@ public sealed class CudaContext : IDisposable
     /// <summary>The stream copies and kernels are queued on.</summary>
     public IntPtr Stream { get; private set; }
 
+    /// <summary>Device buffers allocated or freed in this context so far: any change of the addresses in use changes it.</summary>
+    public long AllocationEvents { get; private set; }
+
+    internal void CountAllocationEvent() => AllocationEvents++;
+
     /// <summary>When set, sees each kernel launch first and may hold it back (<see cref="ILaunchFilter"/>).</summary>
     public ILaunchFilter? LaunchFilter { get; set; }
 

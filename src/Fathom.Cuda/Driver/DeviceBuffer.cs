@@ -15,6 +15,7 @@ public sealed unsafe class DeviceBuffer : IDisposable
         context.MakeCurrent();
         Pointer = context.Driver.Allocate(bytes);
         Bytes = bytes;
+        context.CountAllocationEvent();
     }
 
     /// <summary>The device address.</summary>
@@ -61,5 +62,6 @@ public sealed unsafe class DeviceBuffer : IDisposable
         _context.MakeCurrent();
         _context.Driver.Free(Pointer);
         Pointer = 0;
+        _context.CountAllocationEvent();
     }
 }

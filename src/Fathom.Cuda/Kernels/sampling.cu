@@ -68,17 +68,28 @@ __device__ u32 selection_block_sum(u32 v, u64* scratch)
     return v;
 }
 
-// The first index of the largest logit (IndexOfMax's rule) into result[0]. One block of 1024 threads (the launch
-// bounds keep the registers within what 1024 threads may have).
-extern "C" __global__ void __launch_bounds__(1024) select_argmax(const float* __restrict__ logits, int vocab, int* __restrict__ result)
+// The first index of the largest logit (IndexOfMax's rule), in two launches: select_argmax_blocks has each block
+// reduce a grid-strided share of the row to its best ranked word, select_argmax_finish reduces those words into
+// result[0]. The order of the words is total, so the result does not depend on how the row is shared out.
+extern "C" __global__ void __launch_bounds__(1024) select_argmax_blocks(const float* __restrict__ logits, int vocab, u64* __restrict__ partial)
 {
     __shared__ u64 scratch[32];
     u64 best = 0;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += gridDim.x * blockDim.x)
     {
         u64 r = ranked(argmax_key(logits[i]), i);
         best = r > best ? r : best;
     }
+    best = selection_block_max(best, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = best;
+}
+
+// One block of up to 1024 threads over select_argmax_blocks' `count` words.
+extern "C" __global__ void __launch_bounds__(1024) select_argmax_finish(const u64* __restrict__ partial, int count, int* __restrict__ result)
+{
+    __shared__ u64 scratch[32];
+    u64 best = 0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) best = partial[i] > best ? partial[i] : best;
     best = selection_block_max(best, scratch);
     if (threadIdx.x == 0) result[0] = ranked_index(best);
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Fathom.Gguf;
 using Fathom.Runtime;
 using Fathom.Runtime.Sampling;
@@ -234,21 +236,33 @@ public abstract class Model : IDisposable
     /// <summary>
     /// The forward pass over a batch of rows (segments in row order, together covering all rows): embeddings,
     /// blocks, then logits of the rows <paramref name="which"/> selects. <paramref name="scratch"/> owns the buffers.
+    /// The logits product belongs to the pass the backend may record (<see cref="IComputeBackend.BeginForward(int, int, bool)"/>),
+    /// unless writing the caller's span would copy back inside it (<see cref="IComputeBackend.StagesOutput"/>): then a
+    /// pass of one output row computes it into the session's own row and copies that out afterwards, and a longer one
+    /// computes the product after the pass, straight into the caller's span.
     /// </summary>
-    private void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
+    private unsafe void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
     {
         int n = tokens.Length, end = 0;
         foreach (SessionRows s in segments) end = Math.Max(end, s.FirstPosition + s.Rows);
-        int outputs = 0;
+        int outputs = which switch { OutputRows.All => n, OutputRows.Last => 1, _ => segments.Length };
+        Span<float> wanted = logits[..(outputs * VocabSize)];
+        bool staged = Backend.StagesOutput(wanted);
+        Span<float> target = !staged ? wanted : outputs == 1 ? scratch.Scratch(LogitsRowName, VocabSize) : default;
+        // One session's pass with its logits inside it is described by a key: a backend may repeat a verified pass of the same key.
+        ForwardKey key = segments.Length == 1 && !target.IsEmpty
+            ? new ForwardKey(scratch.Id, n, (int)which, (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(target)), target.Length)
+            : default;
         Span<float> normed = default;
         // A replaying backend may ask for the pass again, once (IComputeBackend.EndForward).
         for (int attempt = 0; ; attempt++)
         {
-            Backend.BeginForward(n, end, IsReplayable(n));
+            if (Backend.BeginForward(n, end, IsReplayable(n), in key, tokens)) break; // the backend repeated a verified pass
             bool completed = false, ran;
             try
             {
-                Pass(scratch, segments, tokens, which, out outputs, out normed);
+                Pass(scratch, segments, tokens, which, outputs, out normed);
+                if (!target.IsEmpty) Backend.MatMul(_output, normed, target, outputs);
                 completed = true;
             }
             finally
@@ -258,11 +272,21 @@ public abstract class Model : IDisposable
             if (ran) break;
             if (attempt > 0) throw new InvalidOperationException("the backend asked twice in a row to run a forward pass again");
         }
-        Backend.MatMul(_output, normed, logits, outputs);
+        if (target.IsEmpty)
+        {
+            Backend.MatMul(_output, normed, wanted, outputs);
+        }
+        else if (staged)
+        {
+            Backend.ReadToHost(target);
+            target.CopyTo(wanted);
+        }
     }
 
-    /// <summary>The recordable part of <see cref="Run"/>: embeddings, blocks and the output norm of the selected rows.</summary>
-    private void Pass(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, OutputRows which, out int outputs, out Span<float> normed)
+    private const string LogitsRowName = "logits_row";
+
+    /// <summary>The recordable part of <see cref="Run"/> before the logits: embeddings, blocks and the output norm of the selected rows.</summary>
+    private void Pass(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, OutputRows which, int outputs, out Span<float> normed)
     {
         int n = tokens.Length, d = Config.EmbeddingLength;
         Span<float> x = scratch.Scratch("x", n * d);
@@ -275,17 +299,14 @@ public abstract class Model : IDisposable
         switch (which)
         {
             case OutputRows.All:
-                outputs = n;
                 selected = x;
                 break;
             case OutputRows.Last:
-                outputs = 1;
                 selected = x.Slice((n - 1) * d, d);
                 break;
             default:
                 // Move each segment's last row up to row i; the source rows lie at or after i and after every row
                 // written before, so nothing is overwritten before it is read.
-                outputs = segments.Length;
                 for (int i = 0; i < outputs; i++)
                 {
                     int last = segments[i].FirstRow + segments[i].Rows - 1;

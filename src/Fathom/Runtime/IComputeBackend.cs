@@ -277,12 +277,33 @@ public interface IComputeBackend : IDisposable
 
     /// <summary>
     /// The part of the pass that <see cref="BeginForward"/> opened ends (<paramref name="completed"/> false: it failed,
-    /// and recorded work is dropped). Operations after it, such as the logits, run as usual. Returns false when none of
+    /// and recorded work is dropped). Operations after it run as usual. Returns false when none of
     /// the pass's operations ran and the caller must run the pass again, from <see cref="BeginForward"/> on: a backend
     /// replaying a recorded pass takes the operations in without running them, and finds only at the end that they
     /// were not the recorded ones. A backend answers false at most once in a row.
     /// </summary>
     bool EndForward(bool completed) => true;
+
+    /// <summary>
+    /// <see cref="BeginForward(int, int, bool)"/> told also what decides the pass's operations (<paramref name="key"/>;
+    /// its default: not known) and the pass's token ids. A backend that verified earlier that a pass of this key issues
+    /// exactly the operations of one of its recordings, and whose own buffers and settings have not changed since, may
+    /// run that recording for <paramref name="tokenIds"/> at the positions before <paramref name="endPosition"/>
+    /// itself and return true: the caller then runs neither the pass nor <see cref="EndForward"/> (bookkeeping of its
+    /// own, such as the session's position, stays the caller's). Otherwise it is <see cref="BeginForward(int, int, bool)"/>,
+    /// and false, which the default always is.
+    /// </summary>
+    bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
+    {
+        BeginForward(tokens, endPosition, replayable);
+        return false;
+    }
+
+    /// <summary>
+    /// Whether an operation writing <paramref name="values"/> copies them back to the host before it returns (a GPU:
+    /// they lie outside every attached buffer), which a pass that is to be recorded may not do. The default: false.
+    /// </summary>
+    bool StagesOutput(ReadOnlySpan<float> values) => false;
 
     /// <summary>Makes <paramref name="values"/> (part of an attached buffer) current on the host, for the host to read.</summary>
     void ReadToHost(Span<float> values) { }

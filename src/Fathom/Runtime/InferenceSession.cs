@@ -10,6 +10,7 @@ public sealed class InferenceSession
     private readonly Dictionary<string, float[]> _scratch = new(StringComparer.Ordinal);
     private readonly IComputeBackend? _backend;
     private int[] _tokens = [];
+    private static long s_lastId;
 
     public InferenceSession(KvCache cache) => Cache = cache;
 
@@ -30,6 +31,9 @@ public sealed class InferenceSession
     }
 
     public KvCache Cache { get; }
+
+    /// <summary>A number no other session of this process has (never 0): a backend's key for the session's buffers (<see cref="ForwardKey"/>).</summary>
+    public long Id { get; } = Interlocked.Increment(ref s_lastId);
 
     /// <summary>Positions already in the cache; the next token goes at this position.</summary>
     public int Position { get; private set; }

@@ -4,6 +4,7 @@ using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Fathom.Quants;
 using Fathom.Runtime;
+using Fathom.Runtime.Sampling;
 using Fathom.Tests.Models;
 
 namespace Fathom.Tests.Runtime;
@@ -12,7 +13,9 @@ namespace Fathom.Tests.Runtime;
 /// The parts of <see cref="IComputeBackend"/> that let a GPU keep activations on the device: the default
 /// data-movement operations compute what the models computed by hand before (plain loops here), and the models
 /// touch activations only through operations on attached buffers, read the chosen experts only after
-/// <see cref="IComputeBackend.ReadToHost"/> (prompts only), and bracket each pass with BeginForward/EndForward.
+/// <see cref="IComputeBackend.ReadToHost"/> (prompts only), and bracket each pass, its logits product included, with
+/// BeginForward/EndForward; a backend that repeats a verified pass itself is given the pass's key and token ids, and the
+/// model then runs nothing of the pass but keeps its session's bookkeeping.
 /// </summary>
 public sealed unsafe class BackendContractTests
 {
@@ -93,6 +96,7 @@ public sealed unsafe class BackendContractTests
         GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(spec)));
         var backend = new RecordingBackend();
         using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => backend });
+        backend.Vocabulary = model.VocabSize;
         Assert.NotEmpty(backend.Attached); // the norm vectors
         InferenceSession session = model.CreateSession(32);
         for (int layer = 0; layer < session.Cache.LayerCount; layer++) Assert.Contains(session.Cache[layer].Keys, backend.Attached);
@@ -108,21 +112,74 @@ public sealed unsafe class BackendContractTests
             Assert.Equal($"begin {tokens.Length} {first} {replayable}", backend.Events[0]);
             int end = backend.Events.IndexOf("end True");
             Assert.True(end > 0, "the pass was not ended");
-            Assert.Equal(["MatMul to the caller"], backend.Events.Skip(end + 1)); // only the logits after the recorded part
+            // The logits product is inside the recorded part, into the session's own row (the caller's array is not
+            // attached); only the row's read-back follows.
+            Assert.Equal(["read back"], backend.Events.Skip(end + 1));
+            Assert.Equal("MatMul logits", backend.Events[end - 1]);
             Assert.DoesNotContain(backend.Events, e => e.StartsWith("outside", StringComparison.Ordinal));
             // Only a prompt's MoE layers read back (the chosen ids; the DeepSeek specs have MoE layers after their
             // first, dense block), and, with the fused attn_kv_b of the V2-Lite spec, the default
             // TransposedMatMulGroup, which absorbs the query on the host once per layer (a backend without its own
             // kernel for it, as this one).
-            int reads = (replayable ? 0 : spec.Layers - spec.LeadingDenseBlocks) + (moe && !spec.SplitKvB ? spec.Layers : 0);
+            int reads = (replayable ? 0 : spec.Layers - spec.LeadingDenseBlocks) + (moe && !spec.SplitKvB ? spec.Layers : 0) + 1;
             Assert.Equal(reads, backend.Events.Count(e => e == "read back"));
         }
+    }
+
+    /// <summary>
+    /// The key a one-session pass hands the backend names the session, the rows, the outputs and where the logits go (the
+    /// caller's attached row as it is; the session's own row in place of a caller's array that is not attached), and
+    /// comes with the pass's token ids and end position; a batch of two sessions has none. When the backend repeats the
+    /// pass itself, the model runs none of it, not even EndForward, yet the session advances and the logits come back.
+    /// </summary>
+    [Fact]
+    public void APassWithAKeyThatTheBackendRepeatsRunsNothingButItsBookkeeping()
+    {
+        SyntheticModelSpec spec = LlamaCppAgreementTests.Spec("qwen2");
+        GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(spec)));
+        var backend = new RecordingBackend();
+        using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => backend });
+        backend.Vocabulary = model.VocabSize;
+        InferenceSession first = model.CreateSession(32), second = model.CreateSession(32);
+        Assert.NotEqual(0, first.Id);
+        Assert.NotEqual(first.Id, second.Id);
+
+        float[] logits = new float[model.VocabSize];
+        model.Forward(first, [4, 5, 6], logits);
+        model.Forward(first, [7], logits);
+        var selected = new TokenCandidates(1);
+        model.ForwardSelect(first, [8], new TokenSelectionRequest(Greedy: true, Candidates: 1, CutoffGap: 0, LogitPenalties.None, [], []), selected);
+        model.DecodeBatch([first, second], [1, 2], new float[2 * model.VocabSize]);
+        Assert.Equal(4, backend.Keys.Count);
+        (ForwardKey prompt, ForwardKey step, ForwardKey select, ForwardKey batch) = (backend.Keys[0].Key, backend.Keys[1].Key, backend.Keys[2].Key, backend.Keys[3].Key);
+        Assert.Equal((first.Id, 3, model.VocabSize), (prompt.Session, prompt.Tokens, prompt.LogitsLength));
+        Assert.Equal((first.Id, 1), (step.Session, step.Tokens));
+        Assert.Equal(prompt.Logits, step.Logits); // the session's own logits row, for both
+        fixed (float* caller = logits) Assert.NotEqual((nint)caller, step.Logits);
+        Assert.NotEqual(step.Logits, select.Logits); // ForwardSelect's row is attached: the product writes it directly
+        Assert.False(batch.IsKnown);
+        Assert.Equal([7], backend.Keys[1].Tokens);
+        Assert.Equal(4, backend.Keys[1].EndPosition);
+
+        // Repeated by the backend: nothing of the pass runs, the position advances and the row is read back.
+        float[] before = (float[])logits.Clone();
+        backend.Events.Clear();
+        backend.Replays = true;
+        model.Forward(first, [9], logits);
+        Assert.Equal(["replayed", "read back"], backend.Events);
+        Assert.Equal(7, first.Position); // 3 + 1 + 1 + the batch + this one
+        Assert.Equal(9, first.Tokens[^1]);
+        Assert.Equal(before, logits); // the row holds what the backend left there: here the last pass's logits
     }
 
     /// <summary>A CPU backend that records which buffers were attached and checks every span it is given lies in one.</summary>
     private sealed class RecordingBackend : IComputeBackend
     {
         private readonly IComputeBackend _cpu = new CpuBackend(1);
+        private int _vocabulary = -1;
+
+        /// <summary>Products with this many rows are the logits.</summary>
+        public int Vocabulary { set => _vocabulary = value; }
 
         public List<float[]> Attached { get; } = [];
         public List<string> Events { get; } = [];
@@ -137,6 +194,31 @@ public sealed unsafe class BackendContractTests
         }
 
         public void BeginForward(int tokens, int endPosition, bool replayable) => Events.Add($"begin {tokens} {endPosition - tokens} {replayable}");
+
+        /// <summary>Whether BeginForward with a key repeats the pass itself (a verified replay).</summary>
+        public bool Replays { get; set; }
+        public List<(ForwardKey Key, int[] Tokens, int EndPosition)> Keys { get; } = [];
+
+        public bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
+        {
+            Keys.Add((key, tokenIds.ToArray(), endPosition));
+            if (Replays && key.IsKnown)
+            {
+                Events.Add("replayed");
+                return true;
+            }
+            BeginForward(tokens, endPosition, replayable);
+            return false;
+        }
+
+        public bool StagesOutput(ReadOnlySpan<float> values)
+        {
+            fixed (float* p = values)
+                foreach (float[] a in Attached)
+                    fixed (float* start = a)
+                        if (p >= start && p + values.Length <= start + a.Length) return false;
+            return true;
+        }
         public bool EndForward(bool completed)
         {
             Events.Add($"end {completed}");
@@ -161,6 +243,7 @@ public sealed unsafe class BackendContractTests
             bool ended = Events.Contains("end True");
             if (ended) Events.Add("MatMul to the caller"); // the logits go to the caller's span
             else Check("MatMul output", output);
+            if (weight.Rows == _vocabulary) Events.Add("MatMul logits");
             _cpu.MatMul(weight, input, output, tokens);
         }
 
