@@ -66,7 +66,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale,
     const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys)
 {
-    extern __shared__ double shared_l[];
+    extern __shared__ float4 shared_block[]; // float4: 16-byte aligned, for the queries' and weights' vector loads
     __shared__ int last_block;
     int group = heads / kv_heads, tiles = (group + head_tile - 1) / head_tile;
     int kv_head = blockIdx.y / tiles, first_head = kv_head * group + (blockIdx.y % tiles) * head_tile;
@@ -79,7 +79,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     int key_pitch = key_dim + 1; // odd: lanes reading one dim of consecutive keys hit distinct banks
-    double* l_s = shared_l;
+    double* l_s = (double*)shared_block;
     float* m_s = (float*)(l_s + HT);
     float* correction_s = m_s + HT;
     float* inverse_s = correction_s + HT;
