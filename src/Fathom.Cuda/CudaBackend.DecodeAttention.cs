@@ -34,11 +34,32 @@ public sealed unsafe partial class CudaBackend
     private readonly Dictionary<IntPtr, int> _decodeSharedBytes = [];
 
     /// <summary>
-    /// How the query heads of one cache head (<paramref name="group"/> of them) are spread over blocks: the kernel's
-    /// head capacity (4, 8 or 16: its register tile), and the heads each block takes (the group, or tiles of 16).
+    /// Bytes of partial rows the last block of a (token, head tile) merges at most: it reads them alone, so they bound
+    /// the launch's tail (about a microsecond at this size).
     /// </summary>
-    internal static (int Capacity, int HeadTile) DecodeHeadTiling(int group) =>
-        group <= 4 ? (4, group) : group <= 8 ? (8, group) : (16, Math.Min(16, group));
+    private const long DecodeMergeBytes = 256 * 1024;
+
+    /// <summary>
+    /// How a query's heads and positions are spread over blocks: the kernel's head capacity (4, 8 or 16: its register
+    /// tile), the heads each block takes (<paramref name="group"/> heads share a cache head: the group, or tiles of the
+    /// capacity), and the chunks per query. The chunks aim at <see cref="DecodeBlocksPerMultiprocessor"/> blocks per
+    /// multiprocessor, at most <see cref="DecodeMaxSplits"/>, and are limited so that the merged rows stay within
+    /// <see cref="DecodeMergeBytes"/>; the largest head tile that still fills every multiprocessor under that limit is
+    /// taken (MLA's 16 heads: tiles of 4, 32 chunks; R1's 128: tiles of 8, 16 chunks; Qwen's 6: one tile, 85 chunks).
+    /// </summary>
+    internal static (int Capacity, int HeadTile, int Splits) DecodeTiling(int group, int kvHeads, int valueDim, int tokens, int multiprocessors)
+    {
+        int capacity = group <= 4 ? 4 : group <= 8 ? 8 : 16;
+        while (true)
+        {
+            int headTile = Math.Min(group, capacity), tiles = (group + headTile - 1) / headTile;
+            long blocksPerChunk = (long)kvHeads * tiles * tokens;
+            long mergeLimit = Math.Max(1, DecodeMergeBytes / ((long)headTile * valueDim * sizeof(float)));
+            int splits = (int)Math.Min(DecodeSplits(multiprocessors, blocksPerChunk), mergeLimit);
+            if (capacity == 4 || splits * blocksPerChunk >= multiprocessors) return (capacity, headTile, splits);
+            capacity /= 2;
+        }
+    }
 
     /// <summary>
     /// Threads per block, value dims per thread and keys per tile: a thread per value dim up to 256 and tiles of 32
@@ -72,14 +93,13 @@ public sealed unsafe partial class CudaBackend
     {
         if (!DecodeAttention || shape.ValueDim > 512 || tokens > MaxGridRows) return false;
         int group = shape.Heads / shape.KvHeads;
-        (int capacity, int headTile) = DecodeHeadTiling(group);
+        (int capacity, int headTile, int splits) = DecodeTiling(group, shape.KvHeads, shape.ValueDim, tokens, Device.Multiprocessors);
         int tiles = (group + headTile - 1) / headTile;
         uint cacheHeadTiles = (uint)(shape.KvHeads * tiles);
         if ((long)tokens * cacheHeadTiles > DecodeCounterCapacity) return false;
         // MLA's latent cache keeps each value row at the start of its key row: one tile then holds both.
         bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
         (int threads, int dimsPerThread, int keysPerTile) = DecodeThreads(shape.ValueDim);
-        int splits = DecodeSplits(Device.Multiprocessors, (long)cacheHeadTiles * tokens);
         long sharedBytes = sizeof(float) * DecodeSharedFloats(capacity, threads / 32, keysPerTile, shape.KeyDim, shape.ValueDim, valuesInKeys, splits);
         string name = $"attention_decode_{capacity}_{dimsPerThread}_{keysPerTile}";
         IntPtr function = _kernels.Function(name);
@@ -93,8 +113,10 @@ public sealed unsafe partial class CudaBackend
         }
 
         long slots = (long)tokens * shape.Heads * splits;
-        // Per slot: its softmax sum (a double), its maximum, its unnormalized output row (attention_decode.cu's layout).
-        DeviceBuffer partials = (_decodePartials ??= new DeviceScratch(_context, _retirement)).Get(slots * (sizeof(double) + sizeof(float) * (1L + shape.ValueDim)));
+        // The slots' unnormalized output rows (rounded up to 16 bytes), then their softmax sums (doubles), then their
+        // maxima: attention_decode.cu's layout.
+        long rowFloats = (slots * shape.ValueDim + 3) & ~3L;
+        DeviceBuffer partials = (_decodePartials ??= new DeviceScratch(_context, _retirement)).Get(sizeof(float) * rowFloats + (sizeof(double) + sizeof(float)) * slots);
         new KernelArguments().Pointer(queries).Pointer(keys).Pointer(values).Pointer(partials.Pointer).Pointer(_decodeCounters.Pointer).Pointer(output)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
             .Float(shape.Scale).Pointer(step).Int(position).Int(splits).Int(headTile).Int(valuesInKeys ? 1 : 0)

@@ -26,11 +26,12 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
 
     [Theory]
     [InlineData(12, 2, 128, 128, false)]  // Qwen2-1.5B: groups of 6 in the 8-head kernel, 128 threads
-    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: one tile of 16, two value dims per thread, 16-key tiles
-    [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: eight tiles of 16
+    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: tiles of 4, two value dims per thread, 16-key tiles
+    [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: sixteen tiles of 8
+    [InlineData(64, 4, 64, 64, false)]    // groups of 16 in the 16-head kernel
     [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one in the 4-head kernel; rows not 16-byte aligned (scalar loads)
-    [InlineData(18, 1, 64, 96, false)]    // tiles of 16 and 2; values not a multiple of 32 (96 threads)
-    [InlineData(40, 1, 64, 256, false)]   // tiles of 16, 16 and 8; separate values, 256 threads
+    [InlineData(18, 1, 64, 96, false)]    // tiles of 8, 8 and 2; values not a multiple of 32 (96 threads)
+    [InlineData(40, 1, 64, 256, false)]   // five tiles of 8; separate values, 256 threads
     public void SingleTokensMatchTheCpuAtEveryLength(int heads, int kvHeads, int keyDim, int valueDim, bool shared)
     {
         CudaBackend cuda = gpu.Backend;

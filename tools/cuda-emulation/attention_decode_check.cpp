@@ -1,6 +1,6 @@
-// Kernels/attention_decode.cu run on the CPU (emulation.h) against a double-precision softmax attention, for the six
-// shapes of DecodeAttentionTests: single tokens and batches of 3, lengths 1 to 700 (one chunk, chunks of 8 to 16
-// keys, several key tiles per chunk), the position given directly and through a step pointer (as in a replayed
+// Kernels/attention_decode.cu run on the CPU (emulation.h) against a double-precision softmax attention, for the seven
+// shapes of DecodeAttentionTests: single tokens and batches of 3, lengths 1 to 2,100 (one chunk, chunks of 8 to 16
+// keys, several key tiles per chunk, the chunk count at its merge limit), the position given directly and through a step pointer (as in a replayed
 // decode step). Each case must be within 1e-5 relative L2 (the GPU tests' tolerance) and leave every merge counter at
 // zero. Usage: attention_decode_check [shape index]. The host side mirrors CudaBackend.DecodeAttentionBatch.
 #include "emulation.h"
@@ -17,14 +17,15 @@ int main(int argc, char** argv)
 {
     struct Shape { int heads, kvHeads, keyDim, valueDim; bool valuesInKeys; };
     const Shape shapes[] = { {12, 2, 128, 128, false}, {16, 1, 576, 512, true}, {128, 1, 576, 512, true},
-                             {4, 4, 62, 62, false}, {18, 1, 64, 96, false}, {40, 1, 64, 256, false} };
-    const int lengths[] = {1, 2, 8, 9, 17, 31, 33, 65, 200, 700};
-    const int multiprocessors = 132, capacity = 800;
+                             {4, 4, 62, 62, false}, {18, 1, 64, 96, false}, {40, 1, 64, 256, false},
+                             {64, 4, 64, 64, false} };
+    const int lengths[] = {1, 2, 8, 9, 17, 31, 33, 65, 200, 700, 2100};
+    const int multiprocessors = 132, capacity = 2200;
     int only = argc > 1 ? atoi(argv[1]) : -1;
     std::mt19937 random(7);
     std::normal_distribution<float> normal(0.f, 1.f);
     int failures = 0;
-    for (int index = 0; index < 6; index++)
+    for (int index = 0; index < 7; index++)
     {
         if (only >= 0 && index != only) continue;
         const Shape s = shapes[index];
@@ -33,20 +34,29 @@ int main(int argc, char** argv)
         for (float& v : keys) v = 2.f * normal(random);
         for (float& v : values) v = normal(random);
         const float* valueRows = s.valuesInKeys ? keys.data() : values.data();
-        // CudaBackend.DecodeHeadTiling, DecodeThreads, DecodeSplits, DecodeSharedFloats.
         int group = s.heads / s.kvHeads;
-        int headCapacity = group <= 4 ? 4 : group <= 8 ? 8 : 16, headTile = std::min(group, 16);
         int threads = s.valueDim <= 256 ? (s.valueDim + 31) / 32 * 32 : 256, dims = s.valueDim <= 256 ? 1 : 2, keysPerTile = s.valueDim <= 256 ? 32 : 16;
-        int cacheHeadTiles = s.kvHeads * ((group + headTile - 1) / headTile);
-        Kernel kernel = headCapacity == 4 ? (dims == 1 ? attention_decode_4_1_32 : attention_decode_4_2_16)
-                      : headCapacity == 8 ? (dims == 1 ? attention_decode_8_1_32 : attention_decode_8_2_16)
-                      : (dims == 1 ? attention_decode_16_1_32 : attention_decode_16_2_16);
         double worst = 0;
         for (int tokens : {1, 3})
             for (int length : lengths)
             {
-                long blocksPerChunk = (long)cacheHeadTiles * tokens;
-                int splits = (int)std::clamp((2L * multiprocessors + blocksPerChunk - 1) / blocksPerChunk, 1L, 256L);
+                // CudaBackend.DecodeTiling, DecodeThreads, DecodeSharedFloats.
+                int headCapacity = group <= 4 ? 4 : group <= 8 ? 8 : 16, headTile, splits;
+                long blocksPerChunk;
+                while (true)
+                {
+                    headTile = std::min(group, headCapacity);
+                    blocksPerChunk = (long)s.kvHeads * ((group + headTile - 1) / headTile) * tokens;
+                    long mergeLimit = std::max(1L, 256L * 1024 / ((long)headTile * s.valueDim * 4));
+                    splits = (int)std::min(std::clamp((2L * multiprocessors + blocksPerChunk - 1) / blocksPerChunk, 1L, 256L), mergeLimit);
+                    if (headCapacity == 4 || splits * blocksPerChunk >= multiprocessors) break;
+                    headCapacity /= 2;
+                }
+                int cacheHeadTiles = s.kvHeads * ((group + headTile - 1) / headTile);
+                Kernel kernel = headCapacity == 4 ? (dims == 1 ? attention_decode_4_1_32 : attention_decode_4_2_16)
+                              : headCapacity == 8 ? (dims == 1 ? attention_decode_8_1_32 : attention_decode_8_2_16)
+                              : (dims == 1 ? attention_decode_16_1_32 : attention_decode_16_2_16);
+                if (length == 1) printf("  %d tokens: kernel for %d heads, tiles of %d, %d chunks\n", tokens, headCapacity, headTile, splits);
                 long sharedFloats = 5L * headCapacity + 2L * keysPerTile * headCapacity + 32L * (threads / 32) * headCapacity
                     + (long)s.keyDim * headCapacity + std::max((long)keysPerTile * (s.keyDim + 1), (long)headCapacity * splits)
                     + (s.valuesInKeys ? 0 : (long)keysPerTile * s.valueDim);
@@ -55,7 +65,7 @@ int main(int argc, char** argv)
                 std::vector<float> queries((size_t)tokens * s.heads * s.keyDim), output((size_t)tokens * s.heads * s.valueDim, NAN);
                 for (float& v : queries) v = normal(random);
                 long slots = (long)tokens * s.heads * splits;
-                std::vector<double> partials((slots * (8 + 4 + 4L * s.valueDim) + 7) / 8);
+                std::vector<double> partials((4 * ((slots * s.valueDim + 3) & ~3L) + 12 * slots + 7) / 8);
                 std::vector<unsigned> counters((size_t)tokens * cacheHeadTiles, 0);
                 int position = length - 1; // the first token's; token t attends to length + t positions
                 int stepValue = 5;

@@ -39,8 +39,8 @@ template <class T> T __shfl_sync(unsigned, T v, int lane) { return emu_shfl(v, l
 inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
-template <class T> T __ldcg(const T* p) { return *(volatile const T*)p; }
-template <class T> void __stcg(T* p, T v) { *(volatile T*)p = v; }
+template <class T> T __ldcg(const T* p) { T v; std::memcpy(&v, p, sizeof(T)); return v; }
+template <class T> void __stcg(T* p, T v) { std::memcpy(p, &v, sizeof(T)); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 using std::min; using std::max;

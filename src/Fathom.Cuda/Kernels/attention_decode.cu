@@ -13,8 +13,8 @@
 // The number of chunks follows the query's length, read on the device (step_position), so a recorded decode step
 // replays unchanged at any later position: ceil(length / DECODE_MIN_CHUNK) chunks, at most the grid's `splits`
 // (the rest of the grid exits). One chunk writes the normalized output itself; otherwise each block writes its
-// unnormalized rows with their (m, l) to `partials` (per (token, head, chunk) slot: the sums l as doubles, then the
-// maxima m, then the rows), and the block that finishes last (an atomic counter per (token, head tile), reset by that
+// unnormalized rows with their (m, l) to `partials` (per (token, head, chunk) slot: the rows, 16-byte aligned, then
+// the sums l as doubles, then the maxima m), and the block that finishes last (an atomic counter per (token, head tile), reset by that
 // block for the next launch) merges them: M = max m_i, out = sum o_i exp(m_i - M) / sum l_i exp(m_i - M).
 
 #define DECODE_MIN_CHUNK 8
@@ -217,9 +217,9 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     }
 
     i64 slots = (i64)gridDim.z * heads * splits;
-    double* partial_sum = (double*)partials;
+    float* partial_out = (float*)partials;
+    double* partial_sum = (double*)(partial_out + ((slots * value_dim + 3) & ~3ll));
     float* partial_max = (float*)(partial_sum + slots);
-    float* partial_out = partial_max + slots;
     i64 base = ((i64)token * heads + first_head) * splits; // slot of (this token, the tile's first head, chunk 0)
     _Pragma("unroll") for (int h = 0; h < HT; h++)
     {
@@ -249,7 +249,9 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
     if (!last_block) return;
     __threadfence();
 
-    // The merge, by the last block: each head's chunk weights exp(m_i - M) into the key tile (no longer needed).
+    // The merge, by the last block: each head's chunk weights exp(m_i - M) into the key tile (no longer needed),
+    // then every (head, four value dims) summed over the chunks in chunk order, the rows read as float4 (the host
+    // bounds used * tile_heads * value_dim so that this tail stays short).
     float* weights = key_tile;
     for (int h = warp; h < tile_heads; h += warps)
     {
@@ -268,18 +270,37 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
         if (lane == 0) inverse_s[h] = (float)(1.0 / l);
     }
     __syncthreads();
-    for (int h = 0; h < tile_heads; h++)
+    int per_head = (value_dim & 3) == 0 ? value_dim >> 2 : value_dim; // float4s, or single floats
+    for (int item = threadIdx.x; item < tile_heads * per_head; item += blockDim.x)
     {
-        const float* o = partial_out + (base + (i64)h * splits) * value_dim;
+        int h = item / per_head, q = item - h * per_head;
         const float* w = weights + h * splits;
+        const float* rows = partial_out + (base + (i64)h * splits) * value_dim;
         float* out = output + ((i64)token * heads + first_head + h) * value_dim;
-        _Pragma("unroll") for (int i = 0; i < A; i++)
+        float inverse = inverse_s[h];
+        if (per_head != value_dim)
         {
-            int d = threadIdx.x + i * blockDim.x;
-            if (d >= value_dim) continue;
+            const float4* o = (const float4*)rows + q;
+            float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            _Pragma("unroll 4") for (int c = 0; c < used; c++)
+            {
+                float4 v = __ldcg(o + (i64)c * per_head);
+                float wc = w[c];
+                sum.x += v.x * wc;
+                sum.y += v.y * wc;
+                sum.z += v.z * wc;
+                sum.w += v.w * wc;
+            }
+            out[4 * q] = sum.x * inverse;
+            out[4 * q + 1] = sum.y * inverse;
+            out[4 * q + 2] = sum.z * inverse;
+            out[4 * q + 3] = sum.w * inverse;
+        }
+        else
+        {
             float sum = 0.0f;
-            for (int c = 0; c < used; c++) sum += __ldcg(o + (i64)c * value_dim + d) * w[c];
-            out[d] = sum * inverse_s[h];
+            _Pragma("unroll 4") for (int c = 0; c < used; c++) sum += __ldcg(rows + (i64)c * value_dim + q) * w[c];
+            out[q] = sum * inverse;
         }
     }
 }
