@@ -5,6 +5,7 @@ set -e
 here=$(cd "$(dirname "$0")" && pwd)
 kernels="$here/../../src/Fathom.Cuda/Kernels"
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 # The kernel declares its dynamic shared memory `extern __shared__`; in C++ it is the emulation's static array.
 sed 's/^ *extern __shared__ float4 shared_block\[\];.*/    float4* shared_block = emu_dynamic_shared;/' "$kernels/attention_decode.cu" > "$work/attention_decode_emulated.cu"
 for check in transposed_check attention_decode_check; do
