@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h).
-# Usage: tools/cuda-emulation/run.sh [attention shape index 0-5]   (needs g++ 12 or newer)
+# Usage: tools/cuda-emulation/run.sh [attention shape index 0-6]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 kernels="$here/../../src/Fathom.Cuda/Kernels"
