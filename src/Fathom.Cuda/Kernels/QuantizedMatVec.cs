@@ -143,13 +143,25 @@ public static class QuantizedMatVec
     /// all the group's rows).
     /// </summary>
     public static void LaunchGroup(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, ulong ids, int matrixCount,
+        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null) =>
+        LaunchSets(context, kernels, type, name, table, 1, ids, matrixCount, rowBytes, packed, packedCount, inputStride, y, outputStride, rows, columns, count, layout);
+
+    /// <summary>
+    /// Queues <c>group_matvec_q_T</c> over <paramref name="sets"/> × <paramref name="count"/> matrices: the table holds
+    /// <paramref name="sets"/> runs of <paramref name="matrixCount"/> addresses (a MoE layer's gates, then its ups), and
+    /// launch matrix <c>s · count + z</c> is <c>table[s · matrixCount + ids[z]]</c> (or <c>+ z</c> without ids), applied to
+    /// the packed values from <c>z · inputStride</c>, into <c>y + (s · count + z) · outputStride</c>.
+    /// </summary>
+    public static void LaunchSets(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, int sets, ulong ids, int matrixCount,
         long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null)
     {
-        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, (long)rows * count, columns));
+        ArgumentOutOfRangeException.ThrowIfLessThan(sets, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, (long)rows * count * sets, columns));
         new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
             .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
-            .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread)
-            .Launch(context, kernels.Function(GroupKernelName(type)), name, l.Blocks(rows), 1, (uint)count, Threads, 0);
+            .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Int(count)
+            .Launch(context, kernels.Function(GroupKernelName(type)), name, l.Blocks(rows), 1, checked((uint)(count * sets)), Threads, 0);
     }
 
     /// <summary>The layout, when the kernels can run it for <paramref name="type"/> (lanes a power of two from the type's pieces per block).</summary>

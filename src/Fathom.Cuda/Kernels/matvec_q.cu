@@ -15,7 +15,8 @@
 //                      depends on the lanes per row alone (not on the rows per thread), and the host picks those from
 //                      the row width alone.
 //   group_matvec_q_T:  the same per matrix blockIdx.z of a group (group_matvec_T's table, ids and strides; experts.cu),
-//                      so a grouped product equals the one-matrix product bit for bit.
+//                      so a grouped product equals the one-matrix product bit for bit; with a table of several sets
+//                      (a MoE layer's gates, then its ups), the same chosen ids in each set, all in one launch.
 //
 // Weight rows are only 2-byte aligned for most types (blocks of 18, 22, 34, 50, 66, 210 bytes): their 4-byte words are
 // read as two halves. Q4_K and Q5_K blocks (144, 176 bytes) from a 16-byte-aligned matrix are read 16 bytes at a time;
@@ -357,16 +358,20 @@ matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq,
 {                                                                                                              \
     matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate);       \
 }                                                                                                              \
+/* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
+/* its ups), its entry ids[z % per_set] (or z % per_set); input z % per_set, output z. */                      \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
 group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
-    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread)                                \
+    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
-    int which = ids != 0 ? (int)ids[blockIdx.z] : (int)blockIdx.z;                                             \
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
+    int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \
-    i64 first = blockIdx.z * x_matrix_stride; /* a multiple of the activation block (the host checks) */       \
-    matvec_q_rows_##T((const u8*)matrices[which], row_bytes, xq + first, xd + first / TYPE##_WEIGHTS,          \
-                      y + blockIdx.z * y_matrix_stride, rows, columns, lanes, rows_per_thread, 0, 0);          \
+    i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
+    matvec_q_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,             \
+                      xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,     \
+                      rows_per_thread, 0, 0);                                                                  \
 }
 
 FATHOM_MATVEC_Q_KERNELS(q4_0, Q4_0)
