@@ -297,6 +297,7 @@ __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 
     const u8* weights = w + (i64)first_row * row_bytes;                                                        \
     float sum[MATVEC_Q_MAX_ROWS];                                                                              \
     _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) sum[k] = 0.0f;                              \
+    _Pragma("unroll 2")                                                                                        \
     for (int first = 0; first < pieces; first += lanes) /* the same rounds for the whole block */             \
     {                                                                                                          \
         int p = first + t, block = p / TYPE##_PARTS;                                                           \
