@@ -64,6 +64,39 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         Assert.Equal(new MatVecLayout((int)QuantizedMatVec.PiecesPerRow(type, format.Layout.BlockSize), 1), QuantizedMatVec.LayoutFor(type, 1, format.Layout.BlockSize));
     }
 
+    /// <summary>
+    /// Without a GPU: the picked layout is one the kernels take (lanes a power of two from a block's pieces to a block
+    /// of threads; 1, 2 or 4 rows per thread), takes a row in one round where 128 lanes can, gives more rows per thread
+    /// only to more rows, and its lanes depend on the row width alone, so a group (which counts all its matrices' rows)
+    /// adds each row's blocks in the order its one-matrix product does.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void PickedLayoutsAreKernelLayoutsWithLanesFromTheRowWidth(GgmlType type)
+    {
+        MatVecLayout[] all = [.. QuantizedMatVec.Layouts(type)];
+        int pieces = (int)QuantizedMatVec.PiecesPerRow(type, TypeTraits.For(type).Layout.BlockSize);
+        Assert.All(all, l => Assert.True(l.Lanes >= pieces && l.Lanes <= QuantizedMatVec.Threads && (l.Lanes & (l.Lanes - 1)) == 0
+            && l.RowsPerThread is 1 or 2 or 4, $"{type}: layout {l}"));
+        foreach (int columns in new[] { 256, 512, 1536, 2048, 7168, 8960, 18432 })
+        {
+            long rowPieces = QuantizedMatVec.PiecesPerRow(type, columns);
+            MatVecLayout previous = default;
+            foreach (long rows in new long[] { 1, 40, 256, 1536, 8960, 8 * 2048, 8 * 7168, 151936 })
+            {
+                MatVecLayout layout = QuantizedMatVec.LayoutFor(type, rows, columns);
+                Assert.Contains(layout, all);
+                Assert.Equal(Math.Clamp((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)rowPieces), pieces, QuantizedMatVec.Threads), layout.Lanes);
+                if (previous != default)
+                {
+                    Assert.Equal(previous.Lanes, layout.Lanes);
+                    Assert.True(layout.RowsPerThread >= previous.RowsPerThread, $"{type} {columns} columns: fewer rows per thread for more rows");
+                }
+                previous = layout;
+            }
+        }
+    }
+
     /// <summary>pack_activations_* writes the codes and scales the CPU's Q8_0 / Q8_K quantizer encodes, including an all-zero block.</summary>
     [Theory]
     [InlineData(GgmlType.Q8_0)]
