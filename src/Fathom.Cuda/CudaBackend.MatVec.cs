@@ -58,6 +58,59 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
+    /// A MoE layer's gates and ups of the chosen experts (see <see cref="IComputeBackend.MatMulExpertPairs"/>) in one
+    /// <c>group_matvec_q_T</c> launch over a table of both sets, when both are on the device, of one shape and type with
+    /// an integer kernel; else one <see cref="MatMulExperts"/> per set. Each product is the one
+    /// <see cref="MatMulExperts"/> gives, bit for bit (the same kernel, in the same lanes per row).
+    /// </summary>
+    public void MatMulExpertPairs(ReadOnlySpan<WeightMatrix> first, ReadOnlySpan<WeightMatrix> second, ReadOnlySpan<float> ids,
+        ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        if (ids.IsEmpty) return;
+        if (!PairsInOneLaunch(first, second, inputStride))
+        {
+            MatMulExperts(first, ids, inputs, inputStride, outputs, outputStride);
+            MatMulExperts(second, ids, inputs, inputStride, outputs[(ids.Length * outputStride)..], outputStride);
+            return;
+        }
+        WeightMatrix shape = first[0];
+        int count = ids.Length;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("MatMulExpertPairs");
+        (long inputExtent, _) = GroupExtents(shape.Name, count, 1, shape.Columns, inputStride, 0, inputs.Length, shape.Rows, outputStride, 0, outputs.Length);
+        (_, long outputExtent) = GroupExtents(shape.Name, 2 * count, 1, shape.Columns, 0, 0, inputs.Length, shape.Rows, outputStride, 0, outputs.Length);
+        ulong chosen = In(ids, _indices);
+        ulong table = PairTable(first, second);
+        ulong source = In(inputs[..(int)inputExtent], _input, out bool stagedInput);
+        Span<float> y = outputs[..(int)outputExtent];
+        // A staged output is uploaded first: the values between its rows must come back unchanged.
+        ulong o = Out(y, _output, upload: true, out bool staged);
+        ulong packed = PackActivations(shape.Format.DotActivationType, source, inputExtent, stagedInput);
+        KeepPackingUnlessOverwritten(o, y.Length);
+        QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
+            packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count);
+        Return(y, o, staged);
+    }
+
+    /// <summary>Whether two sets of experts can share one launch: both on the device, equal in count, shape and type, with an integer kernel.</summary>
+    private bool PairsInOneLaunch(ReadOnlySpan<WeightMatrix> first, ReadOnlySpan<WeightMatrix> second, int inputStride)
+    {
+        if (first.IsEmpty || first.Length != second.Length || AnyOnHost(first) || AnyOnHost(second)) return false;
+        WeightMatrix a = SameShape(first), b = SameShape(second);
+        return a.Rows == b.Rows && a.Columns == b.Columns && a.Format.Type == b.Format.Type && a.RowBytes == b.RowBytes
+            && IntegerMatVecFor(a, _weights.Get(a).Pointer) && inputStride % QuantizedMatVec.PackedBlock(a.Format.DotActivationType) == 0;
+    }
+
+    /// <summary>The device table of both sets' addresses, the first set's then the second's (made once per pair).</summary>
+    private ulong PairTable(ReadOnlySpan<WeightMatrix> first, ReadOnlySpan<WeightMatrix> second)
+    {
+        var key = ((nint)first[0].RowPointer(0), (nint)second[^1].RowPointer(0), first.Length + second.Length);
+        if (_matrixTables.TryGetValue(key, out DeviceBuffer? table)) return table.Pointer;
+        return MatrixTable([.. first, .. second]);
+    }
+
+    /// <summary>
     /// <paramref name="count"/> floats at <paramref name="x"/> packed in <paramref name="activationType"/>; the last
     /// packing when it was made of the same range for the product just before, whose output did not overwrite it.
     /// </summary>

@@ -4,70 +4,110 @@ using Fathom.Quants;
 
 namespace Fathom.Cuda;
 
-/// <summary>One type and shape's one-token product times: the float kernel (<c>matvec_T</c>) and the integer one (<c>matvec_q_T</c>).</summary>
-/// <param name="WeightBytes">Bytes of the matrix, all read once per product.</param>
-/// <param name="FloatMicroseconds">Per product with <c>matvec_T</c> on activations rounded to floats.</param>
-/// <param name="IntegerMicroseconds">Per product with <c>matvec_q_T</c> on packed activations; NaN for types without one.</param>
-public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, long WeightBytes, double FloatMicroseconds, double IntegerMicroseconds)
+/// <summary>
+/// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
+/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>) in the layout the backend picks, and every other layout.
+/// </summary>
+/// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
+/// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
+/// <param name="FloatMicroseconds">Per product with the float kernel on activations rounded to floats.</param>
+/// <param name="IntegerMicroseconds">Per product with the integer kernel on packed activations, in <paramref name="Layout"/>; NaN for types without one.</param>
+/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.LayoutFor"/>).</param>
+/// <param name="Layouts">Every layout's time per product (µs), the picked one included; empty for types without an integer kernel.</param>
+public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
+    double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts)
 {
     /// <summary>Weight bytes read per second, in GB/s (10⁹ bytes), for a time per product in µs.</summary>
     public double GigabytesPerSecond(double microseconds) => WeightBytes / microseconds / 1e3;
+
+    /// <summary>The fastest layout and its time (the picked one when there are no others).</summary>
+    public (MatVecLayout Layout, double Microseconds) Best =>
+        Layouts.Count == 0 ? (Layout, IntegerMicroseconds) : Layouts.MinBy(l => l.Microseconds);
 }
 
 /// <summary>
-/// Times each type's one-token product kernels on the GPU with CUDA events over many repetitions: the old float kernel
-/// and the integer kernel in the same run, on the same weights (random bytes: every bit pattern is a valid block, and
-/// the speed does not depend on the values). Repetitions cycle through copies of the matrix that together exceed the
-/// L2 cache several times, so every product reads its weights from device memory, as a decode step does.
+/// Times each type's one-token product kernels on the GPU with CUDA events over many repetitions: the float kernel and
+/// the integer kernel in every layout in the same run, on the same weights (random bytes: every bit pattern is a valid
+/// block, and the speed does not depend on the values). Repetitions cycle through copies of the matrices that together
+/// exceed the L2 cache several times, so every product reads its weights from device memory, as a decode step does.
+/// Grouped products (a token's experts) read one input for all their matrices, as a MoE layer's gate and up do.
 /// </summary>
 public static class OneTokenProductBenchmark
 {
-    /// <summary>Copies of a matrix cycled through: at least this many bytes (the H200's L2 holds 50 MB).</summary>
+    /// <summary>Copies of a launch's matrices cycled through: at least this many bytes (the H200's L2 holds 50 MB).</summary>
     private const long RotationBytes = 256L << 20;
 
-    public static IReadOnlyList<OneTokenProductTiming> Run(CudaBackend backend, IEnumerable<GgmlType> types, IEnumerable<(int Rows, int Columns)> shapes, int repetitions)
+    /// <summary>Times single-matrix products of each type and shape.</summary>
+    public static IReadOnlyList<OneTokenProductTiming> Run(CudaBackend backend, IEnumerable<GgmlType> types, IEnumerable<(int Rows, int Columns)> shapes, int repetitions) =>
+        [.. from shape in shapes from type in types select Time(backend, type, shape.Rows, shape.Columns, 1, repetitions)];
+
+    /// <summary>Times grouped products: each entry's <c>Matrices</c> matrices of one type and shape in one launch.</summary>
+    public static IReadOnlyList<OneTokenProductTiming> RunGrouped(CudaBackend backend, IEnumerable<(GgmlType Type, int Rows, int Columns, int Matrices)> groups, int repetitions) =>
+        [.. from g in groups select Time(backend, g.Type, g.Rows, g.Columns, g.Matrices, repetitions)];
+
+    private static OneTokenProductTiming Time(CudaBackend backend, GgmlType type, int rows, int columns, int matrices, int repetitions)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(matrices, 1);
         CudaContext context = backend.Context;
         CudaKernels kernels = backend.Kernels;
         context.MakeCurrent();
-        var results = new List<OneTokenProductTiming>();
-        foreach ((int rows, int columns) in shapes)
-        foreach (GgmlType type in types)
-        {
-            WeightFormat format = TypeTraits.For(type);
-            if (columns % format.Layout.BlockSize != 0) throw new ArgumentException($"{columns} columns are not whole {type} blocks");
-            long rowBytes = format.Layout.RowBytes(columns), bytes = rowBytes * rows, stride = (bytes + 255) / 256 * 256;
-            int copies = (int)Math.Clamp(RotationBytes / stride, 2, 4096);
-            using var weights = new DeviceBuffer(context, stride * copies);
-            var random = new Random(HashCode.Combine(type, rows, columns));
-            var host = new byte[bytes];
-            random.NextBytes(host);
-            for (int c = 0; c < copies; c++) weights.Upload<byte>(host, c * stride);
-            float[] input = new float[columns];
-            for (int i = 0; i < columns; i++) input[i] = (float)(random.NextDouble() * 2 - 1);
-            GgmlType activation = format.DotActivationType;
-            using var x = new DeviceBuffer(context, columns * sizeof(float));
-            using var rounded = new DeviceBuffer(context, columns * sizeof(float));
-            using var y = new DeviceBuffer(context, rows * sizeof(float));
-            x.Upload<float>(input);
-            if (kernels.RoundActivations(activation) is { } round)
-                new KernelArguments().Pointer(x.Pointer).Pointer(rounded.Pointer).Long(columns)
-                    .Launch(context, round, "round_activations", (uint)((columns + CudaKernels.RoundingThreads - 1) / CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
-            int split = CudaKernels.MatMulSplit(columns);
-            double floatTime = Time(context, repetitions, copies, c => kernels.LaunchMatMul(context, type, "matvec", weights.Pointer + (ulong)(c * stride), rowBytes,
-                rounded.Pointer, y.Pointer, rows, columns, 1, split, vector: true));
-            double integerTime = double.NaN;
-            if (QuantizedMatVec.Supports(type))
-            {
-                using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
-                QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
-                integerTime = Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", weights.Pointer + (ulong)(c * stride), rowBytes,
-                    packed.Pointer, y.Pointer, rows, columns));
-            }
-            results.Add(new OneTokenProductTiming(type, rows, columns, bytes, floatTime, integerTime));
-        }
-        return results;
+        WeightFormat format = TypeTraits.For(type);
+        if (columns % format.Layout.BlockSize != 0) throw new ArgumentException($"{columns} columns are not whole {type} blocks");
+        long rowBytes = format.Layout.RowBytes(columns), bytes = rowBytes * rows, stride = (bytes + 255) / 256 * 256;
+        int copies = (int)Math.Clamp(RotationBytes / (stride * matrices), 2, 4096);
+        using var weights = new DeviceBuffer(context, stride * matrices * copies);
+        var random = new Random(HashCode.Combine(type, rows, columns));
+        var host = new byte[bytes];
+        random.NextBytes(host);
+        for (int c = 0; c < matrices * copies; c++) weights.Upload<byte>(host, c * stride);
+        // Copy c's matrix table: the addresses of its `matrices` matrices.
+        var addresses = new ulong[matrices * copies];
+        for (int i = 0; i < addresses.Length; i++) addresses[i] = weights.Pointer + (ulong)(i * stride);
+        using var tables = new DeviceBuffer(context, (long)addresses.Length * sizeof(ulong));
+        tables.Upload<ulong>(addresses);
+        ulong Matrix(int copy) => weights.Pointer + (ulong)(copy * matrices * stride);
+        ulong Table(int copy) => tables.Pointer + (ulong)(copy * matrices * sizeof(ulong));
+
+        float[] input = new float[columns];
+        for (int i = 0; i < columns; i++) input[i] = (float)(random.NextDouble() * 2 - 1);
+        GgmlType activation = format.DotActivationType;
+        using var x = new DeviceBuffer(context, columns * sizeof(float));
+        using var rounded = new DeviceBuffer(context, columns * sizeof(float));
+        using var y = new DeviceBuffer(context, (long)matrices * rows * sizeof(float));
+        x.Upload<float>(input);
+        if (kernels.RoundActivations(activation) is { } round)
+            new KernelArguments().Pointer(x.Pointer).Pointer(rounded.Pointer).Long(columns)
+                .Launch(context, round, "round_activations", (uint)((columns + CudaKernels.RoundingThreads - 1) / CudaKernels.RoundingThreads), 1, CudaKernels.RoundingThreads);
+        int split = CudaKernels.MatMulSplit(columns);
+        double floatTime = matrices == 1
+            ? Time(context, repetitions, copies, c => kernels.LaunchMatMul(context, type, "matvec", Matrix(c), rowBytes, rounded.Pointer, y.Pointer, rows, columns, 1, split, vector: true))
+            : Time(context, repetitions, copies, c => LaunchFloatGroup(context, kernels, type, Table(c), matrices, rowBytes, rounded.Pointer, y.Pointer, rows, columns, split));
+        if (!QuantizedMatVec.Supports(type)) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, double.NaN, default, []);
+
+        using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
+        QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
+        MatVecLayout picked = QuantizedMatVec.LayoutFor(type, (long)rows * matrices, columns);
+        var layouts = new List<(MatVecLayout, double)>();
+        foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
+            layouts.Add((layout, matrices == 1
+                ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns, layout: layout))
+                : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_q", Table(c), 0, matrices, rowBytes,
+                    packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout))));
+        double integerTime = layouts.First(l => l.Item1 == picked).Item2;
+        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, layouts);
+    }
+
+    /// <summary><c>group_matvec_T</c> over the table's matrices, every one reading the same rounded input.</summary>
+    private static void LaunchFloatGroup(CudaContext context, CudaKernels kernels, GgmlType type, ulong table, int matrices, long rowBytes,
+        ulong rounded, ulong y, int rows, int columns, int split)
+    {
+        int rowsPerBlock = CudaKernels.MatMulWarps / split;
+        new KernelArguments().Pointer(table).Pointer(0).Int(matrices).Long(rowBytes)
+            .Pointer(rounded).Long(0).Long(0).Pointer(y).Long(rows).Long(0)
+            .Int(rows).Int(columns).Int(1).Int(split)
+            .Launch(context, kernels.Function("group_matvec_" + CudaKernels.KernelSuffix(type)), "group_matvec",
+                (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 1, (uint)matrices, CudaKernels.MatMulWarps * 32, 0);
     }
 
     /// <summary>

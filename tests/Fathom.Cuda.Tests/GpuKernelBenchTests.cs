@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Fathom.Cli;
+using Fathom.Cli.Commands;
 using Fathom.Cuda.Discovery;
 using Fathom.Cuda.Kernels;
 using Fathom.Quants;
@@ -25,15 +26,19 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
             JsonNode json = JsonNode.Parse(output.ToString())!;
             Assert.InRange(json["read_bandwidth_gbps"]!.GetValue<double>(), 50, 20_000);
             JsonArray products = json["products"]!.AsArray();
-            Assert.Equal(32, products.Count); // eight types × four shapes
+            Assert.Equal(32 + GpuKernelBench.Groups.Length, products.Count); // eight types × four shapes, then the grouped products
             foreach (JsonNode? product in products)
             {
                 Assert.True(Enum.TryParse(product!["type"]!.GetValue<string>(), out GgmlType type));
                 Assert.True(QuantizedMatVec.Supports(type));
                 Assert.True(product["float_us"]!.GetValue<double>() > 0);
                 Assert.True(product["integer_us"]!.GetValue<double>() > 0);
-                Assert.Equal(product["rows"]!.GetValue<long>() * TypeTraits.For(type).Layout.RowBytes(product["columns"]!.GetValue<int>()),
+                Assert.Equal(product["matrices"]!.GetValue<long>() * product["rows"]!.GetValue<long>() * TypeTraits.For(type).Layout.RowBytes(product["columns"]!.GetValue<int>()),
                     product["weight_bytes"]!.GetValue<long>());
+                // Every layout was timed, the picked one among them.
+                JsonObject layouts = product["layouts_us"]!.AsObject();
+                Assert.Equal(QuantizedMatVec.Layouts(type).Count(), layouts.Count);
+                Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
             }
             log.WriteLine(output.ToString());
         }

@@ -60,7 +60,41 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         WeightFormat format = TypeTraits.For(type);
         Assert.Equal(format.Layout.BlockSize, QuantizedMatVec.PackedBlock(format.DotActivationType));
         Assert.Contains($"pack_activations_{format.DotActivationType.ToString().ToLowerInvariant()}(", source);
-        Assert.InRange(QuantizedMatVec.Split(type, format.Layout.BlockSize), 1, 4);
+        // A row of one block is one round for as many lanes as the block has pieces, one row per thread.
+        Assert.Equal(new MatVecLayout((int)QuantizedMatVec.PiecesPerRow(type, format.Layout.BlockSize), 1), QuantizedMatVec.LayoutFor(type, 1, format.Layout.BlockSize));
+    }
+
+    /// <summary>
+    /// Without a GPU: the picked layout is one the kernels take (lanes a power of two from a block's pieces to a block
+    /// of threads; 1, 2 or 4 rows per thread), takes a row in one round where 128 lanes can, gives more rows per thread
+    /// only to more rows, and its lanes depend on the row width alone, so a group (which counts all its matrices' rows)
+    /// adds each row's blocks in the order its one-matrix product does.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void PickedLayoutsAreKernelLayoutsWithLanesFromTheRowWidth(GgmlType type)
+    {
+        MatVecLayout[] all = [.. QuantizedMatVec.Layouts(type)];
+        int pieces = (int)QuantizedMatVec.PiecesPerRow(type, TypeTraits.For(type).Layout.BlockSize);
+        Assert.All(all, l => Assert.True(l.Lanes >= pieces && l.Lanes <= QuantizedMatVec.Threads && (l.Lanes & (l.Lanes - 1)) == 0
+            && l.RowsPerThread is 1 or 2 or 4, $"{type}: layout {l}"));
+        foreach (int columns in new[] { 256, 512, 1536, 2048, 7168, 8960, 18432 })
+        {
+            long rowPieces = QuantizedMatVec.PiecesPerRow(type, columns);
+            MatVecLayout previous = default;
+            foreach (long rows in new long[] { 1, 40, 256, 1536, 8960, 8 * 2048, 8 * 7168, 151936 })
+            {
+                MatVecLayout layout = QuantizedMatVec.LayoutFor(type, rows, columns);
+                Assert.Contains(layout, all);
+                Assert.Equal(Math.Clamp((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)rowPieces), pieces, QuantizedMatVec.Threads), layout.Lanes);
+                if (previous != default)
+                {
+                    Assert.Equal(previous.Lanes, layout.Lanes);
+                    Assert.True(layout.RowsPerThread >= previous.RowsPerThread, $"{type} {columns} columns: fewer rows per thread for more rows");
+                }
+                previous = layout;
+            }
+        }
     }
 
     /// <summary>pack_activations_* writes the codes and scales the CPU's Q8_0 / Q8_K quantizer encodes, including an all-zero block.</summary>
@@ -202,6 +236,80 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
             Assert.True(first.AsSpan().SequenceEqual(inOrder.AsSpan(k * slot, rows)), $"{type} head {k}: grouped product differs from the one-matrix product");
             Assert.True(TestData.RelativeL2(one, cpu) <= 1e-5, $"{type} expert {chosen[k]}: relative L2 {TestData.RelativeL2(one, cpu)} from the CPU");
             Assert.All(byId.AsSpan(k * slot + rows, slot - rows).ToArray(), v => Assert.Equal(7f, v)); // between the rows: untouched
+        }
+    }
+    /// <summary>
+    /// Every layout the kernels take (lanes from a block's pieces to a whole block of threads; 1, 2 or 4 rows per
+    /// thread) gives the CPU's product to rounding, with bias and residual, on row counts that leave the last block's
+    /// row groups partly empty; rows of two blocks equal the CPU's scalar dot bit for bit in every layout; the rows per
+    /// thread do not change a bit (the order of adding blocks depends on the lanes alone, and those on the row width
+    /// alone: so a group's layout may take more rows per thread than its one matrix's); and a grouped launch equals the
+    /// one-matrix launch of the same layout bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void EveryLayoutMatchesTheCpu(GgmlType type)
+    {
+        CudaContext context = gpu.Context;
+        context.MakeCurrent();
+        using var scalar = new ScalarCpuBackend();
+        WeightFormat format = TypeTraits.For(type);
+        int block = format.Layout.BlockSize;
+        foreach ((int rows, int columns) in new[] { (37, 2 * block), (45, 2048), (13, 7168) })
+        {
+            WeightMatrix matrix = Matrix(type, rows, columns, $"layouts.{type}.{rows}x{columns}");
+            byte[] bytes;
+            lock (Weights) bytes = Weights[(type, rows, columns)];
+            var random = new Random(31 * rows + columns);
+            float[] x = TestData.Gaussian(random, columns, 2f), bias = TestData.Gaussian(random, rows), residual = TestData.Gaussian(random, rows);
+            bool twoBlocks = columns == 2 * block;
+            float[] expected = new float[rows];
+            (twoBlocks ? scalar : _cpu).MatMul(matrix, x, expected, 1);
+            float[] expectedSum = new float[rows];
+            for (int r = 0; r < rows; r++) expectedSum[r] = residual[r] + (expected[r] + bias[r]);
+
+            using var weights = new DeviceBuffer(context, bytes.Length);
+            weights.Upload<byte>(bytes);
+            using var table = new DeviceBuffer(context, 2 * sizeof(ulong));
+            table.Upload<ulong>([weights.Pointer, weights.Pointer]);
+            using var input = new DeviceBuffer(context, columns * sizeof(float));
+            input.Upload<float>(x);
+            using var biases = new DeviceBuffer(context, rows * sizeof(float));
+            biases.Upload<float>(bias);
+            GgmlType activation = format.DotActivationType;
+            using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
+            QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packed.Pointer, columns);
+            using var y = new DeviceBuffer(context, 2L * rows * sizeof(float));
+            float[] sum = new float[rows], grouped = new float[2 * rows];
+            var byLanes = new Dictionary<int, float[]>();
+            foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
+            {
+                string what = $"{type} {rows}×{columns} in layout {layout}";
+                float[] actual = new float[rows];
+                QuantizedMatVec.Launch(context, gpu.Kernels, type, "test", weights.Pointer, matrix.RowBytes, packed.Pointer, y.Pointer, rows, columns, layout: layout);
+                y.Download<float>(actual);
+                if (byLanes.TryGetValue(layout.Lanes, out float[]? oneRow))
+                    Assert.True(actual.AsSpan().SequenceEqual(oneRow), $"{what}: differs from one row per thread");
+                else
+                    byLanes.Add(layout.Lanes, actual);
+                if (twoBlocks)
+                    for (int r = 0; r < rows; r++)
+                        Assert.True(TestData.SameFloat(expected[r], actual[r]), $"{what} row {r}: GPU {actual[r]:R}, CPU scalar {expected[r]:R}");
+                else
+                    Assert.True(TestData.RelativeL2(actual, expected) <= 1e-5, $"{what}: relative L2 {TestData.RelativeL2(actual, expected)}");
+
+                y.Upload<float>(residual);
+                QuantizedMatVec.Launch(context, gpu.Kernels, type, "test", weights.Pointer, matrix.RowBytes, packed.Pointer, y.Pointer, rows, columns,
+                    biases.Pointer, accumulate: true, layout: layout);
+                y.Download<float>(sum);
+                Assert.True(TestData.RelativeL2(sum, expectedSum) <= 1e-5, $"{what} + bias + residual: relative L2 {TestData.RelativeL2(sum, expectedSum)}");
+
+                QuantizedMatVec.LaunchGroup(context, gpu.Kernels, type, "test", table.Pointer, 0, 2, matrix.RowBytes, packed.Pointer, columns, 0,
+                    y.Pointer, rows, rows, columns, 2, layout);
+                y.Download<float>(grouped);
+                Assert.True(actual.AsSpan().SequenceEqual(grouped.AsSpan(0, rows)) && actual.AsSpan().SequenceEqual(grouped.AsSpan(rows)),
+                    $"{what}: the grouped launch differs from the one-matrix launch");
+            }
         }
     }
 }

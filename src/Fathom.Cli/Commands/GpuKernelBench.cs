@@ -9,7 +9,8 @@ namespace Fathom.Cli.Commands;
 /// <summary>
 /// <c>fathom bench --gpu-kernels</c>: each weight type's one-token product on the GPU, the float kernel against the
 /// integer one in the same run (<see cref="OneTokenProductBenchmark"/>), in GB/s of weights read and as a fraction of the
-/// GPU's measured read bandwidth.
+/// GPU's measured read bandwidth; then R1's grouped expert products (a token's eight experts in one launch). The integer
+/// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it.
 /// </summary>
 public static class GpuKernelBench
 {
@@ -18,6 +19,10 @@ public static class GpuKernelBench
 
     /// <summary>rows × columns: Qwen2-1.5B's FFN gate/up and down, R1's expert gate/up and down.</summary>
     private static readonly (int Rows, int Columns)[] Shapes = [(8960, 1536), (1536, 8960), (2048, 7168), (7168, 2048)];
+
+    /// <summary>R1's routed experts, eight per token: gate/up 2048×7168 (IQ1_S), down 7168×2048 (IQ2_XXS or IQ1_S); V3-8l's Q4_K.</summary>
+    public static readonly (GgmlType Type, int Rows, int Columns, int Matrices)[] Groups =
+        [(GgmlType.IQ1_S, 2048, 7168, 8), (GgmlType.IQ2_XXS, 7168, 2048, 8), (GgmlType.IQ1_S, 7168, 2048, 8), (GgmlType.Q4_K, 2048, 7168, 8)];
 
     public const int Repetitions = 400;
 
@@ -45,26 +50,34 @@ public static class GpuKernelBench
     private static int Run(CudaBackend backend, bool json, TextWriter output)
     {
         double bandwidth = backend.MeasureReadBandwidth();
-        IReadOnlyList<OneTokenProductTiming> timings = OneTokenProductBenchmark.Run(backend, Types, Shapes, Repetitions);
+        IReadOnlyList<OneTokenProductTiming> timings =
+            [.. OneTokenProductBenchmark.Run(backend, Types, Shapes, Repetitions), .. OneTokenProductBenchmark.RunGrouped(backend, Groups, Repetitions)];
         if (json)
         {
             var rows = new JsonArray();
             foreach (OneTokenProductTiming t in timings)
+            {
+                var layouts = new JsonObject();
+                foreach ((var layout, double us) in t.Layouts) layouts[layout.ToString()] = us;
                 rows.Add(new JsonObject
                 {
-                    ["type"] = t.Type.ToString(), ["rows"] = t.Rows, ["columns"] = t.Columns, ["weight_bytes"] = t.WeightBytes,
+                    ["type"] = t.Type.ToString(), ["rows"] = t.Rows, ["columns"] = t.Columns, ["matrices"] = t.Matrices, ["weight_bytes"] = t.WeightBytes,
                     ["float_us"] = t.FloatMicroseconds, ["integer_us"] = double.IsNaN(t.IntegerMicroseconds) ? null : t.IntegerMicroseconds,
+                    ["layout"] = t.Layout.ToString(), ["best_layout"] = t.Best.Layout.ToString(), ["layouts_us"] = layouts,
                 });
+            }
             output.WriteLine(new JsonObject { ["device"] = backend.Device.Name, ["read_bandwidth_gbps"] = bandwidth, ["repetitions"] = Repetitions, ["products"] = rows }.ToJsonString());
             return 0;
         }
         output.WriteLine($"{backend.Device.Name}: measured read bandwidth {bandwidth:F0} GB/s; µs per product over {Repetitions} graph-replayed launches");
-        output.WriteLine($"{"type",-8} {"rows×cols",-12} {"MB",7} {"float µs",9} {"GB/s",7} {"%bw",6} {"int µs",9} {"GB/s",7} {"%bw",6} {"speedup",8}");
+        output.WriteLine("(integer kernel in the picked layout, lanes×rows per thread; the fastest layout beside it)");
+        output.WriteLine($"{"type",-8} {"rows×cols",-16} {"MB",7} {"float µs",9} {"GB/s",7} {"int µs",9} {"GB/s",7} {"%bw",6} {"speedup",8} {"layout",7} {"best",7} {"best µs",8}");
         foreach (OneTokenProductTiming t in timings)
         {
             double oldRate = t.GigabytesPerSecond(t.FloatMicroseconds), newRate = t.GigabytesPerSecond(t.IntegerMicroseconds);
+            string shape = t.Matrices == 1 ? $"{t.Rows}×{t.Columns}" : $"{t.Matrices}×{t.Rows}×{t.Columns}";
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{t.Type,-8} {$"{t.Rows}×{t.Columns}",-12} {t.WeightBytes / 1e6,7:F2} {t.FloatMicroseconds,9:F2} {oldRate,7:F0} {100 * oldRate / bandwidth,5:F1}% {t.IntegerMicroseconds,9:F2} {newRate,7:F0} {100 * newRate / bandwidth,5:F1}% {t.FloatMicroseconds / t.IntegerMicroseconds,7:F2}×"));
+                $"{t.Type,-8} {shape,-16} {t.WeightBytes / 1e6,7:F2} {t.FloatMicroseconds,9:F2} {oldRate,7:F0} {t.IntegerMicroseconds,9:F2} {newRate,7:F0} {100 * newRate / bandwidth,5:F1}% {t.FloatMicroseconds / t.IntegerMicroseconds,7:F2}× {t.Layout,7} {t.Best.Layout,7} {t.Best.Microseconds,8:F2}"));
         }
         return 0;
     }

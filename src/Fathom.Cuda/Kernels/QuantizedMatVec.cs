@@ -34,12 +34,52 @@ public static class QuantizedMatVec
     public static bool Aligned(GgmlType type, ulong pointer, long rowBytes) =>
         ShapeOf(type) is Shape s && pointer % (ulong)s.Alignment == 0 && rowBytes % s.Alignment == 0;
 
-    /// <summary>Warps per output row (1, 2 or 4): enough threads for the row's pieces, at most a block's four warps.</summary>
-    public static int Split(GgmlType type, int columns)
+    /// <summary>Threads per block of the integer kernels (matvec_q.cu's MATVEC_Q_THREADS).</summary>
+    public const int Threads = 128;
+
+    /// <summary>The most rows one thread works on (matvec_q.cu's MATVEC_Q_MAX_ROWS).</summary>
+    public const int MaxRowsPerThread = 4;
+
+    /// <summary>
+    /// Threads a launch should keep busy before a thread takes more rows: an H200's 132 multiprocessors at the eight
+    /// blocks of <see cref="Threads"/> each that the kernels' register budget allows.
+    /// </summary>
+    private const long ResidentThreads = 132L * 8 * Threads;
+
+    /// <summary>Pieces of work (one thread each per round) in a row of <paramref name="columns"/> weights.</summary>
+    public static long PiecesPerRow(GgmlType type, int columns)
     {
         Shape s = ShapeOf(type) ?? throw Unsupported(type);
-        long pieces = (long)columns / s.BlockWeights * s.Pieces;
-        return pieces <= 32 ? 1 : pieces <= 64 ? 2 : 4;
+        return (long)columns / s.BlockWeights * s.Pieces;
+    }
+
+    /// <summary>
+    /// Every layout a <paramref name="type"/> product can run with: lanes from the type's pieces per block to
+    /// <see cref="Threads"/> in powers of two, each with 1, 2 or 4 rows per thread.
+    /// </summary>
+    public static IEnumerable<MatVecLayout> Layouts(GgmlType type)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        for (int lanes = s.Pieces; lanes <= Threads; lanes *= 2)
+            for (int rowsPerThread = 1; rowsPerThread <= MaxRowsPerThread; rowsPerThread *= 2)
+                yield return new MatVecLayout(lanes, rowsPerThread);
+    }
+
+    /// <summary>
+    /// The layout of a launch over <paramref name="rows"/> rows in all (a group's matrices together) of
+    /// <paramref name="columns"/>: enough lanes to take a row's pieces in one round where a block allows it, then as
+    /// many rows per thread as keep at least <see cref="ResidentThreads"/> threads, for more loads in flight per thread
+    /// and fewer reads of the shared activation codes.
+    /// </summary>
+    public static MatVecLayout LayoutFor(GgmlType type, long rows, int columns)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        long pieces = PiecesPerRow(type, columns);
+        int lanes = s.Pieces;
+        while (lanes < Threads && lanes < pieces) lanes *= 2;
+        int rowsPerThread = MaxRowsPerThread;
+        while (rowsPerThread > 1 && (rows + rowsPerThread - 1) / rowsPerThread * lanes < ResidentThreads) rowsPerThread /= 2;
+        return new MatVecLayout(lanes, rowsPerThread);
     }
 
     /// <summary>Values per scale of a packed partner format (Q8_0: 32, Q8_K: 256).</summary>
@@ -84,30 +124,53 @@ public static class QuantizedMatVec
     /// <summary>
     /// Queues <c>matvec_q_T</c>: <c>y[r] = W[r] · x</c> for the one activation row packed at <paramref name="packed"/>
     /// (<paramref name="columns"/> values), plus <c>bias[r]</c> when <paramref name="bias"/> is nonzero, added to what
-    /// <paramref name="y"/> held with <paramref name="accumulate"/>.
+    /// <paramref name="y"/> held with <paramref name="accumulate"/>; in <paramref name="layout"/> (else <see cref="LayoutFor"/>'s).
     /// </summary>
     public static void Launch(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong weights, long rowBytes,
-        ulong packed, ulong y, int rows, int columns, ulong bias = 0, bool accumulate = false)
+        ulong packed, ulong y, int rows, int columns, ulong bias = 0, bool accumulate = false, MatVecLayout? layout = null)
     {
-        int split = Split(type, columns), rowsPerBlock = CudaKernels.MatMulWarps / split;
+        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, rows, columns));
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y)
-            .Int(rows).Int(columns).Int(split).Pointer(bias).Int(accumulate ? 1 : 0)
-            .Launch(context, kernels.Function(KernelName(type)), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 1, CudaKernels.MatMulWarps * 32);
+            .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Pointer(bias).Int(accumulate ? 1 : 0)
+            .Launch(context, kernels.Function(KernelName(type)), name, l.Blocks(rows), 1, Threads);
     }
 
     /// <summary>
     /// Queues <c>group_matvec_q_T</c> over <paramref name="count"/> matrices: matrix <c>z</c> is
     /// <c>table[ids[z]]</c> (or <c>table[z]</c> without ids) applied to the packed values from
     /// <c>z · inputStride</c> (a multiple of the packed block) of the <paramref name="packedCount"/> packed at
-    /// <paramref name="packed"/>, into <c>y + z · outputStride</c>.
+    /// <paramref name="packed"/>, into <c>y + z · outputStride</c>; in <paramref name="layout"/> (else <see cref="LayoutFor"/>'s for
+    /// all the group's rows).
     /// </summary>
     public static void LaunchGroup(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, ulong ids, int matrixCount,
-        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count)
+        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null) =>
+        LaunchSets(context, kernels, type, name, table, 1, ids, matrixCount, rowBytes, packed, packedCount, inputStride, y, outputStride, rows, columns, count, layout);
+
+    /// <summary>
+    /// Queues <c>group_matvec_q_T</c> over <paramref name="sets"/> × <paramref name="count"/> matrices: the table holds
+    /// <paramref name="sets"/> runs of <paramref name="matrixCount"/> addresses (a MoE layer's gates, then its ups), and
+    /// launch matrix <c>s · count + z</c> is <c>table[s · matrixCount + ids[z]]</c> (or <c>+ z</c> without ids), applied to
+    /// the packed values from <c>z · inputStride</c>, into <c>y + (s · count + z) · outputStride</c>.
+    /// </summary>
+    public static void LaunchSets(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, int sets, ulong ids, int matrixCount,
+        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null)
     {
-        int split = Split(type, columns), rowsPerBlock = CudaKernels.MatMulWarps / split;
+        ArgumentOutOfRangeException.ThrowIfLessThan(sets, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, (long)rows * count * sets, columns));
         new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
             .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
-            .Int(rows).Int(columns).Int(split)
-            .Launch(context, kernels.Function(GroupKernelName(type)), name, (uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 1, (uint)count, CudaKernels.MatMulWarps * 32, 0);
+            .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Int(count)
+            .Launch(context, kernels.Function(GroupKernelName(type)), name, l.Blocks(rows), 1, checked((uint)(count * sets)), Threads, 0);
+    }
+
+    /// <summary>The layout, when the kernels can run it for <paramref name="type"/> (lanes a power of two from the type's pieces per block).</summary>
+    private static MatVecLayout Checked(GgmlType type, MatVecLayout layout)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        int lanes = layout.Lanes, rowsPerThread = layout.RowsPerThread;
+        if (lanes < s.Pieces || lanes > Threads || (lanes & (lanes - 1)) != 0 || rowsPerThread is not (1 or 2 or 4))
+            throw new ArgumentException($"{type}: no kernel layout of {lanes} lanes and {rowsPerThread} rows per thread", nameof(layout));
+        return layout;
     }
 }

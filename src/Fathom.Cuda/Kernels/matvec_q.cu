@@ -9,11 +9,14 @@
 // So each block's contribution is the CPU's bit for bit, and a row differs from the CPU's product only in the order
 // its block contributions are added (not at all for rows of one or two blocks).
 //
-//   matvec_q_T:        one row per `split` warps (1, 2 or 4; MATMUL_WARPS / split rows per block of 128 threads); a
-//                      row's threads stride over its (block, piece) pairs, then the warp sums and the row's warps are
-//                      added in order. Epilogue as matvec_T's: bias, then accumulate (the residual).
+//   matvec_q_T:        rows spread over threads in a layout (below): a row's lanes go round its pieces, each block's
+//                      lanes add their sums, the first applies the scales, and the row's lanes and warps are added.
+//                      Epilogue as matvec_T's: bias, then accumulate (the residual). The order of adding blocks
+//                      depends on the lanes per row alone (not on the rows per thread), and the host picks those from
+//                      the row width alone.
 //   group_matvec_q_T:  the same per matrix blockIdx.z of a group (group_matvec_T's table, ids and strides; experts.cu),
-//                      so a grouped product equals the one-matrix product bit for bit.
+//                      so a grouped product equals the one-matrix product bit for bit; with a table of several sets
+//                      (a MoE layer's gates, then its ups), the same chosen ids in each set, all in one launch.
 //
 // Weight rows are only 2-byte aligned for most types (blocks of 18, 22, 34, 50, 66, 210 bytes): their 4-byte words are
 // read as two halves. Q4_K and Q5_K blocks (144, 176 bytes) from a 16-byte-aligned matrix are read 16 bytes at a time;
@@ -44,6 +47,12 @@ __device__ __forceinline__ int apply_signs4(u32 bytes, u32 signs)
 __device__ __forceinline__ u32 iq2_signs(u32 index) { return index | ((__popc(index) & 1u) << 7); }
 
 #define ONES 0x01010101
+
+// The 32 activation codes of a 32-weight group as eight words, read 16 bytes at a time (packed codes start 16-byte
+// aligned, and Q8_K blocks are whole multiples of 32).
+#define LOAD_CODES32(a, q)                                                                                     \
+    int4 a##_low = ((const int4*)(q))[0], a##_high = ((const int4*)(q))[1];                                    \
+    const int a[8] = {a##_low.x, a##_low.y, a##_low.z, a##_low.w, a##_high.x, a##_high.y, a##_high.z, a##_high.w};
 
 // ---- Per type: BYTES per block, WEIGHTS per block, PARTS pieces per block, INTS integer sums per piece (1 or 2),
 // dot_part_T(block, codes of the block, piece) and block_T(block, activation scale, the block's summed integers).
@@ -98,9 +107,9 @@ __device__ __forceinline__ float block_q5_0(const u8* b, float dq, int2 s) { ret
 __device__ __forceinline__ int2 dot_part_q8_0(const u8* b, const i8* q, int part)
 {
     const u8* w = b + 2 + 8 * part;
-    const int* a = (const int*)(q + 8 * part);
-    int s = __dp4a(load_int_a2(w), a[0], 0);
-    return make_int2(__dp4a(load_int_a2(w + 4), a[1], s), 0);
+    int2 a = *(const int2*)(q + 8 * part); // 8-byte aligned: packed Q8_0 blocks are 32 codes
+    int s = __dp4a(load_int_a2(w), a.x, 0);
+    return make_int2(__dp4a(load_int_a2(w + 4), a.y, s), 0);
 }
 __device__ __forceinline__ float block_q8_0(const u8* b, float dq, int2 s) { return block32(b, dq, s); }
 
@@ -223,7 +232,7 @@ __device__ __forceinline__ int2 dot_part_iq2_xxs(const u8* b, const i8* q, int p
 {
     const u8* group = b + 2 + 8 * part;
     u32 indices = (u32)load_int_a2(group), word = (u32)load_int_a2(group + 4);
-    const int* a = (const int*)(q + 32 * part);
+    LOAD_CODES32(a, q + 32 * part)
     int s = 0;
     _Pragma("unroll") for (int l = 0; l < 4; l++)
     {
@@ -246,7 +255,7 @@ __device__ __forceinline__ int2 dot_part_iq1_s(const u8* b, const i8* q, int par
 {
     u32 h = *(const u16*)(b + 34 + 2 * part);
     u32 indices = (u32)load_int_a2(b + 2 + 4 * part);
-    const int* a = (const int*)(q + 32 * part);
+    LOAD_CODES32(a, q + 32 * part)
     int s = 0, sum = 0;
     _Pragma("unroll") for (int l = 0; l < 4; l++)
     {
@@ -265,65 +274,105 @@ __device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
 }
 
 // ---- The kernels
+//
+// A launch's layout (QuantizedMatVec.LayoutFor, chosen on the host per shape): `lanes` threads (a power of two from
+// PARTS to 128) share `rows_per_thread` (1, 2 or 4) neighbouring rows. Round by round they take the rows' pieces
+// `lanes` at a time; in a round a thread's pieces of its rows are loaded together before any arithmetic (up to four
+// independent weight loads in flight per thread), and the activation codes they share are read once. Threads of a row
+// group with fewer lanes than a warp share the warp with other groups (short rows: several rows per warp); with more,
+// the group's warps are added in shared memory. Every round is taken by whole warps, as the shuffles need every lane.
+
+#define MATVEC_Q_THREADS 128
+#define MATVEC_Q_MAX_ROWS 4
 
 #define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
 __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
-    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int split,                     \
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
     const float* __restrict__ bias, int accumulate)                                                            \
 {                                                                                                              \
-    __shared__ float partial[MATMUL_WARPS];                                                                    \
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                                      \
-    int row = blockIdx.x * (MATMUL_WARPS / split) + warp / split; /* the same for a whole warp */              \
-    int thread = (warp % split) * 32 + lane, threads = split * 32;                                             \
-    float sum = 0.0f;                                                                                          \
-    if (row < rows)                                                                                            \
+    __shared__ float partial[MATVEC_Q_THREADS / 32][MATVEC_Q_MAX_ROWS];                                        \
+    int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
+    int first_row = (blockIdx.x * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;        \
+    int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
+    const u8* weights = w + (i64)first_row * row_bytes;                                                        \
+    float sum[MATVEC_Q_MAX_ROWS];                                                                              \
+    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) sum[k] = 0.0f;                              \
+    _Pragma("unroll 2")                                                                                        \
+    for (int first = 0; first < pieces; first += lanes) /* the same rounds for the whole block */             \
     {                                                                                                          \
-        const u8* weights = w + (i64)row * row_bytes;                                                          \
-        int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                \
-        /* Whole warps go round together (the shuffles need every lane); a block's pieces are neighbouring lanes. */ \
-        _Pragma("unroll 2")                                                                                    \
-        for (int first = 0; first < pieces; first += threads)                                                  \
+        int p = first + t, block = p / TYPE##_PARTS;                                                           \
+        bool live = p < pieces;                                                                                \
+        int2 s[MATVEC_Q_MAX_ROWS];                                                                             \
+        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
         {                                                                                                      \
-            int p = first + thread, block = p / TYPE##_PARTS;                                                  \
-            int2 s = make_int2(0, 0);                                                                          \
-            if (p < pieces) s = dot_part_##T(weights + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, \
-                                             p % TYPE##_PARTS);                                                \
+            s[k] = make_int2(0, 0);                                                                            \
+            if (k < rows_per_thread && live && first_row + k < rows)                                           \
+                s[k] = dot_part_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, part); \
+        }                                                                                                      \
+        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
+        {                                                                                                      \
+            if (k >= rows_per_thread) break; /* the same for every thread */                                   \
             _Pragma("unroll") for (int o = TYPE##_PARTS / 2; o > 0; o >>= 1)                                   \
             {                                                                                                  \
-                s.x += __shfl_xor_sync(0xFFFFFFFFu, s.x, o);                                                   \
-                if (TYPE##_INTS > 1) s.y += __shfl_xor_sync(0xFFFFFFFFu, s.y, o);                              \
+                s[k].x += __shfl_xor_sync(0xFFFFFFFFu, s[k].x, o);                                             \
+                if (TYPE##_INTS > 1) s[k].y += __shfl_xor_sync(0xFFFFFFFFu, s[k].y, o);                        \
             }                                                                                                  \
-            if (p < pieces && p % TYPE##_PARTS == 0)                                                           \
-                sum += block_##T(weights + (i64)block * TYPE##_BYTES, xd[block], s);                           \
+            if (live && part == 0 && first_row + k < rows)                                                     \
+                sum[k] += block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xd[block], s[k]);     \
         }                                                                                                      \
     }                                                                                                          \
-    sum = warp_sum(sum);                                                                                       \
-    if (lane == 0) partial[warp] = sum;                                                                        \
-    __syncthreads();                                                                                           \
-    if (row < rows && thread == 0)                                                                             \
+    /* Only each block's first lane holds sums: add across the group's first lanes of blocks, then its warps. */ \
+    int width = lanes < 32 ? lanes : 32;                                                                       \
+    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                              \
     {                                                                                                          \
-        float total = 0.0f;                                                                                    \
-        for (int p = 0; p < split; p++) total += partial[warp + p];                                            \
-        if (bias) total = total + bias[row];                                                                   \
-        y[row] = accumulate ? y[row] + total : total;                                                          \
+        if (k >= rows_per_thread) break;                                                                       \
+        for (int o = width / 2; o >= TYPE##_PARTS; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o); \
     }                                                                                                          \
+    if (lanes > 32)                                                                                            \
+    {                                                                                                          \
+        int warp = threadIdx.x >> 5;                                                                           \
+        if ((threadIdx.x & 31) == 0)                                                                           \
+            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) partial[warp][k] = sum[k];           \
+        __syncthreads();                                                                                       \
+        if (t == 0)                                                                                            \
+            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                      \
+            {                                                                                                  \
+                float total = 0.0f;                                                                            \
+                for (int i = 0; i < lanes / 32; i++) total += partial[warp + i][k];                            \
+                sum[k] = total;                                                                                \
+            }                                                                                                  \
+    }                                                                                                          \
+    if (t == 0)                                                                                                \
+        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
+        {                                                                                                      \
+            int row = first_row + k;                                                                           \
+            if (k >= rows_per_thread || row >= rows) break;                                                    \
+            float total = sum[k];                                                                              \
+            if (bias) total = total + bias[row];                                                               \
+            y[row] = accumulate ? y[row] + total : total;                                                      \
+        }                                                                                                      \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
 matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \
-             float* __restrict__ y, int rows, int columns, int split, const float* __restrict__ bias, int accumulate) \
+             float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                     \
+             const float* __restrict__ bias, int accumulate)                                                   \
 {                                                                                                              \
-    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, split, bias, accumulate);                        \
+    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate);       \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
+/* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
+/* its ups), its entry ids[z % per_set] (or z % per_set); input z % per_set, output z. */                      \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
 group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
-    i64 y_matrix_stride, int rows, int columns, int split)                                                     \
+    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
-    int which = ids != 0 ? (int)ids[blockIdx.z] : (int)blockIdx.z;                                             \
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
+    int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \
-    i64 first = blockIdx.z * x_matrix_stride; /* a multiple of the activation block (the host checks) */       \
-    matvec_q_rows_##T((const u8*)matrices[which], row_bytes, xq + first, xd + first / TYPE##_WEIGHTS,          \
-                      y + blockIdx.z * y_matrix_stride, rows, columns, split, 0, 0);                           \
+    i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
+    matvec_q_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,             \
+                      xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,     \
+                      rows_per_thread, 0, 0);                                                                  \
 }
 
 FATHOM_MATVEC_Q_KERNELS(q4_0, Q4_0)

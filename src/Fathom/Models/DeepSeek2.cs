@@ -329,8 +329,7 @@ public sealed class DeepSeek2 : Model
         Backend.RouteExperts(moe.Routing, unrouted[..experts], ids, weights, 1);
 
         Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
-        Backend.MatMulExperts(moe.Gate, ids, h, 0, gateUp, slot);
-        Backend.MatMulExperts(moe.Up, ids, h, 0, gateUp[(used * slot)..], slot);
+        Backend.MatMulExpertPairs(moe.Gate, moe.Up, ids, h, 0, gateUp, slot);
         // Every gate with its up, in one pass (values between the rows are never read).
         Backend.SiluMul(gateUp[..(used * slot)], gateUp[(used * slot)..]);
 

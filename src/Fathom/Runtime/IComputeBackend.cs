@@ -192,6 +192,19 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// Two sets of experts chosen by the same ids, applied to the same inputs (a MoE layer's gates and ups):
+    /// <c>outputs[i · outputStride ..] = first[ids[i]] · inputs[i · inputStride ..]</c> and
+    /// <c>outputs[(ids.Length + i) · outputStride ..] = second[ids[i]] · inputs[i · inputStride ..]</c>. Equal to
+    /// <see cref="MatMulExperts"/> for each set in turn, which is the default; a GPU may run both sets in one launch.
+    /// </summary>
+    void MatMulExpertPairs(ReadOnlySpan<WeightMatrix> first, ReadOnlySpan<WeightMatrix> second, ReadOnlySpan<float> ids,
+        ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
+    {
+        MatMulExperts(first, ids, inputs, inputStride, outputs, outputStride);
+        MatMulExperts(second, ids, inputs, inputStride, outputs[(ids.Length * outputStride)..], outputStride);
+    }
+
+    /// <summary>
     /// <c>destination[..width] = (Σ_i weights[i] × rows[i · width ..]) + destination[..width]</c>: a token's chosen
     /// experts' outputs, weighted, summed in order of <c>i</c> (each product rounded to float, then added, starting from
     /// the first product), and only then added to the destination, as ggml's MUL, ADDs and final ADD do (a MoE layer
