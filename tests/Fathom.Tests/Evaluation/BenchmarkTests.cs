@@ -160,27 +160,38 @@ public sealed class BenchmarkTests(ITestOutputHelper output)
     {
         WithModel(variant, (model, spec) =>
         {
-            var session = model.CreateSession(300);
+            var session = model.CreateSession(340);
             float[] logits = new float[model.VocabSize];
-            int[] tokens = ModelTestKit.Prompt(spec.VocabSize, 300, spec.Seed);
+            int[] tokens = ModelTestKit.Prompt(spec.VocabSize, 340, spec.Seed);
             model.Forward(session, tokens.AsSpan(0, 4), logits);
             for (int i = 4; i < 8; i++) model.Forward(session, tokens.AsSpan(i, 1), logits);
-            AssertDecodingAllocatesNothing(model, session, tokens, 8, logits, variant);
+            AssertDecodingAllocatesNothing(model, session, tokens, logits, variant);
 
-            model.Forward(session, tokens.AsSpan(28, 222), logits); // to position 250
+            model.Forward(session, tokens.AsSpan(session.Position, 250 - session.Position), logits); // to position 250
             for (int i = 250; i < 260; i++) model.Forward(session, tokens.AsSpan(i, 1), logits);
-            AssertDecodingAllocatesNothing(model, session, tokens, 260, logits, variant);
+            AssertDecodingAllocatesNothing(model, session, tokens, logits, variant);
         });
     }
 
-    private void AssertDecodingAllocatesNothing(Model model, Fathom.Runtime.InferenceSession session, int[] tokens, int first, float[] logits, string variant)
+    /// <summary>
+    /// Rounds of 20 decode steps from the session's position: a per-step allocation shows in every round, the runtime's
+    /// own first-time work (the JIT moving a method to its next tier under a loaded test run) in one at most, so the
+    /// fewest bytes of up to three rounds must be zero.
+    /// </summary>
+    private void AssertDecodingAllocatesNothing(Model model, Fathom.Runtime.InferenceSession session, int[] tokens, float[] logits, string variant)
     {
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        long beforeAllThreads = GC.GetTotalAllocatedBytes(precise: true);
-        for (int i = first; i < first + 20; i++) model.Forward(session, tokens.AsSpan(i, 1), logits);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        // Other threads (the test host's own, tests running in parallel) show up here: reported, not asserted.
-        output.WriteLine($"{variant}, positions {first}..{first + 19}: calling thread {allocated} B, whole process {GC.GetTotalAllocatedBytes(precise: true) - beforeAllThreads} B");
-        Assert.True(allocated == 0, $"{variant}: 20 decode steps from position {first} allocated {allocated} bytes on the calling thread");
+        long fewest = long.MaxValue;
+        for (int round = 0; round < 3 && fewest > 0; round++)
+        {
+            int first = session.Position;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            long beforeAllThreads = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = first; i < first + 20; i++) model.Forward(session, tokens.AsSpan(i, 1), logits);
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            // Other threads (the test host's own, tests running in parallel) show up here: reported, not asserted.
+            output.WriteLine($"{variant}, positions {first}..{first + 19}: calling thread {allocated} B, whole process {GC.GetTotalAllocatedBytes(precise: true) - beforeAllThreads} B");
+            fewest = Math.Min(fewest, allocated);
+        }
+        Assert.True(fewest == 0, $"{variant}: every round of 20 decode steps allocated on the calling thread (the fewest: {fewest} bytes)");
     }
 }
