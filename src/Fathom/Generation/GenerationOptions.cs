@@ -14,6 +14,11 @@ public sealed record GenerationOptions
     public bool SplitReasoning { get; init; } = true;
     /// <summary>Keep a copy of the logits of the last prompt position in <see cref="GenerationResult.PromptLogits"/>.</summary>
     public bool KeepPromptLogits { get; init; }
+    /// <summary>
+    /// Most prompt tokens evaluated in one forward pass (llama.cpp's batch size): a longer prompt goes in batches of this
+    /// many, so its scratch memory stays what a GPU placement reserves for (<see cref="Models.Placement.DeviceMemoryReserve.PromptBatch"/>).
+    /// </summary>
+    public int PromptBatchSize { get; init; } = Models.Placement.DeviceMemoryReserve.PromptBatch;
 }
 
 /// <summary>Why generation ended.</summary>

@@ -53,6 +53,7 @@ public sealed class Generator
     {
         if (prompt.Count == 0) throw new ArgumentException("The prompt has no tokens.");
         if (options.MaxTokens < 0) throw new ArgumentException($"max tokens must be ≥ 0, got {options.MaxTokens}");
+        if (options.PromptBatchSize < 1) throw new ArgumentException($"the prompt batch size must be ≥ 1, got {options.PromptBatchSize}");
         foreach (int id in prompt)
             if ((uint)id >= (uint)_model.VocabSize) throw new ArgumentException($"Prompt token {id} is outside the vocabulary of {_model.VocabSize}.");
         if (prompt.Count > session.Capacity)
@@ -81,17 +82,21 @@ public sealed class Generator
             else { text.Append(piece); onChunk?.Invoke(new GenerationChunk(OutputChannel.Answer, piece)); }
         }
 
-        // Prompt: reuse the cached prefix, evaluate the rest in one batch.
+        // Prompt: reuse the cached prefix, evaluate the rest in batches of at most PromptBatchSize tokens (all but the
+        // last only fill the cache; their logits are not used).
         var clock = Stopwatch.StartNew();
         int reused = session.CommonPrefixLength(prompt);
         if (reused == prompt.Count) reused--; // the last prompt token must be evaluated to get its logits
         session.Truncate(reused);
         int[] remaining = prompt.Skip(reused).ToArray();
         foreach (int id in prompt) sampler.Accept(id);
+        int batch = options.PromptBatchSize, first = 0;
+        for (; remaining.Length - first > batch; first += batch) _model.Forward(session, remaining.AsSpan(first, batch), _logits);
+        ReadOnlySpan<int> last = remaining.AsSpan(first);
         // Prompt logits a caller keeps come to the host; otherwise a selecting backend keeps them.
         bool hostLogits = !_selectOnBackend || options.KeepPromptLogits;
-        if (hostLogits) _model.Forward(session, remaining, _logits);
-        else _model.ForwardSelect(session, remaining, sampler.SelectionRequest(), _candidates);
+        if (hostLogits) _model.Forward(session, last, _logits);
+        else _model.ForwardSelect(session, last, sampler.SelectionRequest(), _candidates);
         TimeSpan promptTime = clock.Elapsed;
         float[]? promptLogits = options.KeepPromptLogits ? (float[])_logits.Clone() : null;
 

@@ -92,6 +92,25 @@ public sealed class GeneratorTests : IDisposable
         if (sampling == "flat") Assert.True(fallbacks > 0, "the flat distribution never fell back to the full row");
     }
 
+    /// <summary>
+    /// A prompt longer than <see cref="GenerationOptions.PromptBatchSize"/> is evaluated in passes of at most that many
+    /// tokens (the cache filled batch by batch) and generates what one pass over the whole prompt generates.
+    /// </summary>
+    [Fact]
+    public void LongPromptsGoInBatchesOfThePromptBatchSize()
+    {
+        var backend = new SelectingCpuBackend(threads: 2, vocabulary: _model.Model.VocabSize);
+        using LoadedModel loaded = LoadedModel.Open(_path, new ModelOptions { Backend = _ => backend });
+        int[] prompt = ModelTestKit.Prompt(loaded.Model.VocabSize, 11, seed: 6);
+        GenerationResult batched = new Generator(loaded.Model, loaded.Tokenizer).Generate(loaded.CreateSession(64), prompt, Greedy with { MaxTokens = 8, PromptBatchSize = 4 });
+        Assert.Equal([4, 4, 3], backend.PassTokens.Take(3));
+        Assert.All(backend.PassTokens.Skip(3), tokens => Assert.Equal(1, tokens));
+        Assert.Equal(11, batched.PromptTokensEvaluated);
+        GenerationResult whole = _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy with { MaxTokens = 8 });
+        Assert.Equal(whole.OutputTokens, batched.OutputTokens);
+        Assert.Throws<ArgumentException>(() => _model.Generator.Generate(_model.CreateSession(64), prompt, Greedy with { PromptBatchSize = 0 }));
+    }
+
     [Fact]
     public void SameSeedSameOutput()
     {

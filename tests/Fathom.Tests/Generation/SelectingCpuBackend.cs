@@ -16,6 +16,10 @@ internal sealed class SelectingCpuBackend(int threads, int vocabulary) : ITokenS
 
     public int Selections { get; private set; }
     public int FullRowReads { get; private set; }
+    /// <summary>The token count of every forward pass so far, in order.</summary>
+    public List<int> PassTokens { get; } = [];
+
+    public void BeginForward(int tokens, int endPosition, bool replayable) => PassTokens.Add(tokens);
 
     public void ReadToHost(Span<float> values)
     {
