@@ -12,6 +12,21 @@
 #define ROUTE_MAX_GROUPS 64
 #define ROUTE_MAX_USED 32
 #define NEGATIVE_INFINITY __int_as_float(0xFF800000)
+#define NO_INDEX 0x7FFFFFFF
+
+// This thread's first maximum of values[start], values[start + stride], ... below n, as the CPU's scan keeps it (a
+// later equal value does not replace it; NaNs never win): index NO_INDEX when there is none.
+__device__ __forceinline__ void strided_first_max(const float* values, int n, int start, int stride, float& best, int& index)
+{
+    best = NEGATIVE_INFINITY;
+    index = NO_INDEX;
+    for (int i = start; i < n; i += stride)
+        if (values[i] > best || (index == NO_INDEX && values[i] == best))
+        {
+            best = values[i];
+            index = i;
+        }
+}
 
 // The larger value, and of equal values the lower index, over a warp.
 __device__ __forceinline__ void warp_arg_max(float& value, int& index)
@@ -28,7 +43,7 @@ __device__ __forceinline__ void warp_arg_max(float& value, int& index)
     }
 }
 
-// The first maximum of a block's candidates (value, index; the index 0x7FFFFFFF marks none): each warp's by
+// The first maximum of a block's candidates (value, index; the index NO_INDEX marks none): each warp's by
 // warp_arg_max, then the warps' in the first warp; every thread gets it. `values` and `indices` hold 32 each.
 __device__ __forceinline__ void block_arg_max(float& value, int& index, float* values, int* indices)
 {
@@ -42,7 +57,7 @@ __device__ __forceinline__ void block_arg_max(float& value, int& index, float* v
     }
     __syncthreads();
     value = lane < warps ? values[lane] : NEGATIVE_INFINITY;
-    index = lane < warps ? indices[lane] : 0x7FFFFFFF;
+    index = lane < warps ? indices[lane] : NO_INDEX;
     warp_arg_max(value, index);
 }
 
@@ -98,14 +113,9 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
         for (int g = warp; g < groups; g += warps)
         {
             const float* members = select + g * size;
-            float best = NEGATIVE_INFINITY;
-            int first = 0x7FFFFFFF;
-            for (int i = lane; i < size; i += 32)
-                if (members[i] > best || (first == 0x7FFFFFFF && members[i] == best))
-                {
-                    best = members[i];
-                    first = i;
-                }
+            float best;
+            int first;
+            strided_first_max(members, size, lane, 32, best, first);
             warp_arg_max(best, first);
             if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
             float second = NEGATIVE_INFINITY;
@@ -122,14 +132,9 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
         if (warp == 0)
             for (int round = 0; round < groups_used; round++)
             {
-                float best = NEGATIVE_INFINITY;
-                int index = 0x7FFFFFFF;
-                for (int g = lane; g < groups; g += 32)
-                    if (group_scores[g] > best || (index == 0x7FFFFFFF && group_scores[g] == best))
-                    {
-                        best = group_scores[g];
-                        index = g;
-                    }
+                float best;
+                int index;
+                strided_first_max(group_scores, groups, lane, 32, best, index);
                 warp_arg_max(best, index);
                 if (lane == 0)
                 {
@@ -147,14 +152,9 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
 
     for (int k = 0; k < used; k++)
     {
-        float best = NEGATIVE_INFINITY;
-        int index = 0x7FFFFFFF;
-        for (int j = threadIdx.x; j < experts; j += blockDim.x)
-            if (select[j] > best || (index == 0x7FFFFFFF && select[j] == best))
-            {
-                best = select[j];
-                index = j;
-            }
+        float best;
+        int index;
+        strided_first_max(select, experts, threadIdx.x, blockDim.x, best, index);
         block_arg_max(best, index, warp_values, warp_indices);
         if (threadIdx.x == 0)
         {

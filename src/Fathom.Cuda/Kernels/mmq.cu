@@ -176,6 +176,28 @@ __device__ __forceinline__ void mmq_fragment(const i8* wq, const i8* xq, int row
 #endif
 }
 
+// The activation rows a block of a code-product kernel takes and the weights it reads: with tiles (a prompt's
+// experts grouped), tile blockIdx.y's rows [tile.y, min(segment end, tile.y + tile_tokens)) of expert tile.x, whose
+// matrix is table[tile.x], and false for a block past the tile count; without, the run's rows from blockIdx.y ·
+// tile_tokens, of `weight`.
+__device__ __forceinline__ bool mmq_block_rows(const u8* weight, const u64* table, const int2* tiles, const int* tile_count,
+                                               const int* segments, int tokens, int tile_tokens, int* p0, int* p_end, const u8** w)
+{
+    if (tiles == 0)
+    {
+        *p0 = blockIdx.y * tile_tokens;
+        *p_end = min(tokens, *p0 + tile_tokens);
+        *w = weight;
+        return true;
+    }
+    if ((int)blockIdx.y >= *tile_count) return false;
+    int2 tile = tiles[blockIdx.y];
+    *p0 = tile.y;
+    *p_end = min(segments[tile.x + 1], *p0 + tile_tokens);
+    *w = (const u8*)table[tile.x];
+    return true;
+}
+
 // Weight rows come from `weight` or, with a table, from table[e] of the tile's expert e. Activation rows (codes,
 // sums) are either one run [0, tokens) in tiles of 32 (tiles == 0) or expert segments [segments[e], segments[e+1])
 // whose tiles (expert, first row) the host-free grouping wrote, tile_count of them. Output row p is y + p·y_stride.
@@ -191,20 +213,8 @@ extern "C" __global__ void __launch_bounds__(128) mmq_##T(                      
     __shared__ float2 wg[MMQ_ROWS * MMQ_GRANULE_PITCH];                                                                \
     __shared__ float2 xg[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                              \
     int p0, p_end;                                                                                                     \
-    const u8* w = weight;                                                                                              \
-    if (tiles != 0)                                                                                                    \
-    {                                                                                                                  \
-        if ((int)blockIdx.y >= *tile_count) return;                                                                    \
-        int2 tile = tiles[blockIdx.y];                                                                                 \
-        p0 = tile.y;                                                                                                   \
-        p_end = min(segments[tile.x + 1], p0 + MMQ_TOKENS);                                                            \
-        w = (const u8*)table[tile.x];                                                                                  \
-    }                                                                                                                  \
-    else                                                                                                               \
-    {                                                                                                                  \
-        p0 = blockIdx.y * MMQ_TOKENS;                                                                                  \
-        p_end = min(tokens, p0 + MMQ_TOKENS);                                                                          \
-    }                                                                                                                  \
+    const u8* w;                                                                                                       \
+    if (!mmq_block_rows(weight, table, tiles, tile_count, segments, tokens, MMQ_TOKENS, &p0, &p_end, &w)) return;      \
     int row0 = blockIdx.x * MMQ_ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;                             \
     int wr = (warp & 1) * 32, wt = (warp >> 1) * 16;                                                                   \
     int group_count = columns / 16;                                                                                    \
@@ -372,20 +382,8 @@ extern "C" __global__ void __launch_bounds__(128) mmqf_##T(                     
     __shared__ int xs[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                                 \
     __shared__ float xd[MMQ_TOKENS * MMQ_GRANULE_PITCH];                                                               \
     int p0, p_end;                                                                                                     \
-    const u8* w = weight;                                                                                              \
-    if (tiles != 0)                                                                                                    \
-    {                                                                                                                  \
-        if ((int)blockIdx.y >= *tile_count) return;                                                                    \
-        int2 tile = tiles[blockIdx.y];                                                                                 \
-        p0 = tile.y;                                                                                                   \
-        p_end = min(segments[tile.x + 1], p0 + MMQ_TOKENS);                                                            \
-        w = (const u8*)table[tile.x];                                                                                  \
-    }                                                                                                                  \
-    else                                                                                                               \
-    {                                                                                                                  \
-        p0 = blockIdx.y * MMQ_TOKENS;                                                                                  \
-        p_end = min(tokens, p0 + MMQ_TOKENS);                                                                          \
-    }                                                                                                                  \
+    const u8* w;                                                                                                       \
+    if (!mmq_block_rows(weight, table, tiles, tile_count, segments, tokens, MMQ_TOKENS, &p0, &p_end, &w)) return;      \
     int row0 = blockIdx.x * MMQ_ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;                             \
     int wr = (warp & 1) * 32, wt = (warp >> 1) * 16, group = lane >> 2, quad = lane & 3;                               \
     int group_count = columns / 16;                                                                                    \
@@ -626,20 +624,8 @@ __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u
     int* xs = (int*)(mmqt_shared + L::xs);
     float* xd = (float*)(mmqt_shared + L::xd);
     int p0, p_end;
-    const u8* w = weight;
-    if (tiles != 0)
-    {
-        if ((int)blockIdx.y >= *tile_count) return;
-        int2 tile = tiles[blockIdx.y];
-        p0 = tile.y;
-        p_end = min(segments[tile.x + 1], p0 + MMQT_TOKENS);
-        w = (const u8*)table[tile.x];
-    }
-    else
-    {
-        p0 = blockIdx.y * MMQT_TOKENS;
-        p_end = min(tokens, p0 + MMQT_TOKENS);
-    }
+    const u8* w;
+    if (!mmq_block_rows(weight, table, tiles, tile_count, segments, tokens, MMQT_TOKENS, &p0, &p_end, &w)) return;
     int row0 = blockIdx.x * ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int wr = (warp % WR) * 32, wt = (warp / WR) * 32, group = lane >> 2, quad = lane & 3;
     int group_count = columns / 16;
