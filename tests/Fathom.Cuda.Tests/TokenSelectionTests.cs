@@ -3,6 +3,7 @@ using Fathom.Models;
 using Fathom.Models.Synthesis;
 using Fathom.Quants;
 using Fathom.Runtime.Sampling;
+using Fathom.Tests.Shared;
 
 namespace Fathom.Cuda.Tests;
 
@@ -14,34 +15,6 @@ namespace Fathom.Cuda.Tests;
 /// </summary>
 public sealed class TokenSelectionTests(GpuFixture gpu)
 {
-    /// <summary>Flat noise, peaks over noise, values on a coarse grid (ties, ±0), and rows with a NaN or an infinity.</summary>
-    private static float[] Logits(int vocab, int kind, Random rng)
-    {
-        var logits = new float[vocab];
-        for (int i = 0; i < vocab; i++) logits[i] = (float)(rng.NextDouble() * 6 - 3);
-        switch (kind)
-        {
-            case 1:
-                for (int p = 0; p < 12; p++) logits[rng.Next(vocab)] = 12f + (float)rng.NextDouble() * 4;
-                break;
-            case 2:
-                for (int i = 0; i < vocab; i++)
-                {
-                    float v = MathF.Round(logits[i] * 2) / 2;
-                    logits[i] = v == 0 ? (rng.Next(2) == 0 ? -0f : 0f) : v;
-                }
-                break;
-            case 3:
-                logits[rng.Next(vocab)] = float.NaN;
-                break;
-            case 4:
-                logits[rng.Next(vocab)] = float.PositiveInfinity;
-                logits[rng.Next(vocab)] = float.NegativeInfinity;
-                break;
-        }
-        return logits;
-    }
-
     private static readonly int[] PenaltyTokens = [0, 5, 17, 99, 1000, 151_000, 200_000];
     private static readonly int[] PenaltyCounts = [1, 2, 3, 1, 4, 2, 1];
 
@@ -60,7 +33,7 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
     public void ArgMaxAndPenaltiesEqualTheHosts(int vocab, int kind, int seed, bool penalize)
     {
         gpu.Require();
-        float[] logits = Logits(vocab, kind, new Random(seed));
+        float[] logits = TestLogits.Row(vocab, kind, new Random(seed));
         TokenSelectionRequest request = Request(greedy: true, 1, penalize);
         float[] host = (float[])logits.Clone(), device = (float[])logits.Clone();
         var expected = new TokenCandidates(1);
@@ -85,7 +58,7 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
     public void ArgMaxOverManyBlocksEqualsTheHosts(int vocab, int kind, int seed)
     {
         gpu.Require();
-        float[] logits = Logits(vocab, Math.Max(kind, 0), new Random(seed));
+        float[] logits = TestLogits.Row(vocab, Math.Max(kind, 0), new Random(seed));
         if (kind < 0) logits[^1] = 100f;
         float[] device = (float[])logits.Clone();
         var expected = new TokenCandidates(1);
@@ -103,7 +76,7 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
         gpu.Require();
         foreach (int wanted in new[] { 1, 40, 256, 1024 })
         {
-            float[] logits = Logits(vocab, kind, new Random(seed + wanted));
+            float[] logits = TestLogits.Row(vocab, kind, new Random(seed + wanted));
             TokenSelectionRequest request = Request(greedy: false, wanted, penalize);
             float[] host = (float[])logits.Clone(), device = (float[])logits.Clone();
             var expected = new TokenCandidates();

@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using Fathom.Generation;
 using Fathom.Runtime.Sampling;
+using Fathom.Tests.Shared;
 
 namespace Fathom.Tests.Runtime;
 
@@ -11,27 +12,6 @@ namespace Fathom.Tests.Runtime;
 /// </summary>
 public class TokenSelectionTests
 {
-    /// <summary>Rows of logits of three kinds: flat noise, a few peaks over noise, and values on a coarse grid (many ties, ±0).</summary>
-    internal static float[] Logits(int vocab, int kind, Random rng)
-    {
-        var logits = new float[vocab];
-        for (int i = 0; i < vocab; i++) logits[i] = (float)(rng.NextDouble() * 6 - 3);
-        switch (kind)
-        {
-            case 1:
-                for (int p = 0; p < 12; p++) logits[rng.Next(vocab)] = 12f + (float)rng.NextDouble() * 4;
-                break;
-            case 2:
-                for (int i = 0; i < vocab; i++)
-                {
-                    float v = MathF.Round(logits[i] * 2) / 2; // steps of 0.5: every value shared by hundreds of tokens
-                    logits[i] = v == 0 ? (rng.Next(2) == 0 ? -0f : 0f) : v;
-                }
-                break;
-        }
-        return logits;
-    }
-
     public static TheoryData<float, int, float, float, int> Options()
     {
         var data = new TheoryData<float, int, float, float, int>();
@@ -70,7 +50,7 @@ public class TokenSelectionTests
         var row = new float[vocab];
         for (int step = 0; step < 12; step++)
         {
-            float[] logits = Logits(vocab, step % 3, rng);
+            float[] logits = TestLogits.Row(vocab, step % 3, rng);
             int expected = full.Sample(logits);
             logits.CopyTo(row);
             HostTokenSelection.Select(row, selecting.SelectionRequest(), candidates);
@@ -96,7 +76,7 @@ public class TokenSelectionTests
         var candidates = new TokenCandidates();
         for (int step = 0; step < 20; step++)
         {
-            float[] logits = Logits(vocab, 1, rng);
+            float[] logits = TestLogits.Row(vocab, 1, rng);
             float[] row = (float[])logits.Clone();
             HostTokenSelection.Select(row, selecting.SelectionRequest(), candidates);
             Assert.Equal(Sampler.DefaultCandidates, candidates.Count);
@@ -118,7 +98,7 @@ public class TokenSelectionTests
         var candidates = new TokenCandidates();
         for (int step = 0; step < 6; step++)
         {
-            float[] logits = Logits(vocab, 0, rng);
+            float[] logits = TestLogits.Row(vocab, 0, rng);
             float[] row = (float[])logits.Clone();
             HostTokenSelection.Select(row, selecting.SelectionRequest(), candidates);
             Assert.False(selecting.TrySample(candidates, out _));
@@ -134,7 +114,7 @@ public class TokenSelectionTests
     public void SelectionEqualsSortingTheWholeRow(int kind, int wanted)
     {
         const int vocab = 3000;
-        float[] logits = Logits(vocab, kind, new Random(kind * 31 + wanted));
+        float[] logits = TestLogits.Row(vocab, kind, new Random(kind * 31 + wanted));
         var candidates = new TokenCandidates();
         const float gap = 4f;
         HostTokenSelection.Select((float[])logits.Clone(), new TokenSelectionRequest(false, wanted, gap, LogitPenalties.None, [], []), candidates);
