@@ -16,7 +16,7 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
     private IntPtr _start, _end;
     private long _stepStart, _previousStepStart, _replays;
     private bool _pending;
-    private int _steps, _unwalked;
+    private int _unwalked;
     private double _walkMs, _gpuMs, _periodMs;
     private int _periods;
 
@@ -44,16 +44,15 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
         _previousStepStart = _stepStart = now;
     }
 
-    /// <summary>A replay starts; <paramref name="walked"/> says whether the host walked the model code for it (a check) or not (a verified step).</summary>
     /// <summary>A pass that is no replayed or recorded decode step (a prompt, a batch, a plain step) runs: the period across it is not a step's.</summary>
     public void Interrupt() => _previousStepStart = 0;
 
+    /// <summary>A replay starts; <paramref name="walked"/> says whether the host walked the model code for it (a check) or not (a verified step).</summary>
     public void BeforeReplay(bool walked)
     {
         _replays++;
         if (!walked) _unwalked++;
         _walkMs += Stopwatch.GetElapsedTime(_stepStart).TotalMilliseconds;
-        _steps++;
         if (_replays == profiledReplay)
         {
             context.Synchronize("the profiled step's start");
@@ -87,9 +86,9 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
             context.Driver.DestroyEvent(_start);
             context.Driver.DestroyEvent(_end);
         }
-        if (!times || _steps == 0) return;
+        if (!times || _replays == 0) return;
         Console.Error.WriteLine(
-            $"replayed decode steps: {_steps} ({_unwalked} without the walk); host walk {1000 * _walkMs / _steps:F1} µs, graph GPU {1000 * _gpuMs / _steps:F1} µs, " +
+            $"replayed decode steps: {_replays} ({_unwalked} without the walk); host walk {1000 * _walkMs / _replays:F1} µs, graph GPU {1000 * _gpuMs / _replays:F1} µs, " +
             $"step period {(_periods == 0 ? 0 : 1000 * _periodMs / _periods):F1} µs (mean per step)");
     }
 }
