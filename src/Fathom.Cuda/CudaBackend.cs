@@ -20,8 +20,8 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
-    // transposed_group_T: threads of 8 columns each, tokens per block (TRANSPOSED_TILE in Kernels/transposed.cu).
-    private const int TransposedThreads = 128, TransposedTokenTile = 4;
+    // transposed_group_T: a thread per column, 256 columns and up to 4 tokens per block (Kernels/transposed.cu).
+    private const int TransposedColumns = 256, TransposedTokenTile = 4;
 
     /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
     public const int BlasMinimumTokens = 32;
@@ -88,6 +88,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _dequantized = new DeviceScratch(_context, _retirement);
         _stepValues = new DeviceScratch(_context, _retirement);
         _graphs = new DecodeGraphs(_context);
+        _decodeCounters = ZeroedDecodeCounters();
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {
             try
@@ -774,12 +775,11 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         Span<float> y = outputs[..(int)outputExtent];
         // A staged output is uploaded first: the values between its rows must come back unchanged.
         ulong o = Out(y, _output, upload: true, out bool staged);
-        int runs = (columns + 7) / 8, threads = Math.Min(TransposedThreads, (runs + 31) / 32 * 32);
         new KernelArguments().Pointer(table).Long(shape.RowBytes)
             .Pointer(source).Long(inputStride).Long(inputTokenStride).Pointer(o).Long(outputStride).Long(outputTokenStride)
             .Int(rows).Int(columns).Int(tokens)
             .Launch(_context, _kernels.Function("transposed_group_" + CudaKernels.KernelSuffix(shape.Format.Type)), shape.Name,
-                Blocks(runs, threads), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, (uint)threads, 0);
+                Blocks(columns, TransposedColumns), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, TransposedColumns, 0);
         Return(y, o, staged);
     }
 

@@ -6,11 +6,12 @@ namespace Fathom.Cuda.Tests;
 /// <summary>
 /// The chunked decode attention (batches below <see cref="CudaBackend.PrefillAttentionMinimumTokens"/>,
 /// Kernels/attention_decode.cu) agrees with <see cref="CpuBackend.Attention"/> within 1e-5 relative L2 (float
-/// reordering only): single tokens at lengths 1 to 5,000 (one chunk, many, chunks longer than one key tile), small
-/// decode batches, Qwen2's grouped-query shape, MLA's latent form with 16 and 128 heads (the values inside the
-/// 576-wide key rows), and groups that leave heads of a tile or warp idle; and in recorded decode steps, where the
-/// length comes from the step's position on the device, a replayed step at a later position (other chunk sizes)
-/// still agrees. The largest error of each case is written as a diagnostic message.
+/// reordering only): single tokens at lengths 1 to 5,000 (one chunk written directly; many, merged by the last
+/// block; key tiles of 8, 16 and 32 keys; chunks of several tiles), small decode batches, Qwen2's grouped-query
+/// shape, MLA's latent form with 16 and 128 heads (the values inside the 576-wide key rows), and head tiles smaller
+/// than their kernel's; and in recorded decode steps, where the length comes from the step's position on the device,
+/// a replayed step at a later position (other chunk counts and sizes) still agrees. Every case runs after others on
+/// the same backend, so a merge counter not reset by its launch would fail the next one. The largest error of each case is written as a diagnostic message.
 /// </summary>
 public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
 {
@@ -24,12 +25,13 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
     public void Dispose() => _cpu.Dispose();
 
     [Theory]
-    [InlineData(12, 2, 128, 128, false)]  // Qwen2-1.5B: groups of 6, a warp per head
-    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: 16 heads, two per warp
-    [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: four tiles of 32
-    [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one; rows not 16-byte aligned (scalar loads)
-    [InlineData(18, 1, 64, 96, false)]    // the last warp's last two heads idle; values not a multiple of 32
-    [InlineData(40, 1, 64, 256, false)]   // a second tile of 8 heads in a block of 8 warps; separate wide values
+    [InlineData(12, 2, 128, 128, false)]  // Qwen2-1.5B: groups of 6 in the 8-head kernel, 128 threads
+    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: tiles of 4, two value dims per thread, 16-key tiles
+    [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: sixteen tiles of 8
+    [InlineData(64, 4, 64, 64, false)]    // groups of 16 in the 16-head kernel
+    [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one in the 4-head kernel; rows not 16-byte aligned (scalar loads)
+    [InlineData(18, 1, 64, 96, false)]    // tiles of 8, 8 and 2; values not a multiple of 32 (96 threads)
+    [InlineData(40, 1, 64, 256, false)]   // five tiles of 8; separate values, 256 threads
     public void SingleTokensMatchTheCpuAtEveryLength(int heads, int kvHeads, int keyDim, int valueDim, bool shared)
     {
         CudaBackend cuda = gpu.Backend;

@@ -138,13 +138,15 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
     }
 
     [Theory]
-    [InlineData(GgmlType.Q8_0, 1, false)]
-    [InlineData(GgmlType.Q8_0, 5, true)]
-    [InlineData(GgmlType.Q4_K, 1, true)]
-    [InlineData(GgmlType.Q4_K, 9, false)]
-    [InlineData(GgmlType.Q6_K, 3, true)]
-    [InlineData(GgmlType.F32, 2, false)]
-    public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach)
+    [InlineData(GgmlType.Q8_0, 1, false, 16, 256)]
+    [InlineData(GgmlType.Q8_0, 5, true, 16, 256)]
+    [InlineData(GgmlType.Q4_K, 1, true, 16, 256)]
+    [InlineData(GgmlType.Q4_K, 9, false, 16, 256)]
+    [InlineData(GgmlType.Q6_K, 3, true, 16, 256)]
+    [InlineData(GgmlType.F32, 2, false, 16, 256)]
+    [InlineData(GgmlType.Q4_K, 1, true, 128, 512)] // R1's shape: several tiles of decoded rows, two column blocks
+    [InlineData(GgmlType.Q8_0, 6, false, 45, 288)] // a last row tile of 13, a last column block of 32 of 256
+    public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach, int nope, int latent)
     {
         // MLA's fused attn_kv_b: each head's key rows (a row slice of one matrix) weighted by that head's q_nope, read
         // from a strided query and written into a strided absorbed row, as DeepSeek2 lays them out. The kernel adds the
@@ -152,7 +154,8 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
         gpu.Require();
         var random = new Random(tokens + 23 + (int)type);
         WeightFormat format = TypeTraits.For(type);
-        const int heads = 3, nope = 16, latent = 256, qHead = 24, absorbedHead = 264;
+        const int heads = 3;
+        int qHead = nope + 8, absorbedHead = latent + 8;
         byte[] quantized = GC.AllocateArray<byte>(heads * nope * (int)format.Layout.RowBytes(latent), pinned: true);
         TestData.QuantizedRows(random, format, heads * nope, latent).CopyTo(quantized, 0);
         float[] q = TestData.Gaussian(random, tokens * heads * qHead), poison = Enumerable.Repeat(7f, tokens * heads * absorbedHead).ToArray();

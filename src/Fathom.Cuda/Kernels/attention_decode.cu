@@ -1,25 +1,29 @@
-// Causal attention for decoding (one token per session, or a few), flash-decoding style, in FP32. The cached
-// positions of a query are split into chunks, one block per (chunk, tile of the query heads sharing one cache head,
-// token): the block loads its heads' queries once, walks its chunk in tiles of DECODE_KEYS keys (key rows, and value
-// rows unless they sit inside the keys, loaded coalesced into shared memory once for all its heads), and keeps an
-// online softmax per head as attention_prefill does (running maximum m, running sum l in double, the output row
-// rescaled by exp(old m - new m) when m grows). It writes the unnormalized output row with its (m, l) to scratch
-// (`partials`: for each (token, head, chunk) slot the sums l as doubles, then the maxima m, then the output rows);
-// attention_decode_combine then merges a query's chunks: M = max m_i, out = sum o_i exp(m_i - M) / sum l_i exp(m_i - M).
-//
-// The length of a token's query comes from step_position, so a recorded decode step replays unchanged at the next
-// position: the grid has a fixed number of chunks (`splits`), and the chunk size follows the length on the device
-// (decode_chunk); blocks whose chunk starts past the length exit. Warp w holds heads w*QPW .. w*QPW + QPW - 1 of the
-// block's tile; in a key tile each lane scores one key for each of them, and accumulates value dims lane + 32 * i.
+// Causal attention for decoding (one token per session, or a few), flash-decoding style, in FP32. A query's cached
+// positions are split into chunks, one block per (chunk, tile of up to HT query heads sharing one cache head, token).
+// The block walks its chunk in tiles of up to KT keys (32, or 16 for value rows past 256, so that MLA's 576-wide
+// tiles leave room for two blocks per multiprocessor): the key rows (and value rows, unless they sit inside
+// the keys, as in MLA's latent cache) are loaded coalesced into shared memory once for all its heads, and
+//   scores: the dot products are split over the whole block, not serial per lane: the key dimension is cut into
+//           slices, lane (key, slice) accumulates one slice of its key's dot with every head of the tile (the queries
+//           stored dimension-major, four heads per broadcast load), and the slices are then summed per (head, key);
+//           with fewer keys in a tile, more slices of the dimension share a warp, so short chunks are cheap;
+//   softmax: a warp per head keeps the online softmax as attention_prefill does (running maximum m, running sum l in
+//           double, the outputs rescaled by exp(old m - new m) when m grows);
+//   values:  thread t accumulates value dims t + i * blockDim.x for every head of the tile (HT × A registers).
+// The number of chunks follows the query's length, read on the device (step_position), so a recorded decode step
+// replays unchanged at any later position: ceil(length / DECODE_MIN_CHUNK) chunks, at most the grid's `splits`
+// (the rest of the grid exits). One chunk writes the normalized output itself; otherwise each block writes its
+// unnormalized rows with their (m, l) to `partials` (per (token, head, chunk) slot: the rows, 16-byte aligned, then
+// the sums l as doubles, then the maxima m), and the block that finishes last (an atomic counter per (token, head tile), reset by that
+// block for the next launch) merges them: M = max m_i, out = sum o_i exp(m_i - M) / sum l_i exp(m_i - M).
 
-#define DECODE_KEYS 32
+#define DECODE_MIN_CHUNK 8
 #define DECODE_MAX_SPLITS 256
 
-// Positions per chunk for a query of `length` positions over `splits` chunks: whole key tiles, at least one.
-__device__ __forceinline__ int decode_chunk(int length, int splits)
+// Chunks a query of `length` positions is split into: one per DECODE_MIN_CHUNK positions, at most `splits`.
+__device__ __forceinline__ int decode_chunks(int length, int splits)
 {
-    int chunk = (length + splits - 1) / splits;
-    return max(DECODE_KEYS, (chunk + DECODE_KEYS - 1) / DECODE_KEYS * DECODE_KEYS);
+    return min(splits, (length + DECODE_MIN_CHUNK - 1) / DECODE_MIN_CHUNK);
 }
 
 // Rows 0..count-1 of `width` floats, `stride` apart in global memory, into shared rows `pitch` apart: a warp per row,
@@ -51,174 +55,271 @@ __device__ __forceinline__ void load_rows(float* __restrict__ tile, int pitch, c
     }
 }
 
-template <int ACC, int QPW>
+// HT: heads per block at most (a multiple of 4); A: value dims per thread (value rows of at most A * blockDim.x);
+// KT: keys per tile (16 or 32).
+// Dynamic shared memory, in this order (CudaBackend.DecodeSharedFloats computes its size): l[HT] (doubles), m[HT],
+// correction[HT], inverse[HT], p[KT][HT], scores[HT][KT], slices[warps * 32 * HT], queries[key_dim][HT],
+// keys[KT][key_dim + 1] (also the merge's weights[HT][splits]), values[KT][value_dim].
+template <int HT, int A, int KT>
 __device__ __forceinline__ void attention_decode_body(const float* __restrict__ queries, const float* __restrict__ keys,
-    const float* __restrict__ values, char* __restrict__ partials,
+    const float* __restrict__ values, char* __restrict__ partials, unsigned* __restrict__ counters, float* __restrict__ output,
     int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale,
     const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys)
 {
-    extern __shared__ float tile[];
+    extern __shared__ float4 shared_block[]; // float4: 16-byte aligned, for the queries' and weights' vector loads
+    __shared__ int last_block;
     int group = heads / kv_heads, tiles = (group + head_tile - 1) / head_tile;
     int kv_head = blockIdx.y / tiles, first_head = kv_head * group + (blockIdx.y % tiles) * head_tile;
     int tile_heads = min(head_tile, kv_head * group + group - first_head);
     int token = blockIdx.z;
-    i64 slots = (i64)gridDim.z * heads * splits;
-    double* partial_sum = (double*)partials;
-    float* partial_max = (float*)(partial_sum + slots);
-    float* partial_out = partial_max + slots;
     int length = step_position(step, first_position) + token + 1;
-    int chunk = decode_chunk(length, splits);
-    int start = blockIdx.x * chunk;
-    if (start >= length) return; // the whole block: this chunk is past the query's length
-    int end = min(length, start + chunk);
+    int used = decode_chunks(length, splits);
+    if (blockIdx.x >= used) return; // the whole block: the query is too short for this chunk
+    int start = (int)((i64)length * blockIdx.x / used), end = (int)((i64)length * (blockIdx.x + 1) / used);
 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-    int key_pitch = key_dim + 1;
-    float* query_tile = tile;
-    float* key_tile = query_tile + head_tile * key_dim;
-    float* value_tile = values_in_keys ? key_tile : key_tile + DECODE_KEYS * key_pitch;
+    int key_pitch = key_dim + 1; // odd: lanes reading one dim of consecutive keys hit distinct banks
+    double* l_s = (double*)shared_block;
+    float* m_s = (float*)(l_s + HT);
+    float* correction_s = m_s + HT;
+    float* inverse_s = correction_s + HT;
+    float* p_s = inverse_s + HT;
+    float* score_s = p_s + KT * HT;
+    float* slice_s = score_s + HT * KT;
+    float* query_s = slice_s + warps * 32 * HT;
+    float* key_tile = query_s + key_dim * HT;
+    float* value_tile = values_in_keys ? key_tile : key_tile + KT * key_pitch;
     int value_pitch = values_in_keys ? key_pitch : value_dim;
 
+    // The tile's queries, dimension-major; the heads past the tile's end are zeros (scored, never written).
     const float* q_source = queries + ((i64)token * heads + first_head) * key_dim;
-    for (int i = threadIdx.x; i < tile_heads * key_dim; i += blockDim.x) query_tile[i] = q_source[i];
-
-    // This warp's heads (local indices within the tile); those past the tile's end compute on its last head's query
-    // and write nothing, so the warp's shuffles stay uniform.
-    const float* q[QPW];
-    _Pragma("unroll") for (int j = 0; j < QPW; j++) q[j] = query_tile + min(warp * QPW + j, tile_heads - 1) * key_dim;
-    float m[QPW], acc[QPW][ACC];
-    double l[QPW];
-    _Pragma("unroll") for (int j = 0; j < QPW; j++)
+    for (int i = threadIdx.x; i < HT * key_dim; i += blockDim.x)
     {
-        m[j] = -3.402823466e38f;
-        l[j] = 0.0;
-        _Pragma("unroll") for (int i = 0; i < ACC; i++) acc[j][i] = 0.0f;
+        int h = i / key_dim, d = i - h * key_dim;
+        query_s[d * HT + h] = h < tile_heads ? q_source[i] : 0.0f;
     }
+    if (threadIdx.x < HT)
+    {
+        l_s[threadIdx.x] = 0.0;
+        m_s[threadIdx.x] = -3.402823466e38f;
+    }
+    float acc[HT][A];
+    _Pragma("unroll") for (int h = 0; h < HT; h++)
+        _Pragma("unroll") for (int i = 0; i < A; i++) acc[h][i] = 0.0f;
 
     const float* key_base = keys + (i64)kv_head * key_dim;
     const float* value_base = values + (i64)kv_head * value_dim;
-    for (int first = start; first < end; first += DECODE_KEYS)
+    for (int first = start; first < end; first += KT)
     {
-        __syncthreads(); // the previous tile is used up (and, the first time, the queries are written)
-        int count = min(DECODE_KEYS, end - first);
+        __syncthreads(); // the previous tile is used up (and, the first time, the queries and state are written)
+        int count = min(KT, end - first);
         load_rows(key_tile, key_pitch, key_base + (i64)first * key_stride, key_stride, key_dim, count, warp, warps, lane);
         if (!values_in_keys) load_rows(value_tile, value_pitch, value_base + (i64)first * value_stride, value_stride, value_dim, count, warp, warps, lane);
         __syncthreads();
 
-        float dot[QPW];
-        _Pragma("unroll") for (int j = 0; j < QPW; j++) dot[j] = 0.0f;
-        if (lane < count)
+        // Scores, slice by slice: `kt` keys per warp row (the tile's count rounded up to 8, 16 or 32), 32 / kt slices per warp.
+        int kt_shift = count <= 8 ? 3 : count <= 16 ? 4 : 5, kt = 1 << kt_shift;
+        int key = lane & (kt - 1), slices = warps << (5 - kt_shift), slice = (warp << (5 - kt_shift)) + (lane >> kt_shift);
+        int span = (key_dim + slices - 1) / slices;
+        int d0 = min(key_dim, slice * span), d1 = min(key_dim, d0 + span);
+        float dot[HT];
+        _Pragma("unroll") for (int h = 0; h < HT; h++) dot[h] = 0.0f;
+        if (key < count)
         {
-            const float* k = key_tile + lane * key_pitch;
-            for (int d = 0; d < key_dim; d++)
+            const float* k = key_tile + key * key_pitch;
+            for (int d = d0; d < d1; d++)
             {
                 float kd = k[d];
-                _Pragma("unroll") for (int j = 0; j < QPW; j++) dot[j] += q[j][d] * kd;
+                const float4* q4 = (const float4*)(query_s + d * HT);
+                _Pragma("unroll") for (int j = 0; j < HT / 4; j++)
+                {
+                    float4 q = q4[j];
+                    dot[4 * j] = __fmaf_rn(q.x, kd, dot[4 * j]);
+                    dot[4 * j + 1] = __fmaf_rn(q.y, kd, dot[4 * j + 1]);
+                    dot[4 * j + 2] = __fmaf_rn(q.z, kd, dot[4 * j + 2]);
+                    dot[4 * j + 3] = __fmaf_rn(q.w, kd, dot[4 * j + 3]);
+                }
             }
         }
-        float e[QPW];
-        _Pragma("unroll") for (int j = 0; j < QPW; j++)
+        _Pragma("unroll") for (int h = 0; h < HT; h++) slice_s[((slice * HT + h) << kt_shift) + key] = dot[h];
+        __syncthreads();
+        for (int i = threadIdx.x; i < HT * kt; i += blockDim.x)
         {
-            float score = lane < count ? dot[j] * scale : -3.402823466e38f;
-            float m_new = fmaxf(m[j], warp_max(score)); // the tile's first key is always seen, so m_new is a real score
-            float correction = exp_rounded(m[j] - m_new);
-            e[j] = lane < count ? exp_rounded(score - m_new) : 0.0f;
-            l[j] = l[j] * (double)correction + warp_sum_double((double)e[j]);
-            m[j] = m_new;
-            _Pragma("unroll") for (int i = 0; i < ACC; i++) acc[j][i] *= correction;
+            int h = i >> kt_shift, k = i & (kt - 1);
+            float s = 0.0f;
+            for (int j = 0; j < slices; j++) s += slice_s[((j * HT + h) << kt_shift) + k];
+            score_s[h * KT + k] = s * scale;
         }
-        for (int key = 0; key < count; key++)
+        __syncthreads();
+
+        // The online softmax, a warp per head: this tile's weights p (key-major, for the value loop's broadcasts).
+        for (int h = warp; h < HT; h += warps)
         {
-            const float* v = value_tile + key * value_pitch + lane;
-            float p[QPW];
-            _Pragma("unroll") for (int j = 0; j < QPW; j++) p[j] = __shfl_sync(0xFFFFFFFFu, e[j], key);
-            _Pragma("unroll") for (int i = 0; i < ACC; i++)
-                if (lane + 32 * i < value_dim)
+            float score = lane < count ? score_s[h * KT + lane] : -3.402823466e38f;
+            float m_old = m_s[h];
+            float m_new = fmaxf(m_old, warp_max(score)); // the tile's first key is always seen, so m_new is a real score
+            float e = lane < count ? exp_rounded(score - m_new) : 0.0f;
+            double sum = warp_sum_double((double)e);
+            if (lane < KT) p_s[lane * HT + h] = e;
+            if (lane == 0)
+            {
+                float correction = exp_rounded(m_old - m_new);
+                l_s[h] = l_s[h] * (double)correction + sum;
+                m_s[h] = m_new;
+                correction_s[h] = correction;
+            }
+        }
+        __syncthreads();
+
+        _Pragma("unroll") for (int h = 0; h < HT; h++)
+        {
+            float c = correction_s[h];
+            _Pragma("unroll") for (int i = 0; i < A; i++) acc[h][i] *= c;
+        }
+        for (int k = 0; k < count; k++)
+        {
+            float v[A];
+            _Pragma("unroll") for (int i = 0; i < A; i++)
+            {
+                int d = threadIdx.x + i * blockDim.x;
+                v[i] = d < value_dim ? value_tile[k * value_pitch + d] : 0.0f;
+            }
+            const float4* p4 = (const float4*)(p_s + k * HT);
+            _Pragma("unroll") for (int j = 0; j < HT / 4; j++)
+            {
+                float4 p = p4[j];
+                _Pragma("unroll") for (int i = 0; i < A; i++)
                 {
-                    float vi = v[32 * i];
-                    _Pragma("unroll") for (int j = 0; j < QPW; j++) acc[j][i] += p[j] * vi;
+                    acc[4 * j][i] = __fmaf_rn(p.x, v[i], acc[4 * j][i]);
+                    acc[4 * j + 1][i] = __fmaf_rn(p.y, v[i], acc[4 * j + 1][i]);
+                    acc[4 * j + 2][i] = __fmaf_rn(p.z, v[i], acc[4 * j + 2][i]);
+                    acc[4 * j + 3][i] = __fmaf_rn(p.w, v[i], acc[4 * j + 3][i]);
                 }
+            }
         }
     }
+    __syncthreads(); // l_s and m_s are final
 
-    _Pragma("unroll") for (int j = 0; j < QPW; j++)
+    if (used == 1)
     {
-        int local = warp * QPW + j;
-        if (local >= tile_heads) break;
-        i64 slot = ((i64)token * heads + first_head + local) * splits + blockIdx.x;
-        float* o = partial_out + slot * value_dim;
-        _Pragma("unroll") for (int i = 0; i < ACC; i++)
-            if (lane + 32 * i < value_dim) o[lane + 32 * i] = acc[j][i];
-        if (lane == 0)
+        _Pragma("unroll") for (int h = 0; h < HT; h++)
         {
-            partial_max[slot] = m[j];
-            partial_sum[slot] = l[j];
+            if (h >= tile_heads) break;
+            float inverse = (float)(1.0 / l_s[h]);
+            float* out = output + ((i64)token * heads + first_head + h) * value_dim;
+            _Pragma("unroll") for (int i = 0; i < A; i++)
+            {
+                int d = threadIdx.x + i * blockDim.x;
+                if (d < value_dim) out[d] = acc[h][i] * inverse;
+            }
+        }
+        return;
+    }
+
+    i64 slots = (i64)gridDim.z * heads * splits;
+    float* partial_out = (float*)partials;
+    double* partial_sum = (double*)(partial_out + ((slots * value_dim + 3) & ~3ll));
+    float* partial_max = (float*)(partial_sum + slots);
+    i64 base = ((i64)token * heads + first_head) * splits; // slot of (this token, the tile's first head, chunk 0)
+    _Pragma("unroll") for (int h = 0; h < HT; h++)
+    {
+        if (h >= tile_heads) break;
+        float* o = partial_out + (base + (i64)h * splits + blockIdx.x) * value_dim;
+        _Pragma("unroll") for (int i = 0; i < A; i++)
+        {
+            int d = threadIdx.x + i * blockDim.x;
+            if (d < value_dim) __stcg(o + d, acc[h][i]);
         }
     }
-}
-
-// attention_decode_N_Q: value rows of at most 32 * N values, Q heads per warp.
-#define FATHOM_DECODE_KERNEL(N, Q)                                                                             \
-extern "C" __global__ void __launch_bounds__(256)                                                              \
-attention_decode_##N##_##Q(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values, \
-                           char* __restrict__ partials,                                                         \
-                           int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale, \
-                           const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys) \
-{                                                                                                              \
-    attention_decode_body<N, Q>(queries, keys, values, partials, heads, kv_heads, key_dim, \
-                                value_dim, key_stride, value_stride, scale, step, first_position, splits, head_tile, values_in_keys); \
-}
-
-FATHOM_DECODE_KERNEL(4, 1)
-FATHOM_DECODE_KERNEL(4, 2)
-FATHOM_DECODE_KERNEL(4, 4)
-FATHOM_DECODE_KERNEL(8, 1)
-FATHOM_DECODE_KERNEL(8, 2)
-FATHOM_DECODE_KERNEL(8, 4)
-FATHOM_DECODE_KERNEL(16, 1)
-FATHOM_DECODE_KERNEL(16, 2)
-FATHOM_DECODE_KERNEL(16, 4)
-
-// Merges the chunks of one (query head, token): block (head, token). The first warp finds the largest chunk maximum
-// M, each chunk's weight exp(m_i - M) (into shared memory) and the total sum; then every thread sums value dims
-// over the chunks in chunk order and divides once.
-extern "C" __global__ void attention_decode_combine(const char* __restrict__ partials, float* __restrict__ output,
-                                                    int heads, int value_dim, const int* __restrict__ step, int first_position, int splits)
-{
-    __shared__ float weights[DECODE_MAX_SPLITS];
-    __shared__ float inverse;
-    int head = blockIdx.x, token = blockIdx.y;
-    i64 slots = (i64)gridDim.y * heads * splits;
-    const double* partial_sum = (const double*)partials;
-    const float* partial_max = (const float*)(partial_sum + slots);
-    const float* partial_out = partial_max + slots;
-    int length = step_position(step, first_position) + token + 1;
-    int chunk = decode_chunk(length, splits);
-    int used = (length + chunk - 1) / chunk;
-    i64 base = ((i64)token * heads + head) * splits;
-    if (threadIdx.x < 32)
+    if (threadIdx.x < tile_heads)
     {
-        float m = -3.402823466e38f;
-        for (int i = threadIdx.x; i < used; i += 32) m = fmaxf(m, partial_max[base + i]);
-        m = warp_max(m);
-        double l = 0.0;
-        for (int i = threadIdx.x; i < used; i += 32)
-        {
-            float w = exp_rounded(partial_max[base + i] - m);
-            weights[i] = w;
-            l += partial_sum[base + i] * (double)w;
-        }
-        l = warp_sum_double(l);
-        if (threadIdx.x == 0) inverse = (float)(1.0 / l);
+        i64 slot = base + (i64)threadIdx.x * splits + blockIdx.x;
+        __stcg(partial_max + slot, m_s[threadIdx.x]);
+        __stcg(partial_sum + slot, l_s[threadIdx.x]);
+    }
+    __threadfence(); // this block's partials are visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        unsigned* counter = counters + (i64)token * gridDim.y + blockIdx.y;
+        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
+        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
     }
     __syncthreads();
-    float scale = inverse;
-    const float* o = partial_out + base * value_dim;
-    float* out = output + ((i64)token * heads + head) * value_dim;
-    for (int d = threadIdx.x; d < value_dim; d += blockDim.x)
+    if (!last_block) return;
+    __threadfence();
+
+    // The merge, by the last block: each head's chunk weights exp(m_i - M) into the key tile (no longer needed),
+    // then every (head, four value dims) summed over the chunks in chunk order, the rows read as float4 (the host
+    // bounds used * tile_heads * value_dim so that this tail stays short).
+    float* weights = key_tile;
+    for (int h = warp; h < tile_heads; h += warps)
     {
-        float sum = 0.0f;
-        for (int i = 0; i < used; i++) sum += o[(i64)i * value_dim + d] * weights[i];
-        out[d] = sum * scale;
+        i64 at = base + (i64)h * splits;
+        float m = -3.402823466e38f;
+        for (int i = lane; i < used; i += 32) m = fmaxf(m, __ldcg(partial_max + at + i));
+        m = warp_max(m);
+        double l = 0.0;
+        for (int i = lane; i < used; i += 32)
+        {
+            float w = exp_rounded(__ldcg(partial_max + at + i) - m);
+            weights[h * splits + i] = w;
+            l += __ldcg(partial_sum + at + i) * (double)w;
+        }
+        l = warp_sum_double(l);
+        if (lane == 0) inverse_s[h] = (float)(1.0 / l);
+    }
+    __syncthreads();
+    int per_head = (value_dim & 3) == 0 ? value_dim >> 2 : value_dim; // float4s, or single floats
+    for (int item = threadIdx.x; item < tile_heads * per_head; item += blockDim.x)
+    {
+        int h = item / per_head, q = item - h * per_head;
+        const float* w = weights + h * splits;
+        const float* rows = partial_out + (base + (i64)h * splits) * value_dim;
+        float* out = output + ((i64)token * heads + first_head + h) * value_dim;
+        float inverse = inverse_s[h];
+        if (per_head != value_dim)
+        {
+            const float4* o = (const float4*)rows + q;
+            float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            _Pragma("unroll 4") for (int c = 0; c < used; c++)
+            {
+                float4 v = __ldcg(o + (i64)c * per_head);
+                float wc = w[c];
+                sum.x += v.x * wc;
+                sum.y += v.y * wc;
+                sum.z += v.z * wc;
+                sum.w += v.w * wc;
+            }
+            out[4 * q] = sum.x * inverse;
+            out[4 * q + 1] = sum.y * inverse;
+            out[4 * q + 2] = sum.z * inverse;
+            out[4 * q + 3] = sum.w * inverse;
+        }
+        else
+        {
+            float sum = 0.0f;
+            _Pragma("unroll 4") for (int c = 0; c < used; c++) sum += __ldcg(rows + (i64)c * value_dim + q) * w[c];
+            out[q] = sum * inverse;
+        }
     }
 }
+
+// attention_decode_H_A_K: tiles of up to H query heads, value rows of at most A * blockDim.x values, K keys per tile.
+#define FATHOM_DECODE_KERNEL(HT, A, KT)                                                                            \
+extern "C" __global__ void __launch_bounds__(256)                                                              \
+attention_decode_##HT##_##A##_##KT(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values, \
+                            char* __restrict__ partials, unsigned* __restrict__ counters, float* __restrict__ output, \
+                            int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale, \
+                            const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys) \
+{                                                                                                              \
+    attention_decode_body<HT, A, KT>(queries, keys, values, partials, counters, output, heads, kv_heads, key_dim, \
+                                 value_dim, key_stride, value_stride, scale, step, first_position, splits, head_tile, values_in_keys); \
+}
+
+FATHOM_DECODE_KERNEL(4, 1, 32)
+FATHOM_DECODE_KERNEL(4, 2, 16)
+FATHOM_DECODE_KERNEL(8, 1, 32)
+FATHOM_DECODE_KERNEL(8, 2, 16)
+FATHOM_DECODE_KERNEL(16, 1, 32)
+FATHOM_DECODE_KERNEL(16, 2, 16)

@@ -1,0 +1,44 @@
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// The decode attention's launch shape (<see cref="CudaBackend.DecodeTiling"/>, <see cref="CudaBackend.DecodeThreads"/>,
+/// <see cref="CudaBackend.DecodeSharedFloats"/>), no GPU needed: for the models' shapes and odd ones, on GPUs of 16 to
+/// 132 multiprocessors, the head tile fits its kernel and covers the group, the rows the last block merges stay within
+/// the merge bound, the grid fills the GPU unless even the smallest head tile cannot, and the shared memory holds
+/// the merge's weights and fits the H200's 227 KiB opt-in limit.
+/// </summary>
+public sealed class DecodeTilingTests
+{
+    private const long MergeBytes = 256 * 1024, OptInSharedBytes = 227 * 1024;
+
+    [Theory]
+    [InlineData(12, 2, 128, 128, false)] // Qwen2-1.5B
+    [InlineData(16, 1, 576, 512, true)]  // DeepSeek-V3 MLA, latent form
+    [InlineData(128, 1, 576, 512, true)] // DeepSeek-R1 MLA
+    [InlineData(64, 4, 64, 64, false)]   // groups of 16
+    [InlineData(4, 4, 62, 62, false)]
+    [InlineData(18, 1, 64, 96, false)]
+    [InlineData(40, 1, 64, 256, false)]
+    [InlineData(32, 8, 128, 128, false)] // Llama-style GQA, groups of 4
+    public void TilesFitTheirKernelsBoundTheMergeAndFillTheGpu(int heads, int kvHeads, int keyDim, int valueDim, bool valuesInKeys)
+    {
+        int group = heads / kvHeads;
+        foreach (int multiprocessors in new[] { 16, 78, 132 })
+            foreach (int tokens in new[] { 1, 3, 15 })
+            {
+                (int capacity, int headTile, int splits) = CudaBackend.DecodeTiling(group, kvHeads, valueDim, tokens, multiprocessors);
+                Assert.Contains(capacity, new[] { 4, 8, 16 });
+                Assert.InRange(headTile, 1, capacity);
+                Assert.True(headTile == group || headTile == capacity, $"a tile of {headTile} of a group of {group} in the {capacity}-head kernel");
+                Assert.InRange(splits, 1, 256);
+                Assert.True(splits == 1 || (long)splits * headTile * valueDim * sizeof(float) <= MergeBytes,
+                    $"{splits} chunks of {headTile} heads × {valueDim} merge more than {MergeBytes} bytes");
+                long blocks = (long)splits * kvHeads * ((group + headTile - 1) / headTile) * tokens;
+                Assert.True(capacity == 4 || blocks >= multiprocessors, $"{blocks} blocks on {multiprocessors} multiprocessors with tiles of {headTile}");
+                (int threads, int dimsPerThread, int keysPerTile) = CudaBackend.DecodeThreads(valueDim);
+                Assert.True(threads % 32 == 0 && threads <= 256 && threads * dimsPerThread >= valueDim);
+                long shared = sizeof(float) * CudaBackend.DecodeSharedFloats(capacity, threads / 32, keysPerTile, keyDim, valueDim, valuesInKeys, splits);
+                Assert.True(shared <= OptInSharedBytes, $"{shared} bytes of shared memory");
+            }
+    }
+}
