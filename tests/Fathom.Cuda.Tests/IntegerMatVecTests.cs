@@ -60,24 +60,28 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         WeightFormat format = TypeTraits.For(type);
         Assert.Equal(format.Layout.BlockSize, QuantizedMatVec.PackedBlock(format.DotActivationType));
         Assert.Contains($"pack_activations_{format.DotActivationType.ToString().ToLowerInvariant()}(", source);
-        // A row of one block is one round for as many lanes as the block has pieces, one row per thread.
+        // A row of one block takes as many lanes as the block has pieces (the fewest a layout has), one row per thread.
         Assert.Equal(new MatVecLayout((int)QuantizedMatVec.PiecesPerRow(type, format.Layout.BlockSize), 1), QuantizedMatVec.LayoutFor(type, 1, format.Layout.BlockSize));
     }
 
     /// <summary>
     /// Without a GPU: the picked layout is one the kernels take (lanes a power of two from a block's pieces to a block
-    /// of threads; 1, 2 or 4 rows per thread), takes a row in one round where 128 lanes can, gives more rows per thread
-    /// only to more rows, and its lanes depend on the row width alone, so a group (which counts all its matrices' rows)
-    /// adds each row's blocks in the order its one-matrix product does.
+    /// of threads; 1, 2 or 4 rows per thread); its lanes are the most that still give a row two rounds of at most 2,048
+    /// weights each (the rule run 35's sweep chose), they depend on the row width alone, so a group (which counts all
+    /// its matrices' rows) adds each row's blocks in the order its one-matrix product does; and more rows never get
+    /// fewer rows per thread.
     /// </summary>
     [Theory]
     [MemberData(nameof(Types))]
     public void PickedLayoutsAreKernelLayoutsWithLanesFromTheRowWidth(GgmlType type)
     {
         MatVecLayout[] all = [.. QuantizedMatVec.Layouts(type)];
-        int pieces = (int)QuantizedMatVec.PiecesPerRow(type, TypeTraits.For(type).Layout.BlockSize);
+        WeightFormat format = TypeTraits.For(type);
+        int pieces = (int)QuantizedMatVec.PiecesPerRow(type, format.Layout.BlockSize);
+        int weightsPerPiece = format.Layout.BlockSize / pieces;
         Assert.All(all, l => Assert.True(l.Lanes >= pieces && l.Lanes <= QuantizedMatVec.Threads && (l.Lanes & (l.Lanes - 1)) == 0
             && l.RowsPerThread is 1 or 2 or 4, $"{type}: layout {l}"));
+        bool Fits(int lanes, long rowPieces) => rowPieces / lanes >= 2 && lanes * weightsPerPiece <= 2048;
         foreach (int columns in new[] { 256, 512, 1536, 2048, 7168, 8960, 18432 })
         {
             long rowPieces = QuantizedMatVec.PiecesPerRow(type, columns);
@@ -86,7 +90,8 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
             {
                 MatVecLayout layout = QuantizedMatVec.LayoutFor(type, rows, columns);
                 Assert.Contains(layout, all);
-                Assert.Equal(Math.Clamp((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)rowPieces), pieces, QuantizedMatVec.Threads), layout.Lanes);
+                Assert.True(layout.Lanes == pieces || Fits(layout.Lanes, rowPieces), $"{type} {columns} columns: {layout} gives a row under two rounds or over 2,048 weights a round");
+                Assert.True(layout.Lanes == QuantizedMatVec.Threads || !Fits(2 * layout.Lanes, rowPieces), $"{type} {columns} columns: {layout} could take twice the lanes");
                 if (previous != default)
                 {
                     Assert.Equal(previous.Lanes, layout.Lanes);
@@ -96,6 +101,18 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
             }
         }
     }
+
+    /// <summary>Without a GPU: the layouts run 35's sweep found fastest (or within 10 %) on the H200 for the goal models' shapes.</summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 8960, 1536, "16×2")]
+    [InlineData(GgmlType.Q4_K, 1536, 8960, "64×1")]
+    [InlineData(GgmlType.Q4_K, 7168, 2048, "32×2")]
+    [InlineData(GgmlType.Q6_K, 1536, 8960, "128×2")]
+    [InlineData(GgmlType.Q8_0, 2048, 7168, "128×2")]
+    [InlineData(GgmlType.IQ2_XXS, 8 * 7168, 2048, "32×4")]
+    [InlineData(GgmlType.IQ1_S, 8 * 2048, 7168, "64×4")]
+    public void PickedLayoutsOfTheSweptShapes(GgmlType type, long rows, int columns, string expected) =>
+        Assert.Equal(expected, QuantizedMatVec.LayoutFor(type, rows, columns).ToString());
 
     /// <summary>pack_activations_* writes the codes and scales the CPU's Q8_0 / Q8_K quantizer encodes, including an all-zero block.</summary>
     [Theory]

@@ -41,10 +41,14 @@ public static class QuantizedMatVec
     public const int MaxRowsPerThread = 4;
 
     /// <summary>
-    /// Threads a launch should keep busy before a thread takes more rows: an H200's 132 multiprocessors at the eight
-    /// blocks of <see cref="Threads"/> each that the kernels' register budget allows.
+    /// Threads a launch should keep busy before a thread takes more rows: an H200's 132 multiprocessors at four
+    /// blocks of <see cref="Threads"/> each (run 35's sweep: more rows per thread pays from there on; at eight blocks'
+    /// worth the long-row products ran one row per thread and lost 10–30 %).
     /// </summary>
-    private const long ResidentThreads = 132L * 8 * Threads;
+    private const long ResidentThreads = 132L * 4 * Threads;
+
+    /// <summary>The most weights the lanes of one row take per round (run 35's sweep: wider rounds of 4-bit blocks lost).</summary>
+    private const int MaxWeightsPerRound = 2048;
 
     /// <summary>Pieces of work (one thread each per round) in a row of <paramref name="columns"/> weights.</summary>
     public static long PiecesPerRow(GgmlType type, int columns)
@@ -67,16 +71,21 @@ public static class QuantizedMatVec
 
     /// <summary>
     /// The layout of a launch over <paramref name="rows"/> rows in all (a group's matrices together) of
-    /// <paramref name="columns"/>: enough lanes to take a row's pieces in one round where a block allows it, then as
-    /// many rows per thread as keep at least <see cref="ResidentThreads"/> threads, for more loads in flight per thread
-    /// and fewer reads of the shared activation codes.
+    /// <paramref name="columns"/>: lanes doubled from the type's pieces per block while a row still takes at least two
+    /// rounds and a round at most <see cref="MaxWeightsPerRound"/> weights (so each thread keeps several loads of its
+    /// row in flight), then as many rows per thread as keep at least <see cref="ResidentThreads"/> threads. The lanes
+    /// depend on the type and the row width only, so a matrix gives the same sums alone and in a group. Chosen from
+    /// the sweep of every layout in `fathom bench --gpu-kernels` (run 35, docs/gpu-notes.md): within 10 % of the
+    /// fastest layout on 35 of the 36 shapes timed, where the earlier rule (a row's pieces in one round) was 10–30 %
+    /// slower on most.
     /// </summary>
     public static MatVecLayout LayoutFor(GgmlType type, long rows, int columns)
     {
         Shape s = ShapeOf(type) ?? throw Unsupported(type);
         long pieces = PiecesPerRow(type, columns);
+        int weightsPerPiece = s.BlockWeights / s.Pieces;
         int lanes = s.Pieces;
-        while (lanes < Threads && lanes < pieces) lanes *= 2;
+        while (lanes < Threads && pieces / (2L * lanes) >= 2 && 2 * lanes * weightsPerPiece <= MaxWeightsPerRound) lanes *= 2;
         int rowsPerThread = MaxRowsPerThread;
         while (rowsPerThread > 1 && (rows + rowsPerThread - 1) / rowsPerThread * lanes < ResidentThreads) rowsPerThread /= 2;
         return new MatVecLayout(lanes, rowsPerThread);
