@@ -109,3 +109,148 @@ attention_prefill_##N(const float* __restrict__ queries, const float* __restrict
 FATHOM_PREFILL_KERNEL(4)
 FATHOM_PREFILL_KERNEL(8)
 FATHOM_PREFILL_KERNEL(16)
+
+// attention_prefill_wide_N: the same attention with PREFILL_WIDE_QUERIES queries per warp (queries
+// PREFILL_WIDE_QUERIES * warp + i of the block; 8 warps, 32 queries a block). Each key a lane reads from the tile then
+// serves all of the warp's queries, and keys and queries are read four floats at a time (key rows padded to 4 mod 32
+// floats, so the eight lanes of each quarter warp read distinct 16-byte bank groups): the scores take a quarter of the
+// shared-memory reads per product of the one-query kernel, whose shared-memory bandwidth bounds it on MLA's 576-wide
+// keys. Every query's sums run in the same order as the one-query kernel's (a query past its causal length in a tile
+// scales by exp(0) = 1 and adds zeros), so the results are the same. key_dim is a multiple of 4.
+#define PREFILL_WIDE_QUERIES 4
+#define PREFILL_WIDE_BLOCK_QUERIES (PREFILL_WARPS * PREFILL_WIDE_QUERIES)
+
+template <int ACC>
+__device__ __forceinline__ void attention_prefill_wide_body(const float* __restrict__ queries, const float* __restrict__ keys,
+    const float* __restrict__ values, float* __restrict__ output, int heads, int kv_heads, int key_dim, int value_dim,
+    int key_stride, int value_stride, float scale, int first_position, int tokens, int values_in_keys)
+{
+    extern __shared__ float4 wide_tile[];
+    float* tile = (float*)wide_tile;
+    int group = heads / kv_heads, kv_head = blockIdx.y;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int key_pitch = (key_dim + 31) / 32 * 32 + 4;
+    float* key_tile = tile;
+    float* value_tile = values_in_keys ? key_tile : key_tile + PREFILL_KEYS * key_pitch;
+    int value_pitch = values_in_keys ? key_pitch : value_dim;
+    float* query_tile = key_tile + PREFILL_KEYS * key_pitch + (values_in_keys ? 0 : PREFILL_KEYS * value_dim);
+
+    int total = tokens * group, first_query = blockIdx.x * PREFILL_WIDE_BLOCK_QUERIES;
+    int block_length = first_position + (min(first_query + PREFILL_WIDE_BLOCK_QUERIES, total) - 1) / group + 1;
+    int warp_query = first_query + warp * PREFILL_WIDE_QUERIES;
+    int length[PREFILL_WIDE_QUERIES], token[PREFILL_WIDE_QUERIES], head[PREFILL_WIDE_QUERIES];
+    _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++)
+    {
+        int query = warp_query + qi;
+        bool active = query < total;
+        token[qi] = active ? query / group : 0;
+        head[qi] = kv_head * group + (active ? query % group : 0);
+        length[qi] = active ? first_position + token[qi] + 1 : 0;
+        float* q = query_tile + (warp * PREFILL_WIDE_QUERIES + qi) * key_dim;
+        if (active)
+        {
+            const float* source = queries + ((i64)token[qi] * heads + head[qi]) * key_dim;
+            for (int d = lane; d < key_dim; d += 32) q[d] = source[d];
+        }
+    }
+    // The warp's longest causal length: its last active query's.
+    int warp_length = 0;
+    _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++) warp_length = max(warp_length, length[qi]);
+
+    float m[PREFILL_WIDE_QUERIES], acc[PREFILL_WIDE_QUERIES][ACC];
+    double l[PREFILL_WIDE_QUERIES];
+    _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++)
+    {
+        m[qi] = -3.402823466e38f;
+        l[qi] = 0.0;
+        _Pragma("unroll") for (int i = 0; i < ACC; i++) acc[qi][i] = 0.0f;
+    }
+    const float4* q4 = (const float4*)(query_tile + warp * PREFILL_WIDE_QUERIES * key_dim);
+    int quads = key_dim / 4;
+
+    for (int start = 0; start < block_length; start += PREFILL_KEYS)
+    {
+        __syncthreads(); // the previous tile is used up (and, the first time, the queries are written)
+        int count = min(PREFILL_KEYS, block_length - start);
+        for (int i = threadIdx.x; i < count * key_dim; i += blockDim.x)
+        {
+            int j = i / key_dim, d = i - j * key_dim;
+            key_tile[j * key_pitch + d] = keys[(i64)(start + j) * key_stride + (i64)kv_head * key_dim + d];
+        }
+        if (!values_in_keys)
+            for (int i = threadIdx.x; i < count * value_dim; i += blockDim.x)
+            {
+                int j = i / value_dim, d = i - j * value_dim;
+                value_tile[j * value_pitch + d] = values[(i64)(start + j) * value_stride + (i64)kv_head * value_dim + d];
+            }
+        __syncthreads();
+        if (start >= warp_length) continue; // none of this warp's queries sees the tile (warp-uniform)
+
+        int position = start + lane;
+        float dot[PREFILL_WIDE_QUERIES];
+        _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++) dot[qi] = 0.0f;
+        if (position < warp_length)
+        {
+            const float4* k4 = (const float4*)(key_tile + lane * key_pitch);
+            for (int c = 0; c < quads; c++)
+            {
+                float4 k = k4[c];
+                _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++)
+                {
+                    float4 q = q4[qi * quads + c];
+                    dot[qi] = fmaf(q.x, k.x, dot[qi]);
+                    dot[qi] = fmaf(q.y, k.y, dot[qi]);
+                    dot[qi] = fmaf(q.z, k.z, dot[qi]);
+                    dot[qi] = fmaf(q.w, k.w, dot[qi]);
+                }
+            }
+        }
+        float e[PREFILL_WIDE_QUERIES];
+        _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++)
+        {
+            bool seen = position < length[qi];
+            float score = seen ? dot[qi] * scale : -3.402823466e38f;
+            float m_new = fmaxf(m[qi], warp_max(score));
+            float correction = exp_rounded(m[qi] - m_new);
+            e[qi] = seen ? exp_rounded(score - m_new) : 0.0f;
+            l[qi] = l[qi] * (double)correction + warp_sum_double((double)e[qi]);
+            m[qi] = m_new;
+            _Pragma("unroll") for (int i = 0; i < ACC; i++) acc[qi][i] *= correction;
+        }
+        int seen_keys = min(PREFILL_KEYS, warp_length - start);
+        for (int j = 0; j < seen_keys; j++)
+        {
+            float p[PREFILL_WIDE_QUERIES];
+            _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++) p[qi] = __shfl_sync(0xFFFFFFFFu, e[qi], j);
+            const float* v = value_tile + j * value_pitch + lane;
+            _Pragma("unroll") for (int i = 0; i < ACC; i++)
+                if (lane + 32 * i < value_dim)
+                {
+                    float vi = v[32 * i];
+                    _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++) acc[qi][i] += p[qi] * vi;
+                }
+        }
+    }
+    _Pragma("unroll") for (int qi = 0; qi < PREFILL_WIDE_QUERIES; qi++)
+    {
+        if (length[qi] == 0) continue;
+        float inverse = (float)(1.0 / l[qi]);
+        float* o = output + ((i64)token[qi] * heads + head[qi]) * value_dim;
+        _Pragma("unroll") for (int i = 0; i < ACC; i++)
+            if (lane + 32 * i < value_dim) o[lane + 32 * i] = acc[qi][i] * inverse;
+    }
+}
+
+#define FATHOM_PREFILL_WIDE_KERNEL(N)                                                                          \
+extern "C" __global__ void __launch_bounds__(PREFILL_WARPS * 32)                                               \
+attention_prefill_wide_##N(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values, \
+                           float* __restrict__ output, int heads, int kv_heads, int key_dim, int value_dim,     \
+                           int key_stride, int value_stride, float scale, int first_position, int tokens, int values_in_keys) \
+{                                                                                                              \
+    attention_prefill_wide_body<N>(queries, keys, values, output, heads, kv_heads, key_dim, value_dim,        \
+                                   key_stride, value_stride, scale, first_position, tokens, values_in_keys);  \
+}
+
+FATHOM_PREFILL_WIDE_KERNEL(4)
+FATHOM_PREFILL_WIDE_KERNEL(8)
+FATHOM_PREFILL_WIDE_KERNEL(16)
