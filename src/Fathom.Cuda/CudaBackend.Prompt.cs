@@ -381,33 +381,18 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Whether prompt attention batches use attention_prefill_wide_N (the default; FATHOM_CUDA_PREFILL_WIDE=0 keeps the
-    /// one-query-per-warp attention_prefill_N): four queries per warp share each key read from shared memory, and keys
-    /// and queries are read four floats at a time. Both sum in the same order, so they give the same results.
-    /// </summary>
-    public bool WidePrefillAttention { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_WIDE") != "0";
-
-    /// <summary>Queries per block of attention_prefill_wide_N (Kernels/attention_prefill.cu: 8 warps of 4).</summary>
-    private const int PrefillWideQueries = PrefillWarps * 4;
-
-    /// <summary>
-    /// A prompt batch's attention with the tiled kernel (attention_prefill_N or, per <see cref="WidePrefillAttention"/>,
-    /// attention_prefill_wide_N; N = value dims per lane / 32), when the batch is large enough and the shape fits: value
-    /// rows of at most 512, shared memory within the GPU's limit.
+    /// A prompt batch's attention with the tiled kernel (attention_prefill_N, N = value dims per lane / 32), when the
+    /// batch is large enough and the shape fits: value rows of at most 512, shared memory within the GPU's limit.
     /// </summary>
     private bool PrefillAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
     {
         if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens || shape.ValueDim > 512) return false;
         // MLA's latent cache keeps each value row at the start of its key row: one tile then holds both.
         bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
-        bool wide = WidePrefillAttention && shape.KeyDim % 4 == 0 && (valuesInKeys || shape.ValueDim % 4 == 0);
-        long valueTile = valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim;
-        // The wide kernel pads key rows to 4 mod 32 floats and holds 32 queries; the other pads them by one and holds 8.
-        long sharedBytes = wide
-            ? sizeof(float) * ((long)PrefillKeys * ((shape.KeyDim + 31) / 32 * 32 + 4) + valueTile + (long)PrefillWideQueries * shape.KeyDim)
-            : sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + valueTile + (long)PrefillWarps * shape.KeyDim);
+        long sharedBytes = sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + (valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim)
+            + (long)PrefillWarps * shape.KeyDim);
         // Each lane holds value dims lane + 32·i: 4, 8 or 16 of them.
-        string name = (wide ? "attention_prefill_wide_" : "attention_prefill_") + (shape.ValueDim <= 128 ? "4" : shape.ValueDim <= 256 ? "8" : "16");
+        string name = shape.ValueDim <= 128 ? "attention_prefill_4" : shape.ValueDim <= 256 ? "attention_prefill_8" : "attention_prefill_16";
         IntPtr function = _kernels.Function(name);
         if (!_prefillSharedBytes.TryGetValue(function, out int allowed)) allowed = 48 * 1024;
         if (sharedBytes > allowed)
@@ -418,11 +403,10 @@ public sealed unsafe partial class CudaBackend
             _prefillSharedBytes[function] = (int)sharedBytes;
         }
         long queryCount = (long)tokens * (shape.Heads / shape.KvHeads);
-        int blockQueries = wide ? PrefillWideQueries : PrefillWarps;
         new KernelArguments().Pointer(queries).Pointer(keys).Pointer(values).Pointer(output)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
             .Float(shape.Scale).Int(firstPosition).Int(tokens).Int(valuesInKeys ? 1 : 0)
-            .Launch(_context, function, name, (uint)((queryCount + blockQueries - 1) / blockQueries), (uint)shape.KvHeads, PrefillThreads, (uint)sharedBytes);
+            .Launch(_context, function, name, (uint)((queryCount + PrefillWarps - 1) / PrefillWarps), (uint)shape.KvHeads, PrefillThreads, (uint)sharedBytes);
         return true;
     }
 

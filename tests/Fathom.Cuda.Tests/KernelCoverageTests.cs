@@ -21,7 +21,6 @@ public sealed class KernelCoverageTests
         Assert.Contains($"decode_{suffix}(const u8* row, int k)", source);
         // Prompt batches on the tensor cores dequantize every quantized type to F16 (F32, F16 and BF16 need no kernel).
         Assert.Contains("FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)", source);
-        Assert.Contains("FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_GROUP_HALF_KERNELS)", source); // grouped prompt products (MLA's heads)
     }
 
     /// <summary>The body of a type-list macro of decode.cu: its <c>#define</c> line and the continuation lines after it.</summary>
@@ -37,7 +36,7 @@ public sealed class KernelCoverageTests
     [Fact]
     public void TheSourcesAreEmbedded()
     {
-        foreach (string name in new[] { "rms_norm", "rope", "silu_mul", "attention", "fathom_iq2xxs_grid", "floats_to_f16", "floats_to_bf16", "attention_prefill_body", "FATHOM_PREFILL_KERNEL(16)", "FATHOM_PREFILL_WIDE_KERNEL(16)", "attention_decode_body", "FATHOM_DECODE_KERNEL(16, 2, 16)", "decode_chunks" })
+        foreach (string name in new[] { "rms_norm", "rope", "silu_mul", "attention", "fathom_iq2xxs_grid", "floats_to_f16", "floats_to_bf16", "attention_prefill_body", "FATHOM_PREFILL_KERNEL(16)", "attention_decode_body", "FATHOM_DECODE_KERNEL(16, 2, 16)", "decode_chunks" })
             Assert.Contains(name, KernelSources.All);
     }
 }
