@@ -217,6 +217,13 @@ public sealed unsafe partial class CudaBackend
         Span<float> y = outputs[..(int)outputExtent];
         // A staged output is uploaded first: the values between its rows must come back unchanged.
         ulong o = Out(y, _output, upload: true, out bool staged);
+        // A prompt's grouped products (MLA's heads) on the tensor cores (CudaBackend.Prompt.cs).
+        if (ids == 0 && tokens > 1 && HalfPrecisionGroupProduct(shape, table, count, source, x.Length, stagedInput, inputStride, inputTokenStride,
+                o, y.Length, outputStride, outputTokenStride, tokens))
+        {
+            Return(y, o, staged);
+            return;
+        }
         if (tokens == 1 && IntegerGroupProduct(shape, matrices.Length, table, ids, count, source, x.Length, stagedInput, inputStride, o, y.Length, outputStride))
         {
             Return(y, o, staged); // CudaBackend.MatVec.cs

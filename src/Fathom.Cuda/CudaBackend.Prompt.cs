@@ -302,6 +302,63 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
+    /// Whether grouped prompt products of quantized weights (MLA's per-head k_b and v_b over a batch of at least
+    /// <see cref="BlasMinimumTokens"/> tokens) run on the tensor cores as strided batched GEMMs of split F16 halves, as
+    /// dense prompt products do (<see cref="HalfPrecisionProduct"/>; the default). FATHOM_CUDA_GROUP_TENSOR_CORES=0 keeps
+    /// them on group_matmul_T (Kernels/experts.cu, FP32 on the CUDA cores).
+    /// </summary>
+    public bool GroupTensorCoreProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_GROUP_TENSOR_CORES") != "0";
+
+    /// <summary>
+    /// A grouped prompt product on the tensor cores: matrix <c>z</c> (from <paramref name="table"/>) times the tokens'
+    /// inputs at <c>x + z·inputStride</c> (a token stride apart) into <c>y + z·outputStride</c>. Its weights are
+    /// dequantized to F16 (split into hi and lo per <see cref="SplitHalfProducts"/>) for a run of whole matrices at a time
+    /// (<see cref="DequantizedFloatsLimit"/> values), the inputs rounded as the CPU rounds them and converted to halves in
+    /// place, and each run is one strided batched GEMM per term. False leaves the product to group_matmul_T.
+    /// </summary>
+    private bool HalfPrecisionGroupProduct(WeightMatrix shape, ulong table, int count, ulong x, long inputCount, bool stagedInput, int inputStride, int inputTokenStride,
+        ulong y, long outputCount, int outputStride, int outputTokenStride, int tokens)
+    {
+        GgmlType type = shape.Format.Type;
+        int rows = shape.Rows, columns = shape.Columns;
+        if (!GroupTensorCoreProducts || !TensorCoreProducts || _blas is null || tokens < BlasMinimumTokens) return false;
+        if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 || columns % 8 != 0) return false;
+        // cuBLAS's leading dimensions: a token's input row holds a matrix's columns, its output row the matrix's rows.
+        if (inputTokenStride < columns || outputTokenStride < rows) return false;
+        bool split = SplitHalfProducts;
+        ulong halves = HalfActivations(shape.Format.DotActivationType, HalfType.F16, split, x, inputCount, stagedInput);
+        ulong source = _lastHalves.Source, end = source + (ulong)_lastHalves.Count * sizeof(float);
+        _lastHalves.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
+        ulong xHi = halves, xLo = halves + (ulong)inputCount * sizeof(ushort);
+
+        long matrixHalves = (long)rows * columns;
+        int run = (int)Math.Clamp(DequantizedFloatsLimit / matrixHalves, 1, count);
+        long runHalves = run * matrixHalves;
+        DeviceBuffer buffer = HalfWeightScratch.Get((split ? 2 : 1) * runHalves * sizeof(ushort));
+        ulong hi = buffer.Pointer, lo = split ? hi + (ulong)runHalves * sizeof(ushort) : 0;
+        long groups = matrixHalves / 8;
+        IntPtr dequantize = _kernels.Function("dequantize_group_half_" + CudaKernels.KernelSuffix(type));
+        for (int first = 0; first < count; first += run)
+        {
+            int matrices = Math.Min(run, count - first);
+            new KernelArguments().Pointer(table).Int(first).Long(shape.RowBytes).Int(columns).Pointer(hi).Pointer(lo).Long(groups)
+                .Launch(_context, dequantize, shape.Name, Blocks(groups, ElementThreads), (uint)matrices, ElementThreads);
+            ulong inputOffset = (ulong)first * (ulong)inputStride * sizeof(ushort), yRun = y + (ulong)first * (ulong)outputStride * sizeof(float);
+            if (split)
+            {
+                // The small terms first, the main one last, as the dense products add them.
+                _blas.GemmHalfBatched(_blasHandle, lo, matrixHalves, xHi + inputOffset, inputTokenStride, inputStride, yRun, outputTokenStride, outputStride,
+                    rows, columns, tokens, matrices, accumulate: false);
+                _blas.GemmHalfBatched(_blasHandle, hi, matrixHalves, xLo + inputOffset, inputTokenStride, inputStride, yRun, outputTokenStride, outputStride,
+                    rows, columns, tokens, matrices, accumulate: true);
+            }
+            _blas.GemmHalfBatched(_blasHandle, hi, matrixHalves, xHi + inputOffset, inputTokenStride, inputStride, yRun, outputTokenStride, outputStride,
+                rows, columns, tokens, matrices, accumulate: split);
+        }
+        return true;
+    }
+
+    /// <summary>
     /// The activations as the tensor cores take them: rounded as the CPU rounds them, then in the operand type (hi,
     /// followed by lo when <paramref name="split"/>, <paramref name="count"/> halves each).
     /// </summary>

@@ -34,6 +34,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private readonly DeviceRetirement _retirement;
     private readonly OperationProfiler? _profiler;
     private readonly StepTimer? _stepTimer;
+    private readonly PromptProfileRange? _promptProfile;
     private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
     private readonly CublasLibrary? _blas;
     private readonly IntPtr _blasHandle;
@@ -78,6 +79,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _retirement = new DeviceRetirement(_context);
         _profiler = OperationProfiler.FromEnvironment(_context);
         _stepTimer = StepTimer.FromEnvironment(_context);
+        _promptProfile = PromptProfileRange.FromEnvironment(_context);
         _input = new DeviceScratch(_context, _retirement);
         _rounded = new DeviceScratch(_context, _retirement);
         _output = new DeviceScratch(_context, _retirement);
@@ -262,6 +264,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _lastForwardTokens = tokens;
         _stepKey = default;
         _retirement.FreeRetired(synchronize: true);
+        _promptProfile?.BeginForward(tokens);
         if (!step || _directSteps > 0)
         {
             if (step) _directSteps--;
@@ -293,6 +296,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     public bool EndForward(bool completed)
     {
+        _promptProfile?.EndForward();
         StepMode mode = _graphs.Mode;
         if (mode == StepMode.Direct) return true;
         _context.LaunchFilter = null;

@@ -19,6 +19,7 @@ public sealed unsafe class CublasLibrary
     private readonly delegate* unmanaged<IntPtr, int, int> _cublasSetMathMode;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int> _cublasSgemm;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _cublasGemmEx;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int> _cublasGemmStridedBatchedEx;
 
     private CublasLibrary(LibraryProbe library, LibraryProbe? lt)
     {
@@ -31,6 +32,8 @@ public sealed unsafe class CublasLibrary
         _cublasSetMathMode = (delegate* unmanaged<IntPtr, int, int>)Export(h, "cublasSetMathMode");
         _cublasSgemm = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int>)Export(h, "cublasSgemm_v2");
         _cublasGemmEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Export(h, "cublasGemmEx");
+        _cublasGemmStridedBatchedEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int>)
+            Export(h, "cublasGemmStridedBatchedEx");
     }
 
     public LibraryProbe Library { get; }
@@ -118,6 +121,23 @@ public sealed unsafe class CublasLibrary
         Check(_cublasGemmEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, type, columns, x, type, columns,
                 &beta, y, 0 /* CUDA_R_32F */, outputStride, 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
             "cublasGemmEx");
+    }
+
+    /// <summary>
+    /// <paramref name="batch"/> F16 products of <see cref="GemmHalf"/>'s form in one call: product <c>b</c> multiplies
+    /// the F16 weights at <c>w + b·weightStride</c> (<paramref name="rows"/> rows of <paramref name="columns"/>, one after
+    /// another) with the tokens' F16 inputs at <c>x + b·inputStride</c>, <paramref name="inputTokenStride"/> halves
+    /// apart, into y at <c>y + b·outputStride</c>, <paramref name="outputTokenStride"/> floats apart; strides in elements.
+    /// </summary>
+    internal void GemmHalfBatched(IntPtr handle, ulong w, long weightStride, ulong x, int inputTokenStride, long inputStride,
+        ulong y, int outputTokenStride, long outputStride, int rows, int columns, int tokens, int batch, bool accumulate)
+    {
+        float alpha = 1f, beta = accumulate ? 1f : 0f;
+        const int f16 = (int)HalfType.F16;
+        Check(_cublasGemmStridedBatchedEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, f16, columns, weightStride,
+                x, f16, inputTokenStride, inputStride, &beta, y, 0 /* CUDA_R_32F */, outputTokenStride, outputStride, batch,
+                68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
+            "cublasGemmStridedBatchedEx");
     }
 }
 
