@@ -12,7 +12,7 @@ namespace Fathom.Cuda;
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
 /// <param name="FloatMicroseconds">Per product with the float kernel on activations rounded to floats.</param>
 /// <param name="IntegerMicroseconds">Per product with the integer kernel on packed activations, in <paramref name="Layout"/>; NaN for types without one.</param>
-/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.LayoutFor"/>).</param>
+/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.DefaultLayout"/>).</param>
 /// <param name="Layouts">Every layout's time per product (µs), the picked one included; empty for types without an integer kernel.</param>
 /// <param name="GlobalGridLayouts">
 /// For IQ1_S and IQ2_XXS when the backend takes the shared-grid kernels (<see cref="CudaBackend.SharedGridProducts"/>):
@@ -92,7 +92,8 @@ public static class OneTokenProductBenchmark
 
         using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
         QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
-        MatVecLayout picked = QuantizedMatVec.LayoutFor(type, (long)rows * matrices, columns);
+        bool sharedGrids = backend.SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type);
+        MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids);
         List<(MatVecLayout, double)> EveryLayout(bool sharedGrids)
         {
             var layouts = new List<(MatVecLayout, double)>();
@@ -104,7 +105,6 @@ public static class OneTokenProductBenchmark
                         packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, sharedGrids))));
             return layouts;
         }
-        bool sharedGrids = backend.SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type);
         List<(MatVecLayout, double)> timed = EveryLayout(sharedGrids);
         double integerTime = timed.First(l => l.Item1 == picked).Item2;
         return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, sharedGrids ? EveryLayout(false) : []);

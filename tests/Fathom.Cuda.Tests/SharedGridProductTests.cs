@@ -8,10 +8,10 @@ namespace Fathom.Cuda.Tests;
 
 /// <summary>
 /// The IQ1_S and IQ2_XXS one-token products with the grid in shared memory (Kernels/matvec_iq.cu, <see cref="CompactIqGrids"/>):
-/// the compact grids unpack, by the kernels' integer operations, to ggml's grids; and on the GPU the shared-grid kernels
-/// equal the global-grid kernels (matvec_q_T, which IntegerMatVecTests compares with the CPU) bit for bit in every layout,
-/// single and grouped, with bias and residual, with blocks looping over several row groups or not; the backend's products
-/// are the same with the switch on and off.
+/// IQ1_S's compact grid unpacks, by the kernel's integer operations, to ggml's grid; the picked layouts; and on the GPU
+/// the shared-grid kernels equal the global-grid kernels (matvec_q_T, which IntegerMatVecTests compares with the CPU) bit
+/// for bit in every layout, single and grouped, with bias and residual, with blocks looping over several row groups or
+/// not; the backend's products agree with the CPU with the switch on and off.
 /// </summary>
 public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
 {
@@ -63,23 +63,42 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         Assert.Throws<ArgumentException>(() => CompactIqGrids.Iq1sNibbles([0x0000000000000002UL]));
     }
 
-    /// <summary>Without a GPU: IQ2_XXS's selectors pick, as __byte_perm does (a nibble's low three bits index the level word's bytes), ggml's bytes.</summary>
-    [Fact]
-    public void Iq2xxsSelectorsPickGgmlsGrid()
+    /// <summary>
+    /// Without a GPU: the shared-grid kernels' picked layout is one the kernels take, its lanes depend on the row width
+    /// alone (so groups add blocks as one-matrix products do), give a row about <see cref="QuantizedMatVec.SharedGridRounds"/>
+    /// rounds (fewer when the row has fewer than that many blocks' pieces), and it takes the most rows per thread that keep
+    /// half a residency of threads.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void SharedGridLayoutsTakeAboutEightRoundsPerRow(GgmlType type)
     {
-        ulong[] grid = CompactIqGrids.Iq2xxsSource;
-        (uint levels, uint[] selectors) = CompactIqGrids.Iq2xxs;
-        Assert.Equal(256, grid.Length);
-        Assert.Equal(grid.Length, selectors.Length);
-        ulong levelBytes = levels; // __byte_perm(levels, 0, s): bytes 4-7 are the zero word's
-        for (int i = 0; i < grid.Length; i++)
-            for (int j = 0; j < 8; j++)
+        Assert.True(QuantizedMatVec.HasSharedGridKernels(type));
+        Assert.False(QuantizedMatVec.HasSharedGridKernels(GgmlType.Q4_K));
+        MatVecLayout[] all = [.. QuantizedMatVec.Layouts(type)];
+        int parts = (int)QuantizedMatVec.PiecesPerRow(type, 256);
+        foreach (int columns in new[] { 256, 512, 1536, 2048, 7168, 8960, 18432, 65536 })
+        {
+            long pieces = QuantizedMatVec.PiecesPerRow(type, columns);
+            int lanes = QuantizedMatVec.SharedGridLayoutFor(type, 1, columns).Lanes;
+            long rounds = (pieces + lanes - 1) / lanes;
+            Assert.True(rounds <= QuantizedMatVec.SharedGridRounds || lanes == QuantizedMatVec.Threads, $"{type} {columns} columns: {rounds} rounds of {lanes} lanes");
+            Assert.True(lanes == parts || 2 * rounds > QuantizedMatVec.SharedGridRounds, $"{type} {columns} columns: {lanes} lanes where half would do");
+            foreach (long rows in new long[] { 1, 40, 2048, 8 * 2048, 16 * 2048, 8 * 7168 })
             {
-                int selector = (int)((selectors[i] >> (4 * j)) & 7);
-                byte picked = (byte)(levelBytes >> (8 * selector));
-                Assert.True(picked == (byte)(grid[i] >> (8 * j)), $"entry {i} byte {j}: {picked}, ggml {(byte)(grid[i] >> (8 * j))}");
+                MatVecLayout layout = QuantizedMatVec.SharedGridLayoutFor(type, rows, columns);
+                Assert.Contains(layout, all);
+                Assert.Equal(lanes, layout.Lanes);
+                Assert.Equal(layout, QuantizedMatVec.DefaultLayout(type, rows, columns, sharedGrids: true));
+                Assert.Equal(QuantizedMatVec.LayoutFor(type, rows, columns), QuantizedMatVec.DefaultLayout(type, rows, columns, sharedGrids: false));
+                int rowsPerThread = 4;
+                while (rowsPerThread > 1 && (rows + rowsPerThread - 1) / rowsPerThread * lanes < 132L * 8 * QuantizedMatVec.Threads / 2) rowsPerThread /= 2;
+                Assert.Equal(rowsPerThread, layout.RowsPerThread);
             }
-        Assert.Throws<ArgumentException>(() => CompactIqGrids.Iq2xxsSelectors([0x0000000504030201UL]));
+        }
+        // R1's experts: gate/up 7168 columns (224 pieces) in 32 lanes, down 2048 columns (64 pieces) in 8, four rows per thread.
+        Assert.Equal(new MatVecLayout(32, 4), QuantizedMatVec.SharedGridLayoutFor(type, 16 * 2048, 7168));
+        Assert.Equal(new MatVecLayout(8, 4), QuantizedMatVec.SharedGridLayoutFor(type, 8 * 7168, 2048));
     }
 
     /// <summary>
@@ -149,48 +168,56 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
     }
 
     /// <summary>
-    /// The backend's experts (gates and ups in one launch, downs by ids) and one-matrix products with
-    /// <see cref="CudaBackend.SharedGridProducts"/> on equal those with it off bit for bit, and the CPU's to rounding.
+    /// The backend's experts (gates and ups in one launch, by ids), a MoE down group and one-matrix products, with
+    /// <see cref="CudaBackend.SharedGridProducts"/> on and off, agree with the CPU's to rounding; with it on (its own
+    /// layouts), the pairs equal the experts set by set and a grouped product the one-matrix product, bit for bit.
     /// </summary>
     [Theory]
     [MemberData(nameof(Types))]
-    public void BackendProductsAreTheSameWithTheSwitchOnAndOff(GgmlType type)
+    public void BackendProductsAgreeWithTheCpuWithTheSwitchOnAndOff(GgmlType type)
     {
         CudaBackend backend = gpu.Backend;
         const int experts = 4, rows = 64, columns = 2048, slot = 2048;
         WeightMatrix all = Matrix(type, 2 * experts * rows, columns, $"shared-grid.{type}");
         WeightMatrix[] gate = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows(i * rows, rows, $"shared-grid.{type}.gate[{i}]"))];
         WeightMatrix[] up = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows((experts + i) * rows, rows, $"shared-grid.{type}.up[{i}]"))];
+        int[] chosen = [3, 0, 2];
         float[] ids = Attached([3, 0, 2]);
         float[] inputs = Attached(TestData.Gaussian(new Random(17 + (int)type), columns));
+        float[] cpu = new float[2 * chosen.Length * slot];
+        _cpu.MatMulExpertPairs(gate, up, [3, 0, 2], inputs, 0, cpu, slot);
 
-        (float[] Pairs, float[] One) Run(bool shared)
+        bool before = backend.SharedGridProducts;
+        try
         {
-            bool before = backend.SharedGridProducts;
-            backend.SharedGridProducts = shared;
-            try
+            foreach (bool shared in new[] { true, false })
             {
-                float[] pairs = Attached(new float[2 * ids.Length * slot]);
+                backend.SharedGridProducts = shared;
+                string what = $"{type}, shared grids {(shared ? "on" : "off")}";
+                float[] pairs = Attached(new float[2 * chosen.Length * slot]), sets = Attached(new float[2 * chosen.Length * slot]);
                 backend.MatMulExpertPairs(gate, up, ids, inputs, 0, pairs, slot);
+                backend.MatMulExperts(gate, ids, inputs, 0, sets, slot);
+                backend.MatMulExperts(up, ids, inputs, 0, sets.AsSpan(chosen.Length * slot), slot);
                 backend.ReadToHost(pairs);
-                float[] one = new float[rows];
-                backend.MatMul(gate[1], inputs, one, 1);
-                return (pairs, one);
-            }
-            finally
-            {
-                backend.SharedGridProducts = before;
+                backend.ReadToHost(sets);
+                Assert.True(pairs.AsSpan().SequenceEqual(sets), $"{what}: one launch differs from one set after the other");
+                for (int z = 0; z < 2 * chosen.Length; z++)
+                {
+                    double error = TestData.RelativeL2(pairs.AsSpan(z * slot, rows), cpu.AsSpan(z * slot, rows));
+                    Assert.True(error <= 1e-5, $"{what}, product {z}: relative L2 {error} from the CPU");
+                }
+                for (int k = 0; k < chosen.Length; k++)
+                {
+                    float[] one = new float[rows];
+                    backend.MatMul(gate[chosen[k]], inputs, one, 1);
+                    Assert.True(one.AsSpan().SequenceEqual(pairs.AsSpan(k * slot, rows)), $"{what}: expert {chosen[k]}'s one-matrix product differs from the grouped one");
+                }
             }
         }
-
-        (float[] pairsOn, float[] oneOn) = Run(true);
-        (float[] pairsOff, float[] oneOff) = Run(false);
-        Assert.True(pairsOn.AsSpan().SequenceEqual(pairsOff), $"{type}: expert pairs differ between the shared-grid and global-grid kernels");
-        Assert.True(oneOn.AsSpan().SequenceEqual(oneOff), $"{type}: one-matrix products differ between the shared-grid and global-grid kernels");
-        float[] cpu = new float[2 * ids.Length * slot];
-        _cpu.MatMulExpertPairs(gate, up, [3, 0, 2], inputs, 0, cpu, slot);
-        for (int z = 0; z < 2 * ids.Length; z++)
-            Assert.True(TestData.RelativeL2(pairsOn.AsSpan(z * slot, rows), cpu.AsSpan(z * slot, rows)) <= 1e-5, $"{type} product {z}: far from the CPU's");
+        finally
+        {
+            backend.SharedGridProducts = before;
+        }
     }
 
     private float[] Attached(float[] values)

@@ -1,12 +1,13 @@
 // IQ1_S and IQ2_XXS one-token products with their grids in shared memory: matvec_iq_T and group_matvec_iq_T take the
-// operands of matvec_q_T / group_matvec_q_T (matvec_q.cu) and give the same results bit for bit in every layout.
+// operands of matvec_q_T / group_matvec_q_T (matvec_q.cu) and give the same results bit for bit in every layout (the
+// host picks other layouts for them: QuantizedMatVec.SharedGridLayoutFor).
 //
 // Why: in matvec_q_T every 8 weights cost one 8-byte grid lookup in global memory at a data-dependent address, so a
 // warp's lookup touches up to 32 cache lines and the L1 pipe, not memory, bounds the product (ncu of R1's grouped
-// IQ1_S gate/up: L1/TEX 74 % busy, DRAM 12 %). Here each block first copies a compact 4-byte-per-entry grid
-// (IQ1_S 8 KB, IQ2_XXS 1 KB; CompactIqGrids.cs builds them) into shared memory, where a warp's 32 random lookups cost
-// a few bank cycles, and then walks many row groups (a grid of about one residency of blocks, looping), so the copy is
-// paid once per block rather than once per handful of rows.
+// IQ1_S gate/up: L1/TEX 74 % busy, DRAM 12 %). Here each block first copies the grid into shared memory (IQ1_S's at
+// 4 bytes per entry, 8 KB, built by CompactIqGrids.cs; IQ2_XXS's as it is, 2 KB), where a warp's 32 random lookups
+// cost a few bank cycles, and then walks many row groups (a grid of about one residency of blocks, looping), so the
+// copy is paid once per block rather than once per handful of rows.
 //
 // The integer sums are those of matvec_q.cu (IQ1_S's grid holds each value plus one, and the sum of the codes is taken
 // off again: Σ(v + 1)·x − Σx = Σ v·x exactly), the float scaling is block_T's, and the order of adding blocks is the
@@ -15,42 +16,40 @@
 extern "C" {
 // IQ1_S entry i: the eight values v (−1, 0, +1) as v + 1, value j in the low nibble of byte j and value j + 4 in its high nibble.
 __device__ __align__(16) u32 fathom_iq1s_grid_nibbles[2048];
-// IQ2_XXS entry i: nibble j is the level index (0–2) of value j; the levels' bytes are fathom_iq2xxs_levels's bytes 0–2.
-__device__ __align__(16) u32 fathom_iq2xxs_grid_selectors[256];
-__device__ u32 fathom_iq2xxs_levels;
 }
 
+// Each type's grid in global memory and its size in 8-byte words (the shared copy's size).
 #define IQ1_S_TABLE fathom_iq1s_grid_nibbles
-#define IQ1_S_TABLE_WORDS 2048
-#define IQ2_XXS_TABLE fathom_iq2xxs_grid_selectors
+#define IQ1_S_TABLE_WORDS 1024
+#define IQ2_XXS_TABLE fathom_iq2xxs_grid
 #define IQ2_XXS_TABLE_WORDS 256
 
-// A compact grid into shared memory, 16 bytes per load, by the whole block.
-__device__ __forceinline__ void load_grid(u32* __restrict__ shared, const u32* __restrict__ grid, int words)
+// A grid into shared memory, 8 bytes per load, by the whole block.
+__device__ __forceinline__ void load_grid(u64* __restrict__ shared, const void* __restrict__ grid, int words)
 {
-    for (int i = threadIdx.x; i < words / 4; i += blockDim.x) ((uint4*)shared)[i] = ((const uint4*)grid)[i];
+    for (int i = threadIdx.x; i < words; i += blockDim.x) shared[i] = ((const u64*)grid)[i];
     __syncthreads();
 }
 
-__device__ __forceinline__ int2 dot_part_table_iq2_xxs(const u8* b, const i8* q, int part, const u32* grid)
+__device__ __forceinline__ int2 dot_part_table_iq2_xxs(const u8* b, const i8* q, int part, const u64* grid)
 {
     const u8* group = b + 2 + 8 * part;
     u32 indices = (u32)load_int_a2(group), word = (u32)load_int_a2(group + 4);
-    u32 levels = fathom_iq2xxs_levels;
     LOAD_CODES32(a, q + 32 * part)
     int s = 0;
     _Pragma("unroll") for (int l = 0; l < 4; l++)
     {
-        u32 selectors = grid[(indices >> (8 * l)) & 0xFF];
+        u64 g = grid[(indices >> (8 * l)) & 0xFF];
         u32 signs = iq2_signs((word >> (7 * l)) & 127);
-        s = __dp4a(apply_signs4(__byte_perm(levels, 0, selectors & 0xFFFFu), signs & 0xF), a[2 * l], s);
-        s = __dp4a(apply_signs4(__byte_perm(levels, 0, selectors >> 16), signs >> 4), a[2 * l + 1], s);
+        s = __dp4a(apply_signs4((u32)g, signs & 0xF), a[2 * l], s);
+        s = __dp4a(apply_signs4((u32)(g >> 32), signs >> 4), a[2 * l + 1], s);
     }
     return make_int2((2 * (int)(word >> 28) + 1) * s, 0); // as dot_part_iq2_xxs
 }
 
-__device__ __forceinline__ int2 dot_part_table_iq1_s(const u8* b, const i8* q, int part, const u32* grid)
+__device__ __forceinline__ int2 dot_part_table_iq1_s(const u8* b, const i8* q, int part, const u64* grid_words)
 {
+    const u32* grid = (const u32*)grid_words;
     u32 h = *(const u16*)(b + 34 + 2 * part);
     u32 indices = (u32)load_int_a2(b + 2 + 4 * part);
     LOAD_CODES32(a, q + 32 * part)
@@ -71,7 +70,7 @@ __device__ __forceinline__ int2 dot_part_table_iq1_s(const u8* b, const i8* q, i
 // The rows from first_row (this thread's group) of matvec_q_rows_T, with the grid in shared memory. The block's threads
 // all call it for each of their row groups (the group's shared partial sums are synchronized before and after use).
 #define FATHOM_MATVEC_IQ_KERNELS(T, TYPE)                                                                       \
-__device__ __forceinline__ void matvec_iq_rows_##T(const u32* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \
+__device__ __forceinline__ void matvec_iq_rows_##T(const u64* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \
     const i8* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int first_row, int rows, int columns, \
     int lanes, int rows_per_thread, const float* __restrict__ bias, int accumulate)                           \
 {                                                                                                              \
@@ -137,7 +136,7 @@ __device__ __forceinline__ void matvec_iq_rows_##T(const u32* __restrict__ grid,
         }                                                                                                      \
 }                                                                                                              \
 /* Row groups blockIdx.x, + gridDim.x, ... (the host sizes the grid to about one residency of blocks). */     \
-__device__ __forceinline__ void matvec_iq_groups_##T(const u32* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \
+__device__ __forceinline__ void matvec_iq_groups_##T(const u64* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \
     const i8* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, \
     int rows_per_thread, const float* __restrict__ bias, int accumulate)                                       \
 {                                                                                                              \
@@ -151,7 +150,7 @@ matvec_iq_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq
               float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                    \
               const float* __restrict__ bias, int accumulate)                                                  \
 {                                                                                                              \
-    __shared__ __align__(16) u32 grid[TYPE##_TABLE_WORDS];                                                     \
+    __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     load_grid(grid, TYPE##_TABLE, TYPE##_TABLE_WORDS);                                                         \
     matvec_iq_groups_##T(grid, w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate); \
 }                                                                                                              \
@@ -161,7 +160,7 @@ group_matvec_iq_##T(const u64* __restrict__ matrices, const float* __restrict__ 
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
-    __shared__ __align__(16) u32 grid[TYPE##_TABLE_WORDS];                                                     \
+    __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \
