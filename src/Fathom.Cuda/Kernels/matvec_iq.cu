@@ -36,14 +36,20 @@ __device__ __forceinline__ int2 dot_part_table_iq2_xxs(const u8* b, const i8* q,
     const u8* group = b + 2 + 8 * part;
     u32 indices = (u32)load_int_a2(group), word = (u32)load_int_a2(group + 4);
     LOAD_CODES32(a, q + 32 * part)
-    int s = 0;
+    // Σ sign·g·x = Σ g·x − 2·Σ over the negative bytes of g·x: the grid bytes (at most 43) masked by the signs, with no
+    // per-byte negation.
+    int all = 0, negative = 0;
     _Pragma("unroll") for (int l = 0; l < 4; l++)
     {
         u64 g = grid[(indices >> (8 * l)) & 0xFF];
         u32 signs = iq2_signs((word >> (7 * l)) & 127);
-        s = __dp4a(apply_signs4((u32)g, signs & 0xF), a[2 * l], s);
-        s = __dp4a(apply_signs4((u32)(g >> 32), signs >> 4), a[2 * l + 1], s);
+        u32 low = (u32)g, high = (u32)(g >> 32);
+        all = __dp4a((int)low, a[2 * l], all);
+        all = __dp4a((int)high, a[2 * l + 1], all);
+        negative = __dp4a((int)(low & (spread4(signs) * 0xFFu)), a[2 * l], negative);
+        negative = __dp4a((int)(high & (spread4(signs >> 4) * 0xFFu)), a[2 * l + 1], negative);
     }
+    int s = all - 2 * negative;
     return make_int2((2 * (int)(word >> 28) + 1) * s, 0); // as dot_part_iq2_xxs
 }
 
