@@ -6,7 +6,8 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
-/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>) in the layout the backend picks, and every other layout.
+/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>, or for IQ1_S and IQ2_XXS the shared-grid <c>matvec_iq_T</c>
+/// / <c>group_matvec_iq_T</c> with the global-grid one beside it) in the layout the backend picks, and every other layout.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
@@ -94,15 +95,15 @@ public static class OneTokenProductBenchmark
         QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
         bool sharedGrids = backend.SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type);
         MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids);
-        List<(MatVecLayout, double)> EveryLayout(bool sharedGrids)
+        List<(MatVecLayout, double)> EveryLayout(bool shared)
         {
             var layouts = new List<(MatVecLayout, double)>();
             foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
                 layouts.Add((layout, matrices == 1
                     ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", Matrix(c), rowBytes, packed.Pointer, y.Pointer,
-                        rows, columns, layout: layout, sharedGrids: sharedGrids))
+                        rows, columns, layout: layout, sharedGrids: shared))
                     : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_q", Table(c), 0, matrices, rowBytes,
-                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, sharedGrids))));
+                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, shared))));
             return layouts;
         }
         List<(MatVecLayout, double)> timed = EveryLayout(sharedGrids);

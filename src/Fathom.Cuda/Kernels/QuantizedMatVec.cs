@@ -4,7 +4,8 @@ using Fathom.Quants;
 namespace Fathom.Cuda.Kernels;
 
 /// <summary>
-/// The one-token integer products of Kernels/matvec_q.cu (<c>matvec_q_T</c>, <c>group_matvec_q_T</c>): which weight
+/// The one-token integer products of Kernels/matvec_q.cu (<c>matvec_q_T</c>, <c>group_matvec_q_T</c>; for IQ1_S and
+/// IQ2_XXS also Kernels/matvec_iq.cu's, with the grid in shared memory): which weight
 /// types have one, how a row is cut into pieces of work, and the packed activations they read (int8 codes, then one
 /// float scale per block of the partner format, as <c>pack_activations_q8_0</c> / <c>_q8_k</c> write them).
 /// </summary>
