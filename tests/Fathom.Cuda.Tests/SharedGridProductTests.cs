@@ -43,6 +43,16 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         fixed (byte* p = Bytes(type, rows, columns)) return WeightMatrix.InPlace(name, type, p, rows, columns);
     }
 
+    /// <summary>Without a GPU: the types claimed to have shared-grid kernels are exactly those matvec_iq.cu instantiates, and all have integer products.</summary>
+    [Theory]
+    [MemberData(nameof(TestData.AllTypes), MemberType = typeof(TestData))]
+    public void TheSharedGridKernelsCoverTheTypesTheTableClaims(GgmlType type)
+    {
+        string suffix = CudaKernels.KernelSuffix(type)!;
+        Assert.Equal(KernelSources.All.Contains($"FATHOM_MATVEC_IQ_KERNELS({suffix}, ", StringComparison.Ordinal), QuantizedMatVec.HasSharedGridKernels(type));
+        if (QuantizedMatVec.HasSharedGridKernels(type)) Assert.True(QuantizedMatVec.Supports(type));
+    }
+
     /// <summary>Without a GPU: IQ1_S's nibble words give, as matvec_iq.cu reads them (masked bytes minus one), ggml's values.</summary>
     [Fact]
     public void Iq1sNibblesUnpackToGgmlsGrid()
