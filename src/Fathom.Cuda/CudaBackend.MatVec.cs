@@ -22,6 +22,13 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
 
+    /// <summary>
+    /// Whether IQ1_S and IQ2_XXS one-token products (single and grouped) take the kernels with the grid in shared memory
+    /// (Kernels/matvec_iq.cu; the same results bit for bit); on unless FATHOM_CUDA_IQ_KERNELS=old, which keeps
+    /// <c>matvec_q_T</c>'s lookups in global memory, for comparisons.
+    /// </summary>
+    public bool SharedGridProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_IQ_KERNELS") != "old";
+
     private bool IntegerMatVecFor(WeightMatrix weight, ulong pointer) =>
         UseIntegerMatVec && QuantizedMatVec.Supports(weight.Format.Type) && QuantizedMatVec.Aligned(weight.Format.Type, pointer, weight.RowBytes);
 
@@ -35,7 +42,7 @@ public sealed unsafe partial class CudaBackend
         ulong packed = PackActivations(weight.Format.DotActivationType, x, weight.Columns, stagedInput);
         KeepPackingUnlessOverwritten(y, outputCount);
         QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-            weight.Rows, weight.Columns, bias, accumulate);
+            weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGridProducts);
         return true;
     }
 
@@ -53,7 +60,7 @@ public sealed unsafe partial class CudaBackend
         ulong packed = PackActivations(activation, x, inputCount, stagedInput);
         KeepPackingUnlessOverwritten(y, outputCount);
         QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
-            packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count);
+            packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGridProducts);
         return true;
     }
 
@@ -89,7 +96,7 @@ public sealed unsafe partial class CudaBackend
         ulong packed = PackActivations(shape.Format.DotActivationType, source, inputExtent, stagedInput);
         KeepPackingUnlessOverwritten(o, y.Length);
         QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
-            packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count);
+            packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGridProducts);
         Return(y, o, staged);
     }
 

@@ -6,16 +6,22 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
-/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>) in the layout the backend picks, and every other layout.
+/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>, or for IQ1_S and IQ2_XXS the shared-grid <c>matvec_iq_T</c>
+/// / <c>group_matvec_iq_T</c> with the global-grid one beside it) in the layout the backend picks, and every other layout.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
 /// <param name="FloatMicroseconds">Per product with the float kernel on activations rounded to floats.</param>
 /// <param name="IntegerMicroseconds">Per product with the integer kernel on packed activations, in <paramref name="Layout"/>; NaN for types without one.</param>
-/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.LayoutFor"/>).</param>
+/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.DefaultLayout"/>).</param>
 /// <param name="Layouts">Every layout's time per product (µs), the picked one included; empty for types without an integer kernel.</param>
+/// <param name="GlobalGridLayouts">
+/// For IQ1_S and IQ2_XXS when the backend takes the shared-grid kernels (<see cref="CudaBackend.SharedGridProducts"/>):
+/// every layout's time with <c>matvec_q_T</c>'s global-memory lookups, for comparison; else empty.
+/// </param>
 public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
-    double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts)
+    double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts,
+    IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts)
 {
     /// <summary>Weight bytes read per second, in GB/s (10⁹ bytes), for a time per product in µs.</summary>
     public double GigabytesPerSecond(double microseconds) => WeightBytes / microseconds / 1e3;
@@ -83,19 +89,26 @@ public static class OneTokenProductBenchmark
         double floatTime = matrices == 1
             ? Time(context, repetitions, copies, c => kernels.LaunchMatMul(context, type, "matvec", Matrix(c), rowBytes, rounded.Pointer, y.Pointer, rows, columns, 1, split, vector: true))
             : Time(context, repetitions, copies, c => LaunchFloatGroup(context, kernels, type, Table(c), matrices, rowBytes, rounded.Pointer, y.Pointer, rows, columns, split));
-        if (!QuantizedMatVec.Supports(type)) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, double.NaN, default, []);
+        if (!QuantizedMatVec.Supports(type)) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, double.NaN, default, [], []);
 
         using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
         QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
-        MatVecLayout picked = QuantizedMatVec.LayoutFor(type, (long)rows * matrices, columns);
-        var layouts = new List<(MatVecLayout, double)>();
-        foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
-            layouts.Add((layout, matrices == 1
-                ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns, layout: layout))
-                : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_q", Table(c), 0, matrices, rowBytes,
-                    packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout))));
-        double integerTime = layouts.First(l => l.Item1 == picked).Item2;
-        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, layouts);
+        bool sharedGrids = backend.SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type);
+        MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids);
+        List<(MatVecLayout, double)> EveryLayout(bool shared)
+        {
+            var layouts = new List<(MatVecLayout, double)>();
+            foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
+                layouts.Add((layout, matrices == 1
+                    ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", Matrix(c), rowBytes, packed.Pointer, y.Pointer,
+                        rows, columns, layout: layout, sharedGrids: shared))
+                    : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_q", Table(c), 0, matrices, rowBytes,
+                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, shared))));
+            return layouts;
+        }
+        List<(MatVecLayout, double)> timed = EveryLayout(sharedGrids);
+        double integerTime = timed.First(l => l.Item1 == picked).Item2;
+        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, sharedGrids ? EveryLayout(false) : []);
     }
 
     /// <summary><c>group_matvec_T</c> over the table's matrices, every one reading the same rounded input.</summary>

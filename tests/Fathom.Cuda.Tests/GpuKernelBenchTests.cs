@@ -39,6 +39,14 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
                 JsonObject layouts = product["layouts_us"]!.AsObject();
                 Assert.Equal(QuantizedMatVec.Layouts(type).Count(), layouts.Count);
                 Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
+                // IQ1_S and IQ2_XXS: the global-grid kernel too, in every layout, its own picked one among them.
+                JsonObject? globalGrid = product["global_grid_layouts_us"]?.AsObject();
+                Assert.Equal(QuantizedMatVec.HasSharedGridKernels(type), globalGrid is not null);
+                if (globalGrid is not null)
+                {
+                    Assert.Equal(layouts.Count, globalGrid.Count);
+                    Assert.True(globalGrid.ContainsKey(product["global_grid_layout"]!.GetValue<string>()));
+                }
             }
             log.WriteLine(output.ToString());
         }

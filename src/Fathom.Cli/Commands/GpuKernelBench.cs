@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Fathom.Cuda;
 using Fathom.Cuda.Discovery;
+using Fathom.Cuda.Kernels;
 using Fathom.Quants;
 
 namespace Fathom.Cli.Commands;
@@ -47,6 +48,9 @@ public static class GpuKernelBench
         using (backend) return Run(backend, json, output);
     }
 
+    /// <summary>The layout the global-grid kernel takes for the timing's shape (<see cref="QuantizedMatVec.LayoutFor"/>).</summary>
+    private static MatVecLayout GlobalGridLayout(OneTokenProductTiming t) => QuantizedMatVec.LayoutFor(t.Type, (long)t.Rows * t.Matrices, t.Columns);
+
     private static int Run(CudaBackend backend, bool json, TextWriter output)
     {
         double bandwidth = backend.MeasureReadBandwidth();
@@ -59,11 +63,15 @@ public static class GpuKernelBench
             {
                 var layouts = new JsonObject();
                 foreach ((var layout, double us) in t.Layouts) layouts[layout.ToString()] = us;
+                var globalGrid = new JsonObject();
+                foreach ((var layout, double us) in t.GlobalGridLayouts) globalGrid[layout.ToString()] = us;
                 rows.Add(new JsonObject
                 {
                     ["type"] = t.Type.ToString(), ["rows"] = t.Rows, ["columns"] = t.Columns, ["matrices"] = t.Matrices, ["weight_bytes"] = t.WeightBytes,
                     ["float_us"] = t.FloatMicroseconds, ["integer_us"] = double.IsNaN(t.IntegerMicroseconds) ? null : t.IntegerMicroseconds,
                     ["layout"] = t.Layout.ToString(), ["best_layout"] = t.Best.Layout.ToString(), ["layouts_us"] = layouts,
+                    ["global_grid_layout"] = t.GlobalGridLayouts.Count == 0 ? null : GlobalGridLayout(t).ToString(),
+                    ["global_grid_layouts_us"] = t.GlobalGridLayouts.Count == 0 ? null : globalGrid,
                 });
             }
             output.WriteLine(new JsonObject { ["device"] = backend.Device.Name, ["read_bandwidth_gbps"] = bandwidth, ["repetitions"] = Repetitions, ["products"] = rows }.ToJsonString());
@@ -78,6 +86,14 @@ public static class GpuKernelBench
             string shape = t.Matrices == 1 ? $"{t.Rows}×{t.Columns}" : $"{t.Matrices}×{t.Rows}×{t.Columns}";
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{t.Type,-8} {shape,-16} {t.WeightBytes / 1e6,7:F2} {t.FloatMicroseconds,9:F2} {oldRate,7:F0} {t.IntegerMicroseconds,9:F2} {newRate,7:F0} {100 * newRate / bandwidth,5:F1}% {t.FloatMicroseconds / t.IntegerMicroseconds,7:F2}× {t.Layout,7} {t.Best.Layout,7} {t.Best.Microseconds,8:F2}"));
+            if (t.GlobalGridLayouts.Count > 0)
+            {
+                MatVecLayout oldLayout = GlobalGridLayout(t);
+                double before = t.GlobalGridLayouts.First(l => l.Layout == oldLayout).Microseconds;
+                (var bestLayout, double bestBefore) = t.GlobalGridLayouts.MinBy(l => l.Microseconds);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{"",-8} {"(global-grid matvec_q: µs, its speed over it)",-43} {before,9:F2} {"",7} {"",6} {before / t.IntegerMicroseconds,7:F2}× {oldLayout,7} {bestLayout,7} {bestBefore,8:F2}"));
+            }
         }
         return 0;
     }

@@ -143,6 +143,7 @@ public sealed class CudaKernels : IDisposable
         Upload(context, "fathom_kvalues_iq4nl", QuantTables.KvaluesIq4nl);
         Upload(context, "fathom_iq1s_delta", [QuantTables.Iq1sDelta]);
         Upload(context, "fathom_iq1m_delta", [QuantTables.Iq1mDelta]);
+        Upload(context, "fathom_iq1s_grid_nibbles", CompactIqGrids.Iq1s); // matvec_iq.cu's shared-memory copy
         context.Synchronize("uploading the IQ tables");
     }
 

@@ -6,7 +6,7 @@ namespace Fathom.Cuda.Kernels;
 public static class KernelSources
 {
     /// <summary>Order matters: helpers, then the decoders, then the kernels that use them.</summary>
-    private static readonly string[] Files = ["common.cuh", "decode.cu", "activations.cu", "matmul.cu", "ops.cu", "matvec_q.cu", "prompt_products.cu", "attention_prefill.cu", "attention_decode.cu", "experts.cu", "mmq.cu", "moe_prompt.cu", "transposed.cu", "sampling.cu"];
+    private static readonly string[] Files = ["common.cuh", "decode.cu", "activations.cu", "matmul.cu", "ops.cu", "matvec_q.cu", "matvec_iq.cu", "prompt_products.cu", "attention_prefill.cu", "attention_decode.cu", "experts.cu", "mmq.cu", "moe_prompt.cu", "transposed.cu", "sampling.cu"];
 
     private static readonly Lazy<string> Joined = new(() => string.Join("\n", Files.Select(f => $"// ---- {f}\n{Read(f)}")));
 

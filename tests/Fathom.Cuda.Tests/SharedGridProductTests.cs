@@ -1,0 +1,240 @@
+using Fathom.Cpu;
+using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// The IQ1_S and IQ2_XXS one-token products with the grid in shared memory (Kernels/matvec_iq.cu, <see cref="CompactIqGrids"/>):
+/// IQ1_S's compact grid unpacks, by the kernel's integer operations, to ggml's grid; the picked layouts; and on the GPU
+/// the shared-grid kernels equal the global-grid kernels (matvec_q_T, which IntegerMatVecTests compares with the CPU) bit
+/// for bit in every layout, single and grouped, with bias and residual, with blocks looping over several row groups or
+/// not; the backend's products agree with the CPU with the switch on and off.
+/// </summary>
+public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
+{
+    private readonly IComputeBackend _cpu = new CpuBackend(2);
+
+    public void Dispose() => _cpu.Dispose();
+
+    public static TheoryData<GgmlType> Types => new(GgmlType.IQ1_S, GgmlType.IQ2_XXS);
+
+    // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
+    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
+
+    private static byte[] Bytes(GgmlType type, int rows, int columns)
+    {
+        lock (Weights)
+        {
+            if (!Weights.TryGetValue((type, rows, columns), out byte[]? bytes))
+            {
+                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
+                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns, 5)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
+                Weights.Add((type, rows, columns), bytes);
+            }
+            return bytes;
+        }
+    }
+
+    private static WeightMatrix Matrix(GgmlType type, int rows, int columns, string name)
+    {
+        fixed (byte* p = Bytes(type, rows, columns)) return WeightMatrix.InPlace(name, type, p, rows, columns);
+    }
+
+    /// <summary>Without a GPU: the types claimed to have shared-grid kernels are exactly those matvec_iq.cu instantiates, and all have integer products.</summary>
+    [Theory]
+    [MemberData(nameof(TestData.AllTypes), MemberType = typeof(TestData))]
+    public void TheSharedGridKernelsCoverTheTypesTheTableClaims(GgmlType type)
+    {
+        string suffix = CudaKernels.KernelSuffix(type)!;
+        Assert.Equal(KernelSources.All.Contains($"FATHOM_MATVEC_IQ_KERNELS({suffix}, ", StringComparison.Ordinal), QuantizedMatVec.HasSharedGridKernels(type));
+        if (QuantizedMatVec.HasSharedGridKernels(type)) Assert.True(QuantizedMatVec.Supports(type));
+    }
+
+    /// <summary>Without a GPU: IQ1_S's nibble words give, as matvec_iq.cu reads them (masked bytes minus one), ggml's values.</summary>
+    [Fact]
+    public void Iq1sNibblesUnpackToGgmlsGrid()
+    {
+        ulong[] grid = CompactIqGrids.Iq1sSource;
+        uint[] packed = CompactIqGrids.Iq1s;
+        Assert.Equal(2048, grid.Length);
+        Assert.Equal(grid.Length, packed.Length);
+        for (int i = 0; i < grid.Length; i++)
+        {
+            uint low = packed[i] & 0x0F0F0F0Fu, high = (packed[i] >> 4) & 0x0F0F0F0Fu;
+            for (int j = 0; j < 8; j++)
+            {
+                int stored = (int)(((j < 4 ? low : high) >> (8 * (j & 3))) & 0xFF) - 1;
+                Assert.True(stored == (sbyte)(byte)(grid[i] >> (8 * j)), $"entry {i} value {j}: {stored}, ggml {(sbyte)(byte)(grid[i] >> (8 * j))}");
+            }
+        }
+        Assert.Throws<ArgumentException>(() => CompactIqGrids.Iq1sNibbles([0x0000000000000002UL]));
+    }
+
+    /// <summary>
+    /// Without a GPU: the shared-grid kernels' picked layout is one the kernels take, its lanes depend on the row width
+    /// alone (so groups add blocks as one-matrix products do), give a row about <see cref="QuantizedMatVec.SharedGridRounds"/>
+    /// rounds (fewer when the row has fewer than that many blocks' pieces), and it takes the most rows per thread that keep
+    /// half a residency of threads.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void SharedGridLayoutsTakeAboutEightRoundsPerRow(GgmlType type)
+    {
+        Assert.True(QuantizedMatVec.HasSharedGridKernels(type));
+        Assert.False(QuantizedMatVec.HasSharedGridKernels(GgmlType.Q4_K));
+        MatVecLayout[] all = [.. QuantizedMatVec.Layouts(type)];
+        int parts = (int)QuantizedMatVec.PiecesPerRow(type, 256);
+        foreach (int columns in new[] { 256, 512, 1536, 2048, 7168, 8960, 18432, 65536 })
+        {
+            long pieces = QuantizedMatVec.PiecesPerRow(type, columns);
+            int lanes = QuantizedMatVec.SharedGridLayoutFor(type, 1, columns).Lanes;
+            long rounds = (pieces + lanes - 1) / lanes;
+            Assert.True(rounds <= QuantizedMatVec.SharedGridRounds || lanes == QuantizedMatVec.Threads, $"{type} {columns} columns: {rounds} rounds of {lanes} lanes");
+            Assert.True(lanes == parts || 2 * rounds > QuantizedMatVec.SharedGridRounds, $"{type} {columns} columns: {lanes} lanes where half would do");
+            foreach (long rows in new long[] { 1, 40, 2048, 8 * 2048, 16 * 2048, 8 * 7168 })
+            {
+                MatVecLayout layout = QuantizedMatVec.SharedGridLayoutFor(type, rows, columns);
+                Assert.Contains(layout, all);
+                Assert.Equal(lanes, layout.Lanes);
+                Assert.Equal(layout, QuantizedMatVec.DefaultLayout(type, rows, columns, sharedGrids: true));
+                Assert.Equal(QuantizedMatVec.LayoutFor(type, rows, columns), QuantizedMatVec.DefaultLayout(type, rows, columns, sharedGrids: false));
+                int rowsPerThread = 4;
+                while (rowsPerThread > 1 && (rows + rowsPerThread - 1) / rowsPerThread * lanes < 132L * 8 * QuantizedMatVec.Threads / 2) rowsPerThread /= 2;
+                Assert.Equal(rowsPerThread, layout.RowsPerThread);
+            }
+        }
+        // R1's experts: gate/up 7168 columns (224 pieces) in 32 lanes, down 2048 columns (64 pieces) in 8, four rows per thread.
+        Assert.Equal(new MatVecLayout(32, 4), QuantizedMatVec.SharedGridLayoutFor(type, 16 * 2048, 7168));
+        Assert.Equal(new MatVecLayout(8, 4), QuantizedMatVec.SharedGridLayoutFor(type, 8 * 7168, 2048));
+    }
+
+    /// <summary>
+    /// Every layout, one matrix and a group of two (by ids), plain and with bias and residual, on shapes whose blocks
+    /// take one row group each and, with the grid capped at 3 blocks, several: matvec_iq_T equals matvec_q_T bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void SharedGridKernelsEqualTheGlobalGridKernelsInEveryLayout(GgmlType type)
+    {
+        CudaContext context = gpu.Context;
+        context.MakeCurrent();
+        WeightFormat format = TypeTraits.For(type);
+        foreach ((int rows, int columns) in new[] { (37, 512), (45, 2048), (13, 7168), (203, 2048) })
+        {
+            byte[] bytes = Bytes(type, rows, columns);
+            long rowBytes = format.Layout.RowBytes(columns);
+            var random = new Random(7 * rows + columns);
+            float[] x = TestData.Gaussian(random, 2 * columns, 2f), bias = TestData.Gaussian(random, rows), residual = TestData.Gaussian(random, 2 * rows);
+
+            using var weights = new DeviceBuffer(context, bytes.Length);
+            weights.Upload<byte>(bytes);
+            using var table = new DeviceBuffer(context, 3 * sizeof(ulong));
+            table.Upload<ulong>([0, weights.Pointer, weights.Pointer]);
+            using var ids = new DeviceBuffer(context, 2 * sizeof(float));
+            ids.Upload<float>([2, 1]);
+            using var input = new DeviceBuffer(context, 2L * columns * sizeof(float));
+            input.Upload<float>(x);
+            using var biases = new DeviceBuffer(context, rows * sizeof(float));
+            biases.Upload<float>(bias);
+            GgmlType activation = format.DotActivationType;
+            using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, 2L * columns));
+            QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packed.Pointer, 2L * columns);
+            using var y = new DeviceBuffer(context, 2L * rows * sizeof(float));
+
+            float[] Single(MatVecLayout layout, bool shared, uint? blocks, bool withBias)
+            {
+                y.Upload<float>(residual);
+                QuantizedMatVec.Launch(context, gpu.Kernels, type, "test", weights.Pointer, rowBytes, packed.Pointer, y.Pointer, rows, columns,
+                    withBias ? biases.Pointer : 0, accumulate: withBias, layout: layout, sharedGrids: shared, gridBlocks: blocks);
+                float[] result = new float[rows];
+                y.Download<float>(result);
+                return result;
+            }
+            float[] Grouped(MatVecLayout layout, bool shared, uint? blocks)
+            {
+                y.Upload<float>(residual);
+                QuantizedMatVec.LaunchGroup(context, gpu.Kernels, type, "test", table.Pointer, ids.Pointer, 3, rowBytes, packed.Pointer, 2L * columns, columns,
+                    y.Pointer, rows, rows, columns, 2, layout, shared, blocks);
+                float[] result = new float[2 * rows];
+                y.Download<float>(result);
+                return result;
+            }
+
+            foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
+            {
+                string what = $"{type} {rows}×{columns} in layout {layout}";
+                float[] expected = Single(layout, false, null, false), expectedSum = Single(layout, false, null, true), expectedGroup = Grouped(layout, false, null);
+                foreach (uint? blocks in new uint?[] { null, 3 })
+                {
+                    Assert.True(expected.AsSpan().SequenceEqual(Single(layout, true, blocks, false)), $"{what}, {blocks?.ToString() ?? "all"} blocks: differs from matvec_q");
+                    Assert.True(expectedSum.AsSpan().SequenceEqual(Single(layout, true, blocks, true)), $"{what} + bias + residual, {blocks?.ToString() ?? "all"} blocks: differs from matvec_q");
+                    Assert.True(expectedGroup.AsSpan().SequenceEqual(Grouped(layout, true, blocks)), $"{what}, grouped, {blocks?.ToString() ?? "all"} blocks: differs from group_matvec_q");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The backend's experts (gates and ups in one launch, by ids), a MoE down group and one-matrix products, with
+    /// <see cref="CudaBackend.SharedGridProducts"/> on and off, agree with the CPU's to rounding; with it on (its own
+    /// layouts), the pairs equal the experts set by set and a grouped product the one-matrix product, bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void BackendProductsAgreeWithTheCpuWithTheSwitchOnAndOff(GgmlType type)
+    {
+        CudaBackend backend = gpu.Backend;
+        const int experts = 4, rows = 64, columns = 2048, slot = 2048;
+        WeightMatrix all = Matrix(type, 2 * experts * rows, columns, $"shared-grid.{type}");
+        WeightMatrix[] gate = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows(i * rows, rows, $"shared-grid.{type}.gate[{i}]"))];
+        WeightMatrix[] up = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows((experts + i) * rows, rows, $"shared-grid.{type}.up[{i}]"))];
+        int[] chosen = [3, 0, 2];
+        float[] ids = Attached([3, 0, 2]);
+        float[] inputs = Attached(TestData.Gaussian(new Random(17 + (int)type), columns));
+        float[] cpu = new float[2 * chosen.Length * slot];
+        _cpu.MatMulExpertPairs(gate, up, [3, 0, 2], inputs, 0, cpu, slot);
+
+        bool before = backend.SharedGridProducts;
+        try
+        {
+            foreach (bool shared in new[] { true, false })
+            {
+                backend.SharedGridProducts = shared;
+                string what = $"{type}, shared grids {(shared ? "on" : "off")}";
+                float[] pairs = Attached(new float[2 * chosen.Length * slot]), sets = Attached(new float[2 * chosen.Length * slot]);
+                backend.MatMulExpertPairs(gate, up, ids, inputs, 0, pairs, slot);
+                backend.MatMulExperts(gate, ids, inputs, 0, sets, slot);
+                backend.MatMulExperts(up, ids, inputs, 0, sets.AsSpan(chosen.Length * slot), slot);
+                backend.ReadToHost(pairs);
+                backend.ReadToHost(sets);
+                Assert.True(pairs.AsSpan().SequenceEqual(sets), $"{what}: one launch differs from one set after the other");
+                for (int z = 0; z < 2 * chosen.Length; z++)
+                {
+                    double error = TestData.RelativeL2(pairs.AsSpan(z * slot, rows), cpu.AsSpan(z * slot, rows));
+                    Assert.True(error <= 1e-5, $"{what}, product {z}: relative L2 {error} from the CPU");
+                }
+                for (int k = 0; k < chosen.Length; k++)
+                {
+                    float[] one = new float[rows];
+                    backend.MatMul(gate[chosen[k]], inputs, one, 1);
+                    Assert.True(one.AsSpan().SequenceEqual(pairs.AsSpan(k * slot, rows)), $"{what}: expert {chosen[k]}'s one-matrix product differs from the grouped one");
+                }
+            }
+        }
+        finally
+        {
+            backend.SharedGridProducts = before;
+        }
+    }
+
+    private float[] Attached(float[] values)
+    {
+        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
+        values.CopyTo(buffer, 0);
+        gpu.Backend.Attach(buffer);
+        return buffer;
+    }
+}
