@@ -125,11 +125,11 @@ public static class QuantizedMatVec
 
     /// <summary>
     /// The layout of a shared-grid launch (<see cref="HasSharedGridKernels"/>) over <paramref name="rows"/> rows in all:
-    /// lanes for about <see cref="SharedGridRounds"/> rounds per row (fewer lanes than <see cref="LayoutFor"/>'s one
-    /// round: on the H200, R1's grouped IQ1_S products ran 15–20 % faster so), from the row width alone, so a group adds
-    /// each row's blocks as its one-matrix product does; then as many rows per thread as keep <see cref="ResidentThreads"/> threads (half a
-    /// residency) (the blocks loop over row groups, so a launch need not fill the GPU with threads: R1's IQ1_S downs,
-    /// 8 × 7168 rows in 8 lanes, ran 13 % faster with 4 rows per thread than with 2).
+    /// lanes for about <see cref="SharedGridRounds"/> rounds per row (fewer lanes than the earlier one-round rule: on the
+    /// H200, R1's grouped IQ1_S products ran 15–20 % faster so), from the row width alone, so a group adds each row's
+    /// blocks as its one-matrix product does; then as many rows per thread as keep <see cref="ResidentThreads"/> threads,
+    /// half an eight-block residency (the blocks loop over row groups, so a launch need not fill the GPU with threads:
+    /// R1's IQ1_S downs, 8 × 7168 rows in 8 lanes, ran 13 % faster with 4 rows per thread than with 2).
     /// </summary>
     public static MatVecLayout SharedGridLayoutFor(GgmlType type, long rows, int columns)
     {
