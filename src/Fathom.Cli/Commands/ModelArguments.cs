@@ -20,18 +20,23 @@ public sealed class ModelArguments
     public Option<float> FrequencyPenalty { get; } = new("--frequency-penalty") { Description = "Frequency penalty (default 0).", DefaultValueFactory = _ => 0f };
     public Option<bool> Gpu { get; } = new("--gpu") { Description = "Compute on the first NVIDIA GPU through CUDA (`fathom doctor` shows what was found)." };
     public Option<ulong?> Seed { get; } = new("--seed", "-s") { Description = "Random seed; the same seed gives the same output (default: random)." };
+    public Option<bool> DecompressFusedKvB { get; } = new("--kv-b-decompressed")
+    {
+        Description = "DeepSeek files with the older fused attn_kv_b: run attention as llama.cpp does for them (keys and values cached per head: "
+            + "llama.cpp's logits with F16/BF16 weights, at several times the KV cache). CPU only.",
+    };
     public PlacementArguments Placement { get; } = new();
 
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { Model, Threads, Context, Temperature, TopP, TopK, MinP, RepeatPenalty, PresencePenalty, FrequencyPenalty, Seed, Gpu })
+        foreach (Option option in new Option[] { Model, Threads, Context, Temperature, TopP, TopK, MinP, RepeatPenalty, PresencePenalty, FrequencyPenalty, Seed, Gpu, DecompressFusedKvB })
             command.Options.Add(option);
         Placement.AddTo(command);
     }
 
     public ModelOptions ModelOptions(ParseResult r)
     {
-        var options = new ModelOptions { Threads = ThreadsOption.Checked(r.GetValue(Threads)) };
+        var options = new ModelOptions { Threads = ThreadsOption.Checked(r.GetValue(Threads)), DecompressFusedKvB = r.GetValue(DecompressFusedKvB) };
         // On the GPU every load plans a placement (all on the GPU by default), so a model too large fails with the numbers.
         return r.GetValue(Gpu) || Placement.Given(r) ? Placement.OnGpu(r, options, r.GetValue(Context)) : options;
     }

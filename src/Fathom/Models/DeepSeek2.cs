@@ -29,7 +29,10 @@ public sealed class DeepSeek2 : Model
     private readonly MixtureOfExperts? _moe;
     private readonly int _nope, _rot, _qkHead, _vHead, _kvLora;
 
-    public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false)
+    /// <summary>Per layer, the fused <c>attn_kv_b</c> when attention runs decompressed (<see cref="ModelOptions.DecompressFusedKvB"/>), else null.</summary>
+    private readonly WeightMatrix[]? _fusedKvB;
+
+    public DeepSeek2(GgufFile file, ModelHyperparameters config, IComputeBackend backend, bool ownsFile = false, bool decompressFusedKvB = false)
         : base(file, config, backend, ownsFile)
     {
         // The hyperparameters have checked the MLA sizes against each other and against both file layouts.
@@ -47,6 +50,13 @@ public sealed class DeepSeek2 : Model
 
         _attention = new AttentionLayer[config.BlockCount];
         _feedForward = new FeedForwardLayer[config.BlockCount];
+        if (decompressFusedKvB && !mla.AbsorbedLayout)
+        {
+            // Placement (a GPU backend) reserves device memory for the latent cache, not for per-head keys and values.
+            if (backend is Placement.IWeightPlacement)
+                throw new NotSupportedException("decompressed attention for a fused attn_kv_b (llama.cpp's form) is not planned by weight placement: run it on the CPU backend");
+            _fusedKvB = new WeightMatrix[config.BlockCount];
+        }
         for (int i = 0; i < config.BlockCount; i++)
         {
             string p = $"blk.{i}.";
@@ -59,7 +69,8 @@ public sealed class DeepSeek2 : Model
             }
             else
             {
-                (kB, vB) = SplitKvB(p + "attn_kv_b.weight", heads);
+                (kB, vB, WeightMatrix fused) = SplitKvB(p + "attn_kv_b.weight", heads);
+                if (_fusedKvB is not null) _fusedKvB[i] = fused;
             }
             _attention[i] = new AttentionLayer(
                 Tensors.Vector(p + "attn_norm.weight", d),
@@ -101,7 +112,11 @@ public sealed class DeepSeek2 : Model
         }
 
         (_rope, float attentionScale) = BuildRope(file, config.Rope, _qkHead);
-        _shape = new AttentionShape(heads, 1, _kvLora + _rot, _kvLora, attentionScale);
+        // Absorbed: every head attends over the one latent row (the value inside it). Decompressed: one key and one value
+        // row per head, as multi-head attention.
+        _shape = _fusedKvB is null
+            ? new AttentionShape(heads, 1, _kvLora + _rot, _kvLora, attentionScale)
+            : new AttentionShape(heads, heads, _qkHead, _vHead, attentionScale);
     }
 
     /// <summary>
@@ -154,9 +169,9 @@ public sealed class DeepSeek2 : Model
     /// Older files hold one <c>attn_kv_b</c> per layer: per head, <c>nope</c> rows that decompress keys and then
     /// <c>v_head</c> rows that decompress values, all of length kv_lora_rank. Both are used in place: the value rows
     /// as v_b, the key rows through the transposed product (a head's k_b maps a query to latent space, and these
-    /// rows are that map's columns).
+    /// rows are that map's columns). The whole matrix is returned too, for the decompressed form.
     /// </summary>
-    private (WeightMatrix[] KeyRows, WeightMatrix[] VB) SplitKvB(string name, int heads)
+    private (WeightMatrix[] KeyRows, WeightMatrix[] VB, WeightMatrix Fused) SplitKvB(string name, int heads)
     {
         int perHead = _nope + _vHead;
         WeightMatrix kvB = Tensors.Matrix(name, _kvLora, (long)heads * perHead);
@@ -167,7 +182,7 @@ public sealed class DeepSeek2 : Model
             keyRows[h] = kvB.SliceRows(h * perHead, _nope, $"{name}.k[{h}]");
             vB[h] = kvB.SliceRows(h * perHead + _nope, _vHead, $"{name}.v[{h}]");
         }
-        return (keyRows, vB);
+        return (keyRows, vB, kvB);
     }
 
     /// <summary>
@@ -176,9 +191,11 @@ public sealed class DeepSeek2 : Model
     /// </summary>
     protected override bool IsReplayable(int tokens) => _moe is null || tokens == 1;
 
-    protected override KvCache CreateCache(int contextSize) =>
+    protected override KvCache CreateCache(int contextSize) => _fusedKvB is null
         // One row per token: the normalized latent (also the value) followed by the rotated shared key.
-        new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true);
+        ? new(Config.BlockCount, contextSize, _kvLora + _rot, _kvLora, valuesShareKeys: true)
+        // Decompressed: per head, the key (k_nope, then the shared rotated key) and the value.
+        : new(Config.BlockCount, contextSize, Config.HeadCount * _qkHead, Config.HeadCount * _vHead, valuesShareKeys: false);
 
     protected override void Block(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> x, int tokens)
     {
@@ -244,6 +261,11 @@ public sealed class DeepSeek2 : Model
         Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
         Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
         Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
+        if (_fusedKvB is not null)
+        {
+            DecompressedAttention(layer, scratch, segments, q, kv, latents, x, tokens);
+            return;
+        }
         foreach (SessionRows s in segments)
         {
             Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
@@ -283,6 +305,48 @@ public sealed class DeepSeek2 : Model
         Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead, tokens, latentOut, heads * _vHead);
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
         Backend.MatMul(w.Output, values, projected, tokens);
+        Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
+    }
+
+    /// <summary>
+    /// Attention for a fused <c>attn_kv_b</c> as llama.cpp runs it (<see cref="ModelOptions.DecompressFusedKvB"/>): the
+    /// batch's normalized latents through the whole <c>attn_kv_b</c> give each head's k_nope and value; a head's key is
+    /// its k_nope followed by the shared rotated key; keys and values are cached per head and the heads attend as
+    /// multi-head attention over them, the query being q_nope beside its rotated part as computed.
+    /// </summary>
+    private void DecompressedAttention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> q, Span<float> kv,
+        ReadOnlySpan<float> latents, Span<float> x, int tokens)
+    {
+        int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot, perHead = _nope + _vHead;
+        int keyRow = heads * _qkHead, valueRow = heads * _vHead;
+        Span<float> decompressed = scratch.Scratch("kv_b", tokens * heads * perHead);
+        Backend.MatMul(_fusedKvB![layer], latents, decompressed, tokens);
+        Span<float> keys = scratch.Scratch("k_heads", tokens * keyRow);
+        Span<float> values = scratch.Scratch("v_heads", tokens * valueRow);
+        for (int h = 0; h < heads; h++)
+        {
+            Backend.CopyRows(decompressed[(h * perHead)..], heads * perHead, keys[(h * _qkHead)..], keyRow, tokens, _nope);
+            Backend.CopyRows(decompressed[(h * perHead + _nope)..], heads * perHead, values[(h * _vHead)..], valueRow, tokens, _vHead);
+        }
+
+        Span<float> attention = scratch.Scratch("attn_heads", tokens * valueRow);
+        foreach (SessionRows s in segments)
+        {
+            KvLayerCache cache = s.Session.Cache[layer];
+            Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
+            // The shared key's rotary part, rotated where it lies in kv, then beside every head's k_nope.
+            Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
+            Backend.Rope(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition);
+            Span<float> sk = keys.Slice(s.FirstRow * keyRow, s.Rows * keyRow);
+            for (int h = 0; h < heads; h++)
+                Backend.CopyRows(skv[_kvLora..], latentRow, sk[(h * _qkHead + _nope)..], keyRow, s.Rows, _rot);
+            Backend.StoreRows(sk, keyRow, cache.Keys, cache.KeyWidth, s.FirstPosition, s.Rows, keyRow);
+            Backend.StoreRows(values[(s.FirstRow * valueRow)..], valueRow, cache.Values, cache.ValueStride, s.FirstPosition, s.Rows, valueRow);
+            Backend.Attention(q.Slice(s.FirstRow * qRow, s.Rows * qRow), cache, attention.Slice(s.FirstRow * valueRow, s.Rows * valueRow),
+                _shape, s.FirstPosition, s.Rows);
+        }
+        Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
+        Backend.MatMul(_attention[layer].Output, attention, projected, tokens);
         Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
     }
 

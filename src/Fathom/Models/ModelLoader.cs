@@ -32,7 +32,7 @@ public static class ModelLoader
         IComputeBackend backend = options.Backend?.Invoke(options) ?? new CpuBackend(options.Threads);
         try
         {
-            return Load(file, backend, ownsFile);
+            return Load(file, backend, ownsFile, options);
         }
         catch
         {
@@ -41,8 +41,8 @@ public static class ModelLoader
         }
     }
 
-    /// <summary>Loads a model onto a given backend (the model disposes it).</summary>
-    public static Model Load(GgufFile file, IComputeBackend backend, bool ownsFile = false)
+    /// <summary>Loads a model onto a given backend (the model disposes it); of <paramref name="options"/>, what is not about the backend applies.</summary>
+    public static Model Load(GgufFile file, IComputeBackend backend, bool ownsFile = false, ModelOptions? options = null)
     {
         // Reading the hyperparameters also rejects architectures Fathom does not run, naming the key.
         ModelHyperparameters config = ModelHyperparameters.FromMetadata(file.Metadata);
@@ -51,7 +51,7 @@ public static class ModelLoader
         {
             ModelArchitecture.Llama => new Llama(file, config, backend, ownsFile),
             ModelArchitecture.Qwen2 => new Qwen2(file, config, backend, ownsFile),
-            ModelArchitecture.DeepSeek2 => new DeepSeek2(file, config, backend, ownsFile),
+            ModelArchitecture.DeepSeek2 => new DeepSeek2(file, config, backend, ownsFile, options?.DecompressFusedKvB ?? false),
             _ => throw new NotSupportedException($"{file.Path}: architecture {config.Architecture} has no forward pass"),
         };
     }

@@ -14,4 +14,15 @@ public sealed record ModelOptions
     /// reference to them.
     /// </summary>
     public Func<ModelOptions, IComputeBackend>? Backend { get; init; }
+
+    /// <summary>
+    /// For DeepSeek files with the older fused <c>attn_kv_b</c>: run attention as llama.cpp runs those files, with each
+    /// token's keys and values decompressed per head and cached (heads × (qk_head + v_head) values per token and layer,
+    /// where the absorbed form caches kv_lora_rank + rope dims), instead of absorbing the key decompression into the
+    /// query. The same products, rounded where llama.cpp rounds them: with F16/BF16 weights the logits then match
+    /// llama.cpp's instead of differing by its other rounding points (docs/engine.md). Off by default: the absorbed form
+    /// needs a ninth of the cache and no decompression per token. Files with split <c>attn_k_b</c>/<c>attn_v_b</c>
+    /// (and other architectures) ignore it. Not with a placing (GPU) backend, whose placement plans the latent cache.
+    /// </summary>
+    public bool DecompressFusedKvB { get; init; }
 }

@@ -3,6 +3,7 @@ using Fathom.Cli;
 using Fathom.Cli.Commands;
 using Fathom.Generation;
 using Fathom.Models;
+using Fathom.Models.Synthesis;
 using Fathom.Tests.Models;
 
 namespace Fathom.Tests.Cli;
@@ -46,6 +47,37 @@ public sealed class GenerateCommandTests : IDisposable
         }
         finally
         {
+            File.Delete(logitsPath);
+        }
+    }
+
+    /// <summary>--kv-b-decompressed reaches the model: a fused-attn_kv_b F16 file's logits are llama.cpp's form's, not the absorbed form's.</summary>
+    [Fact]
+    public void KvBDecompressedRunsLlamaCppsFormOfTheFusedLayout()
+    {
+        SyntheticModelSpec spec = LlamaCppAgreementTests.Spec("deepseek2-v2-lite") with { DefaultType = Fathom.Quants.GgmlType.F16 };
+        string path = ModelTestKit.Synthesize(spec);
+        string logitsPath = Path.GetTempFileName();
+        try
+        {
+            var (code, _, error) = Invoke("generate", "-m", path, "--prompt-tokens", "5,17,200,33", "-n", "1", "--temp", "0",
+                "--logits-out", logitsPath, "-t", "2", "--kv-b-decompressed");
+            Assert.True(code == 0, error);
+            byte[] bytes = File.ReadAllBytes(logitsPath);
+            float[] written = new float[bytes.Length / 4];
+            Buffer.BlockCopy(bytes, 0, written, 0, bytes.Length);
+
+            float[] Logits(bool decompressed)
+            {
+                using Model model = ModelLoader.Load(path, new ModelOptions { Threads = 2, DecompressFusedKvB = decompressed });
+                return model.Forward(model.CreateSession(8), [5, 17, 200, 33]);
+            }
+            Assert.Equal(Logits(decompressed: true), written);
+            Assert.NotEqual(Logits(decompressed: false), written);
+        }
+        finally
+        {
+            File.Delete(path);
             File.Delete(logitsPath);
         }
     }

@@ -49,6 +49,49 @@ public sealed class ModelForwardTests
         Assert.Equal(all[^vocab..], model.Forward(lastOnly, tokens));
     }
 
+    /// <summary>
+    /// <see cref="ModelOptions.DecompressFusedKvB"/> (llama.cpp's attention for a fused attn_kv_b): the cache holds a key
+    /// (k_nope and the rotated key) and a value per head; the logits are the absorbed form's up to float rounding (the
+    /// same products, associated otherwise), a batch equals token-by-token decoding; a file with split k_b/v_b ignores it.
+    /// </summary>
+    [Fact]
+    public void DecompressedFusedKvBCachesHeadsAndGivesTheAbsorbedFormsLogits()
+    {
+        var decompressedOptions = new ModelOptions { Threads = 2, DecompressFusedKvB = true };
+        SyntheticModelSpec fused = LlamaCppAgreementTests.Spec("deepseek2-v2-lite");
+        Assert.False(fused.SplitKvB);
+        using (GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(fused))))
+        using (Model absorbed = ModelLoader.Load(file, new ModelOptions { Threads = 2 }))
+        using (Model decompressed = ModelLoader.Load(file, decompressedOptions))
+        {
+            int[] tokens = ModelTestKit.Prompt(fused.VocabSize, 12, fused.Seed + 2);
+            int vocab = decompressed.VocabSize;
+            float[] reference = absorbed.Forward(absorbed.CreateSession(16), tokens, allPositions: true);
+            InferenceSession batch = decompressed.CreateSession(16), single = decompressed.CreateSession(16);
+            float[] all = decompressed.Forward(batch, tokens, allPositions: true);
+            Assert.True(ModelTestKit.RelativeL2(all, reference) <= 1e-4, $"decompressed against absorbed: {ModelTestKit.RelativeL2(all, reference):E2}");
+            for (int i = 0; i < tokens.Length; i++)
+                Assert.True(ModelTestKit.RelativeL2(decompressed.Forward(single, [tokens[i]]), all.AsSpan(i * vocab, vocab)) <= 1e-6, $"position {i}: batched and single-token logits differ");
+
+            KvLayerCache cache = batch.Cache[0];
+            Assert.False(cache.ValuesShareKeys);
+            Assert.Equal(fused.Heads * (fused.QkNopeHeadDim + fused.QkRopeHeadDim), cache.KeyWidth);
+            Assert.Equal(fused.Heads * fused.VHeadDim, cache.ValueWidth);
+        }
+
+        SyntheticModelSpec split = LlamaCppAgreementTests.Spec("deepseek2-v3");
+        using (GgufFile file = GgufFile.Parse(ModelTestKit.Bytes(ModelSynthesizer.Build(split))))
+        using (Model plain = ModelLoader.Load(file, new ModelOptions { Threads = 2 }))
+        using (Model withOption = ModelLoader.Load(file, decompressedOptions))
+        {
+            int[] tokens = ModelTestKit.Prompt(split.VocabSize, 6, split.Seed + 2);
+            InferenceSession session = withOption.CreateSession(8);
+            Assert.Equal(plain.Forward(plain.CreateSession(8), tokens, allPositions: true), withOption.Forward(session, tokens, allPositions: true));
+            Assert.True(session.Cache[0].ValuesShareKeys);
+            Assert.Equal(split.KvLoraRank + split.QkRopeHeadDim, session.Cache[0].KeyWidth);
+        }
+    }
+
     [Fact]
     public void InterleavedSessionsDoNotDisturbEachOther()
     {
