@@ -53,12 +53,17 @@ public static class BenchCommand
             Description = $"Benchmark a random-weight model with the shapes and types of a preset or of a GGUF file (only its header is read). Presets: {string.Join(", ", PresetNames)}; sizes: --list-presets.",
         };
         var listPresets = new Option<bool>("--list-presets") { Description = "List the --like presets with their full sizes and exit." };
-        var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens processed in one batch (default 512).", DefaultValueFactory = _ => 512 };
+        var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens of the prompt-processing test (default 512).", DefaultValueFactory = _ => 512 };
+        var ubatch = new Option<int>("--ubatch-size", "-ub")
+        {
+            Description = "The most tokens of one forward pass (default 512, as llama-bench's -ub): longer prompts and depths go in passes of this many.",
+            DefaultValueFactory = _ => DeviceMemoryReserve.PromptBatch,
+        };
         var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens generated one at a time (default 128).", DefaultValueFactory = _ => 128 };
         var threads = ThreadsOption.Create();
         var depth = new Option<int>("--depth", "-d")
         {
-            Description = "Tokens of context the generation test starts from, fed as one prompt first (default 8): decode speed at that cache length.",
+            Description = "Tokens of context the generation test starts from, fed as a prompt first (default 8): decode speed at that cache length.",
             DefaultValueFactory = _ => 8,
         };
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Timed repetitions of each test, after one warm-up (default 3).", DefaultValueFactory = _ => 3 };
@@ -75,7 +80,7 @@ public static class BenchCommand
         };
         var placement = new PlacementArguments();
         var command = new Command("bench", "Measure prompt-processing and generation speed (tokens/s) and memory.");
-        foreach (Option o in new Option[] { model, like, listPresets, prompt, generate, depth, threads, repetitions, bandwidth, maxMemory, json, gpu, gpuKernels }) command.Options.Add(o);
+        foreach (Option o in new Option[] { model, like, listPresets, prompt, ubatch, generate, depth, threads, repetitions, bandwidth, maxMemory, json, gpu, gpuKernels }) command.Options.Add(o);
         placement.AddTo(command);
         command.SetAction(r =>
         {
@@ -103,7 +108,7 @@ public static class BenchCommand
                 new BenchmarkOptions
                 {
                     PromptTokens = r.GetValue(prompt), GeneratedTokens = r.GetValue(generate), GenerationPromptTokens = r.GetValue(depth),
-                    Repetitions = r.GetValue(repetitions),
+                    Repetitions = r.GetValue(repetitions), PromptBatchSize = r.GetValue(ubatch),
                 },
                 r.InvocationConfiguration.Output, r.InvocationConfiguration.Error);
         });
@@ -276,6 +281,7 @@ public static class BenchCommand
             ["n_prompt"] = r.Options.PromptTokens,
             ["n_gen"] = r.Options.GeneratedTokens,
             ["n_depth"] = r.Options.GenerationPromptTokens,
+            ["n_ubatch"] = r.Options.PromptBatchSize,
             ["repetitions"] = r.Options.Repetitions,
             ["pp_tokens_per_second"] = r.PromptProcessing.Median,
             ["pp_tokens_per_second_min"] = r.PromptProcessing.Min,

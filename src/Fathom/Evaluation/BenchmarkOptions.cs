@@ -3,7 +3,7 @@ namespace Fathom.Evaluation;
 /// <summary>What <see cref="Benchmark.Run"/> measures: llama-bench's pp (prompt processing) and tg (generation) tests.</summary>
 public sealed record BenchmarkOptions
 {
-    /// <summary>Tokens of the prompt-processing test, run as one batch (llama-bench's <c>-p</c>).</summary>
+    /// <summary>Tokens of the prompt-processing test (llama-bench's <c>-p</c>), run in passes of <see cref="PromptBatchSize"/>.</summary>
     public int PromptTokens { get; init; } = 512;
 
     /// <summary>Tokens of the generation test, one forward pass each (llama-bench's <c>-n</c>).</summary>
@@ -34,6 +34,13 @@ public sealed record BenchmarkOptions
     /// <summary>Tokens each session has room for (the KV cache size); null: prompt + generated tokens, the least a test needs.</summary>
     public int? ContextTokens { get; init; }
 
+    /// <summary>
+    /// The most tokens of one forward pass (llama-bench's <c>-ub</c>, default 512 as there): the prompt test and the
+    /// generation prompt go in passes of at most this many, as <see cref="Generation.GenerationOptions.PromptBatchSize"/>
+    /// evaluates prompts, so a test longer than a pass needs no more scratch (on a GPU: what <c>--fit</c> reserves).
+    /// </summary>
+    public int PromptBatchSize { get; init; } = Models.Placement.DeviceMemoryReserve.PromptBatch;
+
     /// <summary>Seed of the random in-vocabulary tokens.</summary>
     public int Seed { get; init; } = 42;
 
@@ -44,6 +51,7 @@ public sealed record BenchmarkOptions
         if (GeneratedTokens < 1) throw new ArgumentException($"the generation length must be at least 1 token, not {GeneratedTokens}");
         if (Repetitions < 1) throw new ArgumentException($"the repetitions must be at least 1, not {Repetitions}");
         if (GenerationPromptTokens < 1) throw new ArgumentException($"the generation prompt must be at least 1 token, not {GenerationPromptTokens}");
+        if (PromptBatchSize < 1) throw new ArgumentException($"the prompt batch size must be at least 1 token, not {PromptBatchSize}");
         if (WarmUpTokens is int w && w < 1) throw new ArgumentException($"the warm-up must be at least 1 token, not {w}");
         if (BandwidthGBps is double b && !(b > 0 && double.IsFinite(b))) throw new ArgumentException($"the bandwidth must be a positive number of GB/s, not {b}");
         long needed = TokensNeeded;

@@ -22,7 +22,7 @@ public sealed class BenchCommandTests : IDisposable
     [Fact]
     public void JsonHasTheMedianRatesAndTheRunsSettings()
     {
-        var (code, output, error) = Invoke("bench", "-m", _model, "-p", "8", "-n", "4", "-r", "3", "-t", "2", "--bandwidth", "25", "--json");
+        var (code, output, error) = Invoke("bench", "-m", _model, "-p", "8", "-ub", "3", "-n", "4", "-r", "3", "-t", "2", "--bandwidth", "25", "--json");
         Assert.True(code == 0, error);
         JsonObject json = JsonNode.Parse(output)!.AsObject();
         double pp = (double)json["pp_tokens_per_second"]!, tg = (double)json["tg_tokens_per_second"]!;
@@ -32,6 +32,7 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal(_model, (string)json["model"]!);
         Assert.Equal(2, (int)json["threads"]!);
         Assert.Equal(3, (int)json["repetitions"]!);
+        Assert.Equal(3, (int)json["n_ubatch"]!);
         Assert.True((long)json["weight_bytes_per_token"]! > 0);
         Assert.True((long)json["peak_working_set_bytes"]! > 0);
         Assert.True((long)json["gc_heap_size_bytes"]! > 0);

@@ -36,6 +36,31 @@ public sealed class BenchmarkTests(ITestOutputHelper output)
         Assert.Equal(s.Samples.Max(), s.Max);
     }
 
+    /// <summary>
+    /// The prompt test and the generation prompt go in passes of at most <see cref="BenchmarkOptions.PromptBatchSize"/>
+    /// tokens (llama-bench's ubatch), then one token per generation step; a batch size below one is refused.
+    /// </summary>
+    [Fact]
+    public void PromptsGoInPassesOfThePromptBatchSize()
+    {
+        SyntheticModelSpec spec = LlamaCppAgreementTests.Spec("qwen2");
+        string path = ModelTestKit.Synthesize(spec);
+        try
+        {
+            var backend = new Generation.SelectingCpuBackend(threads: 2, vocabulary: spec.VocabSize);
+            using Model model = ModelLoader.Load(path, new ModelOptions { Backend = _ => backend });
+            var options = new BenchmarkOptions { PromptTokens = 11, GenerationPromptTokens = 9, GeneratedTokens = 2, Repetitions = 1, WarmUpTokens = 1, PromptBatchSize = 4 };
+            Benchmark.Run(model, options);
+            // Warm-up: a 1-token prompt test, the 9-token generation prompt, one step; then the timed repetition.
+            Assert.Equal([1, 4, 4, 1, 1, 4, 4, 3, 4, 4, 1, 1, 1], backend.PassTokens);
+            Assert.Throws<ArgumentException>(() => Benchmark.Run(model, options with { PromptBatchSize = 0 }));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void GenerationCanStartDeeperThanThePromptTest()
     {
