@@ -3,11 +3,13 @@
 # kernels once with a generous limit (a cold NVRTC compile of every kernel takes a minute or more there, and a process
 # stopped before it finishes leaves nothing in the cache for the next one), then the whole GPU test program, then the
 # issue's benches with the step timer. Logs go to $OUT (the device tool's output folder); a summary to stdout.
-#   bash tools/gpu/check.sh [FOLDER] [--no-r1] [--kernels]
+#   bash tools/gpu/check.sh [FOLDER] [--no-r1] [--kernels] [--sanitize] [--profile-r1]
+# --sanitize: compute-sanitizer memcheck over the GPU test classes of the newest kernels; --profile-r1: ncu over one
+# replayed decode step of nine R1-shaped layers (--max-memory 24), the per-kernel split of R1's step.
 set -u
 folder=${1:-.device-main}; shift || true
-r1=1; kernels=0
-for a in "$@"; do case $a in --no-r1) r1=0 ;; --kernels) kernels=1 ;; esac; done
+r1=1; kernels=0; sanitize=0; profile=0
+for a in "$@"; do case $a in --no-r1) r1=0 ;; --kernels) kernels=1 ;; --sanitize) sanitize=1 ;; --profile-r1) profile=1 ;; esac; done
 out=${OUT:-/tmp/fathom-gpu-check}; mkdir -p "$out"
 export FATHOM_CUDA_CACHE=${FATHOM_CUDA_CACHE:-/tmp/kc}
 start=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - start ))s] $*"; }
@@ -30,4 +32,19 @@ if [ "$r1" = 1 ]; then
 fi
 if [ "$kernels" = 1 ]; then
   timeout 120 ./Fathom.Cli bench --gpu-kernels --json > "$out/kernels.json" 2>&1; stamp "bench --gpu-kernels rc=$?"
+fi
+if [ "$sanitize" = 1 ]; then
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  T=Fathom.Cuda.Tests
+  timeout 400 "$cs" --tool memcheck --print-limit 20 ./Fathom.Cuda.Tests -noColor -class $T.DecodeAttentionTests -class $T.FusedPackingTests \
+    -class $T.SharedGridProductTests -class $T.GroupPromptProductTests -class $T.TokenSelectionTests -class $T.ExpertPairTests \
+    -class $T.CodeProductTests > "$out/sanitizer.txt" 2>&1
+  stamp "compute-sanitizer rc=$?"; grep -E "ERROR SUMMARY|Total:" "$out/sanitizer.txt" | tail -3
+fi
+if [ "$profile" = 1 ]; then
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  FATHOM_CUDA_PROFILE_REPLAY=10 timeout 200 "$ncu" --clock-control none --profile-from-start off --graph-profiling node \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv ./Fathom.Cli bench --like deepseek-r1:ud-iq1_s --max-memory 24 \
+    --gpu -p 64 -n 16 -r 1 > "$out/ncu-r1-9l.csv" 2>&1
+  stamp "ncu R1 (nine layers) rc=$?"
 fi
