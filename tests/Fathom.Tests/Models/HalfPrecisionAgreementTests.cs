@@ -35,7 +35,7 @@ namespace Fathom.Tests.Models;
 public sealed class HalfPrecisionAgreementTests(ITestOutputHelper output)
 {
     private const int PromptLength = 8;
-    private const int TotalTokens = 24;
+    private const int TotalTokens = 32;
     private const double IssueBar = 1e-3;
 
     public static TheoryData<string> Variants => new()
