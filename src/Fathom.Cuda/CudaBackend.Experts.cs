@@ -230,9 +230,7 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         source = RoundActivations(activation, source, x.Length, stagedInput);
-        (ulong roundedFrom, long roundedCount) = (_lastRounding.Source, _lastRounding.Count);
-        bool overlaps = o < roundedFrom + (ulong)roundedCount * sizeof(float) && roundedFrom < o + (ulong)y.Length * sizeof(float);
-        _lastRounding.Op = overlaps ? -1 : _ops;
+        _lastRounding.Op = Overlaps(o, y.Length, _lastRounding.Source, _lastRounding.Count) ? -1 : _ops;
 
         bool vector = tokens == 1;
         int split = CudaKernels.MatMulSplit(columns), rowsPerBlock = CudaKernels.MatMulWarps / split, tile = vector ? 1 : CudaKernels.TokenTile;

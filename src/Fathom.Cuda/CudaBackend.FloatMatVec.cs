@@ -41,8 +41,6 @@ public sealed unsafe partial class CudaBackend
     private void KeepPackingAcrossFloatProduct(ulong output, long outputCount)
     {
         if (_lastPacking.Op == _ops - 1) KeepPackingUnlessOverwritten(output, outputCount);
-        (ulong source, long count) = (_lastPackable.Output, _lastPackable.Count);
-        bool overlaps = output < source + (ulong)count * sizeof(float) && source < output + (ulong)outputCount * sizeof(float);
-        if (_lastPackable.Op == _ops - 1 && !overlaps) _lastPackable.Op = _ops;
+        if (_lastPackable.Op == _ops - 1 && !Overlaps(output, outputCount, _lastPackable.Output, _lastPackable.Count)) _lastPackable.Op = _ops;
     }
 }

@@ -137,12 +137,16 @@ public sealed unsafe partial class CudaBackend
     private ulong PackedScratch(long bytes) => (_packed ??= new DeviceScratch(_context, _retirement)).Get(bytes).Pointer;
 
     /// <summary>The last packing may serve the next product if this one's output does not overlap its source.</summary>
-    private void KeepPackingUnlessOverwritten(ulong output, long outputCount)
-    {
-        (ulong source, long count) = (_lastPacking.Source, _lastPacking.Count);
-        bool overlaps = output < source + (ulong)count * sizeof(float) && source < output + (ulong)outputCount * sizeof(float);
-        _lastPacking.Op = overlaps ? -1 : _ops;
-    }
+    private void KeepPackingUnlessOverwritten(ulong output, long outputCount) =>
+        _lastPacking.Op = Overlaps(output, outputCount, _lastPacking.Source, _lastPacking.Count) ? -1 : _ops;
+
+    /// <summary>
+    /// Whether <paramref name="outputCount"/> floats written at <paramref name="output"/> overlap the
+    /// <paramref name="count"/> floats at <paramref name="source"/>: a product writing there makes a conversion of that
+    /// source (rounding, packing, halves) stale for the next product.
+    /// </summary>
+    private static bool Overlaps(ulong output, long outputCount, ulong source, long count) =>
+        output < source + (ulong)count * sizeof(float) && source < output + (ulong)outputCount * sizeof(float);
 
     /// <summary>The backend's context and kernels, for <see cref="OneTokenProductBenchmark"/>.</summary>
     internal CudaContext Context => _context;

@@ -270,8 +270,7 @@ public sealed unsafe partial class CudaBackend
         HalfType operands = type == GgmlType.BF16 ? HalfType.BF16 : HalfType.F16;
         ulong halves = HalfActivations(weight.Format.DotActivationType, operands, split, x, count, stagedInput);
         // As with roundings: the halves may serve the next product unless this one writes into their source.
-        ulong source = _lastHalves.Source, end = source + (ulong)_lastHalves.Count * sizeof(float);
-        _lastHalves.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
+        _lastHalves.Op = Overlaps(y, outputCount, _lastHalves.Source, _lastHalves.Count) ? -1 : _ops;
 
         if (dense)
         {
@@ -327,8 +326,7 @@ public sealed unsafe partial class CudaBackend
         if (inputTokenStride < columns || outputTokenStride < rows) return false;
         bool split = SplitHalfProducts;
         ulong halves = HalfActivations(shape.Format.DotActivationType, HalfType.F16, split, x, inputCount, stagedInput);
-        ulong source = _lastHalves.Source, end = source + (ulong)_lastHalves.Count * sizeof(float);
-        _lastHalves.Op = y < end && source < y + (ulong)outputCount * sizeof(float) ? -1 : _ops;
+        _lastHalves.Op = Overlaps(y, outputCount, _lastHalves.Source, _lastHalves.Count) ? -1 : _ops;
         ulong xHi = halves, xLo = halves + (ulong)inputCount * sizeof(ushort);
 
         long matrixHalves = (long)rows * columns;

@@ -509,9 +509,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         KeepPackingAcrossFloatProduct(o, y.Length);
         x = RoundActivations(weight.Format.DotActivationType, x, (long)tokens * n, stagedInput);
         // The last rounding may serve the next product if this one does not write into its source.
-        (ulong source, long count) = (_lastRounding.Source, _lastRounding.Count);
-        bool overlaps = o < source + (ulong)count * sizeof(float) && source < o + (ulong)y.Length * sizeof(float);
-        _lastRounding.Op = overlaps ? -1 : _ops;
+        _lastRounding.Op = Overlaps(o, y.Length, _lastRounding.Source, _lastRounding.Count) ? -1 : _ops;
         if (blas) BlasProduct(weight, w, x, o, tokens);
         else _kernels.LaunchMatMul(_context, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, x, o, rows, n, tokens, CudaKernels.MatMulSplit(n),
             vector: tokens == 1, bias: b, accumulate: accumulate);

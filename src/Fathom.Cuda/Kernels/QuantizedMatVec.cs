@@ -203,9 +203,7 @@ public static class QuantizedMatVec
         bool sharedGrids = false, uint? gridBlocks = null)
     {
         MatVecLayout l = Checked(type, layout ?? DefaultLayout(type, rows, columns, sharedGrids));
-        (string kernel, uint blocks) = sharedGrids && HasSharedGridKernels(type)
-            ? (ShapeOf(type)!.Value.SharedGridKernel!, Math.Min(gridBlocks ?? uint.MaxValue, SharedGridBlocks(l, rows, 1, context.Device.Multiprocessors)))
-            : (KernelName(type), l.Blocks(rows));
+        (string kernel, uint blocks) = KernelAndBlocks(context, type, grouped: false, l, rows, 1, sharedGrids, gridBlocks);
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y)
             .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Pointer(bias).Int(accumulate ? 1 : 0)
             .Launch(context, kernels.Function(kernel), name, Math.Max(1u, blocks), 1, Threads);
@@ -240,13 +238,25 @@ public static class QuantizedMatVec
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         MatVecLayout l = Checked(type, layout ?? DefaultLayout(type, (long)rows * count * sets, columns, sharedGrids));
         int matrices = checked(count * sets);
-        (string kernel, uint blocks) = sharedGrids && HasSharedGridKernels(type)
-            ? (ShapeOf(type)!.Value.SharedGridGroupKernel!, Math.Min(gridBlocks ?? uint.MaxValue, SharedGridBlocks(l, rows, matrices, context.Device.Multiprocessors)))
-            : (GroupKernelName(type), l.Blocks(rows));
+        (string kernel, uint blocks) = KernelAndBlocks(context, type, grouped: true, l, rows, matrices, sharedGrids, gridBlocks);
         new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
             .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
             .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Int(count)
             .Launch(context, kernels.Function(kernel), name, Math.Max(1u, blocks), 1, (uint)matrices, Threads, 0);
+    }
+
+    /// <summary>
+    /// The kernel a launch takes (the shared-grid one when asked for and the type has it, else <c>matvec_q_T</c>; the
+    /// group form when <paramref name="grouped"/>) and its blocks per matrix: the layout's row groups, for a shared-grid
+    /// kernel at most <see cref="SharedGridBlocks"/>'s (and <paramref name="gridBlocks"/> when given).
+    /// </summary>
+    private static (string Kernel, uint Blocks) KernelAndBlocks(CudaContext context, GgmlType type, bool grouped, MatVecLayout layout, int rows, int matrices,
+        bool sharedGrids, uint? gridBlocks)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        if (!sharedGrids || s.SharedGridKernel is null) return (grouped ? s.GroupKernel : s.Kernel, layout.Blocks(rows));
+        uint blocks = Math.Min(gridBlocks ?? uint.MaxValue, SharedGridBlocks(layout, rows, matrices, context.Device.Multiprocessors));
+        return (grouped ? s.SharedGridGroupKernel! : s.SharedGridKernel, blocks);
     }
 
     /// <summary>The layout, when the kernels can run it for <paramref name="type"/> (lanes a power of two from the type's pieces per block).</summary>
