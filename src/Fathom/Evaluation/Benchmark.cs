@@ -42,12 +42,12 @@ public static class Benchmark
             int generatedTokens = warmUp ? Math.Min(options.WarmUpTokens ?? options.GeneratedTokens, options.GeneratedTokens) : options.GeneratedTokens;
             session.Reset();
             long start = Stopwatch.GetTimestamp();
-            ForwardInPasses(model, session, prompt.AsSpan(0, promptTokens), logits, options.PromptBatchSize);
+            model.Forward(session, model.ForwardLeadingPasses(session, prompt.AsSpan(0, promptTokens), options.PromptBatchSize, logits), logits);
             TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
             if (!warmUp) pp.Add(TokensPerSecond(options.PromptTokens, elapsed));
 
             session.Reset();
-            ForwardInPasses(model, session, generationPrompt, logits, options.PromptBatchSize);
+            model.Forward(session, model.ForwardLeadingPasses(session, generationPrompt, options.PromptBatchSize, logits), logits);
             start = Stopwatch.GetTimestamp();
             for (int i = 0; i < generatedTokens; i++) model.ForwardSelect(session, generated.AsSpan(i, 1), GreedyRequest, chosen);
             elapsed = Stopwatch.GetElapsedTime(start);
@@ -73,14 +73,6 @@ public static class Benchmark
             GcHeapSizeBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
             RooflineFraction = options.BandwidthGBps is double gbps ? RooflineFraction(bytesPerToken, generation.Median, gbps) : null,
         };
-    }
-
-    /// <summary>Feeds <paramref name="tokens"/> in passes of at most <paramref name="batch"/>; the last pass's logits come out.</summary>
-    private static void ForwardInPasses(Model model, InferenceSession session, ReadOnlySpan<int> tokens, Span<float> logits, int batch)
-    {
-        int first = 0;
-        for (; tokens.Length - first > batch; first += batch) model.Forward(session, tokens.Slice(first, batch), logits);
-        model.Forward(session, tokens[first..], logits);
     }
 
     private static TokenSelectionRequest GreedyRequest => new(Greedy: true, Candidates: 1, CutoffGap: 0, LogitPenalties.None, [], []);

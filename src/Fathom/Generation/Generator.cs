@@ -90,9 +90,7 @@ public sealed class Generator
         session.Truncate(reused);
         int[] remaining = prompt.Skip(reused).ToArray();
         foreach (int id in prompt) sampler.Accept(id);
-        int batch = options.PromptBatchSize, first = 0;
-        for (; remaining.Length - first > batch; first += batch) _model.Forward(session, remaining.AsSpan(first, batch), _logits);
-        ReadOnlySpan<int> last = remaining.AsSpan(first);
+        ReadOnlySpan<int> last = _model.ForwardLeadingPasses(session, remaining, options.PromptBatchSize, _logits);
         // Prompt logits a caller keeps come to the host; otherwise a selecting backend keeps them.
         bool hostLogits = !_selectOnBackend || options.KeepPromptLogits;
         if (hostLogits) _model.Forward(session, last, _logits);

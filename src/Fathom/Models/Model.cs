@@ -74,6 +74,20 @@ public abstract class Model : IDisposable
     }
 
     /// <summary>
+    /// A long prompt in passes of at most <paramref name="passTokens"/> tokens (the batch GPU scratch is reserved for):
+    /// runs every pass but the last, which only fill the cache (their last logits land in <paramref name="logits"/>
+    /// and are not meant to be kept), and returns the last pass's tokens for the caller's own
+    /// <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/> or <see cref="ForwardSelect"/>.
+    /// </summary>
+    public ReadOnlySpan<int> ForwardLeadingPasses(InferenceSession session, ReadOnlySpan<int> tokens, int passTokens, Span<float> logits)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(passTokens, 1);
+        int first = 0;
+        for (; tokens.Length - first > passTokens; first += passTokens) Forward(session, tokens.Slice(first, passTokens), logits);
+        return tokens[first..];
+    }
+
+    /// <summary>
     /// <see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/> into the session's own logits
     /// buffer, then a token selection over them (penalties, then arg-max or candidates: <paramref name="request"/>),
     /// where the backend holds them when it selects tokens itself (<see cref="ITokenSelectingBackend"/>: a GPU copies
