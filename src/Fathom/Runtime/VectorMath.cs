@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
-using Fathom.Cpu;
 using Fathom.Quants;
 
 namespace Fathom.Runtime;

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace Fathom.Cpu;
+namespace Fathom.Runtime;
 
 /// <summary>
 /// ggml's vectorized exponential (<c>ggml_v_expf</c>, the AVX2 + FMA form, after Arm's optimized routine: maximum
