@@ -1,4 +1,5 @@
 using Fathom.Cuda.Driver;
+using Fathom.Cuda.Kernels;
 using Fathom.Cuda.Nvrtc;
 
 namespace Fathom.Cuda.Tests;
@@ -31,5 +32,14 @@ public sealed class CompileTargetTests
         var e = Assert.Throws<CudaException>(() => CompileTarget.For(61, Cuda13Architectures));
         Assert.Contains("6.1", e.Message);
         Assert.Contains("75", e.Message);
+    }
+
+    [Fact]
+    public void NvrtcFrom12Point4OptimizesTheKernelsInParallel()
+    {
+        Assert.Equal(["--std=c++17", "--fmad=false", "--split-compile=0", "--gpu-architecture=sm_90a"],
+            KernelCompiler.OptionsFor(new Version(13, 0), "--gpu-architecture=sm_90a"));
+        Assert.Equal(["--std=c++17", "--fmad=false", "--gpu-architecture=sm_86"],
+            KernelCompiler.OptionsFor(new Version(11, 8), "--gpu-architecture=sm_86"));
     }
 }

@@ -19,11 +19,23 @@ public static class KernelCompiler
     /// </summary>
     public static readonly IReadOnlyList<string> BaseOptions = ["--std=c++17", "--fmad=false"];
 
+    /// <summary>The first NVRTC whose <c>--split-compile</c> is used: it runs the optimizer over the kernels in parallel
+    /// (0 = as many threads as the machine has), cutting a cold compile of the whole kernel set several-fold on a
+    /// many-core host. Each kernel is still optimized on its own, so the code is the same arithmetic.</summary>
+    public static readonly Version SplitCompileFrom = new(12, 4);
+
+    /// <summary>The options for one compile: <see cref="BaseOptions"/>, the parallel optimizer where this NVRTC has
+    /// it, and the architecture.</summary>
+    public static string[] OptionsFor(Version nvrtcVersion, string architectureOption) =>
+        nvrtcVersion >= SplitCompileFrom
+            ? [.. BaseOptions, "--split-compile=0", architectureOption]
+            : [.. BaseOptions, architectureOption];
+
     public static CudaModule Load(CudaContext context, string source, string name, KernelCache cache, out ModuleOrigin origin)
     {
         NvrtcLibrary nvrtc = NvrtcLibrary.Instance;
         CompileTarget target = CompileTarget.For(context.Device.Architecture, nvrtc.SupportedArchitectures);
-        string[] options = [.. BaseOptions, target.ArchitectureOption];
+        string[] options = OptionsFor(nvrtc.Version, target.ArchitectureOption);
         string key = KernelCache.Key(source, options, target.ArchitectureOption, context.Driver.Version, nvrtc.Version);
 
         if (cache.TryRead(key) is { } cached)
