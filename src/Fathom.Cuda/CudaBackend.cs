@@ -20,8 +20,8 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
-    // transposed_group_T: a thread per column, 256 columns and up to 4 tokens per block (Kernels/transposed.cu).
-    private const int TransposedColumns = 256, TransposedTokenTile = 4;
+    // transposed_group_T / transposed_narrow_T: 256 or 64 columns and up to 4 tokens per block (Kernels/transposed.cu).
+    private const int TransposedColumns = 256, NarrowTransposedColumns = 64, TransposedTokenTile = 4, TransposedThreads = 256;
 
     /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
     public const int BlasMinimumTokens = 32;
@@ -754,6 +754,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
+    /// Whether transposed products run in blocks of 64 columns (<c>transposed_narrow_T</c>) rather than 256
+    /// (<c>transposed_group_T</c>; FATHOM_CUDA_TRANSPOSED=wide): same sums, four times the blocks, for R1's 128 narrow
+    /// k_b heads.
+    /// </summary>
+    public bool NarrowTransposedProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_TRANSPOSED") != "wide";
+
+    /// <summary>
     /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows): every (token, matrix) of the group in one launch of
     /// <c>transposed_group_T</c> (Kernels/transposed.cu), which reads the weights in their own format and adds the rows
     /// in order as <see cref="WeightMatrix.MultiplyTransposed"/> does, so the result equals the CPU's bit for bit. F32
@@ -777,11 +784,12 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         Span<float> y = outputs[..(int)outputExtent];
         // A staged output is uploaded first: the values between its rows must come back unchanged.
         ulong o = Out(y, _output, upload: true, out bool staged);
+        (string kernel, int blockColumns) = NarrowTransposedProducts ? ("transposed_narrow_", NarrowTransposedColumns) : ("transposed_group_", TransposedColumns);
         new KernelArguments().Pointer(table).Long(shape.RowBytes)
             .Pointer(source).Long(inputStride).Long(inputTokenStride).Pointer(o).Long(outputStride).Long(outputTokenStride)
             .Int(rows).Int(columns).Int(tokens)
-            .Launch(_context, _kernels.Function("transposed_group_" + CudaKernels.KernelSuffix(shape.Format.Type)), shape.Name,
-                Blocks(columns, TransposedColumns), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, TransposedColumns, 0);
+            .Launch(_context, _kernels.Function(kernel + CudaKernels.KernelSuffix(shape.Format.Type)), shape.Name,
+                Blocks(columns, blockColumns), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, TransposedThreads, 0);
         Return(y, o, staged);
     }
 

@@ -146,7 +146,11 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
     [InlineData(GgmlType.F32, 2, false, 16, 256)]
     [InlineData(GgmlType.Q4_K, 1, true, 128, 512)] // R1's shape: several tiles of decoded rows, two column blocks
     [InlineData(GgmlType.Q8_0, 6, false, 45, 288)] // a last row tile of 13, a last column block of 32 of 256
-    public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach, int nope, int latent)
+    [InlineData(GgmlType.Q4_K, 1, true, 300, 512)] // the narrow form's rows in three rounds of 128, the last of 44
+    [InlineData(GgmlType.Q4_K, 1, true, 128, 512, true)] // the wide form (FATHOM_CUDA_TRANSPOSED=wide)
+    [InlineData(GgmlType.Q8_0, 6, false, 45, 288, true)]
+    [InlineData(GgmlType.Q6_K, 7, true, 40, 320, true)]
+    public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach, int nope, int latent, bool wide = false)
     {
         // MLA's fused attn_kv_b: each head's key rows (a row slice of one matrix) weighted by that head's q_nope, read
         // from a strided query and written into a strided absorbed row, as DeepSeek2 lays them out. The kernel adds the
@@ -166,7 +170,10 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
             float[] expected = (float[])poison.Clone();
             _cpu.TransposedMatMulGroup(keyRows, q, qHead, expected, absorbedHead, tokens, heads * qHead, heads * absorbedHead);
             float[] input = Buffer(q, attach), actual = Buffer(poison, attach);
-            gpu.Backend.TransposedMatMulGroup(keyRows, input, qHead, actual, absorbedHead, tokens, heads * qHead, heads * absorbedHead);
+            bool narrow = gpu.Backend.NarrowTransposedProducts;
+            gpu.Backend.NarrowTransposedProducts = !wide;
+            try { gpu.Backend.TransposedMatMulGroup(keyRows, input, qHead, actual, absorbedHead, tokens, heads * qHead, heads * absorbedHead); }
+            finally { gpu.Backend.NarrowTransposedProducts = narrow; }
             if (attach) gpu.Backend.ReadToHost(actual);
             for (int t = 0; t < tokens; t++)
                 for (int h = 0; h < heads; h++)
