@@ -5,7 +5,7 @@
 # issue's benches with the step timer. Logs go to $OUT (the device tool's output folder); a summary to stdout.
 #   bash tools/gpu/check.sh [FOLDER] [--no-r1] [--kernels] [--sanitize] [--profile-r1]
 # --sanitize: compute-sanitizer memcheck over the GPU test classes of the newest kernels; --profile-r1: ncu over one
-# replayed decode step of nine R1-shaped layers (--max-memory 24), the per-kernel split of R1's step.
+# replayed decode step of five R1-shaped layers (--max-memory 24: the 3 dense and 2 MoE layers), the per-kernel split of R1's step.
 set -u
 folder=${1:-.device-main}; shift || true
 r1=1; kernels=0; sanitize=0; profile=0
@@ -38,13 +38,13 @@ if [ "$sanitize" = 1 ]; then
   T=Fathom.Cuda.Tests
   timeout 400 "$cs" --tool memcheck --print-limit 20 ./Fathom.Cuda.Tests -noColor -class $T.DecodeAttentionTests -class $T.FusedPackingTests \
     -class $T.SharedGridProductTests -class $T.GroupPromptProductTests -class $T.TokenSelectionTests -class $T.ExpertPairTests \
-    -class $T.CodeProductTests > "$out/sanitizer.txt" 2>&1
+    -class $T.CodeProductTests -class $T.IntegerMatVecTests > "$out/sanitizer.txt" 2>&1
   stamp "compute-sanitizer rc=$?"; grep -E "ERROR SUMMARY|Total:" "$out/sanitizer.txt" | tail -3
 fi
 if [ "$profile" = 1 ]; then
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   FATHOM_CUDA_PROFILE_REPLAY=10 timeout 200 "$ncu" --clock-control none --profile-from-start off --graph-profiling node \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv ./Fathom.Cli bench --like deepseek-r1:ud-iq1_s --max-memory 24 \
-    --gpu -p 64 -n 16 -r 1 > "$out/ncu-r1-9l.csv" 2>&1
-  stamp "ncu R1 (nine layers) rc=$?"
+    --gpu -p 64 -n 16 -r 1 > "$out/ncu-r1-5l.csv" 2>&1
+  stamp "ncu R1 (five layers) rc=$?"
 fi
