@@ -47,6 +47,58 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
+    /// Whether a run of one-token products on one input (Qwen's q, k and v; a gate and its up; MLA's q_a and kv_a; a
+    /// shared expert's gate and up) takes one <c>stacked_matvec_q_T</c> launch instead of one launch each (on unless
+    /// FATHOM_CUDA_STACKED=0). Same kernels' sums: each output equals its own launch's bit for bit.
+    /// </summary>
+    public bool StackedProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_STACKED") != "0";
+
+    /// <summary>Stacked launches queued so far (<see cref="StackedProducts"/>), for tests and diagnostics.</summary>
+    public long StackedLaunches { get; private set; }
+
+    /// <summary>
+    /// The products of <paramref name="weights"/> from <paramref name="start"/> on the one input (a group's input stride
+    /// 0), stacked into one launch while they share type, width and row bytes and have the plain integer kernel (up to
+    /// <see cref="QuantizedMatVec.MaxStacked"/>); matrix i's rows, plus its bias, go to <c>outputs[i · outputStride]</c>.
+    /// Returns how many it took: 0 (nothing queued) unless at least two stack and every operand is on the device.
+    /// </summary>
+    private int StackedProductRun(ReadOnlySpan<WeightMatrix> weights, int start, ReadOnlySpan<float> input, Span<float> outputs, int outputStride,
+        ReadOnlySpan<float[]?> biases)
+    {
+        if (!StackedProducts || !UseIntegerMatVec) return 0;
+        WeightMatrix first = weights[start];
+        GgmlType type = first.Format.Type;
+        if (!QuantizedMatVec.Supports(type) || (SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type))) return 0;
+        Span<QuantizedMatVec.StackedMatrix> stack = stackalloc QuantizedMatVec.StackedMatrix[QuantizedMatVec.MaxStacked];
+        int n = 0;
+        for (int i = start; i < weights.Length && n < QuantizedMatVec.MaxStacked; i++)
+        {
+            WeightMatrix w = weights[i];
+            if (OnHost(w) || w.Format.Type != type || w.Columns != first.Columns || w.RowBytes != first.RowBytes) break;
+            // The outputs' slices must not overlap (each product writes its own), nor run past the outputs.
+            if (n > 0 && stack[n - 1].Rows > outputStride || (long)i * outputStride + w.Rows > outputs.Length) break;
+            ulong pointer = _weights.Get(w).Pointer;
+            if (!QuantizedMatVec.Aligned(type, pointer, w.RowBytes)) break;
+            ulong bias = 0;
+            float[]? b = i < biases.Length ? biases[i] : null;
+            if (b is not null && (b.Length < w.Rows || !TryResident(b.AsSpan(0, w.Rows), out bias))) break;
+            stack[n++] = new QuantizedMatVec.StackedMatrix(pointer, bias, w.Rows);
+        }
+        if (n < 2 || input.Length < first.Columns) return 0;
+        long outputCount = (long)(n - 1) * outputStride + stack[n - 1].Rows;
+        Span<float> y = outputs.Slice(start * outputStride, (int)outputCount);
+        if (!TryResident(input[..first.Columns], out ulong x) || !TryResident(y, out ulong o)) return 0;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        using OperationProfiler.Scope? profile = _profiler?.Measure("MatMul (1 token, stacked)");
+        ulong packed = PackActivations(first.Format.DotActivationType, x, first.Columns, staged: false);
+        KeepPackingUnlessOverwritten(o, outputCount);
+        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride);
+        StackedLaunches++;
+        return n;
+    }
+
+    /// <summary>
     /// A one-token grouped product through <c>group_matvec_q_T</c> (see <see cref="GroupProduct"/> for the operands;
     /// the input strides are whole activation blocks there). False, with nothing queued, when the type has none.
     /// </summary>

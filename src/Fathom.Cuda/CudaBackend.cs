@@ -440,14 +440,21 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public void MatMul(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> output, int tokens) =>
         Product(weight, input, output, tokens, [], accumulate: false);
 
-    /// <summary>Each product with its bias added in the product's kernel.</summary>
+    /// <summary>Each product with its bias added in the product's kernel; runs on one input stacked into one launch where they can be.</summary>
     public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
     {
         if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
-        for (int i = 0; i < weights.Length; i++)
+        for (int i = 0; i < weights.Length;)
         {
+            int stacked = inputStride == 0 ? StackedProductRun(weights, i, inputs, outputs, outputStride, biases) : 0; // CudaBackend.MatVec.cs
+            if (stacked > 0)
+            {
+                i += stacked;
+                continue;
+            }
             WeightMatrix w = weights[i];
             Product(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1, biases[i], accumulate: false);
+            i++;
         }
     }
 

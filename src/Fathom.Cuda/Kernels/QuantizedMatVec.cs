@@ -4,7 +4,8 @@ using Fathom.Quants;
 namespace Fathom.Cuda.Kernels;
 
 /// <summary>
-/// The one-token integer products of Kernels/matvec_q.cu (<c>matvec_q_T</c>, <c>group_matvec_q_T</c>; for IQ1_S and
+/// The one-token integer products of Kernels/matvec_q.cu (<c>matvec_q_T</c>, <c>group_matvec_q_T</c>,
+/// <c>stacked_matvec_q_T</c>; for IQ1_S and
 /// IQ2_XXS also Kernels/matvec_iq.cu's, with the grid in shared memory): which weight
 /// types have one, how a row is cut into pieces of work, and the packed activations they read (int8 codes, then one
 /// float scale per block of the partner format, as <c>pack_activations_q8_0</c> / <c>_q8_k</c> write them).
@@ -207,6 +208,36 @@ public static class QuantizedMatVec
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y)
             .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Pointer(bias).Int(accumulate ? 1 : 0)
             .Launch(context, kernels.Function(kernel), name, Math.Max(1u, blocks), 1, Threads);
+    }
+
+    /// <summary>Most matrices one <see cref="LaunchStacked"/> takes (<c>stacked_matvec_q_T</c>'s parameters).</summary>
+    public const int MaxStacked = 3;
+
+    /// <summary>One matrix of a stacked launch: its weights' device address, its bias's (0: none), its rows.</summary>
+    public readonly record struct StackedMatrix(ulong Weights, ulong Bias, int Rows);
+
+    /// <summary>
+    /// Queues <c>stacked_matvec_q_T</c>: up to <see cref="MaxStacked"/> matrices of one type and width on the one
+    /// activation row packed at <paramref name="packed"/>, matrix m's rows (plus its bias) into
+    /// <c>y + m · outputStride</c>, in one launch. Each matrix's blocks are the ones its own <see cref="Launch"/> would
+    /// run, in the lanes <see cref="LayoutFor"/> gives its width, so each output equals its one-matrix product bit for bit
+    /// (the rows per thread, which follow the stack's rows in all, do not change a row's sums).
+    /// </summary>
+    public static void LaunchStacked(CudaContext context, CudaKernels kernels, GgmlType type, string name, ReadOnlySpan<StackedMatrix> matrices,
+        long rowBytes, ulong packed, int columns, ulong y, long outputStride, MatVecLayout? layout = null)
+    {
+        if (matrices.Length is < 1 or > MaxStacked) throw new ArgumentException($"a stacked launch takes 1 to {MaxStacked} matrices, not {matrices.Length}", nameof(matrices));
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        long rows = 0;
+        foreach (StackedMatrix m in matrices) rows += m.Rows;
+        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, rows, columns));
+        StackedMatrix m0 = matrices[0], m1 = matrices.Length > 1 ? matrices[1] : default, m2 = matrices.Length > 2 ? matrices[2] : default;
+        uint end0 = l.Blocks(m0.Rows), end1 = end0 + (matrices.Length > 1 ? l.Blocks(m1.Rows) : 0), total = end1 + (matrices.Length > 2 ? l.Blocks(m2.Rows) : 0);
+        new KernelArguments().Pointer(m0.Weights).Pointer(m1.Weights).Pointer(m2.Weights).Pointer(m0.Bias).Pointer(m1.Bias).Pointer(m2.Bias)
+            .Int(m0.Rows).Int(m1.Rows).Int(m2.Rows).Int((int)end0).Int((int)end1).Long(rowBytes)
+            .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y).Long(outputStride)
+            .Int(columns).Int(l.Lanes).Int(l.RowsPerThread)
+            .Launch(context, kernels.Function("stacked_" + s.Kernel), name, Math.Max(1u, total), 1, Threads);
     }
 
     /// <summary>

@@ -288,11 +288,11 @@ __device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
 #define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
 __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
     const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
-    const float* __restrict__ bias, int accumulate)                                                            \
+    const float* __restrict__ bias, int accumulate, int block_index)                                           \
 {                                                                                                              \
     __shared__ float partial[MATVEC_Q_THREADS / 32][MATVEC_Q_MAX_ROWS];                                        \
     int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
-    int first_row = (blockIdx.x * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;        \
+    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
     int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
     const u8* weights = w + (i64)first_row * row_bytes;                                                        \
     float sum[MATVEC_Q_MAX_ROWS];                                                                              \
@@ -357,7 +357,22 @@ matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq,
              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                     \
              const float* __restrict__ bias, int accumulate)                                                   \
 {                                                                                                              \
-    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate);       \
+    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
+}                                                                                                              \
+/* Up to three matrices of one width and type on one input, stacked: blocks [0, end0) take matrix 0, [end0, end1) */ \
+/* matrix 1, the rest matrix 2, each block as matvec_q_T's block of that index; matrix m's rows go to y + m * y_stride. */ \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
+stacked_matvec_q_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,         \
+    const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,                  \
+    int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,            \
+    const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread) \
+{                                                                                                              \
+    int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;                                                   \
+    const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                              \
+    const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                        \
+    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2;                                                        \
+    matvec_q_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0,  \
+                      m == 0 ? b : m == 1 ? b - end0 : b - end1);                                              \
 }                                                                                                              \
 /* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
 /* its ups), its entry ids[z % per_set] (or z % per_set); input z % per_set, output z. */                      \
@@ -372,7 +387,7 @@ group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ i
     i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
     matvec_q_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,             \
                       xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,     \
-                      rows_per_thread, 0, 0);                                                                  \
+                      rows_per_thread, 0, 0, blockIdx.x);                                                      \
 }
 
 FATHOM_MATVEC_Q_KERNELS(q4_0, Q4_0)
