@@ -69,6 +69,7 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
             // The step's graph selected from these logits for this request and is copying the result back.
             _context.Synchronize("a token selection");
             StepSelections++;
+            _stepTimer?.SelectedInGraph();
         }
         else
         {
