@@ -174,6 +174,7 @@ public sealed unsafe partial class CudaBackend : ITokenSelectingBackend
         _selectionPartials?.Dispose();
         _penaltyTokens?.Dispose();
         _penaltyCounts?.Dispose();
+        _context.Synchronize("a step's selection copying its result"); // a step whose result was never read may still write it
         _context.Driver.FreeHost(_selectionHost);
     }
 }
