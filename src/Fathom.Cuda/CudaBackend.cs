@@ -89,6 +89,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _scales = new DeviceScratch(_context, _retirement);
         _dequantized = new DeviceScratch(_context, _retirement);
         _stepValues = new DeviceScratch(_context, _retirement);
+        _selectionHost = (int*)_context.Driver.AllocateHost(SelectionHostWords * sizeof(int)); // CudaBackend.Sampling.cs
         _graphs = new DecodeGraphs(_context);
         _decodeCounters = ZeroedDecodeCounters();
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
@@ -299,6 +300,20 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _promptProfile?.EndForward();
         StepMode mode = _graphs.Mode;
         if (mode == StepMode.Direct) return true;
+        // The token selection the caller makes next ends the step, in its graph (CudaBackend.Sampling.cs).
+        StepSelection selection = default;
+        if (completed)
+        {
+            try
+            {
+                selection = QueueStepSelection(_stepKey);
+            }
+            catch
+            {
+                EndForward(completed: false); // leaves the capture or check
+                throw;
+            }
+        }
         _context.LaunchFilter = null;
         _retirement.Capturing = false;
         _ops++;
@@ -325,6 +340,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             // A check that nothing changed under: later passes of this key may skip it (ReplayVerified).
             if (SkipsVerifiedChecks && _stepState == CurrentStepState()) _graphs.Verify(repeated, _stepKey, _stepState);
             Replay(repeated.Exec, walked: true);
+            ExpectStepSelection(selection); // the words matched, the selection's among them
             return true;
         }
         int result = _context.Driver.EndCapture(_context.Stream, out IntPtr graph);
@@ -347,6 +363,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
             GraphLaunches++;
             GraphRecordings++;
             _recordingsSinceReplay++;
+            ExpectStepSelection(selection);
             return true;
         }
         finally

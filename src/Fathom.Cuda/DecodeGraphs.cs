@@ -6,7 +6,8 @@ namespace Fathom.Cuda;
 /// <summary>
 /// Decode steps recorded as CUDA graphs, and the check that a new step repeats one of them. A step is described by
 /// the words of everything it queues, in order: each kernel launch's function, grid, block, shared memory and
-/// parameter slots (device addresses, sizes), and each copy of host data (destination, pinned source, bytes). The
+/// parameter slots (device addresses, sizes), each copy of host data (destination, pinned source, bytes), and the
+/// copy of a token selection's result back to page-locked host memory that may end the step (destination, source, bytes). The
 /// values that differ from step to step (the position, the token id) are not among them: kernels read them from
 /// device memory that the step's first copy fills. While <see cref="Mode"/> is <see cref="StepMode.Checking"/> the
 /// launches are compared with every kept recording instead of queued; a step whose words equal a recording's, all
@@ -104,6 +105,18 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
                 _otherHostData = true; // values the graph reads that only a walk would write
                 break;
         }
+    }
+
+    /// <summary>
+    /// A copy of <paramref name="bytes"/> from the device at <paramref name="source"/> to page-locked host memory at
+    /// <paramref name="destination"/> (the token selection ending a step); whether to queue it (not while checking).
+    /// </summary>
+    public bool ObserveReadBack(ulong destination, ulong source, long bytes)
+    {
+        if (Mode == StepMode.Direct) return true;
+        Span<ulong> words = [3, destination, source, (ulong)bytes];
+        Observe(words);
+        return Mode != StepMode.Checking;
     }
 
     private void Observe(ReadOnlySpan<ulong> words)

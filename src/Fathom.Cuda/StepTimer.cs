@@ -19,6 +19,7 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
     private int _unwalked;
     private double _walkMs, _gpuMs, _periodMs;
     private int _periods;
+    private long _selectionsInGraph;
 
     public static StepTimer? FromEnvironment(CudaContext context)
     {
@@ -77,6 +78,9 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
         }
     }
 
+    /// <summary>A token selection was read from the end of a step's graph (CudaBackend.SelectsInGraph).</summary>
+    public void SelectedInGraph() => _selectionsInGraph++;
+
     public void Dispose()
     {
         if (_start != IntPtr.Zero)
@@ -89,6 +93,6 @@ internal sealed class StepTimer(CudaContext context, bool times, long profiledRe
         if (!times || _replays == 0) return;
         Console.Error.WriteLine(
             $"replayed decode steps: {_replays} ({_unwalked} without the walk); host walk {1000 * _walkMs / _replays:F1} µs, graph GPU {1000 * _gpuMs / _replays:F1} µs, " +
-            $"step period {(_periods == 0 ? 0 : 1000 * _periodMs / _periods):F1} µs (mean per step)");
+            $"step period {(_periods == 0 ? 0 : 1000 * _periodMs / _periods):F1} µs (mean per step); {_selectionsInGraph} token selections ended their step's graph");
     }
 }

@@ -175,4 +175,51 @@ public sealed class DecodeGraphsTests
         Step(graphs, 0xC400, copied: StepInput.Other);
         Assert.Null(graphs.EndChecking());
     }
+
+    /// <summary>
+    /// A step ending with a token selection's copy back to the host (CudaBackend.Sampling.cs): the copy is queued while
+    /// recording, only compared while checking, and a step without it, or copying from elsewhere or more bytes (another
+    /// kind of selection), repeats no recording that has it — nor one with it a recording without.
+    /// </summary>
+    [Fact]
+    public void AStepEndingInASelectionRepeatsOnlyARecordingEndingInTheSame()
+    {
+        var graphs = new DecodeGraphs(null!);
+        Assert.True(graphs.ObserveReadBack(0x6000, 0xA800, 4)); // outside a step: queued as it comes
+        graphs.BeginRecording();
+        DecodeStep(graphs, 0xC000);
+        Assert.True(graphs.ObserveReadBack(0x6000, 0xA800, 4));
+        graphs.EndRecording(FirstGraph);
+        graphs.BeginRecording();
+        DecodeStep(graphs, 0xC400); // no selection at its end
+        graphs.EndRecording(SecondGraph);
+
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC000);
+        Assert.False(graphs.ObserveReadBack(0x6000, 0xA800, 4)); // checking queues nothing
+        StepRecording? repeated = graphs.EndChecking();
+        Assert.Equal(FirstGraph, repeated?.Exec ?? IntPtr.Zero);
+        Assert.True(repeated!.Repeatable); // the copy back reads no host data: the step may still skip the walk
+
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC000); // the same step without its selection
+        Assert.Null(graphs.EndChecking());
+        Assert.Contains("is longer", graphs.Misses[^1]);
+
+        foreach ((ulong source, long bytes) in new[] { (0xA900UL, 4L), (0xA800UL, 344L) })
+        {
+            graphs.BeginChecking();
+            DecodeStep(graphs, 0xC000);
+            graphs.ObserveReadBack(0x6000, source, bytes);
+            Assert.Null(graphs.EndChecking());
+        }
+
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC400);
+        graphs.ObserveReadBack(0x6000, 0xA800, 4); // a selection after a recording that has none
+        Assert.Null(graphs.EndChecking());
+        graphs.BeginChecking();
+        DecodeStep(graphs, 0xC400);
+        Assert.Equal(SecondGraph, graphs.EndChecking()?.Exec ?? IntPtr.Zero);
+    }
 }

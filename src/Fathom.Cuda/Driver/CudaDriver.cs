@@ -28,6 +28,8 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<nuint*, nuint*, int> _cuMemGetInfo;
     private readonly delegate* unmanaged<ulong*, nuint, int> _cuMemAlloc;
     private readonly delegate* unmanaged<ulong, int> _cuMemFree;
+    private readonly delegate* unmanaged<void**, nuint, int> _cuMemAllocHost;
+    private readonly delegate* unmanaged<void*, int> _cuMemFreeHost;
     private readonly delegate* unmanaged<ulong, void*, nuint, IntPtr, int> _cuMemcpyHtoDAsync;
     private readonly delegate* unmanaged<void*, ulong, nuint, IntPtr, int> _cuMemcpyDtoHAsync;
     private readonly delegate* unmanaged<ulong, ulong, nuint, IntPtr, int> _cuMemcpyDtoDAsync;
@@ -76,6 +78,8 @@ public sealed unsafe class CudaDriver
         _cuMemGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)Export(h, "cuMemGetInfo_v2");
         _cuMemAlloc = (delegate* unmanaged<ulong*, nuint, int>)Export(h, "cuMemAlloc_v2");
         _cuMemFree = (delegate* unmanaged<ulong, int>)Export(h, "cuMemFree_v2");
+        _cuMemAllocHost = (delegate* unmanaged<void**, nuint, int>)Export(h, "cuMemAllocHost_v2");
+        _cuMemFreeHost = (delegate* unmanaged<void*, int>)Export(h, "cuMemFreeHost");
         _cuMemcpyHtoDAsync = (delegate* unmanaged<ulong, void*, nuint, IntPtr, int>)Export(h, "cuMemcpyHtoDAsync_v2");
         _cuMemcpyDtoHAsync = (delegate* unmanaged<void*, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoHAsync_v2");
         _cuMemcpyDtoDAsync = (delegate* unmanaged<ulong, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoDAsync_v2");
@@ -223,6 +227,17 @@ public sealed unsafe class CudaDriver
     }
 
     internal void Free(ulong pointer) => Check(_cuMemFree(pointer), "cuMemFree");
+
+    /// <summary>Page-locked host memory of the current context: copies to it run as direct transfers, also inside a recorded graph.</summary>
+    internal void* AllocateHost(long bytes)
+    {
+        void* pointer;
+        int result = _cuMemAllocHost(&pointer, (nuint)Math.Max(bytes, 1));
+        if (result != 0) throw new CudaException("cuMemAllocHost", result, $"{Describe(result)} while allocating {bytes:N0} bytes of page-locked host memory");
+        return pointer;
+    }
+
+    internal void FreeHost(void* pointer) => Check(_cuMemFreeHost(pointer), "cuMemFreeHost");
 
     internal void CopyToDevice(ulong destination, void* source, long bytes, IntPtr stream) =>
         Check(_cuMemcpyHtoDAsync(destination, source, (nuint)bytes, stream), "cuMemcpyHtoDAsync");

@@ -58,7 +58,11 @@ public abstract class Model : IDisposable
     /// Runs <paramref name="tokens"/> at the session's next positions and writes logits: the last position's
     /// (<see cref="VocabSize"/> values) or, with <paramref name="allPositions"/>, every position's, row by row.
     /// </summary>
-    public void Forward(InferenceSession session, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = false)
+    public void Forward(InferenceSession session, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = false) =>
+        Forward(session, tokens, logits, allPositions, default);
+
+    /// <summary><see cref="Forward(InferenceSession, ReadOnlySpan{int}, Span{float}, bool)"/>, telling the backend the selection that follows.</summary>
+    private void Forward(InferenceSession session, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions, PassSelection selection)
     {
         ArgumentNullException.ThrowIfNull(session);
         int n = tokens.Length;
@@ -69,7 +73,7 @@ public abstract class Model : IDisposable
         session.EnsureRoom(n);
 
         var segment = new SessionRows(session, 0, n, session.Position);
-        Run(session, new ReadOnlySpan<SessionRows>(in segment), tokens, logits, allPositions ? OutputRows.All : OutputRows.Last);
+        Run(session, new ReadOnlySpan<SessionRows>(in segment), tokens, logits, allPositions ? OutputRows.All : OutputRows.Last, selection);
         session.Advance(tokens);
     }
 
@@ -92,15 +96,17 @@ public abstract class Model : IDisposable
     /// buffer, then a token selection over them (penalties, then arg-max or candidates: <paramref name="request"/>),
     /// where the backend holds them when it selects tokens itself (<see cref="ITokenSelectingBackend"/>: a GPU copies
     /// back only <paramref name="result"/>; unless its <see cref="ITokenSelectingBackend.SelectsTokens"/> is off), else on the host (<see cref="HostTokenSelection.Select"/>).
-    /// <see cref="SelectedLogits"/> reads the penalized row when the candidates do not decide the token.
+    /// <see cref="SelectedLogits"/> reads the penalized row when the candidates do not decide the token. A selecting
+    /// backend is told the selection with the pass (<see cref="ForwardKey.Selection"/>), so it may run it as the pass's end.
     /// </summary>
     public void ForwardSelect(InferenceSession session, ReadOnlySpan<int> tokens, scoped in TokenSelectionRequest request, TokenCandidates result)
     {
         ArgumentNullException.ThrowIfNull(session);
         request.Validate(result);
         Span<float> logits = session.Scratch(SelectedLogitsName, VocabSize);
-        Forward(session, tokens, logits);
-        if (Backend is ITokenSelectingBackend { SelectsTokens: true } selecting)
+        ITokenSelectingBackend? selecting = Backend is ITokenSelectingBackend { SelectsTokens: true } s ? s : null;
+        Forward(session, tokens, logits, allPositions: false, selecting is null ? default : PassSelection.For(request));
+        if (selecting is not null)
         {
             selecting.SelectTokens(logits, request, result);
             return;
@@ -146,7 +152,7 @@ public abstract class Model : IDisposable
         try
         {
             for (int i = 0; i < n; i++) segments[i] = new SessionRows(sessions[i], i, 1, sessions[i].Position);
-            Run(sessions[0], segments, tokens, logits, OutputRows.All);
+            Run(sessions[0], segments, tokens, logits, OutputRows.All, default);
         }
         finally
         {
@@ -203,7 +209,7 @@ public abstract class Model : IDisposable
                 segments[i] = new SessionRows(batch[i].Session, row, tokens.Length, batch[i].Session.Position);
                 row += tokens.Length;
             }
-            Run(batch[0].Session, segments, all, logits, allPositions ? OutputRows.All : OutputRows.LastOfEachSegment);
+            Run(batch[0].Session, segments, all, logits, allPositions ? OutputRows.All : OutputRows.LastOfEachSegment, default);
         }
         finally
         {
@@ -253,9 +259,11 @@ public abstract class Model : IDisposable
     /// The logits product belongs to the pass the backend may record (<see cref="IComputeBackend.BeginForward(int, int, bool)"/>),
     /// unless writing the caller's span would copy back inside it (<see cref="IComputeBackend.StagesOutput"/>): then a
     /// pass of one output row computes it into the session's own row and copies that out afterwards, and a longer one
-    /// computes the product after the pass, straight into the caller's span.
+    /// computes the product after the pass, straight into the caller's span. <paramref name="selection"/>, the token
+    /// selection the caller makes over the logits next, goes into the pass's key when the logits are the caller's own span.
     /// </summary>
-    private unsafe void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which)
+    private unsafe void Run(InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<int> tokens, Span<float> logits, OutputRows which,
+        PassSelection selection)
     {
         int n = tokens.Length, end = 0;
         foreach (SessionRows s in segments) end = Math.Max(end, s.FirstPosition + s.Rows);
@@ -265,7 +273,8 @@ public abstract class Model : IDisposable
         Span<float> target = !staged ? wanted : outputs == 1 ? scratch.Scratch(LogitsRowName, VocabSize) : default;
         // One session's pass with its logits inside it is described by a key: a backend may repeat a verified pass of the same key.
         ForwardKey key = segments.Length == 1 && !target.IsEmpty
-            ? new ForwardKey(scratch.Id, n, (int)which, (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(target)), target.Length)
+            ? new ForwardKey(scratch.Id, n, (int)which, (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(target)), target.Length,
+                staged || outputs != 1 ? default : selection)
             : default;
         Span<float> normed = default;
         // A replaying backend may ask for the pass again, once (IComputeBackend.EndForward).

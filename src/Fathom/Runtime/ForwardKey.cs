@@ -13,7 +13,8 @@ namespace Fathom.Runtime;
 /// <param name="OutputRows">Which rows get logits (the model's own code for its choice).</param>
 /// <param name="Logits">The address of the first logit the pass writes.</param>
 /// <param name="LogitsLength">How many values the logits span holds.</param>
-public readonly record struct ForwardKey(long Session, int Tokens, int OutputRows, nint Logits, int LogitsLength)
+/// <param name="Selection">The token selection the caller makes over the logits right after the pass, if any (a backend may run it as the pass's end).</param>
+public readonly record struct ForwardKey(long Session, int Tokens, int OutputRows, nint Logits, int LogitsLength, Sampling.PassSelection Selection = default)
 {
     /// <summary>Whether the key describes a pass (a session is named).</summary>
     public bool IsKnown => Session != 0;

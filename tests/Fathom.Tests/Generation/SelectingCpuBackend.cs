@@ -19,7 +19,17 @@ internal sealed class SelectingCpuBackend(int threads, int vocabulary) : ITokenS
     /// <summary>The token count of every forward pass so far, in order.</summary>
     public List<int> PassTokens { get; } = [];
 
+    /// <summary>The key of every forward pass so far, in order (a batch's: unknown).</summary>
+    public List<ForwardKey> Keys { get; } = [];
+
     public void BeginForward(int tokens, int endPosition, bool replayable) => PassTokens.Add(tokens);
+
+    public bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
+    {
+        Keys.Add(key);
+        BeginForward(tokens, endPosition, replayable);
+        return false;
+    }
 
     public void ReadToHost(Span<float> values)
     {
