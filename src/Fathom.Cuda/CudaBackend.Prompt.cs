@@ -37,8 +37,34 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool SplitHalfProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SPLIT_HALVES") != "0";
 
-    /// <summary>Whether prompt attention batches use the tiled kernel (the default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns it off).</summary>
+    /// <summary>
+    /// Whether prompt attention batches use a prompt path, <see cref="PrefillAttentionProducts"/> or the tiled kernel (the
+    /// default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns both off, leaving the general one-block-per-query kernel).
+    /// </summary>
     public bool PrefillAttention { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "0";
+
+    /// <summary>
+    /// Whether a prompt batch's attention runs as matrix products when <see cref="PrefillAttention"/> is on and cuBLAS is
+    /// loaded (the default; FATHOM_CUDA_PREFILL_ATTENTION=tiled picks the tiled flash-style kernel instead): the scores by
+    /// an FP32 GEMM, a softmax kernel per row, the weighted value sums by a second FP32 GEMM (<see cref="PrefillAttentionOnProducts"/>).
+    /// </summary>
+    public bool PrefillAttentionProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "tiled";
+
+    /// <summary>
+    /// The most bytes of scores one chunk of <see cref="PrefillAttentionProducts"/> writes (256 MiB by default; the
+    /// chunk is one token's rows when even those are larger). Within the placement's reserve: DeviceMemoryReserve counts
+    /// a 512-token batch's scores over the whole context, and a chunk never holds more rows or positions than that.
+    /// </summary>
+    internal long PrefillScoreBytesLimit { get; set; } = 256L << 20;
+
+    /// <summary>
+    /// Score rows (token, head) a chunk of <see cref="PrefillAttentionProducts"/> aims at: enough for the GEMMs to fill
+    /// the GPU, few enough that later chunks skip the positions earlier tokens cannot see (a chunk's products run to the
+    /// positions its last token sees, so smaller chunks skip more of the causal mask's upper triangle).
+    /// </summary>
+    internal const int PrefillChunkRows = 4096;
+
+    private const int PrefillSoftmaxThreads = 128;
 
     private DeviceScratch? _halfActivationScratch, _halfWeightScratch;
     // The last activations converted to halves: source, count, the weight's activation format, the operand type,
@@ -384,7 +410,13 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool PrefillAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
     {
-        if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens || shape.ValueDim > 512) return false;
+        if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens) return false;
+        if (PrefillAttentionProducts && _blas is not null)
+        {
+            PrefillAttentionOnProducts(queries, keys, values, output, cache, shape, firstPosition, tokens);
+            return true;
+        }
+        if (shape.ValueDim > 512) return false;
         // MLA's latent cache keeps each value row at the start of its key row: one tile then holds both.
         bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
         long sharedBytes = sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + (valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim)
@@ -407,6 +439,82 @@ public sealed unsafe partial class CudaBackend
             .Launch(_context, function, name, (uint)((queryCount + PrefillWarps - 1) / PrefillWarps), (uint)shape.KvHeads, PrefillThreads, (uint)sharedBytes);
         return true;
     }
+
+    /// <summary>
+    /// A prompt batch's attention as matrix products, in chunks of consecutive tokens (at most
+    /// <see cref="PrefillScoreBytesLimit"/> bytes of scores, about <see cref="PrefillChunkRows"/> rows). Per chunk, with
+    /// rows r = (token, head) as the queries and the output lay them out and <c>width</c> the positions the chunk's last
+    /// token sees: the scores <c>S[r, p] = scale · q_r · k_p</c> (cuBLAS, FP32), <c>prefill_softmax</c> in place (the
+    /// causal mask: positions a row cannot see become 0), then <c>O[r] = Σ_p S[r, p] · v_p</c> (cuBLAS, FP32). The
+    /// heads sharing one cache head (all of them for MLA's latent cache and multi-query attention) are one product over
+    /// all their rows when there is a single cache head; otherwise strided batches, looping over whichever of the group
+    /// size and the cache heads is smaller. Value rows inside the key rows (MLA) need no special case: the value
+    /// product reads <c>value_dim</c> floats of every <c>value_stride</c>.
+    /// </summary>
+    private void PrefillAttentionOnProducts(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
+    {
+        int heads = shape.Heads, kvHeads = shape.KvHeads, group = heads / kvHeads, keyDim = shape.KeyDim, valueDim = shape.ValueDim;
+        int keyStride = cache.KeyWidth, valueStride = cache.ValueStride;
+        // Rows are padded to 4 floats (16-byte aligned rows for the GEMMs' loads); the padding is never read.
+        long longestRow = ((long)firstPosition + tokens + 3) & ~3L;
+        long tokenBytes = (long)heads * longestRow * sizeof(float);
+        int byBytes = (int)Math.Clamp(PrefillScoreBytesLimit / tokenBytes, 1, tokens);
+        int byRows = Math.Max(1, (PrefillChunkRows + heads - 1) / heads);
+        int chunks = (tokens + Math.Min(byBytes, byRows) - 1) / Math.Min(byBytes, byRows);
+        int chunkTokens = (tokens + chunks - 1) / chunks; // chunks of equal size, the last one possibly shorter
+        DeviceBuffer scores = _scores.Get(chunkTokens * tokenBytes);
+        ulong s = scores.Pointer;
+        IntPtr softmax = _kernels.Function("prefill_softmax");
+        for (int firstToken = 0; firstToken < tokens; firstToken += chunkTokens)
+        {
+            int count = Math.Min(chunkTokens, tokens - firstToken);
+            int width = firstPosition + firstToken + count;
+            int rowStride = (width + 3) & ~3;
+            ulong q = queries + (ulong)firstToken * (ulong)heads * (ulong)keyDim * sizeof(float);
+            ulong o = output + (ulong)firstToken * (ulong)heads * (ulong)valueDim * sizeof(float);
+            // Scores: column-major C (width × rows, ldc = rowStride) = Kᵀ·Q, K being keyDim × width (ld keyStride).
+            if (kvHeads == 1)
+                _blas!.GemmFloatBatched(_blasHandle, true, false, width, count * heads, keyDim, shape.Scale,
+                    keys, keyStride, 0, q, keyDim, 0, s, rowStride, 0, 1);
+            else
+                for (int call = 0; call < Math.Min(group, kvHeads); call++)
+                {
+                    (long kOffset, long kStride, long qOffset, long qStride, long sOffset, long sStride, int batch) = HeadBatch(group, kvHeads, keyDim, rowStride, call);
+                    _blas!.GemmFloatBatched(_blasHandle, true, false, width, count, keyDim, shape.Scale,
+                        keys + (ulong)kOffset * sizeof(float), keyStride, kStride, q + (ulong)qOffset * sizeof(float), heads * keyDim, qStride,
+                        s + (ulong)sOffset * sizeof(float), heads * rowStride, sStride, batch);
+                }
+            new KernelArguments().Pointer(s).Int(rowStride).Int(heads).Int(firstPosition).Int(firstToken).Int(width)
+                .Launch(_context, softmax, "prefill_softmax", (uint)(count * heads), 1, PrefillSoftmaxThreads);
+            // Outputs: column-major C (valueDim × rows, ldc = valueDim) = V·P, V being valueDim × width (ld valueStride).
+            if (kvHeads == 1)
+                _blas!.GemmFloatBatched(_blasHandle, false, false, valueDim, count * heads, width, 1f,
+                    values, valueStride, 0, s, rowStride, 0, o, valueDim, 0, 1);
+            else
+                for (int call = 0; call < Math.Min(group, kvHeads); call++)
+                {
+                    // Here the per-head operand of the batch is the output, and the probabilities are the score rows.
+                    (long vOffset, long vStride, long oOffset, long oStride, long pOffset, long pStride, int batch) = HeadBatch(group, kvHeads, valueDim, rowStride, call);
+                    _blas!.GemmFloatBatched(_blasHandle, false, false, valueDim, count, width, 1f,
+                        values + (ulong)vOffset * sizeof(float), valueStride, vStride, s + (ulong)pOffset * sizeof(float), heads * rowStride, pStride,
+                        o + (ulong)oOffset * sizeof(float), heads * valueDim, oStride, batch);
+                }
+        }
+    }
+
+    /// <summary>
+    /// Call <paramref name="call"/> of the Math.Min(group, kvHeads) strided batches that cover every head
+    /// h = kvHead · group + j of a grouped-query product: looping over the group with a batch per cache head, or over the
+    /// cache heads with a batch per group member, whichever needs fewer calls. The cache operand is
+    /// <paramref name="dim"/> floats wide per cache head, the per-head operand (queries, or outputs) <paramref name="dim"/>
+    /// per head, the score rows <paramref name="rowStride"/> per head; returned are each one's offset and batch stride in
+    /// floats, and the batch size.
+    /// </summary>
+    private static (long CacheOffset, long CacheStride, long HeadOffset, long HeadStride, long RowOffset, long RowStride, int Batch) HeadBatch(
+        int group, int kvHeads, int dim, int rowStride, int call) =>
+        group <= kvHeads
+            ? (0, dim, (long)call * dim, (long)group * dim, (long)call * rowStride, (long)group * rowStride, kvHeads)
+            : ((long)call * dim, 0, (long)call * group * dim, dim, (long)call * group * rowStride, rowStride, group);
 
     private void DisposePrompt()
     {

@@ -20,6 +20,7 @@ public sealed unsafe class CublasLibrary
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int> _cublasSgemm;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _cublasGemmEx;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int> _cublasGemmStridedBatchedEx;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, long, ulong, int, long, float*, ulong, int, long, int, int> _cublasSgemmStridedBatched;
 
     private CublasLibrary(LibraryProbe library, LibraryProbe? lt)
     {
@@ -34,6 +35,8 @@ public sealed unsafe class CublasLibrary
         _cublasGemmEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Export(h, "cublasGemmEx");
         _cublasGemmStridedBatchedEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int>)
             Export(h, "cublasGemmStridedBatchedEx");
+        _cublasSgemmStridedBatched = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, long, ulong, int, long, float*, ulong, int, long, int, int>)
+            Export(h, "cublasSgemmStridedBatched");
     }
 
     public LibraryProbe Library { get; }
@@ -138,6 +141,23 @@ public sealed unsafe class CublasLibrary
                 x, f16, inputTokenStride, inputStride, &beta, y, 0 /* CUDA_R_32F */, outputTokenStride, outputStride, batch,
                 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
             "cublasGemmStridedBatchedEx");
+    }
+
+    /// <summary>
+    /// <paramref name="batch"/> single-precision products in cuBLAS's own column-major terms, in one call:
+    /// <c>C_b = alpha · op(A_b) · op(B_b)</c>, C_b being <paramref name="m"/> × <paramref name="n"/> and the sums
+    /// <paramref name="k"/> long, with <c>A_b = a + b·strideA</c> and so on (strides and leading dimensions in floats; a
+    /// stride of 0 shares one matrix). <c>op</c> transposes when <paramref name="transposeA"/> (<paramref name="transposeB"/>)
+    /// is set. FP32 multiplies and sums (the handle's default math mode: no TF32); the prompt attention's scores and
+    /// weighted value sums.
+    /// </summary>
+    internal void GemmFloatBatched(IntPtr handle, bool transposeA, bool transposeB, int m, int n, int k, float alpha,
+        ulong a, int lda, long strideA, ulong b, int ldb, long strideB, ulong c, int ldc, long strideC, int batch)
+    {
+        float beta = 0f;
+        Check(_cublasSgemmStridedBatched(handle, transposeA ? 1 : 0 /* CUBLAS_OP_T : CUBLAS_OP_N */, transposeB ? 1 : 0, m, n, k, &alpha,
+                a, lda, strideA, b, ldb, strideB, &beta, c, ldc, strideC, batch),
+            "cublasSgemmStridedBatched");
     }
 }
 

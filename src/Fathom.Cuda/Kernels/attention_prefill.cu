@@ -109,3 +109,58 @@ attention_prefill_##N(const float* __restrict__ queries, const float* __restrict
 FATHOM_PREFILL_KERNEL(4)
 FATHOM_PREFILL_KERNEL(8)
 FATHOM_PREFILL_KERNEL(16)
+
+// The prompt attention on products (CudaBackend.PrefillAttentionProducts): cuBLAS writes a chunk's scores,
+// scale · q·k for row (token, head) and every position the chunk's last token sees, then prefill_softmax turns each row
+// into probabilities in place, and cuBLAS sums the value rows weighted by them. One block per row: the causal mask
+// (position <= first_position + token), the maximum, e = exp_rounded(score - max) summed in double, and e times the
+// float of 1 / sum, as the CPU's softmax normalizes; positions past the row's length up to `width` are zeroed, so the
+// value product over all `width` positions adds nothing for them. A thread keeps its first PREFILL_SOFTMAX_HELD scores
+// in registers (rows up to 1024 positions are read once); longer rows read the rest again from memory.
+#define PREFILL_SOFTMAX_THREADS 128
+#define PREFILL_SOFTMAX_HELD 8
+
+extern "C" __global__ void __launch_bounds__(PREFILL_SOFTMAX_THREADS)
+prefill_softmax(float* scores, int row_stride, int heads, int first_position, int first_token, int width)
+{
+    __shared__ float scratch[32];
+    __shared__ double sums[32];
+    int row = blockIdx.x;
+    int length = first_position + first_token + row / heads + 1;
+    float* s = scores + (i64)row * row_stride;
+    const int held_span = PREFILL_SOFTMAX_THREADS * PREFILL_SOFTMAX_HELD;
+
+    float held[PREFILL_SOFTMAX_HELD];
+    float local_max = -3.402823466e38f;
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        held[i] = p < length ? s[p] : -3.402823466e38f;
+        local_max = fmaxf(local_max, held[i]);
+    }
+    for (int p = threadIdx.x + held_span; p < length; p += PREFILL_SOFTMAX_THREADS) local_max = fmaxf(local_max, s[p]);
+    float max = block_max(local_max, scratch);
+
+    double local_sum = 0.0;
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        float e = p < length ? exp_rounded(held[i] - max) : 0.0f;
+        held[i] = e;
+        local_sum += e;
+    }
+    for (int p = threadIdx.x + held_span; p < length; p += PREFILL_SOFTMAX_THREADS)
+    {
+        float e = exp_rounded(s[p] - max);
+        s[p] = e;
+        local_sum += e;
+    }
+    float inverse = (float)(1.0 / block_sum_double(local_sum, sums));
+
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        if (p < width) s[p] = held[i] * inverse; // held[i] is 0 past the length
+    }
+    for (int p = threadIdx.x + held_span; p < width; p += PREFILL_SOFTMAX_THREADS) s[p] = p < length ? s[p] * inverse : 0.0f;
+}
