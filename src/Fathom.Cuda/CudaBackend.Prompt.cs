@@ -51,18 +51,30 @@ public sealed unsafe partial class CudaBackend
     public bool PrefillAttentionProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "tiled";
 
     /// <summary>
+    /// Whether <see cref="PrefillAttentionProducts"/> multiply on the tensor cores, 3×TF32: each operand split into
+    /// hi = tf32(x) and lo = tf32(x − hi) (Kernels/attention_prefill.cu's split_tf32; the softmax writes the
+    /// probabilities so), each product summed as lo·hi + hi·lo + hi·hi, three TF32 GEMMs with FP32 sums; hi + lo holds
+    /// x to about 2⁻²⁴, as FP32 does. Null (the default) chooses by shape: on for a single cache head (MLA's latent
+    /// cache, multi-query attention: V3-8l pp512 +2–3 %, run pattn-2), off for grouped-query attention (Qwen-1.5B
+    /// −10 %: its many small batched products tripled). FATHOM_CUDA_PREFILL_TF32=1 or 0 forces it on or off. The split
+    /// copies take scratch of their own (<see cref="PrefillSplitReserveBytes"/>, which the placement reserves).
+    /// </summary>
+    public bool? PrefillTensorCores { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_TF32") switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => null,
+    };
+
+    private DeviceScratch? _prefillSplitScratch;
+
+    /// <summary>
     /// The most bytes of scores one chunk of <see cref="PrefillAttentionProducts"/> writes (256 MiB by default; the
     /// chunk is one token's rows when even those are larger). Within the placement's reserve: DeviceMemoryReserve counts
     /// a 512-token batch's scores over the whole context, and a chunk never holds more rows or positions than that.
     /// </summary>
     internal long PrefillScoreBytesLimit { get; set; } = 256L << 20;
 
-    /// <summary>
-    /// Score rows (token, head) a chunk of <see cref="PrefillAttentionProducts"/> aims at: enough for the GEMMs to fill
-    /// the GPU, few enough that later chunks skip the positions earlier tokens cannot see (a chunk's products run to the
-    /// positions its last token sees, so smaller chunks skip more of the causal mask's upper triangle).
-    /// </summary>
-    internal const int PrefillChunkRows = 4096;
 
     private const int PrefillSoftmaxThreads = 128;
 
@@ -442,7 +454,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// A prompt batch's attention as matrix products, in chunks of consecutive tokens (at most
-    /// <see cref="PrefillScoreBytesLimit"/> bytes of scores, about <see cref="PrefillChunkRows"/> rows). Per chunk, with
+    /// <see cref="PrefillScoreBytesLimit"/> bytes of scores, about <see cref="PrefillAttentionPlan.ChunkRows"/> rows). Per chunk, with
     /// rows r = (token, head) as the queries and the output lay them out and <c>width</c> the positions the chunk's last
     /// token sees: the scores <c>S[r, p] = scale · q_r · k_p</c> (cuBLAS, FP32), <c>prefill_softmax</c> in place (the
     /// causal mask: positions a row cannot see become 0), then <c>O[r] = Σ_p S[r, p] · v_p</c> (cuBLAS, FP32). The
@@ -454,52 +466,119 @@ public sealed unsafe partial class CudaBackend
     private void PrefillAttentionOnProducts(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
     {
         int heads = shape.Heads, kvHeads = shape.KvHeads, group = heads / kvHeads, keyDim = shape.KeyDim, valueDim = shape.ValueDim;
-        int keyStride = cache.KeyWidth, valueStride = cache.ValueStride;
-        // Rows are padded to 4 floats (16-byte aligned rows for the GEMMs' loads); the padding is never read.
-        long longestRow = ((long)firstPosition + tokens + 3) & ~3L;
-        long tokenBytes = (long)heads * longestRow * sizeof(float);
-        int byBytes = (int)Math.Clamp(PrefillScoreBytesLimit / tokenBytes, 1, tokens);
-        int byRows = Math.Max(1, (PrefillChunkRows + heads - 1) / heads);
-        int chunks = (tokens + Math.Min(byBytes, byRows) - 1) / Math.Min(byBytes, byRows);
-        int chunkTokens = (tokens + chunks - 1) / chunks; // chunks of equal size, the last one possibly shorter
-        DeviceBuffer scores = _scores.Get(chunkTokens * tokenBytes);
-        ulong s = scores.Pointer;
+        int keyStride = cache.KeyWidth, valueStride = cache.ValueStride, length = firstPosition + tokens;
+        bool sharedRows = values == keys && valueStride == keyStride; // MLA: the values are the key rows' first value_dim
+        var plan = PrefillAttentionPlan.For(heads, keyDim, keyStride, sharedRows ? 0 : valueStride, length, tokens, PrefillScoreBytesLimit);
+        int chunkTokens = plan.ChunkTokens;
+        ulong s = _scores.Get(plan.ScoreBytes).Pointer;
+
+        // Operands as (hi, lo) pairs; lo = 0: FP32 products of hi alone.
+        (ulong Hi, ulong Lo) k = (keys, 0), v = (values, 0);
+        ulong queryHi = 0, queryLo = 0, scoreLo = 0;
+        bool split = PrefillTensorCores ?? kvHeads == 1;
+        if (split)
+        {
+            // One scratch, carved: the cached keys' hi and lo, the values' unless they sit in the key rows, the chunk's queries', the probabilities' lo.
+            long keyBytes = plan.KeyBytes, valueBytes = plan.ValueBytes, queryBytes = plan.QueryBytes;
+            ulong scratch = (_prefillSplitScratch ??= new DeviceScratch(_context, _retirement)).Get(plan.SplitBytes).Pointer;
+            k = (scratch, scratch + (ulong)keyBytes);
+            SplitTf32(keys, keyStride, k.Hi, k.Lo, keyStride, length);
+            if (sharedRows) v = k;
+            else
+            {
+                v = (scratch + 2 * (ulong)keyBytes, scratch + 2 * (ulong)keyBytes + (ulong)valueBytes);
+                SplitTf32(values, valueStride, v.Hi, v.Lo, valueStride, length);
+            }
+            queryHi = scratch + 2 * (ulong)(keyBytes + valueBytes);
+            queryLo = queryHi + (ulong)queryBytes;
+            scoreLo = queryLo + (ulong)queryBytes;
+        }
+
         IntPtr softmax = _kernels.Function("prefill_softmax");
         for (int firstToken = 0; firstToken < tokens; firstToken += chunkTokens)
         {
             int count = Math.Min(chunkTokens, tokens - firstToken);
             int width = firstPosition + firstToken + count;
             int rowStride = (width + 3) & ~3;
-            ulong q = queries + (ulong)firstToken * (ulong)heads * (ulong)keyDim * sizeof(float);
+            (ulong Hi, ulong Lo) q = (queries + (ulong)firstToken * (ulong)heads * (ulong)keyDim * sizeof(float), 0);
+            if (split)
+            {
+                SplitTf32(q.Hi, (long)count * heads * keyDim, queryHi, queryLo, count * heads * keyDim, 1);
+                q = (queryHi, queryLo);
+            }
             ulong o = output + (ulong)firstToken * (ulong)heads * (ulong)valueDim * sizeof(float);
             // Scores: column-major C (width × rows, ldc = rowStride) = Kᵀ·Q, K being keyDim × width (ld keyStride).
             if (kvHeads == 1)
-                _blas!.GemmFloatBatched(_blasHandle, true, false, width, count * heads, keyDim, shape.Scale,
-                    keys, keyStride, 0, q, keyDim, 0, s, rowStride, 0, 1);
+                AttentionProduct(true, width, count * heads, keyDim, shape.Scale, k, 0, keyStride, 0, q, 0, keyDim, 0, s, rowStride, 0, 1);
             else
                 for (int call = 0; call < Math.Min(group, kvHeads); call++)
                 {
                     (long kOffset, long kStride, long qOffset, long qStride, long sOffset, long sStride, int batch) = HeadBatch(group, kvHeads, keyDim, rowStride, call);
-                    _blas!.GemmFloatBatched(_blasHandle, true, false, width, count, keyDim, shape.Scale,
-                        keys + (ulong)kOffset * sizeof(float), keyStride, kStride, q + (ulong)qOffset * sizeof(float), heads * keyDim, qStride,
+                    AttentionProduct(true, width, count, keyDim, shape.Scale, k, kOffset, keyStride, kStride, q, qOffset, heads * keyDim, qStride,
                         s + (ulong)sOffset * sizeof(float), heads * rowStride, sStride, batch);
                 }
-            new KernelArguments().Pointer(s).Int(rowStride).Int(heads).Int(firstPosition).Int(firstToken).Int(width)
+            new KernelArguments().Pointer(s).Pointer(scoreLo).Int(rowStride).Int(heads).Int(firstPosition).Int(firstToken).Int(width)
                 .Launch(_context, softmax, "prefill_softmax", (uint)(count * heads), 1, PrefillSoftmaxThreads);
+            (ulong Hi, ulong Lo) p = (s, scoreLo);
             // Outputs: column-major C (valueDim × rows, ldc = valueDim) = V·P, V being valueDim × width (ld valueStride).
             if (kvHeads == 1)
-                _blas!.GemmFloatBatched(_blasHandle, false, false, valueDim, count * heads, width, 1f,
-                    values, valueStride, 0, s, rowStride, 0, o, valueDim, 0, 1);
+                AttentionProduct(false, valueDim, count * heads, width, 1f, v, 0, valueStride, 0, p, 0, rowStride, 0, o, valueDim, 0, 1);
             else
                 for (int call = 0; call < Math.Min(group, kvHeads); call++)
                 {
                     // Here the per-head operand of the batch is the output, and the probabilities are the score rows.
                     (long vOffset, long vStride, long oOffset, long oStride, long pOffset, long pStride, int batch) = HeadBatch(group, kvHeads, valueDim, rowStride, call);
-                    _blas!.GemmFloatBatched(_blasHandle, false, false, valueDim, count, width, 1f,
-                        values + (ulong)vOffset * sizeof(float), valueStride, vStride, s + (ulong)pOffset * sizeof(float), heads * rowStride, pStride,
+                    AttentionProduct(false, valueDim, count, width, 1f, v, vOffset, valueStride, vStride, p, pOffset, heads * rowStride, pStride,
                         o + (ulong)oOffset * sizeof(float), heads * valueDim, oStride, batch);
                 }
         }
+    }
+
+    /// <summary>
+    /// The split scratch of a 3×TF32 prompt attention (<see cref="PrefillTensorCores"/>) over
+    /// <paramref name="contextSize"/> positions, for the placement's reserve (the scores themselves are in
+    /// DeviceMemoryReserve's count): hi and lo of the cached key rows (and of the value rows unless they sit in them),
+    /// of one chunk's queries, and the chunk's probabilities' lo, with chunks as <see cref="PrefillAttentionOnProducts"/>
+    /// cuts a batch of up to DeviceMemoryReserve.PromptBatch tokens. 0 when the products would not be split.
+    /// </summary>
+    internal long PrefillSplitReserveBytes(Models.ModelHyperparameters config, int contextSize)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int heads = config.HeadCount;
+        bool singleCacheHead = config.Mla is not null || config.HeadCountKv == 1;
+        if (!PrefillAttention || !PrefillAttentionProducts || !(PrefillTensorCores ?? singleCacheHead) || heads <= 0 || contextSize <= 0) return 0;
+        int keyDim = config.Mla is { } mla ? mla.KvLoraRank + mla.QkRopeHeadDim : config.KeyLength;
+        int keyWidth = config.Mla is not null ? keyDim : config.HeadCountKv * config.KeyLength;
+        int valueWidth = config.Mla is not null ? 0 : config.HeadCountKv * config.ValueLength;
+        return PrefillAttentionPlan.MostSplitBytes(heads, keyDim, keyWidth, valueWidth, contextSize,
+            Math.Min(contextSize, Models.Placement.DeviceMemoryReserve.PromptBatch), PrefillScoreBytesLimit);
+    }
+
+    /// <summary>split_tf32 over <paramref name="rows"/> rows of <paramref name="width"/> floats, <paramref name="sourceStride"/> apart, into packed hi and lo rows.</summary>
+    private void SplitTf32(ulong source, long sourceStride, ulong hi, ulong lo, int width, long rows)
+    {
+        new KernelArguments().Pointer(source).Long(sourceStride).Pointer(hi).Pointer(lo).Int(width).Long(rows)
+            .Launch(_context, _kernels.Function("split_tf32"), "split_tf32", Blocks(width, ElementThreads), (uint)Math.Min(rows, MaxGridRows), ElementThreads);
+    }
+
+    /// <summary>
+    /// One strided batched product of the prompt attention, <c>C = alpha · op(A) · B</c> in cuBLAS's column-major terms,
+    /// offsets in floats: FP32 on <paramref name="a"/>.Hi and <paramref name="b"/>.Hi when there are no lo terms, else
+    /// 3×TF32, the small terms first (lo·hi, hi·lo, then hi·hi added).
+    /// </summary>
+    private void AttentionProduct(bool transposeA, int m, int n, int depth, float alpha, (ulong Hi, ulong Lo) a, long aOffset, int lda, long strideA,
+        (ulong Hi, ulong Lo) b, long bOffset, int ldb, long strideB, ulong c, int ldc, long strideC, int batch)
+    {
+        ulong aHi = a.Hi + (ulong)aOffset * sizeof(float), bHi = b.Hi + (ulong)bOffset * sizeof(float);
+        if (a.Lo == 0 || b.Lo == 0)
+        {
+            _blas!.GemmFloatBatched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch);
+            return;
+        }
+        ulong aLo = a.Lo + (ulong)aOffset * sizeof(float), bLo = b.Lo + (ulong)bOffset * sizeof(float);
+        _blas!.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aLo, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch, accumulate: false);
+        _blas.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bLo, ldb, strideB, c, ldc, strideC, batch, accumulate: true);
+        _blas.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch, accumulate: true);
     }
 
     /// <summary>
@@ -522,5 +601,6 @@ public sealed unsafe partial class CudaBackend
         _halfWeightScratch?.Dispose();
         _codeScratch?.Dispose();
         _codeSumScratch?.Dispose();
+        _prefillSplitScratch?.Dispose();
     }
 }

@@ -6,7 +6,7 @@ namespace Fathom.Cuda.Tests;
 /// <summary>
 /// The prompt attention paths (batches of at least <see cref="CudaBackend.PrefillAttentionMinimumTokens"/> tokens)
 /// agree with <see cref="CpuBackend.Attention"/>: the products path (cuBLAS scores, the softmax kernel, cuBLAS value
-/// sums; <see cref="CudaBackend.PrefillAttentionProducts"/>) and the tiled kernel, for multi-head, grouped-query (both
+/// sums; <see cref="CudaBackend.PrefillAttentionProducts"/>) in FP32 and in 3×TF32, and the tiled kernel, for multi-head, grouped-query (both
 /// ways of batching the heads), MLA's latent form (value rows inside the key rows, 576-wide keys, so the tiled kernel
 /// needs more than 48 KiB of shared memory) and separate wide values, over a prompt of odd lengths that spans several
 /// key tiles and second and third batches continuing the same cache (first position above 0).
@@ -32,15 +32,15 @@ public sealed class PrefillAttentionTests(GpuFixture gpu) : IDisposable
         CudaBackend cuda = gpu.Backend;
         Assert.True(cuda.PrefillAttention);
         if (products) Assert.NotNull(cuda.Blas); // else the products path would fall back to the tiled kernel unseen
-        bool saved = cuda.PrefillAttentionProducts;
-        cuda.PrefillAttentionProducts = products;
+        (bool savedProducts, bool? savedTensorCores) = (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores);
+        (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores) = (products, false);
         try
         {
             CompareBatches(cuda, heads, kvHeads, keyDim, valueDim, shared);
         }
         finally
         {
-            cuda.PrefillAttentionProducts = saved;
+            (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores) = (savedProducts, savedTensorCores);
         }
     }
 
@@ -57,16 +57,42 @@ public sealed class PrefillAttentionTests(GpuFixture gpu) : IDisposable
     {
         CudaBackend cuda = gpu.Backend;
         Assert.NotNull(cuda.Blas);
-        (bool savedProducts, long savedLimit) = (cuda.PrefillAttentionProducts, cuda.PrefillScoreBytesLimit);
-        cuda.PrefillAttentionProducts = true;
-        cuda.PrefillScoreBytesLimit = scoreBytes;
+        (bool savedProducts, bool? savedTensorCores, long savedLimit) = (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit);
+        (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit) = (true, false, scoreBytes);
         try
         {
             CompareBatches(cuda, heads, kvHeads, keyDim, valueDim, shared);
         }
         finally
         {
-            (cuda.PrefillAttentionProducts, cuda.PrefillScoreBytesLimit) = (savedProducts, savedLimit);
+            (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit) = (savedProducts, savedTensorCores, savedLimit);
+        }
+    }
+
+    /// <summary>
+    /// The products on the tensor cores, 3×TF32 (<see cref="CudaBackend.PrefillTensorCores"/>): the same agreement as
+    /// FP32, whole and in chunks, for every way of batching the heads and for values inside and outside the key rows.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 4, 64, 64, false, 256L << 20)]
+    [InlineData(12, 2, 128, 128, false, 256L << 20)]
+    [InlineData(8, 4, 64, 96, false, 3L * 8 * 128 * sizeof(float))]
+    [InlineData(16, 1, 576, 512, true, 256L << 20)]
+    [InlineData(16, 1, 576, 512, true, 5L * 16 * 128 * sizeof(float))]
+    [InlineData(6, 3, 192, 256, false, 1L)]
+    public void TensorCorePrefillAttentionMatchesTheCpu(int heads, int kvHeads, int keyDim, int valueDim, bool shared, long scoreBytes)
+    {
+        CudaBackend cuda = gpu.Backend;
+        Assert.NotNull(cuda.Blas);
+        (bool savedProducts, bool? savedTensorCores, long savedLimit) = (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit);
+        (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit) = (true, true, scoreBytes);
+        try
+        {
+            CompareBatches(cuda, heads, kvHeads, keyDim, valueDim, shared);
+        }
+        finally
+        {
+            (cuda.PrefillAttentionProducts, cuda.PrefillTensorCores, cuda.PrefillScoreBytesLimit) = (savedProducts, savedTensorCores, savedLimit);
         }
     }
 

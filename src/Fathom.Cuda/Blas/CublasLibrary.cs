@@ -159,6 +159,20 @@ public sealed unsafe class CublasLibrary
                 a, lda, strideA, b, ldb, strideB, &beta, c, ldc, strideC, batch),
             "cublasSgemmStridedBatched");
     }
+
+    /// <summary>
+    /// <see cref="GemmFloatBatched"/> on the tensor cores: FP32 operands read as TF32 (<c>CUBLAS_COMPUTE_32F_FAST_TF32</c>:
+    /// 10 mantissa bits kept, products summed in FP32), so exact only for operands already rounded to TF32, as the
+    /// hi and lo terms of a 3×TF32 product are. <paramref name="accumulate"/> adds the product to C instead of replacing it.
+    /// </summary>
+    internal void GemmTf32Batched(IntPtr handle, bool transposeA, bool transposeB, int m, int n, int k, float alpha,
+        ulong a, int lda, long strideA, ulong b, int ldb, long strideB, ulong c, int ldc, long strideC, int batch, bool accumulate)
+    {
+        float beta = accumulate ? 1f : 0f;
+        Check(_cublasGemmStridedBatchedEx(handle, transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, &alpha, a, 0 /* CUDA_R_32F */, lda, strideA,
+                b, 0, ldb, strideB, &beta, c, 0, ldc, strideC, batch, 77 /* CUBLAS_COMPUTE_32F_FAST_TF32 */, -1 /* CUBLAS_GEMM_DEFAULT */),
+            "cublasGemmStridedBatchedEx");
+    }
 }
 
 /// <summary>The half-precision element types of <see cref="CublasLibrary.GemmHalf"/> (<c>cudaDataType</c> numbers).</summary>
