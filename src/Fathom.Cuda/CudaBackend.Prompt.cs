@@ -75,7 +75,6 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     internal long PrefillScoreBytesLimit { get; set; } = 256L << 20;
 
-
     private const int PrefillSoftmaxThreads = 128;
 
     private DeviceScratch? _halfActivationScratch, _halfWeightScratch;
@@ -456,8 +455,9 @@ public sealed unsafe partial class CudaBackend
     /// A prompt batch's attention as matrix products, in chunks of consecutive tokens (at most
     /// <see cref="PrefillScoreBytesLimit"/> bytes of scores, about <see cref="PrefillAttentionPlan.ChunkRows"/> rows). Per chunk, with
     /// rows r = (token, head) as the queries and the output lay them out and <c>width</c> the positions the chunk's last
-    /// token sees: the scores <c>S[r, p] = scale · q_r · k_p</c> (cuBLAS, FP32), <c>prefill_softmax</c> in place (the
-    /// causal mask: positions a row cannot see become 0), then <c>O[r] = Σ_p S[r, p] · v_p</c> (cuBLAS, FP32). The
+    /// token sees: the scores <c>S[r, p] = scale · q_r · k_p</c> (cuBLAS, FP32 or 3×TF32: <see cref="PrefillTensorCores"/>),
+    /// <c>prefill_softmax</c> in place (the causal mask: positions a row cannot see become 0), then
+    /// <c>O[r] = Σ_p S[r, p] · v_p</c> (cuBLAS likewise). The
     /// heads sharing one cache head (all of them for MLA's latent cache and multi-query attention) are one product over
     /// all their rows when there is a single cache head; otherwise strided batches, looping over whichever of the group
     /// size and the cache heads is smaller. Value rows inside the key rows (MLA) need no special case: the value
@@ -499,7 +499,7 @@ public sealed unsafe partial class CudaBackend
         {
             int count = Math.Min(chunkTokens, tokens - firstToken);
             int width = firstPosition + firstToken + count;
-            int rowStride = (width + 3) & ~3;
+            int rowStride = (int)PrefillAttentionPlan.RowFloats(width);
             (ulong Hi, ulong Lo) q = (queries + (ulong)firstToken * (ulong)heads * (ulong)keyDim * sizeof(float), 0);
             if (split)
             {
