@@ -38,7 +38,8 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
         if (PlacementRequest is null) return;
         _context.MakeCurrent();
         (long free, _) = _context.MemoryInfo();
-        UsePlacement(PlacementPlanner.Plan(file, config, PlacementRequest, free, backendBytes: DequantizedFloatsLimit * sizeof(float)));
+        long backendBytes = DequantizedFloatsLimit * sizeof(float) + PrefillSplitReserveBytes(config, PlacementRequest.ContextSize);
+        UsePlacement(PlacementPlanner.Plan(file, config, PlacementRequest, free, backendBytes));
     }
 
     /// <summary>Computes with <paramref name="plan"/> from now on: products of weights it puts on the CPU run there.</summary>

@@ -37,8 +37,45 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool SplitHalfProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SPLIT_HALVES") != "0";
 
-    /// <summary>Whether prompt attention batches use the tiled kernel (the default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns it off).</summary>
+    /// <summary>
+    /// Whether prompt attention batches use a prompt path, <see cref="PrefillAttentionProducts"/> or the tiled kernel (the
+    /// default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns both off, leaving the general one-block-per-query kernel).
+    /// </summary>
     public bool PrefillAttention { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "0";
+
+    /// <summary>
+    /// Whether a prompt batch's attention runs as matrix products when <see cref="PrefillAttention"/> is on and cuBLAS is
+    /// loaded (the default; FATHOM_CUDA_PREFILL_ATTENTION=tiled picks the tiled flash-style kernel instead): the scores by
+    /// an FP32 GEMM, a softmax kernel per row, the weighted value sums by a second FP32 GEMM (<see cref="PrefillAttentionOnProducts"/>).
+    /// </summary>
+    public bool PrefillAttentionProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_ATTENTION") != "tiled";
+
+    /// <summary>
+    /// Whether <see cref="PrefillAttentionProducts"/> multiply on the tensor cores, 3×TF32: each operand split into
+    /// hi = tf32(x) and lo = tf32(x − hi) (Kernels/attention_prefill.cu's split_tf32; the softmax writes the
+    /// probabilities so), each product summed as lo·hi + hi·lo + hi·hi, three TF32 GEMMs with FP32 sums; hi + lo holds
+    /// x to about 2⁻²⁴, as FP32 does. Null (the default) chooses by shape: on for a single cache head (MLA's latent
+    /// cache, multi-query attention: V3-8l pp512 +2–3 %, run pattn-2), off for grouped-query attention (Qwen-1.5B
+    /// −10 %: its many small batched products tripled). FATHOM_CUDA_PREFILL_TF32=1 or 0 forces it on or off. The split
+    /// copies take scratch of their own (<see cref="PrefillSplitReserveBytes"/>, which the placement reserves).
+    /// </summary>
+    public bool? PrefillTensorCores { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_TF32") switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => null,
+    };
+
+    private DeviceScratch? _prefillSplitScratch;
+
+    /// <summary>
+    /// The most bytes of scores one chunk of <see cref="PrefillAttentionProducts"/> writes (256 MiB by default; the
+    /// chunk is one token's rows when even those are larger). Within the placement's reserve: DeviceMemoryReserve counts
+    /// a 512-token batch's scores over the whole context, and a chunk never holds more rows or positions than that.
+    /// </summary>
+    internal long PrefillScoreBytesLimit { get; set; } = 256L << 20;
+
+    private const int PrefillSoftmaxThreads = 128;
 
     private DeviceScratch? _halfActivationScratch, _halfWeightScratch;
     // The last activations converted to halves: source, count, the weight's activation format, the operand type,
@@ -384,7 +421,13 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool PrefillAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
     {
-        if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens || shape.ValueDim > 512) return false;
+        if (!PrefillAttention || tokens < PrefillAttentionMinimumTokens) return false;
+        if (PrefillAttentionProducts && _blas is not null)
+        {
+            PrefillAttentionOnProducts(queries, keys, values, output, cache, shape, firstPosition, tokens);
+            return true;
+        }
+        if (shape.ValueDim > 512) return false;
         // MLA's latent cache keeps each value row at the start of its key row: one tile then holds both.
         bool valuesInKeys = values == keys && cache.ValueStride == cache.KeyWidth && shape.ValueDim <= shape.KeyDim && shape.KvHeads == 1;
         long sharedBytes = sizeof(float) * ((long)PrefillKeys * (shape.KeyDim + 1) + (valuesInKeys ? 0 : (long)PrefillKeys * shape.ValueDim)
@@ -408,11 +451,156 @@ public sealed unsafe partial class CudaBackend
         return true;
     }
 
+    /// <summary>
+    /// A prompt batch's attention as matrix products, in chunks of consecutive tokens (at most
+    /// <see cref="PrefillScoreBytesLimit"/> bytes of scores, about <see cref="PrefillAttentionPlan.ChunkRows"/> rows). Per chunk, with
+    /// rows r = (token, head) as the queries and the output lay them out and <c>width</c> the positions the chunk's last
+    /// token sees: the scores <c>S[r, p] = scale · q_r · k_p</c> (cuBLAS, FP32 or 3×TF32: <see cref="PrefillTensorCores"/>),
+    /// <c>prefill_softmax</c> in place (the causal mask: positions a row cannot see become 0), then
+    /// <c>O[r] = Σ_p S[r, p] · v_p</c> (cuBLAS likewise). The
+    /// heads sharing one cache head (all of them for MLA's latent cache and multi-query attention) are one product over
+    /// all their rows when there is a single cache head; otherwise strided batches, looping over whichever of the group
+    /// size and the cache heads is smaller. Value rows inside the key rows (MLA) need no special case: the value
+    /// product reads <c>value_dim</c> floats of every <c>value_stride</c>.
+    /// </summary>
+    private void PrefillAttentionOnProducts(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape, int firstPosition, int tokens)
+    {
+        int heads = shape.Heads, kvHeads = shape.KvHeads, group = heads / kvHeads, keyDim = shape.KeyDim, valueDim = shape.ValueDim;
+        int keyStride = cache.KeyWidth, valueStride = cache.ValueStride, length = firstPosition + tokens;
+        bool sharedRows = values == keys && valueStride == keyStride; // MLA: the values are the key rows' first value_dim
+        var plan = PrefillAttentionPlan.For(heads, keyDim, keyStride, sharedRows ? 0 : valueStride, length, tokens, PrefillScoreBytesLimit);
+        int chunkTokens = plan.ChunkTokens;
+        ulong s = _scores.Get(plan.ScoreBytes).Pointer;
+
+        // Operands as (hi, lo) pairs; lo = 0: FP32 products of hi alone.
+        (ulong Hi, ulong Lo) k = (keys, 0), v = (values, 0);
+        ulong queryHi = 0, queryLo = 0, scoreLo = 0;
+        bool split = PrefillTensorCores ?? kvHeads == 1;
+        if (split)
+        {
+            // One scratch, carved: the cached keys' hi and lo, the values' unless they sit in the key rows, the chunk's queries', the probabilities' lo.
+            long keyBytes = plan.KeyBytes, valueBytes = plan.ValueBytes, queryBytes = plan.QueryBytes;
+            ulong scratch = (_prefillSplitScratch ??= new DeviceScratch(_context, _retirement)).Get(plan.SplitBytes).Pointer;
+            k = (scratch, scratch + (ulong)keyBytes);
+            SplitTf32(keys, keyStride, k.Hi, k.Lo, keyStride, length);
+            if (sharedRows) v = k;
+            else
+            {
+                v = (scratch + 2 * (ulong)keyBytes, scratch + 2 * (ulong)keyBytes + (ulong)valueBytes);
+                SplitTf32(values, valueStride, v.Hi, v.Lo, valueStride, length);
+            }
+            queryHi = scratch + 2 * (ulong)(keyBytes + valueBytes);
+            queryLo = queryHi + (ulong)queryBytes;
+            scoreLo = queryLo + (ulong)queryBytes;
+        }
+
+        IntPtr softmax = _kernels.Function("prefill_softmax");
+        for (int firstToken = 0; firstToken < tokens; firstToken += chunkTokens)
+        {
+            int count = Math.Min(chunkTokens, tokens - firstToken);
+            int width = firstPosition + firstToken + count;
+            int rowStride = (int)PrefillAttentionPlan.RowFloats(width);
+            (ulong Hi, ulong Lo) q = (queries + (ulong)firstToken * (ulong)heads * (ulong)keyDim * sizeof(float), 0);
+            if (split)
+            {
+                SplitTf32(q.Hi, (long)count * heads * keyDim, queryHi, queryLo, count * heads * keyDim, 1);
+                q = (queryHi, queryLo);
+            }
+            ulong o = output + (ulong)firstToken * (ulong)heads * (ulong)valueDim * sizeof(float);
+            // Scores: column-major C (width × rows, ldc = rowStride) = Kᵀ·Q, K being keyDim × width (ld keyStride).
+            if (kvHeads == 1)
+                AttentionProduct(true, width, count * heads, keyDim, shape.Scale, k, 0, keyStride, 0, q, 0, keyDim, 0, s, rowStride, 0, 1);
+            else
+                for (int call = 0; call < Math.Min(group, kvHeads); call++)
+                {
+                    (long kOffset, long kStride, long qOffset, long qStride, long sOffset, long sStride, int batch) = HeadBatch(group, kvHeads, keyDim, rowStride, call);
+                    AttentionProduct(true, width, count, keyDim, shape.Scale, k, kOffset, keyStride, kStride, q, qOffset, heads * keyDim, qStride,
+                        s + (ulong)sOffset * sizeof(float), heads * rowStride, sStride, batch);
+                }
+            new KernelArguments().Pointer(s).Pointer(scoreLo).Int(rowStride).Int(heads).Int(firstPosition).Int(firstToken).Int(width)
+                .Launch(_context, softmax, "prefill_softmax", (uint)(count * heads), 1, PrefillSoftmaxThreads);
+            (ulong Hi, ulong Lo) p = (s, scoreLo);
+            // Outputs: column-major C (valueDim × rows, ldc = valueDim) = V·P, V being valueDim × width (ld valueStride).
+            if (kvHeads == 1)
+                AttentionProduct(false, valueDim, count * heads, width, 1f, v, 0, valueStride, 0, p, 0, rowStride, 0, o, valueDim, 0, 1);
+            else
+                for (int call = 0; call < Math.Min(group, kvHeads); call++)
+                {
+                    // Here the per-head operand of the batch is the output, and the probabilities are the score rows.
+                    (long vOffset, long vStride, long oOffset, long oStride, long pOffset, long pStride, int batch) = HeadBatch(group, kvHeads, valueDim, rowStride, call);
+                    AttentionProduct(false, valueDim, count, width, 1f, v, vOffset, valueStride, vStride, p, pOffset, heads * rowStride, pStride,
+                        o + (ulong)oOffset * sizeof(float), heads * valueDim, oStride, batch);
+                }
+        }
+    }
+
+    /// <summary>
+    /// The split scratch of a 3×TF32 prompt attention (<see cref="PrefillTensorCores"/>) over
+    /// <paramref name="contextSize"/> positions, for the placement's reserve (the scores themselves are in
+    /// DeviceMemoryReserve's count): hi and lo of the cached key rows (and of the value rows unless they sit in them),
+    /// of one chunk's queries, and the chunk's probabilities' lo, with chunks as <see cref="PrefillAttentionOnProducts"/>
+    /// cuts a batch of up to DeviceMemoryReserve.PromptBatch tokens. 0 when the products would not be split.
+    /// </summary>
+    internal long PrefillSplitReserveBytes(Models.ModelHyperparameters config, int contextSize)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int heads = config.HeadCount;
+        bool singleCacheHead = config.Mla is not null || config.HeadCountKv == 1;
+        if (!PrefillAttention || !PrefillAttentionProducts || !(PrefillTensorCores ?? singleCacheHead) || heads <= 0 || contextSize <= 0) return 0;
+        int keyDim = config.Mla is { } mla ? mla.KvLoraRank + mla.QkRopeHeadDim : config.KeyLength;
+        int keyWidth = config.Mla is not null ? keyDim : config.HeadCountKv * config.KeyLength;
+        int valueWidth = config.Mla is not null ? 0 : config.HeadCountKv * config.ValueLength;
+        return PrefillAttentionPlan.MostSplitBytes(heads, keyDim, keyWidth, valueWidth, contextSize,
+            Math.Min(contextSize, Models.Placement.DeviceMemoryReserve.PromptBatch), PrefillScoreBytesLimit);
+    }
+
+    /// <summary>split_tf32 over <paramref name="rows"/> rows of <paramref name="width"/> floats, <paramref name="sourceStride"/> apart, into packed hi and lo rows.</summary>
+    private void SplitTf32(ulong source, long sourceStride, ulong hi, ulong lo, int width, long rows)
+    {
+        new KernelArguments().Pointer(source).Long(sourceStride).Pointer(hi).Pointer(lo).Int(width).Long(rows)
+            .Launch(_context, _kernels.Function("split_tf32"), "split_tf32", Blocks(width, ElementThreads), (uint)Math.Min(rows, MaxGridRows), ElementThreads);
+    }
+
+    /// <summary>
+    /// One strided batched product of the prompt attention, <c>C = alpha · op(A) · B</c> in cuBLAS's column-major terms,
+    /// offsets in floats: FP32 on <paramref name="a"/>.Hi and <paramref name="b"/>.Hi when there are no lo terms, else
+    /// 3×TF32, the small terms first (lo·hi, hi·lo, then hi·hi added).
+    /// </summary>
+    private void AttentionProduct(bool transposeA, int m, int n, int depth, float alpha, (ulong Hi, ulong Lo) a, long aOffset, int lda, long strideA,
+        (ulong Hi, ulong Lo) b, long bOffset, int ldb, long strideB, ulong c, int ldc, long strideC, int batch)
+    {
+        ulong aHi = a.Hi + (ulong)aOffset * sizeof(float), bHi = b.Hi + (ulong)bOffset * sizeof(float);
+        if (a.Lo == 0 || b.Lo == 0)
+        {
+            _blas!.GemmFloatBatched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch);
+            return;
+        }
+        ulong aLo = a.Lo + (ulong)aOffset * sizeof(float), bLo = b.Lo + (ulong)bOffset * sizeof(float);
+        _blas!.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aLo, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch, accumulate: false);
+        _blas.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bLo, ldb, strideB, c, ldc, strideC, batch, accumulate: true);
+        _blas.GemmTf32Batched(_blasHandle, transposeA, false, m, n, depth, alpha, aHi, lda, strideA, bHi, ldb, strideB, c, ldc, strideC, batch, accumulate: true);
+    }
+
+    /// <summary>
+    /// Call <paramref name="call"/> of the Math.Min(group, kvHeads) strided batches that cover every head
+    /// h = kvHead · group + j of a grouped-query product: looping over the group with a batch per cache head, or over the
+    /// cache heads with a batch per group member, whichever needs fewer calls. The cache operand is
+    /// <paramref name="dim"/> floats wide per cache head, the per-head operand (queries, or outputs) <paramref name="dim"/>
+    /// per head, the score rows <paramref name="rowStride"/> per head; returned are each one's offset and batch stride in
+    /// floats, and the batch size.
+    /// </summary>
+    private static (long CacheOffset, long CacheStride, long HeadOffset, long HeadStride, long RowOffset, long RowStride, int Batch) HeadBatch(
+        int group, int kvHeads, int dim, int rowStride, int call) =>
+        group <= kvHeads
+            ? (0, dim, (long)call * dim, (long)group * dim, (long)call * rowStride, (long)group * rowStride, kvHeads)
+            : ((long)call * dim, 0, (long)call * group * dim, dim, (long)call * group * rowStride, rowStride, group);
+
     private void DisposePrompt()
     {
         _halfActivationScratch?.Dispose();
         _halfWeightScratch?.Dispose();
         _codeScratch?.Dispose();
         _codeSumScratch?.Dispose();
+        _prefillSplitScratch?.Dispose();
     }
 }

@@ -20,6 +20,7 @@ public sealed unsafe class CublasLibrary
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, ulong, int, float*, ulong, int, int> _cublasSgemm;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> _cublasGemmEx;
     private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int> _cublasGemmStridedBatchedEx;
+    private readonly delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, long, ulong, int, long, float*, ulong, int, long, int, int> _cublasSgemmStridedBatched;
 
     private CublasLibrary(LibraryProbe library, LibraryProbe? lt)
     {
@@ -34,6 +35,8 @@ public sealed unsafe class CublasLibrary
         _cublasGemmEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)Export(h, "cublasGemmEx");
         _cublasGemmStridedBatchedEx = (delegate* unmanaged<IntPtr, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int>)
             Export(h, "cublasGemmStridedBatchedEx");
+        _cublasSgemmStridedBatched = (delegate* unmanaged<IntPtr, int, int, int, int, int, float*, ulong, int, long, ulong, int, long, float*, ulong, int, long, int, int>)
+            Export(h, "cublasSgemmStridedBatched");
     }
 
     public LibraryProbe Library { get; }
@@ -137,6 +140,37 @@ public sealed unsafe class CublasLibrary
         Check(_cublasGemmStridedBatchedEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, f16, columns, weightStride,
                 x, f16, inputTokenStride, inputStride, &beta, y, 0 /* CUDA_R_32F */, outputTokenStride, outputStride, batch,
                 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
+            "cublasGemmStridedBatchedEx");
+    }
+
+    /// <summary>
+    /// <paramref name="batch"/> single-precision products in cuBLAS's own column-major terms, in one call:
+    /// <c>C_b = alpha · op(A_b) · op(B_b)</c>, C_b being <paramref name="m"/> × <paramref name="n"/> and the sums
+    /// <paramref name="k"/> long, with <c>A_b = a + b·strideA</c> and so on (strides and leading dimensions in floats; a
+    /// stride of 0 shares one matrix). <c>op</c> transposes when <paramref name="transposeA"/> (<paramref name="transposeB"/>)
+    /// is set. FP32 multiplies and sums (the handle's default math mode: no TF32); the prompt attention's scores and
+    /// weighted value sums.
+    /// </summary>
+    internal void GemmFloatBatched(IntPtr handle, bool transposeA, bool transposeB, int m, int n, int k, float alpha,
+        ulong a, int lda, long strideA, ulong b, int ldb, long strideB, ulong c, int ldc, long strideC, int batch)
+    {
+        float beta = 0f;
+        Check(_cublasSgemmStridedBatched(handle, transposeA ? 1 : 0 /* CUBLAS_OP_T : CUBLAS_OP_N */, transposeB ? 1 : 0, m, n, k, &alpha,
+                a, lda, strideA, b, ldb, strideB, &beta, c, ldc, strideC, batch),
+            "cublasSgemmStridedBatched");
+    }
+
+    /// <summary>
+    /// <see cref="GemmFloatBatched"/> on the tensor cores: FP32 operands read as TF32 (<c>CUBLAS_COMPUTE_32F_FAST_TF32</c>:
+    /// 10 mantissa bits kept, products summed in FP32), so exact only for operands already rounded to TF32, as the
+    /// hi and lo terms of a 3×TF32 product are. <paramref name="accumulate"/> adds the product to C instead of replacing it.
+    /// </summary>
+    internal void GemmTf32Batched(IntPtr handle, bool transposeA, bool transposeB, int m, int n, int k, float alpha,
+        ulong a, int lda, long strideA, ulong b, int ldb, long strideB, ulong c, int ldc, long strideC, int batch, bool accumulate)
+    {
+        float beta = accumulate ? 1f : 0f;
+        Check(_cublasGemmStridedBatchedEx(handle, transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, &alpha, a, 0 /* CUDA_R_32F */, lda, strideA,
+                b, 0, ldb, strideB, &beta, c, 0, ldc, strideC, batch, 77 /* CUBLAS_COMPUTE_32F_FAST_TF32 */, -1 /* CUBLAS_GEMM_DEFAULT */),
             "cublasGemmStridedBatchedEx");
     }
 }

@@ -109,3 +109,95 @@ attention_prefill_##N(const float* __restrict__ queries, const float* __restrict
 FATHOM_PREFILL_KERNEL(4)
 FATHOM_PREFILL_KERNEL(8)
 FATHOM_PREFILL_KERNEL(16)
+
+// The prompt attention on products (CudaBackend.PrefillAttentionProducts): cuBLAS writes a chunk's scores,
+// scale · q·k for row (token, head) and every position the chunk's last token sees, then prefill_softmax turns each row
+// into probabilities in place, and cuBLAS sums the value rows weighted by them. One block per row: the causal mask
+// (position <= first_position + token), the maximum, e = exp_rounded(score - max) summed in double, and e times the
+// float of 1 / sum, as the CPU's softmax normalizes; positions past the row's length up to `width` are zeroed, so the
+// value product over all `width` positions adds nothing for them. A thread keeps its first PREFILL_SOFTMAX_HELD scores
+// in registers (rows up to 1024 positions are read once); longer rows read the rest again from memory. With `low`
+// set (3×TF32 products) each probability v is written as hi = tf32(v) in place and lo = tf32(v - hi) to `low`, at the
+// same offsets.
+#define PREFILL_SOFTMAX_THREADS 128
+#define PREFILL_SOFTMAX_HELD 8
+
+// x rounded to TF32 (10 mantissa bits, the rest zero: what the tensor cores read of an FP32 operand), to nearest with
+// ties away from zero; infinities and NaN unchanged.
+__device__ __forceinline__ float tf32_rounded(float x)
+{
+    u32 bits = __float_as_uint(x);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return x;
+    return __uint_as_float((bits + 0x1000u) & 0xFFFFE000u);
+}
+
+// Rows of `width` floats, `source_stride` apart, as hi = tf32(x) and lo = tf32(x - hi) (x - hi is exact in FP32), each
+// `width` apart: the operands of a 3×TF32 product, lo·hi + hi·lo + hi·hi, about 22 bits of each operand kept.
+extern "C" __global__ void split_tf32(const float* __restrict__ source, i64 source_stride, float* __restrict__ hi,
+                                      float* __restrict__ lo, int width, i64 rows)
+{
+    int column = blockIdx.x * blockDim.x + threadIdx.x;
+    if (column >= width) return;
+    for (i64 row = blockIdx.y; row < rows; row += gridDim.y)
+    {
+        float x = source[row * source_stride + column];
+        float h = tf32_rounded(x);
+        hi[row * width + column] = h;
+        lo[row * width + column] = tf32_rounded(x - h);
+    }
+}
+
+__device__ __forceinline__ void store_probability(float* s, float* s_low, int p, float v)
+{
+    if (s_low == 0) { s[p] = v; return; }
+    float h = tf32_rounded(v);
+    s[p] = h;
+    s_low[p] = tf32_rounded(v - h);
+}
+
+extern "C" __global__ void __launch_bounds__(PREFILL_SOFTMAX_THREADS)
+prefill_softmax(float* scores, float* low, int row_stride, int heads, int first_position, int first_token, int width)
+{
+    __shared__ float scratch[32];
+    __shared__ double sums[32];
+    int row = blockIdx.x;
+    int length = first_position + first_token + row / heads + 1;
+    float* s = scores + (i64)row * row_stride;
+    float* s_low = low != 0 ? low + (i64)row * row_stride : 0;
+    const int held_span = PREFILL_SOFTMAX_THREADS * PREFILL_SOFTMAX_HELD;
+
+    float held[PREFILL_SOFTMAX_HELD];
+    float local_max = -3.402823466e38f;
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        held[i] = p < length ? s[p] : -3.402823466e38f;
+        local_max = fmaxf(local_max, held[i]);
+    }
+    for (int p = threadIdx.x + held_span; p < length; p += PREFILL_SOFTMAX_THREADS) local_max = fmaxf(local_max, s[p]);
+    float max = block_max(local_max, scratch);
+
+    double local_sum = 0.0;
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        float e = p < length ? exp_rounded(held[i] - max) : 0.0f;
+        held[i] = e;
+        local_sum += e;
+    }
+    for (int p = threadIdx.x + held_span; p < length; p += PREFILL_SOFTMAX_THREADS)
+    {
+        float e = exp_rounded(s[p] - max);
+        s[p] = e;
+        local_sum += e;
+    }
+    float inverse = (float)(1.0 / block_sum_double(local_sum, sums));
+
+    _Pragma("unroll") for (int i = 0; i < PREFILL_SOFTMAX_HELD; i++)
+    {
+        int p = threadIdx.x + i * PREFILL_SOFTMAX_THREADS;
+        if (p < width) store_probability(s, s_low, p, held[i] * inverse); // held[i] is 0 past the length
+    }
+    for (int p = threadIdx.x + held_span; p < width; p += PREFILL_SOFTMAX_THREADS)
+        store_probability(s, s_low, p, p < length ? s[p] * inverse : 0.0f);
+}
