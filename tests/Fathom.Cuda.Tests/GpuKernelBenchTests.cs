@@ -38,7 +38,11 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
                 // Every layout was timed, the picked one among them.
                 JsonObject layouts = product["layouts_us"]!.AsObject();
                 Assert.Equal(QuantizedMatVec.Layouts(type).Count(), layouts.Count);
-                Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
+                bool blockTiles = product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.BlockTiles) && IqBlockProducts.Supports(type);
+                Assert.Equal(IqBlockProducts.Supports(type), product["block_tile_us"] is not null);
+                if (blockTiles) Assert.Equal(product["integer_us"]!.GetValue<double>(), product["block_tile_us"]!.GetValue<double>());
+                else if (product["iq_kernels"]!.GetValue<string>() != nameof(IqProductKernels.GlobalGrid) || !IqBlockProducts.Supports(type))
+                    Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
                 // IQ1_S and IQ2_XXS: the global-grid kernel too, in every layout, its own picked one among them.
                 JsonObject? globalGrid = product["global_grid_layouts_us"]?.AsObject();
                 Assert.Equal(QuantizedMatVec.HasSharedGridKernels(type), globalGrid is not null);
