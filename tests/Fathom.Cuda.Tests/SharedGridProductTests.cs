@@ -325,6 +325,9 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
             GgmlType activation = format.DotActivationType;
             using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, (long)inputs * columns));
             QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packed.Pointer, (long)inputs * columns);
+            // The one-matrix products read the first input packed alone (its scales follow its own codes).
+            using var packedFirst = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
+            QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packedFirst.Pointer, columns);
             using var biases = new DeviceBuffer(context, rows * sizeof(float));
             biases.Upload<float>(bias);
             using var y = new DeviceBuffer(context, 2L * count * rows * sizeof(float));
@@ -344,7 +347,7 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
                 foreach (bool withBias in new[] { false, true })
                 {
                     y.Upload<float>(residual);
-                    IqBlockProducts.Launch(context, gpu.Kernels, type, "test", matrices[1], rowBytes, packed.Pointer, y.Pointer, rows, columns,
+                    IqBlockProducts.Launch(context, gpu.Kernels, type, "test", matrices[1], rowBytes, packedFirst.Pointer, y.Pointer, rows, columns,
                         withBias ? biases.Pointer : 0, accumulate: withBias, maxBlocks: cap);
                     float[] got = new float[rows];
                     y.Download<float>(got);
