@@ -23,11 +23,16 @@ public sealed unsafe partial class CudaBackend
     public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
 
     /// <summary>
-    /// Whether IQ1_S and IQ2_XXS one-token products (single and grouped) take the kernels with the grid in shared memory
-    /// (Kernels/matvec_iq.cu; the same results bit for bit); on unless FATHOM_CUDA_IQ_KERNELS=old, which keeps
-    /// <c>matvec_q_T</c>'s lookups in global memory, for comparisons.
+    /// Which kernels take the IQ1_S and IQ2_XXS one-token products (single and grouped): the block tiles
+    /// (<see cref="IqBlockProducts"/>) unless FATHOM_CUDA_IQ_KERNELS says <c>shared</c> (the shared-grid kernels) or
+    /// <c>old</c> (<c>matvec_q_T</c>'s lookups in global memory), for comparisons.
     /// </summary>
-    public bool SharedGridProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_IQ_KERNELS") != "old";
+    public IqProductKernels IqProducts { get; set; } = IqProductKernelsSetting.FromEnvironment();
+
+    /// <summary>Whether a product of <paramref name="type"/> takes the block-tile kernels.</summary>
+    private bool BlockTilesFor(GgmlType type) => IqProducts == IqProductKernels.BlockTiles && IqBlockProducts.Supports(type);
+
+    private bool SharedGrids => IqProducts == IqProductKernels.SharedGrid;
 
     private bool IntegerMatVecFor(WeightMatrix weight, ulong pointer) =>
         UseIntegerMatVec && QuantizedMatVec.Supports(weight.Format.Type) && QuantizedMatVec.Aligned(weight.Format.Type, pointer, weight.RowBytes);
@@ -41,8 +46,12 @@ public sealed unsafe partial class CudaBackend
         if (!IntegerMatVecFor(weight, w.Pointer)) return false;
         ulong packed = PackActivations(weight.Format.DotActivationType, x, weight.Columns, stagedInput);
         KeepPackingUnlessOverwritten(y, outputCount);
-        QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-            weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGridProducts);
+        if (BlockTilesFor(weight.Format.Type))
+            IqBlockProducts.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
+                weight.Rows, weight.Columns, bias, accumulate);
+        else
+            QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
+                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids);
         return true;
     }
 
@@ -68,7 +77,8 @@ public sealed unsafe partial class CudaBackend
         if (!StackedProducts || !UseIntegerMatVec) return 0;
         WeightMatrix first = weights[start];
         GgmlType type = first.Format.Type;
-        if (!QuantizedMatVec.Supports(type) || (SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type))) return 0;
+        // IQ1_S and IQ2_XXS take their own kernels (matvec_iq.cu) unless the global-grid ones are asked for.
+        if (!QuantizedMatVec.Supports(type) || (IqProducts != IqProductKernels.GlobalGrid && QuantizedMatVec.HasSharedGridKernels(type))) return 0;
         Span<QuantizedMatVec.StackedMatrix> stack = stackalloc QuantizedMatVec.StackedMatrix[QuantizedMatVec.MaxStacked];
         int n = 0;
         for (int i = start; i < weights.Length && n < QuantizedMatVec.MaxStacked; i++)
@@ -111,8 +121,12 @@ public sealed unsafe partial class CudaBackend
         if (inputStride % QuantizedMatVec.PackedBlock(activation) != 0) return false;
         ulong packed = PackActivations(activation, x, inputCount, stagedInput);
         KeepPackingUnlessOverwritten(y, outputCount);
-        QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
-            packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGridProducts);
+        if (BlockTilesFor(shape.Format.Type))
+            IqBlockProducts.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 1, ids, matrixCount, shape.RowBytes,
+                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count);
+        else
+            QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
+                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
         return true;
     }
 
@@ -147,8 +161,12 @@ public sealed unsafe partial class CudaBackend
         ulong o = Out(y, _output, upload: true, out bool staged);
         ulong packed = PackActivations(shape.Format.DotActivationType, source, inputExtent, stagedInput);
         KeepPackingUnlessOverwritten(o, y.Length);
-        QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
-            packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGridProducts);
+        if (BlockTilesFor(shape.Format.Type))
+            IqBlockProducts.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
+                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count);
+        else
+            QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
+                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
         Return(y, o, staged);
     }
 

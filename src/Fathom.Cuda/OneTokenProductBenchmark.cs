@@ -6,22 +6,23 @@ namespace Fathom.Cuda;
 
 /// <summary>
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
-/// integer one (<c>matvec_q_T</c> / <c>group_matvec_q_T</c>, or for IQ1_S and IQ2_XXS the shared-grid <c>matvec_iq_T</c>
-/// / <c>group_matvec_iq_T</c> with the global-grid one beside it) in the layout the backend picks, and every other layout.
+/// integer one the backend takes (<see cref="CudaBackend.IqProducts"/> for IQ1_S and IQ2_XXS, else <c>matvec_q_T</c> /
+/// <c>group_matvec_q_T</c>), with every layout of the layout-taking kernels; for IQ1_S and IQ2_XXS all three of their
+/// kernels (block tiles, shared grid, global grid) in the same run.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
 /// <param name="FloatMicroseconds">Per product with the float kernel on activations rounded to floats.</param>
-/// <param name="IntegerMicroseconds">Per product with the integer kernel on packed activations, in <paramref name="Layout"/>; NaN for types without one.</param>
-/// <param name="Layout">The layout the backend picks for this shape (<see cref="QuantizedMatVec.DefaultLayout"/>).</param>
-/// <param name="Layouts">Every layout's time per product (µs), the picked one included; empty for types without an integer kernel.</param>
-/// <param name="GlobalGridLayouts">
-/// For IQ1_S and IQ2_XXS when the backend takes the shared-grid kernels (<see cref="CudaBackend.SharedGridProducts"/>):
-/// every layout's time with <c>matvec_q_T</c>'s global-memory lookups, for comparison; else empty.
-/// </param>
+/// <param name="IntegerMicroseconds">Per product with the integer kernel the backend takes, on packed activations (in <paramref name="Layout"/> when it takes one); NaN for types without one.</param>
+/// <param name="Layout">The layout <c>matvec_q_T</c> (or, for IQ1_S and IQ2_XXS, the shared-grid <c>matvec_iq_T</c>) takes for this shape (<see cref="QuantizedMatVec.DefaultLayout"/>).</param>
+/// <param name="Layouts">Every layout's time per product (µs) of that kernel, the picked one included; empty for types without an integer kernel.</param>
+/// <param name="GlobalGridLayouts">For IQ1_S and IQ2_XXS: every layout's time with <c>matvec_q_T</c>'s global-memory lookups; else empty.</param>
+/// <param name="BlockTileMicroseconds">For IQ1_S and IQ2_XXS: per product with the block-tile kernel (<see cref="IqBlockProducts"/>); else NaN.</param>
+/// <param name="Kernels">The IQ kernels the backend takes (<see cref="CudaBackend.IqProducts"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
 public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
     double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts,
-    IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts)
+    IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts, double BlockTileMicroseconds = double.NaN,
+    IqProductKernels Kernels = IqProductKernels.BlockTiles)
 {
     /// <summary>Weight bytes read per second, in GB/s (10⁹ bytes), for a time per product in µs.</summary>
     public double GigabytesPerSecond(double microseconds) => WeightBytes / microseconds / 1e3;
@@ -89,12 +90,12 @@ public static class OneTokenProductBenchmark
         double floatTime = matrices == 1
             ? Time(context, repetitions, copies, c => kernels.LaunchMatMul(context, type, "matvec", Matrix(c), rowBytes, rounded.Pointer, y.Pointer, rows, columns, 1, split, vector: true))
             : Time(context, repetitions, copies, c => LaunchFloatGroup(context, kernels, type, Table(c), matrices, rowBytes, rounded.Pointer, y.Pointer, rows, columns, split));
-        if (!QuantizedMatVec.Supports(type)) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, double.NaN, default, [], []);
+        if (!QuantizedMatVec.Supports(type)) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, double.NaN, default, [], [], Kernels: backend.IqProducts);
 
         using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
         QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
-        bool sharedGrids = backend.SharedGridProducts && QuantizedMatVec.HasSharedGridKernels(type);
-        MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids);
+        bool iq = QuantizedMatVec.HasSharedGridKernels(type);
+        MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids: iq);
         List<(MatVecLayout, double)> EveryLayout(bool shared)
         {
             var layouts = new List<(MatVecLayout, double)>();
@@ -106,9 +107,22 @@ public static class OneTokenProductBenchmark
                         packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, shared))));
             return layouts;
         }
-        List<(MatVecLayout, double)> timed = EveryLayout(sharedGrids);
-        double integerTime = timed.First(l => l.Item1 == picked).Item2;
-        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, sharedGrids ? EveryLayout(false) : []);
+        List<(MatVecLayout, double)> timed = EveryLayout(iq);
+        double pickedTime = timed.First(l => l.Item1 == picked).Item2;
+        if (!iq) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts);
+
+        List<(MatVecLayout, double)> globalGrid = EveryLayout(false);
+        double blockTiles = matrices == 1
+            ? Time(context, repetitions, copies, c => IqBlockProducts.Launch(context, kernels, type, "matvec_iqb", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns))
+            : Time(context, repetitions, copies, c => IqBlockProducts.LaunchSets(context, kernels, type, "group_matvec_iqb", Table(c), 1, 0, matrices, rowBytes,
+                packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices));
+        double integerTime = backend.IqProducts switch
+        {
+            IqProductKernels.BlockTiles => blockTiles,
+            IqProductKernels.SharedGrid => pickedTime,
+            _ => globalGrid.First(l => l.Item1 == QuantizedMatVec.LayoutFor(type, (long)rows * matrices, columns)).Item2,
+        };
+        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, globalGrid, blockTiles, backend.IqProducts);
     }
 
     /// <summary><c>group_matvec_T</c> over the table's matrices, every one reading the same rounded input.</summary>

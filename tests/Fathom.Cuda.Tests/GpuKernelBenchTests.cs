@@ -8,8 +8,8 @@ using Fathom.Quants;
 namespace Fathom.Cuda.Tests;
 
 /// <summary>
-/// <c>fathom bench --gpu-kernels</c>: on a GPU, a time for every type and shape from both kernels and the measured
-/// bandwidth; without one, exit 1 with the reason.
+/// <c>fathom bench --gpu-kernels</c>: on a GPU, a time for every type and shape from both kernels (for IQ1_S and
+/// IQ2_XXS all three of theirs) and the measured bandwidth; without one, exit 1 with the reason.
 /// </summary>
 public sealed class GpuKernelBenchTests(ITestOutputHelper log)
 {
@@ -38,7 +38,14 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
                 // Every layout was timed, the picked one among them.
                 JsonObject layouts = product["layouts_us"]!.AsObject();
                 Assert.Equal(QuantizedMatVec.Layouts(type).Count(), layouts.Count);
-                Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
+                bool blockTiles = product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.BlockTiles) && IqBlockProducts.Supports(type);
+                Assert.Equal(IqBlockProducts.Supports(type), product["block_tile_us"] is not null);
+                // The integer time is the kernel the backend takes: block tiles, the global grid's picked layout, or the picked layout.
+                if (blockTiles) Assert.Equal(product["integer_us"]!.GetValue<double>(), product["block_tile_us"]!.GetValue<double>());
+                else if (product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.GlobalGrid) && IqBlockProducts.Supports(type))
+                    Assert.Equal(product["integer_us"]!.GetValue<double>(), product["global_grid_layouts_us"]![product["global_grid_layout"]!.GetValue<string>()]!.GetValue<double>());
+                else
+                    Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
                 // IQ1_S and IQ2_XXS: the global-grid kernel too, in every layout, its own picked one among them.
                 JsonObject? globalGrid = product["global_grid_layouts_us"]?.AsObject();
                 Assert.Equal(QuantizedMatVec.HasSharedGridKernels(type), globalGrid is not null);

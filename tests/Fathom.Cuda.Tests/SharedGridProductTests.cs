@@ -7,11 +7,15 @@ using Fathom.Runtime;
 namespace Fathom.Cuda.Tests;
 
 /// <summary>
-/// The IQ1_S and IQ2_XXS one-token products with the grid in shared memory (Kernels/matvec_iq.cu, <see cref="CompactIqGrids"/>):
-/// IQ1_S's compact grid unpacks, by the kernel's integer operations, to ggml's grid; the picked layouts; and on the GPU
-/// the shared-grid kernels equal the global-grid kernels (matvec_q_T, which IntegerMatVecTests compares with the CPU) bit
-/// for bit in every layout, single and grouped, with bias and residual, with blocks looping over several row groups or
-/// not; the backend's products agree with the CPU with the switch on and off.
+/// The IQ1_S and IQ2_XXS one-token products of Kernels/matvec_iq.cu: with the grid in shared memory
+/// (<see cref="CompactIqGrids"/>) and with a thread per 256-weight block (<see cref="IqBlockProducts"/>).
+/// IQ1_S's compact grid unpacks, by the kernel's integer operations, to ggml's grid; the picked layouts; the block-tile
+/// launch's split of items; on the GPU the shared-grid kernels equal the global-grid kernels (matvec_q_T, which
+/// IntegerMatVecTests compares with the CPU) bit for bit in every layout, single and grouped, with bias and residual,
+/// with blocks looping over several row groups or not; the block-tile kernels equal the CPU's scalar dot (which adds a
+/// row's blocks in the same order) bit for bit on every expert shape R1 and V3-8l use, odd block counts and row counts
+/// not a multiple of a tile's 32 rows, single and grouped; and the backend's products agree with the CPU with each
+/// kernel choice.
 /// </summary>
 public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
 {
@@ -178,13 +182,13 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
     }
 
     /// <summary>
-    /// The backend's experts (gates and ups in one launch, by ids), a MoE down group and one-matrix products, with
-    /// <see cref="CudaBackend.SharedGridProducts"/> on and off, agree with the CPU's to rounding; with it on (its own
-    /// layouts), the pairs equal the experts set by set and a grouped product the one-matrix product, bit for bit.
+    /// The backend's experts (gates and ups in one launch, by ids), a MoE down group and one-matrix products, with each
+    /// <see cref="CudaBackend.IqProducts"/> choice, agree with the CPU's to rounding; the pairs equal the experts set by
+    /// set and a grouped product the one-matrix product, bit for bit.
     /// </summary>
     [Theory]
     [MemberData(nameof(Types))]
-    public void BackendProductsAgreeWithTheCpuWithTheSwitchOnAndOff(GgmlType type)
+    public void BackendProductsAgreeWithTheCpuWithEachKernelChoice(GgmlType type)
     {
         CudaBackend backend = gpu.Backend;
         const int experts = 4, rows = 64, columns = 2048, slot = 2048;
@@ -197,13 +201,13 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         float[] cpu = new float[2 * chosen.Length * slot];
         _cpu.MatMulExpertPairs(gate, up, [3, 0, 2], inputs, 0, cpu, slot);
 
-        bool before = backend.SharedGridProducts;
+        IqProductKernels before = backend.IqProducts;
         try
         {
-            foreach (bool shared in new[] { true, false })
+            foreach (IqProductKernels kernels in Enum.GetValues<IqProductKernels>())
             {
-                backend.SharedGridProducts = shared;
-                string what = $"{type}, shared grids {(shared ? "on" : "off")}";
+                backend.IqProducts = kernels;
+                string what = $"{type}, {kernels} kernels";
                 float[] pairs = Attached(new float[2 * chosen.Length * slot]), sets = Attached(new float[2 * chosen.Length * slot]);
                 backend.MatMulExpertPairs(gate, up, ids, inputs, 0, pairs, slot);
                 backend.MatMulExperts(gate, ids, inputs, 0, sets, slot);
@@ -226,7 +230,157 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         }
         finally
         {
-            backend.SharedGridProducts = before;
+            backend.IqProducts = before;
+        }
+    }
+
+    /// <summary>Without a GPU: FATHOM_CUDA_IQ_KERNELS's values, and the block-tile launch's split into equal runs of whole items.</summary>
+    [Fact]
+    public void TheSettingParsesAndBlockTileItemsSplitEvenly()
+    {
+        Assert.Equal(IqProductKernels.GlobalGrid, IqProductKernelsSetting.Parse("old"));
+        Assert.Equal(IqProductKernels.SharedGrid, IqProductKernelsSetting.Parse("shared"));
+        Assert.Equal(IqProductKernels.BlockTiles, IqProductKernelsSetting.Parse(null));
+        Assert.Equal(IqProductKernels.BlockTiles, IqProductKernelsSetting.Parse("blocks"));
+        Assert.True(IqBlockProducts.Supports(GgmlType.IQ1_S) && IqBlockProducts.Supports(GgmlType.IQ2_XXS));
+        Assert.False(IqBlockProducts.Supports(GgmlType.Q4_K));
+        Assert.Equal(1024, IqBlockProducts.Items(2048, 16)); // R1's gates and ups: 16 matrices of 64 items
+        Assert.Equal(2, IqBlockProducts.Items(33, 1));
+        foreach (long items in new long[] { 1, 2, 45, 527, 528, 529, 1024, 1792, 100_000 })
+            foreach (uint? cap in new uint?[] { null, 1, 3 })
+            {
+                (int perBlock, uint blocks) = IqBlockProducts.Split(items, 132, cap);
+                long resident = Math.Min(132L * IqBlockProducts.BlocksPerMultiprocessor, cap ?? long.MaxValue);
+                Assert.True(blocks <= resident, $"{items} items: {blocks} blocks over {resident}");
+                Assert.True((long)perBlock * blocks >= items && (long)perBlock * (blocks - 1) < items, $"{items} items: {blocks} × {perBlock} do not cover them exactly");
+                Assert.Equal((items + resident - 1) / resident, perBlock); // no block takes more than the fewest possible
+            }
+    }
+
+    /// <summary>
+    /// Random blocks (every bit pattern of grid indices, signs and scales is a valid block) with a finite block scale
+    /// d of magnitude 2⁻¹⁰ to 2⁻⁶: quick to make at R1's sizes, where quantizing Gaussian values would take the test's time.
+    /// </summary>
+    private static byte[] RandomBlocks(GgmlType type, int rows, int columns, int seed)
+    {
+        WeightFormat format = TypeTraits.For(type);
+        var random = new Random(HashCode.Combine(type, rows, columns, seed));
+        var bytes = new byte[rows * format.Layout.RowBytes(columns)];
+        random.NextBytes(bytes);
+        for (int at = 0; at < bytes.Length; at += format.Layout.BytesPerBlock)
+            BitConverter.TryWriteBytes(bytes.AsSpan(at, 2), (Half)((random.Next(2) * 2 - 1) * Math.ScaleB(1 + random.NextDouble(), random.Next(-10, -6))));
+        return bytes;
+    }
+
+    /// <summary>
+    /// The CPU's scalar dot of each row of <paramref name="bytes"/> (a matrix of <paramref name="columns"/>) with
+    /// <paramref name="x"/> encoded as the CPU encodes it (the packing kernel's codes, byte for byte).
+    /// </summary>
+    private static float[] CpuScalar(GgmlType type, byte[] bytes, int rows, int columns, ReadOnlySpan<float> x)
+    {
+        WeightFormat format = TypeTraits.For(type), encoding = TypeTraits.For(format.DotActivationType);
+        var encoded = new byte[encoding.Layout.RowBytes(columns)];
+        encoding.Quantize(x, encoded, []);
+        long rowBytes = format.Layout.RowBytes(columns);
+        var dots = new float[rows];
+        for (int r = 0; r < rows; r++) dots[r] = format.Dot(bytes.AsSpan((int)(r * rowBytes), (int)rowBytes), encoded, columns, KernelPath.Scalar);
+        return dots;
+    }
+
+    /// <summary>
+    /// matvec_iqb_T and group_matvec_iqb_T equal the CPU's scalar dot bit for bit (each block's float contribution by the
+    /// same operations, the row's blocks added in the same order): alone, with bias and residual, with each block taking
+    /// one item or (capped at 3 blocks) several; grouped as R1's gates and ups (two sets by ids, one input) and downs (an
+    /// input per expert). Shapes: R1's expert gate/up 2048×7168 (28 blocks: three full tiles of 8 and one of 4) and down
+    /// 7168×2048, V3-8l's 1536×2048 and 2048×1536 (6 blocks, under one tile), odd block counts (3, 11) and row counts
+    /// that are not a multiple of a tile's 32 rows.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void BlockTileKernelsEqualTheCpusScalarDotBitForBit(GgmlType type)
+    {
+        CudaContext context = gpu.Context;
+        context.MakeCurrent();
+        WeightFormat format = TypeTraits.For(type);
+        foreach ((int rows, int columns, int count, bool inputPerMatrix) in new[]
+        {
+            (2048, 7168, 8, false), (7168, 2048, 8, true), (1536, 2048, 6, false), (2048, 1536, 6, true),
+            (45, 768, 3, true), (203, 2816, 3, false), (13, 7168, 2, true), (32, 256, 2, false),
+        })
+        {
+            long rowBytes = format.Layout.RowBytes(columns), matrixBytes = rows * rowBytes;
+            // Two matrices, one allocation: the second starts 2 bytes past a 4-byte boundary when a matrix's size is odd in words.
+            byte[] first = RandomBlocks(type, rows, columns, 1), second = RandomBlocks(type, rows, columns, 2);
+            using var weights = new DeviceBuffer(context, 2 * matrixBytes);
+            weights.Upload<byte>(first);
+            weights.Upload<byte>(second, matrixBytes);
+            ulong[] matrices = [weights.Pointer, weights.Pointer + (ulong)matrixBytes];
+            byte[][] hostMatrices = [first, second];
+
+            int inputs = inputPerMatrix ? count : 1;
+            var random = new Random(31 * rows + columns);
+            float[] x = TestData.Gaussian(random, inputs * columns, 2f), bias = TestData.Gaussian(random, rows), residual = TestData.Gaussian(random, 2 * count * rows);
+            using var input = new DeviceBuffer(context, (long)inputs * columns * sizeof(float));
+            input.Upload<float>(x);
+            GgmlType activation = format.DotActivationType;
+            using var packed = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, (long)inputs * columns));
+            QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packed.Pointer, (long)inputs * columns);
+            // The one-matrix products read the first input packed alone (its scales follow its own codes).
+            using var packedFirst = new DeviceBuffer(context, QuantizedMatVec.PackedBytes(activation, columns));
+            QuantizedMatVec.LaunchPack(context, gpu.Kernels, activation, input.Pointer, packedFirst.Pointer, columns);
+            using var biases = new DeviceBuffer(context, rows * sizeof(float));
+            biases.Upload<float>(bias);
+            using var y = new DeviceBuffer(context, 2L * count * rows * sizeof(float));
+
+            var expected = new Dictionary<(int Matrix, int Input), float[]>();
+            float[] Cpu(int matrix, int inputIndex)
+            {
+                if (!expected.TryGetValue((matrix, inputIndex), out float[]? dots))
+                    expected[(matrix, inputIndex)] = dots = CpuScalar(type, hostMatrices[matrix], rows, columns, x.AsSpan(inputIndex * columns, columns));
+                return dots;
+            }
+
+            foreach (uint? cap in new uint?[] { null, 3 })
+            {
+                string what = $"{type} {rows}×{columns}, {cap?.ToString() ?? "all"} blocks";
+                // One matrix (the second), plain and with bias and residual.
+                foreach (bool withBias in new[] { false, true })
+                {
+                    y.Upload<float>(residual);
+                    IqBlockProducts.Launch(context, gpu.Kernels, type, "test", matrices[1], rowBytes, packedFirst.Pointer, y.Pointer, rows, columns,
+                        withBias ? biases.Pointer : 0, accumulate: withBias, maxBlocks: cap);
+                    float[] got = new float[rows];
+                    y.Download<float>(got);
+                    float[] dots = Cpu(1, 0);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        float want = withBias ? residual[r] + (dots[r] + bias[r]) : dots[r];
+                        Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[r]),
+                            $"{what}{(withBias ? " + bias + residual" : "")}, row {r}: {got[r]}, the CPU's {want}");
+                    }
+                }
+
+                // Grouped: sets of two matrices (the second set reversed) by ids, one output per (set, chosen entry).
+                using var table = new DeviceBuffer(context, 4 * sizeof(ulong));
+                table.Upload<ulong>([matrices[0], matrices[1], matrices[1], matrices[0]]);
+                float[] chosen = [.. Enumerable.Range(0, count).Select(k => (float)((k * 5 + 1) % 2))];
+                using var ids = new DeviceBuffer(context, count * sizeof(float));
+                ids.Upload<float>(chosen);
+                int sets = inputPerMatrix ? 1 : 2;
+                y.Upload<float>(residual);
+                IqBlockProducts.LaunchSets(context, gpu.Kernels, type, "test", table.Pointer, sets, ids.Pointer, 2, rowBytes, packed.Pointer, (long)inputs * columns,
+                    inputPerMatrix ? columns : 0, y.Pointer, rows, rows, columns, count, cap);
+                float[] grouped = new float[sets * count * rows];
+                y.Download<float>(grouped);
+                for (int set = 0; set < sets; set++)
+                    for (int k = 0; k < count; k++)
+                    {
+                        int matrix = set == 0 ? (int)chosen[k] : 1 - (int)chosen[k];
+                        float[] dots = Cpu(matrix, inputPerMatrix ? k : 0);
+                        Assert.True(dots.AsSpan().SequenceEqual(grouped.AsSpan((set * count + k) * rows, rows)),
+                            $"{what}, grouped set {set} entry {k} (matrix {matrix}): differs from the CPU's scalar dot");
+                    }
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+using Fathom.Cuda.Kernels;
 using Fathom.Quants;
 using Fathom.Runtime;
 
@@ -125,21 +126,23 @@ public sealed unsafe class StackedProductTests(GpuFixture gpu)
     [Theory]
     [InlineData(GgmlType.IQ1_S)]
     [InlineData(GgmlType.IQ2_XXS)]
-    public void TypesWithSharedGridKernelsStackOnlyWithoutThem(GgmlType type)
+    public void IqTypesStackOnlyOnTheGlobalGridKernels(GgmlType type)
     {
         gpu.Require();
         CudaBackend backend = gpu.Backend;
-        bool shared = backend.SharedGridProducts;
+        IqProductKernels kernels = backend.IqProducts;
         try
         {
-            backend.SharedGridProducts = true;
+            backend.IqProducts = IqProductKernels.BlockTiles;
             Assert.Equal(0, CompareStackedWithSeparate(type, type, 512, [256, 256], 256, biased: false));
-            backend.SharedGridProducts = false;
+            backend.IqProducts = IqProductKernels.SharedGrid;
+            Assert.Equal(0, CompareStackedWithSeparate(type, type, 512, [256, 256], 256, biased: false));
+            backend.IqProducts = IqProductKernels.GlobalGrid;
             Assert.Equal(1, CompareStackedWithSeparate(type, type, 512, [256, 256], 256, biased: false));
         }
         finally
         {
-            backend.SharedGridProducts = shared;
+            backend.IqProducts = kernels;
         }
     }
 }

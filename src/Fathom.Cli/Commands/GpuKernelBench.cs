@@ -11,7 +11,8 @@ namespace Fathom.Cli.Commands;
 /// <c>fathom bench --gpu-kernels</c>: each weight type's one-token product on the GPU, the float kernel against the
 /// integer one in the same run (<see cref="OneTokenProductBenchmark"/>), in GB/s of weights read and as a fraction of the
 /// GPU's measured read bandwidth; then R1's grouped expert products (a token's eight experts in one launch). The integer
-/// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it.
+/// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it; IQ1_S and
+/// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles), whichever the backend takes.
 /// </summary>
 public static class GpuKernelBench
 {
@@ -72,6 +73,8 @@ public static class GpuKernelBench
                     ["layout"] = t.Layout.ToString(), ["best_layout"] = t.Best.Layout.ToString(), ["layouts_us"] = layouts,
                     ["global_grid_layout"] = t.GlobalGridLayouts.Count == 0 ? null : GlobalGridLayout(t).ToString(),
                     ["global_grid_layouts_us"] = t.GlobalGridLayouts.Count == 0 ? null : globalGrid,
+                    ["block_tile_us"] = double.IsNaN(t.BlockTileMicroseconds) ? null : t.BlockTileMicroseconds,
+                    ["iq_kernels"] = t.Kernels.ToString(),
                 });
             }
             output.WriteLine(new JsonObject { ["device"] = backend.Device.Name, ["read_bandwidth_gbps"] = bandwidth, ["repetitions"] = Repetitions, ["products"] = rows }.ToJsonString());
@@ -93,6 +96,9 @@ public static class GpuKernelBench
                 (var bestLayout, double bestBefore) = t.GlobalGridLayouts.MinBy(l => l.Microseconds);
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{"",-8} {"(global-grid matvec_q: µs, its speed over it)",-43} {before,9:F2} {"",7} {"",6} {before / t.IntegerMicroseconds,7:F2}× {oldLayout,7} {bestLayout,7} {bestBefore,8:F2}"));
+                double shared = t.Layouts.First(l => l.Layout == t.Layout).Microseconds;
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{"",-8} {"(shared-grid matvec_iq; block-tile matvec_iqb: µs)",-43} {shared,9:F2} {t.GigabytesPerSecond(shared),7:F0} {"",6} {t.BlockTileMicroseconds,8:F2} {t.GigabytesPerSecond(t.BlockTileMicroseconds),7:F0} GB/s; {shared / t.BlockTileMicroseconds:F2}× ({t.Kernels} taken)"));
             }
         }
         return 0;

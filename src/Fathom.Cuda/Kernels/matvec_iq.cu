@@ -80,7 +80,6 @@ __device__ __forceinline__ void matvec_iq_rows_##T(const u64* __restrict__ grid,
     const i8* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int first_row, int rows, int columns, \
     int lanes, int rows_per_thread, const float* __restrict__ bias, int accumulate)                           \
 {                                                                                                              \
-    __shared__ float partial[MATVEC_Q_THREADS / 32][MATVEC_Q_MAX_ROWS];                                        \
     int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS;                                                \
     int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
     const u8* weights = w + (i64)first_row * row_bytes;                                                        \
@@ -110,36 +109,7 @@ __device__ __forceinline__ void matvec_iq_rows_##T(const u64* __restrict__ grid,
                 sum[k] += block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xd[block], s[k]);     \
         }                                                                                                      \
     }                                                                                                          \
-    int width = lanes < 32 ? lanes : 32;                                                                       \
-    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                              \
-    {                                                                                                          \
-        if (k >= rows_per_thread) break;                                                                       \
-        for (int o = width / 2; o >= TYPE##_PARTS; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o); \
-    }                                                                                                          \
-    if (lanes > 32)                                                                                            \
-    {                                                                                                          \
-        int warp = threadIdx.x >> 5;                                                                           \
-        if ((threadIdx.x & 31) == 0)                                                                           \
-            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) partial[warp][k] = sum[k];           \
-        __syncthreads();                                                                                       \
-        if (t == 0)                                                                                            \
-            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                      \
-            {                                                                                                  \
-                float total = 0.0f;                                                                            \
-                for (int i = 0; i < lanes / 32; i++) total += partial[warp + i][k];                            \
-                sum[k] = total;                                                                                \
-            }                                                                                                  \
-        __syncthreads(); /* the next row group writes partial again */                                         \
-    }                                                                                                          \
-    if (t == 0)                                                                                                \
-        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
-        {                                                                                                      \
-            int row = first_row + k;                                                                           \
-            if (k >= rows_per_thread || row >= rows) break;                                                    \
-            float total = sum[k];                                                                              \
-            if (bias) total = total + bias[row];                                                               \
-            y[row] = accumulate ? y[row] + total : total;                                                      \
-        }                                                                                                      \
+    matvec_q_finish(sum, TYPE##_PARTS, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);         \
 }                                                                                                              \
 /* Row groups blockIdx.x, + gridDim.x, ... (the host sizes the grid to about one residency of blocks). */     \
 __device__ __forceinline__ void matvec_iq_groups_##T(const u64* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \
@@ -179,3 +149,261 @@ group_matvec_iq_##T(const u64* __restrict__ matrices, const float* __restrict__ 
 
 FATHOM_MATVEC_IQ_KERNELS(iq2_xxs, IQ2_XXS)
 FATHOM_MATVEC_IQ_KERNELS(iq1_s, IQ1_S)
+
+// ---- Block tiles: one thread per 256-weight block (matvec_iqb_T, group_matvec_iqb_T)
+//
+// Why: the kernels above (and matvec_q_T) cut a block into eight 32-weight pieces on eight lanes, so every block pays
+// three rounds of shuffles per integer sum and a lane's float scaling, every piece its own 2-byte weight loads (eight
+// lanes of a row reading 50- or 66-byte blocks: many cache lines per load instruction) and its own codes; run iq1s-2
+// counted 80–90 instructions per piece per row. Here a thread owns whole blocks: its integer sums stay in registers,
+// the float scaling is once per block, and the weights arrive in wide, coalesced copies.
+//
+// A block of IQB_THREADS threads walks items (a matrix's run of IQB_ROWS rows) in steps of IQB_SLAB blocks per row:
+//   * a step's tile (IQB_ROWS rows × up to IQB_SLAB blocks) is copied into shared memory with cp.async, each row's bytes
+//     contiguous from its 4-byte-aligned start (a warp's 32 lanes copy 128 consecutive bytes), while the step before
+//     is computed (two tiles, double-buffered); rows are IQB_SLAB_WORDS(TYPE) words apart, an odd number, so the
+//     32 lanes reading the same word of their rows hit 32 different banks;
+//   * lane r of every warp takes tile row r, warp w the row's blocks w, w + IQB_WARPS, ...: all lanes of a warp read the
+//     same activation codes (one broadcast load per 16 bytes) and the grid (in shared memory, as above) with their own
+//     indices; IQ1_S's delta term takes the codes' sums per 32 values, summed once per step for the whole block;
+//   * each block's float contribution (block_T's operations) goes to shared memory, and warp 0 adds a row's blocks
+//     in order, from the first: so a row is added as the CPU's scalar dot adds it (src/Fathom/Quants/Formats/IQ1_S.cs,
+//     IQ2_XXS.cs), not in matvec_q_T's lane order — the results are no longer bit-equal to matvec_q_T's.
+// The host gives each block a run of whole items (IqBlockProducts.cs), about equal, with about one residency of blocks.
+
+#define IQB_THREADS 128
+#define IQB_WARPS (IQB_THREADS / 32)
+#define IQB_ROWS 32
+#define IQB_SLAB 8
+// A tile row's words: IQB_SLAB blocks from a start up to 2 bytes into its first word, rounded up to an odd count.
+#define IQB_SLAB_WORDS(TYPE) (((IQB_SLAB * TYPE##_BYTES + 2 + 3) / 4) | 1)
+
+__device__ __forceinline__ void copy_async4(u32* shared, const void* global)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"((u32)__cvta_generic_to_shared(shared)), "l"(global) : "memory");
+}
+
+__device__ __forceinline__ void copy_async8(void* shared, const void* global)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"((u32)__cvta_generic_to_shared(shared)), "l"(global) : "memory");
+}
+
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void copies_wait_all_but_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void copies_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+// Bit i of four bits (0–3) as byte i all ones: bit i lands on bit 8i + 7 (the multiplier's shifts 7, 14, 21, 28 never
+// carry into each other), and prmt's sign mode (selector 8 + i) spreads each byte's top bit over the byte.
+__device__ __forceinline__ u32 sign_bytes(u32 bits)
+{
+    u32 spread = bits * 0x10204080u, mask;
+    asm("prmt.b32 %0, %1, 0, 0xBA98;" : "=r"(mask) : "r"(spread));
+    return mask;
+}
+
+// Words 0..N-1 of the bytes from `start` (2-byte aligned) of a tile row: aligned loads, shifted into place.
+#define IQB_WORDS_FROM(f, N, words, start)                                                                     \
+    u32 f[N];                                                                                                  \
+    {                                                                                                          \
+        const u32* aligned = (words) + ((start) >> 2);                                                         \
+        int shift = 8 * ((start) & 3);                                                                         \
+        u32 raw[N + 1];                                                                                        \
+        _Pragma("unroll") for (int i = 0; i <= N; i++) raw[i] = aligned[i];                                    \
+        _Pragma("unroll") for (int i = 0; i < N; i++) f[i] = __funnelshift_r(raw[i], raw[i + 1], shift);       \
+    }
+
+// IQ1_S block at byte `at` of a tile row: d, then qs[32] and qh[8] (as 12 words from at + 2). `sums` are the codes'
+// sums of its eight 32-groups. The integer sums and the float scaling are dot_part_iq1_s's and block_iq1_s's.
+__device__ __forceinline__ float iqb_block_iq1_s(const u32* words, int at, const i8* __restrict__ q, float dq,
+    const int* sums, const void* grid_words)
+{
+    const u32* grid = (const u32*)grid_words;
+    float d = half_bits_to_float(*(const u16*)((const u8*)words + at));
+    IQB_WORDS_FROM(f, 12, words, at + 2)
+    int sumi = 0, sumi1 = 0;
+    _Pragma("unroll") for (int g = 0; g < 8; g++)
+    {
+        u32 indices = f[g], h = (f[8 + (g >> 1)] >> (16 * (g & 1))) & 0xFFFFu;
+        LOAD_CODES32(a, q + 32 * g)
+        // Grid entries hold v + 1 in nibbles: the low nibbles as bytes, and the high ones in place (16·(v + 1) per byte,
+        // so that sum is a multiple of 16, shifted down exactly).
+        int low = 0, high = 0;
+        _Pragma("unroll") for (int l = 0; l < 4; l++)
+        {
+            u32 e = grid[((indices >> (8 * l)) & 0xFF) | (((h >> (3 * l)) & 7) << 8)];
+            low = __dp4a((int)(e & 0x0F0F0F0Fu), a[2 * l], low);
+            high = __dp4a((int)(e & 0xF0F0F0F0u), a[2 * l + 1], high);
+        }
+        int sum = sums[g];
+        int s = low + (high >> 4) - sum; // Σ (v + 1)·x − Σ x
+        int ls = 2 * (int)((h >> 12) & 7) + 1;
+        sumi += ls * s;
+        sumi1 += (h & 0x8000u) ? -ls * sum : ls * sum;
+    }
+    return d * dq * ((float)sumi + fathom_iq1s_delta * (float)sumi1);
+}
+
+// IQ2_XXS block at byte `at`: d, then 8 groups of (4 grid indices, a word of 4×7 sign bits and a scale) as 16 words
+// from at + 2. Σ sign·g·x = Σ g·x − 2·Σ over the negative bytes of g·x, as dot_part_table_iq2_xxs; scaling as block_iq2_xxs.
+__device__ __forceinline__ float iqb_block_iq2_xxs(const u32* words, int at, const i8* __restrict__ q, float dq,
+    const int* sums, const void* grid_words)
+{
+    const u64* grid = (const u64*)grid_words;
+    float d = half_bits_to_float(*(const u16*)((const u8*)words + at));
+    IQB_WORDS_FROM(f, 16, words, at + 2)
+    int sumi = 0;
+    _Pragma("unroll") for (int g = 0; g < 8; g++)
+    {
+        u32 indices = f[2 * g], word = f[2 * g + 1];
+        LOAD_CODES32(a, q + 32 * g)
+        int all = 0, negative = 0;
+        _Pragma("unroll") for (int l = 0; l < 4; l++)
+        {
+            u64 e = grid[(indices >> (8 * l)) & 0xFF];
+            u32 signs = iq2_signs((word >> (7 * l)) & 127);
+            u32 low = (u32)e, high = (u32)(e >> 32);
+            all = __dp4a((int)low, a[2 * l], all);
+            all = __dp4a((int)high, a[2 * l + 1], all);
+            negative = __dp4a((int)(low & sign_bytes(signs & 0xF)), a[2 * l], negative);
+            negative = __dp4a((int)(high & sign_bytes(signs >> 4)), a[2 * l + 1], negative);
+        }
+        sumi += (2 * (int)(word >> 28) + 1) * (all - 2 * negative);
+    }
+    return d * dq * (float)sumi * 0.125f;
+}
+
+// IQ1_S's delta needs the codes' sums per 32 values; IQ2_XXS's does not.
+#define IQ1_S_IQB_SUMS 1
+#define IQ2_XXS_IQB_SUMS 0
+
+// One launch's operands: one matrix (matrices == 0) or a group (group_matvec_q_T's table, ids, sets and strides).
+struct IqbLaunch
+{
+    const u64* matrices; const float* ids; int matrix_count; int per_set;
+    const u8* w; i64 row_bytes; const i8* xq; const float* xd; i64 x_matrix_stride; float* y; i64 y_matrix_stride;
+    int rows, columns; const float* bias; int accumulate; int items, items_per_block;
+};
+
+// Item `item`'s matrix, activations and output, and its first row; rows 0 when the item's id picks no matrix.
+struct IqbItem { const u8* w; const i8* xq; const float* xd; float* y; int first_row, rows; };
+
+__device__ __forceinline__ IqbItem iqb_item(const IqbLaunch& p, int item, int type_weights)
+{
+    int row_sets = (p.rows + IQB_ROWS - 1) / IQB_ROWS;
+    int z = item / row_sets;
+    IqbItem it;
+    it.first_row = (item - z * row_sets) * IQB_ROWS;
+    it.rows = min(IQB_ROWS, p.rows - it.first_row);
+    if (p.matrices == 0)
+    {
+        it.w = p.w; it.xq = p.xq; it.xd = p.xd; it.y = p.y;
+        return it;
+    }
+    int set = z / p.per_set, entry = z % p.per_set;
+    int which = p.ids != 0 ? (int)p.ids[entry] : entry;
+    i64 first = entry * p.x_matrix_stride; // a multiple of the activation block (the host checks)
+    it.w = (const u8*)p.matrices[(i64)set * p.matrix_count + (which < 0 || which >= p.matrix_count ? 0 : which)];
+    it.xq = p.xq + first; it.xd = p.xd + first / type_weights; it.y = p.y + z * p.y_matrix_stride;
+    if (which < 0 || which >= p.matrix_count) it.rows = 0;
+    return it;
+}
+
+#define FATHOM_MATVEC_IQB_KERNELS(T, TYPE, GRID_BYTES)                                                          \
+/* Step `step` of this block's items: its tile's copies (rows `it.rows`, blocks from `first`), queued with cp.async. */ \
+__device__ __forceinline__ void iqb_copy_##T(u32* tile, const IqbItem& it, i64 row_bytes, int first, int count) \
+{                                                                                                              \
+    int lane = threadIdx.x & 31;                                                                               \
+    for (int r = threadIdx.x >> 5; r < it.rows; r += IQB_WARPS)                                                \
+    {                                                                                                          \
+        const u8* start = it.w + (i64)(it.first_row + r) * row_bytes + (i64)first * TYPE##_BYTES;              \
+        const u8* aligned = (const u8*)((u64)start & ~3ull);                                                   \
+        int words = ((int)(start - aligned) + count * TYPE##_BYTES + 3) >> 2;                                  \
+        for (int k = lane; k < words; k += 32) copy_async4(tile + r * IQB_SLAB_WORDS(TYPE) + k, aligned + 4 * k); \
+    }                                                                                                          \
+}                                                                                                              \
+__device__ __forceinline__ void matvec_iqb_##T(const IqbLaunch& p)                                            \
+{                                                                                                              \
+    __shared__ __align__(16) u8 grid[GRID_BYTES];                                                              \
+    __shared__ u32 tiles[2][IQB_ROWS * IQB_SLAB_WORDS(TYPE)];                                                  \
+    __shared__ float contributions[2][IQB_SLAB][IQB_ROWS];                                                     \
+    __shared__ int group_sums[2][IQB_SLAB * 8];                                                                \
+    int blocks_per_row = p.columns / TYPE##_WEIGHTS;                                                           \
+    int slabs = (blocks_per_row + IQB_SLAB - 1) / IQB_SLAB;                                                    \
+    int first_item = blockIdx.x * p.items_per_block;                                                           \
+    int steps = (min(first_item + p.items_per_block, p.items) - first_item) * slabs;                           \
+    if (steps <= 0) return;                                                                                    \
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                                      \
+    for (int i = threadIdx.x; i < GRID_BYTES / 8; i += IQB_THREADS) copy_async8(grid + 8 * i, (const u8*)TYPE##_TABLE + 8 * i); \
+    {                                                                                                          \
+        IqbItem it = iqb_item(p, first_item, TYPE##_WEIGHTS);                                                  \
+        iqb_copy_##T(tiles[0], it, p.row_bytes, 0, min(IQB_SLAB, blocks_per_row));                            \
+    }                                                                                                          \
+    copies_commit();                                                                                           \
+    float total = 0.0f; /* warp 0, lane r: the row's blocks so far */                                         \
+    for (int step = 0; step < steps; step++)                                                                   \
+    {                                                                                                          \
+        int buffer = step & 1;                                                                                 \
+        if (step + 1 < steps)                                                                                  \
+        {                                                                                                      \
+            int next = step + 1, slab = next % slabs, first = slab * IQB_SLAB;                                 \
+            IqbItem it = iqb_item(p, first_item + next / slabs, TYPE##_WEIGHTS);                              \
+            iqb_copy_##T(tiles[buffer ^ 1], it, p.row_bytes, first, min(IQB_SLAB, blocks_per_row - first));   \
+        }                                                                                                      \
+        copies_commit(); /* an empty group on the last step */                                                 \
+        int slab = step % slabs, first = slab * IQB_SLAB, count = min(IQB_SLAB, blocks_per_row - first);       \
+        IqbItem it = iqb_item(p, first_item + step / slabs, TYPE##_WEIGHTS);                                   \
+        const i8* q = it.xq + (i64)first * TYPE##_WEIGHTS;                                                     \
+        if (TYPE##_IQB_SUMS && threadIdx.x < count * 8)                                                        \
+        {                                                                                                      \
+            LOAD_CODES32(a, q + 32 * threadIdx.x)                                                              \
+            int sum = 0;                                                                                       \
+            _Pragma("unroll") for (int i = 0; i < 8; i++) sum = __dp4a(ONES, a[i], sum);                      \
+            group_sums[buffer][threadIdx.x] = sum;                                                             \
+        }                                                                                                      \
+        copies_wait_all_but_one(); /* this step's tile (and the grid) are in */                                \
+        __syncthreads();                                                                                       \
+        if (lane < it.rows)                                                                                    \
+        {                                                                                                      \
+            const u32* words = tiles[buffer] + lane * IQB_SLAB_WORDS(TYPE);                                    \
+            int offset = (int)((u64)(it.w + (i64)(it.first_row + lane) * p.row_bytes + (i64)first * TYPE##_BYTES) & 3); \
+            for (int j = warp; j < count; j += IQB_WARPS)                                                      \
+                contributions[buffer][j][lane] = iqb_block_##T(words, offset + j * TYPE##_BYTES,               \
+                    q + j * TYPE##_WEIGHTS, it.xd[first + j], group_sums[buffer] + 8 * j, grid);               \
+        }                                                                                                      \
+        __syncthreads();                                                                                       \
+        if (warp == 0 && lane < it.rows)                                                                       \
+        {                                                                                                      \
+            for (int j = 0; j < count; j++) total += contributions[buffer][j][lane];                           \
+            if (slab == slabs - 1)                                                                             \
+            {                                                                                                  \
+                int row = it.first_row + lane;                                                                 \
+                if (p.bias) total = total + p.bias[row];                                                       \
+                it.y[row] = p.accumulate ? it.y[row] + total : total;                                          \
+                total = 0.0f;                                                                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+}                                                                                                              \
+/* y[r] = W[r] · x (+ bias[r], + y[r] with accumulate), as matvec_q_T; items: the row runs of IQB_ROWS. */      \
+extern "C" __global__ void __launch_bounds__(IQB_THREADS, 4)                                                   \
+matvec_iqb_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
+               float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate,  \
+               int items_per_block)                                                                            \
+{                                                                                                              \
+    IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
+                    (rows + IQB_ROWS - 1) / IQB_ROWS, items_per_block };                                       \
+    matvec_iqb_##T(p);                                                                                         \
+}                                                                                                              \
+/* Operands and matrix choice as group_matvec_q_T's; items: matrix z's row runs, z = 0 .. matrices - 1. */     \
+extern "C" __global__ void __launch_bounds__(IQB_THREADS, 4)                                                   \
+group_matvec_iqb_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
+    i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
+{                                                                                                              \
+    IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
+                    rows, columns, 0, 0, matrices_launched * ((rows + IQB_ROWS - 1) / IQB_ROWS), items_per_block }; \
+    matvec_iqb_##T(p);                                                                                         \
+}
+
+FATHOM_MATVEC_IQB_KERNELS(iq2_xxs, IQ2_XXS, IQ2_XXS_TABLE_WORDS * 8)
+FATHOM_MATVEC_IQB_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)

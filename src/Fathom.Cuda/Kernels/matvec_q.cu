@@ -285,12 +285,52 @@ __device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
 #define MATVEC_Q_THREADS 128
 #define MATVEC_Q_MAX_ROWS 4
 
+// The end of a row group's product (matvec_q_T here, matvec_iq_T in matvec_iq.cu): only each block's first lane holds
+// sums (sum[k] for its row first_row + k): add across the group's first lanes of blocks, then its warps in shared
+// memory, and write the rows (bias, then accumulate: the residual). Every thread of the block calls it; the second
+// __syncthreads lets a block that loops over row groups write `partial` again.
+__device__ __forceinline__ void matvec_q_finish(float* sum, int parts, int lanes, int rows_per_thread, int first_row, int rows,
+    float* __restrict__ y, const float* __restrict__ bias, int accumulate)
+{
+    __shared__ float partial[MATVEC_Q_THREADS / 32][MATVEC_Q_MAX_ROWS];
+    int t = threadIdx.x & (lanes - 1);
+    int width = lanes < 32 ? lanes : 32;
+    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)
+    {
+        if (k >= rows_per_thread) break;
+        for (int o = width / 2; o >= parts; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o);
+    }
+    if (lanes > 32)
+    {
+        int warp = threadIdx.x >> 5;
+        if ((threadIdx.x & 31) == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) partial[warp][k] = sum[k];
+        __syncthreads();
+        if (t == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)
+            {
+                float total = 0.0f;
+                for (int i = 0; i < lanes / 32; i++) total += partial[warp + i][k];
+                sum[k] = total;
+            }
+        __syncthreads();
+    }
+    if (t == 0)
+        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)
+        {
+            int row = first_row + k;
+            if (k >= rows_per_thread || row >= rows) break;
+            float total = sum[k];
+            if (bias) total = total + bias[row];
+            y[row] = accumulate ? y[row] + total : total;
+        }
+}
+
 #define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
 __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
     const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
     const float* __restrict__ bias, int accumulate, int block_index)                                           \
 {                                                                                                              \
-    __shared__ float partial[MATVEC_Q_THREADS / 32][MATVEC_Q_MAX_ROWS];                                        \
     int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
     int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
     int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
@@ -321,36 +361,7 @@ __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 
                 sum[k] += block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xd[block], s[k]);     \
         }                                                                                                      \
     }                                                                                                          \
-    /* Only each block's first lane holds sums: add across the group's first lanes of blocks, then its warps. */ \
-    int width = lanes < 32 ? lanes : 32;                                                                       \
-    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                              \
-    {                                                                                                          \
-        if (k >= rows_per_thread) break;                                                                       \
-        for (int o = width / 2; o >= TYPE##_PARTS; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o); \
-    }                                                                                                          \
-    if (lanes > 32)                                                                                            \
-    {                                                                                                          \
-        int warp = threadIdx.x >> 5;                                                                           \
-        if ((threadIdx.x & 31) == 0)                                                                           \
-            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) partial[warp][k] = sum[k];           \
-        __syncthreads();                                                                                       \
-        if (t == 0)                                                                                            \
-            _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                      \
-            {                                                                                                  \
-                float total = 0.0f;                                                                            \
-                for (int i = 0; i < lanes / 32; i++) total += partial[warp + i][k];                            \
-                sum[k] = total;                                                                                \
-            }                                                                                                  \
-    }                                                                                                          \
-    if (t == 0)                                                                                                \
-        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
-        {                                                                                                      \
-            int row = first_row + k;                                                                           \
-            if (k >= rows_per_thread || row >= rows) break;                                                    \
-            float total = sum[k];                                                                              \
-            if (bias) total = total + bias[row];                                                               \
-            y[row] = accumulate ? y[row] + total : total;                                                      \
-        }                                                                                                      \
+    matvec_q_finish(sum, TYPE##_PARTS, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);         \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
 matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \

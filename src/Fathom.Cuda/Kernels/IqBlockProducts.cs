@@ -1,0 +1,90 @@
+using Fathom.Cuda.Driver;
+using Fathom.Quants;
+
+namespace Fathom.Cuda.Kernels;
+
+/// <summary>
+/// The IQ1_S and IQ2_XXS one-token products with a thread per 256-weight block (Kernels/matvec_iq.cu's
+/// <c>matvec_iqb_T</c>, <c>group_matvec_iqb_T</c>): the operands of <see cref="QuantizedMatVec.Launch"/> and
+/// <see cref="QuantizedMatVec.LaunchSets"/> (the same packed activations), no layout. Each row's blocks are added in order
+/// from the first, as the CPU's scalar dot adds them, so a row is not bit-equal to <c>matvec_q_T</c>'s (which adds in
+/// lane order) and a matrix gives the same row alone and in a group.
+/// </summary>
+public static class IqBlockProducts
+{
+    /// <summary>Rows per item (matvec_iq.cu's IQB_ROWS): a block's tile holds one item's rows.</summary>
+    public const int RowsPerItem = 32;
+
+    /// <summary>Threads per block (IQB_THREADS).</summary>
+    public const int Threads = 128;
+
+    /// <summary>
+    /// Blocks a multiprocessor keeps resident: 37–39 KB of shared memory each (the grid, two tiles, the blocks'
+    /// contributions), so five fit in an H200 multiprocessor's 228 KB, and the kernels' launch bounds allow four at
+    /// their register use; the launch is sized for this many.
+    /// </summary>
+    public const int BlocksPerMultiprocessor = 4;
+
+    /// <summary>Whether <paramref name="type"/> has these kernels (IQ1_S, IQ2_XXS).</summary>
+    public static bool Supports(GgmlType type) => type is GgmlType.IQ1_S or GgmlType.IQ2_XXS;
+
+    /// <summary>Items (runs of <see cref="RowsPerItem"/> rows) of <paramref name="matrices"/> matrices of <paramref name="rows"/> rows.</summary>
+    public static long Items(int rows, int matrices) => (long)(rows + RowsPerItem - 1) / RowsPerItem * matrices;
+
+    /// <summary>
+    /// Items per block and blocks: every block takes as many whole items as the busiest one must (the fewest over about
+    /// <paramref name="multiprocessors"/> × <see cref="BlocksPerMultiprocessor"/> blocks), so no block waits on a longer one.
+    /// <paramref name="maxBlocks"/> caps the blocks (tests make blocks take several items so).
+    /// </summary>
+    public static (int ItemsPerBlock, uint Blocks) Split(long items, int multiprocessors, uint? maxBlocks = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(items, 1);
+        long resident = Math.Min((long)Math.Max(1, multiprocessors) * BlocksPerMultiprocessor, maxBlocks ?? long.MaxValue);
+        long perBlock = (items + Math.Max(1, resident) - 1) / Math.Max(1, resident);
+        return (checked((int)perBlock), checked((uint)((items + perBlock - 1) / perBlock)));
+    }
+
+    private static string Suffix(GgmlType type) => Supports(type) ? CudaKernels.KernelSuffix(type)! : throw new NotSupportedException($"weight type {type} has no block-tile one-token product");
+
+    /// <summary>
+    /// Queues <c>matvec_iqb_T</c>: <c>y[r] = W[r] · x</c> for the activations packed at <paramref name="packed"/>
+    /// (<paramref name="columns"/> values), plus <c>bias[r]</c> when <paramref name="bias"/> is nonzero, added to what
+    /// <paramref name="y"/> held with <paramref name="accumulate"/>.
+    /// </summary>
+    public static void Launch(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong weights, long rowBytes,
+        ulong packed, ulong y, int rows, int columns, ulong bias = 0, bool accumulate = false, uint? maxBlocks = null)
+    {
+        CheckShape(type, rows, columns, rowBytes);
+        (int perBlock, uint blocks) = Split(Items(rows, 1), context.Device.Multiprocessors, maxBlocks);
+        new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)QuantizedMatVec.ScalesOffset(columns)).Pointer(y)
+            .Int(rows).Int(columns).Pointer(bias).Int(accumulate ? 1 : 0).Int(perBlock)
+            .Launch(context, kernels.Function("matvec_iqb_" + Suffix(type)), name, blocks, 1, Threads);
+    }
+
+    /// <summary>
+    /// Queues <c>group_matvec_iqb_T</c> over <paramref name="sets"/> × <paramref name="count"/> matrices, with the
+    /// operands and matrix choice of <see cref="QuantizedMatVec.LaunchSets"/>.
+    /// </summary>
+    public static void LaunchSets(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, int sets, ulong ids, int matrixCount,
+        long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, uint? maxBlocks = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(sets, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        CheckShape(type, rows, columns, rowBytes);
+        int matrices = checked(count * sets);
+        (int perBlock, uint blocks) = Split(Items(rows, matrices), context.Device.Multiprocessors, maxBlocks);
+        new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
+            .Pointer(packed).Pointer(packed + (ulong)QuantizedMatVec.ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
+            .Int(rows).Int(columns).Int(count).Int(matrices).Int(perBlock)
+            .Launch(context, kernels.Function("group_matvec_iqb_" + Suffix(type)), name, blocks, 1, Threads);
+    }
+
+    /// <summary>The kernels read whole 256-weight blocks from rows of at least that many bytes, 2-byte aligned; at least one row.</summary>
+    private static void CheckShape(GgmlType type, int rows, int columns, long rowBytes)
+    {
+        WeightFormat format = TypeTraits.For(type);
+        ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
+        if (columns <= 0 || columns % format.Layout.BlockSize != 0 || rowBytes < format.Layout.RowBytes(columns) || rowBytes % 2 != 0)
+            throw new ArgumentException($"{type}: {columns} columns in rows of {rowBytes} bytes are not whole packed blocks", nameof(columns));
+    }
+}

@@ -1,0 +1,32 @@
+namespace Fathom.Cuda.Kernels;
+
+/// <summary>
+/// Which kernels take the one-token IQ1_S and IQ2_XXS products (single and grouped): the environment's
+/// FATHOM_CUDA_IQ_KERNELS picks one for comparisons (<see cref="FromEnvironment"/>).
+/// </summary>
+public enum IqProductKernels
+{
+    /// <summary><c>matvec_q_T</c>: eight lanes per block, grid lookups in global memory (FATHOM_CUDA_IQ_KERNELS=old).</summary>
+    GlobalGrid = 0,
+
+    /// <summary><c>matvec_iq_T</c>: <c>matvec_q_T</c>'s lanes with the grid in shared memory, its results bit for bit (=shared).</summary>
+    SharedGrid = 1,
+
+    /// <summary><c>matvec_iqb_T</c>: a thread per 256-weight block over tiles copied into shared memory (<see cref="IqBlockProducts"/>; the default).</summary>
+    BlockTiles = 2,
+}
+
+/// <summary>The setting's environment variable.</summary>
+public static class IqProductKernelsSetting
+{
+    /// <summary>FATHOM_CUDA_IQ_KERNELS: <c>old</c>, <c>shared</c>, or anything else (unset included) for the block tiles.</summary>
+    public static IqProductKernels FromEnvironment() => Parse(Environment.GetEnvironmentVariable("FATHOM_CUDA_IQ_KERNELS"));
+
+    /// <summary>The kernels a value of FATHOM_CUDA_IQ_KERNELS names.</summary>
+    public static IqProductKernels Parse(string? value) => value switch
+    {
+        "old" => IqProductKernels.GlobalGrid,
+        "shared" => IqProductKernels.SharedGrid,
+        _ => IqProductKernels.BlockTiles,
+    };
+}
