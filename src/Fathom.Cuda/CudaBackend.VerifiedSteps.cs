@@ -38,7 +38,7 @@ public sealed unsafe partial class CudaBackend
         int settings = (DecodeAttention ? 1 : 0) | (DeviceExpertGrouping ? 2 : 0) | (UseIntegerMatVec ? 4 : 0) | (TensorCoreProducts ? 8 : 0)
             | (SplitHalfProducts ? 16 : 0) | (PrefillAttention ? 32 : 0) | (CodeProducts ? 64 : 0) | (FoldedCodeScales ? 128 : 0)
             | (FusedPacking ? 256 : 0) | (VectorNorms ? 512 : 0) | (FloatRowProducts ? 1024 : 0) | ((int)CodeTiles << 11)
-            | (SharedGridProducts ? 1 << 16 : 0);
+            | (SharedGridProducts ? 1 << 16 : 0) | (ProgrammaticLaunches ? 1 << 17 : 0);
         return new StepState(_context.AllocationEvents, _layoutChanges, settings, Placement);
     }
 

@@ -90,6 +90,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _dequantized = new DeviceScratch(_context, _retirement);
         _stepValues = new DeviceScratch(_context, _retirement);
         _graphs = new DecodeGraphs(_context);
+        ProgrammaticLaunches = Environment.GetEnvironmentVariable("FATHOM_CUDA_PDL") != "0";
         _decodeCounters = ZeroedDecodeCounters();
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {

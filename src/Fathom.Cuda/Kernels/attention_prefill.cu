@@ -102,6 +102,7 @@ attention_prefill_##N(const float* __restrict__ queries, const float* __restrict
                       float* __restrict__ output, int heads, int kv_heads, int key_dim, int value_dim,          \
                       int key_stride, int value_stride, float scale, int first_position, int tokens, int values_in_keys) \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     attention_prefill_body<N>(queries, keys, values, output, heads, kv_heads, key_dim, value_dim,             \
                               key_stride, value_stride, scale, first_position, tokens, values_in_keys);       \
 }

@@ -156,6 +156,7 @@ matvec_iq_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq
               float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                    \
               const float* __restrict__ bias, int accumulate)                                                  \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     load_grid(grid, TYPE##_TABLE, TYPE##_TABLE_WORDS);                                                         \
     matvec_iq_groups_##T(grid, w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate); \
@@ -166,6 +167,7 @@ group_matvec_iq_##T(const u64* __restrict__ matrices, const float* __restrict__ 
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \

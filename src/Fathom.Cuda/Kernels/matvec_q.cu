@@ -285,6 +285,21 @@ __device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
 #define MATVEC_Q_THREADS 128
 #define MATVEC_Q_MAX_ROWS 4
 
+// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another), into L2.
+__device__ __forceinline__ void matvec_q_prefetch(const u8* w, i64 row_bytes, int rows, int lanes, int rows_per_thread)
+{
+    int per_block = (MATVEC_Q_THREADS / lanes) * rows_per_thread, first = blockIdx.x * per_block;
+    prefetch_l2(w + (i64)first * row_bytes, (i64)min(per_block, rows - first) * row_bytes);
+}
+
+// A grouped launch's matrix for blockIdx.z when it is known before the previous kernel ends: without routing ids
+// (the table itself is written once, before any step); null when ids choose it, or for an id outside the table.
+__device__ __forceinline__ const u8* group_matrix_before_wait(const u64* matrices, const float* ids, int matrix_count, int per_set)
+{
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;
+    return ids == 0 && entry < matrix_count ? (const u8*)matrices[(i64)set * matrix_count + entry] : 0;
+}
+
 #define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
 __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
     const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
@@ -357,6 +372,7 @@ matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq,
              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                     \
              const float* __restrict__ bias, int accumulate)                                                   \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread));                 \
     matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate);       \
 }                                                                                                              \
 /* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
@@ -366,6 +382,8 @@ group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ i
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(group_matrix_before_wait(matrices, ids, matrix_count, per_set), \
+                                                row_bytes, rows, lanes, rows_per_thread));                     \
     int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \
