@@ -285,9 +285,12 @@ __device__ __forceinline__ float block_iq1_s(const u8* b, float dq, int2 s)
 #define MATVEC_Q_THREADS 128
 #define MATVEC_Q_MAX_ROWS 4
 
-// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another), into L2.
+// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another), into L2; nothing for a
+// null w (a grouped launch whose matrix the routing chooses: an offset from null would name unmapped memory, and
+// prefetches there cost page-table walks, run pdl-1).
 __device__ __forceinline__ void matvec_q_prefetch(const u8* w, i64 row_bytes, int rows, int lanes, int rows_per_thread)
 {
+    if (w == 0) return;
     int per_block = (MATVEC_Q_THREADS / lanes) * rows_per_thread, first = blockIdx.x * per_block;
     prefetch_l2(w + (i64)first * row_bytes, (i64)min(per_block, rows - first) * row_bytes);
 }
