@@ -21,16 +21,22 @@ typedef long long i64;
 #define FATHOM_WAIT_PREVIOUS() do { } while (0)
 #endif
 
+// One line's prefetch into L2 where programmatic launches exist; nothing below sm_90. (The CPU emulation of
+// tools/cuda-emulation defines its own, which records the lines.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FATHOM_PREFETCH_L2_LINE(address) asm volatile("prefetch.global.L2 [%0];" :: "l"(address))
+#elif !defined(FATHOM_PREFETCH_L2_LINE)
+#define FATHOM_PREFETCH_L2_LINE(address) ((void)(address))
+#endif
+
 // Asks L2 for the 128-byte lines of [p, p + bytes), the block's threads taking a line each in turn (nothing for a
 // null p or no bytes). For weights only, before FATHOM_WAIT_PREVIOUS: the loads after the wait then find them in L2.
 __device__ __forceinline__ void prefetch_l2(const void* p, i64 bytes)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (p == 0 || bytes <= 0) return;
     u64 end = (u64)p + (u64)bytes;
     for (u64 line = ((u64)p & ~(u64)127) + (u64)threadIdx.x * 128; line < end; line += (u64)blockDim.x * 128)
-        asm volatile("prefetch.global.L2 [%0];" :: "l"(line));
-#endif
+        FATHOM_PREFETCH_L2_LINE(line);
 }
 
 // The first statement of a kernel that fetches its weights while the previous kernel runs: `prefetch`, then the wait.
