@@ -91,6 +91,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _stepValues = new DeviceScratch(_context, _retirement);
         _selectionHost = (int*)_context.Driver.AllocateHost(SelectionHostWords * sizeof(int)); // CudaBackend.Sampling.cs
         _graphs = new DecodeGraphs(_context);
+        ProgrammaticLaunches = Environment.GetEnvironmentVariable("FATHOM_CUDA_PDL") != "0";
         _decodeCounters = ZeroedDecodeCounters();
         if (CublasLibrary.TryLoad(out CublasLibrary? blas, out CudaException? failure))
         {

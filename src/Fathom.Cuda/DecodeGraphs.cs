@@ -81,7 +81,8 @@ internal sealed class DecodeGraphs(CudaContext context) : ILaunchFilter, IDispos
 
     public bool Admit(IntPtr function, uint gridX, uint gridY, uint blockX, uint sharedBytes, ReadOnlySpan<ulong> arguments)
     {
-        Span<ulong> head = [1, (ulong)function, gridX | (ulong)gridY << 32, blockX | (ulong)sharedBytes << 32, (ulong)arguments.Length];
+        // A programmatic launch is another graph edge: a step recorded one way does not repeat the other.
+        Span<ulong> head = [context is { ProgrammaticLaunches: true } ? 3UL : 1UL, (ulong)function, gridX | (ulong)gridY << 32, blockX | (ulong)sharedBytes << 32, (ulong)arguments.Length];
         Observe(head);
         Observe(arguments);
         return Mode != StepMode.Checking;

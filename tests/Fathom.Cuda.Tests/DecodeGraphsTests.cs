@@ -25,7 +25,7 @@ public sealed class DecodeGraphsTests
 
     private static DecodeGraphs Recorded(ulong input, IntPtr graph, DecodeGraphs? graphs = null)
     {
-        graphs ??= new DecodeGraphs(null!); // the context is used only to destroy graphs, which these tests never do
+        graphs ??= new DecodeGraphs(null!); // the context is used only to destroy graphs (never here) and to say whether launches are programmatic (not without one)
         graphs.BeginRecording();
         Assert.All(Step(graphs, input), queued => Assert.True(queued)); // recording queues every launch
         graphs.EndRecording(graph);

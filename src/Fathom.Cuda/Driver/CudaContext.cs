@@ -40,6 +40,19 @@ public sealed class CudaContext : IDisposable
 
     internal void CountAllocationEvent() => AllocationEvents++;
 
+    /// <summary>
+    /// Whether kernels are launched programmatically (<see cref="CudaDriver.LaunchProgrammatic"/>): each may start while
+    /// the one before it still runs, and waits in its first statement (Kernels/common.cuh, FATHOM_WAIT_PREVIOUS).
+    /// </summary>
+    public bool ProgrammaticLaunches { get; private set; }
+
+    /// <summary>
+    /// Turns programmatic launches on, where the driver and GPU allow them and <paramref name="kernelsWait"/> says the
+    /// loaded kernels were compiled with that wait (for Hopper or later), or off; returns whether they are on.
+    /// </summary>
+    public bool SetProgrammaticLaunches(bool on, bool kernelsWait) =>
+        ProgrammaticLaunches = on && kernelsWait && Device.Architecture >= 90 && Driver.HasProgrammaticLaunch;
+
     /// <summary>When set, sees each kernel launch first and may hold it back (<see cref="ILaunchFilter"/>).</summary>
     public ILaunchFilter? LaunchFilter { get; set; }
 

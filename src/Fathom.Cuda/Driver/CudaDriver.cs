@@ -39,6 +39,7 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<IntPtr*, IntPtr, byte*, int> _cuModuleGetFunction;
     private readonly delegate* unmanaged<ulong*, nuint*, IntPtr, byte*, int> _cuModuleGetGlobal;
     private readonly delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int> _cuLaunchKernel;
+    private readonly delegate* unmanaged<LaunchConfig*, IntPtr, void**, void**, int> _cuLaunchKernelEx;
     private readonly delegate* unmanaged<IntPtr*, uint, int> _cuStreamCreate;
     private readonly delegate* unmanaged<IntPtr, int> _cuStreamDestroy;
     private readonly delegate* unmanaged<IntPtr, int> _cuStreamSynchronize;
@@ -89,6 +90,8 @@ public sealed unsafe class CudaDriver
         _cuModuleGetFunction = (delegate* unmanaged<IntPtr*, IntPtr, byte*, int>)Export(h, "cuModuleGetFunction");
         _cuModuleGetGlobal = (delegate* unmanaged<ulong*, nuint*, IntPtr, byte*, int>)Export(h, "cuModuleGetGlobal_v2");
         _cuLaunchKernel = (delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)Export(h, "cuLaunchKernel");
+        // Optional: CUDA 11.8 added it (launch attributes such as programmatic stream serialization).
+        _cuLaunchKernelEx = (delegate* unmanaged<LaunchConfig*, IntPtr, void**, void**, int>)(NativeLibrary.TryGetExport(h, "cuLaunchKernelEx", out IntPtr ex) ? ex : IntPtr.Zero);
         _cuStreamCreate = (delegate* unmanaged<IntPtr*, uint, int>)Export(h, "cuStreamCreate");
         _cuStreamDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuStreamDestroy_v2");
         _cuStreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export(h, "cuStreamSynchronize");
@@ -290,6 +293,34 @@ public sealed unsafe class CudaDriver
     {
         int result = _cuLaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, stream, arguments, null);
         if (result != 0) throw new CudaException($"cuLaunchKernel({name})", result, Describe(result));
+    }
+
+    /// <summary>
+    /// Whether kernels can be launched programmatically (<see cref="LaunchProgrammatic"/>) and such launches captured
+    /// into graphs: <c>cuLaunchKernelEx</c> exists and the driver is CUDA 12.3 or later (programmatic edges in stream
+    /// capture). The GPU must be Hopper or later as well, and the kernels compiled for it (<see cref="CudaContext"/>).
+    /// </summary>
+    internal bool HasProgrammaticLaunch => _cuLaunchKernelEx != null && Version >= 12030;
+
+    /// <summary>
+    /// <see cref="Launch"/> with programmatic stream serialization: the kernel may start while the previous kernel in
+    /// the stream still runs (once that one's blocks have all executed <c>griddepcontrol.launch_dependents</c>), and
+    /// must wait (<c>griddepcontrol.wait</c>) before touching what earlier kernels write or read.
+    /// </summary>
+    internal void LaunchProgrammatic(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint sharedBytes, IntPtr stream, void** arguments, string name)
+    {
+        LaunchAttribute attribute = default;
+        attribute.Id = LaunchAttribute.ProgrammaticStreamSerialization;
+        attribute.Value = 1;
+        LaunchConfig config = default;
+        (config.GridX, config.GridY, config.GridZ) = (gridX, gridY, gridZ);
+        (config.BlockX, config.BlockY, config.BlockZ) = (blockX, 1, 1);
+        config.SharedBytes = sharedBytes;
+        config.Stream = stream;
+        config.Attributes = &attribute;
+        config.AttributeCount = 1;
+        int result = _cuLaunchKernelEx(&config, function, arguments, null);
+        if (result != 0) throw new CudaException($"cuLaunchKernelEx({name})", result, Describe(result));
     }
 
     /// <summary>Lets <paramref name="function"/> take up to <paramref name="bytes"/> of dynamic shared memory (above the default 48 KiB needs this).</summary>

@@ -33,6 +33,12 @@ public sealed class CudaKernels : IDisposable
 
     public ModuleOrigin Origin { get; }
 
+    /// <summary>
+    /// Whether every kernel begins by waiting for the previous one (compiled for Hopper or later, where
+    /// FATHOM_WAIT_PREVIOUS of Kernels/common.cuh is <c>griddepcontrol.wait</c>), so they may be launched programmatically.
+    /// </summary>
+    public bool WaitForPrevious => Nvrtc.CompileTarget.ArchitectureOf(Origin.Target) >= 90;
+
     /// <summary>The suffix of a type's kernels (<c>matmul_q4_k</c>), or null for a type without GPU kernels.</summary>
     public static string? KernelSuffix(GgmlType type) => type switch
     {

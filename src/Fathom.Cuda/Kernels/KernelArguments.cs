@@ -36,7 +36,10 @@ public unsafe struct KernelArguments
     public readonly void Launch(CudaContext context, IntPtr function, string name, uint gridX, uint gridY, uint blockX, uint sharedBytes = 0) =>
         Launch(context, function, name, gridX, gridY, 1, blockX, sharedBytes);
 
-    /// <summary>Queues the kernel on the context's stream over a three-dimensional grid of one-dimensional blocks.</summary>
+    /// <summary>
+    /// Queues the kernel on the context's stream over a three-dimensional grid of one-dimensional blocks, programmatically
+    /// (overlapping the previous kernel's end) where the context says so.
+    /// </summary>
     public readonly void Launch(CudaContext context, IntPtr function, string name, uint gridX, uint gridY, uint gridZ, uint blockX, uint sharedBytes)
     {
         if (gridX == 0 || gridY == 0 || gridZ == 0) return; // nothing to do; CUDA rejects empty grids
@@ -45,6 +48,9 @@ public unsafe struct KernelArguments
         ulong* first = (ulong*)Unsafe.AsPointer(ref slots[0]);
         if (context.LaunchFilter is { } filter && !filter.Admit(function, gridX, gridY, blockX, sharedBytes, new ReadOnlySpan<ulong>(first, _count))) return;
         for (int i = 0; i < _count; i++) pointers[i] = first + i;
-        context.Driver.Launch(function, gridX, gridY, gridZ, blockX, sharedBytes, context.Stream, pointers, name);
+        if (context.ProgrammaticLaunches)
+            context.Driver.LaunchProgrammatic(function, gridX, gridY, gridZ, blockX, sharedBytes, context.Stream, pointers, name);
+        else
+            context.Driver.Launch(function, gridX, gridY, gridZ, blockX, sharedBytes, context.Stream, pointers, name);
     }
 }

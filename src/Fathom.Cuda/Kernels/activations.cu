@@ -13,6 +13,7 @@ __device__ __forceinline__ u32 float_to_half_bits(float f)
 
 extern "C" __global__ void round_activations_f16(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = half_to_float(float_to_half_bits(x[i]));
 }
@@ -20,6 +21,7 @@ extern "C" __global__ void round_activations_f16(const float* __restrict__ x, fl
 // Round to nearest even on the top 16 bits; NaN stays NaN (quieted), as Fathom's Bf16.FromSingle.
 extern "C" __global__ void round_activations_bf16(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     u32 u = __float_as_uint(x[i]);
@@ -42,6 +44,7 @@ __device__ __forceinline__ int q8_0_code(float v, float* stored)
 // One thread per value.
 extern "C" __global__ void round_activations_q8_0(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float stored;
@@ -52,6 +55,7 @@ extern "C" __global__ void round_activations_q8_0(const float* __restrict__ x, f
 // The packed encoding the one-token integer products read (matvec_q.cu): codes q[i] and one scale d per 32 values.
 extern "C" __global__ void pack_activations_q8_0(const float* __restrict__ x, i8* __restrict__ q, float* __restrict__ d, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float stored;
@@ -91,6 +95,7 @@ __device__ __forceinline__ int q8_k_code(const float* __restrict__ values, float
 
 extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const float* __restrict__ x, float* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     if ((i64)blockIdx.x * 256 >= n) return;
     i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
     float d;
@@ -102,6 +107,7 @@ extern "C" __global__ void __launch_bounds__(256) round_activations_q8_k(const f
 // The packed encoding the one-token integer products read (matvec_q.cu): codes q[i] and one scale d per 256 values.
 extern "C" __global__ void __launch_bounds__(256) pack_activations_q8_k(const float* __restrict__ x, i8* __restrict__ q, float* __restrict__ d, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     if ((i64)blockIdx.x * 256 >= n) return;
     i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
     float scale;

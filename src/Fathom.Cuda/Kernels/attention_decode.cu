@@ -313,6 +313,7 @@ attention_decode_##HT##_##A##_##KT(const float* __restrict__ queries, const floa
                             int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride, float scale, \
                             const int* __restrict__ step, int first_position, int splits, int head_tile, int values_in_keys) \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     attention_decode_body<HT, A, KT>(queries, keys, values, partials, counters, output, heads, kv_heads, key_dim, \
                                  value_dim, key_stride, value_stride, scale, step, first_position, splits, head_tile, values_in_keys); \
 }

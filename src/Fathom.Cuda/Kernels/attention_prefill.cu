@@ -102,6 +102,7 @@ attention_prefill_##N(const float* __restrict__ queries, const float* __restrict
                       float* __restrict__ output, int heads, int kv_heads, int key_dim, int value_dim,          \
                       int key_stride, int value_stride, float scale, int first_position, int tokens, int values_in_keys) \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     attention_prefill_body<N>(queries, keys, values, output, heads, kv_heads, key_dim, value_dim,             \
                               key_stride, value_stride, scale, first_position, tokens, values_in_keys);       \
 }
@@ -136,6 +137,7 @@ __device__ __forceinline__ float tf32_rounded(float x)
 extern "C" __global__ void split_tf32(const float* __restrict__ source, i64 source_stride, float* __restrict__ hi,
                                       float* __restrict__ lo, int width, i64 rows)
 {
+    FATHOM_WAIT_PREVIOUS();
     int column = blockIdx.x * blockDim.x + threadIdx.x;
     if (column >= width) return;
     for (i64 row = blockIdx.y; row < rows; row += gridDim.y)
@@ -158,6 +160,7 @@ __device__ __forceinline__ void store_probability(float* s, float* s_low, int p,
 extern "C" __global__ void __launch_bounds__(PREFILL_SOFTMAX_THREADS)
 prefill_softmax(float* scores, float* low, int row_stride, int heads, int first_position, int first_token, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ float scratch[32];
     __shared__ double sums[32];
     int row = blockIdx.x;

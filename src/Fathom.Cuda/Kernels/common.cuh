@@ -9,6 +9,39 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
 
+// Programmatic dependent launch (Hopper and later). With it on (CudaDriver.LaunchProgrammatic) a kernel may be
+// launched while the kernel before it in the stream still runs. So every kernel starts with FATHOM_WAIT_PREVIOUS: it
+// returns once the previous kernel has finished and its writes are visible (and at once for a plain launch). Before
+// it a kernel may read only its parameters and the weights (no step writes them), nor write anything. Right after
+// the wait the kernel lets the next one launch, whose blocks then settle on free SMs and run up to their own wait.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FATHOM_WAIT_PREVIOUS()                                                                                  \
+    do { asm volatile("griddepcontrol.wait;" ::: "memory"); asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); } while (0)
+#else
+#define FATHOM_WAIT_PREVIOUS() do { } while (0)
+#endif
+
+// One line's prefetch into L2 where programmatic launches exist; nothing below sm_90. (The CPU emulation of
+// tools/cuda-emulation defines its own, which records the lines.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FATHOM_PREFETCH_L2_LINE(address) asm volatile("prefetch.global.L2 [%0];" :: "l"(address))
+#elif !defined(FATHOM_PREFETCH_L2_LINE)
+#define FATHOM_PREFETCH_L2_LINE(address) ((void)(address))
+#endif
+
+// Asks L2 for the 128-byte lines of [p, p + bytes), the block's threads taking a line each in turn (nothing for a
+// null p or no bytes). For weights only, before FATHOM_WAIT_PREVIOUS: the loads after the wait then find them in L2.
+__device__ __forceinline__ void prefetch_l2(const void* p, i64 bytes)
+{
+    if (p == 0 || bytes <= 0) return;
+    u64 end = (u64)p + (u64)bytes;
+    for (u64 line = ((u64)p & ~(u64)127) + (u64)threadIdx.x * 128; line < end; line += (u64)blockDim.x * 128)
+        FATHOM_PREFETCH_L2_LINE(line);
+}
+
+// The first statement of a kernel that fetches its weights while the previous kernel runs: `prefetch`, then the wait.
+#define FATHOM_PREFETCH_THEN_WAIT(prefetch) do { prefetch; FATHOM_WAIT_PREVIOUS(); } while (0)
+
 // Weight blocks have odd sizes (18, 50, 110 bytes...), so multi-byte fields are read byte by byte.
 __device__ __forceinline__ u32 read_u16(const u8* p) { return (u32)p[0] | ((u32)p[1] << 8); }
 __device__ __forceinline__ u32 read_u32(const u8* p) { return (u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24); }

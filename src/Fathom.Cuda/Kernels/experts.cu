@@ -67,6 +67,7 @@ __device__ __forceinline__ void block_arg_max(float& value, int& index, float* v
 extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
                                          int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
 {
+    FATHOM_WAIT_PREVIOUS();
     extern __shared__ float route_shared[];
     __shared__ float group_scores[ROUTE_MAX_GROUPS];
     __shared__ int kept[ROUTE_MAX_GROUPS];
@@ -189,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
 // then added (no contraction), as ggml's MUL, ADDs and final ADD.
 extern "C" __global__ void add_weighted_rows(float* dst, const float* __restrict__ src, const float* __restrict__ weights, int count, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
     float sum = __fmul_rn(src[k], weights[0]);
@@ -213,6 +215,7 @@ group_matmul_##T(const u64* __restrict__ matrices, const float* __restrict__ ids
     const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride, float* __restrict__ y,               \
     i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split)                     \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     group_tile_##T<TOKEN_TILE>(matrices, ids, matrix_count, row_bytes, x, x_matrix_stride, x_token_stride,     \
                                y, y_matrix_stride, y_token_stride, rows, columns, tokens, split);              \
 }                                                                                                              \
@@ -221,6 +224,7 @@ group_matvec_##T(const u64* __restrict__ matrices, const float* __restrict__ ids
     const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride, float* __restrict__ y,               \
     i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens, int split)                     \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     group_tile_##T<1>(matrices, ids, matrix_count, row_bytes, x, x_matrix_stride, x_token_stride,              \
                       y, y_matrix_stride, y_token_stride, rows, columns, tokens, split);                       \
 }
@@ -233,6 +237,7 @@ FATHOM_FOR_EACH_WEIGHT_TYPE(FATHOM_GROUP_KERNELS)
 extern "C" __global__ void __launch_bounds__(256) matvec_f32_rows(const float4* __restrict__ w, i64 row_stride4, const float4* __restrict__ x,
                                                                  float* y, int columns4, const float* __restrict__ bias, int accumulate)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ float scratch[32];
     const float4* row = w + (i64)blockIdx.x * row_stride4;
     float sum = 0.0f;

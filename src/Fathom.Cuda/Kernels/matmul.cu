@@ -25,12 +25,14 @@
 #define FATHOM_WEIGHT_KERNELS(T)                                                                                \
 extern "C" __global__ void dequantize_##T(const u8* __restrict__ row, float* __restrict__ y, i64 n)           \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
     if (k < n) y[k] = decode_##T(row, (int)k);                                                                 \
 }                                                                                                              \
 extern "C" __global__ void embed_##T(const u8* __restrict__ table, i64 row_bytes, const int* __restrict__ tokens, \
                                      float* __restrict__ y, int columns)                                      \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     int k = blockIdx.x * blockDim.x + threadIdx.x;                                                             \
     if (k < columns) y[(i64)blockIdx.y * columns + k] = decode_##T(table + (i64)tokens[blockIdx.y] * row_bytes, k); \
 }                                                                                                              \
@@ -84,12 +86,14 @@ extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32)                 
 matmul_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     matmul_tile_##T<TOKEN_TILE>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate, columns, rows); \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATMUL_WARPS * 32, MATVEC_BLOCKS_PER_SM)                          \
 matvec_##T(const u8* __restrict__ w, i64 row_bytes, const float* __restrict__ x, float* __restrict__ y,       \
            int rows, int columns, int tokens, int split, const float* __restrict__ bias, int accumulate)       \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     matmul_tile_##T<1>(w, row_bytes, x, y, rows, columns, tokens, split, bias, accumulate, columns, rows);     \
 }
 

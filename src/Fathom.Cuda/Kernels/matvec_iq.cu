@@ -126,6 +126,7 @@ matvec_iq_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq
               float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                    \
               const float* __restrict__ bias, int accumulate)                                                  \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     load_grid(grid, TYPE##_TABLE, TYPE##_TABLE_WORDS);                                                         \
     matvec_iq_groups_##T(grid, w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate); \
@@ -136,6 +137,7 @@ group_matvec_iq_##T(const u64* __restrict__ matrices, const float* __restrict__ 
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     __shared__ u64 grid[TYPE##_TABLE_WORDS];                                                     \
     int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
@@ -390,6 +392,7 @@ matvec_iqb_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ x
                float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate,  \
                int items_per_block)                                                                            \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
                     (rows + IQB_ROWS - 1) / IQB_ROWS, items_per_block };                                       \
     matvec_iqb_##T(p);                                                                                         \
@@ -400,6 +403,7 @@ group_matvec_iqb_##T(const u64* __restrict__ matrices, const float* __restrict__
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
                     rows, columns, 0, 0, matrices_launched * ((rows + IQB_ROWS - 1) / IQB_ROWS), items_per_block }; \
     matvec_iqb_##T(p);                                                                                         \

@@ -326,6 +326,33 @@ __device__ __forceinline__ void matvec_q_finish(float* sum, int parts, int lanes
         }
 }
 
+// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another), into L2; nothing for a
+// null w (a grouped launch whose matrix the routing chooses: an offset from null would name unmapped memory, and
+// prefetches there cost page-table walks, run pdl-1).
+__device__ __forceinline__ void matvec_q_prefetch(const u8* w, i64 row_bytes, int rows, int lanes, int rows_per_thread, int block_index)
+{
+    if (w == 0) return;
+    int per_block = (MATVEC_Q_THREADS / lanes) * rows_per_thread, first = block_index * per_block;
+    prefetch_l2(w + (i64)first * row_bytes, (i64)min(per_block, rows - first) * row_bytes);
+}
+
+// A stacked launch's block: matrix m's weight rows for its block of index b - (blocks before m), into L2.
+__device__ __forceinline__ void stacked_matvec_q_prefetch(const u8* w0, const u8* w1, const u8* w2, int rows0, int rows1, int rows2,
+    int end0, int end1, i64 row_bytes, int lanes, int rows_per_thread)
+{
+    int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;
+    matvec_q_prefetch(m == 0 ? w0 : m == 1 ? w1 : w2, row_bytes, m == 0 ? rows0 : m == 1 ? rows1 : rows2, lanes, rows_per_thread,
+                      m == 0 ? b : m == 1 ? b - end0 : b - end1);
+}
+
+// A grouped launch's matrix for blockIdx.z when it is known before the previous kernel ends: without routing ids
+// (the table itself is written once, before any step); null when ids choose it, or for an id outside the table.
+__device__ __forceinline__ const u8* group_matrix_before_wait(const u64* matrices, const float* ids, int matrix_count, int per_set)
+{
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;
+    return ids == 0 && entry < matrix_count ? (const u8*)matrices[(i64)set * matrix_count + entry] : 0;
+}
+
 #define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
 __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
     const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
@@ -368,6 +395,7 @@ matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq,
              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                     \
              const float* __restrict__ bias, int accumulate)                                                   \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread, blockIdx.x));     \
     matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
 }                                                                                                              \
 /* Up to three matrices of one width and type on one input, stacked: blocks [0, end0) take matrix 0, [end0, end1) */ \
@@ -378,12 +406,13 @@ stacked_matvec_q_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const
     int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,            \
     const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread) \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(stacked_matvec_q_prefetch(w0, w1, w2, rows0, rows1, rows2, end0, end1, row_bytes, \
+                                                        lanes, rows_per_thread));                              \
     int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;                                                   \
     const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                              \
     const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                        \
-    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2;                                                        \
-    matvec_q_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0,  \
-                      m == 0 ? b : m == 1 ? b - end0 : b - end1);                                              \
+    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2, local = m == 0 ? b : m == 1 ? b - end0 : b - end1;     \
+    matvec_q_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local); \
 }                                                                                                              \
 /* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
 /* its ups), its entry ids[z % per_set] (or z % per_set); input z % per_set, output z. */                      \
@@ -392,6 +421,8 @@ group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ i
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(group_matrix_before_wait(matrices, ids, matrix_count, per_set), \
+                                                row_bytes, rows, lanes, rows_per_thread, blockIdx.x));         \
     int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \

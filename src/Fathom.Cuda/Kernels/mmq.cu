@@ -27,6 +27,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_codes_q8_k(const floa
                                                                       i8* __restrict__ codes, float2* __restrict__ sums,
                                                                       int columns)
 {
+    FATHOM_WAIT_PREVIOUS();
     int per_row = columns / 256;
     i64 p = blockIdx.y;
     int block = blockIdx.x;
@@ -47,6 +48,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_codes_q8_k(const floa
 extern "C" __global__ void quantize_codes_q8_0(const float* __restrict__ x, const int* __restrict__ rows,
                                                i8* __restrict__ codes, float2* __restrict__ sums, int columns)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (blockIdx.x * blockDim.x >= columns) return; // whole warps leave together: columns is a multiple of 32
     i64 p = blockIdx.y;
@@ -208,6 +210,7 @@ extern "C" __global__ void __launch_bounds__(128) mmq_##T(                      
     const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
     float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens)                                            \
 {                                                                                                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                            \
     __shared__ __align__(16) i8 wq[MMQ_ROWS * MMQ_PITCH];                                                              \
     __shared__ __align__(16) i8 xq[MMQ_TOKENS * MMQ_PITCH];                                                            \
     __shared__ float2 wg[MMQ_ROWS * MMQ_GRANULE_PITCH];                                                                \
@@ -375,6 +378,7 @@ extern "C" __global__ void __launch_bounds__(128) mmqf_##T(                     
     const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
     float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens)                                            \
 {                                                                                                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                            \
     __shared__ __align__(16) i8 wq[MMQ_ROWS * MMQ_PITCH];                                                              \
     __shared__ __align__(16) i8 xq[MMQ_TOKENS * MMQ_PITCH];                                                            \
     __shared__ int2 wm[MMQ_ROWS * MMQ_GRANULE_PITCH];                                                                  \
@@ -818,6 +822,7 @@ extern "C" __global__ void __launch_bounds__(64 * WR, 8 / WR) mmqt##WR##_##T(   
     const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
     float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens, int shared_bytes)                          \
 {                                                                                                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                            \
     mmqt_body<Q, WR>(weight, table, row_bytes, codes, sums, tiles, tile_count, segments, y, y_stride, rows, columns,   \
                      tokens, shared_bytes);                                                                            \
 }

@@ -13,6 +13,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_group_rows(const float* _
                                                                   int* __restrict__ slots, int2* __restrict__ tiles,
                                                                   int* __restrict__ tile_count, int tile_tokens)
 {
+    FATHOM_WAIT_PREVIOUS();
     extern __shared__ int cursor[]; // experts
     for (int e = threadIdx.x; e < experts; e += blockDim.x) cursor[e] = 0;
     __syncthreads();
@@ -52,6 +53,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_group_rows(const float* _
 extern "C" __global__ void moe_add_expert_rows(float* __restrict__ x, const float* __restrict__ rows,
                                                const float* __restrict__ weights, const int* __restrict__ slots, int used, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
     i64 t = blockIdx.y;

@@ -9,6 +9,7 @@ __device__ __forceinline__ float exp_rounded(float x) { return (float)exp((doubl
 // One block per row: y = x * (1 / sqrt(mean(x^2) + eps)) * w. The general form, for rows that rms_norm_rows does not take.
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float epsilon)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ double scratch[32];
     const float* in = x + (i64)blockIdx.x * n;
     float* out = y + (i64)blockIdx.x * n;
@@ -33,6 +34,7 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
 extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x, const float4* __restrict__ w, float4* y,
                                                                 int n4, float epsilon, int pack, i8* __restrict__ codes, float* __restrict__ scales)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ double sums[32];
     __shared__ float magnitudes[32], largest[32];
     int n = 4 * n4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -133,6 +135,7 @@ extern "C" __global__ void rope(float* values, const float* __restrict__ cos_tab
                                 int half, int row_stride, int head_stride, int offset, int neox,
                                 float* __restrict__ store, int store_stride, int store_offset, int store_width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int token = blockIdx.x, head = blockIdx.y;
     i64 position = step_position(step, first_position) + token;
     int slice = head * head_stride + offset; // the rotated slice's first element in the token row
@@ -159,6 +162,7 @@ extern "C" __global__ void rope(float* values, const float* __restrict__ cos_tab
 // gate = silu(gate) * up.
 extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) { float g = gate[i]; gate[i] = g / (1.0f + exp_rounded(-g)) * up[i]; }
 }
@@ -169,6 +173,7 @@ extern "C" __global__ void silu_mul(float* gate, const float* __restrict__ up, i
 extern "C" __global__ void __launch_bounds__(256) silu_mul_pack(float* gate, const float* __restrict__ up, i64 n, int pack,
                                                                 i8* __restrict__ codes, float* __restrict__ scales)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ float magnitudes[8], largest[8];
     i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
     bool active = i < n;
@@ -222,6 +227,7 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
                                      int heads, int kv_heads, int key_dim, int value_dim, int key_stride, int value_stride,
                                      float scale, const int* __restrict__ step, int first_position, int capacity)
 {
+    FATHOM_WAIT_PREVIOUS();
     extern __shared__ float query[];
     __shared__ float scratch[32];
     __shared__ double sums[32];
@@ -273,12 +279,14 @@ extern "C" __global__ void attention(const float* __restrict__ queries, const fl
 
 extern "C" __global__ void add(float* x, const float* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = x[i] + y[i];
 }
 
 extern "C" __global__ void add_bias(float* x, const float* __restrict__ bias, int width, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = x[i] + bias[i % width];
 }
@@ -286,6 +294,7 @@ extern "C" __global__ void add_bias(float* x, const float* __restrict__ bias, in
 // Row blockIdx.y: width values from src + row*src_stride to dst + row*dst_stride.
 extern "C" __global__ void copy_rows(const float* __restrict__ src, int src_stride, float* __restrict__ dst, int dst_stride, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k < width) dst[(i64)blockIdx.y * dst_stride + k] = src[(i64)blockIdx.y * src_stride + k];
 }
@@ -295,6 +304,7 @@ extern "C" __global__ void copy_rows(const float* __restrict__ src, int src_stri
 extern "C" __global__ void store_rows(const float* __restrict__ src, int src_stride, float* __restrict__ dst, int dst_stride,
                                       const int* __restrict__ step, int first_row, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     i64 row = step_position(step, first_row) + blockIdx.y;
     if (k < width) dst[row * dst_stride + k] = src[(i64)blockIdx.y * src_stride + k];
@@ -303,6 +313,7 @@ extern "C" __global__ void store_rows(const float* __restrict__ src, int src_str
 // Row i of dst = row rows[i] of src.
 extern "C" __global__ void gather_rows(const float* __restrict__ src, const int* __restrict__ rows, float* __restrict__ dst, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k < width) dst[(i64)blockIdx.y * width + k] = src[(i64)rows[blockIdx.y] * width + k];
 }
@@ -311,6 +322,7 @@ extern "C" __global__ void gather_rows(const float* __restrict__ src, const int*
 extern "C" __global__ void add_scaled_rows(float* dst, const float* __restrict__ src, const int* __restrict__ rows,
                                            const float* __restrict__ scales, int count, int width)
 {
+    FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
     for (int i = 0; i < count; i++)
@@ -324,6 +336,7 @@ extern "C" __global__ void add_scaled_rows(float* dst, const float* __restrict__
 // for the generation roofline of `bench --gpu`. The sums only keep the loads from being optimized away.
 extern "C" __global__ void read_bandwidth(const float4* __restrict__ x, i64 n4, float* __restrict__ partial)
 {
+    FATHOM_WAIT_PREVIOUS();
     float s = 0.0f;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (i64)gridDim.x * blockDim.x)
     {

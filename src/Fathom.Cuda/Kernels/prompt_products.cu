@@ -22,6 +22,7 @@ __device__ __forceinline__ u32 float_to_bf16_bits(float f)
 extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row_bytes, int columns,         \
                                                uint4* __restrict__ hi, uint4* __restrict__ lo, i64 groups)    \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
     if (g >= groups) return;                                                                                   \
     int per_row = columns / 8;                                                                                 \
@@ -44,6 +45,7 @@ extern "C" __global__ void dequantize_group_half_##T(const u64* __restrict__ mat
                                                      i64 row_bytes, int columns, uint4* __restrict__ hi,       \
                                                      uint4* __restrict__ lo, i64 groups)                       \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
     if (g >= groups) return;                                                                                   \
     const u8* w = (const u8*)matrices[first_matrix + blockIdx.y];                                              \
@@ -65,6 +67,7 @@ FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_GROUP_HALF_KERNELS)
 
 extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float v = x[i];
@@ -75,6 +78,7 @@ extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __res
 
 extern "C" __global__ void floats_to_bf16(const float* __restrict__ x, u16* __restrict__ y, i64 n)
 {
+    FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = (u16)float_to_bf16_bits(x[i]);
 }

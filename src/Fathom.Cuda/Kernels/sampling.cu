@@ -6,6 +6,7 @@
 extern "C" __global__ void apply_penalties(float* logits, int vocab, const int* __restrict__ tokens, const int* __restrict__ counts, int n,
     float repetition, float presence, float frequency)
 {
+    FATHOM_WAIT_PREVIOUS();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int token = tokens[i];
@@ -73,6 +74,7 @@ __device__ u32 selection_block_sum(u32 v, u64* scratch)
 // result[0]. The order of the words is total, so the result does not depend on how the row is shared out.
 extern "C" __global__ void __launch_bounds__(1024) select_argmax_blocks(const float* __restrict__ logits, int vocab, u64* __restrict__ partial)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ u64 scratch[32];
     u64 best = 0;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += gridDim.x * blockDim.x)
@@ -87,6 +89,7 @@ extern "C" __global__ void __launch_bounds__(1024) select_argmax_blocks(const fl
 // One block of up to 1024 threads over select_argmax_blocks' `count` words.
 extern "C" __global__ void __launch_bounds__(1024) select_argmax_finish(const u64* __restrict__ partial, int count, int* __restrict__ result)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ u64 scratch[32];
     u64 best = 0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) best = partial[i] > best ? partial[i] : best;
@@ -102,6 +105,7 @@ extern "C" __global__ void __launch_bounds__(1024) select_argmax_finish(const u6
 // first; a pass stops the search when every word with the prefix found so far is needed.
 extern "C" __global__ void __launch_bounds__(1024) select_candidates(const float* __restrict__ logits, int vocab, int wanted, float gap, int* __restrict__ out)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ u32 histogram[256];
     __shared__ u64 chosen[1024];
     __shared__ u64 scratch[32];

@@ -22,6 +22,7 @@ NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                     
     const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride,                                     \
     float* __restrict__ y, i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens)         \
 {                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
     const int pieces = COLUMNS / 8, slots = TRANSPOSED_THREADS / COLUMNS;                                      \
     __shared__ float4 decoded[ROWS][COLUMNS / 4];                                                              \
     __shared__ float inputs[TRANSPOSED_TILE][ROWS];                                                            \

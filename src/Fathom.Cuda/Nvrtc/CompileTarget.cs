@@ -7,6 +7,16 @@ namespace Fathom.Cuda.Nvrtc;
 /// </summary>
 public sealed record CompileTarget(string ArchitectureOption, bool Cubin)
 {
+    /// <summary>The architecture number an option names (90 for <c>--gpu-architecture=sm_90a</c> or <c>compute_90</c>), or 0.</summary>
+    public static int ArchitectureOf(string architectureOption)
+    {
+        int at = architectureOption.LastIndexOf('_');
+        if (at < 0) return 0;
+        int end = at + 1;
+        while (end < architectureOption.Length && char.IsAsciiDigit(architectureOption[end])) end++;
+        return int.TryParse(architectureOption.AsSpan(at + 1, end - at - 1), out int architecture) ? architecture : 0;
+    }
+
     public static CompileTarget For(int deviceArchitecture, IReadOnlyList<int> supported)
     {
         if (supported.Contains(deviceArchitecture))
