@@ -20,8 +20,8 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
-    // transposed_group_T / transposed_narrow_T: 256 or 64 columns and up to 4 tokens per block (Kernels/transposed.cu).
-    private const int TransposedColumns = 256, NarrowTransposedColumns = 64, TransposedTokenTile = 4, TransposedThreads = 256;
+    // transposed_group_T / transposed_narrow_T: 256 or 128 columns and up to 4 tokens per block (Kernels/transposed.cu).
+    private const int TransposedColumns = 256, NarrowTransposedColumns = 128, TransposedTokenTile = 4, TransposedThreads = 256;
 
     /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
     public const int BlasMinimumTokens = 32;
@@ -779,8 +779,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Whether transposed products run in blocks of 64 columns (<c>transposed_narrow_T</c>) rather than 256
-    /// (<c>transposed_group_T</c>; FATHOM_CUDA_TRANSPOSED=wide): same sums, four times the blocks, for R1's 128 narrow
+    /// Whether transposed products run in blocks of 128 columns (<c>transposed_narrow_T</c>) rather than 256
+    /// (<c>transposed_group_T</c>; FATHOM_CUDA_TRANSPOSED=wide): same sums, twice the blocks, for R1's 128 narrow
     /// k_b heads.
     /// </summary>
     public bool NarrowTransposedProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_TRANSPOSED") != "wide";

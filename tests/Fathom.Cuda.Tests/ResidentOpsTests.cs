@@ -146,10 +146,11 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
     [InlineData(GgmlType.F32, 2, false, 16, 256)]
     [InlineData(GgmlType.Q4_K, 1, true, 128, 512)] // R1's shape: several tiles of decoded rows, two column blocks
     [InlineData(GgmlType.Q8_0, 6, false, 45, 288)] // a last row tile of 13, a last column block of 32 of 256
-    [InlineData(GgmlType.Q4_K, 1, true, 300, 512)] // the narrow form's rows in three rounds of 128, the last of 44
+    [InlineData(GgmlType.Q4_K, 1, true, 300, 512)] // the narrow form's rows in five rounds of 64, the last of 44
+    [InlineData(GgmlType.Q6_K, 6, false, 40, 768)] // the narrow form: six column blocks of 128, two token tiles
     [InlineData(GgmlType.Q4_K, 1, true, 128, 512, true)] // the wide form (FATHOM_CUDA_TRANSPOSED=wide)
     [InlineData(GgmlType.Q8_0, 6, false, 45, 288, true)]
-    [InlineData(GgmlType.Q6_K, 7, true, 40, 320, true)]
+    [InlineData(GgmlType.Q6_K, 7, true, 40, 512, true)]
     public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach, int nope, int latent, bool wide = false)
     {
         // MLA's fused attn_kv_b: each head's key rows (a row slice of one matrix) weighted by that head's q_nope, read

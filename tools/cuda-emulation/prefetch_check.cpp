@@ -2,7 +2,7 @@
 // matvec_q_prefetch, with programmatic launches), run on the CPU (emulation.h) with every prefetched line recorded:
 // for every layout (lanes a power of two from the type's pieces per block to 128, 1, 2 or 4 rows per thread) and
 // row counts that fill the last block or not, each block asks for exactly the 128-byte lines of the rows its threads
-// read (the kernel's own first_row formula) and nothing else; a grouped launch without routing ids asks for its
+// read (the kernel's own first_row formula; up to MATVEC_Q_PREFETCH_BYTES from the first) and nothing else; a grouped launch without routing ids asks for its
 // matrix's rows, and one with ids (chosen by the previous kernel) or with a matrix index past the table asks for none.
 #include <map>
 #include <mutex>
@@ -64,7 +64,7 @@ int main()
                             unsigned blocks = (unsigned)((rows + per_block - 1) / per_block);
                             for (unsigned b = 0; b < blocks; b++)
                             {
-                                Block({b, 0, 0}, [&] { matvec_q_prefetch((const u8*)base, row_bytes, rows, lanes, rows_per_thread); });
+                                Block({b, 0, 0}, [&] { matvec_q_prefetch((const u8*)base, row_bytes, rows, lanes, rows_per_thread, (int)b); });
                                 // The rows the block's threads read: first_row .. first_row + rows_per_thread - 1 of each thread.
                                 int lowest = rows, highest = -1;
                                 for (int t = 0; t < MATVEC_Q_THREADS; t++)
@@ -73,7 +73,7 @@ int main()
                                     for (int k = 0; k < rows_per_thread; k++)
                                         if (first_row + k < rows) { lowest = std::min(lowest, first_row + k); highest = std::max(highest, first_row + k); }
                                 }
-                                std::set<unsigned long long> expected = Lines(base + (unsigned long long)(lowest * row_bytes), (long long)(highest - lowest + 1) * row_bytes);
+                                std::set<unsigned long long> expected = Lines(base + (unsigned long long)(lowest * row_bytes), std::min((long long)(highest - lowest + 1) * row_bytes, (long long)MATVEC_Q_PREFETCH_BYTES));
                                 CHECK(emu_prefetched == expected, "base %llx lanes %d rows/thread %d row bytes %lld rows %d block %u: %zu lines, expected %zu",
                                       base, lanes, rows_per_thread, row_bytes, rows, b, emu_prefetched.size(), expected.size());
                                 for (auto& [line, count] : emu_prefetch_count) CHECK(count == 1, "line %llx prefetched %d times", line, count);
@@ -91,13 +91,13 @@ int main()
         for (unsigned z = 0; z < (unsigned)(2 * per_set); z++)
             for (unsigned b = 0; b < 3; b++)
             {
-                Block({b, 0, z}, [&] { matvec_q_prefetch(group_matrix_before_wait(table, 0, 3, per_set), row_bytes, rows, lanes, rows_per_thread); });
+                Block({b, 0, z}, [&] { matvec_q_prefetch(group_matrix_before_wait(table, 0, 3, per_set), row_bytes, rows, lanes, rows_per_thread, (int)b); });
                 int set = (int)z / per_set, entry = (int)z % per_set, per_block = (MATVEC_Q_THREADS / lanes) * rows_per_thread;
                 std::set<unsigned long long> expected;
                 if (entry < 3)
-                    expected = Lines(table[set * 3 + entry] + (unsigned long long)(b * per_block * row_bytes), (long long)std::min(per_block, rows - (int)b * per_block) * row_bytes);
+                    expected = Lines(table[set * 3 + entry] + (unsigned long long)(b * per_block * row_bytes), std::min((long long)std::min(per_block, rows - (int)b * per_block) * row_bytes, (long long)MATVEC_Q_PREFETCH_BYTES));
                 CHECK(emu_prefetched == expected, "group without ids: per_set %d z %u block %u: %zu lines, expected %zu", per_set, z, b, emu_prefetched.size(), expected.size());
-                Block({b, 0, z}, [&] { matvec_q_prefetch(group_matrix_before_wait(table, ids, 3, per_set), row_bytes, rows, lanes, rows_per_thread); });
+                Block({b, 0, z}, [&] { matvec_q_prefetch(group_matrix_before_wait(table, ids, 3, per_set), row_bytes, rows, lanes, rows_per_thread, (int)b); });
                 CHECK(emu_prefetched.empty(), "group with ids: per_set %d z %u block %u prefetched %zu lines", per_set, z, b, emu_prefetched.size());
                 checked += 2;
             }

@@ -1,7 +1,8 @@
 // Kernels/transposed.cu run on the CPU (emulation.h) against the scalar arithmetic of WeightMatrix.MultiplyTransposed
 // (y[c] = 0, then for each row in order y[c] += W[r, c] * x[r], a separate multiply and add, each weight decoded by
 // decode.cu's own element decoder decode_T): equal bit for bit, for Q4_K, Q8_0, Q6_K and F32 at the test's shape
-// (16 rows × 256), R1's (128 × 512), and partial row tiles, column blocks and token tiles; the values between the
+// (16 rows × 256), R1's (128 × 512), and partial row tiles, column blocks and token tiles, in both forms (256 and 128
+// columns a block); the values between the
 // strided outputs must stay untouched.
 #include "emulation.h"
 #include "common.cuh"
@@ -24,15 +25,20 @@ int main()
     std::mt19937 random(3);
     std::normal_distribution<float> normal(0.f, 1.f);
     std::uniform_real_distribution<float> scale(0.001f, 0.05f);
-    struct Type { const char* name; Kernel kernel; Decoder decode; int blockWeights, blockBytes, scaleAt, minimumAt; } types[] = {
-        {"q4_k", transposed_group_q4_k, decode_q4_k, 256, 144, 0, 2},
-        {"q8_0", transposed_group_q8_0, decode_q8_0, 32, 34, 0, -1},
-        {"q6_k", transposed_group_q6_k, decode_q6_k, 256, 210, 208, -1},
-        {"f32", transposed_group_f32, decode_f32, 1, 4, -1, -1},
+    // Each type in both forms: transposed_group_T (256 columns a block) and transposed_narrow_T (128).
+    struct Type { const char* name; Kernel kernel; Decoder decode; int blockWeights, blockBytes, scaleAt, minimumAt, blockColumns; } types[] = {
+        {"group_q4_k", transposed_group_q4_k, decode_q4_k, 256, 144, 0, 2, 256},
+        {"group_q8_0", transposed_group_q8_0, decode_q8_0, 32, 34, 0, -1, 256},
+        {"group_q6_k", transposed_group_q6_k, decode_q6_k, 256, 210, 208, -1, 256},
+        {"group_f32", transposed_group_f32, decode_f32, 1, 4, -1, -1, 256},
+        {"narrow_q4_k", transposed_narrow_q4_k, decode_q4_k, 256, 144, 0, 2, 128},
+        {"narrow_q8_0", transposed_narrow_q8_0, decode_q8_0, 32, 34, 0, -1, 128},
+        {"narrow_q6_k", transposed_narrow_q6_k, decode_q6_k, 256, 210, 208, -1, 128},
+        {"narrow_f32", transposed_narrow_f32, decode_f32, 1, 4, -1, -1, 128},
     };
     int failures = 0;
     for (const Type& type : types)
-        for (auto [matrices, rows, columns, tokens] : {std::tuple{3, 16, 256, 1}, {3, 45, 512, 6}, {2, 128, 512, 1}, {2, 33, 288, 9}})
+        for (auto [matrices, rows, columns, tokens] : {std::tuple{3, 16, 256, 1}, {3, 45, 512, 6}, {2, 128, 512, 1}, {2, 33, 288, 9}, {2, 150, 384, 5}})
         {
             if (columns % type.blockWeights) continue;
             i64 rowBytes = (i64)columns / type.blockWeights * type.blockBytes;
@@ -51,7 +57,7 @@ int main()
             std::vector<float> x((size_t)tokens * matrices * inputStride);
             for (float& v : x) v = normal(random);
             std::vector<float> actual((size_t)tokens * matrices * outputStride, 7.f), expected = actual;
-            emu_launch({(unsigned)((columns + 255) / 256), (unsigned)((tokens + 3) / 4), (unsigned)matrices}, 256, [&] {
+            emu_launch({(unsigned)((columns + type.blockColumns - 1) / type.blockColumns), (unsigned)((tokens + 3) / 4), (unsigned)matrices}, 256, [&] {
                 type.kernel(table.data(), rowBytes, x.data(), inputStride, (i64)matrices * inputStride, actual.data(), outputStride,
                             (i64)matrices * outputStride, rows, columns, tokens);
             });
@@ -69,7 +75,7 @@ int main()
                     }
             int differing = 0;
             for (size_t i = 0; i < actual.size(); i++) differing += std::memcmp(&actual[i], &expected[i], 4) != 0;
-            printf("transposed_group_%s, %d matrices of %d x %d, %d tokens: %d of %zu values differ\n", type.name, matrices, rows, columns, tokens,
+            printf("transposed_%s, %d matrices of %d x %d, %d tokens: %d of %zu values differ\n", type.name, matrices, rows, columns, tokens,
                    differing, actual.size());
             failures += differing != 0;
         }

@@ -326,14 +326,19 @@ __device__ __forceinline__ void matvec_q_finish(float* sum, int parts, int lanes
         }
 }
 
-// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another), into L2; nothing for a
+// At most this many of a block's weight bytes are prefetched: a decode step's small products (Qwen's: 1-15 KB a block)
+// whole, a large one's (R1's o: 73 KB a block over 896 blocks, beyond L2 together) only the start its first rounds read.
+#define MATVEC_Q_PREFETCH_BYTES 16384
+
+// The weight bytes a block of matvec_q_rows reads (whole rows, which lie one after another, up to
+// MATVEC_Q_PREFETCH_BYTES), into L2; nothing for a
 // null w (a grouped launch whose matrix the routing chooses: an offset from null would name unmapped memory, and
 // prefetches there cost page-table walks, run pdl-1).
 __device__ __forceinline__ void matvec_q_prefetch(const u8* w, i64 row_bytes, int rows, int lanes, int rows_per_thread, int block_index)
 {
     if (w == 0) return;
     int per_block = (MATVEC_Q_THREADS / lanes) * rows_per_thread, first = block_index * per_block;
-    prefetch_l2(w + (i64)first * row_bytes, (i64)min(per_block, rows - first) * row_bytes);
+    prefetch_l2(w + (i64)first * row_bytes, min((i64)min(per_block, rows - first) * row_bytes, (i64)MATVEC_Q_PREFETCH_BYTES));
 }
 
 // A stacked launch's block: matrix m's weight rows for its block of index b - (blocks before m), into L2.

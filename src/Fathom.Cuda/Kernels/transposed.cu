@@ -12,10 +12,11 @@
 
 // One body, two widths: COLUMNS columns per block with ROWS rows decoded per round (COLUMNS * ROWS = 8192 decoded
 // weights, 32 KB of shared memory, either way). transposed_group_T (256 × 32) is the first form; transposed_narrow_T
-// (64 × 128) gives a group of few, narrow matrices four times the blocks — R1's k_b is 128 heads of 128 × 512, so the
-// wide form ran 256 blocks on 132 SMs, each waiting out four rounds of loads — and has every thread's four decodes of
-// a round in flight together. In the add phase thread i takes column i % COLUMNS and every (256 / COLUMNS)-th token of
-// the tile from i / COLUMNS on; each sum still adds its rows in order, so both forms give the CPU's bits.
+// (128 × 64) gives a group of few, narrow matrices twice the blocks (R1's k_b is 128 heads of 128 × 512: the wide form
+// runs 256 blocks on 132 SMs, each waiting out four rounds of loads) and each thread two decodes of a round in flight
+// together. A 64 × 128 form (1,024 blocks) ran slower than the wide one in run 38 (32.9 against 25.6 µs per R1 layer):
+// more blocks than one wave holds. In the add phase thread i takes column i % COLUMNS and every (256 / COLUMNS)-th
+// token of the tile from i / COLUMNS on; each sum still adds its rows in order, so both forms give the CPU's bits.
 #define FATHOM_TRANSPOSED_KERNEL(NAME, T, COLUMNS, ROWS)                                                       \
 extern "C" __global__ void __launch_bounds__(TRANSPOSED_THREADS)                                               \
 NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                                                    \
@@ -72,6 +73,6 @@ NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                     
 
 #define FATHOM_TRANSPOSED_KERNELS(T)                                                                            \
     FATHOM_TRANSPOSED_KERNEL(transposed_group, T, 256, 32)                                                     \
-    FATHOM_TRANSPOSED_KERNEL(transposed_narrow, T, 64, 128)
+    FATHOM_TRANSPOSED_KERNEL(transposed_narrow, T, 128, 64)
 
 FATHOM_FOR_EACH_WEIGHT_TYPE(FATHOM_TRANSPOSED_KERNELS)
