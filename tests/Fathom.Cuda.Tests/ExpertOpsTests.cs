@@ -40,14 +40,6 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         }
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     public static TheoryData<string, bool> RoutingCases => new()
     {
         { "v2-softmax", false }, { "v3-sigmoid-groups", true }, { "r1-sigmoid-groups-scaled", true }, { "softmax-normalized", false },
@@ -57,21 +49,14 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
     private static ExpertRouting Routing(string name) => name switch
     {
         "v2-softmax" => new ExpertRouting(64, 6, false, null, 1, 1, false, 1f),
-        "v3-sigmoid-groups" => new ExpertRouting(64, 6, true, Pinned(TestData.Gaussian(new Random(3), 64, 0.2f)), 8, 4, true, 2.5f),
-        "r1-sigmoid-groups-scaled" => new ExpertRouting(256, 8, true, Pinned(TestData.Gaussian(new Random(4), 256, 0.2f)), 8, 4, true, 2.5f),
+        "v3-sigmoid-groups" => new ExpertRouting(64, 6, true, TestData.Pinned(TestData.Gaussian(new Random(3), 64, 0.2f)), 8, 4, true, 2.5f),
+        "r1-sigmoid-groups-scaled" => new ExpertRouting(256, 8, true, TestData.Pinned(TestData.Gaussian(new Random(4), 256, 0.2f)), 8, 4, true, 2.5f),
         "softmax-normalized" => new ExpertRouting(16, 4, false, null, 4, 2, true, 1f),
         // The kernel's block is a thread per expert, at most 1,024, in whole warps: 2,048 experts take two each.
         "more-experts-than-threads" => new ExpertRouting(2048, 8, false, null, 16, 3, true, 1f),
-        "experts-in-part-of-a-warp" => new ExpertRouting(40, 6, true, Pinned(TestData.Gaussian(new Random(5), 40, 0.2f)), 5, 2, true, 1.5f),
+        "experts-in-part-of-a-warp" => new ExpertRouting(40, 6, true, TestData.Pinned(TestData.Gaussian(new Random(5), 40, 0.2f)), 5, 2, true, 1.5f),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
-
-    private static float[] Pinned(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        return buffer;
-    }
 
     /// <summary>The routing kernel's experts are the CPU's, its weights and scores agree to float rounding (exp, sums).</summary>
     [Theory]
@@ -88,9 +73,9 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         for (int i = 0; i < e; i++) logits[i] = (i / 2) % 5;
         float[] cpuScores = (float[])logits.Clone(), cpuIds = new float[tokens * u], cpuWeights = new float[tokens * u];
         _cpu.RouteExperts(routing, cpuScores, cpuIds, cpuWeights, tokens);
-        float[] scores = attach ? Attached(logits) : (float[])logits.Clone();
-        float[] ids = attach ? Attached(new float[tokens * u]) : new float[tokens * u];
-        float[] weights = attach ? Attached(new float[tokens * u]) : new float[tokens * u];
+        float[] scores = attach ? gpu.Attached(logits) : (float[])logits.Clone();
+        float[] ids = attach ? gpu.Attached(new float[tokens * u]) : new float[tokens * u];
+        float[] weights = attach ? gpu.Attached(new float[tokens * u]) : new float[tokens * u];
         gpu.Backend.RouteExperts(routing, scores, ids, weights, tokens);
         if (attach)
             foreach (float[] a in new[] { scores, ids, weights }) gpu.Backend.ReadToHost(a);
@@ -113,11 +98,11 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
             ? (Stack(ExpertBytes, type, 8, 72, 768, "experts.q4_k"), 72, 768)
             : (Stack(Iq1Bytes, type, 8, 40, 512, "experts.iq1_s"), 40, 512);
         var random = new Random(columns);
-        float[] ids = Attached([6, 1, 3]);
+        float[] ids = gpu.Attached([6, 1, 3]);
         const int slot = 1024; // inputs and outputs at a stride wider than a row, as the MoE layer lays them out
-        float[] inputs = Attached(TestData.Gaussian(random, 3 * slot));
-        float[] shared = Attached(inputs.AsSpan(0, columns).ToArray());
-        float[] grouped = Attached(Enumerable.Repeat(5f, 3 * slot).ToArray()), stridedGroup = Attached(Enumerable.Repeat(5f, 3 * slot).ToArray());
+        float[] inputs = gpu.Attached(TestData.Gaussian(random, 3 * slot));
+        float[] shared = gpu.Attached(inputs.AsSpan(0, columns).ToArray());
+        float[] grouped = gpu.Attached(Enumerable.Repeat(5f, 3 * slot).ToArray()), stridedGroup = gpu.Attached(Enumerable.Repeat(5f, 3 * slot).ToArray());
         gpu.Backend.MatMulExperts(experts, ids, shared, 0, grouped, slot);
         gpu.Backend.MatMulExperts(experts, ids, inputs, slot, stridedGroup, slot);
         gpu.Backend.ReadToHost(grouped);
@@ -143,7 +128,7 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         float[] down = grouped.AsSpan(0, 3 * slot).ToArray(), rowsOf = new float[3 * rows];
         for (int k = 0; k < 3; k++) down.AsSpan(k * slot, rows).CopyTo(rowsOf.AsSpan(k * rows));
         _cpu.AddWeightedRows(expected, rowsOf, weights, rows);
-        float[] actual = Attached(residual), deviceRows = Attached(rowsOf), deviceWeights = Attached(weights);
+        float[] actual = gpu.Attached(residual), deviceRows = gpu.Attached(rowsOf), deviceWeights = gpu.Attached(weights);
         gpu.Backend.AddWeightedRows(actual, deviceRows, deviceWeights, rows);
         gpu.Backend.ReadToHost(actual);
         Assert.Equal(expected, actual);
@@ -163,8 +148,8 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         const int heads = 4, latent = 48, nope = 128, latentRow = 64;
         WeightMatrix[] kB = Stack(HeadBytes, GgmlType.Q8_0, heads, latent, nope, "attn_k_b.q8_0");
         var random = new Random(tokens + qkHead);
-        float[] q = Attached(TestData.Gaussian(random, tokens * heads * qkHead));
-        float[] absorbed = Attached(Enumerable.Repeat(3f, tokens * heads * latentRow).ToArray());
+        float[] q = gpu.Attached(TestData.Gaussian(random, tokens * heads * qkHead));
+        float[] absorbed = gpu.Attached(Enumerable.Repeat(3f, tokens * heads * latentRow).ToArray());
         gpu.Backend.MatMulGroup(kB, q, qkHead, absorbed, latentRow, tokens, heads * qkHead, heads * latentRow);
         gpu.Backend.ReadToHost(absorbed);
         float[] cpu = Enumerable.Repeat(3f, tokens * heads * latentRow).ToArray();

@@ -38,14 +38,6 @@ public sealed unsafe class ExpertPairTests(GpuFixture gpu) : IDisposable
         }
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     [Theory]
     [InlineData(GgmlType.IQ1_S, GgmlType.IQ1_S, 0)]
     [InlineData(GgmlType.Q4_K, GgmlType.Q4_K, Slot)]
@@ -56,11 +48,11 @@ public sealed unsafe class ExpertPairTests(GpuFixture gpu) : IDisposable
         gpu.Require();
         CudaBackend backend = gpu.Backend;
         WeightMatrix[] gate = Set(gateType, 1, $"pairs.gate.{gateType}"), up = Set(upType, 2, $"pairs.up.{upType}");
-        float[] ids = Attached([4, 0, 5, 4]);
+        float[] ids = gpu.Attached([4, 0, 5, 4]);
         int used = ids.Length;
-        float[] inputs = Attached(TestData.Gaussian(new Random(inputStride + (int)gateType), (used - 1) * inputStride + Columns));
-        float[] paired = Attached(Enumerable.Repeat(7f, 2 * used * Slot).ToArray());
-        float[] separate = Attached(Enumerable.Repeat(7f, 2 * used * Slot).ToArray());
+        float[] inputs = gpu.Attached(TestData.Gaussian(new Random(inputStride + (int)gateType), (used - 1) * inputStride + Columns));
+        float[] paired = gpu.Attached(Enumerable.Repeat(7f, 2 * used * Slot).ToArray());
+        float[] separate = gpu.Attached(Enumerable.Repeat(7f, 2 * used * Slot).ToArray());
         float[] cpu = new float[2 * used * Slot];
 
         backend.MatMulExpertPairs(gate, up, ids, inputs, inputStride, paired, Slot);

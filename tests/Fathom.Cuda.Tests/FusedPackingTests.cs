@@ -37,14 +37,6 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         fixed (byte* p = bytes) return WeightMatrix.InPlace($"fused.{type}.{rows}x{columns}", type, p, rows, columns);
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     /// <summary>Gaussian values with a block of 256 zeros at 256 and, at 512, 256 values of equal magnitude (the first negative).</summary>
     private static float[] Row(Random random, int n)
     {
@@ -90,7 +82,7 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         var random = new Random(n + (int)type);
         float[] input = Row(random, n), weight = TestData.Gaussian(random, n);
         Array.Fill(weight, 1f, 512, 256); // the equal magnitudes stay equal
-        float[] x = Attached(input), w = Attached(weight), h = Attached(new float[n]), y = Attached(new float[rows]);
+        float[] x = gpu.Attached(input), w = gpu.Attached(weight), h = gpu.Attached(new float[n]), y = gpu.Attached(new float[rows]);
         void Step()
         {
             backend.RmsNorm(x, w, h, 1, Epsilon);
@@ -138,8 +130,8 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         var random = new Random(width + (int)type);
         float[] gateValues = Row(random, values), upValues = TestData.Gaussian(random, values);
         Array.Fill(upValues, 1f, 512, 256);
-        float[] gate = Attached(gateValues), up = Attached(upValues), ids = Attached([3, 0, 4]);
-        float[] y = Attached(new float[experts ? used * rows : rows]);
+        float[] gate = gpu.Attached(gateValues), up = gpu.Attached(upValues), ids = gpu.Attached([3, 0, 4]);
+        float[] y = gpu.Attached(new float[experts ? used * rows : rows]);
         void Step()
         {
             gateValues.CopyTo(gate, 0);
@@ -186,7 +178,7 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         WeightMatrix q8 = Matrix(GgmlType.Q8_0, rows, n), q4k = Matrix(GgmlType.Q4_K, rows, n);
         var random = new Random(17);
         float[] input = Row(random, n), weight = TestData.Gaussian(random, n);
-        float[] x = Attached(input), w = Attached(weight), h = Attached(new float[n]), y = Attached(new float[rows]);
+        float[] x = gpu.Attached(input), w = gpu.Attached(weight), h = gpu.Attached(new float[n]), y = gpu.Attached(new float[rows]);
         float[] normed = new float[n];
         _cpu.RmsNorm(input, weight, normed, 1, Epsilon);
         long before = 0;
@@ -221,7 +213,7 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         WeightMatrix router = WeightMatrix.FromFloats("fused.router", TestData.Gaussian(random, experts * n), experts, n);
         WeightMatrix gate = Matrix(GgmlType.Q4_K, rows, n);
         float[] input = Row(random, n), weight = TestData.Gaussian(random, n);
-        float[] x = Attached(input), w = Attached(weight), h = Attached(new float[n]), logits = Attached(new float[experts]), y = Attached(new float[rows]);
+        float[] x = gpu.Attached(input), w = gpu.Attached(weight), h = gpu.Attached(new float[n]), logits = gpu.Attached(new float[experts]), y = gpu.Attached(new float[rows]);
         void Step()
         {
             backend.RmsNorm(x, w, h, 1, Epsilon);
@@ -285,7 +277,7 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
             backend.RmsNorm(x, w, actual, tokens, Epsilon);
             Assert.True(TestData.RelativeL2(actual, expected) < 1e-6, $"{tokens}×{n}: relative L2 {TestData.RelativeL2(actual, expected):E2}");
 
-            float[] inPlace = Attached(x), weight = Attached(w);
+            float[] inPlace = gpu.Attached(x), weight = gpu.Attached(w);
             backend.RmsNorm(inPlace, weight, inPlace, tokens, Epsilon);
             backend.ReadToHost(inPlace);
             Assert.True(TestData.RelativeL2(inPlace, expected) < 1e-6, $"{tokens}×{n} in place: relative L2 {TestData.RelativeL2(inPlace, expected):E2}");

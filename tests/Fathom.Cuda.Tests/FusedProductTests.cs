@@ -15,14 +15,6 @@ public sealed unsafe class FusedProductTests(GpuFixture gpu) : IDisposable
 
     public void Dispose() => _cpu.Dispose();
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     [Theory]
     [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, true)]
     [InlineData(GgmlType.Q8_0, GgmlType.Q4_K, false)]
@@ -42,14 +34,14 @@ public sealed unsafe class FusedProductTests(GpuFixture gpu) : IDisposable
                 WeightMatrix.InPlace("q.weight", type, q, qRows, columns), WeightMatrix.InPlace("k.weight", type, k, kvRows, columns),
                 WeightMatrix.InPlace("v.weight", valueType, v, kvRows, columns),
             ];
-            float[]?[] biases = [Attached(TestData.Gaussian(random, qRows)), null, Attached(TestData.Gaussian(random, kvRows))];
+            float[]?[] biases = [gpu.Attached(TestData.Gaussian(random, qRows)), null, gpu.Attached(TestData.Gaussian(random, kvRows))];
             float[] input = TestData.Gaussian(random, columns);
             float[] fused = new float[3 * slot], separate = new float[3 * slot], cpu = new float[3 * slot];
             if (attach)
             {
-                input = Attached(input);
-                fused = Attached(fused);
-                separate = Attached(separate);
+                input = gpu.Attached(input);
+                fused = gpu.Attached(fused);
+                separate = gpu.Attached(separate);
             }
 
             gpu.Backend.MatMulGroup(weights, input, 0, fused, slot, biases);
@@ -93,10 +85,10 @@ public sealed unsafe class FusedProductTests(GpuFixture gpu) : IDisposable
             float[] product = new float[tokens * rows], cpuProduct = new float[tokens * rows];
             if (attach)
             {
-                input = Attached(input);
-                fused = Attached(fused);
-                separate = Attached(separate);
-                product = Attached(product);
+                input = gpu.Attached(input);
+                fused = gpu.Attached(fused);
+                separate = gpu.Attached(separate);
+                product = gpu.Attached(product);
             }
 
             gpu.Backend.MatMulResidual(weight, input, fused, product, tokens);

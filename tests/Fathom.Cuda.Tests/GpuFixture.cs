@@ -51,6 +51,14 @@ public sealed class GpuFixture : IDisposable
     public CudaKernels Kernels => Require()._kernels!;
     public CudaBackend Backend => Require()._backend!;
 
+    /// <summary>A pinned copy of <paramref name="values"/> attached to <see cref="Backend"/>: its results stay on the device until read back.</summary>
+    public float[] Attached(float[] values)
+    {
+        float[] buffer = TestData.Pinned(values);
+        Backend.Attach(buffer);
+        return buffer;
+    }
+
     /// <summary>Skips the running test (visibly, with the reason) when there is no GPU.</summary>
     public GpuFixture Require()
     {

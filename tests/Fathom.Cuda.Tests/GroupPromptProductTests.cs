@@ -43,14 +43,6 @@ public sealed unsafe class GroupPromptProductTests(GpuFixture gpu) : IDisposable
         }
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     /// <summary>
     /// k_b-like (Q5_0, 128 columns read from 192-wide query heads), v_b-like (Q4_K, 512 columns), a query stride that
     /// splits Q8_0's blocks (200), runs of one matrix (a lowered dequantization limit), and the unsplit product.
@@ -92,8 +84,8 @@ public sealed unsafe class GroupPromptProductTests(GpuFixture gpu) : IDisposable
     private float[] Run(CudaBackend backend, WeightMatrix[] matrices, float[] x, int inputStride, int outputStride, int tokens,
         bool groupTensorCores, bool split, long dequantizedLimit)
     {
-        float[] input = Attached(x);
-        float[] y = Attached(Enumerable.Repeat(3f, tokens * Heads * outputStride).ToArray());
+        float[] input = gpu.Attached(x);
+        float[] y = gpu.Attached(Enumerable.Repeat(3f, tokens * Heads * outputStride).ToArray());
         bool wasGroup = backend.GroupTensorCoreProducts, wasSplit = backend.SplitHalfProducts;
         long wasLimit = backend.DequantizedFloatsLimit;
         try

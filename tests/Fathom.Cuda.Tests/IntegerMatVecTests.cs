@@ -37,14 +37,6 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         fixed (byte* p = bytes) return WeightMatrix.InPlace(name, type, p, rows, columns);
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     /// <summary>
     /// Without a GPU: the types <see cref="QuantizedMatVec"/> claims are exactly those matvec_q.cu instantiates, each
     /// with one activation block per weight block (the kernels index the scales by weight block) and a packing kernel.
@@ -235,9 +227,9 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         WeightMatrix[] experts = [.. Enumerable.Range(0, count).Select(i => all.SliceRows(i * rows, rows, $"experts.{type}[{i}]"))];
         var random = new Random(columns + (int)type);
         int[] chosen = [4, 0, 5];
-        float[] ids = Attached([4, 0, 5]);
-        float[] inputs = Attached(TestData.Gaussian(random, 3 * slot));
-        float[] byId = Attached(Enumerable.Repeat(7f, 3 * slot).ToArray()), inOrder = Attached(Enumerable.Repeat(7f, 3 * slot).ToArray());
+        float[] ids = gpu.Attached([4, 0, 5]);
+        float[] inputs = gpu.Attached(TestData.Gaussian(random, 3 * slot));
+        float[] byId = gpu.Attached(Enumerable.Repeat(7f, 3 * slot).ToArray()), inOrder = gpu.Attached(Enumerable.Repeat(7f, 3 * slot).ToArray());
         backend.MatMulExperts(experts, ids, inputs, slot, byId, slot);
         backend.MatMulGroup(experts.AsSpan(0, 3), inputs, slot, inOrder, slot, 1, 0, 0);
         backend.ReadToHost(byId);

@@ -16,13 +16,7 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
     public void Dispose() => _cpu.Dispose();
 
     /// <summary>A pinned copy of <paramref name="values"/>, attached to the GPU backend when <paramref name="attach"/>.</summary>
-    private float[] Buffer(float[] values, bool attach)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        if (attach) gpu.Backend.Attach(buffer);
-        return buffer;
-    }
+    private float[] Buffer(float[] values, bool attach) => attach ? gpu.Attached(values) : TestData.Pinned(values);
 
     /// <summary>Runs <paramref name="op"/> on the CPU over copies of <paramref name="arrays"/> and on the GPU, then compares every array.</summary>
     private void Compare(float[][] arrays, bool attach, Action<IComputeBackend, float[][]> op)

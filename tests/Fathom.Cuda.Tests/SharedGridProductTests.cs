@@ -196,8 +196,8 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         WeightMatrix[] gate = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows(i * rows, rows, $"shared-grid.{type}.gate[{i}]"))];
         WeightMatrix[] up = [.. Enumerable.Range(0, experts).Select(i => all.SliceRows((experts + i) * rows, rows, $"shared-grid.{type}.up[{i}]"))];
         int[] chosen = [3, 0, 2];
-        float[] ids = Attached([3, 0, 2]);
-        float[] inputs = Attached(TestData.Gaussian(new Random(17 + (int)type), columns));
+        float[] ids = gpu.Attached([3, 0, 2]);
+        float[] inputs = gpu.Attached(TestData.Gaussian(new Random(17 + (int)type), columns));
         float[] cpu = new float[2 * chosen.Length * slot];
         _cpu.MatMulExpertPairs(gate, up, [3, 0, 2], inputs, 0, cpu, slot);
 
@@ -208,7 +208,7 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
             {
                 backend.IqProducts = kernels;
                 string what = $"{type}, {kernels} kernels";
-                float[] pairs = Attached(new float[2 * chosen.Length * slot]), sets = Attached(new float[2 * chosen.Length * slot]);
+                float[] pairs = gpu.Attached(new float[2 * chosen.Length * slot]), sets = gpu.Attached(new float[2 * chosen.Length * slot]);
                 backend.MatMulExpertPairs(gate, up, ids, inputs, 0, pairs, slot);
                 backend.MatMulExperts(gate, ids, inputs, 0, sets, slot);
                 backend.MatMulExperts(up, ids, inputs, 0, sets.AsSpan(chosen.Length * slot), slot);
@@ -384,11 +384,4 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         }
     }
 
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Fathom.Cuda.Kernels;
 using Fathom.Quants;
 using Fathom.Runtime;
@@ -11,14 +13,6 @@ namespace Fathom.Cuda.Tests;
 /// </summary>
 public sealed unsafe class StackedProductTests(GpuFixture gpu)
 {
-    private float[] Attached(float[] values)
-    {
-        float[] buffer = GC.AllocateArray<float>(values.Length, pinned: true);
-        values.CopyTo(buffer, 0);
-        gpu.Backend.Attach(buffer);
-        return buffer;
-    }
-
     /// <summary>
     /// The group's products stacked and one launch each, on attached buffers; returns the stacked launches queued.
     /// <paramref name="rows"/>: each matrix's rows (a negative count marks a matrix of <paramref name="otherType"/>).
@@ -26,55 +20,42 @@ public sealed unsafe class StackedProductTests(GpuFixture gpu)
     private long CompareStackedWithSeparate(GgmlType type, GgmlType otherType, int columns, int[] rows, int slot, bool biased, bool attachOutput = true)
     {
         var random = new Random((int)type * 31 + rows.Length * 7 + columns);
-        byte[][] storage = [.. rows.Select(r => Pinned(TestData.QuantizedRows(random, TypeTraits.For(r < 0 ? otherType : type), Math.Abs(r), columns)))];
-        var handles = storage.Select(b => System.Runtime.InteropServices.GCHandle.Alloc(b, System.Runtime.InteropServices.GCHandleType.Pinned)).ToArray();
+        // On the pinned heap, so the weights' addresses hold while the backend reads them in place.
+        byte[][] storage = [.. rows.Select(r => TestData.Pinned(TestData.QuantizedRows(random, TypeTraits.For(r < 0 ? otherType : type), Math.Abs(r), columns)))];
+        WeightMatrix[] weights = [.. rows.Select((r, i) => WeightMatrix.InPlace($"m{i}", r < 0 ? otherType : type,
+            (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(storage[i])), Math.Abs(r), columns))];
+        float[]?[] biases = [.. rows.Select((r, i) => biased && i != 1 ? gpu.Attached(TestData.Gaussian(random, Math.Abs(r))) : null)];
+        float[] input = gpu.Attached(TestData.Gaussian(random, columns));
+        int length = Math.Max(rows.Length * slot, (rows.Length - 1) * slot + rows.Max(Math.Abs));
+        float[] stacked = Enumerable.Repeat(5f, length).ToArray(), separate = (float[])stacked.Clone();
+        stacked = attachOutput ? gpu.Attached(stacked) : stacked;
+        separate = attachOutput ? gpu.Attached(separate) : separate;
+
+        CudaBackend backend = gpu.Backend;
+        bool setting = backend.StackedProducts;
+        long before = backend.StackedLaunches;
         try
         {
-            WeightMatrix[] weights = [.. rows.Select((r, i) => WeightMatrix.InPlace($"m{i}", r < 0 ? otherType : type,
-                (byte*)handles[i].AddrOfPinnedObject(), Math.Abs(r), columns))];
-            float[]?[] biases = [.. rows.Select((r, i) => biased && i != 1 ? Attached(TestData.Gaussian(random, Math.Abs(r))) : null)];
-            float[] input = Attached(TestData.Gaussian(random, columns));
-            int length = Math.Max(rows.Length * slot, (rows.Length - 1) * slot + rows.Max(Math.Abs));
-            float[] stacked = Enumerable.Repeat(5f, length).ToArray(), separate = (float[])stacked.Clone();
-            stacked = attachOutput ? Attached(stacked) : stacked;
-            separate = attachOutput ? Attached(separate) : separate;
-
-            CudaBackend backend = gpu.Backend;
-            bool setting = backend.StackedProducts;
-            long before = backend.StackedLaunches;
-            try
+            backend.StackedProducts = true;
+            backend.MatMulGroup(weights, input, 0, stacked, slot, biases);
+            long launches = backend.StackedLaunches - before;
+            backend.StackedProducts = false;
+            backend.MatMulGroup(weights, input, 0, separate, slot, biases);
+            Assert.Equal(launches, backend.StackedLaunches - before);
+            if (attachOutput)
             {
-                backend.StackedProducts = true;
-                backend.MatMulGroup(weights, input, 0, stacked, slot, biases);
-                long launches = backend.StackedLaunches - before;
-                backend.StackedProducts = false;
-                backend.MatMulGroup(weights, input, 0, separate, slot, biases);
-                Assert.Equal(launches, backend.StackedLaunches - before);
-                if (attachOutput)
-                {
-                    backend.ReadToHost(stacked);
-                    backend.ReadToHost(separate);
-                }
-                for (int i = 0; i < stacked.Length; i++)
-                    Assert.True(TestData.SameFloat(separate[i], stacked[i]), $"value {i} (matrix {i / slot}): stacked {stacked[i]}, separate {separate[i]}");
-                return launches;
+                backend.ReadToHost(stacked);
+                backend.ReadToHost(separate);
             }
-            finally
-            {
-                backend.StackedProducts = setting;
-            }
+            for (int i = 0; i < stacked.Length; i++)
+                Assert.True(TestData.SameFloat(separate[i], stacked[i]), $"value {i} (matrix {i / slot}): stacked {stacked[i]}, separate {separate[i]}");
+            GC.KeepAlive(storage);
+            return launches;
         }
         finally
         {
-            foreach (var h in handles) h.Free();
+            backend.StackedProducts = setting;
         }
-    }
-
-    private static byte[] Pinned(byte[] bytes)
-    {
-        byte[] pinned = GC.AllocateArray<byte>(bytes.Length, pinned: true);
-        bytes.CopyTo(pinned, 0);
-        return pinned;
     }
 
     [Theory]

@@ -15,6 +15,14 @@ internal static class TestData
         return values;
     }
 
+    /// <summary>A copy of <paramref name="values"/> on the pinned heap: its address stays fixed, as attached buffers and weights read in place need.</summary>
+    public static T[] Pinned<T>(T[] values)
+    {
+        T[] copy = GC.AllocateArray<T>(values.Length, pinned: true);
+        values.CopyTo(copy, 0);
+        return copy;
+    }
+
     /// <summary><paramref name="rows"/> rows of Gaussian values quantized to <paramref name="format"/> by Fathom's quantizer.</summary>
     public static byte[] QuantizedRows(Random random, WeightFormat format, int rows, int columns)
     {
