@@ -74,11 +74,11 @@ public sealed unsafe partial class CudaBackend
     private int StackedProductRun(ReadOnlySpan<WeightMatrix> weights, int start, ReadOnlySpan<float> input, Span<float> outputs, int outputStride,
         ReadOnlySpan<float[]?> biases)
     {
-        if (!StackedProducts || !UseIntegerMatVec) return 0;
+        if (!StackedProducts) return 0;
         WeightMatrix first = weights[start];
         GgmlType type = first.Format.Type;
         // IQ1_S and IQ2_XXS take their own kernels (matvec_iq.cu) unless the global-grid ones are asked for.
-        if (!QuantizedMatVec.Supports(type) || (IqProducts != IqProductKernels.GlobalGrid && QuantizedMatVec.HasSharedGridKernels(type))) return 0;
+        if (IqProducts != IqProductKernels.GlobalGrid && QuantizedMatVec.HasSharedGridKernels(type)) return 0;
         Span<QuantizedMatVec.StackedMatrix> stack = stackalloc QuantizedMatVec.StackedMatrix[QuantizedMatVec.MaxStacked];
         int n = 0;
         for (int i = start; i < weights.Length && n < QuantizedMatVec.MaxStacked; i++)
@@ -88,7 +88,7 @@ public sealed unsafe partial class CudaBackend
             // The outputs' slices must not overlap (each product writes its own), nor run past the outputs.
             if (n > 0 && stack[n - 1].Rows > outputStride || (long)i * outputStride + w.Rows > outputs.Length) break;
             ulong pointer = _weights.Get(w).Pointer;
-            if (!QuantizedMatVec.Aligned(type, pointer, w.RowBytes)) break;
+            if (!IntegerMatVecFor(w, pointer)) break;
             ulong bias = 0;
             float[]? b = i < biases.Length ? biases[i] : null;
             if (b is not null && (b.Length < w.Rows || !TryResident(b.AsSpan(0, w.Rows), out bias))) break;

@@ -151,8 +151,7 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
     }
 
     /// <summary>
-    /// One-token products as a group: runs on one input stacked into one launch where they can be, every other matrix
-    /// through <see cref="MatMul"/>, or, when some are placed on the CPU,
+    /// One-token products as a group: on the device (<see cref="GroupProducts"/>), or, when some are placed on the CPU,
     /// the GPU's queued first and the CPU's computed meanwhile as one <see cref="CpuBackend.MatMulGroup"/>.
     /// </summary>
     public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)
@@ -162,18 +161,7 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
             MixedMatMulGroup(weights, inputs, inputStride, outputs, outputStride);
             return;
         }
-        for (int i = 0; i < weights.Length;)
-        {
-            int stacked = inputStride == 0 ? StackedProductRun(weights, i, inputs, outputs, outputStride, []) : 0; // CudaBackend.MatVec.cs
-            if (stacked > 0)
-            {
-                i += stacked;
-                continue;
-            }
-            WeightMatrix w = weights[i];
-            MatMul(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1);
-            i++;
-        }
+        GroupProducts(weights, inputs, inputStride, outputs, outputStride, []); // CudaBackend.cs
     }
 
     private void MixedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride)

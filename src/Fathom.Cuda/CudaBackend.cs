@@ -462,6 +462,17 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public void MatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride, ReadOnlySpan<float[]?> biases)
     {
         if (biases.Length < weights.Length) throw new ArgumentException($"{weights.Length} products need as many bias entries, not {biases.Length}", nameof(biases));
+        GroupProducts(weights, inputs, inputStride, outputs, outputStride, biases);
+    }
+
+    /// <summary>
+    /// A one-token group on the device: runs on one input stacked into one launch where they can be
+    /// (<see cref="StackedProductRun"/>), every other matrix as its own product, with bias i when
+    /// <paramref name="biases"/> has one.
+    /// </summary>
+    private void GroupProducts(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
+        ReadOnlySpan<float[]?> biases)
+    {
         for (int i = 0; i < weights.Length;)
         {
             int stacked = inputStride == 0 ? StackedProductRun(weights, i, inputs, outputs, outputStride, biases) : 0; // CudaBackend.MatVec.cs
@@ -471,7 +482,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
                 continue;
             }
             WeightMatrix w = weights[i];
-            Product(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1, biases[i], accumulate: false);
+            Product(w, inputs.Slice(i * inputStride, w.Columns), outputs.Slice(i * outputStride, w.Rows), 1, i < biases.Length ? biases[i] : null,
+                accumulate: false);
             i++;
         }
     }
