@@ -73,6 +73,8 @@ __device__ __forceinline__ int2 dot_part_table_iq1_s(const u8* b, const i8* q, i
     return make_int2(ls * s, (h & 0x8000u) ? -ls * sum : ls * sum); // as dot_part_iq1_s
 }
 
+#define MATVEC_IQ_DOT(T, block, codes, part) dot_part_table_##T(block, codes, part, grid)
+
 // The rows from first_row (this thread's group) of matvec_q_rows_T, with the grid in shared memory. The block's threads
 // all call it for each of their row groups (the group's shared partial sums are synchronized before and after use).
 #define FATHOM_MATVEC_IQ_KERNELS(T, TYPE)                                                                       \
@@ -81,35 +83,7 @@ __device__ __forceinline__ void matvec_iq_rows_##T(const u64* __restrict__ grid,
     int lanes, int rows_per_thread, const float* __restrict__ bias, int accumulate)                           \
 {                                                                                                              \
     int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS;                                                \
-    int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
-    const u8* weights = w + (i64)first_row * row_bytes;                                                        \
-    float sum[MATVEC_Q_MAX_ROWS];                                                                              \
-    _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++) sum[k] = 0.0f;                              \
-    _Pragma("unroll 2")                                                                                        \
-    for (int first = 0; first < pieces; first += lanes)                                                        \
-    {                                                                                                          \
-        int p = first + t, block = p / TYPE##_PARTS;                                                           \
-        bool live = p < pieces;                                                                                \
-        int2 s[MATVEC_Q_MAX_ROWS];                                                                             \
-        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
-        {                                                                                                      \
-            s[k] = make_int2(0, 0);                                                                            \
-            if (k < rows_per_thread && live && first_row + k < rows)                                           \
-                s[k] = dot_part_table_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, part, grid); \
-        }                                                                                                      \
-        _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
-        {                                                                                                      \
-            if (k >= rows_per_thread) break;                                                                   \
-            _Pragma("unroll") for (int o = TYPE##_PARTS / 2; o > 0; o >>= 1)                                   \
-            {                                                                                                  \
-                s[k].x += __shfl_xor_sync(0xFFFFFFFFu, s[k].x, o);                                             \
-                if (TYPE##_INTS > 1) s[k].y += __shfl_xor_sync(0xFFFFFFFFu, s[k].y, o);                        \
-            }                                                                                                  \
-            if (live && part == 0 && first_row + k < rows)                                                     \
-                sum[k] += block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xd[block], s[k]);     \
-        }                                                                                                      \
-    }                                                                                                          \
-    matvec_q_finish(sum, TYPE##_PARTS, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);         \
+    MATVEC_Q_ROUNDS(T, TYPE, MATVEC_IQ_DOT)                                                                    \
 }                                                                                                              \
 /* Row groups blockIdx.x, + gridDim.x, ... (the host sizes the grid to about one residency of blocks). */     \
 __device__ __forceinline__ void matvec_iq_groups_##T(const u64* __restrict__ grid, const u8* __restrict__ w, i64 row_bytes, \

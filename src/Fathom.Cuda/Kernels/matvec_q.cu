@@ -358,13 +358,12 @@ __device__ __forceinline__ const u8* group_matrix_before_wait(const u64* matrice
     return ids == 0 && entry < matrix_count ? (const u8*)matrices[(i64)set * matrix_count + entry] : 0;
 }
 
-#define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
-__device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
-    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
-    const float* __restrict__ bias, int accumulate, int block_index)                                           \
-{                                                                                                              \
-    int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
-    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
+// A row group's product from first_row (the calling thread's group): `lanes` threads go round the rows' pieces, each
+// block's lanes add their integer sums by shuffles and its first lane applies the block's scales, then
+// matvec_q_finish. DOT(T, block, codes, part) gives a piece's integer sums: dot_part_T for matvec_q_T, the same with the
+// grid in shared memory for matvec_iq_T. It reads the caller's t (the thread's lane in the group), part (its piece of
+// a block), w, row_bytes, xq, xd, y, first_row, rows, columns, lanes, rows_per_thread, bias and accumulate.
+#define MATVEC_Q_ROUNDS(T, TYPE, DOT)                                                                          \
     int pieces = (columns / TYPE##_WEIGHTS) * TYPE##_PARTS;                                                    \
     const u8* weights = w + (i64)first_row * row_bytes;                                                        \
     float sum[MATVEC_Q_MAX_ROWS];                                                                              \
@@ -379,7 +378,7 @@ __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 
         {                                                                                                      \
             s[k] = make_int2(0, 0);                                                                            \
             if (k < rows_per_thread && live && first_row + k < rows)                                           \
-                s[k] = dot_part_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, part); \
+                s[k] = DOT(T, weights + k * row_bytes + (i64)block * TYPE##_BYTES, xq + (i64)block * TYPE##_WEIGHTS, part); \
         }                                                                                                      \
         _Pragma("unroll") for (int k = 0; k < MATVEC_Q_MAX_ROWS; k++)                                          \
         {                                                                                                      \
@@ -393,7 +392,18 @@ __device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 
                 sum[k] += block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, xd[block], s[k]);     \
         }                                                                                                      \
     }                                                                                                          \
-    matvec_q_finish(sum, TYPE##_PARTS, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);         \
+    matvec_q_finish(sum, TYPE##_PARTS, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);
+
+#define MATVEC_Q_DOT(T, block, codes, part) dot_part_##T(block, codes, part)
+
+#define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
+__device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
+    const float* __restrict__ bias, int accumulate, int block_index)                                           \
+{                                                                                                              \
+    int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
+    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
+    MATVEC_Q_ROUNDS(T, TYPE, MATVEC_Q_DOT)                                                                     \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
 matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \
