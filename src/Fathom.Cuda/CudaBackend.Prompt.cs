@@ -91,7 +91,7 @@ public sealed unsafe partial class CudaBackend
     /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
     /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
     /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
-    /// product are faster (docs/gpu-notes.md, runs ppmoe-2 and mmq-1: Qwen-1.5B pp512 21,071 t/s against 16,131 on large code tiles). A prompt's routed experts use codes either way
+    /// product are faster (docs/gpu-notes.md, runs ppmoe-2, mmq-1 and mmqx-1: Qwen-1.5B pp512 26,191 t/s against 20,182 on pipelined large code tiles). A prompt's routed experts use codes either way
     /// (<see cref="AddRoutedExperts"/>).
     /// </summary>
     public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
