@@ -9,9 +9,9 @@ public enum CodeTileShape
     /// <summary>64 weight rows × 32 tokens (<c>mmq_T</c> / <c>mmqf_T</c>, per <see cref="CudaBackend.FoldedCodeScales"/>).</summary>
     Small,
 
-    /// <summary>64 weight rows × 64 tokens (<c>mmqt2_T</c>).</summary>
+    /// <summary>64 weight rows × 64 tokens (<c>mmqt2_T</c>; <c>mmqtp2_T</c> per <see cref="CudaBackend.PipelinedCodeTiles"/>).</summary>
     Rows64,
 
-    /// <summary>128 weight rows × 64 tokens (<c>mmqt4_T</c>).</summary>
+    /// <summary>128 weight rows × 64 tokens (<c>mmqt4_T</c>; <c>mmqtp4_T</c> per <see cref="CudaBackend.PipelinedCodeTiles"/>).</summary>
     Rows128,
 }

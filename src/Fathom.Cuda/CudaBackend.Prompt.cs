@@ -91,7 +91,7 @@ public sealed unsafe partial class CudaBackend
     /// (Kernels/mmq.cu) instead of the split F16 GEMMs: the activations quantized once to int8 codes as the CPU rounds
     /// them, the weights' blocks decoded to int8 codes in shared memory, exact integer sums scaled in FP32, no F16 copy
     /// of the weight. Off by default (FATHOM_CUDA_MMQ=1 turns it on): on the H200 the cuBLAS GEMMs of a dense 512-token
-    /// product are faster (docs/gpu-notes.md, runs ppmoe-2 and mmq-1: Qwen-1.5B pp512 21,071 t/s against 16,131 on large code tiles). A prompt's routed experts use codes either way
+    /// product are faster (docs/gpu-notes.md, runs ppmoe-2, mmq-1 and mmqx-1: Qwen-1.5B pp512 26,191 t/s against 20,182 on pipelined large code tiles). A prompt's routed experts use codes either way
     /// (<see cref="AddRoutedExperts"/>).
     /// </summary>
     public bool CodeProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ") == "1";
@@ -138,7 +138,59 @@ public sealed unsafe partial class CudaBackend
             + tokens * granulePitch * sizeof(int) + tokens * blockPitch * sizeof(float);
     }
 
+    /// <summary>
+    /// Whether large code tiles run pipelined (Kernels/mmq.cu's mmqtp_T: each 256-column step's weight bytes and
+    /// activation codes copied with cp.async while the previous step multiplies) where two such tiles fit on a
+    /// multiprocessor (<see cref="PipelinedTilesPerMultiprocessor"/>), else as mmqt_T. On by default;
+    /// FATHOM_CUDA_MMQ_PIPELINE=0 keeps mmqt_T everywhere. Both give the same exact integer sums and FP32 scaling.
+    /// </summary>
+    public bool PipelinedCodeTiles { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMQ_PIPELINE") != "0";
+
+    /// <summary>Tiles a multiprocessor must hold at once for the pipelined large tiles to be taken (the plain ones hold two or four).</summary>
+    public const int PipelinedTilesPerMultiprocessor = 2;
+
+    /// <summary>
+    /// The dynamic shared memory of a pipelined large code tile (Kernels/mmq.cu's MmqtpLayout) for a weight of
+    /// <paramref name="type"/>: weight codes, two buffers of activation codes (272 bytes a row), the staged weight
+    /// bytes of a step (a row's blocks from the copy-aligned word holding their first byte), the weights' block scales,
+    /// the activations' Σcodes per granule and d per block, and the weights' int8 multipliers and offsets per granule.
+    /// </summary>
+    public static int PipelinedCodeTileSharedBytes(int weightRows, GgmlType type)
+    {
+        // Per type (mmq.cu's MmqtQ*): granule, weight block bytes, sub-blocks of 32 per block, copy width, offsets.
+        (int granule, int blockBytes, int blockSubs, int copy, bool offsets) = type switch
+        {
+            GgmlType.Q8_0 => (32, 34, 1, 16, false),
+            GgmlType.Q4_K => (32, 144, 8, 16, true),
+            GgmlType.Q6_K => (16, 210, 8, 4, false),
+            GgmlType.IQ2_XXS => (32, 66, 8, 16, false),
+            GgmlType.IQ1_S => (32, 50, 8, 16, true),
+            _ => throw new NotSupportedException($"no pipelined code tiles for {type}"),
+        };
+        const int pitch = 272, tokens = LargeCodeTileTokens, blockPitch = 9, step = 256;
+        int granulePitch = step / granule + 1;
+        int stepBytes = step / 32 / blockSubs * blockBytes;
+        int stagePitch = (stepBytes + 2 * (copy - 1)) / copy * copy;
+        return weightRows * pitch + 2 * tokens * pitch + weightRows * stagePitch + weightRows * blockPitch * 2 * sizeof(float)
+            + tokens * granulePitch * sizeof(int) + tokens * blockPitch * sizeof(float) + (offsets ? 2 : 1) * weightRows * granulePitch;
+    }
+
     private readonly Dictionary<IntPtr, int> _codeTileSharedBytes = [];
+    private int _multiprocessorSharedBytes = -1;
+
+    /// <summary>Whether <see cref="PipelinedTilesPerMultiprocessor"/> blocks of <paramref name="sharedBytes"/> fit in one multiprocessor's shared memory.</summary>
+    private bool PipelinedTilesFit(int sharedBytes)
+    {
+        if (_multiprocessorSharedBytes < 0)
+        {
+            CudaDriver driver = _context.Driver;
+            int device = driver.Device(Device.Ordinal);
+            // Each resident block also holds the driver's reserved shared memory; count it against the whole.
+            _multiprocessorSharedBytes = driver.Attribute(device, DeviceAttribute.MaxSharedMemoryPerMultiprocessor)
+                - PipelinedTilesPerMultiprocessor * driver.Attribute(device, DeviceAttribute.ReservedSharedMemoryPerBlock);
+        }
+        return (long)PipelinedTilesPerMultiprocessor * sharedBytes <= _multiprocessorSharedBytes;
+    }
 
     private const int CodeThreads = 128, CodeQuantizeThreads = 256;
 
@@ -276,6 +328,8 @@ public sealed unsafe partial class CudaBackend
         int tileWeightRows = 32 * warpRows;
         int sharedBytes = CodeTileSharedBytes(tileWeightRows, shape.Format.Type == GgmlType.Q6_K ? 16 : 32);
         string kernel = $"mmqt{warpRows}_{suffix}";
+        if (PipelinedCodeTiles && PipelinedTilesFit(PipelinedCodeTileSharedBytes(tileWeightRows, shape.Format.Type)))
+            (sharedBytes, kernel) = (PipelinedCodeTileSharedBytes(tileWeightRows, shape.Format.Type), $"mmqtp{warpRows}_{suffix}");
         IntPtr function = _kernels.Function(kernel);
         if (!_codeTileSharedBytes.TryGetValue(function, out int allowed)) allowed = 48 * 1024;
         if (sharedBytes > allowed)

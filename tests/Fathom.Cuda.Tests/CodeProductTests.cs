@@ -32,9 +32,9 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         return bytes;
     }
 
-    public static TheoryData<GgmlType, int, int, int, CodeTileShape, bool> ProductCases()
+    public static TheoryData<GgmlType, int, int, int, CodeTileShape, bool, bool> ProductCases()
     {
-        var cases = new TheoryData<GgmlType, int, int, int, CodeTileShape, bool>();
+        var cases = new TheoryData<GgmlType, int, int, int, CodeTileShape, bool, bool>();
         (GgmlType, int, int, int)[] shapes =
         [
             (GgmlType.Q4_K, 200, 512, 1), (GgmlType.Q4_K, 130, 768, 45), (GgmlType.Q4_K, 64, 256, 600),
@@ -45,36 +45,39 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         ];
         foreach ((GgmlType type, int rows, int columns, int tokens) in shapes)
         {
-            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, true);
-            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, false);
-            cases.Add(type, rows, columns, tokens, CodeTileShape.Rows64, true);
-            cases.Add(type, rows, columns, tokens, CodeTileShape.Rows128, true);
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, true, false);
+            cases.Add(type, rows, columns, tokens, CodeTileShape.Small, false, false);
+            foreach (bool pipelined in (bool[])[false, true])
+            {
+                cases.Add(type, rows, columns, tokens, CodeTileShape.Rows64, true, pipelined);
+                cases.Add(type, rows, columns, tokens, CodeTileShape.Rows128, true, pipelined);
+            }
         }
         return cases;
     }
 
     [Theory]
     [MemberData(nameof(ProductCases))]
-    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded)
+    public void ProductsOnCodesMatchTheCpu(GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded, bool pipelined)
     {
         CudaBackend backend = gpu.Backend;
-        (bool wasFolded, CodeTileShape wasTiles) = (backend.FoldedCodeScales, backend.CodeTiles);
-        (backend.FoldedCodeScales, backend.CodeTiles) = (folded, tiles);
+        (bool wasFolded, CodeTileShape wasTiles, bool wasPipelined) = (backend.FoldedCodeScales, backend.CodeTiles, backend.PipelinedCodeTiles);
+        (backend.FoldedCodeScales, backend.CodeTiles, backend.PipelinedCodeTiles) = (folded, tiles, pipelined);
         try
         {
-            ProductOnCodesMatchesTheCpu(backend, type, rows, columns, tokens, tiles, folded);
+            ProductOnCodesMatchesTheCpu(backend, type, rows, columns, tokens, tiles, folded, pipelined);
         }
         finally
         {
-            (backend.FoldedCodeScales, backend.CodeTiles) = (wasFolded, wasTiles);
+            (backend.FoldedCodeScales, backend.CodeTiles, backend.PipelinedCodeTiles) = (wasFolded, wasTiles, wasPipelined);
         }
     }
 
-    private void ProductOnCodesMatchesTheCpu(CudaBackend backend, GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded)
+    private void ProductOnCodesMatchesTheCpu(CudaBackend backend, GgmlType type, int rows, int columns, int tokens, CodeTileShape tiles, bool folded, bool pipelined)
     {
         Assert.True(backend.MultipliesCodes(type), $"{type}: no products on codes on {backend.Device.Name} ({backend.Device.ComputeCapability})");
         WeightFormat format = TypeTraits.For(type);
-        var random = new Random(1000 * (int)type + 7 * rows + 3 * columns + tokens + (folded ? 1 : 0) + 10 * (int)tiles);
+        var random = new Random(1000 * (int)type + 7 * rows + 3 * columns + tokens + (folded ? 1 : 0) + 10 * (int)tiles + (pipelined ? 100 : 0));
         byte[] weights = Quantized(random, type, rows, columns);
         float[] x = TestData.Gaussian(random, tokens * columns, 2f);
         var w = new float[rows * columns];
@@ -84,7 +87,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         float[] y = Enumerable.Repeat(float.NaN, tokens * rows).ToArray(), cpu = new float[tokens * rows];
         fixed (byte* p = weights)
         {
-            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}.{tiles}.{folded}", type, p, rows, columns);
+            WeightMatrix matrix = WeightMatrix.InPlace($"codes.{type}.{rows}.{columns}.{tokens}.{tiles}.{folded}.{pipelined}", type, p, rows, columns);
             backend.MatMulCodes(matrix, x, y, tokens);
             _cpu.MatMul(matrix, x, cpu, tokens);
         }
@@ -99,10 +102,10 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
                 magnitude += Math.Abs(product);
             }
             float got = y[t * rows + r];
-            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
+            Assert.True(Math.Abs(got - dot) <= 1e-5 * magnitude, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}, pipelined {pipelined}: [{t}, {r}] GPU {got}, operand dot {dot}, Σ|w·x| {magnitude}");
         }
         double error = TestData.RelativeL2(y, cpu);
-        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}: relative L2 {error:E2} against the CPU backend");
+        Assert.True(error <= 1e-5, $"{type} {rows}×{columns}, {tokens} tokens, {tiles} tiles, folded {folded}, pipelined {pipelined}: relative L2 {error:E2} against the CPU backend");
     }
 
     /// <summary>Products sharing an input reuse its codes only while it is unchanged (here: until a product overwrites it).</summary>
@@ -160,34 +163,36 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
     /// about 1e-3 (run ppmoe-2 saw 5e-5 over a whole batch).
     /// </summary>
     [Theory]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, CodeTileShape.Automatic, true)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Automatic, true)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, true)]
-    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, false)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, CodeTileShape.Automatic, true)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Rows128, true)]
-    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Small, false)]
-    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, CodeTileShape.Automatic, true)]
-    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded)
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 1, CodeTileShape.Automatic, true, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Automatic, true, true)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Automatic, true, false)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, true, false)]
+    [InlineData(GgmlType.Q4_K, GgmlType.Q6_K, 300, CodeTileShape.Small, false, false)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 37, CodeTileShape.Automatic, true, true)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Rows128, true, true)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Rows128, true, false)]
+    [InlineData(GgmlType.IQ1_S, GgmlType.IQ2_XXS, 150, CodeTileShape.Small, false, false)]
+    [InlineData(GgmlType.Q8_0, GgmlType.Q8_0, 130, CodeTileShape.Automatic, true, true)]
+    public void RoutedExpertsOnTheDeviceAddWhatTheHostGroupingAdds(GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded, bool pipelined)
     {
         CudaBackend backend = gpu.Backend;
-        (bool wasFolded, bool wasCodes, CodeTileShape wasTiles) = (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles);
-        (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles) = (folded, true, tiles);
+        (bool wasFolded, bool wasCodes, CodeTileShape wasTiles, bool wasPipelined) = (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles, backend.PipelinedCodeTiles);
+        (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles, backend.PipelinedCodeTiles) = (folded, true, tiles, pipelined);
         try
         {
-            RoutedExpertsAddWhatTheHostGroupingAdds(backend, gateType, downType, tokens, tiles, folded);
+            RoutedExpertsAddWhatTheHostGroupingAdds(backend, gateType, downType, tokens, tiles, folded, pipelined);
         }
         finally
         {
-            (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles) = (wasFolded, wasCodes, wasTiles);
+            (backend.FoldedCodeScales, backend.CodeProducts, backend.CodeTiles, backend.PipelinedCodeTiles) = (wasFolded, wasCodes, wasTiles, wasPipelined);
         }
     }
 
-    private void RoutedExpertsAddWhatTheHostGroupingAdds(CudaBackend backend, GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded)
+    private void RoutedExpertsAddWhatTheHostGroupingAdds(CudaBackend backend, GgmlType gateType, GgmlType downType, int tokens, CodeTileShape tiles, bool folded, bool pipelined)
     {
         const int experts = 16, used = 4, width = 256, expertWidth = 512;
-        var random = new Random(1000 * (int)gateType + 2 * tokens + (folded ? 1 : 0) + 10 * (int)tiles);
-        string name = $"moe.{tokens}.{tiles}.{folded}";
+        var random = new Random(1000 * (int)gateType + 2 * tokens + (folded ? 1 : 0) + 10 * (int)tiles + (pipelined ? 100 : 0));
+        string name = $"moe.{tokens}.{tiles}.{folded}.{pipelined}";
         WeightMatrix[] gate = Experts(random, gateType, experts, expertWidth, width, $"{name}.{gateType}.gate");
         WeightMatrix[] up = Experts(random, gateType, experts, expertWidth, width, $"{name}.{gateType}.up");
         WeightMatrix[] down = Experts(random, downType, experts, width, expertWidth, $"{name}.{downType}.down");
@@ -215,7 +220,7 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         ExpertBatch.AddByExpert(_cpu, gate, up, down, ids, weights, used, h, cpu, tokens, work);
 
         double againstHost = RelativeL2OfAdded(device, hostGrouped, start), againstCpu = RelativeL2OfAdded(device, cpu, start);
-        output.WriteLine($"{gateType}/{downType}, {tokens} tokens, {tiles} tiles, folded {folded}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
+        output.WriteLine($"{gateType}/{downType}, {tokens} tokens, {tiles} tiles, folded {folded}, pipelined {pipelined}: device grouping against the GPU's host grouping {againstHost:E2}, against the CPU {againstCpu:E2}");
         double hostBound = everyExpertLarge ? 1e-6 : 1e-3;
         Assert.True(againstHost <= hostBound, $"against the host grouping on the GPU: {againstHost:E2} > {hostBound:E0}");
         Assert.True(againstCpu <= 1e-3, $"against the CPU: {againstCpu:E2}");

@@ -8,5 +8,7 @@ internal enum DeviceAttribute
     MultiprocessorCount = 16,
     ComputeCapabilityMajor = 75,
     ComputeCapabilityMinor = 76,
+    MaxSharedMemoryPerMultiprocessor = 81,
     MaxSharedMemoryPerBlockOptin = 97,
+    ReservedSharedMemoryPerBlock = 111,
 }

@@ -528,16 +528,23 @@ FATHOM_MMQ_FOLDED_KERNEL(iq1_s, 16)
 #define MMQT_BLOCK_PITCH 9
 
 // Per type: the granule G whose sums share one integer multiplier (32, or 16 for Q6_K), granules per float-scaled
-// block, whether an offset term (Dmin·o·Σcodes_x) exists, and the decoder (mmq_fold_T).
+// block, whether an offset term (Dmin·o·Σcodes_x) exists, and the decoder (mmq_fold_T); for the pipelined tiles
+// (mmqtp_T) also the bytes of a weight block, its sub-blocks of 32, and the width of the cp.async copies that stage a
+// step's blocks (16 bytes; Q6_K 4, so that two of its 128-row tiles still fit on one multiprocessor).
 struct MmqtQ8_0 { static constexpr int granule = 32, granules_per_block = 1; static constexpr bool offsets = false;
+    static constexpr int block_bytes = 34, block_subs = 1, copy = 16;
     static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q8_0(r, s, c, m, b); } };
 struct MmqtQ4_K { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = true;
+    static constexpr int block_bytes = 144, block_subs = 8, copy = 16;
     static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q4_k(r, s, c, m, b); } };
 struct MmqtQ6_K { static constexpr int granule = 16, granules_per_block = 16; static constexpr bool offsets = false;
+    static constexpr int block_bytes = 210, block_subs = 8, copy = 4;
     static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_q6_k(r, s, c, m, b); } };
 struct MmqtIQ2_XXS { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = false;
+    static constexpr int block_bytes = 66, block_subs = 8, copy = 16;
     static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_iq2_xxs(r, s, c, m, b); } };
 struct MmqtIQ1_S { static constexpr int granule = 32, granules_per_block = 8; static constexpr bool offsets = true;
+    static constexpr int block_bytes = 50, block_subs = 8, copy = 16;
     static __device__ __forceinline__ void fold(const u8* r, int s, u32* c, int2* m, float2* b) { mmq_fold_iq1_s(r, s, c, m, b); } };
 
 // Byte offsets in the dynamic shared memory (CudaBackend.Prompt.cs's CodeTileSharedBytes computes `bytes` alike):
@@ -585,9 +592,11 @@ template <int G> __device__ __forceinline__ void mmqt_mma(int* c, const u32* a, 
 }
 #endif
 
-// One decoded sub-block (row r, sub-block s of the step) into shared memory.
-template <typename Q> __device__ __forceinline__ void mmqt_store_weights(i8* wq, int* wmul, int* woff, float2* wb, int r, int s,
-                                                                        const u32* c, const int2* m, float2 b)
+// One decoded sub-block (row r, sub-block s of the step) into shared memory. M is the multipliers' type: int for
+// mmqt_T, i8 for mmqtp_T (every type's multipliers and offsets lie in -128..127: 6-bit Q4_K scales and mins, Q6_K's
+// int8 scales, ±(2·ls + 1) ≤ 15 for the IQ types, 1 for Q8_0).
+template <typename Q, typename M> __device__ __forceinline__ void mmqt_store_weights(i8* wq, M* wmul, M* woff, float2* wb, int r, int s,
+                                                                                   const u32* c, const int2* m, float2 b)
 {
     constexpr int G = Q::granule, gp = MmqtLayout<G, 32>::granule_pitch, subs_per_block = Q::granules_per_block * G / 32;
     uint4* to = (uint4*)(wq + r * MMQ_PITCH + s * 32);
@@ -595,17 +604,132 @@ template <typename Q> __device__ __forceinline__ void mmqt_store_weights(i8* wq,
     to[1] = make_uint4(c[4], c[5], c[6], c[7]);
     if constexpr (G == 32)
     {
-        wmul[r * gp + s] = m[0].x;
-        if constexpr (Q::offsets) woff[r * gp + s] = m[0].y;
+        wmul[r * gp + s] = (M)m[0].x;
+        if constexpr (Q::offsets) woff[r * gp + s] = (M)m[0].y;
     }
     else
     {
-        wmul[r * gp + 2 * s] = m[0].x;
-        wmul[r * gp + 2 * s + 1] = m[1].x;
-        if constexpr (Q::offsets) { woff[r * gp + 2 * s] = m[0].y; woff[r * gp + 2 * s + 1] = m[1].y; }
+        wmul[r * gp + 2 * s] = (M)m[0].x;
+        wmul[r * gp + 2 * s + 1] = (M)m[1].x;
+        if constexpr (Q::offsets) { woff[r * gp + 2 * s] = (M)m[0].y; woff[r * gp + 2 * s + 1] = (M)m[1].y; }
     }
     if (s % subs_per_block == 0) wb[r * MMQT_BLOCK_PITCH + s / subs_per_block] = b;
 }
+
+#if __CUDA_ARCH__ >= 800
+// The products of one step added to acc: the warp's 32 weight rows from wr × 32 activation rows from wt, over the
+// step's `blocks` float-scaled blocks, from the codes, multipliers and scales in shared memory.
+template <typename Q, typename M>
+__device__ __forceinline__ void mmqt_products(const i8* wq, const i8* xq, const M* wmul, const M* woff, const float2* wb,
+                                              const int* xs, const float* xd, int blocks, int wr, int wt, int lane, float (*acc)[4][4])
+{
+    constexpr int G = Q::granule, GPB = Q::granules_per_block, gp = MMQ_STEP / G + 1;
+    int group = lane >> 2, quad = lane & 3;
+    for (int block = 0; block < blocks; block++)
+    {
+        if constexpr (Q::offsets)
+        {
+            // The offset term first, Dmin·d_x·Σ o·Σcodes_x, folded into acc before the integer products, so its
+            // sums and theirs are never live together.
+            int osum[2][4][4];
+            _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+                _Pragma("unroll") for (int c = 0; c < 4; c++) osum[i][j][c] = 0;
+            for (int g = block * GPB; g < (block + 1) * GPB; g++)
+            {
+                int o[2][2], sx[4][2];
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                {
+                    int r = wr + 16 * mi + group;
+                    o[mi][0] = woff[r * gp + g];
+                    o[mi][1] = woff[(r + 8) * gp + g];
+                }
+                _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                {
+                    int t = wt + 8 * ni + 2 * quad;
+                    sx[ni][0] = xs[t * gp + g];
+                    sx[ni][1] = xs[(t + 1) * gp + g];
+                }
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++) _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                    _Pragma("unroll") for (int c = 0; c < 4; c++) osum[mi][ni][c] += o[mi][c >> 1] * sx[ni][c & 1];
+            }
+            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+            {
+                int r = wr + 16 * mi + group;
+                float o_lo = wb[r * MMQT_BLOCK_PITCH + block].y, o_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].y;
+                _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                {
+                    int t = wt + 8 * ni + 2 * quad;
+                    float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
+                    acc[mi][ni][0] += d0 * (o_lo * (float)osum[mi][ni][0]);
+                    acc[mi][ni][1] += d1 * (o_lo * (float)osum[mi][ni][1]);
+                    acc[mi][ni][2] += d0 * (o_hi * (float)osum[mi][ni][2]);
+                    acc[mi][ni][3] += d1 * (o_hi * (float)osum[mi][ni][3]);
+                }
+            }
+        }
+        int isum[2][4][4];
+        _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+            _Pragma("unroll") for (int c = 0; c < 4; c++) isum[i][j][c] = 0;
+        for (int g = block * GPB; g < (block + 1) * GPB; g++)
+        {
+            int k = g * G;
+            u32 a[2][4], b[4][2];
+            if constexpr (G == 32)
+            {
+                // A: matrices (rows 0-7, bytes 0-15), (rows 8-15, 0-15), (0-7, 16-31), (8-15, 16-31) = a0..a3.
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                    mmqt_ldmatrix_x4(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k + (lane >> 4) * 16);
+                // B: (tokens 0-7, bytes 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31) = b0, b1 of two fragments.
+                _Pragma("unroll") for (int np = 0; np < 2; np++)
+                {
+                    u32 t[4];
+                    mmqt_ldmatrix_x4(t, xq + (wt + 16 * np + (lane & 7) + (lane >> 4) * 8) * MMQ_PITCH + k + ((lane >> 3) & 1) * 16);
+                    b[2 * np][0] = t[0]; b[2 * np][1] = t[1]; b[2 * np + 1][0] = t[2]; b[2 * np + 1][1] = t[3];
+                }
+            }
+            else
+            {
+                // A: (rows 0-7, bytes 0-15), (rows 8-15, 0-15) = a0, a1 (lanes 0-15 give the addresses).
+                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+                    mmqt_ldmatrix_x2(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k);
+                // B: tokens 8j..8j+7, bytes 0-15 = b0 of fragment j.
+                u32 t[4];
+                mmqt_ldmatrix_x4(t, xq + (wt + lane) * MMQ_PITCH + k);
+                _Pragma("unroll") for (int ni = 0; ni < 4; ni++) b[ni][0] = t[ni];
+            }
+            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+            {
+                int r = wr + 16 * mi + group;
+                int m_lo = wmul[r * gp + g], m_hi = wmul[(r + 8) * gp + g];
+                _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+                {
+                    int c[4];
+                    mmqt_mma<G>(c, a[mi], b[ni]);
+                    isum[mi][ni][0] += c[0] * m_lo;
+                    isum[mi][ni][1] += c[1] * m_lo;
+                    isum[mi][ni][2] += c[2] * m_hi;
+                    isum[mi][ni][3] += c[3] * m_hi;
+                }
+            }
+        }
+        _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+        {
+            int r = wr + 16 * mi + group;
+            float s_lo = wb[r * MMQT_BLOCK_PITCH + block].x, s_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].x;
+            _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+            {
+                int t = wt + 8 * ni + 2 * quad;
+                float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
+                acc[mi][ni][0] += d0 * (s_lo * (float)isum[mi][ni][0]);
+                acc[mi][ni][1] += d1 * (s_lo * (float)isum[mi][ni][1]);
+                acc[mi][ni][2] += d0 * (s_hi * (float)isum[mi][ni][2]);
+                acc[mi][ni][3] += d1 * (s_hi * (float)isum[mi][ni][3]);
+            }
+        }
+    }
+}
+
+#endif
 
 template <typename Q, int WR>
 __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,
@@ -660,7 +784,7 @@ __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u
             _Pragma("unroll") for (int j = 0; j < 4; j++)
             {
                 int job = tid + THREADS * j;
-                mmqt_store_weights<Q>(wq, wmul, woff, wb, job >> 3, job & 7, c[j], m[j], b[j]);
+                mmqt_store_weights<Q, int>(wq, wmul, woff, wb, job >> 3, job & 7, c[j], m[j], b[j]);
             }
         }
         else
@@ -677,7 +801,7 @@ __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u
                 m[0] = m[1] = make_int2(0, 0);
                 b = make_float2(0.0f, 0.0f);
             }
-            mmqt_store_weights<Q>(wq, wmul, woff, wb, r, s, c, m, b);
+            mmqt_store_weights<Q, int>(wq, wmul, woff, wb, r, s, c, m, b);
         }
         int chunks = length / 16;
         for (int i = tid; i < MMQT_TOKENS * chunks; i += THREADS)
@@ -701,108 +825,7 @@ __device__ __forceinline__ void mmqt_body(const u8* __restrict__ weight, const u
             if (g % GPB == 0) xd[r * MMQT_BLOCK_PITCH + g / GPB] = d;
         }
         __syncthreads();
-        for (int block = 0; block < blocks; block++)
-        {
-            if constexpr (Q::offsets)
-            {
-                // The offset term first, Dmin·d_x·Σ o·Σcodes_x, folded into acc before the integer products, so its
-                // sums and theirs are never live together.
-                int osum[2][4][4];
-                _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
-                    _Pragma("unroll") for (int c = 0; c < 4; c++) osum[i][j][c] = 0;
-                for (int g = block * GPB; g < (block + 1) * GPB; g++)
-                {
-                    int o[2][2], sx[4][2];
-                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-                    {
-                        int r = wr + 16 * mi + group;
-                        o[mi][0] = woff[r * gp + g];
-                        o[mi][1] = woff[(r + 8) * gp + g];
-                    }
-                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
-                    {
-                        int t = wt + 8 * ni + 2 * quad;
-                        sx[ni][0] = xs[t * gp + g];
-                        sx[ni][1] = xs[(t + 1) * gp + g];
-                    }
-                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++) _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
-                        _Pragma("unroll") for (int c = 0; c < 4; c++) osum[mi][ni][c] += o[mi][c >> 1] * sx[ni][c & 1];
-                }
-                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-                {
-                    int r = wr + 16 * mi + group;
-                    float o_lo = wb[r * MMQT_BLOCK_PITCH + block].y, o_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].y;
-                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
-                    {
-                        int t = wt + 8 * ni + 2 * quad;
-                        float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
-                        acc[mi][ni][0] += d0 * (o_lo * (float)osum[mi][ni][0]);
-                        acc[mi][ni][1] += d1 * (o_lo * (float)osum[mi][ni][1]);
-                        acc[mi][ni][2] += d0 * (o_hi * (float)osum[mi][ni][2]);
-                        acc[mi][ni][3] += d1 * (o_hi * (float)osum[mi][ni][3]);
-                    }
-                }
-            }
-            int isum[2][4][4];
-            _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
-                _Pragma("unroll") for (int c = 0; c < 4; c++) isum[i][j][c] = 0;
-            for (int g = block * GPB; g < (block + 1) * GPB; g++)
-            {
-                int k = g * G;
-                u32 a[2][4], b[4][2];
-                if constexpr (G == 32)
-                {
-                    // A: matrices (rows 0-7, bytes 0-15), (rows 8-15, 0-15), (0-7, 16-31), (8-15, 16-31) = a0..a3.
-                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-                        mmqt_ldmatrix_x4(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k + (lane >> 4) * 16);
-                    // B: (tokens 0-7, bytes 0-15), (0-7, 16-31), (8-15, 0-15), (8-15, 16-31) = b0, b1 of two fragments.
-                    _Pragma("unroll") for (int np = 0; np < 2; np++)
-                    {
-                        u32 t[4];
-                        mmqt_ldmatrix_x4(t, xq + (wt + 16 * np + (lane & 7) + (lane >> 4) * 8) * MMQ_PITCH + k + ((lane >> 3) & 1) * 16);
-                        b[2 * np][0] = t[0]; b[2 * np][1] = t[1]; b[2 * np + 1][0] = t[2]; b[2 * np + 1][1] = t[3];
-                    }
-                }
-                else
-                {
-                    // A: (rows 0-7, bytes 0-15), (rows 8-15, 0-15) = a0, a1 (lanes 0-15 give the addresses).
-                    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-                        mmqt_ldmatrix_x2(a[mi], wq + (wr + 16 * mi + (lane & 7) + ((lane >> 3) & 1) * 8) * MMQ_PITCH + k);
-                    // B: tokens 8j..8j+7, bytes 0-15 = b0 of fragment j.
-                    u32 t[4];
-                    mmqt_ldmatrix_x4(t, xq + (wt + lane) * MMQ_PITCH + k);
-                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++) b[ni][0] = t[ni];
-                }
-                _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-                {
-                    int r = wr + 16 * mi + group;
-                    int m_lo = wmul[r * gp + g], m_hi = wmul[(r + 8) * gp + g];
-                    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
-                    {
-                        int c[4];
-                        mmqt_mma<G>(c, a[mi], b[ni]);
-                        isum[mi][ni][0] += c[0] * m_lo;
-                        isum[mi][ni][1] += c[1] * m_lo;
-                        isum[mi][ni][2] += c[2] * m_hi;
-                        isum[mi][ni][3] += c[3] * m_hi;
-                    }
-                }
-            }
-            _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
-            {
-                int r = wr + 16 * mi + group;
-                float s_lo = wb[r * MMQT_BLOCK_PITCH + block].x, s_hi = wb[(r + 8) * MMQT_BLOCK_PITCH + block].x;
-                _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
-                {
-                    int t = wt + 8 * ni + 2 * quad;
-                    float d0 = xd[t * MMQT_BLOCK_PITCH + block], d1 = xd[(t + 1) * MMQT_BLOCK_PITCH + block];
-                    acc[mi][ni][0] += d0 * (s_lo * (float)isum[mi][ni][0]);
-                    acc[mi][ni][1] += d1 * (s_lo * (float)isum[mi][ni][1]);
-                    acc[mi][ni][2] += d0 * (s_hi * (float)isum[mi][ni][2]);
-                    acc[mi][ni][3] += d1 * (s_hi * (float)isum[mi][ni][3]);
-                }
-            }
-        }
+        mmqt_products<Q, int>(wq, xq, wmul, woff, wb, xs, xd, blocks, wr, wt, lane, acc);
     }
     _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
     _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
@@ -837,3 +860,241 @@ FATHOM_MMQT_KERNEL(iq2_xxs, MmqtIQ2_XXS, 2)
 FATHOM_MMQT_KERNEL(iq2_xxs, MmqtIQ2_XXS, 4)
 FATHOM_MMQT_KERNEL(iq1_s, MmqtIQ1_S, 2)
 FATHOM_MMQT_KERNEL(iq1_s, MmqtIQ1_S, 4)
+
+// ---- Pipelined large tiles ("mmqtp<WR>_T"): mmqt_T's tiles, decoding and exact sums, with each step's global reads
+// in flight during the previous step's products. mmqt_T pays a global round trip per 256-column step (weight bytes,
+// then activation codes and sums) while its own tensor cores wait; here a step is
+//   wait for its copies, __syncthreads → decode the staged weight blocks and store the activations' sums
+//   → __syncthreads → queue the next step's copies → this step's products,
+// so the copies of step k+1 (cp.async: the weight blocks' raw bytes into a staging area, the activation codes into the
+// second of two buffers; the sums into registers) overlap step k's products. Decoding reads the staged bytes, so the
+// IQ grid lookups are its only global reads (L1 hits). The multipliers are stored as int8 and a type without offsets
+// keeps none, so that the larger shared memory (MmqtpLayout) still fits two 128-row tiles on a multiprocessor.
+
+// A step's activation (d, Σcodes) for one granule, as read from `sums` (G / 16 consecutive float2).
+template <int G> struct MmqtGranuleSums;
+template <> struct MmqtGranuleSums<16>
+{
+    float2 v;
+    __device__ __forceinline__ void load(const float2* from) { v = *from; }
+    __device__ __forceinline__ void clear() { v = make_float2(0.0f, 0.0f); }
+    __device__ __forceinline__ int codes() const { return __float2int_rn(v.y); }
+    __device__ __forceinline__ float d() const { return v.x; }
+};
+template <> struct MmqtGranuleSums<32>
+{
+    float4 v; // (d, Σcodes) of its two halves: 16-byte aligned, as `columns` / 16 and the step's first granule are even
+    __device__ __forceinline__ void load(const float2* from) { v = *(const float4*)from; }
+    __device__ __forceinline__ void clear() { v = make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
+    __device__ __forceinline__ int codes() const { return __float2int_rn(v.y) + __float2int_rn(v.w); }
+    __device__ __forceinline__ float d() const { return v.x; }
+};
+
+// Byte offsets in the dynamic shared memory (CudaBackend.Prompt.cs's PipelinedCodeTileSharedBytes computes `bytes`
+// alike): weight codes, two buffers of activation codes (MMQ_PITCH apart), the staged weight bytes (a row's step from
+// the copy-aligned word holding its first byte), the weights' block scales (float2), the activations' Σcodes per
+// granule (int) and d per block (float), the weights' multipliers and offsets per granule (int8; no offsets for types
+// without them).
+template <typename Q, int ROWS> struct MmqtpLayout
+{
+    static constexpr int granule_pitch = MMQ_STEP / Q::granule + 1;
+    static constexpr int step_bytes = MMQ_STEP / 32 / Q::block_subs * Q::block_bytes;
+    static constexpr int stage_pitch = (step_bytes + 2 * (Q::copy - 1)) / Q::copy * Q::copy;
+    static constexpr int wq = 0;
+    static constexpr int xq = wq + ROWS * MMQ_PITCH;
+    static constexpr int stage = xq + 2 * MMQT_TOKENS * MMQ_PITCH;
+    static constexpr int wb = stage + ROWS * stage_pitch;
+    static constexpr int xs = wb + ROWS * MMQT_BLOCK_PITCH * 8;
+    static constexpr int xd = xs + MMQT_TOKENS * granule_pitch * 4;
+    static constexpr int wmul = xd + MMQT_TOKENS * MMQT_BLOCK_PITCH * 4;
+    static constexpr int woff = wmul + ROWS * granule_pitch;
+    static constexpr int bytes = woff + (Q::offsets ? ROWS * granule_pitch : 0);
+};
+
+#if __CUDA_ARCH__ >= 800
+// cp.async copies of BYTES from global to shared memory (both BYTES-aligned), waited for by mmqt_wait_copies.
+template <int BYTES> __device__ __forceinline__ void mmqt_copy(void* to, const void* from)
+{
+    u32 address = (u32)__cvta_generic_to_shared(to);
+    if constexpr (BYTES == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(address), "l"(from) : "memory");
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" :: "r"(address), "l"(from), "n"(BYTES) : "memory");
+}
+
+// 16 bytes from `from`, or 16 zeros (nothing read) when `bytes` is 0.
+__device__ __forceinline__ void mmqt_copy_or_zeros(void* to, const void* from, int bytes)
+{
+    u32 address = (u32)__cvta_generic_to_shared(to);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(address), "l"(from), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void mmqt_commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void mmqt_wait_copies() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+#endif
+
+template <typename Q, int WR>
+__device__ __forceinline__ void mmqt_pipelined_body(const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,
+                                                    const i8* __restrict__ codes, const float2* __restrict__ sums,
+                                                    const int2* __restrict__ tiles, const int* __restrict__ tile_count,
+                                                    const int* __restrict__ segments, float* __restrict__ y, i64 y_stride,
+                                                    int rows, int columns, int tokens, int shared_bytes)
+{
+#if __CUDA_ARCH__ >= 800
+    constexpr int ROWS = 32 * WR, THREADS = 64 * WR, G = Q::granule, GPB = Q::granules_per_block, C = Q::copy;
+    constexpr int STEP_GRANULES = MMQ_STEP / G, SUMS = MMQT_TOKENS * STEP_GRANULES / THREADS;
+    typedef MmqtpLayout<Q, ROWS> L;
+    constexpr int gp = L::granule_pitch, STAGE_CHUNKS = L::stage_pitch / C;
+    static_assert(THREADS == 2 * ROWS, "two threads stage each weight row");
+    extern __shared__ __align__(16) u8 mmqt_shared[];
+    if (shared_bytes < L::bytes) __trap(); // the host's size and this layout disagree
+    i8* wq = (i8*)(mmqt_shared + L::wq);
+    i8* xq = (i8*)(mmqt_shared + L::xq);
+    u8* stage = mmqt_shared + L::stage;
+    float2* wb = (float2*)(mmqt_shared + L::wb);
+    int* xs = (int*)(mmqt_shared + L::xs);
+    float* xd = (float*)(mmqt_shared + L::xd);
+    i8* wmul = (i8*)(mmqt_shared + L::wmul);
+    i8* woff = (i8*)(mmqt_shared + L::woff);
+    int p0, p_end;
+    const u8* w;
+    if (!mmq_block_rows(weight, table, tiles, tile_count, segments, tokens, MMQT_TOKENS, &p0, &p_end, &w)) return;
+    int row0 = blockIdx.x * ROWS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int wr = (warp % WR) * 32, wt = (warp / WR) * 32, group = lane >> 2, quad = lane & 3;
+    int group_count = columns / 16;
+    float acc[2][4][4];
+    _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+        _Pragma("unroll") for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;
+    // This thread stages half the copies of weight row stage_row (every other one, from stage_part).
+    int stage_row = tid >> 1, stage_part = tid & 1;
+    bool stage_valid = row0 + stage_row < rows;
+    const u8* stage_from = w + (i64)(row0 + stage_row) * row_bytes;
+    MmqtGranuleSums<G> next_sums[SUMS];
+
+    // Queues the copies of the step from column k0 and loads its activation sums.
+    auto issue = [&](int k0)
+    {
+        int length = min(MMQ_STEP, columns - k0), chunks = length / 16, granules = length / G;
+        if (stage_valid)
+        {
+            const u8* first = stage_from + (i64)(k0 / (32 * Q::block_subs)) * Q::block_bytes;
+            const u8* end = first + length / (32 * Q::block_subs) * Q::block_bytes;
+            const u8* base = (const u8*)((u64)first & ~(u64)(C - 1));
+            u8* to = stage + stage_row * L::stage_pitch;
+            for (int c = stage_part; c < STAGE_CHUNKS; c += 2)
+                if (base + c * C < end) mmqt_copy<C>(to + c * C, base + c * C);
+        }
+        i8* x_to = xq + ((k0 / MMQ_STEP) & 1) * (MMQT_TOKENS * MMQ_PITCH);
+        _Pragma("unroll") for (int i = tid; i < MMQT_TOKENS * 16; i += THREADS)
+        {
+            int r = i >> 4, c = i & 15, p = p0 + r;
+            bool inside = p < p_end;
+            if (c < chunks) mmqt_copy_or_zeros(x_to + r * MMQ_PITCH + 16 * c, inside ? codes + (i64)p * columns + k0 + 16 * c : codes, inside ? 16 : 0);
+        }
+        mmqt_commit_copies();
+        _Pragma("unroll") for (int j = 0; j < SUMS; j++)
+        {
+            int i = tid + THREADS * j, r = i / STEP_GRANULES, g = i % STEP_GRANULES, p = p0 + r;
+            if (p < p_end && g < granules) next_sums[j].load(sums + (i64)p * group_count + k0 / 16 + g * (G / 16));
+            else next_sums[j].clear();
+        }
+    };
+
+    issue(0);
+    for (int k0 = 0; k0 < columns; k0 += MMQ_STEP)
+    {
+        int length = min(MMQ_STEP, columns - k0), subs = length / 32, granules = length / G, blocks = granules / GPB;
+        i64 block_offset = (i64)(k0 / (32 * Q::block_subs)) * Q::block_bytes;
+        mmqt_wait_copies();
+        __syncthreads();
+        if (subs == 8)
+        {
+            // A whole step: each thread's four sub-blocks decoded together from the staged bytes.
+            u32 c[4][8];
+            int2 m[4][2];
+            float2 b[4];
+            _Pragma("unroll") for (int j = 0; j < 4; j++)
+            {
+                int job = tid + THREADS * j, r = job >> 3, s = job & 7;
+                if (row0 + r < rows)
+                {
+                    u64 first = (u64)(w + (i64)(row0 + r) * row_bytes + block_offset);
+                    Q::fold(stage + r * L::stage_pitch + (first & (C - 1)), s, c[j], m[j], &b[j]);
+                }
+                else
+                {
+                    _Pragma("unroll") for (int i = 0; i < 8; i++) c[j][i] = 0;
+                    m[j][0] = m[j][1] = make_int2(0, 0);
+                    b[j] = make_float2(0.0f, 0.0f);
+                }
+            }
+            _Pragma("unroll") for (int j = 0; j < 4; j++)
+            {
+                int job = tid + THREADS * j;
+                mmqt_store_weights<Q, i8>(wq, wmul, woff, wb, job >> 3, job & 7, c[j], m[j], b[j]);
+            }
+        }
+        else
+        for (int job = tid; job < ROWS * subs; job += THREADS)
+        {
+            int r = job / subs, s = job - r * subs;
+            u32 c[8];
+            int2 m[2];
+            float2 b;
+            if (row0 + r < rows)
+            {
+                u64 first = (u64)(w + (i64)(row0 + r) * row_bytes + block_offset);
+                Q::fold(stage + r * L::stage_pitch + (first & (C - 1)), s, c, m, &b);
+            }
+            else
+            {
+                _Pragma("unroll") for (int i = 0; i < 8; i++) c[i] = 0;
+                m[0] = m[1] = make_int2(0, 0);
+                b = make_float2(0.0f, 0.0f);
+            }
+            mmqt_store_weights<Q, i8>(wq, wmul, woff, wb, r, s, c, m, b);
+        }
+        _Pragma("unroll") for (int j = 0; j < SUMS; j++)
+        {
+            int i = tid + THREADS * j, r = i / STEP_GRANULES, g = i % STEP_GRANULES;
+            if (g < granules)
+            {
+                xs[r * gp + g] = next_sums[j].codes();
+                if (g % GPB == 0) xd[r * MMQT_BLOCK_PITCH + g / GPB] = next_sums[j].d();
+            }
+        }
+        __syncthreads();
+        if (k0 + MMQ_STEP < columns) issue(k0 + MMQ_STEP);
+        mmqt_products<Q, i8>(wq, xq + ((k0 / MMQ_STEP) & 1) * (MMQT_TOKENS * MMQ_PITCH), wmul, woff, wb, xs, xd, blocks, wr, wt, lane, acc);
+    }
+    _Pragma("unroll") for (int mi = 0; mi < 2; mi++)
+    _Pragma("unroll") for (int ni = 0; ni < 4; ni++)
+    _Pragma("unroll") for (int c = 0; c < 4; c++)
+    {
+        int r = row0 + wr + 16 * mi + group + (c >> 1) * 8, p = p0 + wt + 8 * ni + 2 * quad + (c & 1);
+        if (r < rows && p < p_end) y[(i64)p * y_stride + r] = acc[mi][ni][c];
+    }
+#endif
+}
+
+// As mmqt<WR>_T (same arguments and outputs); the dynamic shared memory is MmqtpLayout's.
+#define FATHOM_MMQTP_KERNEL(T, Q, WR)                                                                                  \
+extern "C" __global__ void __launch_bounds__(64 * WR, 8 / WR) mmqtp##WR##_##T(                                         \
+    const u8* __restrict__ weight, const u64* __restrict__ table, i64 row_bytes,                                       \
+    const i8* __restrict__ codes, const float2* __restrict__ sums,                                                     \
+    const int2* __restrict__ tiles, const int* __restrict__ tile_count, const int* __restrict__ segments,              \
+    float* __restrict__ y, i64 y_stride, int rows, int columns, int tokens, int shared_bytes)                          \
+{                                                                                                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                            \
+    mmqt_pipelined_body<Q, WR>(weight, table, row_bytes, codes, sums, tiles, tile_count, segments, y, y_stride, rows,  \
+                               columns, tokens, shared_bytes);                                                         \
+}
+
+FATHOM_MMQTP_KERNEL(q8_0, MmqtQ8_0, 2)
+FATHOM_MMQTP_KERNEL(q8_0, MmqtQ8_0, 4)
+FATHOM_MMQTP_KERNEL(q4_k, MmqtQ4_K, 2)
+FATHOM_MMQTP_KERNEL(q4_k, MmqtQ4_K, 4)
+FATHOM_MMQTP_KERNEL(q6_k, MmqtQ6_K, 2)
+FATHOM_MMQTP_KERNEL(q6_k, MmqtQ6_K, 4)
+FATHOM_MMQTP_KERNEL(iq2_xxs, MmqtIQ2_XXS, 2)
+FATHOM_MMQTP_KERNEL(iq2_xxs, MmqtIQ2_XXS, 4)
+FATHOM_MMQTP_KERNEL(iq1_s, MmqtIQ1_S, 2)
+FATHOM_MMQTP_KERNEL(iq1_s, MmqtIQ1_S, 4)
