@@ -17,6 +17,9 @@ public sealed unsafe partial class CudaBackend
     // route_experts: a thread per expert, in whole warps, at most a block's 1,024 (more experts are taken in strides).
     private const int RouteMaxThreads = 1024, RouteMaxGroups = 64, RouteMaxUsed = 32;
 
+    // route_experts (one barrier a top-k round), or the former route_experts_block_rounds without FusedSmallOps.
+    private string RoutingKernel => FusedSmallOps ? "route_experts" : "route_experts_block_rounds";
+
     // Device tables of matrix addresses, per group: known by the first and last matrix's data and the count.
     private readonly Dictionary<(nint First, nint Last, int Count), DeviceBuffer> _matrixTables = [];
     // Contiguous copies of group inputs whose stride does not keep the activation rounding's blocks aligned.
@@ -57,7 +60,7 @@ public sealed unsafe partial class CudaBackend
         new KernelArguments().Pointer(s).Pointer(bias).Pointer(i).Pointer(w)
             .Int(experts).Int(used).Int(routing.SigmoidScores ? 1 : 0).Int(routing.GroupCount).Int(routing.GroupUsedCount)
             .Int(routing.NormalizeWeights ? 1 : 0).Float(routing.WeightsScale)
-            .Launch(_context, _kernels.Function("route_experts"), "route_experts", (uint)tokens, 1, (uint)Math.Min(RouteMaxThreads, (experts + 31) / 32 * 32),
+            .Launch(_context, _kernels.Function(RoutingKernel), RoutingKernel, (uint)tokens, 1, (uint)Math.Min(RouteMaxThreads, (experts + 31) / 32 * 32),
                 (uint)(2 * experts * sizeof(float)));
         Return(scores, s, stagedScores);
         Return(chosen, i, stagedIds);
@@ -88,7 +91,27 @@ public sealed unsafe partial class CudaBackend
         GroupProduct(shape, weights, 0, weights.Length, inputs, inputStride, inputTokenStride, outputs, outputStride, outputTokenStride, tokens);
     }
 
-    public void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
+    public void AddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width) =>
+        LaunchAddWeightedRows(destination, rows, weights, width, residual: 0);
+
+    /// <summary>
+    /// In one <c>add_weighted_rows</c> launch that also adds each column of the sum into the residual row (with
+    /// <see cref="FusedSmallOps"/> and an attached residual; otherwise the two operations).
+    /// </summary>
+    public void AddWeightedRowsToResidual(Span<float> residual, Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
+    {
+        if (residual.Length < width) throw new ArgumentException($"a residual of {residual.Length} values for rows of {width}", nameof(residual));
+        if (!FusedSmallOps || weights.IsEmpty || width <= 0 || !TryResident(residual[..width], out ulong sum))
+        {
+            AddWeightedRows(destination, rows, weights, width);
+            Add(residual[..width], destination[..width]);
+            return;
+        }
+        LaunchAddWeightedRows(destination, rows, weights, width, sum);
+    }
+
+    /// <summary>Queues add_weighted_rows into <paramref name="destination"/>, and into the device row <paramref name="residual"/> unless 0.</summary>
+    private void LaunchAddWeightedRows(Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width, ulong residual)
     {
         int count = weights.Length;
         if (count == 0 || width <= 0) return;
@@ -96,12 +119,12 @@ public sealed unsafe partial class CudaBackend
             throw new ArgumentException($"adding {count} weighted rows of {width} needs {count * width} values into {width}");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        using OperationProfiler.Scope? profile = _profiler?.Measure("AddWeightedRows");
+        using OperationProfiler.Scope? profile = _profiler?.Measure(residual == 0 ? "AddWeightedRows" : "AddWeightedRowsToResidual");
         Span<float> d = destination[..width];
         ulong to = Out(d, _output, upload: true, out bool staged);
         ulong from = In(rows[..(count * width)], _input);
         ulong factors = In(weights, _scales);
-        new KernelArguments().Pointer(to).Pointer(from).Pointer(factors).Int(count).Int(width)
+        new KernelArguments().Pointer(to).Pointer(from).Pointer(factors).Int(count).Int(width).Pointer(residual)
             .Launch(_context, _kernels.Function("add_weighted_rows"), "add_weighted_rows", Blocks(width, ElementThreads), 1, ElementThreads);
         Return(d, to, staged);
     }

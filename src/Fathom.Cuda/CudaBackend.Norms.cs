@@ -34,6 +34,14 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool VectorNorms { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_NORM_ROWS") != "0";
 
+    /// <summary>
+    /// Whether the small operations between a decode step's products take their fused or faster forms: routing by
+    /// <c>route_experts</c> (one barrier a top-k round), a MoE output added into the residual row by
+    /// <c>add_weighted_rows</c> itself (<see cref="AddWeightedRowsToResidual"/>). On unless FATHOM_CUDA_FUSED_SMALL=0,
+    /// which keeps the former kernels and launches, for comparisons. Results are the same bit for bit either way.
+    /// </summary>
+    public bool FusedSmallOps { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_FUSED_SMALL") != "0";
+
     /// <summary>Norms and SiLUs queued with the next product's packing fused in, so far.</summary>
     public long FusedPackings { get; private set; }
 

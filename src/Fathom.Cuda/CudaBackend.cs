@@ -615,7 +615,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     public void Rope(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition) =>
-        RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, default);
+        RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, default, default);
 
     /// <summary>
     /// In the rotation's kernel when the stored range is exactly the rotated slices of whole heads (one head's, or
@@ -624,24 +624,61 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public void RopeStore(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
         int storeOffset, int storeWidth, Span<float> destination, int destinationStride)
     {
-        int dims = rope.Dimensions, relative = storeOffset - offset;
-        bool rotatedHeads = dims % 2 == 0 && relative >= 0 && headStride > 0 && relative % headStride == 0
-            && (storeWidth == dims || (dims == headStride && storeWidth % dims == 0))
-            && relative / headStride + (long)storeWidth / dims <= heads;
-        long destinationExtent = ((long)firstPosition + tokens - 1) * destinationStride + storeWidth;
-        if (tokens > 0 && heads > 0 && storeWidth > 0 && rotatedHeads && firstPosition >= 0 && destinationStride >= 0
-            && destination.Length >= destinationExtent && TryResident(destination, out ulong to))
+        if (FusedKeyStore(rope, tokens, heads, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride, out ulong to))
         {
-            RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, (to, destinationStride, storeOffset, storeWidth));
+            RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, (to, destinationStride, storeOffset, storeWidth), default);
             return;
         }
         Rope(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition);
         StoreRows(values[storeOffset..], rowStride, destination, destinationStride, firstPosition, tokens, storeWidth);
     }
 
-    /// <summary>The <c>rope</c> kernel, with a key cache write of its rotated values when <paramref name="store"/>'s address is set.</summary>
+    /// <summary>
+    /// In the rotation's kernel, the key store as <see cref="RopeStore"/> fuses it and the row store in blocks of its own,
+    /// when <see cref="FusedSmallOps"/> is on and both destinations and the row source are attached; otherwise
+    /// <see cref="RopeStore"/>, then <see cref="StoreRows"/>.
+    /// </summary>
+    public void RopeStoreWithRows(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride,
+        ReadOnlySpan<float> rowSource, int rowSourceStride, Span<float> rowDestination, int rowDestinationStride, int rowWidth)
+    {
+        long sourceExtent = (long)(tokens - 1) * rowSourceStride + rowWidth, rowExtent = ((long)firstPosition + tokens - 1) * rowDestinationStride + rowWidth;
+        if (FusedSmallOps && tokens > 0 && rowWidth > 0 && rowSourceStride >= 0 && rowDestinationStride >= 0
+            && rowSource.Length >= sourceExtent && rowDestination.Length >= rowExtent
+            && TryResident(rowSource[..(int)sourceExtent], out ulong rowFrom) && TryResident(rowDestination, out ulong rowTo)
+            && FusedKeyStore(rope, tokens, heads, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride, out ulong to))
+        {
+            RopeAndStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, (to, destinationStride, storeOffset, storeWidth),
+                (rowFrom, rowSourceStride, rowTo, rowDestinationStride, rowWidth));
+            return;
+        }
+        RopeStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride);
+        StoreRows(rowSource, rowSourceStride, rowDestination, rowDestinationStride, firstPosition, tokens, rowWidth);
+    }
+
+    /// <summary>
+    /// Whether the rope kernel can store the range itself: it is exactly the rotated slices of whole heads (one head's,
+    /// or consecutive heads' rotated in full) and the destination is attached (its device address <paramref name="to"/>).
+    /// </summary>
+    private bool FusedKeyStore(Rope rope, int tokens, int heads, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride, out ulong to)
+    {
+        to = 0;
+        int dims = rope.Dimensions, relative = storeOffset - offset;
+        bool rotatedHeads = dims % 2 == 0 && relative >= 0 && headStride > 0 && relative % headStride == 0
+            && (storeWidth == dims || (dims == headStride && storeWidth % dims == 0))
+            && relative / headStride + (long)storeWidth / dims <= heads;
+        long destinationExtent = ((long)firstPosition + tokens - 1) * destinationStride + storeWidth;
+        return tokens > 0 && heads > 0 && storeWidth > 0 && rotatedHeads && firstPosition >= 0 && destinationStride >= 0
+            && destination.Length >= destinationExtent && TryResident(destination, out to);
+    }
+
+    /// <summary>
+    /// The <c>rope</c> kernel, with a key cache write of its rotated values when <paramref name="store"/>'s address is
+    /// set, and a row store (source, destination at the tokens' positions) in extra blocks when <paramref name="rows"/>'s is.
+    /// </summary>
     private void RopeAndStore(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
-        (ulong Address, int Stride, int Offset, int Width) store)
+        (ulong Address, int Stride, int Offset, int Width) store, (ulong Source, int SourceStride, ulong Destination, int DestinationStride, int Width) rows)
     {
         if (tokens <= 0 || heads <= 0) return;
         int half = rope.Dimensions / 2;
@@ -649,17 +686,19 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         if (values.Length < extent) throw new ArgumentException($"RoPE over {tokens} tokens × {heads} heads reaches element {extent}, past {values.Length}");
         _context.MakeCurrent();
         _ops++; // any operation ends a run of products sharing one rounded input
-        using OperationProfiler.Scope? profile = _profiler?.Measure(store.Address == 0 ? "Rope" : "Rope (with the key store)");
+        using OperationProfiler.Scope? profile = _profiler?.Measure(store.Address == 0 ? "Rope" : rows.Source == 0 ? "Rope (with the key store)" : "Rope (with the key and row stores)");
         Span<float> v = values[..(int)extent];
         ulong device = Out(v, _input, upload: true, out bool staged);
         DeviceRopeTable table = RopeTable(rope);
         ulong cos = table.Covering(firstPosition + tokens);
         ulong sin = cos + (ulong)table.Positions * (ulong)half * sizeof(float);
         (ulong step, int position) = StepPosition(firstPosition);
+        int rowBlocks = rows.Source == 0 ? 0 : (rows.Width + 4 * RopeThreads - 1) / (4 * RopeThreads); // the kernel's chunk per row block
         new KernelArguments().Pointer(device).Pointer(cos).Pointer(sin).Pointer(step).Int(position)
             .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
             .Pointer(store.Address).Int(store.Stride).Int(store.Offset).Int(store.Width)
-            .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)heads, RopeThreads);
+            .Int(heads).Pointer(rows.Source).Int(rows.SourceStride).Pointer(rows.Destination).Int(rows.DestinationStride).Int(rows.Width)
+            .Launch(_context, _kernels.Function("rope"), "rope", (uint)tokens, (uint)(heads + rowBlocks), RopeThreads);
         Return(v, device, staged);
     }
 

@@ -25,6 +25,7 @@ struct BlockCtx { std::unique_ptr<std::barrier<>> bar; std::vector<WarpCtx> warp
 thread_local BlockCtx* emu_block;
 alignas(16) static float4 emu_dynamic_shared[256 * 1024 / 16];
 inline void __syncthreads() { emu_block->bar->arrive_and_wait(); }
+inline void __syncwarp() { emu_block->warps[threadIdx.x / 32].bar->arrive_and_wait(); }
 template <class T> T emu_shfl(T v, int src)
 {
     WarpCtx& w = emu_block->warps[threadIdx.x / 32];
@@ -45,6 +46,7 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 using std::min; using std::max;
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float fmaxf(float a, float b) { return std::fmax(a, b); }
 #define __global__
 #define __device__

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h),
-# and of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds).
+# of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
+# the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
+# few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle).
 # Usage: tools/cuda-emulation/run.sh [attention shape index 0-6]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,9 +12,12 @@ trap 'rm -rf "$work"' EXIT
 # The kernel declares its dynamic shared memory `extern __shared__`; in C++ it is the emulation's static array.
 sed 's/^ *extern __shared__ float4 shared_block\[\];.*/    float4* shared_block = emu_dynamic_shared;/' "$kernels/attention_decode.cu" > "$work/attention_decode_emulated.cu"
 sed -n '/^#define MATVEC_Q_THREADS/,/^#define FATHOM_MATVEC_Q_KERNELS/p' "$kernels/matvec_q.cu" | sed '$d' > "$work/matvec_q_prefetch.cu"
-for check in prefetch_check transposed_check attention_decode_check; do
+sed -n '/^#define ROUTE_MAX_GROUPS/,/^#define FATHOM_GROUP_KERNELS/p' "$kernels/experts.cu" | sed '$d' \
+    | sed 's/^ *extern __shared__ float route_shared\[\];/    float* route_shared = (float*)emu_dynamic_shared;/' > "$work/route_kernels.cu"
+for check in prefetch_check transposed_check route_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 "$work/prefetch_check"
 "$work/transposed_check"
+"$work/route_check"
 "$work/attention_decode_check" "$@"

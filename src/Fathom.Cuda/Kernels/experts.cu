@@ -1,13 +1,17 @@
 // Mixture-of-experts routing and grouped products, so a decoded token's MoE layer never waits for the host.
 //   route_experts:      one block per token, a thread per expert: scores (softmax or sigmoid) written over the
-//                       logits, selection scores (plus the bias), the weak groups masked (a warp per group), top-k
-//                       by block arg-max (ties to the lower id, as the CPU's first maximum), weights normalized and
-//                       scaled in the CPU's order, best first.
+//                       logits, selection scores (plus the bias), the weak groups masked (a warp per group, the
+//                       kept groups chosen by every warp alike), top-k in rounds of one barrier each (a thread's
+//                       candidate is the best of its own experts, kept in registers), weights normalized and scaled
+//                       by the first warp in the CPU's order, best first.
+//   route_experts_block_rounds: the same choices and weights by block-wide arg-max rounds (three barriers a round)
+//                       and a serial end in one thread: the former kernel, kept for comparisons (FATHOM_CUDA_FUSED_SMALL=0).
 //   group_matmul_T /    several equally shaped matrices in one launch, matrix blockIdx.z: the matrix is
 //   group_matvec_T:     table[ids[z]] (the chosen experts, ids as floats) or table[z] (MLA's heads); its input and
 //                       output start at z times a stride and step by a token stride. Per matrix the arithmetic is
 //                       matmul_T's / matvec_T's, so a grouped product equals the ungrouped one bit for bit.
-//   add_weighted_rows:  dst = (sum of weights[i] * row i, in order of i) + dst (a token's experts, then its row).
+//   add_weighted_rows:  dst = (sum of weights[i] * row i, in order of i) + dst (a token's experts, then its row);
+//                       with a residual row also residual += dst (the MoE layer's output into the residual stream).
 
 #define ROUTE_MAX_GROUPS 64
 #define ROUTE_MAX_USED 32
@@ -64,7 +68,7 @@ __device__ __forceinline__ void block_arg_max(float& value, int& index, float* v
 // One block per token (blockIdx.x), one thread per expert (blockDim.x a multiple of 32, at most 1024; more experts
 // than threads are taken in strides). Shared memory: 2 * experts floats. The CPU's arithmetic per value (sigmoid, or
 // softmax with its sum in double), its first maximum everywhere (ties to the lower index), its order of the chosen.
-extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(float* logits, const float* __restrict__ bias, float* ids, float* weights,
                                          int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
 {
     FATHOM_WAIT_PREVIOUS();
@@ -186,16 +190,155 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
     }
 }
 
+// The choices and weights of route_experts_block_rounds with one barrier a round. Thread t owns the experts t,
+// t + blockDim.x, ...: it alone masks and marks them after the scores, so between rounds only the warps' candidates
+// cross threads (through a double buffer: a round's writes never meet the previous round's reads). Every warp picks the
+// kept groups from the same group scores in the same order, so they agree without a barrier. The first warp's lane k
+// holds the k-th choice; the normalizing sum runs over them in order, in double, as thread 0 of the former kernel.
+extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+{
+    FATHOM_WAIT_PREVIOUS();
+    extern __shared__ float route_shared[];
+    __shared__ float group_scores[ROUTE_MAX_GROUPS];
+    __shared__ float round_values[2][32];
+    __shared__ int round_indices[2][32];
+    __shared__ float warp_values[32];
+    __shared__ double sums[32];
+    float* probs = route_shared;
+    float* select = route_shared + experts;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float* row = logits + (i64)blockIdx.x * experts;
+
+    if (sigmoid)
+    {
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = 1.0f / (1.0f + expf(-row[j]));
+    }
+    else
+    {
+        float local_max = NEGATIVE_INFINITY;
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) local_max = fmaxf(local_max, row[j]);
+        float max = block_max(local_max, warp_values);
+        double sum = 0.0;
+        for (int j = threadIdx.x; j < experts; j += blockDim.x)
+        {
+            float e = expf(row[j] - max);
+            probs[j] = e;
+            sum += e;
+        }
+        float inverse = (float)(1.0 / block_sum_double(sum, sums));
+        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = probs[j] * inverse;
+    }
+    for (int j = threadIdx.x; j < experts; j += blockDim.x)
+    {
+        row[j] = probs[j];
+        select[j] = bias != 0 ? probs[j] + bias[j] : probs[j];
+    }
+
+    if (groups > 1 && groups_used < groups)
+    {
+        __syncthreads(); // a group's members belong to other threads
+        int size = experts / groups;
+        for (int g = warp; g < groups; g += warps)
+        {
+            const float* members = select + g * size;
+            float best;
+            int first;
+            strided_first_max(members, size, lane, 32, best, first);
+            warp_arg_max(best, first);
+            if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
+            float second = NEGATIVE_INFINITY;
+            for (int i = lane; i < size; i += 32)
+                if (i != first && members[i] > second) second = members[i];
+            second = warp_max(second);
+            if (lane == 0) group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
+        }
+        __syncthreads(); // every group's score is written; from here each thread touches only its own experts
+        // Lane l holds groups l and l + 32 (at most ROUTE_MAX_GROUPS); a round takes the first maximum, as the CPU's scan.
+        float low = lane < groups ? group_scores[lane] : NEGATIVE_INFINITY;
+        float high = lane + 32 < groups ? group_scores[lane + 32] : NEGATIVE_INFINITY;
+        u64 kept = 0;
+        for (int round = 0; round < groups_used; round++)
+        {
+            float best = NEGATIVE_INFINITY;
+            int index = NO_INDEX;
+            if (lane < groups && (low > best || low == best)) { best = low; index = lane; }
+            if (lane + 32 < groups && (high > best || (index == NO_INDEX && high == best))) { best = high; index = lane + 32; }
+            warp_arg_max(best, index);
+            if (index >= groups) index = 0;
+            kept |= 1ull << index;
+            if (index == lane) low = NEGATIVE_INFINITY;
+            if (index == lane + 32) high = NEGATIVE_INFINITY;
+        }
+        for (int j = threadIdx.x; j < experts; j += blockDim.x)
+            if (!((kept >> (j / size)) & 1)) select[j] = NEGATIVE_INFINITY;
+    }
+
+    float best;
+    int index;
+    strided_first_max(select, experts, threadIdx.x, blockDim.x, best, index);
+    int chosen = 0;
+    float chosen_weight = 0.0f;
+    for (int k = 0; k < used; k++)
+    {
+        float value = best;
+        int winner = index;
+        warp_arg_max(value, winner);
+        if (lane == 0)
+        {
+            round_values[k & 1][warp] = value;
+            round_indices[k & 1][warp] = winner;
+        }
+        __syncthreads();
+        value = lane < warps ? round_values[k & 1][lane] : NEGATIVE_INFINITY;
+        winner = lane < warps ? round_indices[k & 1][lane] : NO_INDEX;
+        warp_arg_max(value, winner);
+        if (winner >= experts) winner = 0; // all NaN: the first, rather than outside the row
+        if (lane == k) // probs were written before this round's barrier
+        {
+            chosen = winner;
+            chosen_weight = probs[winner];
+        }
+        if (winner % blockDim.x == threadIdx.x)
+        {
+            select[winner] = NEGATIVE_INFINITY;
+            strided_first_max(select, experts, threadIdx.x, blockDim.x, best, index);
+        }
+    }
+
+    if (warp == 0)
+    {
+        float weight = chosen_weight;
+        if (normalize)
+        {
+            double sum = 0.0; // ggml's SUM_ROWS: in double, best expert first
+            for (int k = 0; k < used; k++) sum += __shfl_sync(0xFFFFFFFFu, chosen_weight, k);
+            float total = fmaxf((float)sum, 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+            weight = weight / total;
+        }
+        weight = weight * scale;
+        if (lane < used)
+        {
+            ids[(i64)blockIdx.x * used + lane] = (float)chosen;
+            weights[(i64)blockIdx.x * used + lane] = weight;
+        }
+    }
+}
+
 // dst[k] = (sum of weights[i] * src[i * width + k], i in order) + dst[k], one thread per column; each product rounded,
-// then added (no contraction), as ggml's MUL, ADDs and final ADD.
-extern "C" __global__ void add_weighted_rows(float* dst, const float* __restrict__ src, const float* __restrict__ weights, int count, int width)
+// then added (no contraction), as ggml's MUL, ADDs and final ADD. With a residual row (not null), also
+// residual[k] = residual[k] + dst[k], the add kernel's arithmetic: the MoE layer's output into the residual stream.
+extern "C" __global__ void add_weighted_rows(float* dst, const float* __restrict__ src, const float* __restrict__ weights, int count, int width,
+                                             float* __restrict__ residual)
 {
     FATHOM_WAIT_PREVIOUS();
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= width) return;
     float sum = __fmul_rn(src[k], weights[0]);
     for (int i = 1; i < count; i++) sum = __fadd_rn(sum, __fmul_rn(src[(i64)i * width + k], weights[i]));
-    dst[k] = __fadd_rn(sum, dst[k]);
+    float total = __fadd_rn(sum, dst[k]);
+    dst[k] = total;
+    if (residual) residual[k] = __fadd_rn(residual[k], total);
 }
 
 #define FATHOM_GROUP_KERNELS(T)                                                                                 \

@@ -130,14 +130,27 @@ __device__ __forceinline__ int step_position(const int* step, int first_position
 // With `store` (a key cache write fused in: RopeStore), the values of each token row's range [store_offset,
 // store_offset + store_width) also go to row position of `store` (store_stride apart); the host launches that only
 // when the rotated slices of whole heads make up the range exactly, so each head stores its own slice or nothing.
+// With `rows` (RopeStoreWithRows: the values' or MLA's latent cache write fused in), the blocks past the heads
+// (blockIdx.y >= heads, 4 * blockDim.x values each) copy each token's row of rows_width values from `rows` (rows_stride
+// apart) to row position of `rows_store` (rows_store_stride apart), as store_rows does.
 extern "C" __global__ void rope(float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
                                 const int* __restrict__ step, int first_position,
                                 int half, int row_stride, int head_stride, int offset, int neox,
-                                float* __restrict__ store, int store_stride, int store_offset, int store_width)
+                                float* __restrict__ store, int store_stride, int store_offset, int store_width,
+                                int heads, const float* __restrict__ rows, int rows_stride, float* __restrict__ rows_store,
+                                int rows_store_stride, int rows_width)
 {
     FATHOM_WAIT_PREVIOUS();
     int token = blockIdx.x, head = blockIdx.y;
     i64 position = step_position(step, first_position) + token;
+    if (head >= heads)
+    {
+        int chunk = 4 * blockDim.x, first = (head - heads) * chunk, end = min(first + chunk, rows_width);
+        const float* from = rows + (i64)token * rows_stride;
+        float* to = rows_store + position * rows_store_stride;
+        for (int i = first + threadIdx.x; i < end; i += blockDim.x) to[i] = from[i];
+        return;
+    }
     int slice = head * head_stride + offset; // the rotated slice's first element in the token row
     float* v = values + (i64)token * row_stride + slice;
     const float* c = cos_table + position * half;

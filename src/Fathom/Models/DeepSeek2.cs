@@ -257,10 +257,18 @@ public sealed class DeepSeek2 : Model
 
         // Compress this batch's tokens and cache them, each in its own session: normalized latent, then the
         // rotated shared key.
-        // The latents are gathered into contiguous rows so one normalization serves the whole batch.
+        // The latents are gathered into contiguous rows so one normalization serves the whole batch; one token's latent
+        // is already a contiguous row of kv, normalized from there.
         Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
-        Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
-        Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
+        if (tokens == 1)
+        {
+            Backend.RmsNorm(kv[.._kvLora], w.KvANorm, latents, 1, Config.RmsNormEpsilon);
+        }
+        else
+        {
+            Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
+            Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
+        }
         if (_fusedKvB is not null)
         {
             DecompressedAttention(layer, scratch, segments, q, kv, latents, x, tokens);
@@ -271,10 +279,10 @@ public sealed class DeepSeek2 : Model
             Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
             KvLayerCache cache = s.Session.Cache[layer];
             Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
-            // Cache rows at the tokens' positions (StoreRows names the position apart, so a recorded step replays); the
-            // rotated shared key is stored by its rotation's call.
-            Backend.StoreRows(latents[(s.FirstRow * _kvLora)..], _kvLora, cache.Keys, latentRow, s.FirstPosition, s.Rows, _kvLora);
-            Backend.RopeStore(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition, _kvLora, _rot, cache.Keys.AsSpan(_kvLora), latentRow);
+            // Cache rows at the tokens' positions (the store names the position apart, so a recorded step replays): the
+            // rotated shared key and the normalized latent, both by the shared key's rotation's call.
+            Backend.RopeStoreWithRows(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition, _kvLora, _rot, cache.Keys.AsSpan(_kvLora), latentRow,
+                latents[(s.FirstRow * _kvLora)..], _kvLora, cache.Keys, latentRow, _kvLora);
         }
 
         // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
@@ -304,8 +312,7 @@ public sealed class DeepSeek2 : Model
         Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
         Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead, tokens, latentOut, heads * _vHead);
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
-        Backend.MatMul(w.Output, values, projected, tokens);
-        Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
+        Backend.MatMulResidual(w.Output, values, x[..(tokens * Config.EmbeddingLength)], projected, tokens);
     }
 
     /// <summary>
@@ -346,8 +353,7 @@ public sealed class DeepSeek2 : Model
                 _shape, s.FirstPosition, s.Rows);
         }
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
-        Backend.MatMul(_attention[layer].Output, attention, projected, tokens);
-        Backend.Add(x[..(tokens * Config.EmbeddingLength)], projected);
+        Backend.MatMulResidual(_attention[layer].Output, attention, x[..(tokens * Config.EmbeddingLength)], projected, tokens);
     }
 
     /// <summary>
@@ -409,8 +415,7 @@ public sealed class DeepSeek2 : Model
         Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
         Span<float> sharedOut = down.Slice(used * d, d);
         Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
-        Backend.AddWeightedRows(sharedOut, down, weights, d);
-        Backend.Add(x[..d], sharedOut);
+        Backend.AddWeightedRowsToResidual(x[..d], sharedOut, down, weights, d);
     }
 
     /// <param name="KB">

@@ -98,17 +98,19 @@ public class Llama : Model
             Span<float> sq = q.Slice(s.FirstRow * qDim, s.Rows * qDim);
             Span<float> sk = k.Slice(s.FirstRow * kvDim, s.Rows * kvDim);
             KvLayerCache cache = s.Session.Cache[layer];
-            // The rotated keys go to the cache in the rotation's call (one kernel on a GPU).
+            // The rotated keys and the values go to the cache in the rotation's call (one kernel on a GPU).
+            ReadOnlySpan<float> sv = v[(s.FirstRow * kvDim)..];
             if (!qk.IsEmpty)
             {
-                Backend.RopeStore(_rope, qk, 1, c.HeadCount + c.HeadCountKv, qDim + kvDim, headDim, 0, s.FirstPosition, qDim, kvDim, cache.Keys, cache.KeyWidth);
+                Backend.RopeStoreWithRows(_rope, qk, 1, c.HeadCount + c.HeadCountKv, qDim + kvDim, headDim, 0, s.FirstPosition, qDim, kvDim, cache.Keys, cache.KeyWidth,
+                    sv, kvDim, cache.Values, cache.ValueStride, kvDim);
             }
             else
             {
                 Backend.Rope(_rope, sq, s.Rows, c.HeadCount, qDim, headDim, 0, s.FirstPosition);
-                Backend.RopeStore(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition, 0, kvDim, cache.Keys, cache.KeyWidth);
+                Backend.RopeStoreWithRows(_rope, sk, s.Rows, c.HeadCountKv, kvDim, headDim, 0, s.FirstPosition, 0, kvDim, cache.Keys, cache.KeyWidth,
+                    sv, kvDim, cache.Values, cache.ValueStride, kvDim);
             }
-            Backend.StoreRows(v[(s.FirstRow * kvDim)..], kvDim, cache.Values, cache.ValueStride, s.FirstPosition, s.Rows, kvDim);
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
         Backend.MatMulResidual(w.Output, attention, x[..(tokens * d)], projected, tokens);

@@ -241,6 +241,19 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="AddWeightedRows"/> into <paramref name="destination"/>, then <see cref="Add"/> of the result into
+    /// <paramref name="residual"/> (<c>width</c> values each): a decoded token's MoE output (its routed experts plus its
+    /// shared experts' output) into the residual row, in ggml's order. A backend may do both in one pass over the row;
+    /// the default is the two operations.
+    /// </summary>
+    void AddWeightedRowsToResidual(Span<float> residual, Span<float> destination, ReadOnlySpan<float> rows, ReadOnlySpan<float> weights, int width)
+    {
+        if (residual.Length < width) throw new ArgumentException($"a residual of {residual.Length} values for rows of {width}", nameof(residual));
+        AddWeightedRows(destination, rows, weights, width);
+        Add(residual[..width], destination[..width]);
+    }
+
+    /// <summary>
     /// A prompt batch's routed experts: for each token <c>t</c> and each of its <paramref name="used"/> chosen experts
     /// <c>e = ids[t · used + k]</c> with weight <c>weights[t · used + k]</c> (as <see cref="RouteExperts"/> leaves them),
     /// the term <c>weight × down[e] · (SiLU(gate[e] · inputs[t]) ⊙ up[e] · inputs[t])</c>; each token's terms are summed in
@@ -379,6 +392,20 @@ public interface IComputeBackend : IDisposable
     {
         Rope(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition);
         StoreRows(values[storeOffset..], rowStride, destination, destinationStride, firstPosition, tokens, storeWidth);
+    }
+
+    /// <summary>
+    /// <see cref="RopeStore"/>, then <see cref="StoreRows"/> of the tokens' rows of <paramref name="rowSource"/>
+    /// (<paramref name="rowWidth"/> values, <paramref name="rowSourceStride"/> apart) into rows <c>firstPosition..</c> of
+    /// <paramref name="rowDestination"/>: a layer's whole cache write with the rotation (the rotated keys, and the values
+    /// or MLA's normalized latent), which a GPU does in the rotation's own kernel.
+    /// </summary>
+    void RopeStoreWithRows(Rope rope, Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride,
+        ReadOnlySpan<float> rowSource, int rowSourceStride, Span<float> rowDestination, int rowDestinationStride, int rowWidth)
+    {
+        RopeStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride);
+        StoreRows(rowSource, rowSourceStride, rowDestination, rowDestinationStride, firstPosition, tokens, rowWidth);
     }
 
     /// <summary>

@@ -78,6 +78,22 @@ public sealed unsafe class BackendContractTests
         for (int i = 0; i < residualExpected.Length; i++) residualExpected[i] += plainProduct[i];
         Assert.Equal(residualExpected, residual);
 
+        // A MoE output into the residual: the weighted rows (products rounded, summed in order) plus the destination, then
+        // that sum into the residual; the destination keeps the sum.
+        float[] expertRows = Values(3 * width), expertWeights = [0.75f, -1.5f, 2.25f], sharedOut = Values(width), stream = Values(width);
+        float[] sharedExpected = (float[])sharedOut.Clone(), streamExpected = (float[])stream.Clone();
+        for (int c = 0; c < width; c++)
+        {
+            float weighted = expertRows[c] * expertWeights[0];
+            for (int i = 1; i < 3; i++) weighted += expertRows[i * width + c] * expertWeights[i];
+            sharedExpected[c] = weighted + sharedExpected[c];
+            streamExpected[c] += sharedExpected[c];
+        }
+        cpu.AddWeightedRowsToResidual(stream, sharedOut, expertRows, expertWeights, width);
+        Assert.Equal(sharedExpected, sharedOut);
+        Assert.Equal(streamExpected, stream);
+        Assert.Throws<ArgumentException>(() => cpu.AddWeightedRowsToResidual(stream.AsSpan(0, width - 1), sharedOut, expertRows, expertWeights, width));
+
         WeightMatrix table = WeightMatrix.FromFloats("table", Values(7 * 32), 7, 32);
         float[] embedded = new float[3 * 32], row = new float[32];
         cpu.Embed(table, [6, 1, 6], embedded);
