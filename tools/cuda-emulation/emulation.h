@@ -20,6 +20,7 @@ thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 struct float4 { float x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct uint4 { unsigned x, y, z, w; };
 struct WarpCtx { std::unique_ptr<std::barrier<>> bar; unsigned char slots[32][8]; };
 struct BlockCtx { std::unique_ptr<std::barrier<>> bar; std::vector<WarpCtx> warps; };
 thread_local BlockCtx* emu_block;
