@@ -51,7 +51,7 @@ inline float fmaxf(float a, float b) { return std::fmax(a, b); }
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 
 // Runs kernel() over the grid, block after block.

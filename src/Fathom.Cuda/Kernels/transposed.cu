@@ -139,6 +139,24 @@ struct TransposedAdd16<TILE, decode8_q4_k>
     }
 };
 
+// Whether a thread's 16 columns can reach past a row's end: only for the types of one weight a block. A quantized
+// type's rows are whole blocks of at least 32 weights, so every 16 columns from a multiple of 16 lie inside the row, and
+// its kernels leave out the element-by-element path (sixteen inlined element decoders would cost registers).
+template <float (*DECODE)(const u8*, int)> struct TransposedPartialPieces { static const bool possible = false; };
+template <> struct TransposedPartialPieces<decode_f32> { static const bool possible = true; };
+template <> struct TransposedPartialPieces<decode_f16> { static const bool possible = true; };
+template <> struct TransposedPartialPieces<decode_bf16> { static const bool possible = true; };
+
+// Before the wait: a block's share of its matrix's weight bytes into L2 (the rows lie one after another; the first
+// token tile's blocks of a matrix take equal shares), while the previous kernel runs.
+__device__ __forceinline__ void transposed_split_prefetch(const u64* matrices, i64 row_bytes, int rows)
+{
+    if (blockIdx.y != 0) return;
+    i64 bytes = (i64)rows * row_bytes, from = bytes * blockIdx.x / gridDim.x, to = bytes * (blockIdx.x + 1) / gridDim.x;
+    prefetch_l2((const u8*)matrices[blockIdx.z] + from, to - from);
+}
+
+// The block's product, after the wait.
 template <int TILE, void (*DECODE8)(const u8*, int, float*), float (*DECODE)(const u8*, int)>
 __device__ __forceinline__ void transposed_split(const u64* matrices, i64 row_bytes, const float* x, i64 x_matrix_stride,
     i64 x_token_stride, float* y, i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens)
@@ -146,10 +164,6 @@ __device__ __forceinline__ void transposed_split(const u64* matrices, i64 row_by
     const int threads_per_row = TRANSPOSED_SPLIT_COLUMNS / 16, warps = TRANSPOSED_THREADS / 32;
     __shared__ float4 partial[warps][TILE][TRANSPOSED_SPLIT_COLUMNS / 4];
     const u8* w = (const u8*)matrices[blockIdx.z];
-    // The matrix's rows lie one after another; its first token tile's blocks ask L2 for a share each while the
-    // previous kernel runs (the weights are no step's output).
-    i64 bytes = (i64)rows * row_bytes, from = bytes * blockIdx.x / gridDim.x, to = bytes * (blockIdx.x + 1) / gridDim.x;
-    FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(blockIdx.y == 0 ? w + from : 0, to - from));
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, row_lane = threadIdx.x / threads_per_row;
     int piece = threadIdx.x % threads_per_row, first_column = blockIdx.x * TRANSPOSED_SPLIT_COLUMNS, k0 = first_column + 16 * piece;
     int first = blockIdx.y * TILE, count = TILE == 1 ? 1 : min(TILE, tokens - first);
@@ -164,7 +178,8 @@ __device__ __forceinline__ void transposed_split(const u64* matrices, i64 row_by
     }
     if (k0 + 16 <= columns)
     {
-#pragma unroll 4
+        // Four rows' loads in flight for one token; two for a tile, whose sums take four times the registers.
+#pragma unroll (TILE == 1 ? 4 : 2)
         for (int r = row_lane; r < rows; r += TRANSPOSED_SPLIT_ROW_LANES)
         {
             float xs[TILE];
@@ -173,7 +188,7 @@ __device__ __forceinline__ void transposed_split(const u64* matrices, i64 row_by
             TransposedAdd16<TILE, DECODE8>::add(w + (i64)r * row_bytes, k0, xs, count, acc, offset);
         }
     }
-    else if (k0 < columns) // the last columns of an F32, F16 or BF16 matrix whose width is no multiple of 16
+    else if (TransposedPartialPieces<DECODE>::possible && k0 < columns) // an F32, F16 or BF16 row's last columns
     {
         for (int r = row_lane; r < rows; r += TRANSPOSED_SPLIT_ROW_LANES)
 #pragma unroll
@@ -219,12 +234,15 @@ __device__ __forceinline__ void transposed_split(const u64* matrices, i64 row_by
     }
 }
 
-#define FATHOM_TRANSPOSED_SPLIT_KERNEL(NAME, T, TILE)                                                            \
-extern "C" __global__ void __launch_bounds__(TRANSPOSED_THREADS)                                               \
+// MIN_BLOCKS caps the registers so that many blocks fit on an SM together: 4 (64 registers) for the one-token
+// kernel, whose R1 grid of 512 blocks then runs as one wave; 2 (128) for the token tiles' 64 sums.
+#define FATHOM_TRANSPOSED_SPLIT_KERNEL(NAME, T, TILE, MIN_BLOCKS)                                               \
+extern "C" __global__ void __launch_bounds__(TRANSPOSED_THREADS, MIN_BLOCKS)                                   \
 NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                                                    \
     const float* __restrict__ x, i64 x_matrix_stride, i64 x_token_stride,                                     \
     float* __restrict__ y, i64 y_matrix_stride, i64 y_token_stride, int rows, int columns, int tokens)         \
 {                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(transposed_split_prefetch(matrices, row_bytes, rows));                           \
     transposed_split<TILE, decode8_##T, decode_##T>(matrices, row_bytes, x, x_matrix_stride, x_token_stride,  \
         y, y_matrix_stride, y_token_stride, rows, columns, tokens);                                            \
 }
@@ -232,7 +250,7 @@ NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                     
 #define FATHOM_TRANSPOSED_KERNELS(T)                                                                            \
     FATHOM_TRANSPOSED_KERNEL(transposed_group, T, 256, 32)                                                     \
     FATHOM_TRANSPOSED_KERNEL(transposed_narrow, T, 128, 64)                                                    \
-    FATHOM_TRANSPOSED_SPLIT_KERNEL(transposed_split, T, TRANSPOSED_TILE)                                       \
-    FATHOM_TRANSPOSED_SPLIT_KERNEL(transposed_split1, T, 1)
+    FATHOM_TRANSPOSED_SPLIT_KERNEL(transposed_split, T, TRANSPOSED_TILE, 2)                                    \
+    FATHOM_TRANSPOSED_SPLIT_KERNEL(transposed_split1, T, 1, 4)
 
 FATHOM_FOR_EACH_WEIGHT_TYPE(FATHOM_TRANSPOSED_KERNELS)
