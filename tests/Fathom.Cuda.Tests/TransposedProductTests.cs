@@ -62,6 +62,11 @@ public sealed unsafe class TransposedProductTests(GpuFixture gpu, ITestOutputHel
         output.WriteLine($"{type}, {heads} heads of {nope} × {latent}, {tokens} tokens: worst relative L2 GPU {worst:E2}, CPU {worstCpu:E2}");
         Assert.True(worst <= 1e-5, $"relative L2 {worst:E2} against the exact sums (the CPU's: {worstCpu:E2})");
         Assert.True(actual.AsSpan().SequenceEqual(again), "two launches gave different bits");
+        // A token's result does not depend on the batch it came in (IComputeBackend's contract): the last token alone
+        // (the one-token kernel when the batch took the tiled one) gives its bits in the batch.
+        float[] alone = problem.LastTokenOnGpu(gpu);
+        int last = problem.OutputAt(tokens - 1, 0);
+        Assert.True(alone.AsSpan().SequenceEqual(actual.AsSpan(last, alone.Length)), "the last token alone differs from the batch's");
         // Sums of many rows in another order than the CPU's differ from its in some last bits: the split kernel ran.
         if (nope >= 128) Assert.False(actual.AsSpan().SequenceEqual(cpu), "the row-split products gave the CPU's bits exactly; did they run?");
     }
@@ -248,6 +253,14 @@ public sealed unsafe class TransposedProductTests(GpuFixture gpu, ITestOutputHel
             try { backend.TransposedMatMulGroup(KeyRows, x, _qHead, y, AbsorbedHead, _tokens, _heads * _qHead, _heads * AbsorbedHead); }
             finally { (backend.SplitTransposedProducts, backend.NarrowTransposedProducts) = (wasSplit, wasNarrow); }
             if (attach) backend.ReadToHost(y);
+            return y;
+        }
+
+        /// <summary>The last token's outputs (every head's absorbed row) from a launch of that token alone, on plain arrays.</summary>
+        public float[] LastTokenOnGpu(GpuFixture gpu)
+        {
+            float[] x = TestData.Pinned(_q[((_tokens - 1) * _heads * _qHead)..]), y = TestData.Pinned(Enumerable.Repeat(7f, _heads * AbsorbedHead).ToArray());
+            gpu.Backend.TransposedMatMulGroup(KeyRows, x, _qHead, y, AbsorbedHead, 1, _heads * _qHead, _heads * AbsorbedHead);
             return y;
         }
 

@@ -1,5 +1,6 @@
 // Products with transposed matrices, grouped: y[c] = sum over r of x[r] * W[r, c] for each matrix z of a group
-// (blockIdx.z: MLA's heads, whose key rows a fused attn_kv_b stores untransposed) and each token. Every output must
+// (blockIdx.z: MLA's heads, whose key rows a fused attn_kv_b stores untransposed) and each token. Two families: the
+// row-split kernels at the end of this file (the default) and first the ordered ones, whose every output must
 // equal WeightMatrix.MultiplyTransposed's bit for bit: starting from zero, the rows added in order, each as a
 // separate multiply and add. So the rows cannot be split between threads' sums; instead a block of COLUMNS columns
 // decodes ROWS rows at a time into shared memory (pieces of eight weights through decode8_T, a warp's lanes on
