@@ -72,7 +72,6 @@ NAME##_##T(const u64* __restrict__ matrices, i64 row_bytes,                     
         if (t % slots == slot && t < count) out[(i64)t * y_token_stride] = sums[t];                            \
 }
 
-
 // ---- Row-split transposed products: transposed_split_T (up to TRANSPOSED_TILE tokens a block) and transposed_split1_T
 // (one token: a decode step's, with a quarter of the registers). The default; FATHOM_CUDA_TRANSPOSED=ordered or wide
 // selects the ordered kernels above. The issue asks the GPU's logits to agree with the CPU's, not to equal them, so
@@ -106,7 +105,8 @@ struct TransposedAdd16
 
 // Q4_K: a weight is d·sc·q − dmin·m with the sub-block's sc and m, so Σ_r x_r·W[r, c] = Σ_r (x_r·d_r·sc_r)·q[r, c] −
 // Σ_r x_r·dmin_r·m_r: one multiply-add a weight, the minimums once a row into offset. The 16 codes are 16 aligned bytes
-// (a block of 144 bytes, codes at 16 + 32·chunk + 0 or 16), and the header (d, dmin, the 12 scale bytes) another 16.
+// (a block of 144 bytes, codes at 16 + 32·chunk + 0 or 16), and the header (d, dmin, the 12 scale bytes) another 16:
+// matrices lie 256-byte aligned on the device (DeviceWeights) and their rows are whole blocks of 144 = 9 · 16 bytes.
 // A code becomes its float exactly as 2^23 + q minus 2^23 (an add, where a conversion runs at a quarter of the rate).
 template <int TILE>
 struct TransposedAdd16<TILE, decode8_q4_k>
