@@ -20,8 +20,9 @@ namespace Fathom.Cuda;
 public sealed unsafe partial class CudaBackend : IComputeBackend
 {
     private const int NormThreads = 256, RopeThreads = 64, ElementThreads = 256, AttentionThreads = 128;
-    // transposed_group_T / transposed_narrow_T: 256 or 128 columns and up to 4 tokens per block (Kernels/transposed.cu).
-    private const int TransposedColumns = 256, NarrowTransposedColumns = 128, TransposedTokenTile = 4, TransposedThreads = 256;
+    // transposed_group_T / transposed_narrow_T / transposed_split_T: 256, 128 or 128 columns and up to 4 tokens per block;
+    // transposed_split1_T one token (Kernels/transposed.cu).
+    private const int TransposedColumns = 256, NarrowTransposedColumns = 128, SplitTransposedColumns = 128, TransposedTokenTile = 4, TransposedThreads = 256;
 
     /// <summary>Products of at least this many tokens go through cuBLAS, when it is present.</summary>
     public const int BlasMinimumTokens = 32;
@@ -830,17 +831,27 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Whether transposed products run in blocks of 128 columns (<c>transposed_narrow_T</c>) rather than 256
+    /// Whether transposed products split each column's rows between threads (<c>transposed_split_T</c> /
+    /// <c>transposed_split1_T</c>, the default) rather than adding them in order as the CPU does (FATHOM_CUDA_TRANSPOSED=ordered
+    /// or wide, the ordered kernels): agreement with the CPU to float rounding instead of its bits, one pass over the
+    /// weights by every SM instead of a serial chain per column (R1's k_b, 4.9 MB a layer: 33 µs in order).
+    /// </summary>
+    public bool SplitTransposedProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_TRANSPOSED") is not ("ordered" or "wide");
+
+    /// <summary>
+    /// Whether ordered transposed products run in blocks of 128 columns (<c>transposed_narrow_T</c>) rather than 256
     /// (<c>transposed_group_T</c>; FATHOM_CUDA_TRANSPOSED=wide): same sums, twice the blocks, for R1's 128 narrow
-    /// k_b heads.
+    /// k_b heads. Only with <see cref="SplitTransposedProducts"/> off.
     /// </summary>
     public bool NarrowTransposedProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_TRANSPOSED") != "wide";
 
     /// <summary>
-    /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows): every (token, matrix) of the group in one launch of
-    /// <c>transposed_group_T</c> (Kernels/transposed.cu), which reads the weights in their own format and adds the rows
-    /// in order as <see cref="WeightMatrix.MultiplyTransposed"/> does, so the result equals the CPU's bit for bit. F32
-    /// inputs take no activation rounding, as the CPU's transposed product takes none.
+    /// Transposed products (MLA's fused <c>attn_kv_b</c> key rows): every (token, matrix) of the group in one launch that
+    /// reads the weights in their own format (Kernels/transposed.cu). Row-split (<see cref="SplitTransposedProducts"/>),
+    /// a column's rows are added by 32 lanes and the lanes' sums in a fixed order, so the result equals the exact sum
+    /// to float rounding and is the same on every run; ordered, the rows are added in order as
+    /// <see cref="WeightMatrix.MultiplyTransposed"/> does, equal to the CPU's result bit for bit. F32 inputs take no
+    /// activation rounding, as the CPU's transposed product takes none.
     /// </summary>
     public void TransposedMatMulGroup(ReadOnlySpan<WeightMatrix> weights, ReadOnlySpan<float> inputs, int inputStride, Span<float> outputs, int outputStride,
         int tokens = 1, int inputTokenStride = 0, int outputTokenStride = 0)
@@ -860,12 +871,18 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         Span<float> y = outputs[..(int)outputExtent];
         // A staged output is uploaded first: the values between its rows must come back unchanged.
         ulong o = Out(y, _output, upload: true, out bool staged);
-        (string kernel, int blockColumns) = NarrowTransposedProducts ? ("transposed_narrow_", NarrowTransposedColumns) : ("transposed_group_", TransposedColumns);
+        (string kernel, int blockColumns, int tile) = (SplitTransposedProducts, NarrowTransposedProducts) switch
+        {
+            (true, _) when tokens == 1 => ("transposed_split1_", SplitTransposedColumns, 1),
+            (true, _) => ("transposed_split_", SplitTransposedColumns, TransposedTokenTile),
+            (false, true) => ("transposed_narrow_", NarrowTransposedColumns, TransposedTokenTile),
+            (false, false) => ("transposed_group_", TransposedColumns, TransposedTokenTile),
+        };
         new KernelArguments().Pointer(table).Long(shape.RowBytes)
             .Pointer(source).Long(inputStride).Long(inputTokenStride).Pointer(o).Long(outputStride).Long(outputTokenStride)
             .Int(rows).Int(columns).Int(tokens)
             .Launch(_context, _kernels.Function(kernel + CudaKernels.KernelSuffix(shape.Format.Type)), shape.Name,
-                Blocks(columns, blockColumns), (uint)((tokens + TransposedTokenTile - 1) / TransposedTokenTile), (uint)count, TransposedThreads, 0);
+                Blocks(columns, blockColumns), (uint)((tokens + tile - 1) / tile), (uint)count, TransposedThreads, 0);
         Return(y, o, staged);
     }
 

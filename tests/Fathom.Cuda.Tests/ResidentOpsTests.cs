@@ -131,57 +131,6 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
         }
     }
 
-    [Theory]
-    [InlineData(GgmlType.Q8_0, 1, false, 16, 256)]
-    [InlineData(GgmlType.Q8_0, 5, true, 16, 256)]
-    [InlineData(GgmlType.Q4_K, 1, true, 16, 256)]
-    [InlineData(GgmlType.Q4_K, 9, false, 16, 256)]
-    [InlineData(GgmlType.Q6_K, 3, true, 16, 256)]
-    [InlineData(GgmlType.F32, 2, false, 16, 256)]
-    [InlineData(GgmlType.Q4_K, 1, true, 128, 512)] // R1's shape: several tiles of decoded rows, two column blocks
-    [InlineData(GgmlType.Q8_0, 6, false, 45, 288)] // a last row tile of 13, a last column block of 32 of 256
-    [InlineData(GgmlType.Q4_K, 1, true, 300, 512)] // the narrow form's rows in five rounds of 64, the last of 44
-    [InlineData(GgmlType.Q6_K, 6, false, 40, 768)] // the narrow form: six column blocks of 128, two token tiles
-    [InlineData(GgmlType.Q4_K, 1, true, 128, 512, true)] // the wide form (FATHOM_CUDA_TRANSPOSED=wide)
-    [InlineData(GgmlType.Q8_0, 6, false, 45, 288, true)]
-    [InlineData(GgmlType.Q6_K, 7, true, 40, 512, true)]
-    public void TransposedProductsMatchTheCpuBitForBit(GgmlType type, int tokens, bool attach, int nope, int latent, bool wide = false)
-    {
-        // MLA's fused attn_kv_b: each head's key rows (a row slice of one matrix) weighted by that head's q_nope, read
-        // from a strided query and written into a strided absorbed row, as DeepSeek2 lays them out. The kernel adds the
-        // rows in order with separate multiplies and adds, as WeightMatrix.MultiplyTransposed does: equal to the bit.
-        gpu.Require();
-        var random = new Random(tokens + 23 + (int)type);
-        WeightFormat format = TypeTraits.For(type);
-        const int heads = 3;
-        int qHead = nope + 8, absorbedHead = latent + 8;
-        byte[] quantized = GC.AllocateArray<byte>(heads * nope * (int)format.Layout.RowBytes(latent), pinned: true);
-        TestData.QuantizedRows(random, format, heads * nope, latent).CopyTo(quantized, 0);
-        float[] q = TestData.Gaussian(random, tokens * heads * qHead), poison = Enumerable.Repeat(7f, tokens * heads * absorbedHead).ToArray();
-        fixed (byte* p = quantized)
-        {
-            WeightMatrix kvB = WeightMatrix.InPlace($"attn_kv_b.{type}", type, p, heads * nope, latent);
-            WeightMatrix[] keyRows = [.. Enumerable.Range(0, heads).Select(h => kvB.SliceRows(h * nope, nope, $"k[{h}]"))];
-            float[] expected = (float[])poison.Clone();
-            _cpu.TransposedMatMulGroup(keyRows, q, qHead, expected, absorbedHead, tokens, heads * qHead, heads * absorbedHead);
-            float[] input = Buffer(q, attach), actual = Buffer(poison, attach);
-            bool narrow = gpu.Backend.NarrowTransposedProducts;
-            gpu.Backend.NarrowTransposedProducts = !wide;
-            try { gpu.Backend.TransposedMatMulGroup(keyRows, input, qHead, actual, absorbedHead, tokens, heads * qHead, heads * absorbedHead); }
-            finally { gpu.Backend.NarrowTransposedProducts = narrow; }
-            if (attach) gpu.Backend.ReadToHost(actual);
-            for (int t = 0; t < tokens; t++)
-                for (int h = 0; h < heads; h++)
-                {
-                    int at = t * heads * absorbedHead + h * absorbedHead;
-                    for (int c = 0; c < latent; c++)
-                        Assert.True(BitConverter.SingleToInt32Bits(actual[at + c]) == BitConverter.SingleToInt32Bits(expected[at + c]),
-                            $"token {t} head {h} column {c}: GPU {actual[at + c]}, CPU {expected[at + c]}");
-                    for (int c = latent; c < absorbedHead; c++) Assert.Equal(7f, actual[at + c]); // the rotary part is left alone
-                }
-        }
-    }
-
     [Fact]
     public void ProductsOfOneAttachedInputShareItsRoundingOnlyWhileItIsUnchanged()
     {

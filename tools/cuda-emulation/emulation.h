@@ -20,6 +20,7 @@ thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 struct float4 { float x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct uint4 { unsigned x, y, z, w; };
 struct WarpCtx { std::unique_ptr<std::barrier<>> bar; unsigned char slots[32][8]; };
 struct BlockCtx { std::unique_ptr<std::barrier<>> bar; std::vector<WarpCtx> warps; };
 thread_local BlockCtx* emu_block;
@@ -52,7 +53,7 @@ inline float fmaxf(float a, float b) { return std::fmax(a, b); }
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 
 // Runs kernel() over the grid, block after block.

@@ -65,7 +65,8 @@ public interface IComputeBackend : IDisposable
     /// <c>i</c>, with <c>x = inputs[t · inputTokenStride + i · inputStride ..]</c> (<c>Rows</c> values) and
     /// <c>y = outputs[t · outputTokenStride + i · outputStride ..]</c> (<c>Columns</c> values),
     /// <c>y[c] = Σ_r x[r] · weights[i][r, c]</c>, as <see cref="WeightMatrix.MultiplyTransposed"/> computes it (rows
-    /// dequantized and added in order), so a token's result does not depend on the batch it came in.
+    /// dequantized and added in order) or with the rows added in another fixed order (the CUDA backend's default splits
+    /// them between threads); either way a token's result does not depend on the batch it came in.
     /// MLA's absorbed query where a file stores each head's key decompression untransposed (the fused
     /// <c>attn_kv_b</c>): read in its own format instead of from a float copy four to eight times its size.
     /// The default runs <see cref="WeightMatrix.MultiplyTransposed"/> per (token, matrix) on the calling thread, on
