@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h),
-# and of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds).
+# of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
+# the IQ1_S / IQ2_XXS block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
 # Usage: tools/cuda-emulation/run.sh [attention shape index 0-6]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,9 +11,14 @@ trap 'rm -rf "$work"' EXIT
 # The kernel declares its dynamic shared memory `extern __shared__`; in C++ it is the emulation's static array.
 sed 's/^ *extern __shared__ float4 shared_block\[\];.*/    float4* shared_block = emu_dynamic_shared;/' "$kernels/attention_decode.cu" > "$work/attention_decode_emulated.cu"
 sed -n '/^#define MATVEC_Q_THREADS/,/^#define FATHOM_MATVEC_Q_KERNELS/p' "$kernels/matvec_q.cu" | sed '$d' > "$work/matvec_q_prefetch.cu"
-for check in prefetch_check transposed_check attention_decode_check; do
+# The block-tile and row-pair IQ products with their inline-assembly helpers (cp.async, prmt) left to the check's own.
+sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
+    | sed '/^__device__ __forceinline__ void copy_async[48]/,/^}/d; /^__device__ __forceinline__ void copies_/d; /^__device__ __forceinline__ u32 sign_bytes/,/^}/d' \
+    > "$work/matvec_iq_tiles.cu"
+for check in iq_products_check prefetch_check transposed_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
+"$work/iq_products_check"
 "$work/prefetch_check"
 "$work/transposed_check"
 "$work/attention_decode_check" "$@"
