@@ -253,6 +253,16 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         Assert.Equal(512, IqBlockProducts.Items(2048, 16, IqProductKernels.RowPairs)); // items of 64 rows
         Assert.Equal(2, IqBlockProducts.Items(65, 1, IqProductKernels.RowPairs));
         Assert.Equal(1, IqBlockProducts.Items(64, 1, IqProductKernels.RowPairs));
+        // Row pairs where their items fill 7/8 of a residency (132 × 4 blocks: 462 items), else the block tiles.
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 2048, 16, 132)); // 512 items
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 7168, 8, 132));  // 896
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 7392, 4, 132));  // 116 × 4 = 464
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 7328, 4, 132)); // 115 × 4 = 460
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 2048, 8, 132));
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 7168, 1, 132));
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.BlockTiles, 2048, 16, 132));
+        Assert.Equal(IqProductKernels.SharedGrid, IqBlockProducts.For(IqProductKernels.SharedGrid, 2048, 16, 132));
+        Assert.Equal(IqProductKernels.GlobalGrid, IqBlockProducts.For(IqProductKernels.GlobalGrid, 2048, 8, 132));
         foreach (long items in new long[] { 1, 2, 45, 527, 528, 529, 1024, 1792, 100_000 })
             foreach (uint? cap in new uint?[] { null, 1, 3 })
             {

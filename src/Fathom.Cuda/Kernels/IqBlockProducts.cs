@@ -41,6 +41,18 @@ public static class IqBlockProducts
     /// </summary>
     public const int BlocksPerMultiprocessor = 4;
 
+    /// <summary>
+    /// The kernels a launch of <paramref name="matrices"/> matrices of <paramref name="rows"/> rows takes under
+    /// <paramref name="setting"/>: the row pairs only when their 64-row items fill at least 7/8 of a residency of blocks
+    /// (R1's sixteen gates and ups, 512 items, and eight downs, 896, on an H200's 528); else the block tiles, whose
+    /// 32-row items are twice as many (run iqx-1: the row pairs 1.13–1.16× faster on the former, 0.5–0.8× on launches of
+    /// half a residency or less). Both give the same bits, so the choice never changes a result.
+    /// </summary>
+    public static IqProductKernels For(IqProductKernels setting, int rows, int matrices, int multiprocessors) =>
+        setting == IqProductKernels.RowPairs && 8 * Items(rows, matrices, IqProductKernels.RowPairs) < 7L * Math.Max(1, multiprocessors) * BlocksPerMultiprocessor
+            ? IqProductKernels.BlockTiles
+            : setting;
+
     /// <summary>Whether <paramref name="type"/> has these kernels (IQ1_S, IQ2_XXS).</summary>
     public static bool Supports(GgmlType type) => type is GgmlType.IQ1_S or GgmlType.IQ2_XXS;
 
