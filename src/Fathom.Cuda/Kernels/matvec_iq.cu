@@ -388,16 +388,17 @@ FATHOM_MATVEC_IQB_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)
 
 // ---- Row pairs: a thread per 256-weight block of two rows (matvec_iqp_T, group_matvec_iqp_T)
 //
-// Why: ncu of R1's decode step (run 38) has group_matvec_iqb_iq1_s at 0.85 TB/s and its PTX at ~550 operations per
-// block and row, nearly all 32-bit integer ones, which Hopper issues at 64 per cycle and multiprocessor (half the float
-// rate): the integer pipe, then the shared-memory pipe (grid lookups, ~3.5 bank wavefronts each), bound the product, not
-// memory. The block tiles above spend per block and row 16 code loads, 8 group-sum loads and ~10 operations per grid
-// entry on its index bits. Here, with the block tiles' tiles, steps and order of adding:
+// Why: ncu of R1's decode step has group_matvec_iqb_iq1_s at 0.85 TB/s, bound by instructions (run iqx-1: ~1,100 per
+// lane per block and row, issue slots ~60 % busy at 16 warps per SM, the ALU pipe the busiest, DRAM ~20 %), of which
+// the block's arithmetic is ~420 and the rest per-step work. Here, with the block tiles' tiles, steps and order of adding:
 //   * each lane takes two rows (r and r + 32 of an item of IQP_ROWS) of the same block, so a block's codes and group
 //     sums are loaded once for both (read-only loads, ld.global.nc), and the two rows' lookups are independent work;
 //   * a step is IQP_SLAB blocks, one per warp, straight-line code with no loop over blocks;
 //   * IQ1_S's four entry offsets of a 32-group are built two at a time in the halves of a word (one byte permute puts
-//     two index bytes in place, the three high bits of each are masked and shifted in by one OR each).
+//     two index bytes in place, the three high bits of each are masked and shifted in by one OR each);
+//   * IQ2_XXS's sign masks come from a 1 KB table in shared memory (iqp_group_iq2_xxs);
+//   * the item (its matrix, rows and operands) is found once per item, not twice per step, and a step's copies step a
+//     row pointer over the warp's rows with each row's words in one unrolled pass.
 // Each block's contribution is iqb_block_T's (the same integer sums and float operations), and a row's blocks are
 // added in order from the first: the results equal the block tiles' and the CPU's scalar dot bit for bit.
 
