@@ -7,8 +7,8 @@ namespace Fathom.Cuda;
 /// <summary>
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
 /// integer one the backend takes (<see cref="CudaBackend.IqProducts"/> for IQ1_S and IQ2_XXS, else <c>matvec_q_T</c> /
-/// <c>group_matvec_q_T</c>), with every layout of the layout-taking kernels; for IQ1_S and IQ2_XXS all three of their
-/// kernels (block tiles, shared grid, global grid) in the same run.
+/// <c>group_matvec_q_T</c>), with every layout of the layout-taking kernels; for IQ1_S and IQ2_XXS all four of their
+/// kernels (row pairs, block tiles, shared grid, global grid) in the same run.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
@@ -18,11 +18,12 @@ namespace Fathom.Cuda;
 /// <param name="Layouts">Every layout's time per product (µs) of that kernel, the picked one included; empty for types without an integer kernel.</param>
 /// <param name="GlobalGridLayouts">For IQ1_S and IQ2_XXS: every layout's time with <c>matvec_q_T</c>'s global-memory lookups; else empty.</param>
 /// <param name="BlockTileMicroseconds">For IQ1_S and IQ2_XXS: per product with the block-tile kernel (<see cref="IqBlockProducts"/>); else NaN.</param>
-/// <param name="Kernels">The IQ kernels the backend takes (<see cref="CudaBackend.IqProducts"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
+/// <param name="RowPairMicroseconds">For IQ1_S and IQ2_XXS: per product with the row-pair kernel (<see cref="IqProductKernels.RowPairs"/>); else NaN.</param>
+/// <param name="Kernels">The IQ kernels the backend takes for this launch (<see cref="CudaBackend.IqProducts"/>, through <see cref="IqBlockProducts.For"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
 public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
     double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts,
     IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts, double BlockTileMicroseconds = double.NaN,
-    IqProductKernels Kernels = IqProductKernels.BlockTiles)
+    IqProductKernels Kernels = IqProductKernels.RowPairs, double RowPairMicroseconds = double.NaN)
 {
     /// <summary>Weight bytes read per second, in GB/s (10⁹ bytes), for a time per product in µs.</summary>
     public double GigabytesPerSecond(double microseconds) => WeightBytes / microseconds / 1e3;
@@ -112,17 +113,22 @@ public static class OneTokenProductBenchmark
         if (!iq) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts);
 
         List<(MatVecLayout, double)> globalGrid = EveryLayout(false);
-        double blockTiles = matrices == 1
-            ? Time(context, repetitions, copies, c => IqBlockProducts.Launch(context, kernels, type, "matvec_iqb", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns))
+        double BlockProducts(IqProductKernels which) => matrices == 1
+            ? Time(context, repetitions, copies, c => IqBlockProducts.Launch(context, kernels, type, "matvec_iqb", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns,
+                kernels: which))
             : Time(context, repetitions, copies, c => IqBlockProducts.LaunchSets(context, kernels, type, "group_matvec_iqb", Table(c), 1, 0, matrices, rowBytes,
-                packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices));
-        double integerTime = backend.IqProducts switch
+                packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, kernels: which));
+        double blockTiles = BlockProducts(IqProductKernels.BlockTiles), rowPairs = BlockProducts(IqProductKernels.RowPairs);
+        IqProductKernels taken = IqBlockProducts.For(backend.IqProducts, rows, matrices, context.Device.Multiprocessors);
+        double integerTime = taken switch
         {
+            IqProductKernels.RowPairs => rowPairs,
             IqProductKernels.BlockTiles => blockTiles,
             IqProductKernels.SharedGrid => pickedTime,
             _ => globalGrid.First(l => l.Item1 == QuantizedMatVec.LayoutFor(type, (long)rows * matrices, columns)).Item2,
         };
-        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, globalGrid, blockTiles, backend.IqProducts);
+        return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, integerTime, picked, timed, globalGrid, blockTiles, taken,
+            rowPairs);
     }
 
     /// <summary><c>group_matvec_T</c> over the table's matrices, every one reading the same rounded input.</summary>

@@ -39,9 +39,12 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
                 JsonObject layouts = product["layouts_us"]!.AsObject();
                 Assert.Equal(QuantizedMatVec.Layouts(type).Count(), layouts.Count);
                 bool blockTiles = product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.BlockTiles) && IqBlockProducts.Supports(type);
+                bool rowPairs = product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.RowPairs) && IqBlockProducts.Supports(type);
                 Assert.Equal(IqBlockProducts.Supports(type), product["block_tile_us"] is not null);
-                // The integer time is the kernel the backend takes: block tiles, the global grid's picked layout, or the picked layout.
-                if (blockTiles) Assert.Equal(product["integer_us"]!.GetValue<double>(), product["block_tile_us"]!.GetValue<double>());
+                Assert.Equal(IqBlockProducts.Supports(type), product["row_pair_us"] is not null);
+                // The integer time is the kernel the backend takes: row pairs, block tiles, the global grid's picked layout, or the picked layout.
+                if (rowPairs) Assert.Equal(product["integer_us"]!.GetValue<double>(), product["row_pair_us"]!.GetValue<double>());
+                else if (blockTiles) Assert.Equal(product["integer_us"]!.GetValue<double>(), product["block_tile_us"]!.GetValue<double>());
                 else if (product["iq_kernels"]!.GetValue<string>() == nameof(IqProductKernels.GlobalGrid) && IqBlockProducts.Supports(type))
                     Assert.Equal(product["integer_us"]!.GetValue<double>(), product["global_grid_layouts_us"]![product["global_grid_layout"]!.GetValue<string>()]!.GetValue<double>());
                 else

@@ -8,11 +8,11 @@ namespace Fathom.Cuda.Tests;
 
 /// <summary>
 /// The IQ1_S and IQ2_XXS one-token products of Kernels/matvec_iq.cu: with the grid in shared memory
-/// (<see cref="CompactIqGrids"/>) and with a thread per 256-weight block (<see cref="IqBlockProducts"/>).
+/// (<see cref="CompactIqGrids"/>) and with a thread per 256-weight block of one or two rows (<see cref="IqBlockProducts"/>).
 /// IQ1_S's compact grid unpacks, by the kernel's integer operations, to ggml's grid; the picked layouts; the block-tile
 /// launch's split of items; on the GPU the shared-grid kernels equal the global-grid kernels (matvec_q_T, which
 /// IntegerMatVecTests compares with the CPU) bit for bit in every layout, single and grouped, with bias and residual,
-/// with blocks looping over several row groups or not; the block-tile kernels equal the CPU's scalar dot (which adds a
+/// with blocks looping over several row groups or not; the block-tile and row-pair kernels equal the CPU's scalar dot (which adds a
 /// row's blocks in the same order) bit for bit on every expert shape R1 and V3-8l use, odd block counts and row counts
 /// not a multiple of a tile's 32 rows, single and grouped; and the backend's products agree with the CPU with each
 /// kernel choice.
@@ -240,12 +240,29 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
     {
         Assert.Equal(IqProductKernels.GlobalGrid, IqProductKernelsSetting.Parse("old"));
         Assert.Equal(IqProductKernels.SharedGrid, IqProductKernelsSetting.Parse("shared"));
-        Assert.Equal(IqProductKernels.BlockTiles, IqProductKernelsSetting.Parse(null));
-        Assert.Equal(IqProductKernels.BlockTiles, IqProductKernelsSetting.Parse("blocks"));
+        Assert.Equal(IqProductKernels.BlockTiles, IqProductKernelsSetting.Parse("tiles"));
+        Assert.Equal(IqProductKernels.RowPairs, IqProductKernelsSetting.Parse(null));
+        Assert.Equal(IqProductKernels.RowPairs, IqProductKernelsSetting.Parse("pairs"));
+        Assert.True(IqBlockProducts.Takes(IqProductKernels.BlockTiles) && IqBlockProducts.Takes(IqProductKernels.RowPairs));
+        Assert.False(IqBlockProducts.Takes(IqProductKernels.SharedGrid) || IqBlockProducts.Takes(IqProductKernels.GlobalGrid));
+        Assert.Throws<ArgumentOutOfRangeException>(() => IqBlockProducts.Items(64, 1, IqProductKernels.SharedGrid));
         Assert.True(IqBlockProducts.Supports(GgmlType.IQ1_S) && IqBlockProducts.Supports(GgmlType.IQ2_XXS));
         Assert.False(IqBlockProducts.Supports(GgmlType.Q4_K));
         Assert.Equal(1024, IqBlockProducts.Items(2048, 16)); // R1's gates and ups: 16 matrices of 64 items
         Assert.Equal(2, IqBlockProducts.Items(33, 1));
+        Assert.Equal(512, IqBlockProducts.Items(2048, 16, IqProductKernels.RowPairs)); // items of 64 rows
+        Assert.Equal(2, IqBlockProducts.Items(65, 1, IqProductKernels.RowPairs));
+        Assert.Equal(1, IqBlockProducts.Items(64, 1, IqProductKernels.RowPairs));
+        // Row pairs where their items fill 7/8 of a residency (132 × 4 blocks: 462 items), else the block tiles.
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 2048, 16, 132)); // 512 items
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 7168, 8, 132));  // 896
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(IqProductKernels.RowPairs, 7392, 4, 132));  // 116 × 4 = 464
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 7328, 4, 132)); // 115 × 4 = 460
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 2048, 8, 132));
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.RowPairs, 7168, 1, 132));
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.BlockTiles, 2048, 16, 132));
+        Assert.Equal(IqProductKernels.SharedGrid, IqBlockProducts.For(IqProductKernels.SharedGrid, 2048, 16, 132));
+        Assert.Equal(IqProductKernels.GlobalGrid, IqBlockProducts.For(IqProductKernels.GlobalGrid, 2048, 8, 132));
         foreach (long items in new long[] { 1, 2, 45, 527, 528, 529, 1024, 1792, 100_000 })
             foreach (uint? cap in new uint?[] { null, 1, 3 })
             {
@@ -340,15 +357,16 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
                 return dots;
             }
 
+            foreach (IqProductKernels kernels in new[] { IqProductKernels.BlockTiles, IqProductKernels.RowPairs })
             foreach (uint? cap in new uint?[] { null, 3 })
             {
-                string what = $"{type} {rows}×{columns}, {cap?.ToString() ?? "all"} blocks";
+                string what = $"{type} {kernels} {rows}×{columns}, {cap?.ToString() ?? "all"} blocks";
                 // One matrix (the second), plain and with bias and residual.
                 foreach (bool withBias in new[] { false, true })
                 {
                     y.Upload<float>(residual);
                     IqBlockProducts.Launch(context, gpu.Kernels, type, "test", matrices[1], rowBytes, packedFirst.Pointer, y.Pointer, rows, columns,
-                        withBias ? biases.Pointer : 0, accumulate: withBias, maxBlocks: cap);
+                        withBias ? biases.Pointer : 0, accumulate: withBias, maxBlocks: cap, kernels: kernels);
                     float[] got = new float[rows];
                     y.Download<float>(got);
                     float[] dots = Cpu(1, 0);
@@ -369,7 +387,7 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
                 int sets = inputPerMatrix ? 1 : 2;
                 y.Upload<float>(residual);
                 IqBlockProducts.LaunchSets(context, gpu.Kernels, type, "test", table.Pointer, sets, ids.Pointer, 2, rowBytes, packed.Pointer, (long)inputs * columns,
-                    inputPerMatrix ? columns : 0, y.Pointer, rows, rows, columns, count, cap);
+                    inputPerMatrix ? columns : 0, y.Pointer, rows, rows, columns, count, cap, kernels);
                 float[] grouped = new float[sets * count * rows];
                 y.Download<float>(grouped);
                 for (int set = 0; set < sets; set++)

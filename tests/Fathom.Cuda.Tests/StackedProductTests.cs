@@ -114,6 +114,8 @@ public sealed unsafe class StackedProductTests(GpuFixture gpu)
         IqProductKernels kernels = backend.IqProducts;
         try
         {
+            backend.IqProducts = IqProductKernels.RowPairs;
+            Assert.Equal(0, CompareStackedWithSeparate(type, type, 512, [256, 256], 256, biased: false));
             backend.IqProducts = IqProductKernels.BlockTiles;
             Assert.Equal(0, CompareStackedWithSeparate(type, type, 512, [256, 256], 256, biased: false));
             backend.IqProducts = IqProductKernels.SharedGrid;

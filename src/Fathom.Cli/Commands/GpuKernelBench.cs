@@ -12,7 +12,7 @@ namespace Fathom.Cli.Commands;
 /// integer one in the same run (<see cref="OneTokenProductBenchmark"/>), in GB/s of weights read and as a fraction of the
 /// GPU's measured read bandwidth; then R1's grouped expert products (a token's eight experts in one launch). The integer
 /// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it; IQ1_S and
-/// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles), whichever the backend takes.
+/// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles, row pairs), whichever the backend takes.
 /// </summary>
 public static class GpuKernelBench
 {
@@ -22,9 +22,12 @@ public static class GpuKernelBench
     /// <summary>rows × columns: Qwen2-1.5B's FFN gate/up and down, R1's expert gate/up and down.</summary>
     private static readonly (int Rows, int Columns)[] Shapes = [(8960, 1536), (1536, 8960), (2048, 7168), (7168, 2048)];
 
-    /// <summary>R1's routed experts, eight per token: gate/up 2048×7168 (IQ1_S), down 7168×2048 (IQ2_XXS or IQ1_S); V3-8l's Q4_K.</summary>
+    /// <summary>
+    /// R1's routed experts, eight per token: gate/up 2048×7168 (IQ1_S; sixteen matrices: the gates and ups in one launch,
+    /// as a decode step runs them), down 7168×2048 (IQ2_XXS or IQ1_S); V3-8l's Q4_K.
+    /// </summary>
     public static readonly (GgmlType Type, int Rows, int Columns, int Matrices)[] Groups =
-        [(GgmlType.IQ1_S, 2048, 7168, 8), (GgmlType.IQ2_XXS, 7168, 2048, 8), (GgmlType.IQ1_S, 7168, 2048, 8), (GgmlType.Q4_K, 2048, 7168, 8)];
+        [(GgmlType.IQ1_S, 2048, 7168, 8), (GgmlType.IQ1_S, 2048, 7168, 16), (GgmlType.IQ2_XXS, 7168, 2048, 8), (GgmlType.IQ1_S, 7168, 2048, 8), (GgmlType.Q4_K, 2048, 7168, 8)];
 
     public const int Repetitions = 400;
 
@@ -74,6 +77,7 @@ public static class GpuKernelBench
                     ["global_grid_layout"] = t.GlobalGridLayouts.Count == 0 ? null : GlobalGridLayout(t).ToString(),
                     ["global_grid_layouts_us"] = t.GlobalGridLayouts.Count == 0 ? null : globalGrid,
                     ["block_tile_us"] = double.IsNaN(t.BlockTileMicroseconds) ? null : t.BlockTileMicroseconds,
+                    ["row_pair_us"] = double.IsNaN(t.RowPairMicroseconds) ? null : t.RowPairMicroseconds,
                     ["iq_kernels"] = t.Kernels.ToString(),
                 });
             }
@@ -99,6 +103,8 @@ public static class GpuKernelBench
                 double shared = t.Layouts.First(l => l.Layout == t.Layout).Microseconds;
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{"",-8} {"(shared-grid matvec_iq; block-tile matvec_iqb: µs)",-43} {shared,9:F2} {t.GigabytesPerSecond(shared),7:F0} {"",6} {t.BlockTileMicroseconds,8:F2} {t.GigabytesPerSecond(t.BlockTileMicroseconds),7:F0} GB/s; {shared / t.BlockTileMicroseconds:F2}× ({t.Kernels} taken)"));
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{"",-8} {"(row-pair matvec_iqp: µs, its speed over the block tiles)",-43} {t.RowPairMicroseconds,9:F2} {t.GigabytesPerSecond(t.RowPairMicroseconds),7:F0} {"",6} {t.BlockTileMicroseconds / t.RowPairMicroseconds,7:F2}×"));
             }
         }
         return 0;

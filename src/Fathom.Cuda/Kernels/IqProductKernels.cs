@@ -12,14 +12,20 @@ public enum IqProductKernels
     /// <summary><c>matvec_iq_T</c>: <c>matvec_q_T</c>'s lanes with the grid in shared memory, its results bit for bit (=shared).</summary>
     SharedGrid = 1,
 
-    /// <summary><c>matvec_iqb_T</c>: a thread per 256-weight block over tiles copied into shared memory (<see cref="IqBlockProducts"/>; the default).</summary>
+    /// <summary><c>matvec_iqb_T</c>: a thread per 256-weight block over tiles copied into shared memory (<see cref="IqBlockProducts"/>; =tiles).</summary>
     BlockTiles = 2,
+
+    /// <summary>
+    /// <c>matvec_iqp_T</c>: the block tiles with two rows per thread sharing each block's codes (<see cref="IqBlockProducts"/>;
+    /// the default, for launches of enough rows: <see cref="IqBlockProducts.For"/>), its results the block tiles' bit for bit.
+    /// </summary>
+    RowPairs = 3,
 }
 
 /// <summary>The setting's environment variable.</summary>
 public static class IqProductKernelsSetting
 {
-    /// <summary>FATHOM_CUDA_IQ_KERNELS: <c>old</c>, <c>shared</c>, or anything else (unset included) for the block tiles.</summary>
+    /// <summary>FATHOM_CUDA_IQ_KERNELS: <c>old</c>, <c>shared</c>, <c>tiles</c>, or anything else (unset included) for the row pairs.</summary>
     public static IqProductKernels FromEnvironment() => Parse(Environment.GetEnvironmentVariable("FATHOM_CUDA_IQ_KERNELS"));
 
     /// <summary>The kernels a value of FATHOM_CUDA_IQ_KERNELS names.</summary>
@@ -27,6 +33,7 @@ public static class IqProductKernelsSetting
     {
         "old" => IqProductKernels.GlobalGrid,
         "shared" => IqProductKernels.SharedGrid,
-        _ => IqProductKernels.BlockTiles,
+        "tiles" => IqProductKernels.BlockTiles,
+        _ => IqProductKernels.RowPairs,
     };
 }

@@ -263,13 +263,13 @@ struct IqbLaunch
 // Item `item`'s matrix, activations and output, and its first row; rows 0 when the item's id picks no matrix.
 struct IqbItem { const u8* w; const i8* xq; const float* xd; float* y; int first_row, rows; };
 
-__device__ __forceinline__ IqbItem iqb_item(const IqbLaunch& p, int item, int type_weights)
+__device__ __forceinline__ IqbItem iqb_item(const IqbLaunch& p, int item, int type_weights, int item_rows = IQB_ROWS)
 {
-    int row_sets = (p.rows + IQB_ROWS - 1) / IQB_ROWS;
+    int row_sets = (p.rows + item_rows - 1) / item_rows;
     int z = item / row_sets;
     IqbItem it;
-    it.first_row = (item - z * row_sets) * IQB_ROWS;
-    it.rows = min(IQB_ROWS, p.rows - it.first_row);
+    it.first_row = (item - z * row_sets) * item_rows;
+    it.rows = min(item_rows, p.rows - it.first_row);
     if (p.matrices == 0)
     {
         it.w = p.w; it.xq = p.xq; it.xd = p.xd; it.y = p.y;
@@ -385,3 +385,231 @@ group_matvec_iqb_##T(const u64* __restrict__ matrices, const float* __restrict__
 
 FATHOM_MATVEC_IQB_KERNELS(iq2_xxs, IQ2_XXS, IQ2_XXS_TABLE_WORDS * 8)
 FATHOM_MATVEC_IQB_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)
+
+// ---- Row pairs: a thread per 256-weight block of two rows (matvec_iqp_T, group_matvec_iqp_T)
+//
+// Why: ncu of R1's decode step has group_matvec_iqb_iq1_s at 0.85 TB/s, bound by instructions (run iqx-1: ~1,100 per
+// lane per block and row, issue slots ~60 % busy at 16 warps per SM, the ALU pipe the busiest, DRAM ~20 %), of which
+// the block's arithmetic is ~420 and the rest per-step work. Here, with the block tiles' tiles, steps and order of adding:
+//   * each lane takes two rows (r and r + 32 of an item of IQP_ROWS) of the same block, so a block's codes and group
+//     sums are loaded once for both (read-only loads, ld.global.nc), and the two rows' lookups are independent work;
+//   * a step is IQP_SLAB blocks, one per warp, straight-line code with no loop over blocks;
+//   * IQ1_S's four entry offsets of a 32-group are built two at a time in the halves of a word (one byte permute puts
+//     two index bytes in place, the three high bits of each are masked and shifted in by one OR each);
+//   * IQ2_XXS's sign masks come from a 1 KB table in shared memory (iqp_group_iq2_xxs);
+//   * the item (its matrix, rows and operands) is found once per item, not twice per step, and a step's copies step a
+//     row pointer over the warp's rows with each row's words in one unrolled pass.
+// Each block's contribution is iqb_block_T's (the same integer sums and float operations), and a row's blocks are
+// added in order from the first: the results equal the block tiles' and the CPU's scalar dot bit for bit.
+
+#define IQP_THREADS 128
+#define IQP_WARPS (IQP_THREADS / 32)
+#define IQP_ROWS 64
+#define IQP_SLAB IQP_WARPS
+// A tile row's words: IQP_SLAB blocks from a start up to 2 bytes into its first word, rounded up to an odd count.
+#define IQP_SLAB_WORDS(TYPE) (((IQP_SLAB * TYPE##_BYTES + 2 + 3) / 4) | 1)
+
+// LOAD_CODES32 through the read-only path: the codes are not written during the launch.
+#define LOAD_CODES32_NC(a, q)                                                                                  \
+    int4 a##_low = __ldg((const int4*)(q)), a##_high = __ldg((const int4*)(q) + 1);                            \
+    const int a[8] = {a##_low.x, a##_low.y, a##_low.z, a##_low.w, a##_high.x, a##_high.y, a##_high.z, a##_high.w};
+
+// One IQ1_S 32-group of a row: `indices` its four low index bytes, `h` its 16-bit qh word in the low half (the upper
+// half is ignored). Adds dot_part_iq1_s's two sums to sumi and sumi1.
+__device__ __forceinline__ void iqp_group_iq1_s(u32 indices, u32 h, const int* a, const u8* grid, int sum, int& sumi, int& sumi1)
+{
+    // Byte offsets 4·(index byte | 3 high bits << 8) of entries 0, 1 (low and high half of o01) and 2, 3 (o23).
+    u32 o01 = (__byte_perm(indices, 0, 0x4140) | ((h & 0x7u) << 8) | ((h & 0x38u) << 21)) << 2;
+    u32 o23 = (__byte_perm(indices, 0, 0x4342) | ((h & 0x1C0u) << 2) | ((h & 0xE00u) << 15)) << 2;
+    u32 e0 = *(const u32*)(grid + (o01 & 0xFFFFu)), e1 = *(const u32*)(grid + (o01 >> 16));
+    u32 e2 = *(const u32*)(grid + (o23 & 0xFFFFu)), e3 = *(const u32*)(grid + (o23 >> 16));
+    // Entries hold v + 1 in nibbles: the low nibbles as bytes, the high ones in place (16·(v + 1)), as iqb_block_iq1_s.
+    int low = __dp4a((int)(e0 & 0x0F0F0F0Fu), a[0], 0), high = __dp4a((int)(e0 & 0xF0F0F0F0u), a[1], 0);
+    low = __dp4a((int)(e1 & 0x0F0F0F0Fu), a[2], low); high = __dp4a((int)(e1 & 0xF0F0F0F0u), a[3], high);
+    low = __dp4a((int)(e2 & 0x0F0F0F0Fu), a[4], low); high = __dp4a((int)(e2 & 0xF0F0F0F0u), a[5], high);
+    low = __dp4a((int)(e3 & 0x0F0F0F0Fu), a[6], low); high = __dp4a((int)(e3 & 0xF0F0F0F0u), a[7], high);
+    int s = low + (high >> 4) - sum; // Σ (v + 1)·x − Σ x
+    int ls = 2 * (int)((h >> 12) & 7) + 1;
+    sumi += ls * s;
+    sumi1 += (h & 0x8000u) ? -ls * sum : ls * sum;
+}
+
+// Two rows' IQ1_S blocks (tile words w0 from byte a0, w1 from a1) against the same codes q and group sums.
+__device__ __forceinline__ float2 iqp_block_iq1_s(const u32* w0, int a0, const u32* w1, int a1, const i8* __restrict__ q, float dq,
+    const int* sums, const u8* grid, const u64*)
+{
+    float d0 = half_bits_to_float(*(const u16*)((const u8*)w0 + a0)), d1 = half_bits_to_float(*(const u16*)((const u8*)w1 + a1));
+    IQB_WORDS_FROM(f, 12, w0, a0 + 2)
+    IQB_WORDS_FROM(k, 12, w1, a1 + 2)
+    int sumi0 = 0, sumi10 = 0, sumi1 = 0, sumi11 = 0;
+    _Pragma("unroll") for (int g = 0; g < 8; g++)
+    {
+        LOAD_CODES32_NC(a, q + 32 * g)
+        int sum = sums[g];
+        iqp_group_iq1_s(f[g], f[8 + (g >> 1)] >> (16 * (g & 1)), a, grid, sum, sumi0, sumi10);
+        iqp_group_iq1_s(k[g], k[8 + (g >> 1)] >> (16 * (g & 1)), a, grid, sum, sumi1, sumi11);
+    }
+    return make_float2(d0 * dq * ((float)sumi0 + fathom_iq1s_delta * (float)sumi10),
+                       d1 * dq * ((float)sumi1 + fathom_iq1s_delta * (float)sumi11));
+}
+
+// One IQ2_XXS 32-group of a row (its index word and sign/scale word): dot_part_table_iq2_xxs's scaled sum, with each
+// 7-bit sign field's byte masks (ksigns' eighth parity bit included) from a 1 KB table in shared memory instead of a
+// popc, a multiply and a prmt per four values: ~10 fewer integer operations per grid entry for one more shared load.
+__device__ __forceinline__ int iqp_group_iq2_xxs(u32 indices, u32 word, const int* a, const u64* grid, const u64* sign_masks)
+{
+    int all = 0, negative = 0;
+    _Pragma("unroll") for (int l = 0; l < 4; l++)
+    {
+        u64 e = grid[(indices >> (8 * l)) & 0xFF], m = sign_masks[(word >> (7 * l)) & 127];
+        u32 low = (u32)e, high = (u32)(e >> 32);
+        all = __dp4a((int)low, a[2 * l], all);
+        all = __dp4a((int)high, a[2 * l + 1], all);
+        negative = __dp4a((int)(low & (u32)m), a[2 * l], negative);
+        negative = __dp4a((int)(high & (u32)(m >> 32)), a[2 * l + 1], negative);
+    }
+    return (2 * (int)(word >> 28) + 1) * (all - 2 * negative);
+}
+
+// Two rows' IQ2_XXS blocks, as iqb_block_iq2_xxs for each.
+__device__ __forceinline__ float2 iqp_block_iq2_xxs(const u32* w0, int a0, const u32* w1, int a1, const i8* __restrict__ q, float dq,
+    const int* sums, const u8* grid_bytes, const u64* sign_masks)
+{
+    const u64* grid = (const u64*)grid_bytes;
+    float d0 = half_bits_to_float(*(const u16*)((const u8*)w0 + a0)), d1 = half_bits_to_float(*(const u16*)((const u8*)w1 + a1));
+    IQB_WORDS_FROM(f, 16, w0, a0 + 2)
+    IQB_WORDS_FROM(k, 16, w1, a1 + 2)
+    int sumi0 = 0, sumi1 = 0;
+    _Pragma("unroll") for (int g = 0; g < 8; g++)
+    {
+        LOAD_CODES32_NC(a, q + 32 * g)
+        sumi0 += iqp_group_iq2_xxs(f[2 * g], f[2 * g + 1], a, grid, sign_masks);
+        sumi1 += iqp_group_iq2_xxs(k[2 * g], k[2 * g + 1], a, grid, sign_masks);
+    }
+    return make_float2(d0 * dq * (float)sumi0 * 0.125f, d1 * dq * (float)sumi1 * 0.125f);
+}
+
+// Whether the type's row pairs take the sign-mask table (built by the block's first 128 threads at its start).
+#define IQ1_S_IQP_SIGNS 0
+#define IQ2_XXS_IQP_SIGNS 1
+
+#define FATHOM_MATVEC_IQP_KERNELS(T, TYPE, GRID_BYTES)                                                          \
+/* A step's tile (rows it.rows, blocks from `first`), queued with cp.async as iqb_copy_T does, with fewer operations  \
+   per copy: each warp's rows by a pointer stepping IQP_WARPS rows, the words of a row in an unrolled pass. */         \
+__device__ __forceinline__ void iqp_copy_##T(u32* tile, const IqbItem& it, i64 row_bytes, int first, int count) \
+{                                                                                                              \
+    int lane = threadIdx.x & 31, r = threadIdx.x >> 5, bytes = count * TYPE##_BYTES;                          \
+    const u8* start = it.w + (i64)(it.first_row + r) * row_bytes + first * TYPE##_BYTES;                      \
+    u32* row_tile = tile + r * IQP_SLAB_WORDS(TYPE);                                                           \
+    for (; r < it.rows; r += IQP_WARPS, start += IQP_WARPS * row_bytes, row_tile += IQP_WARPS * IQP_SLAB_WORDS(TYPE)) \
+    {                                                                                                          \
+        const u8* aligned = (const u8*)((u64)start & ~3ull);                                                   \
+        int words = ((int)((u64)start & 3) + bytes + 3) >> 2;                                                  \
+        _Pragma("unroll") for (int i = 0; i < (IQP_SLAB_WORDS(TYPE) + 31) / 32; i++)                          \
+            if (lane + 32 * i < words) copy_async4(row_tile + lane + 32 * i, aligned + 4 * (lane + 32 * i));   \
+    }                                                                                                          \
+}                                                                                                              \
+__device__ __forceinline__ void matvec_iqp_##T(const IqbLaunch& p)                                            \
+{                                                                                                              \
+    __shared__ __align__(16) u8 grid[GRID_BYTES];                                                              \
+    __shared__ u32 tiles[2][IQP_ROWS * IQP_SLAB_WORDS(TYPE)];                                                  \
+    __shared__ float contributions[2][IQP_SLAB][IQP_ROWS];                                                     \
+    __shared__ int group_sums[2][IQP_SLAB * 8];                                                                \
+    __shared__ u64 sign_masks[TYPE##_IQP_SIGNS ? 128 : 1];                                                     \
+    int blocks_per_row = p.columns / TYPE##_WEIGHTS;                                                           \
+    int slabs = (blocks_per_row + IQP_SLAB - 1) / IQP_SLAB;                                                    \
+    int first_item = blockIdx.x * p.items_per_block;                                                           \
+    int steps = (min(first_item + p.items_per_block, p.items) - first_item) * slabs;                           \
+    if (steps <= 0) return;                                                                                    \
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                                      \
+    for (int i = threadIdx.x; i < GRID_BYTES / 8; i += IQP_THREADS) copy_async8(grid + 8 * i, (const u8*)TYPE##_TABLE + 8 * i); \
+    if (TYPE##_IQP_SIGNS && threadIdx.x < 128) /* read after the first step's barrier */                      \
+    {                                                                                                          \
+        u32 signs = iq2_signs(threadIdx.x);                                                                    \
+        sign_masks[threadIdx.x] = (u64)sign_bytes(signs & 0xF) | ((u64)sign_bytes(signs >> 4) << 32);          \
+    }                                                                                                          \
+    /* The item's matrix, rows and operands, found once per item (ids and the table are global loads). */     \
+    IqbItem it = iqb_item(p, first_item, TYPE##_WEIGHTS, IQP_ROWS);                                            \
+    iqp_copy_##T(tiles[0], it, p.row_bytes, 0, min(IQP_SLAB, blocks_per_row));                                \
+    copies_commit();                                                                                           \
+    float total = 0.0f; /* warps 0 and 1, lane r: row 32·warp + r's blocks so far */                          \
+    int slab = 0, item = first_item;                                                                           \
+    for (int step = 0; step < steps; step++)                                                                   \
+    {                                                                                                          \
+        int buffer = step & 1;                                                                                 \
+        int next_slab = slab + 1 == slabs ? 0 : slab + 1, next_item = next_slab == 0 ? item + 1 : item;        \
+        IqbItem following = it;                                                                                \
+        if (step + 1 < steps)                                                                                  \
+        {                                                                                                      \
+            if (next_slab == 0) following = iqb_item(p, next_item, TYPE##_WEIGHTS, IQP_ROWS);                  \
+            int first = next_slab * IQP_SLAB;                                                                  \
+            iqp_copy_##T(tiles[buffer ^ 1], following, p.row_bytes, first, min(IQP_SLAB, blocks_per_row - first)); \
+        }                                                                                                      \
+        copies_commit(); /* an empty group on the last step */                                                 \
+        int first = slab * IQP_SLAB, count = min(IQP_SLAB, blocks_per_row - first);                            \
+        const i8* q = it.xq + (i64)first * TYPE##_WEIGHTS;                                                     \
+        if (TYPE##_IQB_SUMS && threadIdx.x < count * 8)                                                        \
+        {                                                                                                      \
+            LOAD_CODES32_NC(a, q + 32 * threadIdx.x)                                                           \
+            int sum = 0;                                                                                       \
+            _Pragma("unroll") for (int i = 0; i < 8; i++) sum = __dp4a(ONES, a[i], sum);                      \
+            group_sums[buffer][threadIdx.x] = sum;                                                             \
+        }                                                                                                      \
+        copies_wait_all_but_one(); /* this step's tile (and the grid) are in */                                \
+        __syncthreads();                                                                                       \
+        if (warp < count && lane < it.rows)                                                                    \
+        {                                                                                                      \
+            /* The second row past the item's end repeats the first (computed, not stored). */                \
+            int r0 = lane, r1 = lane + 32 < it.rows ? lane + 32 : lane;                                        \
+            const u8* block0 = it.w + (i64)(it.first_row + r0) * p.row_bytes + (i64)(first + warp) * TYPE##_BYTES; \
+            const u8* block1 = it.w + (i64)(it.first_row + r1) * p.row_bytes + (i64)(first + warp) * TYPE##_BYTES; \
+            /* A row's tile starts at its first block's word; block `warp` lies warp·BYTES further. */           \
+            int at0 = (int)((u64)(block0 - (i64)warp * TYPE##_BYTES) & 3) + warp * TYPE##_BYTES;              \
+            int at1 = (int)((u64)(block1 - (i64)warp * TYPE##_BYTES) & 3) + warp * TYPE##_BYTES;              \
+            float2 c = iqp_block_##T(tiles[buffer] + r0 * IQP_SLAB_WORDS(TYPE), at0,                           \
+                tiles[buffer] + r1 * IQP_SLAB_WORDS(TYPE), at1, q + warp * TYPE##_WEIGHTS, it.xd[first + warp], \
+                group_sums[buffer] + 8 * warp, grid, sign_masks);                                              \
+            contributions[buffer][warp][r0] = c.x;                                                             \
+            if (lane + 32 < it.rows) contributions[buffer][warp][lane + 32] = c.y;                             \
+        }                                                                                                      \
+        __syncthreads();                                                                                       \
+        int row = 32 * warp + lane;                                                                            \
+        if (warp < 2 && row < it.rows)                                                                         \
+        {                                                                                                      \
+            for (int j = 0; j < count; j++) total += contributions[buffer][j][row];                            \
+            if (slab == slabs - 1)                                                                             \
+            {                                                                                                  \
+                int y_row = it.first_row + row;                                                                \
+                if (p.bias) total = total + p.bias[y_row];                                                     \
+                it.y[y_row] = p.accumulate ? it.y[y_row] + total : total;                                      \
+                total = 0.0f;                                                                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+        slab = next_slab; item = next_item; it = following;                                                    \
+    }                                                                                                          \
+}                                                                                                              \
+/* y[r] = W[r] · x (+ bias[r], + y[r] with accumulate), as matvec_iqb_T; items: the row runs of IQP_ROWS. */   \
+extern "C" __global__ void __launch_bounds__(IQP_THREADS, 4)                                                   \
+matvec_iqp_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
+               float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate,  \
+               int items_per_block)                                                                            \
+{                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
+                    (rows + IQP_ROWS - 1) / IQP_ROWS, items_per_block };                                       \
+    matvec_iqp_##T(p);                                                                                         \
+}                                                                                                              \
+/* Operands and matrix choice as group_matvec_iqb_T's; items: matrix z's row runs of IQP_ROWS. */             \
+extern "C" __global__ void __launch_bounds__(IQP_THREADS, 4)                                                   \
+group_matvec_iqp_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
+    i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
+{                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
+                    rows, columns, 0, 0, matrices_launched * ((rows + IQP_ROWS - 1) / IQP_ROWS), items_per_block }; \
+    matvec_iqp_##T(p);                                                                                         \
+}
+
+FATHOM_MATVEC_IQP_KERNELS(iq2_xxs, IQ2_XXS, IQ2_XXS_TABLE_WORDS * 8)
+FATHOM_MATVEC_IQP_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)
