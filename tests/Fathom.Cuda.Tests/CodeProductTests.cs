@@ -264,32 +264,24 @@ public sealed unsafe class CodeProductTests(GpuFixture gpu, ITestOutputHelper ou
         SyntheticModelSpec spec = model == "v3-q4_k-q6_k"
             ? ModelAgreementTests.V3EightLayerShape with { TypeFor = n => n.Contains("ffn_down_exps") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K }
             : SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512, WeightScale = 1f };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-moe-prompt-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            // Both with dense code products and folded scales (run ppmoe-2's settings), so only the grouping differs, and
-            // with the tiled prompt attention: with the attention on cuBLAS products the two groupings' last-bit
-            // differences in the R1-kind model's prompt (1.2e-7) came out as 1.8e-5 at its fourth decode step (run 39,
-            // the same with every other switch; 0.0 at every step with the tiled kernel or small code tiles): at weight
-            // scale 1 its attention is nearly one-hot, so a cached row that differs in its last bits changes nothing
-            // until a step attends to it, and then the amplifying layers blow it up. The products
-            // path is checked against the CPU by PrefillAttentionTests and ModelAgreementTests.
-            using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = true, CodeProducts = true, FoldedCodeScales = true, PrefillAttentionProducts = false } });
-            using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = false, CodeProducts = true, FoldedCodeScales = true, PrefillAttentionProducts = false } });
-            (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 29, 40, 44);
-            (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 29, 40, 44);
-            string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
-            output.WriteLine($"{model}: device vs host grouping per step (the prompt first): {steps}");
-            Assert.Equal(hostTokens, deviceTokens);
-            for (int i = 0; i < hostLogits.Count; i++)
-                Assert.True(TestData.RelativeL2(deviceLogits[i], hostLogits[i]) <= 1e-5, $"step {i}: {steps}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-moe-prompt");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        // Both with dense code products and folded scales (run ppmoe-2's settings), so only the grouping differs, and
+        // with the tiled prompt attention: with the attention on cuBLAS products the two groupings' last-bit
+        // differences in the R1-kind model's prompt (1.2e-7) came out as 1.8e-5 at its fourth decode step (run 39,
+        // the same with every other switch; 0.0 at every step with the tiled kernel or small code tiles): at weight
+        // scale 1 its attention is nearly one-hot, so a cached row that differs in its last bits changes nothing
+        // until a step attends to it, and then the amplifying layers blow it up. The products
+        // synthesized.Path is checked against the CPU by PrefillAttentionTests and ModelAgreementTests.
+        using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = true, CodeProducts = true, FoldedCodeScales = true, PrefillAttentionProducts = false } });
+        using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { DeviceExpertGrouping = false, CodeProducts = true, FoldedCodeScales = true, PrefillAttentionProducts = false } });
+        (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 29, 40, 44);
+        (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 29, 40, 44);
+        string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
+        output.WriteLine($"{model}: device vs host grouping per step (the prompt first): {steps}");
+        Assert.Equal(hostTokens, deviceTokens);
+        for (int i = 0; i < hostLogits.Count; i++)
+            Assert.True(TestData.RelativeL2(deviceLogits[i], hostLogits[i]) <= 1e-5, $"step {i}: {steps}");
     }
 
     /// <summary>The activations as the CPU multiplies them: encoded in the weight's partner format and decoded.</summary>

@@ -182,21 +182,13 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         {
             VocabSize = 512, WeightScale = 1f, Experts = 16, ExpertsUsed = 4, SplitKvB = true, Seed = 23,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-moe-graphs-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
-            using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
-            List<float[]> expected = Decode(plain), actual = Decode(replayed);
-            for (int i = 0; i < expected.Count; i++) Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"step {i}: replayed logits differ");
-            Assert.True(((CudaBackend)replayed.Backend).GraphLaunches >= 8, $"only {((CudaBackend)replayed.Backend).GraphLaunches} steps were replayed");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-moe-graphs");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
+        using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
+        List<float[]> expected = Decode(plain), actual = Decode(replayed);
+        for (int i = 0; i < expected.Count; i++) Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"step {i}: replayed logits differ");
+        Assert.True(((CudaBackend)replayed.Backend).GraphLaunches >= 8, $"only {((CudaBackend)replayed.Backend).GraphLaunches} steps were replayed");
     }
 
     public static TheoryData<string> RoutingPlaces => new() { "q8_0", "iq1_s-mix" };
@@ -215,25 +207,17 @@ public sealed unsafe class ExpertOpsTests(GpuFixture gpu, ITestOutputHelper outp
         SyntheticModelSpec spec = ModelAgreementTests.V3EightLayerShape;
         if (types == "iq1_s-mix")
             spec = spec with { TypeFor = n => n.Contains("_exps") ? GgmlType.IQ1_S : n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-moe-routing-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend() });
-            using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new HostRoutedBackend(new CudaBackend()) });
-            (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 17, 7, 20);
-            (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 17, 7, 20);
-            string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
-            output.WriteLine($"{types}: device vs host routing per step: {steps}");
-            Assert.Equal(hostTokens, deviceTokens);
-            for (int i = 0; i < hostLogits.Count; i++)
-                Assert.True(TestData.RelativeL2(deviceLogits[i], hostLogits[i]) < 1e-5, $"step {i}: {steps}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-moe-routing");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model device = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend() });
+        using Model host = ModelLoader.Load(file, new ModelOptions { Backend = _ => new HostRoutedBackend(new CudaBackend()) });
+        (List<int> deviceTokens, List<float[]> deviceLogits) = TestData.GreedyContinuation(device, 17, 7, 20);
+        (List<int> hostTokens, List<float[]> hostLogits) = TestData.GreedyContinuation(host, 17, 7, 20);
+        string steps = string.Join(" ", deviceLogits.Select((l, i) => TestData.RelativeL2(l, hostLogits[i]).ToString("E1")));
+        output.WriteLine($"{types}: device vs host routing per step: {steps}");
+        Assert.Equal(hostTokens, deviceTokens);
+        for (int i = 0; i < hostLogits.Count; i++)
+            Assert.True(TestData.RelativeL2(deviceLogits[i], hostLogits[i]) < 1e-5, $"step {i}: {steps}");
     }
 
     /// <summary>A GPU backend without its own routing operations: the interface's host defaults run them.</summary>

@@ -24,27 +24,19 @@ public sealed class GraphReplayTests(GpuFixture gpu)
             Architecture = architecture, VocabSize = 384, HiddenSize = 256, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 512,
             DefaultType = type, WeightScale = 1f, Seed = 21,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-graphs-{architecture}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
-            using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
-            List<float[]> expected = Run(plain), actual = Run(replayed);
-            Assert.Equal(expected.Count, actual.Count);
-            for (int i = 0; i < expected.Count; i++) Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"step {i}: replayed logits differ");
-            var graphs = (CudaBackend)replayed.Backend;
-            Assert.True(graphs.GraphLaunches >= 20, $"only {graphs.GraphLaunches} steps ran as graphs: {Misses(graphs)}");
-            // Two sessions in turn keep a recording each; new ones only after the RoPE table grew and after the prompt chunk.
-            Assert.True(graphs.GraphReplays >= 14, $"only {graphs.GraphReplays} steps were replayed ({graphs.GraphRecordings} recorded): {Misses(graphs)}");
-            Assert.True(graphs.GraphRecordings <= 8, $"{graphs.GraphRecordings} steps were recorded: {Misses(graphs)}");
-            Assert.Equal(0, ((CudaBackend)plain.Backend).GraphLaunches);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-graphs-{architecture}");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
+        using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
+        List<float[]> expected = Run(plain), actual = Run(replayed);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++) Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"step {i}: replayed logits differ");
+        var graphs = (CudaBackend)replayed.Backend;
+        Assert.True(graphs.GraphLaunches >= 20, $"only {graphs.GraphLaunches} steps ran as graphs: {Misses(graphs)}");
+        // Two sessions in turn keep a recording each; new ones only after the RoPE table grew and after the prompt chunk.
+        Assert.True(graphs.GraphReplays >= 14, $"only {graphs.GraphReplays} steps were replayed ({graphs.GraphRecordings} recorded): {Misses(graphs)}");
+        Assert.True(graphs.GraphRecordings <= 8, $"{graphs.GraphRecordings} steps were recorded: {Misses(graphs)}");
+        Assert.Equal(0, ((CudaBackend)plain.Backend).GraphLaunches);
     }
 
     /// <summary>
@@ -63,51 +55,43 @@ public sealed class GraphReplayTests(GpuFixture gpu)
             Architecture = "qwen2", VocabSize = 320, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256,
             DefaultType = GgmlType.Q4_K, WeightScale = 1f, Seed = 8,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-graph-steps-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-graph-steps");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
+        using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
+        var graphs = (CudaBackend)replayed.Backend;
+        var expected = new Steps(plain);
+        var actual = new Steps(replayed);
+
+        foreach (Steps s in new[] { expected, actual })
         {
-            using GgufFile file = GgufFile.Open(path);
-            using Model replayed = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true } });
-            using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
-            var graphs = (CudaBackend)replayed.Backend;
-            var expected = new Steps(plain);
-            var actual = new Steps(replayed);
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Prompt(0, 5);
-                for (int i = 0; i < 10; i++) s.Decode(0);
-            }
-            var counts = new List<(long Recordings, long Replays)> { (graphs.GraphRecordings, graphs.GraphReplays) }; // step 1 follows the prompt: launched plainly
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Sessions[0].Truncate(7);
-                for (int i = 0; i < 4; i++) s.Decode(0);
-            }
-            counts.Add((graphs.GraphRecordings, graphs.GraphReplays));
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Decode(1); // a prompt-less session right after a decode step: checked (its buffers are new), recorded
-                s.Decode(1); // replayed
-                s.Batch(); // two tokens: not a graph
-                s.Decode(0); // follows a batch: launched plainly
-                s.Decode(0); // its output-norm buffer grew in the batch: recorded anew
-                s.Decode(0); // replayed
-            }
-            counts.Add((graphs.GraphRecordings, graphs.GraphReplays));
-
-            Assert.Equal(expected.Logits.Count, actual.Logits.Count);
-            for (int i = 0; i < expected.Logits.Count; i++)
-                Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"step {i}: replayed logits differ");
-            Assert.True(counts.SequenceEqual([(1, 8), (1, 12), (3, 14)]), $"(recordings, replays) {string.Join(", ", counts)}: {Misses(graphs)}");
+            s.Prompt(0, 5);
+            for (int i = 0; i < 10; i++) s.Decode(0);
         }
-        finally
+        var counts = new List<(long Recordings, long Replays)> { (graphs.GraphRecordings, graphs.GraphReplays) }; // step 1 follows the prompt: launched plainly
+
+        foreach (Steps s in new[] { expected, actual })
         {
-            File.Delete(path);
+            s.Sessions[0].Truncate(7);
+            for (int i = 0; i < 4; i++) s.Decode(0);
         }
+        counts.Add((graphs.GraphRecordings, graphs.GraphReplays));
+
+        foreach (Steps s in new[] { expected, actual })
+        {
+            s.Decode(1); // a prompt-less session right after a decode step: checked (its buffers are new), recorded
+            s.Decode(1); // replayed
+            s.Batch(); // two tokens: not a graph
+            s.Decode(0); // follows a batch: launched plainly
+            s.Decode(0); // its output-norm buffer grew in the batch: recorded anew
+            s.Decode(0); // replayed
+        }
+        counts.Add((graphs.GraphRecordings, graphs.GraphReplays));
+
+        Assert.Equal(expected.Logits.Count, actual.Logits.Count);
+        for (int i = 0; i < expected.Logits.Count; i++)
+            Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"step {i}: replayed logits differ");
+        Assert.True(counts.SequenceEqual([(1, 8), (1, 12), (3, 14)]), $"(recordings, replays) {string.Join(", ", counts)}: {Misses(graphs)}");
     }
 
     /// <summary>Two sessions on one model and the logits of every pass, with the same token choices for each model.</summary>

@@ -31,87 +31,79 @@ public sealed class GraphSelectionTests(GpuFixture gpu)
             Architecture = architecture, VocabSize = vocabulary, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256,
             DefaultType = type, WeightScale = 1f, Seed = 41,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-graph-selection-{architecture}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-graph-selection-{architecture}");
+        using LoadedModel inGraph = LoadedModel.Open(synthesized.Path, new ModelOptions { Backend = _ => new CudaBackend { SelectsInGraph = true } });
+        using LoadedModel afterGraph = LoadedModel.Open(synthesized.Path, new ModelOptions { Backend = _ => new CudaBackend { SelectsInGraph = false } });
+        var on = (CudaBackend)inGraph.Model.Backend;
+        var off = (CudaBackend)afterGraph.Model.Backend;
+        var expected = new Script(afterGraph);
+        var actual = new Script(inGraph);
+
+        foreach (Script s in new[] { expected, actual })
         {
-            using LoadedModel inGraph = LoadedModel.Open(path, new ModelOptions { Backend = _ => new CudaBackend { SelectsInGraph = true } });
-            using LoadedModel afterGraph = LoadedModel.Open(path, new ModelOptions { Backend = _ => new CudaBackend { SelectsInGraph = false } });
-            var on = (CudaBackend)inGraph.Model.Backend;
-            var off = (CudaBackend)afterGraph.Model.Backend;
-            var expected = new Script(afterGraph);
-            var actual = new Script(inGraph);
-
-            foreach (Script s in new[] { expected, actual })
-            {
-                s.Prompt(0, 5);
-                for (int i = 0; i < 12; i++) s.Step(0, Kind.Greedy);
-            }
-            // Plain greedy decoding: every step run as a graph ends with its selection, as many steps replayed as without.
-            Assert.Equal(on.GraphLaunches, on.StepSelections);
-            Assert.True(on.StepSelections >= 10, $"{on.StepSelections} of 12 steps selected in their graph: {Misses(on)}");
-            Assert.True(on.VerifiedStepReplays >= 8, $"{on.VerifiedStepReplays} of 12 steps skipped the walk: {Misses(on)}");
-            Assert.Equal((off.GraphRecordings, off.GraphReplays, off.VerifiedStepReplays), (on.GraphRecordings, on.GraphReplays, on.VerifiedStepReplays));
-            Assert.Equal(0, off.StepSelections);
-
-            foreach (Script s in new[] { expected, actual })
-            {
-                s.Prompt(1, 3);
-                for (int i = 0; i < 10; i++)
-                {
-                    s.Step(0, Kind.Greedy);
-                    s.Step(1, Kind.Greedy);
-                }
-            }
-            Assert.Equal(on.GraphLaunches, on.StepSelections); // two sessions in turn: a recording each, both ending in their selection
-            Assert.Equal((off.GraphRecordings, off.GraphReplays), (on.GraphRecordings, on.GraphReplays));
-
-            long before = on.StepSelections;
-            foreach (Script s in new[] { expected, actual })
-            {
-                for (int i = 0; i < 6; i++) s.Step(0, Kind.Candidates); // sampling: the candidates end the step instead
-                for (int i = 0; i < 4; i++) s.Step(0, Kind.PenalizedCandidates); // penalties: selected after the graph
-                for (int i = 0; i < 3; i++) s.Step(0, Kind.PenalizedGreedy);
-                for (int i = 0; i < 6; i++) s.Step(0, Kind.Greedy); // back to greedy: its recording again
-                for (int i = 0; i < 8; i++) s.Step(1, i % 2 == 0 ? Kind.Greedy : Kind.Candidates); // switching every step
-            }
-            Assert.True(on.StepSelections - before >= 12, $"{on.StepSelections - before} of 20 unpenalized steps selected in their graph: {Misses(on)}");
-            Assert.Equal(0, off.StepSelections);
-
-            foreach (Script s in new[] { expected, actual })
-            {
-                s.Sessions[0].Truncate(s.Sessions[0].Position - 6); // a rewind: the same buffers at earlier positions
-                for (int i = 0; i < 6; i++) s.Step(0, Kind.Greedy);
-            }
-
-            // The setting flipped mid-generation (on for the model without it, off for the other), then back.
-            foreach ((Script s, CudaBackend backend) in new[] { (expected, off), (actual, on) })
-            {
-                backend.SelectsInGraph = !backend.SelectsInGraph;
-                for (int i = 0; i < 5; i++) s.Step(1, Kind.Greedy);
-                backend.SelectsInGraph = !backend.SelectsInGraph;
-                for (int i = 0; i < 5; i++) s.Step(1, Kind.Greedy);
-            }
-            Assert.True(off.StepSelections is > 0 and <= 5, $"{off.StepSelections} selections in the graph while the setting was on for 5 steps");
-
-            Assert.Equal(expected.Results.Count, actual.Results.Count);
-            for (int i = 0; i < expected.Results.Count; i++) Assert.Equal(expected.Results[i], actual.Results[i]);
-            Assert.Equal(off.TokenSelections, on.TokenSelections);
-
-            // A whole greedy generation through the generator: the same tokens.
-            var options = new GenerationOptions { MaxTokens = 24, Sampling = SamplingOptions.Greedy, SplitReasoning = false };
-            int[] prompt = Enumerable.Range(0, 6).Select(i => (i * 53 + 11) % vocabulary).ToArray();
-            before = on.StepSelections;
-            GenerationResult generatedOn = new Generator(inGraph.Model, inGraph.Tokenizer).Generate(inGraph.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
-            GenerationResult generatedOff = new Generator(afterGraph.Model, afterGraph.Tokenizer).Generate(afterGraph.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
-            Assert.Equal(generatedOff.OutputTokens, generatedOn.OutputTokens);
-            Assert.True(generatedOn.OutputTokens.Count < 8 || on.StepSelections - before >= generatedOn.OutputTokens.Count - 4,
-                $"{on.StepSelections - before} of {generatedOn.OutputTokens.Count} generated tokens selected in their graph: {Misses(on)}");
+            s.Prompt(0, 5);
+            for (int i = 0; i < 12; i++) s.Step(0, Kind.Greedy);
         }
-        finally
+        // Plain greedy decoding: every step run as a graph ends with its selection, as many steps replayed as without.
+        Assert.Equal(on.GraphLaunches, on.StepSelections);
+        Assert.True(on.StepSelections >= 10, $"{on.StepSelections} of 12 steps selected in their graph: {Misses(on)}");
+        Assert.True(on.VerifiedStepReplays >= 8, $"{on.VerifiedStepReplays} of 12 steps skipped the walk: {Misses(on)}");
+        Assert.Equal((off.GraphRecordings, off.GraphReplays, off.VerifiedStepReplays), (on.GraphRecordings, on.GraphReplays, on.VerifiedStepReplays));
+        Assert.Equal(0, off.StepSelections);
+
+        foreach (Script s in new[] { expected, actual })
         {
-            File.Delete(path);
+            s.Prompt(1, 3);
+            for (int i = 0; i < 10; i++)
+            {
+                s.Step(0, Kind.Greedy);
+                s.Step(1, Kind.Greedy);
+            }
         }
+        Assert.Equal(on.GraphLaunches, on.StepSelections); // two sessions in turn: a recording each, both ending in their selection
+        Assert.Equal((off.GraphRecordings, off.GraphReplays), (on.GraphRecordings, on.GraphReplays));
+
+        long before = on.StepSelections;
+        foreach (Script s in new[] { expected, actual })
+        {
+            for (int i = 0; i < 6; i++) s.Step(0, Kind.Candidates); // sampling: the candidates end the step instead
+            for (int i = 0; i < 4; i++) s.Step(0, Kind.PenalizedCandidates); // penalties: selected after the graph
+            for (int i = 0; i < 3; i++) s.Step(0, Kind.PenalizedGreedy);
+            for (int i = 0; i < 6; i++) s.Step(0, Kind.Greedy); // back to greedy: its recording again
+            for (int i = 0; i < 8; i++) s.Step(1, i % 2 == 0 ? Kind.Greedy : Kind.Candidates); // switching every step
+        }
+        Assert.True(on.StepSelections - before >= 12, $"{on.StepSelections - before} of 20 unpenalized steps selected in their graph: {Misses(on)}");
+        Assert.Equal(0, off.StepSelections);
+
+        foreach (Script s in new[] { expected, actual })
+        {
+            s.Sessions[0].Truncate(s.Sessions[0].Position - 6); // a rewind: the same buffers at earlier positions
+            for (int i = 0; i < 6; i++) s.Step(0, Kind.Greedy);
+        }
+
+        // The setting flipped mid-generation (on for the model without it, off for the other), then back.
+        foreach ((Script s, CudaBackend backend) in new[] { (expected, off), (actual, on) })
+        {
+            backend.SelectsInGraph = !backend.SelectsInGraph;
+            for (int i = 0; i < 5; i++) s.Step(1, Kind.Greedy);
+            backend.SelectsInGraph = !backend.SelectsInGraph;
+            for (int i = 0; i < 5; i++) s.Step(1, Kind.Greedy);
+        }
+        Assert.True(off.StepSelections is > 0 and <= 5, $"{off.StepSelections} selections in the graph while the setting was on for 5 steps");
+
+        Assert.Equal(expected.Results.Count, actual.Results.Count);
+        for (int i = 0; i < expected.Results.Count; i++) Assert.Equal(expected.Results[i], actual.Results[i]);
+        Assert.Equal(off.TokenSelections, on.TokenSelections);
+
+        // A whole greedy generation through the generator: the same tokens.
+        var options = new GenerationOptions { MaxTokens = 24, Sampling = SamplingOptions.Greedy, SplitReasoning = false };
+        int[] prompt = Enumerable.Range(0, 6).Select(i => (i * 53 + 11) % vocabulary).ToArray();
+        before = on.StepSelections;
+        GenerationResult generatedOn = new Generator(inGraph.Model, inGraph.Tokenizer).Generate(inGraph.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
+        GenerationResult generatedOff = new Generator(afterGraph.Model, afterGraph.Tokenizer).Generate(afterGraph.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
+        Assert.Equal(generatedOff.OutputTokens, generatedOn.OutputTokens);
+        Assert.True(generatedOn.OutputTokens.Count < 8 || on.StepSelections - before >= generatedOn.OutputTokens.Count - 4,
+            $"{on.StepSelections - before} of {generatedOn.OutputTokens.Count} generated tokens selected in their graph: {Misses(on)}");
     }
 
     private static string Misses(CudaBackend backend) => string.Join(" | ", backend.GraphMisses);

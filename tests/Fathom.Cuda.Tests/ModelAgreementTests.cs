@@ -85,27 +85,19 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
     {
         gpu.Require();
         (SyntheticModelSpec spec, double tolerance) = Variant(variant);
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-{variant}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            int[] prompt = Prompt(spec.VocabSize, spec.Seed);
-            (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt);
-            (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt);
-            (_, List<float[]> simdLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Threads = 4 }), prompt);
-            int steps = Math.Min(cpuLogits.Count, gpuLogits.Count);
-            string PerStep(List<float[]> logits) => string.Join(" ", Enumerable.Range(0, steps).Select(i => TestData.RelativeL2(logits[i], cpuLogits[i]).ToString("E1")));
-            double gpuError = TestData.RelativeL2(gpuLogits, cpuLogits), simdError = TestData.RelativeL2(simdLogits, cpuLogits);
-            output.WriteLine($"{variant}: GPU {gpuError:E2} over {steps} steps (tolerance {tolerance:E0}); per step: {PerStep(gpuLogits)}");
-            output.WriteLine($"{variant}: the CPU's own SIMD path (for comparison) {simdError:E2}; per step: {PerStep(simdLogits)}");
-            Assert.Equal(cpuTokens, gpuTokens);
-            Assert.True(gpuError <= tolerance, $"{variant}: relative L2 {gpuError:E2} > {tolerance:E0}; per step: {PerStep(gpuLogits)}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-{variant}");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        int[] prompt = Prompt(spec.VocabSize, spec.Seed);
+        (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt);
+        (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt);
+        (_, List<float[]> simdLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Threads = 4 }), prompt);
+        int steps = Math.Min(cpuLogits.Count, gpuLogits.Count);
+        string PerStep(List<float[]> logits) => string.Join(" ", Enumerable.Range(0, steps).Select(i => TestData.RelativeL2(logits[i], cpuLogits[i]).ToString("E1")));
+        double gpuError = TestData.RelativeL2(gpuLogits, cpuLogits), simdError = TestData.RelativeL2(simdLogits, cpuLogits);
+        output.WriteLine($"{variant}: GPU {gpuError:E2} over {steps} steps (tolerance {tolerance:E0}); per step: {PerStep(gpuLogits)}");
+        output.WriteLine($"{variant}: the CPU's own SIMD synthesized.Path (for comparison) {simdError:E2}; per step: {PerStep(simdLogits)}");
+        Assert.Equal(cpuTokens, gpuTokens);
+        Assert.True(gpuError <= tolerance, $"{variant}: relative L2 {gpuError:E2} > {tolerance:E0}; per step: {PerStep(gpuLogits)}");
     }
 
     /// <summary>
@@ -123,24 +115,16 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
     {
         gpu.Require();
         (SyntheticModelSpec spec, double tolerance) = Variant(variant);
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-long-{variant}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            int[] prompt = Prompt(spec.VocabSize, spec.Seed, LongPromptLength);
-            (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt, LongPromptLength + 4);
-            (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt, LongPromptLength + 4);
-            double error = TestData.RelativeL2(gpuLogits, cpuLogits);
-            string perStep = string.Join(" ", Enumerable.Range(0, Math.Min(cpuLogits.Count, gpuLogits.Count)).Select(i => TestData.RelativeL2(gpuLogits[i], cpuLogits[i]).ToString("E1")));
-            output.WriteLine($"{variant}, prompt of {LongPromptLength}: GPU {error:E2} (tolerance {tolerance:E0}); per step: {perStep}");
-            Assert.Equal(cpuTokens, gpuTokens);
-            Assert.True(error <= tolerance, $"{variant}: relative L2 {error:E2} > {tolerance:E0}; per step: {perStep}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-long-{variant}");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        int[] prompt = Prompt(spec.VocabSize, spec.Seed, LongPromptLength);
+        (List<int> cpuTokens, List<float[]> cpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions { Backend = _ => new ScalarCpuBackend() }), prompt, LongPromptLength + 4);
+        (List<int> gpuTokens, List<float[]> gpuLogits) = Greedy(ModelLoader.Load(file, new ModelOptions().OnGpu()), prompt, LongPromptLength + 4);
+        double error = TestData.RelativeL2(gpuLogits, cpuLogits);
+        string perStep = string.Join(" ", Enumerable.Range(0, Math.Min(cpuLogits.Count, gpuLogits.Count)).Select(i => TestData.RelativeL2(gpuLogits[i], cpuLogits[i]).ToString("E1")));
+        output.WriteLine($"{variant}, prompt of {LongPromptLength}: GPU {error:E2} (tolerance {tolerance:E0}); per step: {perStep}");
+        Assert.Equal(cpuTokens, gpuTokens);
+        Assert.True(error <= tolerance, $"{variant}: relative L2 {error:E2} > {tolerance:E0}; per step: {perStep}");
     }
 
     [Fact]
@@ -148,33 +132,25 @@ public sealed class ModelAgreementTests(GpuFixture gpu, ITestOutputHelper output
     {
         gpu.Require();
         (SyntheticModelSpec spec, _) = Variant("deepseek2-v3-f16");
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-batch-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-batch");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model model = ModelLoader.Load(file, new ModelOptions().OnGpu());
+        int[][] prompts = [Prompt(spec.VocabSize, 1), Prompt(spec.VocabSize, 2)[..4], Prompt(spec.VocabSize, 3)[..1]];
+        var batched = prompts.Select(p => model.CreateSession(32)).ToArray();
+        var single = prompts.Select(p => model.CreateSession(32)).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
         {
-            using GgufFile file = GgufFile.Open(path);
-            using Model model = ModelLoader.Load(file, new ModelOptions().OnGpu());
-            int[][] prompts = [Prompt(spec.VocabSize, 1), Prompt(spec.VocabSize, 2)[..4], Prompt(spec.VocabSize, 3)[..1]];
-            var batched = prompts.Select(p => model.CreateSession(32)).ToArray();
-            var single = prompts.Select(p => model.CreateSession(32)).ToArray();
-            for (int i = 0; i < prompts.Length; i++)
-            {
-                model.Forward(batched[i], prompts[i]);
-                model.Forward(single[i], prompts[i]);
-            }
-            int[] next = [5, 17, 99];
-            float[] together = new float[next.Length * model.VocabSize];
-            model.DecodeBatch(batched, next, together);
-            for (int i = 0; i < next.Length; i++)
-            {
-                float[] alone = model.Forward(single[i], [next[i]]);
-                double error = TestData.RelativeL2(together.AsSpan(i * model.VocabSize, model.VocabSize), alone);
-                Assert.True(error < 1e-5, $"session {i}: batched and single decoding differ by {error:E2}");
-            }
+            model.Forward(batched[i], prompts[i]);
+            model.Forward(single[i], prompts[i]);
         }
-        finally
+        int[] next = [5, 17, 99];
+        float[] together = new float[next.Length * model.VocabSize];
+        model.DecodeBatch(batched, next, together);
+        for (int i = 0; i < next.Length; i++)
         {
-            File.Delete(path);
+            float[] alone = model.Forward(single[i], [next[i]]);
+            double error = TestData.RelativeL2(together.AsSpan(i * model.VocabSize, model.VocabSize), alone);
+            Assert.True(error < 1e-5, $"session {i}: batched and single decoding differ by {error:E2}");
         }
     }
 

@@ -243,16 +243,8 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
 
     private static void WithModel(SyntheticModelSpec spec, Action<GgufFile> test)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-placement-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            test(file);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-placement");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        test(file);
     }
 }

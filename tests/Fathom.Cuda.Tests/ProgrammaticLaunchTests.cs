@@ -114,26 +114,18 @@ public sealed class ProgrammaticLaunchTests(GpuFixture gpu)
                 VocabSize = 512, WeightScale = 1f, Seed = 43,
                 TypeFor = n => n.Contains("_shexp") || n == "output.weight" ? GgmlType.Q6_K : GgmlType.Q4_K,
             };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-pdl-{architecture}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model programmatic = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = true } });
-            using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = false } });
-            var backend = (CudaBackend)programmatic.Backend;
-            Assert.True(backend.ProgrammaticLaunches);
-            Assert.False(((CudaBackend)plain.Backend).ProgrammaticLaunches);
-            List<float[]> expected = Run(plain), actual = Run(programmatic);
-            Assert.Equal(expected.Count, actual.Count);
-            for (int i = 0; i < expected.Count; i++)
-                Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"pass {i}: programmatic launches changed the logits");
-            Assert.True(backend.GraphReplays >= 10, $"only {backend.GraphReplays} programmatic steps were replayed: {string.Join(" | ", backend.GraphMisses)}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-pdl-{architecture}");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model programmatic = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = true } });
+        using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = false } });
+        var backend = (CudaBackend)programmatic.Backend;
+        Assert.True(backend.ProgrammaticLaunches);
+        Assert.False(((CudaBackend)plain.Backend).ProgrammaticLaunches);
+        List<float[]> expected = Run(plain), actual = Run(programmatic);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"pass {i}: programmatic launches changed the logits");
+        Assert.True(backend.GraphReplays >= 10, $"only {backend.GraphReplays} programmatic steps were replayed: {string.Join(" | ", backend.GraphMisses)}");
     }
 
     /// <summary>A step recorded with programmatic launches is not replayed by a step launched plainly, nor the other way.</summary>
@@ -147,29 +139,21 @@ public sealed class ProgrammaticLaunchTests(GpuFixture gpu)
             Architecture = "qwen2", VocabSize = 320, HiddenSize = 256, Layers = 1, Heads = 4, KvHeads = 2, FeedForward = 512,
             DefaultType = GgmlType.Q4_K, WeightScale = 1f, Seed = 45,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-pdl-switch-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = true } });
-            var backend = (CudaBackend)model.Backend;
-            InferenceSession session = model.CreateSession(64);
-            model.Forward(session, [1, 2, 3]);
-            for (int i = 0; i < 4; i++) model.Forward(session, [5 + i]); // follows the prompt plainly, then recorded, then replayed
-            long recordings = backend.GraphRecordings;
-            Assert.Equal(1, recordings);
-            backend.ProgrammaticLaunches = false;
-            for (int i = 0; i < 3; i++) model.Forward(session, [9 + i]);
-            Assert.Equal(2, backend.GraphRecordings); // plain launches: the first check misses, one recording, then replays
-            backend.ProgrammaticLaunches = true;
-            for (int i = 0; i < 3; i++) model.Forward(session, [12 + i]);
-            Assert.Equal(2, backend.GraphRecordings); // the programmatic recording is still kept: checked and replayed
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-pdl-switch");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, ProgrammaticLaunches = true } });
+        var backend = (CudaBackend)model.Backend;
+        InferenceSession session = model.CreateSession(64);
+        model.Forward(session, [1, 2, 3]);
+        for (int i = 0; i < 4; i++) model.Forward(session, [5 + i]); // follows the prompt plainly, then recorded, then replayed
+        long recordings = backend.GraphRecordings;
+        Assert.Equal(1, recordings);
+        backend.ProgrammaticLaunches = false;
+        for (int i = 0; i < 3; i++) model.Forward(session, [9 + i]);
+        Assert.Equal(2, backend.GraphRecordings); // plain launches: the first check misses, one recording, then replays
+        backend.ProgrammaticLaunches = true;
+        for (int i = 0; i < 3; i++) model.Forward(session, [12 + i]);
+        Assert.Equal(2, backend.GraphRecordings); // the programmatic recording is still kept: checked and replayed
     }
 
     private static List<float[]> Run(Model model)

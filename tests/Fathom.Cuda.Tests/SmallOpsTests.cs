@@ -177,23 +177,15 @@ public sealed class SmallOpsTests(GpuFixture gpu, ITestOutputHelper output) : ID
     public void DeepSeekDecodesTheSameWithTheFormerSmallOps()
     {
         gpu.Require();
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-small-ops-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(ModelAgreementTests.V3EightLayerShape, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model fused = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { FusedSmallOps = true } });
-            using Model former = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { FusedSmallOps = false } });
-            (List<int> fusedTokens, List<float[]> fusedLogits) = TestData.GreedyContinuation(fused, 23, 9, 24);
-            (List<int> formerTokens, List<float[]> formerLogits) = TestData.GreedyContinuation(former, 23, 9, 24);
-            Assert.Equal(formerTokens, fusedTokens);
-            for (int i = 0; i < formerLogits.Count; i++)
-                Assert.True(formerLogits[i].AsSpan().SequenceEqual(fusedLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(fusedLogits[i], formerLogits[i]):E2}");
-            output.WriteLine($"{fusedLogits.Count} passes equal bit for bit");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(ModelAgreementTests.V3EightLayerShape, "fathom-cuda-small-ops");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model fused = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { FusedSmallOps = true } });
+        using Model former = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { FusedSmallOps = false } });
+        (List<int> fusedTokens, List<float[]> fusedLogits) = TestData.GreedyContinuation(fused, 23, 9, 24);
+        (List<int> formerTokens, List<float[]> formerLogits) = TestData.GreedyContinuation(former, 23, 9, 24);
+        Assert.Equal(formerTokens, fusedTokens);
+        for (int i = 0; i < formerLogits.Count; i++)
+            Assert.True(formerLogits[i].AsSpan().SequenceEqual(fusedLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(fusedLogits[i], formerLogits[i]):E2}");
+        output.WriteLine($"{fusedLogits.Count} passes equal bit for bit");
     }
 }

@@ -153,31 +153,23 @@ public sealed class TokenSelectionTests(GpuFixture gpu)
             Architecture = "qwen2", VocabSize = 384, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256,
             DefaultType = GgmlType.Q4_K, WeightScale = 1f, RopeBase = 1000000f, Seed = 23,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-sampling-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using LoadedModel loaded = LoadedModel.Open(path, new ModelOptions().OnGpu());
-            var backend = (CudaBackend)loaded.Model.Backend;
-            var options = new GenerationOptions { MaxTokens = 32, Sampling = Sampling(sampling), SplitReasoning = false };
-            int[] prompt = Enumerable.Range(0, 6).Select(i => (i * 53 + 11) % spec.VocabSize).ToArray();
-            long before = backend.TokenSelections;
-            GenerationResult onGpu = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: true).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
-            long selections = backend.TokenSelections - before;
-            GenerationResult onHost = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: false).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
-            Assert.Equal(onHost.OutputTokens, onGpu.OutputTokens);
-            Assert.True(onGpu.OutputTokens.Count == 32 || onGpu.FinishReason == FinishReason.EndOfGeneration);
-            Assert.Equal(onGpu.OutputTokens.Count + (onGpu.FinishReason == FinishReason.EndOfGeneration ? 1 : 0), selections);
-            Assert.Equal(before + selections, backend.TokenSelections); // the host run selected nothing on the GPU
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-sampling");
+        using LoadedModel loaded = LoadedModel.Open(synthesized.Path, new ModelOptions().OnGpu());
+        var backend = (CudaBackend)loaded.Model.Backend;
+        var options = new GenerationOptions { MaxTokens = 32, Sampling = Sampling(sampling), SplitReasoning = false };
+        int[] prompt = Enumerable.Range(0, 6).Select(i => (i * 53 + 11) % spec.VocabSize).ToArray();
+        long before = backend.TokenSelections;
+        GenerationResult onGpu = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: true).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
+        long selections = backend.TokenSelections - before;
+        GenerationResult onHost = new Generator(loaded.Model, loaded.Tokenizer, selectOnBackend: false).Generate(loaded.CreateSession(64), prompt, options, cancellationToken: TestContext.Current.CancellationToken);
+        Assert.Equal(onHost.OutputTokens, onGpu.OutputTokens);
+        Assert.True(onGpu.OutputTokens.Count == 32 || onGpu.FinishReason == FinishReason.EndOfGeneration);
+        Assert.Equal(onGpu.OutputTokens.Count + (onGpu.FinishReason == FinishReason.EndOfGeneration ? 1 : 0), selections);
+        Assert.Equal(before + selections, backend.TokenSelections); // the host run selected nothing on the GPU
 
-            // With the GPU's selection off, ForwardSelect selects on the host from the row read back: the same tokens.
-            backend.SelectsTokens = false;
-            Assert.Equal(onHost.OutputTokens, ForwardSelectLoop(loaded, prompt, options.Sampling, onHost.OutputTokens.Count));
-            Assert.Equal(before + selections, backend.TokenSelections);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        // With the GPU's selection off, ForwardSelect selects on the host from the row read back: the same tokens.
+        backend.SelectsTokens = false;
+        Assert.Equal(onHost.OutputTokens, ForwardSelectLoop(loaded, prompt, options.Sampling, onHost.OutputTokens.Count));
+        Assert.Equal(before + selections, backend.TokenSelections);
     }
 }

@@ -131,25 +131,17 @@ public sealed unsafe class TransposedProductTests(GpuFixture gpu, ITestOutputHel
     {
         gpu.Require();
         SyntheticModelSpec spec = FusedKvBModel;
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-transposed-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model split = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { SplitTransposedProducts = true } });
-            using Model ordered = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { SplitTransposedProducts = false } });
-            (List<int> splitTokens, List<float[]> splitLogits) = TestData.GreedyContinuation(split, 5, 9, 24);
-            (List<int> orderedTokens, List<float[]> orderedLogits) = TestData.GreedyContinuation(ordered, 5, 9, 24);
-            string steps = string.Join(" ", splitLogits.Select((l, i) => TestData.RelativeL2(l, orderedLogits[i]).ToString("E1")));
-            output.WriteLine($"row-split vs ordered transposed products per step (the prompt first): {steps}");
-            Assert.Equal(orderedTokens, splitTokens);
-            for (int i = 0; i < orderedLogits.Count; i++)
-                Assert.True(TestData.RelativeL2(splitLogits[i], orderedLogits[i]) <= 1e-3, $"step {i}: {steps}");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-transposed");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model split = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { SplitTransposedProducts = true } });
+        using Model ordered = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { SplitTransposedProducts = false } });
+        (List<int> splitTokens, List<float[]> splitLogits) = TestData.GreedyContinuation(split, 5, 9, 24);
+        (List<int> orderedTokens, List<float[]> orderedLogits) = TestData.GreedyContinuation(ordered, 5, 9, 24);
+        string steps = string.Join(" ", splitLogits.Select((l, i) => TestData.RelativeL2(l, orderedLogits[i]).ToString("E1")));
+        output.WriteLine($"row-split vs ordered transposed products per step (the prompt first): {steps}");
+        Assert.Equal(orderedTokens, splitTokens);
+        for (int i = 0; i < orderedLogits.Count; i++)
+            Assert.True(TestData.RelativeL2(splitLogits[i], orderedLogits[i]) <= 1e-3, $"step {i}: {steps}");
     }
 
     /// <summary>
@@ -162,30 +154,22 @@ public sealed unsafe class TransposedProductTests(GpuFixture gpu, ITestOutputHel
     {
         gpu.Require();
         SyntheticModelSpec spec = FusedKvBModel with { Layers = 2 };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-transposed-switch-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
-        {
-            using GgufFile file = GgufFile.Open(path);
-            using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SplitTransposedProducts = true } });
-            var backend = (CudaBackend)model.Backend;
-            InferenceSession session = model.CreateSession(64);
-            model.Forward(session, [1, 2, 3]);
-            for (int i = 0; i < 4; i++) model.Forward(session, [5 + i]); // follows the prompt plainly, then recorded, then replayed
-            long recordings = backend.GraphRecordings, replays = backend.GraphReplays;
-            Assert.True(recordings >= 1 && replays >= 1, $"{recordings} recordings, {replays} replays");
-            backend.SplitTransposedProducts = false;
-            for (int i = 0; i < 3; i++) model.Forward(session, [9 + i]);
-            Assert.Equal(recordings + 1, backend.GraphRecordings); // the ordered kernel: the first check misses, one recording, then replays
-            backend.SplitTransposedProducts = true;
-            for (int i = 0; i < 3; i++) model.Forward(session, [12 + i]);
-            Assert.Equal(recordings + 1, backend.GraphRecordings); // the row-split recording is still kept: checked and replayed
-            Assert.True(backend.GraphReplays > replays, "no step was replayed after the switches");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-transposed-switch");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model model = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SplitTransposedProducts = true } });
+        var backend = (CudaBackend)model.Backend;
+        InferenceSession session = model.CreateSession(64);
+        model.Forward(session, [1, 2, 3]);
+        for (int i = 0; i < 4; i++) model.Forward(session, [5 + i]); // follows the prompt plainly, then recorded, then replayed
+        long recordings = backend.GraphRecordings, replays = backend.GraphReplays;
+        Assert.True(recordings >= 1 && replays >= 1, $"{recordings} recordings, {replays} replays");
+        backend.SplitTransposedProducts = false;
+        for (int i = 0; i < 3; i++) model.Forward(session, [9 + i]);
+        Assert.Equal(recordings + 1, backend.GraphRecordings); // the ordered kernel: the first check misses, one recording, then replays
+        backend.SplitTransposedProducts = true;
+        for (int i = 0; i < 3; i++) model.Forward(session, [12 + i]);
+        Assert.Equal(recordings + 1, backend.GraphRecordings); // the row-split recording is still kept: checked and replayed
+        Assert.True(backend.GraphReplays > replays, "no step was replayed after the switches");
     }
 
     /// <summary>The tiny R1 with a fused attn_kv_b (as Unsloth's R1 files have it) in Q4_K, IQ1_S experts.</summary>

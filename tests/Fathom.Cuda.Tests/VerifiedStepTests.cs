@@ -26,71 +26,63 @@ public sealed class VerifiedStepTests(GpuFixture gpu)
             Architecture = architecture, VocabSize = 384, HiddenSize = 256, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 512,
             DefaultType = type, WeightScale = 1f, Seed = 33,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-verified-{architecture}-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
+        using var synthesized = new SynthesizedGguf(spec, $"fathom-cuda-verified-{architecture}");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model fast = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = true } });
+        using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
+        var backend = (CudaBackend)fast.Backend;
+        var expected = new Steps(plain);
+        var actual = new Steps(fast);
+        var verified = new List<long>();
+
+        foreach (Steps s in new[] { expected, actual })
         {
-            using GgufFile file = GgufFile.Open(path);
-            using Model fast = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = true } });
-            using Model plain = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = false } });
-            var backend = (CudaBackend)fast.Backend;
-            var expected = new Steps(plain);
-            var actual = new Steps(fast);
-            var verified = new List<long>();
+            s.Prompt(0, 5);
+            for (int i = 0; i < 12; i++) s.Decode(0);
+        }
+        verified.Add(backend.VerifiedStepReplays); // plain decoding: all but the first few steps skip the walk
+        Assert.True(backend.VerifiedStepReplays >= 8, $"{backend.VerifiedStepReplays} of 12 steps skipped the walk: {Misses(backend)}");
 
-            foreach (Steps s in new[] { expected, actual })
+        foreach (Steps s in new[] { expected, actual })
+        {
+            s.Prompt(1, 3);
+            for (int i = 0; i < 10; i++)
             {
-                s.Prompt(0, 5);
-                for (int i = 0; i < 12; i++) s.Decode(0);
-            }
-            verified.Add(backend.VerifiedStepReplays); // plain decoding: all but the first few steps skip the walk
-            Assert.True(backend.VerifiedStepReplays >= 8, $"{backend.VerifiedStepReplays} of 12 steps skipped the walk: {Misses(backend)}");
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Prompt(1, 3);
-                for (int i = 0; i < 10; i++)
-                {
-                    s.Decode(0);
-                    s.Decode(1);
-                }
-            }
-            verified.Add(backend.VerifiedStepReplays); // two sessions in turn: a verified recording each
-            Assert.True(verified[1] - verified[0] >= 12, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Sessions[0].Truncate(9); // a rewind: the same buffers at earlier positions
-                for (int i = 0; i < 4; i++) s.Decode(0);
-                s.Prompt(0, 4); // a prompt chunk between steps
-                for (int i = 0; i < 4; i++) s.Decode(0);
-                s.Batch(); // a batch step grows the first session's scratch to two rows
-                for (int i = 0; i < 4; i++) s.Decode(0);
-                for (int i = 0; i < 4; i++) s.Select(1); // ForwardSelect: the session's attached row, another key
+                s.Decode(0);
                 s.Decode(1);
             }
-            verified.Add(backend.VerifiedStepReplays);
-            Assert.True(verified[2] - verified[1] >= 5, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
-
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Prompt(1, 220); // from position 238 on, the next steps cross 256 positions: the RoPE table grows under a verified key
-                for (int i = 0; i < 30; i++) s.Decode(1);
-            }
-            verified.Add(backend.VerifiedStepReplays);
-            Assert.True(verified[3] - verified[2] >= 20, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
-
-            Assert.Equal(expected.Logits.Count, actual.Logits.Count);
-            for (int i = 0; i < expected.Logits.Count; i++)
-                Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"pass {i} ({expected.Names[i]}): logits differ");
-            Assert.Equal(expected.Chosen, actual.Chosen);
-            Assert.True(backend.GraphReplays >= backend.VerifiedStepReplays);
-            Assert.Equal(0, ((CudaBackend)plain.Backend).VerifiedStepReplays);
         }
-        finally
+        verified.Add(backend.VerifiedStepReplays); // two sessions in turn: a verified recording each
+        Assert.True(verified[1] - verified[0] >= 12, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
+
+        foreach (Steps s in new[] { expected, actual })
         {
-            File.Delete(path);
+            s.Sessions[0].Truncate(9); // a rewind: the same buffers at earlier positions
+            for (int i = 0; i < 4; i++) s.Decode(0);
+            s.Prompt(0, 4); // a prompt chunk between steps
+            for (int i = 0; i < 4; i++) s.Decode(0);
+            s.Batch(); // a batch step grows the first session's scratch to two rows
+            for (int i = 0; i < 4; i++) s.Decode(0);
+            for (int i = 0; i < 4; i++) s.Select(1); // ForwardSelect: the session's attached row, another key
+            s.Decode(1);
         }
+        verified.Add(backend.VerifiedStepReplays);
+        Assert.True(verified[2] - verified[1] >= 5, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
+
+        foreach (Steps s in new[] { expected, actual })
+        {
+            s.Prompt(1, 220); // from position 238 on, the next steps cross 256 positions: the RoPE table grows under a verified key
+            for (int i = 0; i < 30; i++) s.Decode(1);
+        }
+        verified.Add(backend.VerifiedStepReplays);
+        Assert.True(verified[3] - verified[2] >= 20, $"verified replays {string.Join(", ", verified)}: {Misses(backend)}");
+
+        Assert.Equal(expected.Logits.Count, actual.Logits.Count);
+        for (int i = 0; i < expected.Logits.Count; i++)
+            Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"pass {i} ({expected.Names[i]}): logits differ");
+        Assert.Equal(expected.Chosen, actual.Chosen);
+        Assert.True(backend.GraphReplays >= backend.VerifiedStepReplays);
+        Assert.Equal(0, ((CudaBackend)plain.Backend).VerifiedStepReplays);
     }
 
     /// <summary>With the setting off, every replayed step is checked by the walk first, and the logits are the same.</summary>
@@ -103,31 +95,23 @@ public sealed class VerifiedStepTests(GpuFixture gpu)
             Architecture = "qwen2", VocabSize = 320, HiddenSize = 128, Layers = 2, Heads = 4, KvHeads = 2, FeedForward = 256,
             DefaultType = GgmlType.Q4_K, WeightScale = 1f, Seed = 9,
         };
-        string path = Path.Combine(Path.GetTempPath(), $"fathom-cuda-verified-off-{Guid.NewGuid():N}.gguf");
-        ModelSynthesizer.Write(spec, path);
-        try
+        using var synthesized = new SynthesizedGguf(spec, "fathom-cuda-verified-off");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        using Model fast = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = true } });
+        using Model checkedSteps = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = false } });
+        var expected = new Steps(checkedSteps);
+        var actual = new Steps(fast);
+        foreach (Steps s in new[] { expected, actual })
         {
-            using GgufFile file = GgufFile.Open(path);
-            using Model fast = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = true } });
-            using Model checkedSteps = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { UseGraphs = true, SkipsVerifiedChecks = false } });
-            var expected = new Steps(checkedSteps);
-            var actual = new Steps(fast);
-            foreach (Steps s in new[] { expected, actual })
-            {
-                s.Prompt(0, 4);
-                for (int i = 0; i < 10; i++) s.Decode(0);
-            }
-            var off = (CudaBackend)checkedSteps.Backend;
-            Assert.Equal(0, off.VerifiedStepReplays);
-            Assert.True(off.GraphReplays >= 7, $"{off.GraphReplays} replays: {Misses(off)}");
-            Assert.True(((CudaBackend)fast.Backend).VerifiedStepReplays >= 6);
-            for (int i = 0; i < expected.Logits.Count; i++)
-                Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"pass {i}: logits differ");
+            s.Prompt(0, 4);
+            for (int i = 0; i < 10; i++) s.Decode(0);
         }
-        finally
-        {
-            File.Delete(path);
-        }
+        var off = (CudaBackend)checkedSteps.Backend;
+        Assert.Equal(0, off.VerifiedStepReplays);
+        Assert.True(off.GraphReplays >= 7, $"{off.GraphReplays} replays: {Misses(off)}");
+        Assert.True(((CudaBackend)fast.Backend).VerifiedStepReplays >= 6);
+        for (int i = 0; i < expected.Logits.Count; i++)
+            Assert.True(expected.Logits[i].AsSpan().SequenceEqual(actual.Logits[i]), $"pass {i}: logits differ");
     }
 
     private static string Misses(CudaBackend backend) => string.Join(" | ", backend.GraphMisses);
