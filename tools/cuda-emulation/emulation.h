@@ -25,6 +25,7 @@ struct BlockCtx { std::unique_ptr<std::barrier<>> bar; std::vector<WarpCtx> warp
 thread_local BlockCtx* emu_block;
 alignas(16) static float4 emu_dynamic_shared[256 * 1024 / 16];
 inline void __syncthreads() { emu_block->bar->arrive_and_wait(); }
+inline void __syncwarp() { emu_block->warps[threadIdx.x / 32].bar->arrive_and_wait(); }
 template <class T> T emu_shfl(T v, int src)
 {
     WarpCtx& w = emu_block->warps[threadIdx.x / 32];
