@@ -60,7 +60,8 @@ public sealed class DecodeTilingTests
 
     /// <summary>
     /// The grouped kernel's chunk count: at least one, at most 256, its merged rows within the bound (unless one chunk
-    /// alone exceeds it), and filling twice the multiprocessors where the bound allows.
+    /// alone exceeds it), and one wave: no more blocks than multiprocessors unless a single chunk already has more,
+    /// and less than a chunk's blocks short of them unless the merge bound stops it.
     /// </summary>
     [Theory]
     [InlineData(6, 2, 128)]
@@ -68,7 +69,7 @@ public sealed class DecodeTilingTests
     [InlineData(4, 8, 128)]
     [InlineData(1, 8, 64)]
     [InlineData(8, 1, 128)]
-    public void GroupedChunksBoundTheMergeAndFillTheGpu(int group, int kvHeads, int dim)
+    public void GroupedChunksBoundTheMergeAndFillOneWave(int group, int kvHeads, int dim)
     {
         foreach (int multiprocessors in new[] { 16, 78, 132 })
             foreach (int tokens in new[] { 1, 3, 15 })
@@ -76,10 +77,11 @@ public sealed class DecodeTilingTests
                 {
                     int splits = CudaBackend.GroupedDecodeSplits(group, kvHeads, dim, tokens, multiprocessors, mergeBytes);
                     Assert.InRange(splits, 1, 256);
-                    long rowBytes = (long)group * dim * sizeof(float);
+                    long rowBytes = (long)group * dim * sizeof(float), blocksPerChunk = (long)kvHeads * tokens;
                     Assert.True(splits == 1 || splits * rowBytes <= mergeBytes, $"{splits} chunks of {rowBytes} bytes merge more than {mergeBytes}");
-                    long blocks = (long)splits * kvHeads * tokens;
-                    Assert.True(blocks >= 2 * multiprocessors || splits == Math.Max(1, mergeBytes / rowBytes),
+                    long blocks = splits * blocksPerChunk;
+                    Assert.True(splits == 1 || blocks <= multiprocessors, $"{blocks} blocks on {multiprocessors} multiprocessors");
+                    Assert.True(blocks + blocksPerChunk > multiprocessors || splits == Math.Max(1, mergeBytes / rowBytes),
                         $"{blocks} blocks on {multiprocessors} multiprocessors with the merge allowing {mergeBytes / rowBytes} chunks");
                 }
     }

@@ -82,7 +82,7 @@ static int check_grouped(std::mt19937& random, int only_shape)
                     // CudaBackend.GroupedDecodeSplits.
                     long blocksPerChunk = (long)s.kvHeads * tokens;
                     long mergeLimit = std::max(1L, mergeBytes / ((long)group * s.dim * 4));
-                    int splits = (int)std::min(std::clamp((2L * multiprocessors + blocksPerChunk - 1) / blocksPerChunk, 1L, 256L), mergeLimit);
+                    int splits = (int)std::min(std::clamp(multiprocessors / blocksPerChunk, 1L, 256L), mergeLimit);
                     std::vector<float> queries((size_t)tokens * s.heads * s.dim), output((size_t)tokens * s.heads * s.dim, NAN);
                     for (float& v : queries) v = normal(random);
                     long slots = (long)tokens * s.heads * splits;
