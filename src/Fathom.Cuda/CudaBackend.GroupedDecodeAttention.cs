@@ -34,16 +34,17 @@ public sealed unsafe partial class CudaBackend
     /// FATHOM_CUDA_DECODE_CHUNK_KEYS overrides it for measurements; read once per process, so that every recorded
     /// step of it launches alike.
     /// </summary>
-    internal static readonly int GroupedDecodeChunkKeys = PositiveSetting("FATHOM_CUDA_DECODE_CHUNK_KEYS", 32);
+    internal static readonly int GroupedDecodeChunkKeys = GroupedDecodeSetting("FATHOM_CUDA_DECODE_CHUNK_KEYS", 32);
 
     /// <summary>
     /// Bytes of partial rows the merging warps of one (token, cache head) read at most: the bound on the chunk count,
     /// as the merge is the launch's tail. FATHOM_CUDA_DECODE_MERGE_KB overrides it for measurements (once per process).
     /// </summary>
-    internal static readonly long GroupedDecodeMergeBytes = 1024L * PositiveSetting("FATHOM_CUDA_DECODE_MERGE_KB", 128);
+    internal static readonly long GroupedDecodeMergeBytes = 1024L * GroupedDecodeSetting("FATHOM_CUDA_DECODE_MERGE_KB", 128);
 
-    private static int PositiveSetting(string name, int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable(name), out int value) && value > 0 ? value : fallback;
+    /// <summary>A measurement setting from the environment: a whole number from 1 to 65,536, else <paramref name="fallback"/>.</summary>
+    private static int GroupedDecodeSetting(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), out int value) && value is > 0 and <= 65_536 ? value : fallback;
 
     /// <summary>Whether the grouped kernel takes this shape and cache (its rows read as aligned float4s).</summary>
     public static bool GroupedDecodeFits(in AttentionShape shape, int keyStride, int valueStride)
