@@ -9,7 +9,8 @@ namespace Fathom.Cuda.Tests;
 /// reordering only): single tokens at lengths 1 to 5,000 (one chunk written directly; many, merged by the last
 /// block; key tiles of 8, 16 and 32 keys; chunks of several tiles), small decode batches, Qwen2's grouped-query
 /// shape, MLA's latent form with 16 and 128 heads (the values inside the 576-wide key rows), and head tiles smaller
-/// than their kernel's; and in recorded decode steps, where the length comes from the step's position on the device,
+/// than their kernel's; the grouped kernel (attention_decode_grouped: groups of 1 to 8, rows of 64 to 128) for
+/// Qwen2's and Llama's shapes and odd ones, and the general kernel for those shapes when the grouped one is off; and in recorded decode steps, where the length comes from the step's position on the device,
 /// a replayed step at a later position (other chunk counts and sizes) still agrees. Every case runs after others on
 /// the same backend, so a merge counter not reset by its launch would fail the next one. The largest error of each case is written as a diagnostic message.
 /// </summary>
@@ -32,6 +33,10 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
     [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one in the 4-head kernel; rows not 16-byte aligned (scalar loads)
     [InlineData(18, 1, 64, 96, false)]    // tiles of 8, 8 and 2; values not a multiple of 32 (96 threads)
     [InlineData(40, 1, 64, 256, false)]   // five tiles of 8; separate values, 256 threads
+    [InlineData(28, 4, 128, 128, false)]  // the grouped kernel: groups of 7 (Qwen2-7B)
+    [InlineData(16, 2, 64, 64, false)]    // the grouped kernel: groups of 8, rows of 64 (half the lanes idle)
+    [InlineData(8, 8, 64, 64, false)]     // the grouped kernel: groups of one
+    [InlineData(4, 1, 100, 100, false)]   // the grouped kernel: rows of 100 (25 lanes)
     public void SingleTokensMatchTheCpuAtEveryLength(int heads, int kvHeads, int keyDim, int valueDim, bool shared)
     {
         CudaBackend cuda = gpu.Backend;
@@ -49,9 +54,38 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
         TestContext.Current.SendDiagnosticMessage($"decode attention {heads}/{kvHeads} heads × {keyDim}/{valueDim}: largest relative L2 {worst:E2} over lengths 1..{Capacity}");
     }
 
+    /// <summary>
+    /// The grouped shapes with <see cref="CudaBackend.GroupedDecodeAttention"/> off: the general chunked kernel, which
+    /// FATHOM_CUDA_DECODE_GROUPED=0 selects, stays right for them.
+    /// </summary>
+    [Theory]
+    [InlineData(12, 2, 128, 128)]
+    [InlineData(32, 8, 128, 128)]
+    public void TheGeneralKernelStillTakesGroupedShapes(int heads, int kvHeads, int keyDim, int valueDim)
+    {
+        CudaBackend cuda = gpu.Backend;
+        var random = new Random(heads * 13 + kvHeads);
+        (AttentionShape shape, KvLayerCache cache) = Filled(random, heads, kvHeads, keyDim, valueDim, false, Capacity);
+        cuda.GroupedDecodeAttention = false;
+        try
+        {
+            foreach (int length in new[] { 1, 33, 600, 5000 })
+            {
+                float[] queries = TestData.Gaussian(random, heads * keyDim);
+                double error = Compare(cuda, queries, cache, shape, length - 1, 1);
+                Assert.True(error <= Tolerance, $"length {length}: relative L2 {error:E2}");
+            }
+        }
+        finally
+        {
+            cuda.GroupedDecodeAttention = true;
+        }
+    }
+
     [Theory]
     [InlineData(12, 2, 128, 128, false)]
     [InlineData(16, 1, 576, 512, true)]
+    [InlineData(32, 8, 128, 128, false)] // the grouped kernel, groups of 4 (Llama)
     public void DecodeBatchesMatchTheCpu(int heads, int kvHeads, int keyDim, int valueDim, bool shared)
     {
         CudaBackend cuda = gpu.Backend;

@@ -41,4 +41,48 @@ public sealed class DecodeTilingTests
                 Assert.True(shared <= OptInSharedBytes, $"{shared} bytes of shared memory");
             }
     }
+
+    [Theory]
+    [InlineData(12, 2, 128, 128, 256, 256, true)]   // Qwen2-1.5B
+    [InlineData(28, 4, 128, 128, 512, 512, true)]   // Qwen2-7B, groups of 7
+    [InlineData(32, 8, 128, 128, 1024, 1024, true)] // Llama, groups of 4
+    [InlineData(4, 1, 100, 100, 100, 100, true)]    // 25 lanes of a warp
+    [InlineData(64, 4, 64, 64, 256, 256, false)]    // groups of 16
+    [InlineData(16, 1, 576, 512, 576, 576, false)]  // MLA
+    [InlineData(18, 1, 64, 96, 64, 96, false)]      // keys narrower than values
+    [InlineData(4, 4, 62, 62, 248, 248, false)]     // rows not a multiple of 4
+    [InlineData(8, 1, 128, 128, 130, 128, false)]   // key rows not 16-byte aligned
+    public void TheGroupedKernelTakesGroupsOfUpTo8WithAlignedRowsOfUpTo128(int heads, int kvHeads, int keyDim, int valueDim, int keyStride, int valueStride, bool fits)
+    {
+        var shape = new Fathom.Runtime.AttentionShape(heads, kvHeads, keyDim, valueDim, 1f);
+        Assert.Equal(fits, CudaBackend.GroupedDecodeFits(shape, keyStride, valueStride));
+    }
+
+    /// <summary>
+    /// The grouped kernel's chunk count: at least one, at most 256, its merged rows within the bound (unless one chunk
+    /// alone exceeds it), and one wave: no more blocks than multiprocessors unless a single chunk already has more,
+    /// and less than a chunk's blocks short of them unless the merge bound stops it.
+    /// </summary>
+    [Theory]
+    [InlineData(6, 2, 128)]
+    [InlineData(7, 4, 128)]
+    [InlineData(4, 8, 128)]
+    [InlineData(1, 8, 64)]
+    [InlineData(8, 1, 128)]
+    public void GroupedChunksBoundTheMergeAndFillOneWave(int group, int kvHeads, int dim)
+    {
+        foreach (int multiprocessors in new[] { 16, 78, 132 })
+            foreach (int tokens in new[] { 1, 3, 15 })
+                foreach (long mergeBytes in new[] { 4096L, 128 * 1024L })
+                {
+                    int splits = CudaBackend.GroupedDecodeSplits(group, kvHeads, dim, tokens, multiprocessors, mergeBytes);
+                    Assert.InRange(splits, 1, 256);
+                    long rowBytes = (long)group * dim * sizeof(float), blocksPerChunk = (long)kvHeads * tokens;
+                    Assert.True(splits == 1 || splits * rowBytes <= mergeBytes, $"{splits} chunks of {rowBytes} bytes merge more than {mergeBytes}");
+                    long blocks = splits * blocksPerChunk;
+                    Assert.True(splits == 1 || blocks <= multiprocessors, $"{blocks} blocks on {multiprocessors} multiprocessors");
+                    Assert.True(blocks + blocksPerChunk > multiprocessors || splits == Math.Max(1, mergeBytes / rowBytes),
+                        $"{blocks} blocks on {multiprocessors} multiprocessors with the merge allowing {mergeBytes / rowBytes} chunks");
+                }
+    }
 }

@@ -1,8 +1,10 @@
-// Kernels/attention_decode.cu run on the CPU (emulation.h) against a double-precision softmax attention, for the seven
-// shapes of DecodeAttentionTests: single tokens and batches of 3, lengths 1 to 2,100 (one chunk, chunks of 8 to 16
-// keys, several key tiles per chunk, the chunk count at its merge limit), the position given directly and through a step pointer (as in a replayed
-// decode step). Each case must be within 1e-5 relative L2 (the GPU tests' tolerance) and leave every merge counter at
-// zero. Usage: attention_decode_check [shape index]. The host side mirrors CudaBackend.DecodeAttentionBatch.
+// Kernels/attention_decode.cu run on the CPU (emulation.h) against a double-precision softmax attention: the general
+// kernels for the seven shapes of DecodeAttentionTests (indices 0-6: single tokens and batches of 3, lengths 1 to
+// 2,100 (one chunk, chunks of 8 to 16 keys, several key tiles per chunk, the chunk count at its merge limit), the
+// position given directly and through a step pointer, as in a replayed decode step), and attention_decode_grouped
+// (index 7, check_grouped below). Each case must be within 1e-5 relative L2 (the GPU tests' tolerance) and leave
+// every merge counter at zero. Usage: attention_decode_check [shape index: 0-6 general, 7-12 grouped]. The host side mirrors
+// CudaBackend.DecodeAttentionBatch and GroupedDecodeAttentionBatch.
 #include "emulation.h"
 #include "common.cuh"
 __device__ __forceinline__ float exp_rounded(float x) { return (float)exp((double)x); } // as ops.cu
@@ -12,6 +14,103 @@ __device__ __forceinline__ int step_position(const int* step, int first_position
 
 typedef void (*Kernel)(const float*, const float*, const float*, char*, unsigned*, float*, int, int, int, int, int, int, float,
                        const int*, int, int, int, int);
+
+typedef void (*GroupedKernel)(const float*, const float*, const float*, float*, unsigned*, float*, int, int, int, int, int, float,
+                              const int*, int, int, int);
+
+// Relative L2 of `output` against a double-precision softmax attention of tokens at positions position.. (token t
+// attends to position + t + 1 positions).
+static double reference_error(const std::vector<float>& queries, const float* keys, int keyWidth, const float* values, int valueStride,
+                              const std::vector<float>& output, int heads, int kvHeads, int keyDim, int valueDim, int tokens, int position, float scale)
+{
+    int group = heads / kvHeads;
+    double difference = 0, norm = 0;
+    for (int t = 0; t < tokens; t++)
+        for (int h = 0; h < heads; h++)
+        {
+            int kvHead = h / group, n = position + t + 1;
+            std::vector<double> weights(n);
+            double m = -1e300, l = 0;
+            for (int p = 0; p < n; p++)
+            {
+                double dot = 0;
+                for (int i = 0; i < keyDim; i++)
+                    dot += (double)queries[((size_t)t * heads + h) * keyDim + i] * keys[(size_t)p * keyWidth + kvHead * keyDim + i];
+                weights[p] = dot * scale;
+                m = std::max(m, weights[p]);
+            }
+            for (int p = 0; p < n; p++) l += weights[p] = std::exp(weights[p] - m);
+            for (int i = 0; i < valueDim; i++)
+            {
+                double expected = 0;
+                for (int p = 0; p < n; p++) expected += weights[p] * values[(size_t)p * valueStride + kvHead * valueDim + i];
+                expected /= l;
+                double actual = output[((size_t)t * heads + h) * valueDim + i];
+                difference += (actual - expected) * (actual - expected);
+                norm += expected * expected;
+            }
+        }
+    return std::sqrt(difference / norm);
+}
+
+// attention_decode_grouped (shape indices 7-12) for grouped shapes (groups of 1 to 8, rows of 64 to 128 floats, lanes past a 100-wide row
+// idle): single tokens and batches of 3, lengths 1 to 2,100, with chunks of one pass (32 keys, the default), chunks
+// smaller than a pass (8 keys) and chunks of many passes (the merge bound at 4 KiB), the position given directly and
+// through a step pointer. The host side mirrors CudaBackend.GroupedDecodeAttentionBatch.
+static int check_grouped(std::mt19937& random, int only_shape)
+{
+    struct Shape { int heads, kvHeads, dim; };
+    const Shape shapes[] = { {12, 2, 128}, {28, 4, 128}, {32, 8, 128}, {8, 8, 64}, {16, 2, 64}, {4, 1, 100} };
+    const int lengths[] = {1, 2, 33, 65, 700, 2100};
+    const int multiprocessors = 132, capacity = 2200;
+    std::normal_distribution<float> normal(0.f, 1.f);
+    int failures = 0;
+    for (int index = 0; index < 6; index++)
+    {
+        if (only_shape >= 0 && index != only_shape) continue;
+        const Shape& s = shapes[index];
+        int width = s.kvHeads * s.dim, group = s.heads / s.kvHeads;
+        std::vector<float> keys((size_t)capacity * width), values((size_t)capacity * width);
+        for (float& v : keys) v = 2.f * normal(random);
+        for (float& v : values) v = normal(random);
+        double worst = 0;
+        for (int tokens : {1, 3})
+            for (int length : lengths)
+                for (auto [chunkKeys, mergeBytes] : {std::pair{32, 128L * 1024}, std::pair{8, 128L * 1024}, std::pair{32, 4L * 1024}})
+                {
+                    if (length < 33 && chunkKeys != 32) continue;
+                    // CudaBackend.GroupedDecodeSplits.
+                    long blocksPerChunk = (long)s.kvHeads * tokens;
+                    long mergeLimit = std::max(1L, mergeBytes / ((long)group * s.dim * 4));
+                    int splits = (int)std::min(std::clamp(multiprocessors / blocksPerChunk, 1L, 256L), mergeLimit);
+                    std::vector<float> queries((size_t)tokens * s.heads * s.dim), output((size_t)tokens * s.heads * s.dim, NAN);
+                    for (float& v : queries) v = normal(random);
+                    long slots = (long)tokens * s.heads * splits;
+                    std::vector<float> partials(slots * s.dim + 2 * slots, NAN);
+                    std::vector<unsigned> counters((size_t)tokens * s.kvHeads, 0);
+                    int position = length - 1, stepValue = 5;
+                    const int* step = length % 2 ? &stepValue : nullptr;
+                    int passed = step ? position - stepValue : position;
+                    float scale = 1.f / std::sqrt((float)s.dim);
+                    emu_launch({(unsigned)splits, (unsigned)s.kvHeads, (unsigned)tokens}, 256, [&] {
+                        attention_decode_grouped(queries.data(), keys.data(), values.data(), partials.data(), counters.data(), output.data(),
+                                                 s.heads, s.kvHeads, s.dim, width, width, scale * (float)M_LOG2E, step, passed, splits, chunkKeys);
+                    });
+                    for (unsigned c : counters)
+                        if (c != 0) { printf("FAIL grouped %d/%d x %d tokens %d length %d: a merge counter left at %u\n", s.heads, s.kvHeads, s.dim, tokens, length, c); failures++; break; }
+                    double error = reference_error(queries, keys.data(), width, values.data(), width, output, s.heads, s.kvHeads, s.dim, s.dim, tokens, position, scale);
+                    if (!(error <= 1e-5))
+                    {
+                        printf("FAIL grouped %d/%d x %d tokens %d length %d chunk keys %d merge %ld: relative L2 %.3e\n", s.heads, s.kvHeads, s.dim, tokens, length, chunkKeys, mergeBytes, error);
+                        failures++;
+                    }
+                    worst = std::max(worst, std::isnan(error) ? INFINITY : error);
+                }
+        printf("grouped %d/%d heads x %d: largest relative L2 %.2e\n", s.heads, s.kvHeads, s.dim, worst);
+        fflush(stdout);
+    }
+    return failures;
+}
 
 int main(int argc, char** argv)
 {
@@ -23,6 +122,13 @@ int main(int argc, char** argv)
     const int multiprocessors = 132, capacity = 2200;
     int only = argc > 1 ? atoi(argv[1]) : -1;
     std::mt19937 random(7);
+    if (only == -1 || only >= 7)
+    {
+        int grouped = check_grouped(random, only >= 7 ? only - 7 : -1);
+        printf("attention_decode_grouped: %d failures\n", grouped);
+        if (only >= 7) return grouped != 0;
+        if (grouped != 0) return 1;
+    }
     std::normal_distribution<float> normal(0.f, 1.f);
     int failures = 0;
     for (int index = 0; index < 7; index++)

@@ -1,9 +1,9 @@
 // CPU emulation of the CUDA features Fathom's decode attention and transposed-product kernels use, so their source
 // runs as C++ without a GPU: the blocks run one after another, each block's threads as std::threads; __syncthreads
-// is a block barrier, a shuffle exchanges values through a per-warp slot array between two warp barriers, __shared__
-// variables are statics (one block at a time) and dynamic shared memory is one static array. Floating point follows
-// the kernels' compile options when built with -ffp-contract=off (separate multiplies and adds; FMAs only where the
-// source asks for __fmaf_rn).
+// is a block barrier, __syncwarp a warp barrier, a shuffle exchanges values through a per-warp slot array between two
+// warp barriers, __shared__ variables are statics (one block at a time) and dynamic shared memory is one static
+// array. Floating point follows the kernels' compile options when built with -ffp-contract=off (separate multiplies
+// and adds; FMAs only where the source asks for __fmaf_rn).
 #pragma once
 #include <barrier>
 #include <thread>

@@ -4,7 +4,7 @@
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
-# Usage: tools/cuda-emulation/run.sh [attention shape index 0-6]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
+# Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 kernels="$here/../../src/Fathom.Cuda/Kernels"
@@ -22,8 +22,10 @@ sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
 for check in iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
-"$work/iq_products_check"
-"$work/prefetch_check"
-"$work/transposed_check"
-"$work/route_check"
+if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
+    "$work/iq_products_check"
+    "$work/prefetch_check"
+    "$work/transposed_check"
+    "$work/route_check"
+fi
 "$work/attention_decode_check" "$@"

@@ -8,9 +8,10 @@ namespace Fathom.Cli.Commands;
 /// <summary>
 /// <c>fathom bench-attention</c>: the GPU's decode attention alone, one token at the end of a cache of each length, for
 /// Qwen2-1.5B's grouped-query shape and DeepSeek's MLA latent form (V3's 16 heads, R1's 128): GPU time per call of
-/// the one-block-per-head kernel and of the chunked flash-decoding kernel in the same run
+/// the one-block-per-head kernel, of the general chunked flash-decoding kernel and, for the shapes it takes, of the
+/// grouped one (<see cref="CudaBackend.GroupedDecodeAttention"/>) in the same run
 /// (<see cref="CudaBackend.MeasureAttention"/>: calls replayed from a CUDA graph, timed by events), and how far
-/// their outputs differ.
+/// the chunked kernels' outputs differ from the one-block-per-head kernel's.
 /// </summary>
 public static class AttentionBenchCommand
 {
@@ -20,6 +21,7 @@ public static class AttentionBenchCommand
     public static readonly Case[] Cases =
     [
         new("qwen2-1.5b GQA 12/2 x 128", 12, 2, 128, 128, false),
+        new("llama-3-8b GQA 32/8 x 128", 32, 8, 128, 128, false),
         new("deepseek-v3 MLA 16 x 576/512", 16, 1, 576, 512, true),
         new("deepseek-r1 MLA 128 x 576/512", 128, 1, 576, 512, true),
     ];
@@ -33,7 +35,7 @@ public static class AttentionBenchCommand
         };
         var calls = new Option<int>("--calls") { Description = "Calls per measurement (default 50).", DefaultValueFactory = _ => 50 };
         var device = new Option<int>("--device") { Description = "The GPU (default 0).", DefaultValueFactory = _ => 0 };
-        var command = new Command("bench-attention", "Measure the GPU's decode attention kernels (one block per head against chunked) for Qwen and MLA shapes.");
+        var command = new Command("bench-attention", "Measure the GPU's decode attention kernels (one block per head against the chunked ones) for Qwen, Llama and MLA shapes.");
         command.Options.Add(lengths);
         command.Options.Add(calls);
         command.Options.Add(device);
@@ -54,7 +56,7 @@ public static class AttentionBenchCommand
         }
         using var cuda = new CudaBackend(device);
         output.WriteLine($"{cuda.Device.Name}, {calls} calls per measurement, GPU time per call (µs)");
-        output.WriteLine($"{"shape",-32} {"length",7} {"per head",10} {"chunked",10} {"speedup",8} {"rel. L2",9}");
+        output.WriteLine($"{"shape",-32} {"length",7} {"per head",10} {"chunked",10} {"grouped",10} {"speedup",8} {"rel. L2",9} {"grouped L2",10}");
         var random = new Random(1);
         int capacity = lengths.Max();
         foreach (Case c in Cases)
@@ -65,18 +67,25 @@ public static class AttentionBenchCommand
             if (!c.ValuesInKeys) Fill(random, cache.Values);
             float[] queries = GC.AllocateArray<float>(c.Heads * c.KeyDim, pinned: true);
             float[] perHead = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true), chunked = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true);
+            float[] grouped = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true);
+            bool groups = CudaBackend.GroupedDecodeFits(shape, cache.KeyWidth, cache.ValueStride);
             Fill(random, queries);
-            foreach (float[] buffer in c.ValuesInKeys ? new[] { cache.Keys, queries, perHead, chunked } : [cache.Keys, cache.Values, queries, perHead, chunked])
+            foreach (float[] buffer in c.ValuesInKeys ? new[] { cache.Keys, queries, perHead, chunked, grouped } : [cache.Keys, cache.Values, queries, perHead, chunked, grouped])
                 cuda.Attach(buffer);
             foreach (int length in lengths)
             {
                 cuda.DecodeAttention = false;
                 double old = cuda.MeasureAttention(queries, cache, perHead, shape, length - 1, 1, calls);
                 cuda.DecodeAttention = true;
-                double now = cuda.MeasureAttention(queries, cache, chunked, shape, length - 1, 1, calls);
+                cuda.GroupedDecodeAttention = false;
+                double general = cuda.MeasureAttention(queries, cache, chunked, shape, length - 1, 1, calls);
+                cuda.GroupedDecodeAttention = true;
+                double now = groups ? cuda.MeasureAttention(queries, cache, grouped, shape, length - 1, 1, calls) : general;
                 cuda.ReadToHost(perHead);
                 cuda.ReadToHost(chunked);
-                output.WriteLine($"{c.Name,-32} {length,7} {old,10:F2} {now,10:F2} {old / now,7:F1}x {RelativeL2(chunked, perHead),9:E1}");
+                if (groups) cuda.ReadToHost(grouped);
+                string groupedColumns = groups ? $"{now,10:F2}" : $"{"-",10}", groupedError = groups ? $"{RelativeL2(grouped, perHead),10:E1}" : $"{"-",10}";
+                output.WriteLine($"{c.Name,-32} {length,7} {old,10:F2} {general,10:F2} {groupedColumns} {old / now,7:F1}x {RelativeL2(chunked, perHead),9:E1} {groupedError}");
             }
         }
         return 0;

@@ -324,3 +324,226 @@ FATHOM_DECODE_KERNEL(8, 1, 32)
 FATHOM_DECODE_KERNEL(8, 2, 16)
 FATHOM_DECODE_KERNEL(16, 1, 32)
 FATHOM_DECODE_KERNEL(16, 2, 16)
+
+// Grouped-query decode attention (attention_decode_grouped): cache heads of up to DECODE_GROUPED_HEADS query heads
+// with key rows equal to value rows of at most 128 floats (a multiple of 4, 16-byte aligned): Qwen2's and Llama's
+// shapes. Its critical path is short and its code small, because the cost of the kernel above at these sizes is its
+// chain of phases, not bytes. One block per (chunk, cache head, token) of DECODE_GROUPED_WARPS warps, no block-wide
+// barrier until the chunk is walked:
+//   each warp takes DECODE_GROUPED_KEYS consecutive keys of a pass of DECODE_GROUPED_PASS keys, lane l holding dims
+//   4l..4l+3 of the queries of every head of the group (registers, loaded once) and of its keys' and values' rows (one
+//   float4 load each, all issued at once); its 4 keys × 8 heads partial dots are summed over the warp by halving
+//   exchanges (31 shuffles leave lane l the score of key l / 8, head l % 8), the warp keeps its own online softmax in
+//   base 2 (scores pre-scaled by scale · log2 e, exp2f; FP32 sums) and broadcasts the weights through a few floats of
+//   shared memory to accumulate the value rows;
+//   then the warps' results are combined once in shared memory, and, with several chunks, the unnormalized row and
+//   its (m, l) go to `partials` (rows, then sums, then maxima, per (token, head, chunk) slot) and the last block of the
+//   (token, cache head) merges them, a warp per head: out = sum o_c 2^(m_c - M) / sum l_c 2^(m_c - M).
+// Chunks: ceil(length / chunk_keys), at most `splits`, read on the device from step_position as above.
+#define DECODE_GROUPED_HEADS 8
+#define DECODE_GROUPED_WARPS 8
+#define DECODE_GROUPED_KEYS 4
+#define DECODE_GROUPED_PASS (DECODE_GROUPED_WARPS * DECODE_GROUPED_KEYS)
+
+__device__ __forceinline__ float4 scaled4(float4 a, float s) { return make_float4(a.x * s, a.y * s, a.z * s, a.w * s); }
+
+__device__ __forceinline__ float4 fma4(float4 a, float s, float4 c)
+{
+    return make_float4(__fmaf_rn(a.x, s, c.x), __fmaf_rn(a.y, s, c.y), __fmaf_rn(a.z, s, c.z), __fmaf_rn(a.w, s, c.w));
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b)
+{
+    return __fmaf_rn(a.w, b.w, __fmaf_rn(a.z, b.z, __fmaf_rn(a.y, b.y, a.x * b.x)));
+}
+
+// upper ? a : b as one select instruction: written as a plain conditional, the compiler turns a choice between two
+// elements of a register array into an index, which moves the array to local memory.
+__device__ __forceinline__ float select_float(bool upper, float a, float b)
+{
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("{ .reg .pred p; setp.ne.b32 p, %1, 0; selp.f32 %0, %2, %3, p; }" : "=f"(r) : "r"((int)upper), "f"(a), "f"(b));
+    return r;
+#else
+    return upper ? a : b;
+#endif
+}
+
+// One halving exchange of warp_transposed_sum32 over lanes HALF apart: the lane whose HALF bit is set keeps the upper
+// half of v[0..2 HALF - 1] and sends the lower one (a template, so that every index is a constant).
+template <int HALF>
+__device__ __forceinline__ void warp_halving_exchange(float (&v)[32], int lane)
+{
+    bool upper = (lane & HALF) != 0;
+    _Pragma("unroll") for (int i = 0; i < HALF; i++)
+    {
+        float send = select_float(upper, v[i], v[i + HALF]), keep = select_float(upper, v[i + HALF], v[i]);
+        v[i] = keep + __shfl_xor_sync(0xFFFFFFFFu, send, HALF);
+    }
+}
+
+// The 32 values v[0..31] of every lane summed over the warp with five halving exchanges (16 + 8 + 4 + 2 + 1
+// shuffles, against 32 × 5 for 32 separate reductions): lane l ends with the sum of value l.
+__device__ __forceinline__ float warp_transposed_sum32(float (&v)[32], int lane)
+{
+    warp_halving_exchange<16>(v, lane);
+    warp_halving_exchange<8>(v, lane);
+    warp_halving_exchange<4>(v, lane);
+    warp_halving_exchange<2>(v, lane);
+    warp_halving_exchange<1>(v, lane);
+    return v[0];
+}
+
+extern "C" __global__ void __launch_bounds__(DECODE_GROUPED_WARPS * 32)
+attention_decode_grouped(const float* __restrict__ queries, const float* __restrict__ keys, const float* __restrict__ values,
+                         float* __restrict__ partials, unsigned* __restrict__ counters, float* __restrict__ output,
+                         int heads, int kv_heads, int dim, int key_stride, int value_stride, float scale_log2,
+                         const int* __restrict__ step, int first_position, int splits, int chunk_keys)
+{
+    __shared__ float4 warp_rows[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS][32]; // each warp's unnormalized rows
+    __shared__ float4 weights_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_PASS / 4];  // a pass's weights, key-major
+    __shared__ float4 corrections_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS / 4];
+    __shared__ float warp_max_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS], warp_sum_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS];
+    __shared__ int last_block;
+    FATHOM_WAIT_PREVIOUS();
+    int group = heads / kv_heads, kv_head = blockIdx.y, token = blockIdx.z;
+    int length = step_position(step, first_position) + token + 1;
+    int used = min(splits, (length + chunk_keys - 1) / chunk_keys);
+    if (blockIdx.x >= used) return; // the whole block: the query is too short for this chunk
+    int start = (int)((i64)length * blockIdx.x / used), end = (int)((i64)length * (blockIdx.x + 1) / used);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    bool dims = 4 * lane < dim; // this lane holds four dims of every row
+    int first_head = kv_head * group;
+
+    float4 q[DECODE_GROUPED_HEADS], acc[DECODE_GROUPED_HEADS];
+    const float* q_rows = queries + ((i64)token * heads + first_head) * dim + 4 * lane;
+    _Pragma("unroll") for (int h = 0; h < DECODE_GROUPED_HEADS; h++)
+    {
+        q[h] = dims && h < group ? *(const float4*)(q_rows + (i64)h * dim) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        acc[h] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    // The online softmax of head lane % 8 (every lane of that head keeps the same m and l).
+    float m = -3.402823466e38f, l = 0.0f;
+    const float* key_base = keys + (i64)kv_head * dim + 4 * lane;
+    const float* value_base = values + (i64)kv_head * dim + 4 * lane;
+    for (int first = start + warp * DECODE_GROUPED_KEYS; first < end; first += DECODE_GROUPED_PASS)
+    {
+        float4 k[DECODE_GROUPED_KEYS], v[DECODE_GROUPED_KEYS];
+        _Pragma("unroll") for (int j = 0; j < DECODE_GROUPED_KEYS; j++)
+        {
+            bool load = dims && first + j < end;
+            k[j] = load ? *(const float4*)(key_base + (i64)(first + j) * key_stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v[j] = load ? *(const float4*)(value_base + (i64)(first + j) * value_stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        float dots[DECODE_GROUPED_KEYS * DECODE_GROUPED_HEADS];
+        _Pragma("unroll") for (int j = 0; j < DECODE_GROUPED_KEYS; j++)
+            _Pragma("unroll") for (int h = 0; h < DECODE_GROUPED_HEADS; h++) dots[j * DECODE_GROUPED_HEADS + h] = dot4(q[h], k[j]);
+        float score = warp_transposed_sum32(dots, lane) * scale_log2; // key lane / 8 of this warp's, head lane % 8
+        bool valid = first + (lane >> 3) < end;
+        float pass_max = valid ? score : -3.402823466e38f;
+        pass_max = fmaxf(pass_max, __shfl_xor_sync(0xFFFFFFFFu, pass_max, 8));
+        pass_max = fmaxf(pass_max, __shfl_xor_sync(0xFFFFFFFFu, pass_max, 16));
+        float m_new = fmaxf(m, pass_max);
+        float p = valid ? exp2f(score - m_new) : 0.0f;
+        float p_sum = p + __shfl_xor_sync(0xFFFFFFFFu, p, 8);
+        p_sum += __shfl_xor_sync(0xFFFFFFFFu, p_sum, 16);
+        float correction = exp2f(m - m_new);
+        l = __fmaf_rn(l, correction, p_sum);
+        m = m_new;
+        __syncwarp(); // the previous pass's weights are read
+        ((float*)weights_s[warp])[lane] = p;
+        if (lane < DECODE_GROUPED_HEADS) ((float*)corrections_s[warp])[lane] = correction;
+        __syncwarp();
+        _Pragma("unroll") for (int h4 = 0; h4 < DECODE_GROUPED_HEADS / 4; h4++)
+        {
+            float4 c = corrections_s[warp][h4];
+            acc[4 * h4] = scaled4(acc[4 * h4], c.x);
+            acc[4 * h4 + 1] = scaled4(acc[4 * h4 + 1], c.y);
+            acc[4 * h4 + 2] = scaled4(acc[4 * h4 + 2], c.z);
+            acc[4 * h4 + 3] = scaled4(acc[4 * h4 + 3], c.w);
+        }
+        _Pragma("unroll") for (int j = 0; j < DECODE_GROUPED_KEYS; j++)
+            _Pragma("unroll") for (int h4 = 0; h4 < DECODE_GROUPED_HEADS / 4; h4++)
+            {
+                float4 w = weights_s[warp][j * DECODE_GROUPED_HEADS / 4 + h4];
+                acc[4 * h4] = fma4(v[j], w.x, acc[4 * h4]);
+                acc[4 * h4 + 1] = fma4(v[j], w.y, acc[4 * h4 + 1]);
+                acc[4 * h4 + 2] = fma4(v[j], w.z, acc[4 * h4 + 2]);
+                acc[4 * h4 + 3] = fma4(v[j], w.w, acc[4 * h4 + 3]);
+            }
+    }
+
+    // The warps' results combined: thread (h, lane) sums head h's dims 4 lane.. over the warps (a warp that saw no key
+    // has m at the lowest float and l = 0, so its weight is 0: warp 0 always holds the chunk's first key).
+    _Pragma("unroll") for (int h = 0; h < DECODE_GROUPED_HEADS; h++) warp_rows[warp][h][lane] = acc[h];
+    if (lane < DECODE_GROUPED_HEADS)
+    {
+        warp_max_s[warp][lane] = m;
+        warp_sum_s[warp][lane] = l;
+    }
+    __syncthreads();
+    int h = warp; // DECODE_GROUPED_WARPS == DECODE_GROUPED_HEADS: a warp per head from here on
+    bool writes = h < group && dims;
+    float block_max = -3.402823466e38f;
+    _Pragma("unroll") for (int w = 0; w < DECODE_GROUPED_WARPS; w++) block_max = fmaxf(block_max, warp_max_s[w][h]);
+    float block_sum = 0.0f;
+    float4 row = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    _Pragma("unroll") for (int w = 0; w < DECODE_GROUPED_WARPS; w++)
+    {
+        float e = exp2f(warp_max_s[w][h] - block_max);
+        block_sum = __fmaf_rn(warp_sum_s[w][h], e, block_sum);
+        row = fma4(warp_rows[w][h][lane], e, row);
+    }
+    float4* out = (float4*)(output + ((i64)token * heads + first_head + h) * dim) + lane;
+    if (used == 1)
+    {
+        if (writes) *out = scaled4(row, 1.0f / block_sum);
+        return;
+    }
+
+    i64 slots = (i64)gridDim.z * heads * splits;
+    float* partial_sum = partials + slots * dim;
+    float* partial_max = partial_sum + slots;
+    i64 at = ((i64)token * heads + first_head + h) * splits; // slot of (this token, head h, chunk 0)
+    if (writes) __stcg((float4*)(partials + (at + blockIdx.x) * dim) + lane, row);
+    if (h < group && lane == 0)
+    {
+        __stcg(partial_max + at + blockIdx.x, block_max);
+        __stcg(partial_sum + at + blockIdx.x, block_sum);
+    }
+    __threadfence(); // this block's partials are visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        unsigned* counter = counters + (i64)token * kv_heads + kv_head;
+        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
+        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
+    }
+    __syncthreads();
+    if (!last_block || h >= group) return;
+    __threadfence();
+
+    // The merge, a warp per head: the maxima (32 chunks a round), then each chunk's weight from the lane that read
+    // its maximum and sum, and the rows.
+    float merged_max = -3.402823466e38f;
+    for (int c = lane; c < used; c += 32) merged_max = fmaxf(merged_max, __ldcg(partial_max + at + c));
+    merged_max = warp_max(merged_max);
+    float merged_sum = 0.0f;
+    row = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4* rows = (const float4*)(partials + at * dim) + lane;
+    for (int round = 0; round < used; round += 32)
+    {
+        int c = round + lane;
+        float weight = c < used ? exp2f(__ldcg(partial_max + at + c) - merged_max) : 0.0f;
+        merged_sum += c < used ? __ldcg(partial_sum + at + c) * weight : 0.0f;
+        int count = min(32, used - round);
+        _Pragma("unroll 8") for (int j = 0; j < count; j++)
+        {
+            float w = __shfl_sync(0xFFFFFFFFu, weight, j);
+            if (dims) row = fma4(__ldcg(rows + (i64)(round + j) * (dim >> 2)), w, row);
+        }
+    }
+    merged_sum = warp_sum(merged_sum);
+    if (dims) *out = scaled4(row, 1.0f / merged_sum);
+}
