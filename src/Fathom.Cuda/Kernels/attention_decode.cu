@@ -401,12 +401,12 @@ attention_decode_grouped(const float* __restrict__ queries, const float* __restr
                          int heads, int kv_heads, int dim, int key_stride, int value_stride, float scale_log2,
                          const int* __restrict__ step, int first_position, int splits, int chunk_keys)
 {
+    FATHOM_WAIT_PREVIOUS();
     __shared__ float4 warp_rows[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS][32]; // each warp's unnormalized rows
     __shared__ float4 weights_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_PASS / 4];  // a pass's weights, key-major
     __shared__ float4 corrections_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS / 4];
     __shared__ float warp_max_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS], warp_sum_s[DECODE_GROUPED_WARPS][DECODE_GROUPED_HEADS];
     __shared__ int last_block;
-    FATHOM_WAIT_PREVIOUS();
     int group = heads / kv_heads, kv_head = blockIdx.y, token = blockIdx.z;
     int length = step_position(step, first_position) + token + 1;
     int used = min(splits, (length + chunk_keys - 1) / chunk_keys);
