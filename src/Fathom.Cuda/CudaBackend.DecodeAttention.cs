@@ -93,6 +93,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (!DecodeAttention || shape.ValueDim > 512 || tokens > MaxGridRows) return false;
         if (GroupedDecodeAttentionBatch(queries, keys, values, output, cache, shape, step, position, tokens)) return true;
+        if (MlaDecodeAttentionBatch(queries, keys, values, output, cache, shape, step, position, tokens)) return true;
         int group = shape.Heads / shape.KvHeads;
         (int capacity, int headTile, int splits) = DecodeTiling(group, shape.KvHeads, shape.ValueDim, tokens, Device.Multiprocessors);
         int tiles = (group + headTile - 1) / headTile;

@@ -10,7 +10,8 @@ namespace Fathom.Cuda.Tests;
 /// block; key tiles of 8, 16 and 32 keys; chunks of several tiles), small decode batches, Qwen2's grouped-query
 /// shape, MLA's latent form with 16 and 128 heads (the values inside the 576-wide key rows), and head tiles smaller
 /// than their kernel's; the grouped kernel (attention_decode_grouped: groups of 1 to 8, rows of 64 to 128) for
-/// Qwen2's and Llama's shapes and odd ones, and the general kernel for those shapes when the grouped one is off; and in recorded decode steps, where the length comes from the step's position on the device,
+/// Qwen2's and Llama's shapes and odd ones, and the general kernel for those shapes when the grouped one is off; MLA's
+/// kernel (attention_decode_mla: 16, 20 and 128 heads) and the general kernel for MLA when it is off; and in recorded decode steps, where the length comes from the step's position on the device,
 /// a replayed step at a later position (other chunk counts and sizes) still agrees. Every case runs after others on
 /// the same backend, so a merge counter not reset by its launch would fail the next one. The largest error of each case is written as a diagnostic message.
 /// </summary>
@@ -27,8 +28,9 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
 
     [Theory]
     [InlineData(12, 2, 128, 128, false)]  // Qwen2-1.5B: groups of 6 in the 8-head kernel, 128 threads
-    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: tiles of 4, two value dims per thread, 16-key tiles
+    [InlineData(16, 1, 576, 512, true)]   // DeepSeek-V3 MLA latent form: attention_decode_mla, two head tiles of 8
     [InlineData(128, 1, 576, 512, true)]  // R1's 128 heads: sixteen tiles of 8
+    [InlineData(20, 1, 576, 512, true)]   // MLA with a partial head tile (8, 8, 4)
     [InlineData(64, 4, 64, 64, false)]    // groups of 16 in the 16-head kernel
     [InlineData(4, 4, 62, 62, false)]     // multi-head, groups of one in the 4-head kernel; rows not 16-byte aligned (scalar loads)
     [InlineData(18, 1, 64, 96, false)]    // tiles of 8, 8 and 2; values not a multiple of 32 (96 threads)
@@ -82,9 +84,38 @@ public sealed class DecodeAttentionTests(GpuFixture gpu) : IDisposable
         }
     }
 
+    /// <summary>
+    /// MLA's shapes with <see cref="CudaBackend.MlaDecodeAttention"/> off: the general chunked kernel, which
+    /// FATHOM_CUDA_DECODE_GROUPED_MLA=0 selects, stays right for them.
+    /// </summary>
+    [Theory]
+    [InlineData(16)]
+    [InlineData(128)]
+    public void TheGeneralKernelStillTakesMlaShapes(int heads)
+    {
+        CudaBackend cuda = gpu.Backend;
+        var random = new Random(heads * 17 + 3);
+        (AttentionShape shape, KvLayerCache cache) = Filled(random, heads, 1, 576, 512, true, Capacity);
+        cuda.MlaDecodeAttention = false;
+        try
+        {
+            foreach (int length in new[] { 1, 33, 600, 5000 })
+            {
+                float[] queries = TestData.Gaussian(random, heads * 576);
+                double error = Compare(cuda, queries, cache, shape, length - 1, 1);
+                Assert.True(error <= Tolerance, $"length {length}: relative L2 {error:E2}");
+            }
+        }
+        finally
+        {
+            cuda.MlaDecodeAttention = true;
+        }
+    }
+
     [Theory]
     [InlineData(12, 2, 128, 128, false)]
     [InlineData(16, 1, 576, 512, true)]
+    [InlineData(128, 1, 576, 512, true)]
     [InlineData(32, 8, 128, 128, false)] // the grouped kernel, groups of 4 (Llama)
     public void DecodeBatchesMatchTheCpu(int heads, int kvHeads, int keyDim, int valueDim, bool shared)
     {

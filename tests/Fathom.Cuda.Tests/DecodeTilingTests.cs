@@ -85,4 +85,47 @@ public sealed class DecodeTilingTests
                         $"{blocks} blocks on {multiprocessors} multiprocessors with the merge allowing {mergeBytes / rowBytes} chunks");
                 }
     }
+
+    [Theory]
+    [InlineData(16, 1, 576, 512, 576, 576, true, true)]    // DeepSeek-V3's latent cache
+    [InlineData(128, 1, 576, 512, 576, 576, true, true)]   // R1's
+    [InlineData(20, 1, 576, 512, 580, 580, true, true)]    // a partial head tile, a wider aligned stride
+    [InlineData(16, 1, 576, 512, 576, 576, false, false)]  // values in their own rows
+    [InlineData(16, 1, 576, 512, 578, 578, true, false)]   // rows not 16-byte aligned
+    [InlineData(16, 2, 576, 512, 1152, 1152, true, false)] // two cache heads
+    [InlineData(16, 1, 192, 128, 192, 192, true, false)]   // not MLA's widths
+    public void TheMlaKernelTakesOneLatentHeadOf576WithItsValuesInside(int heads, int kvHeads, int keyDim, int valueDim, int keyStride, int valueStride,
+        bool valuesInKeys, bool fits)
+    {
+        var shape = new Fathom.Runtime.AttentionShape(heads, kvHeads, keyDim, valueDim, 1f);
+        Assert.Equal(fits, CudaBackend.MlaDecodeFits(shape, keyStride, valueStride, valuesInKeys));
+    }
+
+    /// <summary>
+    /// The MLA kernel's chunk count: at least one, at most 256, its merged rows within the bound, and one wave as for the
+    /// grouped kernel (blocks per chunk: head tiles × tokens).
+    /// </summary>
+    [Theory]
+    [InlineData(16)]
+    [InlineData(20)]
+    [InlineData(128)]
+    public void MlaChunksBoundTheMergeAndFillOneWave(int heads)
+    {
+        foreach (int multiprocessors in new[] { 16, 78, 132 })
+            foreach (int tokens in new[] { 1, 3, 15 })
+                foreach (long mergeBytes in new[] { 32 * 1024L, 256 * 1024L })
+                {
+                    int splits = CudaBackend.MlaDecodeSplits(heads, tokens, multiprocessors, mergeBytes);
+                    Assert.InRange(splits, 1, 256);
+                    long rowBytes = (long)CudaBackend.MlaDecodeHeadTile * CudaBackend.MlaDecodeValueDim * sizeof(float);
+                    long blocksPerChunk = (long)(heads + CudaBackend.MlaDecodeHeadTile - 1) / CudaBackend.MlaDecodeHeadTile * tokens;
+                    Assert.True(splits == 1 || splits * rowBytes <= mergeBytes, $"{splits} chunks of {rowBytes} bytes merge more than {mergeBytes}");
+                    long blocks = splits * blocksPerChunk;
+                    Assert.True(splits == 1 || blocks <= multiprocessors, $"{blocks} blocks on {multiprocessors} multiprocessors");
+                    Assert.True(blocks + blocksPerChunk > multiprocessors || splits == Math.Max(1, mergeBytes / rowBytes),
+                        $"{blocks} blocks on {multiprocessors} multiprocessors with the merge allowing {mergeBytes / rowBytes} chunks");
+                }
+        // H200 (132 multiprocessors), one token, the default 256 KiB: V3's 16 heads 16 chunks (the merge bound), R1's 128 heads 8 (one wave).
+        Assert.Equal(heads == 128 ? 8 : 16, CudaBackend.MlaDecodeSplits(heads, 1, 132, 256 * 1024L));
+    }
 }

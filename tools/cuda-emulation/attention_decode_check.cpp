@@ -2,8 +2,8 @@
 // kernels for the seven shapes of DecodeAttentionTests (indices 0-6: single tokens and batches of 3, lengths 1 to
 // 2,100 (one chunk, chunks of 8 to 16 keys, several key tiles per chunk, the chunk count at its merge limit), the
 // position given directly and through a step pointer, as in a replayed decode step), and attention_decode_grouped
-// (index 7, check_grouped below). Each case must be within 1e-5 relative L2 (the GPU tests' tolerance) and leave
-// every merge counter at zero. Usage: attention_decode_check [shape index: 0-6 general, 7-12 grouped]. The host side mirrors
+// (indices 7-12, check_grouped below) and attention_decode_mla (indices 13-15, check_mla). Each case must be within 1e-5 relative L2 (the GPU tests' tolerance) and leave
+// every merge counter at zero. Usage: attention_decode_check [shape index: 0-6 general, 7-12 grouped, 13-15 MLA]. The host side mirrors
 // CudaBackend.DecodeAttentionBatch and GroupedDecodeAttentionBatch.
 #include "emulation.h"
 #include "common.cuh"
@@ -112,6 +112,63 @@ static int check_grouped(std::mt19937& random, int only_shape)
     return failures;
 }
 
+// attention_decode_mla (shape indices 13-15) for MLA's latent cache (576-float key rows holding the 512-float value
+// rows, one cache head; 16, 128 and 20 query heads, the last a partial head tile): single tokens and batches of 3,
+// lengths 1 to 2,100, with chunks of one pass (16 keys, the default), of 4 keys and of many passes (the merge bound
+// at 32 KiB: 2 chunks a head tile), the position given directly and through a step pointer, and a key stride wider
+// than the row. The host side mirrors CudaBackend.MlaDecodeAttentionBatch.
+static int check_mla(std::mt19937& random, int only_shape)
+{
+    const int headCounts[] = {16, 128, 20};
+    const int lengths[] = {1, 2, 17, 33, 700, 2100};
+    const int multiprocessors = 132, capacity = 2200, keyDim = 576, valueDim = 512, stride = 580;
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<float> keys((size_t)capacity * stride);
+    for (float& v : keys) v = normal(random);
+    int failures = 0;
+    for (int index = 0; index < 3; index++)
+    {
+        if (only_shape >= 0 && index != only_shape) continue;
+        int heads = headCounts[index], tiles = (heads + 7) / 8;
+        double worst = 0;
+        for (int tokens : {1, 3})
+            for (int length : lengths)
+                for (auto [chunkKeys, mergeBytes] : {std::pair{16, 256L * 1024}, std::pair{4, 256L * 1024}, std::pair{16, 32L * 1024}})
+                {
+                    if (length < 17 && chunkKeys != 16) continue;
+                    if (heads == 128 && length > 700 && tokens == 3) continue; // the emulation's slowest cases add nothing
+                    // CudaBackend.MlaDecodeSplits.
+                    long mergeLimit = std::max(1L, mergeBytes / (8L * valueDim * 4));
+                    int splits = (int)std::min(std::clamp((long)multiprocessors / ((long)tiles * tokens), 1L, 256L), mergeLimit);
+                    std::vector<float> queries((size_t)tokens * heads * keyDim), output((size_t)tokens * heads * valueDim, NAN);
+                    for (float& v : queries) v = 0.1f * normal(random);
+                    long slots = (long)tokens * heads * splits;
+                    std::vector<float> partials(slots * valueDim + 2 * slots, NAN);
+                    std::vector<unsigned> counters((size_t)tokens * tiles, 0);
+                    int position = length - 1, stepValue = 5;
+                    const int* step = length % 2 ? &stepValue : nullptr;
+                    int passed = step ? position - stepValue : position;
+                    float scale = 1.f / std::sqrt((float)keyDim);
+                    emu_launch({(unsigned)splits, (unsigned)tiles, (unsigned)tokens}, 256, [&] {
+                        attention_decode_mla(queries.data(), keys.data(), partials.data(), counters.data(), output.data(),
+                                             heads, stride, scale * (float)M_LOG2E, step, passed, splits, chunkKeys);
+                    });
+                    for (unsigned c : counters)
+                        if (c != 0) { printf("FAIL mla %d heads tokens %d length %d: a merge counter left at %u\n", heads, tokens, length, c); failures++; break; }
+                    double error = reference_error(queries, keys.data(), stride, keys.data(), stride, output, heads, 1, keyDim, valueDim, tokens, position, scale);
+                    if (!(error <= 1e-5))
+                    {
+                        printf("FAIL mla %d heads tokens %d length %d chunk keys %d merge %ld: relative L2 %.3e\n", heads, tokens, length, chunkKeys, mergeBytes, error);
+                        failures++;
+                    }
+                    worst = std::max(worst, std::isnan(error) ? INFINITY : error);
+                }
+        printf("mla %d heads x 576/512: largest relative L2 %.2e\n", heads, worst);
+        fflush(stdout);
+    }
+    return failures;
+}
+
 int main(int argc, char** argv)
 {
     struct Shape { int heads, kvHeads, keyDim, valueDim; bool valuesInKeys; };
@@ -122,6 +179,13 @@ int main(int argc, char** argv)
     const int multiprocessors = 132, capacity = 2200;
     int only = argc > 1 ? atoi(argv[1]) : -1;
     std::mt19937 random(7);
+    if (only == -1 || only >= 13)
+    {
+        int mla = check_mla(random, only >= 13 ? only - 13 : -1);
+        printf("attention_decode_mla: %d failures\n", mla);
+        if (only >= 13) return mla != 0;
+        if (mla != 0) return 1;
+    }
     if (only == -1 || only >= 7)
     {
         int grouped = check_grouped(random, only >= 7 ? only - 7 : -1);

@@ -4,7 +4,7 @@
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
-# Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
+# Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 kernels="$here/../../src/Fathom.Cuda/Kernels"

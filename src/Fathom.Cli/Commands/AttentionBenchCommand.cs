@@ -9,7 +9,8 @@ namespace Fathom.Cli.Commands;
 /// <c>fathom bench-attention</c>: the GPU's decode attention alone, one token at the end of a cache of each length, for
 /// Qwen2-1.5B's grouped-query shape and DeepSeek's MLA latent form (V3's 16 heads, R1's 128): GPU time per call of
 /// the one-block-per-head kernel, of the general chunked flash-decoding kernel and, for the shapes it takes, of the
-/// grouped one (<see cref="CudaBackend.GroupedDecodeAttention"/>) in the same run
+/// grouped one (<see cref="CudaBackend.GroupedDecodeAttention"/>) or MLA's (<see cref="CudaBackend.MlaDecodeAttention"/>,
+/// in the "grouped" columns) in the same run
 /// (<see cref="CudaBackend.MeasureAttention"/>: calls replayed from a CUDA graph, timed by events), and how far
 /// the chunked kernels' outputs differ from the one-block-per-head kernel's.
 /// </summary>
@@ -68,7 +69,8 @@ public static class AttentionBenchCommand
             float[] queries = GC.AllocateArray<float>(c.Heads * c.KeyDim, pinned: true);
             float[] perHead = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true), chunked = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true);
             float[] grouped = GC.AllocateArray<float>(c.Heads * c.ValueDim, pinned: true);
-            bool groups = CudaBackend.GroupedDecodeFits(shape, cache.KeyWidth, cache.ValueStride);
+            bool groups = CudaBackend.GroupedDecodeFits(shape, cache.KeyWidth, cache.ValueStride)
+                || CudaBackend.MlaDecodeFits(shape, cache.KeyWidth, cache.ValueStride, c.ValuesInKeys);
             Fill(random, queries);
             foreach (float[] buffer in c.ValuesInKeys ? new[] { cache.Keys, queries, perHead, chunked, grouped } : [cache.Keys, cache.Values, queries, perHead, chunked, grouped])
                 cuda.Attach(buffer);
@@ -78,8 +80,10 @@ public static class AttentionBenchCommand
                 double old = cuda.MeasureAttention(queries, cache, perHead, shape, length - 1, 1, calls);
                 cuda.DecodeAttention = true;
                 cuda.GroupedDecodeAttention = false;
+                cuda.MlaDecodeAttention = false;
                 double general = cuda.MeasureAttention(queries, cache, chunked, shape, length - 1, 1, calls);
                 cuda.GroupedDecodeAttention = true;
+                cuda.MlaDecodeAttention = true;
                 double now = groups ? cuda.MeasureAttention(queries, cache, grouped, shape, length - 1, 1, calls) : general;
                 cuda.ReadToHost(perHead);
                 cuda.ReadToHost(chunked);

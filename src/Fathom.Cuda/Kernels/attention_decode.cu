@@ -547,3 +547,225 @@ attention_decode_grouped(const float* __restrict__ queries, const float* __restr
     merged_sum = warp_sum(merged_sum);
     if (dims) *out = scaled4(row, 1.0f / merged_sum);
 }
+
+// MLA's decode attention (attention_decode_mla): DeepSeek V2/V3/R1's absorbed form, one latent cache head whose key
+// rows are DECODE_MLA_ROW floats (DECODE_MLA_LATENT latent + DECODE_MLA_ROPE rotary) and whose value rows are the
+// first DECODE_MLA_LATENT floats of the key rows, for any number of query heads. The grouped kernel's design with
+// rows too wide for its registers: one block per (chunk, tile of DECODE_MLA_HEADS heads, token) of DECODE_MLA_WARPS
+// warps; the tile's queries in shared memory (zero-padded to 160 float4s a head, so that every lane reads one rotary
+// float4 without a branch); each warp takes DECODE_MLA_KEYS consecutive keys of a pass, lane l holding float4s l,
+// l + 32, l + 64, l + 96 of their latent rows (also their value rows) and, for l < 16, float4 128 + l of their rotary
+// part, each read once per block with 16-byte loads; the 2 keys × 8 heads partial dots summed over the warp by halving
+// exchanges (lane l: key (l / 8) % 2, head l % 8), a base-2 FP32 online softmax per warp, the values accumulated in
+// registers (8 heads × 16 floats a lane). The warps' rows are then combined in four rounds through shared memory
+// (a warp per head), and with several chunks written to `partials` and merged by the tile's last block, a warp per
+// head, as attention_decode_grouped does. Chunks: ceil(length / chunk_keys), at most `splits`, read on the device.
+#define DECODE_MLA_HEADS 8
+#define DECODE_MLA_WARPS 8
+#define DECODE_MLA_KEYS 2
+#define DECODE_MLA_PASS (DECODE_MLA_WARPS * DECODE_MLA_KEYS)
+#define DECODE_MLA_LATENT 512
+#define DECODE_MLA_ROPE 64
+#define DECODE_MLA_ROW (DECODE_MLA_LATENT + DECODE_MLA_ROPE)
+#define DECODE_MLA_QUERY_PITCH 160 // float4s per head in shared memory: the row's 144, then zeros for lanes 16-31
+
+// One halving exchange over 16 values (lanes HALF apart), as warp_halving_exchange does over 32.
+template <int HALF>
+__device__ __forceinline__ void warp_halving_exchange16(float (&v)[16], int lane)
+{
+    bool upper = (lane & HALF) != 0;
+    _Pragma("unroll") for (int i = 0; i < HALF; i++)
+    {
+        float send = select_float(upper, v[i], v[i + HALF]), keep = select_float(upper, v[i + HALF], v[i]);
+        v[i] = keep + __shfl_xor_sync(0xFFFFFFFFu, send, HALF);
+    }
+}
+
+// The 16 values v[0..15] of every lane summed over the warp (16 + 8 + 4 + 2 + 1 shuffles): lanes l and l + 16 end
+// with the sum of value l % 16.
+__device__ __forceinline__ float warp_transposed_sum16(float (&v)[16], int lane)
+{
+    _Pragma("unroll") for (int i = 0; i < 16; i++) v[i] += __shfl_xor_sync(0xFFFFFFFFu, v[i], 16);
+    warp_halving_exchange16<8>(v, lane);
+    warp_halving_exchange16<4>(v, lane);
+    warp_halving_exchange16<2>(v, lane);
+    warp_halving_exchange16<1>(v, lane);
+    return v[0];
+}
+
+extern "C" __global__ void __launch_bounds__(DECODE_MLA_WARPS * 32)
+attention_decode_mla(const float* __restrict__ queries, const float* __restrict__ keys, float* __restrict__ partials,
+                     unsigned* __restrict__ counters, float* __restrict__ output, int heads, int key_stride, float scale_log2,
+                     const int* __restrict__ step, int first_position, int splits, int chunk_keys)
+{
+    // The tile's queries during the walk, then a round's rows of every (warp, head) while they are combined.
+    __shared__ float4 block_s[DECODE_MLA_WARPS * DECODE_MLA_HEADS * 32 > DECODE_MLA_HEADS * DECODE_MLA_QUERY_PITCH
+                              ? DECODE_MLA_WARPS * DECODE_MLA_HEADS * 32 : DECODE_MLA_HEADS * DECODE_MLA_QUERY_PITCH];
+    __shared__ float4 weights_s[DECODE_MLA_WARPS][DECODE_MLA_PASS * DECODE_MLA_HEADS / DECODE_MLA_WARPS / 4]; // a pass's weights, key-major
+    __shared__ float4 corrections_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS / 4];
+    __shared__ float warp_max_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS], warp_sum_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS];
+    __shared__ int last_block;
+    FATHOM_WAIT_PREVIOUS();
+    int token = blockIdx.z, first_head = blockIdx.y * DECODE_MLA_HEADS, tile_heads = min(DECODE_MLA_HEADS, heads - first_head);
+    int length = step_position(step, first_position) + token + 1;
+    int used = min(splits, (length + chunk_keys - 1) / chunk_keys);
+    if (blockIdx.x >= used) return; // the whole block: the query is too short for this chunk
+    int start = (int)((i64)length * blockIdx.x / used), end = (int)((i64)length * (blockIdx.x + 1) / used);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+    const float4* q_rows = (const float4*)(queries + ((i64)token * heads + first_head) * DECODE_MLA_ROW);
+    for (int i = threadIdx.x; i < DECODE_MLA_HEADS * DECODE_MLA_QUERY_PITCH; i += DECODE_MLA_WARPS * 32)
+    {
+        int h = i / DECODE_MLA_QUERY_PITCH, c = i - h * DECODE_MLA_QUERY_PITCH;
+        block_s[i] = h < tile_heads && c < DECODE_MLA_ROW / 4 ? q_rows[h * (DECODE_MLA_ROW / 4) + c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float4 acc[DECODE_MLA_HEADS][4];
+    _Pragma("unroll") for (int h = 0; h < DECODE_MLA_HEADS; h++)
+        _Pragma("unroll") for (int i = 0; i < 4; i++) acc[h][i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    // The online softmax of head lane % 8 (every lane of that head keeps the same m and l).
+    float m = -3.402823466e38f, l = 0.0f;
+    bool rotary = lane < DECODE_MLA_ROPE / 4;
+    __syncthreads(); // the queries are in place
+    for (int first = start + warp * DECODE_MLA_KEYS; first < end; first += DECODE_MLA_PASS)
+    {
+        float4 k[DECODE_MLA_KEYS][4], r[DECODE_MLA_KEYS];
+        _Pragma("unroll") for (int j = 0; j < DECODE_MLA_KEYS; j++)
+        {
+            bool load = first + j < end;
+            const float4* row = (const float4*)(keys + (i64)(first + j) * key_stride) + lane;
+            _Pragma("unroll") for (int i = 0; i < 4; i++) k[j][i] = load ? row[32 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            r[j] = load && rotary ? row[DECODE_MLA_LATENT / 4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        float dots[DECODE_MLA_KEYS * DECODE_MLA_HEADS];
+        _Pragma("unroll") for (int h = 0; h < DECODE_MLA_HEADS; h++)
+        {
+            const float4* q = block_s + h * DECODE_MLA_QUERY_PITCH + lane;
+            float4 q0 = q[0], q1 = q[32], q2 = q[64], q3 = q[96], qr = q[128];
+            _Pragma("unroll") for (int j = 0; j < DECODE_MLA_KEYS; j++)
+                dots[j * DECODE_MLA_HEADS + h] = dot4(q0, k[j][0]) + dot4(q1, k[j][1]) + dot4(q2, k[j][2]) + dot4(q3, k[j][3]) + dot4(qr, r[j]);
+        }
+        float score = warp_transposed_sum16(dots, lane) * scale_log2; // key (lane / 8) % 2 of this warp's, head lane % 8
+        bool valid = first + ((lane >> 3) & 1) < end;
+        float pass_max = valid ? score : -3.402823466e38f;
+        pass_max = fmaxf(pass_max, __shfl_xor_sync(0xFFFFFFFFu, pass_max, 8));
+        float m_new = fmaxf(m, pass_max);
+        float p = valid ? exp2f(score - m_new) : 0.0f;
+        float p_sum = p + __shfl_xor_sync(0xFFFFFFFFu, p, 8);
+        float correction = exp2f(m - m_new);
+        l = __fmaf_rn(l, correction, p_sum);
+        m = m_new;
+        __syncwarp(); // the previous pass's weights are read
+        if (lane < DECODE_MLA_KEYS * DECODE_MLA_HEADS) ((float*)weights_s[warp])[lane] = p;
+        if (lane < DECODE_MLA_HEADS) ((float*)corrections_s[warp])[lane] = correction;
+        __syncwarp();
+        _Pragma("unroll") for (int h4 = 0; h4 < DECODE_MLA_HEADS / 4; h4++)
+        {
+            float4 c = corrections_s[warp][h4];
+            _Pragma("unroll") for (int i = 0; i < 4; i++)
+            {
+                acc[4 * h4][i] = scaled4(acc[4 * h4][i], c.x);
+                acc[4 * h4 + 1][i] = scaled4(acc[4 * h4 + 1][i], c.y);
+                acc[4 * h4 + 2][i] = scaled4(acc[4 * h4 + 2][i], c.z);
+                acc[4 * h4 + 3][i] = scaled4(acc[4 * h4 + 3][i], c.w);
+            }
+        }
+        _Pragma("unroll") for (int j = 0; j < DECODE_MLA_KEYS; j++)
+            _Pragma("unroll") for (int h4 = 0; h4 < DECODE_MLA_HEADS / 4; h4++)
+            {
+                float4 w = weights_s[warp][j * DECODE_MLA_HEADS / 4 + h4];
+                _Pragma("unroll") for (int i = 0; i < 4; i++)
+                {
+                    acc[4 * h4][i] = fma4(k[j][i], w.x, acc[4 * h4][i]);
+                    acc[4 * h4 + 1][i] = fma4(k[j][i], w.y, acc[4 * h4 + 1][i]);
+                    acc[4 * h4 + 2][i] = fma4(k[j][i], w.z, acc[4 * h4 + 2][i]);
+                    acc[4 * h4 + 3][i] = fma4(k[j][i], w.w, acc[4 * h4 + 3][i]);
+                }
+            }
+    }
+
+    // The warps' results combined, a warp per head h: the warps' weights 2^(m_w - M) (a warp that saw no key has m at
+    // the lowest float and l = 0, so its weight is 0: warp 0 always holds the chunk's first key), then the rows in four
+    // rounds of one float4 a lane.
+    if (lane < DECODE_MLA_HEADS)
+    {
+        warp_max_s[warp][lane] = m;
+        warp_sum_s[warp][lane] = l;
+    }
+    __syncthreads();
+    int h = warp; // DECODE_MLA_WARPS == DECODE_MLA_HEADS
+    float block_max = -3.402823466e38f;
+    _Pragma("unroll") for (int w = 0; w < DECODE_MLA_WARPS; w++) block_max = fmaxf(block_max, warp_max_s[w][h]);
+    float e[DECODE_MLA_WARPS], block_sum = 0.0f;
+    _Pragma("unroll") for (int w = 0; w < DECODE_MLA_WARPS; w++)
+    {
+        e[w] = exp2f(warp_max_s[w][h] - block_max);
+        block_sum = __fmaf_rn(warp_sum_s[w][h], e[w], block_sum);
+    }
+    float4 row[4];
+    _Pragma("unroll") for (int i = 0; i < 4; i++)
+    {
+        if (i > 0) __syncthreads(); // the previous round is read
+        _Pragma("unroll") for (int hh = 0; hh < DECODE_MLA_HEADS; hh++) block_s[(warp * DECODE_MLA_HEADS + hh) * 32 + lane] = acc[hh][i];
+        __syncthreads();
+        row[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        _Pragma("unroll") for (int w = 0; w < DECODE_MLA_WARPS; w++) row[i] = fma4(block_s[(w * DECODE_MLA_HEADS + h) * 32 + lane], e[w], row[i]);
+    }
+    bool writes = h < tile_heads;
+    float4* out = (float4*)(output + ((i64)token * heads + first_head + h) * DECODE_MLA_LATENT) + lane;
+    if (used == 1)
+    {
+        if (writes)
+            _Pragma("unroll") for (int i = 0; i < 4; i++) out[32 * i] = scaled4(row[i], 1.0f / block_sum);
+        return;
+    }
+
+    i64 slots = (i64)gridDim.z * heads * splits;
+    float* partial_sum = partials + slots * DECODE_MLA_LATENT;
+    float* partial_max = partial_sum + slots;
+    i64 at = ((i64)token * heads + first_head + h) * splits; // slot of (this token, head h, chunk 0)
+    if (writes)
+    {
+        float4* o = (float4*)(partials + (at + blockIdx.x) * DECODE_MLA_LATENT) + lane;
+        _Pragma("unroll") for (int i = 0; i < 4; i++) __stcg(o + 32 * i, row[i]);
+        if (lane == 0)
+        {
+            __stcg(partial_max + at + blockIdx.x, block_max);
+            __stcg(partial_sum + at + blockIdx.x, block_sum);
+        }
+    }
+    __threadfence(); // this block's partials are visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        unsigned* counter = counters + (i64)token * gridDim.y + blockIdx.y;
+        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
+        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
+    }
+    __syncthreads();
+    if (!last_block || !writes) return;
+    __threadfence();
+
+    // The merge, a warp per head: the maxima (32 chunks a round), then each chunk's weight from the lane that read its
+    // maximum and sum, and the rows.
+    float merged_max = -3.402823466e38f;
+    for (int c = lane; c < used; c += 32) merged_max = fmaxf(merged_max, __ldcg(partial_max + at + c));
+    merged_max = warp_max(merged_max);
+    float merged_sum = 0.0f;
+    _Pragma("unroll") for (int i = 0; i < 4; i++) row[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4* rows = (const float4*)(partials + at * DECODE_MLA_LATENT) + lane;
+    for (int round = 0; round < used; round += 32)
+    {
+        int c = round + lane;
+        float weight = c < used ? exp2f(__ldcg(partial_max + at + c) - merged_max) : 0.0f;
+        merged_sum += c < used ? __ldcg(partial_sum + at + c) * weight : 0.0f;
+        int count = min(32, used - round);
+        _Pragma("unroll 2") for (int j = 0; j < count; j++)
+        {
+            float w = __shfl_sync(0xFFFFFFFFu, weight, j);
+            const float4* chunk = rows + (i64)(round + j) * (DECODE_MLA_LATENT / 4);
+            _Pragma("unroll") for (int i = 0; i < 4; i++) row[i] = fma4(__ldcg(chunk + 32 * i), w, row[i]);
+        }
+    }
+    merged_sum = warp_sum(merged_sum);
+    _Pragma("unroll") for (int i = 0; i < 4; i++) out[32 * i] = scaled4(row[i], 1.0f / merged_sum);
+}
