@@ -598,6 +598,7 @@ attention_decode_mla(const float* __restrict__ queries, const float* __restrict_
                      unsigned* __restrict__ counters, float* __restrict__ output, int heads, int key_stride, float scale_log2,
                      const int* __restrict__ step, int first_position, int splits, int chunk_keys)
 {
+    FATHOM_WAIT_PREVIOUS();
     // The tile's queries during the walk, then a round's rows of every (warp, head) while they are combined.
     __shared__ float4 block_s[DECODE_MLA_WARPS * DECODE_MLA_HEADS * 32 > DECODE_MLA_HEADS * DECODE_MLA_QUERY_PITCH
                               ? DECODE_MLA_WARPS * DECODE_MLA_HEADS * 32 : DECODE_MLA_HEADS * DECODE_MLA_QUERY_PITCH];
@@ -605,7 +606,6 @@ attention_decode_mla(const float* __restrict__ queries, const float* __restrict_
     __shared__ float4 corrections_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS / 4];
     __shared__ float warp_max_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS], warp_sum_s[DECODE_MLA_WARPS][DECODE_MLA_HEADS];
     __shared__ int last_block;
-    FATHOM_WAIT_PREVIOUS();
     int token = blockIdx.z, first_head = blockIdx.y * DECODE_MLA_HEADS, tile_heads = min(DECODE_MLA_HEADS, heads - first_head);
     int length = step_position(step, first_position) + token + 1;
     int used = min(splits, (length + chunk_keys - 1) / chunk_keys);
