@@ -370,10 +370,10 @@ __device__ __forceinline__ float select_float(bool upper, float a, float b)
 #endif
 }
 
-// One halving exchange of warp_transposed_sum32 over lanes HALF apart: the lane whose HALF bit is set keeps the upper
-// half of v[0..2 HALF - 1] and sends the lower one (a template, so that every index is a constant).
-template <int HALF>
-__device__ __forceinline__ void warp_halving_exchange(float (&v)[32], int lane)
+// One halving exchange of warp_transposed_sum32 (or _sum16) over lanes HALF apart: the lane whose HALF bit is set keeps
+// the upper half of v[0..2 HALF - 1] and sends the lower one (a template, so that every index is a constant).
+template <int HALF, int N>
+__device__ __forceinline__ void warp_halving_exchange(float (&v)[N], int lane)
 {
     bool upper = (lane & HALF) != 0;
     _Pragma("unroll") for (int i = 0; i < HALF; i++)
@@ -569,27 +569,15 @@ attention_decode_grouped(const float* __restrict__ queries, const float* __restr
 #define DECODE_MLA_ROW (DECODE_MLA_LATENT + DECODE_MLA_ROPE)
 #define DECODE_MLA_QUERY_PITCH 160 // float4s per head in shared memory: the row's 144, then zeros for lanes 16-31
 
-// One halving exchange over 16 values (lanes HALF apart), as warp_halving_exchange does over 32.
-template <int HALF>
-__device__ __forceinline__ void warp_halving_exchange16(float (&v)[16], int lane)
-{
-    bool upper = (lane & HALF) != 0;
-    _Pragma("unroll") for (int i = 0; i < HALF; i++)
-    {
-        float send = select_float(upper, v[i], v[i + HALF]), keep = select_float(upper, v[i + HALF], v[i]);
-        v[i] = keep + __shfl_xor_sync(0xFFFFFFFFu, send, HALF);
-    }
-}
-
 // The 16 values v[0..15] of every lane summed over the warp (16 + 8 + 4 + 2 + 1 shuffles): lanes l and l + 16 end
 // with the sum of value l % 16.
 __device__ __forceinline__ float warp_transposed_sum16(float (&v)[16], int lane)
 {
     _Pragma("unroll") for (int i = 0; i < 16; i++) v[i] += __shfl_xor_sync(0xFFFFFFFFu, v[i], 16);
-    warp_halving_exchange16<8>(v, lane);
-    warp_halving_exchange16<4>(v, lane);
-    warp_halving_exchange16<2>(v, lane);
-    warp_halving_exchange16<1>(v, lane);
+    warp_halving_exchange<8>(v, lane);
+    warp_halving_exchange<4>(v, lane);
+    warp_halving_exchange<2>(v, lane);
+    warp_halving_exchange<1>(v, lane);
     return v[0];
 }
 
