@@ -30,6 +30,22 @@ public sealed unsafe partial class CudaBackend
     private const int DecodeCounterCapacity = 16_384;
 
     private DeviceScratch? _decodePartials;
+
+    /// <summary>The decode kernels' partial rows and softmax sums of their chunks (each kernel's own layout).</summary>
+    private DeviceScratch DecodePartials => _decodePartials ??= new DeviceScratch(_context, _retirement);
+
+    /// <summary>
+    /// Chunks per query for the decode kernels that size their grid to one wave (the grouped and MLA kernels): a block
+    /// per multiprocessor for <paramref name="blocksPerChunk"/> blocks of each chunk (at least one chunk, at most
+    /// <see cref="DecodeMaxSplits"/>), and at most as many as keep the partial rows one merge reads
+    /// (<paramref name="rowBytesPerChunk"/> per chunk) within <paramref name="mergeBytes"/>.
+    /// </summary>
+    private static int OneWaveDecodeSplits(long blocksPerChunk, long rowBytesPerChunk, int multiprocessors, long mergeBytes)
+    {
+        long mergeLimit = Math.Max(1, mergeBytes / rowBytesPerChunk);
+        long oneWave = Math.Clamp(multiprocessors / blocksPerChunk, 1, DecodeMaxSplits);
+        return (int)Math.Min(oneWave, mergeLimit);
+    }
     private readonly DeviceBuffer _decodeCounters;
     private readonly Dictionary<IntPtr, int> _decodeSharedBytes = [];
 
@@ -118,7 +134,7 @@ public sealed unsafe partial class CudaBackend
         // The slots' unnormalized output rows (rounded up to 16 bytes), then their softmax sums (doubles), then their
         // maxima: attention_decode.cu's layout.
         long rowFloats = (slots * shape.ValueDim + 3) & ~3L;
-        DeviceBuffer partials = (_decodePartials ??= new DeviceScratch(_context, _retirement)).Get(sizeof(float) * rowFloats + (sizeof(double) + sizeof(float)) * slots);
+        DeviceBuffer partials = DecodePartials.Get(sizeof(float) * rowFloats + (sizeof(double) + sizeof(float)) * slots);
         new KernelArguments().Pointer(queries).Pointer(keys).Pointer(values).Pointer(partials.Pointer).Pointer(_decodeCounters.Pointer).Pointer(output)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(shape.ValueDim).Int(cache.KeyWidth).Int(cache.ValueStride)
             .Float(shape.Scale).Pointer(step).Int(position).Int(splits).Int(headTile).Int(valuesInKeys ? 1 : 0)

@@ -63,11 +63,7 @@ public sealed unsafe partial class CudaBackend
     /// with 42: a longer walk per block costs less than a longer merge, until the grid no longer fills the GPU.
     /// </summary>
     internal static int GroupedDecodeSplits(int group, int kvHeads, int dim, int tokens, int multiprocessors, long mergeBytes)
-    {
-        long mergeLimit = Math.Max(1, mergeBytes / ((long)group * dim * sizeof(float)));
-        long oneWave = Math.Clamp(multiprocessors / ((long)kvHeads * tokens), 1, DecodeMaxSplits);
-        return (int)Math.Min(oneWave, mergeLimit);
-    }
+        => OneWaveDecodeSplits((long)kvHeads * tokens, (long)group * dim * sizeof(float), multiprocessors, mergeBytes);
 
     /// <summary>The attention of a small batch with the grouped kernel; false leaves it to the general one.</summary>
     private bool GroupedDecodeAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape,
@@ -80,7 +76,7 @@ public sealed unsafe partial class CudaBackend
         int splits = GroupedDecodeSplits(group, shape.KvHeads, shape.KeyDim, tokens, Device.Multiprocessors, GroupedDecodeMergeBytes);
         long slots = (long)tokens * shape.Heads * splits;
         // The slots' unnormalized rows, then their softmax sums, then their maxima: attention_decode_grouped's layout.
-        DeviceBuffer partials = (_decodePartials ??= new DeviceScratch(_context, _retirement)).Get(sizeof(float) * (slots * shape.KeyDim + 2 * slots));
+        DeviceBuffer partials = DecodePartials.Get(sizeof(float) * (slots * shape.KeyDim + 2 * slots));
         new KernelArguments().Pointer(queries).Pointer(keys).Pointer(values).Pointer(partials.Pointer).Pointer(_decodeCounters.Pointer).Pointer(output)
             .Int(shape.Heads).Int(shape.KvHeads).Int(shape.KeyDim).Int(cache.KeyWidth).Int(cache.ValueStride)
             .Float(shape.Scale * MathF.Log2(MathF.E)).Pointer(step).Int(position).Int(splits).Int(GroupedDecodeChunkKeys)

@@ -59,12 +59,8 @@ public sealed unsafe partial class CudaBackend
     /// tiles) take 8.
     /// </summary>
     internal static int MlaDecodeSplits(int heads, int tokens, int multiprocessors, long mergeBytes)
-    {
-        long tiles = (heads + MlaDecodeHeadTile - 1) / MlaDecodeHeadTile;
-        long mergeLimit = Math.Max(1, mergeBytes / ((long)MlaDecodeHeadTile * MlaDecodeValueDim * sizeof(float)));
-        long oneWave = Math.Clamp(multiprocessors / (tiles * tokens), 1, DecodeMaxSplits);
-        return (int)Math.Min(oneWave, mergeLimit);
-    }
+        => OneWaveDecodeSplits((long)(heads + MlaDecodeHeadTile - 1) / MlaDecodeHeadTile * tokens, (long)MlaDecodeHeadTile * MlaDecodeValueDim * sizeof(float),
+            multiprocessors, mergeBytes);
 
     /// <summary>The attention of a small batch with the MLA kernel; false leaves it to the general one.</summary>
     private bool MlaDecodeAttentionBatch(ulong queries, ulong keys, ulong values, ulong output, KvLayerCache cache, in AttentionShape shape,
@@ -78,7 +74,7 @@ public sealed unsafe partial class CudaBackend
         int splits = MlaDecodeSplits(shape.Heads, tokens, Device.Multiprocessors, MlaDecodeMergeBytes);
         long slots = (long)tokens * shape.Heads * splits;
         // The slots' unnormalized rows, then their softmax sums, then their maxima: attention_decode_mla's layout.
-        DeviceBuffer partials = (_decodePartials ??= new DeviceScratch(_context, _retirement)).Get(sizeof(float) * (slots * MlaDecodeValueDim + 2 * slots));
+        DeviceBuffer partials = DecodePartials.Get(sizeof(float) * (slots * MlaDecodeValueDim + 2 * slots));
         new KernelArguments().Pointer(queries).Pointer(keys).Pointer(partials.Pointer).Pointer(_decodeCounters.Pointer).Pointer(output)
             .Int(shape.Heads).Int(cache.KeyWidth).Float(shape.Scale * MathF.Log2(MathF.E)).Pointer(step).Int(position).Int(splits)
             .Int(MlaDecodeChunkKeys)
