@@ -65,26 +65,11 @@ __device__ __forceinline__ void block_arg_max(float& value, int& index, float* v
     warp_arg_max(value, index);
 }
 
-// One block per token (blockIdx.x), one thread per expert (blockDim.x a multiple of 32, at most 1024; more experts
-// than threads are taken in strides). Shared memory: 2 * experts floats. The CPU's arithmetic per value (sigmoid, or
-// softmax with its sum in double), its first maximum everywhere (ties to the lower index), its order of the chosen.
-extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(float* logits, const float* __restrict__ bias, float* ids, float* weights,
-                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+// A token's routing scores, as the CPU computes them: the probabilities (sigmoid, or softmax with its sum in double)
+// into `probs` and over the logits' row, the selection scores (plus the bias, if any) into `select`; the whole block.
+__device__ __forceinline__ void route_scores(float* row, const float* __restrict__ bias, int experts, int sigmoid, float* probs,
+                                             float* select, float* warp_values, double* sums)
 {
-    FATHOM_WAIT_PREVIOUS();
-    extern __shared__ float route_shared[];
-    __shared__ float group_scores[ROUTE_MAX_GROUPS];
-    __shared__ int kept[ROUTE_MAX_GROUPS];
-    __shared__ int chosen[ROUTE_MAX_USED];
-    __shared__ float chosen_weights[ROUTE_MAX_USED];
-    __shared__ float warp_values[32];
-    __shared__ int warp_indices[32];
-    __shared__ double sums[32];
-    float* probs = route_shared;
-    float* select = route_shared + experts;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float* row = logits + (i64)blockIdx.x * experts;
-
     if (sigmoid)
     {
         for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = 1.0f / (1.0f + expf(-row[j]));
@@ -109,6 +94,29 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(fl
         row[j] = probs[j];
         select[j] = bias != 0 ? probs[j] + bias[j] : probs[j];
     }
+}
+
+// One block per token (blockIdx.x), one thread per expert (blockDim.x a multiple of 32, at most 1024; more experts
+// than threads are taken in strides). Shared memory: 2 * experts floats. The CPU's arithmetic per value (sigmoid, or
+// softmax with its sum in double), its first maximum everywhere (ties to the lower index), its order of the chosen.
+extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+{
+    FATHOM_WAIT_PREVIOUS();
+    extern __shared__ float route_shared[];
+    __shared__ float group_scores[ROUTE_MAX_GROUPS];
+    __shared__ int kept[ROUTE_MAX_GROUPS];
+    __shared__ int chosen[ROUTE_MAX_USED];
+    __shared__ float chosen_weights[ROUTE_MAX_USED];
+    __shared__ float warp_values[32];
+    __shared__ int warp_indices[32];
+    __shared__ double sums[32];
+    float* probs = route_shared;
+    float* select = route_shared + experts;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float* row = logits + (i64)blockIdx.x * experts;
+
+    route_scores(row, bias, experts, sigmoid, probs, select, warp_values, sums);
     __syncthreads();
 
     if (groups > 1 && groups_used < groups)
@@ -210,30 +218,7 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float* row = logits + (i64)blockIdx.x * experts;
 
-    if (sigmoid)
-    {
-        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = 1.0f / (1.0f + expf(-row[j]));
-    }
-    else
-    {
-        float local_max = NEGATIVE_INFINITY;
-        for (int j = threadIdx.x; j < experts; j += blockDim.x) local_max = fmaxf(local_max, row[j]);
-        float max = block_max(local_max, warp_values);
-        double sum = 0.0;
-        for (int j = threadIdx.x; j < experts; j += blockDim.x)
-        {
-            float e = expf(row[j] - max);
-            probs[j] = e;
-            sum += e;
-        }
-        float inverse = (float)(1.0 / block_sum_double(sum, sums));
-        for (int j = threadIdx.x; j < experts; j += blockDim.x) probs[j] = probs[j] * inverse;
-    }
-    for (int j = threadIdx.x; j < experts; j += blockDim.x)
-    {
-        row[j] = probs[j];
-        select[j] = bias != 0 ? probs[j] + bias[j] : probs[j];
-    }
+    route_scores(row, bias, experts, sigmoid, probs, select, warp_values, sums);
 
     if (groups > 1 && groups_used < groups)
     {
