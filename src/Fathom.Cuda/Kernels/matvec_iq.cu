@@ -284,6 +284,32 @@ __device__ __forceinline__ IqbItem iqb_item(const IqbLaunch& p, int item, int ty
     return it;
 }
 
+// The two entry points of an IQ product whose body is the device function matvec_KIND_T(IqbLaunch), with THREADS a
+// block and items of ROWS rows: matvec_KIND_T, y[r] = W[r] · x (+ bias[r], + y[r] with accumulate) as matvec_q_T, items
+// the row runs; group_matvec_KIND_T, operands and matrix choice as group_matvec_q_T's, items matrix z's row runs,
+// z = 0 .. matrices - 1.
+#define FATHOM_IQ_PRODUCT_ENTRIES(KIND, T, THREADS, ROWS)                                                      \
+extern "C" __global__ void __launch_bounds__(THREADS, 4)                                                       \
+matvec_##KIND##_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
+                    float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate, \
+                    int items_per_block)                                                                       \
+{                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
+                    (rows + ROWS - 1) / ROWS, items_per_block };                                               \
+    matvec_##KIND##_##T(p);                                                                                    \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(THREADS, 4)                                                       \
+group_matvec_##KIND##_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
+    i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
+{                                                                                                              \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
+                    rows, columns, 0, 0, matrices_launched * ((rows + ROWS - 1) / ROWS), items_per_block };     \
+    matvec_##KIND##_##T(p);                                                                                    \
+}
+
 #define FATHOM_MATVEC_IQB_KERNELS(T, TYPE, GRID_BYTES)                                                          \
 /* Step `step` of this block's items: its tile's copies (rows `it.rows`, blocks from `first`), queued with cp.async. */ \
 __device__ __forceinline__ void iqb_copy_##T(u32* tile, const IqbItem& it, i64 row_bytes, int first, int count) \
@@ -360,28 +386,7 @@ __device__ __forceinline__ void matvec_iqb_##T(const IqbLaunch& p)              
         }                                                                                                      \
     }                                                                                                          \
 }                                                                                                              \
-/* y[r] = W[r] · x (+ bias[r], + y[r] with accumulate), as matvec_q_T; items: the row runs of IQB_ROWS. */      \
-extern "C" __global__ void __launch_bounds__(IQB_THREADS, 4)                                                   \
-matvec_iqb_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
-               float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate,  \
-               int items_per_block)                                                                            \
-{                                                                                                              \
-    FATHOM_WAIT_PREVIOUS();                                                                                    \
-    IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
-                    (rows + IQB_ROWS - 1) / IQB_ROWS, items_per_block };                                       \
-    matvec_iqb_##T(p);                                                                                         \
-}                                                                                                              \
-/* Operands and matrix choice as group_matvec_q_T's; items: matrix z's row runs, z = 0 .. matrices - 1. */     \
-extern "C" __global__ void __launch_bounds__(IQB_THREADS, 4)                                                   \
-group_matvec_iqb_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
-    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
-    i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
-{                                                                                                              \
-    FATHOM_WAIT_PREVIOUS();                                                                                    \
-    IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
-                    rows, columns, 0, 0, matrices_launched * ((rows + IQB_ROWS - 1) / IQB_ROWS), items_per_block }; \
-    matvec_iqb_##T(p);                                                                                         \
-}
+FATHOM_IQ_PRODUCT_ENTRIES(iqb, T, IQB_THREADS, IQB_ROWS)
 
 FATHOM_MATVEC_IQB_KERNELS(iq2_xxs, IQ2_XXS, IQ2_XXS_TABLE_WORDS * 8)
 FATHOM_MATVEC_IQB_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)
@@ -588,28 +593,7 @@ __device__ __forceinline__ void matvec_iqp_##T(const IqbLaunch& p)              
         slab = next_slab; item = next_item; it = following;                                                    \
     }                                                                                                          \
 }                                                                                                              \
-/* y[r] = W[r] · x (+ bias[r], + y[r] with accumulate), as matvec_iqb_T; items: the row runs of IQP_ROWS. */   \
-extern "C" __global__ void __launch_bounds__(IQP_THREADS, 4)                                                   \
-matvec_iqp_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
-               float* __restrict__ y, int rows, int columns, const float* __restrict__ bias, int accumulate,  \
-               int items_per_block)                                                                            \
-{                                                                                                              \
-    FATHOM_WAIT_PREVIOUS();                                                                                    \
-    IqbLaunch p = { 0, 0, 0, 1, w, row_bytes, xq, xd, 0, y, 0, rows, columns, bias, accumulate,                \
-                    (rows + IQP_ROWS - 1) / IQP_ROWS, items_per_block };                                       \
-    matvec_iqp_##T(p);                                                                                         \
-}                                                                                                              \
-/* Operands and matrix choice as group_matvec_iqb_T's; items: matrix z's row runs of IQP_ROWS. */             \
-extern "C" __global__ void __launch_bounds__(IQP_THREADS, 4)                                                   \
-group_matvec_iqp_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
-    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
-    i64 y_matrix_stride, int rows, int columns, int per_set, int matrices_launched, int items_per_block)       \
-{                                                                                                              \
-    FATHOM_WAIT_PREVIOUS();                                                                                    \
-    IqbLaunch p = { matrices, ids, matrix_count, per_set, 0, row_bytes, xq, xd, x_matrix_stride, y, y_matrix_stride, \
-                    rows, columns, 0, 0, matrices_launched * ((rows + IQP_ROWS - 1) / IQP_ROWS), items_per_block }; \
-    matvec_iqp_##T(p);                                                                                         \
-}
+FATHOM_IQ_PRODUCT_ENTRIES(iqp, T, IQP_THREADS, IQP_ROWS)
 
 FATHOM_MATVEC_IQP_KERNELS(iq2_xxs, IQ2_XXS, IQ2_XXS_TABLE_WORDS * 8)
 FATHOM_MATVEC_IQP_KERNELS(iq1_s, IQ1_S, IQ1_S_TABLE_WORDS * 8)
