@@ -96,6 +96,22 @@ __device__ __forceinline__ void route_scores(float* row, const float* __restrict
     }
 }
 
+// A group's score, by the whole warp: its first maximum (ties to the lower index) plus the largest of the others, as
+// the CPU's group-limited routing scores a group.
+__device__ __forceinline__ float route_group_score(const float* members, int size, int lane)
+{
+    float best;
+    int first;
+    strided_first_max(members, size, lane, 32, best, first);
+    warp_arg_max(best, first);
+    if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
+    float second = NEGATIVE_INFINITY;
+    for (int i = lane; i < size; i += 32)
+        if (i != first && members[i] > second) second = members[i];
+    second = warp_max(second);
+    return members[first] + (size > 1 ? second : 0.0f);
+}
+
 // One block per token (blockIdx.x), one thread per expert (blockDim.x a multiple of 32, at most 1024; more experts
 // than threads are taken in strides). Shared memory: 2 * experts floats. The CPU's arithmetic per value (sigmoid, or
 // softmax with its sum in double), its first maximum everywhere (ties to the lower index), its order of the chosen.
@@ -121,23 +137,14 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(fl
 
     if (groups > 1 && groups_used < groups)
     {
-        // A warp per group: its first maximum, then the largest of the others; the group's score is their sum.
+        // A warp per group.
         int size = experts / groups;
         for (int g = warp; g < groups; g += warps)
         {
-            const float* members = select + g * size;
-            float best;
-            int first;
-            strided_first_max(members, size, lane, 32, best, first);
-            warp_arg_max(best, first);
-            if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
-            float second = NEGATIVE_INFINITY;
-            for (int i = lane; i < size; i += 32)
-                if (i != first && members[i] > second) second = members[i];
-            second = warp_max(second);
+            float score = route_group_score(select + g * size, size, lane);
             if (lane == 0)
             {
-                group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
+                group_scores[g] = score;
                 kept[g] = 0;
             }
         }
@@ -226,17 +233,8 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
         int size = experts / groups;
         for (int g = warp; g < groups; g += warps)
         {
-            const float* members = select + g * size;
-            float best;
-            int first;
-            strided_first_max(members, size, lane, 32, best, first);
-            warp_arg_max(best, first);
-            if (first >= size) first = 0; // all NaN: the first, as the CPU's scan
-            float second = NEGATIVE_INFINITY;
-            for (int i = lane; i < size; i += 32)
-                if (i != first && members[i] > second) second = members[i];
-            second = warp_max(second);
-            if (lane == 0) group_scores[g] = members[first] + (size > 1 ? second : 0.0f);
+            float score = route_group_score(select + g * size, size, lane);
+            if (lane == 0) group_scores[g] = score;
         }
         __syncthreads(); // every group's score is written; from here each thread touches only its own experts
         // Lane l holds groups l and l + 32 (at most ROUTE_MAX_GROUPS); a round takes the first maximum, as the CPU's scan.
