@@ -55,6 +55,22 @@ __device__ __forceinline__ void load_rows(float* __restrict__ tile, int pitch, c
     }
 }
 
+// Called by every thread of a block that has written its chunk's partials: counts the block on its (token, head tile)
+// counter and says whether it was the last of the `used` chunks (that block resets the counter for the next launch).
+// The fence before the count makes this block's partials visible device-wide to whichever block counts last.
+__device__ __forceinline__ bool decode_counted_last(unsigned* counter, int used, int& last_block)
+{
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
+        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
+    }
+    __syncthreads();
+    return last_block;
+}
+
 // HT: heads per block at most (a multiple of 4); A: value dims per thread (value rows of at most A * blockDim.x);
 // KT: keys per tile (16 or 32).
 // Dynamic shared memory, in this order (CudaBackend.DecodeSharedFloats computes its size): l[HT] (doubles), m[HT],
@@ -237,16 +253,7 @@ __device__ __forceinline__ void attention_decode_body(const float* __restrict__ 
         __stcg(partial_max + slot, m_s[threadIdx.x]);
         __stcg(partial_sum + slot, l_s[threadIdx.x]);
     }
-    __threadfence(); // this block's partials are visible device-wide before it is counted
-    __syncthreads();
-    if (threadIdx.x == 0)
-    {
-        unsigned* counter = counters + (i64)token * gridDim.y + blockIdx.y;
-        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
-        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
-    }
-    __syncthreads();
-    if (!last_block) return;
+    if (!decode_counted_last(counters + (i64)token * gridDim.y + blockIdx.y, used, last_block)) return;
     __threadfence();
 
     // The merge, by the last block: each head's chunk weights exp(m_i - M) into the key tile (no longer needed),
@@ -512,16 +519,7 @@ attention_decode_grouped(const float* __restrict__ queries, const float* __restr
         __stcg(partial_max + at + blockIdx.x, block_max);
         __stcg(partial_sum + at + blockIdx.x, block_sum);
     }
-    __threadfence(); // this block's partials are visible device-wide before it is counted
-    __syncthreads();
-    if (threadIdx.x == 0)
-    {
-        unsigned* counter = counters + (i64)token * kv_heads + kv_head;
-        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
-        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
-    }
-    __syncthreads();
-    if (!last_block || h >= group) return;
+    if (!decode_counted_last(counters + (i64)token * kv_heads + kv_head, used, last_block) || h >= group) return;
     __threadfence();
 
     // The merge, a warp per head: the maxima (32 chunks a round), then each chunk's weight from the lane that read
@@ -721,16 +719,7 @@ attention_decode_mla(const float* __restrict__ queries, const float* __restrict_
             __stcg(partial_sum + at + blockIdx.x, block_sum);
         }
     }
-    __threadfence(); // this block's partials are visible device-wide before it is counted
-    __syncthreads();
-    if (threadIdx.x == 0)
-    {
-        unsigned* counter = counters + (i64)token * gridDim.y + blockIdx.y;
-        last_block = atomicAdd(counter, 1u) == (unsigned)used - 1;
-        if (last_block) *counter = 0; // every other chunk has counted: ready for the next launch
-    }
-    __syncthreads();
-    if (!last_block || !writes) return;
+    if (!decode_counted_last(counters + (i64)token * gridDim.y + blockIdx.y, used, last_block) || !writes) return;
     __threadfence();
 
     // The merge, a warp per head: the maxima (32 chunks a round), then each chunk's weight from the lane that read its
