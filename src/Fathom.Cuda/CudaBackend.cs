@@ -36,6 +36,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     private readonly OperationProfiler? _profiler;
     private readonly StepTimer? _stepTimer;
     private readonly PromptProfileRange? _promptProfile;
+    private readonly PromptTimer? _promptTimer;
     private readonly DeviceScratch _input, _rounded, _output, _side, _scores, _indices, _scales, _dequantized;
     private readonly CublasLibrary? _blas;
     private readonly IntPtr _blasHandle;
@@ -81,6 +82,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _profiler = OperationProfiler.FromEnvironment(_context);
         _stepTimer = StepTimer.FromEnvironment(_context);
         _promptProfile = PromptProfileRange.FromEnvironment(_context);
+        _promptTimer = PromptTimer.FromEnvironment(_context);
         _input = new DeviceScratch(_context, _retirement);
         _rounded = new DeviceScratch(_context, _retirement);
         _output = new DeviceScratch(_context, _retirement);
@@ -268,6 +270,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _stepKey = default;
         _retirement.FreeRetired(synchronize: true);
         _promptProfile?.BeginForward(tokens);
+        _promptTimer?.BeginForward(tokens);
         if (!step || _directSteps > 0)
         {
             if (step) _directSteps--;
@@ -300,6 +303,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public bool EndForward(bool completed)
     {
         _promptProfile?.EndForward();
+        _promptTimer?.EndForward();
         StepMode mode = _graphs.Mode;
         if (mode == StepMode.Direct) return true;
         // The token selection the caller makes next ends the step, in its graph (CudaBackend.Sampling.cs).
@@ -996,6 +1000,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _retirement.FreeRetired(synchronize: true);
         _profiler?.Dispose();
         _stepTimer?.Dispose();
+        _promptTimer?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();
         _mirrorList.Clear();
         _mirrors.Clear();

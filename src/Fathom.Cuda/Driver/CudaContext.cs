@@ -67,7 +67,15 @@ public sealed class CudaContext : IDisposable
     }
 
     /// <summary>Waits for everything queued on <see cref="Stream"/>; a kernel fault is reported here, after <paramref name="after"/>.</summary>
-    public void Synchronize(string after) => Driver.SynchronizeStream(Stream, after);
+    /// <summary>Stopwatch ticks the host spent waiting in <see cref="Synchronize"/> so far (for PromptTimer's split of a pass).</summary>
+    public long SynchronizeTicks { get; private set; }
+
+    public void Synchronize(string after)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Driver.SynchronizeStream(Stream, after);
+        SynchronizeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
+    }
 
     public (long Free, long Total) MemoryInfo()
     {
