@@ -281,7 +281,7 @@ public sealed unsafe partial class CudaBackend
         long values = (long)rowCount * columns;
         ulong codes = codeScratch.Get(Math.Max(values, 16)).Pointer;
         ulong sums = sumScratch.Get(Math.Max(values / 16 * 2 * sizeof(float), 16)).Pointer;
-        (string name, uint blocks) = CodeQuantizer(activation, columns); // CudaBackend.PromptFused.cs
+        (string name, uint blocks) = CodeQuantizer(activation, x, columns); // CudaBackend.PromptFused.cs
         IntPtr function = _kernels.Function(name);
         for (int first = 0; first < rowCount; first += MaxGridRows)
         {

@@ -74,7 +74,8 @@ public sealed partial class CudaBackend
     /// </summary>
     private bool RoundToHalves(GgmlType activationType, ulong x, long count, ulong hi, ulong lo)
     {
-        if (!PromptFusedKernels) return false;
+        // The kernels read 16-byte vectors: an input slice that starts elsewhere takes the former kernels.
+        if (!PromptFusedKernels || (x & 15) != 0) return false;
         switch (activationType)
         {
             case GgmlType.Q8_K when count % 256 == 0:
@@ -93,8 +94,11 @@ public sealed partial class CudaBackend
         }
     }
 
-    /// <summary>The kernel that quantizes activations to codes for <paramref name="activation"/>, and its blocks per row of <paramref name="columns"/>.</summary>
-    private (string Name, uint Blocks) CodeQuantizer(GgmlType activation, int columns) => (activation, PromptFusedKernels) switch
+    /// <summary>
+    /// The kernel that quantizes activations at <paramref name="x"/> to codes for <paramref name="activation"/>, and its
+    /// blocks per row of <paramref name="columns"/>: the warp kernels (16-byte loads) for an input on a 16-byte boundary.
+    /// </summary>
+    private (string Name, uint Blocks) CodeQuantizer(GgmlType activation, ulong x, int columns) => (activation, PromptFusedKernels && (x & 15) == 0) switch
     {
         (GgmlType.Q8_K, true) => ("quantize_codes_warp_q8_k", (uint)((columns / 256 + 7) / 8)),
         (GgmlType.Q8_0, true) => ("quantize_codes_warp_q8_0", Blocks(columns / 4, CodeQuantizeThreads)),

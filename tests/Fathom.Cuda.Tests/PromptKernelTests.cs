@@ -178,6 +178,47 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
         AssertSameBits(results[0], results[1], $"{type}, attached {attached}, chunks of {chunkRows}, codes {codes}");
     }
 
+    /// <summary>
+    /// An attached input slice that starts off a 16-byte boundary (one float in) cannot take the fused kernels' vector
+    /// loads: the products, on halves and on codes, take the former kernels and still give their bits.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, false)]
+    [InlineData(GgmlType.Q8_0, false)]
+    [InlineData(GgmlType.Q4_K, true)]
+    public void AnInputOffTheVectorBoundaryGivesTheSameBits(GgmlType type, bool codes)
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.Blas is not null, $"cuBLAS was not loaded: {backend.BlasProblem}");
+        WeightFormat format = TypeTraits.For(type);
+        int rows = 40 + (codes ? 8 : 0) + (type == GgmlType.Q8_0 ? 4 : 0), columns = 512, tokens = CudaBackend.BlasMinimumTokens + 3;
+        var random = new Random(HashCode.Combine(type, codes, 77));
+        byte[] weights = GC.AllocateArray<byte>(rows * (int)format.Layout.RowBytes(columns), pinned: true);
+        TestData.QuantizedRows(random, format, rows, columns).CopyTo(weights, 0);
+        float[] x = Activations(random, tokens * columns + 1);
+        var results = new float[2][];
+        (bool wasFused, bool wasCodes) = (backend.PromptFusedKernels, backend.CodeProducts);
+        try
+        {
+            for (int k = 0; k < 2; k++)
+            {
+                (backend.PromptFusedKernels, backend.CodeProducts) = (k == 1, codes);
+                float[] input = gpu.Attached(x);
+                float[] y = gpu.Attached(new float[tokens * rows]);
+                fixed (byte* p = weights)
+                    backend.MatMul(WeightMatrix.InPlace($"prompt-fused-offset.{type}.{codes}", type, p, rows, columns), input.AsSpan(1), y, tokens);
+                backend.ReadToHost(y);
+                results[k] = y;
+            }
+        }
+        finally
+        {
+            (backend.PromptFusedKernels, backend.CodeProducts) = (wasFused, wasCodes);
+        }
+        Assert.All(results[0], v => Assert.True(float.IsFinite(v)));
+        AssertSameBits(results[0], results[1], $"{type} from one float in, codes {codes}");
+    }
+
     /// <summary>Gaussian activations with zeros, a zero block, tiny values, and ties of magnitude with opposite signs within a lane and across lanes.</summary>
     private static float[] Activations(Random random, int count)
     {
