@@ -281,12 +281,7 @@ public sealed unsafe partial class CudaBackend
         long values = (long)rowCount * columns;
         ulong codes = codeScratch.Get(Math.Max(values, 16)).Pointer;
         ulong sums = sumScratch.Get(Math.Max(values / 16 * 2 * sizeof(float), 16)).Pointer;
-        (string name, uint blocks) = activation switch
-        {
-            GgmlType.Q8_K => ("quantize_codes_q8_k", (uint)(columns / 256)),
-            GgmlType.Q8_0 => ("quantize_codes_q8_0", Blocks(columns, CodeQuantizeThreads)),
-            _ => throw new NotSupportedException($"integer codes for {activation} activations"),
-        };
+        (string name, uint blocks) = CodeQuantizer(activation, x, columns); // CudaBackend.PromptFused.cs
         IntPtr function = _kernels.Function(name);
         for (int first = 0; first < rowCount; first += MaxGridRows)
         {
@@ -377,9 +372,7 @@ public sealed unsafe partial class CudaBackend
         {
             int chunkRows = Math.Min(chunk, rows - first);
             ulong yChunk = y + (ulong)first * sizeof(float);
-            long groups = (long)chunkRows * (n / 8);
-            new KernelArguments().Pointer(w.Pointer + (ulong)(first * weight.RowBytes)).Long(weight.RowBytes).Int(n).Pointer(hi).Pointer(lo).Long(groups)
-                .Launch(_context, _kernels.DequantizeHalf(type), weight.Name, Blocks(groups, ElementThreads), 1, ElementThreads);
+            DequantizeToHalves(type, weight.Name, w.Pointer + (ulong)(first * weight.RowBytes), weight.RowBytes, n, hi, lo, (long)chunkRows * n);
             if (split)
             {
                 // The small terms first, the main one last: the sum is rounded to FP32 once more at most per term.
@@ -425,13 +418,10 @@ public sealed unsafe partial class CudaBackend
         long runHalves = run * matrixHalves;
         DeviceBuffer buffer = HalfWeightScratch.Get((split ? 2 : 1) * runHalves * sizeof(ushort));
         ulong hi = buffer.Pointer, lo = split ? hi + (ulong)runHalves * sizeof(ushort) : 0;
-        long groups = matrixHalves / 8;
-        IntPtr dequantize = _kernels.Function("dequantize_group_half_" + CudaKernels.KernelSuffix(type));
         for (int first = 0; first < count; first += run)
         {
             int matrices = Math.Min(run, count - first);
-            new KernelArguments().Pointer(table).Int(first).Long(shape.RowBytes).Int(columns).Pointer(hi).Pointer(lo).Long(groups)
-                .Launch(_context, dequantize, shape.Name, Blocks(groups, ElementThreads), (uint)matrices, ElementThreads);
+            DequantizeGroupToHalves(type, shape.Name, table, first, matrices, shape.RowBytes, columns, hi, lo, matrixHalves);
             ulong inputOffset = (ulong)first * (ulong)inputStride * sizeof(ushort), yRun = y + (ulong)first * (ulong)outputStride * sizeof(float);
             if (split)
             {
@@ -458,8 +448,14 @@ public sealed unsafe partial class CudaBackend
             return _lastHalves.Halves;
         // F16 (BF16) activations for F16 (BF16) weights: the conversion is that rounding itself.
         bool roundedByConversion = activationType == (operands == HalfType.BF16 ? GgmlType.BF16 : GgmlType.F16);
-        ulong rounded = roundedByConversion ? x : RoundActivations(activationType, x, count, staged);
         DeviceBuffer halves = HalfActivationScratch.Get((split ? 2 : 1) * count * sizeof(ushort));
+        if (operands == HalfType.F16 && !roundedByConversion
+            && RoundToHalves(activationType, x, count, halves.Pointer, split ? halves.Pointer + (ulong)count * sizeof(ushort) : 0)) // CudaBackend.PromptFused.cs
+        {
+            _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer);
+            return halves.Pointer;
+        }
+        ulong rounded = roundedByConversion ? x : RoundActivations(activationType, x, count, staged);
         KernelArguments arguments = new KernelArguments().Pointer(rounded).Pointer(halves.Pointer);
         string name = operands == HalfType.BF16 ? "floats_to_bf16" : "floats_to_f16";
         if (operands == HalfType.F16) arguments = arguments.Pointer(split ? halves.Pointer + (ulong)count * sizeof(ushort) : 0);

@@ -37,7 +37,7 @@ public sealed unsafe partial class CudaBackend
         // The settings that choose between launches of a one-token pass (and, to be safe, of any pass).
         int settings = (DecodeAttention ? 1 : 0) | (DeviceExpertGrouping ? 2 : 0) | (UseIntegerMatVec ? 4 : 0) | (TensorCoreProducts ? 8 : 0)
             | (SplitHalfProducts ? 16 : 0) | (PrefillAttention ? 32 : 0) | (CodeProducts ? 64 : 0) | (FoldedCodeScales ? 128 : 0)
-            | (FusedPacking ? 256 : 0) | (VectorNorms ? 512 : 0) | (FloatRowProducts ? 1024 : 0) | ((int)CodeTiles << 11) | (PipelinedCodeTiles ? 1 << 13 : 0)
+            | (FusedPacking ? 256 : 0) | (VectorNorms ? 512 : 0) | (FloatRowProducts ? 1024 : 0) | ((int)CodeTiles << 11) | (PipelinedCodeTiles ? 1 << 13 : 0) | (PromptFusedKernels ? 1 << 14 : 0)
             | ((int)IqProducts << 16) /* bits 16–17 */ | (SelectsInGraph ? 1 << 18 : 0) | (SelectsTokens ? 1 << 19 : 0)
             | (PrefillAttentionProducts ? 1 << 20 : 0) | (PrefillTensorCores switch { true => 1 << 21, false => 1 << 22, null => 0 })
             | (NarrowTransposedProducts ? 1 << 23 : 0) | (StackedProducts ? 1 << 24 : 0) | (ProgrammaticLaunches ? 1 << 25 : 0)

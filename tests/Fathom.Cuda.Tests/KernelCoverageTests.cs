@@ -21,6 +21,9 @@ public sealed class KernelCoverageTests
         Assert.Contains($"decode_{suffix}(const u8* row, int k)", source);
         // Prompt batches on the tensor cores dequantize every quantized type to F16 (F32, F16 and BF16 need no kernel).
         Assert.Contains("FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)", source);
+        // ... and so do the tiled kernels that replace them (CudaBackend.PromptFusedKernels), for every type they take.
+        Assert.Contains("FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_TILE_KERNELS)", source);
+        if (quantized) Assert.True(CudaBackend.DequantizesInTiles(type), $"{type} has no tiled half dequantization");
     }
 
     /// <summary>The body of a type-list macro of decode.cu: its <c>#define</c> line and the continuation lines after it.</summary>

@@ -3,7 +3,8 @@
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
-# block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
+# block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
+# prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp).
 # Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,10 +20,16 @@ sed -n '/^#define ROUTE_MAX_GROUPS/,/^#define FATHOM_GROUP_KERNELS/p' "$kernels/
 sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
     | sed '/^__device__ __forceinline__ void copy_async[48]/,/^}/d; /^__device__ __forceinline__ void copies_/d; /^__device__ __forceinline__ u32 sign_bytes/,/^}/d' \
     > "$work/matvec_iq_tiles.cu"
-for check in iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
+# The fused prompt kernels against the sequences they replace (prompt_fused_check.cpp, about half a minute): activations.cu's
+# one inline-assembly conversion (cvt.rn.f16.f32) becomes _Float16's, which rounds the same way; mmq.cu's activation
+# quantizers alone.
+sed 's/^    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));/    { _Float16 e = (_Float16)f; std::memcpy(\&h, \&e, 2); }/' "$kernels/activations.cu" > "$work/activations_emulated.cu"
+sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kernels/mmq.cu" | sed '$d' > "$work/mmq_quantize_codes.cu"
+for check in prompt_fused_check iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
+    "$work/prompt_fused_check"
     "$work/iq_products_check"
     "$work/prefetch_check"
     "$work/transposed_check"

@@ -63,6 +63,62 @@ extern "C" __global__ void quantize_codes_q8_0(const float* __restrict__ x, cons
     if (inside && (threadIdx.x & 15) == 0) sums[p * (columns / 16) + k / 16] = make_float2(stored, (float)sum);
 }
 
+// The same codes and sums from whole warps with 16-byte loads (CudaBackend.PromptFusedKernels; the two kernels above
+// are the reference the tests hold these to).
+// Q8_K: one warp per 256 values, lane l holding values 8l..8l+7 (activations.cu's q8_k_codes8), 8 warps a block over a
+// row's blocks (grid x: ceil(columns / 2048)); lanes 2j and 2j+1 hold granule j.
+extern "C" __global__ void __launch_bounds__(256) quantize_codes_warp_q8_k(const float* __restrict__ x, const int* __restrict__ rows,
+                                                                           i8* __restrict__ codes, float2* __restrict__ sums,
+                                                                           int columns)
+{
+    FATHOM_WAIT_PREVIOUS();
+    int per_row = columns / 256;
+    int block = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (block >= per_row) return; // whole warps
+    int lane = threadIdx.x & 31;
+    i64 p = blockIdx.y;
+    i64 source = rows != 0 ? (i64)rows[p] : p;
+    const float4* in = (const float4*)(x + source * columns + block * 256 + lane * 8);
+    float4 a = in[0], b = in[1];
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    int q[8];
+    float d;
+    q8_k_codes8(v, lane, q, &d);
+    u32 low = 0, high = 0;
+    int sum = 0;
+    _Pragma("unroll") for (int i = 0; i < 4; i++)
+    {
+        low |= (u32)(u8)(i8)q[i] << (8 * i);
+        high |= (u32)(u8)(i8)q[i + 4] << (8 * i);
+        sum += q[i] + q[i + 4];
+    }
+    *(uint2*)(codes + p * columns + block * 256 + lane * 8) = make_uint2(low, high);
+    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+    if ((lane & 1) == 0) sums[p * (columns / 16) + block * 16 + (lane >> 1)] = make_float2(d, (float)sum);
+}
+
+// Q8_0: one thread per 4 values (activations.cu's q8_0_codes4: 8 lanes per block of 32), 256 threads a block over a
+// row's groups of 4 (grid x: ceil(columns / 1024)); lanes 4j..4j+3 hold granule j.
+extern "C" __global__ void quantize_codes_warp_q8_0(const float* __restrict__ x, const int* __restrict__ rows,
+                                                    i8* __restrict__ codes, float2* __restrict__ sums, int columns)
+{
+    FATHOM_WAIT_PREVIOUS();
+    int g = blockIdx.x * blockDim.x + threadIdx.x;
+    int groups = columns / 4;
+    i64 p = blockIdx.y;
+    i64 source = rows != 0 ? (i64)rows[p] : p;
+    bool inside = g < groups; // blocks of 32 are 8 whole lanes, all inside or all outside; every lane shuffles
+    float4 v = inside ? ((const float4*)(x + source * columns))[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float stored;
+    char4 c = q8_0_codes4(v, &stored);
+    int sum = (int)c.x + (int)c.y + (int)c.z + (int)c.w;
+    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+    if (!inside) return;
+    *(char4*)(codes + p * columns + 4 * (i64)g) = c;
+    if ((threadIdx.x & 3) == 0) sums[p * (columns / 16) + g / 4] = make_float2(stored, (float)sum);
+}
+
 // ---- Weights: 32 values (sub-block s of a row) as 8 words of int8 codes and two (scale, offset) granules.
 
 __device__ __forceinline__ void mmq_decode_q8_0(const u8* row, int s, u32* codes, float2* granules)

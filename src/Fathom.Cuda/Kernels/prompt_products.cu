@@ -82,3 +82,137 @@ extern "C" __global__ void floats_to_bf16(const float* __restrict__ x, u16* __re
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = (u16)float_to_bf16_bits(x[i]);
 }
+
+// ---- The fused prompt path (CudaBackend.PromptFusedKernels; FATHOM_CUDA_PROMPT_FUSED=0 keeps the kernels above):
+// the same halves, bit for bit, from fewer passes over memory.
+//   dequantize_tiles_half_T: as dequantize_half_T over a run of whole rows, which is one contiguous array of blocks.
+//       One warp per tile of 256 values (one super-block, or eight blocks of 32): the warp copies the tile's bytes into
+//       shared memory with the widest loads their alignment allows, then each lane decodes its 8 values from there
+//       (decode8_T: header and scales read from shared memory, not again from global) and stores 16 bytes of hi (and
+//       of lo), a warp writing 512 contiguous bytes of each.
+//   dequantize_group_tiles_half_T: the same over several equally shaped matrices (as dequantize_group_half_T).
+//   round_halves_q8_k / round_halves_q8_0: round_activations_q8_k (_q8_0) followed by floats_to_f16 in one pass: the
+//       rounded values go straight to their halves, never to memory as floats.
+
+#define HALF_TILE_WARPS 8
+#define HALF_TILE_BYTES 304 // the largest tile (Q8_K: 292 bytes) rounded up to 16: decode8_q4_k reads 8-byte words
+
+// The `bytes` bytes at `from` into `to` (16-byte aligned) by the warp's lanes, in words as wide as both allow.
+__device__ __forceinline__ void warp_copy_tile(const u8* __restrict__ from, u8* __restrict__ to, int bytes, int lane)
+{
+    if ((((u64)from | (u64)bytes) & 3) == 0)
+        for (int i = lane; i < bytes / 4; i += 32) ((u32*)to)[i] = ((const u32*)from)[i];
+    else if ((((u64)from | (u64)bytes) & 1) == 0)
+        for (int i = lane; i < bytes / 2; i += 32) ((u16*)to)[i] = ((const u16*)from)[i];
+    else
+        for (int i = lane; i < bytes; i += 32) to[i] = from[i];
+    __syncwarp();
+}
+
+// Eight floats as F16 hi (and lo) words, as floats_to_f16 converts each.
+__device__ __forceinline__ void store_halves8(const float* v, uint4* __restrict__ hi, uint4* __restrict__ lo, i64 at)
+{
+    u32 h[8];
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);
+    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+    if (lo == 0) return;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);
+    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+}
+
+#define FATHOM_HALF_TILE_KERNELS(T)                                                                            \
+__device__ __forceinline__ void half_tile_##T(const u8* __restrict__ w, int tile_bytes, uint4* __restrict__ hi, \
+                                              uint4* __restrict__ lo, i64 values, u8* staged)                  \
+{                                                                                                              \
+    int lane = threadIdx.x & 31;                                                                               \
+    i64 tile = (i64)blockIdx.x * HALF_TILE_WARPS + (threadIdx.x >> 5);                                         \
+    if (tile * 256 >= values) return;                                                                          \
+    int count = (int)min((i64)256, values - tile * 256); /* a multiple of 32: whole blocks */                  \
+    warp_copy_tile(w + tile * tile_bytes, staged, (int)((i64)tile_bytes * count / 256), lane);                 \
+    if (lane * 8 >= count) return;                                                                             \
+    float v[8];                                                                                                \
+    decode8_##T(staged, lane * 8, v);                                                                          \
+    store_halves8(v, hi, lo, tile * 32 + lane);                                                                \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)                                             \
+dequantize_tiles_half_##T(const u8* __restrict__ w, int tile_bytes, uint4* __restrict__ hi,                   \
+                          uint4* __restrict__ lo, i64 values)                                                  \
+{                                                                                                              \
+    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    half_tile_##T(w, tile_bytes, hi, lo, values, staged[threadIdx.x >> 5]);                                    \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)                                             \
+dequantize_group_tiles_half_##T(const u64* __restrict__ matrices, int first_matrix, int tile_bytes,           \
+                                uint4* __restrict__ hi, uint4* __restrict__ lo, i64 values)                    \
+{                                                                                                              \
+    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
+    FATHOM_WAIT_PREVIOUS();                                                                                    \
+    i64 at = (i64)blockIdx.y * (values / 8);                                                                   \
+    half_tile_##T((const u8*)matrices[first_matrix + blockIdx.y], tile_bytes, hi == 0 ? hi : hi + at,          \
+                  lo == 0 ? lo : lo + at, values, staged[threadIdx.x >> 5]);                                   \
+}
+
+FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_TILE_KERNELS)
+
+// Q8_K rounding of 8 values of one 256-value block spread over a warp (lane l holds values 8l..8l+7, all lanes taking
+// part): as q8_k_code, the block's first value of largest magnitude setting the scale. Gives the codes and d (0 and
+// true for a block of zeros).
+__device__ __forceinline__ bool q8_k_codes8(const float* v, int lane, int* q, float* d)
+{
+    float magnitude = 0.0f, value = 0.0f;
+    int position = lane * 8;
+    _Pragma("unroll") for (int i = 0; i < 8; i++)
+    {
+        float m = q8_k_magnitude(v[i]);
+        if (m > magnitude) { magnitude = m; position = lane * 8 + i; value = v[i]; } // strictly larger: the first stays
+    }
+    warp_first_largest(magnitude, position, value);
+    if (magnitude == 0.0f)
+    {
+        *d = 0.0f;
+        _Pragma("unroll") for (int i = 0; i < 8; i++) q[i] = 0;
+        return true;
+    }
+    _Pragma("unroll") for (int i = 0; i < 8; i++) q[i] = q8_k_code_of(v[i], value, d);
+    return false;
+}
+
+// One warp per 256 values (count / 256 blocks); hi and lo as floats_to_f16 writes them for round_activations_q8_k's floats.
+extern "C" __global__ void __launch_bounds__(256) round_halves_q8_k(const float4* __restrict__ x, uint4* __restrict__ hi,
+                                                                    uint4* __restrict__ lo, i64 blocks)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 block = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (block >= blocks) return; // whole warps
+    int lane = threadIdx.x & 31;
+    i64 at = block * 32 + lane; // in groups of 8 values
+    float4 a = x[2 * at], b = x[2 * at + 1];
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    int q[8];
+    float d;
+    bool zeros = q8_k_codes8(v, lane, q, &d);
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = zeros ? 0.0f : (float)q[i] * d;
+    store_halves8(v, hi, lo, at);
+}
+
+// Q8_0 (and Q8_1): one thread per 4 values (groups = count / 4), 8 lanes per block of 32; hi and lo as floats_to_f16
+// writes them for round_activations_q8_0's floats.
+extern "C" __global__ void round_halves_q8_0(const float4* __restrict__ x, uint2* __restrict__ hi, uint2* __restrict__ lo, i64 groups)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if ((i64)blockIdx.x * blockDim.x >= groups) return; // whole blocks only: the shuffles below need every lane
+    bool inside = g < groups; // blocks of 32 are 8 whole lanes, all inside or all outside
+    float4 v = inside ? x[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float stored;
+    char4 c = q8_0_codes4(v, &stored);
+    if (!inside) return;
+    float r[4] = {(float)c.x * stored, (float)c.y * stored, (float)c.z * stored, (float)c.w * stored};
+    u32 h[4];
+    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = float_to_half_bits(r[i]);
+    hi[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+    if (lo == 0) return;
+    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = half_remainder_bits(r[i], h[i]);
+    lo[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+}
