@@ -24,7 +24,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Which kernels take the IQ1_S and IQ2_XXS one-token products (single and grouped): the row pairs
-    /// (<see cref="IqBlockProducts"/>; the block tiles for launches of too few rows for them, <see cref="IqBlockProducts.For"/>) unless FATHOM_CUDA_IQ_KERNELS says <c>tiles</c> (the block tiles, one row per
+    /// (<see cref="IqBlockProducts"/>; the block tiles for launches of too few rows for them and for IQ2_XXS, <see cref="IqBlockProducts.For(GgmlType, IqProductKernels, int, int, int)"/>) unless FATHOM_CUDA_IQ_KERNELS says <c>tiles</c> (the block tiles, one row per
     /// thread), <c>shared</c> (the shared-grid kernels) or <c>old</c> (<c>matvec_q_T</c>'s lookups in global memory), for comparisons.
     /// </summary>
     public IqProductKernels IqProducts { get; set; } = IqProductKernelsSetting.FromEnvironment();
@@ -48,7 +48,7 @@ public sealed unsafe partial class CudaBackend
         KeepPackingUnlessOverwritten(y, outputCount);
         if (BlockTilesFor(weight.Format.Type))
             IqBlockProducts.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-                weight.Rows, weight.Columns, bias, accumulate, kernels: IqBlockProducts.For(IqProducts, weight.Rows, 1, _context.Device.Multiprocessors));
+                weight.Rows, weight.Columns, bias, accumulate, kernels: IqBlockProducts.For(weight.Format.Type, IqProducts, weight.Rows, 1, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
                 weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids);
@@ -124,7 +124,7 @@ public sealed unsafe partial class CudaBackend
         if (BlockTilesFor(shape.Format.Type))
             IqBlockProducts.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 1, ids, matrixCount, shape.RowBytes,
                 packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count,
-                kernels: IqBlockProducts.For(IqProducts, shape.Rows, count, _context.Device.Multiprocessors));
+                kernels: IqBlockProducts.For(shape.Format.Type, IqProducts, shape.Rows, count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
                 packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
@@ -165,7 +165,7 @@ public sealed unsafe partial class CudaBackend
         if (BlockTilesFor(shape.Format.Type))
             IqBlockProducts.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
                 packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count,
-                kernels: IqBlockProducts.For(IqProducts, shape.Rows, 2 * count, _context.Device.Multiprocessors));
+                kernels: IqBlockProducts.For(shape.Format.Type, IqProducts, shape.Rows, 2 * count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
                 packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);

@@ -19,7 +19,7 @@ namespace Fathom.Cuda;
 /// <param name="GlobalGridLayouts">For IQ1_S and IQ2_XXS: every layout's time with <c>matvec_q_T</c>'s global-memory lookups; else empty.</param>
 /// <param name="BlockTileMicroseconds">For IQ1_S and IQ2_XXS: per product with the block-tile kernel (<see cref="IqBlockProducts"/>); else NaN.</param>
 /// <param name="RowPairMicroseconds">For IQ1_S and IQ2_XXS: per product with the row-pair kernel (<see cref="IqProductKernels.RowPairs"/>); else NaN.</param>
-/// <param name="Kernels">The IQ kernels the backend takes for this launch (<see cref="CudaBackend.IqProducts"/>, through <see cref="IqBlockProducts.For"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
+/// <param name="Kernels">The IQ kernels the backend takes for this launch (<see cref="CudaBackend.IqProducts"/>, through <see cref="IqBlockProducts.For(GgmlType, IqProductKernels, int, int, int)"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
 public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
     double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts,
     IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts, double BlockTileMicroseconds = double.NaN,
@@ -119,7 +119,7 @@ public static class OneTokenProductBenchmark
             : Time(context, repetitions, copies, c => IqBlockProducts.LaunchSets(context, kernels, type, "group_matvec_iqb", Table(c), 1, 0, matrices, rowBytes,
                 packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, kernels: which));
         double blockTiles = BlockProducts(IqProductKernels.BlockTiles), rowPairs = BlockProducts(IqProductKernels.RowPairs);
-        IqProductKernels taken = IqBlockProducts.For(backend.IqProducts, rows, matrices, context.Device.Multiprocessors);
+        IqProductKernels taken = IqBlockProducts.For(type, backend.IqProducts, rows, matrices, context.Device.Multiprocessors);
         double integerTime = taken switch
         {
             IqProductKernels.RowPairs => rowPairs,

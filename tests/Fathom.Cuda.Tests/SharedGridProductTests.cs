@@ -263,6 +263,15 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
         Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(IqProductKernels.BlockTiles, 2048, 16, 132));
         Assert.Equal(IqProductKernels.SharedGrid, IqBlockProducts.For(IqProductKernels.SharedGrid, 2048, 16, 132));
         Assert.Equal(IqProductKernels.GlobalGrid, IqBlockProducts.For(IqProductKernels.GlobalGrid, 2048, 8, 132));
+        // By type: IQ2_XXS takes the block tiles under the row-pair setting at every size (runs iqx-1, iqk-1); IQ1_S as above;
+        // the other settings as they are for both.
+        foreach ((int rows, int matrices) in new[] { (7168, 8), (2048, 16), (2048, 1) })
+            Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(GgmlType.IQ2_XXS, IqProductKernels.RowPairs, rows, matrices, 132));
+        Assert.Equal(IqProductKernels.RowPairs, IqBlockProducts.For(GgmlType.IQ1_S, IqProductKernels.RowPairs, 7168, 8, 132));
+        Assert.Equal(IqProductKernels.BlockTiles, IqBlockProducts.For(GgmlType.IQ1_S, IqProductKernels.RowPairs, 2048, 1, 132));
+        foreach (GgmlType type in new[] { GgmlType.IQ1_S, GgmlType.IQ2_XXS })
+            foreach (IqProductKernels setting in new[] { IqProductKernels.BlockTiles, IqProductKernels.SharedGrid, IqProductKernels.GlobalGrid })
+                Assert.Equal(setting, IqBlockProducts.For(type, setting, 7168, 8, 132));
         foreach (long items in new long[] { 1, 2, 45, 527, 528, 529, 1024, 1792, 100_000 })
             foreach (uint? cap in new uint?[] { null, 1, 3 })
             {

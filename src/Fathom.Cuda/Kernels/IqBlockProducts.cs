@@ -53,6 +53,15 @@ public static class IqBlockProducts
             ? IqProductKernels.BlockTiles
             : setting;
 
+    /// <summary>
+    /// <see cref="For(IqProductKernels, int, int, int)"/> for a launch of <paramref name="type"/>, except that IQ2_XXS
+    /// takes the block tiles under the row-pair setting at every size: their one-thread-per-block IQ2_XXS products beat
+    /// the row pairs on R1's grouped downs (8 × 7168×2048: run iqx-1 30.14 against 32.53 µs, run iqk-1 30.11 against
+    /// 35.77) and on every single matrix run iqk-1 timed (0.71–0.90×).
+    /// </summary>
+    public static IqProductKernels For(GgmlType type, IqProductKernels setting, int rows, int matrices, int multiprocessors) =>
+        type == GgmlType.IQ2_XXS && setting == IqProductKernels.RowPairs ? IqProductKernels.BlockTiles : For(setting, rows, matrices, multiprocessors);
+
     /// <summary>Whether <paramref name="type"/> has these kernels (IQ1_S, IQ2_XXS).</summary>
     public static bool Supports(GgmlType type) => type is GgmlType.IQ1_S or GgmlType.IQ2_XXS;
 

@@ -17,7 +17,7 @@ public enum IqProductKernels
 
     /// <summary>
     /// <c>matvec_iqp_T</c>: the block tiles with two rows per thread sharing each block's codes (<see cref="IqBlockProducts"/>;
-    /// the default, for launches of enough rows: <see cref="IqBlockProducts.For"/>), its results the block tiles' bit for bit.
+    /// the default, for launches of enough rows: <see cref="IqBlockProducts.For(IqProductKernels, int, int, int)"/>), its results the block tiles' bit for bit.
     /// </summary>
     RowPairs = 3,
 }
