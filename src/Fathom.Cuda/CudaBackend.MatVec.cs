@@ -23,6 +23,13 @@ public sealed unsafe partial class CudaBackend
     public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
 
     /// <summary>
+    /// Whether one-token products of the types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>: Q4_K)
+    /// take them (<c>matvec_qk_T</c> and its stacked and grouped forms; on unless FATHOM_CUDA_MATVEC_FAST=0, which keeps
+    /// <c>matvec_q_T</c>, for comparisons). Same results bit for bit.
+    /// </summary>
+    public bool FastMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") != "0";
+
+    /// <summary>
     /// Which kernels take the IQ1_S and IQ2_XXS one-token products (single and grouped): the row pairs
     /// (<see cref="IqBlockProducts"/>; the block tiles for launches of too few rows for them, <see cref="IqBlockProducts.For"/>) unless FATHOM_CUDA_IQ_KERNELS says <c>tiles</c> (the block tiles, one row per
     /// thread), <c>shared</c> (the shared-grid kernels) or <c>old</c> (<c>matvec_q_T</c>'s lookups in global memory), for comparisons.
@@ -51,7 +58,7 @@ public sealed unsafe partial class CudaBackend
                 weight.Rows, weight.Columns, bias, accumulate, kernels: IqBlockProducts.For(IqProducts, weight.Rows, 1, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids);
+                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids, fast: FastMatVec);
         return true;
     }
 
@@ -103,7 +110,7 @@ public sealed unsafe partial class CudaBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("MatMul (1 token, stacked)");
         ulong packed = PackActivations(first.Format.DotActivationType, x, first.Columns, staged: false);
         KeepPackingUnlessOverwritten(o, outputCount);
-        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride);
+        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride, fast: FastMatVec);
         StackedLaunches++;
         return n;
     }
@@ -127,7 +134,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(IqProducts, shape.Rows, count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
-                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
+                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastMatVec);
         return true;
     }
 
@@ -168,7 +175,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(IqProducts, shape.Rows, 2 * count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
-                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
+                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastMatVec);
         Return(y, o, staged);
     }
 

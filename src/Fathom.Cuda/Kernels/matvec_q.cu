@@ -146,13 +146,14 @@ __device__ __forceinline__ int2 k4_piece(const u8* b, int chunk, uint4 w0, uint4
     return make_int2(sc0 * low + sc1 * high, m0 * lowSum + m1 * highSum);
 }
 
-// Q4_K and Q5_K: the CPU's block is ad·d·levelSum − ad·dmin·minSum (Q4_KDot.AddSuperBlock).
-__device__ __forceinline__ float block_k4(const u8* b, float dq, int2 s)
+// Q4_K and Q5_K: the CPU's block is ad·d·levelSum − ad·dmin·minSum (Q4_KDot.AddSuperBlock), from the block's first
+// word (d, dmin) as block_k4 reads it or as matvec_qk_q4_k already holds it.
+__device__ __forceinline__ float block_k4_dd(u32 dd, float dq, int2 s)
 {
-    u32 dd = *(const u32*)b;
     float d = half_bits_to_float(dd & 0xFFFFu), dmin = half_bits_to_float(dd >> 16);
     return dq * d * (float)s.x - dq * dmin * (float)s.y;
 }
+__device__ __forceinline__ float block_k4(const u8* b, float dq, int2 s) { return block_k4_dd(*(const u32*)b, dq, s); }
 
 __device__ __forceinline__ uint4 nibbles(uint4 v, int shift)
 {
@@ -455,3 +456,214 @@ FATHOM_MATVEC_Q_KERNELS(q5_k, Q5_K)
 FATHOM_MATVEC_Q_KERNELS(q6_k, Q6_K)
 FATHOM_MATVEC_Q_KERNELS(iq2_xxs, IQ2_XXS)
 FATHOM_MATVEC_Q_KERNELS(iq1_s, IQ1_S)
+
+// ---- Fast Q4_K products: matvec_qk_q4_k, stacked_matvec_qk_q4_k, group_matvec_qk_q4_k
+//
+// The same products as matvec_q_q4_k & co., bit for bit, with fewer instructions per weight (R1's o product issued
+// about 4.6 lane-instructions per weight and ran at half of the H200's read rate). Four threads share a block (not
+// eight), each taking 128 weights: qs bytes 16c..16c+15 and 64+16c..64+16c+15, that is positions o = 16·(c%2) .. o+15
+// of sub-blocks 2h, 2h+1 (low and high nibbles of chunk h = c/2) and 4+2h, 5+2h (chunk 2+h). So per row a thread reads
+// the block's 16-byte head (d, dmin, the 12 scale bytes) and two 16-byte runs of codes, decodes its four scales and
+// mins once, branch-free (its sub-blocks always straddle both halves of the packing), masks the low nibbles with one
+// AND per word and multiplies the high nibbles in place (v & 0xF0F0F0F0 is 16·q as unsigned bytes: an unsigned-by-signed
+// dp4a, and one exact shift of the scaled sum), and adds its integer sums with the block's other three threads in two
+// shuffles instead of three. The activation codes and their sums (Σx per 16 codes) serve all of a thread's rows.
+//
+// Each block's integer sums are the CPU's (integers add in any order) and its first thread applies block_k4_dd, so
+// every block contributes exactly what it does in matvec_q_q4_k. A row adds its blocks in the same order too: the host
+// gives this kernel half the lanes of matvec_q_q4_k's layout, so a round covers the same blocks (lanes / 4 of them,
+// "slots"), each slot adds its blocks in turn from zero, and the slots are added as matvec_q_finish adds them: a tree
+// within each four slots (what one warp of matvec_q_q4_k holds; the farther pair first), then those fours in order
+// from zero when a row has more. MATVEC_QK_MAX_ROWS rows per thread keep the registers within the 64 that eight
+// resident blocks allow (four rows spilled).
+
+#define MATVEC_QK_PARTS 4
+#define MATVEC_QK_MAX_ROWS 2
+// Slots matvec_q_q4_k's tree adds within one warp (32 lanes / Q4_K_PARTS); here they are 16 lanes.
+#define MATVEC_QK_TREE_SLOTS 4
+#define MATVEC_QK_TREE_LANES (MATVEC_QK_TREE_SLOTS * MATVEC_QK_PARTS)
+
+// Σ a_i·b_i over four byte pairs, a's bytes unsigned (0-255) and b's signed.
+__device__ __forceinline__ int dp4a_unsigned_signed(u32 a, int b, int c)
+{
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// A thread's 64 activation codes of a block (sub-blocks 2h, 2h+1, 4+2h, 5+2h at positions o..o+15) and their four sums.
+struct qk_codes
+{
+    int4 a[4];
+    int sum[4];
+};
+
+__device__ __forceinline__ qk_codes qk_load_codes(const i8* q)
+{
+    qk_codes c;
+    c.a[0] = *(const int4*)q;
+    c.a[1] = *(const int4*)(q + 32);
+    c.a[2] = *(const int4*)(q + 128);
+    c.a[3] = *(const int4*)(q + 160);
+    _Pragma("unroll") for (int i = 0; i < 4; i++)
+        c.sum[i] = __dp4a(ONES, c.a[i].w, __dp4a(ONES, c.a[i].z, __dp4a(ONES, c.a[i].y, __dp4a(ONES, c.a[i].x, 0))));
+    return c;
+}
+
+__device__ __forceinline__ int qk_low(uint4 v, int4 a, int s)
+{
+    s = __dp4a((int)(v.x & 0x0F0F0F0Fu), a.x, s);
+    s = __dp4a((int)(v.y & 0x0F0F0F0Fu), a.y, s);
+    s = __dp4a((int)(v.z & 0x0F0F0F0Fu), a.z, s);
+    return __dp4a((int)(v.w & 0x0F0F0F0Fu), a.w, s);
+}
+
+// Sixteen times the high nibbles' sum.
+__device__ __forceinline__ int qk_high16(uint4 v, int4 a, int s)
+{
+    s = dp4a_unsigned_signed(v.x & 0xF0F0F0F0u, a.x, s);
+    s = dp4a_unsigned_signed(v.y & 0xF0F0F0F0u, a.y, s);
+    s = dp4a_unsigned_signed(v.z & 0xF0F0F0F0u, a.z, s);
+    return dp4a_unsigned_signed(v.w & 0xF0F0F0F0u, a.w, s);
+}
+
+// A thread's (Σ sc·q·x, Σ m·x) over its 128 weights of a block: head = the block's first 16 bytes (d, dmin; the scale
+// words s0, s1, s2), v0 and v1 its two runs of codes, shift = 16·h (its sub-blocks' bytes in the scale words).
+__device__ __forceinline__ int2 qk_piece_q4_k(uint4 head, uint4 v0, uint4 v1, int shift, const qk_codes& c)
+{
+    u32 s0 = head.y >> shift, s1 = head.z >> shift, s2 = head.w >> shift;
+    // scale_min_q4_k for j = 2h, 2h + 1 (six bits of s0, s1) and j = 4 + 2h, 5 + 2h (four of s2, two of s0's / s1's top).
+    int sc0 = s0 & 63, sc1 = (s0 >> 8) & 63, m0 = s1 & 63, m1 = (s1 >> 8) & 63;
+    int sc4 = (s2 & 0xF) | ((s0 >> 2) & 0x30), sc5 = ((s2 >> 8) & 0xF) | ((s0 >> 10) & 0x30);
+    int m4 = ((s2 >> 4) & 0xF) | ((s1 >> 2) & 0x30), m5 = ((s2 >> 12) & 0xF) | ((s1 >> 10) & 0x30);
+    int low = sc0 * qk_low(v0, c.a[0], 0) + sc4 * qk_low(v1, c.a[2], 0);
+    int high16 = sc1 * qk_high16(v0, c.a[1], 0) + sc5 * qk_high16(v1, c.a[3], 0); // a multiple of 16: the shift is exact
+    return make_int2(low + (high16 >> 4), m0 * c.sum[0] + m1 * c.sum[1] + m4 * c.sum[2] + m5 * c.sum[3]);
+}
+
+// The end of a row group's product: each slot's first thread holds its sums; added as matvec_q_finish adds
+// matvec_q_q4_k's (see above), then bias, then accumulate.
+__device__ __forceinline__ void matvec_qk_finish(float* sum, int lanes, int rows_per_thread, int first_row, int rows,
+    float* __restrict__ y, const float* __restrict__ bias, int accumulate)
+{
+    __shared__ float partial[MATVEC_Q_THREADS / MATVEC_QK_TREE_LANES][MATVEC_QK_MAX_ROWS];
+    int t = threadIdx.x & (lanes - 1);
+    int tree = lanes < MATVEC_QK_TREE_LANES ? lanes : MATVEC_QK_TREE_LANES;
+    _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+    {
+        if (k >= rows_per_thread) break;
+        for (int o = tree / 2; o >= MATVEC_QK_PARTS; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o);
+    }
+    if (lanes > MATVEC_QK_TREE_LANES)
+    {
+        int group = threadIdx.x / MATVEC_QK_TREE_LANES;
+        if ((threadIdx.x & (MATVEC_QK_TREE_LANES - 1)) == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) partial[group][k] = sum[k];
+        __syncthreads();
+        if (t == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+            {
+                float total = 0.0f;
+                for (int i = 0; i < lanes / MATVEC_QK_TREE_LANES; i++) total += partial[group + i][k];
+                sum[k] = total;
+            }
+        __syncthreads();
+    }
+    if (t == 0)
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+        {
+            int row = first_row + k;
+            if (k >= rows_per_thread || row >= rows) break;
+            float total = sum[k];
+            if (bias) total = total + bias[row];
+            y[row] = accumulate ? y[row] + total : total;
+        }
+}
+
+// A row group's product (the calling thread's: `lanes` threads, a power of two from 4 to MATVEC_Q_THREADS, on
+// rows_per_thread rows from the block's first row group), round by round over the rows' blocks, lanes / 4 at a time.
+__device__ __forceinline__ void matvec_qk_rows_q4_k(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq,
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,
+    const float* __restrict__ bias, int accumulate, int block_index)
+{
+    int t = threadIdx.x & (lanes - 1), c = t & (MATVEC_QK_PARTS - 1), slot = t / MATVEC_QK_PARTS, slots = lanes / MATVEC_QK_PARTS;
+    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;
+    int blocks = columns / Q4_K_WEIGHTS, shift = 16 * (c >> 1), offset = 16 * (c & 1);
+    const u8* weights = w + (i64)first_row * row_bytes + 16 + 16 * c; // the thread's first run of codes in block 0
+    const i8* codes = xq + 64 * (c >> 1) + offset;
+    float sum[MATVEC_QK_MAX_ROWS];
+    _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) sum[k] = 0.0f;
+    _Pragma("unroll 2")
+    for (int first = 0; first < blocks; first += slots) // the same rounds for the whole block of threads
+    {
+        int block = first + slot;
+        bool live = block < blocks;
+        uint4 head[MATVEC_QK_MAX_ROWS], v0[MATVEC_QK_MAX_ROWS], v1[MATVEC_QK_MAX_ROWS];
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) // every load of the round before any arithmetic
+        {
+            head[k] = v0[k] = v1[k] = make_uint4(0, 0, 0, 0);
+            if (k < rows_per_thread && live && first_row + k < rows)
+            {
+                const u8* b = weights + k * row_bytes + (i64)block * Q4_K_BYTES;
+                head[k] = *(const uint4*)(b - 16 - 16 * c);
+                v0[k] = *(const uint4*)b;
+                v1[k] = *(const uint4*)(b + 64);
+            }
+        }
+        qk_codes a;
+        if (live) a = qk_load_codes(codes + (i64)block * Q4_K_WEIGHTS);
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+        {
+            if (k >= rows_per_thread) break; // the same for every thread
+            int2 s = make_int2(0, 0);
+            if (live && first_row + k < rows) s = qk_piece_q4_k(head[k], v0[k], v1[k], shift, a);
+            _Pragma("unroll") for (int o = MATVEC_QK_PARTS / 2; o > 0; o >>= 1)
+            {
+                s.x += __shfl_xor_sync(0xFFFFFFFFu, s.x, o);
+                s.y += __shfl_xor_sync(0xFFFFFFFFu, s.y, o);
+            }
+            if (live && c == 0 && first_row + k < rows) sum[k] += block_k4_dd(head[k].x, xd[block], s);
+        }
+    }
+    matvec_qk_finish(sum, lanes, rows_per_thread, first_row, rows, y, bias, accumulate);
+}
+
+// The three launches of matvec_q_q4_k, stacked_matvec_q_q4_k and group_matvec_q_q4_k (same parameters and grids for a
+// layout of this kernel), each block's rows by matvec_qk_rows_q4_k.
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)
+matvec_qk_q4_k(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,
+               float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,
+               const float* __restrict__ bias, int accumulate)
+{
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread, blockIdx.x));
+    matvec_qk_rows_q4_k(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x);
+}
+
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)
+stacked_matvec_qk_q4_k(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,
+    const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,
+    int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,
+    const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread)
+{
+    FATHOM_PREFETCH_THEN_WAIT(stacked_matvec_q_prefetch(w0, w1, w2, rows0, rows1, rows2, end0, end1, row_bytes, lanes, rows_per_thread));
+    int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;
+    const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;
+    const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;
+    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2, local = m == 0 ? b : m == 1 ? b - end0 : b - end1;
+    matvec_qk_rows_q4_k(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local);
+}
+
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)
+group_matvec_qk_q4_k(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes,
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,
+    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)
+{
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(group_matrix_before_wait(matrices, ids, matrix_count, per_set),
+                                                row_bytes, rows, lanes, rows_per_thread, blockIdx.x));
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;
+    int which = ids != 0 ? (int)ids[entry] : entry;
+    if (which < 0 || which >= matrix_count) return;
+    i64 first = entry * x_matrix_stride; // a multiple of the activation block (the host checks)
+    matvec_qk_rows_q4_k((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first, xd + first / Q4_K_WEIGHTS,
+                        y + blockIdx.z * y_matrix_stride, rows, columns, lanes, rows_per_thread, 0, 0, blockIdx.x);
+}
