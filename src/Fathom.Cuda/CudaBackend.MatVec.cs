@@ -23,11 +23,23 @@ public sealed unsafe partial class CudaBackend
     public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
 
     /// <summary>
-    /// Whether one-token products of the types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>: Q4_K)
-    /// take them (<c>matvec_qk_T</c> and its stacked and grouped forms; on unless FATHOM_CUDA_MATVEC_FAST=0, which keeps
-    /// <c>matvec_q_T</c>, for comparisons). Same results bit for bit.
+    /// Whether one-token products of the types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>) take
+    /// them (<c>matvec_qk_T</c> and its stacked and grouped forms; on unless FATHOM_CUDA_MATVEC_FAST=0, which keeps
+    /// <c>matvec_q_T</c>, for comparisons): Q4_K's, and Q6_K's too with FATHOM_CUDA_MATVEC_FAST=all (see
+    /// <see cref="FastQ6KProducts"/>). Same results bit for bit.
     /// </summary>
     public bool FastMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") != "0";
+
+    /// <summary>
+    /// Whether <see cref="FastMatVec"/> covers Q6_K (R1's shared experts and output): off unless
+    /// FATHOM_CUDA_MATVEC_FAST=all, since its kernels were checked (CPU emulation, tests) but not yet timed on a GPU;
+    /// `bench --gpu-kernels` times them beside <c>matvec_q_q6_k</c>. Not in the verified steps' settings word (bit 30 is
+    /// <see cref="FastMatVec"/>'s): a recording made with the other choice gives the same bits.
+    /// </summary>
+    public bool FastQ6KProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") == "all";
+
+    /// <summary>Whether a one-token product of <paramref name="type"/> takes the fast kernels (when the type has them).</summary>
+    private bool FastFor(GgmlType type) => FastMatVec && (type != GgmlType.Q6_K || FastQ6KProducts);
 
     /// <summary>
     /// Which kernels take the IQ1_S and IQ2_XXS one-token products (single and grouped): the row pairs
@@ -58,7 +70,7 @@ public sealed unsafe partial class CudaBackend
                 weight.Rows, weight.Columns, bias, accumulate, kernels: IqBlockProducts.For(IqProducts, weight.Rows, 1, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids, fast: FastMatVec);
+                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids, fast: FastFor(weight.Format.Type));
         return true;
     }
 
@@ -110,7 +122,7 @@ public sealed unsafe partial class CudaBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("MatMul (1 token, stacked)");
         ulong packed = PackActivations(first.Format.DotActivationType, x, first.Columns, staged: false);
         KeepPackingUnlessOverwritten(o, outputCount);
-        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride, fast: FastMatVec);
+        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride, fast: FastFor(type));
         StackedLaunches++;
         return n;
     }
@@ -134,7 +146,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(IqProducts, shape.Rows, count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
-                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastMatVec);
+                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastFor(shape.Format.Type));
         return true;
     }
 
@@ -175,7 +187,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(IqProducts, shape.Rows, 2 * count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
-                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastMatVec);
+                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastFor(shape.Format.Type));
         Return(y, o, staged);
     }
 

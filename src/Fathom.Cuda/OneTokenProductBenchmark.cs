@@ -8,7 +8,7 @@ namespace Fathom.Cuda;
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
 /// integer one the backend takes (<see cref="CudaBackend.IqProducts"/> for IQ1_S and IQ2_XXS, else <c>matvec_q_T</c> /
 /// <c>group_matvec_q_T</c>), with every layout of the layout-taking kernels; for IQ1_S and IQ2_XXS all four of their
-/// kernels (row pairs, block tiles, shared grid, global grid) in the same run; for types with fast kernels (Q4_K)
+/// kernels (row pairs, block tiles, shared grid, global grid) in the same run; for types with fast kernels (Q4_K, Q6_K)
 /// <c>matvec_q_T</c> and <c>matvec_qk_T</c> in the same run.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>

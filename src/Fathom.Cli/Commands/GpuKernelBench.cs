@@ -13,7 +13,7 @@ namespace Fathom.Cli.Commands;
 /// GPU's measured read bandwidth; then R1's grouped expert products (a token's eight experts in one launch). The integer
 /// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it; IQ1_S and
 /// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles, row pairs), whichever the backend takes;
-/// Q4_K also with its fast kernel (matvec_qk), at R1's large shapes too.
+/// Q4_K and Q6_K also with their fast kernels (matvec_qk), at R1's large shapes too.
 /// </summary>
 public static class GpuKernelBench
 {

@@ -28,7 +28,7 @@ public static class QuantizedMatVec
         // 16-byte loads in 144- and 176-byte blocks: the matrix must start 16-byte aligned.
         GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 8, 16, FastKernel: "matvec_qk_q4_k", FastPieces: 4),
         GgmlType.Q5_K => new("matvec_q_q5_k", "group_matvec_q_q5_k", 256, 8, 16),
-        GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2),
+        GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2, FastKernel: "matvec_qk_q6_k", FastPieces: 4),
         GgmlType.IQ2_XXS => new("matvec_q_iq2_xxs", "group_matvec_q_iq2_xxs", 256, 8, 2, "matvec_iq_iq2_xxs", "group_matvec_iq_iq2_xxs"),
         GgmlType.IQ1_S => new("matvec_q_iq1_s", "group_matvec_q_iq1_s", 256, 8, 2, "matvec_iq_iq1_s", "group_matvec_iq_iq1_s"),
         _ => null,
@@ -155,7 +155,7 @@ public static class QuantizedMatVec
 
     /// <summary>
     /// Whether <paramref name="type"/> has the fast kernels (matvec_q.cu's <c>matvec_qk_T</c>, <c>stacked_matvec_qk_T</c>,
-    /// <c>group_matvec_qk_T</c>: Q4_K), which give the plain kernels' results bit for bit in the layout
+    /// <c>group_matvec_qk_T</c>: Q4_K, Q6_K), which give the plain kernels' results bit for bit in the layout
     /// <see cref="FastLayoutFor"/> gives, and which the launches below take when asked for <c>fast</c>.
     /// </summary>
     public static bool HasFastKernels(GgmlType type) => ShapeOf(type)?.FastKernel is not null;
@@ -178,7 +178,8 @@ public static class QuantizedMatVec
 
     /// <summary>
     /// The fast kernel's layout for the launch <see cref="LayoutFor"/> lays out: as many blocks per round as the plain
-    /// kernel's (its lanes times the fast kernel's pieces per block over the plain one's: half for Q4_K), so the fast
+    /// kernel's (its lanes times the fast kernel's pieces per block over the plain one's: half for Q4_K, a quarter for
+    /// Q6_K), so the fast
     /// kernel adds a row's blocks in the plain kernel's order; then as many rows per thread (2, 1) as keep
     /// <see cref="ResidentThreads"/> threads.
     /// </summary>
