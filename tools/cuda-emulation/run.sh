@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h),
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
-# the fast Q4_K one-token products against matvec_q_q4_k (Kernels/matvec_q.cu; fast_matvec_check.cpp, about a minute), of
+# the fast Q4_K and Q6_K one-token products against matvec_q_T (Kernels/matvec_q.cu; fast_matvec_check.cpp, ~10 minutes), of
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
