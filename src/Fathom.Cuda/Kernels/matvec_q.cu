@@ -17,6 +17,8 @@
 //   group_matvec_q_T:  the same per matrix blockIdx.z of a group (group_matvec_T's table, ids and strides; experts.cu),
 //                      so a grouped product equals the one-matrix product bit for bit; with a table of several sets
 //                      (a MoE layer's gates, then its ups), the same chosen ids in each set, all in one launch.
+//   matvec_qk_T & co.: Q4_K's and Q6_K's same products with fewer instructions per weight, bit for bit ("Fast
+//                      K-quant products" at the end).
 //
 // Weight rows are only 2-byte aligned for most types (blocks of 18, 22, 34, 50, 66, 210 bytes): their 4-byte words are
 // read as two halves. Q4_K and Q5_K blocks (144, 176 bytes) from a 16-byte-aligned matrix are read 16 bytes at a time;
@@ -555,7 +557,7 @@ __device__ __forceinline__ qk_row_q4_k qk_load_row_q4_k(const u8* b, int c)
 // Codes of sub-blocks 2h, 2h + 1, 4 + 2h, 5 + 2h at position o.
 __device__ __forceinline__ qk_codes qk_load_codes_q4_k(const i8* q, int c) { return qk_load_codes(q + 64 * (c >> 1) + 16 * (c & 1), 32, 128, 160); }
 
-// (Σ sc·q·x, Σ m·x) over the thread's 128 weights.
+// (Σ sc·q·x, Σ m·x) over the thread's 64 weights.
 __device__ __forceinline__ int2 qk_piece_q4_k(const qk_row_q4_k& r, const qk_codes& a, int c)
 {
     int shift = 16 * (c >> 1); // its sub-blocks' bytes in the scale words
