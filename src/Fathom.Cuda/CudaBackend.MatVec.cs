@@ -23,6 +23,25 @@ public sealed unsafe partial class CudaBackend
     public bool UseIntegerMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MMVQ") != "0";
 
     /// <summary>
+    /// Whether one-token products of the types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>) take
+    /// them (<c>matvec_qk_T</c> and its stacked and grouped forms; on unless FATHOM_CUDA_MATVEC_FAST=0, which keeps
+    /// <c>matvec_q_T</c>, for comparisons): Q4_K's, and Q6_K's too with FATHOM_CUDA_MATVEC_FAST=all (see
+    /// <see cref="FastQ6KProducts"/>). Same results bit for bit.
+    /// </summary>
+    public bool FastMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") != "0";
+
+    /// <summary>
+    /// Whether <see cref="FastMatVec"/> covers Q6_K (R1's shared experts and output): off unless
+    /// FATHOM_CUDA_MATVEC_FAST=all, since its kernels were checked (CPU emulation, tests) but not yet timed on a GPU;
+    /// `bench --gpu-kernels` times them beside <c>matvec_q_q6_k</c>. Not in the verified steps' settings word (bit 30 is
+    /// <see cref="FastMatVec"/>'s): a recording made with the other choice gives the same bits.
+    /// </summary>
+    public bool FastQ6KProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") == "all";
+
+    /// <summary>Whether a one-token product of <paramref name="type"/> takes the fast kernels (when the type has them).</summary>
+    private bool FastFor(GgmlType type) => FastMatVec && (type != GgmlType.Q6_K || FastQ6KProducts);
+
+    /// <summary>
     /// Which kernels take the IQ1_S and IQ2_XXS one-token products (single and grouped): the row pairs
     /// (<see cref="IqBlockProducts"/>; the block tiles for launches of too few rows for them and for IQ2_XXS, <see cref="IqBlockProducts.For(GgmlType, IqProductKernels, int, int, int)"/>) unless FATHOM_CUDA_IQ_KERNELS says <c>tiles</c> (the block tiles, one row per
     /// thread), <c>shared</c> (the shared-grid kernels) or <c>old</c> (<c>matvec_q_T</c>'s lookups in global memory), for comparisons.
@@ -51,7 +70,7 @@ public sealed unsafe partial class CudaBackend
                 weight.Rows, weight.Columns, bias, accumulate, kernels: IqBlockProducts.For(weight.Format.Type, IqProducts, weight.Rows, 1, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.Launch(_context, _kernels, weight.Format.Type, weight.Name, w.Pointer, weight.RowBytes, packed, y,
-                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids);
+                weight.Rows, weight.Columns, bias, accumulate, sharedGrids: SharedGrids, fast: FastFor(weight.Format.Type));
         return true;
     }
 
@@ -103,7 +122,7 @@ public sealed unsafe partial class CudaBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("MatMul (1 token, stacked)");
         ulong packed = PackActivations(first.Format.DotActivationType, x, first.Columns, staged: false);
         KeepPackingUnlessOverwritten(o, outputCount);
-        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride);
+        QuantizedMatVec.LaunchStacked(_context, _kernels, type, first.Name, stack[..n], first.RowBytes, packed, first.Columns, o, outputStride, fast: FastFor(type));
         StackedLaunches++;
         return n;
     }
@@ -127,7 +146,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(shape.Format.Type, IqProducts, shape.Rows, count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchGroup(_context, _kernels, shape.Format.Type, shape.Name, table, ids, matrixCount, shape.RowBytes,
-                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
+                packed, inputCount, inputStride, y, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastFor(shape.Format.Type));
         return true;
     }
 
@@ -168,7 +187,7 @@ public sealed unsafe partial class CudaBackend
                 kernels: IqBlockProducts.For(shape.Format.Type, IqProducts, shape.Rows, 2 * count, _context.Device.Multiprocessors));
         else
             QuantizedMatVec.LaunchSets(_context, _kernels, shape.Format.Type, shape.Name, table, 2, chosen, first.Length, shape.RowBytes,
-                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids);
+                packed, inputExtent, inputStride, o, outputStride, shape.Rows, shape.Columns, count, sharedGrids: SharedGrids, fast: FastFor(shape.Format.Type));
         Return(y, o, staged);
     }
 

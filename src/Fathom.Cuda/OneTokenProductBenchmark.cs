@@ -8,7 +8,8 @@ namespace Fathom.Cuda;
 /// One type and shape's one-token product times: the float kernel (<c>matvec_T</c> / <c>group_matvec_T</c>) and the
 /// integer one the backend takes (<see cref="CudaBackend.IqProducts"/> for IQ1_S and IQ2_XXS, else <c>matvec_q_T</c> /
 /// <c>group_matvec_q_T</c>), with every layout of the layout-taking kernels; for IQ1_S and IQ2_XXS all four of their
-/// kernels (row pairs, block tiles, shared grid, global grid) in the same run.
+/// kernels (row pairs, block tiles, shared grid, global grid) in the same run; for types with fast kernels (Q4_K, Q6_K)
+/// <c>matvec_q_T</c> and <c>matvec_qk_T</c> in the same run.
 /// </summary>
 /// <param name="Matrices">Matrices per launch: 1, or a grouped product's (a token's experts).</param>
 /// <param name="WeightBytes">Bytes of the launch's matrices, all read once per product.</param>
@@ -20,10 +21,14 @@ namespace Fathom.Cuda;
 /// <param name="BlockTileMicroseconds">For IQ1_S and IQ2_XXS: per product with the block-tile kernel (<see cref="IqBlockProducts"/>); else NaN.</param>
 /// <param name="RowPairMicroseconds">For IQ1_S and IQ2_XXS: per product with the row-pair kernel (<see cref="IqProductKernels.RowPairs"/>); else NaN.</param>
 /// <param name="Kernels">The IQ kernels the backend takes for this launch (<see cref="CudaBackend.IqProducts"/>, through <see cref="IqBlockProducts.For(GgmlType, IqProductKernels, int, int, int)"/>), which <paramref name="IntegerMicroseconds"/> timed for IQ1_S and IQ2_XXS.</param>
+/// <param name="FastMicroseconds">For types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>): per product with <c>matvec_qk_T</c> / <c>group_matvec_qk_T</c> in <paramref name="FastLayout"/>; else NaN. <paramref name="IntegerMicroseconds"/> is then <c>matvec_q_T</c>'s, the kernel it replaces.</param>
+/// <param name="FastLayout">The layout the fast kernel takes for this shape (<see cref="QuantizedMatVec.FastLayoutFor"/>).</param>
+/// <param name="FastLayouts">Every fast layout's time per product (µs); null for types without fast kernels.</param>
 public readonly record struct OneTokenProductTiming(GgmlType Type, int Rows, int Columns, int Matrices, long WeightBytes, double FloatMicroseconds,
     double IntegerMicroseconds, MatVecLayout Layout, IReadOnlyList<(MatVecLayout Layout, double Microseconds)> Layouts,
     IReadOnlyList<(MatVecLayout Layout, double Microseconds)> GlobalGridLayouts, double BlockTileMicroseconds = double.NaN,
-    IqProductKernels Kernels = IqProductKernels.RowPairs, double RowPairMicroseconds = double.NaN)
+    IqProductKernels Kernels = IqProductKernels.RowPairs, double RowPairMicroseconds = double.NaN, double FastMicroseconds = double.NaN,
+    MatVecLayout FastLayout = default, IReadOnlyList<(MatVecLayout Layout, double Microseconds)>? FastLayouts = null)
 {
     /// <summary>Weight bytes read per second, in GB/s (10⁹ bytes), for a time per product in µs.</summary>
     public double GigabytesPerSecond(double microseconds) => WeightBytes / microseconds / 1e3;
@@ -110,6 +115,20 @@ public static class OneTokenProductBenchmark
         }
         List<(MatVecLayout, double)> timed = EveryLayout(iq);
         double pickedTime = timed.First(l => l.Item1 == picked).Item2;
+        if (QuantizedMatVec.HasFastKernels(type))
+        {
+            // The fast kernel in every layout of its own, the plain one's results bit for bit in the picked one.
+            MatVecLayout fastPicked = QuantizedMatVec.FastLayoutFor(type, (long)rows * matrices, columns);
+            var fast = new List<(MatVecLayout, double)>();
+            foreach (MatVecLayout layout in QuantizedMatVec.FastLayouts(type))
+                fast.Add((layout, matrices == 1
+                    ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_qk", Matrix(c), rowBytes, packed.Pointer, y.Pointer,
+                        rows, columns, layout: layout, fast: true))
+                    : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_qk", Table(c), 0, matrices, rowBytes,
+                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, fast: true))));
+            return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts,
+                FastMicroseconds: fast.First(l => l.Item1 == fastPicked).Item2, FastLayout: fastPicked, FastLayouts: fast);
+        }
         if (!iq) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts);
 
         List<(MatVecLayout, double)> globalGrid = EveryLayout(false);

@@ -26,7 +26,8 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
             JsonNode json = JsonNode.Parse(output.ToString())!;
             Assert.InRange(json["read_bandwidth_gbps"]!.GetValue<double>(), 50, 20_000);
             JsonArray products = json["products"]!.AsArray();
-            Assert.Equal(32 + GpuKernelBench.Groups.Length, products.Count); // eight types × four shapes, then the grouped products
+            // Eight types × four shapes, Q4_K and Q6_K at R1's two large shapes, then the grouped products.
+            Assert.Equal(32 + 4 + GpuKernelBench.Groups.Length, products.Count);
             foreach (JsonNode? product in products)
             {
                 Assert.True(Enum.TryParse(product!["type"]!.GetValue<string>(), out GgmlType type));
@@ -49,6 +50,14 @@ public sealed class GpuKernelBenchTests(ITestOutputHelper log)
                     Assert.Equal(product["integer_us"]!.GetValue<double>(), product["global_grid_layouts_us"]![product["global_grid_layout"]!.GetValue<string>()]!.GetValue<double>());
                 else
                     Assert.Equal(product["integer_us"]!.GetValue<double>(), layouts[product["layout"]!.GetValue<string>()]!.GetValue<double>());
+                // Types with fast kernels (Q4_K): those too, in every fast layout, the picked one among them.
+                JsonObject? fast = product["fast_layouts_us"]?.AsObject();
+                Assert.Equal(QuantizedMatVec.HasFastKernels(type), fast is not null);
+                if (fast is not null)
+                {
+                    Assert.Equal(QuantizedMatVec.FastLayouts(type).Count(), fast.Count);
+                    Assert.Equal(product["fast_us"]!.GetValue<double>(), fast[product["fast_layout"]!.GetValue<string>()]!.GetValue<double>());
+                }
                 // IQ1_S and IQ2_XXS: the global-grid kernel too, in every layout, its own picked one among them.
                 JsonObject? globalGrid = product["global_grid_layouts_us"]?.AsObject();
                 Assert.Equal(QuantizedMatVec.HasSharedGridKernels(type), globalGrid is not null);

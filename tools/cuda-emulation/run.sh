@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h),
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
+# the fast Q4_K and Q6_K one-token products against matvec_q_T (Kernels/matvec_q.cu; fast_matvec_check.cpp, ~10 minutes), of
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
@@ -25,11 +26,15 @@ sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
 # quantizers alone.
 sed 's/^    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));/    { _Float16 e = (_Float16)f; std::memcpy(\&h, \&e, 2); }/' "$kernels/activations.cu" > "$work/activations_emulated.cu"
 sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kernels/mmq.cu" | sed '$d' > "$work/mmq_quantize_codes.cu"
-for check in prompt_fused_check iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
+# The one-token products with their inline-assembly helpers (cvt.f32.f16, dp4a.u32.s32) left to the check's own.
+sed '/^__device__ __forceinline__ float half_bits_to_float/,/^}/d; /^__device__ __forceinline__ int dp4a_unsigned_signed/,/^}/d' \
+    "$kernels/matvec_q.cu" > "$work/matvec_q_emulated.cu"
+for check in prompt_fused_check fast_matvec_check iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
     "$work/prompt_fused_check"
+    "$work/fast_matvec_check"
     "$work/iq_products_check"
     "$work/prefetch_check"
     "$work/transposed_check"

@@ -12,7 +12,8 @@ namespace Fathom.Cli.Commands;
 /// integer one in the same run (<see cref="OneTokenProductBenchmark"/>), in GB/s of weights read and as a fraction of the
 /// GPU's measured read bandwidth; then R1's grouped expert products (a token's eight experts in one launch). The integer
 /// kernel is timed in the layout the backend picks and in every other one, and the fastest is shown beside it; IQ1_S and
-/// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles, row pairs), whichever the backend takes.
+/// IQ2_XXS also with their other kernels (global grid, shared grid, block tiles, row pairs), whichever the backend takes;
+/// Q4_K and Q6_K also with their fast kernels (matvec_qk), at R1's large shapes too.
 /// </summary>
 public static class GpuKernelBench
 {
@@ -21,6 +22,11 @@ public static class GpuKernelBench
 
     /// <summary>rows × columns: Qwen2-1.5B's FFN gate/up and down, R1's expert gate/up and down.</summary>
     private static readonly (int Rows, int Columns)[] Shapes = [(8960, 1536), (1536, 8960), (2048, 7168), (7168, 2048)];
+
+    /// <summary>R1's large one-token products of the types with fast kernels (and Q6_K beside them): the attention output (o) and q_b.</summary>
+    private static readonly (int Rows, int Columns)[] LargeShapes = [(7168, 16384), (24576, 1536)];
+
+    private static readonly GgmlType[] LargeShapeTypes = [GgmlType.Q4_K, GgmlType.Q6_K];
 
     /// <summary>
     /// R1's routed experts, eight per token: gate/up 2048×7168 (IQ1_S; sixteen matrices: the gates and ups in one launch,
@@ -59,7 +65,8 @@ public static class GpuKernelBench
     {
         double bandwidth = backend.MeasureReadBandwidth();
         IReadOnlyList<OneTokenProductTiming> timings =
-            [.. OneTokenProductBenchmark.Run(backend, Types, Shapes, Repetitions), .. OneTokenProductBenchmark.RunGrouped(backend, Groups, Repetitions)];
+            [.. OneTokenProductBenchmark.Run(backend, Types, Shapes, Repetitions), .. OneTokenProductBenchmark.Run(backend, LargeShapeTypes, LargeShapes, Repetitions),
+             .. OneTokenProductBenchmark.RunGrouped(backend, Groups, Repetitions)];
         if (json)
         {
             var rows = new JsonArray();
@@ -67,6 +74,8 @@ public static class GpuKernelBench
             {
                 var layouts = new JsonObject();
                 foreach ((var layout, double us) in t.Layouts) layouts[layout.ToString()] = us;
+                var fastLayouts = new JsonObject();
+                foreach ((var layout, double us) in t.FastLayouts ?? []) fastLayouts[layout.ToString()] = us;
                 var globalGrid = new JsonObject();
                 foreach ((var layout, double us) in t.GlobalGridLayouts) globalGrid[layout.ToString()] = us;
                 rows.Add(new JsonObject
@@ -79,6 +88,9 @@ public static class GpuKernelBench
                     ["block_tile_us"] = double.IsNaN(t.BlockTileMicroseconds) ? null : t.BlockTileMicroseconds,
                     ["row_pair_us"] = double.IsNaN(t.RowPairMicroseconds) ? null : t.RowPairMicroseconds,
                     ["iq_kernels"] = t.Kernels.ToString(),
+                    ["fast_us"] = double.IsNaN(t.FastMicroseconds) ? null : t.FastMicroseconds,
+                    ["fast_layout"] = t.FastLayouts is null ? null : t.FastLayout.ToString(),
+                    ["fast_layouts_us"] = t.FastLayouts is null ? null : fastLayouts,
                 });
             }
             output.WriteLine(new JsonObject { ["device"] = backend.Device.Name, ["read_bandwidth_gbps"] = bandwidth, ["repetitions"] = Repetitions, ["products"] = rows }.ToJsonString());
@@ -93,6 +105,12 @@ public static class GpuKernelBench
             string shape = t.Matrices == 1 ? $"{t.Rows}×{t.Columns}" : $"{t.Matrices}×{t.Rows}×{t.Columns}";
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{t.Type,-8} {shape,-16} {t.WeightBytes / 1e6,7:F2} {t.FloatMicroseconds,9:F2} {oldRate,7:F0} {t.IntegerMicroseconds,9:F2} {newRate,7:F0} {100 * newRate / bandwidth,5:F1}% {t.FloatMicroseconds / t.IntegerMicroseconds,7:F2}× {t.Layout,7} {t.Best.Layout,7} {t.Best.Microseconds,8:F2}"));
+            if (t.FastLayouts is { } fast)
+            {
+                (var bestFast, double bestFastTime) = fast.MinBy(l => l.Microseconds);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{"",-8} {"(fast matvec_qk: µs, its speed over matvec_q)",-43} {t.FastMicroseconds,9:F2} {t.GigabytesPerSecond(t.FastMicroseconds),7:F0} {100 * t.GigabytesPerSecond(t.FastMicroseconds) / bandwidth,5:F1}% {t.IntegerMicroseconds / t.FastMicroseconds,7:F2}× {t.FastLayout,7} {bestFast,7} {bestFastTime,8:F2}"));
+            }
             if (t.GlobalGridLayouts.Count > 0)
             {
                 MatVecLayout oldLayout = GlobalGridLayout(t);

@@ -18,7 +18,7 @@ public static class QuantizedMatVec
     /// results bit for bit.
     /// </summary>
     private readonly record struct Shape(string Kernel, string GroupKernel, int BlockWeights, int Pieces, int Alignment,
-        string? SharedGridKernel = null, string? SharedGridGroupKernel = null);
+        string? SharedGridKernel = null, string? SharedGridGroupKernel = null, string? FastKernel = null, int FastPieces = 0);
 
     private static Shape? ShapeOf(GgmlType type) => type switch
     {
@@ -26,9 +26,9 @@ public static class QuantizedMatVec
         GgmlType.Q5_0 => new("matvec_q_q5_0", "group_matvec_q_q5_0", 32, 4, 2),
         GgmlType.Q8_0 => new("matvec_q_q8_0", "group_matvec_q_q8_0", 32, 4, 2),
         // 16-byte loads in 144- and 176-byte blocks: the matrix must start 16-byte aligned.
-        GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 8, 16),
+        GgmlType.Q4_K => new("matvec_q_q4_k", "group_matvec_q_q4_k", 256, 8, 16, FastKernel: "matvec_qk_q4_k", FastPieces: 4),
         GgmlType.Q5_K => new("matvec_q_q5_k", "group_matvec_q_q5_k", 256, 8, 16),
-        GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2),
+        GgmlType.Q6_K => new("matvec_q_q6_k", "group_matvec_q_q6_k", 256, 16, 2, FastKernel: "matvec_qk_q6_k", FastPieces: 4),
         GgmlType.IQ2_XXS => new("matvec_q_iq2_xxs", "group_matvec_q_iq2_xxs", 256, 8, 2, "matvec_iq_iq2_xxs", "group_matvec_iq_iq2_xxs"),
         GgmlType.IQ1_S => new("matvec_q_iq1_s", "group_matvec_q_iq1_s", 256, 8, 2, "matvec_iq_iq1_s", "group_matvec_iq_iq1_s"),
         _ => null,
@@ -153,6 +153,44 @@ public static class QuantizedMatVec
     public static MatVecLayout DefaultLayout(GgmlType type, long rows, int columns, bool sharedGrids) =>
         sharedGrids && HasSharedGridKernels(type) ? SharedGridLayoutFor(type, rows, columns) : LayoutFor(type, rows, columns);
 
+    /// <summary>
+    /// Whether <paramref name="type"/> has the fast kernels (matvec_q.cu's <c>matvec_qk_T</c>, <c>stacked_matvec_qk_T</c>,
+    /// <c>group_matvec_qk_T</c>: Q4_K, Q6_K), which give the plain kernels' results bit for bit in the layout
+    /// <see cref="FastLayoutFor"/> gives, and which the launches below take when asked for <c>fast</c>.
+    /// </summary>
+    public static bool HasFastKernels(GgmlType type) => ShapeOf(type)?.FastKernel is not null;
+
+    /// <summary>The most rows one thread of a fast kernel works on (matvec_q.cu's MATVEC_QK_MAX_ROWS).</summary>
+    public const int FastMaxRowsPerThread = 2;
+
+    /// <summary>
+    /// Every layout a fast kernel of <paramref name="type"/> runs: lanes from its pieces per block to <see cref="Threads"/>
+    /// in powers of two, each with 1 or 2 rows per thread.
+    /// </summary>
+    public static IEnumerable<MatVecLayout> FastLayouts(GgmlType type)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        if (s.FastKernel is null) throw NoFastKernel(type);
+        for (int lanes = s.FastPieces; lanes <= Threads; lanes *= 2)
+            for (int rowsPerThread = 1; rowsPerThread <= FastMaxRowsPerThread; rowsPerThread *= 2)
+                yield return new MatVecLayout(lanes, rowsPerThread);
+    }
+
+    /// <summary>
+    /// The fast kernel's layout for the launch <see cref="LayoutFor"/> lays out: as many blocks per round as the plain
+    /// kernel's (its lanes times the fast kernel's pieces per block over the plain one's: half for Q4_K, a quarter for
+    /// Q6_K), so the fast
+    /// kernel adds a row's blocks in the plain kernel's order; then as many rows per thread (2, 1) as keep
+    /// <see cref="ResidentThreads"/> threads.
+    /// </summary>
+    public static MatVecLayout FastLayoutFor(GgmlType type, long rows, int columns)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        if (s.FastKernel is null) throw NoFastKernel(type);
+        int lanes = LayoutFor(type, rows, columns).Lanes / s.Pieces * s.FastPieces;
+        return new MatVecLayout(lanes, Math.Min(FastMaxRowsPerThread, RowsPerThreadFor(rows, lanes, ResidentThreads)));
+    }
+
     /// <summary>Values per scale of a packed partner format (Q8_0: 32, Q8_K: 256).</summary>
     public static int PackedBlock(GgmlType activationType) => activationType switch
     {
@@ -180,6 +218,12 @@ public static class QuantizedMatVec
 
     private static NotSupportedException Unsupported(GgmlType type) => new($"weight type {type} has no integer one-token product");
 
+    private static NotSupportedException NoFastKernel(GgmlType type) => new($"weight type {type} has no fast one-token product");
+
+    /// <summary>Whether a launch takes the fast kernels: asked for, the type has them, and no shared-grid kernel was asked for instead.</summary>
+    private static bool TakesFast(GgmlType type, bool fast, bool sharedGrids) =>
+        fast && HasFastKernels(type) && !(sharedGrids && HasSharedGridKernels(type));
+
     /// <summary>
     /// Queues <c>pack_activations_*</c>: <paramref name="count"/> floats at <paramref name="x"/> (a multiple of the
     /// format's block) encoded into <paramref name="packed"/> (<see cref="PackedBytes"/> bytes).
@@ -198,13 +242,18 @@ public static class QuantizedMatVec
     /// <paramref name="y"/> held with <paramref name="accumulate"/>; in <paramref name="layout"/> (else <see cref="DefaultLayout"/>'s).
     /// With <paramref name="sharedGrids"/>, a type with shared-grid kernels takes <c>matvec_iq_T</c> instead (same results).
     /// <paramref name="gridBlocks"/> caps a shared-grid launch's blocks (else <see cref="SharedGridBlocks"/>'s), so tests can make blocks loop.
+    /// With <paramref name="fast"/>, a type with fast kernels takes <c>matvec_qk_T</c> (same results), in
+    /// <paramref name="layout"/> as a layout of that kernel (else <see cref="FastLayoutFor"/>'s).
     /// </summary>
     public static void Launch(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong weights, long rowBytes,
         ulong packed, ulong y, int rows, int columns, ulong bias = 0, bool accumulate = false, MatVecLayout? layout = null,
-        bool sharedGrids = false, uint? gridBlocks = null)
+        bool sharedGrids = false, uint? gridBlocks = null, bool fast = false)
     {
-        MatVecLayout l = Checked(type, layout ?? DefaultLayout(type, rows, columns, sharedGrids));
-        (string kernel, uint blocks) = KernelAndBlocks(context, type, grouped: false, l, rows, 1, sharedGrids, gridBlocks);
+        bool takesFast = TakesFast(type, fast, sharedGrids);
+        MatVecLayout l = takesFast ? CheckedFast(type, layout ?? FastLayoutFor(type, rows, columns))
+            : Checked(type, layout ?? DefaultLayout(type, rows, columns, sharedGrids));
+        (string kernel, uint blocks) = takesFast ? (ShapeOf(type)!.Value.FastKernel!, l.Blocks(rows))
+            : KernelAndBlocks(context, type, grouped: false, l, rows, 1, sharedGrids, gridBlocks);
         new KernelArguments().Pointer(weights).Long(rowBytes).Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y)
             .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Pointer(bias).Int(accumulate ? 1 : 0)
             .Launch(context, kernels.Function(kernel), name, Math.Max(1u, blocks), 1, Threads);
@@ -221,23 +270,26 @@ public static class QuantizedMatVec
     /// activation row packed at <paramref name="packed"/>, matrix m's rows (plus its bias) into
     /// <c>y + m · outputStride</c>, in one launch. Each matrix's blocks are the ones its own <see cref="Launch"/> would
     /// run, in the lanes <see cref="LayoutFor"/> gives its width, so each output equals its one-matrix product bit for bit
-    /// (the rows per thread, which follow the stack's rows in all, do not change a row's sums).
+    /// (the rows per thread, which follow the stack's rows in all, do not change a row's sums). With
+    /// <paramref name="fast"/>, a type with fast kernels takes <c>stacked_matvec_qk_T</c> (same results), in
+    /// <paramref name="layout"/> as a layout of that kernel (else <see cref="FastLayoutFor"/>'s).
     /// </summary>
     public static void LaunchStacked(CudaContext context, CudaKernels kernels, GgmlType type, string name, ReadOnlySpan<StackedMatrix> matrices,
-        long rowBytes, ulong packed, int columns, ulong y, long outputStride, MatVecLayout? layout = null)
+        long rowBytes, ulong packed, int columns, ulong y, long outputStride, MatVecLayout? layout = null, bool fast = false)
     {
         if (matrices.Length is < 1 or > MaxStacked) throw new ArgumentException($"a stacked launch takes 1 to {MaxStacked} matrices, not {matrices.Length}", nameof(matrices));
         Shape s = ShapeOf(type) ?? throw Unsupported(type);
         long rows = 0;
         foreach (StackedMatrix m in matrices) rows += m.Rows;
-        MatVecLayout l = Checked(type, layout ?? LayoutFor(type, rows, columns));
+        bool takesFast = TakesFast(type, fast, sharedGrids: false);
+        MatVecLayout l = takesFast ? CheckedFast(type, layout ?? FastLayoutFor(type, rows, columns)) : Checked(type, layout ?? LayoutFor(type, rows, columns));
         StackedMatrix m0 = matrices[0], m1 = matrices.Length > 1 ? matrices[1] : default, m2 = matrices.Length > 2 ? matrices[2] : default;
         uint end0 = l.Blocks(m0.Rows), end1 = end0 + (matrices.Length > 1 ? l.Blocks(m1.Rows) : 0), total = end1 + (matrices.Length > 2 ? l.Blocks(m2.Rows) : 0);
         new KernelArguments().Pointer(m0.Weights).Pointer(m1.Weights).Pointer(m2.Weights).Pointer(m0.Bias).Pointer(m1.Bias).Pointer(m2.Bias)
             .Int(m0.Rows).Int(m1.Rows).Int(m2.Rows).Int((int)end0).Int((int)end1).Long(rowBytes)
             .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(columns)).Pointer(y).Long(outputStride)
             .Int(columns).Int(l.Lanes).Int(l.RowsPerThread)
-            .Launch(context, kernels.Function("stacked_" + s.Kernel), name, Math.Max(1u, total), 1, Threads);
+            .Launch(context, kernels.Function("stacked_" + (takesFast ? s.FastKernel : s.Kernel)), name, Math.Max(1u, total), 1, Threads);
     }
 
     /// <summary>
@@ -249,9 +301,9 @@ public static class QuantizedMatVec
     /// </summary>
     public static void LaunchGroup(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, ulong ids, int matrixCount,
         long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null,
-        bool sharedGrids = false, uint? gridBlocks = null) =>
+        bool sharedGrids = false, uint? gridBlocks = null, bool fast = false) =>
         LaunchSets(context, kernels, type, name, table, 1, ids, matrixCount, rowBytes, packed, packedCount, inputStride, y, outputStride, rows, columns, count, layout,
-            sharedGrids, gridBlocks);
+            sharedGrids, gridBlocks, fast);
 
     /// <summary>
     /// Queues <c>group_matvec_q_T</c> over <paramref name="sets"/> × <paramref name="count"/> matrices: the table holds
@@ -259,17 +311,23 @@ public static class QuantizedMatVec
     /// launch matrix <c>s · count + z</c> is <c>table[s · matrixCount + ids[z]]</c> (or <c>+ z</c> without ids), applied to
     /// the packed values from <c>z · inputStride</c>, into <c>y + (s · count + z) · outputStride</c>. With
     /// <paramref name="sharedGrids"/>, a type with shared-grid kernels takes <c>group_matvec_iq_T</c> (same results), its
-    /// blocks per matrix capped by <paramref name="gridBlocks"/> when given (else <see cref="SharedGridBlocks"/>'s).
+    /// blocks per matrix capped by <paramref name="gridBlocks"/> when given (else <see cref="SharedGridBlocks"/>'s). With
+    /// <paramref name="fast"/>, a type with fast kernels takes <c>group_matvec_qk_T</c> (same results), in
+    /// <paramref name="layout"/> as a layout of that kernel (else <see cref="FastLayoutFor"/>'s).
     /// </summary>
     public static void LaunchSets(CudaContext context, CudaKernels kernels, GgmlType type, string name, ulong table, int sets, ulong ids, int matrixCount,
         long rowBytes, ulong packed, long packedCount, long inputStride, ulong y, long outputStride, int rows, int columns, int count, MatVecLayout? layout = null,
-        bool sharedGrids = false, uint? gridBlocks = null)
+        bool sharedGrids = false, uint? gridBlocks = null, bool fast = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(sets, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
-        MatVecLayout l = Checked(type, layout ?? DefaultLayout(type, (long)rows * count * sets, columns, sharedGrids));
+        bool takesFast = TakesFast(type, fast, sharedGrids);
+        long allRows = (long)rows * count * sets;
+        MatVecLayout l = takesFast ? CheckedFast(type, layout ?? FastLayoutFor(type, allRows, columns))
+            : Checked(type, layout ?? DefaultLayout(type, allRows, columns, sharedGrids));
         int matrices = checked(count * sets);
-        (string kernel, uint blocks) = KernelAndBlocks(context, type, grouped: true, l, rows, matrices, sharedGrids, gridBlocks);
+        (string kernel, uint blocks) = takesFast ? ("group_" + ShapeOf(type)!.Value.FastKernel, l.Blocks(rows))
+            : KernelAndBlocks(context, type, grouped: true, l, rows, matrices, sharedGrids, gridBlocks);
         new KernelArguments().Pointer(table).Pointer(ids).Int(matrixCount).Long(rowBytes)
             .Pointer(packed).Pointer(packed + (ulong)ScalesOffset(packedCount)).Long(inputStride).Pointer(y).Long(outputStride)
             .Int(rows).Int(columns).Int(l.Lanes).Int(l.RowsPerThread).Int(count)
@@ -288,6 +346,16 @@ public static class QuantizedMatVec
         if (!sharedGrids || s.SharedGridKernel is null) return (grouped ? s.GroupKernel : s.Kernel, layout.Blocks(rows));
         uint blocks = Math.Min(gridBlocks ?? uint.MaxValue, SharedGridBlocks(layout, rows, matrices, context.Device.Multiprocessors));
         return (grouped ? s.SharedGridGroupKernel! : s.SharedGridKernel, blocks);
+    }
+
+    /// <summary>The layout, when the fast kernels can run it for <paramref name="type"/> (lanes a power of two from their pieces per block; 1 or 2 rows per thread).</summary>
+    private static MatVecLayout CheckedFast(GgmlType type, MatVecLayout layout)
+    {
+        Shape s = ShapeOf(type) ?? throw Unsupported(type);
+        int lanes = layout.Lanes, rowsPerThread = layout.RowsPerThread;
+        if (lanes < s.FastPieces || lanes > Threads || (lanes & (lanes - 1)) != 0 || rowsPerThread is not (1 or 2))
+            throw new ArgumentException($"{type}: no fast kernel layout of {lanes} lanes and {rowsPerThread} rows per thread", nameof(layout));
+        return layout;
     }
 
     /// <summary>The layout, when the kernels can run it for <paramref name="type"/> (lanes a power of two from the type's pieces per block).</summary>

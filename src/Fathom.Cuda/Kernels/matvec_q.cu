@@ -17,6 +17,8 @@
 //   group_matvec_q_T:  the same per matrix blockIdx.z of a group (group_matvec_T's table, ids and strides; experts.cu),
 //                      so a grouped product equals the one-matrix product bit for bit; with a table of several sets
 //                      (a MoE layer's gates, then its ups), the same chosen ids in each set, all in one launch.
+//   matvec_qk_T & co.: Q4_K's and Q6_K's same products with fewer instructions per weight, bit for bit ("Fast
+//                      K-quant products" at the end).
 //
 // Weight rows are only 2-byte aligned for most types (blocks of 18, 22, 34, 50, 66, 210 bytes): their 4-byte words are
 // read as two halves. Q4_K and Q5_K blocks (144, 176 bytes) from a 16-byte-aligned matrix are read 16 bytes at a time;
@@ -146,13 +148,14 @@ __device__ __forceinline__ int2 k4_piece(const u8* b, int chunk, uint4 w0, uint4
     return make_int2(sc0 * low + sc1 * high, m0 * lowSum + m1 * highSum);
 }
 
-// Q4_K and Q5_K: the CPU's block is ad·d·levelSum − ad·dmin·minSum (Q4_KDot.AddSuperBlock).
-__device__ __forceinline__ float block_k4(const u8* b, float dq, int2 s)
+// Q4_K and Q5_K: the CPU's block is ad·d·levelSum − ad·dmin·minSum (Q4_KDot.AddSuperBlock), from the block's first
+// word (d, dmin) as block_k4 reads it or as matvec_qk_q4_k already holds it.
+__device__ __forceinline__ float block_k4_dd(u32 dd, float dq, int2 s)
 {
-    u32 dd = *(const u32*)b;
     float d = half_bits_to_float(dd & 0xFFFFu), dmin = half_bits_to_float(dd >> 16);
     return dq * d * (float)s.x - dq * dmin * (float)s.y;
 }
+__device__ __forceinline__ float block_k4(const u8* b, float dq, int2 s) { return block_k4_dd(*(const u32*)b, dq, s); }
 
 __device__ __forceinline__ uint4 nibbles(uint4 v, int shift)
 {
@@ -455,3 +458,297 @@ FATHOM_MATVEC_Q_KERNELS(q5_k, Q5_K)
 FATHOM_MATVEC_Q_KERNELS(q6_k, Q6_K)
 FATHOM_MATVEC_Q_KERNELS(iq2_xxs, IQ2_XXS)
 FATHOM_MATVEC_Q_KERNELS(iq1_s, IQ1_S)
+
+// ---- Fast K-quant products: matvec_qk_T, stacked_matvec_qk_T, group_matvec_qk_T (Q4_K, Q6_K)
+//
+// The same products as matvec_q_T & co., bit for bit, with fewer instructions per weight (R1's Q4_K o product issued
+// about 4.6 lane-instructions per weight and ran at half of the H200's read rate). Four threads share a block (not
+// eight or sixteen), each taking 64 weights of a row's block: fewer loads of wider runs, scales decoded once per
+// block and row, and two integer shuffles per block and row. The activation codes and their sums (Σx per 16 codes)
+// serve all of a thread's rows.
+//
+// Q4_K: thread c takes qs bytes 16c..16c+15 and 64+16c..64+16c+15, that is positions o = 16·(c%2) .. o+15 of
+// sub-blocks 2h, 2h+1 (low and high nibbles of chunk h = c/2) and 4+2h, 5+2h (chunk 2+h): per row the block's 16-byte
+// head (d, dmin, the 12 scale bytes) and two 16-byte runs of codes; its four scales and mins decoded branch-free (its
+// sub-blocks always straddle both halves of the packing); the low nibbles masked with one AND a word and the high
+// nibbles taken in place (v & 0xF0F0F0F0 is 16·q as unsigned bytes: an unsigned-by-signed dp4a, and one exact shift).
+//
+// Q6_K (blocks only 2-byte aligned): thread c takes half h = c/2, positions l = 16·(c%2) .. +15 of its four quarters:
+// three 16-byte runs (ql at 64h + l, ql at 64h + 32 + l, qh at 128 + 32h + l) read as aligned words and funnel-shifted
+// into place, its four int8 scales from two words. A quarter's six-bit codes are never assembled: Σ q·x is the low
+// nibbles' dp4a plus the two high bits' dp4a, each masked in place and scaled back by exact shifts, and the −32 of
+// every code is −32·Σx per quarter (integers: the same sums as matvec_q_q6_k's per-byte subtraction).
+//
+// Each block's integer sums are the plain kernel's (integers add in any order) and its first thread applies the
+// plain kernel's block formula, so every block contributes exactly what it does in matvec_q_T. A row adds its blocks
+// in the same order too: the host gives this kernel the plain layout's lanes times 4 / PARTS, so a round covers the
+// same blocks ("slots"), each slot adds its blocks in turn from zero, and the slots are added as matvec_q_finish adds
+// the plain kernel's: a tree within each group of slots one warp of the plain kernel holds (32 / PARTS slots; the
+// farther pair first), then those groups in order from zero when a row has more. MATVEC_QK_MAX_ROWS rows per thread
+// keep the registers within the 64 that eight resident blocks allow.
+
+#define MATVEC_QK_PARTS 4
+#define MATVEC_QK_MAX_ROWS 2
+// Lanes of this kernel holding the slots one warp of matvec_q_T adds by its tree: (32 / T's PARTS) slots of 4 lanes.
+#define Q4_K_QK_TREE_LANES (32 / Q4_K_PARTS * MATVEC_QK_PARTS)
+#define Q6_K_QK_TREE_LANES (32 / Q6_K_PARTS * MATVEC_QK_PARTS)
+
+// Σ a_i·b_i over four byte pairs, a's bytes unsigned (0-255) and b's signed.
+__device__ __forceinline__ int dp4a_unsigned_signed(u32 a, int b, int c)
+{
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// A thread's 64 activation codes of a block (four runs of 16) and the sum of each run.
+struct qk_codes
+{
+    int4 a[4];
+    int sum[4];
+};
+
+// The four runs at q, q + d1, q + d2, q + d3 (16-byte aligned).
+__device__ __forceinline__ qk_codes qk_load_codes(const i8* q, int d1, int d2, int d3)
+{
+    qk_codes c;
+    c.a[0] = *(const int4*)q;
+    c.a[1] = *(const int4*)(q + d1);
+    c.a[2] = *(const int4*)(q + d2);
+    c.a[3] = *(const int4*)(q + d3);
+    _Pragma("unroll") for (int i = 0; i < 4; i++)
+        c.sum[i] = __dp4a(ONES, c.a[i].w, __dp4a(ONES, c.a[i].z, __dp4a(ONES, c.a[i].y, __dp4a(ONES, c.a[i].x, 0))));
+    return c;
+}
+
+// Σ (v_i & mask)·a_i over a run's four words, v's masked bytes as signed (masks of 0-127) ...
+__device__ __forceinline__ int qk_dot(uint4 v, u32 mask, int4 a)
+{
+    int s = __dp4a((int)(v.x & mask), a.x, 0);
+    s = __dp4a((int)(v.y & mask), a.y, s);
+    s = __dp4a((int)(v.z & mask), a.z, s);
+    return __dp4a((int)(v.w & mask), a.w, s);
+}
+
+// ... or as unsigned (masks reaching bit 7 of a byte).
+__device__ __forceinline__ int qk_dot_unsigned(uint4 v, u32 mask, int4 a)
+{
+    int s = dp4a_unsigned_signed(v.x & mask, a.x, 0);
+    s = dp4a_unsigned_signed(v.y & mask, a.y, s);
+    s = dp4a_unsigned_signed(v.z & mask, a.z, s);
+    return dp4a_unsigned_signed(v.w & mask, a.w, s);
+}
+
+// Q4_K: a thread's part of a row's block (the head, then its two runs of codes).
+struct qk_row_q4_k
+{
+    uint4 head, v0, v1;
+};
+
+__device__ __forceinline__ qk_row_q4_k qk_load_row_q4_k(const u8* b, int c)
+{
+    qk_row_q4_k r;
+    r.head = *(const uint4*)b;
+    r.v0 = *(const uint4*)(b + 16 + 16 * c);
+    r.v1 = *(const uint4*)(b + 80 + 16 * c);
+    return r;
+}
+
+// Codes of sub-blocks 2h, 2h + 1, 4 + 2h, 5 + 2h at position o.
+__device__ __forceinline__ qk_codes qk_load_codes_q4_k(const i8* q, int c) { return qk_load_codes(q + 64 * (c >> 1) + 16 * (c & 1), 32, 128, 160); }
+
+// (Σ sc·q·x, Σ m·x) over the thread's 64 weights.
+__device__ __forceinline__ int2 qk_piece_q4_k(const qk_row_q4_k& r, const qk_codes& a, int c)
+{
+    int shift = 16 * (c >> 1); // its sub-blocks' bytes in the scale words
+    u32 s0 = r.head.y >> shift, s1 = r.head.z >> shift, s2 = r.head.w >> shift;
+    // scale_min_q4_k for j = 2h, 2h + 1 (six bits of s0, s1) and j = 4 + 2h, 5 + 2h (four of s2, two of s0's / s1's top).
+    int sc0 = s0 & 63, sc1 = (s0 >> 8) & 63, m0 = s1 & 63, m1 = (s1 >> 8) & 63;
+    int sc4 = (s2 & 0xF) | ((s0 >> 2) & 0x30), sc5 = ((s2 >> 8) & 0xF) | ((s0 >> 10) & 0x30);
+    int m4 = ((s2 >> 4) & 0xF) | ((s1 >> 2) & 0x30), m5 = ((s2 >> 12) & 0xF) | ((s1 >> 10) & 0x30);
+    int low = sc0 * qk_dot(r.v0, 0x0F0F0F0Fu, a.a[0]) + sc4 * qk_dot(r.v1, 0x0F0F0F0Fu, a.a[2]);
+    // Sixteen times the high nibbles' sums: a multiple of 16, so the shift is exact.
+    int high16 = sc1 * qk_dot_unsigned(r.v0, 0xF0F0F0F0u, a.a[1]) + sc5 * qk_dot_unsigned(r.v1, 0xF0F0F0F0u, a.a[3]);
+    return make_int2(low + (high16 >> 4), m0 * a.sum[0] + m1 * a.sum[1] + m4 * a.sum[2] + m5 * a.sum[3]);
+}
+
+__device__ __forceinline__ float qk_block_q4_k(const u8* b, const qk_row_q4_k& r, float dq, int2 s) { return block_k4_dd(r.head.x, dq, s); }
+
+// Q6_K: 16 bytes at a 2-byte-aligned address, from five aligned words (all inside the block for the runs read here).
+__device__ __forceinline__ uint4 load16_a2(const u8* p)
+{
+    const u32* w = (const u32*)((u64)p & ~(u64)3);
+    u32 shift = ((u32)(u64)p & 2u) * 8u;
+    u32 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];
+    return make_uint4(__funnelshift_r(w0, w1, shift), __funnelshift_r(w1, w2, shift), __funnelshift_r(w2, w3, shift),
+                      __funnelshift_r(w3, w4, shift));
+}
+
+struct qk_row_q6_k
+{
+    uint4 ql0, ql1, qh;
+    u32 scales0, scales1; // bytes 8h .. 8h + 7 of the scales
+};
+
+__device__ __forceinline__ qk_row_q6_k qk_load_row_q6_k(const u8* b, int c)
+{
+    int h = c >> 1, l = 16 * (c & 1);
+    qk_row_q6_k r;
+    r.ql0 = load16_a2(b + 64 * h + l);
+    r.ql1 = load16_a2(b + 64 * h + 32 + l);
+    r.qh = load16_a2(b + 128 + 32 * h + l);
+    // Eight scale bytes from two or three aligned words: a third only when they start 2 bytes past a word (so no
+    // word reaches past the block's 210 bytes).
+    const u8* s = b + 192 + 8 * h;
+    const u32* w = (const u32*)((u64)s & ~(u64)3);
+    u32 shift = ((u32)(u64)s & 2u) * 8u, w0 = w[0], w1 = w[1], w2 = shift ? w[2] : 0u;
+    r.scales0 = __funnelshift_r(w0, w1, shift);
+    r.scales1 = __funnelshift_r(w1, w2, shift);
+    return r;
+}
+
+// Codes of quarters 0-3 of half h at position l.
+__device__ __forceinline__ qk_codes qk_load_codes_q6_k(const i8* q, int c) { return qk_load_codes(q + 128 * (c >> 1) + 16 * (c & 1), 32, 64, 96); }
+
+// Σ sc·(q − 32)·x over the thread's 64 weights: quarter k's codes are the low (k = 0, 1) or high (2, 3) nibbles of
+// ql0 (k even) or ql1 (k odd), plus bits 2k, 2k + 1 of qh as bits 4-5; its scale is byte 2k + l/16 of the eight.
+__device__ __forceinline__ int2 qk_piece_q6_k(const qk_row_q6_k& r, const qk_codes& a, int c)
+{
+    int g = 8 * (c & 1);
+    int sc0 = (int)(i8)(r.scales0 >> g), sc1 = (int)(i8)(r.scales0 >> (16 + g));
+    int sc2 = (int)(i8)(r.scales1 >> g), sc3 = (int)(i8)(r.scales1 >> (16 + g));
+    int u0 = qk_dot(r.ql0, 0x0F0F0F0Fu, a.a[0]) + 16 * qk_dot(r.qh, 0x03030303u, a.a[0]);
+    int u1 = qk_dot(r.ql1, 0x0F0F0F0Fu, a.a[1]) + 4 * qk_dot(r.qh, 0x0C0C0C0Cu, a.a[1]);
+    // The high nibbles and bits 4-5 in place: 16 times the nibbles', 16 times the bits' (exact shifts).
+    int u2 = (qk_dot_unsigned(r.ql0, 0xF0F0F0F0u, a.a[2]) >> 4) + qk_dot(r.qh, 0x30303030u, a.a[2]);
+    int u3 = (qk_dot_unsigned(r.ql1, 0xF0F0F0F0u, a.a[3]) >> 4) + (qk_dot_unsigned(r.qh, 0xC0C0C0C0u, a.a[3]) >> 2);
+    int s = sc0 * (u0 - 32 * a.sum[0]) + sc1 * (u1 - 32 * a.sum[1]) + sc2 * (u2 - 32 * a.sum[2]) + sc3 * (u3 - 32 * a.sum[3]);
+    return make_int2(s, 0);
+}
+
+__device__ __forceinline__ float qk_block_q6_k(const u8* b, const qk_row_q6_k& r, float dq, int2 s) { return block_q6_k(b, dq, s); }
+
+// The end of a row group's product: each slot's first thread holds its sums; added as matvec_q_finish adds the plain
+// kernel's (see above: a tree over tree_lanes lanes, then those groups in order), then bias, then accumulate.
+__device__ __forceinline__ void matvec_qk_finish(float* sum, int lanes, int tree_lanes, int rows_per_thread, int first_row, int rows,
+    float* __restrict__ y, const float* __restrict__ bias, int accumulate)
+{
+    __shared__ float partial[MATVEC_Q_THREADS / 8][MATVEC_QK_MAX_ROWS]; // groups of at least 8 lanes
+    int t = threadIdx.x & (lanes - 1);
+    int tree = lanes < tree_lanes ? lanes : tree_lanes;
+    _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+    {
+        if (k >= rows_per_thread) break;
+        for (int o = tree / 2; o >= MATVEC_QK_PARTS; o >>= 1) sum[k] += __shfl_xor_sync(0xFFFFFFFFu, sum[k], o);
+    }
+    if (lanes > tree_lanes)
+    {
+        int group = threadIdx.x / tree_lanes;
+        if ((threadIdx.x & (tree_lanes - 1)) == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) partial[group][k] = sum[k];
+        __syncthreads();
+        if (t == 0)
+            _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+            {
+                float total = 0.0f;
+                for (int i = 0; i < lanes / tree_lanes; i++) total += partial[group + i][k];
+                sum[k] = total;
+            }
+        __syncthreads();
+    }
+    if (t == 0)
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)
+        {
+            int row = first_row + k;
+            if (k >= rows_per_thread || row >= rows) break;
+            float total = sum[k];
+            if (bias) total = total + bias[row];
+            y[row] = accumulate ? y[row] + total : total;
+        }
+}
+
+// A row group's product (the calling thread's: `lanes` threads, a power of two from 4 to MATVEC_Q_THREADS, on
+// rows_per_thread rows from the block's first row group), round by round over the rows' blocks, lanes / 4 at a time;
+// then the three launches of matvec_q_T, stacked_matvec_q_T and group_matvec_q_T (same parameters and grids for a
+// layout of this kernel).
+#define FATHOM_MATVEC_QK_KERNELS(T, TYPE)                                                                      \
+__device__ __forceinline__ void matvec_qk_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
+    const float* __restrict__ bias, int accumulate, int block_index)                                           \
+{                                                                                                              \
+    int t = threadIdx.x & (lanes - 1), c = t & (MATVEC_QK_PARTS - 1), slot = t / MATVEC_QK_PARTS, slots = lanes / MATVEC_QK_PARTS; \
+    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
+    int blocks = columns / TYPE##_WEIGHTS;                                                                     \
+    const u8* weights = w + (i64)first_row * row_bytes;                                                        \
+    float sum[MATVEC_QK_MAX_ROWS];                                                                             \
+    _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) sum[k] = 0.0f;                             \
+    _Pragma("unroll 2")                                                                                        \
+    for (int first = 0; first < blocks; first += slots) /* the same rounds for the whole block of threads */  \
+    {                                                                                                          \
+        int block = first + slot;                                                                              \
+        bool live = block < blocks;                                                                            \
+        qk_row_##T row[MATVEC_QK_MAX_ROWS];                                                                    \
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++) /* every load of the round first */    \
+        {                                                                                                      \
+            row[k] = qk_row_##T{};                                                                             \
+            if (k < rows_per_thread && live && first_row + k < rows)                                           \
+                row[k] = qk_load_row_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, c);             \
+        }                                                                                                      \
+        qk_codes a = {};                                                                                       \
+        if (live) a = qk_load_codes_##T(xq + (i64)block * TYPE##_WEIGHTS, c);                                  \
+        _Pragma("unroll") for (int k = 0; k < MATVEC_QK_MAX_ROWS; k++)                                         \
+        {                                                                                                      \
+            if (k >= rows_per_thread) break; /* the same for every thread */                                   \
+            int2 s = make_int2(0, 0);                                                                          \
+            if (live && first_row + k < rows) s = qk_piece_##T(row[k], a, c);                                  \
+            _Pragma("unroll") for (int o = MATVEC_QK_PARTS / 2; o > 0; o >>= 1)                                \
+            {                                                                                                  \
+                s.x += __shfl_xor_sync(0xFFFFFFFFu, s.x, o);                                                   \
+                if (TYPE##_INTS > 1) s.y += __shfl_xor_sync(0xFFFFFFFFu, s.y, o);                              \
+            }                                                                                                  \
+            if (live && c == 0 && first_row + k < rows)                                                        \
+                sum[k] += qk_block_##T(weights + k * row_bytes + (i64)block * TYPE##_BYTES, row[k], xd[block], s); \
+        }                                                                                                      \
+    }                                                                                                          \
+    matvec_qk_finish(sum, lanes, TYPE##_QK_TREE_LANES, rows_per_thread, first_row, rows, y, bias, accumulate); \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
+matvec_qk_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
+              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                    \
+              const float* __restrict__ bias, int accumulate)                                                  \
+{                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread, blockIdx.x));     \
+    matvec_qk_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
+stacked_matvec_qk_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,        \
+    const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,                  \
+    int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,            \
+    const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread) \
+{                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(stacked_matvec_q_prefetch(w0, w1, w2, rows0, rows1, rows2, end0, end1, row_bytes, \
+                                                        lanes, rows_per_thread));                              \
+    int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;                                                   \
+    const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                              \
+    const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                        \
+    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2, local = m == 0 ? b : m == 1 ? b - end0 : b - end1;     \
+    matvec_qk_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local); \
+}                                                                                                              \
+extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
+group_matvec_qk_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,      \
+    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                  \
+{                                                                                                              \
+    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(group_matrix_before_wait(matrices, ids, matrix_count, per_set), \
+                                                row_bytes, rows, lanes, rows_per_thread, blockIdx.x));         \
+    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
+    int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
+    if (which < 0 || which >= matrix_count) return;                                                           \
+    i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
+    matvec_qk_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,            \
+                       xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,    \
+                       rows_per_thread, 0, 0, blockIdx.x);                                                     \
+}
+
+FATHOM_MATVEC_QK_KERNELS(q4_k, Q4_K)
+FATHOM_MATVEC_QK_KERNELS(q6_k, Q6_K)
