@@ -1001,6 +1001,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _mirrors.Clear();
         DisposePlacement();
         DisposeExperts();
+        DisposeRouterRouting();
         DisposeMatVec();
         _weights.Dispose();
         _resident.Dispose();

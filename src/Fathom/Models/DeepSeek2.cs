@@ -392,11 +392,13 @@ public sealed class DeepSeek2 : Model
         // one activation covers.
         int slot = Math.Max(Math.Max(ff, sharedFf), experts);
 
+        // The router and the routing first (a backend may launch them as one), then the shared experts' gate and up as
+        // one group: the routing's latency is not left between the shared experts' products and the routed ones.
         Span<float> unrouted = scratch.Scratch("moe_unrouted", f.UnroutedProducts.Length * slot);
-        Backend.MatMulGroup(f.UnroutedProducts, h, 0, unrouted, slot);
         Span<float> ids = scratch.Scratch("route_experts", used);
         Span<float> weights = scratch.Scratch("route_weights", used);
-        Backend.RouteExperts(moe.Routing, unrouted[..experts], ids, weights, 1);
+        Backend.RouteToken(moe.Router, moe.Routing, h, unrouted[..experts], ids, weights);
+        if (f.Gate is not null) Backend.MatMulGroup(f.SharedProducts, h, 0, unrouted[slot..], slot);
 
         Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
         Backend.MatMulExpertPairs(moe.Gate, moe.Up, ids, h, 0, gateUp, slot);
@@ -435,7 +437,10 @@ public sealed class DeepSeek2 : Model
     /// <summary>A dense SwiGLU block, or a MoE block whose optional Gate/Up/Down are the shared experts.</summary>
     private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe)
     {
-        /// <summary>A MoE block's products of the normalized input that need no routing, as one group: the router, then the shared experts' gate and up.</summary>
+        /// <summary>A MoE block's products of the normalized input that need no routing: the router, then the shared experts' gate and up (the layout of their outputs, a slot apart).</summary>
         public WeightMatrix[] UnroutedProducts { get; } = Moe is null ? [] : Gate is null ? [Moe.Router] : [Moe.Router, Gate, Up!];
+
+        /// <summary>The shared experts' gate and up (empty without shared experts), one group after the routing.</summary>
+        public WeightMatrix[] SharedProducts { get; } = Moe is null || Gate is null ? [] : [Gate, Up!];
     }
 }

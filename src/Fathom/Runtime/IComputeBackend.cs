@@ -169,6 +169,20 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// One token's MoE router and routing: <see cref="MatMul"/> of <paramref name="router"/> over
+    /// <paramref name="input"/> into <paramref name="logits"/> (<c>router.Rows</c> values, the routing's
+    /// <c>ExpertCount</c>), then <see cref="RouteExperts"/> of that one row into <paramref name="ids"/> and
+    /// <paramref name="weights"/>. A backend may do both in one launch; the default is the two operations.
+    /// </summary>
+    void RouteToken(WeightMatrix router, ExpertRouting routing, ReadOnlySpan<float> input, Span<float> logits, Span<float> ids, Span<float> weights)
+    {
+        if (router.Rows != routing.ExpertCount)
+            throw new ArgumentException($"{router.Name}: {router.Rows} rows for a routing of {routing.ExpertCount} experts", nameof(router));
+        MatMul(router, input, logits, 1);
+        RouteExperts(routing, logits, ids, weights, 1);
+    }
+
+    /// <summary>
     /// One token's chosen experts' products: <c>outputs[i · outputStride ..] = experts[ids[i]] · inputs[i · inputStride ..]</c>
     /// for every <c>i</c> of <paramref name="ids"/> (expert numbers stored as floats, as <see cref="RouteExperts"/>
     /// leaves them); an <paramref name="inputStride"/> of 0 gives every expert the same input. Results equal
