@@ -10,8 +10,9 @@ namespace Fathom.Cuda.Tests;
 /// Branch <c>fuse</c>'s fused decode kernels (<see cref="CudaBackend.FusedDecode"/>) against the launches they replace:
 /// <c>router_route</c> (the router's product and one token's routing in one launch) writes the scores, ids and
 /// weights that <c>matvec_f32_rows</c> then <c>route_experts</c> write, bit for bit, launch after launch (its counter
-/// starts every launch at zero); it keeps the FFN norm's packing for the shared expert's gate; a DeepSeek model
-/// decodes the same tokens with the same logits with the switch on and off.
+/// starts every launch at zero); it keeps the FFN norm's packing for the shared expert's gate; <c>rope_queries_and_key</c>
+/// writes what the query rope, the rotated slices' copy and RopeStoreWithRows write; a DeepSeek model decodes the same
+/// tokens with the same logits with the switch on and off.
 /// </summary>
 public sealed unsafe class FusedDecodeTests(GpuFixture gpu, ITestOutputHelper output) : IDisposable
 {
@@ -154,6 +155,70 @@ public sealed unsafe class FusedDecodeTests(GpuFixture gpu, ITestOutputHelper ou
         Assert.Equal(1, backend.FusedPackings - packings);
         Assert.Equal(1, backend.FusedRoutings - routings);
         Assert.Equal(separate, fusedGate);
+    }
+
+    /// <summary>
+    /// MLA's rotations in one launch (rope_queries_and_key) against the query rope, the copy of the rotated slices and
+    /// RopeStoreWithRows: the rotated queries (in place and beside the absorbed parts), the rotated key, the cache rows
+    /// and the untouched values between them, bit for bit; the query rotation within the CPU's tolerance (RoPE's).
+    /// </summary>
+    [Theory]
+    // query heads, tokens, query head (nope + rot), nope, latent rank, rope dims, position, style
+    [InlineData(128, 1, 192, 128, 512, 64, 17, RopeStyle.Normal)] // R1's decode
+    [InlineData(128, 3, 192, 128, 512, 64, 5, RopeStyle.Normal)]  // a prompt
+    [InlineData(4, 2, 64, 32, 256, 32, 0, RopeStyle.NeoX)]         // a tiny model, the other pairing
+    public void MlaRotationsInOneLaunchEqualTheSeparateOperations(int queryHeads, int tokens, int queryHead, int nope, int latentRank, int dims,
+        int position, RopeStyle style)
+    {
+        gpu.Require();
+        var random = new Random(queryHeads + tokens + dims);
+        var rope = new Rope(style, dims, 10000f);
+        const int capacity = 32;
+        int qRow = queryHeads * queryHead, latentRow = latentRank + dims;
+        float[] queryInput = TestData.Gaussian(random, tokens * qRow), kvInput = TestData.Gaussian(random, tokens * latentRow);
+        float[] latentInput = TestData.Gaussian(random, tokens * latentRank), absorbedInput = TestData.Gaussian(random, tokens * queryHeads * latentRow);
+        float[] cacheInput = TestData.Gaussian(random, capacity * latentRow);
+        (float[] Queries, float[] Absorbed, float[] Kv, float[] Cache) Run(bool fused)
+        {
+            CudaBackend backend = gpu.Backend;
+            float[] q = gpu.Attached(queryInput), absorbed = gpu.Attached(absorbedInput), kv = gpu.Attached(kvInput);
+            float[] latents = gpu.Attached(latentInput), cache = gpu.Attached(cacheInput);
+            bool was = backend.FusedDecode;
+            backend.FusedDecode = fused;
+            try
+            {
+                long before = backend.FusedMlaRotations;
+                backend.RopeQueriesThenStoreWithRows(rope, q, queryHeads, qRow, queryHead, nope, absorbed.AsSpan(latentRank), latentRow,
+                    kv, tokens, 1, latentRow, latentRow, latentRank, position, latentRank, dims, cache.AsSpan(latentRank), latentRow,
+                    latents, latentRank, cache, latentRow, latentRank);
+                Assert.Equal(fused ? 1 : 0, backend.FusedMlaRotations - before);
+            }
+            finally
+            {
+                backend.FusedDecode = was;
+            }
+            foreach (float[] a in new[] { q, absorbed, kv, cache }) backend.ReadToHost(a);
+            return (q, absorbed, kv, cache);
+        }
+        var fused = Run(fused: true);
+        var separate = Run(fused: false);
+        Assert.Equal(separate.Queries, fused.Queries);
+        Assert.Equal(separate.Absorbed, fused.Absorbed);
+        Assert.Equal(separate.Kv, fused.Kv);
+        Assert.Equal(separate.Cache, fused.Cache);
+        // The absorbed rows' latent parts are untouched, their rotary parts the rotated query slices.
+        for (int r = 0; r < tokens * queryHeads; r++)
+        {
+            Assert.True(absorbedInput.AsSpan(r * latentRow, latentRank).SequenceEqual(fused.Absorbed.AsSpan(r * latentRow, latentRank)), $"row {r}: latent part changed");
+            Assert.True(fused.Queries.AsSpan(r * queryHead + nope, dims).SequenceEqual(fused.Absorbed.AsSpan(r * latentRow + latentRank, dims)), $"row {r}: rotary part");
+        }
+        float[] cpuQueries = (float[])queryInput.Clone(), cpuAbsorbed = (float[])absorbedInput.Clone(), cpuKv = (float[])kvInput.Clone(), cpuCache = (float[])cacheInput.Clone();
+        _cpu.RopeQueriesThenStoreWithRows(rope, cpuQueries, queryHeads, qRow, queryHead, nope, cpuAbsorbed.AsSpan(latentRank), latentRow,
+            cpuKv, tokens, 1, latentRow, latentRow, latentRank, position, latentRank, dims, cpuCache.AsSpan(latentRank), latentRow,
+            latentInput, latentRank, cpuCache, latentRow, latentRank);
+        Assert.True(TestData.RelativeL2(fused.Queries, cpuQueries) < 1e-6, $"queries: relative L2 {TestData.RelativeL2(fused.Queries, cpuQueries):E2}");
+        Assert.True(TestData.RelativeL2(fused.Absorbed, cpuAbsorbed) < 1e-6, $"absorbed: relative L2 {TestData.RelativeL2(fused.Absorbed, cpuAbsorbed):E2}");
+        Assert.True(TestData.RelativeL2(fused.Cache, cpuCache) < 1e-6, $"cache: relative L2 {TestData.RelativeL2(fused.Cache, cpuCache):E2}");
     }
 
     /// <summary>

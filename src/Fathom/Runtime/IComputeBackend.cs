@@ -424,6 +424,28 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// MLA's rotations and cache writes of one pass: <see cref="Rope"/> of the queries (<paramref name="queryHeads"/>
+    /// heads per token row of <paramref name="queryRowStride"/>, <paramref name="queryHeadStride"/> apart, rotated
+    /// slices at <paramref name="queryOffset"/>), then <see cref="CopyRows"/> of every (token, head) pair's rotated
+    /// slice to its row of <paramref name="rotatedQueries"/> (row <c>token · queryHeads + head</c>,
+    /// <paramref name="rotatedStride"/> apart), then <see cref="RopeStoreWithRows"/> with the other arguments (the
+    /// shared key, its cache row and the normalized latent's). A GPU does it all in one launch; the default is the three
+    /// operations.
+    /// </summary>
+    void RopeQueriesThenStoreWithRows(Rope rope, Span<float> queries, int queryHeads, int queryRowStride, int queryHeadStride, int queryOffset,
+        Span<float> rotatedQueries, int rotatedStride,
+        Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride,
+        ReadOnlySpan<float> rowSource, int rowSourceStride, Span<float> rowDestination, int rowDestinationStride, int rowWidth)
+    {
+        Rope(rope, queries, tokens, queryHeads, queryRowStride, queryHeadStride, queryOffset, firstPosition);
+        if (tokens > 0 && queryHeads > 0)
+            CopyRows(queries[queryOffset..], queryHeadStride, rotatedQueries, rotatedStride, tokens * queryHeads, rope.Dimensions);
+        RopeStoreWithRows(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride,
+            rowSource, rowSourceStride, rowDestination, rowDestinationStride, rowWidth);
+    }
+
+    /// <summary>
     /// Row <c>i</c> of <paramref name="destination"/> = row <c>rows[i]</c> of <paramref name="source"/>, rows of
     /// <paramref name="width"/> values. <paramref name="rows"/> is host data, read during the call.
     /// </summary>
