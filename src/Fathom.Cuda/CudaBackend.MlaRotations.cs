@@ -34,8 +34,9 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Queues <c>rope_queries_and_key</c> when <see cref="FusedDecode"/> and <see cref="FusedSmallOps"/> are on, every
-    /// operand is attached, and <see cref="RopeStoreWithRows"/> would fuse its stores; false, with nothing queued, otherwise.
+    /// Queues <c>rope_queries_and_key</c> when <see cref="FusedDecode"/> and <see cref="FusedSmallOps"/> are on, the key
+    /// is one head stored whole (MLA's shared key), the query rows are whole heads, every operand is attached, and
+    /// <see cref="RopeStoreWithRows"/> would fuse its stores; false, with nothing queued, otherwise.
     /// </summary>
     private bool FusedMlaRotation(Rope rope, Span<float> queries, int queryHeads, int queryRowStride, int queryHeadStride, int queryOffset,
         Span<float> rotatedQueries, int rotatedStride,
@@ -44,7 +45,10 @@ public sealed unsafe partial class CudaBackend
         ReadOnlySpan<float> rowSource, int rowSourceStride, Span<float> rowDestination, int rowDestinationStride, int rowWidth)
     {
         int dims = rope.Dimensions;
-        if (!FusedDecode || !FusedSmallOps || tokens <= 0 || queryHeads <= 0 || heads <= 0 || rowWidth <= 0 || dims % 2 != 0
+        // The kernel's single key head (MLA's shared key), stored whole; query rows of whole heads.
+        if (heads != 1 || storeOffset != offset || storeWidth != dims || (long)queryHeads * queryHeadStride != queryRowStride)
+            return false;
+        if (!FusedDecode || !FusedSmallOps || tokens <= 0 || queryHeads <= 0 || rowWidth <= 0 || dims % 2 != 0
             || queryRowStride < 0 || queryHeadStride < 0 || queryOffset < 0 || rotatedStride < dims || rowStride < 0 || headStride < 0 || offset < 0
             || rowSourceStride < 0 || rowDestinationStride < 0)
             return false;
@@ -70,12 +74,11 @@ public sealed unsafe partial class CudaBackend
         ulong sin = cos + (ulong)table.Positions * (ulong)half * sizeof(float);
         (ulong step, int position) = StepPosition(firstPosition);
         int rowBlocks = (rowWidth + 4 * RopeThreads - 1) / (4 * RopeThreads); // the rope kernel's chunk per row block
-        new KernelArguments().Pointer(q).Int(queryHeads).Int(queryRowStride).Int(queryHeadStride).Int(queryOffset).Pointer(rotated).Int(rotatedStride)
-            .Pointer(key).Pointer(cos).Pointer(sin).Pointer(step).Int(position)
-            .Int(half).Int(rowStride).Int(headStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
-            .Pointer(to).Int(destinationStride).Int(storeOffset).Int(storeWidth)
-            .Int(heads).Pointer(rowFrom).Int(rowSourceStride).Pointer(rowTo).Int(rowDestinationStride).Int(rowWidth)
-            .Launch(_context, _kernels.Function("rope_queries_and_key"), "rope_queries_and_key", (uint)tokens, (uint)(queryHeads + heads + rowBlocks), RopeThreads);
+        new KernelArguments().Pointer(q).Int(queryHeads).Int(queryHeadStride).Int(queryOffset).Pointer(rotated).Int(rotatedStride)
+            .Pointer(key).Pointer(cos).Pointer(sin).Pointer(step).Int(position).Int(half).Int(rowStride).Int(offset).Int(rope.Style == RopeStyle.Normal ? 0 : 1)
+            .Pointer(to).Int(destinationStride)
+            .Pointer(rowFrom).Int(rowSourceStride).Pointer(rowTo).Int(rowDestinationStride).Int(rowWidth)
+            .Launch(_context, _kernels.Function("rope_queries_and_key"), "rope_queries_and_key", (uint)tokens, (uint)(queryHeads + 1 + rowBlocks), RopeThreads);
         FusedMlaRotations++;
         return true;
     }

@@ -174,6 +174,34 @@ public sealed class ProgrammaticLaunchTests(GpuFixture gpu)
         return logits;
     }
 
+    /// <summary>
+    /// No kernel takes more parameters than <see cref="KernelArguments"/> holds: a longer list would be found only by
+    /// its first launch (on a GPU), which throws.
+    /// </summary>
+    [Fact]
+    public void EveryKernelTakesNoMoreParametersThanALaunchHolds()
+    {
+        string code = StripComments(KernelSources.All.Replace("\r\n", "\n").Replace("\\\n", " "));
+        int kernels = 0;
+        var tooLong = new List<string>();
+        for (int at = code.IndexOf("__global__", StringComparison.Ordinal); at >= 0; at = code.IndexOf("__global__", at + 1, StringComparison.Ordinal))
+        {
+            int open = code.IndexOf('(', code.IndexOf("void", at, StringComparison.Ordinal));
+            int depth = 0, parameters = 1, close = open;
+            for (; close < code.Length; close++)
+            {
+                char c = code[close];
+                if (c == '(') depth++;
+                else if (c == ')' && --depth == 0) break;
+                else if (c == ',' && depth == 1) parameters++;
+            }
+            kernels++;
+            if (parameters > KernelArguments.Capacity) tooLong.Add($"{Collapse(code[at..open])}: {parameters}");
+        }
+        Assert.True(kernels >= 40, $"only {kernels} kernels found");
+        Assert.True(tooLong.Count == 0, $"kernels with more than {KernelArguments.Capacity} parameters:\n" + string.Join("\n", tooLong));
+    }
+
     private static bool WaitsFirst(string statement) =>
         statement == "FATHOM_WAIT_PREVIOUS();" || statement.StartsWith("FATHOM_PREFETCH_THEN_WAIT(", StringComparison.Ordinal);
 

@@ -3,7 +3,8 @@
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
 # few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle; router_route against matvec_f32_rows
-# then route_experts, router_route_check.cpp), and of the IQ1_S / IQ2_XXS
+# then route_experts, router_route_check.cpp), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
+# rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), and of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute).
 # Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
@@ -18,11 +19,13 @@ sed -n '/^#define ROUTE_MAX_GROUPS/,/^#define FATHOM_GROUP_KERNELS/p' "$kernels/
     | sed 's/^ *extern __shared__ float route_shared\[\];/    float* route_shared = (float*)emu_dynamic_shared;/' > "$work/route_kernels.cu"
 # The routers' float product (matvec_f32_rows, the end of experts.cu), for router_route's check.
 sed -n '/^\/\/ One-token F32 products of few long rows/,$p' "$kernels/experts.cu" > "$work/float_rows.cu"
+# MLA's rotations (ops.cu from step_position to silu_mul: rope and rope_queries_and_key), for mla_rope_check.
+sed -n '/^__device__ __forceinline__ int step_position/,/^\/\/ gate = silu/p' "$kernels/ops.cu" | sed '$d' > "$work/rope_kernels.cu"
 # The block-tile and row-pair IQ products with their inline-assembly helpers (cp.async, prmt) left to the check's own.
 sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
     | sed '/^__device__ __forceinline__ void copy_async[48]/,/^}/d; /^__device__ __forceinline__ void copies_/d; /^__device__ __forceinline__ u32 sign_bytes/,/^}/d' \
     > "$work/matvec_iq_tiles.cu"
-for check in iq_products_check prefetch_check transposed_check route_check router_route_check attention_decode_check; do
+for check in iq_products_check prefetch_check transposed_check route_check router_route_check mla_rope_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
@@ -31,5 +34,6 @@ if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
     "$work/transposed_check"
     "$work/route_check"
     "$work/router_route_check"
+    "$work/mla_rope_check"
 fi
 "$work/attention_decode_check" "$@"

@@ -193,17 +193,18 @@ extern "C" __global__ void rope(float* values, const float* __restrict__ cos_tab
                    store_offset, store_width, heads, rows, rows_stride, rows_store, rows_store_stride, rows_width, blockIdx.x, blockIdx.y);
 }
 
-// MLA's rotations of a pass in one launch (RopeQueriesThenStoreWithRows): blocks y < query_heads rotate the queries'
-// slices (query_heads per token row, query_head_stride apart, at query_offset) in place and copy each to its row of
-// `rotated` (row token * query_heads + head, rotated_stride apart: the absorbed query's rotary part); the blocks after
-// them are the `rope` kernel's for the shared key (its heads, their key store, and the row-store blocks).
-extern "C" __global__ void rope_queries_and_key(float* queries, int query_heads, int query_row_stride, int query_head_stride, int query_offset,
+// MLA's rotations of a pass in one launch (RopeQueriesThenStoreWithRows), for one shared key head: blocks y <
+// query_heads rotate the queries' slices in place (row token * query_heads + head of query_head_stride values, the
+// slice at query_offset) and copy each to that row of `rotated` (rotated_stride apart: the absorbed query's rotary
+// part); block query_heads is the `rope` kernel's for the key (its slice at `offset` of each token row, stored whole to
+// row position of `store`), and the blocks after it are the rope kernel's row-store blocks. (22 parameters: the host's
+// argument list holds at most 24, so the key's head count, stride and store range are the single head's.)
+extern "C" __global__ void rope_queries_and_key(float* queries, int query_heads, int query_head_stride, int query_offset,
                                                 float* __restrict__ rotated, int rotated_stride,
                                                 float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-                                                const int* __restrict__ step, int first_position,
-                                                int half, int row_stride, int head_stride, int offset, int neox,
-                                                float* __restrict__ store, int store_stride, int store_offset, int store_width,
-                                                int heads, const float* __restrict__ rows, int rows_stride, float* __restrict__ rows_store,
+                                                const int* __restrict__ step, int first_position, int half, int row_stride, int offset, int neox,
+                                                float* __restrict__ store, int store_stride,
+                                                const float* __restrict__ rows, int rows_stride, float* __restrict__ rows_store,
                                                 int rows_store_stride, int rows_width)
 {
     FATHOM_WAIT_PREVIOUS();
@@ -211,12 +212,13 @@ extern "C" __global__ void rope_queries_and_key(float* queries, int query_heads,
     if (head < query_heads)
     {
         i64 position = step_position(step, first_position) + token;
-        rope_slice(queries + (i64)token * query_row_stride + head * query_head_stride + query_offset, cos_table + position * half,
-                   sin_table + position * half, half, neox, nullptr, rotated + ((i64)token * query_heads + head) * rotated_stride);
+        i64 row = (i64)token * query_heads + head;
+        rope_slice(queries + row * query_head_stride + query_offset, cos_table + position * half, sin_table + position * half, half, neox,
+                   nullptr, rotated + row * rotated_stride);
         return;
     }
-    rope_key_block(values, cos_table, sin_table, step, first_position, half, row_stride, head_stride, offset, neox, store, store_stride,
-                   store_offset, store_width, heads, rows, rows_stride, rows_store, rows_store_stride, rows_width, token, head - query_heads);
+    rope_key_block(values, cos_table, sin_table, step, first_position, half, row_stride, 0, offset, neox, store, store_stride,
+                   offset, 2 * half, 1, rows, rows_stride, rows_store, rows_store_stride, rows_width, token, head - query_heads);
 }
 
 // gate = silu(gate) * up.
