@@ -15,8 +15,9 @@ public sealed unsafe partial class CudaBackend
 {
     /// <summary>
     /// Whether a decode step's small kernels take the fused forms of branch <c>fuse</c>: the router and the routing
-    /// in one launch (<see cref="RouteToken"/>). On unless FATHOM_CUDA_FUSED_DECODE=0, which keeps the separate
-    /// launches, for comparisons; results are the same bit for bit either way.
+    /// in one launch (<see cref="RouteToken"/>), MLA's query and key rotations with their copy and stores in one launch
+    /// (<see cref="RopeQueriesThenStoreWithRows"/>, CudaBackend.MlaRotations.cs). On unless FATHOM_CUDA_FUSED_DECODE=0,
+    /// which keeps the separate launches, for comparisons; results are the same bit for bit either way.
     /// </summary>
     public bool FusedDecode { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_FUSED_DECODE") != "0";
 

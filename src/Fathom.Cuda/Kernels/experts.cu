@@ -323,7 +323,7 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
 // it resets for the next launch, so a replayed graph finds it at zero) routes the row as route_experts does with 256
 // threads. The router's rows are prefetched into L2 before the wait, while the norm before it still runs.
 extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __restrict__ w, i64 row_stride4, const float4* __restrict__ x,
-    float* logits, int columns4, const float* __restrict__ bias, float* ids, float* weights, int used, int sigmoid, int groups,
+    float* logits, int columns4, const float* __restrict__ selection_bias, float* ids, float* weights, int used, int sigmoid, int groups,
     int groups_used, int normalize, float scale, unsigned* counter)
 {
     FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(w + (i64)blockIdx.x * row_stride4, (i64)columns4 * 16));
@@ -352,7 +352,7 @@ extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __r
     if (!last) return;
     __threadfence(); // every other block's logit, counted before this block's, is read after their fences
     if (threadIdx.x == 0) *counter = 0;
-    route_row(logits, bias, ids, weights, (int)gridDim.x, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    route_row(logits, selection_bias, ids, weights, (int)gridDim.x, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
 }
 
 // dst[k] = (sum of weights[i] * src[i * width + k], i in order) + dst[k], one thread per column; each product rounded,
