@@ -243,9 +243,10 @@ public sealed unsafe class FusedDecodeTests(GpuFixture gpu, ITestOutputHelper ou
         (List<int> formerTokens, List<float[]> formerLogits) = TestData.GreedyContinuation(former, 29, 9, 24);
         Assert.NotNull(fusedBackend);
         Assert.True(fusedBackend.FusedRoutings > 0, "the router was never fused");
+        Assert.True(fusedBackend.FusedMlaRotations > 0, "MLA's rotations were never fused");
         Assert.Equal(formerTokens, fusedTokens);
         for (int i = 0; i < formerLogits.Count; i++)
             Assert.True(formerLogits[i].AsSpan().SequenceEqual(fusedLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(fusedLogits[i], formerLogits[i]):E2}");
-        output.WriteLine($"{fusedLogits.Count} passes equal bit for bit; {fusedBackend.FusedRoutings} fused routings");
+        output.WriteLine($"{fusedLogits.Count} passes equal bit for bit; {fusedBackend.FusedRoutings} fused routings, {fusedBackend.FusedMlaRotations} fused MLA rotations");
     }
 }
