@@ -1006,6 +1006,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _mirrors.Clear();
         DisposePlacement();
         DisposeExperts();
+        DisposeRouterRouting();
         DisposeMatVec();
         _weights.Dispose();
         _resident.Dispose();

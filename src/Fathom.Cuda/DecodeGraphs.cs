@@ -235,7 +235,7 @@ internal sealed class StepRecording(ulong[] words, IntPtr exec, bool repeatable,
 /// (every address a launch names), buffers attached and pinned host data moved, the launch-choosing settings, and the
 /// weight placement. Equal states around a pass of the same <see cref="ForwardKey"/> mean the same launches.
 /// </summary>
-internal readonly record struct StepState(long Allocations, long Changes, int Settings, object? Placement);
+internal readonly record struct StepState(long Allocations, long Changes, long Settings, object? Placement);
 
 /// <summary>What a recorded copy of host data carries.</summary>
 internal enum StepInput

@@ -49,11 +49,12 @@ public sealed class ProgrammaticLaunchTests(GpuFixture gpu)
         string[] late = kernels.Where(k => !WaitsFirst(k.Statement)).Select(k => $"{k.Kernel}: {k.Statement}").ToArray();
         Assert.True(late.Length == 0, "kernels that do not wait first:\n" + string.Join("\n", late));
         // Only the one-token products fetch weights before the wait: matvec_q_T, group_matvec_q_T, stacked_matvec_q_T,
-        // their fast Q4_K forms (matvec_qk_q4_k, group_matvec_qk_q4_k, stacked_matvec_qk_q4_k), and the row-split
-        // transposed products transposed_split_T and transposed_split1_T.
+        // their fast Q4_K forms (matvec_qk_q4_k, group_matvec_qk_q4_k, stacked_matvec_qk_q4_k), the row-split
+        // transposed products transposed_split_T and transposed_split1_T, and the router's rows in router_route.
         Assert.Equal(4, kernels.Count(k => k.Statement.StartsWith("FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(", StringComparison.Ordinal)));
         Assert.Equal(2, kernels.Count(k => k.Statement.StartsWith("FATHOM_PREFETCH_THEN_WAIT(stacked_matvec_q_prefetch(", StringComparison.Ordinal)));
         Assert.Equal(1, kernels.Count(k => k.Statement.StartsWith("FATHOM_PREFETCH_THEN_WAIT(transposed_split_prefetch(", StringComparison.Ordinal)));
+        Assert.Equal(1, kernels.Count(k => k.Statement.StartsWith("FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(", StringComparison.Ordinal)));
         // On Hopper and later the wait is the hardware's; without it programmatic launches are never turned on.
         int define = source.IndexOf("#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n#define FATHOM_WAIT_PREVIOUS()", StringComparison.Ordinal);
         Assert.True(define >= 0, "FATHOM_WAIT_PREVIOUS is not defined for sm_90+");
@@ -172,6 +173,34 @@ public sealed class ProgrammaticLaunchTests(GpuFixture gpu)
             logits.Add(model.Forward(second, Tokens(1)));
         }
         return logits;
+    }
+
+    /// <summary>
+    /// No kernel takes more parameters than <see cref="KernelArguments"/> holds: a longer list would be found only by
+    /// its first launch (on a GPU), which throws.
+    /// </summary>
+    [Fact]
+    public void EveryKernelTakesNoMoreParametersThanALaunchHolds()
+    {
+        string code = StripComments(KernelSources.All.Replace("\r\n", "\n").Replace("\\\n", " "));
+        int kernels = 0;
+        var tooLong = new List<string>();
+        for (int at = code.IndexOf("__global__", StringComparison.Ordinal); at >= 0; at = code.IndexOf("__global__", at + 1, StringComparison.Ordinal))
+        {
+            int open = code.IndexOf('(', code.IndexOf("void", at, StringComparison.Ordinal));
+            int depth = 0, parameters = 1, close = open;
+            for (; close < code.Length; close++)
+            {
+                char c = code[close];
+                if (c == '(') depth++;
+                else if (c == ')' && --depth == 0) break;
+                else if (c == ',' && depth == 1) parameters++;
+            }
+            kernels++;
+            if (parameters > KernelArguments.Capacity) tooLong.Add($"{Collapse(code[at..open])}: {parameters}");
+        }
+        Assert.True(kernels >= 40, $"only {kernels} kernels found");
+        Assert.True(tooLong.Count == 0, $"kernels with more than {KernelArguments.Capacity} parameters:\n" + string.Join("\n", tooLong));
     }
 
     private static bool WaitsFirst(string statement) =>

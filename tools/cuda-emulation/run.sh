@@ -3,7 +3,9 @@
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
 # the fast Q4_K and Q6_K one-token products against matvec_q_T (Kernels/matvec_q.cu; fast_matvec_check.cpp, ~10 minutes), of
 # the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
-# few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle), and of the IQ1_S / IQ2_XXS
+# few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle; router_route against matvec_f32_rows
+# then route_experts, router_route_check.cpp), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
+# rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
 # prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp).
 # Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
@@ -17,6 +19,10 @@ sed 's/^ *extern __shared__ float4 shared_block\[\];.*/    float4* shared_block 
 sed -n '/^#define MATVEC_Q_THREADS/,/^#define FATHOM_MATVEC_Q_KERNELS/p' "$kernels/matvec_q.cu" | sed '$d' > "$work/matvec_q_prefetch.cu"
 sed -n '/^#define ROUTE_MAX_GROUPS/,/^#define FATHOM_GROUP_KERNELS/p' "$kernels/experts.cu" | sed '$d' \
     | sed 's/^ *extern __shared__ float route_shared\[\];/    float* route_shared = (float*)emu_dynamic_shared;/' > "$work/route_kernels.cu"
+# The routers' float product (matvec_f32_rows, the end of experts.cu), for router_route's check.
+sed -n '/^\/\/ One-token F32 products of few long rows/,$p' "$kernels/experts.cu" > "$work/float_rows.cu"
+# MLA's rotations (ops.cu from step_position to silu_mul: rope and rope_queries_and_key), for mla_rope_check.
+sed -n '/^__device__ __forceinline__ int step_position/,/^\/\/ gate = silu/p' "$kernels/ops.cu" | sed '$d' > "$work/rope_kernels.cu"
 # The block-tile and row-pair IQ products with their inline-assembly helpers (cp.async, prmt) left to the check's own.
 sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
     | sed '/^__device__ __forceinline__ void copy_async[48]/,/^}/d; /^__device__ __forceinline__ void copies_/d; /^__device__ __forceinline__ u32 sign_bytes/,/^}/d' \
@@ -29,7 +35,7 @@ sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kern
 # The one-token products with their inline-assembly helpers (cvt.f32.f16, dp4a.u32.s32) left to the check's own.
 sed '/^__device__ __forceinline__ float half_bits_to_float/,/^}/d; /^__device__ __forceinline__ int dp4a_unsigned_signed/,/^}/d' \
     "$kernels/matvec_q.cu" > "$work/matvec_q_emulated.cu"
-for check in prompt_fused_check fast_matvec_check iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
+for check in prompt_fused_check fast_matvec_check iq_products_check prefetch_check transposed_check route_check router_route_check mla_rope_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
@@ -39,5 +45,7 @@ if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
     "$work/prefetch_check"
     "$work/transposed_check"
     "$work/route_check"
+    "$work/router_route_check"
+    "$work/mla_rope_check"
 fi
 "$work/attention_decode_check" "$@"

@@ -10,7 +10,7 @@ namespace Fathom.Cuda.Kernels;
 /// </summary>
 public unsafe struct KernelArguments
 {
-    private const int Capacity = 24; // the longest list: stacked_matvec_q_T's 19
+    internal const int Capacity = 24; // the longest list: stacked_matvec_q_T's 19 (ProgrammaticLaunchTests checks every kernel against it)
     private Slots _slots;
     private int _count;
 

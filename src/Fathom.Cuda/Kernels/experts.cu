@@ -4,6 +4,8 @@
 //                       kept groups chosen by every warp alike), top-k in rounds of one barrier each (a thread's
 //                       candidate is the best of its own experts, kept in registers), weights normalized and scaled
 //                       by the first warp in the CPU's order, best first.
+//   router_route:       one token's router product (matvec_f32_rows' sums) and route_experts' routing in one launch,
+//                       the routing done by the block that finishes its row last.
 //   route_experts_block_rounds: the same choices and weights by block-wide arg-max rounds (three barriers a round)
 //                       and a serial end in one thread: the former kernel, kept for comparisons (FATHOM_CUDA_FUSED_SMALL=0).
 //   group_matmul_T /    several equally shaped matrices in one launch, matrix blockIdx.z: the matrix is
@@ -210,11 +212,11 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts_block_rounds(fl
 // cross threads (through a double buffer: a round's writes never meet the previous round's reads). Every warp picks the
 // kept groups from the same group scores in the same order, so they agree without a barrier. The first warp's lane k
 // holds the k-th choice; the normalizing sum runs over them in order, in double, as thread 0 of the former kernel.
-extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
-                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+// route_row is its body for one token's row (ids and weights point at the token's `used` slots); route_shared holds
+// 2 * experts floats.
+__device__ __forceinline__ void route_row(float* row, const float* __restrict__ bias, float* ids, float* weights, int experts, int used,
+                                          int sigmoid, int groups, int groups_used, int normalize, float scale, float* route_shared)
 {
-    FATHOM_WAIT_PREVIOUS();
-    extern __shared__ float route_shared[];
     __shared__ float group_scores[ROUTE_MAX_GROUPS];
     __shared__ float round_values[2][32];
     __shared__ int round_indices[2][32];
@@ -223,7 +225,6 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
     float* probs = route_shared;
     float* select = route_shared + experts;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float* row = logits + (i64)blockIdx.x * experts;
 
     route_scores(row, bias, experts, sigmoid, probs, select, warp_values, sums);
 
@@ -302,10 +303,56 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
         weight = weight * scale;
         if (lane < used)
         {
-            ids[(i64)blockIdx.x * used + lane] = (float)chosen;
-            weights[(i64)blockIdx.x * used + lane] = weight;
+            ids[lane] = (float)chosen;
+            weights[lane] = weight;
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
+                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+{
+    FATHOM_WAIT_PREVIOUS();
+    extern __shared__ float route_shared[];
+    route_row(logits + (i64)blockIdx.x * experts, bias, ids + (i64)blockIdx.x * used, weights + (i64)blockIdx.x * used, experts, used,
+              sigmoid, groups, groups_used, normalize, scale, route_shared);
+}
+
+// The router's product of matvec_f32_rows (a block of 256 threads per expert row, the same sums in the same order) and
+// one token's routing in one launch: each block writes its logit, and the block that finishes last (a device counter
+// it resets for the next launch, so a replayed graph finds it at zero) routes the row as route_experts does with 256
+// threads. The router's rows are prefetched into L2 before the wait, while the norm before it still runs.
+extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __restrict__ w, i64 row_stride4, const float4* __restrict__ x,
+    float* logits, int columns4, const float* __restrict__ selection_bias, float* ids, float* weights, int used, int sigmoid, int groups,
+    int groups_used, int normalize, float scale, unsigned* counter)
+{
+    FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(w + (i64)blockIdx.x * row_stride4, (i64)columns4 * 16));
+    const float4* row = w + (i64)blockIdx.x * row_stride4;
+    extern __shared__ float route_shared[];
+    __shared__ float scratch[32];
+    __shared__ int last;
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int i = threadIdx.x; i < columns4; i += blockDim.x)
+    {
+        float4 a = row[i], b = x[i];
+        sum += a.x * b.x;
+        sum += a.y * b.y;
+        sum += a.z * b.z;
+        sum += a.w * b.w;
+    }
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0)
+    {
+        logits[blockIdx.x] = sum;
+        __threadfence(); // the logit is visible device-wide before the count says so
+        last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence(); // every other block's logit, counted before this block's, is read after their fences
+    if (threadIdx.x == 0) *counter = 0;
+    route_row(logits, selection_bias, ids, weights, (int)gridDim.x, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
 }
 
 // dst[k] = (sum of weights[i] * src[i * width + k], i in order) + dst[k], one thread per column; each product rounded,

@@ -125,6 +125,54 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x
 // decode step (step points at it on the device, so a replayed graph reads each step's own; null otherwise).
 __device__ __forceinline__ int step_position(const int* step, int first_position) { return step ? first_position + *step : first_position; }
 
+// One token's and one rotated head's rotation in place: pairs (i, i + half) with neox, else (2i, 2i + 1), from the
+// position's cos and sin; the rotated pair also to `stored` and `copy` when they are set (the same offsets in each).
+__device__ __forceinline__ void rope_slice(float* v, const float* __restrict__ c, const float* __restrict__ s, int half, int neox,
+                                           float* __restrict__ stored, float* __restrict__ copy)
+{
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+    {
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        float y0 = x0 * c[i] - x1 * s[i], y1 = x0 * s[i] + x1 * c[i];
+        v[a] = y0;
+        v[b] = y1;
+        if (stored)
+        {
+            stored[a] = y0;
+            stored[b] = y1;
+        }
+        if (copy)
+        {
+            copy[a] = y0;
+            copy[b] = y1;
+        }
+    }
+}
+
+// The rope kernel's block (token, head) for head < heads, a row-store block past them.
+__device__ __forceinline__ void rope_key_block(float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+                                const int* __restrict__ step, int first_position,
+                                int half, int row_stride, int head_stride, int offset, int neox,
+                                float* __restrict__ store, int store_stride, int store_offset, int store_width,
+                                int heads, const float* __restrict__ rows, int rows_stride, float* __restrict__ rows_store,
+                                int rows_store_stride, int rows_width, int token, int head)
+{
+    i64 position = step_position(step, first_position) + token;
+    if (head >= heads)
+    {
+        int chunk = 4 * blockDim.x, first = (head - heads) * chunk, end = min(first + chunk, rows_width);
+        const float* from = rows + (i64)token * rows_stride;
+        float* to = rows_store + position * rows_store_stride;
+        for (int i = first + threadIdx.x; i < end; i += blockDim.x) to[i] = from[i];
+        return;
+    }
+    int slice = head * head_stride + offset; // the rotated slice's first element in the token row
+    float* stored = store && slice >= store_offset && slice + 2 * half <= store_offset + store_width
+        ? store + position * store_stride + (slice - store_offset) : nullptr;
+    rope_slice(values + (i64)token * row_stride + slice, cos_table + position * half, sin_table + position * half, half, neox, stored, nullptr);
+}
+
 // Rotates `heads` slices per token. cos/sin hold `half` values per position (computed on the host by Rope.Angles,
 // so the angles are the CPU's to the bit). neox: pairs (i, i + half); otherwise adjacent pairs (2i, 2i + 1).
 // With `store` (a key cache write fused in: RopeStore), the values of each token row's range [store_offset,
@@ -141,35 +189,36 @@ extern "C" __global__ void rope(float* values, const float* __restrict__ cos_tab
                                 int rows_store_stride, int rows_width)
 {
     FATHOM_WAIT_PREVIOUS();
+    rope_key_block(values, cos_table, sin_table, step, first_position, half, row_stride, head_stride, offset, neox, store, store_stride,
+                   store_offset, store_width, heads, rows, rows_stride, rows_store, rows_store_stride, rows_width, blockIdx.x, blockIdx.y);
+}
+
+// MLA's rotations of a pass in one launch (RopeQueriesThenStoreWithRows), for one shared key head: blocks y <
+// query_heads rotate the queries' slices in place (row token * query_heads + head of query_head_stride values, the
+// slice at query_offset) and copy each to that row of `rotated` (rotated_stride apart: the absorbed query's rotary
+// part); block query_heads is the `rope` kernel's for the key (its slice at `offset` of each token row, stored whole to
+// row position of `store`), and the blocks after it are the rope kernel's row-store blocks. (22 parameters: the host's
+// argument list holds at most 24, so the key's head count, stride and store range are the single head's.)
+extern "C" __global__ void rope_queries_and_key(float* queries, int query_heads, int query_head_stride, int query_offset,
+                                                float* __restrict__ rotated, int rotated_stride,
+                                                float* values, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+                                                const int* __restrict__ step, int first_position, int half, int row_stride, int offset, int neox,
+                                                float* __restrict__ store, int store_stride,
+                                                const float* __restrict__ rows, int rows_stride, float* __restrict__ rows_store,
+                                                int rows_store_stride, int rows_width)
+{
+    FATHOM_WAIT_PREVIOUS();
     int token = blockIdx.x, head = blockIdx.y;
-    i64 position = step_position(step, first_position) + token;
-    if (head >= heads)
+    if (head < query_heads)
     {
-        int chunk = 4 * blockDim.x, first = (head - heads) * chunk, end = min(first + chunk, rows_width);
-        const float* from = rows + (i64)token * rows_stride;
-        float* to = rows_store + position * rows_store_stride;
-        for (int i = first + threadIdx.x; i < end; i += blockDim.x) to[i] = from[i];
+        i64 position = step_position(step, first_position) + token;
+        i64 row = (i64)token * query_heads + head;
+        rope_slice(queries + row * query_head_stride + query_offset, cos_table + position * half, sin_table + position * half, half, neox,
+                   nullptr, rotated + row * rotated_stride);
         return;
     }
-    int slice = head * head_stride + offset; // the rotated slice's first element in the token row
-    float* v = values + (i64)token * row_stride + slice;
-    const float* c = cos_table + position * half;
-    const float* s = sin_table + position * half;
-    float* stored = store && slice >= store_offset && slice + 2 * half <= store_offset + store_width
-        ? store + position * store_stride + (slice - store_offset) : nullptr;
-    for (int i = threadIdx.x; i < half; i += blockDim.x)
-    {
-        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-        float x0 = v[a], x1 = v[b];
-        float y0 = x0 * c[i] - x1 * s[i], y1 = x0 * s[i] + x1 * c[i];
-        v[a] = y0;
-        v[b] = y1;
-        if (stored)
-        {
-            stored[a] = y0;
-            stored[b] = y1;
-        }
-    }
+    rope_key_block(values, cos_table, sin_table, step, first_position, half, row_stride, 0, offset, neox, store, store_stride,
+                   offset, 2 * half, 1, rows, rows_stride, rows_store, rows_store_stride, rows_width, token, head - query_heads);
 }
 
 // gate = silu(gate) * up.

@@ -274,20 +274,23 @@ public sealed class DeepSeek2 : Model
             DecompressedAttention(layer, scratch, segments, q, kv, latents, x, tokens);
             return;
         }
+        // Each head's absorbed query: its non-rotary part in latent space, its rotary part beside it.
+        Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
+        int absorbedRow = heads * latentRow;
         foreach (SessionRows s in segments)
         {
             Span<float> skv = kv.Slice(s.FirstRow * latentRow, s.Rows * latentRow);
             KvLayerCache cache = s.Session.Cache[layer];
-            Backend.Rope(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), s.Rows, heads, qRow, _qkHead, _nope, s.FirstPosition);
-            // Cache rows at the tokens' positions (the store names the position apart, so a recorded step replays): the
-            // rotated shared key and the normalized latent, both by the shared key's rotation's call.
-            Backend.RopeStoreWithRows(_rope, skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition, _kvLora, _rot, cache.Keys.AsSpan(_kvLora), latentRow,
+            // The queries' rotary parts, rotated and copied beside their absorbed parts ((token, head) pairs are rows of
+            // qk_head values in q and of latentRow values in absorbed); cache rows at the tokens' positions (the store
+            // names the position apart, so a recorded step replays): the rotated shared key and the normalized latent.
+            Backend.RopeQueriesThenStoreWithRows(_rope, q.Slice(s.FirstRow * qRow, s.Rows * qRow), heads, qRow, _qkHead, _nope,
+                absorbed[(s.FirstRow * absorbedRow + _kvLora)..], latentRow,
+                skv, s.Rows, 1, latentRow, latentRow, _kvLora, s.FirstPosition, _kvLora, _rot, cache.Keys.AsSpan(_kvLora), latentRow,
                 latents[(s.FirstRow * _kvLora)..], _kvLora, cache.Keys, latentRow, _kvLora);
         }
 
-        // Absorb each head's non-rotary query into latent space; keep its rotary part beside it.
-        Span<float> absorbed = scratch.Scratch("q_absorbed", tokens * heads * latentRow);
-        int absorbedRow = heads * latentRow;
+        // Absorb each head's non-rotary query into latent space.
         if (w.KeyRowsPerQuery)
         {
             // Fused attn_kv_b: a head's key rows are indexed by q_nope's elements, so the absorbed query is their
@@ -299,8 +302,6 @@ public sealed class DeepSeek2 : Model
             // Every head's q_nope (stride qk_head in q) through its k_b, straight into its absorbed row.
             Backend.MatMulGroup(w.KB, q, _qkHead, absorbed, latentRow, tokens, qRow, absorbedRow);
         }
-        // The rotary parts: (token, head) pairs are rows of qk_head values in q and of latentRow values in absorbed.
-        Backend.CopyRows(q[_nope..], _qkHead, absorbed[_kvLora..], latentRow, tokens * heads, _rot);
 
         Span<float> latent = scratch.Scratch("attn_latent", tokens * heads * _kvLora);
         int latentOut = heads * _kvLora;
@@ -392,11 +393,13 @@ public sealed class DeepSeek2 : Model
         // one activation covers.
         int slot = Math.Max(Math.Max(ff, sharedFf), experts);
 
+        // The router and the routing first (a backend may launch them as one), then the shared experts' gate and up as
+        // one group: the routing's latency is not left between the shared experts' products and the routed ones.
         Span<float> unrouted = scratch.Scratch("moe_unrouted", f.UnroutedProducts.Length * slot);
-        Backend.MatMulGroup(f.UnroutedProducts, h, 0, unrouted, slot);
         Span<float> ids = scratch.Scratch("route_experts", used);
         Span<float> weights = scratch.Scratch("route_weights", used);
-        Backend.RouteExperts(moe.Routing, unrouted[..experts], ids, weights, 1);
+        Backend.RouteToken(moe.Router, moe.Routing, h, unrouted[..experts], ids, weights);
+        if (f.Gate is not null) Backend.MatMulGroup(f.SharedProducts, h, 0, unrouted[slot..], slot);
 
         Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
         Backend.MatMulExpertPairs(moe.Gate, moe.Up, ids, h, 0, gateUp, slot);
@@ -435,7 +438,10 @@ public sealed class DeepSeek2 : Model
     /// <summary>A dense SwiGLU block, or a MoE block whose optional Gate/Up/Down are the shared experts.</summary>
     private sealed record FeedForwardLayer(float[] Norm, WeightMatrix? Gate, WeightMatrix? Up, WeightMatrix? Down, MoeWeights? Moe)
     {
-        /// <summary>A MoE block's products of the normalized input that need no routing, as one group: the router, then the shared experts' gate and up.</summary>
+        /// <summary>A MoE block's products of the normalized input that need no routing: the router, then the shared experts' gate and up (the layout of their outputs, a slot apart).</summary>
         public WeightMatrix[] UnroutedProducts { get; } = Moe is null ? [] : Gate is null ? [Moe.Router] : [Moe.Router, Gate, Up!];
+
+        /// <summary>The shared experts' gate and up (empty without shared experts), one group after the routing.</summary>
+        public WeightMatrix[] SharedProducts { get; } = Moe is null || Gate is null ? [] : [Gate, Up!];
     }
 }

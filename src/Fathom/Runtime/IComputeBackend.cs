@@ -169,6 +169,20 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// One token's MoE router and routing: <see cref="MatMul"/> of <paramref name="router"/> over
+    /// <paramref name="input"/> into <paramref name="logits"/> (<c>router.Rows</c> values, the routing's
+    /// <c>ExpertCount</c>), then <see cref="RouteExperts"/> of that one row into <paramref name="ids"/> and
+    /// <paramref name="weights"/>. A backend may do both in one launch; the default is the two operations.
+    /// </summary>
+    void RouteToken(WeightMatrix router, ExpertRouting routing, ReadOnlySpan<float> input, Span<float> logits, Span<float> ids, Span<float> weights)
+    {
+        if (router.Rows != routing.ExpertCount)
+            throw new ArgumentException($"{router.Name}: {router.Rows} rows for a routing of {routing.ExpertCount} experts", nameof(router));
+        MatMul(router, input, logits, 1);
+        RouteExperts(routing, logits, ids, weights, 1);
+    }
+
+    /// <summary>
     /// One token's chosen experts' products: <c>outputs[i · outputStride ..] = experts[ids[i]] · inputs[i · inputStride ..]</c>
     /// for every <c>i</c> of <paramref name="ids"/> (expert numbers stored as floats, as <see cref="RouteExperts"/>
     /// leaves them); an <paramref name="inputStride"/> of 0 gives every expert the same input. Results equal
@@ -407,6 +421,28 @@ public interface IComputeBackend : IDisposable
     {
         RopeStore(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride);
         StoreRows(rowSource, rowSourceStride, rowDestination, rowDestinationStride, firstPosition, tokens, rowWidth);
+    }
+
+    /// <summary>
+    /// MLA's rotations and cache writes of one pass: <see cref="Rope"/> of the queries (<paramref name="queryHeads"/>
+    /// heads per token row of <paramref name="queryRowStride"/>, <paramref name="queryHeadStride"/> apart, rotated
+    /// slices at <paramref name="queryOffset"/>), then <see cref="CopyRows"/> of every (token, head) pair's rotated
+    /// slice to its row of <paramref name="rotatedQueries"/> (row <c>token · queryHeads + head</c>,
+    /// <paramref name="rotatedStride"/> apart), then <see cref="RopeStoreWithRows"/> with the other arguments (the
+    /// shared key, its cache row and the normalized latent's). A GPU does it all in one launch; the default is the three
+    /// operations.
+    /// </summary>
+    void RopeQueriesThenStoreWithRows(Rope rope, Span<float> queries, int queryHeads, int queryRowStride, int queryHeadStride, int queryOffset,
+        Span<float> rotatedQueries, int rotatedStride,
+        Span<float> values, int tokens, int heads, int rowStride, int headStride, int offset, int firstPosition,
+        int storeOffset, int storeWidth, Span<float> destination, int destinationStride,
+        ReadOnlySpan<float> rowSource, int rowSourceStride, Span<float> rowDestination, int rowDestinationStride, int rowWidth)
+    {
+        Rope(rope, queries, tokens, queryHeads, queryRowStride, queryHeadStride, queryOffset, firstPosition);
+        if (tokens > 0 && queryHeads > 0)
+            CopyRows(queries[queryOffset..], queryHeadStride, rotatedQueries, rotatedStride, tokens * queryHeads, rope.Dimensions);
+        RopeStoreWithRows(rope, values, tokens, heads, rowStride, headStride, offset, firstPosition, storeOffset, storeWidth, destination, destinationStride,
+            rowSource, rowSourceStride, rowDestination, rowDestinationStride, rowWidth);
     }
 
     /// <summary>

@@ -94,6 +94,20 @@ public sealed unsafe class BackendContractTests
         Assert.Equal(streamExpected, stream);
         Assert.Throws<ArgumentException>(() => cpu.AddWeightedRowsToResidual(stream.AsSpan(0, width - 1), sharedOut, expertRows, expertWeights, width));
 
+        // One token's router and routing: the product, then the routing of its row.
+        var routing = new ExpertRouting(16, 3, true, Values(16), 4, 2, true, 2.5f);
+        WeightMatrix router = WeightMatrix.FromFloats("router", Values(16 * 32), 16, 32);
+        float[] routerInput = Values(32), routedScores = new float[16], routedIds = new float[3], routedWeights = new float[3];
+        float[] separateScores = new float[16], separateIds = new float[3], separateWeights = new float[3];
+        cpu.RouteToken(router, routing, routerInput, routedScores, routedIds, routedWeights);
+        cpu.MatMul(router, routerInput, separateScores, 1);
+        cpu.RouteExperts(routing, separateScores, separateIds, separateWeights, 1);
+        Assert.Equal(separateScores, routedScores);
+        Assert.Equal(separateIds, routedIds);
+        Assert.Equal(separateWeights, routedWeights);
+        Assert.Throws<ArgumentException>(() => cpu.RouteToken(router, new ExpertRouting(8, 3, true, null, 1, 1, true, 1f), routerInput,
+            routedScores, routedIds, routedWeights));
+
         WeightMatrix table = WeightMatrix.FromFloats("table", Values(7 * 32), 7, 32);
         float[] embedded = new float[3 * 32], row = new float[32];
         cpu.Embed(table, [6, 1, 6], embedded);
