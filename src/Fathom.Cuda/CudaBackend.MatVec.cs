@@ -25,18 +25,17 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// Whether one-token products of the types with fast kernels (<see cref="QuantizedMatVec.HasFastKernels"/>) take
     /// them (<c>matvec_qk_T</c> and its stacked and grouped forms; on unless FATHOM_CUDA_MATVEC_FAST=0, which keeps
-    /// <c>matvec_q_T</c>, for comparisons): Q4_K's, and Q6_K's too with FATHOM_CUDA_MATVEC_FAST=all (see
-    /// <see cref="FastQ6KProducts"/>). Same results bit for bit.
+    /// <c>matvec_q_T</c>, for comparisons): Q4_K's, and Q6_K's unless <see cref="FastQ6KProducts"/> is off. Same
+    /// results bit for bit.
     /// </summary>
     public bool FastMatVec { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") != "0";
 
     /// <summary>
-    /// Whether <see cref="FastMatVec"/> covers Q6_K (R1's shared experts and output): off unless
-    /// FATHOM_CUDA_MATVEC_FAST=all, since its kernels were checked (CPU emulation, tests) but not yet timed on a GPU;
-    /// `bench --gpu-kernels` times them beside <c>matvec_q_q6_k</c>. Not in the verified steps' settings word (bit 30 is
-    /// <see cref="FastMatVec"/>'s): a recording made with the other choice gives the same bits.
+    /// Whether <see cref="FastMatVec"/> covers Q6_K (R1's shared experts, dense products and output): on unless
+    /// FATHOM_CUDA_MATVEC_FAST=q4_k (Q4_K's only, for comparisons). Run 45: R1's five-layer cut 1,394.2 → 1,246.4 µs
+    /// per step; Qwen-1.5B unchanged. Bit 31 of the verified steps' settings word.
     /// </summary>
-    public bool FastQ6KProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") == "all";
+    public bool FastQ6KProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_MATVEC_FAST") != "q4_k";
 
     /// <summary>Whether a one-token product of <paramref name="type"/> takes the fast kernels (when the type has them).</summary>
     private bool FastFor(GgmlType type) => FastMatVec && (type != GgmlType.Q6_K || FastQ6KProducts);
