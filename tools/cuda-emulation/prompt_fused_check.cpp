@@ -28,6 +28,8 @@ inline float fabsf(float f) { return std::fabs(f); }
 #include "common.cuh"
 #include "decode.cu"
 #include "activations_emulated.cu"
+#include "exp_rounded.cu"
+#include "ops_silu_mul.cu"
 #include "prompt_products.cu"
 #include "mmq_quantize_codes.cu"
 
@@ -130,6 +132,38 @@ static void check_round_halves(bool q8_k, i64 count, bool split, bool specials)
     expect_same(lo[0].data(), lo[1].data(), count * 2, "  lo");
 }
 
+// silu_mul then round_halves_* (the sequence the product's HalfActivations runs) against silu_mul_halves_*: the same
+// gate values and halves.
+static void check_silu_halves(bool q8_k, i64 count, bool split, bool specials)
+{
+    std::vector<float> up = activations(count, specials), gate[2];
+    gate[0] = activations(count, specials);
+    for (i64 i = 0; i < count; i += 97) gate[0][i] = -gate[0][i] * 40.0f; // large arguments of exp: SiLU near 0 and near g
+    gate[1] = gate[0];
+    std::vector<u16> hi[2], lo[2];
+    for (int k = 0; k < 2; k++) { hi[k].assign(count, 0x1234); lo[k].assign(count, 0x4321); }
+    emu_launch({(unsigned)((count + 255) / 256), 1, 1}, 256, [&] { silu_mul(gate[0].data(), up.data(), count); });
+    if (q8_k)
+    {
+        emu_launch({(unsigned)((count / 256 + 7) / 8), 1, 1}, 256, [&] { round_halves_q8_k((const float4*)gate[0].data(), (uint4*)hi[0].data(), split ? (uint4*)lo[0].data() : nullptr, count / 256); });
+        emu_launch({(unsigned)((count / 256 + 7) / 8), 1, 1}, 256, [&] {
+            silu_mul_halves_q8_k((float4*)gate[1].data(), (const float4*)up.data(), (uint4*)hi[1].data(), split ? (uint4*)lo[1].data() : nullptr, count / 256);
+        });
+    }
+    else
+    {
+        emu_launch({(unsigned)((count / 4 + 255) / 256), 1, 1}, 256, [&] { round_halves_q8_0((const float4*)gate[0].data(), (uint2*)hi[0].data(), split ? (uint2*)lo[0].data() : nullptr, count / 4); });
+        emu_launch({(unsigned)((count / 4 + 255) / 256), 1, 1}, 256, [&] {
+            silu_mul_halves_q8_0((float4*)gate[1].data(), (const float4*)up.data(), (uint2*)hi[1].data(), split ? (uint2*)lo[1].data() : nullptr, count / 4);
+        });
+    }
+    char what[128];
+    snprintf(what, sizeof what, "silu_mul_halves_%s %lld values%s%s", q8_k ? "q8_k" : "q8_0", (long long)count, split ? " split" : "", specials ? " NaN/inf" : "");
+    expect_same(gate[0].data(), gate[1].data(), count * 4, what);
+    expect_same(hi[0].data(), hi[1].data(), count * 2, "  hi");
+    expect_same(lo[0].data(), lo[1].data(), count * 2, "  lo");
+}
+
 static void check_codes(bool q8_k, int rows, int columns, bool mapped)
 {
     i64 count = (i64)rows * columns;
@@ -190,6 +224,13 @@ int main(int argc, char** argv)
         check_round_halves(true, 256 * 13, split, true);
         check_round_halves(false, 32 * 71, split, true);
         check_round_halves(false, 32 * 37, split, false);
+    }
+    for (int split = 0; split < 2; split++)
+    {
+        check_silu_halves(true, 256 * 11, split, true);
+        check_silu_halves(true, 256 * 35, split, false); // Qwen-1.5B's feed-forward width
+        check_silu_halves(false, 32 * 71, split, true);
+        check_silu_halves(false, 32 * 37, split, false);
     }
     check_codes(true, 5, 256 * 3, false);
     check_codes(true, 3, 256 * 9, true);

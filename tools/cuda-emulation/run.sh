@@ -24,6 +24,9 @@ sed -n '/^\/\/ ---- Block tiles/,$p' "$kernels/matvec_iq.cu" \
 # one inline-assembly conversion (cvt.rn.f16.f32) becomes _Float16's, which rounds the same way; mmq.cu's activation
 # quantizers alone.
 sed 's/^    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));/    { _Float16 e = (_Float16)f; std::memcpy(\&h, \&e, 2); }/' "$kernels/activations.cu" > "$work/activations_emulated.cu"
+# ops.cu's silu_mul and its exp_rounded, which the fused SiLU kernels call as silu_mul does.
+grep '^__device__ __forceinline__ float exp_rounded' "$kernels/ops.cu" > "$work/exp_rounded.cu"
+sed -n '/^extern "C" __global__ void silu_mul(/,/^}/p' "$kernels/ops.cu" > "$work/ops_silu_mul.cu"
 sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kernels/mmq.cu" | sed '$d' > "$work/mmq_quantize_codes.cu"
 for check in prompt_fused_check iq_products_check prefetch_check transposed_check route_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"

@@ -1,0 +1,153 @@
+using Fathom.Quants;
+using Fathom.Runtime;
+
+namespace Fathom.Cuda.Tests;
+
+/// <summary>
+/// The prompt pass's fusions of <see cref="CudaBackend.PromptFusedSilu"/> give, bit for bit, what the separate kernels
+/// give: a SiLU·gate over a batch of tokens, after one pass (with the switch on or off) that teaches it the down product's rounding, writes that
+/// product's F16 halves itself (silu_mul_halves_q8_k / _q8_0; <see cref="CudaBackend.FusedSiluHalves"/> counts them),
+/// and both the SiLU's output and the product equal those of silu_mul then round_halves_* (the switch off), for Q8_K
+/// and Q8_0 partners, on Qwen's and V3's widths, odd token counts, the inputs attached or staged. A guess that turns out
+/// wrong (one SiLU output read by products of either rounding in turn) costs only the extra stores.
+/// </summary>
+public sealed unsafe class PromptFusionTests(GpuFixture gpu)
+{
+    // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
+    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
+
+    private static WeightMatrix Matrix(GgmlType type, int rows, int columns)
+    {
+        byte[]? bytes;
+        lock (Weights)
+            if (!Weights.TryGetValue((type, rows, columns), out bytes))
+            {
+                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
+                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns, 9)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
+                Weights.Add((type, rows, columns), bytes);
+            }
+        fixed (byte* p = bytes) return WeightMatrix.InPlace($"prompt-fusion.{type}.{rows}x{columns}", type, p, rows, columns);
+    }
+
+    /// <summary>Gate values: Gaussian with large arguments of the exponential (SiLU near 0 and near g), zeros, and a zero block.</summary>
+    private static float[] Gate(Random random, int count)
+    {
+        float[] x = TestData.Gaussian(random, count, 3f);
+        for (int i = 0; i < count; i += 89) x[i] *= -30f;
+        for (int i = 0; i < count; i += 97) x[i] = 0f;
+        Array.Clear(x, 256, 256);
+        return x;
+    }
+
+    /// <summary>Runs <paramref name="pass"/> with <see cref="CudaBackend.PromptFusedSilu"/> set to <paramref name="fused"/>; restores the settings.</summary>
+    private void With(bool fused, Action pass)
+    {
+        CudaBackend backend = gpu.Backend;
+        (bool wasSilu, bool wasFused) = (backend.PromptFusedSilu, backend.PromptFusedKernels);
+        (backend.PromptFusedSilu, backend.PromptFusedKernels) = (fused, true);
+        try
+        {
+            pass();
+        }
+        finally
+        {
+            (backend.PromptFusedSilu, backend.PromptFusedKernels) = (wasSilu, wasFused);
+        }
+    }
+
+    private float[] Read(float[] values, bool attached)
+    {
+        if (attached) gpu.Backend.ReadToHost(values);
+        return (float[])values.Clone();
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 8960, true, true)] // Qwen-1.5B's feed-forward width, Q8_K halves
+    [InlineData(GgmlType.Q6_K, 8960, true, false)] // up staged
+    [InlineData(GgmlType.IQ1_S, 2048, true, true)] // V3's shared expert width (UD-IQ1_S)
+    [InlineData(GgmlType.Q4_K, 2048, true, false)]
+    [InlineData(GgmlType.Q8_0, 1408, true, true)] // Q8_0 halves
+    [InlineData(GgmlType.Q4_0, 1024, true, false)]
+    [InlineData(GgmlType.Q4_K, 1536, false, true)] // gate staged: nothing to fuse, the same bits
+    public void SiluWritesTheDownProductsHalves(GgmlType type, int width, bool attachedGate, bool attachedUp)
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.Blas is not null, $"cuBLAS was not loaded: {backend.BlasProblem}");
+        const int rows = 72;
+        int tokens = CudaBackend.BlasMinimumTokens + 17 + 2 * (width % 3); // odd
+        int values = tokens * width;
+        WeightMatrix down = Matrix(type, rows, width);
+        var random = new Random(HashCode.Combine(type, width, attachedGate, attachedUp));
+        float[] gateValues = Gate(random, values), upValues = TestData.Gaussian(random, values, 2f);
+        float[] gate = attachedGate ? gpu.Attached(gateValues) : (float[])gateValues.Clone();
+        float[] up = attachedUp ? gpu.Attached(upValues) : upValues;
+        float[] y = gpu.Attached(new float[tokens * rows]);
+        void Pass()
+        {
+            gateValues.CopyTo(gate, 0);
+            if (attachedGate) backend.WrittenOnHost(gate);
+            backend.SiluMul(gate, up);
+            backend.MatMul(down, gate, y, tokens);
+        }
+
+        float[] plainSilu = [], plainProduct = [];
+        With(false, () =>
+        {
+            Pass();
+            plainSilu = Read(gate, attachedGate);
+            plainProduct = Read(y, true);
+        });
+        long before = backend.FusedSiluHalves;
+        for (int pass = 0; pass < 3; pass++) // the pass with the switch off taught the SiLU the product's rounding
+            With(true, () =>
+            {
+                Pass();
+                AssertSameBits(plainSilu, Read(gate, attachedGate), $"{type} × {width}, pass {pass}: SiLU");
+                AssertSameBits(plainProduct, Read(y, true), $"{type} × {width}, pass {pass}: product");
+            });
+        Assert.Equal(attachedGate ? 3 : 0, backend.FusedSiluHalves - before);
+        Assert.All(plainProduct, v => Assert.True(float.IsFinite(v)));
+        Assert.Contains(plainSilu, v => v != 0f);
+    }
+
+    /// <summary>One SiLU output read by a Q8_K-partnered and a Q8_0-partnered product in turn: every guess is wrong, every result right.</summary>
+    [Fact]
+    public void AWrongGuessCostsOnlyTheStores()
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.Blas is not null, $"cuBLAS was not loaded: {backend.BlasProblem}");
+        const int rows = 40, width = 1024;
+        int tokens = CudaBackend.BlasMinimumTokens + 5;
+        WeightMatrix q4k = Matrix(GgmlType.Q4_K, rows, width), q8 = Matrix(GgmlType.Q8_0, rows, width);
+        var random = new Random(23);
+        float[] gateValues = Gate(random, tokens * width), upValues = TestData.Gaussian(random, tokens * width);
+        float[] gate = gpu.Attached(gateValues), up = gpu.Attached(upValues), y = gpu.Attached(new float[tokens * rows]);
+        float[] Pass(WeightMatrix down)
+        {
+            gateValues.CopyTo(gate, 0);
+            backend.WrittenOnHost(gate);
+            backend.SiluMul(gate, up);
+            backend.MatMul(down, gate, y, tokens);
+            return Read(y, true);
+        }
+
+        float[] plainQ4k = [], plainQ8 = [];
+        With(false, () => (plainQ4k, plainQ8) = (Pass(q4k), Pass(q8)));
+        With(true, () =>
+        {
+            for (int round = 0; round < 3; round++)
+            {
+                AssertSameBits(plainQ4k, Pass(q4k), $"Q4_K product, round {round}");
+                AssertSameBits(plainQ8, Pass(q8), $"Q8_0 product, round {round}");
+            }
+        });
+    }
+
+    private static void AssertSameBits(float[] expected, float[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            if (BitConverter.SingleToUInt32Bits(expected[i]) != BitConverter.SingleToUInt32Bits(actual[i]))
+                Assert.Fail($"{what}: value {i}: expected {expected[i]:R}, got {actual[i]:R}");
+    }
+}
