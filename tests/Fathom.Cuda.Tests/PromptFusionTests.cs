@@ -9,7 +9,8 @@ namespace Fathom.Cuda.Tests;
 /// product's F16 halves itself (silu_mul_halves_q8_k / _q8_0; <see cref="CudaBackend.FusedSiluHalves"/> counts them),
 /// and both the SiLU's output and the product equal those of silu_mul then round_halves_* (the switch off), for Q8_K
 /// and Q8_0 partners, on Qwen's and V3's widths, odd token counts, the inputs attached or staged. A guess that turns out
-/// wrong (one SiLU output read by products of either rounding in turn) costs only the extra stores.
+/// wrong (one SiLU output read by products of either rounding in turn) costs only the extra stores. The residual add
+/// and the norm after it (<see cref="CudaBackend.PromptFusedResidualNorms"/>) in one kernel, likewise.
 /// </summary>
 public sealed unsafe class PromptFusionTests(GpuFixture gpu)
 {
@@ -141,6 +142,60 @@ public sealed unsafe class PromptFusionTests(GpuFixture gpu)
                 AssertSameBits(plainQ8, Pass(q8), $"Q8_0 product, round {round}");
             }
         });
+    }
+
+    /// <summary>
+    /// The attention's projection into the residual and the feed-forward's norm of the sum (<see cref="CudaBackend.MatMulResidualRmsNorm"/>)
+    /// over a prompt batch: add_rms_norm_rows (counted by <see cref="CudaBackend.FusedResidualNorms"/>) leaves the
+    /// residual and the normalized rows as add then rms_norm_rows do (the switch off), on Qwen's width (one chunk of
+    /// 384 threads) and V3's (two chunks of 1,024); a staged norm output or a residual off a 16-byte boundary takes
+    /// the separate kernels, with the same bits.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 1536, 33, true, 0)] // Qwen-1.5B's width
+    [InlineData(GgmlType.Q6_K, 7168, 35, true, 0)] // V3's width
+    [InlineData(GgmlType.IQ1_S, 7168, 33, true, 0)]
+    [InlineData(GgmlType.Q8_0, 1536, 37, false, 0)] // the norm's output staged: the separate calls
+    [InlineData(GgmlType.Q4_K, 1536, 33, true, 1)] // the residual one float off a 16-byte boundary: the separate kernels
+    public void ResidualAddAndNormAreOneKernel(GgmlType type, int width, int tokens, bool attachedNormed, int offset)
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.Blas is not null, $"cuBLAS was not loaded: {backend.BlasProblem}");
+        const int columns = 512;
+        const float epsilon = 1e-6f;
+        WeightMatrix projection = Matrix(type, width, columns);
+        var random = new Random(HashCode.Combine(type, width, tokens, attachedNormed, offset));
+        float[] residualValues = TestData.Gaussian(random, offset + tokens * width, 2f), normWeight = TestData.Gaussian(random, width);
+        float[] input = gpu.Attached(TestData.Gaussian(random, tokens * columns));
+        float[] residual = gpu.Attached(residualValues), product = gpu.Attached(new float[tokens * width]);
+        float[] normed = attachedNormed ? gpu.Attached(new float[tokens * width]) : new float[tokens * width];
+        (float[] Residual, float[] Normed) Pass(bool fused)
+        {
+            (bool was, bool wasKernels) = (backend.PromptFusedResidualNorms, backend.PromptFusedKernels);
+            (backend.PromptFusedResidualNorms, backend.PromptFusedKernels) = (fused, true);
+            try
+            {
+                residualValues.CopyTo(residual, 0);
+                backend.WrittenOnHost(residual);
+                Array.Clear(normed);
+                if (attachedNormed) backend.WrittenOnHost(normed);
+                backend.MatMulResidualRmsNorm(projection, input, residual.AsSpan(offset, tokens * width), product, tokens, normWeight, normed, epsilon);
+                return (Read(residual, true), Read(normed, attachedNormed));
+            }
+            finally
+            {
+                (backend.PromptFusedResidualNorms, backend.PromptFusedKernels) = (was, wasKernels);
+            }
+        }
+
+        (float[] plainResidual, float[] plainNormed) = Pass(false);
+        long before = backend.FusedResidualNorms;
+        (float[] fusedResidual, float[] fusedNormed) = Pass(true);
+        Assert.Equal(attachedNormed && offset == 0 ? 1 : 0, backend.FusedResidualNorms - before);
+        AssertSameBits(plainResidual, fusedResidual, $"{type} × {width}, {tokens} tokens: residual");
+        AssertSameBits(plainNormed, fusedNormed, $"{type} × {width}, {tokens} tokens: normalized");
+        Assert.All(plainNormed, v => Assert.True(float.IsFinite(v)));
+        Assert.NotEqual(residualValues.AsSpan(offset, width).ToArray(), plainResidual.AsSpan(offset, width).ToArray()); // the product was added
     }
 
     private static void AssertSameBits(float[] expected, float[] actual, string what)

@@ -30,6 +30,7 @@ inline float fabsf(float f) { return std::fabs(f); }
 #include "activations_emulated.cu"
 #include "exp_rounded.cu"
 #include "ops_silu_mul.cu"
+#include "ops_add_norm.cu"
 #include "prompt_products.cu"
 #include "mmq_quantize_codes.cu"
 
@@ -164,6 +165,31 @@ static void check_silu_halves(bool q8_k, i64 count, bool split, bool specials)
     expect_same(lo[0].data(), lo[1].data(), count * 2, "  lo");
 }
 
+// add then rms_norm_rows (no packing) against add_rms_norm_rows, with the host's block size for the row: the same sums
+// in x and the same normalized rows.
+static void check_add_norm(int rows, int n)
+{
+    int n4 = n / 4;
+    unsigned threads = (unsigned)std::min(1024, (n4 + 63) / 64 * 64); // CudaBackend.LaunchRmsNorm's rule
+    std::vector<float> x[2], y = activations((i64)rows * n, false), w = activations(n, false), out[2];
+    y[(size_t)(rows - 1) * n + 5] = std::numeric_limits<float>::infinity(); // the last row only: the others stay finite
+    x[0] = activations((i64)rows * n, false);
+    for (int i = 0; i < n; i++) x[0][i] = 0.0f; // a row whose sum is all y
+    x[1] = x[0];
+    for (int k = 0; k < 2; k++) out[k].assign((size_t)rows * n, -1.0f);
+    emu_launch({(unsigned)(((i64)rows * n + 255) / 256), 1, 1}, 256, [&] { add(x[0].data(), y.data(), (i64)rows * n); });
+    emu_launch({(unsigned)rows, 1, 1}, threads, [&] {
+        rms_norm_rows((const float4*)x[0].data(), (const float4*)w.data(), (float4*)out[0].data(), n4, 1e-6f, PACK_NONE, nullptr, nullptr);
+    });
+    emu_launch({(unsigned)rows, 1, 1}, threads, [&] {
+        add_rms_norm_rows((float4*)x[1].data(), (const float4*)y.data(), (const float4*)w.data(), (float4*)out[1].data(), n4, 1e-6f);
+    });
+    char what[128];
+    snprintf(what, sizeof what, "add_rms_norm_rows %d rows of %d (%u threads)", rows, n, threads);
+    expect_same(x[0].data(), x[1].data(), (size_t)rows * n * 4, what);
+    expect_same(out[0].data(), out[1].data(), (size_t)rows * n * 4, "  normalized");
+}
+
 static void check_codes(bool q8_k, int rows, int columns, bool mapped)
 {
     i64 count = (i64)rows * columns;
@@ -232,6 +258,9 @@ int main(int argc, char** argv)
         check_silu_halves(false, 32 * 71, split, true);
         check_silu_halves(false, 32 * 37, split, false);
     }
+    check_add_norm(3, 1536); // Qwen-1.5B's width: 384 threads, one chunk
+    check_add_norm(2, 7168); // V3's: 1,024 threads, two chunks
+    check_add_norm(3, 2048 + 64); // a partial last chunk
     check_codes(true, 5, 256 * 3, false);
     check_codes(true, 3, 256 * 9, true);
     check_codes(false, 5, 32 * 67, false);

@@ -271,3 +271,51 @@ extern "C" __global__ void silu_mul_halves_q8_0(float4* gate, const float4* __re
     }
     q8_0_store_halves4(v, inside, hi, lo, g);
 }
+
+// ---- The residual add with the next norm (CudaBackend.MatMulResidualRmsNorm over a prompt batch;
+// FATHOM_CUDA_PROMPT_FUSED2=0 keeps add then rms_norm_rows): x = x + y (as add), then rms_norm_rows (no packing) of
+// the sum into out, one block per row, the sum written back to x; each thread writes only what it read. The block size
+// must be rms_norm_rows' for the row (the host's rule), so the double sum adds in the same order.
+extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_rows(float4* x, const float4* __restrict__ y, const float4* __restrict__ w,
+                                                                    float4* out, int n4, float epsilon)
+{
+    FATHOM_WAIT_PREVIOUS();
+    __shared__ double sums[32];
+    int n = 4 * n4;
+    float4* in = x + (i64)blockIdx.x * n4;
+    const float4* added = y + (i64)blockIdx.x * n4;
+    float4* normed = out + (i64)blockIdx.x * n4;
+    float4 v[NORM_CHUNKS], g[NORM_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        int i = threadIdx.x + c * blockDim.x;
+        v[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        g[c] = v[c];
+        if (i < n4)
+        {
+            float4 a = in[i], b = added[i];
+            v[c] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+            g[c] = w[i];
+        }
+    }
+    double sum = 0.0;
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        sum += (double)(v[c].x * v[c].x);
+        sum += (double)(v[c].y * v[c].y);
+        sum += (double)(v[c].z * v[c].z);
+        sum += (double)(v[c].w * v[c].w);
+    }
+    sum = block_sum_double(sum, sums); // its barriers also order every read of x before the writes below
+    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        int i = threadIdx.x + c * blockDim.x;
+        if (i >= n4) break;
+        in[i] = v[c];
+        normed[i] = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
+    }
+}

@@ -113,9 +113,8 @@ public class Llama : Model
             }
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
-        Backend.MatMulResidual(w.Output, attention, x[..(tokens * d)], projected, tokens);
-
-        Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
+        // The projection into the residual, then the feed-forward's norm of it (one pass on a GPU's prompt batch).
+        Backend.MatMulResidualRmsNorm(w.Output, attention, x[..(tokens * d)], projected, tokens, w.FeedForwardNorm, h, c.RmsNormEpsilon);
         FeedForward(scratch, h, x, tokens, w.Gate, w.Up, w.Down);
     }
 

@@ -77,6 +77,14 @@ public sealed unsafe class BackendContractTests
         cpu.MatMul(group[0], inputs, plainProduct, 2);
         for (int i = 0; i < residualExpected.Length; i++) residualExpected[i] += plainProduct[i];
         Assert.Equal(residualExpected, residual);
+        // ... and product, residual add, then the norm of the updated residual.
+        float[] normResidual = Values(2 * 24), normWeight = Values(24), normed = new float[2 * 24], normExpected = new float[2 * 24];
+        float[] normResidualExpected = (float[])normResidual.Clone();
+        cpu.MatMulResidualRmsNorm(group[0], inputs, normResidual, product, 2, normWeight, normed, 1e-5f);
+        for (int i = 0; i < normResidualExpected.Length; i++) normResidualExpected[i] += plainProduct[i];
+        cpu.RmsNorm(normResidualExpected, normWeight, normExpected, 2, 1e-5f);
+        Assert.Equal(normResidualExpected, normResidual);
+        Assert.Equal(normExpected, normed);
 
         // A MoE output into the residual: the weighted rows (products rounded, summed in order) plus the destination, then
         // that sum into the residual; the destination keeps the sum.
