@@ -10,7 +10,8 @@ namespace Fathom.Cuda.Tests;
 /// and both the SiLU's output and the product equal those of silu_mul then round_halves_* (the switch off), for Q8_K
 /// and Q8_0 partners, on Qwen's and V3's widths, odd token counts, the inputs attached or staged. A guess that turns out
 /// wrong (one SiLU output read by products of either rounding in turn) costs only the extra stores. The residual add
-/// and the norm after it (<see cref="CudaBackend.PromptFusedResidualNorms"/>) in one kernel, likewise.
+/// and the norm after it (<see cref="CudaBackend.PromptFusedResidualNorms"/>) in one kernel, and the three attention
+/// biases in one launch (<see cref="CudaBackend.PromptFusedBiases"/>), likewise.
 /// </summary>
 public sealed unsafe class PromptFusionTests(GpuFixture gpu)
 {
@@ -196,6 +197,56 @@ public sealed unsafe class PromptFusionTests(GpuFixture gpu)
         AssertSameBits(plainNormed, fusedNormed, $"{type} × {width}, {tokens} tokens: normalized");
         Assert.All(plainNormed, v => Assert.True(float.IsFinite(v)));
         Assert.NotEqual(residualValues.AsSpan(offset, width).ToArray(), plainResidual.AsSpan(offset, width).ToArray()); // the product was added
+    }
+
+    /// <summary>
+    /// A prompt batch's query, key and value biases (<see cref="CudaBackend.AddQkvBiases"/>) in one add_biases3 launch
+    /// (counted by <see cref="CudaBackend.FusedBiasLaunches"/>) equal three add_bias launches bit for bit (the switch
+    /// off), with or without a value bias; a staged key buffer takes the three launches.
+    /// </summary>
+    [Theory]
+    [InlineData(1536, 256, 37, true, true)] // Qwen-1.5B's attention
+    [InlineData(896, 128, 33, false, true)] // no value bias
+    [InlineData(1536, 256, 35, true, false)] // the keys staged
+    public void AttentionBiasesInOneLaunch(int queryWidth, int keyWidth, int tokens, bool valueBias, bool attachedKeys)
+    {
+        CudaBackend backend = gpu.Backend;
+        var random = new Random(HashCode.Combine(queryWidth, keyWidth, tokens, valueBias, attachedKeys));
+        float[] qValues = TestData.Gaussian(random, tokens * queryWidth), kValues = TestData.Gaussian(random, tokens * keyWidth);
+        float[] vValues = TestData.Gaussian(random, tokens * keyWidth);
+        float[] queryBias = gpu.Attached(TestData.Gaussian(random, queryWidth)), keyBias = gpu.Attached(TestData.Gaussian(random, keyWidth));
+        float[] valueBiasValues = valueBias ? gpu.Attached(TestData.Gaussian(random, keyWidth)) : [];
+        float[] q = gpu.Attached(qValues), v = gpu.Attached(vValues);
+        float[] k = attachedKeys ? gpu.Attached(kValues) : (float[])kValues.Clone();
+        float[][] Pass(bool fused)
+        {
+            (bool was, bool wasKernels) = (backend.PromptFusedBiases, backend.PromptFusedKernels);
+            (backend.PromptFusedBiases, backend.PromptFusedKernels) = (fused, true);
+            try
+            {
+                qValues.CopyTo(q, 0);
+                kValues.CopyTo(k, 0);
+                vValues.CopyTo(v, 0);
+                backend.WrittenOnHost(q);
+                if (attachedKeys) backend.WrittenOnHost(k);
+                backend.WrittenOnHost(v);
+                backend.AddQkvBiases(q, queryBias, k, keyBias, v, valueBiasValues, tokens);
+                return [Read(q, true), Read(k, attachedKeys), Read(v, true)];
+            }
+            finally
+            {
+                (backend.PromptFusedBiases, backend.PromptFusedKernels) = (was, wasKernels);
+            }
+        }
+
+        float[][] plain = Pass(false);
+        long before = backend.FusedBiasLaunches;
+        float[][] fused = Pass(true);
+        Assert.Equal(attachedKeys ? 1 : 0, backend.FusedBiasLaunches - before);
+        string[] names = ["queries", "keys", "values"];
+        for (int i = 0; i < 3; i++) AssertSameBits(plain[i], fused[i], $"{queryWidth}/{keyWidth}, {tokens} tokens: {names[i]}");
+        Assert.Equal(qValues[0] + queryBias[0], plain[0][0]);
+        Assert.Equal(valueBias ? vValues[^1] + valueBiasValues[^1] : vValues[^1], plain[2][^1]);
     }
 
     private static void AssertSameBits(float[] expected, float[] actual, string what)

@@ -190,6 +190,36 @@ static void check_add_norm(int rows, int n)
     expect_same(out[0].data(), out[1].data(), (size_t)rows * n * 4, "  normalized");
 }
 
+// Three add_bias launches against one add_biases3 (Qwen's q, k, v widths; a missing bias is 0 groups).
+static void check_biases(int tokens, int q_width, int kv_width, bool value_bias)
+{
+    int widths[3] = {q_width, kv_width, kv_width};
+    std::vector<float> rows[3][2], bias[3];
+    for (int s = 0; s < 3; s++)
+    {
+        rows[s][0] = activations((i64)tokens * widths[s], s == 0);
+        rows[s][1] = rows[s][0];
+        bias[s] = activations(widths[s], false);
+    }
+    bool present[3] = {true, true, value_bias};
+    for (int s = 0; s < 3; s++)
+        if (present[s])
+        {
+            i64 n = (i64)tokens * widths[s];
+            emu_launch({(unsigned)((n + 255) / 256), 1, 1}, 256, [&] { add_bias(rows[s][0].data(), bias[s].data(), widths[s], n); });
+        }
+    i64 n4[3];
+    for (int s = 0; s < 3; s++) n4[s] = present[s] ? (i64)tokens * widths[s] / 4 : 0;
+    emu_launch({(unsigned)((n4[0] + n4[1] + n4[2] + 255) / 256), 1, 1}, 256, [&] {
+        add_biases3((float4*)rows[0][1].data(), (const float4*)bias[0].data(), widths[0] / 4, n4[0],
+                    (float4*)rows[1][1].data(), (const float4*)bias[1].data(), widths[1] / 4, n4[1],
+                    (float4*)rows[2][1].data(), (const float4*)bias[2].data(), widths[2] / 4, n4[2]);
+    });
+    char what[128];
+    snprintf(what, sizeof what, "add_biases3 %d tokens, widths %d, %d%s", tokens, q_width, kv_width, value_bias ? "" : ", no value bias");
+    for (int s = 0; s < 3; s++) expect_same(rows[s][0].data(), rows[s][1].data(), rows[s][0].size() * 4, s == 0 ? what : "  next rows");
+}
+
 static void check_codes(bool q8_k, int rows, int columns, bool mapped)
 {
     i64 count = (i64)rows * columns;
@@ -258,6 +288,8 @@ int main(int argc, char** argv)
         check_silu_halves(false, 32 * 71, split, true);
         check_silu_halves(false, 32 * 37, split, false);
     }
+    check_biases(37, 1536, 256, true); // Qwen-1.5B's attention
+    check_biases(33, 896, 128, false);
     check_add_norm(3, 1536); // Qwen-1.5B's width: 384 threads, one chunk
     check_add_norm(2, 7168); // V3's: 1,024 threads, two chunks
     check_add_norm(3, 2048 + 64); // a partial last chunk

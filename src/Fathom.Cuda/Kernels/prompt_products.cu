@@ -319,3 +319,23 @@ extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_rows(float4* x, 
         normed[i] = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
     }
 }
+
+// ---- A batch's query, key and value biases in one launch (CudaBackend.AddQkvBiases; FATHOM_CUDA_PROMPT_FUSED2=0
+// keeps three add_bias launches): one thread per 4 values of q, then of k, then of v (n4 float4 each, 0 for a missing
+// bias; widths of w4 float4), each value plus its column's bias as add_bias adds it.
+extern "C" __global__ void add_biases3(float4* q, const float4* __restrict__ q_bias, int q_w4, i64 q_n4,
+                                       float4* k, const float4* __restrict__ k_bias, int k_w4, i64 k_n4,
+                                       float4* v, const float4* __restrict__ v_bias, int v_w4, i64 v_n4)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    float4* x;
+    const float4* bias;
+    int w4;
+    if (i < q_n4) { x = q; bias = q_bias; w4 = q_w4; }
+    else if ((i -= q_n4) < k_n4) { x = k; bias = k_bias; w4 = k_w4; }
+    else if ((i -= k_n4) < v_n4) { x = v; bias = v_bias; w4 = v_w4; }
+    else return;
+    float4 a = x[i], b = bias[i % w4];
+    x[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}

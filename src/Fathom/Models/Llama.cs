@@ -89,9 +89,7 @@ public class Llama : Model
             Backend.MatMul(w.Query, h, q, tokens);
             Backend.MatMul(w.Key, h, k, tokens);
             Backend.MatMul(w.Value, h, v, tokens);
-            if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
-            if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
-            if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
+            Backend.AddQkvBiases(q, w.QueryBias, k, w.KeyBias, v, w.ValueBias, tokens); // a missing bias is an empty span
         }
         foreach (SessionRows s in segments)
         {

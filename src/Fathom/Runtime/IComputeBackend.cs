@@ -373,6 +373,19 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="AddBias"/> of <paramref name="queryBias"/>, <paramref name="keyBias"/> and <paramref name="valueBias"/>
+    /// (an empty one: none) to the first <paramref name="tokens"/> rows of <paramref name="q"/>, <paramref name="k"/> and
+    /// <paramref name="v"/>, in that order: the attention's projections of a batch. A backend may add them in one pass.
+    /// </summary>
+    void AddQkvBiases(Span<float> q, ReadOnlySpan<float> queryBias, Span<float> k, ReadOnlySpan<float> keyBias, Span<float> v,
+        ReadOnlySpan<float> valueBias, int tokens)
+    {
+        if (!queryBias.IsEmpty) AddBias(q, queryBias, tokens);
+        if (!keyBias.IsEmpty) AddBias(k, keyBias, tokens);
+        if (!valueBias.IsEmpty) AddBias(v, valueBias, tokens);
+    }
+
+    /// <summary>
     /// Copies <paramref name="rows"/> rows of <paramref name="width"/> values: row <c>i</c> starts at
     /// <c>i * sourceStride</c> in <paramref name="source"/> and goes to <c>i * destinationStride</c> in
     /// <paramref name="destination"/>. The two must not overlap.
