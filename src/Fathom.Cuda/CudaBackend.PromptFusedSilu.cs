@@ -27,8 +27,9 @@ public sealed partial class CudaBackend
     /// <summary>SiLUs queued with the next product's halves fused in, so far.</summary>
     public long FusedSiluHalves { get; private set; }
 
-    // Per SiLU output address: the activation format, split and value count of the halves the product right after made of it.
-    private readonly Dictionary<ulong, (GgmlType Format, bool Split, long Count)> _halvesAfterSilu = [];
+    // Per SiLU output (address and value count: V3's dense and shared-expert SiLUs may share a buffer at two widths): the
+    // activation format and split of the halves the product right after made of it.
+    private readonly Dictionary<(ulong Output, long Count), (GgmlType Format, bool Split)> _halvesAfterSilu = [];
     // The last SiLU whose output the next product may round to halves: its output, value count and op.
     private (ulong Output, long Count, long Op) _lastSilu;
 
@@ -41,7 +42,7 @@ public sealed partial class CudaBackend
         // A staging buffer holds other data next time; the kernels read 16-byte vectors.
         _lastSilu = staged ? default : (gate, n, _ops);
         if (staged || !PromptFusedKernels || !PromptFusedSilu || ((gate | up) & 15) != 0
-            || !_halvesAfterSilu.TryGetValue(gate, out var learned) || learned.Count != n)
+            || !_halvesAfterSilu.TryGetValue((gate, n), out var learned))
             return false;
         bool q8_k = learned.Format == GgmlType.Q8_K;
         DeviceBuffer halves = HalfActivationScratch.Get((learned.Split ? 2 : 1) * n * sizeof(ushort));
@@ -74,8 +75,8 @@ public sealed partial class CudaBackend
             GgmlType.Q8_0 or GgmlType.Q8_1 => count % 32 == 0,
             _ => false,
         };
-        if (fusable && _lastSilu.Count == count) _halvesAfterSilu[x] = (format, split, count);
-        else _halvesAfterSilu.Remove(x);
+        if (fusable && _lastSilu.Count == count) _halvesAfterSilu[(x, count)] = (format, split);
+        else _halvesAfterSilu.Remove((x, _lastSilu.Count));
     }
 
     /// <summary>An attach between the SiLU and its product (a model's first use of a buffer) does not change which product reads the SiLU's output.</summary>

@@ -138,16 +138,16 @@ extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)              
 dequantize_tiles_half_##T(const u8* __restrict__ w, int tile_bytes, uint4* __restrict__ hi,                   \
                           uint4* __restrict__ lo, i64 values)                                                  \
 {                                                                                                              \
-    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
+    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
     half_tile_##T(w, tile_bytes, hi, lo, values, staged[threadIdx.x >> 5]);                                    \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)                                             \
 dequantize_group_tiles_half_##T(const u64* __restrict__ matrices, int first_matrix, int tile_bytes,           \
                                 uint4* __restrict__ hi, uint4* __restrict__ lo, i64 values)                    \
 {                                                                                                              \
-    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
+    __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
     i64 at = (i64)blockIdx.y * (values / 8);                                                                   \
     half_tile_##T((const u8*)matrices[first_matrix + blockIdx.y], tile_bytes, hi == 0 ? hi : hi + at,          \
                   lo == 0 ? lo : lo + at, values, staged[threadIdx.x >> 5]);                                   \
