@@ -905,10 +905,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         // A staged destination is uploaded first: the values between its rows must come back unchanged.
         ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
         ulong from = In(source[..(int)sourceExtent], _input);
-        for (int first = 0; first < rows; first += MaxGridRows)
-            new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride)
-                .Pointer(to + (ulong)first * (ulong)destinationStride * sizeof(float)).Int(destinationStride).Int(width)
-                .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
+        if (!CopyRowsInVectors(from, sourceStride, to, destinationStride, rows, width)) // CudaBackend.PromptCopies.cs
+        {
+            for (int first = 0; first < rows; first += MaxGridRows)
+                new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride)
+                    .Pointer(to + (ulong)first * (ulong)destinationStride * sizeof(float)).Int(destinationStride).Int(width)
+                    .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
+        }
         Return(d, to, staged);
     }
 

@@ -11,7 +11,8 @@ namespace Fathom.Cuda.Tests;
 /// and Q8_0 partners, on Qwen's and V3's widths, odd token counts, the inputs attached or staged. A guess that turns out
 /// wrong (one SiLU output read by products of either rounding in turn) costs only the extra stores. The residual add
 /// and the norm after it (<see cref="CudaBackend.PromptFusedResidualNorms"/>) in one kernel, and the three attention
-/// biases in one launch (<see cref="CudaBackend.PromptFusedBiases"/>), likewise.
+/// biases in one launch (<see cref="CudaBackend.PromptFusedBiases"/>), and row copies in vectors
+/// (<see cref="CudaBackend.PromptVectorCopies"/>), likewise.
 /// </summary>
 public sealed unsafe class PromptFusionTests(GpuFixture gpu)
 {
@@ -247,6 +248,51 @@ public sealed unsafe class PromptFusionTests(GpuFixture gpu)
         for (int i = 0; i < 3; i++) AssertSameBits(plain[i], fused[i], $"{queryWidth}/{keyWidth}, {tokens} tokens: {names[i]}");
         Assert.Equal(qValues[0] + queryBias[0], plain[0][0]);
         Assert.Equal(valueBias ? vValues[^1] + valueBiasValues[^1] : vValues[^1], plain[2][^1]);
+    }
+
+    /// <summary>
+    /// A prompt batch's row copies (<see cref="CudaBackend.CopyRows"/>) in 16-byte vectors (copy_rows4, counted by
+    /// <see cref="CudaBackend.VectorRowCopies"/>) give what copy_rows gives (the switch off) and what plain loops copy;
+    /// rows between stay untouched; widths, strides or offsets off the vector take copy_rows.
+    /// </summary>
+    [Theory]
+    [InlineData(33, 576, 0, 512, 512, true)] // V3's latent out of kv_a's rows
+    [InlineData(35, 576, 512, 64, 64, true)] // the rotated key part, from an offset
+    [InlineData(37, 576, 1, 512, 512, false)] // one float off the vector: copy_rows
+    [InlineData(33, 10, 0, 12, 6, false)] // strides off the vector: copy_rows
+    public void RowCopiesInVectors(int rows, int sourceStride, int sourceOffset, int destinationStride, int width, bool vectors)
+    {
+        CudaBackend backend = gpu.Backend;
+        var random = new Random(HashCode.Combine(rows, sourceStride, sourceOffset, destinationStride, width));
+        float[] sourceValues = TestData.Gaussian(random, sourceOffset + rows * sourceStride);
+        float[] destinationValues = TestData.Gaussian(random, rows * destinationStride);
+        float[] source = gpu.Attached(sourceValues), destination = gpu.Attached(destinationValues);
+        float[] Pass(bool vector)
+        {
+            (bool was, bool wasKernels) = (backend.PromptVectorCopies, backend.PromptFusedKernels);
+            (backend.PromptVectorCopies, backend.PromptFusedKernels) = (vector, true);
+            try
+            {
+                destinationValues.CopyTo(destination, 0);
+                backend.WrittenOnHost(destination);
+                backend.CopyRows(source.AsSpan(sourceOffset), sourceStride, destination, destinationStride, rows, width);
+                return Read(destination, true);
+            }
+            finally
+            {
+                (backend.PromptVectorCopies, backend.PromptFusedKernels) = (was, wasKernels);
+            }
+        }
+
+        float[] expected = (float[])destinationValues.Clone();
+        for (int r = 0; r < rows; r++)
+            sourceValues.AsSpan(sourceOffset + r * sourceStride, width).CopyTo(expected.AsSpan(r * destinationStride, width));
+        float[] plain = Pass(false);
+        long before = backend.VectorRowCopies;
+        float[] vector = Pass(true);
+        Assert.Equal(vectors ? 1 : 0, backend.VectorRowCopies - before);
+        AssertSameBits(expected, plain, "copy_rows");
+        AssertSameBits(expected, vector, "copy_rows4");
     }
 
     private static void AssertSameBits(float[] expected, float[] actual, string what)

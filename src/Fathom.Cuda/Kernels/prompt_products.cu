@@ -339,3 +339,12 @@ extern "C" __global__ void add_biases3(float4* q, const float4* __restrict__ q_b
     float4 a = x[i], b = bias[i % w4];
     x[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
 }
+
+// ---- copy_rows in 16-byte vectors (CudaBackend.PromptVectorCopies for a prompt batch's rows; MLA's latent out of
+// kv_a's rows): row blockIdx.y, width4 float4 from src + row * src_stride4 to dst + row * dst_stride4.
+extern "C" __global__ void copy_rows4(const float4* __restrict__ src, int src_stride4, float4* __restrict__ dst, int dst_stride4, int width4)
+{
+    FATHOM_WAIT_PREVIOUS();
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < width4) dst[(i64)blockIdx.y * dst_stride4 + k] = src[(i64)blockIdx.y * src_stride4 + k];
+}
