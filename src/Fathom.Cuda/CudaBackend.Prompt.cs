@@ -446,6 +446,7 @@ public sealed unsafe partial class CudaBackend
         if (_lastHalves.Op == _ops - 1 && _lastHalves.Source == x && _lastHalves.Count == count
             && _lastHalves.Format == activationType && _lastHalves.Operands == operands && _lastHalves.Split == split)
             return _lastHalves.Halves;
+        if (operands == HalfType.F16) LearnHalvesAfterSilu(x, count, activationType, split); // CudaBackend.PromptFusedSilu.cs
         // F16 (BF16) activations for F16 (BF16) weights: the conversion is that rounding itself.
         bool roundedByConversion = activationType == (operands == HalfType.BF16 ? GgmlType.BF16 : GgmlType.F16);
         DeviceBuffer halves = HalfActivationScratch.Get((split ? 2 : 1) * count * sizeof(ushort));

@@ -188,6 +188,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _ops++; // any operation ends a run of products sharing one rounded input
         _graphs.Poison("Attach"); // an upload of the host's contents: not a step a graph repeats
         KeepPackableAcrossAttach(); // CudaBackend.Norms.cs
+        KeepSiluAcrossAttach(); // CudaBackend.PromptFusedSilu.cs
         _layoutChanges++; // a span inside the buffer now has a device address
         _resident.Attach(buffer, sweep: !_retirement.Capturing);
         _retirement.CopiedFrom(buffer); // the host may write the pinned array right after
@@ -717,7 +718,8 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         using OperationProfiler.Scope? profile = _profiler?.Measure("SiluMul");
         ulong g = Out(gate, _input, upload: true, out bool staged);
         ulong u = In(up[..n], _side);
-        LaunchSiluMul(g, u, n, packable: !staged); // CudaBackend.Norms.cs
+        if (!SiluMulToHalves(g, u, n, staged)) // CudaBackend.PromptFusedSilu.cs
+            LaunchSiluMul(g, u, n, packable: !staged); // CudaBackend.Norms.cs
         Return(gate, g, staged);
     }
 
@@ -903,10 +905,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         // A staged destination is uploaded first: the values between its rows must come back unchanged.
         ulong to = Out(d, _output, upload: rows > 1 && destinationStride != width, out bool staged);
         ulong from = In(source[..(int)sourceExtent], _input);
-        for (int first = 0; first < rows; first += MaxGridRows)
-            new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride)
-                .Pointer(to + (ulong)first * (ulong)destinationStride * sizeof(float)).Int(destinationStride).Int(width)
-                .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
+        if (!CopyRowsInVectors(from, sourceStride, to, destinationStride, rows, width)) // CudaBackend.PromptCopies.cs
+        {
+            for (int first = 0; first < rows; first += MaxGridRows)
+                new KernelArguments().Pointer(from + (ulong)first * (ulong)sourceStride * sizeof(float)).Int(sourceStride)
+                    .Pointer(to + (ulong)first * (ulong)destinationStride * sizeof(float)).Int(destinationStride).Int(width)
+                    .Launch(_context, _kernels.Function("copy_rows"), "copy_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, rows - first), ElementThreads);
+        }
         Return(d, to, staged);
     }
 

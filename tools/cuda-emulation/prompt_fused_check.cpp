@@ -28,6 +28,9 @@ inline float fabsf(float f) { return std::fabs(f); }
 #include "common.cuh"
 #include "decode.cu"
 #include "activations_emulated.cu"
+#include "exp_rounded.cu"
+#include "ops_silu_mul.cu"
+#include "ops_add_norm.cu"
 #include "prompt_products.cu"
 #include "mmq_quantize_codes.cu"
 
@@ -130,6 +133,93 @@ static void check_round_halves(bool q8_k, i64 count, bool split, bool specials)
     expect_same(lo[0].data(), lo[1].data(), count * 2, "  lo");
 }
 
+// silu_mul then round_halves_* (the sequence the product's HalfActivations runs) against silu_mul_halves_*: the same
+// gate values and halves.
+static void check_silu_halves(bool q8_k, i64 count, bool split, bool specials)
+{
+    std::vector<float> up = activations(count, specials), gate[2];
+    gate[0] = activations(count, specials);
+    for (i64 i = 0; i < count; i += 97) gate[0][i] = -gate[0][i] * 40.0f; // large arguments of exp: SiLU near 0 and near g
+    gate[1] = gate[0];
+    std::vector<u16> hi[2], lo[2];
+    for (int k = 0; k < 2; k++) { hi[k].assign(count, 0x1234); lo[k].assign(count, 0x4321); }
+    emu_launch({(unsigned)((count + 255) / 256), 1, 1}, 256, [&] { silu_mul(gate[0].data(), up.data(), count); });
+    if (q8_k)
+    {
+        emu_launch({(unsigned)((count / 256 + 7) / 8), 1, 1}, 256, [&] { round_halves_q8_k((const float4*)gate[0].data(), (uint4*)hi[0].data(), split ? (uint4*)lo[0].data() : nullptr, count / 256); });
+        emu_launch({(unsigned)((count / 256 + 7) / 8), 1, 1}, 256, [&] {
+            silu_mul_halves_q8_k((float4*)gate[1].data(), (const float4*)up.data(), (uint4*)hi[1].data(), split ? (uint4*)lo[1].data() : nullptr, count / 256);
+        });
+    }
+    else
+    {
+        emu_launch({(unsigned)((count / 4 + 255) / 256), 1, 1}, 256, [&] { round_halves_q8_0((const float4*)gate[0].data(), (uint2*)hi[0].data(), split ? (uint2*)lo[0].data() : nullptr, count / 4); });
+        emu_launch({(unsigned)((count / 4 + 255) / 256), 1, 1}, 256, [&] {
+            silu_mul_halves_q8_0((float4*)gate[1].data(), (const float4*)up.data(), (uint2*)hi[1].data(), split ? (uint2*)lo[1].data() : nullptr, count / 4);
+        });
+    }
+    char what[128];
+    snprintf(what, sizeof what, "silu_mul_halves_%s %lld values%s%s", q8_k ? "q8_k" : "q8_0", (long long)count, split ? " split" : "", specials ? " NaN/inf" : "");
+    expect_same(gate[0].data(), gate[1].data(), count * 4, what);
+    expect_same(hi[0].data(), hi[1].data(), count * 2, "  hi");
+    expect_same(lo[0].data(), lo[1].data(), count * 2, "  lo");
+}
+
+// add then rms_norm_rows (no packing) against add_rms_norm_rows, with the host's block size for the row: the same sums
+// in x and the same normalized rows.
+static void check_add_norm(int rows, int n)
+{
+    int n4 = n / 4;
+    unsigned threads = (unsigned)std::min(1024, (n4 + 63) / 64 * 64); // CudaBackend.LaunchRmsNorm's rule
+    std::vector<float> x[2], y = activations((i64)rows * n, false), w = activations(n, false), out[2];
+    y[(size_t)(rows - 1) * n + 5] = std::numeric_limits<float>::infinity(); // the last row only: the others stay finite
+    x[0] = activations((i64)rows * n, false);
+    for (int i = 0; i < n; i++) x[0][i] = 0.0f; // a row whose sum is all y
+    x[1] = x[0];
+    for (int k = 0; k < 2; k++) out[k].assign((size_t)rows * n, -1.0f);
+    emu_launch({(unsigned)(((i64)rows * n + 255) / 256), 1, 1}, 256, [&] { add(x[0].data(), y.data(), (i64)rows * n); });
+    emu_launch({(unsigned)rows, 1, 1}, threads, [&] {
+        rms_norm_rows((const float4*)x[0].data(), (const float4*)w.data(), (float4*)out[0].data(), n4, 1e-6f, PACK_NONE, nullptr, nullptr);
+    });
+    emu_launch({(unsigned)rows, 1, 1}, threads, [&] {
+        add_rms_norm_rows((float4*)x[1].data(), (const float4*)y.data(), (const float4*)w.data(), (float4*)out[1].data(), n4, 1e-6f);
+    });
+    char what[128];
+    snprintf(what, sizeof what, "add_rms_norm_rows %d rows of %d (%u threads)", rows, n, threads);
+    expect_same(x[0].data(), x[1].data(), (size_t)rows * n * 4, what);
+    expect_same(out[0].data(), out[1].data(), (size_t)rows * n * 4, "  normalized");
+}
+
+// Three add_bias launches against one add_biases3 (Qwen's q, k, v widths; a missing bias is 0 groups).
+static void check_biases(int tokens, int q_width, int kv_width, bool value_bias)
+{
+    int widths[3] = {q_width, kv_width, kv_width};
+    std::vector<float> rows[3][2], bias[3];
+    for (int s = 0; s < 3; s++)
+    {
+        rows[s][0] = activations((i64)tokens * widths[s], s == 0);
+        rows[s][1] = rows[s][0];
+        bias[s] = activations(widths[s], false);
+    }
+    bool present[3] = {true, true, value_bias};
+    for (int s = 0; s < 3; s++)
+        if (present[s])
+        {
+            i64 n = (i64)tokens * widths[s];
+            emu_launch({(unsigned)((n + 255) / 256), 1, 1}, 256, [&] { add_bias(rows[s][0].data(), bias[s].data(), widths[s], n); });
+        }
+    i64 n4[3];
+    for (int s = 0; s < 3; s++) n4[s] = present[s] ? (i64)tokens * widths[s] / 4 : 0;
+    emu_launch({(unsigned)((n4[0] + n4[1] + n4[2] + 255) / 256), 1, 1}, 256, [&] {
+        add_biases3((float4*)rows[0][1].data(), (const float4*)bias[0].data(), widths[0] / 4, n4[0],
+                    (float4*)rows[1][1].data(), (const float4*)bias[1].data(), widths[1] / 4, n4[1],
+                    (float4*)rows[2][1].data(), (const float4*)bias[2].data(), widths[2] / 4, n4[2]);
+    });
+    char what[128];
+    snprintf(what, sizeof what, "add_biases3 %d tokens, widths %d, %d%s", tokens, q_width, kv_width, value_bias ? "" : ", no value bias");
+    for (int s = 0; s < 3; s++) expect_same(rows[s][0].data(), rows[s][1].data(), rows[s][0].size() * 4, s == 0 ? what : "  next rows");
+}
+
 static void check_codes(bool q8_k, int rows, int columns, bool mapped)
 {
     i64 count = (i64)rows * columns;
@@ -191,6 +281,18 @@ int main(int argc, char** argv)
         check_round_halves(false, 32 * 71, split, true);
         check_round_halves(false, 32 * 37, split, false);
     }
+    for (int split = 0; split < 2; split++)
+    {
+        check_silu_halves(true, 256 * 11, split, true);
+        check_silu_halves(true, 256 * 35, split, false); // Qwen-1.5B's feed-forward width
+        check_silu_halves(false, 32 * 71, split, true);
+        check_silu_halves(false, 32 * 37, split, false);
+    }
+    check_biases(37, 1536, 256, true); // Qwen-1.5B's attention
+    check_biases(33, 896, 128, false);
+    check_add_norm(3, 1536); // Qwen-1.5B's width: 384 threads, one chunk
+    check_add_norm(2, 7168); // V3's: 1,024 threads, two chunks
+    check_add_norm(3, 2048 + 64); // a partial last chunk
     check_codes(true, 5, 256 * 3, false);
     check_codes(true, 3, 256 * 9, true);
     check_codes(false, 5, 32 * 67, false);

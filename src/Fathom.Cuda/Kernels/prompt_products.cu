@@ -178,6 +178,17 @@ __device__ __forceinline__ bool q8_k_codes8(const float* v, int lane, int* q, fl
     return false;
 }
 
+// Eight values of a 256-value block spread over a warp (lane l holds values 8l..8l+7), Q8_K-rounded, as halves: what
+// round_activations_q8_k then floats_to_f16 write for them, at group `at` of 8 values.
+__device__ __forceinline__ void q8_k_store_halves8(float* v, int lane, uint4* __restrict__ hi, uint4* __restrict__ lo, i64 at)
+{
+    int q[8];
+    float d;
+    bool zeros = q8_k_codes8(v, lane, q, &d);
+    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = zeros ? 0.0f : (float)q[i] * d;
+    store_halves8(v, hi, lo, at);
+}
+
 // One warp per 256 values (count / 256 blocks); hi and lo as floats_to_f16 writes them for round_activations_q8_k's floats.
 extern "C" __global__ void __launch_bounds__(256) round_halves_q8_k(const float4* __restrict__ x, uint4* __restrict__ hi,
                                                                     uint4* __restrict__ lo, i64 blocks)
@@ -189,11 +200,23 @@ extern "C" __global__ void __launch_bounds__(256) round_halves_q8_k(const float4
     i64 at = block * 32 + lane; // in groups of 8 values
     float4 a = x[2 * at], b = x[2 * at + 1];
     float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    int q[8];
-    float d;
-    bool zeros = q8_k_codes8(v, lane, q, &d);
-    _Pragma("unroll") for (int i = 0; i < 8; i++) v[i] = zeros ? 0.0f : (float)q[i] * d;
-    store_halves8(v, hi, lo, at);
+    q8_k_store_halves8(v, lane, hi, lo, at);
+}
+
+// Four values of a 32-value block spread over 8 lanes (all taking part), Q8_0-rounded, as halves: what
+// round_activations_q8_0 then floats_to_f16 write for them, at group `g` of 4 values when `inside`.
+__device__ __forceinline__ void q8_0_store_halves4(float4 v, bool inside, uint2* __restrict__ hi, uint2* __restrict__ lo, i64 g)
+{
+    float stored;
+    char4 c = q8_0_codes4(v, &stored);
+    if (!inside) return;
+    float r[4] = {(float)c.x * stored, (float)c.y * stored, (float)c.z * stored, (float)c.w * stored};
+    u32 h[4];
+    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = float_to_half_bits(r[i]);
+    hi[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+    if (lo == 0) return;
+    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = half_remainder_bits(r[i], h[i]);
+    lo[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
 }
 
 // Q8_0 (and Q8_1): one thread per 4 values (groups = count / 4), 8 lanes per block of 32; hi and lo as floats_to_f16
@@ -205,14 +228,123 @@ extern "C" __global__ void round_halves_q8_0(const float4* __restrict__ x, uint2
     if ((i64)blockIdx.x * blockDim.x >= groups) return; // whole blocks only: the shuffles below need every lane
     bool inside = g < groups; // blocks of 32 are 8 whole lanes, all inside or all outside
     float4 v = inside ? x[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    float stored;
-    char4 c = q8_0_codes4(v, &stored);
-    if (!inside) return;
-    float r[4] = {(float)c.x * stored, (float)c.y * stored, (float)c.z * stored, (float)c.w * stored};
-    u32 h[4];
-    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = float_to_half_bits(r[i]);
-    hi[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
-    if (lo == 0) return;
-    _Pragma("unroll") for (int i = 0; i < 4; i++) h[i] = half_remainder_bits(r[i], h[i]);
-    lo[g] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+    q8_0_store_halves4(v, inside, hi, lo, g);
+}
+
+// ---- SiLU·gate with the down product's halves (CudaBackend.PromptFusedSilu; FATHOM_CUDA_PROMPT_FUSED2=0 keeps silu_mul
+// followed by round_halves_*): gate = silu(gate) · up as silu_mul computes it, and the results' rounded halves as
+// round_halves_q8_k (_q8_0) writes them, in one pass; gate and up on 16-byte boundaries.
+
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + exp_rounded(-g)) * u; }
+
+// One warp per 256 values (blocks of them), each lane 8 by two 16-byte loads of gate and of up.
+extern "C" __global__ void __launch_bounds__(256) silu_mul_halves_q8_k(float4* gate, const float4* __restrict__ up, uint4* __restrict__ hi,
+                                                                       uint4* __restrict__ lo, i64 blocks)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 block = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (block >= blocks) return; // whole warps
+    int lane = threadIdx.x & 31;
+    i64 at = block * 32 + lane; // in groups of 8 values
+    float4 a = gate[2 * at], b = gate[2 * at + 1], c = up[2 * at], e = up[2 * at + 1];
+    a = make_float4(silu_times(a.x, c.x), silu_times(a.y, c.y), silu_times(a.z, c.z), silu_times(a.w, c.w));
+    b = make_float4(silu_times(b.x, e.x), silu_times(b.y, e.y), silu_times(b.z, e.z), silu_times(b.w, e.w));
+    gate[2 * at] = a;
+    gate[2 * at + 1] = b;
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    q8_k_store_halves8(v, lane, hi, lo, at);
+}
+
+// Q8_0 (and Q8_1): one thread per 4 values (groups = n / 4), 8 lanes per block of 32.
+extern "C" __global__ void silu_mul_halves_q8_0(float4* gate, const float4* __restrict__ up, uint2* __restrict__ hi, uint2* __restrict__ lo, i64 groups)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if ((i64)blockIdx.x * blockDim.x >= groups) return; // whole blocks only: the shuffles need every lane
+    bool inside = g < groups;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (inside)
+    {
+        float4 a = gate[g], c = up[g];
+        v = make_float4(silu_times(a.x, c.x), silu_times(a.y, c.y), silu_times(a.z, c.z), silu_times(a.w, c.w));
+        gate[g] = v;
+    }
+    q8_0_store_halves4(v, inside, hi, lo, g);
+}
+
+// ---- The residual add with the next norm (CudaBackend.MatMulResidualRmsNorm over a prompt batch;
+// FATHOM_CUDA_PROMPT_FUSED2=0 keeps add then rms_norm_rows): x = x + y (as add), then rms_norm_rows (no packing) of
+// the sum into out, one block per row, the sum written back to x; each thread writes only what it read. The block size
+// must be rms_norm_rows' for the row (the host's rule), so the double sum adds in the same order.
+extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_rows(float4* x, const float4* __restrict__ y, const float4* __restrict__ w,
+                                                                    float4* out, int n4, float epsilon)
+{
+    FATHOM_WAIT_PREVIOUS();
+    __shared__ double sums[32];
+    int n = 4 * n4;
+    float4* in = x + (i64)blockIdx.x * n4;
+    const float4* added = y + (i64)blockIdx.x * n4;
+    float4* normed = out + (i64)blockIdx.x * n4;
+    float4 v[NORM_CHUNKS], g[NORM_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        int i = threadIdx.x + c * blockDim.x;
+        v[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        g[c] = v[c];
+        if (i < n4)
+        {
+            float4 a = in[i], b = added[i];
+            v[c] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+            g[c] = w[i];
+        }
+    }
+    double sum = 0.0;
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        sum += (double)(v[c].x * v[c].x);
+        sum += (double)(v[c].y * v[c].y);
+        sum += (double)(v[c].z * v[c].z);
+        sum += (double)(v[c].w * v[c].w);
+    }
+    sum = block_sum_double(sum, sums); // its barriers also order every read of x before the writes below
+    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        int i = threadIdx.x + c * blockDim.x;
+        if (i >= n4) break;
+        in[i] = v[c];
+        normed[i] = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
+    }
+}
+
+// ---- A batch's query, key and value biases in one launch (CudaBackend.AddQkvBiases; FATHOM_CUDA_PROMPT_FUSED2=0
+// keeps three add_bias launches): one thread per 4 values of q, then of k, then of v (n4 float4 each, 0 for a missing
+// bias; widths of w4 float4), each value plus its column's bias as add_bias adds it.
+extern "C" __global__ void add_biases3(float4* q, const float4* __restrict__ q_bias, int q_w4, i64 q_n4,
+                                       float4* k, const float4* __restrict__ k_bias, int k_w4, i64 k_n4,
+                                       float4* v, const float4* __restrict__ v_bias, int v_w4, i64 v_n4)
+{
+    FATHOM_WAIT_PREVIOUS();
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    float4* x;
+    const float4* bias;
+    int w4;
+    if (i < q_n4) { x = q; bias = q_bias; w4 = q_w4; }
+    else if ((i -= q_n4) < k_n4) { x = k; bias = k_bias; w4 = k_w4; }
+    else if ((i -= k_n4) < v_n4) { x = v; bias = v_bias; w4 = v_w4; }
+    else return;
+    float4 a = x[i], b = bias[i % w4];
+    x[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
+// ---- copy_rows in 16-byte vectors (CudaBackend.PromptVectorCopies for a prompt batch's rows; MLA's latent out of
+// kv_a's rows): row blockIdx.y, width4 float4 from src + row * src_stride4 to dst + row * dst_stride4.
+extern "C" __global__ void copy_rows4(const float4* __restrict__ src, int src_stride4, float4* __restrict__ dst, int dst_stride4, int width4)
+{
+    FATHOM_WAIT_PREVIOUS();
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < width4) dst[(i64)blockIdx.y * dst_stride4 + k] = src[(i64)blockIdx.y * src_stride4 + k];
 }

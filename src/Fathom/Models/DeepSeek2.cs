@@ -202,10 +202,9 @@ public sealed class DeepSeek2 : Model
         int d = Config.EmbeddingLength;
         Span<float> h = scratch.Scratch("norm", tokens * d);
         Backend.RmsNorm(x, _attention[layer].AttentionNorm, h, tokens, Config.RmsNormEpsilon);
-        Attention(layer, scratch, segments, h, x, tokens);
-
         FeedForwardLayer f = _feedForward[layer];
-        Backend.RmsNorm(x, f.Norm, h, tokens, Config.RmsNormEpsilon);
+        // The attention ends with its projection into the residual and the feed-forward's norm of it, into h.
+        Attention(layer, scratch, segments, h, x, tokens, f.Norm);
         if (f.Moe is { } moe && tokens == 1)
         {
             OneTokenExperts(f, moe, scratch, h, x);
@@ -226,7 +225,8 @@ public sealed class DeepSeek2 : Model
         Backend.Add(x[..n], output);
     }
 
-    private void Attention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, ReadOnlySpan<float> h, Span<float> x, int tokens)
+    /// <summary>The layer's attention over <paramref name="h"/>, added into <paramref name="x"/>; then <paramref name="h"/> = RMSNorm(x) by <paramref name="nextNorm"/>.</summary>
+    private void Attention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> h, Span<float> x, int tokens, float[] nextNorm)
     {
         AttentionLayer w = _attention[layer];
         int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot;
@@ -271,7 +271,7 @@ public sealed class DeepSeek2 : Model
         }
         if (_fusedKvB is not null)
         {
-            DecompressedAttention(layer, scratch, segments, q, kv, latents, x, tokens);
+            DecompressedAttention(layer, scratch, segments, q, kv, latents, x, tokens, h, nextNorm);
             return;
         }
         // Each head's absorbed query: its non-rotary part in latent space, its rotary part beside it.
@@ -313,7 +313,7 @@ public sealed class DeepSeek2 : Model
         Span<float> values = scratch.Scratch("attn_values", tokens * heads * _vHead);
         Backend.MatMulGroup(w.VB, latent, _kvLora, values, _vHead, tokens, latentOut, heads * _vHead);
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
-        Backend.MatMulResidual(w.Output, values, x[..(tokens * Config.EmbeddingLength)], projected, tokens);
+        Backend.MatMulResidualRmsNorm(w.Output, values, x[..(tokens * Config.EmbeddingLength)], projected, tokens, nextNorm, h, Config.RmsNormEpsilon);
     }
 
     /// <summary>
@@ -323,7 +323,7 @@ public sealed class DeepSeek2 : Model
     /// multi-head attention over them, the query being q_nope beside its rotated part as computed.
     /// </summary>
     private void DecompressedAttention(int layer, InferenceSession scratch, ReadOnlySpan<SessionRows> segments, Span<float> q, Span<float> kv,
-        ReadOnlySpan<float> latents, Span<float> x, int tokens)
+        ReadOnlySpan<float> latents, Span<float> x, int tokens, Span<float> normed, float[] nextNorm)
     {
         int heads = Config.HeadCount, qRow = heads * _qkHead, latentRow = _kvLora + _rot, perHead = _nope + _vHead;
         int keyRow = heads * _qkHead, valueRow = heads * _vHead;
@@ -354,7 +354,7 @@ public sealed class DeepSeek2 : Model
                 _shape, s.FirstPosition, s.Rows);
         }
         Span<float> projected = scratch.Scratch("attn_out", tokens * Config.EmbeddingLength);
-        Backend.MatMulResidual(_attention[layer].Output, attention, x[..(tokens * Config.EmbeddingLength)], projected, tokens);
+        Backend.MatMulResidualRmsNorm(_attention[layer].Output, attention, x[..(tokens * Config.EmbeddingLength)], projected, tokens, nextNorm, normed, Config.RmsNormEpsilon);
     }
 
     /// <summary>

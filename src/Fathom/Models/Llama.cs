@@ -89,9 +89,7 @@ public class Llama : Model
             Backend.MatMul(w.Query, h, q, tokens);
             Backend.MatMul(w.Key, h, k, tokens);
             Backend.MatMul(w.Value, h, v, tokens);
-            if (w.QueryBias is not null) Backend.AddBias(q, w.QueryBias, tokens);
-            if (w.KeyBias is not null) Backend.AddBias(k, w.KeyBias, tokens);
-            if (w.ValueBias is not null) Backend.AddBias(v, w.ValueBias, tokens);
+            Backend.AddQkvBiases(q, w.QueryBias, k, w.KeyBias, v, w.ValueBias, tokens); // a missing bias is an empty span
         }
         foreach (SessionRows s in segments)
         {
@@ -113,9 +111,8 @@ public class Llama : Model
             }
             Backend.Attention(sq, cache, attention.Slice(s.FirstRow * qDim, s.Rows * qDim), _attention, s.FirstPosition, s.Rows);
         }
-        Backend.MatMulResidual(w.Output, attention, x[..(tokens * d)], projected, tokens);
-
-        Backend.RmsNorm(x, w.FeedForwardNorm, h, tokens, c.RmsNormEpsilon);
+        // The projection into the residual, then the feed-forward's norm of it (one pass on a GPU's prompt batch).
+        Backend.MatMulResidualRmsNorm(w.Output, attention, x[..(tokens * d)], projected, tokens, w.FeedForwardNorm, h, c.RmsNormEpsilon);
         FeedForward(scratch, h, x, tokens, w.Gate, w.Up, w.Down);
     }
 

@@ -61,6 +61,20 @@ public interface IComputeBackend : IDisposable
     }
 
     /// <summary>
+    /// <see cref="MatMulResidual"/>, then <see cref="RmsNorm"/> of the updated residual (<c>tokens × Rows</c> values) by
+    /// <paramref name="normWeight"/> into <paramref name="normed"/>: a projection back into the residual stream and the
+    /// next sublayer's norm (the attention's output, then the feed-forward's norm). A backend may add the product and
+    /// normalize the sum in one pass.
+    /// </summary>
+    void MatMulResidualRmsNorm(WeightMatrix weight, ReadOnlySpan<float> input, Span<float> residual, Span<float> product, int tokens,
+        ReadOnlySpan<float> normWeight, Span<float> normed, float epsilon)
+    {
+        int n = checked(tokens * weight.Rows);
+        MatMulResidual(weight, input, residual, product, tokens);
+        RmsNorm(residual[..n], normWeight, normed, tokens, epsilon);
+    }
+
+    /// <summary>
     /// Products with transposed matrices: each input weighs the rows of its matrix. For every token <c>t</c> and matrix
     /// <c>i</c>, with <c>x = inputs[t · inputTokenStride + i · inputStride ..]</c> (<c>Rows</c> values) and
     /// <c>y = outputs[t · outputTokenStride + i · outputStride ..]</c> (<c>Columns</c> values),
@@ -370,6 +384,19 @@ public interface IComputeBackend : IDisposable
             Span<float> r = rows.Slice(t * bias.Length, bias.Length);
             TensorPrimitives.Add(r, bias, r);
         }
+    }
+
+    /// <summary>
+    /// <see cref="AddBias"/> of <paramref name="queryBias"/>, <paramref name="keyBias"/> and <paramref name="valueBias"/>
+    /// (an empty one: none) to the first <paramref name="tokens"/> rows of <paramref name="q"/>, <paramref name="k"/> and
+    /// <paramref name="v"/>, in that order: the attention's projections of a batch. A backend may add them in one pass.
+    /// </summary>
+    void AddQkvBiases(Span<float> q, ReadOnlySpan<float> queryBias, Span<float> k, ReadOnlySpan<float> keyBias, Span<float> v,
+        ReadOnlySpan<float> valueBias, int tokens)
+    {
+        if (!queryBias.IsEmpty) AddBias(q, queryBias, tokens);
+        if (!keyBias.IsEmpty) AddBias(k, keyBias, tokens);
+        if (!valueBias.IsEmpty) AddBias(v, valueBias, tokens);
     }
 
     /// <summary>

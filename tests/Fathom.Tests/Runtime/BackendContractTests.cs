@@ -77,6 +77,23 @@ public sealed unsafe class BackendContractTests
         cpu.MatMul(group[0], inputs, plainProduct, 2);
         for (int i = 0; i < residualExpected.Length; i++) residualExpected[i] += plainProduct[i];
         Assert.Equal(residualExpected, residual);
+        // ... and product, residual add, then the norm of the updated residual.
+        float[] normResidual = Values(2 * 24), normWeight = Values(24), normed = new float[2 * 24], normExpected = new float[2 * 24];
+        float[] normResidualExpected = (float[])normResidual.Clone();
+        cpu.MatMulResidualRmsNorm(group[0], inputs, normResidual, product, 2, normWeight, normed, 1e-5f);
+        for (int i = 0; i < normResidualExpected.Length; i++) normResidualExpected[i] += plainProduct[i];
+        cpu.RmsNorm(normResidualExpected, normWeight, normExpected, 2, 1e-5f);
+        Assert.Equal(normResidualExpected, normResidual);
+        Assert.Equal(normExpected, normed);
+        // The three attention biases: each AddBias, a missing one skipped.
+        float[] qRows = Values(3 * 8), kRows = Values(3 * 4), vRows = Values(3 * 4), qBias = Values(8), kBias = Values(4);
+        float[] qExpected = (float[])qRows.Clone(), kExpected = (float[])kRows.Clone(), vExpected = (float[])vRows.Clone();
+        cpu.AddBias(qExpected, qBias, 3);
+        cpu.AddBias(kExpected, kBias, 3);
+        cpu.AddQkvBiases(qRows, qBias, kRows, kBias, vRows, null, 3);
+        Assert.Equal(qExpected, qRows);
+        Assert.Equal(kExpected, kRows);
+        Assert.Equal(vExpected, vRows);
 
         // A MoE output into the residual: the weighted rows (products rounded, summed in order) plus the destination, then
         // that sum into the residual; the destination keeps the sum.
