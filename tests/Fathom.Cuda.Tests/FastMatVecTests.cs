@@ -76,8 +76,10 @@ public sealed unsafe class FastMatVecTests(GpuFixture gpu) : IDisposable
     public void TheFastKernelsCoverTheTypesTheTableClaims(GgmlType type)
     {
         string source = KernelSources.All, suffix = CudaKernels.KernelSuffix(type) ?? "none";
-        foreach (string kernel in new[] { "matvec_qk_##T", "stacked_matvec_qk_##T", "group_matvec_qk_##T" })
+        // matvec_qk_T, stacked_matvec_qk_T and group_matvec_qk_T: the entry points' macro around matvec_qk_rows_T.
+        foreach (string kernel in new[] { "matvec_##NAME##_##T", "stacked_matvec_##NAME##_##T", "group_matvec_##NAME##_##T" })
             Assert.Single(Regex.Matches(source, $@"(?m)^{Regex.Escape(kernel)}\("));
+        Assert.Single(Regex.Matches(source, @"(?m)^FATHOM_MATVEC_ENTRY_POINTS\(qk, T, TYPE\)$"));
         Assert.Equal(source.Contains($"FATHOM_MATVEC_QK_KERNELS({suffix}, ", StringComparison.Ordinal), QuantizedMatVec.HasFastKernels(type));
         if (QuantizedMatVec.HasFastKernels(type)) Assert.True(QuantizedMatVec.Supports(type));
     }

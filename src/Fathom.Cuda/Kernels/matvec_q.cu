@@ -399,27 +399,22 @@ __device__ __forceinline__ const u8* group_matrix_before_wait(const u64* matrice
 
 #define MATVEC_Q_DOT(T, block, codes, part) dot_part_##T(block, codes, part)
 
-#define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
-__device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
-    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
-    const float* __restrict__ bias, int accumulate, int block_index)                                           \
-{                                                                                                              \
-    int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
-    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
-    MATVEC_Q_ROUNDS(T, TYPE, MATVEC_Q_DOT)                                                                     \
-}                                                                                                              \
+// The three entry points of a family of one-token products around its rows function matvec_NAME_rows_T: one matrix
+// (matvec_NAME_T), up to three stacked on one input (stacked_matvec_NAME_T), and a table's matrices by routing ids
+// (group_matvec_NAME_T). Every one fetches its first weights into L2 before waiting for the previous kernel.
+#define FATHOM_MATVEC_ENTRY_POINTS(NAME, T, TYPE)                                                              \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-matvec_q_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \
+matvec_##NAME##_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd,  \
              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                     \
              const float* __restrict__ bias, int accumulate)                                                   \
 {                                                                                                              \
     FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread, blockIdx.x));     \
-    matvec_q_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
+    matvec_##NAME##_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
 }                                                                                                              \
-/* Up to three matrices of one width and type on one input, stacked: blocks [0, end0) take matrix 0, [end0, end1) */ \
+/* Up to three matrices of one width and type on one input, stacked: blocks [0, end0) take matrix 0, [end0, end1)  */ \
 /* matrix 1, the rest matrix 2, each block as matvec_q_T's block of that index; matrix m's rows go to y + m * y_stride. */ \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-stacked_matvec_q_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,         \
+stacked_matvec_##NAME##_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,         \
     const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,                  \
     int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,            \
     const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread) \
@@ -430,12 +425,12 @@ stacked_matvec_q_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const
     const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                              \
     const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                        \
     int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2, local = m == 0 ? b : m == 1 ? b - end0 : b - end1;     \
-    matvec_q_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local); \
+    matvec_##NAME##_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local); \
 }                                                                                                              \
 /* Matrix z of the launch: set z / per_set of the table's sets of matrix_count matrices (a MoE layer's gates, then */ \
 /* its ups), its entry ids[z % per_set] (or z % per_set); input z % per_set, output z. */                      \
 extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
+group_matvec_##NAME##_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
     const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,       \
     i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                   \
 {                                                                                                              \
@@ -445,10 +440,21 @@ group_matvec_q_##T(const u64* __restrict__ matrices, const float* __restrict__ i
     int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
     if (which < 0 || which >= matrix_count) return;                                                           \
     i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
-    matvec_q_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,             \
+    matvec_##NAME##_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,             \
                       xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,     \
                       rows_per_thread, 0, 0, blockIdx.x);                                                      \
 }
+
+#define FATHOM_MATVEC_Q_KERNELS(T, TYPE)                                                                        \
+__device__ __forceinline__ void matvec_q_rows_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, \
+    const float* __restrict__ xd, float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread, \
+    const float* __restrict__ bias, int accumulate, int block_index)                                           \
+{                                                                                                              \
+    int t = threadIdx.x & (lanes - 1), part = t % TYPE##_PARTS; /* lanes is a multiple of PARTS: part is fixed */ \
+    int first_row = (block_index * (MATVEC_Q_THREADS / lanes) + threadIdx.x / lanes) * rows_per_thread;       \
+    MATVEC_Q_ROUNDS(T, TYPE, MATVEC_Q_DOT)                                                                     \
+}                                                                                                              \
+FATHOM_MATVEC_ENTRY_POINTS(q, T, TYPE)
 
 FATHOM_MATVEC_Q_KERNELS(q4_0, Q4_0)
 FATHOM_MATVEC_Q_KERNELS(q5_0, Q5_0)
@@ -712,43 +718,7 @@ __device__ __forceinline__ void matvec_qk_rows_##T(const u8* __restrict__ w, i64
     }                                                                                                          \
     matvec_qk_finish(sum, lanes, TYPE##_QK_TREE_LANES, rows_per_thread, first_row, rows, y, bias, accumulate); \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-matvec_qk_##T(const u8* __restrict__ w, i64 row_bytes, const i8* __restrict__ xq, const float* __restrict__ xd, \
-              float* __restrict__ y, int rows, int columns, int lanes, int rows_per_thread,                    \
-              const float* __restrict__ bias, int accumulate)                                                  \
-{                                                                                                              \
-    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(w, row_bytes, rows, lanes, rows_per_thread, blockIdx.x));     \
-    matvec_qk_rows_##T(w, row_bytes, xq, xd, y, rows, columns, lanes, rows_per_thread, bias, accumulate, blockIdx.x); \
-}                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-stacked_matvec_qk_##T(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2,        \
-    const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,                  \
-    int rows0, int rows1, int rows2, int end0, int end1, i64 row_bytes, const i8* __restrict__ xq,            \
-    const float* __restrict__ xd, float* __restrict__ y, i64 y_stride, int columns, int lanes, int rows_per_thread) \
-{                                                                                                              \
-    FATHOM_PREFETCH_THEN_WAIT(stacked_matvec_q_prefetch(w0, w1, w2, rows0, rows1, rows2, end0, end1, row_bytes, \
-                                                        lanes, rows_per_thread));                              \
-    int b = blockIdx.x, m = b < end0 ? 0 : b < end1 ? 1 : 2;                                                   \
-    const u8* w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                              \
-    const float* bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                        \
-    int rows = m == 0 ? rows0 : m == 1 ? rows1 : rows2, local = m == 0 ? b : m == 1 ? b - end0 : b - end1;     \
-    matvec_qk_rows_##T(w, row_bytes, xq, xd, y + m * y_stride, rows, columns, lanes, rows_per_thread, bias, 0, local); \
-}                                                                                                              \
-extern "C" __global__ void __launch_bounds__(MATVEC_Q_THREADS, MATVEC_BLOCKS_PER_SM)                           \
-group_matvec_qk_##T(const u64* __restrict__ matrices, const float* __restrict__ ids, int matrix_count, i64 row_bytes, \
-    const i8* __restrict__ xq, const float* __restrict__ xd, i64 x_matrix_stride, float* __restrict__ y,      \
-    i64 y_matrix_stride, int rows, int columns, int lanes, int rows_per_thread, int per_set)                  \
-{                                                                                                              \
-    FATHOM_PREFETCH_THEN_WAIT(matvec_q_prefetch(group_matrix_before_wait(matrices, ids, matrix_count, per_set), \
-                                                row_bytes, rows, lanes, rows_per_thread, blockIdx.x));         \
-    int set = blockIdx.z / per_set, entry = blockIdx.z % per_set;                                              \
-    int which = ids != 0 ? (int)ids[entry] : entry;                                                            \
-    if (which < 0 || which >= matrix_count) return;                                                           \
-    i64 first = entry * x_matrix_stride; /* a multiple of the activation block (the host checks) */            \
-    matvec_qk_rows_##T((const u8*)matrices[(i64)set * matrix_count + which], row_bytes, xq + first,            \
-                       xd + first / TYPE##_WEIGHTS, y + blockIdx.z * y_matrix_stride, rows, columns, lanes,    \
-                       rows_per_thread, 0, 0, blockIdx.x);                                                     \
-}
+FATHOM_MATVEC_ENTRY_POINTS(qk, T, TYPE)
 
 FATHOM_MATVEC_QK_KERNELS(q4_k, Q4_K)
 FATHOM_MATVEC_QK_KERNELS(q6_k, Q6_K)
