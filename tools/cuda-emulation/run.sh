@@ -34,8 +34,10 @@ sed 's/^    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));/    { _Float16 e =
 # ops.cu's silu_mul and its exp_rounded, which the fused SiLU kernels call as silu_mul does.
 grep '^__device__ __forceinline__ float exp_rounded' "$kernels/ops.cu" > "$work/exp_rounded.cu"
 sed -n '/^extern "C" __global__ void silu_mul(/,/^}/p' "$kernels/ops.cu" > "$work/ops_silu_mul.cu"
-# ops.cu's add and rms_norm_rows, the sequence add_rms_norm_rows replaces, and add_bias (add_biases3's) (NORM_CHUNKS, which it uses too, first).
-{ sed -n '/^#define NORM_CHUNKS/,/^}/p' "$kernels/ops.cu"; sed -n '/^extern "C" __global__ void add(/,/^}/p' "$kernels/ops.cu"
+# ops.cu's add and rms_norm_rows, the sequence add_rms_norm_rows replaces, and add_bias (add_biases3's) (NORM_CHUNKS and
+# rms_scale, which it uses too, first).
+{ sed -n '/^#define NORM_CHUNKS/,/^}/p' "$kernels/ops.cu"; sed -n '/^extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(/,/^}/p' "$kernels/ops.cu"
+  sed -n '/^extern "C" __global__ void add(/,/^}/p' "$kernels/ops.cu"
   sed -n '/^extern "C" __global__ void add_bias(/,/^}/p' "$kernels/ops.cu"; } > "$work/ops_add_norm.cu"
 sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kernels/mmq.cu" | sed '$d' > "$work/mmq_quantize_codes.cu"
 # The one-token products with their inline-assembly helpers (cvt.f32.f16, dp4a.u32.s32) left to the check's own.

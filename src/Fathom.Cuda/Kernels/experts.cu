@@ -318,6 +318,23 @@ extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, 
               sigmoid, groups, groups_used, normalize, scale, route_shared);
 }
 
+// One F32 row against x for a block (the routers' products): 16-byte loads, the threads striding the row, unrolled so
+// each thread has its loads of the row in flight at once; float partial sums, then the block's (block_sum).
+__device__ __forceinline__ float row_dot_f32(const float4* __restrict__ row, const float4* __restrict__ x, int columns4, float* scratch)
+{
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int i = threadIdx.x; i < columns4; i += blockDim.x)
+    {
+        float4 a = row[i], b = x[i];
+        sum += a.x * b.x;
+        sum += a.y * b.y;
+        sum += a.z * b.z;
+        sum += a.w * b.w;
+    }
+    return block_sum(sum, scratch);
+}
+
 // The router's product of matvec_f32_rows (a block of 256 threads per expert row, the same sums in the same order) and
 // one token's routing in one launch: each block writes its logit, and the block that finishes last (a device counter
 // it resets for the next launch, so a replayed graph finds it at zero) routes the row as route_experts does with 256
@@ -331,17 +348,7 @@ extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __r
     extern __shared__ float route_shared[];
     __shared__ float scratch[32];
     __shared__ int last;
-    float sum = 0.0f;
-#pragma unroll 8
-    for (int i = threadIdx.x; i < columns4; i += blockDim.x)
-    {
-        float4 a = row[i], b = x[i];
-        sum += a.x * b.x;
-        sum += a.y * b.y;
-        sum += a.z * b.z;
-        sum += a.w * b.w;
-    }
-    sum = block_sum(sum, scratch);
+    float sum = row_dot_f32(row, x, columns4, scratch);
     if (threadIdx.x == 0)
     {
         logits[blockIdx.x] = sum;
@@ -413,17 +420,7 @@ extern "C" __global__ void __launch_bounds__(256) matvec_f32_rows(const float4* 
     FATHOM_WAIT_PREVIOUS();
     __shared__ float scratch[32];
     const float4* row = w + (i64)blockIdx.x * row_stride4;
-    float sum = 0.0f;
-#pragma unroll 8
-    for (int i = threadIdx.x; i < columns4; i += blockDim.x)
-    {
-        float4 a = row[i], b = x[i];
-        sum += a.x * b.x;
-        sum += a.y * b.y;
-        sum += a.z * b.z;
-        sum += a.w * b.w;
-    }
-    sum = block_sum(sum, scratch);
+    float sum = row_dot_f32(row, x, columns4, scratch);
     if (threadIdx.x == 0)
     {
         float total = sum;

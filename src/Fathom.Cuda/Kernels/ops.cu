@@ -24,6 +24,24 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
 
 #define NORM_CHUNKS 4
 
+// The RMS norm's scale of a row a block holds as NORM_CHUNKS float4 per thread (zeros past the row): squares in float,
+// summed in double in this order, then over the block (block_sum_double, whose barriers also order the block's reads of
+// the row before any thread writes), 1 / sqrt(mean + epsilon) as rms_norm computes it.
+__device__ __forceinline__ float rms_scale(const float4 (&v)[NORM_CHUNKS], int n, float epsilon, double* sums)
+{
+    double sum = 0.0;
+#pragma unroll
+    for (int c = 0; c < NORM_CHUNKS; c++)
+    {
+        sum += (double)(v[c].x * v[c].x);
+        sum += (double)(v[c].y * v[c].y);
+        sum += (double)(v[c].z * v[c].z);
+        sum += (double)(v[c].w * v[c].w);
+    }
+    sum = block_sum_double(sum, sums);
+    return 1.0f / sqrtf((float)(sum / n) + epsilon);
+}
+
 // rms_norm for rows of n4 float4 (16-byte aligned rows and weights, n4 <= NORM_CHUNKS * blockDim.x, blockDim.x a
 // multiple of 64), one block per row: every value and weight is loaded up front, four per thread and load, so a row
 // costs one memory latency rather than one per loop turn (a decode step's row is a single block's work). The
@@ -53,17 +71,7 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x
             g[c] = w[i];
         }
     }
-    double sum = 0.0;
-#pragma unroll
-    for (int c = 0; c < NORM_CHUNKS; c++)
-    {
-        sum += (double)(v[c].x * v[c].x);
-        sum += (double)(v[c].y * v[c].y);
-        sum += (double)(v[c].z * v[c].z);
-        sum += (double)(v[c].w * v[c].w);
-    }
-    sum = block_sum_double(sum, sums);
-    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+    float scale = rms_scale(v, n, epsilon, sums);
     int chunks = (n4 + blockDim.x - 1) / blockDim.x; // the same for every thread: the packing's barriers are uniform
 #pragma unroll
     for (int c = 0; c < NORM_CHUNKS; c++)

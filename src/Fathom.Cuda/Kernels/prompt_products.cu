@@ -299,17 +299,7 @@ extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_rows(float4* x, 
             g[c] = w[i];
         }
     }
-    double sum = 0.0;
-#pragma unroll
-    for (int c = 0; c < NORM_CHUNKS; c++)
-    {
-        sum += (double)(v[c].x * v[c].x);
-        sum += (double)(v[c].y * v[c].y);
-        sum += (double)(v[c].z * v[c].z);
-        sum += (double)(v[c].w * v[c].w);
-    }
-    sum = block_sum_double(sum, sums); // its barriers also order every read of x before the writes below
-    float scale = 1.0f / sqrtf((float)(sum / n) + epsilon);
+    float scale = rms_scale(v, n, epsilon, sums); // its barriers also order every read of x before the writes below
 #pragma unroll
     for (int c = 0; c < NORM_CHUNKS; c++)
     {
