@@ -22,19 +22,10 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
     public void Dispose() => _cpu.Dispose();
 
     // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
-    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
-
     private static WeightMatrix Matrix(GgmlType type, int rows, int columns)
     {
-        byte[]? bytes;
-        lock (Weights)
-            if (!Weights.TryGetValue((type, rows, columns), out bytes))
-            {
-                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
-                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns, 5)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
-                Weights.Add((type, rows, columns), bytes);
-            }
-        fixed (byte* p = bytes) return WeightMatrix.InPlace($"fused.{type}.{rows}x{columns}", type, p, rows, columns);
+        fixed (byte* p = TestData.KeptQuantizedRows(type, rows, columns, HashCode.Combine(type, rows, columns, 5)))
+            return WeightMatrix.InPlace($"fused.{type}.{rows}x{columns}", type, p, rows, columns);
     }
 
     /// <summary>Gaussian values with a block of 256 zeros at 256 and, at 512, 256 values of equal magnitude (the first negative).</summary>

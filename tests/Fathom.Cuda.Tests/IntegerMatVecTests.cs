@@ -22,19 +22,12 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
     public static TheoryData<GgmlType> Types => new(GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.IQ2_XXS, GgmlType.IQ1_S, GgmlType.Q5_0, GgmlType.Q4_0, GgmlType.Q5_K);
 
     // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
-    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
+    private static byte[] Bytes(GgmlType type, int rows, int columns) =>
+        TestData.KeptQuantizedRows(type, rows, columns, HashCode.Combine(type, rows, columns));
 
     private static WeightMatrix Matrix(GgmlType type, int rows, int columns, string name)
     {
-        byte[]? bytes;
-        lock (Weights)
-            if (!Weights.TryGetValue((type, rows, columns), out bytes))
-            {
-                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
-                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
-                Weights.Add((type, rows, columns), bytes);
-            }
-        fixed (byte* p = bytes) return WeightMatrix.InPlace(name, type, p, rows, columns);
+        fixed (byte* p = Bytes(type, rows, columns)) return WeightMatrix.InPlace(name, type, p, rows, columns);
     }
 
     /// <summary>
@@ -267,8 +260,7 @@ public sealed unsafe class IntegerMatVecTests(GpuFixture gpu) : IDisposable
         foreach ((int rows, int columns) in new[] { (37, 2 * block), (45, 2048), (13, 7168) })
         {
             WeightMatrix matrix = Matrix(type, rows, columns, $"layouts.{type}.{rows}x{columns}");
-            byte[] bytes;
-            lock (Weights) bytes = Weights[(type, rows, columns)];
+            byte[] bytes = Bytes(type, rows, columns);
             var random = new Random(31 * rows + columns);
             float[] x = TestData.Gaussian(random, columns, 2f), bias = TestData.Gaussian(random, rows), residual = TestData.Gaussian(random, rows);
             bool twoBlocks = columns == 2 * block;

@@ -17,19 +17,10 @@ namespace Fathom.Cuda.Tests;
 public sealed unsafe class PromptFusionTests(GpuFixture gpu)
 {
     // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
-    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
-
     private static WeightMatrix Matrix(GgmlType type, int rows, int columns)
     {
-        byte[]? bytes;
-        lock (Weights)
-            if (!Weights.TryGetValue((type, rows, columns), out bytes))
-            {
-                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
-                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns, 9)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
-                Weights.Add((type, rows, columns), bytes);
-            }
-        fixed (byte* p = bytes) return WeightMatrix.InPlace($"prompt-fusion.{type}.{rows}x{columns}", type, p, rows, columns);
+        fixed (byte* p = TestData.KeptQuantizedRows(type, rows, columns, HashCode.Combine(type, rows, columns, 9)))
+            return WeightMatrix.InPlace($"prompt-fusion.{type}.{rows}x{columns}", type, p, rows, columns);
     }
 
     /// <summary>Gate values: Gaussian with large arguments of the exponential (SiLU near 0 and near g), zeros, and a zero block.</summary>

@@ -26,21 +26,8 @@ public sealed unsafe class SharedGridProductTests(GpuFixture gpu) : IDisposable
     public static TheoryData<GgmlType> Types => new(GgmlType.IQ1_S, GgmlType.IQ2_XXS);
 
     // Weights live for the whole run: the GPU backend knows uploaded matrices by address.
-    private static readonly Dictionary<(GgmlType, int, int), byte[]> Weights = [];
-
-    private static byte[] Bytes(GgmlType type, int rows, int columns)
-    {
-        lock (Weights)
-        {
-            if (!Weights.TryGetValue((type, rows, columns), out byte[]? bytes))
-            {
-                bytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(type).Layout.RowBytes(columns), pinned: true);
-                TestData.QuantizedRows(new Random(HashCode.Combine(type, rows, columns, 5)), TypeTraits.For(type), rows, columns).CopyTo(bytes, 0);
-                Weights.Add((type, rows, columns), bytes);
-            }
-            return bytes;
-        }
-    }
+    private static byte[] Bytes(GgmlType type, int rows, int columns) =>
+        TestData.KeptQuantizedRows(type, rows, columns, HashCode.Combine(type, rows, columns, 5));
 
     private static WeightMatrix Matrix(GgmlType type, int rows, int columns, string name)
     {

@@ -1,3 +1,4 @@
+using Fathom.Gguf;
 using Fathom.Models;
 using Fathom.Quants;
 using Fathom.Runtime;
@@ -32,6 +33,26 @@ internal static class TestData
         for (int r = 0; r < rows; r++)
             format.Quantize(Gaussian(random, columns), blocks.AsSpan(r * rowBytes, rowBytes), importance);
         return blocks;
+    }
+
+    private static readonly Dictionary<(GgmlType, int, int, int), byte[]> KeptRows = [];
+
+    /// <summary>
+    /// <see cref="QuantizedRows"/> drawn with <paramref name="seed"/>, on the pinned heap and kept for the whole run, one
+    /// array per type, shape and seed: the GPU backend knows uploaded matrices by address, so a matrix read in place must
+    /// neither move nor be freed and reused while a test class runs.
+    /// </summary>
+    public static byte[] KeptQuantizedRows(GgmlType type, int rows, int columns, int seed)
+    {
+        lock (KeptRows)
+        {
+            if (!KeptRows.TryGetValue((type, rows, columns, seed), out byte[]? bytes))
+            {
+                bytes = Pinned(QuantizedRows(new Random(seed), TypeTraits.For(type), rows, columns));
+                KeptRows.Add((type, rows, columns, seed), bytes);
+            }
+            return bytes;
+        }
     }
 
     /// <summary>‖a − b‖ / ‖b‖.</summary>
