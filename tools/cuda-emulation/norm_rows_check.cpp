@@ -1,8 +1,8 @@
 // Kernels/ops.cu's wide one-token norm (rms_norm_row_wide, several blocks of 256 threads, each summing the whole row
 // itself) run on the CPU (emulation.h) against rms_norm_rows (one block of the host's size for the row: 1,024 threads
 // for 7,168 and 5,120, 512 for 2,048, 384 for 1,536), bit for bit in the normalized row and the packed codes and
-// scales, with no packing, Q8_0 and Q8_K; the single block in place and into another buffer (the wide kernel never
-// runs in place). Rows hold a block of zeros, a block of equal magnitudes (Q8_K's first maximum sets the sign),
+// scales, with no packing, Q8_0 and Q8_K, and in each block's double sum of squares before its rounding to float;
+// the single block in place and into another buffer (the wide kernel never runs in place). Rows hold a block of zeros, a block of equal magnitudes (Q8_K's first maximum sets the sign),
 // magnitudes from 1e-3 to 3e4, and once an infinity and a NaN.
 #include "emulation.h"
 #include <random>
@@ -25,7 +25,27 @@ inline float sqrtf(float f) { return std::sqrt(f); }
 #include "common.cuh"
 #include "decode.cu"
 #include "activations_emulated.cu"
+// Each block's double sum of squares, as thread 0 ends its reduction (block_sum_double in rms_norm_rows'
+// rms_scale, the last warp_sum_double in rms_norm_row_wide): the float scale hides most differences of order, the
+// double shows them.
+static double block_sums[64];
+static double recorded_block_sum_double(double v, double* scratch)
+{
+    double sum = block_sum_double(v, scratch);
+    if (threadIdx.x == 0) block_sums[blockIdx.x] = sum;
+    return sum;
+}
+static double recorded_warp_sum_double(double v)
+{
+    double sum = warp_sum_double(v);
+    if (threadIdx.x == 0) block_sums[blockIdx.x] = sum;
+    return sum;
+}
+#define block_sum_double recorded_block_sum_double
+#define warp_sum_double recorded_warp_sum_double
 #include "ops_norms.cu"
+#undef block_sum_double
+#undef warp_sum_double
 
 static std::mt19937 random_engine(5);
 static int failures = 0;
@@ -67,14 +87,20 @@ static void check(int n, int pack, bool in_place, bool specials)
         rms_norm_rows((const float4*)source.data(), (const float4*)w.data(), (float4*)single, n4, 1e-6f, pack, (i8*)codes[0].data(), scales[0].data());
     });
     if (in_place) out[0] = source;
-    emu_launch({(unsigned)((n4 + WIDE_NORM_THREADS - 1) / WIDE_NORM_THREADS), 1, 1}, WIDE_NORM_THREADS, [&] {
+    double single_sum = block_sums[0];
+    unsigned wide_blocks = (unsigned)((n4 + WIDE_NORM_THREADS - 1) / WIDE_NORM_THREADS);
+    emu_launch({wide_blocks, 1, 1}, WIDE_NORM_THREADS, [&] {
         rms_norm_row_wide((const float4*)x.data(), (const float4*)w.data(), (float4*)out[1].data(), n4, threads, 1e-6f, pack, (i8*)codes[1].data(), scales[1].data());
     });
+    int same_sums = 0;
+    for (unsigned b = 0; b < wide_blocks; b++) same_sums += std::memcmp(&block_sums[b], &single_sum, sizeof(double)) == 0;
     const char* packs[] = {"no packing", "Q8_0", "Q8_K"};
     char what[128];
     snprintf(what, sizeof what, "rms_norm_row_wide %d (%d threads) %s%s%s", n, threads, packs[pack], in_place ? ", single block in place" : "",
              specials ? ", inf and NaN" : "");
     expect_same(out[0].data(), out[1].data(), (size_t)n * 4, what);
+    printf("  %-62s %s\n", "every block's double sum of squares", same_sums == (int)wide_blocks ? "equal" : "DIFFERENT");
+    if (same_sums != (int)wide_blocks) failures++;
     if (pack != PACK_NONE)
     {
         expect_same(codes[0].data(), codes[1].data(), (size_t)n, "  codes");
