@@ -1,4 +1,7 @@
 using Fathom.Cpu;
+using Fathom.Gguf;
+using Fathom.Models;
+using Fathom.Models.Synthesis;
 using Fathom.Quants;
 using Fathom.Runtime;
 
@@ -175,6 +178,28 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
             backend.WideNorms = wasWide;
             backend.WideNormMinimumWidth = wasMinimum;
         }
+    }
+
+    /// <summary>
+    /// An R1-shaped model 2,048 wide (its attention, FFN and output norms take the wide kernel, MLA's q_a and latent
+    /// norms in place the single block) decoded with <see cref="CudaBackend.WideNorms"/> on and off: the same greedy
+    /// tokens and the same logits at every step, bit for bit, through recorded and replayed decode graphs.
+    /// </summary>
+    [Fact]
+    public void AWideModelDecodesTheSameWithSingleBlockNorms()
+    {
+        gpu.Require();
+        using var synthesized = new SynthesizedGguf(SyntheticPresets.TinyDeepSeekR1 with { HiddenSize = 2048 }, "fathom-cuda-wide-norms");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        CudaBackend? wideBackend = null;
+        using Model wide = ModelLoader.Load(file, new ModelOptions { Backend = _ => wideBackend = new CudaBackend { WideNorms = true } });
+        using Model single = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { WideNorms = false } });
+        (List<int> wideTokens, List<float[]> wideLogits) = TestData.GreedyContinuation(wide, 29, 9, 24);
+        (List<int> singleTokens, List<float[]> singleLogits) = TestData.GreedyContinuation(single, 29, 9, 24);
+        Assert.True(wideBackend!.WideNormLaunches > 0, "no norm took the wide kernel");
+        Assert.Equal(singleTokens, wideTokens);
+        for (int i = 0; i < singleLogits.Count; i++)
+            Assert.True(singleLogits[i].AsSpan().SequenceEqual(wideLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(wideLogits[i], singleLogits[i]):E2}");
     }
 
     /// <summary>A dense SiLU (the down product after it) and a MoE layer's (the chosen experts' down products, by device ids).</summary>
