@@ -141,7 +141,7 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x
 }
 
 #define WIDE_NORM_THREADS 256
-// The single block's warps (at most 32) each wide block's warp sums for: warp k takes k, k + 8, k + 16, k + 24.
+// How many of the single block's warps (at most 32) each warp of a wide block reduces: warp k takes k, k + 8, k + 16, k + 24.
 #define WIDE_NORM_ROW_WARPS (32 / (WIDE_NORM_THREADS / 32))
 
 // rms_norm_rows of one row over ceil(n4 / WIDE_NORM_THREADS) blocks, each normalizing (and packing) its own
