@@ -17,6 +17,8 @@ public sealed unsafe partial class CudaBackend
     // rms_norm_rows: values per thread and load (a float4), loads in flight per thread, threads per block at most; a
     // block's threads are whole Q8_K blocks of float4 (64 threads).
     private const int NormChunks = 4, NormThreadQuantum = 64, MaxNormThreads = 1024;
+    // rms_norm_row_wide: threads per block, each normalizing one float4 (Kernels/ops.cu WIDE_NORM_THREADS).
+    private const int WideNormThreads = 256;
     // silu_mul_pack's block: one Q8_K block (Kernels/ops.cu).
     private const int SiluPackThreads = 256;
     // Kernels/activations.cu PACK_*.
@@ -35,12 +37,26 @@ public sealed unsafe partial class CudaBackend
     public bool VectorNorms { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_NORM_ROWS") != "0";
 
     /// <summary>
+    /// Whether a one-token norm of a wide row (at least <see cref="WideNormMinimumWidth"/> values; R1's 7,168) runs over
+    /// several blocks (<c>rms_norm_row_wide</c>, each block summing the whole row itself in rms_norm_rows' order and
+    /// normalizing and packing its own 1,024 values) instead of <c>rms_norm_rows</c>' one block; not in place. The same
+    /// bits either way. On unless FATHOM_CUDA_WIDE_NORMS=0, which keeps the single block, for comparisons.
+    /// </summary>
+    public bool WideNorms { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_WIDE_NORMS") != "0";
+
+    /// <summary>The narrowest row <see cref="WideNorms"/> takes (tests lower it to run narrower rows through the wide kernel).</summary>
+    internal int WideNormMinimumWidth { get; set; } = 2048;
+
+    /// <summary>
     /// Whether the small operations between a decode step's products take their fused or faster forms: routing by
     /// <c>route_experts</c> (one barrier a top-k round), a MoE output added into the residual row by
     /// <c>add_weighted_rows</c> itself (<see cref="AddWeightedRowsToResidual"/>). On unless FATHOM_CUDA_FUSED_SMALL=0,
     /// which keeps the former kernels and launches, for comparisons. Results are the same bit for bit either way.
     /// </summary>
     public bool FusedSmallOps { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_FUSED_SMALL") != "0";
+
+    /// <summary>One-token norms queued as <c>rms_norm_row_wide</c> (<see cref="WideNorms"/>), so far.</summary>
+    public long WideNormLaunches { get; private set; }
 
     /// <summary>Norms and SiLUs queued with the next product's packing fused in, so far.</summary>
     public long FusedPackings { get; private set; }
@@ -64,6 +80,15 @@ public sealed unsafe partial class CudaBackend
         }
         (int pack, ulong codes, ulong scales) = FusedPackingFor(w, o, n, tokens, packable);
         uint threads = (uint)Math.Min(MaxNormThreads, (n4 + NormThreadQuantum - 1) / NormThreadQuantum * NormThreadQuantum);
+        // The wide kernel's blocks read the whole row while each writes its slice: only into another buffer.
+        ulong bytes = (ulong)n * sizeof(float);
+        if (WideNorms && tokens == 1 && n >= WideNormMinimumWidth && (o + bytes <= x || x + bytes <= o))
+        {
+            new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n4).Int((int)threads).Float(epsilon).Int(pack).Pointer(codes).Pointer(scales)
+                .Launch(_context, _kernels.Function("rms_norm_row_wide"), "rms_norm_row_wide", (uint)((n4 + WideNormThreads - 1) / WideNormThreads), 1, WideNormThreads);
+            WideNormLaunches++;
+            return;
+        }
         new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n4).Float(epsilon).Int(pack).Pointer(codes).Pointer(scales)
             .Launch(_context, _kernels.Function("rms_norm_rows"), "rms_norm_rows", (uint)tokens, 1, threads);
     }

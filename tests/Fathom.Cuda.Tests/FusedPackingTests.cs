@@ -1,4 +1,7 @@
 using Fathom.Cpu;
+using Fathom.Gguf;
+using Fathom.Models;
+using Fathom.Models.Synthesis;
 using Fathom.Quants;
 using Fathom.Runtime;
 
@@ -12,7 +15,8 @@ namespace Fathom.Cuda.Tests;
 /// <see cref="IntegerMatVecTests"/> checks byte for byte); rows include a block of zeros and a block of equal
 /// magnitudes (the first sets Q8_K's scale). A guess that turns out wrong (one norm feeding products of both packed
 /// formats in turn) costs nothing but the packing. The vector norm (<c>rms_norm_rows</c>) agrees with the CPU on
-/// model widths, in place, and the rows it does not take go to <c>rms_norm</c>.
+/// model widths, in place, and the rows it does not take go to <c>rms_norm</c>. A decode step's wide norm
+/// (<c>rms_norm_row_wide</c>, several blocks) writes the single block's row, codes and scales bit for bit.
 /// </summary>
 public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
 {
@@ -103,6 +107,99 @@ public sealed unsafe class FusedPackingTests(GpuFixture gpu) : IDisposable
         _cpu.MatMul(matrix, expectedNorm, expectedProduct, 1);
         Assert.True(TestData.RelativeL2(plainNorm, expectedNorm) < 1e-6, $"norm: relative L2 {TestData.RelativeL2(plainNorm, expectedNorm):E2}");
         Assert.True(TestData.RelativeL2(plainProduct, expectedProduct) <= 1e-5, $"product: relative L2 {TestData.RelativeL2(plainProduct, expectedProduct):E2}");
+    }
+
+    /// <summary>
+    /// The wide one-token norm (<see cref="CudaBackend.WideNorms"/>) against <c>rms_norm_rows</c>' single block: the same
+    /// normalized row and the same product after it (which reads the packed codes and scales the norm wrote) bit for bit,
+    /// packed for Q8_K and Q8_0 partners and unpacked (an F32 product after it), on R1's, V3-Lite's, 2,048 and
+    /// Qwen-1.5B's widths (below the default minimum, lowered here); a norm in place keeps the single block.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q6_K, 7168)] // Q8_K partner, R1's width: 7 blocks, two chunks in the single block
+    [InlineData(GgmlType.Q8_0, 7168)] // Q8_0
+    [InlineData(GgmlType.F32, 7168)] // no packing
+    [InlineData(GgmlType.IQ1_S, 2048)] // Q8_K, 512 threads in the single block
+    [InlineData(GgmlType.Q4_0, 5120)] // Q8_0, a part-filled second chunk
+    [InlineData(GgmlType.Q4_K, 1536)] // Q8_K, 384 threads: a part-filled last wide block
+    public void TheWideNormWritesTheSingleBlocksBits(GgmlType type, int n)
+    {
+        CudaBackend backend = gpu.Backend;
+        const int rows = 37;
+        WeightMatrix matrix = type == GgmlType.F32
+            ? WeightMatrix.FromFloats($"wide.f32.{n}", TestData.Gaussian(new Random(n), rows * n), rows, n)
+            : Matrix(type, rows, n);
+        var random = new Random(3 * n + (int)type);
+        float[] input = Row(random, n), weight = TestData.Gaussian(random, n);
+        Array.Fill(weight, 1f, 512, 256);
+        float[] x = gpu.Attached(input), w = gpu.Attached(weight), h = gpu.Attached(new float[n]), y = gpu.Attached(new float[rows]);
+        bool wasWide = backend.WideNorms;
+        int wasMinimum = backend.WideNormMinimumWidth;
+        backend.WideNormMinimumWidth = Math.Min(wasMinimum, n);
+        try
+        {
+            (float[] Norm, float[] Product) Run(bool wide)
+            {
+                backend.WideNorms = wide;
+                long launches = backend.WideNormLaunches, packings = backend.FusedPackings;
+                for (int step = 0; step < 3; step++) // the first step teaches the packing to a new norm weight
+                {
+                    Array.Fill(h, float.NaN);
+                    Array.Clear(y);
+                    backend.WrittenOnHost(h);
+                    backend.WrittenOnHost(y);
+                    With(true, () =>
+                    {
+                        backend.RmsNorm(x, w, h, 1, Epsilon);
+                        backend.MatMul(matrix, h, y, 1);
+                    });
+                }
+                Assert.Equal(wide ? 3 : 0, backend.WideNormLaunches - launches);
+                Assert.Equal(type == GgmlType.F32 ? 0 : wide ? 3 : 2, backend.FusedPackings - packings);
+                return (Read(h), Read(y));
+            }
+
+            (float[] singleNorm, float[] singleProduct) = Run(false);
+            (float[] wideNorm, float[] wideProduct) = Run(true);
+            Assert.Equal(singleNorm, wideNorm);
+            Assert.Equal(singleProduct, wideProduct);
+
+            float[] expected = new float[n];
+            _cpu.RmsNorm(input, weight, expected, 1, Epsilon);
+            Assert.True(TestData.RelativeL2(wideNorm, expected) < 1e-6, $"norm: relative L2 {TestData.RelativeL2(wideNorm, expected):E2}");
+
+            long before = backend.WideNormLaunches;
+            backend.RmsNorm(x, w, x, 1, Epsilon);
+            Assert.Equal(before, backend.WideNormLaunches);
+            Assert.Equal(singleNorm, Read(x));
+        }
+        finally
+        {
+            backend.WideNorms = wasWide;
+            backend.WideNormMinimumWidth = wasMinimum;
+        }
+    }
+
+    /// <summary>
+    /// An R1-shaped model 2,048 wide (its attention, FFN and output norms take the wide kernel, MLA's q_a and latent
+    /// norms in place the single block) decoded with <see cref="CudaBackend.WideNorms"/> on and off: the same greedy
+    /// tokens and the same logits at every step, bit for bit, through recorded and replayed decode graphs.
+    /// </summary>
+    [Fact]
+    public void AWideModelDecodesTheSameWithSingleBlockNorms()
+    {
+        gpu.Require();
+        using var synthesized = new SynthesizedGguf(SyntheticPresets.TinyDeepSeekR1 with { HiddenSize = 2048 }, "fathom-cuda-wide-norms");
+        using GgufFile file = GgufFile.Open(synthesized.Path);
+        CudaBackend? wideBackend = null;
+        using Model wide = ModelLoader.Load(file, new ModelOptions { Backend = _ => wideBackend = new CudaBackend { WideNorms = true } });
+        using Model single = ModelLoader.Load(file, new ModelOptions { Backend = _ => new CudaBackend { WideNorms = false } });
+        (List<int> wideTokens, List<float[]> wideLogits) = TestData.GreedyContinuation(wide, 29, 9, 24);
+        (List<int> singleTokens, List<float[]> singleLogits) = TestData.GreedyContinuation(single, 29, 9, 24);
+        Assert.True(wideBackend!.WideNormLaunches > 0, "no norm took the wide kernel");
+        Assert.Equal(singleTokens, wideTokens);
+        for (int i = 0; i < singleLogits.Count; i++)
+            Assert.True(singleLogits[i].AsSpan().SequenceEqual(wideLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(wideLogits[i], singleLogits[i]):E2}");
     }
 
     /// <summary>A dense SiLU (the down product after it) and a MoE layer's (the chosen experts' down products, by device ids).</summary>

@@ -7,7 +7,8 @@
 # then route_experts, router_route_check.cpp), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
 # rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
-# prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp).
+# prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp), and of the wide
+# one-token norm against rms_norm_rows (Kernels/ops.cu's rms_norm_row_wide; norm_rows_check.cpp, about a minute).
 # Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,19 +35,21 @@ sed 's/^    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));/    { _Float16 e =
 # ops.cu's silu_mul and its exp_rounded, which the fused SiLU kernels call as silu_mul does.
 grep '^__device__ __forceinline__ float exp_rounded' "$kernels/ops.cu" > "$work/exp_rounded.cu"
 sed -n '/^extern "C" __global__ void silu_mul(/,/^}/p' "$kernels/ops.cu" > "$work/ops_silu_mul.cu"
-# ops.cu's add and rms_norm_rows, the sequence add_rms_norm_rows replaces, and add_bias (add_biases3's) (NORM_CHUNKS and
-# rms_scale, which it uses too, first).
-{ sed -n '/^#define NORM_CHUNKS/,/^}/p' "$kernels/ops.cu"; sed -n '/^extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(/,/^}/p' "$kernels/ops.cu"
+# ops.cu's norms (NORM_CHUNKS to rms_norm_row_wide: the single block and the wide one, norm_rows_check.cpp); with add,
+# the sequence add_rms_norm_rows replaces, and add_bias (add_biases3's).
+sed -n '/^#define NORM_CHUNKS/,/^\/\/ The position of a pass/p' "$kernels/ops.cu" | sed '$d' > "$work/ops_norms.cu"
+{ cat "$work/ops_norms.cu"
   sed -n '/^extern "C" __global__ void add(/,/^}/p' "$kernels/ops.cu"
   sed -n '/^extern "C" __global__ void add_bias(/,/^}/p' "$kernels/ops.cu"; } > "$work/ops_add_norm.cu"
 sed -n '/^\/\/ ---- Activations: codes/,/^\/\/ ---- Weights: 32 values/p' "$kernels/mmq.cu" | sed '$d' > "$work/mmq_quantize_codes.cu"
 # The one-token products with their inline-assembly helpers (cvt.f32.f16, dp4a.u32.s32) left to the check's own.
 sed '/^__device__ __forceinline__ float half_bits_to_float/,/^}/d; /^__device__ __forceinline__ int dp4a_unsigned_signed/,/^}/d' \
     "$kernels/matvec_q.cu" > "$work/matvec_q_emulated.cu"
-for check in prompt_fused_check fast_matvec_check iq_products_check prefetch_check transposed_check route_check router_route_check mla_rope_check attention_decode_check; do
+for check in norm_rows_check prompt_fused_check fast_matvec_check iq_products_check prefetch_check transposed_check route_check router_route_check mla_rope_check attention_decode_check; do
     g++ -std=c++20 -O1 -ffp-contract=off -w -pthread -I"$here" -I"$kernels" -I"$work" "$here/$check.cpp" -o "$work/$check"
 done
 if [ $# -eq 0 ]; then # the other checks run with the whole attention check only
+    "$work/norm_rows_check"
     "$work/prompt_fused_check"
     "$work/fast_matvec_check"
     "$work/iq_products_check"

@@ -42,22 +42,79 @@ __device__ __forceinline__ float rms_scale(const float4 (&v)[NORM_CHUNKS], int n
     return 1.0f / sqrtf((float)(sum / n) + epsilon);
 }
 
+// One float4 of a normalized row: r to out[i] when `active` and, with `pack` (PACK_Q8_0 or PACK_Q8_K; the row's n a
+// multiple of its block), its codes and its block's scale to the row's `codes` (n per row) and `scales` (one per block),
+// as pack_activations_* encodes them. Every thread of the block calls it together (Q8_K's exchange has barriers;
+// `magnitudes` and `largest` hold a value per warp): a Q8_0 block of 32 is 8 consecutive float4 on 8 consecutive
+// lanes, a Q8_K block of 256 is 64 consecutive float4 on the warps 2k, 2k+1 (blockDim.x a multiple of 64); rows are
+// whole blocks, so the lanes of a block are all active or all not.
+__device__ __forceinline__ void store_normalized4(float4 r, int i, bool active, float4* out, int pack, i8* codes, float* scales,
+                                                  float* magnitudes, float* largest)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (active) out[i] = r;
+    if (pack == PACK_Q8_0)
+    {
+        float stored;
+        char4 q = q8_0_codes4(r, &stored);
+        if (active)
+        {
+            ((char4*)codes)[i] = q;
+            if ((i & 7) == 0) scales[i / 8] = stored;
+        }
+    }
+    else if (pack == PACK_Q8_K)
+    {
+        float magnitude = 0.0f, value = 0.0f;
+        int position = 4 * i;
+        float4 m = make_float4(q8_k_magnitude(r.x), q8_k_magnitude(r.y), q8_k_magnitude(r.z), q8_k_magnitude(r.w));
+        if (m.x > magnitude) { magnitude = m.x; position = 4 * i; value = r.x; }
+        if (m.y > magnitude) { magnitude = m.y; position = 4 * i + 1; value = r.y; }
+        if (m.z > magnitude) { magnitude = m.z; position = 4 * i + 2; value = r.z; }
+        if (m.w > magnitude) { magnitude = m.w; position = 4 * i + 3; value = r.w; }
+        warp_first_largest(magnitude, position, value);
+        __syncthreads(); // the last call's readers are done with the shared values
+        if (lane == 0)
+        {
+            magnitudes[warp] = magnitude;
+            largest[warp] = value;
+        }
+        __syncthreads();
+        int first = warp & ~1; // the earlier warp keeps equal magnitudes
+        bool second = magnitudes[first + 1] > magnitudes[first];
+        float amax = second ? magnitudes[first + 1] : magnitudes[first];
+        float top = second ? largest[first + 1] : largest[first];
+        float d = 0.0f;
+        char4 q = make_char4(0, 0, 0, 0);
+        if (amax != 0.0f)
+            q = make_char4((signed char)q8_k_code_of(r.x, top, &d), (signed char)q8_k_code_of(r.y, top, &d),
+                           (signed char)q8_k_code_of(r.z, top, &d), (signed char)q8_k_code_of(r.w, top, &d));
+        if (active)
+        {
+            ((char4*)codes)[i] = q;
+            if ((i & 63) == 0) scales[i / 64] = d;
+        }
+    }
+}
+
 // rms_norm for rows of n4 float4 (16-byte aligned rows and weights, n4 <= NORM_CHUNKS * blockDim.x, blockDim.x a
 // multiple of 64), one block per row: every value and weight is loaded up front, four per thread and load, so a row
-// costs one memory latency rather than one per loop turn (a decode step's row is a single block's work). The
-// arithmetic is rms_norm's: squares in float, summed in double, y = x * scale * w. With `pack` (PACK_Q8_0 or
-// PACK_Q8_K; n a multiple of its block) the row is also encoded as pack_activations_* encodes it, into codes
-// (n per row) and scales (one per block), for the integer products that read it next. y may be x (a norm in place):
-// each thread writes only what it read, after the block's sum.
+// costs one memory latency rather than one per loop turn. The arithmetic is rms_norm's: squares in float, summed in
+// double, y = x * scale * w. With `pack` (PACK_Q8_0 or PACK_Q8_K; n a multiple of its block) the row is also encoded
+// as pack_activations_* encodes it, into codes (n per row) and scales (one per block), for the integer products that
+// read it next (store_normalized4). y may be x (a norm in place): each thread writes only what it read, after the
+// block's sum. A decode step's wide row takes rms_norm_row_wide, which spreads it over several blocks.
 extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x, const float4* __restrict__ w, float4* y,
                                                                 int n4, float epsilon, int pack, i8* __restrict__ codes, float* __restrict__ scales)
 {
     FATHOM_WAIT_PREVIOUS();
     __shared__ double sums[32];
     __shared__ float magnitudes[32], largest[32];
-    int n = 4 * n4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int n = 4 * n4;
     const float4* in = x + (i64)blockIdx.x * n4;
     float4* out = y + (i64)blockIdx.x * n4;
+    i8* row_codes = codes + (i64)blockIdx.x * n;
+    float* row_scales = scales + (i64)blockIdx.x * (n / (pack == PACK_Q8_K ? 256 : 32));
     float4 v[NORM_CHUNKS], g[NORM_CHUNKS];
 #pragma unroll
     for (int c = 0; c < NORM_CHUNKS; c++)
@@ -78,55 +135,89 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x
     {
         if (c >= chunks) break;
         int i = threadIdx.x + c * blockDim.x;
-        bool active = i < n4;
         float4 r = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
-        if (active) out[i] = r;
-        if (pack == PACK_Q8_0)
+        store_normalized4(r, i, i < n4, out, pack, row_codes, row_scales, magnitudes, largest);
+    }
+}
+
+#define WIDE_NORM_THREADS 256
+// How many of the single block's warps (at most 32) each warp of a wide block reduces: warp k takes k, k + 8, k + 16, k + 24.
+#define WIDE_NORM_ROW_WARPS (32 / (WIDE_NORM_THREADS / 32))
+
+// rms_norm_rows of one row over ceil(n4 / WIDE_NORM_THREADS) blocks, each normalizing (and packing) its own
+// WIDE_NORM_THREADS float4 of it; for a decode step's wide rows (CudaBackend.WideNorms), whose single block is one SM's
+// long serial work. Each block sums the squares of the whole row itself (loads from L2, all in flight), in exactly
+// the order rms_norm_rows adds them with `row_threads` threads (the host's block size for the row): the per-thread
+// partials in double (thread t: chunks t, t + row_threads, ... in turn, zeros past the row), each warp's butterfly,
+// then the butterfly over the warp sums (block_sum_double's), so the scale and every output bit are rms_norm_rows'.
+// Here one warp's lanes hold the partials of several of those warps in turn. Not in place: other blocks still read
+// the row while a block writes its slice.
+extern "C" __global__ void __launch_bounds__(WIDE_NORM_THREADS) rms_norm_row_wide(const float4* __restrict__ x, const float4* __restrict__ w,
+                                                                                  float4* __restrict__ y, int n4, int row_threads, float epsilon,
+                                                                                  int pack, i8* __restrict__ codes, float* __restrict__ scales)
+{
+    FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(w + (i64)blockIdx.x * WIDE_NORM_THREADS, (i64)min(WIDE_NORM_THREADS, n4 - (int)blockIdx.x * WIDE_NORM_THREADS) * 16));
+    __shared__ double sums[32];
+    __shared__ float magnitudes[WIDE_NORM_THREADS / 32], largest[WIDE_NORM_THREADS / 32];
+    int n = 4 * n4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int row_warps = row_threads >> 5, chunks = (n4 + row_threads - 1) / row_threads;
+    int i = blockIdx.x * WIDE_NORM_THREADS + threadIdx.x;
+    bool active = i < n4;
+    float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f), mine = zero, g = zero;
+    if (active)
+    {
+        mine = x[i];
+        g = w[i];
+    }
+    float4 v[WIDE_NORM_ROW_WARPS][NORM_CHUNKS];
+#pragma unroll
+    for (int k = 0; k < WIDE_NORM_ROW_WARPS; k++)
+    {
+        int t = 32 * (warp + k * (WIDE_NORM_THREADS / 32)) + lane; // the single block's thread whose partial this is
+#pragma unroll
+        for (int c = 0; c < NORM_CHUNKS; c++)
         {
-            // A block of 32 is 8 consecutive float4, held by 8 consecutive lanes; rows are whole blocks, so the lanes of
-            // a block are all active or all not.
-            float stored;
-            char4 q = q8_0_codes4(r, &stored);
-            if (active)
-            {
-                ((char4*)(codes + (i64)blockIdx.x * n))[i] = q;
-                if ((i & 7) == 0) scales[(i64)blockIdx.x * (n / 32) + i / 8] = stored;
-            }
-        }
-        else if (pack == PACK_Q8_K)
-        {
-            // A block of 256 is 64 consecutive float4: the two warps 2k, 2k+1 of this chunk (blockDim.x is a multiple of 64).
-            float magnitude = 0.0f, value = 0.0f;
-            int position = 4 * i;
-            float4 m = make_float4(q8_k_magnitude(r.x), q8_k_magnitude(r.y), q8_k_magnitude(r.z), q8_k_magnitude(r.w));
-            if (m.x > magnitude) { magnitude = m.x; position = 4 * i; value = r.x; }
-            if (m.y > magnitude) { magnitude = m.y; position = 4 * i + 1; value = r.y; }
-            if (m.z > magnitude) { magnitude = m.z; position = 4 * i + 2; value = r.z; }
-            if (m.w > magnitude) { magnitude = m.w; position = 4 * i + 3; value = r.w; }
-            warp_first_largest(magnitude, position, value);
-            __syncthreads(); // the last chunk's readers are done with the shared values
-            if (lane == 0)
-            {
-                magnitudes[warp] = magnitude;
-                largest[warp] = value;
-            }
-            __syncthreads();
-            int first = warp & ~1; // the earlier warp keeps equal magnitudes
-            bool second = magnitudes[first + 1] > magnitudes[first];
-            float amax = second ? magnitudes[first + 1] : magnitudes[first];
-            float top = second ? largest[first + 1] : largest[first];
-            float d = 0.0f;
-            char4 q = make_char4(0, 0, 0, 0);
-            if (amax != 0.0f)
-                q = make_char4((signed char)q8_k_code_of(r.x, top, &d), (signed char)q8_k_code_of(r.y, top, &d),
-                               (signed char)q8_k_code_of(r.z, top, &d), (signed char)q8_k_code_of(r.w, top, &d));
-            if (active)
-            {
-                ((char4*)(codes + (i64)blockIdx.x * n))[i] = q;
-                if ((i & 63) == 0) scales[(i64)blockIdx.x * (n / 256) + i / 64] = d;
-            }
+            int j = t + c * row_threads;
+            v[k][c] = t < row_threads && c < chunks && j < n4 ? x[j] : zero;
         }
     }
+    double partial[WIDE_NORM_ROW_WARPS];
+#pragma unroll
+    for (int k = 0; k < WIDE_NORM_ROW_WARPS; k++)
+    {
+        // rms_scale's sum, whose chunks past `chunks` add zeros: they leave a sum of squares (never -0) unchanged.
+        double sum = 0.0;
+#pragma unroll
+        for (int c = 0; c < NORM_CHUNKS; c++)
+        {
+            if (c >= chunks) break;
+            sum += (double)(v[k][c].x * v[k][c].x);
+            sum += (double)(v[k][c].y * v[k][c].y);
+            sum += (double)(v[k][c].z * v[k][c].z);
+            sum += (double)(v[k][c].w * v[k][c].w);
+        }
+        partial[k] = sum;
+    }
+    // warp_sum_double of each, side by side.
+    for (int offset = 16; offset > 0; offset >>= 1)
+    {
+#pragma unroll
+        for (int k = 0; k < WIDE_NORM_ROW_WARPS; k++) partial[k] += __shfl_xor_sync(0xFFFFFFFFu, partial[k], offset);
+    }
+    if (lane == 0)
+    {
+#pragma unroll
+        for (int k = 0; k < WIDE_NORM_ROW_WARPS; k++)
+        {
+            int row_warp = warp + k * (WIDE_NORM_THREADS / 32);
+            if (row_warp < row_warps) sums[row_warp] = partial[k];
+        }
+    }
+    __syncthreads();
+    double total = warp_sum_double(lane < row_warps ? sums[lane] : 0.0);
+    float scale = 1.0f / sqrtf((float)(total / n) + epsilon);
+    float4 r = make_float4(mine.x * scale * g.x, mine.y * scale * g.y, mine.z * scale * g.z, mine.w * scale * g.w);
+    store_normalized4(r, i, active, y, pack, codes, scales, magnitudes, largest);
 }
 
 // The position of a pass's first token: first_position, plus the step's position when the pass is a recorded
