@@ -70,8 +70,8 @@ public sealed unsafe partial class CudaBackend
     private void LaunchRmsNorm(ulong x, ulong w, ulong o, int n, int tokens, float epsilon, bool packable)
     {
         int n4 = n / 4;
-        bool rows = VectorNorms && n % 4 == 0 && ((x | w | o) & 15) == 0 && n4 <= NormChunks * MaxNormThreads;
-        if (!rows)
+        int rowThreads = NormRowThreads(x, w, o, n);
+        if (rowThreads == 0)
         {
             _lastPackable = default;
             new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n).Float(epsilon)
@@ -79,7 +79,7 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         (int pack, ulong codes, ulong scales) = FusedPackingFor(w, o, n, tokens, packable);
-        uint threads = (uint)Math.Min(MaxNormThreads, (n4 + NormThreadQuantum - 1) / NormThreadQuantum * NormThreadQuantum);
+        uint threads = (uint)rowThreads;
         // The wide kernel's blocks read the whole row while each writes its slice: only into another buffer.
         ulong bytes = (ulong)n * sizeof(float);
         if (WideNorms && tokens == 1 && n >= WideNormMinimumWidth && (o + bytes <= x || x + bytes <= o))
@@ -91,6 +91,14 @@ public sealed unsafe partial class CudaBackend
         }
         new KernelArguments().Pointer(x).Pointer(w).Pointer(o).Int(n4).Float(epsilon).Int(pack).Pointer(codes).Pointer(scales)
             .Launch(_context, _kernels.Function("rms_norm_rows"), "rms_norm_rows", (uint)tokens, 1, threads);
+    }
+
+    /// <summary>rms_norm_rows' block size for a row of <paramref name="n"/> at these addresses, or 0 when the row takes the plain rms_norm.</summary>
+    private int NormRowThreads(ulong x, ulong w, ulong o, int n)
+    {
+        int n4 = n / 4;
+        if (!VectorNorms || n % 4 != 0 || ((x | w | o) & 15) != 0 || n4 > NormChunks * MaxNormThreads) return 0;
+        return Math.Min(MaxNormThreads, (n4 + NormThreadQuantum - 1) / NormThreadQuantum * NormThreadQuantum);
     }
 
     /// <summary>Queues <c>gate = silu(gate) · up</c> over <paramref name="n"/> values; <paramref name="packable"/>: gate is not a staging buffer.</summary>

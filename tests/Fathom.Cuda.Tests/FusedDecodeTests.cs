@@ -158,6 +158,70 @@ public sealed unsafe class FusedDecodeTests(GpuFixture gpu, ITestOutputHelper ou
     }
 
     /// <summary>
+    /// MLA's two norms in one launch (rms_norm_rows_pair) against two RmsNorm calls: both outputs bit for bit at R1's
+    /// widths (q_a 1,536, latent 512), with the first row wider than one block's chunk (7,168: two float4 a thread), the
+    /// second row the wider one, and in place; then the first row's packing for the product after it: learned over a
+    /// step, made by the pair's kernel, and the product's output the same as after two lone norms.
+    /// </summary>
+    [Theory]
+    [InlineData(1536, 512, true)]  // R1's q_a norm (in place) and latent norm
+    [InlineData(7168, 512, false)]
+    [InlineData(512, 1536, false)]
+    [InlineData(256, 64, true)]
+    public void TwoNormsInOneLaunchEqualTwoNorms(int n0, int n1, bool inPlace)
+    {
+        gpu.Require();
+        CudaBackend backend = gpu.Backend;
+        var random = new Random(n0 + n1);
+        const int rows = 40;
+        float[] x0 = gpu.Attached(TestData.Gaussian(random, n0, 2f)), w0 = gpu.Attached(TestData.Gaussian(random, n0));
+        float[] x1 = gpu.Attached(TestData.Gaussian(random, n1, 0.5f)), w1 = gpu.Attached(TestData.Gaussian(random, n1));
+        float[] y0 = gpu.Attached(new float[n0]), y1 = gpu.Attached(new float[n1]), product = gpu.Attached(new float[rows]);
+        float[] input0 = (float[])x0.Clone();
+        byte[] weightBytes = GC.AllocateArray<byte>(rows * (int)TypeTraits.For(GgmlType.Q4_K).Layout.RowBytes(n0), pinned: true);
+        TestData.QuantizedRows(new Random(n0), TypeTraits.For(GgmlType.Q4_K), rows, n0).CopyTo(weightBytes, 0);
+        (float[] First, float[] Second, float[] Product) Step(bool paired)
+        {
+            // The same input each time (an in-place norm overwrote it).
+            input0.CopyTo(x0, 0);
+            backend.WrittenOnHost(x0);
+            float[] out0 = inPlace ? x0 : y0;
+            bool was = backend.FusedDecode;
+            backend.FusedDecode = paired;
+            try
+            {
+                long before = backend.PairedNorms;
+                fixed (byte* p = weightBytes)
+                {
+                    WeightMatrix next = WeightMatrix.InPlace("fuse.norm-pair.next", GgmlType.Q4_K, p, rows, n0);
+                    backend.RmsNormPair(x0, w0, out0, x1, w1, y1, 1e-6f);
+                    backend.MatMul(next, out0, product, 1);
+                }
+                Assert.Equal(paired ? 1 : 0, backend.PairedNorms - before);
+            }
+            finally
+            {
+                backend.FusedDecode = was;
+            }
+            foreach (float[] a in new[] { out0, y1, product }) backend.ReadToHost(a);
+            return ((float[])out0.Clone(), (float[])y1.Clone(), (float[])product.Clone());
+        }
+
+        var separate = Step(paired: false);
+        Step(paired: true); // teaches the pair the product's packing
+        long packings = backend.FusedPackings;
+        var pair = Step(paired: true);
+        Assert.Equal(1, backend.FusedPackings - packings);
+        Assert.True(separate.First.AsSpan().SequenceEqual(pair.First), "first row differs");
+        Assert.True(separate.Second.AsSpan().SequenceEqual(pair.Second), "second row differs");
+        Assert.True(separate.Product.AsSpan().SequenceEqual(pair.Product), "the product after the pair differs");
+        float[] cpu0 = new float[n0], cpu1 = new float[n1];
+        _cpu.RmsNorm(input0, w0, cpu0, 1, 1e-6f);
+        _cpu.RmsNorm(x1, w1, cpu1, 1, 1e-6f);
+        Assert.True(TestData.RelativeL2(pair.First, cpu0) < 1e-6 && TestData.RelativeL2(pair.Second, cpu1) < 1e-6, "the pair is not the CPU's norms");
+    }
+
+    /// <summary>
     /// MLA's rotations in one launch (rope_queries_and_key) against the query rope, the copy of the rotated slices and
     /// RopeStoreWithRows: the rotated queries (in place and beside the absorbed parts), the rotated key, the cache rows
     /// and the untouched values between them, bit for bit; the query rotation within the CPU's tolerance (RoPE's).
@@ -244,6 +308,7 @@ public sealed unsafe class FusedDecodeTests(GpuFixture gpu, ITestOutputHelper ou
         Assert.NotNull(fusedBackend);
         Assert.True(fusedBackend.FusedRoutings > 0, "the router was never fused");
         Assert.True(fusedBackend.FusedMlaRotations > 0, "MLA's rotations were never fused");
+        Assert.True(fusedBackend.PairedNorms > 0, "MLA's two norms were never paired");
         Assert.Equal(formerTokens, fusedTokens);
         for (int i = 0; i < formerLogits.Count; i++)
             Assert.True(formerLogits[i].AsSpan().SequenceEqual(fusedLogits[i]), $"step {i}: relative L2 {TestData.RelativeL2(fusedLogits[i], formerLogits[i]):E2}");

@@ -8,7 +8,7 @@
 # rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
 # prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp), and of the wide
-# one-token norm against rms_norm_rows (Kernels/ops.cu's rms_norm_row_wide; norm_rows_check.cpp, about a minute).
+# one-token norm and the norm pair against rms_norm_rows (Kernels/ops.cu's rms_norm_row_wide, rms_norm_rows_pair; norm_rows_check.cpp, about a minute).
 # Usage: tools/cuda-emulation/run.sh [attention shape index: 0-6 general kernels, 7-12 the grouped one, 13-15 the MLA one]   (needs g++ 12 or newer; all shapes take ~25 min on 2 cores)
 set -e
 here=$(cd "$(dirname "$0")" && pwd)

@@ -104,17 +104,11 @@ __device__ __forceinline__ void store_normalized4(float4 r, int i, bool active, 
 // as pack_activations_* encodes it, into codes (n per row) and scales (one per block), for the integer products that
 // read it next (store_normalized4). y may be x (a norm in place): each thread writes only what it read, after the
 // block's sum. A decode step's wide row takes rms_norm_row_wide, which spreads it over several blocks.
-extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x, const float4* __restrict__ w, float4* y,
-                                                                int n4, float epsilon, int pack, i8* __restrict__ codes, float* __restrict__ scales)
+// rms_norm_row is one row's work by the calling block (in, w, out: the row; codes and scales: its packing).
+__device__ __forceinline__ void rms_norm_row(const float4* in, const float4* __restrict__ w, float4* out, int n4, float epsilon, int pack,
+                                             i8* __restrict__ codes, float* __restrict__ scales, double* sums, float* magnitudes, float* largest)
 {
-    FATHOM_WAIT_PREVIOUS();
-    __shared__ double sums[32];
-    __shared__ float magnitudes[32], largest[32];
     int n = 4 * n4;
-    const float4* in = x + (i64)blockIdx.x * n4;
-    float4* out = y + (i64)blockIdx.x * n4;
-    i8* row_codes = codes + (i64)blockIdx.x * n;
-    float* row_scales = scales + (i64)blockIdx.x * (n / (pack == PACK_Q8_K ? 256 : 32));
     float4 v[NORM_CHUNKS], g[NORM_CHUNKS];
 #pragma unroll
     for (int c = 0; c < NORM_CHUNKS; c++)
@@ -136,8 +130,34 @@ extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x
         if (c >= chunks) break;
         int i = threadIdx.x + c * blockDim.x;
         float4 r = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
-        store_normalized4(r, i, i < n4, out, pack, row_codes, row_scales, magnitudes, largest);
+        store_normalized4(r, i, i < n4, out, pack, codes, scales, magnitudes, largest);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(const float4* x, const float4* __restrict__ w, float4* y,
+                                                                int n4, float epsilon, int pack, i8* __restrict__ codes, float* __restrict__ scales)
+{
+    FATHOM_WAIT_PREVIOUS();
+    __shared__ double sums[32];
+    __shared__ float magnitudes[32], largest[32];
+    i64 n = 4 * (i64)n4;
+    rms_norm_row(x + (i64)blockIdx.x * n4, w, y + (i64)blockIdx.x * n4, n4, epsilon, pack, codes + (i64)blockIdx.x * n,
+                 scales + (i64)blockIdx.x * (n / (pack == PACK_Q8_K ? 256 : 32)), sums, magnitudes, largest);
+}
+
+// Two one-token rows in one launch (CudaBackend.RmsNormPair: MLA's query and latent norms after their one product):
+// block 0 normalizes the first row (packed when `pack` says so), block 1 the second, each as rms_norm_rows does. The
+// block is the larger row's rms_norm_rows block: the smaller row's extra threads hold zeros, so each of its threads
+// holds what it holds in its own block size, its extra warps add +0.0 sums, and its scale is the same bits.
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows_pair(const float4* x0, const float4* __restrict__ w0, float4* y0, int n4_0,
+    int pack, i8* __restrict__ codes, float* __restrict__ scales, const float4* x1, const float4* __restrict__ w1, float4* y1, int n4_1,
+    float epsilon)
+{
+    FATHOM_WAIT_PREVIOUS();
+    __shared__ double sums[32];
+    __shared__ float magnitudes[32], largest[32];
+    if (blockIdx.x == 0) rms_norm_row(x0, w0, y0, n4_0, epsilon, pack, codes, scales, sums, magnitudes, largest);
+    else rms_norm_row(x1, w1, y1, n4_1, epsilon, PACK_NONE, nullptr, nullptr, sums, magnitudes, largest);
 }
 
 #define WIDE_NORM_THREADS 256

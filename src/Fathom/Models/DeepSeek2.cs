@@ -248,10 +248,21 @@ public sealed class DeepSeek2 : Model
             Backend.MatMul(w.KvA, h, kv, tokens);
         }
         Span<float> q = firstOut;
+        Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
+        bool latentsNormed = false;
         if (w.QueryA is not null)
         {
             q = scratch.Scratch("q", tokens * qRow);
-            Backend.RmsNorm(firstOut, w.QueryANorm!, firstOut, tokens, Config.RmsNormEpsilon);
+            if (tokens == 1)
+            {
+                // A decoded token's two norms after the one product as one operation (a backend may launch them together).
+                Backend.RmsNormPair(firstOut, w.QueryANorm!, firstOut, kv[.._kvLora], w.KvANorm, latents, Config.RmsNormEpsilon);
+                latentsNormed = true;
+            }
+            else
+            {
+                Backend.RmsNorm(firstOut, w.QueryANorm!, firstOut, tokens, Config.RmsNormEpsilon);
+            }
             Backend.MatMul(w.Query, firstOut, q, tokens);
         }
 
@@ -259,15 +270,14 @@ public sealed class DeepSeek2 : Model
         // rotated shared key.
         // The latents are gathered into contiguous rows so one normalization serves the whole batch; one token's latent
         // is already a contiguous row of kv, normalized from there.
-        Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
-        if (tokens == 1)
-        {
-            Backend.RmsNorm(kv[.._kvLora], w.KvANorm, latents, 1, Config.RmsNormEpsilon);
-        }
-        else
+        if (tokens > 1)
         {
             Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
             Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
+        }
+        else if (!latentsNormed)
+        {
+            Backend.RmsNorm(kv[.._kvLora], w.KvANorm, latents, 1, Config.RmsNormEpsilon);
         }
         if (_fusedKvB is not null)
         {

@@ -299,6 +299,20 @@ public interface IComputeBackend : IDisposable
     void RmsNorm(ReadOnlySpan<float> input, ReadOnlySpan<float> weight, Span<float> output, int tokens, float epsilon);
 
     /// <summary>
+    /// Two one-row RMSNorms as one operation: <see cref="RmsNorm"/> of <paramref name="firstInput"/> with
+    /// <paramref name="firstWeight"/> into <paramref name="firstOutput"/>, and of <paramref name="secondInput"/> with
+    /// <paramref name="secondWeight"/> into <paramref name="secondOutput"/> (each row as long as its weight). MLA's
+    /// query and latent norms after their one product are such a pair; a backend may launch both at once. The default
+    /// is the two norms in that order.
+    /// </summary>
+    void RmsNormPair(ReadOnlySpan<float> firstInput, ReadOnlySpan<float> firstWeight, Span<float> firstOutput,
+        ReadOnlySpan<float> secondInput, ReadOnlySpan<float> secondWeight, Span<float> secondOutput, float epsilon)
+    {
+        RmsNorm(firstInput, firstWeight, firstOutput, 1, epsilon);
+        RmsNorm(secondInput, secondWeight, secondOutput, 1, epsilon);
+    }
+
+    /// <summary>
     /// Rotates <paramref name="heads"/> head slices of every token row: head <c>h</c> of token <c>t</c> starts at
     /// <c>t * rowStride + h * headStride + offset</c> and is at position <c>firstPosition + t</c>.
     /// </summary>
