@@ -2,7 +2,7 @@
 // 1. route_experts, with the block-wide rounds (warp_routing 0) and with one warp (1, at the block size the backend
 //    gives it), against route_experts_block_rounds (the kernel the GPU tests hold to the CPU's ExpertRouting), at the
 //    test suite's routing shapes and R1's, with tokens of equal logits, of NaN logits, of groups scored equally.
-// 2. The one-warp routing against the block-wide rounds over many rows of every shape the warp takes (1, 2, 4 and 8
+// 2. The one-warp routing against the block-wide rounds (route_experts' warp_routing 0) over many rows of every shape the warp takes (1, 2, 4 and 8
 //    experts a lane, rows not a multiple of 32, groups of whole lanes and groups scanned from shared memory, sigmoid
 //    and softmax, with and without a bias): gaussian rows, ties, NaNs, all NaN, -inf and +inf logits, all equal, large
 //    logits whose sigmoids round to 0 and 1, biases with -inf and -0.
@@ -141,7 +141,7 @@ static int check_many_rows()
         {24, 32, 1, 1, 1, 1, 1.f, false},     // every expert chosen and then some (-inf choices)
         {200, 32, 1, 8, 8, 1, 1.f, true},     // 8 a lane, 25 lanes, all groups kept, 32 chosen
     };
-    const int tokens = 30;
+    const int tokens = 20;
     int failures = 0;
     for (const Shape& s : shapes)
     {
@@ -160,8 +160,7 @@ static int check_many_rows()
         for (const std::vector<float>* b : {&bias, &special})
         {
             std::vector<float> rounds = route(s, logits, *b, tokens, 0, threads), warp = route(s, logits, *b, tokens, 1, threads);
-            std::vector<float> reference = route(s, logits, *b, tokens, -1, threads);
-            equal &= same_bits(warp, rounds) && same_bits(warp, reference);
+            equal &= same_bits(warp, rounds);
             if (!s.bias) break;
         }
         printf("%4d experts, %2d used, %s, %2d groups (%d kept), %d rows: %s\n", e, u, s.sigmoid ? "sigmoid" : "softmax", s.groups, s.groupsUsed,

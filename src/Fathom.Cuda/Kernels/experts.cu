@@ -3,7 +3,9 @@
 //                       logits, selection scores (plus the bias), the weak groups masked (a warp per group, the
 //                       kept groups chosen by every warp alike), top-k in rounds of one barrier each (a thread's
 //                       candidate is the best of its own experts, kept in registers), weights normalized and scaled
-//                       by the first warp in the CPU's order, best first.
+//                       by the first warp in the CPU's order, best first. Rows of at most 256 experts are routed
+//                       by one warp instead (route_row_warp, warp_routing 1: FATHOM_CUDA_FAST_ROUTING), the same
+//                       choices and weights bit for bit.
 //   router_route:       one token's router product (matvec_f32_rows' sums) and route_experts' routing in one launch,
 //                       the routing done by the block that finishes its row last.
 //   route_experts_block_rounds: the same choices and weights by block-wide arg-max rounds (three barriers a round)
