@@ -4,7 +4,7 @@
 # the fast Q4_K and Q6_K one-token products against matvec_q_T (Kernels/matvec_q.cu; fast_matvec_check.cpp, ~10 minutes), of
 # the MoE routing kernels (Kernels/experts.cu's route_experts, with the block-wide rounds and with one warp, against
 # route_experts_block_rounds, and the one-warp routing against the block-wide rounds over many rows and against a scalar
-# model on raw scores; route_check.cpp, half an hour on 2 cores: its emulated warps meet at every shuffle, vote and
+# model on raw scores; route_check.cpp, about ten minutes on 2 cores: its emulated warps meet at every shuffle, vote and
 # reduction; `route_check quick` leaves out the 1,024-thread blocks; router_route with either routing against
 # matvec_f32_rows then route_experts, router_route_check.cpp; both with warp_votes.h), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
 # rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), of the IQ1_S / IQ2_XXS
