@@ -57,11 +57,13 @@ public sealed unsafe partial class CudaBackend
         ulong i = Out(chosen, _output, upload: false, out bool stagedIds);
         ulong w = Out(chosenWeights, _scales, upload: false, out bool stagedWeights);
         ulong bias = routing.SelectionBias is null ? 0 : In(routing.SelectionBias, _side);
-        new KernelArguments().Pointer(s).Pointer(bias).Pointer(i).Pointer(w)
+        var arguments = new KernelArguments().Pointer(s).Pointer(bias).Pointer(i).Pointer(w)
             .Int(experts).Int(used).Int(routing.SigmoidScores ? 1 : 0).Int(routing.GroupCount).Int(routing.GroupUsedCount)
-            .Int(routing.NormalizeWeights ? 1 : 0).Float(routing.WeightsScale)
-            .Launch(_context, _kernels.Function(RoutingKernel), RoutingKernel, (uint)tokens, 1, (uint)Math.Min(RouteMaxThreads, (experts + 31) / 32 * 32),
-                (uint)(2 * experts * sizeof(float)));
+            .Int(routing.NormalizeWeights ? 1 : 0).Float(routing.WeightsScale);
+        // route_experts takes the one-warp routing where FastRouting allows it (CudaBackend.RouterRouting.cs).
+        if (FusedSmallOps) arguments = arguments.Int(FastRouting ? 1 : 0);
+        arguments.Launch(_context, _kernels.Function(RoutingKernel), RoutingKernel, (uint)tokens, 1, FusedSmallOps ? (uint)RoutingThreads(routing)
+            : (uint)Math.Min(RouteMaxThreads, (experts + 31) / 32 * 32), (uint)(2 * experts * sizeof(float)));
         Return(scores, s, stagedScores);
         Return(chosen, i, stagedIds);
         Return(chosenWeights, w, stagedWeights);

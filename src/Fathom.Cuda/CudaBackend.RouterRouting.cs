@@ -21,6 +21,22 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     public bool FusedDecode { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_FUSED_DECODE") != "0";
 
+    /// <summary>
+    /// Whether a token's routing of at most 256 experts is done by one warp (Kernels/experts.cu <c>route_row_warp</c>:
+    /// a lane holds a few contiguous experts in registers, a top-k round is one warp reduction and one ballot) in
+    /// <c>route_experts</c> and <c>router_route</c>, with the choices and weights of the block-wide rounds bit for bit.
+    /// On unless FATHOM_CUDA_FAST_ROUTING=0, which keeps the block-wide rounds, for comparisons.
+    /// </summary>
+    public bool FastRouting { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_FAST_ROUTING") != "0";
+
+    /// <summary>The most experts <see cref="FastRouting"/> routes with one warp (eight a lane); more take the block-wide rounds.</summary>
+    public const int WarpRoutingMaxExperts = 256;
+
+    // Threads of a route_experts block: one warp for a sigmoid routing the warp takes alone (its scores need no block
+    // sums), else a thread per expert in whole warps, at most RouteMaxThreads.
+    private int RoutingThreads(ExpertRouting routing) =>
+        FastRouting && routing.SigmoidScores && routing.ExpertCount <= WarpRoutingMaxExperts ? 32 : Math.Min(RouteMaxThreads, (routing.ExpertCount + 31) / 32 * 32);
+
     /// <summary>Router products launched with their routing fused in (<see cref="RouteToken"/>), so far.</summary>
     public long FusedRoutings { get; private set; }
 
@@ -81,7 +97,7 @@ public sealed unsafe partial class CudaBackend
         KeepPackingAcrossRouting(s, experts, i, used, w, used);
         new KernelArguments().Pointer(weight.Pointer).Long(router.RowBytes / 16).Pointer(x).Pointer(s).Int(columns / 4).Pointer(bias).Pointer(i).Pointer(w)
             .Int(used).Int(routing.SigmoidScores ? 1 : 0).Int(routing.GroupCount).Int(routing.GroupUsedCount).Int(routing.NormalizeWeights ? 1 : 0)
-            .Float(routing.WeightsScale).Pointer(_routeCounter.Pointer)
+            .Float(routing.WeightsScale).Pointer(_routeCounter.Pointer).Int(FastRouting ? 1 : 0)
             .Launch(_context, _kernels.Function("router_route"), router.Name, (uint)experts, 1, FloatRowThreads, (uint)(2 * experts * sizeof(float)));
         FusedRoutings++;
         return true;

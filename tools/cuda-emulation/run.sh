@@ -2,9 +2,11 @@
 # Builds and runs the CPU emulation checks of Kernels/attention_decode.cu and Kernels/transposed.cu (see emulation.h),
 # of the one-token products' L2 prefetch (Kernels/matvec_q.cu's matvec_q_prefetch; prefetch_check.cpp, seconds), and of
 # the fast Q4_K and Q6_K one-token products against matvec_q_T (Kernels/matvec_q.cu; fast_matvec_check.cpp, ~10 minutes), of
-# the MoE routing kernels (Kernels/experts.cu's route_experts against route_experts_block_rounds; route_check.cpp, a
-# few minutes: its blocks of up to 1,024 emulated threads meet at every shuffle; router_route against matvec_f32_rows
-# then route_experts, router_route_check.cpp), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
+# the MoE routing kernels (Kernels/experts.cu's route_experts, with the block-wide rounds and with one warp, against
+# route_experts_block_rounds, and the one-warp routing against the block-wide rounds over many rows and against a scalar
+# model on raw scores; route_check.cpp, about ten minutes on 2 cores: its emulated warps meet at every shuffle, vote and
+# reduction; `route_check quick` leaves out the 1,024-thread blocks; router_route with either routing against
+# matvec_f32_rows then route_experts, router_route_check.cpp; both with warp_votes.h), of MLA's rotations in one launch (ops.cu's rope_queries_and_key against
 # rope, the copy and rope with its stores; mla_rope_check.cpp, seconds), of the IQ1_S / IQ2_XXS
 # block-tile and row-pair products (Kernels/matvec_iq.cu; iq_products_check.cpp, about a minute), and of the fused
 # prompt kernels (Kernels/prompt_products.cu, mmq.cu's quantize_codes_warp_*; prompt_fused_check.cpp), and of the wide

@@ -3,7 +3,9 @@
 //                       logits, selection scores (plus the bias), the weak groups masked (a warp per group, the
 //                       kept groups chosen by every warp alike), top-k in rounds of one barrier each (a thread's
 //                       candidate is the best of its own experts, kept in registers), weights normalized and scaled
-//                       by the first warp in the CPU's order, best first.
+//                       by the first warp in the CPU's order, best first. Rows of at most 256 experts are routed
+//                       by one warp instead (route_row_warp, warp_routing 1: FATHOM_CUDA_FAST_ROUTING), the same
+//                       choices and weights bit for bit.
 //   router_route:       one token's router product (matvec_f32_rows' sums) and route_experts' routing in one launch,
 //                       the routing done by the block that finishes its row last.
 //   route_experts_block_rounds: the same choices and weights by block-wide arg-max rounds (three barriers a round)
@@ -309,13 +311,256 @@ __device__ __forceinline__ void route_row(float* row, const float* __restrict__ 
     }
 }
 
+// ---- One warp routes a row of at most 256 experts (FATHOM_CUDA_FAST_ROUTING, on by default) ----
+// route_row's choices and weights without a block barrier or an index shuffle per round. Lane l holds the P
+// contiguous experts l * P ... (P = 1, 2, 4 or 8; slots past the row are empty) in registers: each expert's
+// probability and its selection score as an order-preserving key (route_key). A top-k round is one __reduce_max_sync
+// of the lanes' best keys and one ballot: the lowest lane holding the maximum holds the lowest index among equal scores
+// (its experts are contiguous and its own best is its first maximum), so its best is the CPU scan's first maximum. That
+// lane alone takes the expert out and rescans its few registers. Groups made of whole lanes (R1: 32 experts, 4 lanes;
+// V3: 8 experts, 4 lanes) are scored from lane-local top-2 keys merged by shuffles; other groupings scan their members
+// from shared memory, a lane per group.
+#define ROUTE_WARP_MAX_EXPERTS 256
+#define ROUTE_KEY_NEGATIVE_INFINITY 0x007FFFFFu
+
+// A selection score as an unsigned key ordered as route_row compares scores: by value, -0 equal to +0, and NaN (or
+// an empty slot) 0, below -inf's key, so NaNs never win and a maximum key of 0 means every score is NaN.
+__device__ __forceinline__ u32 route_key(float v)
+{
+    if (v != v) return 0u;
+    u32 bits = v == 0.0f ? 0u : __float_as_uint(v);
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// The score of a key other than 0 (-0 comes back as +0).
+__device__ __forceinline__ float route_key_value(u32 key)
+{
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+}
+
+// A group's score as route_group_score gives it, from the keys of its best member and the best of the others (0: none
+// that is not NaN), as a key: the first maximum plus the largest other, or NaN when every member is NaN.
+__device__ __forceinline__ u32 route_group_key(u32 top, u32 second, int size)
+{
+    if (top == 0u) return 0u;
+    float others = size > 1 ? route_key_value(max(second, ROUTE_KEY_NEGATIVE_INFINITY)) : 0.0f;
+    return route_key(route_key_value(top) + others);
+}
+
+// The two largest of a multiset of keys (top, second), with one more key.
+__device__ __forceinline__ void route_top2_add(u32& top, u32& second, u32 key)
+{
+    second = max(second, min(top, key));
+    top = max(top, key);
+}
+
+// A lane's first maximum of its P keys (the lowest slot of the largest key) by a tree whose left side is always the
+// lower slots, so a right side replaces it only when strictly larger.
+template <int P>
+__device__ __forceinline__ void route_lane_best(const u32 (&keys)[P], u32& best_key, int& best)
+{
+    u32 k[P];
+    int slot[P];
+#pragma unroll
+    for (int i = 0; i < P; i++)
+    {
+        k[i] = keys[i];
+        slot[i] = i;
+    }
+#pragma unroll
+    for (int step = 1; step < P; step *= 2)
+#pragma unroll
+        for (int i = 0; i + step < P; i += 2 * step)
+            if (k[i + step] > k[i])
+            {
+                k[i] = k[i + step];
+                slot[i] = slot[i + step];
+            }
+    best_key = k[0];
+    best = slot[0];
+}
+
+// The group phase and the top-k rounds of one warp over its lanes' keys and probabilities (experts lane * P + i), then
+// the weights normalized in double best first and scaled, as route_row's first warp gives them; lane k writes the
+// k-th choice. `keys_shared` holds `experts` keys for groups that are not whole lanes; `chosen_ids` and
+// `chosen_weights` hold ROUTE_MAX_USED each. The whole warp calls it.
+template <int P>
+__device__ __forceinline__ void route_warp_choose(u32 (&keys)[P], const float (&probs)[P], float* ids, float* weights, int experts, int used,
+    int groups, int groups_used, int normalize, float scale, u32* keys_shared, int* chosen_ids, float* chosen_weights)
+{
+    const unsigned all = 0xFFFFFFFFu;
+    int lane = threadIdx.x & 31, first = lane * P;
+    if (groups > 1 && groups_used < groups)
+    {
+        int size = experts / groups, lanes = size / P;
+        u64 kept = 0; // groups kept, as bits
+        if (size % P == 0 && (lanes & (lanes - 1)) == 0)
+        {
+            // Whole lanes per group, a power of two of them: lane-local top-2, merged within the group's aligned lanes.
+            u32 top = 0u, second = 0u;
+#pragma unroll
+            for (int i = 0; i < P; i++) route_top2_add(top, second, keys[i]);
+            for (int offset = 1; offset < lanes; offset <<= 1)
+            {
+                u32 other_top = __shfl_xor_sync(all, top, offset), other_second = __shfl_xor_sync(all, second, offset);
+                second = max(max(second, other_second), min(top, other_top));
+                top = max(top, other_top);
+            }
+            u32 group_key = route_group_key(top, second, size); // lanes past the row: 0, never a winner over a real group
+            for (int round = 0; round < groups_used; round++)
+            {
+                u32 best = __reduce_max_sync(all, group_key);
+                int winner = (__ffs(__ballot_sync(all, group_key == best)) - 1) / lanes; // all NaN: group 0, as the scan
+                kept |= 1ull << winner;
+                if (lane / lanes == winner) group_key = ROUTE_KEY_NEGATIVE_INFINITY;
+            }
+        }
+        else
+        {
+            // A lane per group (lane and lane + 32), scanning its members' keys in shared memory.
+            __syncwarp(); // the row's scores there (a softmax's) were read into registers
+#pragma unroll
+            for (int i = 0; i < P; i++)
+                if (first + i < experts) keys_shared[first + i] = keys[i];
+            __syncwarp();
+            u32 low = 0u, high = 0u;
+            for (int half = 0; half < 2; half++)
+            {
+                int g = lane + 32 * half;
+                if (g >= groups) continue;
+                u32 top = 0u, second = 0u;
+                for (int i = 0; i < size; i++) route_top2_add(top, second, keys_shared[g * size + i]);
+                if (half == 0) low = route_group_key(top, second, size);
+                else high = route_group_key(top, second, size);
+            }
+            for (int round = 0; round < groups_used; round++)
+            {
+                u32 best = __reduce_max_sync(all, max(low, high));
+                unsigned lows = __ballot_sync(all, low == best), highs = __ballot_sync(all, high == best);
+                int winner = lows != 0 ? __ffs(lows) - 1 : 31 + __ffs(highs); // groups 0-31 before 32-63; all NaN: group 0
+                kept |= 1ull << winner;
+                if (winner == lane) low = ROUTE_KEY_NEGATIVE_INFINITY;
+                if (winner == lane + 32) high = ROUTE_KEY_NEGATIVE_INFINITY;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < P; i++)
+            if (first + i < experts && !((kept >> ((first + i) / size)) & 1)) keys[i] = ROUTE_KEY_NEGATIVE_INFINITY;
+    }
+
+    u32 best_key;
+    int best;
+    route_lane_best<P>(keys, best_key, best);
+    for (int k = 0; k < used; k++)
+    {
+        u32 round_best = __reduce_max_sync(all, best_key);
+        // All NaN: lane 0, whose best is then its first slot, expert 0, as route_row's choice.
+        if (lane == __ffs(__ballot_sync(all, best_key == round_best)) - 1)
+        {
+            float weight = 0.0f;
+#pragma unroll
+            for (int i = 0; i < P; i++)
+                if (i == best)
+                {
+                    weight = probs[i];
+                    keys[i] = ROUTE_KEY_NEGATIVE_INFINITY;
+                }
+            chosen_ids[k] = first + best;
+            chosen_weights[k] = weight;
+            route_lane_best<P>(keys, best_key, best);
+        }
+    }
+    __syncwarp();
+
+    float weight = lane < used ? chosen_weights[lane] : 0.0f;
+    if (normalize)
+    {
+        double sum = 0.0; // ggml's SUM_ROWS: in double, best expert first
+        for (int k = 0; k < used; k++) sum += chosen_weights[k];
+        float total = fmaxf((float)sum, 6.103515625e-5f); // ggml clamps the sum to avoid 0/0
+        weight = weight / total;
+    }
+    weight = weight * scale;
+    if (lane < used)
+    {
+        ids[lane] = (float)chosen_ids[lane];
+        weights[lane] = weight;
+    }
+}
+
+// route_row by one warp (the block's first; the others leave after the scores): sigmoid scores computed by the warp
+// itself, a softmax's by the whole block with route_scores (its sums in the block's order), then route_warp_choose.
+// route_shared holds 2 * experts floats.
+template <int P>
+__device__ __forceinline__ void route_row_warp(float* row, const float* __restrict__ bias, float* ids, float* weights, int experts, int used,
+    int sigmoid, int groups, int groups_used, int normalize, float scale, float* route_shared)
+{
+    __shared__ int chosen_ids[ROUTE_MAX_USED];
+    __shared__ float chosen_weights[ROUTE_MAX_USED];
+    __shared__ float warp_values[32];
+    __shared__ double sums[32];
+    int first = (threadIdx.x & 31) * P;
+    float probs[P];
+    u32 keys[P];
+    if (sigmoid)
+    {
+        if (threadIdx.x >= 32) return;
+#pragma unroll
+        for (int i = 0; i < P; i++)
+        {
+            int j = first + i;
+            probs[i] = 0.0f;
+            keys[i] = 0u;
+            if (j < experts)
+            {
+                float p = 1.0f / (1.0f + expf(-row[j])); // route_scores' arithmetic
+                row[j] = p;
+                probs[i] = p;
+                keys[i] = route_key(bias != 0 ? p + bias[j] : p);
+            }
+        }
+    }
+    else
+    {
+        route_scores(row, bias, experts, sigmoid, route_shared, route_shared + experts, warp_values, sums);
+        __syncthreads();
+        if (threadIdx.x >= 32) return;
+#pragma unroll
+        for (int i = 0; i < P; i++)
+        {
+            int j = first + i;
+            probs[i] = j < experts ? route_shared[j] : 0.0f;
+            keys[i] = j < experts ? route_key(route_shared[experts + j]) : 0u;
+        }
+    }
+    route_warp_choose<P>(keys, probs, ids, weights, experts, used, groups, groups_used, normalize, scale, (u32*)(route_shared + experts),
+                         chosen_ids, chosen_weights);
+}
+
+// One token's routing: by one warp where the row fits (warp_routing, at most 256 experts), else by route_row.
+__device__ __forceinline__ void route_row_any(float* row, const float* __restrict__ bias, float* ids, float* weights, int experts, int used,
+    int sigmoid, int groups, int groups_used, int normalize, float scale, float* route_shared, int warp_routing)
+{
+    int per_lane = (experts + 31) / 32;
+    if (!warp_routing || experts > ROUTE_WARP_MAX_EXPERTS)
+        route_row(row, bias, ids, weights, experts, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    else if (per_lane == 1)
+        route_row_warp<1>(row, bias, ids, weights, experts, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    else if (per_lane == 2)
+        route_row_warp<2>(row, bias, ids, weights, experts, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    else if (per_lane <= 4)
+        route_row_warp<4>(row, bias, ids, weights, experts, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    else
+        route_row_warp<8>(row, bias, ids, weights, experts, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+}
+
 extern "C" __global__ void __launch_bounds__(1024) route_experts(float* logits, const float* __restrict__ bias, float* ids, float* weights,
-                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale)
+                                         int experts, int used, int sigmoid, int groups, int groups_used, int normalize, float scale, int warp_routing)
 {
     FATHOM_WAIT_PREVIOUS();
     extern __shared__ float route_shared[];
-    route_row(logits + (i64)blockIdx.x * experts, bias, ids + (i64)blockIdx.x * used, weights + (i64)blockIdx.x * used, experts, used,
-              sigmoid, groups, groups_used, normalize, scale, route_shared);
+    route_row_any(logits + (i64)blockIdx.x * experts, bias, ids + (i64)blockIdx.x * used, weights + (i64)blockIdx.x * used, experts, used,
+                  sigmoid, groups, groups_used, normalize, scale, route_shared, warp_routing);
 }
 
 // One F32 row against x for a block (the routers' products): 16-byte loads, the threads striding the row, unrolled so
@@ -341,7 +586,7 @@ __device__ __forceinline__ float row_dot_f32(const float4* __restrict__ row, con
 // threads. The router's rows are prefetched into L2 before the wait, while the norm before it still runs.
 extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __restrict__ w, i64 row_stride4, const float4* __restrict__ x,
     float* logits, int columns4, const float* __restrict__ selection_bias, float* ids, float* weights, int used, int sigmoid, int groups,
-    int groups_used, int normalize, float scale, unsigned* counter)
+    int groups_used, int normalize, float scale, unsigned* counter, int warp_routing)
 {
     FATHOM_PREFETCH_THEN_WAIT(prefetch_l2(w + (i64)blockIdx.x * row_stride4, (i64)columns4 * 16));
     const float4* row = w + (i64)blockIdx.x * row_stride4;
@@ -359,7 +604,8 @@ extern "C" __global__ void __launch_bounds__(256) router_route(const float4* __r
     if (!last) return;
     __threadfence(); // every other block's logit, counted before this block's, is read after their fences
     if (threadIdx.x == 0) *counter = 0;
-    route_row(logits, selection_bias, ids, weights, (int)gridDim.x, used, sigmoid, groups, groups_used, normalize, scale, route_shared);
+    route_row_any(logits, selection_bias, ids, weights, (int)gridDim.x, used, sigmoid, groups, groups_used, normalize, scale, route_shared,
+                  warp_routing);
 }
 
 // dst[k] = (sum of weights[i] * src[i * width + k], i in order) + dst[k], one thread per column; each product rounded,
