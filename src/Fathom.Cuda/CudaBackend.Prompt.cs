@@ -54,10 +54,12 @@ public sealed unsafe partial class CudaBackend
     /// Whether <see cref="PrefillAttentionProducts"/> multiply on the tensor cores, 3×TF32: each operand split into
     /// hi = tf32(x) and lo = tf32(x − hi) (Kernels/attention_prefill.cu's split_tf32; the softmax writes the
     /// probabilities so), each product summed as lo·hi + hi·lo + hi·hi, three TF32 GEMMs with FP32 sums; hi + lo holds
-    /// x to about 2⁻²⁴, as FP32 does. Null (the default) chooses by shape: on for a single cache head (MLA's latent
-    /// cache, multi-query attention: V3-8l pp512 +2–3 %, run pattn-2), off for grouped-query attention (Qwen-1.5B
-    /// −10 %: its many small batched products tripled). FATHOM_CUDA_PREFILL_TF32=1 or 0 forces it on or off. The split
-    /// copies take scratch of their own (<see cref="PrefillSplitReserveBytes"/>, which the placement reserves).
+    /// x to about 2⁻²⁴, as FP32 does. Null (the default) is off: FP32 products for every shape. Run pattn-2 had the
+    /// split faster for a single cache head (MLA's latent cache: V3-8l pp512 +2–3 %), but with the prompt pass as it is
+    /// since (runs 48–49, docs/gpu-notes.md) the FP32 products are faster there too (V3-8l pp512 +1–6 %, R1 +4.7 %), and
+    /// for grouped-query attention they always were (Qwen-1.5B: the split −10 %, its many small batched products
+    /// tripled). FATHOM_CUDA_PREFILL_TF32=1 or 0 forces it on or off. The split copies take scratch of their own
+    /// (<see cref="PrefillSplitReserveBytes"/>, which the placement reserves only when the split is on).
     /// </summary>
     public bool? PrefillTensorCores { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PREFILL_TF32") switch
     {
@@ -526,7 +528,7 @@ public sealed unsafe partial class CudaBackend
         // Operands as (hi, lo) pairs; lo = 0: FP32 products of hi alone.
         (ulong Hi, ulong Lo) k = (keys, 0), v = (values, 0);
         ulong queryHi = 0, queryLo = 0, scoreLo = 0;
-        bool split = PrefillTensorCores ?? kvHeads == 1;
+        bool split = PrefillTensorCores == true;
         if (split)
         {
             // One scratch, carved: the cached keys' hi and lo, the values' unless they sit in the key rows, the chunk's queries', the probabilities' lo.
@@ -596,8 +598,7 @@ public sealed unsafe partial class CudaBackend
     {
         ArgumentNullException.ThrowIfNull(config);
         int heads = config.HeadCount;
-        bool singleCacheHead = config.Mla is not null || config.HeadCountKv == 1;
-        if (!PrefillAttention || !PrefillAttentionProducts || !(PrefillTensorCores ?? singleCacheHead) || heads <= 0 || contextSize <= 0) return 0;
+        if (!PrefillAttention || !PrefillAttentionProducts || PrefillTensorCores != true || heads <= 0 || contextSize <= 0) return 0;
         int keyDim = config.Mla is { } mla ? mla.KvLoraRank + mla.QkRopeHeadDim : config.KeyLength;
         int keyWidth = config.Mla is not null ? keyDim : config.HeadCountKv * config.KeyLength;
         int valueWidth = config.Mla is not null ? 0 : config.HeadCountKv * config.ValueLength;
