@@ -97,6 +97,12 @@ __device__ __forceinline__ void store_normalized4(float4 r, int i, bool active, 
     }
 }
 
+// Four normalized values: x · scale · w, multiplied in that order as rms_norm does.
+__device__ __forceinline__ float4 normalized4(float4 v, float scale, float4 g)
+{
+    return make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+}
+
 // rms_norm for rows of n4 float4 (16-byte aligned rows and weights, n4 <= NORM_CHUNKS * blockDim.x, blockDim.x a
 // multiple of 64), one block per row: every value and weight is loaded up front, four per thread and load, so a row
 // costs one memory latency rather than one per loop turn. The arithmetic is rms_norm's: squares in float, summed in
@@ -129,7 +135,7 @@ __device__ __forceinline__ void rms_norm_row(const float4* in, const float4* __r
     {
         if (c >= chunks) break;
         int i = threadIdx.x + c * blockDim.x;
-        float4 r = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
+        float4 r = normalized4(v[c], scale, g[c]);
         store_normalized4(r, i, i < n4, out, pack, codes, scales, magnitudes, largest);
     }
 }
@@ -236,7 +242,7 @@ extern "C" __global__ void __launch_bounds__(WIDE_NORM_THREADS) rms_norm_row_wid
     __syncthreads();
     double total = warp_sum_double(lane < row_warps ? sums[lane] : 0.0);
     float scale = 1.0f / sqrtf((float)(total / n) + epsilon);
-    float4 r = make_float4(mine.x * scale * g.x, mine.y * scale * g.y, mine.z * scale * g.z, mine.w * scale * g.w);
+    float4 r = normalized4(mine, scale, g);
     store_normalized4(r, i, active, y, pack, codes, scales, magnitudes, largest);
 }
 

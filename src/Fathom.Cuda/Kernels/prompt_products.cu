@@ -306,7 +306,7 @@ extern "C" __global__ void __launch_bounds__(1024) add_rms_norm_rows(float4* x, 
         int i = threadIdx.x + c * blockDim.x;
         if (i >= n4) break;
         in[i] = v[c];
-        normed[i] = make_float4(v[c].x * scale * g[c].x, v[c].y * scale * g[c].y, v[c].z * scale * g[c].z, v[c].w * scale * g[c].w);
+        normed[i] = normalized4(v[c], scale, g[c]);
     }
 }
 
