@@ -102,36 +102,32 @@ public static class OneTokenProductBenchmark
         QuantizedMatVec.LaunchPack(context, kernels, activation, x.Pointer, packed.Pointer, columns);
         bool iq = QuantizedMatVec.HasSharedGridKernels(type);
         MatVecLayout picked = QuantizedMatVec.DefaultLayout(type, (long)rows * matrices, columns, sharedGrids: iq);
-        List<(MatVecLayout, double)> EveryLayout(bool shared)
+        // The plain kernels (or, with `fast`, the fast ones) in each of `layouts`.
+        List<(MatVecLayout, double)> EveryLayout(IEnumerable<MatVecLayout> layouts, bool shared, bool fast = false)
         {
-            var layouts = new List<(MatVecLayout, double)>();
-            foreach (MatVecLayout layout in QuantizedMatVec.Layouts(type))
-                layouts.Add((layout, matrices == 1
-                    ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_q", Matrix(c), rowBytes, packed.Pointer, y.Pointer,
-                        rows, columns, layout: layout, sharedGrids: shared))
-                    : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_q", Table(c), 0, matrices, rowBytes,
-                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, shared))));
-            return layouts;
+            string name = fast ? "matvec_qk" : "matvec_q";
+            var timings = new List<(MatVecLayout, double)>();
+            foreach (MatVecLayout layout in layouts)
+                timings.Add((layout, matrices == 1
+                    ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, name, Matrix(c), rowBytes, packed.Pointer, y.Pointer,
+                        rows, columns, layout: layout, sharedGrids: shared, fast: fast))
+                    : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_" + name, Table(c), 0, matrices, rowBytes,
+                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, shared, fast: fast))));
+            return timings;
         }
-        List<(MatVecLayout, double)> timed = EveryLayout(iq);
+        List<(MatVecLayout, double)> timed = EveryLayout(QuantizedMatVec.Layouts(type), iq);
         double pickedTime = timed.First(l => l.Item1 == picked).Item2;
         if (QuantizedMatVec.HasFastKernels(type))
         {
             // The fast kernel in every layout of its own, the plain one's results bit for bit in the picked one.
             MatVecLayout fastPicked = QuantizedMatVec.FastLayoutFor(type, (long)rows * matrices, columns);
-            var fast = new List<(MatVecLayout, double)>();
-            foreach (MatVecLayout layout in QuantizedMatVec.FastLayouts(type))
-                fast.Add((layout, matrices == 1
-                    ? Time(context, repetitions, copies, c => QuantizedMatVec.Launch(context, kernels, type, "matvec_qk", Matrix(c), rowBytes, packed.Pointer, y.Pointer,
-                        rows, columns, layout: layout, fast: true))
-                    : Time(context, repetitions, copies, c => QuantizedMatVec.LaunchGroup(context, kernels, type, "group_matvec_qk", Table(c), 0, matrices, rowBytes,
-                        packed.Pointer, columns, 0, y.Pointer, rows, rows, columns, matrices, layout, fast: true))));
+            List<(MatVecLayout, double)> fast = EveryLayout(QuantizedMatVec.FastLayouts(type), shared: false, fast: true);
             return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts,
                 FastMicroseconds: fast.First(l => l.Item1 == fastPicked).Item2, FastLayout: fastPicked, FastLayouts: fast);
         }
         if (!iq) return new OneTokenProductTiming(type, rows, columns, matrices, bytes * matrices, floatTime, pickedTime, picked, timed, [], Kernels: backend.IqProducts);
 
-        List<(MatVecLayout, double)> globalGrid = EveryLayout(false);
+        List<(MatVecLayout, double)> globalGrid = EveryLayout(QuantizedMatVec.Layouts(type), shared: false);
         double BlockProducts(IqProductKernels which) => matrices == 1
             ? Time(context, repetitions, copies, c => IqBlockProducts.Launch(context, kernels, type, "matvec_iqb", Matrix(c), rowBytes, packed.Pointer, y.Pointer, rows, columns,
                 kernels: which))

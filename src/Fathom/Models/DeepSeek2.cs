@@ -249,7 +249,6 @@ public sealed class DeepSeek2 : Model
         }
         Span<float> q = firstOut;
         Span<float> latents = scratch.Scratch("kv_latent", tokens * _kvLora);
-        bool latentsNormed = false;
         if (w.QueryA is not null)
         {
             q = scratch.Scratch("q", tokens * qRow);
@@ -257,7 +256,6 @@ public sealed class DeepSeek2 : Model
             {
                 // A decoded token's two norms after the one product as one operation (a backend may launch them together).
                 Backend.RmsNormPair(firstOut, w.QueryANorm!, firstOut, kv[.._kvLora], w.KvANorm, latents, Config.RmsNormEpsilon);
-                latentsNormed = true;
             }
             else
             {
@@ -275,7 +273,7 @@ public sealed class DeepSeek2 : Model
             Backend.CopyRows(kv, latentRow, latents, _kvLora, tokens, _kvLora);
             Backend.RmsNorm(latents, w.KvANorm, latents, tokens, Config.RmsNormEpsilon);
         }
-        else if (!latentsNormed)
+        else if (w.QueryA is null) // with a q_a, the pair above normalized it
         {
             Backend.RmsNorm(kv[.._kvLora], w.KvANorm, latents, 1, Config.RmsNormEpsilon);
         }
