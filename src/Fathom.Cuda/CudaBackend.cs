@@ -228,6 +228,31 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     }
 
     /// <summary>
+    /// Zeroes the device's copy of an attached span on the stream (a memset; no copy from the host, no wait), so a prompt
+    /// pass keeps queueing ahead of the GPU. The host copy is left as it was: attached buffers are read through
+    /// <see cref="ReadToHost"/>. Spans outside attached buffers are cleared on the host.
+    /// </summary>
+    public void Clear(Span<float> values)
+    {
+        if (values.IsEmpty) return;
+        _context.MakeCurrent();
+        _ops++; // any operation ends a run of products sharing one rounded input
+        fixed (float* p = values)
+        {
+            if (!_resident.TryFind(p, (long)values.Length * sizeof(float), out ulong device))
+            {
+                values.Clear();
+                return;
+            }
+            // A step being checked queues nothing of its own; a memset is no launch its check could compare.
+            if (_graphs.Mode != StepMode.Direct)
+                throw new InvalidOperationException("Clear inside a decode step that BeginForward was told is replayable: clear the span before the step or in a pass that is not");
+            using OperationProfiler.Scope? profile = _profiler?.Measure("Clear");
+            _context.Driver.Fill32(device, 0, values.Length, _context.Stream);
+        }
+    }
+
+    /// <summary>
     /// Whether single-token forward passes are recorded and replayed as CUDA graphs (on unless FATHOM_CUDA_GRAPHS=0;
     /// off while profiling, which times each operation).
     /// </summary>
@@ -266,12 +291,13 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     {
         _context.MakeCurrent();
         _ops++;
-        bool step = UseGraphs && _profiler is null && replayable && tokens == 1 && _lastForwardTokens == 1;
+        bool step = UseGraphs && (_profiler is null || _profiler.PromptsOnly) && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
         _stepKey = default;
         _retirement.FreeRetired(synchronize: true);
         _promptProfile?.BeginForward(tokens);
         _promptTimer?.BeginForward(tokens);
+        _profiler?.BeginForward(tokens);
         if (!step || _directSteps > 0)
         {
             if (step) _directSteps--;
@@ -305,6 +331,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     {
         _promptProfile?.EndForward();
         _promptTimer?.EndForward();
+        _profiler?.EndForward();
         StepMode mode = _graphs.Mode;
         if (mode == StepMode.Direct) return true;
         // The token selection the caller makes next ends the step, in its graph (CudaBackend.Sampling.cs).

@@ -50,6 +50,26 @@ public sealed unsafe class ResidentOpsTests(GpuFixture gpu) : IDisposable
         });
     }
 
+    /// <summary>
+    /// <see cref="IComputeBackend.Clear"/> zeroes exactly the span (an attached one on the device only, until read back),
+    /// and what is added into it afterwards sees zeros (DeepSeek2's MoE accumulator of a prompt).
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ClearsMatchTheCpu(bool attach)
+    {
+        gpu.Require();
+        var random = new Random(attach ? 15 : 16);
+        float[] x = TestData.Gaussian(random, 3 * 700), y = TestData.Gaussian(random, 3 * 700);
+        Compare([x, y], attach, (b, a) =>
+        {
+            b.Clear(a[0].AsSpan(700, 700)); // the middle row; its neighbours keep their values
+            b.Clear(a[1].AsSpan(3 * 700 - 5)); // a tail off a 16-byte boundary
+            b.Add(a[0], a[1]);
+        });
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -218,8 +218,7 @@ public sealed class DeepSeek2 : Model
         // As llama.cpp adds them: the routed experts' weighted sum, plus the shared experts' output, plus the residual.
         int n = tokens * d;
         Span<float> output = scratch.Scratch("moe_ffn_out", n);
-        output.Clear();
-        Backend.WrittenOnHost(output);
+        Backend.Clear(output);
         if (f.Gate is not null) FeedForward(scratch, h, output, tokens, f.Gate, f.Up!, f.Down!);
         Experts(batchMoe, scratch, h, output, tokens);
         Backend.Add(x[..n], output);

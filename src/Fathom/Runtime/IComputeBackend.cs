@@ -380,6 +380,17 @@ public interface IComputeBackend : IDisposable
     /// <summary>Tells the backend the host has written <paramref name="values"/> (part of an attached buffer).</summary>
     void WrittenOnHost(ReadOnlySpan<float> values) { }
 
+    /// <summary>
+    /// Sets <paramref name="values"/> to zero where the backend keeps them: an accumulator that a pass's operations add
+    /// into. The default clears the host copy and tells the backend (<see cref="WrittenOnHost"/>); a GPU backend clears
+    /// its own copy on its stream, without the host's memory traffic or a wait.
+    /// </summary>
+    void Clear(Span<float> values)
+    {
+        values.Clear();
+        WrittenOnHost(values);
+    }
+
     /// <summary>Row <c>t</c> of <paramref name="output"/> = row <c>tokens[t]</c> of <paramref name="table"/>, dequantized (the token embedding).</summary>
     void Embed(WeightMatrix table, ReadOnlySpan<int> tokens, Span<float> output)
     {
