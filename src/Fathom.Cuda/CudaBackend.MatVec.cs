@@ -224,7 +224,7 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>Where the packed activations go: device scratch of at least <paramref name="bytes"/>.</summary>
-    private ulong PackedScratch(long bytes) => (_packed ??= new DeviceScratch(_context, _retirement)).Get(bytes).Pointer;
+    private ulong PackedScratch(long bytes) => PackingScratch.Get(bytes).Pointer; // CudaBackend.ConcurrentBranches.cs
 
     /// <summary>The last packing may serve the next product if this one's output does not overlap its source.</summary>
     private void KeepPackingUnlessOverwritten(ulong output, long outputCount) =>

@@ -290,6 +290,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
     {
         _context.MakeCurrent();
+        CloseConcurrentBranch();
         _ops++;
         bool step = UseGraphs && (_profiler is null || _profiler.PromptsOnly) && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
@@ -329,6 +330,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     public bool EndForward(bool completed)
     {
+        CloseConcurrentBranch(); // CudaBackend.ConcurrentBranches.cs
         _promptProfile?.EndForward();
         _promptTimer?.EndForward();
         _profiler?.EndForward();
@@ -623,7 +625,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         // do not overlap it (checked in MatMul): the rounding made for the first serves the rest.
         if (_lastRounding.Op == _ops - 1 && _lastRounding.Source == x && _lastRounding.Count == count && _lastRounding.Format == activationType)
             return _lastRounding.Rounded;
-        DeviceBuffer rounded = _rounded.Get(count * sizeof(float));
+        DeviceBuffer rounded = RoundingScratch.Get(count * sizeof(float)); // CudaBackend.ConcurrentBranches.cs
         // A staging buffer's address holds other data next time: such a rounding is never reused (0 is no device address).
         _lastRounding = (staged ? 0 : x, count, activationType, -1, rounded.Pointer);
         new KernelArguments().Pointer(x).Pointer(rounded.Pointer).Long(count)
@@ -1031,6 +1033,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
         _graphs.Dispose();
         _retirement.FreeRetired(synchronize: true);
         _profiler?.Dispose();
+        DisposeConcurrentBranches();
         _stepTimer?.Dispose();
         _promptTimer?.Dispose();
         foreach ((_, DeviceKvMirror mirror) in _mirrorList) mirror.Dispose();

@@ -26,14 +26,44 @@ public sealed class CudaContext : IDisposable
         _device = Driver.Device(ordinal);
         _context = Driver.RetainPrimaryContext(_device);
         Driver.SetCurrent(_context);
-        Stream = Driver.CreateStream();
+        Stream = _mainStream = Driver.CreateStream();
     }
 
     public CudaDriver Driver { get; }
     public CudaDeviceInfo Device { get; }
 
-    /// <summary>The stream copies and kernels are queued on.</summary>
+    /// <summary>The stream copies and kernels are queued on: the main stream, or the side stream within a concurrent branch.</summary>
     public IntPtr Stream { get; private set; }
+
+    private IntPtr _mainStream, _sideStream;
+
+    /// <summary>Whether work is queued on the side stream now (<see cref="UseSideStream"/>).</summary>
+    public bool OnSideStream => _sideStream != IntPtr.Zero && Stream == _sideStream;
+
+    /// <summary>The main stream (where passes begin, end and are captured).</summary>
+    public IntPtr MainStream => _mainStream;
+
+    /// <summary>The second stream, made on first use: a concurrent branch's work runs there beside the main stream's.</summary>
+    public IntPtr SideStream => _sideStream != IntPtr.Zero ? _sideStream : _sideStream = Driver.CreateStream();
+
+    /// <summary>Queues what follows on the side stream (true) or the main stream again (false); the caller orders the two with events.</summary>
+    public void UseSideStream(bool side) => Stream = side ? SideStream : _mainStream;
+
+    private IntPtr _fullDependencyStream;
+
+    /// <summary>
+    /// The next kernel queued on <paramref name="stream"/> waits for all of its predecessors to finish, without a
+    /// programmatic (early) launch: the first after a wait for another stream's event, whose edge then joins two chains.
+    /// </summary>
+    public void NextLaunchWaitsFully(IntPtr stream) => _fullDependencyStream = stream;
+
+    /// <summary>Whether the kernel queued now on <see cref="Stream"/> is to be launched plainly (<see cref="NextLaunchWaitsFully"/>); clears it.</summary>
+    public bool TakeFullDependency()
+    {
+        if (_fullDependencyStream == IntPtr.Zero || _fullDependencyStream != Stream) return false;
+        _fullDependencyStream = IntPtr.Zero;
+        return true;
+    }
 
     /// <summary>Device buffers allocated or freed in this context so far: any change of the addresses in use changes it.</summary>
     public long AllocationEvents { get; private set; }
@@ -87,8 +117,9 @@ public sealed class CudaContext : IDisposable
     {
         if (_context == IntPtr.Zero) return;
         Driver.SetCurrent(_context);
-        Driver.DestroyStream(Stream);
-        Stream = IntPtr.Zero;
+        Driver.DestroyStream(_mainStream);
+        if (_sideStream != IntPtr.Zero) Driver.DestroyStream(_sideStream);
+        Stream = _mainStream = _sideStream = IntPtr.Zero;
         Driver.ReleasePrimaryContext(_device);
         _context = IntPtr.Zero;
         Interlocked.Increment(ref s_generation);

@@ -46,6 +46,7 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<IntPtr*, uint, int> _cuEventCreate;
     private readonly delegate* unmanaged<IntPtr, int> _cuEventDestroy;
     private readonly delegate* unmanaged<IntPtr, IntPtr, int> _cuEventRecord;
+    private readonly delegate* unmanaged<IntPtr, IntPtr, uint, int> _cuStreamWaitEvent;
     private readonly delegate* unmanaged<IntPtr, int> _cuEventSynchronize;
     private readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> _cuEventElapsedTime;
     private readonly delegate* unmanaged<int, byte**, int> _cuGetErrorString;
@@ -98,6 +99,7 @@ public sealed unsafe class CudaDriver
         _cuEventCreate = (delegate* unmanaged<IntPtr*, uint, int>)Export(h, "cuEventCreate");
         _cuEventDestroy = (delegate* unmanaged<IntPtr, int>)Export(h, "cuEventDestroy_v2");
         _cuEventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Export(h, "cuEventRecord");
+        _cuStreamWaitEvent = (delegate* unmanaged<IntPtr, IntPtr, uint, int>)Export(h, "cuStreamWaitEvent");
         _cuEventSynchronize = (delegate* unmanaged<IntPtr, int>)Export(h, "cuEventSynchronize");
         // CUDA 12.8 added the _v2 form and CUDA 13 keeps only it; older drivers have the plain one.
         _cuEventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)(NativeLibrary.TryGetExport(h, "cuEventElapsedTime_v2", out IntPtr v2) ? v2 : Export(h, "cuEventElapsedTime"));
@@ -353,6 +355,17 @@ public sealed unsafe class CudaDriver
     internal void DestroyEvent(IntPtr e) => Check(_cuEventDestroy(e), "cuEventDestroy");
 
     internal void RecordEvent(IntPtr e, IntPtr stream) => Check(_cuEventRecord(e, stream), "cuEventRecord");
+
+    /// <summary>Work queued on <paramref name="stream"/> from now on waits for <paramref name="e"/>'s recorded point (across streams; captured as a graph edge).</summary>
+    internal void StreamWaitEvent(IntPtr stream, IntPtr e) => Check(_cuStreamWaitEvent(stream, e, 0), "cuStreamWaitEvent");
+
+    /// <summary>An event for ordering streams only (no timing, cheaper to record).</summary>
+    internal IntPtr CreateOrderingEvent()
+    {
+        IntPtr e;
+        Check(_cuEventCreate(&e, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
+        return e;
+    }
 
     internal void SynchronizeEvent(IntPtr e) => Check(_cuEventSynchronize(e), "cuEventSynchronize");
 

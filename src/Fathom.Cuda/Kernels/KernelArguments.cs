@@ -48,7 +48,7 @@ public unsafe struct KernelArguments
         ulong* first = (ulong*)Unsafe.AsPointer(ref slots[0]);
         if (context.LaunchFilter is { } filter && !filter.Admit(function, gridX, gridY, blockX, sharedBytes, new ReadOnlySpan<ulong>(first, _count))) return;
         for (int i = 0; i < _count; i++) pointers[i] = first + i;
-        if (context.ProgrammaticLaunches)
+        if (context.ProgrammaticLaunches && !context.TakeFullDependency())
             context.Driver.LaunchProgrammatic(function, gridX, gridY, gridZ, blockX, sharedBytes, context.Stream, pointers, name);
         else
             context.Driver.Launch(function, gridX, gridY, gridZ, blockX, sharedBytes, context.Stream, pointers, name);

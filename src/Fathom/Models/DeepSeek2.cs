@@ -400,20 +400,29 @@ public sealed class DeepSeek2 : Model
         // one activation covers.
         int slot = Math.Max(Math.Max(ff, sharedFf), experts);
 
-        // The router and the routing first (a backend may launch them as one), then the shared experts' gate and up as
-        // one group: the routing's latency is not left between the shared experts' products and the routed ones.
         Span<float> unrouted = scratch.Scratch("moe_unrouted", f.UnroutedProducts.Length * slot);
         Span<float> ids = scratch.Scratch("route_experts", used);
         Span<float> weights = scratch.Scratch("route_weights", used);
-        Backend.RouteToken(moe.Router, moe.Routing, h, unrouted[..experts], ids, weights);
-        if (f.Gate is not null) Backend.MatMulGroup(f.SharedProducts, h, 0, unrouted[slot..], slot);
+        Span<float> down = scratch.Scratch("moe_down", (used + 1) * d);
+        Span<float> sharedOut = down.Slice(used * d, d);
+        if (f.Gate is not null)
+        {
+            // The shared experts need no routing: a branch beside the routed experts (a GPU overlaps the two chains of
+            // small, latency-bound products). It writes only the shared slots of unrouted and the last row of down.
+            Backend.BeginConcurrentBranch();
+            Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
+            Backend.MatMulGroup(f.SharedProducts, h, 0, unrouted[slot..], slot);
+            Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
+            Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
+            Backend.EndConcurrentBranch();
+        }
 
+        // The router and the routing (a backend may launch them as one), then the chosen experts.
+        Backend.RouteToken(moe.Router, moe.Routing, h, unrouted[..experts], ids, weights);
         Span<float> gateUp = scratch.Scratch("moe_gate_up", 2 * used * slot);
         Backend.MatMulExpertPairs(moe.Gate, moe.Up, ids, h, 0, gateUp, slot);
         // Every gate with its up, in one pass (values between the rows are never read).
         Backend.SiluMul(gateUp[..(used * slot)], gateUp[(used * slot)..]);
-
-        Span<float> down = scratch.Scratch("moe_down", (used + 1) * d);
         Backend.MatMulExperts(moe.Down, ids, gateUp, slot, down, d);
         if (f.Gate is null)
         {
@@ -421,10 +430,7 @@ public sealed class DeepSeek2 : Model
             return;
         }
         // The routed outputs weighted and summed in order, plus the shared experts' output, then into the residual row.
-        Span<float> sharedGate = unrouted.Slice(slot, sharedFf);
-        Backend.SiluMul(sharedGate, unrouted.Slice(2 * slot, sharedFf));
-        Span<float> sharedOut = down.Slice(used * d, d);
-        Backend.MatMul(f.Down!, sharedGate, sharedOut, 1);
+        Backend.JoinConcurrentBranch();
         Backend.AddWeightedRowsToResidual(x[..d], sharedOut, down, weights, d);
     }
 

@@ -381,6 +381,21 @@ public interface IComputeBackend : IDisposable
     void WrittenOnHost(ReadOnlySpan<float> values) { }
 
     /// <summary>
+    /// The operations from here to <see cref="EndConcurrentBranch"/> form a branch that may run alongside the operations
+    /// issued after it, up to <see cref="JoinConcurrentBranch"/> (a GPU: on a second stream, as parallel branches of a
+    /// recorded step). The caller promises that the branch reads only values written before it began or within it, and
+    /// that the operations between its end and the join neither read nor write what the branch writes. Each operation
+    /// computes exactly what it would in order. The default runs everything in issue order, which meets that contract.
+    /// </summary>
+    void BeginConcurrentBranch() { }
+
+    /// <summary>Ends the branch <see cref="BeginConcurrentBranch"/> began: what follows runs beside it.</summary>
+    void EndConcurrentBranch() { }
+
+    /// <summary>What follows waits for the branch: its outputs may be read from here on.</summary>
+    void JoinConcurrentBranch() { }
+
+    /// <summary>
     /// Sets <paramref name="values"/> to zero where the backend keeps them: an accumulator that a pass's operations add
     /// into. The default clears the host copy and tells the backend (<see cref="WrittenOnHost"/>); a GPU backend clears
     /// its own copy on its stream, without the host's memory traffic or a wait.
