@@ -22,7 +22,7 @@ public sealed unsafe partial class CudaBackend
 {
     private IntPtr _forkEvent, _joinEvent;
     private DeviceScratch? _branchPacked, _branchRounded;
-    private bool _inBranch, _branchUnjoined, _branchQueued;
+    private bool _inBranch, _branchUnjoined;
     private long _opsAtFork;
     private (ulong Source, long Count, Quants.GgmlType Format, long Op, ulong Packed) _packingAtFork;
     private (ulong Output, long Count, ulong Key, long Op) _packableAtFork;
@@ -42,9 +42,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (!ConcurrentBranches || _host is not null || _lastForwardTokens != 1 || _inBranch || _branchUnjoined) return;
         _context.MakeCurrent();
-        // A step being checked queues nothing: the fork and join are replayed with its recording.
-        _branchQueued = _graphs.Mode != StepMode.Checking;
-        if (_branchQueued)
+        if (QueuesBranchEvents)
         {
             if (_forkEvent == IntPtr.Zero) (_forkEvent, _joinEvent) = (_context.Driver.CreateOrderingEvent(), _context.Driver.CreateOrderingEvent());
             _context.Driver.RecordEvent(_forkEvent, _context.MainStream);
@@ -63,7 +61,7 @@ public sealed unsafe partial class CudaBackend
     public void EndConcurrentBranch()
     {
         if (!_inBranch) return;
-        if (_branchQueued) _context.Driver.RecordEvent(_joinEvent, _context.SideStream);
+        if (QueuesBranchEvents) _context.Driver.RecordEvent(_joinEvent, _context.SideStream);
         _context.UseSideStream(false);
         (_inBranch, _branchUnjoined) = (false, true);
         _ops++; // the branch's packings serve nothing after it
@@ -81,7 +79,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (_inBranch) EndConcurrentBranch();
         if (!_branchUnjoined) return;
-        if (_branchQueued)
+        if (QueuesBranchEvents)
         {
             _context.Driver.StreamWaitEvent(_context.MainStream, _joinEvent);
             _context.NextLaunchWaitsFully(_context.MainStream);
@@ -89,11 +87,8 @@ public sealed unsafe partial class CudaBackend
         _branchUnjoined = false;
     }
 
-    /// <summary>Joins a branch the pass left open (an exception inside it), so a capture can end and the stream be waited for.</summary>
-    private void CloseConcurrentBranch()
-    {
-        if (_inBranch || _branchUnjoined) JoinConcurrentBranch();
-    }
+    /// <summary>A step being checked queues nothing (the mode holds for the whole pass): its recording replays the fork and the join.</summary>
+    private bool QueuesBranchEvents => _graphs.Mode != StepMode.Checking;
 
     /// <summary>Where rounded activations go: the branch's own scratch inside a branch.</summary>
     private DeviceScratch RoundingScratch => _inBranch ? _branchRounded ??= new DeviceScratch(_context, _retirement) : _rounded;

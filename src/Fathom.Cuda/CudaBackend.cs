@@ -290,7 +290,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
     public bool BeginForward(int tokens, int endPosition, bool replayable, in ForwardKey key, ReadOnlySpan<int> tokenIds)
     {
         _context.MakeCurrent();
-        CloseConcurrentBranch();
+        JoinConcurrentBranch(); // one left open by ops outside a pass
         _ops++;
         bool step = UseGraphs && (_profiler is null || _profiler.PromptsOnly) && replayable && tokens == 1 && _lastForwardTokens == 1;
         _lastForwardTokens = tokens;
@@ -330,7 +330,7 @@ public sealed unsafe partial class CudaBackend : IComputeBackend
 
     public bool EndForward(bool completed)
     {
-        CloseConcurrentBranch(); // CudaBackend.ConcurrentBranches.cs
+        JoinConcurrentBranch(); // a branch left open (an exception inside it), so a capture can end; CudaBackend.ConcurrentBranches.cs
         _promptProfile?.EndForward();
         _promptTimer?.EndForward();
         _profiler?.EndForward();

@@ -37,9 +37,6 @@ public sealed class CudaContext : IDisposable
 
     private IntPtr _mainStream, _sideStream;
 
-    /// <summary>Whether work is queued on the side stream now (<see cref="UseSideStream"/>).</summary>
-    public bool OnSideStream => _sideStream != IntPtr.Zero && Stream == _sideStream;
-
     /// <summary>The main stream (where passes begin, end and are captured).</summary>
     public IntPtr MainStream => _mainStream;
 
