@@ -38,6 +38,15 @@ public sealed unsafe partial class CudaBackend
     public bool SplitHalfProducts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SPLIT_HALVES") != "0";
 
     /// <summary>
+    /// Whether a split product's three terms are two GEMMs (the default; FATHOM_CUDA_SPLIT_CONCAT=0 keeps three): the
+    /// halves are stored row by row side by side, a weight row as [lo | hi] and a token's activations as [hi | lo], so
+    /// one GEMM along 2n sums lo·hi + hi·lo and a second along n adds hi·hi (reading the hi halves in place, leading
+    /// dimension 2n). The same products and the same order of terms, in fewer and longer GEMMs: cuBLAS fills the GPU
+    /// better with them (the small products of a 1.5B model most). Dense products only; grouped ones keep three. Settings bit 36.
+    /// </summary>
+    public bool ConcatenatedSplitTerms { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_SPLIT_CONCAT") != "0";
+
+    /// <summary>
     /// Whether prompt attention batches use a prompt path, <see cref="PrefillAttentionProducts"/> or the tiled kernel (the
     /// default; FATHOM_CUDA_PREFILL_ATTENTION=0 turns both off, leaving the general one-block-per-query kernel).
     /// </summary>
@@ -81,9 +90,10 @@ public sealed unsafe partial class CudaBackend
 
     private DeviceScratch? _halfActivationScratch, _halfWeightScratch;
     // The last activations converted to halves: source, count, the weight's activation format, the operand type,
-    // whether split, the op count when made (-1: not reusable), and where the halves (hi, then lo) are. Reused as
-    // _lastRounding is.
-    private (ulong Source, long Count, GgmlType Format, HalfType Operands, bool Split, long Op, ulong Halves) _lastHalves;
+    // whether split, the op count when made (-1: not reusable), where the halves are (hi, then lo), and their row: 0 when
+    // all hi come before all lo, else the values per row when rows of hi and lo alternate (ConcatenatedSplitTerms).
+    // Reused as _lastRounding is.
+    private (ulong Source, long Count, GgmlType Format, HalfType Operands, bool Split, long Op, ulong Halves, int Row) _lastHalves;
     private readonly Dictionary<IntPtr, int> _prefillSharedBytes = [];
 
     private DeviceScratch HalfActivationScratch => _halfActivationScratch ??= new DeviceScratch(_context, _retirement);
@@ -355,8 +365,10 @@ public sealed unsafe partial class CudaBackend
         int rows = weight.Rows, n = weight.Columns;
         long count = (long)tokens * n;
         bool dense = type is GgmlType.F16 or GgmlType.BF16, split = SplitHalfProducts && !dense;
+        // Side by side, a row's halves must stay 16-byte aligned: n a multiple of 8.
+        int row = split && ConcatenatedSplitTerms && n % 8 == 0 ? n : 0;
         HalfType operands = type == GgmlType.BF16 ? HalfType.BF16 : HalfType.F16;
-        ulong halves = HalfActivations(weight.Format.DotActivationType, operands, split, x, count, stagedInput);
+        ulong halves = HalfActivations(weight.Format.DotActivationType, operands, split, x, count, stagedInput, row);
         // As with roundings: the halves may serve the next product unless this one writes into their source.
         _lastHalves.Op = Overlaps(y, outputCount, _lastHalves.Source, _lastHalves.Count) ? -1 : _ops;
 
@@ -370,11 +382,19 @@ public sealed unsafe partial class CudaBackend
         DeviceBuffer buffer = HalfWeightScratch.Get((split ? 2 : 1) * chunkHalves * sizeof(ushort));
         ulong hi = buffer.Pointer, lo = split ? hi + (ulong)chunkHalves * sizeof(ushort) : 0;
         ulong xHi = halves, xLo = halves + (ulong)count * sizeof(ushort);
+        if (row != 0) (lo, hi) = (buffer.Pointer, buffer.Pointer + (ulong)n * sizeof(ushort)); // weight rows [lo | hi]
         for (int first = 0; first < rows; first += chunk)
         {
             int chunkRows = Math.Min(chunk, rows - first);
             ulong yChunk = y + (ulong)first * sizeof(float);
-            DequantizeToHalves(type, weight.Name, w.Pointer + (ulong)(first * weight.RowBytes), weight.RowBytes, n, hi, lo, (long)chunkRows * n);
+            DequantizeToHalves(type, weight.Name, w.Pointer + (ulong)(first * weight.RowBytes), weight.RowBytes, n, hi, lo, (long)chunkRows * n, row);
+            if (row != 0)
+            {
+                // [lo | hi] · [hi | lo] along 2n, then hi·hi along n: the terms in the order of the three GEMMs below.
+                _blas!.GemmHalf(_blasHandle, HalfType.F16, lo, xHi, yChunk, chunkRows, 2 * n, tokens, rows, accumulate: false, leadingDimension: 2 * n);
+                _blas.GemmHalf(_blasHandle, HalfType.F16, hi, xHi, yChunk, chunkRows, n, tokens, rows, accumulate: true, leadingDimension: 2 * n);
+                continue;
+            }
             if (split)
             {
                 // The small terms first, the main one last: the sum is rounded to FP32 once more at most per term.
@@ -411,7 +431,7 @@ public sealed unsafe partial class CudaBackend
         // cuBLAS's leading dimensions: a token's input row holds a matrix's columns, its output row the matrix's rows.
         if (inputTokenStride < columns || outputTokenStride < rows) return false;
         bool split = SplitHalfProducts;
-        ulong halves = HalfActivations(shape.Format.DotActivationType, HalfType.F16, split, x, inputCount, stagedInput);
+        ulong halves = HalfActivations(shape.Format.DotActivationType, HalfType.F16, split, x, inputCount, stagedInput, row: 0);
         _lastHalves.Op = Overlaps(y, outputCount, _lastHalves.Source, _lastHalves.Count) ? -1 : _ops;
         ulong xHi = halves, xLo = halves + (ulong)inputCount * sizeof(ushort);
 
@@ -441,30 +461,31 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// The activations as the tensor cores take them: rounded as the CPU rounds them, then in the operand type (hi,
-    /// followed by lo when <paramref name="split"/>, <paramref name="count"/> halves each).
+    /// followed by lo when <paramref name="split"/>, <paramref name="count"/> halves each; or, with a
+    /// <paramref name="row"/> of values, each token's hi row followed by its lo row: <see cref="ConcatenatedSplitTerms"/>).
     /// </summary>
-    private ulong HalfActivations(GgmlType activationType, HalfType operands, bool split, ulong x, long count, bool staged)
+    private ulong HalfActivations(GgmlType activationType, HalfType operands, bool split, ulong x, long count, bool staged, int row)
     {
-        if (_lastHalves.Op == _ops - 1 && _lastHalves.Source == x && _lastHalves.Count == count
-            && _lastHalves.Format == activationType && _lastHalves.Operands == operands && _lastHalves.Split == split)
+        if (_lastHalves.Op == _ops - 1 && _lastHalves.Source == x && _lastHalves.Count == count && _lastHalves.Format == activationType
+            && _lastHalves.Operands == operands && _lastHalves.Split == split && _lastHalves.Row == row)
             return _lastHalves.Halves;
-        if (operands == HalfType.F16) LearnHalvesAfterSilu(x, count, activationType, split); // CudaBackend.PromptFusedSilu.cs
+        if (operands == HalfType.F16) LearnHalvesAfterSilu(x, count, activationType, split, row); // CudaBackend.PromptFusedSilu.cs
         // F16 (BF16) activations for F16 (BF16) weights: the conversion is that rounding itself.
         bool roundedByConversion = activationType == (operands == HalfType.BF16 ? GgmlType.BF16 : GgmlType.F16);
         DeviceBuffer halves = HalfActivationScratch.Get((split ? 2 : 1) * count * sizeof(ushort));
-        if (operands == HalfType.F16 && !roundedByConversion
-            && RoundToHalves(activationType, x, count, halves.Pointer, split ? halves.Pointer + (ulong)count * sizeof(ushort) : 0)) // CudaBackend.PromptFused.cs
+        ulong lo = split ? halves.Pointer + (ulong)(row != 0 ? row : count) * sizeof(ushort) : 0;
+        if (operands == HalfType.F16 && !roundedByConversion && RoundToHalves(activationType, x, count, halves.Pointer, lo, row)) // CudaBackend.PromptFused.cs
         {
-            _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer);
+            _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer, row);
             return halves.Pointer;
         }
         ulong rounded = roundedByConversion ? x : RoundActivations(activationType, x, count, staged);
         KernelArguments arguments = new KernelArguments().Pointer(rounded).Pointer(halves.Pointer);
         string name = operands == HalfType.BF16 ? "floats_to_bf16" : "floats_to_f16";
-        if (operands == HalfType.F16) arguments = arguments.Pointer(split ? halves.Pointer + (ulong)count * sizeof(ushort) : 0);
+        if (operands == HalfType.F16) arguments = arguments.Pointer(lo).Int(row);
         arguments.Long(count).Launch(_context, _kernels.Function(name), name, Blocks(count, ElementThreads), 1, ElementThreads);
         // A staging buffer's address holds other data next time: such halves are never reused (0 is no device address).
-        _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer);
+        _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer, row);
         return halves.Pointer;
     }
 

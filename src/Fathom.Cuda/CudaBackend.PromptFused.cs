@@ -30,19 +30,20 @@ public sealed partial class CudaBackend
     /// <summary>
     /// Weights at <paramref name="weights"/>, <paramref name="values"/> of them in whole rows (so whole blocks, one
     /// contiguous array), to F16 <paramref name="hi"/> and (unless 0) <paramref name="lo"/>: dequantize_tiles_half_T
-    /// where <see cref="PromptFusedKernels"/> takes the type, else dequantize_half_T.
+    /// where <see cref="PromptFusedKernels"/> takes the type, else dequantize_half_T. With a <paramref name="row"/>
+    /// (<see cref="ConcatenatedSplitTerms"/>), rows of hi and lo alternate, <paramref name="row"/> values each.
     /// </summary>
-    private void DequantizeToHalves(GgmlType type, string name, ulong weights, long rowBytes, int columns, ulong hi, ulong lo, long values)
+    private void DequantizeToHalves(GgmlType type, string name, ulong weights, long rowBytes, int columns, ulong hi, ulong lo, long values, int row)
     {
         if (PromptFusedKernels && DequantizesInTiles(type))
         {
-            new KernelArguments().Pointer(weights).Int(HalfTileBytes(type)).Pointer(hi).Pointer(lo).Long(values)
+            new KernelArguments().Pointer(weights).Int(HalfTileBytes(type)).Pointer(hi).Pointer(lo).Int(row / 8).Long(values)
                 .Launch(_context, _kernels.Function("dequantize_tiles_half_" + CudaKernels.KernelSuffix(type)), name,
                     (uint)((values + 8L * 256 - 1) / (8L * 256)), 1, PromptFusedThreads);
             return;
         }
         long groups = values / 8;
-        new KernelArguments().Pointer(weights).Long(rowBytes).Int(columns).Pointer(hi).Pointer(lo).Long(groups)
+        new KernelArguments().Pointer(weights).Long(rowBytes).Int(columns).Pointer(hi).Pointer(lo).Int(row / 8).Long(groups)
             .Launch(_context, _kernels.DequantizeHalf(type), name, Blocks(groups, ElementThreads), 1, ElementThreads);
     }
 
@@ -70,9 +71,10 @@ public sealed partial class CudaBackend
     /// <summary>
     /// Rounds <paramref name="count"/> activations at <paramref name="x"/> to <paramref name="activationType"/> and writes
     /// their F16 hi (and lo, when <paramref name="lo"/> is not 0) in one pass, when <see cref="PromptFusedKernels"/> is on
-    /// and the format has a fused kernel (Q8_K, Q8_0, Q8_1); false leaves it to rounding then floats_to_f16.
+    /// and the format has a fused kernel (Q8_K, Q8_0, Q8_1); false leaves it to rounding then floats_to_f16. A
+    /// <paramref name="row"/> other than 0 alternates rows of hi and lo of that many values (<see cref="ConcatenatedSplitTerms"/>).
     /// </summary>
-    private bool RoundToHalves(GgmlType activationType, ulong x, long count, ulong hi, ulong lo)
+    private bool RoundToHalves(GgmlType activationType, ulong x, long count, ulong hi, ulong lo, int row)
     {
         // The kernels read 16-byte vectors: an input slice that starts elsewhere takes the former kernels.
         if (!PromptFusedKernels || (x & 15) != 0) return false;
@@ -80,13 +82,13 @@ public sealed partial class CudaBackend
         {
             case GgmlType.Q8_K when count % 256 == 0:
                 long blocks = count / 256;
-                new KernelArguments().Pointer(x).Pointer(hi).Pointer(lo).Long(blocks)
+                new KernelArguments().Pointer(x).Pointer(hi).Pointer(lo).Int(row / 8).Long(blocks)
                     .Launch(_context, _kernels.Function("round_halves_q8_k"), "round_halves_q8_k", (uint)((blocks + 7) / 8), 1, PromptFusedThreads);
                 return true;
             // Q8_1 holds the same values as Q8_0 (as CudaKernels.RoundActivations).
             case GgmlType.Q8_0 or GgmlType.Q8_1 when count % 32 == 0:
                 long groups = count / 4;
-                new KernelArguments().Pointer(x).Pointer(hi).Pointer(lo).Long(groups)
+                new KernelArguments().Pointer(x).Pointer(hi).Pointer(lo).Int(row / 4).Long(groups)
                     .Launch(_context, _kernels.Function("round_halves_q8_0"), "round_halves_q8_0", Blocks(groups, PromptFusedThreads), 1, PromptFusedThreads);
                 return true;
             default:

@@ -29,7 +29,7 @@ public sealed partial class CudaBackend
 
     // Per SiLU output (address and value count: V3's dense and shared-expert SiLUs may share a buffer at two widths): the
     // activation format and split of the halves the product right after made of it.
-    private readonly Dictionary<(ulong Output, long Count), (GgmlType Format, bool Split)> _halvesAfterSilu = [];
+    private readonly Dictionary<(ulong Output, long Count), (GgmlType Format, bool Split, int Row)> _halvesAfterSilu = [];
     // The last SiLU whose output the next product may round to halves: its output, value count and op.
     private (ulong Output, long Count, long Op) _lastSilu;
 
@@ -46,8 +46,8 @@ public sealed partial class CudaBackend
             return false;
         bool q8_k = learned.Format == GgmlType.Q8_K;
         DeviceBuffer halves = HalfActivationScratch.Get((learned.Split ? 2 : 1) * n * sizeof(ushort));
-        ulong hi = halves.Pointer, lo = learned.Split ? hi + (ulong)n * sizeof(ushort) : 0;
-        KernelArguments arguments = new KernelArguments().Pointer(gate).Pointer(up).Pointer(hi).Pointer(lo);
+        ulong hi = halves.Pointer, lo = learned.Split ? hi + (ulong)(learned.Row != 0 ? learned.Row : n) * sizeof(ushort) : 0;
+        KernelArguments arguments = new KernelArguments().Pointer(gate).Pointer(up).Pointer(hi).Pointer(lo).Int(learned.Row / (q8_k ? 8 : 4));
         if (q8_k)
             arguments.Long(n / 256).Launch(_context, _kernels.Function("silu_mul_halves_q8_k"), "silu_mul_halves_q8_k",
                 (uint)((n / 256 + 7) / 8), 1, PromptFusedThreads);
@@ -55,7 +55,7 @@ public sealed partial class CudaBackend
             arguments.Long(n / 4).Launch(_context, _kernels.Function("silu_mul_halves_q8_0"), "silu_mul_halves_q8_0",
                 Blocks(n / 4, PromptFusedThreads), 1, PromptFusedThreads);
         // Reusable by the next op only (HalfActivations checks Op == _ops - 1), as if the product had made them.
-        _lastHalves = (gate, n, learned.Format, HalfType.F16, learned.Split, _ops, hi);
+        _lastHalves = (gate, n, learned.Format, HalfType.F16, learned.Split, _ops, hi, learned.Row);
         FusedSiluHalves++;
         return true;
     }
@@ -65,7 +65,7 @@ public sealed partial class CudaBackend
     /// output of the SiLU just before, that SiLU writes them next time (or stops guessing when the ranges differ or the
     /// format has no fused kernel).
     /// </summary>
-    private void LearnHalvesAfterSilu(ulong x, long count, GgmlType format, bool split)
+    private void LearnHalvesAfterSilu(ulong x, long count, GgmlType format, bool split, int row)
     {
         if (_lastSilu.Op != _ops - 1 || _lastSilu.Output != x) return;
         bool fusable = format switch
@@ -75,7 +75,7 @@ public sealed partial class CudaBackend
             GgmlType.Q8_0 or GgmlType.Q8_1 => count % 32 == 0,
             _ => false,
         };
-        if (fusable && _lastSilu.Count == count) _halvesAfterSilu[(x, count)] = (format, split);
+        if (fusable && _lastSilu.Count == count) _halvesAfterSilu[(x, count)] = (format, split, row);
         else _halvesAfterSilu.Remove((x, _lastSilu.Count));
     }
 

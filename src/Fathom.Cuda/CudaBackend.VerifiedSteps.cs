@@ -44,7 +44,7 @@ public sealed unsafe partial class CudaBackend
             | (FusedSmallOps ? 1 << 26 : 0) | (SplitTransposedProducts ? 1 << 27 : 0)
             | (GroupedDecodeAttention ? 1 << 28 : 0) | (MlaDecodeAttention ? 1 << 29 : 0) | (FastMatVec ? 1 << 30 : 0) | (FastQ6KProducts ? 1 << 31 : 0);
         long wideSettings = (uint)settings | (FusedDecode ? 1L << 32 : 0) | (FastRouting ? 1L << 33 : 0) | (WideNorms ? 1L << 34 : 0)
-            | (ConcurrentBranches ? 1L << 35 : 0); // bits 32 on: switches past the int's
+            | (ConcurrentBranches ? 1L << 35 : 0) | (ConcatenatedSplitTerms ? 1L << 36 : 0); // bits 32 on: switches past the int's
         return new StepState(_context.AllocationEvents, _layoutChanges, wideSettings, Placement);
     }
 

@@ -48,9 +48,9 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
         {
             // Both from the second matrix on, so the weights start 2-aligned only for some types.
             ulong source = weights.Pointer + (ulong)rowBytes;
-            ushort[] expected = Halves(context, values, split, (hi, lo) => new KernelArguments().Pointer(source).Long(rowBytes).Int(columns).Pointer(hi).Pointer(lo)
+            ushort[] expected = Halves(context, values, split, (hi, lo) => new KernelArguments().Pointer(source).Long(rowBytes).Int(columns).Pointer(hi).Pointer(lo).Int(0)
                 .Long(values / 8).Launch(context, gpu.Kernels.DequantizeHalf(type), "dequantize_half", (uint)((values / 8 + 255) / 256), 1, 256));
-            ushort[] actual = Halves(context, values, split, (hi, lo) => new KernelArguments().Pointer(source).Int(tileBytes).Pointer(hi).Pointer(lo).Long(values)
+            ushort[] actual = Halves(context, values, split, (hi, lo) => new KernelArguments().Pointer(source).Int(tileBytes).Pointer(hi).Pointer(lo).Int(0).Long(values)
                 .Launch(context, gpu.Kernels.Function("dequantize_tiles_half_" + suffix), "dequantize_tiles_half", tileBlocks, 1, CudaBackend.PromptFusedThreads));
             AssertSameBits(expected, actual, $"{type}, split {split}");
 
@@ -80,16 +80,16 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
         {
             new KernelArguments().Pointer(input.Pointer).Pointer(rounded.Pointer).Long(count)
                 .Launch(context, gpu.Kernels.RoundActivations(activation)!.Value, "round_activations", (uint)((count + 255) / 256), 1, CudaKernels.RoundingThreads);
-            new KernelArguments().Pointer(rounded.Pointer).Pointer(hi).Pointer(lo).Long(count)
+            new KernelArguments().Pointer(rounded.Pointer).Pointer(hi).Pointer(lo).Int(0).Long(count)
                 .Launch(context, gpu.Kernels.Function("floats_to_f16"), "floats_to_f16", (uint)((count + 255) / 256), 1, 256);
         });
         ushort[] actual = Halves(context, count, split, (hi, lo) =>
         {
             if (activation == GgmlType.Q8_K)
-                new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Long(count / 256)
+                new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Int(0).Long(count / 256)
                     .Launch(context, gpu.Kernels.Function("round_halves_q8_k"), "round_halves_q8_k", (uint)((count / 256 + 7) / 8), 1, CudaBackend.PromptFusedThreads);
             else
-                new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Long(count / 4)
+                new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Int(0).Long(count / 4)
                     .Launch(context, gpu.Kernels.Function("round_halves_q8_0"), "round_halves_q8_0", (uint)((count / 4 + 255) / 256), 1, CudaBackend.PromptFusedThreads);
         });
         AssertSameBits(expected, actual, $"{activation}, {count} values, split {split}");
@@ -131,6 +131,100 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
         var actual = q8K ? Quantize("quantize_codes_warp_q8_k", (uint)((columns / 256 + 7) / 8)) : Quantize("quantize_codes_warp_q8_0", (uint)((columns / 4 + 255) / 256));
         Assert.Equal(expected.Codes, actual.Codes);
         AssertSameBits(expected.Sums, actual.Sums, $"{activation} sums");
+    }
+
+    /// <summary>
+    /// The halves side by side (<see cref="CudaBackend.ConcatenatedSplitTerms"/>: rows of hi and lo alternating, each
+    /// kernel told the row in its own stored groups) are the flat halves, bit for bit, row by row: the weights' rows
+    /// (both dequantizations, rows of 352 values, so a tile of 256 spans two rows) and the activations' (the rounding
+    /// kernels and floats_to_f16).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 512)]
+    [InlineData(GgmlType.Q8_0, 352)]
+    [InlineData(GgmlType.IQ1_S, 768)]
+    public void SideBySideHalvesAreTheFlatOnesRowByRow(GgmlType type, int columns)
+    {
+        gpu.Require();
+        WeightFormat format = TypeTraits.For(type);
+        var random = new Random(400 + (int)type);
+        const int rows = 5;
+        long values = (long)rows * columns;
+        byte[] blocks = TestData.QuantizedRows(random, format, rows, columns);
+        string suffix = CudaKernels.KernelSuffix(type)!;
+        CudaContext context = gpu.Context;
+        context.MakeCurrent();
+        using var weights = new DeviceBuffer(context, blocks.Length);
+        weights.Upload<byte>(blocks);
+        int rowBytes = (int)format.Layout.RowBytes(columns), tileBytes = CudaBackend.HalfTileBytes(type);
+        uint tileBlocks = (uint)((values + 2047) / 2048);
+        void Plain(ulong hi, ulong lo, int row) => new KernelArguments().Pointer(weights.Pointer).Long(rowBytes).Int(columns).Pointer(hi).Pointer(lo)
+            .Int(row / 8).Long(values / 8).Launch(context, gpu.Kernels.DequantizeHalf(type), "dequantize_half", (uint)((values / 8 + 255) / 256), 1, 256);
+        void Tiled(ulong hi, ulong lo, int row) => new KernelArguments().Pointer(weights.Pointer).Int(tileBytes).Pointer(hi).Pointer(lo).Int(row / 8)
+            .Long(values).Launch(context, gpu.Kernels.Function("dequantize_tiles_half_" + suffix), "dequantize_tiles_half", tileBlocks, 1, CudaBackend.PromptFusedThreads);
+        ushort[] flat = Halves(context, values, split: true, (hi, lo) => Plain(hi, lo, 0));
+        // Weight rows are [lo | hi]: lo first.
+        AssertSameBits(flat, SideBySide(context, values, columns, loFirst: true, (hi, lo) => Plain(hi, lo, columns)), $"{type} dequantize_half");
+        AssertSameBits(flat, SideBySide(context, values, columns, loFirst: true, (hi, lo) => Tiled(hi, lo, columns)), $"{type} dequantize_tiles_half");
+
+        // Activations: a token's row is [hi | lo].
+        int count = rows * 1024;
+        float[] x = Activations(random, count);
+        using var input = new DeviceBuffer(context, count * sizeof(float));
+        input.Upload<float>(x);
+        foreach ((string name, int group, uint blocksOf) in new[] { ("round_halves_q8_k", 8, (uint)((count / 256 + 7) / 8)),
+                     ("round_halves_q8_0", 4, (uint)((count / 4 + 255) / 256)), ("floats_to_f16", 1, (uint)((count + 255) / 256)) })
+        {
+            long stored = count / group;
+            void Round(ulong hi, ulong lo, int row) => new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Int(row / group)
+                .Long(name == "floats_to_f16" ? count : stored).Launch(context, gpu.Kernels.Function(name), name, blocksOf, 1, 256);
+            AssertSameBits(Halves(context, count, split: true, (hi, lo) => Round(hi, lo, 0)),
+                SideBySide(context, count, 1024, loFirst: false, (hi, lo) => Round(hi, lo, 1024)), name);
+        }
+    }
+
+    /// <summary>
+    /// A split product's three terms as two GEMMs (<see cref="CudaBackend.ConcatenatedSplitTerms"/>) against the three
+    /// GEMMs: the same products of halves, summed in another order (so equal within FP32 rounding), in one piece and in
+    /// row chunks.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 768, 0)]
+    [InlineData(GgmlType.Q6_K, 1024, 5)]
+    [InlineData(GgmlType.Q8_0, 352, 0)]
+    [InlineData(GgmlType.IQ1_S, 512, 3)]
+    public void ConcatenatedTermsAgreeWithThreeProducts(GgmlType type, int columns, int chunkRows)
+    {
+        CudaBackend backend = gpu.Backend;
+        Assert.True(backend.Blas is not null, $"cuBLAS was not loaded: {backend.BlasProblem}");
+        WeightFormat format = TypeTraits.For(type);
+        int rows = 72 + 8 * chunkRows, tokens = CudaBackend.BlasMinimumTokens + 9;
+        var random = new Random(HashCode.Combine(type, columns, chunkRows, 5));
+        byte[] weights = GC.AllocateArray<byte>(rows * (int)format.Layout.RowBytes(columns), pinned: true);
+        TestData.QuantizedRows(random, format, rows, columns).CopyTo(weights, 0);
+        float[] x = Activations(random, tokens * columns);
+        var results = new float[2][];
+        (bool wasConcat, long wasLimit) = (backend.ConcatenatedSplitTerms, backend.DequantizedFloatsLimit);
+        try
+        {
+            for (int k = 0; k < 2; k++)
+            {
+                backend.ConcatenatedSplitTerms = k == 1;
+                if (chunkRows > 0) backend.DequantizedFloatsLimit = (long)chunkRows * columns;
+                float[] y = gpu.Attached(new float[tokens * rows]);
+                fixed (byte* p = weights)
+                    backend.MatMul(WeightMatrix.InPlace($"split-concat.{type}.{columns}.{chunkRows}", type, p, rows, columns), gpu.Attached(x), y, tokens);
+                backend.ReadToHost(y);
+                results[k] = y;
+            }
+        }
+        finally
+        {
+            (backend.ConcatenatedSplitTerms, backend.DequantizedFloatsLimit) = (wasConcat, wasLimit);
+        }
+        Assert.All(results[1], v => Assert.True(float.IsFinite(v)));
+        double error = TestData.RelativeL2(results[1], results[0]);
+        Assert.True(error <= 1e-6, $"{type}: relative L2 {error:E2} between two and three GEMMs");
     }
 
     /// <summary>Whole prompt products through the backend: the switch changes no output bit.</summary>
@@ -232,6 +326,30 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
             (x[1024 + 3], x[1024 + 64], x[1024 + 200]) = (-70f, 70f, -70f);
         }
         return x;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="write"/>(hi, lo) into one poisoned buffer whose rows of <paramref name="row"/> halves alternate
+    /// between hi and lo (lo's first when <paramref name="loFirst"/>) and returns all hi followed by all lo, as
+    /// <see cref="Halves"/> does.
+    /// </summary>
+    private static ushort[] SideBySide(CudaContext context, long count, int row, bool loFirst, Action<ulong, ulong> write)
+    {
+        using var both = new DeviceBuffer(context, 2 * count * sizeof(ushort));
+        both.Fill(0x7E017E01);
+        ulong first = both.Pointer, second = both.Pointer + (ulong)row * sizeof(ushort);
+        if (loFirst) write(second, first);
+        else write(first, second);
+        var stored = new ushort[2 * count];
+        both.Download<ushort>(stored);
+        var result = new ushort[2 * count];
+        for (long r = 0; r < count / row; r++)
+        {
+            int hiRow = loFirst ? 1 : 0;
+            Array.Copy(stored, (2 * r + hiRow) * row, result, r * row, row);
+            Array.Copy(stored, (2 * r + 1 - hiRow) * row, result, count + r * row, row);
+        }
+        return result;
     }
 
     /// <summary>Runs <paramref name="write"/>(hi, lo) into fresh poisoned buffers (lo = 0 unless split) and returns hi followed by lo.</summary>

@@ -115,13 +115,15 @@ public sealed unsafe class CublasLibrary
     /// <see cref="Gemm"/> with half-precision operands: <paramref name="w"/> and <paramref name="x"/> both of
     /// <paramref name="operands"/>, y in F32, products summed in FP32 (<c>CUBLAS_COMPUTE_32F</c>) on the tensor cores.
     /// Each product of two halves is exact in FP32, so only the order of the additions differs from an FP32 GEMM.
-    /// <paramref name="accumulate"/> adds the product to y instead of replacing it.
+    /// <paramref name="accumulate"/> adds the product to y instead of replacing it. <paramref name="leadingDimension"/>
+    /// (0: <paramref name="columns"/>) is the halves from one weight row, and one token's inputs, to the next.
     /// </summary>
-    internal void GemmHalf(IntPtr handle, HalfType operands, ulong w, ulong x, ulong y, int rows, int columns, int tokens, int outputStride, bool accumulate)
+    internal void GemmHalf(IntPtr handle, HalfType operands, ulong w, ulong x, ulong y, int rows, int columns, int tokens, int outputStride, bool accumulate,
+        int leadingDimension = 0)
     {
         float alpha = 1f, beta = accumulate ? 1f : 0f;
-        int type = (int)operands;
-        Check(_cublasGemmEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, type, columns, x, type, columns,
+        int type = (int)operands, ld = leadingDimension == 0 ? columns : leadingDimension;
+        Check(_cublasGemmEx(handle, 1 /* CUBLAS_OP_T */, 0 /* CUBLAS_OP_N */, rows, tokens, columns, &alpha, w, type, ld, x, type, ld,
                 &beta, y, 0 /* CUDA_R_32F */, outputStride, 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */),
             "cublasGemmEx");
     }

@@ -9,6 +9,12 @@
 //                      weights (MLA's per-head k_b and v_b) for cuBLAS's strided batched GEMMs.
 //   floats_to_f16: activations (already rounded to the weight's partner format) to hi (and lo when asked).
 //   floats_to_bf16: activations to BF16, as Fathom's Bf16.FromSingle (round to nearest even, NaN stays NaN).
+// Where hi and lo go: with row_groups = 0, hi[i] and lo[i] (two arrays); otherwise rows of row_groups stored groups
+// (of 8 values, 4 or 1 as the kernel stores them) alternate between the two halves, so that a row's hi and lo lie side by
+// side and one GEMM can sum along both (CudaBackend.ConcatenatedSplitTerms): value group g of row r goes to
+// g + r·row_groups from each pointer, the caller passing pointers a row apart.
+
+__device__ __forceinline__ i64 halves_at(i64 g, int row_groups) { return row_groups == 0 ? g : g + g / row_groups * row_groups; }
 
 __device__ __forceinline__ u32 half_remainder_bits(float v, u32 hi) { return float_to_half_bits(v - half_to_float(hi)); }
 
@@ -20,7 +26,8 @@ __device__ __forceinline__ u32 float_to_bf16_bits(float f)
 
 #define FATHOM_HALF_KERNELS(T)                                                                                 \
 extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row_bytes, int columns,         \
-                                               uint4* __restrict__ hi, uint4* __restrict__ lo, i64 groups)    \
+                                               uint4* __restrict__ hi, uint4* __restrict__ lo, int row_groups, \
+                                               i64 groups)                                                     \
 {                                                                                                              \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
@@ -30,12 +37,13 @@ extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row
     int k0 = (int)(g - row * per_row) * 8;                                                                     \
     float v[8];                                                                                                \
     decode8_##T(w + row * row_bytes, k0, v);                                                                   \
+    i64 at = halves_at(g, row_groups);                                                                         \
     u32 h[8];                                                                                                  \
     _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);                             \
-    hi[g] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));    \
+    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
     if (lo == 0) return;                                                                                       \
     _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);                      \
-    lo[g] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));    \
+    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
 }
 
 FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)
@@ -65,15 +73,16 @@ extern "C" __global__ void dequantize_group_half_##T(const u64* __restrict__ mat
 
 FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_GROUP_HALF_KERNELS)
 
-extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, i64 n)
+extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, int row_groups, i64 n)
 {
     FATHOM_WAIT_PREVIOUS();
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float v = x[i];
     u32 h = float_to_half_bits(v);
-    hi[i] = (u16)h;
-    if (lo != 0) lo[i] = (u16)half_remainder_bits(v, h);
+    i64 at = halves_at(i, row_groups);
+    hi[at] = (u16)h;
+    if (lo != 0) lo[at] = (u16)half_remainder_bits(v, h);
 }
 
 extern "C" __global__ void floats_to_bf16(const float* __restrict__ x, u16* __restrict__ y, i64 n)
@@ -122,7 +131,7 @@ __device__ __forceinline__ void store_halves8(const float* v, uint4* __restrict_
 
 #define FATHOM_HALF_TILE_KERNELS(T)                                                                            \
 __device__ __forceinline__ void half_tile_##T(const u8* __restrict__ w, int tile_bytes, uint4* __restrict__ hi, \
-                                              uint4* __restrict__ lo, i64 values, u8* staged)                  \
+                                              uint4* __restrict__ lo, int row_groups, i64 values, u8* staged)  \
 {                                                                                                              \
     int lane = threadIdx.x & 31;                                                                               \
     i64 tile = (i64)blockIdx.x * HALF_TILE_WARPS + (threadIdx.x >> 5);                                         \
@@ -132,15 +141,15 @@ __device__ __forceinline__ void half_tile_##T(const u8* __restrict__ w, int tile
     if (lane * 8 >= count) return;                                                                             \
     float v[8];                                                                                                \
     decode8_##T(staged, lane * 8, v);                                                                          \
-    store_halves8(v, hi, lo, tile * 32 + lane);                                                                \
+    store_halves8(v, hi, lo, halves_at(tile * 32 + lane, row_groups));                                         \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)                                             \
 dequantize_tiles_half_##T(const u8* __restrict__ w, int tile_bytes, uint4* __restrict__ hi,                   \
-                          uint4* __restrict__ lo, i64 values)                                                  \
+                          uint4* __restrict__ lo, int row_groups, i64 values)                                  \
 {                                                                                                              \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
     __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
-    half_tile_##T(w, tile_bytes, hi, lo, values, staged[threadIdx.x >> 5]);                                    \
+    half_tile_##T(w, tile_bytes, hi, lo, row_groups, values, staged[threadIdx.x >> 5]);                        \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(HALF_TILE_WARPS * 32)                                             \
 dequantize_group_tiles_half_##T(const u64* __restrict__ matrices, int first_matrix, int tile_bytes,           \
@@ -150,7 +159,7 @@ dequantize_group_tiles_half_##T(const u64* __restrict__ matrices, int first_matr
     __shared__ __align__(16) u8 staged[HALF_TILE_WARPS][HALF_TILE_BYTES];                                      \
     i64 at = (i64)blockIdx.y * (values / 8);                                                                   \
     half_tile_##T((const u8*)matrices[first_matrix + blockIdx.y], tile_bytes, hi == 0 ? hi : hi + at,          \
-                  lo == 0 ? lo : lo + at, values, staged[threadIdx.x >> 5]);                                   \
+                  lo == 0 ? lo : lo + at, 0, values, staged[threadIdx.x >> 5]);                                \
 }
 
 FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_TILE_KERNELS)
@@ -191,7 +200,7 @@ __device__ __forceinline__ void q8_k_store_halves8(float* v, int lane, uint4* __
 
 // One warp per 256 values (count / 256 blocks); hi and lo as floats_to_f16 writes them for round_activations_q8_k's floats.
 extern "C" __global__ void __launch_bounds__(256) round_halves_q8_k(const float4* __restrict__ x, uint4* __restrict__ hi,
-                                                                    uint4* __restrict__ lo, i64 blocks)
+                                                                    uint4* __restrict__ lo, int row_groups, i64 blocks)
 {
     FATHOM_WAIT_PREVIOUS();
     i64 block = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
@@ -200,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(256) round_halves_q8_k(const float4
     i64 at = block * 32 + lane; // in groups of 8 values
     float4 a = x[2 * at], b = x[2 * at + 1];
     float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    q8_k_store_halves8(v, lane, hi, lo, at);
+    q8_k_store_halves8(v, lane, hi, lo, halves_at(at, row_groups));
 }
 
 // Four values of a 32-value block spread over 8 lanes (all taking part), Q8_0-rounded, as halves: what
@@ -221,14 +230,14 @@ __device__ __forceinline__ void q8_0_store_halves4(float4 v, bool inside, uint2*
 
 // Q8_0 (and Q8_1): one thread per 4 values (groups = count / 4), 8 lanes per block of 32; hi and lo as floats_to_f16
 // writes them for round_activations_q8_0's floats.
-extern "C" __global__ void round_halves_q8_0(const float4* __restrict__ x, uint2* __restrict__ hi, uint2* __restrict__ lo, i64 groups)
+extern "C" __global__ void round_halves_q8_0(const float4* __restrict__ x, uint2* __restrict__ hi, uint2* __restrict__ lo, int row_groups, i64 groups)
 {
     FATHOM_WAIT_PREVIOUS();
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if ((i64)blockIdx.x * blockDim.x >= groups) return; // whole blocks only: the shuffles below need every lane
     bool inside = g < groups; // blocks of 32 are 8 whole lanes, all inside or all outside
     float4 v = inside ? x[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    q8_0_store_halves4(v, inside, hi, lo, g);
+    q8_0_store_halves4(v, inside, hi, lo, halves_at(g, row_groups));
 }
 
 // ---- SiLU·gate with the down product's halves (CudaBackend.PromptFusedSilu; FATHOM_CUDA_PROMPT_FUSED2=0 keeps silu_mul
@@ -239,7 +248,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 
 // One warp per 256 values (blocks of them), each lane 8 by two 16-byte loads of gate and of up.
 extern "C" __global__ void __launch_bounds__(256) silu_mul_halves_q8_k(float4* gate, const float4* __restrict__ up, uint4* __restrict__ hi,
-                                                                       uint4* __restrict__ lo, i64 blocks)
+                                                                       uint4* __restrict__ lo, int row_groups, i64 blocks)
 {
     FATHOM_WAIT_PREVIOUS();
     i64 block = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
@@ -252,11 +261,12 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul_halves_q8_k(float4* g
     gate[2 * at] = a;
     gate[2 * at + 1] = b;
     float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    q8_k_store_halves8(v, lane, hi, lo, at);
+    q8_k_store_halves8(v, lane, hi, lo, halves_at(at, row_groups));
 }
 
 // Q8_0 (and Q8_1): one thread per 4 values (groups = n / 4), 8 lanes per block of 32.
-extern "C" __global__ void silu_mul_halves_q8_0(float4* gate, const float4* __restrict__ up, uint2* __restrict__ hi, uint2* __restrict__ lo, i64 groups)
+extern "C" __global__ void silu_mul_halves_q8_0(float4* gate, const float4* __restrict__ up, uint2* __restrict__ hi, uint2* __restrict__ lo,
+                                                int row_groups, i64 groups)
 {
     FATHOM_WAIT_PREVIOUS();
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -269,7 +279,7 @@ extern "C" __global__ void silu_mul_halves_q8_0(float4* gate, const float4* __re
         v = make_float4(silu_times(a.x, c.x), silu_times(a.y, c.y), silu_times(a.z, c.z), silu_times(a.w, c.w));
         gate[g] = v;
     }
-    q8_0_store_halves4(v, inside, hi, lo, g);
+    q8_0_store_halves4(v, inside, hi, lo, halves_at(g, row_groups));
 }
 
 // ---- The residual add with the next norm (CudaBackend.MatMulResidualRmsNorm over a prompt batch;
