@@ -145,7 +145,9 @@ public sealed unsafe partial class CudaBackend
         if (tokens <= 0) return;
         ExpertBatch.Validate(gate, up, down, ids, weights, used, inputs, residual, tokens, work);
         int experts = gate.Length;
-        if (!DeviceExpertGrouping || experts > MaxGroupedExperts || AnyOnHost(gate) || AnyOnHost(up) || AnyOnHost(down))
+        // CPU-placed experts are streamed to the GPU for a large enough batch (CudaBackend.StreamedExperts.cs), else multiplied there.
+        bool onHost = AnyOnHost(gate) || AnyOnHost(up) || AnyOnHost(down);
+        if (!DeviceExpertGrouping || experts > MaxGroupedExperts || (onHost && !StreamsExpertsOf(tokens)))
         {
             ExpertBatch.AddByExpert(this, gate, up, down, ids, weights, used, inputs, residual, tokens, work);
             return;
@@ -157,6 +159,13 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         _context.MakeCurrent();
+        ulong gateTable, upTable, downTable;
+        if (!onHost) (gateTable, upTable, downTable) = (MatrixTable(gate), MatrixTable(up), MatrixTable(down));
+        else if (!TryStreamExperts(gate, up, down, out gateTable, out upTable, out downTable))
+        {
+            ExpertBatch.AddByExpert(this, gate, up, down, ids, weights, used, inputs, residual, tokens, work);
+            return;
+        }
         _ops++; // any operation ends a run of products sharing one rounded input
         using OperationProfiler.Scope? profile = _profiler?.Measure("AddRoutedExperts");
         int width = gates.Columns, expertWidth = gates.Rows, pairs = checked(tokens * used);
@@ -180,14 +189,14 @@ public sealed unsafe partial class CudaBackend
 
         GgmlType inputCodes = gates.Format.DotActivationType;
         (ulong codes, ulong sums) = QuantizeCodes(inputCodes, h, order, pairs, width, _expertCodes, _expertCodeSums);
-        LaunchCodeProduct(gates, 0, MatrixTable(gate), codes, sums, tiles, tileCount, segments, gateRows, expertWidth, pairs, (uint)maxTiles);
+        LaunchCodeProduct(gates, 0, gateTable, codes, sums, tiles, tileCount, segments, gateRows, expertWidth, pairs, (uint)maxTiles);
         if (ups.Format.DotActivationType != inputCodes) (codes, sums) = QuantizeCodes(ups.Format.DotActivationType, h, order, pairs, width, _expertCodes, _expertCodeSums);
-        LaunchCodeProduct(ups, 0, MatrixTable(up), codes, sums, tiles, tileCount, segments, upRows, expertWidth, pairs, (uint)maxTiles);
+        LaunchCodeProduct(ups, 0, upTable, codes, sums, tiles, tileCount, segments, upRows, expertWidth, pairs, (uint)maxTiles);
         long values = (long)pairs * expertWidth;
         new KernelArguments().Pointer(gateRows).Pointer(upRows).Long(values)
             .Launch(_context, _kernels.Function("silu_mul"), "silu_mul", Blocks(values, ElementThreads), 1, ElementThreads);
         (codes, sums) = QuantizeCodes(downs.Format.DotActivationType, gateRows, 0, pairs, expertWidth, _expertCodes, _expertCodeSums);
-        LaunchCodeProduct(downs, 0, MatrixTable(down), codes, sums, tiles, tileCount, segments, downRows, width, pairs, (uint)maxTiles);
+        LaunchCodeProduct(downs, 0, downTable, codes, sums, tiles, tileCount, segments, downRows, width, pairs, (uint)maxTiles);
 
         for (int first = 0; first < tokens; first += MaxGridRows)
         {
@@ -196,6 +205,7 @@ public sealed unsafe partial class CudaBackend
                 .Int(used).Int(width)
                 .Launch(_context, _kernels.Function("moe_add_expert_rows"), "moe_add_expert_rows", Blocks(width, ElementThreads), (uint)Math.Min(MaxGridRows, tokens - first), ElementThreads);
         }
+        if (onHost) StagingReadBy();
         Return(x, to, staged);
     }
 
@@ -305,6 +315,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Frees the matrix tables (from <see cref="Dispose"/>).</summary>
     private void DisposeExperts()
     {
+        DisposeStreamedExperts();
         _expertGrouping?.Dispose();
         _expertCodes?.Dispose();
         _expertCodeSums?.Dispose();

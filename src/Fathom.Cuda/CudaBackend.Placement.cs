@@ -39,7 +39,7 @@ public sealed unsafe partial class CudaBackend : IWeightPlacement
         _context.MakeCurrent();
         (long free, _) = _context.MemoryInfo();
         long backendBytes = DequantizedFloatsLimit * sizeof(float) + PrefillSplitReserveBytes(config, PlacementRequest.ContextSize);
-        UsePlacement(PlacementPlanner.Plan(file, config, PlacementRequest, free, backendBytes));
+        UsePlacement(PlacementPlanner.Plan(file, config, PlacementRequest, free, backendBytes, streamsCpuExperts: StreamsHostExperts));
     }
 
     /// <summary>Computes with <paramref name="plan"/> from now on: products of weights it puts on the CPU run there.</summary>

@@ -212,6 +212,62 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
         });
     }
 
+    /// <summary>
+    /// A prompt batch of at least <see cref="CudaBackend.StreamedExpertMinimumTokens"/> tokens streams its CPU-placed
+    /// routed experts to the GPU: the same kernels on copies of the same bytes, so its logits equal the all-GPU run's
+    /// bit for bit, the streamed bytes are each CPU block's experts once per prompt, and nothing streamed is kept as an
+    /// uploaded weight. With streaming off, the same prompt's experts run on the CPU (within the quantized tolerance),
+    /// and a shorter batch never streams.
+    /// </summary>
+    [Theory]
+    [InlineData("--cpu-moe")]
+    [InlineData("--n-cpu-moe 2")]
+    public void StreamedExpertPromptsEqualTheAllGpuRun(string placement)
+    {
+        gpu.Require();
+        SyntheticModelSpec spec = SyntheticPresets.TinyDeepSeekR1 with { VocabSize = 512, WeightScale = 1f };
+        WithModel(spec, file =>
+        {
+            var random = new Random(11);
+            int[] prompt = [.. Enumerable.Range(0, 40).Select(_ => random.Next(0, spec.VocabSize - 8))];
+            float[] Prompt(CudaBackend backend, out long weightBytes, out long streamed, int length = 40)
+            {
+                using Model model = ModelLoader.Load(file, backend); // disposes the backend too
+                InferenceSession session = model.CreateSession(64);
+                float[] logits = model.Forward(session, prompt.AsSpan(0, length));
+                (weightBytes, streamed) = (backend.WeightBytes, backend.StreamedExpertBytes);
+                return logits;
+            }
+            PlacementOptions options = Parse(placement) with { ContextSize = 64 };
+            float[] all = Prompt(new CudaBackend(0) { PlacementRequest = new PlacementOptions { ContextSize = 64 } }, out long allBytes, out long none);
+            Assert.Equal(0, none);
+
+            var streaming = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2 };
+            float[] streamed = Prompt(streaming, out long hybridBytes, out long streamedBytes);
+            PlacementPlan plan = streaming.Placement!;
+            long cpuExperts = plan.Tensors.Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu).Sum(t => t.Bytes);
+            output.WriteLine($"{placement}: streamed {streamedBytes:N0} bytes ({cpuExperts:N0} of experts on the CPU), uploaded {hybridBytes:N0} of {allBytes:N0}; reserve for streaming {plan.Reserve.StreamingBytes:N0}");
+            Assert.True(cpuExperts > 0);
+            Assert.Equal(cpuExperts, streamedBytes);
+            Assert.True(plan.Reserve.StreamingBytes > 0 && plan.Reserve.StreamingBytes <= cpuExperts);
+            Assert.Null(streaming.StreamingProblem);
+            Assert.True(hybridBytes <= plan.GpuWeightBytes);
+            Assert.Equal(all.Length, streamed.Length);
+            for (int i = 0; i < all.Length; i++)
+                Assert.True(BitConverter.SingleToUInt32Bits(all[i]) == BitConverter.SingleToUInt32Bits(streamed[i]), $"logit {i}: {streamed[i]} streamed, {all[i]} all on the GPU");
+
+            var onCpu = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2, StreamsHostExperts = false };
+            float[] cpu = Prompt(onCpu, out _, out long notStreamed);
+            Assert.Equal(0, notStreamed);
+            double error = TestData.RelativeL2([cpu], [all]);
+            Assert.True(error > 0 && error <= 2e-2, $"experts on the CPU: relative L2 {error:E2}");
+
+            var shortBatch = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2 };
+            Prompt(shortBatch, out _, out long shortStreamed, length: shortBatch.StreamedExpertMinimumTokens - 1);
+            Assert.Equal(0, shortStreamed);
+        });
+    }
+
     private sealed record Run(List<int> Tokens, List<float[]> Logits, long WeightBytes, PlacementPlan Plan);
 
     private static Run Greedy(GgufFile file, ModelOptions options, int vocab) => Greedy(ModelLoader.Load(file, options), vocab);

@@ -325,6 +325,7 @@ public static class BenchCommand
         ["cpu_weight_bytes"] = plan.CpuWeightBytes,
         ["kv_cache_bytes"] = plan.Reserve.KvCacheBytes,
         ["scratch_bytes"] = plan.Reserve.ScratchBytes,
+        ["streaming_bytes"] = plan.Reserve.StreamingBytes,
         ["gpu_free_bytes"] = plan.FreeBytes,
         ["cpu_tensors"] = plan.Tensors.Count(t => t.Device == PlacementDevice.Cpu),
         ["parts"] = new JsonArray([.. plan.Parts.Select(p => (JsonNode)new JsonObject

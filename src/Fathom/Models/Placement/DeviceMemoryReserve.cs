@@ -4,13 +4,15 @@ namespace Fathom.Models.Placement;
 /// GPU memory a model needs besides its weights, whatever the placement: one session's KV cache (attention always runs
 /// on the GPU) and the scratch a prompt batch uses. The KV cache is exact (the float rows <see cref="Model.CreateSession"/>
 /// allocates); the scratch is an estimate for prompt batches of up to <see cref="PromptBatch"/> tokens.
+/// <see cref="StreamingBytes"/> is room for one block's CPU-placed routed experts, which a backend that streams them to
+/// the GPU for prompt batches copies there (0 when none are on the CPU or the backend does not stream).
 /// </summary>
-public sealed record DeviceMemoryReserve(long KvCacheBytes, long ScratchBytes)
+public sealed record DeviceMemoryReserve(long KvCacheBytes, long ScratchBytes, long StreamingBytes = 0)
 {
     /// <summary>The prompt batch the scratch estimate is made for.</summary>
     public const int PromptBatch = 512;
 
-    public long Bytes => KvCacheBytes + ScratchBytes;
+    public long Bytes => KvCacheBytes + ScratchBytes + StreamingBytes;
 
     /// <param name="backendBytes">The backend's own fixed buffers (e.g. a GPU's dequantized weight tiles).</param>
     public static DeviceMemoryReserve For(ModelHyperparameters config, int contextSize, long backendBytes = 0)

@@ -76,6 +76,7 @@ public sealed class PlacementPlan
         text.Append(CultureInfo.InvariantCulture, $"  {"weights",-22} {Gib(GpuWeightBytes),12} {Gib(CpuWeightBytes),12}\n");
         text.Append(CultureInfo.InvariantCulture, $"  {$"KV cache ({ContextSize} tokens)",-22} {Gib(Reserve.KvCacheBytes),12}\n");
         text.Append(CultureInfo.InvariantCulture, $"  {"scratch (estimate)",-22} {Gib(Reserve.ScratchBytes),12}\n");
+        if (Reserve.StreamingBytes > 0) text.Append(CultureInfo.InvariantCulture, $"  {"streamed experts",-22} {Gib(Reserve.StreamingBytes),12}\n");
         text.Append(CultureInfo.InvariantCulture, $"  {"GPU total",-22} {Gib(GpuBytes),12}");
         if (FreeBytes is long free) text.Append(CultureInfo.InvariantCulture, $"  of {Gib(free)} free");
         return text.ToString();

@@ -8,7 +8,10 @@ namespace Fathom.Models.Placement;
 /// (the first matching rule wins), then <c>--cpu-moe</c> / <c>--n-cpu-moe</c> for routed experts, then <c>-ngl</c>
 /// for whole layers; or <c>--fit</c>, which fills the free GPU memory in priority order. Vectors (norms, biases)
 /// always stay on the GPU with the activations. When the free memory is known, a placement that does not fit is a
-/// <see cref="PlacementException"/> with the numbers, before anything is uploaded.
+/// <see cref="PlacementException"/> with the numbers, before anything is uploaded. For a backend that streams
+/// CPU-placed routed experts to the GPU for prompt batches, the reserve holds one block's worth of them
+/// (<see cref="DeviceMemoryReserve.StreamingBytes"/>): <c>--fit</c> leaves that room, and an explicit placement that fits
+/// only without it still loads (the backend then keeps those prompts' experts on the CPU).
 /// </summary>
 public static class PlacementPlanner
 {
@@ -19,14 +22,17 @@ public static class PlacementPlanner
     /// <summary>Plans the tensors of an open file.</summary>
     /// <param name="freeBytes">GPU memory free now; null skips the fit check (and rules out <see cref="PlacementOptions.Fit"/>).</param>
     /// <param name="backendBytes">The backend's own fixed buffers, reserved with the KV cache and scratch.</param>
-    public static PlacementPlan Plan(GgufFile file, ModelHyperparameters config, PlacementOptions options, long? freeBytes, long backendBytes = 0)
+    /// <param name="streamsCpuExperts">Whether the backend streams CPU-placed routed experts to the GPU for prompts.</param>
+    public static PlacementPlan Plan(GgufFile file, ModelHyperparameters config, PlacementOptions options, long? freeBytes, long backendBytes = 0,
+        bool streamsCpuExperts = false)
     {
         ArgumentNullException.ThrowIfNull(file);
         return Plan(file.Tensors.Select(t => new TensorSummary(t.Name, t.Shape, t.Type, t.ElementCount, t.ByteSize, TensorGroups.Classify(t.Name), t.FileIndex)),
-            config, options, freeBytes, backendBytes);
+            config, options, freeBytes, backendBytes, streamsCpuExperts);
     }
 
-    public static PlacementPlan Plan(IEnumerable<TensorSummary> tensors, ModelHyperparameters config, PlacementOptions options, long? freeBytes, long backendBytes = 0)
+    public static PlacementPlan Plan(IEnumerable<TensorSummary> tensors, ModelHyperparameters config, PlacementOptions options, long? freeBytes, long backendBytes = 0,
+        bool streamsCpuExperts = false)
     {
         ArgumentNullException.ThrowIfNull(tensors);
         ArgumentNullException.ThrowIfNull(config);
@@ -47,13 +53,19 @@ public static class PlacementPlanner
         if (!options.Fit)
         {
             List<PlacedTensor> placed = [.. candidates.Select((t, i) => t with { Device = fixedDevice[i] ?? ByOptions(t, options, blocks) })];
-            var plan = new PlacementPlan(placed, options.ToString(), reserve, options.ContextSize, freeBytes);
-            if (freeBytes is long free && plan.GpuBytes > free) throw new PlacementException(NotFitting(plan, free));
+            var plan = new PlacementPlan(placed, options.ToString(), reserve with { StreamingBytes = streamsCpuExperts ? LargestCpuExpertBlock(placed) : 0 },
+                options.ContextSize, freeBytes);
+            if (freeBytes is long free && plan.GpuBytes - plan.Reserve.StreamingBytes > free) throw new PlacementException(NotFitting(plan, free));
             return plan;
         }
         if (freeBytes is not long available) throw new InvalidOperationException("--fit needs the GPU's free memory");
-        return Fit(candidates, fixedDevice, options, reserve, available, blocks);
+        return Fit(candidates, fixedDevice, options, reserve, available, blocks, streamsCpuExperts);
     }
+
+    /// <summary>The most bytes of CPU-placed routed experts in one block: what streaming them for a prompt copies at once.</summary>
+    private static long LargestCpuExpertBlock(IEnumerable<PlacedTensor> placed) => placed
+        .Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu)
+        .GroupBy(t => t.Layer).Select(g => g.Sum(t => t.Bytes)).DefaultIfEmpty(0).Max();
 
     private static PlacedTensor Candidate(TensorSummary t, ModelHyperparameters config)
     {
@@ -84,7 +96,8 @@ public static class PlacementPlanner
     /// while they fit (as <c>--n-cpu-moe N</c>); otherwise every routed expert on the CPU and, from the output layer
     /// back, the layers that fit (as <c>-ngl N --cpu-moe</c>).
     /// </summary>
-    private static PlacementPlan Fit(List<PlacedTensor> candidates, PlacementDevice?[] fixedDevice, PlacementOptions options, DeviceMemoryReserve reserve, long free, int blocks)
+    private static PlacementPlan Fit(List<PlacedTensor> candidates, PlacementDevice?[] fixedDevice, PlacementOptions options, DeviceMemoryReserve reserve, long free, int blocks,
+        bool streamsCpuExperts)
     {
         long budget = free - reserve.Bytes - options.FitTargetBytes;
         long fixedGpu = 0;
@@ -104,15 +117,19 @@ public static class PlacementPlanner
         Func<int, PlacementDevice> device;
         string choice;
         long nonExperts = Sum(i => !IsExpert(i));
+        // Once some routed experts stay on the CPU, a streaming backend needs room for one block of them (at most the largest).
+        long streaming = streamsCpuExperts
+            ? Enumerable.Range(0, blocks).Select(b => Sum(i => IsExpert(i) && candidates[i].Layer == b)).DefaultIfEmpty(0).Max()
+            : 0;
         if (Sum(_ => true) <= room)
         {
             device = _ => PlacementDevice.Gpu;
             choice = "everything on the GPU";
         }
-        else if (nonExperts <= room)
+        else if (nonExperts + streaming <= room)
         {
             // Routed experts from the last block down, while each block's fit: the first blocks' stay on the CPU.
-            long left = room - nonExperts;
+            long left = room - nonExperts - streaming;
             int cpuMoeLayers = 0;
             for (int b = blocks - 1; b >= 0; b--)
             {
@@ -132,12 +149,13 @@ public static class PlacementPlanner
             // All of -ngl blocks+1 is known not to fit: the most layers that do, counted from the output layer back.
             int gpuLayers = blocks;
             bool OnGpu(int i, int layers) => !IsExpert(i) && OnGpuLayers(candidates[i].Layer, layers, blocks);
-            while (gpuLayers > 0 && Sum(i => OnGpu(i, gpuLayers)) > room) gpuLayers--;
+            while (gpuLayers > 0 && Sum(i => OnGpu(i, gpuLayers)) + streaming > room) gpuLayers--;
             int chosen = gpuLayers;
             device = i => OnGpu(i, chosen) ? PlacementDevice.Gpu : PlacementDevice.Cpu;
             choice = $"-ngl {chosen} --cpu-moe";
         }
         List<PlacedTensor> placed = [.. candidates.Select((t, i) => t with { Device = fixedDevice[i] ?? device(i) })];
+        if (streamsCpuExperts) reserve = reserve with { StreamingBytes = LargestCpuExpertBlock(placed) };
         string overrides = string.Concat(options.Overrides.Select(o => $" --override-tensor {o}"));
         string description = string.Create(CultureInfo.InvariantCulture,
             $"--fit{overrides} (as {choice}{overrides}; {PlacementPlan.Gib(free)} free, {PlacementPlan.Gib(options.FitTargetBytes)} left free)");

@@ -164,6 +164,35 @@ public sealed class PlacementPlannerTests(TinyDeepSeekFile model) : IClassFixtur
         Assert.Equal(OnCpu(plan), OnCpu(Plan(new PlacementOptions { CpuMoeLayers = 2, ContextSize = 256 })));
     }
 
+    /// <summary>
+    /// For a backend that streams CPU-placed routed experts to the GPU for prompts, the reserve holds the largest CPU
+    /// block's experts: <c>--fit</c> leaves that room once any experts stay on the CPU (so the memory that kept block 2's
+    /// experts above keeps none), an explicit plan shows it, and a plan that fits only without it still loads.
+    /// </summary>
+    [Fact]
+    public void AStreamingBackendReservesOneBlockOfCpuExperts()
+    {
+        var options = new PlacementOptions { Fit = true, ContextSize = 256, FitTargetBytes = 0 };
+        DeviceMemoryReserve reserve = DeviceMemoryReserve.For(_config, 256);
+        long nonExperts = Bytes(n => !IsExpert(n));
+        long block1 = Bytes(n => n.StartsWith("blk.1.") && IsExpert(n)), block2 = Bytes(n => n.StartsWith("blk.2.") && IsExpert(n));
+        long free = reserve.Bytes + nonExperts + block2 + block1 - 1;
+        PlacementPlan streaming = PlacementPlanner.Plan(_file, _config, options, free, streamsCpuExperts: true);
+        Assert.Contains("as --n-cpu-moe 3", streaming.Choice);
+        Assert.Equal(Math.Max(block1, block2), streaming.Reserve.StreamingBytes);
+        Assert.True(streaming.GpuBytes <= free);
+        Assert.Contains("streamed experts", streaming.Describe());
+        Assert.Equal(0, PlacementPlanner.Plan(_file, _config, options, free).Reserve.StreamingBytes);
+
+        var cpuMoe = new PlacementOptions { CpuMoeLayers = 2, ContextSize = 256 };
+        PlacementPlan explicitPlan = PlacementPlanner.Plan(_file, _config, cpuMoe, null, streamsCpuExperts: true);
+        Assert.Equal(block1, explicitPlan.Reserve.StreamingBytes);
+        long fitsWithoutStreaming = explicitPlan.GpuBytes - explicitPlan.Reserve.StreamingBytes;
+        Assert.Equal(block1, PlacementPlanner.Plan(_file, _config, cpuMoe, fitsWithoutStreaming, streamsCpuExperts: true).Reserve.StreamingBytes);
+        Assert.Throws<PlacementException>(() => PlacementPlanner.Plan(_file, _config, cpuMoe, fitsWithoutStreaming - 1, streamsCpuExperts: true));
+        Assert.Equal(0, PlacementPlanner.Plan(_file, _config, new PlacementOptions { ContextSize = 256 }, null, streamsCpuExperts: true).Reserve.StreamingBytes);
+    }
+
     [Fact]
     public void FitDropsLayersWhenEvenTheNonExpertWeightsDoNotFit()
     {
