@@ -10,11 +10,13 @@ namespace Fathom.Cuda;
 /// arithmetic, which for a batch of hundreds of tokens is far slower. The copies go to one staging buffer, reused block
 /// after block; the weights' device home stays the CPU: they are not kept, and not counted in <see cref="WeightBytes"/>.
 /// One-token steps keep the CPU's products (a token reads only its chosen experts' rows).
-/// How the bytes travel: the host copies them (all cores, in pieces) into two page-locked bounce buffers in turn, and
-/// each piece goes to the GPU by DMA on the side stream, which waits only for the previous block's expert products (the
-/// staging buffer's last readers): the copies overlap the block's attention on the main stream, which waits for the
-/// last piece before the expert products. A weight file's pages are not page-locked themselves, and a copy straight from
-/// them is the driver's pageable path (about 6 GB/s on the H200 machine, run 57).
+/// How the bytes travel: on the side stream, which waits only for the previous block's expert products (the staging
+/// buffer's last readers), so the copies overlap the block's attention on the main stream, which waits for the last
+/// one before the expert products. A stack's whole pages are page-locked where they lie, once (a read-only registration
+/// of the weight file's mapping: <see cref="PinsStreamedExperts"/>), and go by DMA straight from there; the partial pages
+/// at its ends, and everything when locking is refused, are copied by the host (all cores, in pieces) into two
+/// page-locked bounce buffers in turn, each piece then going by DMA. A copy straight from pages that are not locked is
+/// the driver's pageable path (about 6 GB/s on the H200 machine, run 57).
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
@@ -37,6 +39,19 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Why the last batch that could have streamed did not (GPU memory short), or null.</summary>
     public string? StreamingProblem { get; private set; }
 
+    /// <summary>
+    /// Whether streamed stacks are page-locked where they lie and copied by DMA from there (the default;
+    /// FATHOM_CUDA_PIN_EXPERTS=0 copies everything through the bounce buffers). The first refusal switches to the bounce
+    /// buffers for good (<see cref="PinningProblem"/> says why).
+    /// </summary>
+    public bool PinsStreamedExperts { get; set; } = Environment.GetEnvironmentVariable("FATHOM_CUDA_PIN_EXPERTS") != "0";
+
+    /// <summary>Why page-locking streamed experts was refused, or null.</summary>
+    public string? PinningProblem { get; private set; }
+
+    /// <summary>Bytes of CPU-placed experts page-locked where they lie so far.</summary>
+    public long PinnedExpertBytes { get; private set; }
+
     /// <summary>Bytes left free beside the staging buffer when it grows (cuBLAS workspaces and the like).</summary>
     private const long StreamingMargin = 256L << 20;
 
@@ -44,6 +59,7 @@ public sealed unsafe partial class CudaBackend
     private const long BounceBytes = 32L << 20;
 
     private DeviceBuffer? _streamStaging;
+    private readonly Dictionary<nint, long> _pinnedRanges = []; // page-locked ranges of host weights: start → bytes
     private byte* _bounce; // two buffers of BounceBytes
     private readonly IntPtr[] _bounceFree = new IntPtr[2]; // recorded on the side stream after each buffer's DMA
     private readonly bool[] _bounceQueued = new bool[2];
@@ -134,7 +150,7 @@ public sealed unsafe partial class CudaBackend
         byte* first = matrices[0].RowPointer(0);
         bool contiguous = true;
         for (int i = 1; i < count && contiguous; i++) contiguous = matrices[i].RowPointer(0) == first + i * matrixBytes;
-        if (contiguous) CopyThroughBounce(at, first, matrixBytes * count);
+        if (contiguous) CopyStack(at, first, matrixBytes * count);
         else
             for (int i = 0; i < count; i++) CopyThroughBounce(at + (ulong)(i * matrixBytes), matrices[i].RowPointer(0), matrixBytes);
         StreamedExpertBytes += matrixBytes * count;
@@ -151,6 +167,41 @@ public sealed unsafe partial class CudaBackend
         }
         at += (ulong)StagedBytes(matrices);
         return table.Pointer;
+    }
+
+    /// <summary>
+    /// A stack's bytes to <paramref name="destination"/> on the side stream: its whole pages by DMA from where they lie
+    /// when they are (or can be) page-locked, the rest through the bounce buffers.
+    /// </summary>
+    private void CopyStack(ulong destination, byte* source, long bytes)
+    {
+        long page = Environment.SystemPageSize, start = (long)source;
+        long lockedStart = (start + page - 1) / page * page, lockedEnd = (start + bytes) / page * page;
+        if (!PinsStreamedExperts || lockedEnd <= lockedStart || !PageLocked(lockedStart, lockedEnd - lockedStart))
+        {
+            CopyThroughBounce(destination, source, bytes);
+            return;
+        }
+        long head = lockedStart - start, locked = lockedEnd - lockedStart, tail = bytes - head - locked;
+        if (head > 0) CopyThroughBounce(destination, source, head);
+        _context.Driver.CopyToDevice(destination + (ulong)head, source + head, locked, _context.SideStream);
+        if (tail > 0) CopyThroughBounce(destination + (ulong)(head + locked), source + head + locked, tail);
+    }
+
+    /// <summary>Whether the page-aligned range is page-locked, locking it on first use; a refusal turns locking off.</summary>
+    private bool PageLocked(long start, long bytes)
+    {
+        if (PinningProblem is not null) return false;
+        if (_pinnedRanges.TryGetValue((nint)start, out long locked)) return locked == bytes;
+        int result = _context.Driver.RegisterHostReadOnly((void*)start, bytes);
+        if (result != 0)
+        {
+            PinningProblem = $"page-locking {bytes:N0} bytes of CPU-placed experts was refused ({_context.Driver.Describe(result)}): they are copied through bounce buffers";
+            return false;
+        }
+        _pinnedRanges.Add((nint)start, bytes);
+        PinnedExpertBytes += bytes;
+        return true;
     }
 
     /// <summary>
@@ -200,9 +251,13 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Frees the staging buffer, the bounce buffers, the events and the tables (from <see cref="Dispose"/>).</summary>
     private void DisposeStreamedExperts()
     {
+        // The side stream's copies may still read the locked pages and the bounce buffers.
+        if (_bounce is not null || _pinnedRanges.Count > 0) _context.Driver.SynchronizeStream(_context.SideStream, "streamed expert copies");
+        foreach (nint start in _pinnedRanges.Keys) _context.Driver.UnregisterHost((void*)start);
+        _pinnedRanges.Clear();
         if (_bounce is not null)
         {
-            _context.Driver.FreeHost(_bounce); // Dispose synchronizes the context first
+            _context.Driver.FreeHost(_bounce);
             _bounce = null;
             foreach (IntPtr e in _bounceFree) if (e != IntPtr.Zero) _context.Driver.DestroyEvent(e);
         }

@@ -215,8 +215,8 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
     /// <summary>
     /// A prompt batch of at least <see cref="CudaBackend.StreamedExpertMinimumTokens"/> tokens streams its CPU-placed
     /// routed experts to the GPU: the same kernels on copies of the same bytes, so its logits equal the all-GPU run's
-    /// bit for bit, the streamed bytes are each CPU block's experts once per prompt, and nothing streamed is kept as an
-    /// uploaded weight. With streaming off, the same prompt's experts run on the CPU (within the quantized tolerance),
+    /// bit for bit (page-locked where they lie or copied through bounce buffers), the streamed bytes are each CPU block's
+    /// experts once per prompt, and nothing streamed is kept as an uploaded weight. With streaming off, the same prompt's experts run on the CPU (within the quantized tolerance),
     /// and a shorter batch never streams.
     /// </summary>
     [Theory]
@@ -242,19 +242,25 @@ public sealed class PlacementTests(GpuFixture gpu, ITestOutputHelper output)
             float[] all = Prompt(new CudaBackend(0) { PlacementRequest = new PlacementOptions { ContextSize = 64 } }, out long allBytes, out long none);
             Assert.Equal(0, none);
 
-            var streaming = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2 };
-            float[] streamed = Prompt(streaming, out long hybridBytes, out long streamedBytes);
-            PlacementPlan plan = streaming.Placement!;
-            long cpuExperts = plan.Tensors.Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu).Sum(t => t.Bytes);
-            output.WriteLine($"{placement}: streamed {streamedBytes:N0} bytes ({cpuExperts:N0} of experts on the CPU), uploaded {hybridBytes:N0} of {allBytes:N0}; reserve for streaming {plan.Reserve.StreamingBytes:N0}");
-            Assert.True(cpuExperts > 0);
-            Assert.Equal(cpuExperts, streamedBytes);
-            Assert.True(plan.Reserve.StreamingBytes > 0 && plan.Reserve.StreamingBytes <= cpuExperts);
-            Assert.Null(streaming.StreamingProblem);
-            Assert.True(hybridBytes <= plan.GpuWeightBytes);
-            Assert.Equal(all.Length, streamed.Length);
-            for (int i = 0; i < all.Length; i++)
-                Assert.True(BitConverter.SingleToUInt32Bits(all[i]) == BitConverter.SingleToUInt32Bits(streamed[i]), $"logit {i}: {streamed[i]} streamed, {all[i]} all on the GPU");
+            // Page-locked where they lie (whole pages by DMA, the ends through the bounce buffers), and all through the bounce buffers.
+            foreach (bool pins in new[] { true, false })
+            {
+                var streaming = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2, PinsStreamedExperts = pins };
+                float[] streamed = Prompt(streaming, out long hybridBytes, out long streamedBytes);
+                PlacementPlan plan = streaming.Placement!;
+                long cpuExperts = plan.Tensors.Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu).Sum(t => t.Bytes);
+                output.WriteLine($"{placement}, pinning {pins}: streamed {streamedBytes:N0} bytes ({cpuExperts:N0} of experts on the CPU), page-locked {streaming.PinnedExpertBytes:N0}"
+                    + $" ({streaming.PinningProblem ?? "no refusal"}), uploaded {hybridBytes:N0} of {allBytes:N0}; reserve for streaming {plan.Reserve.StreamingBytes:N0}");
+                Assert.True(cpuExperts > 0);
+                Assert.Equal(cpuExperts, streamedBytes);
+                Assert.True(plan.Reserve.StreamingBytes > 0 && plan.Reserve.StreamingBytes <= cpuExperts);
+                Assert.Null(streaming.StreamingProblem);
+                Assert.True(pins ? streaming.PinnedExpertBytes > 0 || streaming.PinningProblem is not null : streaming.PinnedExpertBytes == 0);
+                Assert.True(hybridBytes <= plan.GpuWeightBytes);
+                Assert.Equal(all.Length, streamed.Length);
+                for (int i = 0; i < all.Length; i++)
+                    Assert.True(BitConverter.SingleToUInt32Bits(all[i]) == BitConverter.SingleToUInt32Bits(streamed[i]), $"pinning {pins}, logit {i}: {streamed[i]} streamed, {all[i]} all on the GPU");
+            }
 
             var onCpu = new CudaBackend(0) { PlacementRequest = options, HostThreads = 2, StreamsHostExperts = false };
             float[] cpu = Prompt(onCpu, out _, out long notStreamed);

@@ -30,6 +30,8 @@ public sealed unsafe class CudaDriver
     private readonly delegate* unmanaged<ulong, int> _cuMemFree;
     private readonly delegate* unmanaged<void**, nuint, int> _cuMemAllocHost;
     private readonly delegate* unmanaged<void*, int> _cuMemFreeHost;
+    private readonly delegate* unmanaged<void*, nuint, uint, int> _cuMemHostRegister;
+    private readonly delegate* unmanaged<void*, int> _cuMemHostUnregister;
     private readonly delegate* unmanaged<ulong, void*, nuint, IntPtr, int> _cuMemcpyHtoDAsync;
     private readonly delegate* unmanaged<void*, ulong, nuint, IntPtr, int> _cuMemcpyDtoHAsync;
     private readonly delegate* unmanaged<ulong, ulong, nuint, IntPtr, int> _cuMemcpyDtoDAsync;
@@ -82,6 +84,8 @@ public sealed unsafe class CudaDriver
         _cuMemFree = (delegate* unmanaged<ulong, int>)Export(h, "cuMemFree_v2");
         _cuMemAllocHost = (delegate* unmanaged<void**, nuint, int>)Export(h, "cuMemAllocHost_v2");
         _cuMemFreeHost = (delegate* unmanaged<void*, int>)Export(h, "cuMemFreeHost");
+        _cuMemHostRegister = (delegate* unmanaged<void*, nuint, uint, int>)Export(h, "cuMemHostRegister_v2");
+        _cuMemHostUnregister = (delegate* unmanaged<void*, int>)Export(h, "cuMemHostUnregister");
         _cuMemcpyHtoDAsync = (delegate* unmanaged<ulong, void*, nuint, IntPtr, int>)Export(h, "cuMemcpyHtoDAsync_v2");
         _cuMemcpyDtoHAsync = (delegate* unmanaged<void*, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoHAsync_v2");
         _cuMemcpyDtoDAsync = (delegate* unmanaged<ulong, ulong, nuint, IntPtr, int>)Export(h, "cuMemcpyDtoDAsync_v2");
@@ -243,6 +247,15 @@ public sealed unsafe class CudaDriver
     }
 
     internal void FreeHost(void* pointer) => Check(_cuMemFreeHost(pointer), "cuMemFreeHost");
+
+    /// <summary>
+    /// Page-locks existing host memory for the GPU's DMA (read-only, as a weight file's mapping is:
+    /// CU_MEMHOSTREGISTER_READ_ONLY). Returns the driver's result, 0 on success: a refusal is an answer here, not a failure.
+    /// </summary>
+    internal int RegisterHostReadOnly(void* pointer, long bytes) => _cuMemHostRegister(pointer, (nuint)bytes, 8 /* CU_MEMHOSTREGISTER_READ_ONLY */);
+
+    /// <summary>Ends a <see cref="RegisterHostReadOnly"/>; the driver's result (a mapping already gone makes it fail harmlessly).</summary>
+    internal int UnregisterHost(void* pointer) => _cuMemHostUnregister(pointer);
 
     internal void CopyToDevice(ulong destination, void* source, long bytes, IntPtr stream) =>
         Check(_cuMemcpyHtoDAsync(destination, source, (nuint)bytes, stream), "cuMemcpyHtoDAsync");
