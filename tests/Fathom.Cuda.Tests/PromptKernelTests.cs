@@ -172,12 +172,12 @@ public sealed unsafe class PromptKernelTests(GpuFixture gpu)
         float[] x = Activations(random, count);
         using var input = new DeviceBuffer(context, count * sizeof(float));
         input.Upload<float>(x);
-        foreach ((string name, int group, uint blocksOf) in new[] { ("round_halves_q8_k", 8, (uint)((count / 256 + 7) / 8)),
-                     ("round_halves_q8_0", 4, (uint)((count / 4 + 255) / 256)), ("floats_to_f16", 1, (uint)((count + 255) / 256)) })
+        // Each kernel's last argument: Q8_K blocks of 256 values, Q8_0 groups of 4, single values.
+        foreach ((string name, int group, long units, uint grid) in new[] { ("round_halves_q8_k", 8, count / 256L, (uint)((count / 256 + 7) / 8)),
+                     ("round_halves_q8_0", 4, count / 4L, (uint)((count / 4 + 255) / 256)), ("floats_to_f16", 1, (long)count, (uint)((count + 255) / 256)) })
         {
-            long stored = count / group;
             void Round(ulong hi, ulong lo, int row) => new KernelArguments().Pointer(input.Pointer).Pointer(hi).Pointer(lo).Int(row / group)
-                .Long(name == "floats_to_f16" ? count : stored).Launch(context, gpu.Kernels.Function(name), name, blocksOf, 1, 256);
+                .Long(units).Launch(context, gpu.Kernels.Function(name), name, grid, 1, 256);
             AssertSameBits(Halves(context, count, split: true, (hi, lo) => Round(hi, lo, 0)),
                 SideBySide(context, count, 1024, loFirst: false, (hi, lo) => Round(hi, lo, 1024)), name);
         }
