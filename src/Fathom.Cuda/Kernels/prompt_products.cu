@@ -24,54 +24,48 @@ __device__ __forceinline__ u32 float_to_bf16_bits(float f)
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? ((u >> 16) | 64u) : ((u + (0x7FFFu + ((u >> 16) & 1u))) >> 16);
 }
 
+// Eight floats as F16 hi (and lo) words, as floats_to_f16 converts each.
+__device__ __forceinline__ void store_halves8(const float* v, uint4* __restrict__ hi, uint4* __restrict__ lo, i64 at)
+{
+    u32 h[8];
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);
+    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+    if (lo == 0) return;
+    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);
+    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+}
+
 #define FATHOM_HALF_KERNELS(T)                                                                                 \
+/* Value group g (8 weights) of a matrix of rows of `columns`, as halves at group `at` of the output. */       \
+__device__ __forceinline__ void half_group_##T(const u8* __restrict__ w, i64 row_bytes, int columns, i64 g,    \
+                                               uint4* __restrict__ hi, uint4* __restrict__ lo, i64 at)         \
+{                                                                                                              \
+    int per_row = columns / 8;                                                                                 \
+    i64 row = g / per_row;                                                                                     \
+    float v[8];                                                                                                \
+    decode8_##T(w + row * row_bytes, (int)(g - row * per_row) * 8, v);                                         \
+    store_halves8(v, hi, lo, at);                                                                              \
+}                                                                                                              \
 extern "C" __global__ void dequantize_half_##T(const u8* __restrict__ w, i64 row_bytes, int columns,         \
                                                uint4* __restrict__ hi, uint4* __restrict__ lo, int row_groups, \
                                                i64 groups)                                                     \
 {                                                                                                              \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
-    if (g >= groups) return;                                                                                   \
-    int per_row = columns / 8;                                                                                 \
-    i64 row = g / per_row;                                                                                     \
-    int k0 = (int)(g - row * per_row) * 8;                                                                     \
-    float v[8];                                                                                                \
-    decode8_##T(w + row * row_bytes, k0, v);                                                                   \
-    i64 at = halves_at(g, row_groups);                                                                         \
-    u32 h[8];                                                                                                  \
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);                             \
-    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
-    if (lo == 0) return;                                                                                       \
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);                      \
-    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
-}
-
-FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)
-
-#define FATHOM_GROUP_HALF_KERNELS(T)                                                                           \
+    if (g < groups) half_group_##T(w, row_bytes, columns, g, hi, lo, halves_at(g, row_groups));               \
+}                                                                                                              \
 extern "C" __global__ void dequantize_group_half_##T(const u64* __restrict__ matrices, int first_matrix,       \
                                                      i64 row_bytes, int columns, uint4* __restrict__ hi,       \
                                                      uint4* __restrict__ lo, i64 groups)                       \
 {                                                                                                              \
     FATHOM_WAIT_PREVIOUS();                                                                                    \
     i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                                        \
-    if (g >= groups) return;                                                                                   \
-    const u8* w = (const u8*)matrices[first_matrix + blockIdx.y];                                              \
-    int per_row = columns / 8;                                                                                 \
-    i64 row = g / per_row;                                                                                     \
-    int k0 = (int)(g - row * per_row) * 8;                                                                     \
-    float v[8];                                                                                                \
-    decode8_##T(w + row * row_bytes, k0, v);                                                                   \
-    i64 at = (i64)blockIdx.y * groups + g;                                                                     \
-    u32 h[8];                                                                                                  \
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);                             \
-    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
-    if (lo == 0) return;                                                                                       \
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);                      \
-    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));   \
+    if (g < groups)                                                                                            \
+        half_group_##T((const u8*)matrices[first_matrix + blockIdx.y], row_bytes, columns, g, hi, lo,         \
+                       (i64)blockIdx.y * groups + g);                                                          \
 }
 
-FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_GROUP_HALF_KERNELS)
+FATHOM_FOR_EACH_QUANTIZED_TYPE(FATHOM_HALF_KERNELS)
 
 extern "C" __global__ void floats_to_f16(const float* __restrict__ x, u16* __restrict__ hi, u16* __restrict__ lo, int row_groups, i64 n)
 {
@@ -116,17 +110,6 @@ __device__ __forceinline__ void warp_copy_tile(const u8* __restrict__ from, u8* 
     else
         for (int i = lane; i < bytes; i += 32) to[i] = from[i];
     __syncwarp();
-}
-
-// Eight floats as F16 hi (and lo) words, as floats_to_f16 converts each.
-__device__ __forceinline__ void store_halves8(const float* v, uint4* __restrict__ hi, uint4* __restrict__ lo, i64 at)
-{
-    u32 h[8];
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = float_to_half_bits(v[i]);
-    hi[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-    if (lo == 0) return;
-    _Pragma("unroll") for (int i = 0; i < 8; i++) h[i] = half_remainder_bits(v[i], h[i]);
-    lo[at] = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
 }
 
 #define FATHOM_HALF_TILE_KERNELS(T)                                                                            \
