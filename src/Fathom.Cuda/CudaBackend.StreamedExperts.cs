@@ -30,7 +30,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary>The smallest batch whose CPU-placed experts are streamed (llama.cpp offloads batches of 32 or more).</summary>
     public int StreamedExpertMinimumTokens { get; set; } = 32;
 
-    /// <summary>Bytes of CPU-placed expert weights copied to the GPU so far, and the groups they came in.</summary>
+    /// <summary>Bytes of CPU-placed expert weights copied to the GPU so far.</summary>
     public long StreamedExpertBytes { get; private set; }
 
     /// <summary>Expert groups (a block's gate, up or down stack) streamed so far.</summary>
