@@ -380,9 +380,10 @@ public sealed unsafe partial class CudaBackend
         int chunk = (int)Math.Clamp(DequantizedFloatsLimit / n, 1, rows);
         long chunkHalves = (long)chunk * n;
         DeviceBuffer buffer = HalfWeightScratch.Get((split ? 2 : 1) * chunkHalves * sizeof(ushort));
-        ulong hi = buffer.Pointer, lo = split ? hi + (ulong)chunkHalves * sizeof(ushort) : 0;
-        ulong xHi = halves, xLo = halves + (ulong)count * sizeof(ushort);
-        if (row != 0) (lo, hi) = (buffer.Pointer, buffer.Pointer + (ulong)n * sizeof(ushort)); // weight rows [lo | hi]
+        // Weight rows side by side as [lo | hi] (activations are [hi | lo]), or all hi then all lo.
+        (ulong hi, ulong lo) = row != 0 ? (SecondHalves(buffer.Pointer, row, chunkHalves), buffer.Pointer)
+            : (buffer.Pointer, split ? SecondHalves(buffer.Pointer, row, chunkHalves) : 0);
+        ulong xHi = halves, xLo = SecondHalves(halves, row, count);
         for (int first = 0; first < rows; first += chunk)
         {
             int chunkRows = Math.Min(chunk, rows - first);
@@ -433,7 +434,7 @@ public sealed unsafe partial class CudaBackend
         bool split = SplitHalfProducts;
         ulong halves = HalfActivations(shape.Format.DotActivationType, HalfType.F16, split, x, inputCount, stagedInput, row: 0);
         _lastHalves.Op = Overlaps(y, outputCount, _lastHalves.Source, _lastHalves.Count) ? -1 : _ops;
-        ulong xHi = halves, xLo = halves + (ulong)inputCount * sizeof(ushort);
+        ulong xHi = halves, xLo = SecondHalves(halves, 0, inputCount);
 
         long matrixHalves = (long)rows * columns;
         int run = (int)Math.Clamp(DequantizedFloatsLimit / matrixHalves, 1, count);
@@ -460,6 +461,13 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
+    /// Where the second of two split halves starts (lo for activations, hi for a weight's [lo | hi] rows) in halves at
+    /// <paramref name="halves"/>: a <paramref name="row"/> on when rows alternate (<see cref="ConcatenatedSplitTerms"/>),
+    /// else after all <paramref name="count"/> of the first.
+    /// </summary>
+    private static ulong SecondHalves(ulong halves, int row, long count) => halves + (ulong)(row != 0 ? row : count) * sizeof(ushort);
+
+    /// <summary>
     /// The activations as the tensor cores take them: rounded as the CPU rounds them, then in the operand type (hi,
     /// followed by lo when <paramref name="split"/>, <paramref name="count"/> halves each; or, with a
     /// <paramref name="row"/> of values, each token's hi row followed by its lo row: <see cref="ConcatenatedSplitTerms"/>).
@@ -473,7 +481,7 @@ public sealed unsafe partial class CudaBackend
         // F16 (BF16) activations for F16 (BF16) weights: the conversion is that rounding itself.
         bool roundedByConversion = activationType == (operands == HalfType.BF16 ? GgmlType.BF16 : GgmlType.F16);
         DeviceBuffer halves = HalfActivationScratch.Get((split ? 2 : 1) * count * sizeof(ushort));
-        ulong lo = split ? halves.Pointer + (ulong)(row != 0 ? row : count) * sizeof(ushort) : 0;
+        ulong lo = split ? SecondHalves(halves.Pointer, row, count) : 0;
         if (operands == HalfType.F16 && !roundedByConversion && RoundToHalves(activationType, x, count, halves.Pointer, lo, row)) // CudaBackend.PromptFused.cs
         {
             _lastHalves = (staged ? 0 : x, count, activationType, operands, split, -1, halves.Pointer, row);

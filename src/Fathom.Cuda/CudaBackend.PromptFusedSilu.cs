@@ -46,7 +46,7 @@ public sealed partial class CudaBackend
             return false;
         bool q8_k = learned.Format == GgmlType.Q8_K;
         DeviceBuffer halves = HalfActivationScratch.Get((learned.Split ? 2 : 1) * n * sizeof(ushort));
-        ulong hi = halves.Pointer, lo = learned.Split ? hi + (ulong)(learned.Row != 0 ? learned.Row : n) * sizeof(ushort) : 0;
+        ulong hi = halves.Pointer, lo = learned.Split ? SecondHalves(hi, learned.Row, n) : 0;
         KernelArguments arguments = new KernelArguments().Pointer(gate).Pointer(up).Pointer(hi).Pointer(lo).Int(learned.Row / (q8_k ? 8 : 4));
         if (q8_k)
             arguments.Long(n / 256).Launch(_context, _kernels.Function("silu_mul_halves_q8_k"), "silu_mul_halves_q8_k",

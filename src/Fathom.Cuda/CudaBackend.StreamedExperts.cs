@@ -33,9 +33,6 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Bytes of CPU-placed expert weights copied to the GPU so far.</summary>
     public long StreamedExpertBytes { get; private set; }
 
-    /// <summary>Expert groups (a block's gate, up or down stack) streamed so far.</summary>
-    public long StreamedExpertGroups { get; private set; }
-
     /// <summary>Why the last batch that could have streamed did not (GPU memory short), or null.</summary>
     public string? StreamingProblem { get; private set; }
 
@@ -154,7 +151,6 @@ public sealed unsafe partial class CudaBackend
         else
             for (int i = 0; i < count; i++) CopyThroughBounce(at + (ulong)(i * matrixBytes), matrices[i].RowPointer(0), matrixBytes);
         StreamedExpertBytes += matrixBytes * count;
-        StreamedExpertGroups++;
 
         var key = (at, matrixBytes, count);
         if (!_streamTables.TryGetValue(key, out DeviceBuffer? table))

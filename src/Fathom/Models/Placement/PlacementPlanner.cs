@@ -63,9 +63,12 @@ public static class PlacementPlanner
     }
 
     /// <summary>The most bytes of CPU-placed routed experts in one block: what streaming them for a prompt copies at once.</summary>
-    private static long LargestCpuExpertBlock(IEnumerable<PlacedTensor> placed) => placed
-        .Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu)
-        .GroupBy(t => t.Layer).Select(g => g.Sum(t => t.Bytes)).DefaultIfEmpty(0).Max();
+    private static long LargestCpuExpertBlock(IEnumerable<PlacedTensor> placed) =>
+        LargestBlock(placed.Where(t => t.Group == TensorGroup.RoutedExperts && t.Device == PlacementDevice.Cpu));
+
+    /// <summary>The most bytes of <paramref name="tensors"/> in one block (0 for none).</summary>
+    private static long LargestBlock(IEnumerable<PlacedTensor> tensors) =>
+        tensors.GroupBy(t => t.Layer).Select(g => g.Sum(t => t.Bytes)).DefaultIfEmpty(0).Max();
 
     private static PlacedTensor Candidate(TensorSummary t, ModelHyperparameters config)
     {
@@ -119,7 +122,7 @@ public static class PlacementPlanner
         long nonExperts = Sum(i => !IsExpert(i));
         // Once some routed experts stay on the CPU, a streaming backend needs room for one block of them (at most the largest).
         long streaming = streamsCpuExperts
-            ? Enumerable.Range(0, blocks).Select(b => Sum(i => IsExpert(i) && candidates[i].Layer == b)).DefaultIfEmpty(0).Max()
+            ? LargestBlock(Enumerable.Range(0, candidates.Count).Where(i => Undecided(i) && IsExpert(i)).Select(i => candidates[i]))
             : 0;
         if (Sum(_ => true) <= room)
         {
